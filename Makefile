@@ -1,0 +1,49 @@
+# One command for the main job, one for the tests; each sets up what it needs.
+#   make run    # the pipeline on data/sample (LocalDagRunner, DirectRunner, SQLite MLMD)
+#   make test   # the test suite
+# The virtual environment lives outside the clone, keyed on a hash of the
+# lock file, so clones and CI runs share it: $(VENV).
+
+SHELL := /bin/bash
+PY310 := $(shell scripts/find-python310)
+LOCK_HASH := $(shell cat requirements/lock.txt | sha256sum | cut -c1-16)
+VENV_ROOT ?= $(HOME)/.cache/tfx-stateful-sequences
+VENV ?= $(VENV_ROOT)/venv-py310-$(LOCK_HASH)
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUTPUT ?= outputs/local
+RUN_ARGS ?=
+PYTEST_ARGS ?=
+export PYTHONPATH := $(CURDIR)
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv run test lock clean-outputs
+
+venv: $(STAMP)
+
+$(STAMP):
+	@test -n "$(PY310)" || { echo "Python 3.10 is required (TFX 1.16)"; exit 1; }
+	@echo "Setting up $(VENV) (first time: about 4 minutes, 3.3 GB)"
+	rm -rf $(VENV)
+	$(PY310) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade "pip==26.3" "setuptools==84.2.1" "wheel==0.48.0"
+	$(PYTHON) -m pip install --quiet --no-deps -r requirements/lock.txt
+	$(PYTHON) -m pip check
+	touch $(STAMP)
+
+# The main job: the pipeline on the bundled sample with the embedded defaults.
+run: venv
+	$(PYTHON) -m pipeline.local_runner --data-root data/sample --output-dir $(OUTPUT) $(RUN_ARGS)
+
+test: venv
+	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# Re-resolve the direct dependencies and pin every version (then commit it).
+lock:
+	rm -rf /tmp/tss-lock-venv && $(PY310) -m venv /tmp/tss-lock-venv
+	/tmp/tss-lock-venv/bin/pip install --quiet --upgrade pip setuptools wheel
+	/tmp/tss-lock-venv/bin/pip install --quiet -r requirements/base.in
+	/tmp/tss-lock-venv/bin/pip freeze --all | grep -v '^\(pip\|setuptools\|wheel\)==' > requirements/lock.txt
+
+clean-outputs:
+	rm -rf outputs

@@ -1,0 +1,188 @@
+"""Input records -> ``RowChunk`` columns: tf.Example rows, CSV lines, and
+whole tf.SequenceExamples. Each function takes a bundle of records and returns
+one chunk per sequence key in it."""
+
+from __future__ import annotations
+
+import csv
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from components.sequence_batcher import sequences as seqlib
+
+InputDataError = seqlib.InputDataError
+
+
+def _columns_from_lists(values: Dict[str, list], n: int
+                       ) -> (Dict[str, np.ndarray], Dict[str, np.ndarray]):
+  """Python lists with None for missing -> typed arrays + missing masks."""
+  columns, missing = {}, {}
+  for name, vals in values.items():
+    hole = np.fromiter((v is None for v in vals), dtype=bool, count=n)
+    filled = [0 if v is None else v for v in vals] if hole.any() else vals
+    first = next((v for v in vals if v is not None), 0)
+    if isinstance(first, bytes):
+      arr = np.array(filled, dtype=object)
+    elif isinstance(first, int):
+      arr = np.array(filled, dtype=np.int64)
+    else:
+      arr = np.array(filled, dtype=np.float64)
+    columns[name] = arr
+    if hole.any():
+      missing[name] = hole
+  return columns, missing
+
+
+def decode_examples(records: Sequence[bytes], columns: seqlib.ColumnConfig,
+                    source: str) -> List[seqlib.RowChunk]:
+  """Serialized ``tf.train.Example`` rows (one time step each) -> chunks."""
+  n = len(records)
+  values: Dict[str, list] = {}
+  for i, record in enumerate(records):
+    example = tf.train.Example.FromString(record)
+    for name, feature in example.features.feature.items():
+      kind = feature.WhichOneof('kind')
+      vals = getattr(feature, kind).value if kind else ()
+      if len(vals) > 1:
+        raise InputDataError(
+            f'{source}: a row has {len(vals)} values for {name!r}; one value '
+            f'per time step is expected (row: {_example_summary(example)})')
+      col = values.get(name)
+      if col is None:
+        col = values[name] = [None] * n
+      col[i] = vals[0] if len(vals) else None
+  if not n:
+    return []
+  if columns.key_column not in values:
+    raise InputDataError(f'{source}: the key column {columns.key_column!r} is '
+                         f'not in the input; columns: {sorted(values)}')
+  cols, missing = _columns_from_lists(values, n)
+  keys = [seqlib.key_to_str(k) for k in cols.pop(columns.key_column)]
+  return seqlib.chunk_rows(keys, cols, missing, source, columns.key_column)
+
+
+def _example_summary(example: tf.train.Example) -> str:
+  parts = []
+  for name in sorted(example.features.feature)[:6]:
+    f = example.features.feature[name]
+    kind = f.WhichOneof('kind')
+    parts.append(f'{name}={list(getattr(f, kind).value)[:3] if kind else []}')
+  return ', '.join(parts)
+
+
+def read_csv_header(first_line: str, path: str,
+                    columns: seqlib.ColumnConfig) -> List[str]:
+  """Column names from a CSV file's first line; checks the named columns."""
+  header = next(csv.reader([first_line]), [])
+  header = [h.strip() for h in header]
+  if not header or not any(header):
+    raise InputDataError(f'{path}: empty header line')
+  dup = sorted({h for h in header if header.count(h) > 1})
+  if dup:
+    raise InputDataError(f'{path}: duplicate column names {dup}')
+  needed = [c for c in (columns.key_column, columns.order_column,
+                        columns.label_column) if c]
+  needed += list(columns.feature_columns or ())
+  absent = [c for c in needed if c not in header]
+  if absent:
+    raise InputDataError(f'{path}: column(s) {absent} not in the header '
+                         f'{header}')
+  return header
+
+
+def _parse_text_column(texts: List[str]) -> (np.ndarray, Optional[np.ndarray]):
+  raw = np.array([t.strip() for t in texts], dtype=object)
+  hole = raw == ''
+  present = raw[~hole]
+  for dtype in (np.int64, np.float64):
+    try:
+      parsed = np.zeros(len(raw), dtype=dtype)
+      parsed[~hole] = present.astype(dtype) if present.size else []
+      return parsed, (hole if hole.any() else None)
+    except (ValueError, OverflowError):
+      continue
+  return raw, (hole if hole.any() else None)
+
+
+def decode_csv_lines(lines: Sequence[str], header: Sequence[str],
+                     columns: seqlib.ColumnConfig,
+                     source: str) -> List[seqlib.RowChunk]:
+  """CSV data lines (no header) of one file -> chunks."""
+  rows = list(csv.reader(lines))
+  width = len(header)
+  for line, row in zip(lines, rows):
+    if len(row) != width:
+      raise InputDataError(f'{source}: a line has {len(row)} fields, the '
+                           f'header has {width}: {line.strip()[:200]!r}')
+  if not rows:
+    return []
+  cols, missing = {}, {}
+  for j, name in enumerate(header):
+    values, hole = _parse_text_column([r[j] for r in rows])
+    if name == columns.key_column:
+      if hole is not None:
+        bad = lines[int(np.argmax(hole))]
+        raise InputDataError(f'{source}: a line has no value for the key '
+                             f'column {name!r}: {bad.strip()[:200]!r}')
+      keys = [seqlib.key_to_str(k) for k in values]
+      continue
+    cols[name] = values
+    if hole is not None:
+      missing[name] = hole
+  return seqlib.chunk_rows(keys, cols, missing, source, columns.key_column)
+
+
+def decode_sequence_example(record: bytes, columns: seqlib.ColumnConfig,
+                            source: str) -> seqlib.RowChunk:
+  """One serialized ``tf.train.SequenceExample`` (a whole sequence) -> chunk.
+
+  The key (and a per-sequence label) come from the context; per-step values
+  from the feature lists, one value per step. Without an order feature list
+  the steps keep the order of the lists.
+  """
+  example = tf.train.SequenceExample.FromString(record)
+  ctx = example.context.feature
+  lists = example.feature_lists.feature_list
+  if columns.key_column not in ctx:
+    raise InputDataError(f'{source}: a SequenceExample has no context feature '
+                         f'{columns.key_column!r} (the key); context: '
+                         f'{sorted(ctx)}')
+  kf = ctx[columns.key_column]
+  kind = kf.WhichOneof('kind')
+  kvals = getattr(kf, kind).value if kind else ()
+  if len(kvals) != 1:
+    raise InputDataError(f'{source}: a SequenceExample has {len(kvals)} values '
+                         f'for its key {columns.key_column!r}')
+  key = seqlib.key_to_str(kvals[0])
+  lengths = {name: len(fl.feature) for name, fl in lists.items()}
+  if len(set(lengths.values())) > 1:
+    raise InputDataError(f'{source}: SequenceExample {key!r} has feature lists '
+                         f'of different lengths: {dict(sorted(lengths.items()))}')
+  n = next(iter(lengths.values()), 0)
+  values: Dict[str, list] = {}
+  for name, fl in lists.items():
+    col = []
+    for i, feature in enumerate(fl.feature):
+      k = feature.WhichOneof('kind')
+      vals = getattr(feature, k).value if k else ()
+      if len(vals) > 1:
+        raise InputDataError(f'{source}: SequenceExample {key!r}: step {i} of '
+                             f'{name!r} has {len(vals)} values, one expected')
+      col.append(vals[0] if len(vals) else None)
+    values[name] = col
+  lc = columns.label_column
+  if lc and lc not in values and lc in ctx:
+    lf = ctx[lc]
+    k = lf.WhichOneof('kind')
+    lvals = getattr(lf, k).value if k else ()
+    if len(lvals) != 1:
+      raise InputDataError(f'{source}: SequenceExample {key!r} has '
+                           f'{len(lvals)} values for the label {lc!r}')
+    values[lc] = [lvals[0]] * n
+  oc = columns.order_column
+  if oc and oc not in values:
+    values[oc] = list(range(n))
+  cols, missing = _columns_from_lists(values, n)
+  return seqlib.RowChunk(key=key, source=source, columns=cols, missing=missing)

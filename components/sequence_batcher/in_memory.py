@@ -1,0 +1,96 @@
+"""Single-process writer of a SequenceBatcher output from in-memory sequences.
+
+The same files and ``metadata.json`` as the Beam transform, built with the
+NumPy reference (``layout.layout_in_memory``). Meant for tests, notebooks and
+small data; the Beam transform is the scalable path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from components.sequence_batcher import batch_format
+from components.sequence_batcher import layout
+from components.sequence_batcher import metadata as metadata_lib
+
+
+def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
+                split: str = 'train',
+                config: layout.LayoutConfig = layout.LayoutConfig(),
+                feature_names: Optional[Sequence[str]] = None,
+                key_column: str = 'seq_id', order_column: Optional[str] = 't',
+                label_column: Optional[str] = 'label') -> dict:
+  """Lays ``sequences`` out and writes ``<output_dir>/Split-<split>``.
+
+  Also (re)writes ``<output_dir>/metadata.json`` with every split found there.
+
+  Returns:
+    The split's metadata dict.
+  """
+  plan, batches = layout.layout_in_memory(sequences, config)
+  nfeat = sequences[0].features.shape[1]
+  names = list(feature_names or [f'f{i}' for i in range(nfeat)])
+  if len(names) != nfeat:
+    raise ValueError(f'{len(names)} feature names for {nfeat} features')
+  all_int = all(s.labels.dtype.kind in 'iu' for s in sequences)
+  sdir = metadata_lib.split_dir(output_dir, split)
+  tf.io.gfile.makedirs(sdir)
+  files = []
+  nbytes = 0
+  for shard in range(plan.num_shards):
+    name = metadata_lib.shard_name(shard, plan.num_shards)
+    files.append(name)
+    first = shard * plan.batches_per_shard
+    with tf.io.TFRecordWriter(os.path.join(sdir, name)) as writer:
+      for batch in batches[first:first + plan.batches_per_shard]:
+        if all_int:
+          batch['labels'] = batch['labels'].astype(np.int64)
+        else:
+          batch['labels'] = batch['labels'].astype(np.float32)
+        record = batch_format.serialize_batch(batch)
+        nbytes += len(record)
+        writer.write(record)
+  meta = {
+      'format_version': metadata_lib.FORMAT_VERSION,
+      'split': split,
+      'batch_size': config.batch_size,
+      'num_unroll': config.num_unroll,
+      'mode': config.mode,
+      'label_kind': config.label_kind,
+      'feature_names': names,
+      'num_features': nfeat,
+      'label_dtype': 'int64' if all_int else 'float32',
+      'key_column': key_column,
+      'order_column': order_column,
+      'label_column': label_column,
+      'files': files,
+      'input_timesteps': plan.real_timesteps + sum(s.truncated
+                                                   for s in sequences),
+      'bytes': nbytes,
+  }
+  meta.update(layout.split_statistics(
+      plan, sum(s.truncated for s in sequences)))
+  with tf.io.gfile.GFile(os.path.join(sdir, metadata_lib.METADATA_FILE),
+                         'w') as f:
+    f.write(metadata_lib.dumps(meta))
+  write_root_metadata(output_dir)
+  return meta
+
+
+def write_root_metadata(output_dir: str) -> dict:
+  """Merges every ``Split-*/metadata.json`` into ``<output_dir>/metadata.json``."""
+  metas = []
+  for sdir in sorted(tf.io.gfile.glob(
+      os.path.join(output_dir, metadata_lib.SPLIT_PREFIX + '*'))):
+    path = os.path.join(sdir, metadata_lib.METADATA_FILE)
+    if tf.io.gfile.exists(path):
+      metas.append(batch_format.read_json(path))
+  merged = metadata_lib.merge_splits(metas)
+  with tf.io.gfile.GFile(os.path.join(output_dir, metadata_lib.METADATA_FILE),
+                         'w') as f:
+    f.write(metadata_lib.dumps(merged))
+  return merged

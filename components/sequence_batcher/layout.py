@@ -1,0 +1,417 @@
+"""The lane layout: planning maths and batch assembly, in plain Python/NumPy.
+
+Nothing here imports Beam, TensorFlow or TFX. The Beam transform in
+``beam.py`` and the single-process reference ``layout_in_memory`` both call
+these functions, so the two always agree.
+
+Vocabulary (see DESIGN.md):
+
+* ``T`` (``num_unroll``) is the truncated-BPTT window. A sequence of length
+  ``L`` is cut into ``ceil(L / T)`` segments; the last one is padded.
+* A batch has ``B`` (``batch_size``) rows called lanes. Segment ``k + 1`` of a
+  sequence sits in the same lane of the batch after the one holding segment
+  ``k``, so a stateful RNN carries exactly the right state from batch to batch.
+* ``packed`` mode: sequences are sorted longest first and each is put on the
+  lane that currently ends earliest (longest-processing-time-first
+  scheduling), so lanes end together and little tail padding is left. A lane
+  runs many sequences back to back; each starts with ``reset = 1``.
+* ``bucketed`` mode: sequences sorted by length form groups of ``B``; a group
+  occupies ``max(segments)`` consecutive batches and every sequence in it
+  starts at the group's first batch, so a plain ``model.reset_states()`` at
+  each group start is correct and whole groups may be shuffled per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+PACKED = 'packed'
+BUCKETED = 'bucketed'
+MODES = (PACKED, BUCKETED)
+
+PER_SEQUENCE = 'per_sequence'
+PER_STEP = 'per_step'
+LABEL_KINDS = (PER_SEQUENCE, PER_STEP)
+
+# Keys of one batch, as written to disk and returned by ``read_batches``.
+BATCH_KEYS = ('features', 'labels', 'mask', 'label_weight', 'reset', 'key',
+              'segment_index', 'sequence_length', 'batch_index')
+
+# A shard holds about this many bytes of feature data by default.
+DEFAULT_SHARD_BYTES = 64 << 20
+
+
+class LayoutError(ValueError):
+  """The input cannot be laid out (bad configuration or bad data)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayoutConfig:
+  """How sequences are cut and laid into batches.
+
+  Attributes:
+    batch_size: B, lanes per batch (>= 1).
+    num_unroll: T, time steps per segment (>= 1).
+    mode: ``packed`` (default) or ``bucketed``.
+    label_kind: ``per_sequence`` (``label_weight`` is 1 only on the last real
+      step) or ``per_step`` (``label_weight`` equals ``mask``).
+    max_sequence_length: optional cap on a sequence's length.
+    truncate: when a sequence is longer than ``max_sequence_length``: False
+      (default) raises an error naming the key; True keeps its first
+      ``max_sequence_length`` steps and counts the rest as truncated.
+    shard_bytes: target size of one output shard's feature data.
+  """
+  batch_size: int = 32
+  num_unroll: int = 32
+  mode: str = PACKED
+  label_kind: str = PER_SEQUENCE
+  max_sequence_length: Optional[int] = None
+  truncate: bool = False
+  shard_bytes: int = DEFAULT_SHARD_BYTES
+
+  def __post_init__(self):
+    for name in ('batch_size', 'num_unroll'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise LayoutError(f'{name} must be an integer, got {value!r}')
+      if value < 1:
+        raise LayoutError(f'{name} must be at least 1, got {value}')
+    if self.mode not in MODES:
+      raise LayoutError(f'mode must be one of {MODES}, got {self.mode!r}')
+    if self.label_kind not in LABEL_KINDS:
+      raise LayoutError(
+          f'label_kind must be one of {LABEL_KINDS}, got {self.label_kind!r}')
+    if self.max_sequence_length is not None and self.max_sequence_length < 1:
+      raise LayoutError('max_sequence_length must be at least 1, got '
+                        f'{self.max_sequence_length}')
+    if self.truncate and self.max_sequence_length is None:
+      raise LayoutError('truncate=True needs max_sequence_length')
+    if self.shard_bytes < 1:
+      raise LayoutError(f'shard_bytes must be positive, got {self.shard_bytes}')
+
+
+@dataclasses.dataclass
+class SequenceArrays:
+  """One whole sequence as arrays.
+
+  Attributes:
+    key: the sequence key (str).
+    features: float32[L, F].
+    labels: int64[L] or float32[L].
+    truncated: how many steps were cut off by ``max_sequence_length``.
+  """
+  key: str
+  features: np.ndarray
+  labels: np.ndarray
+  truncated: int = 0
+
+  @property
+  def length(self) -> int:
+    return int(self.features.shape[0])
+
+
+def num_segments(length: int, num_unroll: int) -> int:
+  """Segments needed for a sequence of ``length`` steps (ceil(L / T))."""
+  return -(-int(length) // int(num_unroll))
+
+
+@dataclasses.dataclass
+class LanePlan:
+  """Where every sequence goes. Computed from (key, length) pairs only.
+
+  Attributes:
+    keys: sequence keys in plan order (longest first).
+    lengths: int64[N], the sequence lengths.
+    lanes: int64[N], the lane of each sequence.
+    start_batches: int64[N], the batch holding each sequence's segment 0.
+    segments: int64[N], ``ceil(L / T)``.
+    num_batches: batches in the split.
+    groups: for ``bucketed`` mode, ``(first_batch, num_batches)`` of every
+      group in order; None in ``packed`` mode.
+    batches_per_shard: output shard ``s`` holds batches
+      ``[s * batches_per_shard, (s + 1) * batches_per_shard)``.
+  """
+  config: LayoutConfig
+  keys: List[str]
+  lengths: np.ndarray
+  lanes: np.ndarray
+  start_batches: np.ndarray
+  segments: np.ndarray
+  num_batches: int
+  groups: Optional[List[Tuple[int, int]]]
+  batches_per_shard: int
+
+  @property
+  def num_sequences(self) -> int:
+    return len(self.keys)
+
+  @property
+  def num_shards(self) -> int:
+    return max(1, -(-self.num_batches // self.batches_per_shard))
+
+  @property
+  def real_timesteps(self) -> int:
+    return int(self.lengths.sum())
+
+  @property
+  def total_timesteps(self) -> int:
+    return (self.num_batches * self.config.batch_size *
+            self.config.num_unroll)
+
+  @property
+  def efficiency(self) -> float:
+    total = self.total_timesteps
+    return self.real_timesteps / total if total else 0.0
+
+  def placements(self) -> Iterable[Tuple[str, Tuple[int, int]]]:
+    """Yields ``(key, (lane, start_batch))`` for every sequence."""
+    for i, key in enumerate(self.keys):
+      yield key, (int(self.lanes[i]), int(self.start_batches[i]))
+
+  def shard_of(self, batch_index: int) -> int:
+    return int(batch_index) // self.batches_per_shard
+
+
+def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
+               config: LayoutConfig,
+               num_features: int = 1) -> LanePlan:
+  """Plans the lane layout from ``(key, length)`` pairs.
+
+  The result depends only on the multiset of pairs, never on their order, so
+  every runner and every parallelism gives the same plan.
+
+  Args:
+    key_lengths: ``(key, length)`` of every sequence; keys unique, lengths
+      >= 1 (already truncated where asked).
+    config: the layout configuration.
+    num_features: F, used only to size output shards.
+
+  Returns:
+    A ``LanePlan``.
+  """
+  pairs = sorted(((str(k), int(n)) for k, n in key_lengths),
+                 key=lambda kl: (-kl[1], kl[0]))
+  for (k1, _), (k2, _) in zip(pairs, pairs[1:]):
+    if k1 == k2:
+      raise LayoutError(f'sequence key {k1!r} appears twice')
+  keys = [k for k, _ in pairs]
+  lengths = np.array([n for _, n in pairs], dtype=np.int64)
+  if lengths.size and lengths.min() < 1:
+    bad = keys[int(np.argmin(lengths))]
+    raise LayoutError(f'sequence {bad!r} has no time steps')
+  bsz, unroll = config.batch_size, config.num_unroll
+  segments = -(-lengths // unroll)
+  lanes = np.zeros(len(keys), dtype=np.int64)
+  starts = np.zeros(len(keys), dtype=np.int64)
+  groups = None
+  if config.mode == PACKED:
+    # Longest first onto the lane that ends earliest (ties: lowest lane).
+    heap = [(0, lane) for lane in range(bsz)]
+    for i, nseg in enumerate(segments):
+      load, lane = heapq.heappop(heap)
+      lanes[i], starts[i] = lane, load
+      heapq.heappush(heap, (load + int(nseg), lane))
+    num_batches = max(load for load, _ in heap)
+  else:
+    groups = []
+    first = 0
+    for g in range(0, len(keys), bsz):
+      lanes[g:g + bsz] = np.arange(min(bsz, len(keys) - g))
+      starts[g:g + bsz] = first
+      span = int(segments[g:g + bsz].max())
+      groups.append((first, span))
+      first += span
+    num_batches = first
+  bytes_per_batch = max(1, bsz * unroll * max(1, num_features) * 4)
+  batches_per_shard = max(1, config.shard_bytes // bytes_per_batch)
+  return LanePlan(config=config, keys=keys, lengths=lengths, lanes=lanes,
+                  start_batches=starts, segments=segments,
+                  num_batches=int(num_batches), groups=groups,
+                  batches_per_shard=int(batches_per_shard))
+
+
+@dataclasses.dataclass
+class Segment:
+  """One lane of one batch: ``num_unroll`` steps of one sequence.
+
+  Attributes:
+    batch_index: the batch it belongs to.
+    lane: its lane in that batch.
+    features: float32[T, F], zero past the sequence end.
+    labels: [T], zero past the sequence end.
+    mask: float32[T], 1 on real steps.
+    label_weight: float32[T].
+    reset: 1 on a sequence's first segment.
+    key: the sequence key.
+    segment_index: k, the position of the segment in its sequence.
+    sequence_length: L.
+  """
+  batch_index: int
+  lane: int
+  features: np.ndarray
+  labels: np.ndarray
+  mask: np.ndarray
+  label_weight: np.ndarray
+  reset: int
+  key: str
+  segment_index: int
+  sequence_length: int
+
+
+def cut_segments(seq: SequenceArrays, lane: int, start_batch: int,
+                 config: LayoutConfig) -> List[Segment]:
+  """Cuts one sequence into padded segments placed by the plan."""
+  unroll = config.num_unroll
+  length = seq.length
+  nseg = num_segments(length, unroll)
+  padded = nseg * unroll
+  nfeat = seq.features.shape[1]
+  feats = np.zeros((padded, nfeat), dtype=np.float32)
+  feats[:length] = seq.features
+  labels = np.zeros((padded,), dtype=seq.labels.dtype)
+  labels[:length] = seq.labels
+  mask = np.zeros((padded,), dtype=np.float32)
+  mask[:length] = 1.0
+  if config.label_kind == PER_SEQUENCE:
+    weight = np.zeros((padded,), dtype=np.float32)
+    weight[length - 1] = 1.0
+  else:
+    weight = mask
+  feats = feats.reshape(nseg, unroll, nfeat)
+  labels = labels.reshape(nseg, unroll)
+  mask = mask.reshape(nseg, unroll)
+  weight = weight.reshape(nseg, unroll)
+  return [
+      Segment(batch_index=start_batch + k, lane=lane, features=feats[k],
+              labels=labels[k], mask=mask[k], label_weight=weight[k],
+              reset=int(k == 0), key=seq.key, segment_index=k,
+              sequence_length=length) for k in range(nseg)
+  ]
+
+
+def empty_batch(batch_index: int, config: LayoutConfig, num_features: int,
+                label_dtype: np.dtype) -> Dict[str, np.ndarray]:
+  """A batch with every lane padded (mask 0, segment_index -1)."""
+  bsz, unroll = config.batch_size, config.num_unroll
+  return {
+      'features': np.zeros((bsz, unroll, num_features), np.float32),
+      'labels': np.zeros((bsz, unroll), label_dtype),
+      'mask': np.zeros((bsz, unroll), np.float32),
+      'label_weight': np.zeros((bsz, unroll), np.float32),
+      'reset': np.zeros((bsz,), np.int64),
+      'key': np.array([b''] * bsz, dtype=object),
+      'segment_index': np.full((bsz,), -1, np.int64),
+      'sequence_length': np.zeros((bsz,), np.int64),
+      'batch_index': np.array([batch_index], np.int64),
+  }
+
+
+def assemble_batch(batch_index: int, segments: Iterable[Segment],
+                   config: LayoutConfig, num_features: int,
+                   label_dtype: np.dtype) -> Dict[str, np.ndarray]:
+  """Lays the segments of one batch into their lanes; other lanes are padding.
+
+  Returns:
+    A dict with ``features`` float32[B, T, F], ``labels`` [B, T], ``mask``
+    float32[B, T], ``label_weight`` float32[B, T], ``reset`` int64[B], ``key``
+    object[B] (bytes), ``segment_index`` int64[B], ``sequence_length``
+    int64[B] and ``batch_index`` int64[1].
+  """
+  batch = empty_batch(batch_index, config, num_features, label_dtype)
+  seen = set()
+  for seg in segments:
+    if seg.batch_index != batch_index:
+      raise LayoutError(f'segment of {seg.key!r} for batch {seg.batch_index} '
+                        f'given to batch {batch_index}')
+    if seg.lane in seen:
+      raise LayoutError(f'two segments in lane {seg.lane} of batch '
+                        f'{batch_index} (second: {seg.key!r})')
+    seen.add(seg.lane)
+    i = seg.lane
+    batch['features'][i] = seg.features
+    batch['labels'][i] = seg.labels
+    batch['mask'][i] = seg.mask
+    batch['label_weight'][i] = seg.label_weight
+    batch['reset'][i] = seg.reset
+    batch['key'][i] = seg.key.encode('utf-8')
+    batch['segment_index'][i] = seg.segment_index
+    batch['sequence_length'][i] = seg.sequence_length
+  return batch
+
+
+def length_histogram(lengths: np.ndarray,
+                     num_unroll: int) -> Dict[str, List[int]]:
+  """Counts of sequence lengths in power-of-two bins.
+
+  Returns:
+    ``{'edges': [...], 'counts': [...]}`` where ``counts[i]`` is the number
+    of lengths in ``[edges[i], edges[i + 1])`` (the last bin is closed).
+  """
+  del num_unroll  # Bins are absolute lengths; T is in the metadata.
+  if lengths.size == 0:
+    return {'edges': [1, 2], 'counts': [0]}
+  top = int(lengths.max())
+  edges = [1]
+  while edges[-1] <= top:
+    edges.append(edges[-1] * 2)
+  counts, _ = np.histogram(lengths, bins=np.array(edges))
+  return {'edges': edges, 'counts': [int(c) for c in counts]}
+
+
+def split_statistics(plan: LanePlan, truncated_timesteps: int = 0) -> dict:
+  """The per-split numbers written to ``metadata.json``."""
+  lengths = plan.lengths
+  stats = {
+      'num_sequences': plan.num_sequences,
+      'num_batches': plan.num_batches,
+      'num_shards': plan.num_shards,
+      'batches_per_shard': plan.batches_per_shard,
+      'real_timesteps': plan.real_timesteps,
+      'padded_timesteps': plan.total_timesteps - plan.real_timesteps,
+      'truncated_timesteps': int(truncated_timesteps),
+      'efficiency': plan.efficiency,
+      'length_histogram': length_histogram(lengths, plan.config.num_unroll),
+      'min_length': int(lengths.min()) if lengths.size else 0,
+      'median_length': float(np.median(lengths)) if lengths.size else 0.0,
+      'max_length': int(lengths.max()) if lengths.size else 0,
+  }
+  if plan.groups is not None:
+    stats['groups'] = [list(g) for g in plan.groups]
+  return stats
+
+
+def layout_in_memory(sequences: List[SequenceArrays],
+                     config: LayoutConfig) -> Tuple[LanePlan,
+                                                    List[Dict[str, np.ndarray]]]:
+  """Single-process reference: the whole layout built in memory.
+
+  Used by the tests and benchmarks as the ground truth the Beam transform must
+  reproduce, and handy for small data. Needs every sequence in memory.
+
+  Args:
+    sequences: whole sequences with unique keys.
+    config: the layout configuration.
+
+  Returns:
+    ``(plan, batches)`` with ``batches[b]`` the dict ``assemble_batch`` gives.
+  """
+  if not sequences:
+    raise LayoutError('no sequences to lay out')
+  nfeat = sequences[0].features.shape[1]
+  label_dtype = sequences[0].labels.dtype
+  plan = plan_lanes(((s.key, s.length) for s in sequences), config, nfeat)
+  by_key: Mapping[str, SequenceArrays] = {s.key: s for s in sequences}
+  per_batch: List[List[Segment]] = [[] for _ in range(plan.num_batches)]
+  for key, (lane, start) in plan.placements():
+    for seg in cut_segments(by_key[key], lane, start, config):
+      per_batch[seg.batch_index].append(seg)
+  batches = [
+      assemble_batch(b, segs, config, nfeat, label_dtype)
+      for b, segs in enumerate(per_batch)
+  ]
+  return plan, batches
