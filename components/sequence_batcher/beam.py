@@ -194,10 +194,13 @@ class BuildSequences(beam.PTransform):
 
 
 def _make_plan(stats: List[Tuple[str, int, bool, int]],
-               config: layout.LayoutConfig, num_features: int,
+               config: layout.LayoutConfig, feature_names,
                split: str) -> Tuple[layout.LanePlan, PlanSummary, int]:
+  # Checked first: with no rows the inferred feature names side input is
+  # empty too (Beam's EmptySideInput), and has no len().
   if not stats:
     raise seqlib.InputDataError(f'split {split!r}: the input has no rows')
+  num_features = len(feature_names)
   t0 = time.time()
   plan = layout.plan_lanes(((k, n) for k, n, _, _ in stats), config,
                            num_features)
@@ -239,7 +242,7 @@ class PlanLanes(beam.PTransform):
                            s.truncated))
             | 'Gather' >> beam.combiners.ToList()
             | 'Plan' >> beam.Map(
-                lambda st, fn: _make_plan(st, config, len(fn), split), names))
+                lambda st, fn: _make_plan(st, config, fn, split), names))
 
 
 def _cut(joined, summary: PlanSummary):

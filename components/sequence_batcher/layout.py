@@ -23,6 +23,7 @@ Vocabulary (see DESIGN.md):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import heapq
 import math
@@ -196,10 +197,12 @@ def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
   """
   pairs = sorted(((str(k), int(n)) for k, n in key_lengths),
                  key=lambda kl: (-kl[1], kl[0]))
-  for (k1, _), (k2, _) in zip(pairs, pairs[1:]):
-    if k1 == k2:
-      raise LayoutError(f'sequence key {k1!r} appears twice')
   keys = [k for k, _ in pairs]
+  if len(set(keys)) != len(keys):
+    # Not only neighbours: pairs are sorted by length first, and the same key
+    # may come with different lengths.
+    dup = min(k for k, count in collections.Counter(keys).items() if count > 1)
+    raise LayoutError(f'sequence key {dup!r} appears twice')
   lengths = np.array([n for _, n in pairs], dtype=np.int64)
   if lengths.size and lengths.min() < 1:
     bad = keys[int(np.argmin(lengths))]

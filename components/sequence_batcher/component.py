@@ -1,0 +1,124 @@
+"""TFX component: SequenceBatcher (Examples -> SequenceBatches).
+
+Validates arguments and wires channels; the work is in ``executor.py`` and the
+Beam transform in ``beam.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+from tfx import types
+from tfx.dsl.components.base import base_beam_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import artifact
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ExecutionParameter
+
+from components.sequence_batcher import executor
+from components.sequence_batcher import layout
+from components.sequence_batcher import sequences as seqlib
+
+
+class SequenceBatches(types.Artifact):
+  """Ordered, fixed-shape stateful batches, one folder per split.
+
+  The URI holds ``metadata.json`` and ``Split-<name>/`` folders of sharded
+  TFRecord files; read them with ``components.sequence_batcher.read_batches``.
+  """
+  TYPE_NAME = 'SequenceBatches'
+  PROPERTIES = {
+      'split_names': artifact.Property(type=artifact.PropertyType.STRING),
+  }
+
+
+class SequenceBatcherSpec(types.ComponentSpec):
+  """ComponentSpec of the SequenceBatcher."""
+
+  PARAMETERS = {
+      'key_column': ExecutionParameter(type=str),
+      'order_column': ExecutionParameter(type=str, optional=True),
+      'label_column': ExecutionParameter(type=str, optional=True),
+      'label_kind': ExecutionParameter(type=str),
+      # JSON lists (lists are passed as JSON text, as Trainer's custom_config).
+      'feature_columns': ExecutionParameter(type=str, optional=True),
+      'exclude_columns': ExecutionParameter(type=str, optional=True),
+      'batch_size': ExecutionParameter(type=int),
+      'num_unroll': ExecutionParameter(type=int),
+      'mode': ExecutionParameter(type=str),
+      'max_sequence_length': ExecutionParameter(type=int, optional=True),
+      'truncate': ExecutionParameter(type=int, optional=True),
+      'shard_bytes': ExecutionParameter(type=int, optional=True),
+  }
+  INPUTS = {
+      'examples': ChannelParameter(type=standard_artifacts.Examples),
+  }
+  OUTPUTS = {
+      'batches': ChannelParameter(type=SequenceBatches),
+  }
+
+
+class SequenceBatcher(base_beam_component.BaseBeamComponent):
+  """Groups time-step rows (or whole SequenceExamples) into sequences and lays
+  them into fixed-size stateful batches, for every split of ``examples``.
+
+  Example::
+
+    batcher = SequenceBatcher(
+        examples=transform.outputs['transformed_examples'],
+        key_column='seq_id', order_column='t', label_column='label',
+        batch_size=32, num_unroll=32)
+  """
+
+  SPEC_CLASS = SequenceBatcherSpec
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
+
+  def __init__(self,
+               examples: types.BaseChannel,
+               *,
+               key_column: str,
+               order_column: Optional[str] = None,
+               label_column: Optional[str] = None,
+               label_kind: str = layout.PER_SEQUENCE,
+               feature_columns: Optional[Sequence[str]] = None,
+               exclude_columns: Sequence[str] = (),
+               batch_size: int = 32,
+               num_unroll: int = 32,
+               mode: str = layout.PACKED,
+               max_sequence_length: Optional[int] = None,
+               truncate: bool = False,
+               shard_bytes: int = layout.DEFAULT_SHARD_BYTES):
+    """Args are those of ``ColumnConfig`` and ``LayoutConfig``.
+
+    ``order_column`` may be None only for SequenceExample payloads (the
+    feature lists' order is used).
+    """
+    # Validate eagerly: a bad setting fails when the pipeline is built.
+    columns = seqlib.ColumnConfig(
+        key_column=key_column, order_column=order_column,
+        label_column=label_column,
+        feature_columns=tuple(feature_columns) if feature_columns else None,
+        exclude_columns=tuple(exclude_columns))
+    layout.LayoutConfig(
+        batch_size=batch_size, num_unroll=num_unroll, mode=mode,
+        label_kind=label_kind, max_sequence_length=max_sequence_length,
+        truncate=truncate, shard_bytes=shard_bytes)
+    spec = SequenceBatcherSpec(
+        examples=examples,
+        key_column=columns.key_column,
+        order_column=order_column,
+        label_column=label_column,
+        label_kind=label_kind,
+        feature_columns=(json.dumps(list(columns.feature_columns))
+                         if columns.feature_columns else None),
+        exclude_columns=json.dumps(list(columns.exclude_columns)),
+        batch_size=batch_size,
+        num_unroll=num_unroll,
+        mode=mode,
+        max_sequence_length=max_sequence_length,
+        truncate=int(bool(truncate)),
+        shard_bytes=shard_bytes,
+        batches=types.Channel(type=SequenceBatches))
+    super().__init__(spec=spec)

@@ -1,0 +1,126 @@
+"""Executor of the SequenceBatcher: artifacts -> typed args -> Beam transform."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import apache_beam as beam
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+
+from components.sequence_batcher import beam as sb_beam
+from components.sequence_batcher import in_memory
+from components.sequence_batcher import layout
+from components.sequence_batcher import metadata as metadata_lib
+from components.sequence_batcher import sequences as seqlib
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatcherArgs:
+  """Everything the executor needs, decoded from artifacts and properties."""
+  splits: List[str]
+  input_patterns: Dict[str, str]
+  input_format: str
+  columns: seqlib.ColumnConfig
+  config: layout.LayoutConfig
+  output_uri: str
+
+
+def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
+                        output_dict: Dict[str, List[types.Artifact]],
+                        exec_properties: Dict[str, Any]) -> BatcherArgs:
+  """Decodes and validates the component's inputs."""
+  examples = artifact_utils.get_single_instance(input_dict['examples'])
+  splits = artifact_utils.decode_split_names(examples.split_names)
+  if not splits:
+    raise seqlib.InputDataError(f'Examples artifact {examples.uri} has no '
+                                'splits')
+  payload = examples_utils.get_payload_format(examples)
+  formats = {
+      example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE: sb_beam.TF_EXAMPLE,
+      example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE:
+          sb_beam.SEQUENCE_EXAMPLE,
+  }
+  if payload not in formats:
+    raise seqlib.InputDataError(
+        f'Examples artifact {examples.uri} has payload format '
+        f'{example_gen_pb2.PayloadFormat.Name(payload)}; the SequenceBatcher '
+        'reads tf.Example rows or tf.SequenceExample sequences')
+  patterns = {
+      s: os.path.join(artifact_utils.get_split_uri([examples], s), '*')
+      for s in splits
+  }
+  feature_columns = exec_properties.get('feature_columns')
+  columns = seqlib.ColumnConfig(
+      key_column=exec_properties['key_column'],
+      order_column=exec_properties.get('order_column') or None,
+      label_column=exec_properties.get('label_column') or None,
+      feature_columns=(tuple(json.loads(feature_columns))
+                       if feature_columns else None),
+      exclude_columns=tuple(json.loads(
+          exec_properties.get('exclude_columns') or '[]')))
+  max_len = exec_properties.get('max_sequence_length')
+  config = layout.LayoutConfig(
+      batch_size=int(exec_properties['batch_size']),
+      num_unroll=int(exec_properties['num_unroll']),
+      mode=exec_properties['mode'],
+      label_kind=exec_properties['label_kind'],
+      max_sequence_length=int(max_len) if max_len else None,
+      truncate=bool(exec_properties.get('truncate') or 0),
+      shard_bytes=int(exec_properties.get('shard_bytes') or
+                      layout.DEFAULT_SHARD_BYTES))
+  output = artifact_utils.get_single_instance(output_dict['batches'])
+  return BatcherArgs(splits=splits, input_patterns=patterns,
+                     input_format=formats[payload], columns=columns,
+                     config=config, output_uri=output.uri)
+
+
+def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
+  """Adds one read + ``BatchSequences`` branch per split to ``pipeline``."""
+  for split in args.splits:
+    pattern = args.input_patterns[split]
+    _ = (pipeline
+         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(pattern)
+         | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
+             metadata_lib.split_dir(args.output_uri, split), split=split,
+             input_format=args.input_format, columns=args.columns,
+             config=args.config, source=f'split {split!r} ({pattern})'))
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+  """Runs ``BatchSequences`` on every split of the input Examples."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    args = args_from_artifacts(input_dict, output_dict, exec_properties)
+    t0 = time.time()
+    with self._make_beam_pipeline() as pipeline:
+      expand_splits(pipeline, args)
+    merged = in_memory.write_root_metadata(args.output_uri)
+    output = artifact_utils.get_single_instance(output_dict['batches'])
+    output.split_names = artifact_utils.encode_split_names(args.splits)
+    secs = time.time() - t0
+    total = sum(s['real_timesteps'] for s in merged['splits'].values())
+    for split, stats in merged['splits'].items():
+      output.set_json_value_custom_property(f'{split}_statistics', {
+          k: stats[k] for k in ('num_sequences', 'num_batches',
+                                'real_timesteps', 'padded_timesteps',
+                                'efficiency')
+      })
+      _LOG.info('SequenceBatcher: split %s: %d sequences -> %d batches, '
+                'efficiency %.3f', split, stats['num_sequences'],
+                stats['num_batches'], stats['efficiency'])
+    _LOG.info('SequenceBatcher: %d time steps in %.1f s (%.0f steps/s) -> %s',
+              total, secs, total / max(secs, 1e-9), args.output_uri)

@@ -1,0 +1,68 @@
+"""Default settings of the pipeline (the embedded local defaults).
+
+Every value here can be overridden by an argument of ``create_pipeline`` or a
+flag of the runners; nothing is edited in code to configure a run.
+"""
+
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+  """All settings of one pipeline run, with defaults for sensor-like data.
+
+  Defaults are chosen for unknown real data (lengths from a few to thousands
+  of steps): 32 lanes of 32 steps keep batches small enough for CPUs and
+  long enough for truncated BPTT, and packed mode wastes little padding.
+  """
+  pipeline_name: str = 'tfx-stateful-sequences'
+  data_root: str = os.path.join(PROJECT_ROOT, 'data', 'sample')
+  output_dir: str = os.path.join(PROJECT_ROOT, 'outputs', 'local')
+  input_format: str = 'csv'  # or 'sequence_example'
+  key_column: str = 'seq_id'
+  order_column: str = 't'
+  label_column: str = 'label'
+  label_kind: str = 'per_sequence'
+  task: str = 'classification'  # or 'regression'
+  feature_columns: Optional[Tuple[str, ...]] = None
+  exclude_columns: Tuple[str, ...] = ()
+  batch_size: int = 32
+  num_unroll: int = 32
+  mode: str = 'packed'
+  eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets
+  train_hash_buckets: int = 4
+  epochs: int = 10
+  module_file: Optional[str] = None
+  enable_cache: bool = True
+
+  def __post_init__(self):
+    if self.input_format not in ('csv', 'sequence_example'):
+      raise ValueError("input_format must be 'csv' or 'sequence_example', got "
+                       f'{self.input_format!r}')
+    if self.task not in ('classification', 'regression'):
+      raise ValueError("task must be 'classification' or 'regression', got "
+                       f'{self.task!r}')
+    for name in ('batch_size', 'num_unroll', 'epochs', 'train_hash_buckets',
+                 'eval_hash_buckets'):
+      if getattr(self, name) < 1:
+        raise ValueError(f'{name} must be at least 1, got '
+                         f'{getattr(self, name)}')
+
+  @property
+  def pipeline_root(self) -> str:
+    return os.path.join(self.output_dir, 'pipeline_root')
+
+  @property
+  def metadata_path(self) -> str:
+    return os.path.join(self.output_dir, 'metadata.sqlite')
+
+  @property
+  def serving_dir(self) -> str:
+    return os.path.join(self.output_dir, 'serving_model')
+
+
+TRANSFORM_MODULE = os.path.join(PROJECT_ROOT, 'pipeline', 'transform_module.py')

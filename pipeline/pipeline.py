@@ -1,0 +1,125 @@
+"""The pipeline: one ``create_pipeline(...)``, every setting an argument.
+
+  ExampleGen (split by sequence key) -> StatisticsGen -> SchemaGen
+  -> ExampleValidator -> Transform (z-score features) -> SequenceBatcher
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence
+
+from tfx import v1 as tfx
+from tfx.proto import example_gen_pb2
+
+from components.sequence_batcher.component import SequenceBatcher
+from pipeline import configs
+
+CSV = 'csv'
+SEQUENCE_EXAMPLE = 'sequence_example'
+
+
+def _has_split_folders(data_root: str) -> bool:
+  return all(os.path.isdir(os.path.join(data_root, s))
+             for s in ('train', 'eval'))
+
+
+def example_gen_configs(data_root: str, key_column: str,
+                        train_hash_buckets: int, eval_hash_buckets: int):
+  """(input_config, output_config) for ExampleGen.
+
+  ``train/`` and ``eval/`` subfolders are used as given; otherwise the files
+  are split by a hash of the *sequence key*, never by row, so a sequence never
+  straddles train and eval.
+  """
+  if _has_split_folders(data_root):
+    input_config = example_gen_pb2.Input(splits=[
+        example_gen_pb2.Input.Split(name='train', pattern='train/*'),
+        example_gen_pb2.Input.Split(name='eval', pattern='eval/*'),
+    ])
+    return input_config, None
+  output_config = example_gen_pb2.Output(
+      split_config=example_gen_pb2.SplitConfig(
+          splits=[
+              example_gen_pb2.SplitConfig.Split(
+                  name='train', hash_buckets=train_hash_buckets),
+              example_gen_pb2.SplitConfig.Split(
+                  name='eval', hash_buckets=eval_hash_buckets),
+          ],
+          partition_feature_name=key_column))
+  return None, output_config
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    data_root: str,
+    input_format: str,
+    key_column: str,
+    order_column: Optional[str],
+    label_column: str,
+    label_kind: str,
+    feature_columns: Optional[Sequence[str]],
+    exclude_columns: Sequence[str],
+    batch_size: int,
+    num_unroll: int,
+    mode: str,
+    train_hash_buckets: int,
+    eval_hash_buckets: int,
+    enable_cache: bool,
+    metadata_connection_config=None,
+    beam_pipeline_args: Optional[List[str]] = None,
+) -> tfx.dsl.Pipeline:
+  """Builds the TFX pipeline (same graph locally and on Kubeflow)."""
+  input_config, output_config = example_gen_configs(
+      data_root, key_column, train_hash_buckets, eval_hash_buckets)
+  if input_format == CSV:
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=data_root, input_config=input_config,
+        output_config=output_config)
+  elif input_format == SEQUENCE_EXAMPLE:
+    example_gen = tfx.components.ImportExampleGen(
+        input_base=data_root, input_config=input_config,
+        output_config=output_config,
+        payload_format=example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE)
+  else:
+    raise ValueError(f'input_format must be {CSV!r} or {SEQUENCE_EXAMPLE!r}, '
+                     f'got {input_format!r}')
+  statistics_gen = tfx.components.StatisticsGen(
+      examples=example_gen.outputs['examples'])
+  schema_gen = tfx.components.SchemaGen(
+      statistics=statistics_gen.outputs['statistics'],
+      infer_feature_shape=True)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs['statistics'],
+      schema=schema_gen.outputs['schema'])
+  components = [example_gen, statistics_gen, schema_gen, example_validator]
+  batcher_input = example_gen.outputs['examples']
+  if input_format == CSV:
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs['examples'],
+        schema=schema_gen.outputs['schema'],
+        module_file=configs.TRANSFORM_MODULE,
+        custom_config={
+            'key_column': key_column, 'order_column': order_column,
+            'label_column': label_column,
+            'feature_columns': list(feature_columns or []),
+            'exclude_columns': list(exclude_columns),
+        })
+    components.append(transform)
+    batcher_input = transform.outputs['transformed_examples']
+  batcher = SequenceBatcher(
+      examples=batcher_input, key_column=key_column,
+      order_column=order_column, label_column=label_column,
+      label_kind=label_kind, feature_columns=feature_columns,
+      exclude_columns=exclude_columns, batch_size=batch_size,
+      num_unroll=num_unroll, mode=mode)
+  components.append(batcher)
+  return tfx.dsl.Pipeline(
+      pipeline_name=pipeline_name,
+      pipeline_root=pipeline_root,
+      components=components,
+      enable_cache=enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args or [])

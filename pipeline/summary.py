@@ -1,0 +1,100 @@
+"""The run summary: read back from ML Metadata and the artifacts it points to."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional
+
+from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
+
+from pipeline import configs
+
+_BATCHER_KEYS = ('num_sequences', 'num_batches', 'real_timesteps',
+                 'padded_timesteps', 'efficiency')
+
+
+def _store(config: configs.PipelineConfig) -> metadata_store.MetadataStore:
+  cc = metadata_store_pb2.ConnectionConfig()
+  cc.sqlite.filename_uri = config.metadata_path
+  cc.sqlite.connection_mode = (
+      metadata_store_pb2.SqliteMetadataSourceConfig.READONLY)
+  return metadata_store.MetadataStore(cc)
+
+
+def _latest_run_executions(store, pipeline_name: str):
+  """Executions of the newest pipeline run (LocalDagRunner run context)."""
+  # The metadata database belongs to one output directory (one pipeline).
+  del pipeline_name
+  runs = store.get_contexts_by_type('pipeline_run')
+  if not runs:
+    return []
+  latest = max(runs, key=lambda c: c.create_time_since_epoch)
+  return store.get_executions_by_context(latest.id)
+
+
+def _component_id(store, execution) -> str:
+  """The component id, from the execution's 'node' context (pipeline.id)."""
+  for ctx in store.get_contexts_by_execution(execution.id):
+    if store.get_context_types_by_id([ctx.type_id])[0].name == 'node':
+      return ctx.name.split('.', 1)[-1]
+  return execution.name or str(execution.id)
+
+
+def _latest_artifact_uri(store, type_name: str) -> Optional[str]:
+  try:
+    arts = store.get_artifacts_by_type(type_name)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  live = [a for a in arts if a.state == metadata_store_pb2.Artifact.LIVE]
+  if not live:
+    return None
+  return max(live, key=lambda a: (a.create_time_since_epoch, a.id)).uri
+
+
+def collect(config: configs.PipelineConfig, wall_seconds: float) -> Dict:
+  """Builds the summary dict written to ``summary.json``."""
+  store = _store(config)
+  executions = _latest_run_executions(store, config.pipeline_name)
+  components = {}
+  for e in executions:
+    name = _component_id(store, e)
+    secs = max(0, e.last_update_time_since_epoch -
+               e.create_time_since_epoch) / 1000.0
+    state = metadata_store_pb2.Execution.State.Name(e.last_known_state)
+    components[name] = {'seconds': round(secs, 2), 'state': state}
+  summary = {
+      'pipeline_name': config.pipeline_name,
+      'output_dir': config.output_dir,
+      'wall_seconds': round(wall_seconds, 2),
+      'components': components,
+      'cached': sorted(n for n, c in components.items()
+                       if c['state'] == 'CACHED'),
+  }
+  uri = _latest_artifact_uri(store, 'SequenceBatches')
+  batcher = {}
+  if uri and os.path.exists(os.path.join(uri, 'metadata.json')):
+    with open(os.path.join(uri, 'metadata.json')) as f:
+      meta = json.load(f)
+    for split, stats in meta['splits'].items():
+      batcher[split] = {k: stats[k] for k in _BATCHER_KEYS}
+    summary['batches_uri'] = uri
+  summary['batcher'] = batcher
+  return summary
+
+
+def render(summary: Dict) -> str:
+  """A short human summary."""
+  lines = [f"Pipeline {summary['pipeline_name']} finished in "
+           f"{summary['wall_seconds']:.1f} s"]
+  for split, s in sorted(summary.get('batcher', {}).items()):
+    lines.append(
+        f"  batcher[{split}]: {s['num_sequences']} sequences, "
+        f"{s['num_batches']} batches, {s['real_timesteps']} real + "
+        f"{s['padded_timesteps']} padded steps, efficiency "
+        f"{s['efficiency']:.3f}")
+  for name, c in sorted(summary.get('components', {}).items()):
+    lines.append(f"  {name}: {c['state'].lower()} in {c['seconds']:.1f} s")
+  lines.append(f"  summary: {os.path.join(summary['output_dir'], 'summary.json')}")
+  return '\n'.join(lines)
