@@ -118,16 +118,30 @@ def chunk_rows(keys: Sequence, columns: Dict[str, np.ndarray],
     raise InputDataError(f'{source}: a row has no value for the key column '
                          f'{key_column!r} (row {row} of its bundle: '
                          f'{_describe_row(columns, row)})')
-  order = np.argsort(keys, kind='stable')
-  sorted_keys = keys[order]
-  bounds = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
+  names, codes = np.unique(keys, return_inverse=True)
+  return chunk_rows_by_code(codes, [str(n) for n in names], columns, missing,
+                            source)
+
+
+def chunk_rows_by_code(codes: np.ndarray, key_names: Sequence[str],
+                       columns: Dict[str, np.ndarray],
+                       missing: Dict[str, np.ndarray],
+                       source: str) -> List[RowChunk]:
+  """Like ``chunk_rows`` with keys given as codes: row i has key
+  ``key_names[codes[i]]``. Sorting integer codes keeps this vectorised."""
+  codes = np.asarray(codes)
+  if codes.size == 0:
+    return []
+  order = np.argsort(codes, kind='stable')
+  sorted_codes = codes[order]
+  bounds = np.flatnonzero(sorted_codes[1:] != sorted_codes[:-1]) + 1
   starts = np.concatenate([[0], bounds])
-  ends = np.concatenate([bounds, [len(keys)]])
+  ends = np.concatenate([bounds, [len(codes)]])
   chunks = []
   for s, e in zip(starts, ends):
     idx = order[s:e]
     chunks.append(RowChunk(
-        key=str(sorted_keys[s]), source=source,
+        key=key_names[int(sorted_codes[s])], source=source,
         columns={n: v[idx] for n, v in columns.items()},
         missing={n: m[idx] for n, m in missing.items() if m[idx].any()}))
   return chunks
