@@ -65,4 +65,4 @@ class PipelineConfig:
     return os.path.join(self.output_dir, 'serving_model')
 
 
-TRANSFORM_MODULE = os.path.join(PROJECT_ROOT, 'pipeline', 'transform_module.py')
+TRANSFORM_FN = 'pipeline.transform_module.preprocessing_fn'

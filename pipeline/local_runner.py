@@ -112,23 +112,8 @@ def run(config: configs.PipelineConfig,
   check_data_root(config)
   os.makedirs(config.output_dir, exist_ok=True)
   beam_args = list(beam_args or ['--direct_running_mode=in_memory'])
-  p = pipeline_lib.create_pipeline(
-      pipeline_name=config.pipeline_name,
-      pipeline_root=config.pipeline_root,
-      data_root=config.data_root,
-      input_format=config.input_format,
-      key_column=config.key_column,
-      order_column=config.order_column,
-      label_column=config.label_column,
-      label_kind=config.label_kind,
-      feature_columns=config.feature_columns,
-      exclude_columns=config.exclude_columns,
-      batch_size=config.batch_size,
-      num_unroll=config.num_unroll,
-      mode=config.mode,
-      train_hash_buckets=config.train_hash_buckets,
-      eval_hash_buckets=config.eval_hash_buckets,
-      enable_cache=config.enable_cache,
+  p = pipeline_lib.create_pipeline_from_config(
+      config, pipeline_root=config.pipeline_root,
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(
               config.metadata_path)),

@@ -100,7 +100,9 @@ def create_pipeline(
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
         schema=schema_gen.outputs['schema'],
-        module_file=configs.TRANSFORM_MODULE,
+        # A dotted path: importable from the installed package in a container
+        # image as well as locally (no user-code wheel to ship).
+        preprocessing_fn=configs.TRANSFORM_FN,
         custom_config={
             'key_column': key_column, 'order_column': order_column,
             'label_column': label_column,
@@ -123,3 +125,34 @@ def create_pipeline(
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args or [])
+
+
+def create_pipeline_from_config(config: configs.PipelineConfig, *,
+                                pipeline_root: str,
+                                metadata_connection_config=None,
+                                beam_pipeline_args: Optional[List[str]] = None,
+                                data_root: Optional[str] = None
+                               ) -> tfx.dsl.Pipeline:
+  """``create_pipeline`` with every setting taken from ``config``.
+
+  Both runners use this, so they compile the same pipeline.
+  """
+  return create_pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=pipeline_root,
+      data_root=data_root or config.data_root,
+      input_format=config.input_format,
+      key_column=config.key_column,
+      order_column=config.order_column,
+      label_column=config.label_column,
+      label_kind=config.label_kind,
+      feature_columns=config.feature_columns,
+      exclude_columns=config.exclude_columns,
+      batch_size=config.batch_size,
+      num_unroll=config.num_unroll,
+      mode=config.mode,
+      train_hash_buckets=config.train_hash_buckets,
+      eval_hash_buckets=config.eval_hash_buckets,
+      enable_cache=config.enable_cache,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=beam_pipeline_args)

@@ -12,7 +12,6 @@ from typing import Optional, Sequence
 from tfx import types
 from tfx.dsl.components.base import base_beam_component
 from tfx.dsl.components.base import executor_spec
-from tfx.types import artifact
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
@@ -27,11 +26,22 @@ class SequenceBatches(types.Artifact):
 
   The URI holds ``metadata.json`` and ``Split-<name>/`` folders of sharded
   TFRecord files; read them with ``components.sequence_batcher.read_batches``.
+  The split names are in the ``split_names`` custom property (JSON list, as
+  ``artifact_utils.encode_split_names`` writes it) and in ``metadata.json``.
+
+  The type name carries a namespace because Kubeflow V2 needs custom artifact
+  schema titles of the form ``<namespace>.<Title>``; for the same reason the
+  type declares no PROPERTIES (KFP v2 cannot compile custom-type properties).
   """
-  TYPE_NAME = 'SequenceBatches'
-  PROPERTIES = {
-      'split_names': artifact.Property(type=artifact.PropertyType.STRING),
-  }
+  TYPE_NAME = 'stateful_sequences.SequenceBatches'
+
+  @property
+  def split_names(self) -> str:
+    return self.get_string_custom_property('split_names')
+
+  @split_names.setter
+  def split_names(self, value: str) -> None:
+    self.set_string_custom_property('split_names', value)
 
 
 class SequenceBatcherSpec(types.ComponentSpec):
