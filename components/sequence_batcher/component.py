@@ -29,11 +29,13 @@ class SequenceBatches(types.Artifact):
   The split names are in the ``split_names`` custom property (JSON list, as
   ``artifact_utils.encode_split_names`` writes it) and in ``metadata.json``.
 
-  The type name carries a namespace because Kubeflow V2 needs custom artifact
-  schema titles of the form ``<namespace>.<Title>``; for the same reason the
-  type declares no PROPERTIES (KFP v2 cannot compile custom-type properties).
+  The type name is an import path of this class (``components`` re-exports
+  it): Kubeflow V2 needs custom artifact schema titles of the form
+  ``<module>.<Class>`` and its container entrypoint imports the class by that
+  title. For the same reason the type declares no PROPERTIES (KFP v2 cannot
+  compile properties of custom types).
   """
-  TYPE_NAME = 'stateful_sequences.SequenceBatches'
+  TYPE_NAME = 'components.SequenceBatches'
 
   @property
   def split_names(self) -> str:

@@ -110,7 +110,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
       expand_splits(pipeline, args)
     merged = in_memory.write_root_metadata(args.output_uri)
     output = artifact_utils.get_single_instance(output_dict['batches'])
-    output.split_names = artifact_utils.encode_split_names(args.splits)
+    # A custom property, set directly: in a Kubeflow container the output may
+    # be a class generated from the type name, without our property accessor.
+    output.set_string_custom_property(
+        'split_names', artifact_utils.encode_split_names(args.splits))
     secs = time.time() - t0
     total = sum(s['real_timesteps'] for s in merged['splits'].values())
     for split, stats in merged['splits'].items():
