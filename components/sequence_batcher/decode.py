@@ -23,12 +23,12 @@ def _columns_from_lists(values: Dict[str, list], n: int
   for name, vals in values.items():
     hole = np.fromiter((v is None for v in vals), dtype=bool, count=n)
     filled = [0 if v is None else v for v in vals] if hole.any() else vals
-    first = next((v for v in vals if v is not None), 0)
-    if isinstance(first, bytes):
+    kinds = {type(v) for v in vals if v is not None}
+    if bytes in kinds or str in kinds:
       arr = np.array(filled, dtype=object)
-    elif isinstance(first, int):
+    elif kinds <= {int}:
       arr = np.array(filled, dtype=np.int64)
-    else:
+    else:  # Floats, or ints and floats mixed: never truncate a float.
       arr = np.array(filled, dtype=np.float64)
     columns[name] = arr
     if hole.any():
@@ -46,8 +46,14 @@ def decode_examples(records: Sequence[bytes], columns: seqlib.ColumnConfig,
   from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
   if not records:
     return []
-  batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(
-      list(records))
+  try:
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(
+        list(records))
+  except RuntimeError as e:
+    # E.g. a feature that is int64 in one row and bytes in another: tfx_bsl
+    # names the feature but not the input.
+    raise InputDataError(f'{source}: cannot decode the tf.Example rows: '
+                         f'{e}') from e
   n = batch.num_rows
   cols, missing = {}, {}
   codes = names = None
