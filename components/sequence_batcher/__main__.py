@@ -82,15 +82,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
         label_kind=args.label_kind,
         max_sequence_length=args.max_sequence_length, truncate=args.truncate)
-    headers = sb_beam.read_csv_headers(args.input, columns)
+    # Checks every file's header on the launcher (one line per file) so that
+    # a wrong column name fails at once, before any worker starts.
+    sb_beam.read_csv_headers(args.input, columns)
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
       _ = (p
-           | 'ReadCsv' >> beam.io.ReadFromTextWithFilename(
-               args.input, skip_header_lines=1)
+           | 'MatchCsv' >> sb_beam.MatchFilePaths(args.input)
            | 'BatchSequences' >> sb_beam.BatchSequences(
                metadata_lib.split_dir(args.output, args.split),
-               split=args.split, input_format=sb_beam.CSV, columns=columns,
-               config=config, source=args.input, csv_headers=headers))
+               split=args.split, input_format=sb_beam.CSV_FILES,
+               columns=columns, config=config, source=args.input))
     merged = in_memory.write_root_metadata(args.output)
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)

@@ -38,7 +38,8 @@ from components.sequence_batcher import sequences as seqlib
 TF_EXAMPLE = 'tf_example'
 SEQUENCE_EXAMPLE = 'sequence_example'
 CSV = 'csv'
-INPUT_FORMATS = (TF_EXAMPLE, SEQUENCE_EXAMPLE, CSV)
+CSV_FILES = 'csv_files'
+INPUT_FORMATS = (TF_EXAMPLE, SEQUENCE_EXAMPLE, CSV, CSV_FILES)
 
 _DECODE_BATCH = 2048
 _LOG = logging.getLogger(__name__)
@@ -64,7 +65,9 @@ class DecodeRows(beam.PTransform):
 
   Input elements: serialized ``tf.train.Example`` (``tf_example``),
   ``(file_name, line)`` pairs (``csv``, as ``ReadFromTextWithFilename`` gives
-  them, header skipped) or serialized ``tf.train.SequenceExample``
+  them, header skipped), CSV file paths (``csv_files``: each file is parsed in
+  blocks by pandas' C parser, the fastest path; files are the unit of
+  parallelism) or serialized ``tf.train.SequenceExample``
   (``sequence_example``; one chunk per sequence).
   """
 
@@ -92,6 +95,12 @@ class DecodeRows(beam.PTransform):
     if self._format == SEQUENCE_EXAMPLE:
       return records | 'DecodeSequenceExamples' >> beam.Map(
           lambda r: _keyed(decode.decode_sequence_example(r, columns, source)))
+    if self._format == CSV_FILES:
+      return (records
+              | 'SpreadFiles' >> beam.Reshuffle()
+              | 'ReadCsvFiles' >> beam.FlatMap(
+                  lambda path: map(_keyed, decode.read_csv_file(path,
+                                                                columns))))
     batches = records | 'Batch' >> beam.BatchElements(
         min_batch_size=1, max_batch_size=_DECODE_BATCH)
     if self._format == TF_EXAMPLE:
@@ -138,6 +147,22 @@ def read_csv_headers(pattern: str, columns: seqlib.ColumnConfig
       raise seqlib.InputDataError(f'{meta.path}: empty file (no header line)')
     headers[meta.path] = decode.read_csv_header(first, meta.path, columns)
   return headers
+
+
+class MatchFilePaths(beam.PTransform):
+  """A file pattern -> the paths of the matching files (read by workers)."""
+
+  def __init__(self, pattern: str):
+    super().__init__()
+    self._pattern = pattern
+
+  def expand(self, pbegin):
+    from apache_beam.io import fileio  # pylint: disable=g-import-not-at-top
+    return (pbegin
+            | 'Pattern' >> beam.Create([self._pattern])
+            | 'Match' >> fileio.MatchAll(
+                empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+            | 'Path' >> beam.Map(lambda m: m.path))
 
 
 class InferFeatureNames(beam.PTransform):

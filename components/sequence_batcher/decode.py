@@ -5,7 +5,7 @@ one chunk per sequence key in it."""
 from __future__ import annotations
 
 import csv
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -219,3 +219,80 @@ def decode_sequence_example(record: bytes, columns: seqlib.ColumnConfig,
     values[oc] = list(range(n))
   cols, missing = _columns_from_lists(values, n)
   return seqlib.RowChunk(key=key, source=source, columns=cols, missing=missing)
+
+
+def decode_csv_frame(frame, columns: seqlib.ColumnConfig,
+                     source: str) -> List[seqlib.RowChunk]:
+  """A block of CSV rows as a pandas DataFrame -> chunks.
+
+  ``frame`` is parsed by pandas' C parser with only empty fields as missing
+  (``keep_default_na=False, na_values=['']``), so numeric columns arrive as
+  int64/float64 arrays without a Python object per value. A column holding
+  any other text (``abc``, but also ``nan`` or ``inf``) arrives as text and is
+  converted here; what cannot be converted stays text, and the sequence
+  builder reports it if it is a feature, order or label column.
+  """
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  if frame.empty:
+    return []
+  header = [str(c) for c in frame.columns]
+  if columns.key_column not in header:
+    raise InputDataError(f'{source}: the key column {columns.key_column!r} '
+                         f'is not in the header {header}')
+  cols, missing = {}, {}
+  codes = names = None
+  for name in header:
+    series = frame[name]
+    hole = series.isna().to_numpy()
+    if name == columns.key_column:
+      if hole.any():
+        row = int(np.argmax(hole))
+        raise InputDataError(
+            f'{source}: a row has no value for the key column {name!r}: '
+            f'{frame.iloc[row].tolist()}')
+      codes, uniques = pd.factorize(series, sort=False)
+      stripped = [seqlib.key_to_str(u).strip() for u in uniques]
+      names = sorted(set(stripped))
+      if len(names) != len(stripped):  # ' a' and 'a' are one key.
+        index = {k: i for i, k in enumerate(names)}
+        codes = np.array([index[k] for k in stripped])[codes]
+      else:
+        names = stripped
+      continue
+    if series.dtype == object:
+      numbers = pd.to_numeric(series.where(~hole, '0').str.strip(),
+                              errors='coerce')
+      failed = numbers.isna().to_numpy() & ~hole
+      # 'nan' converts to NaN too: only text that is not a NaN spelling fails.
+      failed &= ~series.where(~hole, '').str.strip().str.lower().str.endswith(
+          'nan').to_numpy()
+      values = (series.to_numpy(dtype=object) if failed.any() else
+                numbers.to_numpy())
+    else:
+      values = series.to_numpy()
+      if hole.any():
+        values = np.where(hole, 0, values)
+    cols[name] = values
+    if hole.any():
+      missing[name] = hole
+  return seqlib.chunk_rows_by_code(np.asarray(codes), names, cols, missing,
+                                   source)
+
+
+def read_csv_file(path: str, columns: seqlib.ColumnConfig,
+                  block_rows: int = 65536) -> Iterator[seqlib.RowChunk]:
+  """Streams one CSV file (any Beam file system, .gz ok) as chunks, a block of
+  ``block_rows`` rows at a time, so memory stays bounded per file."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  with FileSystems.open(path) as f:
+    try:
+      reader = pd.read_csv(f, keep_default_na=False, na_values=[''],
+                           chunksize=block_rows, skip_blank_lines=True,
+                           skipinitialspace=True, encoding='utf-8-sig')
+      for frame in reader:
+        yield from decode_csv_frame(frame, columns, path)
+    except pd.errors.EmptyDataError:
+      raise InputDataError(f'{path}: empty file (no header line)') from None
+    except pd.errors.ParserError as e:
+      raise InputDataError(f'{path}: {e}') from None

@@ -71,3 +71,40 @@ def test_cli_reports_missing_column(tmp_path, capsys):
   assert code == 2
   err = capsys.readouterr().err
   assert 'a.csv' in err and "'step'" in err
+
+
+def test_cli_reports_missing_and_nan_values(tmp_path, capsys):
+  _write(tmp_path / 'gap.csv', 'id,step,v,y\nx,0,1.5,1\nx,1,,1\n')
+  code = cli.main(['--input', str(tmp_path / 'gap.csv'), '--output',
+                   str(tmp_path / 'out1'), '--key-column', 'id',
+                   '--order-column', 'step', '--label-column', 'y'])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert 'gap.csv' in err and "'x'" in err and 'no value' in err
+  assert 'order value 1' in err
+  _write(tmp_path / 'nan.csv', 'id,step,v,y\nx,0,1.5,1\nx,1,nan,1\n')
+  code = cli.main(['--input', str(tmp_path / 'nan.csv'), '--output',
+                   str(tmp_path / 'out2'), '--key-column', 'id',
+                   '--order-column', 'step', '--label-column', 'y'])
+  assert code == 2
+  err = capsys.readouterr().err
+  assert 'nan.csv' in err and 'NaN' in err and "'v'" in err
+
+
+def test_cli_output_is_identical_across_runner_modes(tmp_path):
+  lines = ['id,step,v,y'] + [f'k{i % 7},{i},{i * 0.5},{i % 7 % 2}'
+                             for i in range(300)]
+  for part in range(3):
+    _write(tmp_path / f'p{part}.csv', '\n'.join(
+        [lines[0]] + lines[1 + part * 100:1 + (part + 1) * 100]) + '\n')
+  common = ['--input', str(tmp_path / 'p*.csv'), '--key-column', 'id',
+            '--order-column', 'step', '--label-column', 'y',
+            '--batch-size', '3', '--num-unroll', '5']
+  assert cli.main(common + ['--output', str(tmp_path / 'a')]) == 0
+  assert cli.main(common + ['--output', str(tmp_path / 'b'),
+                            '--direct_running_mode=multi_processing',
+                            '--direct_num_workers=2']) == 0
+  for rel in ('metadata.json', 'Split-train/metadata.json',
+              'Split-train/batches-00000-of-00001.tfrecord'):
+    assert (tmp_path / 'a' / rel).read_bytes() == (tmp_path / 'b' /
+                                                   rel).read_bytes(), rel
