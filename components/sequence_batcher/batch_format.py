@@ -66,6 +66,13 @@ def feature_spec(meta: dict) -> Dict[str, tf.io.FixedLenFeature]:
 
 
 def read_json(path: str) -> dict:
-  """Reads JSON through tf.io.gfile (local, GCS, S3, HDFS paths)."""
-  with tf.io.gfile.GFile(path, 'r') as f:
-    return json.load(f)
+  """Reads JSON through tf.io.gfile (local, GCS, S3, HDFS paths).
+
+  A missing file raises ``FileNotFoundError`` (as ``open`` does; callers such
+  as ``metadata.resolve`` catch it), not TensorFlow's ``NotFoundError``.
+  """
+  try:
+    with tf.io.gfile.GFile(path, 'r') as f:
+      return json.load(f)
+  except tf.errors.NotFoundError as e:
+    raise FileNotFoundError(f'{path}: no such file') from e

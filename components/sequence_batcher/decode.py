@@ -153,14 +153,15 @@ def decode_csv_lines(lines: Sequence[str], header: Sequence[str],
     return []
   cols, missing = {}, {}
   for j, name in enumerate(header):
-    values, hole = _parse_text_column([r[j] for r in rows])
     if name == columns.key_column:
-      if hole is not None:
-        bad = lines[int(np.argmax(hole))]
+      # Keys stay text: '007' and '7' are different sequences.
+      keys = [r[j].strip() for r in rows]
+      if not all(keys):
+        bad = lines[keys.index('')]
         raise InputDataError(f'{source}: a line has no value for the key '
                              f'column {name!r}: {bad.strip()[:200]!r}')
-      keys = [seqlib.key_to_str(k) for k in values]
       continue
+    values, hole = _parse_text_column([r[j] for r in rows])
     cols[name] = values
     if hole is not None:
       missing[name] = hole
@@ -287,7 +288,9 @@ def read_csv_file(path: str, columns: seqlib.ColumnConfig,
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
   with FileSystems.open(path) as f:
     try:
+      # Keys stay text: '007' and '7' are different sequences.
       reader = pd.read_csv(f, keep_default_na=False, na_values=[''],
+                           dtype={columns.key_column: str},
                            chunksize=block_rows, skip_blank_lines=True,
                            skipinitialspace=True, encoding='utf-8-sig')
       for frame in reader:

@@ -105,11 +105,14 @@ class SequenceArrays:
     features: float32[L, F].
     labels: int64[L] or float32[L].
     truncated: how many steps were cut off by ``max_sequence_length``.
+    labeled: False for unlabeled data (no label column): its
+      ``label_weight`` is then zero everywhere.
   """
   key: str
   features: np.ndarray
   labels: np.ndarray
   truncated: int = 0
+  labeled: bool = True
 
   @property
   def length(self) -> int:
@@ -280,7 +283,9 @@ def cut_segments(seq: SequenceArrays, lane: int, start_batch: int,
   labels[:length] = seq.labels
   mask = np.zeros((padded,), dtype=np.float32)
   mask[:length] = 1.0
-  if config.label_kind == PER_SEQUENCE:
+  if not seq.labeled:
+    weight = np.zeros((padded,), dtype=np.float32)
+  elif config.label_kind == PER_SEQUENCE:
     weight = np.zeros((padded,), dtype=np.float32)
     weight[length - 1] = 1.0
   else:

@@ -285,8 +285,9 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
               labels.astype(np.float32))
   else:
     labels = np.zeros(n, np.int64)
-  return limit_length(layout.SequenceArrays(key=key, features=feats,
-                                            labels=labels), config, src)
+  return limit_length(layout.SequenceArrays(
+      key=key, features=feats, labels=labels,
+      labeled=bool(columns.label_column)), config, src)
 
 
 def _count_missing(row: RowChunk, name: str, n: int) -> str:
@@ -308,7 +309,8 @@ def limit_length(seq: layout.SequenceArrays, config: layout.LayoutConfig,
         f'{cap} steps)')
   return layout.SequenceArrays(key=seq.key, features=seq.features[:cap],
                                labels=seq.labels[:cap],
-                               truncated=seq.length - cap)
+                               truncated=seq.length - cap,
+                               labeled=seq.labeled)
 
 
 def check_label_for_kind(seq: layout.SequenceArrays) -> None:

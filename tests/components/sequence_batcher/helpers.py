@@ -140,12 +140,9 @@ def write_csv(rows: Sequence[dict], path: str,
              ) -> str:
   """Writes rows as CSV; floats are written so they read back exactly."""
   with open(path, 'w', newline='') as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    for r in rows:
-      w.writerow(['' if r.get(h) is None else
-                  (repr(r[h]) if isinstance(r[h], float) else r[h])
-                  for h in header])
+    f.write(','.join(header) + '\n')
+    for line in csv_lines(rows, header):
+      f.write(line + '\n')
   return path
 
 
@@ -248,6 +245,15 @@ def check_layout(batches: Sequence[Dict[str, np.ndarray]],
         f'{key!r} is not in consecutive batches: {segs}')
 
 
+def placements_of(batches: Sequence[Dict[str, np.ndarray]]) -> dict:
+  """``{key: (lane, first batch)}`` as the batches show it."""
+  out = {}
+  for b, batch in enumerate(batches):
+    for lane in np.flatnonzero(np.asarray(batch['segment_index']) == 0):
+      out[batch['key'][lane].decode('utf-8')] = (int(lane), b)
+  return out
+
+
 def check_metadata(meta: dict, batches: Sequence[Dict[str, np.ndarray]],
                    data: Sequence[SeqData],
                    config: layout.LayoutConfig) -> None:
@@ -331,7 +337,7 @@ def list_files(directory: str) -> Dict[str, bytes]:
   return out
 
 
-# --- Running the Beam transform -------------------------------------------------
+# --- Running the Beam transform -----------------------------------------------
 
 # Plan statistics the metadata PCollection must carry (compared with the
 # NumPy reference's ``layout.split_statistics``).
@@ -346,8 +352,9 @@ def expected_stats(plan: layout.LanePlan, truncated: int = 0) -> dict:
   return {k: stats[k] for k in PLAN_STATS if k in stats}
 
 
-def metadata_matches(expected: dict):
-  """A Beam matcher: one metadata dict whose entries include ``expected``."""
+def metadata_matches(expected: dict, split_dir: str):
+  """A Beam matcher: one metadata dict, whose entries include ``expected``,
+  equal to the ``metadata.json`` written in ``split_dir``."""
   from apache_beam.testing.util import BeamAssertException  # pylint: disable=g-import-not-at-top
 
   def _match(actual):
@@ -358,6 +365,11 @@ def metadata_matches(expected: dict):
             if got.get(k, '<absent>') != v}
     if diff:
       raise BeamAssertException(f'metadata differs (got, expected): {diff}')
+    # The dict is emitted by the step that writes the file.
+    on_disk = read_json(os.path.join(split_dir, 'metadata.json'))
+    if got != on_disk:
+      raise BeamAssertException(f'metadata PCollection {got} differs from '
+                                f'metadata.json {on_disk}')
   return _match
 
 
@@ -390,10 +402,41 @@ def run_batcher(records, split_dir: str, config: layout.LayoutConfig, *,
         split_dir, split=split, input_format=input_format, columns=columns,
         config=config, csv_headers=headers)
     if expected is not None:
-      assert_that(meta, metadata_matches(expected))
+      assert_that(meta, metadata_matches(expected, split_dir))
 
 
 def read_json(path: str) -> dict:
   import json  # pylint: disable=g-import-not-at-top
   with open(path, encoding='utf-8') as f:
     return json.load(f)
+
+
+def build_in_process(chunks, columns=None,
+                     config: Optional[layout.LayoutConfig] = None):
+  """What the pipeline does between decoding and planning, in one process:
+  group the chunks by key, infer the feature names (or take the named ones)
+  and build every sequence. Returns the ``SequenceArrays`` sorted by key."""
+  from components.sequence_batcher import sequences  # pylint: disable=g-import-not-at-top
+  columns = columns or sequences.ColumnConfig()
+  config = config or layout.LayoutConfig()
+  by_key = collections.defaultdict(list)
+  for chunk in chunks:
+    by_key[chunk.key].append(chunk)
+  names = list(columns.feature_columns or columns.candidate_features(
+      set().union(*(c.columns for c in chunks))))
+  return [sequences.build_sequence(key, by_key[key], names, columns, config)
+          for key in sorted(by_key)]
+
+
+def csv_lines(rows: Sequence[dict],
+              header: Sequence[str] = ('seq_id', 't', 'x0', 'x1', 'label')
+             ) -> List[str]:
+  """Data lines (no header); a None value is an empty field."""
+  import io  # pylint: disable=g-import-not-at-top
+  buf = io.StringIO()
+  w = csv.writer(buf)
+  for r in rows:
+    w.writerow(['' if r.get(h) is None else
+                (repr(r[h]) if isinstance(r[h], float) else r[h])
+                for h in header])
+  return buf.getvalue().splitlines()

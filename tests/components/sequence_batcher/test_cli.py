@@ -108,3 +108,15 @@ def test_cli_output_is_identical_across_runner_modes(tmp_path):
               'Split-train/batches-00000-of-00001.tfrecord'):
     assert (tmp_path / 'a' / rel).read_bytes() == (tmp_path / 'b' /
                                                    rel).read_bytes(), rel
+
+
+def test_cli_keeps_keys_as_text(tmp_path):
+  # '007' and '7' are two sequences, not one.
+  _write(tmp_path / 'k.csv', 'id,step,v,y\n007,0,1,0\n7,1,2,1\n7,0,3,1\n')
+  out = tmp_path / 'out'
+  assert cli.main(['--input', str(tmp_path / 'k.csv'), '--output', str(out),
+                   '--key-column', 'id', '--order-column', 'step',
+                   '--label-column', 'y', '--batch-size', '2',
+                   '--num-unroll', '4']) == 0
+  batches = list(read_batches(str(out)).as_numpy_iterator())
+  assert sorted(k for b in batches for k in b['key'] if k) == [b'007', b'7']

@@ -34,7 +34,7 @@ def _lane_intervals(plan):
   return {lane: sorted(iv) for lane, iv in lanes.items()}
 
 
-# --- Configuration -----------------------------------------------------------
+# --- Configuration ------------------------------------------------------------
 
 
 @pytest.mark.parametrize('field', ['batch_size', 'num_unroll'])
@@ -74,7 +74,7 @@ def test_config_accepts_smallest_sizes_and_numpy_ints():
   assert config.batch_size == 1 and config.num_unroll == 1
 
 
-# --- plan_lanes: packed --------------------------------------------------------
+# --- plan_lanes: packed -------------------------------------------------------
 
 
 def test_packed_plan_by_hand():
@@ -143,7 +143,7 @@ def test_sequence_segments_are_contiguous_in_one_lane(mode):
     assert segs[-1].batch_index < plan.num_batches
 
 
-# --- plan_lanes: bucketed ------------------------------------------------------
+# --- plan_lanes: bucketed -----------------------------------------------------
 
 
 def test_bucketed_plan_by_hand():
@@ -183,7 +183,7 @@ def test_bucketed_groups(seed, batch_size):
   assert list(plan.lengths) == sorted(plan.lengths, reverse=True)
 
 
-# --- plan_lanes: input order, keys, lengths ----------------------------------
+# --- plan_lanes: input order, keys, lengths -----------------------------------
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -236,7 +236,7 @@ def test_batches_per_shard_follows_shard_bytes():
   assert big.num_shards == 1
 
 
-# --- cut_segments / assemble_batch ----------------------------------------------
+# --- cut_segments / assemble_batch --------------------------------------------
 
 
 @pytest.mark.parametrize('label_kind', LABEL_KINDS)
@@ -299,7 +299,7 @@ def test_length_histogram():
   assert layout.length_histogram(np.array([], np.int64), 4)['counts'] == [0]
 
 
-# --- The in-memory reference on the boundary table -----------------------------
+# --- The in-memory reference on the boundary table ----------------------------
 
 
 @pytest.mark.parametrize('label_kind', LABEL_KINDS)
@@ -310,7 +310,13 @@ def test_reference_layout_invariants(case, mode, label_kind):
   data = helpers.make_data(helpers.BOUNDARY_CASES[case], label_kind)
   plan, batches = helpers.reference(data, config)
   assert plan.num_batches == len(batches)
+  assert helpers.placements_of(batches) == dict(plan.placements())
   helpers.check_layout(batches, data, config)
+  real = int(sum(b['mask'].sum() for b in batches))
+  assert plan.efficiency == real / (len(batches) * helpers.B * helpers.T)
+  stats = layout.split_statistics(plan)
+  assert stats['padded_timesteps'] == (len(batches) * helpers.B * helpers.T -
+                                       real)
   if case == 'exactly_B' or (case == 'length_T' and mode == layout.BUCKETED):
     # One group / every sequence starts at batch 0.
     assert all(batches[0]['reset'][:len(data)] == 1)
