@@ -72,7 +72,7 @@ def collect(config: configs.PipelineConfig, wall_seconds: float) -> Dict:
       'cached': sorted(n for n, c in components.items()
                        if c['state'] == 'CACHED'),
   }
-  uri = _latest_artifact_uri(store, 'SequenceBatches')
+  uri = _latest_artifact_uri(store, 'components.SequenceBatches')
   batcher = {}
   if uri and os.path.exists(os.path.join(uri, 'metadata.json')):
     with open(os.path.join(uri, 'metadata.json')) as f:
