@@ -6,9 +6,28 @@ flag of the runners; nothing is edited in code to configure a run.
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Optimizer settings passed to the trainer; anything unset (units, cell,
+# dropout, ...) takes the shipped model's defaults
+# (components/stateful_trainer/default_model.py).
+DEFAULT_HYPERPARAMETERS = {
+    'learning_rate': 3e-3,
+    'clip_global_norm': 1.0,
+}
+
+# Blessing rule: the chunked stateful outputs must match whole-sequence
+# serving (always checked), and the loss may not get worse than the latest
+# blessed model's by more than 0.05.
+DEFAULT_EVAL_CONFIG = {
+    'thresholds': [{
+        'metric': 'loss',
+        'change': {'direction': 'LOWER_IS_BETTER', 'absolute': 0.05},
+    }],
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +56,11 @@ class PipelineConfig:
   train_hash_buckets: int = 4
   epochs: int = 10
   module_file: Optional[str] = None
+  hyperparameters: Dict[str, Any] = dataclasses.field(
+      default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+  seed: int = 0
+  eval_config: Dict[str, Any] = dataclasses.field(
+      default_factory=lambda: dict(DEFAULT_EVAL_CONFIG))
   enable_cache: bool = True
 
   def __post_init__(self):

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from typing import Dict, List, Optional
 
 from pipeline import configs
@@ -128,6 +129,8 @@ def run(config: configs.PipelineConfig,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+  # google-cloud libraries warn about Python 3.10 on import; TFX 1.16 needs it.
+  warnings.filterwarnings('ignore', category=FutureWarning)
   args, beam_args = build_parser().parse_known_args(argv)
   bad = [a for a in beam_args if not a.startswith('--')]
   if bad:

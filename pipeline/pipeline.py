@@ -2,17 +2,25 @@
 
   ExampleGen (split by sequence key) -> StatisticsGen -> SchemaGen
   -> ExampleValidator -> Transform (z-score features) -> SequenceBatcher
+  -> StatefulTrainer -> resolver (latest blessed model) -> StatefulEvaluator
+  -> Pusher (only a blessed model)
+
+CSV rows go through Transform; SequenceExamples (ImportExampleGen) go to the
+SequenceBatcher as they are (tf.Transform does not analyse sequence feature
+lists), and the default model's own normalisation handles their scale.
 """
 
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.sequence_batcher.component import SequenceBatcher
+from components.stateful_evaluator.component import StatefulEvaluator
+from components.stateful_trainer.component import StatefulTrainer
 from pipeline import configs
 
 CSV = 'csv'
@@ -67,11 +75,30 @@ def create_pipeline(
     mode: str,
     train_hash_buckets: int,
     eval_hash_buckets: int,
+    task: str,
+    epochs: int,
+    module_file: Optional[str],
+    hyperparameters: Dict[str, Any],
+    seed: int,
+    eval_config: Dict[str, Any],
+    serving_dir: str,
     enable_cache: bool,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
 ) -> tfx.dsl.Pipeline:
-  """Builds the TFX pipeline (same graph locally and on Kubeflow)."""
+  """Builds the TFX pipeline (same graph locally and on Kubeflow).
+
+  Args (beyond the column and layout settings, see ``configs``):
+    task: ``classification`` or ``regression``.
+    epochs: training epochs.
+    module_file: user model module (``build_model(spec)``); None for the
+      shipped stacked LSTM/GRU.
+    hyperparameters: passed to the model module as ``spec.hyperparameters``
+      (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
+    seed: seeds initialisation, dropout and any shuffling.
+    eval_config: the StatefulEvaluator's ``EvalConfig`` as a dict.
+    serving_dir: where the Pusher copies a blessed model.
+  """
   input_config, output_config = example_gen_configs(
       data_root, key_column, train_hash_buckets, eval_hash_buckets)
   if input_format == CSV:
@@ -117,7 +144,29 @@ def create_pipeline(
       label_kind=label_kind, feature_columns=feature_columns,
       exclude_columns=exclude_columns, batch_size=batch_size,
       num_unroll=num_unroll, mode=mode)
-  components.append(batcher)
+  trainer = StatefulTrainer(
+      batches=batcher.outputs['batches'],
+      transform_graph=(transform.outputs['transform_graph']
+                       if input_format == CSV else None),
+      module_file=module_file, epochs=epochs, task=task, seed=seed,
+      custom_config={'hyperparameters': dict(hyperparameters)})
+  latest_blessed = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(
+          type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id('latest_blessed_model_resolver')
+  evaluator = StatefulEvaluator(
+      model=trainer.outputs['model'], batches=batcher.outputs['batches'],
+      baseline_model=latest_blessed.outputs['model'],
+      eval_config=dict(eval_config))
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs['model'],
+      model_blessing=evaluator.outputs['blessing'],
+      push_destination=tfx.proto.PushDestination(
+          filesystem=tfx.proto.PushDestination.Filesystem(
+              base_directory=serving_dir)))
+  components += [batcher, trainer, latest_blessed, evaluator, pusher]
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,
@@ -131,7 +180,8 @@ def create_pipeline_from_config(config: configs.PipelineConfig, *,
                                 pipeline_root: str,
                                 metadata_connection_config=None,
                                 beam_pipeline_args: Optional[List[str]] = None,
-                                data_root: Optional[str] = None
+                                data_root: Optional[str] = None,
+                                serving_dir: Optional[str] = None
                                ) -> tfx.dsl.Pipeline:
   """``create_pipeline`` with every setting taken from ``config``.
 
@@ -153,6 +203,13 @@ def create_pipeline_from_config(config: configs.PipelineConfig, *,
       mode=config.mode,
       train_hash_buckets=config.train_hash_buckets,
       eval_hash_buckets=config.eval_hash_buckets,
+      task=config.task,
+      epochs=config.epochs,
+      module_file=config.module_file,
+      hyperparameters=dict(config.hyperparameters),
+      seed=config.seed,
+      eval_config=dict(config.eval_config),
+      serving_dir=serving_dir or config.serving_dir,
       enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)

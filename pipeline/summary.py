@@ -6,6 +6,7 @@ import json
 import os
 from typing import Dict, Optional
 
+from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
@@ -42,15 +43,43 @@ def _component_id(store, execution) -> str:
   return execution.name or str(execution.id)
 
 
-def _latest_artifact_uri(store, type_name: str) -> Optional[str]:
+def _latest_artifact(store, type_name: str):
+  """The newest LIVE artifact of a type, or None."""
   try:
     arts = store.get_artifacts_by_type(type_name)
-  except Exception:  # pylint: disable=broad-except
+  except mlmd_errors.NotFoundError:  # No such type yet: none written.
     return None
   live = [a for a in arts if a.state == metadata_store_pb2.Artifact.LIVE]
   if not live:
     return None
-  return max(live, key=lambda a: (a.create_time_since_epoch, a.id)).uri
+  return max(live, key=lambda a: (a.create_time_since_epoch, a.id))
+
+
+def _latest_artifact_uri(store, type_name: str) -> Optional[str]:
+  art = _latest_artifact(store, type_name)
+  return art.uri if art is not None else None
+
+
+def _custom(art, name: str):
+  if art is None or name not in art.custom_properties:
+    return None
+  value = art.custom_properties[name]
+  return getattr(value, value.WhichOneof('value'))
+
+
+_EVAL_KEYS = {'classification': ('loss', 'accuracy'),
+              'regression': ('loss', 'mae', 'rmse')}
+
+
+def _eval_metrics(uri: Optional[str], task: str) -> Dict:
+  path = os.path.join(uri or '', 'metrics.json')
+  if not uri or not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    doc = json.load(f)
+  overall = doc['metrics']['candidate'].get('overall', {})
+  keys = _EVAL_KEYS.get(doc.get('task', task), ())
+  return {k: overall[k] for k in keys if k in overall}
 
 
 def collect(config: configs.PipelineConfig, wall_seconds: float) -> Dict:
@@ -81,6 +110,17 @@ def collect(config: configs.PipelineConfig, wall_seconds: float) -> Dict:
       batcher[split] = {k: stats[k] for k in _BATCHER_KEYS}
     summary['batches_uri'] = uri
   summary['batcher'] = batcher
+  summary['eval'] = _eval_metrics(
+      _latest_artifact_uri(store, 'ModelEvaluation'), config.task)
+  blessing = _latest_artifact(store, 'ModelBlessing')
+  summary['blessed'] = (bool(_custom(blessing, 'blessed'))
+                        if blessing is not None else False)
+  summary['blessing_message'] = _custom(blessing, 'blessing_message')
+  pushed = _latest_artifact(store, 'PushedModel')
+  summary['pushed_model'] = (_custom(pushed, 'pushed_destination')
+                             if pushed is not None and _custom(pushed, 'pushed')
+                             else None)
+  summary['model_uri'] = _latest_artifact_uri(store, 'Model')
   return summary
 
 
@@ -94,6 +134,12 @@ def render(summary: Dict) -> str:
         f"{s['num_batches']} batches, {s['real_timesteps']} real + "
         f"{s['padded_timesteps']} padded steps, efficiency "
         f"{s['efficiency']:.3f}")
+  if summary.get('eval'):
+    lines.append('  eval: ' + ', '.join(
+        f'{k} {v:.4f}' for k, v in summary['eval'].items()))
+  lines.append(f"  blessed: {summary.get('blessed')}"
+               f" ({summary.get('blessing_message') or 'no blessing'})")
+  lines.append(f"  pushed model: {summary.get('pushed_model')}")
   for name, c in sorted(summary.get('components', {}).items()):
     lines.append(f"  {name}: {c['state'].lower()} in {c['seconds']:.1f} s")
   lines.append(f"  summary: {os.path.join(summary['output_dir'], 'summary.json')}")

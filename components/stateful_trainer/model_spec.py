@@ -80,6 +80,7 @@ class ModelSpec:
   num_classes: Optional[int] = None
   output_size: Optional[int] = None
   hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  seed: int = 0
 
   def __post_init__(self):
     # Normalise containers so that specs compare and hash sensibly.
@@ -123,6 +124,9 @@ class ModelSpec:
       if self.num_classes is not None:
         raise ModelSpecError('num_classes is for classification; regression '
                              'uses output_size')
+    if not _is_int(self.seed) or self.seed < 0:
+      raise ModelSpecError(f'seed must be a non-negative int, got '
+                           f'{self.seed!r}')
     try:
       json.dumps(self.hyperparameters)
     except TypeError as e:

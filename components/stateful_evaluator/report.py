@@ -1,0 +1,404 @@
+"""A self-contained HTML report with inline SVG plots. Plain Python.
+
+``render(metrics_doc, validation_doc)`` turns the evaluator's
+``metrics.json`` and ``validation.json`` contents into one HTML page with no
+external resources: tables (overall, slices, threshold checks, the chunking
+equivalence check) and three figures: the primary metric by slice
+(sequence-length buckets and segment position), the error by position in the
+sequence (with the segment boundaries marked) and baseline vs candidate on
+the overall metrics.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+CANDIDATE_COLOR = '#1f77b4'
+BASELINE_COLOR = '#ff7f0e'
+
+Series = Tuple[str, Sequence[Optional[float]], str]  # (name, values, color)
+
+
+def _esc(value: Any) -> str:
+  return html.escape(str(value), quote=True)
+
+
+def _num(value: Any) -> Optional[float]:
+  """A finite float, or None (missing, null, 'nan' strings)."""
+  if value is None or isinstance(value, bool):
+    return None
+  try:
+    value = float(value)
+  except (TypeError, ValueError):
+    return None
+  return value if math.isfinite(value) else None
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+  if value is None:
+    return 'n/a'
+  if isinstance(value, str):
+    return value
+  if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+    return str(int(value))
+  if isinstance(value, float):
+    return f'{value:.{digits}g}'
+  return str(value)
+
+
+def nice_ticks(lo: float, hi: float, count: int = 5) -> List[float]:
+  """Round tick values covering ``[lo, hi]``."""
+  if hi <= lo:
+    hi = lo + 1.0
+  raw = (hi - lo) / max(1, count)
+  mag = 10 ** math.floor(math.log10(raw))
+  step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+  start = math.floor(lo / step) * step
+  ticks = []
+  t = start
+  while t < hi + step * 0.999:
+    ticks.append(round(t, 12))
+    t += step
+  return ticks
+
+
+class _Frame:
+  """Plot area and the mapping from data to SVG coordinates."""
+
+  def __init__(self, width: int, height: int, y_lo: float, y_hi: float,
+               left: int = 56, right: int = 16, top: int = 50,
+               bottom: int = 52):
+    self.width, self.height = width, height
+    self.x0, self.x1 = left, width - right
+    self.y0, self.y1 = height - bottom, top  # y0: bottom pixel.
+    self.ticks = nice_ticks(y_lo, y_hi)
+    self.lo, self.hi = self.ticks[0], self.ticks[-1]
+
+  def y(self, value: float) -> float:
+    span = (self.hi - self.lo) or 1.0
+    return self.y0 - (value - self.lo) / span * (self.y0 - self.y1)
+
+  def axes(self, title: str, ylabel: str, xlabel: str) -> List[str]:
+    parts = [f'<text x="{self.width / 2:.1f}" y="18" text-anchor="middle" '
+             f'font-size="13" font-weight="bold">{_esc(title)}</text>']
+    for t in self.ticks:
+      y = self.y(t)
+      parts.append(f'<line x1="{self.x0}" x2="{self.x1}" y1="{y:.1f}" '
+                   f'y2="{y:.1f}" stroke="#e6e6e6"/>')
+      parts.append(f'<text x="{self.x0 - 6}" y="{y + 4:.1f}" '
+                   f'text-anchor="end">{_esc(_fmt(t, 3))}</text>')
+    parts.append(f'<line x1="{self.x0}" x2="{self.x0}" y1="{self.y1}" '
+                 f'y2="{self.y0}" stroke="#555"/>')
+    parts.append(f'<line x1="{self.x0}" x2="{self.x1}" y1="{self.y0}" '
+                 f'y2="{self.y0}" stroke="#555"/>')
+    mid = (self.y0 + self.y1) / 2
+    parts.append(f'<text x="14" y="{mid:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {mid:.1f})">{_esc(ylabel)}</text>')
+    parts.append(f'<text x="{(self.x0 + self.x1) / 2:.1f}" '
+                 f'y="{self.height - 6}" text-anchor="middle">'
+                 f'{_esc(xlabel)}</text>')
+    return parts
+
+
+def _legend(series: Sequence[Series], x: float) -> List[str]:
+  """One row of legend entries under the title, from ``x``."""
+  parts = []
+  for i, (name, _, color) in enumerate(series):
+    left = x + 100 * i
+    parts.append(f'<rect x="{left:.1f}" y="29" width="10" height="10" '
+                 f'fill="{color}"/>')
+    parts.append(f'<text x="{left + 14:.1f}" y="38">{_esc(name)}</text>')
+  return parts
+
+
+def _svg(width: int, height: int, parts: List[str], label: str) -> str:
+  return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" '
+          f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+          f'aria-label="{_esc(label)}" font-family="Helvetica, Arial, '
+          f'sans-serif" font-size="11">' + ''.join(parts) + '</svg>')
+
+
+def _range(series: Sequence[Series]) -> Tuple[float, float]:
+  values = [v for _, vs, _ in series for v in map(_num, vs) if v is not None]
+  if not values:
+    return 0.0, 1.0
+  return min(0.0, min(values)), max(0.0, max(values))
+
+
+def bar_chart(categories: Sequence[str], series: Sequence[Series], *,
+              title: str, ylabel: str, xlabel: str = '', width: int = 620,
+              height: int = 300) -> str:
+  """Grouped bars: one group per category, one bar per series.
+
+  Missing values (None/NaN) are drawn as an "n/a" label instead of a bar.
+  """
+  frame = _Frame(width, height, *_range(series))
+  parts = frame.axes(title, ylabel, xlabel)
+  n = max(1, len(categories))
+  group_w = (frame.x1 - frame.x0) / n
+  bar_w = group_w * 0.8 / max(1, len(series))
+  base = frame.y(max(frame.lo, min(0.0, frame.hi)))
+  for i, cat in enumerate(categories):
+    gx = frame.x0 + i * group_w + group_w * 0.1
+    for j, (name, values, color) in enumerate(series):
+      value = _num(values[i]) if i < len(values) else None
+      x = gx + j * bar_w
+      if value is None:
+        parts.append(f'<text x="{x + bar_w / 2:.1f}" y="{base - 4:.1f}" '
+                     'text-anchor="middle" fill="#999">n/a</text>')
+        continue
+      y = frame.y(value)
+      top, h = min(y, base), abs(base - y)
+      parts.append(
+          f'<rect x="{x:.1f}" y="{top:.1f}" width="{bar_w * 0.95:.1f}" '
+          f'height="{max(h, 0.5):.1f}" fill="{color}"><title>'
+          f'{_esc(name)} {_esc(cat)}: {_esc(_fmt(value, 6))}</title></rect>')
+    parts.append(f'<text x="{frame.x0 + (i + 0.5) * group_w:.1f}" '
+                 f'y="{frame.y0 + 16}" text-anchor="middle">{_esc(cat)}'
+                 '</text>')
+  parts += _legend(series, frame.x0)
+  return _svg(width, height, parts, title)
+
+
+def line_chart(xs: Sequence[float], series: Sequence[Series], *, title: str,
+               ylabel: str, xlabel: str, vlines: Sequence[float] = (),
+               width: int = 620, height: int = 300) -> str:
+  """Lines over ``xs`` (gaps where a value is missing), with optional
+  dashed vertical markers at ``vlines``."""
+  frame = _Frame(width, height, *_range(series))
+  parts = frame.axes(title, ylabel, xlabel)
+  if not xs:
+    return _svg(width, height, parts, title)
+  x_lo, x_hi = float(min(xs)), float(max(xs))
+  span = (x_hi - x_lo) or 1.0
+
+  def px(x: float) -> float:
+    return frame.x0 + (x - x_lo) / span * (frame.x1 - frame.x0)
+
+  for v in vlines:
+    if x_lo <= v <= x_hi:
+      parts.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" '
+                   f'y1="{frame.y1}" y2="{frame.y0}" stroke="#999" '
+                   'stroke-dasharray="4 3"/>')
+  for t in nice_ticks(x_lo, x_hi, 6):
+    if x_lo <= t <= x_hi:
+      parts.append(f'<text x="{px(t):.1f}" y="{frame.y0 + 16}" '
+                   f'text-anchor="middle">{_esc(_fmt(t, 4))}</text>')
+  # Drawn last first, so the first series (the candidate) is on top; later
+  # series are dashed so that identical curves stay distinguishable.
+  for index in reversed(range(len(series))):
+    name, values, color = series[index]
+    dash = ' stroke-dasharray="6 4"' if index else ''
+    run: List[str] = []
+    runs = []
+    for x, v in zip(xs, values):
+      v = _num(v)
+      if v is None:
+        if run:
+          runs.append(run)
+        run = []
+        continue
+      run.append(f'{px(x):.1f},{frame.y(v):.1f}')
+      parts.append(f'<circle cx="{px(x):.1f}" cy="{frame.y(v):.1f}" r="2.5" '
+                   f'fill="{color}"><title>{_esc(name)} at {_esc(_fmt(x))}: '
+                   f'{_esc(_fmt(v, 6))}</title></circle>')
+    if run:
+      runs.append(run)
+    for r in runs:
+      parts.append(f'<polyline points="{" ".join(r)}" fill="none" '
+                   f'stroke="{color}" stroke-width="2"{dash}/>')
+  parts += _legend(series, frame.x0)
+  return _svg(width, height, parts, title)
+
+
+# --------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;
+margin:24px;color:#222;max-width:1100px}h1{font-size:22px}
+h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;
+padding:3px 8px;font-size:13px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}.badge{display:inline-block;padding:4px 10px;
+border-radius:4px;color:#fff;font-weight:bold}.ok{background:#2ca02c}
+.bad{background:#d62728}.pass{color:#2ca02c}
+.fail{color:#d62728;font-weight:bold}
+pre{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}
+.fig{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}
+"""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]],
+           left: int = 1) -> str:
+  out = ['<table><tr>']
+  out += [f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>'
+          for i, h in enumerate(header)]
+  out.append('</tr>')
+  for row in rows:
+    out.append('<tr>')
+    for i, cell in enumerate(row):
+      cls = 'l' if i < left else ''
+      if isinstance(cell, tuple):  # (html, css class): pre-rendered.
+        out.append(f'<td class="{cls} {cell[1]}">{cell[0]}</td>')
+      else:
+        out.append(f'<td class="{cls}">{_esc(_fmt(cell))}</td>')
+    out.append('</tr>')
+  out.append('</table>')
+  return ''.join(out)
+
+
+def _change(cand: Any, base: Any) -> str:
+  c, b = _num(cand), _num(base)
+  if c is None or b is None:
+    return 'n/a'
+  return f'{c - b:+.4g}'
+
+
+def _slice_label(name: str) -> str:
+  return name.replace('length:', 'len ').replace('segment:', 'seg ')
+
+
+def render(metrics_doc: Mapping[str, Any],
+           validation_doc: Mapping[str, Any]) -> str:
+  """The report page for one evaluation."""
+  cand: Dict[str, Dict[str, Any]] = metrics_doc['metrics']['candidate']
+  base: Optional[Dict[str, Dict[str, Any]]] = metrics_doc['metrics'].get(
+      'baseline')
+  names: List[str] = list(metrics_doc['metric_names'])
+  slices = metrics_doc['slices']
+  primary = metrics_doc['primary_metric']
+  blessed = bool(validation_doc['blessed'])
+  num_unroll = int(metrics_doc['batches']['num_unroll'])
+  out = ['<!DOCTYPE html><html><head><meta charset="utf-8">',
+         '<title>StatefulEvaluator report</title>',
+         f'<style>{_STYLE}</style></head><body>',
+         '<h1>StatefulEvaluator report</h1>',
+         f'<p><span class="badge {"ok" if blessed else "bad"}">'
+         f'{"BLESSED" if blessed else "NOT BLESSED"}</span> '
+         f'{_esc(validation_doc.get("message", ""))}</p>']
+  if validation_doc.get('reasons'):
+    out.append('<ul>' + ''.join(f'<li class="fail">{_esc(r)}</li>'
+                                for r in validation_doc['reasons']) + '</ul>')
+  batches = metrics_doc['batches']
+  out.append(_table(['', 'value'], [
+      ('candidate model', metrics_doc['model']['uri']),
+      ('baseline model', (metrics_doc.get('baseline') or {}).get('uri',
+                                                                  'none')),
+      ('task', metrics_doc['task']),
+      ('eval batches', f'{batches["uri"]} [{batches["split"]}]'),
+      ('layout', f'B={batches["batch_size"]}, T={num_unroll}, '
+                 f'{batches.get("mode")}, {batches["label_kind"]} labels'),
+  ], left=2))
+
+  # Overall.
+  out.append('<h2>Overall</h2>')
+  header = ['metric', 'candidate'] + (['baseline', 'change'] if base else [])
+  rows = []
+  for name in names:
+    row = [name, cand['overall'].get(name)]
+    if base:
+      row += [base['overall'].get(name),
+              _change(cand['overall'].get(name), base['overall'].get(name))]
+    rows.append(row)
+  out.append(_table(header, rows))
+
+  # Figures.
+  out.append('<h2>Figures</h2>')
+  slice_names = [s for s in slices['names'] if s != 'overall']
+  series = [('candidate', [cand[s].get(primary) for s in slice_names],
+             CANDIDATE_COLOR)]
+  if base:
+    series.append(('baseline', [base[s].get(primary) for s in slice_names],
+                   BASELINE_COLOR))
+  if slice_names:
+    out.append('<div class="fig">' + bar_chart(
+        [_slice_label(s) for s in slice_names], series,
+        title=f'{primary} by sequence length bucket and segment',
+        ylabel=primary) + '</div>')
+  pos = metrics_doc['by_position']
+  edges = pos['edges']
+  xs = [float(e) for e in edges[:-1]]
+  err_name = 'error rate' if metrics_doc['task'] == 'classification' else (
+      'mean absolute error')
+  series = [('candidate', pos['candidate']['error'], CANDIDATE_COLOR)]
+  if pos.get('baseline'):
+    series.append(('baseline', pos['baseline']['error'], BASELINE_COLOR))
+  out.append('<div class="fig">' + line_chart(
+      xs, series, title=f'{err_name} by position in the sequence',
+      ylabel=err_name, xlabel='time step in the sequence (bin start); dashed: '
+      'segment boundaries',
+      vlines=[k * num_unroll for k in range(1, int(edges[-1] // num_unroll) +
+                                            1)]) + '</div>')
+  if base:
+    shown = [n for n in names if n not in ('weighted_count', 'num_sequences')
+             and '/' not in n]
+    out.append('<div class="fig">' + bar_chart(
+        shown, [('candidate', [cand['overall'].get(n) for n in shown],
+                 CANDIDATE_COLOR),
+                ('baseline', [base['overall'].get(n) for n in shown],
+                 BASELINE_COLOR)],
+        title='baseline vs candidate (overall)', ylabel='value') + '</div>')
+  else:
+    out.append('<p>No baseline model: nothing to compare with.</p>')
+
+  # Slices.
+  out.append('<h2>Slices</h2>')
+  ranges = slices.get('length_ranges', {})
+  header = ['slice'] + names
+  rows = []
+  for s in slices['names']:
+    label = s
+    if s in ranges:
+      lo, hi = ranges[s]
+      label += f' (L {lo}..{hi})' if lo is not None else ' (empty)'
+    rows.append([label] + [cand[s].get(n) for n in names])
+    if base:
+      rows.append(['  baseline'] + [base[s].get(n) for n in names])
+  out.append(_table(header, rows))
+  if slices.get('length_edges'):
+    cut_points = ', '.join(_fmt(e) for e in slices['length_edges'])
+    out.append('<p>Length bucket cut points (quantiles of the eval sequence '
+               f'lengths): {_esc(cut_points)}</p>')
+
+  # Thresholds.
+  out.append('<h2>Thresholds</h2>')
+  th = validation_doc['thresholds']
+  if th['checks']:
+    rows = []
+    for c in th['checks']:
+      verdict = ('pass', 'pass') if c['passed'] else ('FAIL', 'fail')
+      rows.append([c['metric'], c['slice'], c['kind'],
+                   json.dumps(c['threshold'], sort_keys=True), c['value'],
+                   c['baseline'], verdict, c['message']])
+    out.append(_table(['metric', 'slice', 'kind', 'threshold', 'value',
+                       'baseline', 'result', 'message'], rows, left=4))
+  else:
+    out.append('<p>No threshold was checked.</p>')
+  for s in th.get('skipped', []):
+    out.append(f'<p>Skipped change threshold on {_esc(s["metric"])} '
+               f'[{_esc(s["slice"])}]: {_esc(s["reason"])}.</p>')
+
+  # Equivalence.
+  eq = validation_doc['equivalence']
+  out.append('<h2>Chunking equivalence</h2>')
+  cls = 'pass' if eq['ok'] else 'fail'
+  out.append(f'<p class="{cls}">{_esc(eq["message"])}</p>')
+  if eq.get('note'):
+    out.append(f'<p>Note: {_esc(eq["note"])}.</p>')
+  if eq['sequences']:
+    rows = [[s['key'], s['length'], s['segments'], s['max_abs_diff'],
+             s['first_bad_step'], s['first_bad_segment']]
+            for s in eq['sequences']]
+    out.append(_table(['sequence', 'length', 'segments', 'max |diff|',
+                       'first step over tolerance', 'its segment'], rows))
+
+  out.append('<h2>Configuration</h2><pre>' +
+             _esc(json.dumps(metrics_doc.get('eval_config'), indent=1,
+                             sort_keys=True)) + '</pre>')
+  out.append('</body></html>\n')
+  return '\n'.join(out)

@@ -1,0 +1,186 @@
+"""TFX component: StatefulTrainer (SequenceBatches -> Model, ModelRun).
+
+Validates arguments and wires channels; ``executor.py`` decodes the
+artifacts and ``runner.run`` trains and exports.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Optional
+
+from tfx import types
+from tfx.components.util import udf_utils
+from tfx.dsl.components.base import base_component
+from tfx.dsl.components.base import executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter
+from tfx.types.component_spec import ExecutionParameter
+
+from components.sequence_batcher.component import SequenceBatches
+from components.stateful_trainer import executor
+from components.stateful_trainer import model_spec as ms
+from components.stateful_trainer import training
+
+
+class StatefulTrainerSpec(types.ComponentSpec):
+  """ComponentSpec of the StatefulTrainer.
+
+  Booleans are ints (0/1) and dicts JSON text, so that every parameter is a
+  primitive that Kubeflow V2 can carry.
+  """
+
+  PARAMETERS = {
+      executor.MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
+      executor.MODULE_PATH_KEY: ExecutionParameter(type=str, optional=True),
+      executor.CUSTOM_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
+      'epochs': ExecutionParameter(type=int),
+      'max_steps': ExecutionParameter(type=int, optional=True),
+      'eval_every_n_steps': ExecutionParameter(type=int, optional=True),
+      'checkpoint_every_n_steps': ExecutionParameter(type=int, optional=True),
+      'log_every_n_steps': ExecutionParameter(type=int, optional=True),
+      'seed': ExecutionParameter(type=int),
+      'shuffle_groups': ExecutionParameter(type=int, optional=True),
+      'reset_state_every_batch': ExecutionParameter(type=int, optional=True),
+      'train_split': ExecutionParameter(type=str),
+      'eval_split': ExecutionParameter(type=str, optional=True),
+      'task': ExecutionParameter(type=str, optional=True),
+      'num_classes': ExecutionParameter(type=int, optional=True),
+      'output_size': ExecutionParameter(type=int, optional=True),
+      'checkpoint_dir': ExecutionParameter(type=str, optional=True),
+  }
+  INPUTS = {
+      executor.BATCHES_KEY: ChannelParameter(type=SequenceBatches),
+      executor.TRANSFORM_GRAPH_KEY: ChannelParameter(
+          type=standard_artifacts.TransformGraph, optional=True),
+      executor.HYPERPARAMETERS_KEY: ChannelParameter(
+          type=standard_artifacts.HyperParameters, optional=True),
+  }
+  OUTPUTS = {
+      executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
+      executor.MODEL_RUN_KEY: ChannelParameter(
+          type=standard_artifacts.ModelRun),
+  }
+
+
+class StatefulTrainer(base_component.BaseComponent):
+  """Trains a stateful RNN on SequenceBatches with truncated BPTT.
+
+  State is carried across batches lane by lane, zeroed where a sequence
+  starts, at every epoch start and around evaluation. Outputs a standard
+  ``Model`` (a SavedModel with ``serving_default`` and ``step`` signatures in
+  ``Format-Serving``, plus ``stateful/`` for the StatefulEvaluator) and a
+  ``ModelRun`` (TensorBoard logs, ``history.json``, checkpoints).
+
+  Example::
+
+    trainer = StatefulTrainer(
+        batches=batcher.outputs['batches'],
+        transform_graph=transform.outputs['transform_graph'],
+        epochs=10,
+        custom_config={'hyperparameters': {'units': [64, 64],
+                                           'learning_rate': 3e-3}})
+  """
+
+  SPEC_CLASS = StatefulTrainerSpec
+  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+  def __init__(self,
+               batches: types.BaseChannel,
+               *,
+               transform_graph: Optional[types.BaseChannel] = None,
+               hyperparameters: Optional[types.BaseChannel] = None,
+               module_file: Optional[str] = None,
+               custom_config: Optional[Dict[str, Any]] = None,
+               epochs: int = 1,
+               max_steps: Optional[int] = None,
+               eval_every_n_steps: int = 0,
+               checkpoint_every_n_steps: int = 0,
+               log_every_n_steps: int = 100,
+               seed: int = 0,
+               shuffle_groups: bool = False,
+               reset_state_every_batch: bool = False,
+               train_split: str = 'train',
+               eval_split: Optional[str] = None,
+               task: Optional[str] = None,
+               num_classes: Optional[int] = None,
+               output_size: Optional[int] = None,
+               checkpoint_dir: Optional[str] = None):
+    """Constructs a StatefulTrainer.
+
+    Args:
+      batches: a ``SequenceBatches`` channel (the SequenceBatcher's output).
+      transform_graph: optional ``TransformGraph``; the serving signatures
+        then take raw feature values and apply it.
+      hyperparameters: optional ``HyperParameters`` (e.g. the Tuner's best);
+        its values override ``custom_config['hyperparameters']``.
+      module_file: a Python file defining ``build_model(spec)`` (and
+        optionally ``loss(spec)``, ``metrics(spec)``); default: the shipped
+        stacked LSTM/GRU (``components/stateful_trainer/default_model.py``).
+      custom_config: ``{'hyperparameters': {...}}``, passed to the module as
+        ``spec.hyperparameters``; the trainer itself reads ``optimizer``,
+        ``learning_rate``, ``clip_global_norm`` and ``momentum`` there.
+      epochs: passes over the train split.
+      max_steps: optional cap on training steps.
+      eval_every_n_steps: also evaluate every N steps (0: epoch ends only).
+      checkpoint_every_n_steps: also checkpoint every N steps (0: epoch ends
+        and the end only).
+      log_every_n_steps: progress line period.
+      seed: seeds initialisation, dropout and the group order.
+      shuffle_groups: bucketed batches: permute whole groups every epoch.
+      reset_state_every_batch: ablation: no state carried across batches.
+      train_split: the split to train on.
+      eval_split: the split to evaluate on; default ``eval`` when the
+        batches have it; ``''`` for none.
+      task: ``classification`` or ``regression``; default from the label
+        dtype (int64: classification).
+      num_classes: default ``max(label) + 1``.
+      output_size: regression outputs per step (1).
+      checkpoint_dir: a persistent directory to resume an interrupted run
+        from; default: a fresh ``<model_run>/checkpoints``.
+    """
+    training.TrainConfig(
+        epochs=epochs, max_steps=max_steps,
+        eval_every_n_steps=eval_every_n_steps,
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+        log_every_n_steps=log_every_n_steps, seed=seed,
+        shuffle_groups=bool(shuffle_groups),
+        reset_state_every_batch=bool(reset_state_every_batch))
+    if task is not None and task not in ms.TASKS:
+      raise ValueError(f'task must be one of {ms.TASKS}, got {task!r}')
+    if num_classes is not None and (task == ms.REGRESSION or num_classes < 2):
+      raise ValueError('num_classes must be >= 2 and is for classification, '
+                       f'got {num_classes!r} (task {task!r})')
+    if output_size is not None and (task == ms.CLASSIFICATION or
+                                    output_size < 1):
+      raise ValueError('output_size must be >= 1 and is for regression, got '
+                       f'{output_size!r} (task {task!r})')
+    config_text = json.dumps(custom_config) if custom_config else None
+    executor.parse_custom_config(config_text)  # Fail at pipeline build.
+    spec = StatefulTrainerSpec(
+        batches=batches,
+        transform_graph=transform_graph,
+        hyperparameters=hyperparameters,
+        module_file=module_file,
+        custom_config=config_text,
+        epochs=epochs,
+        max_steps=max_steps,
+        eval_every_n_steps=eval_every_n_steps,
+        checkpoint_every_n_steps=checkpoint_every_n_steps,
+        log_every_n_steps=log_every_n_steps,
+        seed=seed,
+        shuffle_groups=int(bool(shuffle_groups)),
+        reset_state_every_batch=int(bool(reset_state_every_batch)),
+        train_split=train_split,
+        eval_split=eval_split,
+        task=task,
+        num_classes=num_classes,
+        output_size=output_size,
+        checkpoint_dir=checkpoint_dir,
+        model=types.Channel(type=standard_artifacts.Model),
+        model_run=types.Channel(type=standard_artifacts.ModelRun))
+    super().__init__(spec=spec)
+    if module_file and udf_utils.should_package_user_modules():
+      # As TFX's Trainer: package the module so remote workers get it.
+      udf_utils.add_user_module_dependency(self, executor.MODULE_FILE_KEY,
+                                           executor.MODULE_PATH_KEY)

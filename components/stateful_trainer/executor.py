@@ -1,0 +1,169 @@
+"""Executor of the StatefulTrainer: artifacts -> ``TrainerArgs`` -> ``run``.
+
+No maths here: ``args_from_artifacts`` decodes and validates, and
+``runner.run`` does the work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any, Dict, List, Mapping, Optional
+
+from tfx import types
+from tfx.components.util import udf_utils
+from tfx.dsl.components.base import base_executor
+from tfx.dsl.io import fileio
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+from tfx.utils import path_utils
+
+from components.stateful_trainer import model_io
+from components.stateful_trainer import runner
+from components.stateful_trainer import training
+
+_LOG = logging.getLogger(__name__)
+
+# Keys of the component (see component.StatefulTrainerSpec).
+BATCHES_KEY = 'batches'
+TRANSFORM_GRAPH_KEY = 'transform_graph'
+HYPERPARAMETERS_KEY = 'hyperparameters'
+MODEL_KEY = 'model'
+MODEL_RUN_KEY = 'model_run'
+MODULE_FILE_KEY = 'module_file'
+MODULE_PATH_KEY = 'module_path'
+CUSTOM_CONFIG_KEY = 'custom_config'
+
+# custom_config keys the trainer reads.
+CUSTOM_CONFIG_KEYS = ('hyperparameters',)
+
+
+def parse_custom_config(text: Optional[str]) -> Dict[str, Any]:
+  """Decodes and checks ``custom_config`` (JSON text or None)."""
+  config = json.loads(text) if text else {}
+  if config is None:
+    return {}
+  if not isinstance(config, dict):
+    raise ValueError(f'custom_config must be a dict, got {config!r}')
+  unknown = sorted(set(config) - set(CUSTOM_CONFIG_KEYS))
+  if unknown:
+    raise ValueError(
+        f'custom_config keys {unknown} are not used by the StatefulTrainer; '
+        f'it reads {list(CUSTOM_CONFIG_KEYS)}. Put model settings under '
+        "custom_config['hyperparameters'] (they reach build_model as "
+        'spec.hyperparameters).')
+  hp = config.get('hyperparameters') or {}
+  if not isinstance(hp, dict):
+    raise ValueError(f"custom_config['hyperparameters'] must be a dict, got "
+                     f'{hp!r}')
+  return config
+
+
+def read_hyperparameters_artifact(uri: str) -> Dict[str, Any]:
+  """The values of a Tuner's ``best_hyperparameters`` artifact.
+
+  The Tuner writes ``keras_tuner.HyperParameters.get_config()`` as JSON
+  (``{'space': [...], 'values': {...}}``); a plain JSON dict is also read.
+  """
+  path = io_utils.get_only_uri_in_dir(uri)
+  with fileio.open(path, 'r') as f:
+    config = json.loads(f.read())
+  if isinstance(config, dict) and isinstance(config.get('values'), dict):
+    return dict(config['values'])
+  if not isinstance(config, dict):
+    raise ValueError(f'{path}: hyperparameters must be a JSON dict')
+  return config
+
+
+def _int(props: Mapping[str, Any], key: str, default: int) -> int:
+  value = props.get(key)
+  return default if value is None else int(value)
+
+
+def _resolve_module(props: Mapping[str, Any]):
+  """The model module (user module file / packaged module, or default)."""
+  if props.get(MODULE_FILE_KEY) or props.get(MODULE_PATH_KEY):
+    build_model = udf_utils.get_fn(dict(props), 'build_model')
+    return sys.modules[build_model.__module__]
+  return model_io.resolve_module()
+
+
+def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
+                        output_dict: Dict[str, List[types.Artifact]],
+                        exec_properties: Dict[str, Any]
+                       ) -> runner.TrainerArgs:
+  """Decodes and validates the component's inputs into ``TrainerArgs``."""
+  batches = artifact_utils.get_single_instance(input_dict[BATCHES_KEY])
+  splits = artifact_utils.decode_split_names(batches.split_names)
+  train_split = exec_properties.get('train_split') or 'train'
+  if train_split not in splits:
+    raise ValueError(f'SequenceBatches {batches.uri} has no split '
+                     f'{train_split!r}; it has {splits}')
+  eval_split = exec_properties.get('eval_split')
+  if eval_split is None:
+    eval_split = 'eval' if 'eval' in splits else None
+    if eval_split is None:
+      _LOG.warning('no eval split in %s (%s): training without evaluation',
+                   batches.uri, splits)
+  elif eval_split == '':
+    eval_split = None
+  elif eval_split not in splits:
+    raise ValueError(f'SequenceBatches {batches.uri} has no split '
+                     f'{eval_split!r}; it has {splits}')
+  config = parse_custom_config(exec_properties.get(CUSTOM_CONFIG_KEY))
+  hyperparameters = dict(config.get('hyperparameters') or {})
+  if input_dict.get(HYPERPARAMETERS_KEY):
+    hyperparameters.update(read_hyperparameters_artifact(
+        artifact_utils.get_single_uri(input_dict[HYPERPARAMETERS_KEY])))
+  transform_uri = None
+  if input_dict.get(TRANSFORM_GRAPH_KEY):
+    transform_uri = artifact_utils.get_single_uri(
+        input_dict[TRANSFORM_GRAPH_KEY])
+  model_uri = artifact_utils.get_single_uri(output_dict[MODEL_KEY])
+  model_run_uri = artifact_utils.get_single_uri(output_dict[MODEL_RUN_KEY])
+  max_steps = exec_properties.get('max_steps')
+  train_config = training.TrainConfig(
+      epochs=_int(exec_properties, 'epochs', 1),
+      max_steps=int(max_steps) if max_steps else None,
+      eval_every_n_steps=_int(exec_properties, 'eval_every_n_steps', 0),
+      checkpoint_every_n_steps=_int(exec_properties,
+                                    'checkpoint_every_n_steps', 0),
+      log_every_n_steps=_int(exec_properties, 'log_every_n_steps', 100),
+      seed=_int(exec_properties, 'seed', 0),
+      shuffle_groups=bool(_int(exec_properties, 'shuffle_groups', 0)),
+      reset_state_every_batch=bool(
+          _int(exec_properties, 'reset_state_every_batch', 0)))
+  num_classes = exec_properties.get('num_classes')
+  output_size = exec_properties.get('output_size')
+  return runner.TrainerArgs(
+      batches_uri=batches.uri,
+      model_uri=model_uri,
+      serving_model_dir=path_utils.serving_model_dir(model_uri),
+      model_run_dir=model_run_uri,
+      module=_resolve_module(exec_properties),
+      train_split=train_split,
+      eval_split=eval_split,
+      task=exec_properties.get('task') or None,
+      num_classes=int(num_classes) if num_classes else None,
+      output_size=int(output_size) if output_size else None,
+      hyperparameters=hyperparameters,
+      train=train_config,
+      transform_graph_uri=transform_uri,
+      checkpoint_dir=exec_properties.get('checkpoint_dir') or None)
+
+
+class Executor(base_executor.BaseExecutor):
+  """Trains statefully and exports the ``Model``; logs to ``ModelRun``."""
+
+  def Do(self, input_dict: Dict[str, List[types.Artifact]],
+         output_dict: Dict[str, List[types.Artifact]],
+         exec_properties: Dict[str, Any]) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    # Progress lines are INFO records of this package's loggers.
+    logging.getLogger('components.stateful_trainer').setLevel(logging.INFO)
+    args = args_from_artifacts(input_dict, output_dict, exec_properties)
+    result = runner.run(args)
+    final = result.fit.final_eval
+    _LOG.info('StatefulTrainer done: %d steps%s', result.fit.steps,
+              f', final eval {final}' if final else '')

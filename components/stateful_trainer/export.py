@@ -1,0 +1,310 @@
+"""The serving SavedModel: whole sequences, and chunks with explicit state.
+
+``export_serving_model`` writes a SavedModel (loadable by TF Serving and
+``tf.saved_model.load``) with three signatures. F is ``spec.num_features``
+(features in ``spec.feature_names`` order), K the output size, S the number
+of state tensors (``len(state.state_variables(stateful_model))``).
+
+``serving_default`` — whole sequences:
+  inputs:  ``features`` float32[N, L, F] (any N, L; zero-padded past each
+           length), ``lengths`` int64[N] (1 <= lengths <= L).
+  outputs (classification): ``logits``, ``probabilities`` float32[N, K] and
+           ``classes`` int64[N] (per_sequence: the prediction at step
+           ``lengths - 1``), or [N, L, K] / [N, L] (per_step; steps at or past
+           ``lengths`` are 0, classes -1).
+  outputs (regression): ``predictions`` float32[N, K] or [N, L, K].
+
+``step`` — one chunk of a stream; the RNN state travels with the request, so
+a stateless server (TF Serving) can serve stateful streams:
+  inputs:  ``features`` float32[N, T', F] (any N, T' >= 1), ``reset``
+           int64[N] (1 where the stream starts: its incoming state is
+           ignored), ``state_0 .. state_{S-1}`` float32[N, ...].
+  outputs: the per-step heads for the chunk (``logits``/``probabilities``
+           [N, T', K], ``classes`` [N, T'], or ``predictions`` [N, T', K])
+           and ``state_0 .. state_{S-1}``, the state after the chunk's last
+           step (feed them to the next call). Every stream in a call advances
+           T' steps.
+  Running a sequence chunk by chunk through ``step`` (reset=1 on the first
+  chunk) gives the same per-step predictions as ``serving_default``.
+
+``initial_state`` — ``batch_size`` int64 scalar -> ``state_i`` zeros.
+
+State ``i`` is the i-th tensor of the recurrent layers in model order, cell
+state order (LSTM: h then c), as ``state.state_variables`` lists them for the
+stateful model; the ``step`` signature's TensorSpecs carry their shapes.
+
+With a tf.Transform graph, ``features`` are **raw** values of the same
+numeric columns (named by ``spec.feature_names``); the transform is applied
+per time step inside both signatures, exactly as for the training examples.
+The transform's outputs for those names must be one float per step.
+
+No TFX import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful_trainer import model_spec as ms
+from components.stateful_trainer import state
+
+SERVING_DEFAULT = 'serving_default'
+STEP = 'step'
+INITIAL_STATE = 'initial_state'
+
+
+def state_name(i: int) -> str:
+  return f'state_{i}'
+
+
+def _state_shapes(layers: Sequence[keras.layers.RNN]) -> List[tf.TensorShape]:
+  shapes = []
+  for layer in layers:
+    for size in tf.nest.flatten(layer.cell.state_size):
+      shapes.append(tf.TensorShape(size))
+  return shapes
+
+
+@contextlib.contextmanager
+def _explicit_states(layers: Sequence[keras.layers.RNN],
+                     initial: Sequence[Sequence[tf.Tensor]],
+                     captured: Dict[int, List[tf.Tensor]]):
+  """Makes each (non-stateful) RNN layer start from ``initial[i]`` and
+  record its final state in ``captured[i]`` while the context is active.
+
+  The layers' own ``call`` runs unchanged (fused kernels, masking, dropout
+  flags); only its ``initial_state`` argument and ``return_state`` are set.
+  """
+  for index, (layer, init) in enumerate(zip(layers, initial)):
+
+    def call(inputs, *args, _layer=layer, _init=init, _index=index, **kwargs):
+      kwargs['initial_state'] = list(_init)
+      returns_state = _layer.return_state
+      _layer.return_state = True
+      try:
+        result = type(_layer).call(_layer, inputs, *args, **kwargs)
+      finally:
+        _layer.return_state = returns_state
+      captured[_index] = list(result[1:])
+      return result if returns_state else result[0]
+
+    object.__setattr__(layer, 'call', call)
+  try:
+    yield
+  finally:
+    for layer in layers:
+      if 'call' in vars(layer):
+        object.__delattr__(layer, 'call')
+
+
+def run_with_states(model: keras.Model, features: tf.Tensor,
+                    states: Sequence[tf.Tensor]
+                   ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+  """Runs a non-stateful model from explicit states.
+
+  Args:
+    model: a serving twin (``check_serving_model`` passed).
+    features: float32[N, T', F].
+    states: ``state_0 ..`` as in the ``step`` signature.
+
+  Returns:
+    ``(outputs float32[N, T', K], [final state_0, ...])``.
+  """
+  layers = state.recurrent_layers(model)
+  shapes = _state_shapes(layers)
+  if len(states) != len(shapes):
+    raise ValueError(f'{len(states)} states given, the model has '
+                     f'{len(shapes)}')
+  per_layer, i = [], 0
+  for layer in layers:
+    n = len(tf.nest.flatten(layer.cell.state_size))
+    per_layer.append(list(states[i:i + n]))
+    i += n
+  captured: Dict[int, List[tf.Tensor]] = {}
+  with _explicit_states(layers, per_layer, captured):
+    outputs = model(features, training=False)
+  missing = [l.name for j, l in enumerate(layers) if j not in captured]
+  if missing:
+    raise state.StatefulModelError(
+        f'recurrent layers {missing} were not called by the model')
+  return outputs, [s for j in range(len(layers)) for s in captured[j]]
+
+
+class RawFeatureTransform(tf.Module):
+  """Applies a tf.Transform graph to per-step feature tensors.
+
+  ``__call__(features float32[N, L, F]) -> float32[N, L, F]``: every step is
+  one raw example with the columns ``feature_names``; the transformed
+  columns of the same names are stacked back in order.
+  """
+
+  def __init__(self, transform_graph_uri: str, feature_names: Sequence[str]):
+    super().__init__(name='raw_feature_transform')
+    import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+    output = tft.TFTransformOutput(transform_graph_uri)
+    raw_spec = output.raw_feature_spec()
+    missing = [n for n in feature_names if n not in raw_spec]
+    if missing:
+      raise ValueError(
+          f'the transform graph has no raw feature {missing}; its raw '
+          f'features are {sorted(raw_spec)}. The serving signatures feed the '
+          'model\'s feature columns by name.')
+    transformed = output.transformed_feature_spec()
+    missing = [n for n in feature_names if n not in transformed]
+    if missing:
+      raise ValueError(
+          f'the transform graph does not output {missing} (it outputs '
+          f'{sorted(transformed)}): the batches\' feature names must be '
+          'transform outputs of the same name')
+    self._names = list(feature_names)
+    self._raw_spec = {n: raw_spec[n] for n in feature_names}
+    self.layer = output.transform_features_layer()
+
+  def _raw_column(self, values: tf.Tensor, name: str):
+    spec = self._raw_spec[name]
+    values = tf.cast(values, spec.dtype)
+    if isinstance(spec, tf.io.FixedLenFeature):
+      shape = list(spec.shape)
+      if shape not in ([], [1]):
+        raise ValueError(f'raw feature {name!r} has shape {shape}; one value '
+                         'per step is supported')
+      return values if not shape else values[:, None]
+    # VarLen: one value per row.
+    rows = tf.shape(values, out_type=tf.int64)[0]
+    indices = tf.stack([tf.range(rows), tf.zeros([rows], tf.int64)], axis=1)
+    return tf.SparseTensor(indices, values, tf.stack([rows, 1]))
+
+  def __call__(self, features: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(features)
+    flat = tf.reshape(features, [-1, len(self._names)])
+    raw = {n: self._raw_column(flat[:, i], n)
+           for i, n in enumerate(self._names)}
+    out = self.layer(raw)
+    cols = []
+    for name in self._names:
+      value = out[name]
+      if isinstance(value, tf.SparseTensor):
+        value = tf.sparse.to_dense(value)
+      cols.append(tf.reshape(tf.cast(value, tf.float32), [-1]))
+    return tf.reshape(tf.stack(cols, axis=-1), shape)
+
+
+def _heads(spec: ms.ModelSpec, outputs: tf.Tensor,
+           valid: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
+  """Named outputs; ``valid`` bool[..., L] zeroes padded steps."""
+  if spec.task == ms.CLASSIFICATION:
+    heads = {'logits': outputs, 'probabilities': tf.nn.softmax(outputs),
+             'classes': tf.argmax(outputs, axis=-1, output_type=tf.int64)}
+  else:
+    heads = {'predictions': outputs}
+  if valid is None:
+    return heads
+  masked = {}
+  for name, value in heads.items():
+    if name == 'classes':
+      masked[name] = tf.where(valid, value, tf.constant(-1, tf.int64))
+    else:
+      masked[name] = tf.where(valid[..., None], value, tf.zeros_like(value))
+  return masked
+
+
+class ServingModule(tf.Module):
+  """The exported module: the twin's variables and the three functions."""
+
+  def __init__(self, spec: ms.ModelSpec, twin: keras.Model,
+               transform: Optional[RawFeatureTransform] = None):
+    super().__init__(name='stateful_serving')
+    self._spec = spec
+    self._twin = twin  # Not tracked as a Keras model: only its variables.
+    self.model_variables = list(twin.variables)
+    self.transform = transform
+    layers = state.recurrent_layers(twin)
+    self.state_shapes = _state_shapes(layers)
+    f = spec.num_features
+    self.serving_default = tf.function(
+        self._serve_sequences, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, f], tf.float32, name='features'),
+            tf.TensorSpec([None], tf.int64, name='lengths')])
+    self.step = tf.function(
+        self._serve_step, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, f], tf.float32, name='features'),
+            tf.TensorSpec([None], tf.int64, name='reset')] + [
+                tf.TensorSpec([None] + s.as_list(), tf.float32,
+                              name=state_name(i))
+                for i, s in enumerate(self.state_shapes)])
+    self.initial_state = tf.function(
+        self._initial_state, autograph=False, input_signature=[
+            tf.TensorSpec([], tf.int64, name='batch_size')])
+
+  def _features(self, features):
+    return self.transform(features) if self.transform is not None else (
+        features)
+
+  def _serve_sequences(self, features, lengths):
+    features = tf.ensure_shape(features, [None, None, self._spec.num_features])
+    max_len = tf.shape(features, out_type=tf.int64)[1]
+    checks = [
+        tf.debugging.assert_equal(
+            tf.shape(lengths)[0], tf.shape(features)[0],
+            message='lengths must have one entry per sequence'),
+        tf.debugging.assert_greater_equal(
+            lengths, tf.constant(1, tf.int64),
+            message='every length must be >= 1'),
+        tf.debugging.assert_less_equal(
+            lengths, max_len, message='a length exceeds the padded length'),
+    ]
+    with tf.control_dependencies(checks):
+      outputs = self._twin(self._features(features), training=False)
+    if self._spec.label_kind == ms.PER_SEQUENCE:
+      last = tf.gather(outputs, lengths - 1, axis=1, batch_dims=1)
+      return _heads(self._spec, last)
+    valid = tf.range(max_len)[None, :] < lengths[:, None]
+    return _heads(self._spec, outputs, valid)
+
+  def _serve_step(self, features, reset, *states):
+    keep = tf.equal(reset, 0)
+    states_in = [
+        tf.where(tf.reshape(keep, [-1] + [1] * (s.shape.rank - 1)), s,
+                 tf.zeros_like(s)) for s in states
+    ]
+    outputs, states_out = run_with_states(self._twin,
+                                          self._features(features), states_in)
+    result = _heads(self._spec, outputs)
+    for i, s in enumerate(states_out):
+      result[state_name(i)] = tf.cast(s, tf.float32)
+    return result
+
+  def _initial_state(self, batch_size):
+    return {
+        state_name(i): tf.zeros(
+            tf.concat([[batch_size], tf.constant(s.as_list(), tf.int64)], 0))
+        for i, s in enumerate(self.state_shapes)
+    }
+
+  def _trackable_children(self, save_type='checkpoint', **kwargs):
+    children = super()._trackable_children(save_type, **kwargs)
+    children.pop('_twin', None)
+    return children
+
+
+def export_serving_model(
+    export_dir: str, twin: keras.Model, spec: ms.ModelSpec,
+    transform_graph_uri: Optional[str] = None) -> ServingModule:
+  """Writes the serving SavedModel of ``twin`` (trained weights) to
+  ``export_dir``; see the module docstring for the signatures."""
+  transform = (RawFeatureTransform(transform_graph_uri, spec.feature_names)
+               if transform_graph_uri else None)
+  module = ServingModule(spec, twin, transform)
+  signatures = {
+      SERVING_DEFAULT: module.serving_default.get_concrete_function(),
+      STEP: module.step.get_concrete_function(),
+      INITIAL_STATE: module.initial_state.get_concrete_function(),
+  }
+  tf.io.gfile.makedirs(os.path.dirname(export_dir.rstrip('/')) or '.')
+  tf.saved_model.save(module, export_dir, signatures=signatures)
+  return module

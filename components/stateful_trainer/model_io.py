@@ -1,0 +1,197 @@
+"""Model modules, building checked models, and the ``stateful/`` export.
+
+Public and stable (the StatefulEvaluator uses it):
+
+* ``load_stateful_model(model_uri, batch_size, num_unroll=None)`` ->
+  ``(model, spec)``: the trained model rebuilt stateful for any batch size,
+  weights loaded, all state zero.
+* ``read_spec(model_uri)`` -> ``ModelSpec`` as trained.
+
+Layout of a ``Model`` artifact written by the StatefulTrainer::
+
+  <uri>/Format-Serving/            # SavedModel: serving_default, step, ...
+  <uri>/stateful/spec.json         # ModelSpec.to_json() of the trained model
+  <uri>/stateful/module.py         # copy of the model module (build_model)
+  <uri>/stateful/weights/weights.* # model.save_weights (TF checkpoint format)
+  <uri>/stateful/manifest.json     # file names, original module path
+
+No TFX import here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import tempfile
+import types
+from typing import Any, Optional, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful_trainer import model_spec as ms
+from components.stateful_trainer import state
+
+DEFAULT_MODULE = 'components.stateful_trainer.default_model'
+STATEFUL_DIR = 'stateful'
+SPEC_FILE = 'spec.json'
+MODULE_FILE = 'module.py'
+WEIGHTS_PREFIX = os.path.join('weights', 'weights')
+MANIFEST_FILE = 'manifest.json'
+
+
+class ModuleError(ValueError):
+  """A model module is missing or lacks ``build_model``."""
+
+
+def load_module_file(path: str) -> types.ModuleType:
+  """Imports a Python file as a module (a fresh, uniquely named module)."""
+  if not tf.io.gfile.exists(path):
+    raise ModuleError(f'module file {path!r} does not exist')
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    source = f.read()
+  local = path
+  if '://' in path:  # Remote: copy locally to import.
+    local = os.path.join(tempfile.gettempdir(), 'stateful_trainer_modules',
+                         hashlib.sha256(source).hexdigest()[:16] + '.py')
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    with open(local, 'wb') as f:
+      f.write(source)
+  digest = hashlib.sha256(source + local.encode()).hexdigest()[:12]
+  name = f'_stateful_user_module_{digest}'
+  if name in sys.modules:
+    return sys.modules[name]
+  spec = importlib.util.spec_from_file_location(name, local)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[name] = module
+  try:
+    spec.loader.exec_module(module)
+  except Exception:
+    del sys.modules[name]
+    raise
+  return module
+
+
+def resolve_module(module_file: Optional[str] = None,
+                   module: Optional[types.ModuleType] = None
+                  ) -> types.ModuleType:
+  """The model module: given object, a file, or the shipped default."""
+  if module is None:
+    module = (load_module_file(module_file) if module_file else
+              importlib.import_module(DEFAULT_MODULE))
+  if not callable(getattr(module, 'build_model', None)):
+    raise ModuleError(
+        f'model module {getattr(module, "__file__", module)!r} does not '
+        'define build_model(spec)')
+  return module
+
+
+def module_source_path(module: types.ModuleType) -> str:
+  path = inspect.getsourcefile(module)
+  if not path:
+    raise ModuleError(f'cannot find the source file of module {module!r}')
+  return path
+
+
+def build_stateful(module: types.ModuleType,
+                   spec: ms.ModelSpec) -> keras.Model:
+  """``module.build_model(spec)`` checked for stateful training."""
+  if not spec.stateful:
+    raise ms.ModelSpecError('build_stateful needs a stateful spec')
+  model = module.build_model(spec)
+  state.check_stateful_model(
+      model, batch_size=spec.batch_size, num_unroll=spec.num_unroll,
+      num_features=spec.num_features, output_units=spec.output_units)
+  return model
+
+
+def build_serving(module: types.ModuleType, spec: ms.ModelSpec,
+                  weights_from: Optional[keras.Model] = None) -> keras.Model:
+  """The non-stateful serving twin, optionally with another model's weights."""
+  twin = module.build_model(spec.serving())
+  state.check_serving_model(twin, num_features=spec.num_features,
+                            output_units=spec.output_units)
+  if weights_from is not None:
+    copy_weights(weights_from, twin)
+  return twin
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+  """Copies weights by position; a clear error when the models differ."""
+  src, dst = source.weights, target.weights
+  if len(src) != len(dst) or any(
+      a.shape != b.shape for a, b in zip(src, dst)):
+    raise state.StatefulModelError(
+        'the serving twin (spec.stateful=False) does not have the same '
+        f'weights as the stateful model: {len(src)} vs {len(dst)} weights '
+        f'({[tuple(w.shape) for w in src]} vs '
+        f'{[tuple(w.shape) for w in dst]}). build_model must build the same '
+        'architecture whatever spec.stateful is.')
+  target.set_weights(source.get_weights())
+
+
+def save_stateful(model_uri: str, model: keras.Model, spec: ms.ModelSpec,
+                  module: types.ModuleType) -> str:
+  """Writes ``<model_uri>/stateful/``: spec, module copy and weights.
+
+  Returns:
+    The ``stateful`` directory.
+  """
+  sdir = os.path.join(model_uri, STATEFUL_DIR)
+  tf.io.gfile.makedirs(sdir)
+  with tf.io.gfile.GFile(os.path.join(sdir, SPEC_FILE), 'w') as f:
+    f.write(spec.to_json())
+  source = module_source_path(module)
+  tf.io.gfile.copy(source, os.path.join(sdir, MODULE_FILE), overwrite=True)
+  model.save_weights(os.path.join(sdir, WEIGHTS_PREFIX))
+  manifest = {'spec': SPEC_FILE, 'module': MODULE_FILE,
+              'weights': WEIGHTS_PREFIX, 'module_source': source,
+              'module_name': getattr(module, '__name__', None)}
+  with tf.io.gfile.GFile(os.path.join(sdir, MANIFEST_FILE), 'w') as f:
+    f.write(json.dumps(manifest, indent=1, sort_keys=True) + '\n')
+  return sdir
+
+
+def read_spec(model_uri: str) -> ms.ModelSpec:
+  """The ``ModelSpec`` the model in ``model_uri`` was trained with."""
+  path = os.path.join(model_uri, STATEFUL_DIR, SPEC_FILE)
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(
+        f'{path} not found: {model_uri!r} is not a StatefulTrainer model')
+  with tf.io.gfile.GFile(path) as f:
+    return ms.ModelSpec.from_json(f.read())
+
+
+def load_stateful_model(model_uri: str, batch_size: int,
+                        num_unroll: Optional[int] = None
+                       ) -> Tuple[keras.Model, ms.ModelSpec]:
+  """Rebuilds a trained model stateful for ``batch_size`` lanes.
+
+  Args:
+    model_uri: the ``Model`` artifact URI written by the StatefulTrainer.
+    batch_size: B of the batches it will run on (any value >= 1).
+    num_unroll: T of those batches; default: the training T. None-length
+      inputs are not allowed by stateful models that fix T, so pass the T of
+      the batches you evaluate on.
+
+  Returns:
+    ``(model, spec)``: the stateful Keras model (weights loaded, every
+    state zero; use ``state.reset_lanes``/``state.zero_all`` to drive it)
+    and its ``ModelSpec`` (with ``batch_size``/``num_unroll`` replaced).
+  """
+  spec = read_spec(model_uri)
+  spec = spec.replace(batch_size=int(batch_size), stateful=True,
+                      num_unroll=(int(num_unroll) if num_unroll else
+                                  spec.num_unroll))
+  sdir = os.path.join(model_uri, STATEFUL_DIR)
+  module = load_module_file(os.path.join(sdir, MODULE_FILE))
+  model = build_stateful(module, spec)
+  status = model.load_weights(os.path.join(sdir, WEIGHTS_PREFIX))
+  status.assert_existing_objects_matched()
+  state.zero_all(model)
+  return model, spec

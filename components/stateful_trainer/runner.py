@@ -1,0 +1,170 @@
+"""One training run, start to export: typed arguments in, artifacts out.
+
+``run(TrainerArgs(...))`` is what the TFX executor calls after decoding its
+artifacts; it is also usable without TFX (notebooks, tests). No TFX import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import types
+from typing import Any, Callable, Dict, Mapping, Optional
+
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful_trainer import export
+from components.stateful_trainer import model_io
+from components.stateful_trainer import model_spec as ms
+from components.stateful_trainer import training
+
+_LOG = logging.getLogger(__name__)
+
+HISTORY_FILE = 'history.json'
+CHECKPOINT_SUBDIR = 'checkpoints'
+SUMMARY_SUBDIR = 'tensorboard'
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerArgs:
+  """Everything a run needs.
+
+  Attributes:
+    batches_uri: the SequenceBatches URI (``metadata.json`` + ``Split-*``).
+    model_uri: the Model artifact URI (``stateful/`` goes here).
+    serving_model_dir: where the SavedModel goes (``<model_uri>/Format-
+      Serving`` under TFX).
+    model_run_dir: TensorBoard logs, ``history.json`` and (by default)
+      checkpoints.
+    module_file: a Python file with ``build_model(spec)``; None: the shipped
+      ``default_model``.
+    module: an already imported module (takes precedence over module_file).
+    train_split: the split to train on.
+    eval_split: the split to evaluate on, or None.
+    task: ``classification``/``regression``; None: classification for
+      integer labels, regression for float labels.
+    num_classes: classification classes; None: ``max(label) + 1``.
+    output_size: regression outputs per step (the batches carry scalar
+      labels, so 1).
+    hyperparameters: passed to the module as ``spec.hyperparameters``; also
+      ``optimizer``, ``learning_rate``, ``clip_global_norm``, ``momentum``.
+    train: loop settings (epochs, seed, ...).
+    transform_graph_uri: a TransformGraph URI to embed in the serving model.
+    checkpoint_dir: checkpoints (a run resumes from the latest one there);
+      None: ``<model_run_dir>/checkpoints``.
+  """
+  batches_uri: str
+  model_uri: str
+  serving_model_dir: str
+  model_run_dir: str
+  module_file: Optional[str] = None
+  module: Optional[types.ModuleType] = None
+  train_split: str = 'train'
+  eval_split: Optional[str] = 'eval'
+  task: Optional[str] = None
+  num_classes: Optional[int] = None
+  output_size: Optional[int] = None
+  hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  train: training.TrainConfig = training.TrainConfig()
+  transform_graph_uri: Optional[str] = None
+  checkpoint_dir: Optional[str] = None
+
+
+@dataclasses.dataclass
+class RunResult:
+  spec: ms.ModelSpec
+  fit: training.FitResult
+  model: keras.Model
+  serving_model_dir: str
+  stateful_dir: str
+
+
+_SAME_LAYOUT = ('batch_size', 'num_unroll', 'num_features', 'feature_names',
+                'label_kind', 'label_dtype')
+
+
+def _open_sources(args: TrainerArgs):
+  train = training.BatchSource.open(args.batches_uri, args.train_split)
+  eval_source = None
+  if args.eval_split:
+    eval_source = training.BatchSource.open(args.batches_uri, args.eval_split)
+    diff = [k for k in _SAME_LAYOUT
+            if eval_source.meta[k] != train.meta[k]]
+    if diff:
+      raise ValueError(f'eval split {args.eval_split!r} differs from train '
+                       f'split {args.train_split!r} in {diff}')
+  return train, eval_source
+
+
+def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
+              label_stats: Mapping[str, Any]) -> ms.ModelSpec:
+  """The training ``ModelSpec`` from the batches' metadata and the args."""
+  task = args.task or (ms.CLASSIFICATION if meta['label_dtype'] == 'int64'
+                       else ms.REGRESSION)
+  num_classes = output_size = None
+  if task == ms.CLASSIFICATION:
+    if meta['label_dtype'] != 'int64':
+      raise training.LabelError(
+          f'classification needs integer class labels; the batches have '
+          f'{meta["label_dtype"]} labels. Use task=\'regression\'.')
+    num_classes = args.num_classes or training.infer_num_classes(label_stats)
+  else:
+    output_size = args.output_size or 1
+  return ms.ModelSpec(
+      batch_size=int(meta['batch_size']), num_unroll=int(meta['num_unroll']),
+      stateful=True, feature_names=tuple(meta['feature_names']),
+      label_kind=meta['label_kind'], task=task, num_classes=num_classes,
+      output_size=output_size, hyperparameters=dict(args.hyperparameters),
+      seed=args.train.seed)
+
+
+def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
+        after_step: Optional[Callable[[int], Optional[bool]]] = None
+       ) -> RunResult:
+  """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``."""
+  train, eval_source = _open_sources(args)
+  stats = training.scan_labels(train)
+  spec = make_spec(args, train.meta, stats)
+  training.check_labels(spec, train.meta['label_dtype'], stats)
+  if eval_source is not None:
+    training.check_labels(spec, eval_source.meta['label_dtype'],
+                          training.scan_labels(eval_source))
+  _LOG.info('training %s: %s', args.batches_uri, spec)
+  keras.utils.set_random_seed(args.train.seed)
+  module = model_io.resolve_module(args.module_file, args.module)
+  model = model_io.build_stateful(module, spec)
+  objective = training.make_objective(spec, module)
+  optimizer = training.make_optimizer(
+      training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+  checkpoint_dir = args.checkpoint_dir or os.path.join(args.model_run_dir,
+                                                       CHECKPOINT_SUBDIR)
+  result = training.fit(
+      model, optimizer=optimizer, objective=objective, train=train,
+      eval_source=eval_source, config=args.train,
+      checkpoint_dir=checkpoint_dir,
+      summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR),
+      clock=clock, after_step=after_step)
+  twin = model_io.build_serving(module, spec, weights_from=model)
+  export.export_serving_model(args.serving_model_dir, twin, spec,
+                              args.transform_graph_uri)
+  stateful_dir = model_io.save_stateful(args.model_uri, model, spec, module)
+  history = {
+      'spec': spec.to_dict(),
+      'steps': result.steps,
+      'finished': result.finished,
+      'resumed_from': result.resumed_from,
+      'epochs': [e.as_dict() for e in result.epochs],
+      'evaluations': [{'step': s, **m} for s, m in result.evaluations],
+  }
+  tf.io.gfile.makedirs(args.model_run_dir)
+  with tf.io.gfile.GFile(os.path.join(args.model_run_dir, HISTORY_FILE),
+                         'w') as f:
+    f.write(json.dumps(history, indent=1, sort_keys=True) + '\n')
+  _LOG.info('exported %s and %s', args.serving_model_dir, stateful_dir)
+  return RunResult(spec=spec, fit=result, model=model,
+                   serving_model_dir=args.serving_model_dir,
+                   stateful_dir=stateful_dir)

@@ -1,0 +1,160 @@
+"""Shared fixtures of the StatefulTrainer tests: tiny batch files and models.
+
+Everything is small (a few lanes, a few steps, a handful of units) so that
+the whole suite runs in a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.sequence_batcher import in_memory
+from components.sequence_batcher import layout
+from components.stateful_trainer import model_spec as ms
+from components.stateful_trainer import training
+from data import generate as datagen
+
+
+def random_sequences(lengths: Sequence[int], num_features: int = 2, *,
+                     seed: int = 0, num_classes: int = 2,
+                     per_step_labels: bool = False,
+                     float_labels: bool = False,
+                     prefix: str = 's') -> List[layout.SequenceArrays]:
+  """Sequences with Gaussian features and random (constant) labels."""
+  rng = np.random.default_rng(seed)
+  out = []
+  for i, n in enumerate(lengths):
+    feats = rng.normal(size=(n, num_features)).astype(np.float32)
+    if float_labels:
+      labels = rng.normal(size=n).astype(np.float32)
+    elif per_step_labels:
+      labels = rng.integers(0, num_classes, size=n).astype(np.int64)
+    else:
+      labels = np.full(n, rng.integers(0, num_classes), np.int64)
+    out.append(layout.SequenceArrays(key=f'{prefix}{i:04d}', features=feats,
+                                     labels=labels))
+  return out
+
+
+def write_batches(root: str, splits: Dict[str, List[layout.SequenceArrays]],
+                  *, batch_size: int, num_unroll: int, mode: str = 'packed',
+                  label_kind: str = 'per_sequence',
+                  feature_names: Optional[Sequence[str]] = None) -> str:
+  """Writes a SequenceBatcher output with the given splits; returns root."""
+  config = layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
+                               mode=mode, label_kind=label_kind)
+  for split, seqs in splits.items():
+    in_memory.write_split(seqs, root, split=split, config=config,
+                          feature_names=feature_names)
+  return root
+
+
+def cue_sequences(num_sequences: int, *, seed: int, num_unroll: int,
+                  median_length: float, num_features: int = 3,
+                  short_fraction: float = 0.5
+                 ) -> Tuple[List[layout.SequenceArrays], List[str]]:
+  """The long-memory ``cue`` task of ``data/generate.py`` as sequences.
+
+  Short sequences are at most ``num_unroll`` long (they fit one segment, so
+  a TBPTT model can learn to latch the cue); the others span several
+  segments and can only be classified with state carried across batches.
+  """
+  cols = datagen.generate(
+      num_sequences, seed=seed, median_length=median_length,
+      max_length=int(4 * median_length), short_max_length=num_unroll,
+      short_fraction=short_fraction, num_features=num_features)
+  names = [f'f{j}' for j in range(num_features)]
+  feats = np.stack([cols[n] for n in names], axis=1).astype(np.float32)
+  ids = cols['seq_id']
+  _, first, counts = np.unique(ids, return_index=True, return_counts=True)
+  seqs = [
+      layout.SequenceArrays(key=str(ids[s]), features=feats[s:s + n],
+                            labels=cols['label'][s:s + n].astype(np.int64))
+      for s, n in zip(first, counts)
+  ]
+  return seqs, names
+
+
+def classification_spec(batch_size: int, num_unroll: int,
+                        feature_names: Sequence[str], *,
+                        label_kind: str = 'per_sequence', num_classes: int = 2,
+                        seed: int = 0, **hyperparameters) -> ms.ModelSpec:
+  return ms.ModelSpec(batch_size=batch_size, num_unroll=num_unroll,
+                      stateful=True, feature_names=tuple(feature_names),
+                      label_kind=label_kind, task='classification',
+                      num_classes=num_classes,
+                      hyperparameters=hyperparameters, seed=seed)
+
+
+def cumsum_model(batch_size: int, num_unroll: int, num_features: int, *,
+                 stacked: bool = False, stateful: bool = True) -> keras.Model:
+  """h_t = x_t + h_{t-1}: a linear SimpleRNN with identity weights.
+
+  Its output is the running sum of the inputs since the last reset. With
+  ``stacked`` a second identical layer follows (output: the running sum of
+  the running sum), so that both layers' states must be handled.
+  """
+  inputs = keras.Input(shape=(num_unroll, num_features), batch_size=batch_size)
+  x = inputs
+  for i in range(2 if stacked else 1):
+    x = keras.layers.SimpleRNN(
+        num_features, activation='linear', use_bias=False,
+        kernel_initializer=keras.initializers.Identity(),
+        recurrent_initializer=keras.initializers.Identity(),
+        return_sequences=True, stateful=stateful, name=f'cumsum_{i}')(x)
+  return keras.Model(inputs, x)
+
+
+def outputs_by_sequence(model: keras.Model, source: training.BatchSource, *,
+                        reset_all: bool = False,
+                        shuffle_groups: bool = False, seed: int = 0,
+                        epoch: int = 0) -> Dict[str, np.ndarray]:
+  """Runs ``predict_batches`` and reassembles each sequence's outputs.
+
+  Also checks that every sequence's segments come in order.
+
+  Returns:
+    key -> float32[L, K], the model outputs on the sequence's real steps.
+  """
+  pieces: Dict[str, List[Tuple[int, np.ndarray]]] = {}
+  ds = source.dataset(keys=None, shuffle_groups=shuffle_groups, seed=seed,
+                      epoch=epoch)
+  for batch, outputs in training.predict_batches(model, ds,
+                                                 reset_all=reset_all):
+    for lane in range(outputs.shape[0]):
+      k = int(batch['segment_index'][lane])
+      if k < 0:
+        continue
+      key = batch['key'][lane].decode()
+      real = batch['mask'][lane] > 0
+      pieces.setdefault(key, []).append((k, outputs[lane][real]))
+  result = {}
+  for key, parts in pieces.items():
+    assert [k for k, _ in parts] == list(range(len(parts))), key
+    result[key] = np.concatenate([p for _, p in parts], axis=0)
+  return result
+
+
+def weights_of(model: keras.Model) -> List[np.ndarray]:
+  return [w.numpy() for w in model.weights]
+
+
+def state_values(model: keras.Model) -> List[np.ndarray]:
+  from components.stateful_trainer import state  # pylint: disable=g-import-not-at-top
+  return [v.numpy() for v in state.state_variables(model)]
+
+
+def summary_tags(logdir: str) -> Dict[str, List[float]]:
+  """tag -> values of all TensorBoard scalar events under ``logdir``."""
+  tags: Dict[str, List[float]] = {}
+  for path in tf.io.gfile.glob(os.path.join(logdir, '*', 'events.*')):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.setdefault(value.tag, []).append(
+            float(tf.make_ndarray(value.tensor)))
+  return tags

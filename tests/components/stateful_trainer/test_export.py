@@ -1,0 +1,304 @@
+"""The exported model: SavedModel signatures (after ``tf.saved_model.load``),
+chunked ``step`` == ``serving_default``, ``stateful/`` + ``load_stateful_model``
+and the tf.Transform path."""
+
+import os
+import tempfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from components.stateful_trainer import export
+from components.stateful_trainer import model_io
+from components.stateful_trainer import runner
+from components.stateful_trainer import state
+from components.stateful_trainer import training
+from tests.components.stateful_trainer import helpers
+
+B, T, F = 3, 4, 2
+NAMES = ['x0', 'x1']
+
+
+def _train(root, tmp, *, hyperparameters, transform_uri=None,
+           eval_split='eval'):
+  args = runner.TrainerArgs(
+      batches_uri=root, model_uri=os.path.join(tmp, 'model'),
+      serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
+      model_run_dir=os.path.join(tmp, 'model_run'), eval_split=eval_split,
+      hyperparameters=hyperparameters,
+      train=training.TrainConfig(epochs=2, log_every_n_steps=0),
+      transform_graph_uri=transform_uri)
+  return runner.run(args)
+
+
+@pytest.fixture(scope='module')
+def classifier(tmp_path_factory):
+  """Per-sequence, 3 classes, two stacked LSTMs."""
+  tmp = str(tmp_path_factory.mktemp('classifier'))
+  splits = {'train': helpers.random_sequences([7, 12, 5, 9, 16, 3], F,
+                                              seed=31, num_classes=3),
+            'eval': helpers.random_sequences([8, 6, 11, 10], F, seed=32,
+                                             num_classes=3)}
+  root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
+                               batch_size=B, num_unroll=T,
+                               feature_names=NAMES)
+  result = _train(root, tmp,
+                  hyperparameters={'units': [5, 4], 'learning_rate': 0.05})
+  loaded = tf.saved_model.load(result.serving_model_dir)
+  return result, loaded, splits, tmp
+
+
+@pytest.fixture(scope='module')
+def regressor(tmp_path_factory):
+  """Per-step float labels, one GRU."""
+  tmp = str(tmp_path_factory.mktemp('regressor'))
+  splits = {'train': helpers.random_sequences([7, 12, 5, 9], F, seed=33,
+                                              float_labels=True)}
+  root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
+                               batch_size=B, num_unroll=T,
+                               label_kind='per_step', feature_names=NAMES)
+  args = runner.TrainerArgs(
+      batches_uri=root, model_uri=os.path.join(tmp, 'model'),
+      serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
+      model_run_dir=os.path.join(tmp, 'model_run'), eval_split=None,
+      hyperparameters={'units': [4], 'rnn_type': 'gru'},
+      train=training.TrainConfig(epochs=1, log_every_n_steps=0))
+  result = runner.run(args)
+  return result, tf.saved_model.load(result.serving_model_dir)
+
+
+def _padded(seqs):
+  length = max(s.length for s in seqs)
+  x = np.zeros((len(seqs), length, F), np.float32)
+  for i, s in enumerate(seqs):
+    x[i, :s.length] = s.features
+  return x, np.array([s.length for s in seqs], np.int64)
+
+
+def _run_steps(loaded, x, chunks, reset_at=()):
+  """Feeds ``x`` [N, L, F] through ``step`` in chunks; returns outputs
+  concatenated over time (dict of arrays)."""
+  n = x.shape[0]
+  init = loaded.signatures['initial_state'](batch_size=tf.constant(n,
+                                                                   tf.int64))
+  states = dict(init)
+  pieces = {}
+  start = 0
+  for i, size in enumerate(chunks):
+    reset = np.full(n, int(i == 0 or i in reset_at), np.int64)
+    out = loaded.signatures['step'](
+        features=tf.constant(x[:, start:start + size]),
+        reset=tf.constant(reset), **states)
+    states = {k: out[k] for k in init}
+    for k, v in out.items():
+      if not k.startswith('state_'):
+        pieces.setdefault(k, []).append(v.numpy())
+    start += size
+  assert start == x.shape[1]
+  return {k: np.concatenate(v, axis=1) for k, v in pieces.items()}
+
+
+def test_signatures_take_the_documented_inputs(classifier):
+  result, loaded, _, _ = classifier
+  assert set(loaded.signatures) == {'serving_default', 'step',
+                                    'initial_state'}
+  serve = loaded.signatures['serving_default']
+  _, inputs = serve.structured_input_signature
+  assert inputs['features'].shape.as_list() == [None, None, F]
+  assert inputs['features'].dtype == tf.float32
+  assert inputs['lengths'].dtype == tf.int64
+  step = loaded.signatures['step']
+  _, inputs = step.structured_input_signature
+  n_states = len(state.state_variables(result.model))
+  assert n_states == 4  # Two LSTMs: h and c each.
+  assert set(inputs) == {'features', 'reset'} | {
+      f'state_{i}' for i in range(n_states)}
+  assert [inputs[f'state_{i}'].shape.as_list() for i in range(4)] == [
+      [None, 5], [None, 5], [None, 4], [None, 4]]
+  assert set(step.structured_outputs) == {
+      'logits', 'probabilities', 'classes'} | {f'state_{i}'
+                                               for i in range(4)}
+
+
+def test_serving_default_per_sequence_outputs(classifier):
+  _, loaded, splits, _ = classifier
+  x, lengths = _padded(splits['eval'])
+  out = loaded.signatures['serving_default'](features=tf.constant(x),
+                                             lengths=tf.constant(lengths))
+  assert out['probabilities'].shape == (4, 3)
+  np.testing.assert_allclose(out['probabilities'].numpy().sum(-1), 1.0,
+                             rtol=1e-5)
+  np.testing.assert_array_equal(out['classes'].numpy(),
+                                out['logits'].numpy().argmax(-1))
+  # A sequence's prediction does not depend on the padding after it, nor on
+  # the other sequences of the request.
+  for i, seq in enumerate(splits['eval']):
+    alone = loaded.signatures['serving_default'](
+        features=tf.constant(seq.features[None]),
+        lengths=tf.constant([seq.length], tf.int64))
+    np.testing.assert_allclose(alone['logits'].numpy()[0],
+                               out['logits'].numpy()[i], rtol=1e-5, atol=1e-5)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    loaded.signatures['serving_default'](
+        features=tf.constant(x), lengths=tf.constant(lengths + 100))
+
+
+def test_step_chunk_by_chunk_matches_serving_default(classifier):
+  _, loaded, splits, _ = classifier
+  seqs = splits['eval']
+  x, lengths = _padded(seqs)
+  whole = loaded.signatures['serving_default'](
+      features=tf.constant(x), lengths=tf.constant(lengths))
+  chunked = _run_steps(loaded, x, [3, 1, 4, x.shape[1] - 8])
+  # Per step: position lengths-1 of the stream is the sequence prediction.
+  for i, n in enumerate(lengths):
+    np.testing.assert_allclose(chunked['logits'][i, n - 1],
+                               whole['logits'].numpy()[i], rtol=1e-5,
+                               atol=1e-5)
+  # The control: dropping the state between chunks changes the answer.
+  dropped = _run_steps(loaded, x, [3, 1, 4, x.shape[1] - 8], reset_at=(1,))
+  assert not np.allclose(dropped['logits'][:, 3:], chunked['logits'][:, 3:],
+                         atol=1e-4)
+
+
+def test_per_step_serving_and_step_agree_on_every_step(regressor):
+  result, loaded = regressor
+  rng = np.random.default_rng(5)
+  x = rng.normal(size=(2, 11, F)).astype(np.float32)
+  lengths = np.array([11, 6], np.int64)
+  x[1, 6:] = 0.0
+  whole = loaded.signatures['serving_default'](
+      features=tf.constant(x), lengths=tf.constant(lengths))
+  preds = whole['predictions'].numpy()
+  assert preds.shape == (2, 11, 1)
+  np.testing.assert_array_equal(preds[1, 6:], 0.0)  # Past the length.
+  chunked = _run_steps(loaded, x, [5, 5, 1])
+  np.testing.assert_allclose(chunked['predictions'][0], preds[0], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_allclose(chunked['predictions'][1, :6], preds[1, :6],
+                             rtol=1e-5, atol=1e-5)
+  assert result.spec.task == 'regression' and result.spec.output_size == 1
+
+
+def test_load_stateful_model_any_batch_size_matches_serving(classifier,
+                                                            tmp_path):
+  result, loaded, splits, tmp = classifier
+  model_uri = os.path.join(tmp, 'model')
+  sdir = os.path.join(model_uri, 'stateful')
+  assert sorted(os.listdir(sdir)) == ['manifest.json', 'module.py',
+                                      'spec.json', 'weights']
+  spec = model_io.read_spec(model_uri)
+  assert spec == result.spec
+  model, spec2 = model_io.load_stateful_model(model_uri, batch_size=2)
+  assert spec2.batch_size == 2 and spec2.num_unroll == T
+  assert len(state.stateful_rnn_layers(model)) == 2
+  for a, b in zip(helpers.weights_of(model), helpers.weights_of(
+      result.model)):
+    np.testing.assert_array_equal(a, b)
+  # Evaluate the eval split laid out for 2 lanes, statefully, and compare
+  # with the serving model on whole sequences.
+  root = helpers.write_batches(str(tmp_path / 'b2'),
+                               {'eval': splits['eval']}, batch_size=2,
+                               num_unroll=T, feature_names=NAMES)
+  got = helpers.outputs_by_sequence(model,
+                                    training.BatchSource.open(root, 'eval'))
+  x, lengths = _padded(splits['eval'])
+  whole = loaded.signatures['serving_default'](
+      features=tf.constant(x), lengths=tf.constant(lengths))
+  for i, seq in enumerate(splits['eval']):
+    np.testing.assert_allclose(got[seq.key][-1], whole['logits'].numpy()[i],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_initial_state_signature(classifier):
+  _, loaded, _, _ = classifier
+  zeros = loaded.signatures['initial_state'](batch_size=tf.constant(
+      5, tf.int64))
+  assert sorted(zeros) == [f'state_{i}' for i in range(4)]
+  assert zeros['state_0'].shape == (5, 5) and zeros['state_3'].shape == (5, 4)
+  assert not any(v.numpy().any() for v in zeros.values())
+
+
+def _write_transform_graph(path, rows):
+  """A real tf.Transform output (z-score of x0, x1) analysed with Beam."""
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  import tensorflow_transform.beam as tft_beam  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import dataset_metadata  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import metadata_io  # pylint: disable=g-import-not-at-top
+  from tensorflow_transform.tf_metadata import schema_utils  # pylint: disable=g-import-not-at-top
+
+  spec = {n: tf.io.FixedLenFeature([1], tf.float32) for n in NAMES}
+  spec['seq_id'] = tf.io.FixedLenFeature([], tf.string)
+  meta = dataset_metadata.DatasetMetadata(
+      schema_utils.schema_from_feature_spec(spec))
+
+  def preprocessing_fn(inputs):
+    out = {n: tft.scale_to_z_score(inputs[n]) for n in NAMES}
+    out['seq_id'] = inputs['seq_id']
+    return out
+
+  with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=False):
+    transform_fn = (rows, meta) | tft_beam.AnalyzeDataset(preprocessing_fn)
+    _ = transform_fn | tft_beam.WriteTransformFn(path)
+  metadata_io.write_metadata(meta, os.path.join(path, 'metadata'))
+  return tft.TFTransformOutput(path)
+
+
+@pytest.fixture(scope='module')
+def raw_and_transform(tmp_path_factory):
+  """Raw sequences far from zero mean / unit variance and their transform."""
+  raw = helpers.random_sequences([7, 12, 5, 9], F, seed=41)
+  for s in raw:
+    s.features = s.features * np.float32([3.0, 0.5]) + np.float32([10, -4])
+  rows = [{'x0': [float(r[0])], 'x1': [float(r[1])], 'seq_id': s.key.encode()}
+          for s in raw for r in s.features]
+  path = str(tmp_path_factory.mktemp('transform'))
+  return raw, path, _write_transform_graph(path, rows)
+
+
+def test_transform_graph_is_applied_to_raw_features(raw_and_transform,
+                                                    tmp_path):
+  raw, transform_uri, tft_output = raw_and_transform
+  layer = tft_output.transform_features_layer()
+
+  def transformed(features):
+    out = layer({n: tf.constant(features[:, [j]]) for j, n in
+                 enumerate(NAMES)})
+    return np.concatenate([out[n].numpy() for n in NAMES], axis=1)
+
+  seqs = [helpers.layout.SequenceArrays(key=s.key,
+                                        features=transformed(s.features),
+                                        labels=s.labels) for s in raw]
+  assert abs(np.concatenate([s.features for s in seqs]).mean()) < 1e-3
+  root = helpers.write_batches(str(tmp_path / 'batches'), {'train': seqs},
+                               batch_size=B, num_unroll=T,
+                               feature_names=NAMES)
+  tmp = str(tmp_path)
+  result = _train(root, tmp,
+                  hyperparameters={'units': [4]},
+                  transform_uri=transform_uri, eval_split=None)
+  loaded = tf.saved_model.load(result.serving_model_dir)
+  x_raw, lengths = _padded(raw)
+  x_model, _ = _padded(seqs)
+  got = loaded.signatures['serving_default'](features=tf.constant(x_raw),
+                                             lengths=tf.constant(lengths))
+  twin = model_io.build_serving(model_io.resolve_module(), result.spec,
+                                weights_from=result.model)
+  want = twin(x_model).numpy()[np.arange(len(raw)), lengths - 1]
+  np.testing.assert_allclose(got['logits'].numpy(), want, rtol=1e-4,
+                             atol=1e-4)
+  # The step signature applies it too.
+  chunked = _run_steps(loaded, x_raw, [5, x_raw.shape[1] - 5])
+  for i, n in enumerate(lengths):
+    np.testing.assert_allclose(chunked['logits'][i, n - 1], want[i],
+                               rtol=1e-4, atol=1e-4)
+  # Without the transform the raw values would give other answers.
+  assert not np.allclose(twin(x_raw).numpy()[np.arange(len(raw)),
+                                             lengths - 1], want, atol=1e-3)
+
+
+def test_transform_without_the_feature_names_is_rejected(raw_and_transform):
+  _, transform_uri, _ = raw_and_transform
+  with pytest.raises(ValueError, match='no raw feature'):
+    export.RawFeatureTransform(transform_uri, ['x0', 'speed'])

@@ -1,0 +1,135 @@
+"""Resume: a run that crashes after a mid-epoch checkpoint and is restarted
+ends exactly where an uninterrupted run ends."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful_trainer import model_io
+from components.stateful_trainer import state
+from components.stateful_trainer import training
+from tests.components.stateful_trainer import helpers
+
+B, T, F = 3, 4, 2
+
+
+class Crash(RuntimeError):
+  pass
+
+
+def _setup(tmp_path):
+  splits = {
+      'train': helpers.random_sequences(
+          [7, 12, 5, 9, 16, 3, 11, 6, 14, 2], F, seed=21),
+      'eval': helpers.random_sequences([8, 6, 11], F, seed=22),
+  }
+  root = helpers.write_batches(str(tmp_path / 'batches'), splits,
+                               batch_size=B, num_unroll=T)
+  return (training.BatchSource.open(root, 'train'),
+          training.BatchSource.open(root, 'eval'))
+
+
+def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0):
+  """A fresh process-like run: new model, optimizer and step functions."""
+  # Dropout between the stacked layers: its draw counter must resume too.
+  spec = helpers.classification_spec(B, T, ['a', 'b'], seed=seed,
+                                     units=[6, 5], dropout=0.3,
+                                     learning_rate=0.01)
+  keras.utils.set_random_seed(seed)
+  module = model_io.resolve_module()
+  model = model_io.build_stateful(module, spec)
+  objective = training.make_objective(spec, module)
+  optimizer = training.make_optimizer(
+      training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+
+  def after_step(step):
+    if crash_at is not None and step == crash_at:
+      raise Crash(step)
+
+  config = training.TrainConfig(epochs=3, eval_every_n_steps=3,
+                                checkpoint_every_n_steps=4,
+                                log_every_n_steps=0, seed=seed)
+  result = training.fit(model, optimizer=optimizer, objective=objective,
+                        train=train, eval_source=evals, config=config,
+                        checkpoint_dir=checkpoint_dir, after_step=after_step)
+  return model, optimizer, result
+
+
+def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
+  train, evals = _setup(tmp_path)
+  n = train.num_batches
+  assert n >= 6
+  # Checkpoints every 4 steps and at epoch ends. Crash in epoch 2, two
+  # steps after a mid-epoch checkpoint: those two steps are redone.
+  last_ckpt = (n // 4 + 1) * 4
+  crash_at = last_ckpt + 2
+  assert n < last_ckpt < crash_at < 2 * n and last_ckpt % n != 0
+
+  reference, ref_opt, ref_result = _run(train, evals)
+
+  ckpt_dir = str(tmp_path / 'ckpt')
+  with pytest.raises(Crash):
+    _run(train, evals, checkpoint_dir=ckpt_dir, crash_at=crash_at)
+  assert tf.train.latest_checkpoint(ckpt_dir).endswith(f'-{last_ckpt}')
+
+  resumed, res_opt, res_result = _run(train, evals, checkpoint_dir=ckpt_dir)
+  assert res_result.resumed_from.endswith(f'-{last_ckpt}')
+  assert res_result.finished and res_result.steps == 3 * n
+  # Only the rest of epoch 2 and epoch 3 ran after the restart.
+  assert [e.epoch for e in res_result.epochs] == [1, 2]
+  assert res_result.epochs[0].steps == 2 * n - last_ckpt
+
+  ref_w, res_w = helpers.weights_of(reference), helpers.weights_of(resumed)
+  assert len(ref_w) == len(res_w)
+  for a, b in zip(ref_w, res_w):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+  for a, b in zip(ref_opt.variables, res_opt.variables):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-6)
+  # Epoch metrics accumulate across the restart as if there was none.
+  for a, b in zip(ref_result.epochs[1:], res_result.epochs):
+    assert a.train == pytest.approx(b.train, abs=1e-6)
+    assert a.eval == pytest.approx(b.eval, abs=1e-6)
+
+
+def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
+  train, evals = _setup(tmp_path)
+  n = train.num_batches
+  ckpt_dir = str(tmp_path / 'ckpt')
+  captured = {}
+
+  def run_and_capture():
+    spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4])
+    keras.utils.set_random_seed(0)
+    model = model_io.build_stateful(model_io.resolve_module(), spec)
+    objective = training.make_objective(spec)
+    optimizer = training.make_optimizer(training.OptimizerConfig())
+
+    def after_step(step):
+      if step == n + 2:
+        captured['states'] = helpers.state_values(model)
+        return True  # Stop here (the final checkpoint is written).
+      return False
+
+    training.fit(model, optimizer=optimizer, objective=objective,
+                 train=train, config=training.TrainConfig(
+                     epochs=2, log_every_n_steps=0),
+                 checkpoint_dir=ckpt_dir, after_step=after_step)
+    return model
+
+  model = run_and_capture()
+  path = tf.train.latest_checkpoint(ckpt_dir)
+  reader = tf.train.load_checkpoint(path)
+  names = [name for name, _ in tf.train.list_variables(path)]
+  assert reader.get_tensor('cursor/epoch/.ATTRIBUTES/VARIABLE_VALUE') == 1
+  assert reader.get_tensor('cursor/batch/.ATTRIBUTES/VARIABLE_VALUE') == 2
+  assert reader.get_tensor('cursor/step/.ATTRIBUTES/VARIABLE_VALUE') == n + 2
+  rnn = sorted(name for name in names if name.startswith('rnn_states/'))
+  assert len(rnn) == len(state.state_variables(model)) == 2  # LSTM h, c.
+  saved = [reader.get_tensor(name) for name in
+           (f'rnn_states/{i}/.ATTRIBUTES/VARIABLE_VALUE' for i in range(2))]
+  for got, want in zip(saved, captured['states']):
+    np.testing.assert_array_equal(got, want)
+  assert any(np.abs(s).sum() > 0 for s in saved)  # Mid-sequence state.
+  assert any(name.startswith('optimizer/') for name in names)
+  assert any(name.startswith('model/') for name in names)
