@@ -58,11 +58,12 @@ def executor_input(spec: dict, task: str,
   for name, value in t.get('inputs', {}).get('parameters', {}).items():
     params[name] = value['runtimeValue']['constantValue']
   in_defs = comp.get('inputDefinitions', {}).get('artifacts', {})
-  missing = sorted(set(in_defs) - set(inputs))
-  required = [k for k in missing if not in_defs[k].get('isOptional')]
-  if required:
-    raise ValueError(f'task {task}: no local artifact for inputs {required}')
-  artifacts = {}
+  unknown = sorted(set(inputs) - set(in_defs))
+  if unknown:
+    raise ValueError(f'task {task} has no inputs {unknown}')
+  # An input not given arrives empty, as from a resolver that found nothing
+  # (e.g. no blessed baseline model yet).
+  artifacts = {key: {'artifacts': []} for key in in_defs if key not in inputs}
   for key, (uri, props) in inputs.items():
     artifacts[key] = {'artifacts': [{
         'name': f'local-{task}-{key}',

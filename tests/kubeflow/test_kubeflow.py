@@ -22,7 +22,7 @@ def compiled(tmp_path_factory):
   path = runner.compile_pipeline([
       '--image', IMAGE, '--pipeline-root', 'gs://bucket/root',
       '--data-root', 'gs://bucket/data', '--output-file', str(out),
-      '--batch-size', '4', '--num-unroll', '8'])
+      '--batch-size', '4', '--num-unroll', '8', '--epochs', '1'])
   with open(path) as f:
     return json.load(f)
 
@@ -31,14 +31,19 @@ def test_compiled_spec_has_every_component_with_our_image(compiled):
   spec = compiled['pipelineSpec']
   tasks = spec['root']['dag']['tasks']
   for name in ('CsvExampleGen', 'StatisticsGen', 'SchemaGen',
-               'ExampleValidator', 'Transform', 'SequenceBatcher'):
+               'ExampleValidator', 'Transform', 'SequenceBatcher',
+               'StatefulTrainer', 'StatefulEvaluator', 'Pusher'):
     assert name in tasks, name
     container = harness.executor_of(spec, name)
     assert container['image'] == IMAGE
     assert container['command'][-1] == (
         'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor')
-  assert harness.executor_of(spec, 'SequenceBatcher')['args'][1] == (
-      'components.sequence_batcher.executor.Executor')
+  for task, executor in (
+      ('SequenceBatcher', 'components.sequence_batcher.executor.Executor'),
+      ('StatefulTrainer', 'components.stateful_trainer.executor.Executor'),
+      ('StatefulEvaluator',
+       'components.stateful_evaluator.executor.Executor')):
+    assert harness.executor_of(spec, task)['args'][1] == executor
   assert compiled['runtimeConfig']['gcsOutputDirectory'] == 'gs://bucket/root'
 
 
@@ -60,6 +65,23 @@ def test_compiled_spec_wires_inputs_outputs_and_edges(compiled):
   assert 'components.SequenceBatches' in schema['instanceSchema']
   assert tasks['Transform']['dependentTasks'] == ['CsvExampleGen',
                                                   'SchemaGen']
+  assert tasks['StatefulTrainer']['dependentTasks'] == ['SequenceBatcher',
+                                                        'Transform']
+  trainer_in = tasks['StatefulTrainer']['inputs']['artifacts']
+  assert trainer_in['batches']['taskOutputArtifact']['producerTask'] == (
+      'SequenceBatcher')
+  assert trainer_in['transform_graph']['taskOutputArtifact'] == {
+      'outputArtifactKey': 'transform_graph', 'producerTask': 'Transform'}
+  ev = tasks['StatefulEvaluator']
+  assert set(ev['inputs']['artifacts']) == {'model', 'batches',
+                                            'baseline_model'}
+  assert ev['inputs']['artifacts']['model']['taskOutputArtifact'][
+      'producerTask'] == 'StatefulTrainer'
+  assert any(t.startswith('latest_blessed_model_resolver')
+             for t in ev['dependentTasks'])
+  pusher = tasks['Pusher']['inputs']['artifacts']
+  assert pusher['model_blessing']['taskOutputArtifact'] == {
+      'outputArtifactKey': 'blessing', 'producerTask': 'StatefulEvaluator'}
 
 
 def _row(key: str, t: int, x: float, label: int) -> bytes:
@@ -84,14 +106,21 @@ def _examples(root: str, lengths) -> str:
   return uri
 
 
-def test_sequence_batcher_runs_through_the_container_entrypoint(
-    compiled, tmp_path):
-  lengths = {'train': {'a': 20, 'b': 3, 'c': 9}, 'eval': {'d': 11}}
-  uri = _examples(str(tmp_path), lengths)
+@pytest.fixture(scope='module')
+def batcher_run(compiled, tmp_path_factory):
+  root = tmp_path_factory.mktemp('kfp_run')
+  lengths = {'train': {'a': 20, 'b': 3, 'c': 9, 'e': 17, 'g': 30},
+             'eval': {'d': 11, 'f': 25}}
+  uri = _examples(str(root), lengths)
   outs, executor_output = harness.run_task(
       compiled['pipelineSpec'], 'SequenceBatcher',
       {'examples': (uri, {'split_names': '["eval", "train"]'})},
-      str(tmp_path / 'out'))
+      str(root / 'out'))
+  return root, lengths, outs, executor_output
+
+
+def test_sequence_batcher_runs_through_the_container_entrypoint(batcher_run):
+  _, lengths, outs, executor_output = batcher_run
   batches_uri = outs['batches']
   for split, seqs in lengths.items():
     got = list(read_batches(batches_uri, split).as_numpy_iterator())
@@ -99,3 +128,43 @@ def test_sequence_batcher_runs_through_the_container_entrypoint(
     assert sum(b['mask'].sum() for b in got) == sum(seqs.values())
   meta = harness.output_metadata(executor_output, 'batches')
   assert json.loads(meta['split_names']) == ['eval', 'train']
+
+
+@pytest.fixture(scope='module')
+def trainer_run(compiled, batcher_run):
+  root, _, outs, _ = batcher_run
+  # No transform graph: the batches here hold the features as they are.
+  return harness.run_task(
+      compiled['pipelineSpec'], 'StatefulTrainer',
+      {'batches': (outs['batches'], {'split_names': '["eval", "train"]'})},
+      str(root / 'out'))
+
+
+def test_stateful_trainer_runs_through_the_container_entrypoint(trainer_run):
+  outs, _ = trainer_run
+  serving = os.path.join(outs['model'], 'Format-Serving')
+  loaded = tf.saved_model.load(serving)
+  assert {'serving_default', 'step'} <= set(loaded.signatures)
+  out = loaded.signatures['serving_default'](
+      features=tf.zeros([2, 5, 1]), lengths=tf.constant([5, 3], tf.int64))
+  assert out['logits'].shape == (2, 2)
+  assert os.listdir(outs['model_run'])
+
+
+def test_stateful_evaluator_runs_through_the_container_entrypoint(
+    compiled, batcher_run, trainer_run):
+  root, _, batch_outs, _ = batcher_run
+  model_outs, _ = trainer_run
+  outs, executor_output = harness.run_task(
+      compiled['pipelineSpec'], 'StatefulEvaluator',
+      {'model': (model_outs['model'], {}),
+       'batches': (batch_outs['batches'],
+                   {'split_names': '["eval", "train"]'})},
+      str(root / 'out'))
+  with open(os.path.join(outs['evaluation'], 'metrics.json')) as f:
+    metrics = json.load(f)
+  assert 'accuracy' in metrics['metrics']['candidate']['overall']
+  meta = harness.output_metadata(executor_output, 'blessing')
+  # No thresholds but the equivalence check here, and no baseline: blessed.
+  assert meta['blessed'] == 1
+  assert os.path.exists(os.path.join(outs['blessing'], 'BLESSED'))
