@@ -175,9 +175,8 @@ def load_stateful_model(model_uri: str, batch_size: int,
   Args:
     model_uri: the ``Model`` artifact URI written by the StatefulTrainer.
     batch_size: B of the batches it will run on (any value >= 1).
-    num_unroll: T of those batches; default: the training T. None-length
-      inputs are not allowed by stateful models that fix T, so pass the T of
-      the batches you evaluate on.
+    num_unroll: T of those batches; default: the training T (the model's
+      input has a fixed T when the module uses ``spec.num_unroll``).
 
   Returns:
     ``(model, spec)``: the stateful Keras model (weights loaded, every

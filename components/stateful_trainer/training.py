@@ -305,13 +305,16 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     loss = weighted_mean(per_step, batch['label_weight'])
     if model.losses:  # Regularisers.
       loss += tf.add_n(model.losses)
-  variables = model.trainable_variables
-  grads = tape.gradient(loss, variables)
-  if objective.clip_global_norm:
+  pairs = [(g, v) for g, v in zip(
+      tape.gradient(loss, model.trainable_variables),
+      model.trainable_variables) if g is not None]  # None: not connected.
+  grads = [g for g, _ in pairs]
+  if objective.clip_global_norm and grads:
     grads, norm = tf.clip_by_global_norm(grads, objective.clip_global_norm)
   else:
-    norm = tf.linalg.global_norm(grads)
-  optimizer.apply_gradients(zip(grads, variables))
+    norm = tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
+  if grads:
+    optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
   update_metrics(metrics, objective, batch, outputs, per_step)
   return {'loss': loss, 'grad_norm': norm,
           'real_steps': tf.reduce_sum(batch['mask'])}

@@ -47,7 +47,7 @@ def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0):
     if crash_at is not None and step == crash_at:
       raise Crash(step)
 
-  config = training.TrainConfig(epochs=3, eval_every_n_steps=3,
+  config = training.TrainConfig(epochs=2, eval_every_n_steps=3,
                                 checkpoint_every_n_steps=4,
                                 log_every_n_steps=0, seed=seed)
   result = training.fit(model, optimizer=optimizer, objective=objective,
@@ -75,9 +75,9 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
 
   resumed, res_opt, res_result = _run(train, evals, checkpoint_dir=ckpt_dir)
   assert res_result.resumed_from.endswith(f'-{last_ckpt}')
-  assert res_result.finished and res_result.steps == 3 * n
-  # Only the rest of epoch 2 and epoch 3 ran after the restart.
-  assert [e.epoch for e in res_result.epochs] == [1, 2]
+  assert res_result.finished and res_result.steps == 2 * n
+  # Only the rest of epoch 2 ran after the restart.
+  assert [e.epoch for e in res_result.epochs] == [1]
   assert res_result.epochs[0].steps == 2 * n - last_ckpt
 
   ref_w, res_w = helpers.weights_of(reference), helpers.weights_of(resumed)
