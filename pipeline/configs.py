@@ -15,7 +15,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # dropout, ...) takes the shipped model's defaults
 # (components/stateful_trainer/default_model.py).
 DEFAULT_HYPERPARAMETERS = {
-    'learning_rate': 3e-3,
+    'learning_rate': 1e-2,
     'clip_global_norm': 1.0,
 }
 

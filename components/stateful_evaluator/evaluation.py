@@ -400,6 +400,11 @@ def load_signature(serving_dir: str, name: str) -> Tuple[Any, Any]:
   return loaded, fn
 
 
+# The StatefulTrainer's whole-sequence signature on already-transformed
+# features (see components/stateful_trainer/export.py).
+TRANSFORMED_SIGNATURE = 'serving_transformed'
+
+
 def embeds_transform(loaded: Any) -> bool:
   """Whether a StatefulTrainer SavedModel applies a Transform graph to its
   ``features`` input (its module then has a ``transform`` child)."""
@@ -505,6 +510,14 @@ def _choose_reference(serving_dir: Optional[str],
     loaded, fn = load_signature(serving_dir, name)
     if choice == config_lib.SIGNATURE or not embeds_transform(loaded):
       return signature_runner(fn), f'signature {name}', None
+    if TRANSFORMED_SIGNATURE in loaded.signatures:
+      _, fn = load_signature(serving_dir, TRANSFORMED_SIGNATURE)
+      note = (f'signature {name!r} applies the Transform graph to raw '
+              'features and the eval batches hold transformed features, so '
+              f'the check ran {TRANSFORMED_SIGNATURE!r}: the same exported '
+              'graph without the transform')
+      return (signature_runner(fn), f'signature {TRANSFORMED_SIGNATURE}',
+              note)
     note = (f'signature {name!r} applies the Transform graph to raw '
             'features and the eval batches hold transformed features, so '
             'the check ran the serving twin (the Keras model inside that '

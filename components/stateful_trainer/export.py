@@ -1,7 +1,7 @@
 """The serving SavedModel: whole sequences, and chunks with explicit state.
 
 ``export_serving_model`` writes a SavedModel (loadable by TF Serving and
-``tf.saved_model.load``) with three signatures. F is ``spec.num_features``
+``tf.saved_model.load``) with four signatures. F is ``spec.num_features``
 (features in ``spec.feature_names`` order), K the output size, S the number
 of state tensors (``len(state.state_variables(stateful_model))``).
 
@@ -26,6 +26,11 @@ a stateless server (TF Serving) can serve stateful streams:
            T' steps.
   Running a sequence chunk by chunk through ``step`` (reset=1 on the first
   chunk) gives the same per-step predictions as ``serving_default``.
+
+``serving_transformed`` — as ``serving_default`` but ``features`` are the
+  model's inputs (already transformed, as in the SequenceBatcher's batches);
+  the same as ``serving_default`` when there is no tf.Transform graph. The
+  StatefulEvaluator's equivalence check runs the exported graph through it.
 
 ``initial_state`` — ``batch_size`` int64 scalar -> ``state_i`` zeros.
 
@@ -54,6 +59,7 @@ from components.stateful_trainer import model_spec as ms
 from components.stateful_trainer import state
 
 SERVING_DEFAULT = 'serving_default'
+SERVING_TRANSFORMED = 'serving_transformed'
 STEP = 'step'
 INITIAL_STATE = 'initial_state'
 
@@ -230,6 +236,10 @@ class ServingModule(tf.Module):
         self._serve_sequences, autograph=False, input_signature=[
             tf.TensorSpec([None, None, f], tf.float32, name='features'),
             tf.TensorSpec([None], tf.int64, name='lengths')])
+    self.serving_transformed = tf.function(
+        self._serve_transformed_sequences, autograph=False, input_signature=[
+            tf.TensorSpec([None, None, f], tf.float32, name='features'),
+            tf.TensorSpec([None], tf.int64, name='lengths')])
     self.step = tf.function(
         self._serve_step, autograph=False, input_signature=[
             tf.TensorSpec([None, None, f], tf.float32, name='features'),
@@ -246,6 +256,12 @@ class ServingModule(tf.Module):
         features)
 
   def _serve_sequences(self, features, lengths):
+    return self._whole_sequences(self._features(features), lengths)
+
+  def _serve_transformed_sequences(self, features, lengths):
+    return self._whole_sequences(features, lengths)
+
+  def _whole_sequences(self, features, lengths):
     features = tf.ensure_shape(features, [None, None, self._spec.num_features])
     max_len = tf.shape(features, out_type=tf.int64)[1]
     checks = [
@@ -259,7 +275,7 @@ class ServingModule(tf.Module):
             lengths, max_len, message='a length exceeds the padded length'),
     ]
     with tf.control_dependencies(checks):
-      outputs = self._twin(self._features(features), training=False)
+      outputs = self._twin(features, training=False)
     if self._spec.label_kind == ms.PER_SEQUENCE:
       last = tf.gather(outputs, lengths - 1, axis=1, batch_dims=1)
       return _heads(self._spec, last)
@@ -302,6 +318,7 @@ def export_serving_model(
   module = ServingModule(spec, twin, transform)
   signatures = {
       SERVING_DEFAULT: module.serving_default.get_concrete_function(),
+      SERVING_TRANSFORMED: module.serving_transformed.get_concrete_function(),
       STEP: module.step.get_concrete_function(),
       INITIAL_STATE: module.initial_state.get_concrete_function(),
   }

@@ -101,8 +101,8 @@ def _run_steps(loaded, x, chunks, reset_at=()):
 
 def test_signatures_take_the_documented_inputs(classifier):
   result, loaded, _, _ = classifier
-  assert set(loaded.signatures) == {'serving_default', 'step',
-                                    'initial_state'}
+  assert set(loaded.signatures) == {'serving_default', 'serving_transformed',
+                                    'step', 'initial_state'}
   serve = loaded.signatures['serving_default']
   _, inputs = serve.structured_input_signature
   assert inputs['features'].shape.as_list() == [None, None, F]
@@ -293,6 +293,11 @@ def test_transform_graph_is_applied_to_raw_features(raw_and_transform,
   for i, n in enumerate(lengths):
     np.testing.assert_allclose(chunked['logits'][i, n - 1], want[i],
                                rtol=1e-4, atol=1e-4)
+  # serving_transformed is the same graph on already-transformed features.
+  same = loaded.signatures['serving_transformed'](
+      features=tf.constant(x_model), lengths=tf.constant(lengths))
+  np.testing.assert_allclose(same['logits'].numpy(), want, rtol=1e-4,
+                             atol=1e-4)
   # Without the transform the raw values would give other answers.
   assert not np.allclose(twin(x_raw).numpy()[np.arange(len(raw)),
                                              lengths - 1], want, atol=1e-3)
