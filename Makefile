@@ -1,6 +1,7 @@
 # One command for the main job, one for the tests; each sets up what it needs.
 #   make run    # the pipeline on data/sample (LocalDagRunner, DirectRunner, SQLite MLMD)
 #   make test   # the test suite
+#   make bench  # the benchmarks -> BENCHMARKS.md (QUICK=1: a short smoke run)
 # The virtual environment lives outside the clone, keyed on a hash of the
 # lock file, so clones and CI runs share it: $(VENV).
 
@@ -14,10 +15,13 @@ STAMP := $(VENV)/.installed
 OUTPUT ?= outputs/local
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
+BENCH ?= padding batcher_throughput training_speed memory_vs_length evaluation
+QUICK ?=
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv run test lock clean-outputs
+.PHONY: venv run test bench lock clean-outputs
 
 venv: $(STAMP)
 
@@ -42,6 +46,14 @@ run: venv
 
 test: venv
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# The benchmarks of issue 6: each script rewrites its own section of
+# BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.
+bench: venv
+	@set -e; for b in $(BENCH); do \
+	  echo "== benchmarks.$$b"; \
+	  $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \
+	done
 
 # Re-resolve the direct dependencies and pin every version (then commit it).
 lock:

@@ -1,0 +1,590 @@
+"""2. SequenceBatcher throughput and scaling against a NumPy reference.
+
+The same CSV input (``data/generate.py``, ``cue`` target, 5 features,
+lengths as in the sample) at about 1M and 10M time steps goes through
+
+* the SequenceBatcher command line (``python -m components.sequence_batcher``,
+  the ``BatchSequences`` transform with ``csv_files`` input) on the Beam
+  DirectRunner, ``--direct_running_mode=in_memory``;
+* the same with ``--direct_running_mode=multi_processing
+  --direct_num_workers=2``;
+* the single-process NumPy reference: pandas reads every file, rows are
+  grouped by key and ordered by ``t`` (one ``lexsort``), and
+  ``in_memory.write_split`` builds the layout with ``layout_in_memory`` and
+  serializes and writes the same TFRecord files (checked byte-identical to
+  the Beam output) and metadata. It skips the per-sequence input checks the
+  transform does (missing values, NaN, duplicates).
+
+Each run is a fresh process. Its time is measured twice: the whole command
+(wall, with Python/TensorFlow/Beam start-up) and the work alone (timed inside
+the process after the imports). Peak resident memory is polled (psutil,
+every 50 ms) over the process tree: the launching/runner process and, in
+``multi_processing`` mode, each SDK worker process.
+
+  PYTHONPATH=. python -m benchmarks.batcher_throughput [--quick]
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from typing import Dict, List
+
+from benchmarks import common
+
+DATA_DIR = os.path.join(common.QUICK_DIR, 'batcher-data')
+# Sequences per time step: data/generate.py's defaults (median 200, 30%
+# short) give a mean length of about 230, so 4,400 sequences ~ 1M steps.
+SEQUENCES_PER_MILLION = 4400
+NUM_SHARDS = 8
+NUM_FEATURES = 5
+B, T = 32, 32
+METHODS = (
+    ('reference', 'NumPy reference (1 process)', None),
+    ('in_memory', 'Beam DirectRunner in_memory',
+     ['--direct_running_mode=in_memory']),
+    ('multi_processing', 'Beam DirectRunner multi_processing, 2 workers',
+     ['--direct_running_mode=multi_processing', '--direct_num_workers=2']),
+)
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+
+def ensure_csv(steps: int) -> str:
+  """CSV shards of about ``steps`` time steps (cached under /tmp)."""
+  num_sequences = int(round(steps * SEQUENCES_PER_MILLION / 1e6))
+  out = os.path.join(DATA_DIR, f'csv-{num_sequences}-seq')
+  stamp = os.path.join(out, '.complete')
+  if os.path.exists(stamp):
+    return out
+  shutil.rmtree(out, ignore_errors=True)
+  t0 = time.perf_counter()
+  res = common.run_child(
+      [sys.executable, os.path.join(common.ROOT, 'data', 'generate.py'),
+       '--num-sequences', str(num_sequences), '--seed', '1', '--num-shards',
+       str(NUM_SHARDS), '--num-features', str(NUM_FEATURES), '--quiet',
+       '--output', out])
+  if res.returncode != 0:
+    raise RuntimeError(f'data generation failed: {res.stderr[-2000:]}')
+  with open(stamp, 'w') as f:
+    f.write(f'{time.perf_counter() - t0:.1f}\n')
+  return out
+
+
+def csv_bytes(directory: str) -> int:
+  return sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory,
+                                                                '*.csv')))
+
+
+# --------------------------------------------------------------------------
+# Children (each in a fresh process)
+# --------------------------------------------------------------------------
+
+
+def child_beam(input_glob: str, output: str, beam_args: List[str]) -> dict:
+  t0 = time.perf_counter()
+  # Everything the pipeline imports, so that the timed part is the work.
+  import apache_beam  # pylint: disable=g-import-not-at-top,unused-import
+  import pandas  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  from components.sequence_batcher import __main__ as cli  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top,unused-import
+  t1 = time.perf_counter()
+  start = time.time()
+  code = cli.main(['--input', input_glob, '--output', output,
+                   '--batch-size', str(B), '--num-unroll', str(T)] + beam_args)
+  if code != 0:
+    raise RuntimeError(f'the batcher failed with code {code}')
+  t2 = time.perf_counter()
+  return {'import_seconds': t1 - t0, 'seconds': t2 - t1, 'start': start}
+
+
+def read_sequences(input_glob: str):
+  """The reference's reading: pandas reads every file, one lexsort groups
+  the rows by key and orders them by ``t``; whole sequences as
+  ``SequenceArrays``, and the feature names."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  frames = [pd.read_csv(p, dtype={'seq_id': str}, keep_default_na=False,
+                        na_values=[''])
+            for p in sorted(glob.glob(input_glob))]
+  df = pd.concat(frames, ignore_index=True)
+  del frames
+  names = sorted(c for c in df.columns if c not in ('seq_id', 't', 'label'))
+  codes, uniques = pd.factorize(df['seq_id'], sort=True)
+  order = np.lexsort((df['t'].to_numpy(), codes))
+  codes = codes[order]
+  feats = df[names].to_numpy(np.float32)[order]
+  labels = df['label'].to_numpy()[order]
+  labels = labels.astype(np.int64 if labels.dtype.kind in 'iu' else
+                         np.float32)
+  del df
+  bounds = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+  starts = np.concatenate([[0], bounds])
+  ends = np.concatenate([bounds, [codes.size]])
+  seqs = [layout.SequenceArrays(key=str(uniques[codes[s]]),
+                                features=feats[s:e], labels=labels[s:e])
+          for s, e in zip(starts, ends)]
+  return seqs, names
+
+
+def child_reference(input_glob: str, output: str) -> dict:
+  t0 = time.perf_counter()
+  import pandas  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  from components.sequence_batcher import in_memory  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  t1 = time.perf_counter()
+  start = time.time()
+  seqs, names = read_sequences(input_glob)
+  t2 = time.perf_counter()
+  grouped = time.time()
+  meta = in_memory.write_split(
+      seqs, output, split='train',
+      config=layout.LayoutConfig(batch_size=B, num_unroll=T),
+      feature_names=names)
+  t3 = time.perf_counter()
+  return {'import_seconds': t1 - t0, 'seconds': t3 - t1,
+          'start': start, 'grouped': grouped,
+          'real_timesteps': meta['real_timesteps']}
+
+
+def element_costs(input_glob: str) -> dict:
+  """What the transform's shuffle between ``CutSegments`` and
+  ``WriteShards`` costs per element: Beam's default coder
+  (``FastPrimitivesCoder``) encoding and decoding every ``(shard, Segment)``
+  element, against one element per whole sequence."""
+  from apache_beam import coders  # pylint: disable=g-import-not-at-top
+  import psutil  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  seqs, _ = read_sequences(input_glob)
+  config = layout.LayoutConfig(batch_size=B, num_unroll=T)
+  plan = layout.plan_lanes(((q.key, q.length) for q in seqs), config,
+                           NUM_FEATURES)
+  place = dict(plan.placements())
+  segments = [seg for q in seqs
+              for seg in layout.cut_segments(q, *place[q.key], config)]
+  coder = coders.FastPrimitivesCoder()
+  out = {'sequences': len(seqs), 'segments': len(segments),
+         'steps': plan.real_timesteps, 'batches': plan.num_batches,
+         'batches_per_shard': plan.batches_per_shard}
+  for name, items in (('segment', segments), ('sequence', seqs)):
+    t0 = time.perf_counter()
+    encoded = [coder.encode((0, item)) for item in items]
+    rss = psutil.Process().memory_info().rss
+    decoded = [coder.decode(e) for e in encoded]
+    out[name + '_decoded_rss'] = (
+        psutil.Process().memory_info().rss - rss)
+    out[name + '_seconds'] = time.perf_counter() - t0
+    out[name + '_bytes'] = sum(len(e) for e in encoded)
+    del decoded, encoded
+  return out
+
+
+def child_main(argv: List[str]) -> int:
+  kind, input_glob, output = argv[:3]
+  if kind == 'reference':
+    result = child_reference(input_glob, output)
+  else:
+    result = child_beam(input_glob, output, argv[3:])
+  import resource  # pylint: disable=g-import-not-at-top
+  result['ru_maxrss_self'] = resource.getrusage(
+      resource.RUSAGE_SELF).ru_maxrss * 1024
+  result['ru_maxrss_children'] = resource.getrusage(
+      resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+  print(json.dumps(result))
+  return 0
+
+
+# --------------------------------------------------------------------------
+# Parent
+# --------------------------------------------------------------------------
+
+
+def shard_digests(output: str) -> Dict[str, str]:
+  out = {}
+  for path in sorted(glob.glob(os.path.join(output, 'Split-train',
+                                            '*.tfrecord'))):
+    with open(path, 'rb') as f:
+      out[os.path.basename(path)] = hashlib.sha256(f.read()).hexdigest()
+  return out
+
+
+_LOG_TIME = re.compile(r'^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ')
+_WORKER_TIME = re.compile(r'timestamp \{\s*seconds: (\d+)\s+nanos: (\d+)')
+_DURATION = re.compile(r' in ([\d.]+) s')
+
+
+def log_events(stderr: str):
+  """``(time of planning, [(start, end) of every shard write])`` in epoch
+  seconds, from the transform's log lines (forwarded worker logs carry the
+  worker's own timestamp)."""
+  planned, writes, plan_seconds = None, [], []
+  for line in stderr.splitlines():
+    is_plan = 'planned' in line and 'sequences into' in line
+    is_write = 'wrote shard' in line
+    if not (is_plan or is_write):
+      continue
+    m = _WORKER_TIME.search(line)
+    if m:
+      t = int(m.group(1)) + int(m.group(2)) / 1e9
+    else:
+      m = _LOG_TIME.match(line)
+      if not m:
+        continue
+      t = time.mktime(time.strptime(m.group(1), '%Y-%m-%d %H:%M:%S')) + int(
+          m.group(2)) / 1e3
+    if is_plan:
+      planned = t
+      d = _DURATION.search(line)
+      plan_seconds.append(float(d.group(1)) if d else 0.0)
+    else:
+      d = _DURATION.search(line)
+      writes.append((t - float(d.group(1)) if d else t, t))
+  return planned, writes, plan_seconds
+
+
+def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
+  output = os.path.join(out_root, method)
+  shutil.rmtree(output, ignore_errors=True)
+  cmd = [sys.executable, '-m', 'benchmarks.batcher_throughput', '--child',
+         method if method == 'reference' else 'beam',
+         os.path.join(data_dir, '*.csv'), output] + list(extra or [])
+  res = common.run_child(cmd, timeout=1800)
+  if res.returncode != 0 or res.json() is None:
+    raise RuntimeError(f'{method} failed ({res.killed}): '
+                       f'{res.stderr[-3000:]}')
+  info = res.json()
+  end = res.peak.series[-1][0] if res.peak.series else time.time()
+  if method == 'reference':
+    bounds = [info['start'], info['grouped'], info['grouped'], end]
+  else:
+    planned, writes, plan_seconds = log_events(res.stderr)
+    if planned is None or not writes:
+      raise RuntimeError(f'{method}: no planning/shard log lines found')
+    info['plan_seconds'] = plan_seconds[-1]
+    bounds = [info['start'], planned, min(w for w, _ in writes), end]
+  info['phases'] = [
+      (b - a,) + res.peak.peak_between(a, b) for a, b in zip(bounds[:-1],
+                                                             bounds[1:])]
+  info['runner'] = ('PrismRunner' if 'Running pipeline with PrismRunner' in
+                    res.stderr and 'Falling back' not in res.stderr else
+                    'FnApiRunner (DirectRunner fell back from Prism)' if
+                    'Falling back to DirectRunner' in res.stderr else
+                    'FnApiRunner')
+  with open(os.path.join(output, 'Split-train', 'metadata.json')) as f:
+    meta = json.load(f)
+  info.update(
+      wall=res.seconds, peak_tree=res.peak.tree, peak_root=res.peak.root,
+      peak_worker=res.peak.child_max,
+      workers=method == 'multi_processing', cpu_root=res.peak.cpu_root,
+      cpu_children=res.peak.cpu_children,
+      real_timesteps=meta['real_timesteps'], num_batches=meta['num_batches'],
+      num_shards=meta['num_shards'], num_sequences=meta['num_sequences'],
+      max_length=meta['max_length'], digests=shard_digests(output))
+  shutil.rmtree(output, ignore_errors=True)
+  print(f'{method}: {info["seconds"]:.1f} s work, {res.seconds:.1f} s wall, '
+        f'peak tree {common.mib(res.peak.tree)}', file=sys.stderr)
+  return info
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == '--child':
+    return child_main(argv[1:])
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--sizes', default=None,
+                 help='comma-separated time-step counts (default: 1M,10M; '
+                 'quick: 50k,500k)')
+  args = p.parse_args(argv)
+  if args.sizes:
+    sizes = [int(float(s)) for s in args.sizes.split(',')]
+  else:
+    sizes = [50_000, 500_000] if args.quick else [1_000_000, 10_000_000]
+  data = {}
+  for steps in sizes:
+    data[steps] = ensure_csv(steps)
+  run = common.Run()
+  out_root = os.path.join(common.QUICK_DIR, 'batcher-out')
+  results: Dict[int, Dict[str, dict]] = {}
+  for steps in sizes:
+    results[steps] = {}
+    for method, _, extra in METHODS:
+      results[steps][method] = measure(method, extra, data[steps], out_root)
+  costs = element_costs(os.path.join(data[sizes[0]], '*.csv'))
+  run.finish()
+  body = report(args, run, sizes, data, results, costs)
+  common.write_section(common.output_path(args), 'batcher_throughput', body)
+  return 0
+
+
+PHASES = {
+    'reference': ('read CSV, group', '-', 'layout_in_memory, serialize, '
+                  'write'),
+    'beam': ('read CSV, group rows, build sequences, plan',
+             'join plan, cut segments, group by shard',
+             'assemble, serialize, write shards'),
+}
+
+
+def report(args, run, sizes, data, results, costs) -> str:
+  small, large = sizes[0], sizes[-1]
+  label = {m: name for m, name, _ in METHODS}
+  rows = []
+  identical = True
+  for steps in sizes:
+    ref = results[steps]['reference']
+    for method, _, _ in METHODS:
+      r = results[steps][method]
+      same = r['digests'] == ref['digests']
+      identical &= same
+      rows.append([
+          f'{r["real_timesteps"]:,}', f'{csv_bytes(data[steps]) / 1e6:,.0f}',
+          label[method], f'{r["seconds"]:.1f}', f'{r["wall"]:.1f}',
+          common.si(r['real_timesteps'] / r['seconds']),
+          common.ratio(r['real_timesteps'] / r['seconds'],
+                       ref['real_timesteps'] / ref['seconds']),
+          f'{r["cpu_root"]:.0f} / ' + (f'{r["cpu_children"]:.0f}'
+                                       if r['workers'] else '-'),
+          common.mib(r['peak_root']),
+          common.mib(r['peak_worker']) if r['workers'] else '-',
+          common.mib(r['peak_tree']), r['num_shards'],
+          'yes' if same else 'NO'])
+  phase_rows = []
+  for steps in sizes:
+    for method, _, _ in METHODS:
+      r = results[steps][method]
+      names = PHASES['reference' if method == 'reference' else 'beam']
+      for k, (secs, root, worker) in enumerate(r['phases']):
+        if names[k] == '-':
+          continue
+        phase_rows.append([f'{r["real_timesteps"]:,}', label[method],
+                           names[k], f'{secs:.1f}', common.mib(root),
+                           common.mib(worker) if r['workers'] else '-'])
+  scale_rows = []
+  checks = {}
+  marginal = {}
+  step_ratio = (results[large]['reference']['real_timesteps'] /
+                results[small]['reference']['real_timesteps'])
+
+  def rate(steps, method):
+    r = results[steps][method]
+    return r['real_timesteps'] / r['seconds']
+
+  for method, _, _ in METHODS:
+    a, b = results[small][method], results[large][method]
+    time_ratio = b['seconds'] / a['seconds']
+    per10 = time_ratio / step_ratio * 10
+    worker = (f'{b["peak_worker"] / a["peak_worker"]:.2f}x '
+              f'(+{common.mib(b["peak_worker"] - a["peak_worker"])})'
+              if a['workers'] else '-')
+    slope = ((b['seconds'] - a['seconds']) /
+             (b['real_timesteps'] - a['real_timesteps']))
+    fixed = a['seconds'] - slope * a['real_timesteps']
+    ref_a, ref_b = results[small]['reference'], results[large]['reference']
+    ref_slope = ((ref_b['seconds'] - ref_a['seconds']) /
+                 (ref_b['real_timesteps'] - ref_a['real_timesteps']))
+    marginal[method] = (1 / slope, fixed, ref_slope / slope)
+    scale_rows.append([
+        label[method], f'{step_ratio:.2f}x', f'{time_ratio:.2f}x',
+        f'{b["wall"] / a["wall"]:.2f}x', f'{per10:.1f}x', f'{fixed:.1f}',
+        common.si(1 / slope), f'{ref_slope / slope:.2f}x',
+        f'{b["peak_root"] / a["peak_root"]:.2f}x '
+        f'(+{common.mib(b["peak_root"] - a["peak_root"])})', worker])
+    if method != 'reference':
+      ratios = {s: rate(s, method) / rate(s, 'reference') for s in sizes}
+      checks[method] = {'scaling': per10 <= 12, 'per10': per10,
+                        'rate': min(ratios.values()) >= 0.25,
+                        'ratios': ratios}
+  big = results[large]['reference']
+  feature_bytes = big['real_timesteps'] * NUM_FEATURES * 4
+  layout_bytes = big['num_batches'] * B * T * (NUM_FEATURES * 4 + 8 + 4 + 4)
+  longest_bytes = big['max_length'] * (NUM_FEATURES * 4 + 8)
+  runners = sorted({r['runner'] for s in sizes for m, r in
+                    results[s].items() if m != 'reference'})
+  body = [
+      '## 2. SequenceBatcher throughput and scaling',
+      '',
+      run.preamble(args.quick),
+      '',
+      f'Input: `data/generate.py` CSV (`cue`, {NUM_FEATURES} features, '
+      f'lengths as in the sample: median 200, 30% short, max 3000) in '
+      f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`, through the '
+      'command line `python -m components.sequence_batcher` (`csv_files` '
+      f'input). Runner that actually ran: {", ".join(runners)}. "work" is '
+      'timed inside the process after the imports; "wall" is the whole '
+      'command with Python/TF/Beam start-up. Rates are real time steps per '
+      'second of work. CPU seconds and peak RSS are polled (psutil, 50 ms) '
+      'over the process tree: the main (runner) process and the SDK worker '
+      'processes. The reference reads with pandas, groups with one lexsort '
+      'and writes the same files with `in_memory.write_split` '
+      '(`layout_in_memory` + serialization); it does not run the '
+      'per-sequence input checks the transform does. "same bytes": every '
+      'TFRecord shard equals the reference\'s.',
+      '',
+      common.table(['time steps', 'CSV MB', 'method', 'work s', 'wall s',
+                    'steps/s', 'rate vs reference', 'CPU s main / workers',
+                    'peak RSS main', 'peak RSS per worker', 'peak RSS total',
+                    'shards', 'same bytes'],
+                   rows, align='rrlrrrrrrrrrc'),
+      '',
+      f'Scaling from {results[small]["reference"]["real_timesteps"]:,} to '
+      f'{results[large]["reference"]["real_timesteps"]:,} steps:',
+      '',
+      common.table(['method', 'input', 'work time', 'wall time',
+                    'work time per 10x input', 'fixed s', 'marginal steps/s',
+                    'marginal vs reference', 'peak RSS main',
+                    'peak RSS per worker'], scale_rows,
+                   align='lrrrrrrrrr'),
+      '',
+      '"fixed" and "marginal" fit work time = fixed + steps / marginal rate '
+      'through the two sizes.',
+      '',
+      'Where the time and the memory go (phases cut at the transform\'s '
+      'own log lines: "planned ..." and the first "wrote shard ..."):',
+      '',
+      common.table(['time steps', 'method', 'phase', 'seconds',
+                    'peak RSS main', 'peak RSS largest worker'], phase_rows,
+                   align='rllrrr'),
+      '',
+      f'For scale: at {big["real_timesteps"]:,} steps the input holds '
+      f'{common.mib(feature_bytes)} of float32 features; all its batches '
+      f'together are {common.mib(layout_bytes)}; the longest sequence is '
+      f'{big["max_length"]:,} steps ({longest_bytes / 1024:,.0f} KiB); an '
+      'output shard holds up to 64 MiB of features '
+      f'({big["num_shards"]} shard(s) here, '
+      f'{results[small]["reference"]["num_shards"]} at the smaller size).',
+      '',
+  ]
+  for method, c in checks.items():
+    rates = ', '.join(f'{v:.2f} at {results[s]["reference"]["real_timesteps"]:,}'
+                      for s, v in c['ratios'].items())
+    body.append(
+        f'* {label[method]}: 10x input in <= 12x time: '
+        f'{common.verdict(c["scaling"])} ({c["per10"]:.1f}x); >= 1/4 of the '
+        f'reference rate: {common.verdict(c["rate"])} ({rates}).')
+  body.append(f'* Output byte-identical to the reference at every size: '
+              f'{common.verdict(identical)}.')
+  body += ['', '### What the figures show', ''] + analysis(
+      results, sizes, costs, checks, marginal, label)
+  return '\n'.join(body)
+
+
+def analysis(results, sizes, costs, checks, marginal, label) -> List[str]:
+  """The measured causes behind each target, from this run's figures."""
+  small, large = sizes[0], sizes[-1]
+  out = []
+  im_s, im_l = results[small]['in_memory'], results[large]['in_memory']
+  mp_s, mp_l = results[small]['multi_processing'], results[large][
+      'multi_processing']
+  ref_s, ref_l = results[small]['reference'], results[large]['reference']
+  per_m = lambda r, key: r[key] / r['real_timesteps'] * 1e6
+  # Rate.
+  share = costs['segment_seconds'] / im_s['seconds']
+  out.append(
+      f'* **Rate, `in_memory`**: {checks["in_memory"]["ratios"][small]:.2f}'
+      f' and {checks["in_memory"]["ratios"][large]:.2f} of the reference; '
+      f'marginal {marginal["in_memory"][2]:.2f}. Its time over the '
+      'reference\'s is Beam moving elements between stages: each '
+      'GroupByKey/CoGroupByKey encodes and decodes every element, and '
+      '`CutSegments` emits one `(shard, Segment)` element per segment '
+      f'({costs["segments"]:,} elements for {costs["steps"]:,} steps, '
+      f'{costs["segments"] / costs["sequences"]:.1f} per sequence). '
+      'Measured here with Beam\'s default coder: encoding and decoding those '
+      f'elements takes {costs["segment_seconds"]:.1f} s '
+      f'({share:.0%} of the `in_memory` work time at that size; '
+      f'{costs["segment_bytes"] / 2**20:,.0f} MiB encoded), against '
+      f'{costs["sequence_seconds"]:.2f} s for one element per sequence '
+      f'({costs["sequence_bytes"] / 2**20:,.0f} MiB). The phase table shows '
+      'it: "join plan, cut segments, group by shard" takes '
+      f'{im_s["phases"][1][0]:.1f} s / {im_l["phases"][1][0]:.1f} s, while '
+      'the reference builds its whole layout in memory without it.')
+  out.append(
+      f'* **Rate, `multi_processing`** (2 workers on 2 cores): '
+      f'{checks["multi_processing"]["ratios"][small]:.2f} and '
+      f'{checks["multi_processing"]["ratios"][large]:.2f} of the reference'
+      + (' — below 1/4 at the smaller size' if not checks[
+          'multi_processing']['rate'] else '') +
+      f'. It has a fixed cost of {marginal["multi_processing"][1]:.0f} s '
+      f'(against {marginal["in_memory"][1]:.0f} s for `in_memory`): the '
+      'runner starts two SDK worker processes, each importing Beam, '
+      'TensorFlow and pandas, and sets up every fused stage over gRPC. Per '
+      'step it burns more CPU than `in_memory`: '
+      f'{(mp_l["cpu_root"] + mp_l["cpu_children"]) / mp_l["real_timesteps"] * 1e6:.1f}'
+      ' CPU-s per million steps (runner '
+      f'{per_m(mp_l, "cpu_root"):.1f}, workers '
+      f'{per_m(mp_l, "cpu_children"):.1f}) against '
+      f'{per_m(im_l, "cpu_root"):.1f} for `in_memory` and '
+      f'{per_m(ref_l, "cpu_root"):.1f} for the reference, because every '
+      'element between stages also crosses the process boundary (encoded by '
+      'the worker, decoded and re-encoded by the runner, decoded by the next '
+      'worker), with the runner process in the middle of all data. With 3 '
+      'busy processes on 2 cores, the second worker buys little; its '
+      f'marginal rate is {marginal["multi_processing"][2]:.2f} of the '
+      'reference\'s.')
+  # Scaling.
+  plan = max(r.get('plan_seconds', 0.0) for s in sizes
+             for r in results[s].values())
+  out.append(
+      '* **Scaling**: ' + ', '.join(
+          f'{label[m]} {c["per10"]:.1f}x' for m, c in checks.items()) +
+      ' time per 10x input — a fixed start-up part plus a linear part, no '
+      'super-linear step: the only global step, the lane plan over '
+      f'(key, length) pairs, took at most {plan:.2f} s (logged by the '
+      'transform).')
+  # Memory.
+  grow = lambda a, b: b - a
+  wa, wb = mp_s['phases'], mp_l['phases']
+  flat = mp_l['peak_worker'] <= 1.1 * mp_s['peak_worker']
+  full_shard = costs['segment_decoded_rss'] * (
+      costs['batches_per_shard'] / costs['batches'])
+  out.append(
+      '* **Memory, runner (main) process**: it grows with the input, '
+      f'+{common.mib(grow(im_s["peak_root"], im_l["peak_root"]))} '
+      f'(`in_memory`) and +{common.mib(grow(mp_s["peak_root"], mp_l["peak_root"]))} '
+      f'(`multi_processing`) for {large / small:.0f}x the input, i.e. '
+      f'{grow(im_s["peak_root"], im_l["peak_root"]) / (im_l["real_timesteps"] - im_s["real_timesteps"]):.0f}'
+      ' bytes per added step for `in_memory`: the DirectRunner keeps every '
+      'PCollection that goes into a GroupByKey in the runner\'s memory (an '
+      'in-memory shuffle, by design; distributed runners shuffle through '
+      'their own service or disk). The reference holds everything by '
+      f'construction: +{common.mib(grow(ref_s["peak_root"], ref_l["peak_root"]))}.')
+  out.append(
+      '* **Memory, workers** (`multi_processing`): the largest worker grew '
+      f'+{common.mib(grow(mp_s["peak_worker"], mp_l["peak_worker"]))} for '
+      f'{large / small:.0f}x the input, so the target (no growth beyond the '
+      'per-sequence arrays in flight, at most '
+      f'{ref_l["max_length"] * (NUM_FEATURES * 4 + 8) / 1024:,.0f} KiB for '
+      f'the longest sequence) is {common.verdict(flat)}. By phase: reading '
+      f'and building sequences {common.mib(wa[0][2])} -> '
+      f'{common.mib(wb[0][2])}; cutting {common.mib(wa[1][2])} -> '
+      f'{common.mib(wb[1][2])}; writing shards {common.mib(wa[2][2])} -> '
+      f'{common.mib(wb[2][2])}. The write phase holds, per worker, a whole '
+      'output shard as one element (`GroupByShard` then `WriteShardFn`): '
+      'all its `Segment` objects decoded at once. Measured here: the '
+      f'{costs["segments"]:,} segments of the smaller input (one shard of '
+      f'{costs["batches"]:,} batches) take '
+      f'{common.mib(costs["segment_decoded_rss"])} once decoded, so a full '
+      f'shard ({costs["batches_per_shard"]:,} batches, 64 MiB of features) '
+      f'takes about {common.mib(full_shard)}. That part is bounded by the '
+      'shard size (`LayoutConfig.shard_bytes`), not by the input: it grows '
+      'here because the shards of the smaller input are not full. The '
+      'growth in the read phase is not the transform\'s elements (row '
+      'blocks of at most 65,536 rows, sequences of at most 3,000 steps); it '
+      'is in the worker processes of the DirectRunner\'s harness and was '
+      'not attributed further.')
+  return out
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())

@@ -1,0 +1,262 @@
+"""1. Padding efficiency: the fraction of processed time steps that are real.
+
+For several length distributions and two ``num_unroll`` (T) values, compares
+
+* pad-to-max: every sequence padded to the longest one (one fixed shape);
+* ``padded_batch``: batches of B sequences in shuffled order, each padded to
+  its own longest sequence (what ``Dataset.padded_batch`` yields; computed
+  exactly in NumPy);
+* ``tf.data.Dataset.bucket_by_sequence_length`` with power-of-two bucket
+  boundaries (16, 32, 64, ... below the longest length) and batch size B,
+  run for real: real / processed is counted from the batches it yields;
+* our ``bucketed`` and ``packed`` modes (``layout.plan_lanes``), where a
+  processed step is one of the ``num_batches * B * T`` slots.
+
+The first three train on whole sequences and do not depend on T. For
+``packed`` the table also gives the best efficiency any layout can reach that
+keeps each sequence in one lane in T-step segments (``bound``): a layout needs
+at least ``max(ceil(total segments / B), segments of the longest sequence)``
+batches. Its two losses are shown apart: tail padding of the last segment of
+every sequence (``segments fill``) and lanes that end before the last batch
+(``lane fill``).
+
+  PYTHONPATH=. python -m benchmarks.padding [--quick]
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+from benchmarks import common
+
+B = 32
+UNROLLS = (32, 128)
+TARGET = 0.9
+
+
+# --------------------------------------------------------------------------
+# Length distributions
+# --------------------------------------------------------------------------
+
+
+def sample_lengths() -> np.ndarray:
+  """Sequence lengths of the bundled ``data/sample`` (300 sequences)."""
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  paths = sorted(glob.glob(os.path.join(common.ROOT, 'data', 'sample',
+                                        '*.csv')))
+  keys = pd.concat([pd.read_csv(p, usecols=['seq_id'], dtype=str)
+                    for p in paths])['seq_id']
+  return keys.value_counts().sort_index().to_numpy().astype(np.int64)
+
+
+def distributions(quick: bool) -> List[Tuple[str, str, np.ndarray]]:
+  """``(name, description, lengths)`` of every distribution."""
+  n = 300 if quick else 1000
+  rng = np.random.default_rng(6)
+  out = [('bundled sample', '`data/sample`: 300 `cue` sequences',
+          sample_lengths())]
+  out.append(('uniform', f'{n} sequences, uniform in [64, 2048]',
+              rng.integers(64, 2048, size=n, endpoint=True)))
+  out.append(('log-normal', f'{n} sequences, median 400, log-sigma 1.0',
+              np.maximum(8, np.rint(rng.lognormal(math.log(400), 1.0, n)))
+              .astype(np.int64)))
+  for count in ((n,) if quick else (n, 10 * n)):
+    base = np.maximum(8, np.rint(rng.lognormal(math.log(200), 0.5, count)))
+    giants = max(1, round(0.01 * count))
+    idx = rng.choice(count, size=giants, replace=False)
+    base[idx] = np.rint(200 * 100 * rng.uniform(0.9, 1.1, giants))
+    out.append((f'heavy-tailed (N={count})',
+                f'{count} sequences, log-normal median 200, log-sigma 0.5, '
+                f'and 1% ({giants}) of ~20,000 steps (100x the median)',
+                base.astype(np.int64)))
+  return out
+
+
+# --------------------------------------------------------------------------
+# Methods
+# --------------------------------------------------------------------------
+
+
+def pad_to_max(lengths: np.ndarray) -> float:
+  return float(lengths.sum() / (lengths.size * lengths.max()))
+
+
+def padded_batch(lengths: np.ndarray, seed: int = 0) -> float:
+  """Shuffled order, batches of B, each padded to its own maximum."""
+  order = np.random.default_rng(seed).permutation(lengths)
+  processed = sum(int(order[i:i + B].size * order[i:i + B].max())
+                  for i in range(0, order.size, B))
+  return float(lengths.sum() / processed)
+
+
+def pow2_boundaries(lengths: np.ndarray) -> List[int]:
+  top = int(lengths.max())
+  return [2**k for k in range(4, 40) if 2**k < top]
+
+
+def bucket_by_sequence_length(lengths: np.ndarray, seed: int = 0
+                             ) -> Tuple[float, int]:
+  """Runs ``tf.data`` bucketing for real; returns (efficiency, batches)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  boundaries = pow2_boundaries(lengths)
+  ds = (tf.data.Dataset.from_tensor_slices(lengths.astype(np.int32))
+        .shuffle(lengths.size, seed=seed)
+        .map(lambda n: tf.ones([n], tf.int8))
+        .bucket_by_sequence_length(
+            element_length_func=lambda x: tf.shape(x)[0],
+            bucket_boundaries=boundaries,
+            bucket_batch_sizes=[B] * (len(boundaries) + 1)))
+  real = processed = batches = 0
+  for batch in ds.as_numpy_iterator():
+    real += int(batch.sum(dtype=np.int64))
+    processed += batch.size
+    batches += 1
+  if real != int(lengths.sum()):
+    raise AssertionError(f'bucketing lost steps: {real} != {lengths.sum()}')
+  return real / processed, batches
+
+
+def ours(lengths: np.ndarray, unroll: int) -> Dict[str, float]:
+  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  pairs = [(f's{i}', int(n)) for i, n in enumerate(lengths)]
+  out = {}
+  for mode in layout.MODES:
+    plan = layout.plan_lanes(pairs, layout.LayoutConfig(
+        batch_size=B, num_unroll=unroll, mode=mode))
+    if plan.real_timesteps != int(lengths.sum()):
+      raise AssertionError('plan lost steps')
+    out[mode] = plan.efficiency
+    out[mode + '_batches'] = plan.num_batches
+  segs = -(-lengths // unroll)
+  min_batches = max(int(-(-segs.sum() // B)), int(segs.max()))
+  out['bound'] = float(lengths.sum() / (min_batches * B * unroll))
+  out['segment_fill'] = float(lengths.sum() / (segs.sum() * unroll))
+  out['lane_fill'] = float(segs.sum() / (out['packed_batches'] * B))
+  out['longest_bound'] = int(segs.max()) > int(-(-segs.sum() // B))
+  return out
+
+
+def smaller_batch(lengths: np.ndarray, unroll: int) -> str:
+  """Where the longest sequence binds: the largest B at which it no longer
+  does, and the packed efficiency there."""
+  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  segs = -(-lengths // unroll)
+  bstar = int(segs.sum() // segs.max())
+  if bstar < 1:
+    return ''
+  plan = layout.plan_lanes([(f's{i}', int(n)) for i, n in enumerate(lengths)],
+                           layout.LayoutConfig(batch_size=bstar,
+                                               num_unroll=unroll))
+  return (f'; with B={bstar} lanes (the most for which the longest sequence '
+          f'is no longer than an even share) `packed` reaches '
+          f'{plan.efficiency:.3f}')
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+  args = common.parser(__doc__.split('\n')[0]).parse_args(argv)
+  run = common.Run()
+  dists = distributions(args.quick)
+  rows, notes, checks = [], [], []
+  stats_rows = []
+  for name, desc, lengths in dists:
+    stats_rows.append([name, desc, f'{lengths.size:,}', f'{lengths.sum():,}',
+                       int(lengths.min()), f'{np.median(lengths):g}',
+                       f'{lengths.mean():.0f}', f'{lengths.max():,}'])
+    ptm = pad_to_max(lengths)
+    pb = padded_batch(lengths)
+    bucket, _ = bucket_by_sequence_length(lengths)
+    for unroll in UNROLLS:
+      o = ours(lengths, unroll)
+      applies = np.median(lengths) >= 4 * unroll
+      if applies:
+        ok = o['packed'] >= TARGET
+        checks.append(ok)
+        target = ('met' if ok else 'missed')
+      else:
+        target = 'n/a (median < 4T)'
+      rows.append([name, unroll, f'{ptm:.3f}', f'{pb:.3f}', f'{bucket:.3f}',
+                   f'{o["bucketed"]:.3f}', f'**{o["packed"]:.3f}**',
+                   f'{o["bound"]:.3f}', f'{o["segment_fill"]:.3f}',
+                   f'{o["lane_fill"]:.3f}',
+                   common.ratio(o['packed'], bucket),
+                   common.ratio(o['packed'], ptm), target])
+      if o['packed'] < TARGET:
+        cause = []
+        if o['longest_bound']:
+          segs_max = int(-(-lengths.max() // unroll))
+          cause.append(
+              f'the longest sequence ({lengths.max():,} steps = {segs_max} '
+              f'segments) is longer than an even share of the work per lane '
+              f'({-(-(-(-lengths // unroll)).sum() // B)} segments), so at '
+              f'least {segs_max} batches are needed and the other lanes run '
+              f'out of sequences first (lane fill {o["lane_fill"]:.3f})' +
+              smaller_batch(lengths, unroll))
+        if o['segment_fill'] < TARGET:
+          cause.append(
+              f'the last segment of every sequence is padded to T: '
+              f'{(1 - o["segment_fill"]) * 100:.0f}% of the slots (segment '
+              f'fill {o["segment_fill"]:.3f}), because many sequences are '
+              f'short against T={unroll} (median {np.median(lengths):g})')
+        if abs(o['packed'] - o['bound']) < 1e-9:
+          tail = ' `packed` equals the bound: no layout does better here.'
+        else:
+          tail = (f' `packed` is {o["bound"] - o["packed"]:.3f} below the '
+                  'bound.')
+        notes.append(f'* {name}, T={unroll}: packed {o["packed"]:.3f}: ' +
+                     '; '.join(cause) + '.' + tail +
+                     ('' if applies else ' (The target does not apply: '
+                      'median < 4T.)'))
+  run.finish()
+  met = all(checks) if checks else None
+  body = [
+      '## 1. Padding efficiency',
+      '',
+      run.preamble(args.quick),
+      '',
+      'Fraction of processed time steps that are real (higher is better), '
+      f'batch size B={B}. Pad-to-max, `padded_batch` (shuffled, each batch '
+      'padded to its own longest sequence) and `bucket_by_sequence_length` '
+      '(power-of-two boundaries 16, 32, 64, ... below the longest length, '
+      f'batch size {B} per bucket, real/processed counted from the batches it '
+      'yields) run whole sequences, so they do not depend on T; our modes '
+      'count every slot of `num_batches x B x T`. `bound` is the best any '
+      'layout keeping a sequence in one lane in T-step segments can reach '
+      '(at least max(ceil(segments / B), segments of the longest sequence) '
+      'batches); packed = segment fill x lane fill.',
+      '',
+      common.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
+                    'bucket_by_sequence_length', 'ours bucketed',
+                    'ours packed', 'bound', 'segment fill', 'lane fill',
+                    'packed / bucket_by_seq_len', 'packed / pad-to-max',
+                    'target packed >= 0.9 (median >= 4T)'],
+                   rows, align='lrrrrrrrrrrrl'),
+      '',
+      'The distributions:',
+      '',
+      common.table(['distribution', 'what', 'sequences', 'time steps', 'min',
+                    'median', 'mean', 'max'], stats_rows,
+                   align='llrrrrrr'),
+      '',
+      (f'**Target (`packed` >= {TARGET} wherever median >= 4 x T): ' +
+       ('met** on every row where it applies.' if met else
+        'missed** on some rows; the measured causes are below.' if met is
+        not None else 'no row applies.**')),
+  ]
+  if notes:
+    body += ['', 'Where `packed` is below 0.9, and why (measured):', ''] + notes
+  common.write_section(common.output_path(args), 'padding', '\n'.join(body))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
