@@ -421,7 +421,12 @@ def report(args, run, sizes, data, results, costs) -> str:
       f'lengths as in the sample: median 200, 30% short, max 3000) in '
       f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`, through the '
       'command line `python -m components.sequence_batcher` (`csv_files` '
-      f'input). Runner that actually ran: {", ".join(runners)}. "work" is '
+      f'input). Runner that actually ran: {", ".join(runners)}' + (
+          ' (Beam 2.74\'s DirectRunner first tries the Prism runner, which '
+          'it downloads; with no network here it fell back to the '
+          'FnApiRunner, whose `direct_running_mode`s are measured)'
+          if any('fell back' in r for r in runners) else '') +
+      '. "work" is '
       'timed inside the process after the imports; "wall" is the whole '
       'command with Python/TF/Beam start-up. Rates are real time steps per '
       'second of work. CPU seconds and peak RSS are polled (psutil, 50 ms) '
