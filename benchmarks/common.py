@@ -457,12 +457,10 @@ def write_batches(root: str, splits, *, batch_size: int, num_unroll: int,
   as the Beam transform) with the given splits; returns ``root``."""
   from components.sequence_batcher import in_memory  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
-  config = layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
-                               mode=mode, label_kind=label_kind)
-  for split, seqs in splits.items():
-    in_memory.write_split(seqs, root, split=split, config=config,
-                          feature_names=feature_names)
-  return root
+  return in_memory.write_splits(
+      root, splits, feature_names=feature_names,
+      config=layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
+                                 mode=mode, label_kind=label_kind))
 
 
 def padded(seqs, length: Optional[int] = None):

@@ -94,3 +94,14 @@ def write_root_metadata(output_dir: str) -> dict:
                          'w') as f:
     f.write(metadata_lib.dumps(merged))
   return merged
+
+
+def write_splits(output_dir: str,
+                 splits: Dict[str, List[layout.SequenceArrays]], *,
+                 config: layout.LayoutConfig,
+                 feature_names: Optional[Sequence[str]] = None) -> str:
+  """``write_split`` for every ``{split: sequences}``; returns output_dir."""
+  for split, seqs in splits.items():
+    write_split(seqs, output_dir, split=split, config=config,
+                feature_names=feature_names)
+  return output_dir

@@ -46,12 +46,10 @@ def write_batches(root: str, splits: Dict[str, List[layout.SequenceArrays]],
                   label_kind: str = 'per_sequence',
                   feature_names: Optional[Sequence[str]] = None) -> str:
   """Writes a SequenceBatcher output with the given splits; returns root."""
-  config = layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
-                               mode=mode, label_kind=label_kind)
-  for split, seqs in splits.items():
-    in_memory.write_split(seqs, root, split=split, config=config,
-                          feature_names=feature_names)
-  return root
+  return in_memory.write_splits(
+      root, splits, feature_names=feature_names,
+      config=layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
+                                 mode=mode, label_kind=label_kind))
 
 
 def cue_sequences(num_sequences: int, *, seed: int, num_unroll: int,
