@@ -52,6 +52,7 @@ def cases(quick: bool):
 
 def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
   from components.stateful_trainer import runner  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   trainset, _ = common.split_train_eval(seqs)
   batches = common.write_batches(os.path.join(work, 'train-batches'),
@@ -65,7 +66,8 @@ def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
       model_run_dir=os.path.join(work, 'run'), eval_split=None, task=task,
       num_classes=2 if task == 'classification' else None,
       hyperparameters=dict(hp, learning_rate=0.01),
-      train=training.TrainConfig(epochs=epochs, log_every_n_steps=0)))
+      train=settings.TrainConfig(epochs=epochs, log_every_n_steps=0,
+                                 validation_fraction=0.0)))
   return model_uri
 
 
@@ -93,14 +95,16 @@ def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
   first, ``bare`` seconds of the compiled predict step alone over the same
   batches held in memory, and every sequence's outputs.
   """
+  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import reader  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator import evaluation as E  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import state  # pylint: disable=g-import-not-at-top
+  from components.stateful import state  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   _, meta = reader.load_metadata(batches, 'eval')
   t0 = time.perf_counter()
   loaded = E.load_model(model_uri, meta)
-  objective = training.make_objective(loaded.spec, loaded.module)
+  objective = objective_lib.make_objective(loaded.spec, loaded.module)
   load_seconds = time.perf_counter() - t0
   passes = []
   for _ in range(REPEATS):
@@ -112,7 +116,7 @@ def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
                    sum(timed.real[1:])))
   real = int(records.weights.size)
   # The compiled predict step alone, over the batches in memory.
-  steps = training.compile_steps(loaded.model, None, None)
+  steps = steps_lib.compile_steps(loaded.model, None, None)
   held = list(reader.read_batches(batches, 'eval'))
   state.zero_all(loaded.model)
   steps.predict(held[0]['features'], held[0]['reset']).numpy()  # Traces.
@@ -257,7 +261,7 @@ def main(argv=None) -> int:
                    align='lllrrrrrrr'),
       '',
       'The chunked pass against its own compiled predict step '
-      '(`training.compile_steps(...).predict`) over the same batches held in '
+      '(`steps.compile_steps(...).predict`) over the same batches held in '
       'memory (no reading, no per-batch bookkeeping):',
       '',
       common.table(['data', 'model', 'T', 'batches', 'bare predict s',

@@ -66,6 +66,7 @@ def _rss() -> int:
 def child_ours(batches: str, work: str) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from components.stateful_trainer import runner  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   ready = _rss()
   t0 = time.perf_counter()
@@ -74,8 +75,10 @@ def child_ours(batches: str, work: str) -> dict:
       serving_model_dir=os.path.join(work, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(work, 'run'), eval_split=None,
       task='classification', num_classes=2,
-      hyperparameters={'units': [UNITS], 'learning_rate': 0.01},
-      train=training.TrainConfig(epochs=1, log_every_n_steps=0)))
+      hyperparameters={'model': 'lstm', 'units': [UNITS],
+                       'learning_rate': 0.01},
+      train=settings.TrainConfig(epochs=1, log_every_n_steps=0,
+                                 validation_fraction=0.0)))
   return {'ready_rss': ready, 'seconds': time.perf_counter() - t0,
           'steps': result.fit.steps}
 

@@ -33,7 +33,7 @@ sequences. Rates are real (unpadded) time steps per second over the epochs
 after the first (which includes tracing).
 
 The trainer's own overhead: ``training.fit`` against the bare compiled train
-step (``training.compile_steps(...).train``) looped over the same batches
+step (``steps.compile_steps(...).train``) looped over the same batches
 held in memory as tensors, same model, same number of steps.
 
   PYTHONPATH=. python -m benchmarks.training_speed [--quick]
@@ -102,19 +102,20 @@ def datasets(quick: bool) -> List[Dataset]:
 
 
 def spec_for(ds: Dataset, units: int = UNITS):
-  from components.stateful_trainer import model_spec as ms  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_spec as ms  # pylint: disable=g-import-not-at-top
   kwargs = dict(num_classes=2) if ds.task == 'classification' else dict(
       output_size=1)
   return ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
                       feature_names=tuple(ds.names), label_kind='per_step',
                       task=ds.task, hyperparameters={
-                          'units': [units], 'learning_rate': LEARNING_RATE,
+                          'model': 'lstm', 'units': [units],
+                          'learning_rate': LEARNING_RATE,
                           'clip_global_norm': 1.0}, seed=SEED, **kwargs)
 
 
 def stateful_model(ds: Dataset, units: int = UNITS):
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import model_io  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_io  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(SEED)
   module = model_io.resolve_module()
   spec = spec_for(ds, units)
@@ -218,10 +219,12 @@ def eval_keras(ds: Dataset, model) -> float:
 
 
 def eval_stateful(ds: Dataset, model, source) -> float:
+  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   pieces: Dict[str, list] = {}
-  for batch, outputs in training.predict_batches(model,
+  for batch, outputs in steps_lib.predict_batches(model,
                                                  source.dataset(keys=None)):
     for lane in range(outputs.shape[0]):
       k = int(batch['segment_index'][lane])
@@ -287,10 +290,12 @@ def batch_real_steps(source) -> List[int]:
 
 
 def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   model, spec, module = stateful_model(ds)
-  train = training.BatchSource.open(root, 'train')
-  evals = training.BatchSource.open(root, 'eval')
+  train = batches_lib.BatchSource.open(root, 'train')
+  evals = batches_lib.BatchSource.open(root, 'eval')
   per_batch = batch_real_steps(train)
   marks = []
   seen = [0]
@@ -304,12 +309,13 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
   started = time.perf_counter()
   training.fit(
       model, optimizer=training.make_optimizer(
-          training.OptimizerConfig.from_hyperparameters(
+          settings.OptimizerConfig.from_hyperparameters(
               spec.hyperparameters)),
-      objective=training.make_objective(spec, module), train=train,
+      objective=objective_lib.make_objective(spec, module), train=train,
       eval_source=None,
-      config=training.TrainConfig(epochs=100000, seed=SEED,
-                                  log_every_n_steps=0),
+      config=settings.TrainConfig(epochs=100000, seed=SEED,
+                                  log_every_n_steps=0,
+                                  validation_fraction=0.0),
       after_step=after_step)
   seconds = time.perf_counter() - started
   meta = train.meta
@@ -415,19 +421,22 @@ def overhead(ds: Dataset, root: str, epochs: int,
   hook at the end of each of its epochs, whose time ``fit`` leaves out of
   its epoch times: the four are measured interleaved, under the same load.
   """
-  from components.stateful_trainer import state  # pylint: disable=g-import-not-at-top
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import state  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
-  train = training.BatchSource.open(root, 'train')
+  train = batches_lib.BatchSource.open(root, 'train')
 
   def parts():
     model, spec, module = stateful_model(ds, units)
     optimizer = training.make_optimizer(
-        training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
-    return model, optimizer, training.make_objective(spec, module)
+        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+    return model, optimizer, objective_lib.make_objective(spec, module)
 
   model, optimizer, objective = parts()
   optimizer.build(model.trainable_variables)
-  steps = training.compile_steps(model, optimizer, objective,
+  steps = steps_lib.compile_steps(model, optimizer, objective,
                                  objective.new_metrics(),
                                  objective.new_metrics())
   batches = list(train.dataset())
@@ -464,9 +473,10 @@ def overhead(ds: Dataset, root: str, epochs: int,
   result = training.fit(fit_model, optimizer=fit_optimizer,
                         objective=fit_objective, train=train,
                         eval_source=None,
-                        config=training.TrainConfig(epochs=epochs + 1,
+                        config=settings.TrainConfig(epochs=epochs + 1,
                                                     seed=SEED,
-                                                    log_every_n_steps=0),
+                                                    log_every_n_steps=0,
+                                                    validation_fraction=0.0),
                         after_step=after_step)
   times['fit'] = [e.seconds for e in result.epochs[1:]]
   med = {k: statistics.median(v) for k, v in times.items()}
@@ -615,7 +625,7 @@ def report(args, run, budget, results, overheads) -> str:
       '',
       'Trainer overhead, seconds per epoch (the epochs after a '
       'tracing epoch): "bare" = the compiled train step '
-      '(`training.compile_steps(...).train`) looped over the batches held '
+      '(`steps.compile_steps(...).train`) looped over the batches held '
       'in memory as tensors; "input" = the `read_batches` pipeline alone '
       '(TFRecords, parsing; no training); "bare + input" = the compiled step '
       'fed by that pipeline in a plain loop; "fit" = `training.fit` '

@@ -6,44 +6,90 @@
 
 The same ``create_pipeline(...)`` as the local runner, with the same pipeline
 flags; the result is a pipeline JSON to submit to a KFP cluster (README).
+
+Every path the compiled pipeline holds is a cluster path given here: the
+pipeline root, the data root and the Pusher's target (``--serving-dir``,
+default ``<pipeline-root>/serving_model``). None is a path of the compiling
+machine: the local runner's ``--output-dir`` is not accepted, the shipped
+model and the Transform function are importable module names of the image,
+and a ``--module-file`` is packaged by TFX into a wheel under
+``<pipeline-root>/_wheels`` while compiling.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import List, Optional
 
+from pipeline import configs
 from pipeline import local_runner
+
+SERVING_SUBDIR = 'serving_model'
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = local_runner.build_parser()
-  p.prog = 'python -m kubeflow.runner'
-  p.description = ('Compile the pipeline to a Kubeflow Pipelines v2 JSON. '
-                   'Unknown flags are Beam pipeline options for the '
-                   'containers.')
+  # The local runner's pipeline flags; those redefined below replace its
+  # (conflict_handler='resolve'): no local default may reach the compiled
+  # pipeline.
+  p = argparse.ArgumentParser(
+      prog='python -m kubeflow.runner',
+      description='Compile the pipeline to a Kubeflow Pipelines v2 JSON. '
+      'Unknown flags are Beam pipeline options for the containers.',
+      parents=[local_runner.build_parser()], add_help=False,
+      conflict_handler='resolve')
+  p.add_argument('--data-root', required=True,
+                 help='the data as the cluster reads it (e.g. '
+                 'gs://bucket/data): CSV files (split by sequence key), or train/ and eval/ '
+                 'subfolders; TFRecord SequenceExamples with '
+                 '--input-format sequence_example')
+  p.add_argument('--output-dir', default=None, help=argparse.SUPPRESS)
+  p.add_argument('--module-file', default=None,
+                 help='a local user model module (build_model(spec)); TFX '
+                 'packages it into a wheel under <pipeline-root>/_wheels '
+                 'while compiling (default: the shipped model)')
   p.add_argument('--image', required=True,
                  help='container image with this project installed '
                  '(kubeflow/Dockerfile)')
   p.add_argument('--pipeline-root', required=True,
                  help='where artifacts go (e.g. gs://bucket/root)')
+  p.add_argument('--serving-dir', default=None,
+                 help='where the Pusher copies a blessed model, as the '
+                 'cluster sees it (default: <pipeline-root>/serving_model)')
   p.add_argument('--output-file', default='pipeline.json',
                  help='the compiled pipeline JSON')
   return p
+
+
+def serving_dir_of(pipeline_root: str, serving_dir: Optional[str]) -> str:
+  """The Pusher's target: ``serving_dir`` as given, or under the root."""
+  if serving_dir:
+    return serving_dir
+  return pipeline_root.rstrip('/') + '/' + SERVING_SUBDIR
 
 
 def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   """Compiles and returns the path of the pipeline JSON."""
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
-  args, beam_args = build_parser().parse_known_args(argv)
-  # Data and root stay as given (cloud paths are not made absolute).
-  data_root = args.data_root
-  config = local_runner.config_from_args(args)
+  parser = build_parser()
+  args, beam_args = parser.parse_known_args(argv)
+  if args.output_dir is not None:
+    parser.error('--output-dir is the local runner\'s; on Kubeflow give '
+                 '--pipeline-root and --serving-dir')
+  # The pipeline settings as the local runner reads them; the local paths
+  # this yields (its output dir) are not used: the data root, the pipeline
+  # root and the serving dir are passed as given (cloud paths are not made
+  # absolute).
+  local_args = argparse.Namespace(**{
+      **vars(args), 'output_dir': configs.PipelineConfig.output_dir})
+  config = dataclasses.replace(local_runner.config_from_args(local_args),
+                               data_root=args.data_root)
   p = pipeline_lib.create_pipeline_from_config(
-      config, data_root=data_root, pipeline_root=args.pipeline_root,
+      config, data_root=args.data_root, pipeline_root=args.pipeline_root,
+      serving_dir=serving_dir_of(args.pipeline_root, args.serving_dir),
       metadata_connection_config=None,
       beam_pipeline_args=beam_args or ['--direct_running_mode=in_memory'])
   out = os.path.abspath(args.output_file)

@@ -8,12 +8,14 @@ import dataclasses
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from components.stateful_trainer import settings
+
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # Optimizer settings passed to the trainer; anything unset (units, cell,
 # dropout, ...) takes the shipped model's defaults
-# (components/stateful_trainer/default_model.py).
+# (components/stateful/default_model.py).
 DEFAULT_HYPERPARAMETERS = {
     'learning_rate': 1e-2,
     'clip_global_norm': 1.0,
@@ -54,11 +56,10 @@ class PipelineConfig:
   mode: str = 'packed'
   eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets
   train_hash_buckets: int = 4
-  epochs: int = 10
   module_file: Optional[str] = None
   hyperparameters: Dict[str, Any] = dataclasses.field(
       default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
-  seed: int = 0
+  trainer: settings.TrainConfig = settings.TrainConfig()
   eval_config: Dict[str, Any] = dataclasses.field(
       default_factory=lambda: dict(DEFAULT_EVAL_CONFIG))
   enable_cache: bool = True
@@ -70,7 +71,10 @@ class PipelineConfig:
     if self.task not in ('classification', 'regression'):
       raise ValueError("task must be 'classification' or 'regression', got "
                        f'{self.task!r}')
-    for name in ('batch_size', 'num_unroll', 'epochs', 'train_hash_buckets',
+    if not isinstance(self.trainer, settings.TrainConfig):
+      raise ValueError(f'trainer must be a TrainConfig, got '
+                       f'{type(self.trainer).__name__}')
+    for name in ('batch_size', 'num_unroll', 'train_hash_buckets',
                  'eval_hash_buckets'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be at least 1, got '

@@ -19,6 +19,7 @@ import time
 import warnings
 from typing import Dict, List, Optional
 
+from components.stateful_trainer import settings
 from pipeline import configs
 
 _DEFAULTS = configs.PipelineConfig()
@@ -32,6 +33,40 @@ def _positive(text: str) -> int:
   if value < 1:
     raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
   return value
+
+
+def _describe(default) -> str:
+  if default is None:
+    return 'unset'
+  if isinstance(default, bool):
+    return 'on' if default else 'off'
+  return str(default)
+
+
+def add_trainer_flags(parser: argparse.ArgumentParser,
+                      defaults: settings.TrainConfig) -> None:
+  """One flag per ``settings.TrainConfig`` field, with its help text and
+  default (the single declaration of the trainer's settings)."""
+  group = parser.add_argument_group(
+      'trainer', 'StatefulTrainer settings (settings.TrainConfig)')
+  for spec in settings.flag_specs():
+    default = getattr(defaults, spec.name)
+    text = f'{spec.help} (default: {_describe(default)})'
+    if spec.kind is bool:  # The action appends "(default: ...)" itself.
+      group.add_argument(spec.flag, dest=f'trainer.{spec.name}',
+                         action=argparse.BooleanOptionalAction,
+                         default=default, help=spec.help)
+    else:
+      group.add_argument(spec.flag, dest=f'trainer.{spec.name}',
+                         type=spec.kind, default=default,
+                         choices=spec.choices, help=text,
+                         metavar=spec.name.upper())
+
+
+def trainer_from_args(args: argparse.Namespace) -> settings.TrainConfig:
+  values = {name[len('trainer.'):]: value for name, value in vars(args).items()
+            if name.startswith('trainer.')}
+  return settings.TrainConfig.from_dict(values)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--batch-size', type=_positive, default=d.batch_size)
   p.add_argument('--num-unroll', type=_positive, default=d.num_unroll)
   p.add_argument('--mode', choices=('packed', 'bucketed'), default=d.mode)
-  p.add_argument('--epochs', type=_positive, default=d.epochs)
+  add_trainer_flags(p, d.trainer)
   p.add_argument('--module-file', default=None,
                  help='user model module (default: the shipped model)')
   p.add_argument('--output-dir', default=d.output_dir)
@@ -86,7 +121,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
       feature_columns=tuple(_csv_list(args.feature_columns)) or None,
       exclude_columns=tuple(_csv_list(args.exclude_columns)),
       batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
-      epochs=args.epochs, module_file=args.module_file,
+      trainer=trainer_from_args(args), module_file=args.module_file,
       enable_cache=not args.no_cache)
 
 
@@ -143,7 +178,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     config = config_from_args(args)
     summary = run(config, beam_args)
-  except (ValueError, OSError, RuntimeError) as e:
+  except (ValueError, OSError, RuntimeError) as e:  # TrainingConfigError too.
     msg = str(e).strip().splitlines()
     print(f'error: {msg[0] if msg else type(e).__name__}', file=sys.stderr)
     return 1

@@ -20,6 +20,7 @@ from tfx.proto import example_gen_pb2
 
 from components.sequence_batcher.component import SequenceBatcher
 from components.stateful_evaluator.component import StatefulEvaluator
+from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
 from pipeline import configs
 
@@ -76,10 +77,9 @@ def create_pipeline(
     train_hash_buckets: int,
     eval_hash_buckets: int,
     task: str,
-    epochs: int,
+    trainer: settings.TrainConfig,
     module_file: Optional[str],
     hyperparameters: Dict[str, Any],
-    seed: int,
     eval_config: Dict[str, Any],
     serving_dir: str,
     enable_cache: bool,
@@ -90,12 +90,12 @@ def create_pipeline(
 
   Args (beyond the column and layout settings, see ``configs``):
     task: ``classification`` or ``regression``.
-    epochs: training epochs.
+    trainer: the StatefulTrainer's settings (epochs, seed, label scoring,
+      validation carve, ...); every field reaches the component.
     module_file: user model module (``build_model(spec)``); None for the
       shipped stacked LSTM/GRU.
     hyperparameters: passed to the model module as ``spec.hyperparameters``
       (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
-    seed: seeds initialisation, dropout and any shuffling.
     eval_config: the StatefulEvaluator's ``EvalConfig`` as a dict.
     serving_dir: where the Pusher copies a blessed model.
   """
@@ -148,8 +148,9 @@ def create_pipeline(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']
                        if input_format == CSV else None),
-      module_file=module_file, epochs=epochs, task=task, seed=seed,
-      custom_config={'hyperparameters': dict(hyperparameters)})
+      module_file=module_file, task=task,
+      custom_config={'hyperparameters': dict(hyperparameters)},
+      **trainer.to_dict())
   latest_blessed = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -204,10 +205,9 @@ def create_pipeline_from_config(config: configs.PipelineConfig, *,
       train_hash_buckets=config.train_hash_buckets,
       eval_hash_buckets=config.eval_hash_buckets,
       task=config.task,
-      epochs=config.epochs,
+      trainer=config.trainer,
       module_file=config.module_file,
       hyperparameters=dict(config.hyperparameters),
-      seed=config.seed,
       eval_config=dict(config.eval_config),
       serving_dir=serving_dir or config.serving_dir,
       enable_cache=config.enable_cache,

@@ -8,7 +8,7 @@ The evaluation mirrors how the model was trained (DESIGN.md, issue 4):
   in order (``read_batches``), chunk by chunk, its RNN state carried from one
   batch to the next;
 * all state is zeroed at the start, and before every batch the state rows of
-  lanes whose ``reset`` flag is 1 are zeroed (``training.predict_batches``,
+  lanes whose ``reset`` flag is 1 are zeroed (``steps_lib.predict_batches``,
   i.e. ``state.zero_all`` / ``state.reset_lanes``);
 * metrics are computed from the steps with ``label_weight > 0`` only, weighted
   by it (``metrics.py``).
@@ -46,9 +46,10 @@ from components.stateful_evaluator import config as config_lib
 from components.stateful_evaluator import metrics as metrics_lib
 from components.stateful_evaluator import report as report_lib
 from components.stateful_evaluator import validation as validation_lib
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import training
+from components.stateful import model_io
+from components.stateful import model_spec as ms
+from components.stateful import objective as objective_lib
+from components.stateful import steps as steps_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def _decode(key) -> str:
 
 
 def run_chunked(loaded: LoadedModel, dataset: tf.data.Dataset,
-                objective: training.Objective,
+                objective: objective_lib.Objective,
                 sampler: Optional[SequenceSampler] = None
                ) -> metrics_lib.StepRecords:
   """Runs the model over the batches in order, state carried; collects the
@@ -250,7 +251,7 @@ def run_chunked(loaded: LoadedModel, dataset: tf.data.Dataset,
                                  'segment_index', 'position')}
   key_ids: Dict[str, int] = {}
   steps = np.arange(unroll, dtype=np.int64)
-  for batch, outputs in training.predict_batches(loaded.model, dataset):
+  for batch, outputs in steps_lib.predict_batches(loaded.model, dataset):
     weight = batch['label_weight']
     lanes, times = np.nonzero(weight > 0)
     _check_labels(batch['labels'][lanes, times], spec)
@@ -624,7 +625,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def _evaluate_one(loaded: LoadedModel, batches_uri: str, split: str,
-                  objective: training.Objective,
+                  objective: objective_lib.Objective,
                   sampler: Optional[SequenceSampler]
                  ) -> metrics_lib.StepRecords:
   dataset = sb_reader.read_batches(batches_uri, split)
@@ -657,7 +658,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   _, meta = sb_reader.load_metadata(batches_uri, split)
   candidate = load_model(model_uri, meta)
   spec = candidate.spec
-  objective = training.make_objective(spec, candidate.module)
+  objective = objective_lib.make_objective(spec, candidate.module)
   settings = metrics_lib.MetricSettings.for_task(
       spec.task, spec.num_classes, spec.output_units, config)
   unknown = [t.metric for t in config.thresholds

@@ -19,8 +19,18 @@ from tfx.types.component_spec import ExecutionParameter
 
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_trainer import executor
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import training
+from components.stateful import model_spec as ms
+from components.stateful_trainer import settings
+
+
+# One component parameter per ``settings.TrainConfig`` field (bools as 0/1
+# ints, so that Kubeflow V2 carries them); every one optional: unset means
+# the field's declared default.
+TRAIN_SETTING_PARAMETERS = {
+    name: ExecutionParameter(type=int if kind is bool else kind,
+                             optional=True)
+    for name, kind in settings.field_kinds().items()
+}
 
 
 class StatefulTrainerSpec(types.ComponentSpec):
@@ -34,14 +44,7 @@ class StatefulTrainerSpec(types.ComponentSpec):
       executor.MODULE_FILE_KEY: ExecutionParameter(type=str, optional=True),
       executor.MODULE_PATH_KEY: ExecutionParameter(type=str, optional=True),
       executor.CUSTOM_CONFIG_KEY: ExecutionParameter(type=str, optional=True),
-      'epochs': ExecutionParameter(type=int),
-      'max_steps': ExecutionParameter(type=int, optional=True),
-      'eval_every_n_steps': ExecutionParameter(type=int, optional=True),
-      'checkpoint_every_n_steps': ExecutionParameter(type=int, optional=True),
-      'log_every_n_steps': ExecutionParameter(type=int, optional=True),
-      'seed': ExecutionParameter(type=int),
-      'shuffle_groups': ExecutionParameter(type=int, optional=True),
-      'reset_state_every_batch': ExecutionParameter(type=int, optional=True),
+      **TRAIN_SETTING_PARAMETERS,
       'train_split': ExecutionParameter(type=str),
       'eval_split': ExecutionParameter(type=str, optional=True),
       'task': ExecutionParameter(type=str, optional=True),
@@ -77,7 +80,7 @@ class StatefulTrainer(base_component.BaseComponent):
     trainer = StatefulTrainer(
         batches=batcher.outputs['batches'],
         transform_graph=transform.outputs['transform_graph'],
-        epochs=10,
+        epochs=20, validation_fraction=0.2,
         custom_config={'hyperparameters': {'units': [64, 64],
                                            'learning_rate': 3e-3}})
   """
@@ -92,20 +95,13 @@ class StatefulTrainer(base_component.BaseComponent):
                hyperparameters: Optional[types.BaseChannel] = None,
                module_file: Optional[str] = None,
                custom_config: Optional[Dict[str, Any]] = None,
-               epochs: int = 1,
-               max_steps: Optional[int] = None,
-               eval_every_n_steps: int = 0,
-               checkpoint_every_n_steps: int = 0,
-               log_every_n_steps: int = 100,
-               seed: int = 0,
-               shuffle_groups: bool = False,
-               reset_state_every_batch: bool = False,
                train_split: str = 'train',
                eval_split: Optional[str] = None,
                task: Optional[str] = None,
                num_classes: Optional[int] = None,
                output_size: Optional[int] = None,
-               checkpoint_dir: Optional[str] = None):
+               checkpoint_dir: Optional[str] = None,
+               **train_settings):
     """Constructs a StatefulTrainer.
 
     Args:
@@ -116,19 +112,10 @@ class StatefulTrainer(base_component.BaseComponent):
         its values override ``custom_config['hyperparameters']``.
       module_file: a Python file defining ``build_model(spec)`` (and
         optionally ``loss(spec)``, ``metrics(spec)``); default: the shipped
-        stacked LSTM/GRU (``components/stateful_trainer/default_model.py``).
+        stacked LSTM/GRU (``components/stateful/default_model.py``).
       custom_config: ``{'hyperparameters': {...}}``, passed to the module as
         ``spec.hyperparameters``; the trainer itself reads ``optimizer``,
         ``learning_rate``, ``clip_global_norm`` and ``momentum`` there.
-      epochs: passes over the train split.
-      max_steps: optional cap on training steps.
-      eval_every_n_steps: also evaluate every N steps (0: epoch ends only).
-      checkpoint_every_n_steps: also checkpoint every N steps (0: epoch ends
-        and the end only).
-      log_every_n_steps: progress line period.
-      seed: seeds initialisation, dropout and the group order.
-      shuffle_groups: bucketed batches: permute whole groups every epoch.
-      reset_state_every_batch: ablation: no state carried across batches.
       train_split: the split to train on.
       eval_split: the split to evaluate on; default ``eval`` when the
         batches have it; ``''`` for none.
@@ -138,14 +125,11 @@ class StatefulTrainer(base_component.BaseComponent):
       output_size: regression outputs per step (1).
       checkpoint_dir: a persistent directory to resume an interrupted run
         from; default: a fresh ``<model_run>/checkpoints``.
+      **train_settings: any field of ``settings.TrainConfig`` (``epochs``,
+        ``seed``, ``label_scoring``, ``validation_fraction``, ...; see its
+        help texts); unset fields take their declared defaults.
     """
-    training.TrainConfig(
-        epochs=epochs, max_steps=max_steps,
-        eval_every_n_steps=eval_every_n_steps,
-        checkpoint_every_n_steps=checkpoint_every_n_steps,
-        log_every_n_steps=log_every_n_steps, seed=seed,
-        shuffle_groups=bool(shuffle_groups),
-        reset_state_every_batch=bool(reset_state_every_batch))
+    config = settings.TrainConfig.from_dict(train_settings)  # Validates.
     if task is not None and task not in ms.TASKS:
       raise ValueError(f'task must be one of {ms.TASKS}, got {task!r}')
     if num_classes is not None and (task == ms.REGRESSION or num_classes < 2):
@@ -163,14 +147,9 @@ class StatefulTrainer(base_component.BaseComponent):
         hyperparameters=hyperparameters,
         module_file=module_file,
         custom_config=config_text,
-        epochs=epochs,
-        max_steps=max_steps,
-        eval_every_n_steps=eval_every_n_steps,
-        checkpoint_every_n_steps=checkpoint_every_n_steps,
-        log_every_n_steps=log_every_n_steps,
-        seed=seed,
-        shuffle_groups=int(bool(shuffle_groups)),
-        reset_state_every_batch=int(bool(reset_state_every_batch)),
+        **{name: (int(value) if isinstance(value, bool) else value)
+           for name, value in config.to_dict().items()
+           if name in train_settings},
         train_split=train_split,
         eval_split=eval_split,
         task=task,

@@ -19,9 +19,9 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from components.stateful_trainer import model_io
+from components.stateful import model_io
 from components.stateful_trainer import runner
-from components.stateful_trainer import training
+from components.stateful_trainer import settings
 
 _LOG = logging.getLogger(__name__)
 
@@ -76,11 +76,6 @@ def read_hyperparameters_artifact(uri: str) -> Dict[str, Any]:
   return config
 
 
-def _int(props: Mapping[str, Any], key: str, default: int) -> int:
-  value = props.get(key)
-  return default if value is None else int(value)
-
-
 def _resolve_module(props: Mapping[str, Any]):
   """The model module (user module file / packaged module, or default)."""
   if props.get(MODULE_FILE_KEY) or props.get(MODULE_PATH_KEY):
@@ -122,18 +117,7 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
         input_dict[TRANSFORM_GRAPH_KEY])
   model_uri = artifact_utils.get_single_uri(output_dict[MODEL_KEY])
   model_run_uri = artifact_utils.get_single_uri(output_dict[MODEL_RUN_KEY])
-  max_steps = exec_properties.get('max_steps')
-  train_config = training.TrainConfig(
-      epochs=_int(exec_properties, 'epochs', 1),
-      max_steps=int(max_steps) if max_steps else None,
-      eval_every_n_steps=_int(exec_properties, 'eval_every_n_steps', 0),
-      checkpoint_every_n_steps=_int(exec_properties,
-                                    'checkpoint_every_n_steps', 0),
-      log_every_n_steps=_int(exec_properties, 'log_every_n_steps', 100),
-      seed=_int(exec_properties, 'seed', 0),
-      shuffle_groups=bool(_int(exec_properties, 'shuffle_groups', 0)),
-      reset_state_every_batch=bool(
-          _int(exec_properties, 'reset_state_every_batch', 0)))
+  train_config = train_config_from(exec_properties)
   num_classes = exec_properties.get('num_classes')
   output_size = exec_properties.get('output_size')
   return runner.TrainerArgs(
@@ -151,6 +135,20 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       train=train_config,
       transform_graph_uri=transform_uri,
       checkpoint_dir=exec_properties.get('checkpoint_dir') or None)
+
+
+def train_config_from(exec_properties: Mapping[str, Any]
+                     ) -> settings.TrainConfig:
+  """The ``TrainConfig`` of the set trainer parameters (bools come as 0/1);
+  unset ones keep their declared defaults."""
+  kinds = settings.field_kinds()
+  values = {}
+  for name, kind in kinds.items():
+    value = exec_properties.get(name)
+    if value is None:
+      continue
+    values[name] = bool(int(value)) if kind is bool else kind(value)
+  return settings.TrainConfig.from_dict(values)
 
 
 class Executor(base_executor.BaseExecutor):

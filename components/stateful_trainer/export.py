@@ -34,8 +34,8 @@ a stateless server (TF Serving) can serve stateful streams:
 
 ``initial_state`` — ``batch_size`` int64 scalar -> ``state_i`` zeros.
 
-State ``i`` is the i-th tensor of the recurrent layers in model order, cell
-state order (LSTM: h then c), as ``state.state_variables`` lists them for the
+State ``i`` is the i-th tensor of the stateful layers in model order (RNN cell
+state order, LSTM: h then c), as ``state.state_variables`` lists them for the
 stateful model; the ``step`` signature's TensorSpecs carry their shapes.
 
 With a tf.Transform graph, ``features`` are **raw** values of the same
@@ -48,15 +48,14 @@ No TFX import.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import state
+from components.stateful import model_spec as ms
+from components.stateful import state
 
 SERVING_DEFAULT = 'serving_default'
 SERVING_TRANSFORMED = 'serving_transformed'
@@ -66,79 +65,6 @@ INITIAL_STATE = 'initial_state'
 
 def state_name(i: int) -> str:
   return f'state_{i}'
-
-
-def _state_shapes(layers: Sequence[keras.layers.RNN]) -> List[tf.TensorShape]:
-  shapes = []
-  for layer in layers:
-    for size in tf.nest.flatten(layer.cell.state_size):
-      shapes.append(tf.TensorShape(size))
-  return shapes
-
-
-@contextlib.contextmanager
-def _explicit_states(layers: Sequence[keras.layers.RNN],
-                     initial: Sequence[Sequence[tf.Tensor]],
-                     captured: Dict[int, List[tf.Tensor]]):
-  """Makes each (non-stateful) RNN layer start from ``initial[i]`` and
-  record its final state in ``captured[i]`` while the context is active.
-
-  The layers' own ``call`` runs unchanged (fused kernels, masking, dropout
-  flags); only its ``initial_state`` argument and ``return_state`` are set.
-  """
-  for index, (layer, init) in enumerate(zip(layers, initial)):
-
-    def call(inputs, *args, _layer=layer, _init=init, _index=index, **kwargs):
-      kwargs['initial_state'] = list(_init)
-      returns_state = _layer.return_state
-      _layer.return_state = True
-      try:
-        result = type(_layer).call(_layer, inputs, *args, **kwargs)
-      finally:
-        _layer.return_state = returns_state
-      captured[_index] = list(result[1:])
-      return result if returns_state else result[0]
-
-    object.__setattr__(layer, 'call', call)
-  try:
-    yield
-  finally:
-    for layer in layers:
-      if 'call' in vars(layer):
-        object.__delattr__(layer, 'call')
-
-
-def run_with_states(model: keras.Model, features: tf.Tensor,
-                    states: Sequence[tf.Tensor]
-                   ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
-  """Runs a non-stateful model from explicit states.
-
-  Args:
-    model: a serving twin (``check_serving_model`` passed).
-    features: float32[N, T', F].
-    states: ``state_0 ..`` as in the ``step`` signature.
-
-  Returns:
-    ``(outputs float32[N, T', K], [final state_0, ...])``.
-  """
-  layers = state.recurrent_layers(model)
-  shapes = _state_shapes(layers)
-  if len(states) != len(shapes):
-    raise ValueError(f'{len(states)} states given, the model has '
-                     f'{len(shapes)}')
-  per_layer, i = [], 0
-  for layer in layers:
-    n = len(tf.nest.flatten(layer.cell.state_size))
-    per_layer.append(list(states[i:i + n]))
-    i += n
-  captured: Dict[int, List[tf.Tensor]] = {}
-  with _explicit_states(layers, per_layer, captured):
-    outputs = model(features, training=False)
-  missing = [l.name for j, l in enumerate(layers) if j not in captured]
-  if missing:
-    raise state.StatefulModelError(
-        f'recurrent layers {missing} were not called by the model')
-  return outputs, [s for j in range(len(layers)) for s in captured[j]]
 
 
 class RawFeatureTransform(tf.Module):
@@ -229,8 +155,7 @@ class ServingModule(tf.Module):
     self._twin = twin  # Not tracked as a Keras model: only its variables.
     self.model_variables = list(twin.variables)
     self.transform = transform
-    layers = state.recurrent_layers(twin)
-    self.state_shapes = _state_shapes(layers)
+    self.state_shapes = state.serving_state_shapes(twin)
     f = spec.num_features
     self.serving_default = tf.function(
         self._serve_sequences, autograph=False, input_signature=[
@@ -288,7 +213,7 @@ class ServingModule(tf.Module):
         tf.where(tf.reshape(keep, [-1] + [1] * (s.shape.rank - 1)), s,
                  tf.zeros_like(s)) for s in states
     ]
-    outputs, states_out = run_with_states(self._twin,
+    outputs, states_out = state.run_with_states(self._twin,
                                           self._features(features), states_in)
     result = _heads(self._spec, outputs)
     for i, s in enumerate(states_out):

@@ -18,9 +18,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful_trainer import export
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
+from components.stateful import model_io
+from components.stateful import model_spec as ms
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import objective as objective_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -69,7 +72,7 @@ class TrainerArgs:
   num_classes: Optional[int] = None
   output_size: Optional[int] = None
   hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  train: training.TrainConfig = training.TrainConfig()
+  train: settings.TrainConfig = settings.TrainConfig()
   transform_graph_uri: Optional[str] = None
   checkpoint_dir: Optional[str] = None
 
@@ -88,10 +91,10 @@ _SAME_LAYOUT = ('batch_size', 'num_unroll', 'num_features', 'feature_names',
 
 
 def _open_sources(args: TrainerArgs):
-  train = training.BatchSource.open(args.batches_uri, args.train_split)
+  train = batches_lib.BatchSource.open(args.batches_uri, args.train_split)
   eval_source = None
   if args.eval_split:
-    eval_source = training.BatchSource.open(args.batches_uri, args.eval_split)
+    eval_source = batches_lib.BatchSource.open(args.batches_uri, args.eval_split)
     diff = [k for k in _SAME_LAYOUT
             if eval_source.meta[k] != train.meta[k]]
     if diff:
@@ -108,10 +111,10 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
   num_classes = output_size = None
   if task == ms.CLASSIFICATION:
     if meta['label_dtype'] != 'int64':
-      raise training.LabelError(
+      raise batches_lib.LabelError(
           f'classification needs integer class labels; the batches have '
           f'{meta["label_dtype"]} labels. Use task=\'regression\'.')
-    num_classes = args.num_classes or training.infer_num_classes(label_stats)
+    num_classes = args.num_classes or batches_lib.infer_num_classes(label_stats)
   else:
     output_size = args.output_size or 1
   return ms.ModelSpec(
@@ -127,24 +130,47 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
        ) -> RunResult:
   """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``."""
   train, eval_source = _open_sources(args)
-  stats = training.scan_labels(train)
+  stats = batches_lib.scan_labels(train)
   spec = make_spec(args, train.meta, stats)
-  training.check_labels(spec, train.meta['label_dtype'], stats)
+  batches_lib.check_labels(spec, train.meta['label_dtype'], stats)
   if eval_source is not None:
-    training.check_labels(spec, eval_source.meta['label_dtype'],
-                          training.scan_labels(eval_source))
+    batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
+                          batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
   keras.utils.set_random_seed(args.train.seed)
   module = model_io.resolve_module(args.module_file, args.module)
   model = model_io.build_stateful(module, spec)
-  objective = training.make_objective(spec, module)
+  if hasattr(module, 'adapt'):
+    started = time.monotonic()
+    summary = module.adapt(model, spec, train.dataset(keys=None)
+                           .as_numpy_iterator())
+    _LOG.info('adapted the model to the train split in %.1fs: %s',
+              time.monotonic() - started, summary)
+  config = args.train
+  if config.epochs is None:
+    config = config.replace(
+        epochs=settings.epochs_rule(int(train.meta['num_sequences'])))
+    _LOG.info('epochs: %d (unset; the epochs rule for %d training sequences: '
+              '%d sequences seen, %d to %d epochs)', config.epochs,
+              int(train.meta['num_sequences']),
+              settings.EPOCHS_TARGET_EXAMPLES, settings.EPOCHS_MIN,
+              settings.EPOCHS_MAX)
+  if config.label_scoring is None:
+    hook = getattr(module, 'label_scoring', None)
+    config = dataclasses.replace(
+        config, label_scoring=hook(spec) if hook else batches_lib.LAST_STEP)
+  if spec.label_kind == ms.PER_SEQUENCE:
+    _LOG.info('per-sequence labels scored in training: %s',
+              config.label_scoring)
+  objective = objective_lib.make_objective(spec, module)
   optimizer = training.make_optimizer(
-      training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
+      total_steps=config.epochs * train.num_batches)
   checkpoint_dir = args.checkpoint_dir or os.path.join(args.model_run_dir,
                                                        CHECKPOINT_SUBDIR)
   result = training.fit(
       model, optimizer=optimizer, objective=objective, train=train,
-      eval_source=eval_source, config=args.train,
+      eval_source=eval_source, config=config,
       checkpoint_dir=checkpoint_dir,
       summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR),
       clock=clock, after_step=after_step)

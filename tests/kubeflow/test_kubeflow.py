@@ -5,26 +5,67 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import tempfile
+from typing import Iterator, List, Sequence, Tuple
 
 import pytest
 import tensorflow as tf
 
 from components.sequence_batcher import read_batches
 from kubeflow import runner
+from pipeline import configs
 from tests.kubeflow import harness
 
 IMAGE = 'registry.example.com/tfx-stateful-sequences:test'
+PIPELINE_ROOT = 'gs://bucket/root'
+DATA_ROOT = 'gs://bucket/data'
+
+# A user model module, compiled with --module-file: TFX packages it into a
+# wheel under the pipeline root, which the trainer's container installs.
+USER_MODULE = """
+import tf_keras as keras
+
+
+def build_model(spec):
+  inputs = keras.Input(batch_shape=(spec.batch_size, spec.num_unroll,
+                                    spec.num_features))
+  x = keras.layers.GRU(3, return_sequences=True, stateful=spec.stateful,
+                       name='user_gru')(inputs)
+  outputs = keras.layers.Dense(spec.output_units)(x)
+  return keras.Model(inputs, outputs)
+"""
+
+
+def _compile(out_dir, *flags: str) -> dict:
+  path = runner.compile_pipeline([
+      '--image', IMAGE, '--output-file', str(out_dir / 'pipeline.json'),
+      '--batch-size', '4', '--num-unroll', '8', '--epochs', '1', *flags])
+  with open(path) as f:
+    return json.load(f)
 
 
 @pytest.fixture(scope='module')
 def compiled(tmp_path_factory):
-  out = tmp_path_factory.mktemp('kfp') / 'pipeline.json'
-  path = runner.compile_pipeline([
-      '--image', IMAGE, '--pipeline-root', 'gs://bucket/root',
-      '--data-root', 'gs://bucket/data', '--output-file', str(out),
-      '--batch-size', '4', '--num-unroll', '8', '--epochs', '1'])
-  with open(path) as f:
-    return json.load(f)
+  return _compile(tmp_path_factory.mktemp('kfp'), '--pipeline-root',
+                  PIPELINE_ROOT, '--data-root', DATA_ROOT)
+
+
+@pytest.fixture(scope='module')
+def compiled_with_module(tmp_path_factory):
+  """Compiled with a user module file, an explicit --serving-dir and a
+  pipeline root on a filesystem this machine can write (TFX writes the
+  module's wheel there while compiling; gs:// is not reachable here)."""
+  root = tmp_path_factory.mktemp('kfp_module')
+  src = root / 'src'
+  src.mkdir()
+  (src / 'user_model.py').write_text(USER_MODULE)
+  pipeline_root = str(root / 'pipeline_root')
+  spec = _compile(root, '--pipeline-root', pipeline_root,
+                  '--data-root', DATA_ROOT,
+                  '--serving-dir', '/mnt/models/stateful',
+                  '--module-file', str(src / 'user_model.py'))
+  return spec, root, pipeline_root
 
 
 def test_compiled_spec_has_every_component_with_our_image(compiled):
@@ -168,3 +209,156 @@ def test_stateful_evaluator_runs_through_the_container_entrypoint(
   # No thresholds but the equivalence check here, and no baseline: blessed.
   assert meta['blessed'] == 1
   assert os.path.exists(os.path.join(outs['blessing'], 'BLESSED'))
+
+
+def _strings(node, path: Tuple = ()) -> Iterator[Tuple[str, str]]:
+  """Every string in a JSON tree, with its path; JSON text inside strings
+  (TFX's proto-valued parameters) is walked too."""
+  if isinstance(node, dict):
+    for key, value in node.items():
+      yield from _strings(key, path + ('<key>',))
+      yield from _strings(value, path + (key,))
+  elif isinstance(node, list):
+    for i, value in enumerate(node):
+      yield from _strings(value, path + (i,))
+  elif isinstance(node, str):
+    yield '/'.join(map(str, path)), node
+    if node[:1] in '{[':
+      try:
+        inner = json.loads(node)
+      except ValueError:
+        return
+      yield from _strings(inner, path + ('<json>',))
+
+
+def _local_paths(*extra: str) -> List[str]:
+  """Paths of the compiling machine that must not reach a compiled
+  pipeline: the repository, the local runner's default output and data,
+  the working and temporary directories, this Python."""
+  paths = {harness.ROOT, configs.PROJECT_ROOT,
+           configs.PipelineConfig.output_dir,
+           configs.PipelineConfig.data_root,
+           os.getcwd(), tempfile.gettempdir(), sys.prefix, *extra}
+  return sorted(p for p in paths if p and p != os.sep)
+
+
+def _leaks(spec: dict, given: Sequence[str], local: Sequence[str]):
+  """(path in the JSON, local path, string) for each string that names a
+  local path once the paths given on the command line are taken out."""
+  found = []
+  for where, text in _strings(spec):
+    rest = text
+    for g in sorted(given, key=len, reverse=True):
+      rest = rest.replace(g, '')
+    for p in local:
+      if p in rest:
+        found.append((where, p, text))
+  return found
+
+
+def _push_destination(spec: dict) -> dict:
+  param = spec['pipelineSpec']['root']['dag']['tasks']['Pusher']['inputs'][
+      'parameters']['push_destination']
+  return json.loads(param['runtimeValue']['constantValue']['stringValue'])
+
+
+def test_pusher_pushes_to_the_pipeline_root_by_default(compiled):
+  assert _push_destination(compiled) == {
+      'filesystem': {'base_directory': PIPELINE_ROOT + '/serving_model'}}
+
+
+def test_pusher_pushes_to_the_given_serving_dir(compiled_with_module):
+  spec, _, _ = compiled_with_module
+  assert _push_destination(spec) == {
+      'filesystem': {'base_directory': '/mnt/models/stateful'}}
+
+
+def test_serving_dir_default_joins_the_root_without_a_double_slash():
+  assert runner.serving_dir_of('gs://b/root/', None) == (
+      'gs://b/root/serving_model')
+  assert runner.serving_dir_of('gs://b/root', 'gs://c/models') == (
+      'gs://c/models')
+
+
+def test_compiled_pipeline_names_no_path_of_the_compiling_machine(
+    compiled, tmp_path):
+  # The walk reaches JSON inside parameters (the Pusher's target).
+  assert any(where.endswith('<json>/filesystem/base_directory')
+             for where, _ in _strings(compiled))
+  local = _local_paths(str(tmp_path))
+  assert _leaks(compiled, [PIPELINE_ROOT, DATA_ROOT], local) == []
+  # The data root and the transform function are as given / importable.
+  tasks = compiled['pipelineSpec']['root']['dag']['tasks']
+  params = tasks['CsvExampleGen']['inputs']['parameters']
+  assert params['input_base']['runtimeValue']['constantValue'] == {
+      'stringValue': DATA_ROOT}
+  params = tasks['Transform']['inputs']['parameters']
+  assert params['preprocessing_fn']['runtimeValue']['constantValue'] == {
+      'stringValue': configs.TRANSFORM_FN}
+  assert 'module_file' not in params
+  assert 'module_file' not in tasks['StatefulTrainer']['inputs']['parameters']
+
+
+def test_module_file_is_compiled_into_a_wheel_under_the_pipeline_root(
+    compiled_with_module):
+  spec, root, pipeline_root = compiled_with_module
+  # The module's own folder, the compile's output folder, and everything
+  # else local; only the pipeline root (given) may appear.
+  local = _local_paths(str(root), str(root / 'src'))
+  assert _leaks(spec, [pipeline_root, DATA_ROOT, '/mnt/models/stateful'],
+                local) == []
+  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
+      'inputs']['parameters']
+  assert 'module_file' not in params
+  module_path = params['module_path']['runtimeValue']['constantValue'][
+      'stringValue']
+  name, wheel = module_path.split('@', 1)
+  assert name == 'user_model'
+  assert wheel.startswith(pipeline_root + '/_wheels/') and wheel.endswith(
+      '.whl')
+  assert os.path.isfile(wheel)
+
+
+def test_leak_check_catches_a_local_path():
+  spec = {'a': {'b': ['x', json.dumps({'base_directory': os.path.join(
+      harness.ROOT, 'outputs', 'local', 'serving_model')})]}}
+  found = _leaks(spec, [PIPELINE_ROOT], _local_paths())
+  assert 'a/b/1/<json>/base_directory' in {where for where, _, _ in found}
+  # A local path given on the command line is allowed.
+  assert _leaks(spec, [harness.ROOT], _local_paths()) == []
+
+
+def test_kubeflow_runner_takes_no_local_output_dir_and_needs_a_data_root(
+    tmp_path, capsys):
+  base = ['--image', IMAGE, '--pipeline-root', PIPELINE_ROOT,
+          '--output-file', str(tmp_path / 'p.json')]
+  with pytest.raises(SystemExit):
+    runner.compile_pipeline(base)
+  assert '--data-root' in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    runner.compile_pipeline(base + ['--data-root', DATA_ROOT,
+                                    '--output-dir', str(tmp_path)])
+  assert '--output-dir' in capsys.readouterr().err
+  assert not (tmp_path / 'p.json').exists()
+  assert runner.build_parser().parse_args(
+      base + ['--data-root', DATA_ROOT]).serving_dir is None
+
+
+def test_user_module_trains_from_its_wheel_through_the_container_entrypoint(
+    compiled_with_module, batcher_run):
+  spec, root, _ = compiled_with_module
+  _, _, batch_outs, _ = batcher_run
+  # As in the container: the module's source folder is not there.
+  os.remove(root / 'src' / 'user_model.py')
+  outs, _ = harness.run_task(
+      spec['pipelineSpec'], 'StatefulTrainer',
+      {'batches': (batch_outs['batches'],
+                   {'split_names': '["eval", "train"]'})},
+      str(root / 'out'))
+  loaded = tf.saved_model.load(os.path.join(outs['model'], 'Format-Serving'))
+  out = loaded.signatures['serving_default'](
+      features=tf.zeros([2, 5, 1]), lengths=tf.constant([5, 3], tf.int64))
+  assert out['logits'].shape == (2, 2)
+  # The model was built by the user's module (copied into the export).
+  with open(os.path.join(outs['model'], 'stateful', 'module.py')) as f:
+    assert "name='user_gru'" in f.read()

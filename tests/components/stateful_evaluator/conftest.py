@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.sequence_batcher import layout
-from components.stateful_trainer import model_spec as ms
+from components.stateful import model_spec as ms
 from tests.components.stateful_evaluator import helpers
 
 

@@ -27,8 +27,8 @@ import numpy as np
 from components.sequence_batcher import in_memory
 from components.sequence_batcher import layout
 from components.stateful_trainer import export as trainer_export
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
+from components.stateful import model_io
+from components.stateful import model_spec as ms
 
 SERVING_DIR = 'Format-Serving'  # tfx.types path_constants.SERVING_MODEL_DIR
 FEATURES = ('x0', 'x1')

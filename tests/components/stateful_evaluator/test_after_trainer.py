@@ -10,8 +10,9 @@ import pytest
 
 from components.stateful_evaluator import config as C
 from components.stateful_evaluator import evaluation as E
-from components.stateful_trainer import model_spec as ms
+from components.stateful import model_spec as ms
 from components.stateful_trainer import runner
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
 from tests.components.stateful_evaluator import helpers
 
@@ -31,8 +32,8 @@ def test_trained_lstm_is_evaluated_chunked_and_matches_its_export(tmp_path):
       serving_model_dir=serving_dir,
       model_run_dir=str(tmp_path / 'model_run'), eval_split=None,
       task=ms.CLASSIFICATION, num_classes=2,
-      hyperparameters={'units': [6, 5], 'learning_rate': 0.01},
-      train=training.TrainConfig(epochs=1, log_every_n_steps=0)))
+      hyperparameters={'model': 'lstm', 'units': [6, 5], 'learning_rate': 0.01},
+      train=settings.TrainConfig(epochs=1, log_every_n_steps=0)))
   # Eval batches laid out differently: B=3 lanes, T=5 steps.
   eval_uri = str(tmp_path / 'eval_batches')
   helpers.write_batches(eval_uri, seqs, label_kind=ms.PER_STEP,

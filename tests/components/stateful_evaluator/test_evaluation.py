@@ -17,10 +17,10 @@ from components.stateful_evaluator import config as C
 from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator import metrics as M
 from components.stateful_trainer import export as trainer_export
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import state
-from components.stateful_trainer import training
+from components.stateful import model_io
+from components.stateful import model_spec as ms
+from components.stateful import state
+from components.stateful import objective as objective_lib
 from tests.components.stateful_evaluator import helpers
 
 T = 4  # num_unroll of the regression batches.
@@ -39,7 +39,7 @@ def test_chunked_running_sum_is_exactly_the_numpy_cumsum(
   # Dirty state must not leak in: the pass zeroes every lane first.
   for var in state.state_variables(loaded.model):
     var.assign(tf.fill(var.shape, 100.0))
-  objective = training.make_objective(loaded.spec, loaded.module)
+  objective = objective_lib.make_objective(loaded.spec, loaded.module)
   records = E.run_chunked(loaded, read_batches(regression_batches[mode],
                                                'eval'), objective)
   got = helpers.per_sequence_outputs(records)

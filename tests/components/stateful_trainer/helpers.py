@@ -15,8 +15,9 @@ import tf_keras as keras
 
 from components.sequence_batcher import in_memory
 from components.sequence_batcher import layout
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import model_spec as ms
+from components.stateful import steps as steps_lib
 from data import generate as datagen
 
 
@@ -82,11 +83,14 @@ def classification_spec(batch_size: int, num_unroll: int,
                         feature_names: Sequence[str], *,
                         label_kind: str = 'per_sequence', num_classes: int = 2,
                         seed: int = 0, **hyperparameters) -> ms.ModelSpec:
+  """A stateful classification spec; the default module builds its
+  recurrent model (``model='lstm'``) unless ``model`` is given."""
   return ms.ModelSpec(batch_size=batch_size, num_unroll=num_unroll,
                       stateful=True, feature_names=tuple(feature_names),
                       label_kind=label_kind, task='classification',
                       num_classes=num_classes,
-                      hyperparameters=hyperparameters, seed=seed)
+                      hyperparameters={'model': 'lstm', **hyperparameters},
+                      seed=seed)
 
 
 def cumsum_model(batch_size: int, num_unroll: int, num_features: int, *,
@@ -108,7 +112,7 @@ def cumsum_model(batch_size: int, num_unroll: int, num_features: int, *,
   return keras.Model(inputs, x)
 
 
-def outputs_by_sequence(model: keras.Model, source: training.BatchSource, *,
+def outputs_by_sequence(model: keras.Model, source: batches_lib.BatchSource, *,
                         reset_all: bool = False,
                         shuffle_groups: bool = False, seed: int = 0,
                         epoch: int = 0) -> Dict[str, np.ndarray]:
@@ -119,23 +123,11 @@ def outputs_by_sequence(model: keras.Model, source: training.BatchSource, *,
   Returns:
     key -> float32[L, K], the model outputs on the sequence's real steps.
   """
-  pieces: Dict[str, List[Tuple[int, np.ndarray]]] = {}
   ds = source.dataset(keys=None, shuffle_groups=shuffle_groups, seed=seed,
                       epoch=epoch)
-  for batch, outputs in training.predict_batches(model, ds,
-                                                 reset_all=reset_all):
-    for lane in range(outputs.shape[0]):
-      k = int(batch['segment_index'][lane])
-      if k < 0:
-        continue
-      key = batch['key'][lane].decode()
-      real = batch['mask'][lane] > 0
-      pieces.setdefault(key, []).append((k, outputs[lane][real]))
-  result = {}
-  for key, parts in pieces.items():
-    assert [k for k, _ in parts] == list(range(len(parts))), key
-    result[key] = np.concatenate([p for _, p in parts], axis=0)
-  return result
+  pairs = steps_lib.predict_batches(model, ds, reset_all=reset_all)
+  return {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
+      pairs, int(source.meta['num_unroll']), fields=())}
 
 
 def weights_of(model: keras.Model) -> List[np.ndarray]:
@@ -143,7 +135,7 @@ def weights_of(model: keras.Model) -> List[np.ndarray]:
 
 
 def state_values(model: keras.Model) -> List[np.ndarray]:
-  from components.stateful_trainer import state  # pylint: disable=g-import-not-at-top
+  from components.stateful import state  # pylint: disable=g-import-not-at-top
   return [v.numpy() for v in state.state_variables(model)]
 
 

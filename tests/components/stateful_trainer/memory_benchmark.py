@@ -28,8 +28,12 @@ import numpy as np
 import tf_keras as keras
 
 from components.sequence_batcher import layout
-from components.stateful_trainer import model_io
+from components.stateful import model_io
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import objective as objective_lib
+from components.stateful import steps as steps_lib
 from tests.components.stateful_trainer import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -60,7 +64,7 @@ def sample_sequences() -> Tuple[List[layout.SequenceArrays], List[str]]:
 
 def last_step_accuracy(model, source, batch_size, num_unroll, reset_all):
   hits = {'short': [], 'long': []}
-  for batch, outputs in training.predict_batches(
+  for batch, outputs in steps_lib.predict_batches(
       model, source.dataset(keys=None), reset_all=reset_all):
     for lane in range(batch_size):
       length = int(batch['sequence_length'][lane])
@@ -91,8 +95,8 @@ def run(args) -> dict:
       {'train': train, 'eval': evals}, batch_size=args.batch_size,
       num_unroll=args.num_unroll, mode=args.mode,
       label_kind=args.label_kind, feature_names=names)
-  train_src = training.BatchSource.open(root, 'train')
-  eval_src = training.BatchSource.open(root, 'eval')
+  train_src = batches_lib.BatchSource.open(root, 'train')
+  eval_src = batches_lib.BatchSource.open(root, 'eval')
   report = {'settings': vars(args), 'train_batches': train_src.num_batches,
             'eval_long_sequences': sum(s.length > args.num_unroll
                                        for s in evals)}
@@ -106,12 +110,13 @@ def run(args) -> dict:
     started = time.monotonic()
     result = training.fit(
         model, optimizer=training.make_optimizer(
-            training.OptimizerConfig.from_hyperparameters(
+            settings.OptimizerConfig.from_hyperparameters(
                 spec.hyperparameters)),
-        objective=training.make_objective(spec, module), train=train_src,
+        objective=objective_lib.make_objective(spec, module), train=train_src,
         eval_source=eval_src,
-        config=training.TrainConfig(epochs=args.epochs, seed=args.seed,
+        config=settings.TrainConfig(epochs=args.epochs, seed=args.seed,
                                     log_every_n_steps=0,
+                                    validation_fraction=0.0,
                                     reset_state_every_batch=ablation))
     report[name] = {
         'seconds': round(time.monotonic() - started, 1),

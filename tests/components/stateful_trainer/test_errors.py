@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
+from components.stateful import model_io
+from components.stateful import model_spec as ms
 from components.stateful_trainer import runner
-from components.stateful_trainer import state
+from components.stateful import state
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 
 B, T, F, K = 4, 5, 3, 2
@@ -194,19 +196,19 @@ def _args(tmp_path, root, **kwargs):
 
 def test_float_labels_for_classification(tmp_path):
   root = _batches(tmp_path, float_labels=True)
-  with pytest.raises(training.LabelError, match='integer class labels'):
+  with pytest.raises(batches_lib.LabelError, match='integer class labels'):
     runner.run(_args(tmp_path, root, task='classification'))
 
 
 def test_class_labels_out_of_range(tmp_path):
   root = _batches(tmp_path, num_classes=5, per_step_labels=True)
-  with pytest.raises(training.LabelError, match=r'in \[0, 3\)'):
+  with pytest.raises(batches_lib.LabelError, match=r'in \[0, 3\)'):
     runner.run(_args(tmp_path, root, num_classes=3))
 
 
 def test_regression_output_size_must_fit_scalar_labels(tmp_path):
   root = _batches(tmp_path, float_labels=True)
-  with pytest.raises(training.LabelError, match='output_size=1'):
+  with pytest.raises(batches_lib.LabelError, match='output_size=1'):
     runner.run(_args(tmp_path, root, output_size=3))
 
 
@@ -223,17 +225,17 @@ def test_num_classes_inferred_from_labels(tmp_path):
                                   per_step_labels=True)
   stats_root = helpers.write_batches(str(tmp_path / 'b'), {'train': seqs},
                                      batch_size=B, num_unroll=T)
-  source = training.BatchSource.open(stats_root, 'train')
-  stats = training.scan_labels(source)
+  source = batches_lib.BatchSource.open(stats_root, 'train')
+  stats = batches_lib.scan_labels(source)
   last = [int(s.labels[-1]) for s in seqs]  # per_sequence: last step only.
   assert stats['count'] == len(seqs)
   assert stats['max'] == max(last) and stats['min'] == min(last)
-  assert training.infer_num_classes(stats) == max(2, max(last) + 1)
+  assert batches_lib.infer_num_classes(stats) == max(2, max(last) + 1)
 
 
 @pytest.mark.parametrize('kwargs', [dict(epochs=0), dict(max_steps=0),
                                     dict(eval_every_n_steps=-1),
                                     dict(seed=True)])
 def test_train_config_validation(kwargs):
-  with pytest.raises(training.TrainingConfigError):
-    training.TrainConfig(**kwargs)
+  with pytest.raises(settings.TrainingConfigError):
+    settings.TrainConfig(**kwargs)

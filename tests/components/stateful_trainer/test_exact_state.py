@@ -11,8 +11,8 @@ sequence, in every lane and at every step.
 import numpy as np
 import pytest
 
-from components.stateful_trainer import state
-from components.stateful_trainer import training
+from components.stateful import state
+from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2
@@ -27,7 +27,7 @@ def _layout(tmp_path, mode, stacked=False):
   seqs = helpers.random_sequences(LENGTHS, F, seed=3)
   root = helpers.write_batches(str(tmp_path / mode), {'train': seqs},
                                batch_size=B, num_unroll=T, mode=mode)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   model = helpers.cumsum_model(B, T, F, stacked=stacked)
   return seqs, source, model
 
@@ -63,7 +63,7 @@ def test_bucketed_groups_in_permuted_order(tmp_path):
   """Whole groups read in a seeded per-epoch order still give exact sums."""
   seqs, source, model = _layout(tmp_path, 'bucketed', stacked=True)
   assert source.num_groups >= 4
-  orders = {tuple(training.group_order(7, e, source.num_groups))
+  orders = {tuple(batches_lib.group_order(7, e, source.num_groups))
             for e in range(4)}
   assert len(orders) > 1  # The order changes between epochs.
   for epoch in (0, 1):

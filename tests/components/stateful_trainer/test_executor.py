@@ -14,7 +14,7 @@ from tfx.types import standard_artifacts
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_trainer import component as trainer_component
 from components.stateful_trainer import executor
-from components.stateful_trainer import model_io
+from components.stateful import model_io
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2

@@ -10,10 +10,12 @@ import pytest
 import tensorflow as tf
 
 from components.stateful_trainer import export
-from components.stateful_trainer import model_io
+from components.stateful import model_io
 from components.stateful_trainer import runner
-from components.stateful_trainer import state
+from components.stateful import state
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2
@@ -27,7 +29,7 @@ def _train(root, tmp, *, hyperparameters, transform_uri=None,
       serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(tmp, 'model_run'), eval_split=eval_split,
       hyperparameters=hyperparameters,
-      train=training.TrainConfig(epochs=2, log_every_n_steps=0),
+      train=settings.TrainConfig(epochs=2, log_every_n_steps=0),
       transform_graph_uri=transform_uri)
   return runner.run(args)
 
@@ -44,7 +46,7 @@ def classifier(tmp_path_factory):
                                batch_size=B, num_unroll=T,
                                feature_names=NAMES)
   result = _train(root, tmp,
-                  hyperparameters={'units': [5, 4], 'learning_rate': 0.05})
+                  hyperparameters={'model': 'lstm', 'units': [5, 4], 'learning_rate': 0.05})
   loaded = tf.saved_model.load(result.serving_model_dir)
   return result, loaded, splits, tmp
 
@@ -63,7 +65,7 @@ def regressor(tmp_path_factory):
       serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(tmp, 'model_run'), eval_split=None,
       hyperparameters={'units': [4], 'rnn_type': 'gru'},
-      train=training.TrainConfig(epochs=1, log_every_n_steps=0))
+      train=settings.TrainConfig(epochs=1, log_every_n_steps=0))
   result = runner.run(args)
   return result, tf.saved_model.load(result.serving_model_dir)
 
@@ -202,7 +204,7 @@ def test_load_stateful_model_any_batch_size_matches_serving(classifier,
                                {'eval': splits['eval']}, batch_size=2,
                                num_unroll=T, feature_names=NAMES)
   got = helpers.outputs_by_sequence(model,
-                                    training.BatchSource.open(root, 'eval'))
+                                    batches_lib.BatchSource.open(root, 'eval'))
   x, lengths = _padded(splits['eval'])
   whole = loaded.signatures['serving_default'](
       features=tf.constant(x), lengths=tf.constant(lengths))

@@ -19,8 +19,12 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
-from components.stateful_trainer import model_io
+from components.stateful import model_io
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import objective as objective_lib
+from components.stateful import steps as steps_lib
 from tests.components.stateful_trainer import helpers
 
 B, T = 16, 16
@@ -35,15 +39,15 @@ def cue_batches(tmp_path_factory):
       str(tmp_path_factory.mktemp('cue')),
       {'train': seqs[:split], 'eval': seqs[split:]}, batch_size=B,
       num_unroll=T, label_kind='per_step', feature_names=names)
-  return (training.BatchSource.open(root, 'train'),
-          training.BatchSource.open(root, 'eval'), names, seqs[split:])
+  return (batches_lib.BatchSource.open(root, 'train'),
+          batches_lib.BatchSource.open(root, 'eval'), names, seqs[split:])
 
 
 def _last_step_accuracy(model, source, reset_all):
   """Accuracy at the last real step, for sequences of one segment and of
   more than one segment."""
   hits = {'short': [], 'long': []}
-  for batch, outputs in training.predict_batches(
+  for batch, outputs in steps_lib.predict_batches(
       model, source.dataset(keys=None), reset_all=reset_all):
     for lane in range(B):
       length = int(batch['sequence_length'][lane])
@@ -65,11 +69,12 @@ def _train(train, evals, names, ablation):
   model = model_io.build_stateful(module, spec)
   result = training.fit(
       model, optimizer=training.make_optimizer(
-          training.OptimizerConfig.from_hyperparameters(
+          settings.OptimizerConfig.from_hyperparameters(
               spec.hyperparameters)),
-      objective=training.make_objective(spec, module), train=train,
+      objective=objective_lib.make_objective(spec, module), train=train,
       eval_source=evals,
-      config=training.TrainConfig(epochs=6, seed=1, log_every_n_steps=0,
+      config=settings.TrainConfig(epochs=6, seed=1, log_every_n_steps=0,
+                                  validation_fraction=0.0,
                                   reset_state_every_batch=ablation))
   return _last_step_accuracy(model, evals, ablation), result
 

@@ -6,9 +6,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful_trainer import model_io
-from components.stateful_trainer import state
+from components.stateful import model_io
+from components.stateful import state
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import objective as objective_lib
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2
@@ -26,37 +29,50 @@ def _setup(tmp_path):
   }
   root = helpers.write_batches(str(tmp_path / 'batches'), splits,
                                batch_size=B, num_unroll=T)
-  return (training.BatchSource.open(root, 'train'),
-          training.BatchSource.open(root, 'eval'))
+  return (batches_lib.BatchSource.open(root, 'train'),
+          batches_lib.BatchSource.open(root, 'eval'))
 
 
-def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0):
+# The recurrent default model with dropout between stacked layers (its draw
+# counter must resume too), and the conv default model (causal convolutions
+# and running pools as state) with a validation carve (the best weights
+# must resume too).
+MODELS = {
+    'lstm': dict(units=[6, 5], dropout=0.3, learning_rate=0.01),
+    'conv': dict(model='conv', kernels_per_dilation=4, max_dilation=4,
+                 learning_rate=0.01),
+}
+
+
+def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0,
+         kind='lstm'):
   """A fresh process-like run: new model, optimizer and step functions."""
-  # Dropout between the stacked layers: its draw counter must resume too.
   spec = helpers.classification_spec(B, T, ['a', 'b'], seed=seed,
-                                     units=[6, 5], dropout=0.3,
-                                     learning_rate=0.01)
+                                     **MODELS[kind])
   keras.utils.set_random_seed(seed)
   module = model_io.resolve_module()
   model = model_io.build_stateful(module, spec)
-  objective = training.make_objective(spec, module)
+  module.adapt(model, spec, train.dataset(keys=None).as_numpy_iterator())
+  objective = objective_lib.make_objective(spec, module)
   optimizer = training.make_optimizer(
-      training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
 
   def after_step(step):
     if crash_at is not None and step == crash_at:
       raise Crash(step)
 
-  config = training.TrainConfig(epochs=2, eval_every_n_steps=3,
-                                checkpoint_every_n_steps=4,
-                                log_every_n_steps=0, seed=seed)
+  config = settings.TrainConfig(
+      epochs=2, eval_every_n_steps=3, checkpoint_every_n_steps=4,
+      log_every_n_steps=0, seed=seed, early_stopping_patience=0,
+      validation_fraction=0.5 if kind == 'conv' else 0.0)
   result = training.fit(model, optimizer=optimizer, objective=objective,
                         train=train, eval_source=evals, config=config,
                         checkpoint_dir=checkpoint_dir, after_step=after_step)
   return model, optimizer, result
 
 
-def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
+@pytest.mark.parametrize('kind', sorted(MODELS))
+def test_resume_mid_epoch_gives_the_same_weights(tmp_path, kind):
   train, evals = _setup(tmp_path)
   n = train.num_batches
   assert n >= 6
@@ -66,14 +82,15 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
   crash_at = last_ckpt + 2
   assert n < last_ckpt < crash_at < 2 * n and last_ckpt % n != 0
 
-  reference, ref_opt, ref_result = _run(train, evals)
+  reference, ref_opt, ref_result = _run(train, evals, kind=kind)
 
   ckpt_dir = str(tmp_path / 'ckpt')
   with pytest.raises(Crash):
-    _run(train, evals, checkpoint_dir=ckpt_dir, crash_at=crash_at)
+    _run(train, evals, checkpoint_dir=ckpt_dir, crash_at=crash_at, kind=kind)
   assert tf.train.latest_checkpoint(ckpt_dir).endswith(f'-{last_ckpt}')
 
-  resumed, res_opt, res_result = _run(train, evals, checkpoint_dir=ckpt_dir)
+  resumed, res_opt, res_result = _run(train, evals, checkpoint_dir=ckpt_dir,
+                                      kind=kind)
   assert res_result.resumed_from.endswith(f'-{last_ckpt}')
   assert res_result.finished and res_result.steps == 2 * n
   # Only the rest of epoch 2 ran after the restart.
@@ -90,6 +107,7 @@ def test_resume_mid_epoch_gives_the_same_weights(tmp_path):
   for a, b in zip(ref_result.epochs[1:], res_result.epochs):
     assert a.train == pytest.approx(b.train, abs=1e-6)
     assert a.eval == pytest.approx(b.eval, abs=1e-6)
+    assert a.valid == pytest.approx(b.valid, abs=1e-6)
 
 
 def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
@@ -102,8 +120,8 @@ def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
     spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4])
     keras.utils.set_random_seed(0)
     model = model_io.build_stateful(model_io.resolve_module(), spec)
-    objective = training.make_objective(spec)
-    optimizer = training.make_optimizer(training.OptimizerConfig())
+    objective = objective_lib.make_objective(spec)
+    optimizer = training.make_optimizer(settings.OptimizerConfig())
 
     def after_step(step):
       if step == n + 2:
@@ -112,8 +130,8 @@ def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
       return False
 
     training.fit(model, optimizer=optimizer, objective=objective,
-                 train=train, config=training.TrainConfig(
-                     epochs=2, log_every_n_steps=0),
+                 train=train, config=settings.TrainConfig(
+                     epochs=2, log_every_n_steps=0, validation_fraction=0.0),
                  checkpoint_dir=ckpt_dir, after_step=after_step)
     return model
 

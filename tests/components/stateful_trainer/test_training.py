@@ -7,10 +7,14 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.sequence_batcher import layout
-from components.stateful_trainer import model_io
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import state
+from components.stateful import model_io
+from components.stateful import model_spec as ms
+from components.stateful import state
+from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful import batches as batches_lib
+from components.stateful import objective as objective_lib
+from components.stateful import steps as steps_lib
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2
@@ -18,14 +22,15 @@ B, T, F = 3, 4, 2
 
 def _fit(model, spec, source, *, eval_source=None, module=None,
          after_step=None, clock=None, checkpoint_dir=None, **config):
-  objective = training.make_objective(spec, module)
+  objective = objective_lib.make_objective(spec, module)
   optimizer = training.make_optimizer(
-      training.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
   config.setdefault('log_every_n_steps', 0)
   kwargs = {'clock': clock} if clock else {}
   return training.fit(model, optimizer=optimizer, objective=objective,
                       train=source, eval_source=eval_source,
-                      config=training.TrainConfig(**config),
+                      config=settings.TrainConfig(
+                          **{'validation_fraction': 0.0, **config}),
                       after_step=after_step, checkpoint_dir=checkpoint_dir,
                       **kwargs)
 
@@ -42,7 +47,7 @@ def test_train_steps_carry_exact_state(tmp_path):
   seqs = helpers.random_sequences(lengths, F, seed=1, float_labels=True)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T, label_kind='per_step')
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   batches = list(source.dataset(keys=None).as_numpy_iterator())
   by_key = {s.key: s for s in seqs}
 
@@ -91,7 +96,7 @@ def test_state_is_zero_at_every_epoch_start(tmp_path):
   seqs = helpers.random_sequences([6, 9, 5], F, seed=2)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=4,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   n = source.num_batches
   model = _no_bias_rnn(4)
   spec = helpers.classification_spec(4, T, ['a', 'b'])
@@ -112,20 +117,20 @@ def test_evaluation_has_its_own_state_and_restores_training_state(tmp_path):
   seqs = helpers.random_sequences([6, 9, 5, 13, 4], F, seed=4)
   root = helpers.write_batches(str(tmp_path), {'eval': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'eval')
+  source = batches_lib.BatchSource.open(root, 'eval')
   spec = helpers.classification_spec(B, T, ['a', 'b'], units=[5])
   model = _default_model(spec)
-  objective = training.make_objective(spec)
+  objective = objective_lib.make_objective(spec)
   metrics = objective.new_metrics()
-  steps = training.compile_steps(model, None, objective, None, metrics)
-  clean = training.evaluate(model, steps, metrics, source.dataset())
+  steps = steps_lib.compile_steps(model, None, objective, None, metrics)
+  clean = steps_lib.evaluate(model, steps, metrics, source.dataset())
   # A "training" state mid-sequence: evaluation must neither see nor lose it.
   rng = np.random.default_rng(0)
   planted = [rng.normal(size=v.shape).astype(np.float32)
              for v in state.state_variables(model)]
   for v, value in zip(state.state_variables(model), planted):
     v.assign(value)
-  dirty = training.evaluate_preserving_state(model, steps, metrics,
+  dirty = steps_lib.evaluate_preserving_state(model, steps, metrics,
                                              source.dataset())
   assert dirty == clean
   for v, value in zip(state.state_variables(model), planted):
@@ -139,8 +144,8 @@ def test_mid_epoch_evaluation_does_not_change_training(tmp_path):
             'eval': helpers.random_sequences([8, 6, 11], F, seed=6)}
   root = helpers.write_batches(str(tmp_path), splits, batch_size=B,
                                num_unroll=T)
-  train = training.BatchSource.open(root, 'train')
-  evals = training.BatchSource.open(root, 'eval')
+  train = batches_lib.BatchSource.open(root, 'train')
+  evals = batches_lib.BatchSource.open(root, 'eval')
   spec = helpers.classification_spec(B, T, ['a', 'b'], units=[6, 5])
   results = []
   for every in (0, 2):
@@ -161,7 +166,7 @@ def test_same_seed_same_run_other_seed_other_run(tmp_path):
   seqs = helpers.random_sequences([7, 12, 5, 9, 16, 3], F, seed=7)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   runs = []
   for seed in (3, 3, 4):
     spec = helpers.classification_spec(B, T, ['a', 'b'], seed=seed,
@@ -198,7 +203,7 @@ def test_loss_counts_only_label_weighted_steps(tmp_path):
                                  {'train': _sequences_with_labels(last, other)},
                                  batch_size=2, num_unroll=T)
     model = _default_model(spec)
-    _fit(model, spec, training.BatchSource.open(root, 'train'), epochs=1)
+    _fit(model, spec, batches_lib.BatchSource.open(root, 'train'), epochs=1)
     weights[name] = helpers.weights_of(model)
   for a, b in zip(weights['base'], weights['other_steps']):
     np.testing.assert_array_equal(a, b)
@@ -210,7 +215,7 @@ def test_gradients_are_clipped_by_global_norm(tmp_path):
   seqs = helpers.random_sequences([8, 8, 8], F, seed=10)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   moved = {}
   for clip in (1e-3, 0):
     spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4],
@@ -233,28 +238,28 @@ def test_group_order_per_epoch_is_seeded_and_keeps_groups_whole(tmp_path):
                                   seed=11)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T, mode='bucketed')
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   groups = source.meta['groups']
   orders = []
   for epoch in (0, 1, 2):
     ds = source.dataset(keys=('batch_index',), epoch=epoch,
                         shuffle_groups=True, seed=5)
     got = [int(b['batch_index']) for b in ds.as_numpy_iterator()]
-    perm = training.group_order(5, epoch, len(groups))
+    perm = batches_lib.group_order(5, epoch, len(groups))
     want = [first + i for g in perm for first, n in [groups[g]]
             for i in range(n)]
     assert got == want
     orders.append(tuple(perm))
   assert len(set(orders)) > 1
-  assert tuple(training.group_order(5, 1, len(groups))) == orders[1]
+  assert tuple(batches_lib.group_order(5, 1, len(groups))) == orders[1]
 
 
 def test_shuffle_groups_needs_bucketed_batches(tmp_path):
   seqs = helpers.random_sequences([3, 5, 9], F, seed=12)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T, mode='packed')
-  source = training.BatchSource.open(root, 'train')
-  with pytest.raises(training.TrainingConfigError, match='bucketed'):
+  source = batches_lib.BatchSource.open(root, 'train')
+  with pytest.raises(batches_lib.BatchError, match='bucketed'):
     source.dataset(shuffle_groups=True)
 
 
@@ -264,10 +269,10 @@ def test_ablation_resets_every_batch(tmp_path):
   seqs = helpers.random_sequences([9, 13, 10], F, seed=13)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   batches = list(source.dataset(keys=None).as_numpy_iterator())
   model = helpers.cumsum_model(B, T, F)
-  steps = training.compile_steps(model, None, None, reset_all=True)
+  steps = steps_lib.compile_steps(model, None, None, reset_all=True)
   for batch in batches:
     steps.predict(batch['features'], batch['reset'])
     (h,) = helpers.state_values(model)
@@ -276,7 +281,7 @@ def test_ablation_resets_every_batch(tmp_path):
 
 
 def test_optimizer_hyperparameters():
-  config = training.OptimizerConfig.from_hyperparameters(
+  config = settings.OptimizerConfig.from_hyperparameters(
       {'optimizer': 'SGD', 'learning_rate': 0.25, 'momentum': 0.5,
        'clip_global_norm': 0})
   assert config.clip_global_norm is None
@@ -284,17 +289,17 @@ def test_optimizer_hyperparameters():
   assert isinstance(opt, keras.optimizers.SGD)
   assert float(opt.learning_rate) == pytest.approx(0.25)
   assert float(opt.momentum) == pytest.approx(0.5)
-  with pytest.raises(training.TrainingConfigError, match='optimizer'):
-    training.OptimizerConfig.from_hyperparameters({'optimizer': 'lbfgs'})
-  with pytest.raises(training.TrainingConfigError, match='learning_rate'):
-    training.OptimizerConfig.from_hyperparameters({'learning_rate': 0})
+  with pytest.raises(settings.TrainingConfigError, match='optimizer'):
+    settings.OptimizerConfig.from_hyperparameters({'optimizer': 'lbfgs'})
+  with pytest.raises(settings.TrainingConfigError, match='learning_rate'):
+    settings.OptimizerConfig.from_hyperparameters({'learning_rate': 0})
 
 
 def test_progress_lines_and_epoch_rates(tmp_path, caplog):
   seqs = helpers.random_sequences([7, 12, 5, 9], F, seed=14)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4])
   model = _default_model(spec)
   ticks = iter(np.arange(0, 1000, 0.5))
@@ -330,7 +335,7 @@ def test_module_loss_hook_is_used(tmp_path):
   seqs = helpers.random_sequences([8, 5, 9], F, seed=15)
   root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
                                num_unroll=T)
-  source = training.BatchSource.open(root, 'train')
+  source = batches_lib.BatchSource.open(root, 'train')
   spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4],
                                      optimizer='sgd')
   model = _default_model(spec)
@@ -347,6 +352,6 @@ def test_a_reduced_loss_is_rejected():
   class Reduced:
     loss = staticmethod(lambda spec: lambda y, p: tf.reduce_mean(p))
 
-  objective = training.make_objective(spec, Reduced)
-  with pytest.raises(training.TrainingConfigError, match=r'\[B, T\]'):
+  objective = objective_lib.make_objective(spec, Reduced)
+  with pytest.raises(objective_lib.ObjectiveError, match=r'\[B, T\]'):
     objective.per_step_loss(tf.zeros([B, T], tf.int64), tf.zeros([B, T, 2]))

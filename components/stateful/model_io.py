@@ -34,10 +34,10 @@ from typing import Any, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful_trainer import model_spec as ms
-from components.stateful_trainer import state
+from components.stateful import model_spec as ms
+from components.stateful import state
 
-DEFAULT_MODULE = 'components.stateful_trainer.default_model'
+DEFAULT_MODULE = 'components.stateful.default_model'
 STATEFUL_DIR = 'stateful'
 SPEC_FILE = 'spec.json'
 MODULE_FILE = 'module.py'

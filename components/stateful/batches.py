@@ -1,0 +1,294 @@
+"""Reading a SequenceBatches split for a stateful model, and back to sequences.
+
+Owns ``BatchSource`` (one split: its metadata and its batches in order, or
+with whole ``bucketed`` groups permuted per epoch), the label scan and
+checks, and ``lanes_to_sequences``: the one function that turns per-lane
+outputs back into per-sequence results.
+
+Shapes: B lanes, T steps per segment, F features, K outputs per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from components.sequence_batcher import layout as sb_layout
+from components.sequence_batcher import reader as sb_reader
+from components.stateful import model_spec as ms
+
+
+class BatchError(ValueError):
+  """A split cannot be read the way it was asked for."""
+
+
+# Where a per-sequence label is scored in training (evaluation and serving
+# always read the last real step):
+LAST_STEP = 'last_step'    # the batcher's label_weight: the last real step
+EVERY_STEP = 'every_step'  # every real step, weight 1 (target replication)
+WEIGHTED = 'weighted'      # every real step, weight (t / L) ** 2
+LABEL_SCORINGS = (LAST_STEP, EVERY_STEP, WEIGHTED)
+
+# Validation sequences: those whose key hashes below this share of buckets.
+_VALID_BUCKETS = 1000
+
+
+def label_weights(batch: Mapping[str, tf.Tensor], scoring: str,
+                  num_unroll: int) -> tf.Tensor:
+  """Training weights float32[B, T] of a ``per_sequence`` batch.
+
+  ``last_step``: ``label_weight`` as written; ``every_step``: ``mask``;
+  ``weighted``: ``mask * (t / L) ** 2`` with t the 1-based step of the
+  sequence (``segment_index * T + j + 1``) and L its length.
+  """
+  if scoring == LAST_STEP:
+    return batch['label_weight']
+  if scoring == EVERY_STEP:
+    return batch['mask']
+  if scoring != WEIGHTED:
+    raise BatchError(f'label scoring must be one of {LABEL_SCORINGS}, got '
+                     f'{scoring!r}')
+  seg = tf.cast(batch['segment_index'], tf.float32)[:, None]
+  pos = seg * num_unroll + tf.range(1, num_unroll + 1, dtype=tf.float32)
+  length = tf.maximum(tf.cast(batch['sequence_length'], tf.float32), 1.0)
+  return batch['mask'] * tf.square(pos / length[:, None])
+
+
+def is_validation_key(keys: tf.Tensor, fraction: float) -> tf.Tensor:
+  """bool[...]: the keys that belong to the validation carve.
+
+  A fixed hash of the key (FarmHash), so a sequence is in exactly one of the
+  carve and the rest, on every run and machine.
+  """
+  buckets = tf.strings.to_hash_bucket_fast(keys, _VALID_BUCKETS)
+  return buckets < int(round(fraction * _VALID_BUCKETS))
+
+
+STEP_KEYS = ('features', 'labels', 'mask', 'label_weight', 'reset')
+
+
+Batch = Dict[str, tf.Tensor]
+
+
+class LabelError(ValueError):
+  """The batches' labels do not fit the task."""
+
+
+def group_order(seed: int, epoch: int, num_groups: int) -> np.ndarray:
+  """The seeded permutation of bucketed groups for one epoch."""
+  return np.random.default_rng([int(seed), int(epoch)]).permutation(
+      int(num_groups))
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSource:
+  """One split of a SequenceBatcher output.
+
+  Attributes:
+    path: the SequenceBatches URI.
+    split: the split name.
+    meta: the split's metadata (``load_metadata``).
+  """
+  path: str
+  split: str
+  meta: Mapping[str, Any]
+
+  @classmethod
+  def open(cls, path: str, split: str) -> 'BatchSource':
+    _, meta = sb_reader.load_metadata(path, split)
+    return cls(path=path, split=split, meta=meta)
+
+  @property
+  def num_batches(self) -> int:
+    return int(self.meta['num_batches'])
+
+  @property
+  def num_groups(self) -> int:
+    return len(self.meta.get('groups') or [])
+
+  def _training_weights(self, ds: tf.data.Dataset, scoring: str,
+                        fraction: float) -> tf.data.Dataset:
+    """Applies the label scoring and moves validation keys' weights to
+    ``valid_weight`` (their ``label_weight`` becomes 0)."""
+    per_sequence = self.meta.get('label_kind') == ms.PER_SEQUENCE
+    if scoring != LAST_STEP and not per_sequence:
+      scoring = LAST_STEP  # Per-step labels are scored on every step.
+    if scoring == LAST_STEP and not fraction:
+      return ds
+    num_unroll = int(self.meta['num_unroll'])
+
+    def apply(batch):
+      batch = dict(batch)
+      train_w = label_weights(batch, scoring, num_unroll)
+      if fraction > 0:
+        valid = tf.cast(is_validation_key(batch['key'], fraction),
+                        tf.float32)[:, None]
+        batch['valid_weight'] = batch['label_weight'] * valid
+        train_w = train_w * (1.0 - valid)
+      batch['label_weight'] = train_w
+      return batch
+
+    return ds.map(apply)
+
+  def dataset(self, *, epoch: int = 0, start: int = 0,
+              shuffle_groups: bool = False, seed: int = 0,
+              keys: Optional[Tuple[str, ...]] = STEP_KEYS,
+              label_scoring: str = LAST_STEP,
+              validation_fraction: float = 0.0) -> tf.data.Dataset:
+    """Batches of one epoch, in order, from batch ``start`` on.
+
+    With ``shuffle_groups`` (bucketed mode only) whole groups come in the
+    order ``group_order(seed, epoch, num_groups)``.
+    """
+    order = None
+    if shuffle_groups:
+      if self.meta['mode'] != sb_layout.BUCKETED:
+        raise BatchError(
+            'shuffle_groups needs bucketed batches (whole groups start and '
+            f'end together); split {self.split!r} is {self.meta["mode"]!r}')
+      order = group_order(seed, epoch, self.num_groups).tolist()
+    ds = sb_reader.read_batches(self.path, self.split, group_order=order)
+    ds = self._training_weights(ds, label_scoring, validation_fraction)
+    if keys is not None:
+      if validation_fraction > 0:
+        keys = tuple(keys) + ('valid_weight',)
+      ds = ds.map(lambda b: {k: b[k] for k in keys})
+    if start:
+      ds = ds.skip(start)
+    return ds.prefetch(2)
+
+
+def scan_labels(source: BatchSource) -> Dict[str, Any]:
+  """Statistics of the labelled steps (``label_weight > 0``) of a split.
+
+  Returns:
+    ``count``, ``min``, ``max`` and ``integral`` (all labelled values are
+    whole numbers).
+  """
+  ds = source.dataset(keys=('labels', 'label_weight'))
+  count, lo, hi, integral = 0, np.inf, -np.inf, True
+  for batch in ds.as_numpy_iterator():
+    values = batch['labels'][batch['label_weight'] > 0]
+    if values.size == 0:
+      continue
+    count += values.size
+    lo = min(lo, float(values.min()))
+    hi = max(hi, float(values.max()))
+    if integral and values.dtype.kind == 'f':
+      integral = bool(np.all(np.isfinite(values)) and
+                      np.all(values == np.round(values)))
+  return {'count': count, 'min': lo, 'max': hi, 'integral': integral}
+
+
+def check_labels(spec: ms.ModelSpec, label_dtype: str,
+                 stats: Mapping[str, Any]) -> None:
+  """Raises ``LabelError`` when the labels do not fit ``spec``'s task."""
+  if stats['count'] == 0:
+    raise LabelError('the split has no labelled step (label_weight is 0 '
+                     'everywhere)')
+  if spec.task == ms.CLASSIFICATION:
+    if label_dtype != 'int64':
+      raise LabelError(
+          f'classification needs integer class labels; the batches have '
+          f'{label_dtype} labels (min {stats["min"]}, max {stats["max"]}). '
+          "Use task='regression' or write integer labels.")
+    if stats['min'] < 0 or stats['max'] >= spec.num_classes:
+      raise LabelError(
+          f'class labels must be in [0, {spec.num_classes}); the batches have '
+          f'labels in [{stats["min"]:g}, {stats["max"]:g}]')
+  else:
+    if spec.output_size != 1:
+      raise LabelError(
+          f'regression with output_size={spec.output_size} needs vector '
+          'labels, but the batches carry one scalar label per step: use '
+          'output_size=1')
+    if not (np.isfinite(stats['min']) and np.isfinite(stats['max'])):
+      raise LabelError('regression labels contain NaN or infinity')
+
+
+def infer_num_classes(stats: Mapping[str, Any]) -> int:
+  """``max(label) + 1`` (at least 2) of integer labels."""
+  return max(2, int(stats['max']) + 1)
+
+
+@dataclasses.dataclass
+class SequenceResult:
+  """One sequence put back together from its lane.
+
+  Attributes:
+    key: the sequence key.
+    outputs: float32[L, K], the model's outputs on the sequence's real steps.
+    arrays: the requested batch fields on those steps, e.g. ``labels`` [L],
+      ``label_weight`` [L], ``features`` [L, F].
+  """
+  key: str
+  outputs: np.ndarray
+  arrays: Dict[str, np.ndarray]
+
+  @property
+  def length(self) -> int:
+    return int(self.outputs.shape[0])
+
+
+def _text(key) -> str:
+  return key.decode('utf-8') if isinstance(key, bytes) else str(key)
+
+
+def lanes_to_sequences(
+    pairs: Iterable[Tuple[Mapping[str, np.ndarray], np.ndarray]],
+    num_unroll: int, *, fields: Tuple[str, ...] = ('labels', 'label_weight')
+) -> Iterator[SequenceResult]:
+  """Turns per-lane outputs back into per-sequence results, streaming.
+
+  Args:
+    pairs: ``(batch, outputs float32[B, T, K])`` in lane order, e.g. from
+      ``steps.predict_batches``; a batch holds numpy ``key``,
+      ``segment_index``, ``sequence_length``, ``mask`` and ``fields``.
+    num_unroll: T.
+    fields: per-step batch fields to return with each sequence.
+
+  Yields:
+    A ``SequenceResult`` as soon as a sequence's last segment is read; only
+    the sequences still running in some lane are held in memory.
+
+  Raises:
+    BatchError: a segment out of order, a lane that switches sequence
+      mid-way, or a sequence whose last segment never comes (naming it).
+  """
+  running: Dict[int, Dict[str, Any]] = {}
+  for batch, outputs in pairs:
+    seg = np.asarray(batch['segment_index'])
+    for lane in np.flatnonzero(seg >= 0):
+      key = _text(batch['key'][lane])
+      length = int(batch['sequence_length'][lane])
+      part = running.get(lane)
+      if seg[lane] == 0:
+        if part is not None:
+          raise BatchError(f'sequence {part["key"]!r} in lane {lane} ends '
+                           f'after segment {part["next"] - 1}, before its '
+                           f'last segment; {key!r} starts there')
+        part = running[lane] = {'key': key, 'next': 0, 'outputs': [],
+                                **{f: [] for f in fields}}
+      if part is None or part['key'] != key or part['next'] != seg[lane]:
+        raise BatchError(f'segment {seg[lane]} of sequence {key!r} in lane '
+                         f'{lane} is out of order')
+      real = np.asarray(batch['mask'][lane]) > 0
+      part['outputs'].append(outputs[lane][real])
+      for f in fields:
+        part[f].append(np.asarray(batch[f][lane])[real])
+      part['next'] += 1
+      if part['next'] == -(-length // num_unroll):
+        del running[lane]
+        out = np.concatenate(part['outputs'])
+        if out.shape[0] != length:
+          raise BatchError(f'sequence {key!r} has {out.shape[0]} real steps '
+                           f'in its segments; its length is {length}')
+        yield SequenceResult(key=key, outputs=out, arrays={
+            f: np.concatenate(part[f]) for f in fields})
+  if running:
+    keys = sorted(p['key'] for p in running.values())
+    raise BatchError(f'sequences {keys[:5]} never reach their last segment '
+                     '(the batches end first)')

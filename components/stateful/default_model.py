@@ -1,0 +1,320 @@
+"""The default model module: streaming random-convolution features and a
+linear head (or, as a hyperparameter, a stacked LSTM/GRU).
+
+Used when the StatefulTrainer is given no ``module_file``; also an example
+of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
+the optional hooks ``adapt(model, spec, batches)`` (fit data-dependent,
+non-trainable weights before training) and ``label_scoring(spec)`` (where a
+``per_sequence`` label is scored).
+
+``model='conv'`` (the default), per step t of a sequence, every part causal
+and streaming exactly through the state protocol:
+
+1. input scaling: per feature ``(x - median) / IQR`` fitted on training steps
+   (robust to amplitudes that span orders of magnitude, and independent of
+   any affine scaling done upstream, so CSV rows through tf.Transform and
+   raw SequenceExamples give the same model), then ``sign(x) log(1 + |x|)``;
+2. random causal dilated convolutions (``CausalConv1D``, kernel 9, zero-mean
+   normal weights, dilations 1, 2, 4, ... up to ``max_dilation``,
+   ``kernels_per_dilation`` each; not trained), as in ROCKET/MiniRocket;
+3. running pools over the whole history (``RunningPool``): the proportion of
+   each kernel's outputs above a threshold (a random quantile of that
+   kernel's output on training data, MiniRocket's PPV) and its running mean;
+   running mean and maximum of the scaled input and of its negation;
+4. the last ``lags`` scaled input values (a fixed ``CausalConv1D``) and the
+   kernels' current outputs, for per-step targets;
+5. the features standardised (fitted on training steps) and a linear head
+   (L2 ``l2``); regression outputs are rescaled to the label's units.
+
+``model='lstm'`` / ``'gru'``: stacked recurrent layers (``units``, an int or a
+list) and a Dense head, with optional ``dropout`` between layers and
+``head_units``.
+
+Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
+``kernels_per_dilation`` (64), ``kernel_size`` (9), ``max_dilation`` (64),
+``lags`` (16), ``l2`` (1e-2), ``units`` (32), ``rnn_type`` (kept: selects an
+RNN model when ``model`` is not given), ``dropout`` (0), ``head_units``.
+
+Output: per step, float32[B, T, K]: ``num_classes`` logits or
+``output_size`` values.
+"""
+
+from typing import Any, Dict, Iterable, List, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful import layers as sl
+from components.stateful import state
+
+MODELS = ('conv', 'lstm', 'gru')
+RNN_TYPES = ('lstm', 'gru')
+
+# Training sample used by ``adapt``: batches read in order, steps kept.
+ADAPT_MAX_BATCHES = 400
+ADAPT_MAX_ROWS = 20000
+# PPV thresholds: the quantile of each kernel's output is drawn from this.
+PPV_QUANTILES = (0.1, 0.9)
+
+
+@keras.utils.register_keras_serializable(package='stateful_trainer')
+class SeededDropout(keras.layers.Layer):
+  """Dropout with stateless, counter-based masks.
+
+  Mask ``n`` (the n-th training call) is drawn from
+  ``stateless_uniform(seed=[seed, n])``; ``n`` lives in a non-trainable
+  int64 weight, so it is saved in checkpoints and weights.
+  """
+
+  def __init__(self, rate: float, seed: int = 0, **kwargs):
+    super().__init__(**kwargs)
+    if not 0.0 <= float(rate) < 1.0:
+      raise ValueError(f'dropout rate must be in [0, 1), got {rate}')
+    self.rate = float(rate)
+    self.seed = int(seed)
+
+  def build(self, input_shape):
+    self.counter = self.add_weight(
+        name='counter', shape=(), dtype=tf.int64,
+        initializer=keras.initializers.Zeros(), trainable=False)
+    super().build(input_shape)
+
+  def _dropped(self, inputs):
+    seed = tf.stack([tf.constant(self.seed, tf.int64),
+                     self.counter.read_value()])
+    keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed) >= (
+        self.rate)
+    self.counter.assign_add(1)
+    return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+  def call(self, inputs, training=None):
+    if self.rate == 0.0 or training is None or training is False:
+      return inputs
+    if training is True:
+      return self._dropped(inputs)
+    return tf.cond(tf.cast(training, tf.bool), lambda: self._dropped(inputs),
+                   lambda: tf.identity(inputs))
+
+  def get_config(self):
+    return {**super().get_config(), 'rate': self.rate, 'seed': self.seed}
+
+
+def _units(value) -> List[int]:
+  units = [value] if isinstance(value, int) else list(value)
+  if not units or any(not isinstance(u, int) or u < 1 for u in units):
+    raise ValueError(f'units must be a positive int or a list of them, got '
+                     f'{value!r}')
+  return units
+
+
+def model_kind(spec) -> str:
+  """``conv``, ``lstm`` or ``gru`` from the hyperparameters."""
+  hp = spec.hyperparameters
+  kind = hp.get('model')
+  if kind is None:
+    kind = hp.get('rnn_type', 'conv')
+  kind = str(kind).lower()
+  if kind not in MODELS:
+    raise ValueError(f'model must be one of {MODELS}, got {kind!r}')
+  return kind
+
+
+def label_scoring(spec) -> str:
+  """Where a ``per_sequence`` label is scored in training.
+
+  The conv model's trainable part reads running pools, so the last step is
+  the example (every-step replication measured worse); recurrent models get
+  no gradient before the last segment from it under truncated BPTT, so they
+  score every step with weights growing toward the end.
+  """
+  return 'last_step' if model_kind(spec) == 'conv' else 'weighted'
+
+
+def _dilations(max_dilation: int) -> List[int]:
+  out, d = [], 1
+  while d <= max_dilation:
+    out.append(d)
+    d *= 2
+  return out
+
+
+def _build_conv(spec, inputs) -> tf.Tensor:
+  hp = spec.hyperparameters
+  seed = int(spec.seed)
+  per = int(hp.get('kernels_per_dilation', 64))
+  size = int(hp.get('kernel_size', 9))
+  lags = int(hp.get('lags', 16))
+  l2 = float(hp.get('l2', 1e-2))
+  stateful = spec.stateful
+  scaled = sl.Standardize(name='input_scale')(inputs)
+  x = sl.SignedLog(name='signed_log')(scaled)
+  convs = [
+      sl.CausalConv1D(per, size, dilation_rate=d, use_bias=False,
+                      kernel_initializer=sl.CenteredNormal(seed * 7919 + d),
+                      trainable=False, stateful=stateful,
+                      name=f'conv_d{d}')(x)
+      for d in _dilations(int(hp.get('max_dilation', 64)))]
+  h = keras.layers.Concatenate(name='conv_outputs')(convs)
+  conv_stats = tuple(hp.get('conv_stats', ('ppv',)))
+  pooled = sl.RunningPool(conv_stats, stateful=stateful,
+                          name='conv_pool')(h)
+  signed = keras.layers.Concatenate(name='input_signed')(
+      [x, keras.layers.Lambda(lambda t: -t, name='negate')(x)])
+  input_pool = sl.RunningPool(('mean', 'max'), stateful=stateful,
+                              name='input_pool')(signed)
+  parts = [pooled, input_pool]
+  step_features = hp.get('step_features')
+  if step_features is None:
+    step_features = spec.label_kind == 'per_step'
+  if step_features:
+    parts.append(h)
+  if step_features and lags > 0:
+    parts.append(sl.CausalConv1D(
+        lags * spec.num_features, lags, use_bias=False,
+        kernel_initializer=sl.LagKernel(), trainable=False, stateful=stateful,
+        name='lags')(scaled))
+  feats = keras.layers.Concatenate(name='features_all')(parts)
+  feats = sl.Standardize(name='feature_scale')(feats)
+  out = keras.layers.Dense(
+      spec.output_units, kernel_initializer='zeros',
+      kernel_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None,
+      name='head')(feats)
+  if spec.task == 'regression':
+    out = sl.Standardize(inverse=True, name='label_scale')(out)
+  return out
+
+
+def _build_rnn(spec, inputs, rnn_type: str) -> tf.Tensor:
+  hp = spec.hyperparameters
+  units = _units(hp.get('units', 32))
+  dropout = float(hp.get('dropout', 0.0))
+  head_units = hp.get('head_units')
+  seed = int(spec.seed)
+  layer_cls = keras.layers.LSTM if rnn_type == 'lstm' else keras.layers.GRU
+  x = inputs
+  for i, size in enumerate(units):
+    if i > 0 and dropout > 0.0:
+      x = SeededDropout(dropout, seed=seed * 1009 + i,
+                        name=f'dropout_{i}')(x)
+    x = layer_cls(
+        size, return_sequences=True, stateful=spec.stateful,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 7 * i),
+        recurrent_initializer=keras.initializers.Orthogonal(
+            seed=seed + 7 * i + 1),
+        name=f'{rnn_type}_{i}')(x)
+  if head_units:
+    x = keras.layers.Dense(
+        int(head_units), activation='relu',
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 501),
+        name='hidden')(x)
+  return keras.layers.Dense(
+      spec.output_units,
+      kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 503),
+      name='head')(x)
+
+
+def build_model(spec) -> keras.Model:
+  """See the module docstring.
+
+  Args:
+    spec: a ``ModelSpec``.
+
+  Returns:
+    A Keras 2 model ``features float32[B, T, F] -> float32[B, T, K]``.
+  """
+  kind = model_kind(spec)
+  inputs = keras.Input(shape=(spec.num_unroll, spec.num_features),
+                       batch_size=spec.batch_size, name='features')
+  if kind == 'conv':
+    return keras.Model(inputs, _build_conv(spec, inputs),
+                       name='streaming_conv')
+  return keras.Model(inputs, _build_rnn(spec, inputs, kind),
+                     name=f'stacked_{kind}')
+
+
+# --------------------------------------------------------------------------
+# adapt: data-fitted, non-trainable weights (before training)
+# --------------------------------------------------------------------------
+
+
+def _collect(model: keras.Model, outputs: tf.Tensor,
+             batches: Iterable[Mapping[str, Any]], where: str) -> np.ndarray:
+  """Runs the stateful ``model`` in lane order and collects ``outputs`` at
+  real steps (``where='mask'``) or labelled steps (``'label_weight'``)."""
+  probe = keras.Model(model.inputs, outputs)
+
+  @tf.function(autograph=False)
+  def run(features, reset):
+    state.reset_lanes(model, reset)
+    return probe(features, training=False)
+
+  state.zero_all(model)
+  rows: List[np.ndarray] = []
+  kept = 0
+  for batch in batches:
+    out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
+    sel = np.asarray(batch[where]) > 0
+    if sel.any():
+      rows.append(out.numpy()[sel])
+      kept += rows[-1].shape[0]
+  state.zero_all(model)
+  if not rows:
+    raise ValueError(f'adapt: no step with {where} > 0 in the sample')
+  return np.concatenate(rows)
+
+
+def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+  if rows.shape[0] <= ADAPT_MAX_ROWS:
+    return rows
+  return rows[np.sort(rng.choice(rows.shape[0], ADAPT_MAX_ROWS,
+                                 replace=False))]
+
+
+def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
+         ) -> Dict[str, Any]:
+  """Fits the conv model's non-trainable weights on training batches.
+
+  ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
+  ``label_weight``, ``labels``), read in lane order from the start of the
+  train split; at most ``ADAPT_MAX_BATCHES`` are used. Deterministic for a
+  given seed. The RNN models have nothing to fit.
+
+  Returns:
+    A short summary (for the log).
+  """
+  if model_kind(spec) != 'conv':
+    return {}
+  sample = [b for _, b in zip(range(ADAPT_MAX_BATCHES), batches)]
+  rng = np.random.default_rng(int(spec.seed) + 12345)
+  layer = model.get_layer
+  # 1. Robust input scale: median and interquartile range per feature.
+  raw = np.concatenate([b['features'][b['mask'] > 0] for b in sample])
+  raw = _subsample(raw, rng)
+  q25, med, q75 = np.percentile(raw, [25, 50, 75], axis=0)
+  iqr = q75 - q25
+  spread = np.where(iqr > 0, iqr, raw.std(axis=0))
+  layer('input_scale').set_statistics(med, spread)
+  # 2. PPV thresholds: a random quantile of each kernel's output.
+  conv = _subsample(_collect(model, layer('conv_outputs').output, sample,
+                             'mask'), rng)
+  qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
+  thresholds = np.array([np.quantile(conv[:, c], qs[c])
+                         for c in range(conv.shape[1])])
+  layer('conv_pool').threshold.assign(thresholds.astype(np.float32))
+  # 3. Feature standardisation, on the steps the loss reads.
+  where = 'label_weight'
+  feats = _subsample(_collect(model, layer('features_all').output, sample,
+                              where), rng)
+  layer('feature_scale').set_statistics(feats.mean(axis=0),
+                                        feats.std(axis=0) + 1e-3)
+  # 4. Regression: outputs in the label's units.
+  if spec.task == 'regression':
+    labels = np.concatenate(
+        [np.asarray(b['labels'], np.float64)[b[where] > 0] for b in sample])
+    layer('label_scale').set_statistics(
+        np.full([spec.output_units], labels.mean()),
+        np.full([spec.output_units], labels.std() or 1.0))
+  return {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
+          'conv_rows': int(conv.shape[0]), 'feature_rows': int(
+              feats.shape[0]), 'features': int(feats.shape[1])}

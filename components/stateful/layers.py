@@ -1,0 +1,380 @@
+"""Stateful layers beyond RNNs, and element-wise helpers for the default model.
+
+Owns ``StatefulLayer``, the base of every non-recurrent layer that mixes time
+steps, and the layers built on it. The contract (docs/design.md, "The state
+protocol"):
+
+* A stateful layer is causal: its output at step t depends on steps <= t of
+  the same sequence only.
+* It declares its per-lane state: ``state_shapes()`` (per lane, without the
+  lane dimension) and a pure ``step(inputs, states) -> (outputs, states)``
+  that processes a whole chunk ``float32[N, T', C]`` vectorised.
+* An all-zero state means "the sequence starts here": zeroing a lane's rows
+  (a reset) is exactly starting a fresh sequence in that lane.
+* With ``stateful=True`` (training and chunked evaluation; fixed lane count
+  B) the state lives in variables ``float32[B, ...]`` that
+  ``components.stateful.state`` finds, resets, snapshots and checkpoints.
+  With ``stateful=False`` (the serving twin) each call starts from zeros, or
+  from states handed in by ``state.run_with_states`` (the ``step``
+  signature), which also collects the states after the call.
+
+Fed chunk by chunk with carried state, a stateful layer gives exactly the
+outputs it gives on the whole sequence (up to float rounding of running
+sums); the tests hold every layer here to that.
+
+Layers:
+
+* ``CausalConv1D`` — a (dilated) causal convolution that carries its last
+  ``(kernel_size - 1) * dilation_rate`` inputs and convolves
+  ``[carried ; chunk]`` in one call.
+* ``RunningPool`` — running statistics over the whole history of a
+  sequence: ``mean``, ``max`` and ``ppv`` (proportion of values above a
+  per-channel threshold), carried as a count, sums and maxima.
+* ``SignedLog`` and ``Standardize`` — per-step, per-channel maps (no time
+  mixing, no state): ``sign(x) log(1 + |x|)`` and ``(x - center) / scale``
+  with non-trainable, data-fitted center and scale.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+_PACKAGE = 'components.stateful'
+
+
+class StatefulLayer(keras.layers.Layer):
+  """Base of the project's stateful (time-mixing, causal) layers.
+
+  Subclasses implement ``state_shapes`` and ``step``; see the module
+  docstring. The state variables are deliberately not Keras weights: the
+  stateful model and its non-stateful serving twin then have the same
+  weights in the same order, and the state is checkpointed by the trainer
+  through ``state.state_variables``.
+  """
+
+  def __init__(self, stateful: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.stateful = bool(stateful)
+    # Plain attributes, not tracked by Keras (see the class docstring).
+    object.__setattr__(self, '_state_vars', None)
+    object.__setattr__(self, '_external_states', None)
+    object.__setattr__(self, '_captured_states', None)
+
+  # -- To implement --------------------------------------------------------
+
+  def state_shapes(self) -> List[tf.TensorShape]:
+    """Per-lane state shapes (without the lane dimension); after build."""
+    raise NotImplementedError
+
+  def step(self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+          ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
+    """``(outputs for the chunk, states after its last step)``; pure."""
+    raise NotImplementedError
+
+  # -- The protocol --------------------------------------------------------
+
+  def build(self, input_shape):
+    super().build(input_shape)
+    if self.stateful:
+      batch = tf.TensorShape(input_shape)[0]
+      if batch is None:
+        raise ValueError(
+            f'stateful layer {self.name!r} needs a known batch size (the lane '
+            'count B): build the input with keras.Input(batch_size=B, ...)')
+      self._create_state_variables(int(batch))
+
+  def _create_state_variables(self, batch: int) -> None:
+    with tf.init_scope():
+      variables = [
+          tf.Variable(tf.zeros([batch] + shape.as_list()), trainable=False,
+                      name=f'{self.name}_state_{i}')
+          for i, shape in enumerate(self.state_shapes())]
+    object.__setattr__(self, '_state_vars', variables)
+
+  @property
+  def states(self) -> List[tf.Variable]:
+    """The state variables ``float32[B, ...]`` (stateful layers only)."""
+    if not self.stateful:
+      return []
+    if self._state_vars is None:
+      raise ValueError(f'layer {self.name!r} is not built yet')
+    return list(self._state_vars)
+
+  def reset_states(self) -> None:
+    for var in self.states:
+      var.assign(tf.zeros_like(var))
+
+  def zero_states(self, batch: tf.Tensor) -> List[tf.Tensor]:
+    """Fresh (all-zero) states for ``batch`` lanes."""
+    return [tf.zeros(tf.concat([[batch], tf.constant(s.as_list(), tf.int32)],
+                               0)) for s in self.state_shapes()]
+
+  def call(self, inputs):
+    inputs = tf.convert_to_tensor(inputs)
+    if self.stateful:
+      outputs, new_states = self.step(
+          inputs, [v.read_value() for v in self._state_vars])
+      for var, value in zip(self._state_vars, new_states):
+        var.assign(value)
+      return outputs
+    if self._external_states is not None:
+      states = list(self._external_states)
+    else:
+      states = self.zero_states(tf.shape(inputs)[0])
+    outputs, new_states = self.step(inputs, states)
+    if self._captured_states is not None:
+      self._captured_states[:] = list(new_states)
+    return outputs
+
+  def get_config(self):
+    return {**super().get_config(), 'stateful': self.stateful}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class CausalConv1D(StatefulLayer):
+  """A causal, dilated 1-D convolution that streams exactly.
+
+  Output at step t: ``sum_j kernel[j] . x[t - (k - 1 - j) * d] + bias`` over
+  the sequence's own steps (steps before its start are zeros). State: the
+  last ``(k - 1) * d`` inputs, ``float32[(k - 1) * d, C_in]``.
+
+  Args:
+    filters: output channels.
+    kernel_size: taps k.
+    dilation_rate: d.
+    use_bias, activation, kernel_initializer, bias_initializer: as Keras'
+      ``Conv1D``.
+    stateful: see ``StatefulLayer``.
+  """
+
+  def __init__(self, filters: int, kernel_size: int, dilation_rate: int = 1,
+               use_bias: bool = True, activation=None,
+               kernel_initializer='glorot_uniform',
+               bias_initializer='zeros', stateful: bool = False, **kwargs):
+    super().__init__(stateful=stateful, **kwargs)
+    if int(filters) < 1 or int(kernel_size) < 1 or int(dilation_rate) < 1:
+      raise ValueError('filters, kernel_size and dilation_rate must be >= 1, '
+                       f'got {filters}, {kernel_size}, {dilation_rate}')
+    self.filters = int(filters)
+    self.kernel_size = int(kernel_size)
+    self.dilation_rate = int(dilation_rate)
+    self.use_bias = bool(use_bias)
+    self.activation = keras.activations.get(activation)
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
+    self.bias_initializer = keras.initializers.get(bias_initializer)
+
+  @property
+  def receptive_field(self) -> int:
+    """Past inputs the output at a step reads: ``(k - 1) * d``."""
+    return (self.kernel_size - 1) * self.dilation_rate
+
+  def build(self, input_shape):
+    input_shape = tf.TensorShape(input_shape)
+    self._channels = int(input_shape[-1])
+    self.kernel = self.add_weight(
+        name='kernel', shape=(self.kernel_size, self._channels, self.filters),
+        initializer=self.kernel_initializer)
+    self.bias = (self.add_weight(name='bias', shape=(self.filters,),
+                                 initializer=self.bias_initializer)
+                 if self.use_bias else None)
+    super().build(input_shape)
+
+  def state_shapes(self):
+    return [tf.TensorShape([self.receptive_field, self._channels])]
+
+  def step(self, inputs, states):
+    (carried,) = states
+    full = tf.concat([carried, inputs], axis=1)  # [N, R + T', C]
+    out = tf.nn.convolution(full, self.kernel, padding='VALID',
+                            dilations=[self.dilation_rate])
+    if self.bias is not None:
+      out = out + self.bias
+    out = self.activation(out)
+    r = self.receptive_field
+    new = full[:, tf.shape(full)[1] - r:] if r else full[:, :0]
+    return out, [new]
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
+
+  def get_config(self):
+    return {**super().get_config(), 'filters': self.filters,
+            'kernel_size': self.kernel_size,
+            'dilation_rate': self.dilation_rate, 'use_bias': self.use_bias,
+            'activation': keras.activations.serialize(self.activation),
+            'kernel_initializer': keras.initializers.serialize(
+                self.kernel_initializer),
+            'bias_initializer': keras.initializers.serialize(
+                self.bias_initializer)}
+
+
+def cumulative_max(x: tf.Tensor, axis: int = 1) -> tf.Tensor:
+  """Running maximum along ``axis`` (static or dynamic length), exact.
+
+  Log-depth doubling: after the pass with shift s every position holds the
+  maximum of the 2s values ending at it.
+  """
+  if axis != 1:
+    raise ValueError('cumulative_max supports axis=1 ([N, T, C])')
+  length = tf.shape(x)[1]
+  neg = tf.fill(tf.shape(x), tf.constant(-np.inf, x.dtype))
+
+  def body(shift, y):
+    shifted = tf.concat([neg[:, :shift], y[:, :length - shift]], axis=1)
+    return shift * 2, tf.maximum(y, shifted)
+
+  _, y = tf.while_loop(lambda shift, _: shift < length, body,
+                       [tf.constant(1), x],
+                       shape_invariants=[tf.TensorShape([]), x.shape])
+  return y
+
+
+POOL_STATS = ('mean', 'max', 'ppv')
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class RunningPool(StatefulLayer):
+  """Running statistics of each channel over a sequence's history.
+
+  Output at step t, per channel c, for each of ``stats`` in order
+  (concatenated on the last axis, stat-major: ``[mean_0..mean_C-1,
+  max_0.., ppv_0..]``):
+
+  * ``mean``: mean of ``x[0..t, c]``;
+  * ``max``: maximum of ``x[0..t, c]``;
+  * ``ppv``: fraction of ``x[0..t, c] > threshold[c]`` (the threshold is a
+    non-trainable weight, fitted to data by the model's ``adapt``).
+
+  State per lane: ``count [1]`` and, per stat, ``[C]`` (sum, maximum,
+  positive count). A zero count means a fresh sequence (the carried maximum
+  is then ignored), so a zeroed state is a reset.
+  """
+
+  def __init__(self, stats: Sequence[str] = ('mean', 'max', 'ppv'),
+               stateful: bool = False, **kwargs):
+    super().__init__(stateful=stateful, **kwargs)
+    stats = tuple(str(s) for s in stats)
+    bad = [s for s in stats if s not in POOL_STATS]
+    if not stats or bad or len(set(stats)) != len(stats):
+      raise ValueError(f'stats must be distinct names from {POOL_STATS}, got '
+                       f'{stats}')
+    self.stats = stats
+
+  def build(self, input_shape):
+    self._channels = int(tf.TensorShape(input_shape)[-1])
+    self.threshold = (self.add_weight(
+        name='threshold', shape=(self._channels,), trainable=False,
+        initializer='zeros') if 'ppv' in self.stats else None)
+    super().build(input_shape)
+
+  def state_shapes(self):
+    return [tf.TensorShape([1])] + [tf.TensorShape([self._channels])
+                                    for _ in self.stats]
+
+  def step(self, inputs, states):
+    count0, rest = states[0], states[1:]
+    steps = tf.cast(tf.range(1, tf.shape(inputs)[1] + 1), inputs.dtype)
+    count = count0[:, None, :] + steps[None, :, None]  # [N, T', 1]
+    outputs, new = [], [count[:, -1]]
+    for name, carried in zip(self.stats, rest):
+      if name == 'mean':
+        total = carried[:, None, :] + tf.cumsum(inputs, axis=1)
+        outputs.append(total / count)
+        new.append(total[:, -1])
+      elif name == 'max':
+        fresh = tf.equal(count0, 0.0)  # [N, 1]
+        start = tf.where(fresh, tf.fill(tf.shape(carried), -np.inf), carried)
+        running = tf.maximum(cumulative_max(inputs), start[:, None, :])
+        outputs.append(running)
+        new.append(running[:, -1])
+      else:  # ppv
+        above = tf.cast(inputs > self.threshold, inputs.dtype)
+        total = carried[:, None, :] + tf.cumsum(above, axis=1)
+        outputs.append(total / count)
+        new.append(total[:, -1])
+    return tf.concat(outputs, axis=-1), new
+
+  def compute_output_shape(self, input_shape):
+    shape = tf.TensorShape(input_shape)
+    return shape[:-1].concatenate([shape[-1] * len(self.stats)])
+
+  def get_config(self):
+    return {**super().get_config(), 'stats': list(self.stats)}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class SignedLog(keras.layers.Layer):
+  """``sign(x) * log(1 + |x|)``, per step and channel (no time mixing)."""
+
+  def call(self, inputs):
+    return tf.sign(inputs) * tf.math.log1p(tf.abs(inputs))
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class Standardize(keras.layers.Layer):
+  """``(x - center) / scale`` per channel (``inverse``: ``x * scale +
+  center``); both non-trainable, set by ``set_statistics`` (the default
+  model's ``adapt``). Starts as identity."""
+
+  def __init__(self, inverse: bool = False, **kwargs):
+    super().__init__(**kwargs)
+    self.inverse = bool(inverse)
+
+  def build(self, input_shape):
+    channels = int(tf.TensorShape(input_shape)[-1])
+    self.center = self.add_weight(name='center', shape=(channels,),
+                                  trainable=False, initializer='zeros')
+    self.scale = self.add_weight(name='scale', shape=(channels,),
+                                 trainable=False, initializer='ones')
+    super().build(input_shape)
+
+  def set_statistics(self, center: np.ndarray, scale: np.ndarray) -> None:
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    self.center.assign(np.asarray(center, np.float32))
+    self.scale.assign(np.asarray(scale, np.float32))
+
+  def call(self, inputs):
+    if self.inverse:
+      return inputs * self.scale + self.center
+    return (inputs - self.center) / self.scale
+
+  def get_config(self):
+    return {**super().get_config(), 'inverse': self.inverse}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class CenteredNormal(keras.initializers.Initializer):
+  """Seeded normal kernels ``[k, C_in, C_out]`` with zero mean over the taps
+  of each (input, output) pair, as ROCKET draws its random kernels."""
+
+  def __init__(self, seed: int = 0):
+    self.seed = int(seed)
+
+  def __call__(self, shape, dtype=None, **kwargs):
+    values = np.random.default_rng(self.seed).normal(size=shape)
+    values -= values.mean(axis=0, keepdims=True)
+    return tf.constant(values, dtype or tf.float32)
+
+  def get_config(self):
+    return {'seed': self.seed}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class LagKernel(keras.initializers.Initializer):
+  """Kernel ``[k, C, k * C]`` of a causal convolution whose output at step t
+  is the last k inputs ``x[t - k + 1 .. t]`` of every channel (lag-major)."""
+
+  def __call__(self, shape, dtype=None, **kwargs):
+    k, c, out = shape
+    if out != k * c:
+      raise ValueError(f'LagKernel needs filters = kernel_size * channels, '
+                       f'got {shape}')
+    values = np.zeros(shape)
+    for lag in range(k):
+      for ch in range(c):
+        values[k - 1 - lag, ch, lag * c + ch] = 1.0
+    return tf.constant(values, dtype or tf.float32)

@@ -1,0 +1,199 @@
+"""Step functions of a stateful model, with per-lane resets.
+
+Owns one step of training, evaluation and prediction on a batch of lanes,
+and the loops that only read (``evaluate``, ``predict_batches``). Before
+every step the state rows of lanes with ``reset == 1`` are zeroed through
+the state protocol (``state.reset_lanes``); evaluation starts and ends with
+all state zero, and ``evaluate_preserving_state`` puts a training state
+back afterwards. The training loop (epochs, cursor, checkpoints) is the
+trainer's; these are its building blocks and the evaluator's.
+
+Shapes: B lanes, T steps per segment, F features, K outputs per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful import state
+from components.stateful.objective import Batch
+from components.stateful.objective import metric_results
+from components.stateful.objective import Objective
+from components.stateful.objective import reset_metrics
+from components.stateful.objective import update_metrics
+from components.stateful.objective import weighted_mean
+
+
+def prepare_state(model: keras.Model, reset: tf.Tensor,
+                  reset_all: bool = False) -> None:
+  """Zeroes the lanes that start a sequence (or every lane, ablation)."""
+  if reset_all:
+    state.zero_all(model)
+  else:
+    state.reset_lanes(model, reset)
+
+
+def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
+               objective: Objective, metrics: List[keras.metrics.Metric],
+               batch: Batch, reset_all: bool = False,
+               valid_metrics: Optional[List[keras.metrics.Metric]] = None
+              ) -> Dict[str, tf.Tensor]:
+  """One truncated-BPTT step on one batch.
+
+  Args:
+    model: stateful model, features float32[B, T, F] -> float32[B, T, K].
+    optimizer: built Keras optimizer.
+    objective: loss and clipping.
+    metrics: ``objective.new_metrics()`` to update.
+    batch: ``features`` float32[B, T, F], ``labels`` [B, T], ``mask``
+      float32[B, T], ``label_weight`` float32[B, T], ``reset`` int64[B];
+      optionally ``valid_weight`` float32[B, T]: steps of validation
+      sequences, scored into ``valid_metrics`` and never into the loss.
+    reset_all: ablation: zero every lane's state first.
+    valid_metrics: metrics of the validation steps (with ``valid_weight``).
+
+  A batch with no weighted step applies no update (an optimizer with
+  momentum would otherwise move on zero gradients).
+
+  Returns:
+    ``loss`` (weighted mean over the batch's labelled steps, scalar),
+    ``grad_norm`` (before clipping) and ``real_steps`` (sum of the mask).
+  """
+  prepare_state(model, batch['reset'], reset_all)
+  with tf.GradientTape() as tape:
+    outputs = model(batch['features'], training=True)
+    per_step = objective.per_step_loss(batch['labels'], outputs)
+    loss = weighted_mean(per_step, batch['label_weight'])
+    if model.losses:  # Regularisers.
+      loss += tf.add_n(model.losses)
+  pairs = [(g, v) for g, v in zip(
+      tape.gradient(loss, model.trainable_variables),
+      model.trainable_variables) if g is not None]  # None: not connected.
+  grads = [g for g, _ in pairs]
+  if objective.clip_global_norm and grads:
+    grads, norm = tf.clip_by_global_norm(grads, objective.clip_global_norm)
+  else:
+    norm = tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
+  if grads:
+
+    def apply():
+      optimizer.apply_gradients(zip(grads, [v for _, v in pairs]))
+      return tf.constant(True)
+
+    tf.cond(tf.reduce_sum(batch['label_weight']) > 0, apply,
+            lambda: tf.constant(False))
+  update_metrics(metrics, objective, batch, outputs, per_step)
+  if valid_metrics is not None and 'valid_weight' in batch:
+    update_metrics(valid_metrics, objective,
+                   {**batch, 'label_weight': batch['valid_weight']}, outputs,
+                   per_step)
+  return {'loss': loss, 'grad_norm': norm,
+          'real_steps': tf.reduce_sum(batch['mask'])}
+
+
+def eval_step(model: keras.Model, objective: Objective,
+              metrics: List[keras.metrics.Metric], batch: Batch,
+              reset_all: bool = False) -> Dict[str, tf.Tensor]:
+  """Forward pass on one batch (state carried), updating ``metrics``."""
+  prepare_state(model, batch['reset'], reset_all)
+  outputs = model(batch['features'], training=False)
+  per_step = objective.per_step_loss(batch['labels'], outputs)
+  update_metrics(metrics, objective, batch, outputs, per_step)
+  return {'loss': weighted_mean(per_step, batch['label_weight']),
+          'real_steps': tf.reduce_sum(batch['mask'])}
+
+
+def predict_step(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
+                 reset_all: bool = False) -> tf.Tensor:
+  """Resets the starting lanes, then returns outputs float32[B, T, K]."""
+  prepare_state(model, reset, reset_all)
+  return model(features, training=False)
+
+
+@dataclasses.dataclass
+class StepFunctions:
+  """``train_step``/``eval_step``/``predict_step`` bound and compiled."""
+  train: Callable[[Batch], Dict[str, tf.Tensor]]
+  eval: Callable[[Batch], Dict[str, tf.Tensor]]
+  predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+
+
+def compile_steps(model: keras.Model,
+                  optimizer: Optional[keras.optimizers.Optimizer],
+                  objective: Optional[Objective],
+                  train_metrics: Optional[List[keras.metrics.Metric]] = None,
+                  eval_metrics: Optional[List[keras.metrics.Metric]] = None,
+                  *, reset_all: bool = False,
+                  valid_metrics: Optional[List[keras.metrics.Metric]] = None
+                 ) -> StepFunctions:
+  """Binds the steps to their objects and wraps them in ``tf.function``."""
+
+  def train(batch):
+    return train_step(model, optimizer, objective, train_metrics, batch,
+                      reset_all, valid_metrics)
+
+  def evaluate_one(batch):
+    return eval_step(model, objective, eval_metrics, batch, reset_all)
+
+  def predict(features, reset):
+    return predict_step(model, features, reset, reset_all)
+
+  # autograph=False: the steps have no tensor-dependent Python control flow,
+  # and converting Keras' RNN code costs ~10 s per trace.
+  return StepFunctions(train=tf.function(train, autograph=False),
+                       eval=tf.function(evaluate_one, autograph=False),
+                       predict=tf.function(predict, autograph=False))
+
+
+def evaluate(model: keras.Model, steps: StepFunctions,
+             metrics: List[keras.metrics.Metric],
+             dataset: tf.data.Dataset,
+             max_batches: Optional[int] = None) -> Dict[str, float]:
+  """Runs ``steps.eval`` over ``dataset`` from zero state.
+
+  The state is zeroed before and after (phase boundaries); callers that
+  must keep a training state use ``evaluate_preserving_state``.
+
+  Returns:
+    ``{'loss': ..., <metric>: ...}`` over all labelled steps.
+  """
+  reset_metrics(metrics)
+  state.zero_all(model)
+  for i, batch in enumerate(dataset):
+    if max_batches is not None and i >= max_batches:
+      break
+    steps.eval(batch)
+  state.zero_all(model)
+  return metric_results(metrics)
+
+
+def evaluate_preserving_state(model: keras.Model, steps: StepFunctions,
+                              metrics: List[keras.metrics.Metric],
+                              dataset: tf.data.Dataset) -> Dict[str, float]:
+  """``evaluate`` between a snapshot and a restore of the training state."""
+  saved = state.snapshot(model)
+  try:
+    return evaluate(model, steps, metrics, dataset)
+  finally:
+    state.restore(model, saved)
+
+
+def predict_batches(model: keras.Model, dataset: tf.data.Dataset, *,
+                    reset_all: bool = False,
+                    steps: Optional[StepFunctions] = None
+                   ) -> Iterator[Tuple[Dict[str, np.ndarray], np.ndarray]]:
+  """Yields ``(batch, outputs float32[B, T, K])`` in order, state carried.
+
+  ``dataset`` yields batches with at least ``features`` and ``reset`` (e.g.
+  ``BatchSource.dataset(keys=None)``). The state is zeroed first.
+  """
+  steps = steps or compile_steps(model, None, None, reset_all=reset_all)
+  state.zero_all(model)
+  for batch in dataset:
+    outputs = steps.predict(batch['features'], batch['reset'])
+    yield ({k: v.numpy() for k, v in batch.items()}, outputs.numpy())

@@ -1,0 +1,219 @@
+"""Trainer settings: each declared once, with its default, check and help.
+
+Plain Python (no TensorFlow, no TFX). ``TrainConfig`` is the one
+declaration of the training loop's settings: every field carries its help
+text (``field.metadata['help']``), and from it come the StatefulTrainer's
+component parameters (``component.py``), the executor's decoding
+(``executor.py``), the pipeline's ``PipelineConfig.trainer`` and the flags of
+``python -m pipeline.local_runner`` and the Kubeflow compiler
+(``flag_specs``). ``OptimizerConfig`` holds the optimisation settings, read
+from the model's hyperparameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, List, Mapping, Optional
+
+# Where a per-sequence label is scored in training (see
+# ``components.stateful.batches``; repeated here to keep this module free of
+# TensorFlow).
+LABEL_SCORINGS = ('last_step', 'every_step', 'weighted')
+
+# The epochs rule (``epochs`` unset): enough passes for about
+# EPOCHS_TARGET_EXAMPLES labelled training sequences (or labelled steps of
+# per-step data, counted as sequences), between EPOCHS_MIN and EPOCHS_MAX;
+# early stopping on the validation carve ends it sooner.
+EPOCHS_TARGET_EXAMPLES = 4000
+EPOCHS_MIN = 20
+EPOCHS_MAX = 60
+
+
+class TrainingConfigError(ValueError):
+  """An invalid training setting."""
+
+
+def _setting(default: Any, help_text: str, *, choices=None, flag=True):
+  return dataclasses.field(default=default, metadata={
+      'help': help_text, 'choices': choices, 'flag': flag})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Training loop settings (the model's own settings are in ``ModelSpec``).
+
+  Each field's help text is in its metadata; see the module docstring.
+  """
+  epochs: Optional[int] = _setting(
+      None, 'passes over the train split (at most, with early stopping); '
+      'unset: chosen from the number of training sequences by the epochs '
+      f'rule ({EPOCHS_TARGET_EXAMPLES} sequences seen, {EPOCHS_MIN} to '
+      f'{EPOCHS_MAX} epochs) and printed')
+  max_steps: Optional[int] = _setting(
+      None, 'stop after this many training steps in total (with a '
+      'checkpoint), even mid-epoch')
+  eval_every_n_steps: int = _setting(
+      0, 'also evaluate on the eval split every N training steps (0: only '
+      'at epoch ends)')
+  eval_each_epoch: bool = _setting(
+      True, 'evaluate on the eval split at the end of every epoch (for the '
+      'log and TensorBoard only; model selection uses the validation carve)')
+  checkpoint_every_n_steps: int = _setting(
+      0, 'also checkpoint every N steps (0: at epoch ends and when stopping)')
+  log_every_n_steps: int = _setting(
+      100, 'a progress line every N steps (0: epoch lines only)')
+  seed: int = _setting(
+      0, 'seeds initialisation, random kernels, dropout and group order')
+  shuffle_groups: bool = _setting(
+      False, 'bucketed batches only: read whole groups in a seeded random '
+      'order, a new one every epoch')
+  reset_state_every_batch: bool = _setting(
+      False, 'ablation: zero all state before every step (no state carried '
+      'across segments)')
+  label_scoring: Optional[str] = _setting(
+      None, 'where a per_sequence label is scored in training: last_step, '
+      'every_step (target replication) or weighted ((t/L)^2); unset: the '
+      "model module's choice (default model: last_step for its conv model, "
+      'weighted for LSTM/GRU). Evaluation always scores the last step',
+      choices=LABEL_SCORINGS)
+  validation_fraction: float = _setting(
+      0.2, 'share of the train split\'s sequences (by a hash of the key) '
+      'held out of the loss and scored as validation each epoch; the best '
+      'epoch\'s weights are kept (0: no validation carve)')
+  early_stopping_patience: int = _setting(
+      10, 'stop after this many epochs without a better validation loss '
+      '(0: never stop early)')
+
+  def __post_init__(self):
+    if self.epochs is not None and (not _is_int(self.epochs) or
+                                    self.epochs < 1):
+      raise TrainingConfigError(f'epochs must be >= 1 (or unset), got '
+                                f'{self.epochs!r}')
+    for name in ('eval_every_n_steps', 'checkpoint_every_n_steps',
+                 'log_every_n_steps', 'seed', 'early_stopping_patience'):
+      value = getattr(self, name)
+      if not _is_int(value) or value < 0:
+        raise TrainingConfigError(f'{name} must be an int >= 0, got {value!r}')
+    if self.max_steps is not None and (not _is_int(self.max_steps) or
+                                       self.max_steps < 1):
+      raise TrainingConfigError(f'max_steps must be >= 1 or None, got '
+                                f'{self.max_steps}')
+    if self.label_scoring is not None and (
+        self.label_scoring not in LABEL_SCORINGS):
+      raise TrainingConfigError(
+          f'label_scoring must be one of {LABEL_SCORINGS} or None, got '
+          f'{self.label_scoring!r}')
+    if isinstance(self.validation_fraction, bool) or not (
+        0.0 <= float(self.validation_fraction) < 1.0):
+      raise TrainingConfigError(f'validation_fraction must be in [0, 1), got '
+                                f'{self.validation_fraction!r}')
+
+  def replace(self, **changes) -> 'TrainConfig':
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> 'TrainConfig':
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+      raise TrainingConfigError(f'unknown trainer settings {unknown}; known: '
+                                f'{sorted(names)}')
+    return cls(**values)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def epochs_rule(num_sequences: int) -> int:
+  """Epochs when the user sets none: ``ceil(EPOCHS_TARGET_EXAMPLES /
+  num_sequences)`` clipped to ``[EPOCHS_MIN, EPOCHS_MAX]``."""
+  wanted = math.ceil(EPOCHS_TARGET_EXAMPLES / max(1, int(num_sequences)))
+  return int(min(EPOCHS_MAX, max(EPOCHS_MIN, wanted)))
+
+
+@dataclasses.dataclass(frozen=True)
+class FlagSpec:
+  """One command-line flag of a ``TrainConfig`` field."""
+  name: str           # the field
+  flag: str           # --like-this
+  kind: type          # int, float, str or bool
+  default: Any
+  help: str
+  choices: Optional[tuple]
+
+
+def _kind(field: dataclasses.Field) -> type:
+  text = str(field.type)
+  for kind in (bool, int, float, str):
+    if kind.__name__ in text:
+      return kind
+  raise TypeError(f'TrainConfig.{field.name}: unsupported type {text}')
+
+
+def flag_specs() -> List[FlagSpec]:
+  """The flags of every ``TrainConfig`` field, in declaration order."""
+  out = []
+  for field in dataclasses.fields(TrainConfig):
+    if not field.metadata.get('flag'):
+      continue
+    out.append(FlagSpec(
+        name=field.name, flag='--' + field.name.replace('_', '-'),
+        kind=_kind(field), default=field.default,
+        help=field.metadata['help'], choices=field.metadata.get('choices')))
+  return out
+
+
+def field_kinds() -> Dict[str, type]:
+  """Field name -> int, float, str or bool (for component parameters)."""
+  return {f.name: _kind(f) for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """Optimisation hyperparameters (keys of ``spec.hyperparameters``).
+
+  Attributes:
+    optimizer: ``adam`` (default), ``sgd``, ``rmsprop`` or ``adagrad``.
+    learning_rate: the learning rate (default 1e-3).
+    clip_global_norm: clip the gradients to this global norm (default 1.0;
+      0 or None: no clipping).
+    momentum: for ``sgd`` and ``rmsprop`` (default 0).
+    lr_schedule: ``constant`` (default) or ``cosine`` (cosine decay to 1% of
+      ``learning_rate`` over the run's training steps).
+  """
+  optimizer: str = 'adam'
+  learning_rate: float = 1e-3
+  clip_global_norm: Optional[float] = 1.0
+  momentum: float = 0.0
+  lr_schedule: str = 'constant'
+
+  OPTIMIZERS = ('adam', 'sgd', 'rmsprop', 'adagrad')
+  SCHEDULES = ('constant', 'cosine')
+
+  def __post_init__(self):
+    if self.optimizer not in self.OPTIMIZERS:
+      raise TrainingConfigError(f'optimizer must be one of {self.OPTIMIZERS}, '
+                                f'got {self.optimizer!r}')
+    if not self.learning_rate > 0:
+      raise TrainingConfigError(f'learning_rate must be > 0, got '
+                                f'{self.learning_rate}')
+    if self.lr_schedule not in self.SCHEDULES:
+      raise TrainingConfigError(f'lr_schedule must be one of '
+                                f'{self.SCHEDULES}, got {self.lr_schedule!r}')
+    if self.clip_global_norm is not None and self.clip_global_norm < 0:
+      raise TrainingConfigError(f'clip_global_norm must be >= 0, got '
+                                f'{self.clip_global_norm}')
+
+  @classmethod
+  def from_hyperparameters(cls, hp: Mapping[str, Any]) -> 'OptimizerConfig':
+    clip = hp.get('clip_global_norm', 1.0)
+    return cls(optimizer=str(hp.get('optimizer', 'adam')).lower(),
+               learning_rate=float(hp.get('learning_rate', 1e-3)),
+               clip_global_norm=float(clip) if clip else None,
+               momentum=float(hp.get('momentum', 0.0)),
+               lr_schedule=str(hp.get('lr_schedule', 'constant')).lower())

@@ -1,0 +1,214 @@
+"""Stateful layers and the state protocol: chunked == whole, per-lane reset,
+checkpoint/resume, serving state in and out, and rejection of layers that mix
+time steps without declaring state."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful import layers as sl
+from components.stateful import model_spec as ms
+from components.stateful import model_io
+from components.stateful import state
+
+B, F = 3, 2
+
+
+def _conv(stateful, name='conv'):
+  return sl.CausalConv1D(4, 3, dilation_rate=2, stateful=stateful,
+                         kernel_initializer=sl.CenteredNormal(3),
+                         bias_initializer='ones', name=name)
+
+
+LAYERS = {
+    'conv': lambda stateful: [_conv(stateful)],
+    'conv_k1': lambda stateful: [sl.CausalConv1D(
+        3, 1, stateful=stateful, kernel_initializer=sl.CenteredNormal(1))],
+    'lags': lambda stateful: [sl.CausalConv1D(
+        4 * F, 4, use_bias=False, kernel_initializer=sl.LagKernel(),
+        stateful=stateful)],
+    'pool_mean_max_ppv': lambda stateful: [sl.RunningPool(
+        ('mean', 'max', 'ppv'), stateful=stateful)],
+    'conv_then_pool': lambda stateful: [_conv(stateful), sl.RunningPool(
+        ('ppv', 'max'), stateful=stateful, name='pool')],
+}
+
+
+def _model(kind, stateful, batch=None):
+  inputs = keras.Input(shape=(None, F), batch_size=batch)
+  x = inputs
+  for layer in LAYERS[kind](stateful):
+    x = layer(x)
+  return keras.Model(inputs, x)
+
+
+def _pair(kind):
+  """A stateful model (B lanes) and its non-stateful twin, same weights."""
+  model = _model(kind, True, B)
+  twin = _model(kind, False)
+  twin.set_weights(model.get_weights())
+  for layer, twin_layer in zip(model.layers, twin.layers):
+    if isinstance(layer, sl.RunningPool) and layer.threshold is not None:
+      layer.threshold.assign(np.linspace(-0.5, 0.5, layer.threshold.shape[0]))
+      twin_layer.threshold.assign(layer.threshold)
+  return model, twin
+
+
+def _chunks(length, rng):
+  cuts, at = [], 0
+  while at < length:
+    step = int(rng.integers(1, 9))
+    cuts.append((at, min(length, at + step)))
+    at += step
+  return cuts
+
+
+@pytest.mark.parametrize('kind', sorted(LAYERS))
+@pytest.mark.parametrize('seed', [0, 1])
+def test_chunked_equals_whole(kind, seed):
+  rng = np.random.default_rng(seed)
+  model, twin = _pair(kind)
+  x = rng.normal(size=(B, 40, F)).astype(np.float32) * 3
+  whole = twin(x).numpy()
+  state.zero_all(model)
+  got = np.concatenate([model(x[:, a:b]).numpy()
+                        for a, b in _chunks(40, rng)], axis=1)
+  np.testing.assert_allclose(got, whole, atol=1e-5)
+  # The same through explicit state in and out (the ``step`` signature).
+  states = [tf.zeros([B] + s.as_list())
+            for s in state.serving_state_shapes(twin)]
+  outs = []
+  for a, b in _chunks(40, rng):
+    out, states = state.run_with_states(twin, x[:, a:b], states)
+    outs.append(out.numpy())
+  np.testing.assert_allclose(np.concatenate(outs, axis=1), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', sorted(LAYERS))
+def test_reset_lane_equals_fresh_model_and_spares_neighbours(kind):
+  rng = np.random.default_rng(5)
+  model, twin = _pair(kind)
+  first = rng.normal(size=(B, 7, F)).astype(np.float32)
+  second = rng.normal(size=(B, 6, F)).astype(np.float32)
+  state.zero_all(model)
+  model(first)
+  state.reset_lanes(model, np.array([0, 1, 0]))
+  out = model(second).numpy()
+  # Lane 1 restarted: equals a fresh run of ``second`` alone.
+  np.testing.assert_allclose(out[1], twin(second[1:2]).numpy()[0], atol=1e-5)
+  # Lanes 0 and 2 continued: equal the whole ``first + second``.
+  both = twin(np.concatenate([first, second], axis=1)).numpy()[:, 7:]
+  np.testing.assert_allclose(out[[0, 2]], both[[0, 2]], atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['conv', 'conv_then_pool'])
+def test_snapshot_restore_and_checkpoint_resume(kind, tmp_path):
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(B, 24, F)).astype(np.float32)
+  model, _ = _pair(kind)
+  state.zero_all(model)
+  model(x[:, :10])
+  saved = state.snapshot(model)
+  ckpt = tf.train.Checkpoint(states=state.state_variables(model))
+  path = ckpt.save(str(tmp_path / 'ckpt'))
+  expected = model(x[:, 10:]).numpy()
+  state.restore(model, saved)
+  np.testing.assert_allclose(model(x[:, 10:]).numpy(), expected, atol=1e-6)
+  # A fresh model restored from the checkpoint continues identically.
+  other, _ = _pair(kind)
+  tf.train.Checkpoint(states=state.state_variables(other)).restore(path)
+  np.testing.assert_allclose(other(x[:, 10:]).numpy(), expected, atol=1e-6)
+
+
+def test_state_variables_are_not_weights():
+  model, twin = _pair('conv_then_pool')
+  assert len(model.weights) == len(twin.weights)
+  assert len(state.state_variables(model)) == 1 + 3
+  assert state.state_variables(twin) == []
+  assert [s.as_list() for s in state.serving_state_shapes(twin)] == [
+      [4, F], [1], [4], [4]]
+
+
+def test_running_pool_fresh_max_ignores_carried_value():
+  pool = sl.RunningPool(('max',), stateful=False)
+  x = tf.constant([[[-5.0], [-7.0]]])
+  out, new = pool.step(x, [tf.zeros([1, 1]), tf.zeros([1, 1])])
+  np.testing.assert_allclose(out.numpy()[0, :, 0], [-5.0, -5.0])
+  np.testing.assert_allclose(new[1].numpy(), [[-5.0]])
+
+
+def test_cumulative_max_dynamic_length():
+  x = np.random.default_rng(0).normal(size=(2, 37, 3)).astype(np.float32)
+  fn = tf.function(sl.cumulative_max, input_signature=[
+      tf.TensorSpec([None, None, 3], tf.float32)])
+  np.testing.assert_array_equal(fn(x).numpy(), np.maximum.accumulate(x, 1))
+
+
+@pytest.mark.parametrize('make', [
+    lambda: keras.layers.Conv1D(4, 3, padding='causal'),
+    lambda: keras.layers.Conv1D(4, 3, padding='same'),
+    lambda: keras.layers.AveragePooling1D(2, padding='same'),
+    lambda: keras.layers.MaxPooling1D(2, padding='same'),
+], ids=['conv_causal', 'conv_same', 'avg_pool', 'max_pool'])
+def test_time_mixing_layer_without_state_is_rejected(make):
+  inputs = keras.Input(batch_shape=(B, 8, F))
+  x = sl.RunningPool(('mean',), stateful=True)(inputs)
+  x = make()(x)
+  model = keras.Model(inputs, keras.layers.Dense(2)(x))
+  with pytest.raises(state.StatefulModelError, match='mixes time steps'):
+    state.check_stateful_model(model, batch_size=B, num_unroll=8,
+                               num_features=F, output_units=2)
+
+
+def test_attention_without_state_is_rejected():
+  inputs = keras.Input(batch_shape=(B, 8, F))
+  x = sl.RunningPool(('mean',), stateful=True)(inputs)
+  x = keras.layers.MultiHeadAttention(1, 4)(x, x)
+  model = keras.Model(inputs, keras.layers.Dense(2)(x))
+  with pytest.raises(state.StatefulModelError, match='MultiHeadAttention'):
+    state.check_stateful_model(model, batch_size=B, num_unroll=8,
+                               num_features=F, output_units=2)
+
+
+def test_non_stateful_stateful_layer_in_stateful_model_is_rejected():
+  inputs = keras.Input(batch_shape=(B, 8, F))
+  x = _conv(True)(inputs)
+  x = sl.RunningPool(('mean',), stateful=False, name='loose')(x)
+  model = keras.Model(inputs, keras.layers.Dense(2)(x))
+  with pytest.raises(state.StatefulModelError, match='loose'):
+    state.check_stateful_model(model, batch_size=B, num_unroll=8,
+                               num_features=F, output_units=2)
+
+
+def test_stateful_layer_needs_a_batch_size():
+  with pytest.raises(ValueError, match='known batch size'):
+    _model('conv', True, batch=None)
+
+
+def _spec(stateful, **hp):
+  return ms.ModelSpec(batch_size=B if stateful else None,
+                      num_unroll=8 if stateful else None, stateful=stateful,
+                      feature_names=('a', 'b'), task='classification',
+                      num_classes=3, hyperparameters=hp)
+
+
+def test_default_model_streams_exactly():
+  module = model_io.resolve_module()
+  hp = {'kernels_per_dilation': 4, 'max_dilation': 8, 'lags': 3}
+  model = model_io.build_stateful(module, _spec(True, **hp))
+  rng = np.random.default_rng(0)
+  for w in model.trainable_weights:
+    w.assign(rng.normal(size=w.shape) * 0.1)
+  model.get_layer('conv_pool').threshold.assign(
+      rng.normal(size=model.get_layer('conv_pool').threshold.shape))
+  twin = model_io.build_serving(module, _spec(False, **hp),
+                                weights_from=model)
+  x = rng.normal(size=(B, 40, F)).astype(np.float32)
+  whole = twin(x).numpy()
+  state.zero_all(model)
+  got = np.concatenate([model(x[:, i:i + 8]).numpy()
+                        for i in range(0, 40, 8)], axis=1)
+  np.testing.assert_allclose(got, whole, atol=1e-5)
+  kinds = {type(l).__name__ for l in state.stateful_layers(model)}
+  assert kinds == {'CausalConv1D', 'RunningPool'}
