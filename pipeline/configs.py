@@ -37,8 +37,9 @@ class PipelineConfig:
   """All settings of one pipeline run, with defaults for sensor-like data.
 
   Defaults are chosen for unknown real data (lengths from a few to thousands
-  of steps): 32 lanes of 32 steps keep batches small enough for CPUs and
-  long enough for truncated BPTT, and packed mode wastes little padding.
+  of steps): the lane layout (batch_size, num_unroll) comes from the train
+  split's lengths (``layout.choose_layout``), the epochs from its number of
+  sequences (``settings.epochs_rule``), packed mode wastes little padding.
   """
   pipeline_name: str = 'tfx-stateful-sequences'
   data_root: str = os.path.join(PROJECT_ROOT, 'data', 'sample')
@@ -51,8 +52,8 @@ class PipelineConfig:
   task: str = 'classification'  # or 'regression'
   feature_columns: Optional[Tuple[str, ...]] = None
   exclude_columns: Tuple[str, ...] = ()
-  batch_size: int = 32
-  num_unroll: int = 32
+  batch_size: Optional[int] = None  # None: layout.choose_layout on train
+  num_unroll: Optional[int] = None
   mode: str = 'packed'
   eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets
   train_hash_buckets: int = 4
@@ -76,7 +77,7 @@ class PipelineConfig:
                        f'{type(self.trainer).__name__}')
     for name in ('batch_size', 'num_unroll', 'train_hash_buckets',
                  'eval_hash_buckets'):
-      if getattr(self, name) < 1:
+      if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ValueError(f'{name} must be at least 1, got '
                          f'{getattr(self, name)}')
 

@@ -93,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
                  help='comma-separated (default: every other numeric column)')
   p.add_argument('--exclude-columns', default='',
                  help='comma-separated columns to ignore')
-  p.add_argument('--batch-size', type=_positive, default=d.batch_size)
-  p.add_argument('--num-unroll', type=_positive, default=d.num_unroll)
+  p.add_argument('--batch-size', type=_positive, default=d.batch_size,
+                 help='B, lanes per batch (default: chosen from the train '
+                 'split\'s sequence lengths: see the README, "Defaults from '
+                 'the data")')
+  p.add_argument('--num-unroll', type=_positive, default=d.num_unroll,
+                 help='T, steps per segment (default: chosen from the train '
+                 'split\'s sequence lengths)')
   p.add_argument('--mode', choices=('packed', 'bucketed'), default=d.mode)
   add_trainer_flags(p, d.trainer)
   p.add_argument('--module-file', default=None,

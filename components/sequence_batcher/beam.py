@@ -218,6 +218,46 @@ class BuildSequences(beam.PTransform):
                                              config), names)
 
 
+def apply_choice(config: layout.LayoutConfig, choice,
+                 auto: Tuple[bool, bool]) -> layout.LayoutConfig:
+  """``config`` with the unset (``auto``) batch_size / num_unroll taken from
+  ``choice = (batch_size, num_unroll)``."""
+  if choice is None or not any(auto):
+    return config
+  return dataclasses.replace(
+      config, batch_size=int(choice[0]) if auto[0] else config.batch_size,
+      num_unroll=int(choice[1]) if auto[1] else config.num_unroll)
+
+
+class ChooseLayout(beam.PTransform):
+  """Decoded rows ``(key, RowChunk)`` of the train split -> a singleton
+  ``(batch_size, num_unroll)`` by ``layout.choose_layout``; only per-key row
+  counts travel (capped at ``max_sequence_length`` when truncating)."""
+
+  def __init__(self, config: layout.LayoutConfig):
+    super().__init__()
+    self._cap = config.max_sequence_length if config.truncate else None
+
+  def expand(self, chunks):
+    cap = self._cap
+    return (chunks
+            | 'Rows' >> beam.Map(lambda kc: (kc[0], kc[1].num_rows))
+            | 'Length' >> beam.CombinePerKey(sum)
+            | 'Capped' >> beam.Map(
+                lambda kv: min(kv[1], cap) if cap else kv[1])
+            | 'Gather' >> beam.combiners.ToList()
+            | 'Choose' >> beam.Map(_choose_logged))
+
+
+def _choose_logged(lengths: List[int]) -> Tuple[int, int]:
+  batch_size, num_unroll = layout.choose_layout(lengths)
+  _LOG.info('layout chosen from %d training sequences (median length %.0f, '
+            'longest %d): batch_size %d, num_unroll %d', len(lengths),
+            float(np.median(lengths)) if lengths else 0.0,
+            max(lengths) if lengths else 0, batch_size, num_unroll)
+  return batch_size, num_unroll
+
+
 def _make_plan(stats: List[Tuple[str, int, bool, int]],
                config: layout.LayoutConfig, feature_names,
                split: str) -> Tuple[layout.LanePlan, PlanSummary, int]:
@@ -250,24 +290,33 @@ class PlanLanes(beam.PTransform):
   """
 
   def __init__(self, config: layout.LayoutConfig, feature_names, *,
-               split: str = 'train'):
+               split: str = 'train', choice=None,
+               auto: Tuple[bool, bool] = (False, False)):
     super().__init__()
     self._config = config
     self._names = feature_names
     self._split = split
+    self._choice = choice
+    self._auto = auto
 
   def expand(self, seqs):
-    config, split = self._config, self._split
+    split, auto = self._split, self._auto
     names = self._names
     if isinstance(names, beam.PCollection):
       names = beam.pvalue.AsSingleton(names)
-    return (seqs
-            | 'KeyLength' >> beam.Map(
-                lambda s: (s.key, s.length, s.labels.dtype.kind in 'iu',
-                           s.truncated))
-            | 'Gather' >> beam.combiners.ToList()
-            | 'Plan' >> beam.Map(
-                lambda st, fn: _make_plan(st, config, fn, split), names))
+    config = self._config
+    gathered = (seqs
+                | 'KeyLength' >> beam.Map(
+                    lambda s: (s.key, s.length, s.labels.dtype.kind in 'iu',
+                               s.truncated))
+                | 'Gather' >> beam.combiners.ToList())
+    if self._choice is None:
+      return gathered | 'Plan' >> beam.Map(
+          lambda st, fn: _make_plan(st, config, fn, split), names)
+    return gathered | 'Plan' >> beam.Map(
+        lambda st, fn, ch: _make_plan(st, apply_choice(config, ch, auto), fn,
+                                      split),
+        names, beam.pvalue.AsSingleton(self._choice))
 
 
 def _cut(joined, summary: PlanSummary):
@@ -404,7 +453,12 @@ class BatchSequences(beam.PTransform):
                columns: seqlib.ColumnConfig = seqlib.ColumnConfig(),
                config: layout.LayoutConfig = layout.LayoutConfig(),
                source: Optional[str] = None,
-               csv_headers: Optional[Dict[str, List[str]]] = None):
+               csv_headers: Optional[Dict[str, List[str]]] = None,
+               layout_choice: Optional[beam.PCollection] = None,
+               auto_layout: Tuple[bool, bool] = (False, False)):
+    """See the class docstring. ``layout_choice``: an optional singleton
+    ``(batch_size, num_unroll)`` (e.g. ``ChooseLayout`` of the train split)
+    that replaces the fields flagged in ``auto_layout``."""
     super().__init__()
     if not split_dir:
       raise ValueError('split_dir must be set')
@@ -420,6 +474,8 @@ class BatchSequences(beam.PTransform):
     self._format = input_format
     self._columns = columns
     self._config = config
+    self._choice = layout_choice
+    self._auto = tuple(auto_layout)
 
   def expand(self, records):
     columns, config, split = self._columns, self._config, self._split
@@ -437,7 +493,9 @@ class BatchSequences(beam.PTransform):
                   | 'CountRows' >> beam.CombineGlobally(sum))
     seqs = chunks | 'BuildSequences' >> BuildSequences(
         columns, config, names, grouped=self._format != SEQUENCE_EXAMPLE)
-    plan = seqs | 'PlanLanes' >> PlanLanes(config, names, split=split)
+    plan = seqs | 'PlanLanes' >> PlanLanes(config, names, split=split,
+                                           choice=self._choice,
+                                           auto=self._auto)
     plan_side = beam.pvalue.AsSingleton(plan)
     summary = beam.pvalue.AsSingleton(
         plan | 'Summary' >> beam.Map(lambda p: p[1]))

@@ -57,8 +57,8 @@ class SequenceBatcherSpec(types.ComponentSpec):
       # JSON lists (lists are passed as JSON text, as Trainer's custom_config).
       'feature_columns': ExecutionParameter(type=str, optional=True),
       'exclude_columns': ExecutionParameter(type=str, optional=True),
-      'batch_size': ExecutionParameter(type=int),
-      'num_unroll': ExecutionParameter(type=int),
+      'batch_size': ExecutionParameter(type=int, optional=True),
+      'num_unroll': ExecutionParameter(type=int, optional=True),
       'mode': ExecutionParameter(type=str),
       'max_sequence_length': ExecutionParameter(type=int, optional=True),
       'truncate': ExecutionParameter(type=int, optional=True),
@@ -96,8 +96,8 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
                label_kind: str = layout.PER_SEQUENCE,
                feature_columns: Optional[Sequence[str]] = None,
                exclude_columns: Sequence[str] = (),
-               batch_size: int = 32,
-               num_unroll: int = 32,
+               batch_size: Optional[int] = None,
+               num_unroll: Optional[int] = None,
                mode: str = layout.PACKED,
                max_sequence_length: Optional[int] = None,
                truncate: bool = False,
@@ -105,7 +105,10 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
     """Args are those of ``ColumnConfig`` and ``LayoutConfig``.
 
     ``order_column`` may be None only for SequenceExample payloads (the
-    feature lists' order is used).
+    feature lists' order is used). ``batch_size`` / ``num_unroll`` unset:
+    chosen from the train split's sequence lengths by
+    ``layout.choose_layout`` (logged, and written to ``metadata.json``), the
+    same for every split.
     """
     # Validate eagerly: a bad setting fails when the pipeline is built.
     columns = seqlib.ColumnConfig(
@@ -114,7 +117,8 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
         feature_columns=tuple(feature_columns) if feature_columns else None,
         exclude_columns=tuple(exclude_columns))
     layout.LayoutConfig(
-        batch_size=batch_size, num_unroll=num_unroll, mode=mode,
+        batch_size=1 if batch_size is None else batch_size,
+        num_unroll=1 if num_unroll is None else num_unroll, mode=mode,
         label_kind=label_kind, max_sequence_length=max_sequence_length,
         truncate=truncate, shard_bytes=shard_bytes)
     spec = SequenceBatcherSpec(

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from tfx import types
@@ -34,6 +34,8 @@ class BatcherArgs:
   columns: seqlib.ColumnConfig
   config: layout.LayoutConfig
   output_uri: str
+  # (batch_size, num_unroll) unset: chosen from the train split's lengths.
+  auto_layout: Tuple[bool, bool] = (False, False)
 
 
 def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
@@ -70,9 +72,12 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       exclude_columns=tuple(json.loads(
           exec_properties.get('exclude_columns') or '[]')))
   max_len = exec_properties.get('max_sequence_length')
+  batch_size = exec_properties.get('batch_size')
+  num_unroll = exec_properties.get('num_unroll')
+  auto = (not batch_size, not num_unroll)  # Unset: chosen from train.
   config = layout.LayoutConfig(
-      batch_size=int(exec_properties['batch_size']),
-      num_unroll=int(exec_properties['num_unroll']),
+      batch_size=int(batch_size) if batch_size else 1,
+      num_unroll=int(num_unroll) if num_unroll else 1,
       mode=exec_properties['mode'],
       label_kind=exec_properties['label_kind'],
       max_sequence_length=int(max_len) if max_len else None,
@@ -82,11 +87,25 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
   output = artifact_utils.get_single_instance(output_dict['batches'])
   return BatcherArgs(splits=splits, input_patterns=patterns,
                      input_format=formats[payload], columns=columns,
-                     config=config, output_uri=output.uri)
+                     config=config, output_uri=output.uri, auto_layout=auto)
 
 
 def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
-  """Adds one read + ``BatchSequences`` branch per split to ``pipeline``."""
+  """Adds one read + ``BatchSequences`` branch per split to ``pipeline``.
+
+  With ``batch_size`` or ``num_unroll`` unset, one more branch reads the
+  train split's sequence lengths and chooses them (``layout.choose_layout``)
+  for every split, so that all splits share one layout.
+  """
+  choice = None
+  if any(args.auto_layout):
+    basis = 'train' if 'train' in args.splits else args.splits[0]
+    choice = (pipeline
+              | f'ReadForLayout[{basis}]' >> beam.io.ReadFromTFRecord(
+                  args.input_patterns[basis])
+              | 'DecodeForLayout' >> sb_beam.DecodeRows(
+                  args.input_format, args.columns, source=f'split {basis!r}')
+              | 'ChooseLayout' >> sb_beam.ChooseLayout(args.config))
   for split in args.splits:
     pattern = args.input_patterns[split]
     _ = (pipeline
@@ -94,7 +113,8 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
          | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
              metadata_lib.split_dir(args.output_uri, split), split=split,
              input_format=args.input_format, columns=args.columns,
-             config=args.config, source=f'split {split!r} ({pattern})'))
+             config=args.config, source=f'split {split!r} ({pattern})',
+             layout_choice=choice, auto_layout=args.auto_layout))
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):

@@ -16,6 +16,7 @@ from tfx.types import channel_utils
 
 from components.sequence_batcher import component as component_lib
 from components.sequence_batcher import executor as executor_lib
+from components.sequence_batcher import layout
 from components.sequence_batcher import read_batches
 
 
@@ -160,3 +161,37 @@ def test_component_validates_arguments_when_built():
                                     feature_columns=['a', 'b'])
   assert json.loads(c.exec_properties['feature_columns']) == ['a', 'b']
   assert c.outputs['batches'].type is component_lib.SequenceBatches
+
+
+def test_executor_chooses_one_layout_from_the_train_split(tmp_path):
+  """batch_size / num_unroll unset: the train split's lengths choose them
+  (``layout.choose_layout``) and every split is laid out the same way."""
+  train_lengths = [40, 36, 44, 38, 41, 39, 42, 37, 35, 43, 40, 36, 44, 38,
+                   41, 39]
+  eval_lengths = [5, 90]  # Alone these would choose another layout.
+  splits = {}
+  for split, lengths in (('train', train_lengths), ('eval', eval_lengths)):
+    splits[split] = [_row(f'{split}{i:02d}', t, float(t), i % 2)
+                     for i, n in enumerate(lengths) for t in range(n)]
+  out = _run(tmp_path, _examples_artifact(str(tmp_path), splits),
+             batch_size=None, num_unroll=None)
+  want_b, want_t = layout.choose_layout(train_lengths)
+  assert (want_b, want_t) != layout.choose_layout(eval_lengths)
+  with open(os.path.join(out.uri, 'metadata.json')) as f:
+    meta = json.load(f)
+  assert (meta['batch_size'], meta['num_unroll']) == (want_b, want_t)
+  for split, lengths in (('train', train_lengths), ('eval', eval_lengths)):
+    batches = list(read_batches(out.uri, split).as_numpy_iterator())
+    assert batches[0]['features'].shape[:2] == (want_b, want_t)
+    assert sum(b['mask'].sum() for b in batches) == sum(lengths)
+
+
+def test_executor_keeps_a_given_batch_size_with_a_chosen_unroll(tmp_path):
+  splits = {'train': [_row(f'k{i}', t, 1.0, 0) for i in range(6)
+                      for t in range(64)]}
+  out = _run(tmp_path, _examples_artifact(str(tmp_path), splits),
+             batch_size=3, num_unroll=None)
+  with open(os.path.join(out.uri, 'metadata.json')) as f:
+    meta = json.load(f)
+  assert (meta['batch_size'], meta['num_unroll']) == (
+      3, layout.choose_layout([64] * 6)[1])

@@ -212,3 +212,36 @@ def test_default_model_streams_exactly():
   np.testing.assert_allclose(got, whole, atol=1e-5)
   kinds = {type(l).__name__ for l in state.stateful_layers(model)}
   assert kinds == {'CausalConv1D', 'RunningPool'}
+
+
+def _adapted_outputs(features):
+  """The default conv model adapted to ``features`` [N, L, F] (as batches of
+  one segment each), then run whole through its serving twin."""
+  module = model_io.resolve_module()
+  hp = {'kernels_per_dilation': 4, 'max_dilation': 4, 'lags': 2}
+  n, length, _ = features.shape
+  spec = ms.ModelSpec(batch_size=n, num_unroll=length, stateful=True,
+                      feature_names=('a', 'b'), task='classification',
+                      num_classes=3, hyperparameters=hp, seed=4)
+  model = model_io.build_stateful(module, spec)
+  weight = np.zeros((n, length), np.float32)
+  weight[:, -1] = 1.0
+  batch = {'features': features, 'reset': np.ones(n, np.int64),
+           'mask': np.ones((n, length), np.float32), 'label_weight': weight,
+           'labels': np.zeros((n, length), np.int64)}
+  module.adapt(model, spec, iter([batch]))
+  twin = model_io.build_serving(module, spec.serving(), weights_from=model)
+  probe = keras.Model(twin.inputs, twin.get_layer('features_all').output)
+  return probe(features).numpy()
+
+
+def test_default_model_is_invariant_to_affine_feature_scaling():
+  """CSV rows z-scored by Transform and raw SequenceExamples must give the
+  same model: the fitted robust input scale undoes any per-feature affine
+  map (a > 0) done upstream."""
+  rng = np.random.default_rng(9)
+  x = (rng.normal(size=(4, 30, F)) * [0.001, 40.0]).astype(np.float32)
+  scaled = (x * np.array([3.0, 0.01]) + np.array([5.0, -2.0])).astype(
+      np.float32)
+  np.testing.assert_allclose(_adapted_outputs(scaled), _adapted_outputs(x),
+                             atol=1e-3, rtol=1e-3)
