@@ -20,7 +20,8 @@ and streaming exactly through the state protocol:
 3. running pools over the whole history (``RunningPool``): the proportion of
    each kernel's outputs above a threshold (a random quantile of that
    kernel's output on training data, MiniRocket's PPV) and its running mean;
-   running mean and maximum of the scaled input and of its negation;
+   running mean and maximum of the scaled input and of its negation, and the
+   mean of its first 8 steps (how the sequence began);
 4. the last ``lags`` scaled input values (a fixed ``CausalConv1D``) and the
    kernels' current outputs, for per-step targets;
 5. the features standardised (fitted on training steps) and a linear head
@@ -161,8 +162,8 @@ def _build_conv(spec, inputs) -> tf.Tensor:
                           name='conv_pool')(h)
   signed = keras.layers.Concatenate(name='input_signed')(
       [x, keras.layers.Lambda(lambda t: -t, name='negate')(x)])
-  input_pool = sl.RunningPool(('mean', 'max'), stateful=stateful,
-                              name='input_pool')(signed)
+  input_pool = sl.RunningPool(('mean', 'max', 'head_mean'),
+                              stateful=stateful, name='input_pool')(signed)
   parts = [pooled, input_pool]
   step_features = hp.get('step_features')
   if step_features is None:

@@ -233,7 +233,7 @@ def cumulative_max(x: tf.Tensor, axis: int = 1) -> tf.Tensor:
   return y
 
 
-POOL_STATS = ('mean', 'max', 'ppv')
+POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -247,7 +247,9 @@ class RunningPool(StatefulLayer):
   * ``mean``: mean of ``x[0..t, c]``;
   * ``max``: maximum of ``x[0..t, c]``;
   * ``ppv``: fraction of ``x[0..t, c] > threshold[c]`` (the threshold is a
-    non-trainable weight, fitted to data by the model's ``adapt``).
+    non-trainable weight, fitted to data by the model's ``adapt``);
+  * ``head_mean``: mean of the sequence's first ``head_steps`` steps seen so
+    far, ``x[0..min(t, head_steps - 1), c]`` (how the sequence began).
 
   State per lane: ``count [1]`` and, per stat, ``[C]`` (sum, maximum,
   positive count). A zero count means a fresh sequence (the carried maximum
@@ -255,7 +257,7 @@ class RunningPool(StatefulLayer):
   """
 
   def __init__(self, stats: Sequence[str] = ('mean', 'max', 'ppv'),
-               stateful: bool = False, **kwargs):
+               stateful: bool = False, head_steps: int = 8, **kwargs):
     super().__init__(stateful=stateful, **kwargs)
     stats = tuple(str(s) for s in stats)
     bad = [s for s in stats if s not in POOL_STATS]
@@ -263,6 +265,9 @@ class RunningPool(StatefulLayer):
       raise ValueError(f'stats must be distinct names from {POOL_STATS}, got '
                        f'{stats}')
     self.stats = stats
+    if int(head_steps) < 1:
+      raise ValueError(f'head_steps must be >= 1, got {head_steps}')
+    self.head_steps = int(head_steps)
 
   def build(self, input_shape):
     self._channels = int(tf.TensorShape(input_shape)[-1])
@@ -291,6 +296,12 @@ class RunningPool(StatefulLayer):
         running = tf.maximum(cumulative_max(inputs), start[:, None, :])
         outputs.append(running)
         new.append(running[:, -1])
+      elif name == 'head_mean':
+        position = count - 1.0  # 0-based step of the sequence, [N, T', 1].
+        inside = tf.cast(position < self.head_steps, inputs.dtype)
+        total = carried[:, None, :] + tf.cumsum(inputs * inside, axis=1)
+        outputs.append(total / tf.minimum(count, float(self.head_steps)))
+        new.append(total[:, -1])
       else:  # ppv
         above = tf.cast(inputs > self.threshold, inputs.dtype)
         total = carried[:, None, :] + tf.cumsum(above, axis=1)
@@ -303,7 +314,8 @@ class RunningPool(StatefulLayer):
     return shape[:-1].concatenate([shape[-1] * len(self.stats)])
 
   def get_config(self):
-    return {**super().get_config(), 'stats': list(self.stats)}
+    return {**super().get_config(), 'stats': list(self.stats),
+            'head_steps': self.head_steps}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)

@@ -80,9 +80,11 @@ class TrainConfig:
   validation_fraction: float = _setting(
       0.2, 'share of the train split\'s sequences (by a hash of the key) '
       'held out of the loss and scored as validation each epoch; the best '
-      'epoch\'s weights are kept (0: no validation carve)')
+      'epoch\'s weights are kept (by validation accuracy for '
+      'classification, loss otherwise; ties go to the later epoch) (0: no '
+      'validation carve)')
   early_stopping_patience: int = _setting(
-      10, 'stop after this many epochs without a better validation loss '
+      10, 'stop after this many epochs without a better validation score '
       '(0: never stop early)')
 
   def __post_init__(self):

@@ -158,22 +158,35 @@ class FitResult:
 
 
 class _BestWeights(tf.Module):
-  """The best epoch's weights by validation loss (checkpointed with the
-  run, so a resumed run keeps the same choice)."""
+  """The best epoch's weights by validation score (checkpointed with the
+  run, so a resumed run keeps the same choice).
+
+  The score is minimised: minus the accuracy when the objective reports one
+  (classification), else the loss. An equal score counts as better, so among
+  equally good epochs the later (longer trained) one is kept.
+  """
 
   def __init__(self, model: keras.Model):
     super().__init__(name='best_weights')
-    self.loss = tf.Variable(float('inf'), trainable=False, name='loss')
+    self.score = tf.Variable(float('inf'), trainable=False, name='score')
     self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False,
                              name='epoch')
     self.stopped = tf.Variable(False, trainable=False, name='stopped')
     self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')
                     for i, w in enumerate(model.get_weights())]
 
-  def offer(self, model: keras.Model, loss: float, epoch: int) -> bool:
-    if not loss < float(self.loss):
+  @staticmethod
+  def score_of(metrics: Mapping[str, float]) -> Tuple[str, float]:
+    if 'accuracy' in metrics:
+      return 'accuracy', -float(metrics['accuracy'])
+    return 'loss', float(metrics['loss'])
+
+  def offer(self, model: keras.Model, metrics: Mapping[str, float],
+            epoch: int) -> bool:
+    _, score = self.score_of(metrics)
+    if not score <= float(self.score):
       return False
-    self.loss.assign(loss)
+    self.score.assign(score)
     self.epoch.assign(epoch)
     for var, value in zip(self.weights, model.weights):
       var.assign(value)
@@ -402,14 +415,14 @@ def fit(model: keras.Model,
       log.epoch(stats)
       if best is not None:
         stats.valid = metric_results(valid_metrics)
-        improved = best.offer(model, stats.valid['loss'], epoch)
+        improved = best.offer(model, stats.valid, epoch)
+        name, _ = best.score_of(stats.valid)
         _LOG.info('validation (epoch %d): %s%s', epoch + 1, _fmt(stats.valid),
                   ' (best so far)' if improved else
-                  f' (best: epoch {int(best.epoch) + 1}, loss '
-                  f'{float(best.loss):.4f})')
+                  f' (best {name}: epoch {int(best.epoch) + 1})')
         patience = config.early_stopping_patience
         if patience and epoch - int(best.epoch) >= patience:
-          _LOG.info('early stop after epoch %d: no better validation loss '
+          _LOG.info('early stop after epoch %d: no better validation score '
                     'for %d epochs', epoch + 1, patience)
           best.stopped.assign(True)
           stop = True
@@ -424,8 +437,9 @@ def fit(model: keras.Model,
       best is not None and bool(best.stopped))
   if best is not None and finished and int(best.epoch) >= 0:
     best.restore(model)
-    _LOG.info('kept the weights of epoch %d (validation loss %.4f)',
-              int(best.epoch) + 1, float(best.loss))
+    _LOG.info('kept the weights of epoch %d (validation score %.4f: minus '
+              'the accuracy, or the loss)', int(best.epoch) + 1,
+              float(best.score))
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
                    finished=finished)

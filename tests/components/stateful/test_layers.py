@@ -30,6 +30,8 @@ LAYERS = {
         stateful=stateful)],
     'pool_mean_max_ppv': lambda stateful: [sl.RunningPool(
         ('mean', 'max', 'ppv'), stateful=stateful)],
+    'pool_head_mean': lambda stateful: [sl.RunningPool(
+        ('head_mean',), head_steps=5, stateful=stateful)],
     'conv_then_pool': lambda stateful: [_conv(stateful), sl.RunningPool(
         ('ppv', 'max'), stateful=stateful, name='pool')],
 }
@@ -245,3 +247,10 @@ def test_default_model_is_invariant_to_affine_feature_scaling():
       np.float32)
   np.testing.assert_allclose(_adapted_outputs(scaled), _adapted_outputs(x),
                              atol=1e-3, rtol=1e-3)
+
+
+def test_head_mean_is_the_mean_of_the_first_steps():
+  pool = sl.RunningPool(('head_mean',), head_steps=3)
+  x = np.arange(1.0, 7.0, dtype=np.float32).reshape(1, 6, 1)
+  out = pool(x).numpy()[0, :, 0]
+  np.testing.assert_allclose(out, [1.0, 1.5, 2.0, 2.0, 2.0, 2.0])

@@ -1,0 +1,98 @@
+"""Every trainer setting (a ``settings.TrainConfig`` field) is reachable from
+the local runner and the Kubeflow compiler, and documented in ``--help``."""
+
+import dataclasses
+import json
+import re
+
+import pytest
+
+from components.stateful_trainer import executor as trainer_executor
+from components.stateful_trainer import settings
+from kubeflow import runner as kubeflow_runner
+from pipeline import local_runner
+from pipeline import pipeline as pipeline_lib
+
+FIELDS = [f.name for f in dataclasses.fields(settings.TrainConfig)]
+
+
+def _other_value(spec: settings.FlagSpec):
+  """A valid value different from the default, as (flag args, value)."""
+  if spec.kind is bool:
+    value = not spec.default
+    return [spec.flag if value else '--no-' + spec.flag[2:]], value
+  if spec.choices:
+    value = [c for c in spec.choices if c != spec.default][0]
+  elif spec.kind is float:
+    value = 0.35
+  else:
+    value = (spec.default or 0) + 3
+  return [spec.flag, str(value)], value
+
+
+def _all_flags():
+  args, values = [], {}
+  for spec in settings.flag_specs():
+    flag_args, value = _other_value(spec)
+    args += flag_args
+    values[spec.name] = value
+  return args, values
+
+
+def test_every_field_has_a_flag_with_help():
+  assert [s.name for s in settings.flag_specs()] == FIELDS
+  for field in dataclasses.fields(settings.TrainConfig):
+    assert len(field.metadata['help']) > 20, field.name
+
+
+def test_help_shows_each_flag_with_its_meaning_and_default():
+  text = ' '.join(local_runner.build_parser().format_help().split())
+  text = text[text.index('options:'):]  # The entries, not the usage line.
+  for spec in settings.flag_specs():
+    assert spec.flag in text, spec.flag
+    first_words = ' '.join(spec.help.split()[:4])
+    assert first_words in text, (spec.flag, first_words)
+    shown = {None: 'unset', True: 'True', False: 'False'}.get(
+        spec.default, str(spec.default))
+    after = text[text.index(spec.flag):]
+    assert re.search(r'\(default: ' + re.escape(shown) + r'\)',
+                     after[:800]), (spec.flag, shown)
+
+
+def test_every_setting_reaches_the_trainer_from_the_local_runner(tmp_path):
+  flags, values = _all_flags()
+  args, beam = local_runner.build_parser().parse_known_args(
+      ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + flags)
+  assert not beam
+  config = local_runner.config_from_args(args)
+  assert config.trainer.to_dict() == values
+  p = pipeline_lib.create_pipeline_from_config(
+      config, pipeline_root=str(tmp_path / 'root'))
+  trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
+  props = trainer.exec_properties
+  decoded = trainer_executor.train_config_from(props)
+  assert decoded.to_dict() == values
+
+
+def test_every_setting_reaches_the_compiled_kubeflow_pipeline(tmp_path):
+  flags, values = _all_flags()
+  path = kubeflow_runner.compile_pipeline([
+      '--image', 'gcr.io/p/img:1', '--output-file',
+      str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
+      '--data-root', 'gs://b/data'] + flags)
+  with open(path) as f:
+    spec = json.load(f)
+  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
+      'inputs']['parameters']
+  props = {}
+  for name in FIELDS:
+    if name in params:
+      constant = params[name]['runtimeValue']['constantValue']
+      props[name] = next(iter(constant.values()))
+  assert sorted(props) == sorted(FIELDS)
+  assert trainer_executor.train_config_from(props).to_dict() == values
+
+
+def test_an_unknown_trainer_setting_is_an_error():
+  with pytest.raises(settings.TrainingConfigError, match='unknown'):
+    settings.TrainConfig.from_dict({'epoch': 3})
