@@ -18,6 +18,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (components/stateful/default_model.py).
 DEFAULT_HYPERPARAMETERS = {
     'learning_rate': 1e-2,
+    'lr_schedule': 'cosine',
     'clip_global_norm': 1.0,
 }
 

@@ -4,7 +4,7 @@ Nothing here imports Beam, TensorFlow or TFX. The Beam transform in
 ``beam.py`` and the single-process reference ``layout_in_memory`` both call
 these functions, so the two always agree.
 
-Vocabulary (see DESIGN.md):
+Vocabulary (see docs/design.md, "The lane layout"):
 
 * ``T`` (``num_unroll``) is the truncated-BPTT window. A sequence of length
   ``L`` is cut into ``ceil(L / T)`` segments; the last one is padded.

@@ -1,7 +1,7 @@
 """Chunked stateful evaluation, the chunking equivalence check and the
 blessing decision. TensorFlow, no TFX.
 
-The evaluation mirrors how the model was trained (DESIGN.md, issue 4):
+The evaluation mirrors how the model was trained (docs/design.md, "The state protocol"):
 
 * the trained model is rebuilt **stateful for the eval batches' batch size**
   (``model_io.load_stateful_model``) and fed the eval split's batches strictly

@@ -29,6 +29,7 @@ _LOG = logging.getLogger(__name__)
 
 HISTORY_FILE = 'history.json'
 CHECKPOINT_SUBDIR = 'checkpoints'
+REFIT_SUBDIR = 'refit'  # Checkpoints of the refit, under the checkpoints.
 SUMMARY_SUBDIR = 'tensorboard'
 
 
@@ -125,6 +126,20 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
       seed=args.train.seed)
 
 
+def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
+  """The stateful model, seeded, adapted to the train split (the same
+  initial weights every time for one seed)."""
+  keras.utils.set_random_seed(seed)
+  model = model_io.build_stateful(module, spec)
+  if hasattr(module, 'adapt'):
+    started = time.monotonic()
+    summary = module.adapt(model, spec, train.dataset(keys=None)
+                           .as_numpy_iterator())
+    _LOG.info('adapted the model to the train split in %.1fs: %s',
+              time.monotonic() - started, summary)
+  return model
+
+
 def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None
        ) -> RunResult:
@@ -137,15 +152,8 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
                           batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
-  keras.utils.set_random_seed(args.train.seed)
   module = model_io.resolve_module(args.module_file, args.module)
-  model = model_io.build_stateful(module, spec)
-  if hasattr(module, 'adapt'):
-    started = time.monotonic()
-    summary = module.adapt(model, spec, train.dataset(keys=None)
-                           .as_numpy_iterator())
-    _LOG.info('adapted the model to the train split in %.1fs: %s',
-              time.monotonic() - started, summary)
+  model = _build(module, spec, train, args.train.seed)
   config = args.train
   if config.epochs is None:
     config = config.replace(
@@ -163,17 +171,35 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     _LOG.info('per-sequence labels scored in training: %s',
               config.label_scoring)
   objective = objective_lib.make_objective(spec, module)
-  optimizer = training.make_optimizer(
-      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
-      total_steps=config.epochs * train.num_batches)
   checkpoint_dir = args.checkpoint_dir or os.path.join(args.model_run_dir,
                                                        CHECKPOINT_SUBDIR)
-  result = training.fit(
-      model, optimizer=optimizer, objective=objective, train=train,
-      eval_source=eval_source, config=config,
-      checkpoint_dir=checkpoint_dir,
-      summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR),
-      clock=clock, after_step=after_step)
+
+  def fit(model, config, subdir):
+    optimizer = training.make_optimizer(
+        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
+        total_steps=config.epochs * train.num_batches)
+    return training.fit(
+        model, optimizer=optimizer, objective=objective, train=train,
+        eval_source=eval_source, config=config,
+        checkpoint_dir=os.path.join(checkpoint_dir, subdir) if subdir else
+        checkpoint_dir,
+        summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
+                                 subdir or ''),
+        clock=clock, after_step=after_step)
+
+  result = fit(model, config, None)
+  selection = None
+  if (config.refit and config.validation_fraction > 0 and result.finished
+      and result.best_epoch is not None):
+    selection = result
+    epochs = result.best_epoch + 1
+    _LOG.info('refit: the validation carve chose epoch %d; training again '
+              'from the same initial weights on every training sequence for '
+              '%d epochs', epochs, epochs)
+    model = _build(module, spec, train, args.train.seed)
+    result = fit(model, config.replace(
+        epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
+                 REFIT_SUBDIR)
   twin = model_io.build_serving(module, spec, weights_from=model)
   export.export_serving_model(args.serving_model_dir, twin, spec,
                               args.transform_graph_uri)
@@ -185,6 +211,11 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       'resumed_from': result.resumed_from,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],
+      'selection': None if selection is None else {
+          'best_epoch': selection.best_epoch,
+          'epochs': [e.as_dict() for e in selection.epochs],
+          'evaluations': [{'step': s, **m}
+                          for s, m in selection.evaluations]},
   }
   tf.io.gfile.makedirs(args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(args.model_run_dir, HISTORY_FILE),

@@ -83,6 +83,11 @@ class TrainConfig:
       'epoch\'s weights are kept (by validation accuracy for '
       'classification, loss otherwise; ties go to the later epoch) (0: no '
       'validation carve)')
+  refit: bool = _setting(
+      True, 'after the validation carve has chosen the best epoch E, train '
+      'again from the same initial weights on every training sequence '
+      '(the carve included) for E epochs and export that model; off: export '
+      'the best epoch\'s weights, which never saw the carve\'s sequences')
   early_stopping_patience: int = _setting(
       10, 'stop after this many epochs without a better validation score '
       '(0: never stop early)')

@@ -143,14 +143,17 @@ class FitResult:
     evaluations: every evaluation as ``(global_step, metrics)``.
     steps: total training steps done (including before a resume).
     resumed_from: the checkpoint restored at the start, if any.
-    finished: True when all epochs ran (False when ``max_steps`` or a
-      hook stopped training first).
+    finished: True when all epochs ran or early stopping ended training
+      (False when ``max_steps`` or a hook stopped it first).
+    best_epoch: with a validation carve, the 0-based epoch whose weights
+      were kept (the model holds them); else None.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]
   steps: int
   resumed_from: Optional[str]
   finished: bool
+  best_epoch: Optional[int] = None
 
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:
@@ -440,6 +443,8 @@ def fit(model: keras.Model,
     _LOG.info('kept the weights of epoch %d (validation score %.4f: minus '
               'the accuracy, or the loss)', int(best.epoch) + 1,
               float(best.score))
+  best_epoch = (int(best.epoch) if best is not None and int(best.epoch) >= 0
+                else None)
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
-                   finished=finished)
+                   finished=finished, best_epoch=best_epoch)
