@@ -16,7 +16,11 @@ OUTPUT ?= outputs/local
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 # Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
-BENCH ?= padding batcher_throughput training_speed memory_vs_length evaluation
+BENCH ?= padding batcher_throughput training_speed memory_vs_length evaluation real_data
+# real_data reads the UCR/UEA .ts files shipped in the aeon wheel (data only,
+# requirements/bench.txt), installed without dependencies into this folder
+# (not into the venv, which stays exactly requirements/lock.txt).
+BENCH_DATA ?= $(VENV_ROOT)/bench-data
 QUICK ?=
 export PYTHONPATH := $(CURDIR)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -49,11 +53,16 @@ test: venv
 
 # The benchmarks of issue 6: each script rewrites its own section of
 # BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.
-bench: venv
+bench: venv $(if $(filter real_data,$(BENCH)),$(BENCH_DATA)/.installed,)
 	@set -e; for b in $(BENCH); do \
 	  echo "== benchmarks.$$b"; \
-	  $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \
+	  TSS_AEON_DATA=$(BENCH_DATA) $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \
 	done
+
+$(BENCH_DATA)/.installed: requirements/bench.txt | $(STAMP)
+	rm -rf $(BENCH_DATA)
+	$(PYTHON) -m pip install --quiet --no-deps --ignore-requires-python --target $(BENCH_DATA) -r requirements/bench.txt
+	touch $@
 
 # Re-resolve the direct dependencies and pin every version (then commit it).
 lock:

@@ -29,7 +29,7 @@ QUICK_MD = os.path.join(QUICK_DIR, 'BENCHMARKS.quick.md')
 
 # Sections in the order they appear in BENCHMARKS.md.
 SECTIONS = ('padding', 'batcher_throughput', 'training_speed',
-            'memory_vs_length', 'evaluation')
+            'memory_vs_length', 'evaluation', 'real_data')
 
 HEADER = """# Benchmarks
 

@@ -21,7 +21,7 @@ and streaming exactly through the state protocol:
    each kernel's outputs above a threshold (a random quantile of that
    kernel's output on training data, MiniRocket's PPV) and its running mean;
    running mean and maximum of the scaled input and of its negation, and the
-   mean of its first 8 steps (how the sequence began);
+   means of its first 2, 8 and 32 steps (how the sequence began);
 4. the last ``lags`` scaled input values (a fixed ``CausalConv1D``) and the
    kernels' current outputs, for per-step targets;
 5. the features standardised (fitted on training steps) and a linear head
@@ -55,6 +55,8 @@ RNN_TYPES = ('lstm', 'gru')
 # Training sample used by ``adapt``: batches read in order, steps kept.
 ADAPT_MAX_BATCHES = 400
 ADAPT_MAX_ROWS = 20000
+# How a sequence began: the mean of its first w scaled inputs, per w.
+ONSET_STEPS = (2, 8, 32)
 # PPV thresholds: the quantile of each kernel's output is drawn from this.
 PPV_QUANTILES = (0.1, 0.9)
 
@@ -162,9 +164,11 @@ def _build_conv(spec, inputs) -> tf.Tensor:
                           name='conv_pool')(h)
   signed = keras.layers.Concatenate(name='input_signed')(
       [x, keras.layers.Lambda(lambda t: -t, name='negate')(x)])
-  input_pool = sl.RunningPool(('mean', 'max', 'head_mean'),
-                              stateful=stateful, name='input_pool')(signed)
-  parts = [pooled, input_pool]
+  input_pool = sl.RunningPool(('mean', 'max'), stateful=stateful,
+                              name='input_pool')(signed)
+  onsets = [sl.RunningPool(('head_mean',), head_steps=w, stateful=stateful,
+                           name=f'onset_{w}')(x) for w in ONSET_STEPS]
+  parts = [pooled, input_pool] + onsets
   step_features = hp.get('step_features')
   if step_features is None:
     step_features = spec.label_kind == 'per_step'

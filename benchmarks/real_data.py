@@ -1,0 +1,743 @@
+"""6. Real public data (UCR/UEA): the default model against baselines.
+
+Each data set of the UCR/UEA archive shipped in the aeon wheel is converted
+by ``data/ucr.py`` (``<work>/<case>/train/<Name>.csv`` from ``_TRAIN.ts``,
+``eval/<Name>.csv`` from ``_TEST.ts``), then trained and evaluated by the
+whole pipeline, exactly as a user would run it, with no tuning flags::
+
+  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
+      --order-column t --label-column label [--task regression] \\
+      [--label-kind per_step] --output-dir <tmp> [--seed S]
+
+(batch size, unroll and epochs are left to the pipeline), and scored from
+``<output-dir>/summary.json`` (``eval.accuracy``; ``eval.mae`` and
+``eval.rmse`` for regression) on the archive's TEST split. Against, on the
+same CSV rows:
+
+* (a) a plain stateful LSTM on the same batches: the same command with
+  ``--module-file benchmarks/lstm_module.py`` (LSTM(64) -> Dense, per step);
+* (b) a Keras pad-to-max LSTM (``tf_keras``): every sequence padded to the
+  longest, masked, features z-scored with the train split's mean and
+  standard deviation, LSTM(64) -> Dense (the last real step for per-sequence
+  labels, every step for per-step labels), 50 epochs of Adam (learning rate
+  1e-3, batches of 32, reshuffled each epoch) from a fixed seed;
+* (c) no skill: the train split's majority class (classification) or mean
+  label (regression);
+* (d) published ROCKET accuracies (Dempster et al. 2020,
+  angus924/rocket results/results_ucr.csv) where there is one;
+* for per-step forecasting (``data/ucr.py --forecast``: label[t] = x0[t+1]):
+  persistence (predict x0[t]) and a least-squares linear AR(16) on x0
+  fitted on the train rows (lags before a series' start are zeros, plus an
+  intercept).
+
+Every seed runs ours; (a) and (b) run for the first ``--baseline-seeds``
+seeds (default 1). The table gives the mean over seeds and the spread
+(max - min). ``--quick`` converts one small data set and runs one
+seed, writing to the scratch file.
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.real_data [--quick]
+      [--datasets ACSF1,GunPoint,ACSF1:forecast] [--seeds 3] [--skip-baselines]
+      [--aeon-wheel aeon-1.6.0-py3-none-any.whl | --data-dir DIR]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+from benchmarks import common
+from data import ucr
+
+SECTION = 'real_data'
+TITLE = '## 6. Real public data (UCR/UEA)'
+
+DEFAULT_CASES = ('GunPoint', 'ItalyPowerDemand', 'ArrowHead', 'BasicMotions',
+                 'JapaneseVowels', 'Covid3Month', 'ItalyPowerDemand:forecast',
+                 'ACSF1')
+QUICK_CASES = ('ItalyPowerDemand',)
+# Seeds per model (0..SEEDS-1). Passed as --seed only when the runner has
+# that flag; without it each model runs once.
+SEEDS = 3
+
+# (b) Keras pad-to-max LSTM.
+KERAS_UNITS = 64
+KERAS_EPOCHS = 50
+KERAS_BATCH = 32
+KERAS_LEARNING_RATE = 1e-3
+# Forecasting baseline.
+AR_ORDER = 16
+# Published ROCKET test accuracies (angus924/rocket, results/results_ucr.csv).
+ROCKET = {'ACSF1': 0.886, 'ArrowHead': 0.814, 'GunPoint': 1.000,
+          'ItalyPowerDemand': 0.970}
+ROCKET_MARGIN = 0.02
+
+LSTM_MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
+RUN_TIMEOUT = 4 * 3600  # seconds, one pipeline run
+
+OURS, PLAIN, KERAS = 'ours', 'plain', 'keras'
+
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+  elapsed = int(time.perf_counter() - _T0)
+  print(f'[real_data {elapsed // 3600:d}:{elapsed // 60 % 60:02d}:'
+        f'{elapsed % 60:02d}] {message}', file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Case:
+  dataset: str
+  forecast: bool = False
+  # Filled in by prepare():
+  data_dir: str = ''
+  meta: Dict = dataclasses.field(default_factory=dict)
+
+  @property
+  def name(self) -> str:
+    return self.dataset + (' (forecast)' if self.forecast else '')
+
+  @property
+  def slug(self) -> str:
+    return self.dataset + ('-forecast' if self.forecast else '')
+
+  @property
+  def task(self) -> str:
+    return self.meta['task']
+
+  @property
+  def per_step(self) -> bool:
+    return self.meta['label_kind'] == 'per_step'
+
+  def runner_flags(self) -> List[str]:
+    flags = ['--data-root', self.data_dir, '--key-column', 'seq_id',
+             '--order-column', 't', '--label-column', 'label']
+    if self.per_step:
+      flags += ['--label-kind', 'per_step']
+    if self.task == 'regression':
+      flags += ['--task', 'regression']
+    return flags
+
+
+def parse_cases(text: str) -> List[Case]:
+  out = []
+  for item in (t.strip() for t in text.split(',')):
+    if not item:
+      continue
+    name, _, kind = item.partition(':')
+    if kind not in ('', 'forecast'):
+      raise ValueError(f'--datasets: {item!r}: the only suffix is ":forecast"')
+    out.append(Case(name.strip(), forecast=kind == 'forecast'))
+  if not out:
+    raise ValueError('--datasets is empty')
+  return out
+
+
+def prepare(cases: Sequence[Case], source: ucr.Source, work: str) -> None:
+  have = set(source.datasets())
+  missing = [c.dataset for c in cases if c.dataset not in have]
+  if missing:
+    raise ValueError(f'not in the {source.describe()}: {missing} (have: '
+                     f'{sorted(have)})')
+  for c in cases:
+    c.data_dir = os.path.join(work, 'data', c.slug)
+    t0 = time.perf_counter()
+    c.meta = ucr.convert(c.dataset, c.data_dir, source, forecast=c.forecast)
+    log(f'{c.name}: converted ({c.task}, {c.meta["label_kind"]}, '
+        f'{c.meta["num_features"]} feature(s); train '
+        f'{c.meta["train"]["sequences"]} sequences / '
+        f'{c.meta["train"]["rows"]:,} rows, eval '
+        f'{c.meta["eval"]["sequences"]} / {c.meta["eval"]["rows"]:,}) in '
+        f'{time.perf_counter() - t0:.1f} s')
+
+
+# --------------------------------------------------------------------------
+# The pipeline runs (ours, and (a) with the plain LSTM module)
+# --------------------------------------------------------------------------
+
+
+def runner_supports_seed() -> bool:
+  """Whether ``pipeline.local_runner`` has a ``--seed`` flag."""
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pipeline.local_runner', '--help'],
+      cwd=common.ROOT, env=common.child_env(), capture_output=True,
+      text=True, timeout=600, check=False)
+  return proc.returncode == 0 and re.search(r'(^|\s)--seed\b',
+                                            proc.stdout) is not None
+
+
+def metric_names(case: Case) -> List[str]:
+  return ['accuracy'] if case.task == 'classification' else ['mae', 'rmse']
+
+
+def run_pipeline(case: Case, model: str, seed: Optional[int], work: str
+                ) -> Dict:
+  """One ``pipeline.local_runner`` run; its eval metrics and wall time."""
+  # One output folder per data set: TFX's cache serves ExampleGen ..
+  # SequenceBatcher to every run after the first (only the seed or the model
+  # module changes), so only the trainer, evaluator and pusher re-run.
+  out = os.path.join(work, 'runs', case.slug)
+  cmd = [sys.executable, '-m', 'pipeline.local_runner'] + case.runner_flags()
+  cmd += ['--output-dir', out]
+  if seed is not None:
+    cmd += ['--seed', str(seed)]
+  if model == PLAIN:
+    cmd += ['--module-file', LSTM_MODULE]
+  res = common.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
+  result = {'seconds': res.seconds, 'peak_rss': res.peak.tree}
+  logfile = os.path.join(work, 'logs', f'{case.slug}-{model}-seed{seed or 0}'
+                         '.log')
+  os.makedirs(os.path.dirname(logfile), exist_ok=True)
+  with open(logfile, 'w') as f:
+    f.write('$ ' + ' '.join(cmd) + '\n' + res.stdout + '\n' + res.stderr)
+  path = os.path.join(out, 'summary.json')
+  if res.returncode != 0 or not os.path.exists(path):
+    result['error'] = (res.killed or _first_error(res.stderr) or
+                       f'exit status {res.returncode}')[:300]
+    result['log'] = logfile
+  else:
+    with open(path) as f:
+      summary = json.load(f)
+    result['summary_seconds'] = summary.get('wall_seconds')
+    ev = summary.get('eval') or {}
+    missing = [m for m in metric_names(case) if m not in ev]
+    if missing:
+      result['error'] = (f'summary.json eval has no {missing} (has '
+                         f'{sorted(ev)})')
+    for m in metric_names(case):
+      if m in ev:
+        result[m] = float(ev[m])
+    batcher = (summary.get('batcher') or {}).get('train') or {}
+    components = summary.get('components') or {}
+    result['trainer_seconds'] = (components.get('StatefulTrainer') or {}).get(
+        'seconds')
+    result['cached'] = sorted(summary.get('cached') or [])
+    result['train_batches'] = batcher.get('num_batches')
+    result['efficiency'] = batcher.get('efficiency')
+    logged = _logged_settings(res.stderr)
+    for key in ('batch_size', 'num_unroll', 'epochs', 'epochs_run'):
+      value = _find_setting(summary, key)
+      if value is None:
+        value = logged.get(key)
+      if value is not None:
+        result[key] = value
+  return result
+
+
+def _first_error(stderr: str) -> Optional[str]:
+  """The runner's one-line ``error:``, else the last exception line of a
+  traceback, else the last line."""
+  lines = [l.strip() for l in stderr.splitlines() if l.strip()]
+  for pattern in (r'^error:', r'^[\w.]*(Error|Exception)\b'):
+    hits = [l for l in lines if re.match(pattern, l)]
+    if hits:
+      return hits[-1]
+  return lines[-1] if lines else None
+
+
+def _logged_settings(stderr: str) -> Dict[str, int]:
+  """B, T and epochs from the trainer's log lines (``ModelSpec(batch_size=
+  32, num_unroll=32, ...`` and ``epoch 1/10 done``), when it logs them."""
+  out = {}
+  m = re.search(r'ModelSpec\(batch_size=(\d+), num_unroll=(\d+)', stderr)
+  if m:
+    out['batch_size'], out['num_unroll'] = int(m.group(1)), int(m.group(2))
+  epochs = re.findall(r'\bepoch (\d+)/(\d+) done', stderr)
+  if epochs:
+    out['epochs_run'], out['epochs'] = (int(v) for v in epochs[-1])
+  return out
+
+
+def _find_setting(summary: Dict, key: str):
+  """A chosen setting, if summary.json reports it (top level or one dict
+  down, e.g. a ``config`` block)."""
+  if isinstance(summary.get(key), (int, float)):
+    return summary[key]
+  for value in summary.values():
+    if isinstance(value, dict) and isinstance(value.get(key), (int, float)):
+      return value[key]
+  return None
+
+
+# --------------------------------------------------------------------------
+# Baselines on the CSV rows (NumPy; Keras for (b))
+# --------------------------------------------------------------------------
+
+
+def load_split(case: Case, split: str):
+  """Sequences of one split in key order: list of (features float64[L, F],
+  labels [L])."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import pandas as pd  # pylint: disable=g-import-not-at-top
+  df = pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str})
+  df = df.sort_values(['seq_id', 't'], kind='stable')
+  names = case.meta['feature_names']
+  keys = df['seq_id'].to_numpy()
+  feats = df[names].to_numpy(np.float64)
+  labels = df['label'].to_numpy(
+      np.int64 if case.task == 'classification' else np.float64)
+  bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+  starts = np.concatenate([[0], bounds])
+  ends = np.concatenate([bounds, [keys.size]])
+  return [(feats[s:e], labels[s:e]) for s, e in zip(starts, ends)]
+
+
+def _errors(pred, target) -> Dict[str, float]:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
+  return {'mae': float(np.mean(np.abs(d))),
+          'rmse': float(np.sqrt(np.mean(d * d)))}
+
+
+def no_skill(case: Case, train, evals) -> Dict[str, float]:
+  """Majority class / training mean, scored like the pipeline."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if case.task == 'classification':
+    train_y = np.array([y[-1] for _, y in train])
+    eval_y = np.array([y[-1] for _, y in evals])
+    majority = int(np.argmax(np.bincount(train_y)))
+    return {'accuracy': float(np.mean(eval_y == majority))}
+  if case.per_step:
+    mean = float(np.mean(np.concatenate([y for _, y in train])))
+    target = np.concatenate([y for _, y in evals])
+  else:
+    mean = float(np.mean([y[-1] for _, y in train]))
+    target = np.array([y[-1] for _, y in evals])
+  return _errors(np.full(target.shape, mean), target)
+
+
+def persistence(evals) -> Dict[str, float]:
+  """Next value = this value (x0[t] for label x0[t+1])."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  pred = np.concatenate([x[:, 0] for x, _ in evals])
+  return _errors(pred, np.concatenate([y for _, y in evals]))
+
+
+def _lags(x0, order: int):
+  """[L, order + 1]: x0[t], x0[t-1], ..., x0[t-order+1] (zeros before the
+  series' start) and a constant 1."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  n = x0.size
+  out = np.zeros((n, order + 1), np.float64)
+  for k in range(order):
+    out[k:, k] = x0[:n - k]
+  out[:, order] = 1.0
+  return out
+
+
+def autoregressive(train, evals, order: int = AR_ORDER) -> Dict[str, float]:
+  """Least-squares linear AR(order) on x0, fitted on the train rows."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a = np.concatenate([_lags(x[:, 0], order) for x, _ in train])
+  b = np.concatenate([y for _, y in train])
+  coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+  pred = np.concatenate([_lags(x[:, 0], order) @ coef for x, _ in evals])
+  return _errors(pred, np.concatenate([y for _, y in evals]))
+
+
+def _padded(seqs, length: int, mean, std):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  nfeat = seqs[0][0].shape[1]
+  x = np.zeros((len(seqs), length, nfeat), np.float32)
+  y = np.zeros((len(seqs), length), np.float32)
+  mask = np.zeros((len(seqs), length), np.float32)
+  for i, (f, lab) in enumerate(seqs):
+    n = f.shape[0]
+    x[i, :n] = (f - mean) / std
+    y[i, :n] = lab
+    mask[i, :n] = 1.0
+  return x, y, mask
+
+
+def keras_pad_to_max(case: Case, train, evals, seed: int) -> Dict[str, float]:
+  """(b): whole sequences padded to the longest, masked, LSTM(64), fit."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  keras.backend.clear_session()
+  keras.utils.set_random_seed(seed)
+  allrows = np.concatenate([f for f, _ in train])
+  mean = allrows.mean(axis=0)
+  std = allrows.std(axis=0)
+  std[std == 0] = 1.0
+  length = max(f.shape[0] for f, _ in list(train) + list(evals))
+  xt, yt, mt = _padded(train, length, mean, std)
+  xe, ye, me = _padded(evals, length, mean, std)
+  nfeat = xt.shape[2]
+  features = keras.Input((length, nfeat), name='features')
+  mask_in = keras.Input((length,), dtype='bool', name='mask')
+  h = keras.layers.LSTM(
+      KERAS_UNITS, return_sequences=case.per_step,
+      kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
+      recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 1))(
+          features, mask=mask_in)
+  classify = case.task == 'classification'
+  units = case.meta['num_classes'] if classify else 1
+  out = keras.layers.Dense(
+      units, kernel_initializer=keras.initializers.GlorotUniform(
+          seed=seed + 2))(h)
+  model = keras.Model([features, mask_in], out)
+  loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+          if classify else keras.losses.MeanSquaredError())
+  model.compile(optimizer=keras.optimizers.Adam(KERAS_LEARNING_RATE),
+                loss=loss)
+  last_t = mt.sum(axis=1).astype(np.int64) - 1
+  if case.per_step:
+    target, weight = yt[..., None], mt
+  else:
+    target = yt[np.arange(len(yt)), last_t]
+    target = target.astype(np.int64) if classify else target[:, None]
+    weight = None
+  model.fit([xt, mt.astype(bool)], target, sample_weight=weight,
+            batch_size=KERAS_BATCH, epochs=KERAS_EPOCHS, shuffle=True,
+            verbose=0)
+  pred = model.predict([xe, me.astype(bool)], batch_size=KERAS_BATCH,
+                       verbose=0)
+  if classify:
+    eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
+    return {'accuracy': float(np.mean(np.argmax(pred, axis=-1) ==
+                                      eval_y.astype(np.int64)))}
+  if case.per_step:
+    real = me.astype(bool)
+    return _errors(pred[..., 0][real], ye[real])
+  eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
+  return _errors(pred[:, 0], eval_y)
+
+
+# --------------------------------------------------------------------------
+# The section
+# --------------------------------------------------------------------------
+
+
+def _values(results: List[Dict], metric: str) -> List[float]:
+  return [r[metric] for r in results if metric in r and 'error' not in r]
+
+
+def cell(results: Optional[List[Dict]], metric: str, digits: int = 3) -> str:
+  """'mean (spread)' over seeds; the error of a failed run; '-' if none."""
+  if not results:
+    return '-'
+  vals = _values(results, metric)
+  failed = [r['error'] for r in results if 'error' in r]
+  if not vals:
+    return 'failed (below)' if failed else '-'
+  text = f'{statistics.mean(vals):.{digits}f}'
+  if len(vals) > 1:
+    text += f' ({max(vals) - min(vals):.{digits}f})'
+  if failed:
+    text += f' [{len(failed)} of {len(results)} failed]'
+  return text
+
+
+def _md(text: str) -> str:
+  return text.replace('|', '\\|').replace('\n', ' ')
+
+
+def mean_of(results: Optional[List[Dict]], metric: str) -> Optional[float]:
+  vals = _values(results or [], metric)
+  return statistics.mean(vals) if vals else None
+
+
+def seconds_cell(results: Optional[List[Dict]]) -> str:
+  """'whole pipeline s / trainer s': the first (uncached) run's wall time,
+  and the trainer's mean over runs."""
+  if not results:
+    return '-'
+  first = results[0]['seconds']
+  trainer = [r['trainer_seconds'] for r in results
+             if r.get('trainer_seconds') is not None]
+  return f'{first:.0f} / {statistics.mean(trainer):.0f}' if trainer else (
+      f'{first:.0f}')
+
+
+def _fmt(v: Optional[float], digits: int = 3) -> str:
+  return '-' if v is None else f'{v:.{digits}f}'
+
+
+def _judge(ok: Optional[bool]) -> str:
+  return 'n/a' if ok is None else common.verdict(ok)
+
+
+def classification_rows(cases, res) -> List[List[str]]:
+  rows = []
+  for c in cases:
+    if c.task != 'classification':
+      continue
+    r = res[c.slug]
+    ours = mean_of(r.get(OURS), 'accuracy')
+    rocket = ROCKET.get(c.dataset)
+    lstm = [mean_of(r.get(k), 'accuracy') for k in (PLAIN, KERAS)]
+    checks = []
+    if rocket is not None:
+      checks.append('ROCKET-2pt ' + _judge(
+          None if ours is None else ours >= rocket - ROCKET_MARGIN - 1e-9))
+    if any(v is not None for v in lstm):
+      checks.append('LSTMs ' + _judge(
+          None if ours is None else all(ours > v for v in lstm
+                                        if v is not None)))
+    m = c.meta
+    rows.append([
+        c.name, m['num_classes'], m['num_features'],
+        f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
+        _length(m), cell(r.get(OURS), 'accuracy'),
+        cell(r.get(PLAIN), 'accuracy'), cell(r.get(KERAS), 'accuracy'),
+        _fmt(r['no_skill']['accuracy']), _fmt(rocket),
+        seconds_cell(r.get(OURS)), '; '.join(checks) or '-'])
+  return rows
+
+
+def regression_rows(cases, res) -> List[List[str]]:
+  rows = []
+  for c in cases:
+    if c.task != 'regression':
+      continue
+    r = res[c.slug]
+    m = c.meta
+    for metric in ('mae', 'rmse'):
+      ours = mean_of(r.get(OURS), metric)
+      if c.per_step:
+        ref = r.get('ar', {}).get(metric)
+        check = ('<= AR(16) ' + _judge(None if ours is None or ref is None
+                                        else ours <= ref))
+      else:
+        ref = r['no_skill'][metric]
+        check = ('< training mean ' + _judge(None if ours is None else
+                                             ours < ref))
+      rows.append([
+          c.name, m['label_kind'].replace('_', '-'), metric.upper(),
+          f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
+          _length(m), cell(r.get(OURS), metric), cell(r.get(PLAIN), metric),
+          cell(r.get(KERAS), metric), _fmt(r['no_skill'][metric]),
+          _fmt(r.get('persistence', {}).get(metric)),
+          _fmt(r.get('ar', {}).get(metric)),
+          seconds_cell(r.get(OURS)), check])
+  return rows
+
+
+def _length(meta: Dict) -> str:
+  lo = min(meta['train']['length_min'], meta['eval']['length_min'])
+  hi = max(meta['train']['length_max'], meta['eval']['length_max'])
+  return str(lo) if lo == hi else f'{lo}..{hi}'
+
+
+def settings_note(cases, res) -> Optional[str]:
+  """What the pipeline chose (if summary.json reports it)."""
+  parts = []
+  for c in cases:
+    runs = [x for x in res[c.slug].get(OURS, []) if 'error' not in x]
+    if not runs:
+      continue
+    got = {}
+    for k in ('batch_size', 'num_unroll', 'epochs'):
+      vals = sorted({x[k] for x in runs if k in x})
+      if vals:
+        got[k] = '/'.join(str(v) for v in vals)
+    ran = sorted(x['epochs_run'] for x in runs if 'epochs_run' in x)
+    if ran:
+      got['epochs run'] = (str(ran[0]) if ran[0] == ran[-1] else
+                           f'{ran[0]}..{ran[-1]}')
+    if got:
+      parts.append(f'{c.name} ' + ', '.join(f'{k}={v}' for k, v in
+                                            got.items()))
+  return '; '.join(parts) if parts else None
+
+
+def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
+  run.finish()
+  seed_text = (f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
+               if seed_flag else
+               'one run per model: `pipeline.local_runner` has no `--seed` '
+               f'flag yet (this script passes it once it exists; {SEEDS} '
+               'seeds by default)')
+  body = [
+      TITLE,
+      '',
+      '**Targets**: accuracy within 2 points of the published ROCKET '
+      'figure; ahead of both LSTM baselines (plain stateful LSTM on the same '
+      'batches, Keras pad-to-max LSTM); MAE and RMSE below the training-mean '
+      'predictor on regression; at or below the linear AR(16) on per-step '
+      'forecasting.',
+      '',
+      run.preamble(args.quick),
+      f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
+      '`data/ucr.py`); metrics on the archive\'s TEST split (the `eval/` '
+      'folder)',
+      f'* Runs: {seed_text} for the default model; the LSTM baselines '
+      f'(a) and (b) with the first {args.baseline_seeds} of them',
+      '',
+      'Each data set is converted by `python -m data.ucr --dataset <Name> '
+      '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
+      'x0[t+1], the last step of each series dropped) and run by '
+      '`python -m pipeline.local_runner --data-root <dir> --key-column '
+      'seq_id --order-column t --label-column label [--task regression] '
+      '[--label-kind per_step] --output-dir <tmp>` with no other flags: batch '
+      'size, unroll and epochs are the pipeline\'s own choice. Scores come '
+      'from `summary.json` (`eval.accuracy`, `eval.mae`, `eval.rmse`). '
+      '"plain LSTM" = the same command with `--module-file '
+      'benchmarks/lstm_module.py` (LSTM(64) -> Dense, stateful, on the same '
+      'batches). "Keras LSTM" = `tf_keras` `fit` on whole sequences padded '
+      'to the longest and masked, features z-scored with train statistics, '
+      f'LSTM({KERAS_UNITS}) -> Dense (last real step; every step for '
+      f'per-step labels), {KERAS_EPOCHS} epochs of Adam '
+      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH}), seeded. '
+      'ROCKET = published test accuracy (Dempster et al. 2020, '
+      'angus924/rocket `results/results_ucr.csv`); "-" where we have no '
+      'published figure. Cells: mean over runs (max - min in brackets when '
+      'more than one). "s/run" = wall seconds of the first pipeline run of '
+      'the default model (every component) / of its StatefulTrainer, mean '
+      'over seeds (later runs of a data set share one output folder, so '
+      'TFX\'s cache serves ExampleGen .. SequenceBatcher to them).',
+  ]
+  if skip:
+    body += ['', '*Baselines (a) and (b) skipped (`--skip-baselines`).*']
+  crow = classification_rows(cases, res)
+  if crow:
+    body += ['', '**Classification** (accuracy, higher is better):', '',
+             common.table(['data set', 'classes', 'features',
+                           'train / eval seqs', 'length', 'ours (default)',
+                           'plain LSTM (a)', 'Keras LSTM (b)',
+                           'majority class (c)', 'ROCKET (d)', 's/run',
+                           'targets'], crow, align='lrrrrrrrrrrl')]
+  rrow = regression_rows(cases, res)
+  if rrow:
+    body += ['', '**Regression and per-step forecasting** (lower is '
+             'better):', '',
+             common.table(['data set', 'labels', 'metric', 'train / eval seqs',
+                           'length', 'ours (default)', 'plain LSTM (a)',
+                           'Keras LSTM (b)', 'training mean (c)',
+                           'persistence', f'AR({AR_ORDER})', 's/run',
+                           'target'], rrow, align='lllrrrrrrrrrl')]
+  note = settings_note(cases, res)
+  if note:
+    body += ['', f'* Settings the pipeline chose for the default model (from '
+             f'its summary or log; epochs = the limit): {note}.']
+  failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
+                   for k in (OURS, PLAIN) for x in res[c.slug].get(k, [])
+                   if 'error' in x})
+  if failed:
+    body += ['', '* Failed runs (the error line; full logs under the work '
+             'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed]
+  common.write_section(common.output_path(args), SECTION, '\n'.join(body))
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--datasets', default=None,
+                 help='comma-separated problem names; "Name:forecast" for '
+                 'per-step next-value forecasting (default: '
+                 f'{",".join(DEFAULT_CASES)}; with --quick: '
+                 f'{",".join(QUICK_CASES)})')
+  p.add_argument('--baseline-seeds', type=int, default=1,
+                 help='runs of each LSTM baseline (the first N seeds; '
+                 'default 1: the baselines are reference points, the spread '
+                 'over seeds is measured for the default model)')
+  p.add_argument('--seeds', type=int, default=None,
+                 help=f'runs per model, seeds 0..N-1 (default {SEEDS}; 1 '
+                 'with --quick)')
+  p.add_argument('--skip-baselines', action='store_true',
+                 help='skip the LSTM baselines (a) and (b) (the no-skill, '
+                 'ROCKET, persistence and AR figures are always given)')
+  src = p.add_mutually_exclusive_group()
+  src.add_argument('--data-dir', default=None,
+                   help='UCR/UEA .ts files: a folder of <Name>/<Name>_TRAIN.ts')
+  src.add_argument('--aeon-wheel', default=None,
+                   help='read the .ts files from an aeon wheel')
+  p.add_argument('--keep', action='store_true',
+                 help='keep the work folder (converted CSVs)')
+  args = p.parse_args(argv)
+  try:
+    cases = parse_cases(args.datasets or ','.join(
+        QUICK_CASES if args.quick else DEFAULT_CASES))
+    source = ucr.find_source(args.data_dir, args.aeon_wheel)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  nseeds = args.seeds if args.seeds is not None else (1 if args.quick
+                                                      else SEEDS)
+  if nseeds < 1:
+    print('error: --seeds must be at least 1', file=sys.stderr)
+    return 2
+  run = common.Run()
+  work = tempfile.mkdtemp(prefix='tss-bench-real-')
+  log(f'work folder {work}; data from the {source.describe()}')
+  try:
+    prepare(cases, source, work)
+  except (ValueError, OSError) as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 1
+  seed_flag = runner_supports_seed()
+  seeds: List[Optional[int]] = list(range(nseeds)) if seed_flag else [None]
+  baseline_seeds = seeds[:max(1, args.baseline_seeds)]
+  log('pipeline.local_runner ' + (f'has --seed: seeds {list(seeds)}'
+                                  if seed_flag else
+                                  'has no --seed flag: one run per model'))
+  res: Dict[str, Dict] = {}
+  for c in cases:
+    r = res[c.slug] = {}
+    train, evals = load_split(c, 'train'), load_split(c, 'eval')
+    r['no_skill'] = no_skill(c, train, evals)
+    if c.per_step:
+      r['persistence'] = persistence(evals)
+      r['ar'] = autoregressive(train, evals)
+    log(f'{c.name}: no-skill {r["no_skill"]}' + (
+        f', persistence {r["persistence"]}, AR({AR_ORDER}) {r["ar"]}'
+        if c.per_step else ''))
+    models = [OURS] if args.skip_baselines else [OURS, PLAIN]
+    for model in models:
+      for seed in (seeds if model == OURS else baseline_seeds):
+        log(f'{c.name}: pipeline, {model} model, seed '
+            f'{"default" if seed is None else seed} ...')
+        out = run_pipeline(c, model, seed, work)
+        r.setdefault(model, []).append(out)
+        shown = {k: round(v, 4) for k, v in out.items()
+                 if k in metric_names(c)}
+        log(f'{c.name}: {model} seed {seed}: '
+            + (f'FAILED: {out["error"]} (log: {out["log"]})' if 'error' in
+               out else str(shown))
+            + f' ({out["seconds"]:.0f} s)')
+    if not args.skip_baselines:
+      for seed in baseline_seeds:
+        s = seed or 0
+        t0 = time.perf_counter()
+        try:
+          out = keras_pad_to_max(c, train, evals, s)
+        except Exception as e:  # pylint: disable=broad-except
+          out = {'error': f'{type(e).__name__}: {str(e).splitlines()[0]}'
+                          if str(e) else type(e).__name__}
+        out['seconds'] = time.perf_counter() - t0
+        r.setdefault(KERAS, []).append(out)
+        shown = {k: round(v, 4) for k, v in out.items()
+                 if k in metric_names(c)}
+        log(f'{c.name}: Keras pad-to-max LSTM seed {s}: '
+            + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
+            + f' ({out["seconds"]:.0f} s)')
+  write(args, run, cases, res, seeds if seed_flag else [0], seed_flag,
+        source, args.skip_baselines)
+  with open(os.path.join(work, 'results.json'), 'w') as f:
+    json.dump({c.slug: res[c.slug] for c in cases}, f, indent=1)
+  log(f'results: {os.path.join(work, "results.json")}')
+  if not args.keep:
+    shutil.rmtree(os.path.join(work, 'data'), ignore_errors=True)
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
