@@ -5,8 +5,8 @@ per-step labels, so that ``serving_default`` returns every step's output),
 then every sequence of the data set is run two ways:
 
 * chunked and stateful, as the StatefulEvaluator does: the model rebuilt
-  stateful for the eval batches (``evaluation.load_model``), fed the
-  ``packed`` batches in order with ``evaluation.run_chunked`` (state carried
+  stateful for the eval batches (``models.load_model``), fed the
+  ``packed`` batches in order with ``chunked.run_chunked`` (state carried
   across batches, lanes reset where a sequence starts, the labelled steps and
   their losses collected), at T=32 and at T=128;
 * whole sequences through the exported SavedModel's ``serving_default``
@@ -53,7 +53,6 @@ def cases(quick: bool):
 def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
   from components.stateful_trainer import runner  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   trainset, _ = common.split_train_eval(seqs)
   batches = common.write_batches(os.path.join(work, 'train-batches'),
                                  {'train': trainset}, batch_size=B,
@@ -98,19 +97,19 @@ def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import reader  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import evaluation as E  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator import models as models_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator import chunked as chunked_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import state  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   _, meta = reader.load_metadata(batches, 'eval')
   t0 = time.perf_counter()
-  loaded = E.load_model(model_uri, meta)
+  loaded = models_lib.load_model(model_uri, meta)
   objective = objective_lib.make_objective(loaded.spec, loaded.module)
   load_seconds = time.perf_counter() - t0
   passes = []
   for _ in range(REPEATS):
     start = time.perf_counter()
     timed = _Timed(reader.read_batches(batches, 'eval'))
-    records = E.run_chunked(loaded, timed, objective)
+    records = chunked_lib.run_chunked(loaded, timed, objective)
     end = time.perf_counter()
     passes.append((timed.times[1] - start, end - timed.times[1],
                    sum(timed.real[1:])))
@@ -129,8 +128,8 @@ def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
     out.numpy()
     bare = min(bare, time.perf_counter() - b0)
   # Another pass keeps every sequence's outputs for the comparison.
-  sampler = E.SequenceSampler(num_sequences, 0, loaded.spec.num_unroll)
-  E.run_chunked(loaded, reader.read_batches(batches, 'eval'), objective,
+  sampler = chunked_lib.SequenceSampler(num_sequences, 0, loaded.spec.num_unroll)
+  chunked_lib.run_chunked(loaded, reader.read_batches(batches, 'eval'), objective,
                 sampler)
   first, steady, steady_real = min(passes, key=lambda p: p[1])
   return {'setup': load_seconds + first, 'steady': steady,
@@ -143,15 +142,15 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
   """Whole sequences through ``serving_default``, ``B`` per call: ``setup``
   (loading the SavedModel and one call), then every call timed."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import evaluation as E  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
   order = sorted(seqs, key=lambda s: s.length) if sort else list(seqs)
   groups = [order[i:i + B] for i in range(0, len(order), B)]
   inputs = [(g, common.padded(g)[0], np.array([s.length for s in g],
                                               np.int64)) for g in groups]
   t0 = time.perf_counter()
-  _, fn = E.load_signature(os.path.join(model_uri, 'Format-Serving'),
+  _, fn = equivalence_lib.load_signature(os.path.join(model_uri, 'Format-Serving'),
                            'serving_default')
-  run = E.signature_runner(fn)
+  run = equivalence_lib.signature_runner(fn)
   run(*inputs[0][1:])  # Warm.
   setup = time.perf_counter() - t0
   seconds = math.inf
@@ -245,7 +244,7 @@ def main(argv=None) -> int:
       'A model trained and exported by `runner.run` (per-step labels, '
       f'{1 if args.quick else 3} epochs, B={B}, T={TRAIN_T}) is run over '
       'every sequence of its data set: chunked and stateful as the '
-      'StatefulEvaluator does (`evaluation.load_model` + `run_chunked` over '
+      'StatefulEvaluator does (`models_lib.load_model` + `run_chunked` over '
       f'`packed` batches of B={B} read from TFRecords, state carried, the '
       'labelled steps and their losses collected), and whole sequences '
       f'through the exported `serving_default` signature ({B} sequences per '

@@ -221,8 +221,6 @@ def eval_keras(ds: Dataset, model) -> float:
 def eval_stateful(ds: Dataset, model, source) -> float:
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   pieces: Dict[str, list] = {}
   for batch, outputs in steps_lib.predict_batches(model,
                                                  source.dataset(keys=None)):
@@ -293,6 +291,7 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   model, spec, module = stateful_model(ds)
   train = batches_lib.BatchSource.open(root, 'train')
   evals = batches_lib.BatchSource.open(root, 'eval')
@@ -426,6 +425,7 @@ def overhead(ds: Dataset, root: str, epochs: int,
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import state  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   train = batches_lib.BatchSource.open(root, 'train')
 
   def parts():

@@ -10,7 +10,6 @@ Unknown flags are passed to Beam (e.g. ``--direct_running_mode=multi_processing
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os

@@ -70,7 +70,6 @@ def main(argv: Optional[List[str]] = None) -> int:
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
-  from components.sequence_batcher import in_memory  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import metadata as metadata_lib  # pylint: disable=g-import-not-at-top
   try:
     columns = seqlib.ColumnConfig(
@@ -92,7 +91,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                metadata_lib.split_dir(args.output, args.split),
                split=args.split, input_format=sb_beam.CSV_FILES,
                columns=columns, config=config, source=args.input))
-    merged = in_memory.write_root_metadata(args.output)
+    merged = metadata_lib.write_root_metadata(args.output)
   except (ValueError, OSError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Tuple
 
 import apache_beam as beam
 from tfx import types
@@ -17,7 +17,6 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from components.sequence_batcher import beam as sb_beam
-from components.sequence_batcher import in_memory
 from components.sequence_batcher import layout
 from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import sequences as seqlib
@@ -128,7 +127,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     t0 = time.time()
     with self._make_beam_pipeline() as pipeline:
       expand_splits(pipeline, args)
-    merged = in_memory.write_root_metadata(args.output_uri)
+    merged = metadata_lib.write_root_metadata(args.output_uri)
     output = artifact_utils.get_single_instance(output_dict['batches'])
     # A custom property, set directly: in a Kubeflow container the output may
     # be a class generated from the type name, without our property accessor.

@@ -77,23 +77,8 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
   with tf.io.gfile.GFile(os.path.join(sdir, metadata_lib.METADATA_FILE),
                          'w') as f:
     f.write(metadata_lib.dumps(meta))
-  write_root_metadata(output_dir)
+  metadata_lib.write_root_metadata(output_dir)
   return meta
-
-
-def write_root_metadata(output_dir: str) -> dict:
-  """Merges every ``Split-*/metadata.json`` into ``<output_dir>/metadata.json``."""
-  metas = []
-  for sdir in sorted(tf.io.gfile.glob(
-      os.path.join(output_dir, metadata_lib.SPLIT_PREFIX + '*'))):
-    path = os.path.join(sdir, metadata_lib.METADATA_FILE)
-    if tf.io.gfile.exists(path):
-      metas.append(batch_format.read_json(path))
-  merged = metadata_lib.merge_splits(metas)
-  with tf.io.gfile.GFile(os.path.join(output_dir, metadata_lib.METADATA_FILE),
-                         'w') as f:
-    f.write(metadata_lib.dumps(merged))
-  return merged
 
 
 def write_splits(output_dir: str,

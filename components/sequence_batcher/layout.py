@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
-import math
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np

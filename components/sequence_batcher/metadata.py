@@ -105,3 +105,25 @@ def resolve(path: str, split: Optional[str] = None,
 def dumps(meta: dict) -> str:
   """Stable JSON text (sorted keys) so equal metadata gives equal bytes."""
   return json.dumps(meta, indent=1, sort_keys=True) + '\n'
+
+
+def write_root_metadata(output_dir: str) -> dict:
+  """Merges every ``Split-*/metadata.json`` into ``<output_dir>/metadata.json``.
+
+  Reads and writes through Beam's ``FileSystems`` (local, gs://, ...),
+  imported here so that readers of this module stay free of Beam.
+
+  Returns:
+    The merged metadata dict.
+  """
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  pattern = os.path.join(output_dir, SPLIT_PREFIX + '*', METADATA_FILE)
+  metas = []
+  for match in FileSystems.match([pattern])[0].metadata_list:
+    with FileSystems.open(match.path) as f:
+      metas.append(json.loads(f.read().decode('utf-8')))
+  metas.sort(key=lambda m: m.get('split', ''))
+  merged = merge_splits(metas)
+  with FileSystems.create(os.path.join(output_dir, METADATA_FILE)) as f:
+    f.write(dumps(merged).encode('utf-8'))
+  return merged

@@ -11,7 +11,7 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf

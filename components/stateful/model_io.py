@@ -29,7 +29,7 @@ import os
 import sys
 import tempfile
 import types
-from typing import Any, Optional, Tuple
+from typing import Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras

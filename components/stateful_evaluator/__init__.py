@@ -4,8 +4,10 @@ and segment, baseline comparison and a ``ModelBlessing`` for the stock Pusher.
 * ``config`` — ``EvalConfig`` and thresholds (plain Python).
 * ``metrics`` / ``validation`` / ``report`` — NumPy maths, TFMA-style
   threshold checks and the HTML report (no TensorFlow, no TFX).
-* ``evaluation`` — the chunked pass, the equivalence check and the blessing
-  decision (TensorFlow, no TFX).
+* ``models`` (loading and fit checks), ``chunked`` (the chunked stateful
+  run), ``equivalence`` (chunked == whole-sequence serving) and
+  ``evaluation`` (one evaluation and the blessing decision) — TensorFlow, no
+  TFX; they use the shared core ``components.stateful``, never the trainer.
 * ``component.StatefulEvaluator`` / ``executor.Executor`` — the TFX parts.
 """
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -392,3 +392,19 @@ def by_position(records: StepRecords, edges: Sequence[int],
     out['loss'].append(_wmean(records.losses[sel], w))
     out['error'].append(_wmean(errors[sel], w))
   return out
+
+
+def json_safe(value: Any) -> Any:
+  """NaN/inf as strings (JSON has neither), numpy scalars as Python."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if isinstance(value, (np.floating, float)):
+    value = float(value)
+    return value if math.isfinite(value) else str(value)
+  if isinstance(value, np.integer):
+    return int(value)
+  if isinstance(value, np.bool_):
+    return bool(value)
+  return value

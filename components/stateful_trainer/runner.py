@@ -12,7 +12,7 @@ import logging
 import os
 import time
 import types
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import tensorflow as tf
 import tf_keras as keras

@@ -19,7 +19,8 @@ import tensorflow as tf
 
 from components.sequence_batcher import load_metadata
 from components.sequence_batcher import read_batches
-from components.stateful_evaluator import evaluation
+from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator import chunked as chunked_lib
 from components.stateful import model_io
 from components.stateful import objective as objective_lib
 from data import generate
@@ -61,9 +62,9 @@ def _raw_sequences(rows: dict, keys):
 def _chunked_last_step_logits(model_uri: str, batches_uri: str):
   """The evaluator's own chunked stateful run over the eval batches."""
   _, meta = load_metadata(batches_uri, 'eval')
-  loaded = evaluation.load_model(model_uri, meta)
+  loaded = models_lib.load_model(model_uri, meta)
   objective = objective_lib.make_objective(loaded.spec, loaded.module)
-  records = evaluation.run_chunked(loaded, read_batches(batches_uri, 'eval'),
+  records = chunked_lib.run_chunked(loaded, read_batches(batches_uri, 'eval'),
                                    objective)
   return {records.sequence_keys[int(i)]: records.outputs[j]
           for j, i in enumerate(records.sequence_ids)}

@@ -15,6 +15,9 @@ from components.sequence_batcher import read_batches
 from components.sequence_batcher import reader
 from components.stateful_evaluator import config as C
 from components.stateful_evaluator import evaluation as E
+from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator import equivalence as equivalence_lib
+from components.stateful_evaluator import chunked as chunked_lib
 from components.stateful_evaluator import metrics as M
 from components.stateful_trainer import export as trainer_export
 from components.stateful import model_io
@@ -34,13 +37,13 @@ def _serving(uri):
 def test_chunked_running_sum_is_exactly_the_numpy_cumsum(
     mode, models, regression_batches, regression_sequences):
   _, meta = reader.load_metadata(regression_batches[mode], 'eval')
-  loaded = E.load_model(models['running_sum'], meta)
+  loaded = models_lib.load_model(models['running_sum'], meta)
   assert loaded.spec.batch_size == 3 and loaded.spec.num_unroll == T
   # Dirty state must not leak in: the pass zeroes every lane first.
   for var in state.state_variables(loaded.model):
     var.assign(tf.fill(var.shape, 100.0))
   objective = objective_lib.make_objective(loaded.spec, loaded.module)
-  records = E.run_chunked(loaded, read_batches(regression_batches[mode],
+  records = chunked_lib.run_chunked(loaded, read_batches(regression_batches[mode],
                                                'eval'), objective)
   got = helpers.per_sequence_outputs(records)
   assert sorted(got) == sorted(s.key for s in regression_sequences)
@@ -172,7 +175,7 @@ def test_classifier_per_sequence_metrics_and_last_step_check(
 
 def _sample(key, length, seed=0):
   rng = np.random.default_rng(seed)
-  return E.SampledSequence(key, length,
+  return chunked_lib.SampledSequence(key, length,
                            rng.integers(-2, 3, (length, 2)).astype(np.float32),
                            np.zeros((length, 1), np.float32))
 
@@ -187,7 +190,7 @@ def test_equivalence_check_that_cannot_run_does_not_bless(
     models, serving_dir, signature, match):
   if serving_dir == 'running_sum':
     serving_dir = _serving(models['running_sum'])
-  result = E.check_equivalence(
+  result = equivalence_lib.check_equivalence(
       serving_dir, [_sample('a', 6)], num_outputs=1, num_unroll=T,
       config=C.EvalConfig(serving_signature=signature))
   assert not result.ok and result.max_abs_diff is None
@@ -208,7 +211,7 @@ def transform_export(tmp_path_factory, models):
   """The running-sum model exported by the trainer's ServingModule with a
   transform in front of the twin."""
   uri = models['running_sum']
-  loaded = E.load_model(uri, {'batch_size': 2, 'num_unroll': T,
+  loaded = models_lib.load_model(uri, {'batch_size': 2, 'num_unroll': T,
                               'feature_names': list(helpers.FEATURES),
                               'label_kind': ms.PER_STEP,
                               'label_dtype': 'float32'})
@@ -237,7 +240,7 @@ def test_reference_when_the_export_embeds_a_transform(transform_export,
   path, _, twin = transform_export
   samples = [_running_sum_sample(f's{i}', n, i)
              for i, n in enumerate([9, 5, 2])]
-  result = E.check_equivalence(
+  result = equivalence_lib.check_equivalence(
       path, samples, num_outputs=1, num_unroll=T,
       config=C.EvalConfig(equivalence_reference=reference),
       twin_factory=lambda: twin)
@@ -251,7 +254,7 @@ def test_reference_when_the_export_embeds_a_transform(transform_export,
 
 def test_plain_export_is_checked_through_its_signature(models):
   samples = [_running_sum_sample('s', 7, 0)]
-  result = E.check_equivalence(
+  result = equivalence_lib.check_equivalence(
       _serving(models['running_sum']), samples, num_outputs=1, num_unroll=T,
       config=C.EvalConfig())
   assert result.ok and result.reference == 'signature serving_default'
@@ -262,7 +265,7 @@ def test_equivalence_check_reports_nan_as_a_failure(models):
   bad = _sample('a', 5)
   bad.chunked = np.cumsum(bad.features.sum(axis=1))[:, None]
   bad.chunked[2, 0] = np.nan
-  result = E.check_equivalence(
+  result = equivalence_lib.check_equivalence(
       _serving(models['running_sum']), [bad], num_outputs=1, num_unroll=T,
       config=C.EvalConfig())
   assert not result.ok and np.isnan(result.max_abs_diff)
@@ -274,7 +277,7 @@ def test_sampler_prefers_multi_segment_sequences_whatever_the_order():
   offers = [('s%d' % i, n) for i, n in enumerate([1, 9, 2, 5, 3, 13, 4, 8])]
 
   def sample(order, size=3):
-    sampler = E.SequenceSampler(size, seed=7, num_unroll=T)
+    sampler = chunked_lib.SequenceSampler(size, seed=7, num_unroll=T)
     for key, n in order:
       sampler.offer(key, n)
     return {k for k, _ in offers if sampler.wants(k)}
@@ -288,7 +291,7 @@ def test_sampler_prefers_multi_segment_sequences_whatever_the_order():
 
 
 def test_sampler_reassembles_segments_and_checks_them():
-  sampler = E.SequenceSampler(2, seed=0, num_unroll=2)
+  sampler = chunked_lib.SequenceSampler(2, seed=0, num_unroll=2)
   sampler.offer('a', 3)
   feats = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
   sampler.add('a', 0, feats[0], feats[0][:, :1])
@@ -297,9 +300,9 @@ def test_sampler_reassembles_segments_and_checks_them():
   np.testing.assert_array_equal(seq.features, feats.reshape(4, 2)[:3])
   np.testing.assert_array_equal(seq.chunked[:, 0], [0, 2, 4])
   sampler.offer('b', 5)
-  with pytest.raises(E.EvaluationError, match='segments'):
+  with pytest.raises(models_lib.EvaluationError, match='segments'):
     sampler.sequences()
-  with pytest.raises(E.EvaluationError, match='starts twice'):
+  with pytest.raises(models_lib.EvaluationError, match='starts twice'):
     sampler.offer('a', 3)
 
 
@@ -316,9 +319,9 @@ def test_model_that_does_not_fit_the_batches_is_an_error(change, match):
                       output_size=1)
   meta = {'feature_names': list(helpers.FEATURES), 'label_kind': 'per_step',
           'label_dtype': 'float32'}
-  E.check_model_fits_batches(spec, meta)
-  with pytest.raises(E.EvaluationError, match=match):
-    E.check_model_fits_batches(spec.replace(**change), meta)
+  models_lib.check_model_fits_batches(spec, meta)
+  with pytest.raises(models_lib.EvaluationError, match=match):
+    models_lib.check_model_fits_batches(spec.replace(**change), meta)
 
 
 def test_thresholds_on_metrics_the_task_lacks_are_an_error(

@@ -1,0 +1,189 @@
+"""The chunked stateful run over the eval split. TensorFlow, no TFX.
+
+The run mirrors how the model was trained (docs/design.md, "The state
+protocol"): the model, rebuilt stateful for the eval batches' lane count, is
+fed the eval split's batches strictly in order, its state carried from one
+batch to the next; all state is zeroed at the start, and before every batch
+the state rows of lanes whose ``reset`` flag is 1 are zeroed
+(``steps.predict_batches``). Owns ``run_chunked`` (the labelled steps'
+records for the metrics) and ``SequenceSampler`` (the sequences the
+equivalence check replays whole).
+
+Shapes: B lanes, T steps per segment, F features, K outputs per step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from components.stateful_evaluator import metrics as metrics_lib
+from components.stateful import model_spec as ms
+from components.stateful import objective as objective_lib
+from components.stateful import steps as steps_lib
+from components.stateful_evaluator import models as models_lib
+
+
+@dataclasses.dataclass
+class SampledSequence:
+  """One sampled sequence, put back together from its segments.
+
+  Attributes:
+    key: the sequence key.
+    length: L.
+    features: float32[L, F], as in the batches.
+    chunked: float32[L, K], the chunked stateful outputs.
+  """
+  key: str
+  length: int
+  features: np.ndarray
+  chunked: np.ndarray
+
+
+class SequenceSampler:
+  """Keeps the segments of a bottom-k sample of sequences, in one pass.
+
+  A sequence's priority is decided when its first segment arrives: sequences
+  with more than one segment (the ones where state is carried) come before
+  single-segment ones, then a seeded hash of the key. The sample is the
+  ``size`` highest-priority sequences, whatever the batch order.
+  """
+
+  def __init__(self, size: int, seed: int, num_unroll: int):
+    self._size = int(size)
+    self._seed = int(seed)
+    self._unroll = int(num_unroll)
+    self._heap: List[Tuple[int, str]] = []  # (-rank, key): worst on top.
+    self._lengths: Dict[str, int] = {}
+    self._segments: Dict[str, Dict[int, Tuple[np.ndarray, np.ndarray]]] = {}
+
+  def _rank(self, key: str, length: int) -> int:
+    digest = hashlib.blake2b(key.encode('utf-8'), digest_size=8,
+                             key=str(self._seed).encode()).digest()
+    single = int(-(-length // self._unroll) <= 1)
+    return (single << 64) | int.from_bytes(digest, 'big')
+
+  def offer(self, key: str, length: int) -> None:
+    """Called on a sequence's first segment: keep it if it ranks high."""
+    if key in self._lengths:
+      raise models_lib.EvaluationError(f'sequence {key!r} starts twice in the split')
+    rank = self._rank(key, length)
+    if len(self._heap) < self._size:
+      heapq.heappush(self._heap, (-rank, key))
+    elif rank < -self._heap[0][0]:
+      _, evicted = heapq.heapreplace(self._heap, (-rank, key))
+      del self._lengths[evicted]
+      del self._segments[evicted]
+    else:
+      return
+    self._lengths[key] = int(length)
+    self._segments[key] = {}
+
+  def wants(self, key: str) -> bool:
+    return key in self._lengths
+
+  def add(self, key: str, segment_index: int, features: np.ndarray,
+          outputs: np.ndarray) -> None:
+    """Stores segment ``segment_index`` (features [T, F], outputs [T, K])."""
+    self._segments[key][int(segment_index)] = (np.array(features),
+                                               np.array(outputs))
+
+  def sequences(self) -> List[SampledSequence]:
+    """The sampled sequences, longest first (then by key)."""
+    out = []
+    for key, length in self._lengths.items():
+      segs = self._segments[key]
+      need = -(-length // self._unroll)
+      if sorted(segs) != list(range(need)):
+        raise models_lib.EvaluationError(
+            f'sequence {key!r} (length {length}) should have segments '
+            f'0..{need - 1} in the batches; found {sorted(segs)}')
+      feats = np.concatenate([segs[k][0] for k in range(need)])[:length]
+      outs = np.concatenate([segs[k][1] for k in range(need)])[:length]
+      out.append(SampledSequence(key=key, length=length, features=feats,
+                                 chunked=outs))
+    out.sort(key=lambda s: (-s.length, s.key))
+    return out
+
+
+def _decode(key) -> str:
+  return key.decode('utf-8') if isinstance(key, bytes) else str(key)
+
+
+def run_chunked(loaded: models_lib.LoadedModel, dataset: tf.data.Dataset,
+                objective: objective_lib.Objective,
+                sampler: Optional[SequenceSampler] = None
+               ) -> metrics_lib.StepRecords:
+  """Runs the model over the batches in order, state carried; collects the
+  labelled steps.
+
+  Args:
+    loaded: the stateful model (state is zeroed first).
+    dataset: ``read_batches`` of the eval split, in order.
+    objective: gives the per-step loss of the outputs.
+    sampler: optional; receives the segments of sampled sequences.
+
+  Returns:
+    ``StepRecords`` of every step with ``label_weight > 0``.
+  """
+  spec = loaded.spec
+  unroll = int(spec.num_unroll)
+  parts = {name: [] for name in ('labels', 'outputs', 'weights', 'losses',
+                                 'sequence_ids', 'sequence_lengths',
+                                 'segment_index', 'position')}
+  key_ids: Dict[str, int] = {}
+  steps = np.arange(unroll, dtype=np.int64)
+  for batch, outputs in steps_lib.predict_batches(loaded.model, dataset):
+    weight = batch['label_weight']
+    lanes, times = np.nonzero(weight > 0)
+    _check_labels(batch['labels'][lanes, times], spec)
+    losses = objective.per_step_loss(tf.constant(batch['labels']),
+                                     tf.constant(outputs)).numpy()
+    keys = [_decode(k) for k in batch['key']]
+    seg = batch['segment_index']
+    if sampler is not None:
+      for lane, key in enumerate(keys):
+        if not key or seg[lane] < 0:
+          continue
+        if seg[lane] == 0:
+          sampler.offer(key, int(batch['sequence_length'][lane]))
+        if sampler.wants(key):
+          sampler.add(key, int(seg[lane]), batch['features'][lane],
+                      outputs[lane])
+    if lanes.size == 0:
+      continue
+    ids = np.array([key_ids.setdefault(keys[i], len(key_ids)) for i in lanes],
+                   np.int64)
+    parts['labels'].append(batch['labels'][lanes, times])
+    parts['outputs'].append(outputs[lanes, times].astype(np.float32))
+    parts['weights'].append(weight[lanes, times].astype(np.float32))
+    parts['losses'].append(losses[lanes, times].astype(np.float32))
+    parts['sequence_ids'].append(ids)
+    parts['sequence_lengths'].append(batch['sequence_length'][lanes])
+    parts['segment_index'].append(seg[lanes])
+    parts['position'].append(seg[lanes] * unroll + steps[times])
+  if not parts['weights']:
+    raise models_lib.EvaluationError('the eval split has no labelled step '
+                          '(label_weight is 0 everywhere)')
+  arrays = {k: np.concatenate(v) for k, v in parts.items()}
+  return metrics_lib.StepRecords(sequence_keys=list(key_ids), **arrays)
+
+
+def _check_labels(labels: np.ndarray, spec: ms.ModelSpec) -> None:
+  """Raises ``models_lib.EvaluationError`` when labelled steps do not fit the task."""
+  if labels.size == 0:
+    return
+  if spec.task == ms.CLASSIFICATION:
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo < 0 or hi >= spec.num_classes:
+      raise models_lib.EvaluationError(
+          f'class labels must be in [0, {spec.num_classes}); the eval batches '
+          f'have labels in [{lo}, {hi}]')
+  elif not np.all(np.isfinite(labels)):
+    raise models_lib.EvaluationError('regression labels contain NaN or infinity')
+
