@@ -27,7 +27,7 @@ LABEL_SCORINGS = ('last_step', 'every_step', 'weighted')
 # early stopping on the validation carve ends it sooner.
 EPOCHS_TARGET_EXAMPLES = 4000
 EPOCHS_MIN = 20
-EPOCHS_MAX = 60
+EPOCHS_MAX = 40
 
 
 class TrainingConfigError(ValueError):
@@ -57,8 +57,9 @@ class TrainConfig:
       0, 'also evaluate on the eval split every N training steps (0: only '
       'at epoch ends)')
   eval_each_epoch: bool = _setting(
-      True, 'evaluate on the eval split at the end of every epoch (for the '
-      'log and TensorBoard only; model selection uses the validation carve)')
+      False, 'also evaluate on the eval split at the end of every epoch (for '
+      'the log and TensorBoard only: model selection uses the validation '
+      'carve; the StatefulEvaluator scores the exported model)')
   checkpoint_every_n_steps: int = _setting(
       0, 'also checkpoint every N steps (0: at epoch ends and when stopping)')
   log_every_n_steps: int = _setting(

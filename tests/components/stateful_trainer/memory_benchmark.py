@@ -117,6 +117,7 @@ def run(args) -> dict:
         config=settings.TrainConfig(epochs=args.epochs, seed=args.seed,
                                     log_every_n_steps=0,
                                     validation_fraction=0.0,
+                                    eval_each_epoch=True,
                                     reset_state_every_batch=ablation))
     report[name] = {
         'seconds': round(time.monotonic() - started, 1),

@@ -79,6 +79,7 @@ def test_executor_do_trains_and_exports(batches_dir, tmp_path):
                                                        'dropout': 0.0}}),
       'epochs': 2, 'seed': 3, 'train_split': 'train', 'eval_split': None,
       'eval_every_n_steps': 2, 'log_every_n_steps': 1,
+      'eval_each_epoch': 1, 'validation_fraction': 0.0,
   }
   executor.Executor().Do(input_dict, output_dict, exec_properties)
 

@@ -146,8 +146,27 @@ def test_serving_default_per_sequence_outputs(classifier):
         features=tf.constant(x), lengths=tf.constant(lengths + 100))
 
 
-def test_step_chunk_by_chunk_matches_serving_default(classifier):
-  _, loaded, splits, _ = classifier
+@pytest.fixture(scope='module')
+def conv_classifier(tmp_path_factory):
+  """The default conv model (causal convolutions and running pools as
+  state), per-sequence, 3 classes."""
+  tmp = str(tmp_path_factory.mktemp('conv_classifier'))
+  splits = {'train': helpers.random_sequences([7, 12, 5, 9, 16, 3], F,
+                                              seed=41, num_classes=3),
+            'eval': helpers.random_sequences([8, 6, 11, 10], F, seed=42,
+                                             num_classes=3)}
+  root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
+                               batch_size=B, num_unroll=T,
+                               feature_names=NAMES)
+  result = _train(root, tmp, hyperparameters={
+      'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05})
+  loaded = tf.saved_model.load(result.serving_model_dir)
+  return result, loaded, splits, tmp
+
+
+@pytest.mark.parametrize('which', ['classifier', 'conv_classifier'])
+def test_step_chunk_by_chunk_matches_serving_default(which, request):
+  _, loaded, splits, _ = request.getfixturevalue(which)
   seqs = splits['eval']
   x, lengths = _padded(seqs)
   whole = loaded.signatures['serving_default'](

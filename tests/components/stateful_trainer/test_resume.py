@@ -64,6 +64,7 @@ def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0,
   config = settings.TrainConfig(
       epochs=2, eval_every_n_steps=3, checkpoint_every_n_steps=4,
       log_every_n_steps=0, seed=seed, early_stopping_patience=0,
+      eval_each_epoch=True,
       validation_fraction=0.5 if kind == 'conv' else 0.0)
   result = training.fit(model, optimizer=optimizer, objective=objective,
                         train=train, eval_source=evals, config=config,

@@ -30,7 +30,8 @@ def _fit(model, spec, source, *, eval_source=None, module=None,
   return training.fit(model, optimizer=optimizer, objective=objective,
                       train=source, eval_source=eval_source,
                       config=settings.TrainConfig(
-                          **{'validation_fraction': 0.0, **config}),
+                          **{'validation_fraction': 0.0,
+                             'eval_each_epoch': True, **config}),
                       after_step=after_step, checkpoint_dir=checkpoint_dir,
                       **kwargs)
 
