@@ -1,6 +1,6 @@
 """5. Chunked stateful evaluation against whole-sequence serving inference.
 
-A model is trained and exported by the StatefulTrainer (``runner.run``,
+A model is trained and exported by the StatefulTrainer (``trainer_run.run``,
 per-step labels, so that ``serving_default`` returns every step's output),
 then every sequence of the data set is run two ways:
 
@@ -51,7 +51,7 @@ def cases(quick: bool):
 
 
 def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
-  from components.stateful_trainer import runner  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings
   trainset, _ = common.split_train_eval(seqs)
   batches = common.write_batches(os.path.join(work, 'train-batches'),
@@ -59,7 +59,7 @@ def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
                                  num_unroll=TRAIN_T, label_kind='per_step',
                                  feature_names=names)
   model_uri = os.path.join(work, 'model')
-  runner.run(runner.TrainerArgs(
+  trainer_run.run(trainer_run.TrainerArgs(
       batches_uri=batches, model_uri=model_uri,
       serving_model_dir=os.path.join(model_uri, 'Format-Serving'),
       model_run_dir=os.path.join(work, 'run'), eval_split=None, task=task,
@@ -241,7 +241,7 @@ def main(argv=None) -> int:
       '',
       run.preamble(args.quick),
       '',
-      'A model trained and exported by `runner.run` (per-step labels, '
+      'A model trained and exported by `trainer_run.run` (per-step labels, '
       f'{1 if args.quick else 3} epochs, B={B}, T={TRAIN_T}) is run over '
       'every sequence of its data set: chunked and stateful as the '
       'StatefulEvaluator does (`models_lib.load_model` + `run_chunked` over '

@@ -9,7 +9,7 @@ Each run is a fresh process whose peak resident memory is read from the
 kernel (``getrusage(RUSAGE_SELF).ru_maxrss``, exact) and also polled
 (psutil, every 50 ms, so that a run stopped at the cap still has a figure):
 
-* ours: the StatefulTrainer's ``runner.run`` (label scan, ``training.fit``,
+* ours: the StatefulTrainer's ``trainer_run.run`` (label scan, ``training.fit``,
   SavedModel export) on ``packed`` batches written beforehand by the parent;
 * Keras ``model.fit`` on the same sequences padded to the longest one
   (a ``Masking`` layer, mask-weighted loss, two batches of 32 = one epoch),
@@ -65,12 +65,12 @@ def _rss() -> int:
 
 def child_ours(batches: str, work: str) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  from components.stateful_trainer import runner  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   ready = _rss()
   t0 = time.perf_counter()
-  result = runner.run(runner.TrainerArgs(
+  result = trainer_run.run(trainer_run.TrainerArgs(
       batches_uri=batches, model_uri=os.path.join(work, 'model'),
       serving_model_dir=os.path.join(work, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(work, 'run'), eval_split=None,
@@ -201,7 +201,7 @@ def report(args, run, sizes, results, info) -> str:
       f'one of L steps; one LSTM layer of {UNITS} units, B={B}, T={T}, '
       'per-step labels, one epoch; each run a fresh process. Peak RSS is the '
       'kernel\'s `ru_maxrss` of the process (for a run stopped at the cap: '
-      'the last polled RSS). "ours" is the StatefulTrainer\'s `runner.run` '
+      'the last polled RSS). "ours" is the StatefulTrainer\'s `trainer_run.run` '
       '(label scan, `training.fit`, SavedModel export) on `packed` batches; '
       '"above start" is its peak minus its RSS once TensorFlow and the '
       'trainer were imported. Keras `fit` pads every sequence to L (2 '

@@ -19,9 +19,9 @@ import warnings
 from typing import Dict, List, Optional
 
 from components.stateful_trainer import settings
-from pipeline import configs
+from pipeline import pipeline_config
 
-_DEFAULTS = configs.PipelineConfig()
+_DEFAULTS = pipeline_config.PipelineConfig()
 
 
 def _positive(text: str) -> int:
@@ -114,8 +114,8 @@ def _csv_list(text: str) -> List[str]:
   return [c.strip() for c in text.split(',') if c.strip()]
 
 
-def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
-  return configs.PipelineConfig(
+def config_from_args(args: argparse.Namespace) -> pipeline_config.PipelineConfig:
+  return pipeline_config.PipelineConfig(
       pipeline_name=args.pipeline_name,
       data_root=os.path.abspath(args.data_root),
       output_dir=os.path.abspath(args.output_dir),
@@ -129,7 +129,7 @@ def config_from_args(args: argparse.Namespace) -> configs.PipelineConfig:
       enable_cache=not args.no_cache)
 
 
-def check_data_root(config: configs.PipelineConfig) -> None:
+def check_data_root(config: pipeline_config.PipelineConfig) -> None:
   root = config.data_root
   if not os.path.isdir(root):
     raise ValueError(f'--data-root {root}: no such directory')
@@ -143,7 +143,7 @@ def check_data_root(config: configs.PipelineConfig) -> None:
                      '--input-format sequence_example for TFRecords)')
 
 
-def run(config: configs.PipelineConfig,
+def run(config: pipeline_config.PipelineConfig,
         beam_args: Optional[List[str]] = None) -> Dict:
   """Runs the pipeline and returns the summary (also in summary.json)."""
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top

@@ -22,7 +22,7 @@ from components.sequence_batcher.component import SequenceBatcher
 from components.stateful_evaluator.component import StatefulEvaluator
 from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
-from pipeline import configs
+from pipeline import pipeline_config
 
 CSV = 'csv'
 SEQUENCE_EXAMPLE = 'sequence_example'
@@ -88,7 +88,7 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
   """Builds the TFX pipeline (same graph locally and on Kubeflow).
 
-  Args (beyond the column and layout settings, see ``configs``):
+  Args (beyond the column and layout settings, see ``pipeline_config``):
     task: ``classification`` or ``regression``.
     trainer: the StatefulTrainer's settings (epochs, seed, label scoring,
       validation carve, ...); every field reaches the component.
@@ -129,7 +129,7 @@ def create_pipeline(
         schema=schema_gen.outputs['schema'],
         # A dotted path: importable from the installed package in a container
         # image as well as locally (no user-code wheel to ship).
-        preprocessing_fn=configs.TRANSFORM_FN,
+        preprocessing_fn=pipeline_config.TRANSFORM_FN,
         custom_config={
             'key_column': key_column, 'order_column': order_column,
             'label_column': label_column,
@@ -177,7 +177,7 @@ def create_pipeline(
       beam_pipeline_args=beam_pipeline_args or [])
 
 
-def create_pipeline_from_config(config: configs.PipelineConfig, *,
+def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
                                 pipeline_root: str,
                                 metadata_connection_config=None,
                                 beam_pipeline_args: Optional[List[str]] = None,

@@ -10,13 +10,13 @@ from ml_metadata import errors as mlmd_errors
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 
-from pipeline import configs
+from pipeline import pipeline_config
 
 _BATCHER_KEYS = ('num_sequences', 'num_batches', 'real_timesteps',
                  'padded_timesteps', 'efficiency')
 
 
-def _store(config: configs.PipelineConfig) -> metadata_store.MetadataStore:
+def _store(config: pipeline_config.PipelineConfig) -> metadata_store.MetadataStore:
   cc = metadata_store_pb2.ConnectionConfig()
   cc.sqlite.filename_uri = config.metadata_path
   cc.sqlite.connection_mode = (
@@ -82,7 +82,7 @@ def _eval_metrics(uri: Optional[str], task: str) -> Dict:
   return {k: overall[k] for k in keys if k in overall}
 
 
-def collect(config: configs.PipelineConfig, wall_seconds: float) -> Dict:
+def collect(config: pipeline_config.PipelineConfig, wall_seconds: float) -> Dict:
   """Builds the summary dict written to ``summary.json``."""
   store = _store(config)
   executions = _latest_run_executions(store, config.pipeline_name)

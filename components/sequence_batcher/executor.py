@@ -17,6 +17,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from components.sequence_batcher import beam as sb_beam
+from components.sequence_batcher import plan as sb_plan
 from components.sequence_batcher import layout
 from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import sequences as seqlib
@@ -104,7 +105,7 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
                   args.input_patterns[basis])
               | 'DecodeForLayout' >> sb_beam.DecodeRows(
                   args.input_format, args.columns, source=f'split {basis!r}')
-              | 'ChooseLayout' >> sb_beam.ChooseLayout(args.config))
+              | 'ChooseLayout' >> sb_plan.ChooseLayout(args.config))
   for split in args.splits:
     pattern = args.input_patterns[split]
     _ = (pipeline

@@ -5,6 +5,6 @@
   objective, the state protocol and the batch reader it uses are the shared
   core's (``components.stateful``).
 * ``export`` — the serving SavedModel (``serving_default``, ``step``, ...).
-* ``runner.run`` — one run without TFX; ``component.StatefulTrainer`` — the
+* ``run.run`` — one run without TFX; ``component.StatefulTrainer`` — the
   TFX component (imports TFX).
 """

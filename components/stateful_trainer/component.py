@@ -1,7 +1,7 @@
 """TFX component: StatefulTrainer (SequenceBatches -> Model, ModelRun).
 
 Validates arguments and wires channels; ``executor.py`` decodes the
-artifacts and ``runner.run`` trains and exports.
+artifacts and ``run.run`` trains and exports.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Executor of the StatefulTrainer: artifacts -> ``TrainerArgs`` -> ``run``.
 
 No maths here: ``args_from_artifacts`` decodes and validates, and
-``runner.run`` does the work.
+``run.run`` does the work.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from tfx.utils import io_utils
 from tfx.utils import path_utils
 
 from components.stateful import model_io
-from components.stateful_trainer import runner
+from components.stateful_trainer import run as trainer_run
 from components.stateful_trainer import settings
 
 _LOG = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def _resolve_module(props: Mapping[str, Any]):
 def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
                         output_dict: Dict[str, List[types.Artifact]],
                         exec_properties: Dict[str, Any]
-                       ) -> runner.TrainerArgs:
+                       ) -> trainer_run.TrainerArgs:
   """Decodes and validates the component's inputs into ``TrainerArgs``."""
   batches = artifact_utils.get_single_instance(input_dict[BATCHES_KEY])
   splits = artifact_utils.decode_split_names(batches.split_names)
@@ -120,7 +120,7 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
   train_config = train_config_from(exec_properties)
   num_classes = exec_properties.get('num_classes')
   output_size = exec_properties.get('output_size')
-  return runner.TrainerArgs(
+  return trainer_run.TrainerArgs(
       batches_uri=batches.uri,
       model_uri=model_uri,
       serving_model_dir=path_utils.serving_model_dir(model_uri),
@@ -161,7 +161,7 @@ class Executor(base_executor.BaseExecutor):
     # Progress lines are INFO records of this package's loggers.
     logging.getLogger('components.stateful_trainer').setLevel(logging.INFO)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
-    result = runner.run(args)
+    result = trainer_run.run(args)
     final = result.fit.final_eval
     _LOG.info('StatefulTrainer done: %d steps%s', result.fit.steps,
               f', final eval {final}' if final else '')

@@ -330,7 +330,7 @@ def fit(model: keras.Model,
     A ``FitResult``.
   """
   if config.epochs is None:
-    raise TrainingConfigError('fit needs epochs set (runner.run applies the '
+    raise TrainingConfigError('fit needs epochs set (run.run applies the '
                               'epochs rule when it is unset)')
   optimizer.build(model.trainable_variables)
   train_metrics = objective.new_metrics()

@@ -13,8 +13,8 @@ import pytest
 import tensorflow as tf
 
 from components.sequence_batcher import read_batches
-from kubeflow import runner
-from pipeline import configs
+from kubeflow import compile as kfp_compile
+from pipeline import pipeline_config
 from tests.kubeflow import harness
 
 IMAGE = 'registry.example.com/tfx-stateful-sequences:test'
@@ -38,7 +38,7 @@ def build_model(spec):
 
 
 def _compile(out_dir, *flags: str) -> dict:
-  path = runner.compile_pipeline([
+  path = kfp_compile.compile_pipeline([
       '--image', IMAGE, '--output-file', str(out_dir / 'pipeline.json'),
       '--batch-size', '4', '--num-unroll', '8', '--epochs', '1', *flags])
   with open(path) as f:
@@ -235,9 +235,9 @@ def _local_paths(*extra: str) -> List[str]:
   """Paths of the compiling machine that must not reach a compiled
   pipeline: the repository, the local runner's default output and data,
   the working and temporary directories, this Python."""
-  paths = {harness.ROOT, configs.PROJECT_ROOT,
-           configs.PipelineConfig.output_dir,
-           configs.PipelineConfig.data_root,
+  paths = {harness.ROOT, pipeline_config.PROJECT_ROOT,
+           pipeline_config.PipelineConfig.output_dir,
+           pipeline_config.PipelineConfig.data_root,
            os.getcwd(), tempfile.gettempdir(), sys.prefix, *extra}
   return sorted(p for p in paths if p and p != os.sep)
 
@@ -274,9 +274,9 @@ def test_pusher_pushes_to_the_given_serving_dir(compiled_with_module):
 
 
 def test_serving_dir_default_joins_the_root_without_a_double_slash():
-  assert runner.serving_dir_of('gs://b/root/', None) == (
+  assert kfp_compile.serving_dir_of('gs://b/root/', None) == (
       'gs://b/root/serving_model')
-  assert runner.serving_dir_of('gs://b/root', 'gs://c/models') == (
+  assert kfp_compile.serving_dir_of('gs://b/root', 'gs://c/models') == (
       'gs://c/models')
 
 
@@ -294,7 +294,7 @@ def test_compiled_pipeline_names_no_path_of_the_compiling_machine(
       'stringValue': DATA_ROOT}
   params = tasks['Transform']['inputs']['parameters']
   assert params['preprocessing_fn']['runtimeValue']['constantValue'] == {
-      'stringValue': configs.TRANSFORM_FN}
+      'stringValue': pipeline_config.TRANSFORM_FN}
   assert 'module_file' not in params
   assert 'module_file' not in tasks['StatefulTrainer']['inputs']['parameters']
 
@@ -333,14 +333,14 @@ def test_kubeflow_runner_takes_no_local_output_dir_and_needs_a_data_root(
   base = ['--image', IMAGE, '--pipeline-root', PIPELINE_ROOT,
           '--output-file', str(tmp_path / 'p.json')]
   with pytest.raises(SystemExit):
-    runner.compile_pipeline(base)
+    kfp_compile.compile_pipeline(base)
   assert '--data-root' in capsys.readouterr().err
   with pytest.raises(SystemExit):
-    runner.compile_pipeline(base + ['--data-root', DATA_ROOT,
+    kfp_compile.compile_pipeline(base + ['--data-root', DATA_ROOT,
                                     '--output-dir', str(tmp_path)])
   assert '--output-dir' in capsys.readouterr().err
   assert not (tmp_path / 'p.json').exists()
-  assert runner.build_parser().parse_args(
+  assert kfp_compile.build_parser().parse_args(
       base + ['--data-root', DATA_ROOT]).serving_dir is None
 
 

@@ -24,7 +24,7 @@ from components.stateful_evaluator import chunked as chunked_lib
 from components.stateful import model_io
 from components.stateful import objective as objective_lib
 from data import generate
-from pipeline import configs
+from pipeline import pipeline_config
 from pipeline import local_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(

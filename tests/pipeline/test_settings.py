@@ -9,7 +9,7 @@ import pytest
 
 from components.stateful_trainer import executor as trainer_executor
 from components.stateful_trainer import settings
-from kubeflow import runner as kubeflow_runner
+from kubeflow import compile as kubeflow_compile
 from pipeline import local_runner
 from pipeline import pipeline as pipeline_lib
 
@@ -76,7 +76,7 @@ def test_every_setting_reaches_the_trainer_from_the_local_runner(tmp_path):
 
 def test_every_setting_reaches_the_compiled_kubeflow_pipeline(tmp_path):
   flags, values = _all_flags()
-  path = kubeflow_runner.compile_pipeline([
+  path = kubeflow_compile.compile_pipeline([
       '--image', 'gcr.io/p/img:1', '--output-file',
       str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
       '--data-root', 'gs://b/data'] + flags)

@@ -11,7 +11,7 @@ import pytest
 from components.stateful_evaluator import config as C
 from components.stateful_evaluator import evaluation as E
 from components.stateful import model_spec as ms
-from components.stateful_trainer import runner
+from components.stateful_trainer import run as trainer_run
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
 from tests.components.stateful_evaluator import helpers
@@ -27,7 +27,7 @@ def test_trained_lstm_is_evaluated_chunked_and_matches_its_export(tmp_path):
                         batch_size=4, num_unroll=3, split='train')
   model_uri = str(tmp_path / 'model')
   serving_dir = os.path.join(model_uri, helpers.SERVING_DIR)
-  runner.run(runner.TrainerArgs(
+  trainer_run.run(trainer_run.TrainerArgs(
       batches_uri=train_uri, model_uri=model_uri,
       serving_model_dir=serving_dir,
       model_run_dir=str(tmp_path / 'model_run'), eval_split=None,

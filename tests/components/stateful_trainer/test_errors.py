@@ -9,7 +9,7 @@ import tf_keras as keras
 
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful_trainer import runner
+from components.stateful_trainer import run as trainer_run
 from components.stateful import state
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
@@ -188,7 +188,7 @@ def _batches(tmp_path, **kwargs):
 
 
 def _args(tmp_path, root, **kwargs):
-  return runner.TrainerArgs(
+  return trainer_run.TrainerArgs(
       batches_uri=root, model_uri=str(tmp_path / 'm'),
       serving_model_dir=str(tmp_path / 'm' / 'Format-Serving'),
       model_run_dir=str(tmp_path / 'r'), eval_split=None, **kwargs)
@@ -197,27 +197,27 @@ def _args(tmp_path, root, **kwargs):
 def test_float_labels_for_classification(tmp_path):
   root = _batches(tmp_path, float_labels=True)
   with pytest.raises(batches_lib.LabelError, match='integer class labels'):
-    runner.run(_args(tmp_path, root, task='classification'))
+    trainer_run.run(_args(tmp_path, root, task='classification'))
 
 
 def test_class_labels_out_of_range(tmp_path):
   root = _batches(tmp_path, num_classes=5, per_step_labels=True)
   with pytest.raises(batches_lib.LabelError, match=r'in \[0, 3\)'):
-    runner.run(_args(tmp_path, root, num_classes=3))
+    trainer_run.run(_args(tmp_path, root, num_classes=3))
 
 
 def test_regression_output_size_must_fit_scalar_labels(tmp_path):
   root = _batches(tmp_path, float_labels=True)
   with pytest.raises(batches_lib.LabelError, match='output_size=1'):
-    runner.run(_args(tmp_path, root, output_size=3))
+    trainer_run.run(_args(tmp_path, root, output_size=3))
 
 
 def test_missing_eval_split(tmp_path):
   root = _batches(tmp_path)
   args = _args(tmp_path, root)
-  args = runner.TrainerArgs(**{**args.__dict__, 'eval_split': 'eval'})
+  args = trainer_run.TrainerArgs(**{**args.__dict__, 'eval_split': 'eval'})
   with pytest.raises(ValueError, match="no split 'eval'"):
-    runner.run(args)
+    trainer_run.run(args)
 
 
 def test_num_classes_inferred_from_labels(tmp_path):

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from components.stateful_trainer import export
 from components.stateful import model_io
-from components.stateful_trainer import runner
+from components.stateful_trainer import run as trainer_run
 from components.stateful import state
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
@@ -24,14 +24,14 @@ NAMES = ['x0', 'x1']
 
 def _train(root, tmp, *, hyperparameters, transform_uri=None,
            eval_split='eval'):
-  args = runner.TrainerArgs(
+  args = trainer_run.TrainerArgs(
       batches_uri=root, model_uri=os.path.join(tmp, 'model'),
       serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(tmp, 'model_run'), eval_split=eval_split,
       hyperparameters=hyperparameters,
       train=settings.TrainConfig(epochs=2, log_every_n_steps=0),
       transform_graph_uri=transform_uri)
-  return runner.run(args)
+  return trainer_run.run(args)
 
 
 @pytest.fixture(scope='module')
@@ -60,13 +60,13 @@ def regressor(tmp_path_factory):
   root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
                                batch_size=B, num_unroll=T,
                                label_kind='per_step', feature_names=NAMES)
-  args = runner.TrainerArgs(
+  args = trainer_run.TrainerArgs(
       batches_uri=root, model_uri=os.path.join(tmp, 'model'),
       serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
       model_run_dir=os.path.join(tmp, 'model_run'), eval_split=None,
       hyperparameters={'units': [4], 'rnn_type': 'gru'},
       train=settings.TrainConfig(epochs=1, log_every_n_steps=0))
-  result = runner.run(args)
+  result = trainer_run.run(args)
   return result, tf.saved_model.load(result.serving_model_dir)
 
 

@@ -1,6 +1,6 @@
 """Compiles the pipeline for Kubeflow Pipelines (KFP v2) with KubeflowV2DagRunner.
 
-  python -m kubeflow.runner --image gcr.io/my-project/tfx-stateful-sequences:0.1.0 \\
+  python -m kubeflow.compile --image gcr.io/my-project/tfx-stateful-sequences:0.1.0 \\
       --pipeline-root gs://my-bucket/pipeline_root --data-root gs://my-bucket/data \\
       --output-file pipeline.json
 
@@ -24,7 +24,7 @@ import os
 import sys
 from typing import List, Optional
 
-from pipeline import configs
+from pipeline import pipeline_config
 from pipeline import local_runner
 
 SERVING_SUBDIR = 'serving_model'
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
   # (conflict_handler='resolve'): no local default may reach the compiled
   # pipeline.
   p = argparse.ArgumentParser(
-      prog='python -m kubeflow.runner',
+      prog='python -m kubeflow.compile',
       description='Compile the pipeline to a Kubeflow Pipelines v2 JSON. '
       'Unknown flags are Beam pipeline options for the containers.',
       parents=[local_runner.build_parser()], add_help=False,
@@ -84,7 +84,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   # root and the serving dir are passed as given (cloud paths are not made
   # absolute).
   local_args = argparse.Namespace(**{
-      **vars(args), 'output_dir': configs.PipelineConfig.output_dir})
+      **vars(args), 'output_dir': pipeline_config.PipelineConfig.output_dir})
   config = dataclasses.replace(local_runner.config_from_args(local_args),
                                data_root=args.data_root)
   p = pipeline_lib.create_pipeline_from_config(
