@@ -39,7 +39,7 @@ class PipelineConfig:
 
   Defaults are chosen for unknown real data (lengths from a few to thousands
   of steps): the lane layout (batch_size, num_unroll) comes from the train
-  split's lengths (``layout.choose_layout``), the epochs from its number of
+  split's lengths (``layout_rule.choose_layout``), the epochs from its number of
   sequences (``settings.epochs_rule``), packed mode wastes little padding.
   """
   pipeline_name: str = 'tfx-stateful-sequences'
@@ -53,7 +53,7 @@ class PipelineConfig:
   task: str = 'classification'  # or 'regression'
   feature_columns: Optional[Tuple[str, ...]] = None
   exclude_columns: Tuple[str, ...] = ()
-  batch_size: Optional[int] = None  # None: layout.choose_layout on train
+  batch_size: Optional[int] = None  # None: layout_rule.choose_layout on train
   num_unroll: Optional[int] = None
   mode: str = 'packed'
   eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets

@@ -107,7 +107,7 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
     ``order_column`` may be None only for SequenceExample payloads (the
     feature lists' order is used). ``batch_size`` / ``num_unroll`` unset:
     chosen from the train split's sequence lengths by
-    ``layout.choose_layout`` (logged, and written to ``metadata.json``), the
+    ``layout_rule.choose_layout`` (logged, and written to ``metadata.json``), the
     same for every split.
     """
     # Validate eagerly: a bad setting fails when the pipeline is built.

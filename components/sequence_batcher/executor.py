@@ -94,7 +94,7 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
   """Adds one read + ``BatchSequences`` branch per split to ``pipeline``.
 
   With ``batch_size`` or ``num_unroll`` unset, one more branch reads the
-  train split's sequence lengths and chooses them (``layout.choose_layout``)
+  train split's sequence lengths and chooses them (``layout_rule.choose_layout``)
   for every split, so that all splits share one layout.
   """
   choice = None

@@ -26,7 +26,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import heapq
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -93,39 +93,6 @@ class LayoutConfig:
       raise LayoutError('truncate=True needs max_sequence_length')
     if self.shard_bytes < 1:
       raise LayoutError(f'shard_bytes must be positive, got {self.shard_bytes}')
-
-
-# The layout rule (``choose_layout``), used when batch_size / num_unroll are
-# left unset: T is the largest power of two <= median length / 4, within
-# [UNROLL_MIN, UNROLL_MAX] (about four segments for a typical sequence, so
-# the padding of its last segment stays small, and long sequences still run
-# in windows a CPU steps through quickly); B is the largest power of two <=
-# min(BATCH_MAX, sequences / 4, total steps / (2 x longest)) (at least four
-# sequences per lane on average, and lanes long enough that the longest
-# sequence does not set the number of batches alone), at least 1.
-UNROLL_MIN, UNROLL_MAX = 8, 128
-BATCH_MAX = 64
-
-
-def _pow2_floor(value: float) -> int:
-  return 1 << max(0, int(np.floor(np.log2(max(1.0, value)))))
-
-
-def choose_layout(lengths: Sequence[int]) -> Tuple[int, int]:
-  """``(batch_size, num_unroll)`` for a train split's sequence lengths.
-
-  See the rule above; deterministic, and the same for any order of
-  ``lengths``.
-  """
-  lengths = np.asarray(list(lengths), dtype=np.int64)
-  if lengths.size == 0 or (lengths < 1).any():
-    raise LayoutError('choose_layout needs the lengths (>= 1) of at least one '
-                      'sequence')
-  median = float(np.median(lengths))
-  unroll = min(UNROLL_MAX, max(UNROLL_MIN, _pow2_floor(median / 4)))
-  lanes = min(BATCH_MAX, lengths.size / 4,
-              float(lengths.sum()) / (2 * float(lengths.max())))
-  return _pow2_floor(lanes), unroll
 
 
 @dataclasses.dataclass

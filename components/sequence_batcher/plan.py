@@ -3,7 +3,7 @@
 Owns ``PlanLanes`` (every sequence's ``(key, length)`` gathered on one
 worker and laid out by ``layout.plan_lanes``) with its ``PlanSummary``, and
 ``ChooseLayout`` (the train split's lengths -> ``(batch_size, num_unroll)``
-by ``layout.choose_layout`` when they are unset, shared by every split).
+by ``layout_rule.choose_layout`` when they are unset, shared by every split).
 Only keys and lengths travel here, never features.
 """
 
@@ -18,6 +18,8 @@ import apache_beam as beam
 import numpy as np
 
 from components.sequence_batcher import layout
+
+from components.sequence_batcher import layout_rule
 from components.sequence_batcher import sequences as seqlib
 
 _LOG = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def apply_choice(config: layout.LayoutConfig, choice,
 
 class ChooseLayout(beam.PTransform):
   """Decoded rows ``(key, RowChunk)`` of the train split -> a singleton
-  ``(batch_size, num_unroll)`` by ``layout.choose_layout``; only per-key row
+  ``(batch_size, num_unroll)`` by ``layout_rule.choose_layout``; only per-key row
   counts travel (capped at ``max_sequence_length`` when truncating)."""
 
   def __init__(self, config: layout.LayoutConfig):
@@ -70,7 +72,7 @@ class ChooseLayout(beam.PTransform):
 
 
 def _choose_logged(lengths: List[int]) -> Tuple[int, int]:
-  batch_size, num_unroll = layout.choose_layout(lengths)
+  batch_size, num_unroll = layout_rule.choose_layout(lengths)
   _LOG.info('layout chosen from %d training sequences (median length %.0f, '
             'longest %d): batch_size %d, num_unroll %d', len(lengths),
             float(np.median(lengths)) if lengths else 0.0,

@@ -16,7 +16,7 @@ from tfx.types import channel_utils
 
 from components.sequence_batcher import component as component_lib
 from components.sequence_batcher import executor as executor_lib
-from components.sequence_batcher import layout
+from components.sequence_batcher import layout_rule
 from components.sequence_batcher import read_batches
 
 
@@ -165,7 +165,7 @@ def test_component_validates_arguments_when_built():
 
 def test_executor_chooses_one_layout_from_the_train_split(tmp_path):
   """batch_size / num_unroll unset: the train split's lengths choose them
-  (``layout.choose_layout``) and every split is laid out the same way."""
+  (``layout_rule.choose_layout``) and every split is laid out the same way."""
   train_lengths = [40, 36, 44, 38, 41, 39, 42, 37, 35, 43, 40, 36, 44, 38,
                    41, 39]
   eval_lengths = [5, 90]  # Alone these would choose another layout.
@@ -175,8 +175,8 @@ def test_executor_chooses_one_layout_from_the_train_split(tmp_path):
                      for i, n in enumerate(lengths) for t in range(n)]
   out = _run(tmp_path, _examples_artifact(str(tmp_path), splits),
              batch_size=None, num_unroll=None)
-  want_b, want_t = layout.choose_layout(train_lengths)
-  assert (want_b, want_t) != layout.choose_layout(eval_lengths)
+  want_b, want_t = layout_rule.choose_layout(train_lengths)
+  assert (want_b, want_t) != layout_rule.choose_layout(eval_lengths)
   with open(os.path.join(out.uri, 'metadata.json')) as f:
     meta = json.load(f)
   assert (meta['batch_size'], meta['num_unroll']) == (want_b, want_t)
@@ -194,4 +194,4 @@ def test_executor_keeps_a_given_batch_size_with_a_chosen_unroll(tmp_path):
   with open(os.path.join(out.uri, 'metadata.json')) as f:
     meta = json.load(f)
   assert (meta['batch_size'], meta['num_unroll']) == (
-      3, layout.choose_layout([64] * 6)[1])
+      3, layout_rule.choose_layout([64] * 6)[1])

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.sequence_batcher import layout
+
 from tests.components.sequence_batcher import helpers
 
 MODES = (layout.PACKED, layout.BUCKETED)
@@ -346,24 +347,3 @@ def test_invariant_checker_catches_a_broken_layout():
     breaker(broken)
     with pytest.raises(AssertionError):
       helpers.check_layout(broken, data, config)
-
-
-@pytest.mark.parametrize('lengths,want', [
-    # (lengths, (batch_size, num_unroll)); the rule in layout.py.
-    ([24] * 67, (16, 8)),                 # Short, equal (ItalyPowerDemand-like).
-    ([150] * 50, (8, 32)),                # GunPoint-like.
-    ([1460] * 100, (16, 128)),            # Long: T capped at 128.
-    (list(range(7, 30)) * 12, (64, 8)),   # Many short ones: B capped at 64.
-    ([5], (1, 8)),                        # One sequence: one lane.
-    ([1000] + [10] * 40, (1, 8)),         # One far longer: few lanes.
-    ([100] * 8 + [3000], (1, 16)),
-    ([64] * 400, (64, 16)),
-])
-def test_choose_layout_table(lengths, want):
-  assert layout.choose_layout(lengths) == want
-  assert layout.choose_layout(lengths[::-1]) == want  # Order-free.
-
-
-def test_choose_layout_rejects_no_lengths():
-  with pytest.raises(layout.LayoutError, match='at least one'):
-    layout.choose_layout([])
