@@ -577,6 +577,12 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       'folder)',
       f'* Runs: {seed_text} for the default model; the LSTM baselines '
       f'(a) and (b) with the first {args.baseline_seeds} of them',
+  ] + ([
+      '* Written from the `results.json` of earlier runs of this script '
+      '(`--from-results`; the figures, the per-run wall times and the '
+      'settings are theirs, the date and load above are of this rendering): '
+      + ', '.join(f'`{p}`' for p in args.joined)] if getattr(
+          args, 'joined', None) else []) + [
       '',
       'Each data set is converted by `python -m data.ucr --dataset <Name> '
       '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
@@ -662,6 +668,11 @@ def main(argv=None) -> int:
                    help='read the .ts files from an aeon wheel')
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder (converted CSVs)')
+  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
+                 help='write the section from the results.json files of '
+                 'earlier runs (data sets taken from the first file that '
+                 'has them) instead of running anything; e.g. to join runs '
+                 'made side by side on disjoint --datasets')
   args = p.parse_args(argv)
   try:
     cases = parse_cases(args.datasets or ','.join(
@@ -690,6 +701,20 @@ def main(argv=None) -> int:
                                   if seed_flag else
                                   'has no --seed flag: one run per model'))
   res: Dict[str, Dict] = {}
+  if args.from_results:
+    for path in args.from_results:
+      with open(path) as f:
+        for slug, r in json.load(f).items():
+          res.setdefault(slug, r)
+    missing = [c.name for c in cases if c.slug not in res]
+    if missing:
+      print(f'error: no results for {missing} in {args.from_results}',
+            file=sys.stderr)
+      return 2
+    args.joined = args.from_results
+    write(args, run, cases, res, seeds, seed_flag, source,
+          args.skip_baselines)
+    return 0
   for c in cases:
     r = res[c.slug] = {}
     train, evals = load_split(c, 'train'), load_split(c, 'eval')

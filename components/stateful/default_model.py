@@ -256,13 +256,11 @@ def _collect(model: keras.Model, outputs: tf.Tensor,
 
   state.zero_all(model)
   rows: List[np.ndarray] = []
-  kept = 0
   for batch in batches:
     out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
     sel = np.asarray(batch[where]) > 0
     if sel.any():
       rows.append(out.numpy()[sel])
-      kept += rows[-1].shape[0]
   state.zero_all(model)
   if not rows:
     raise ValueError(f'adapt: no step with {where} > 0 in the sample')

@@ -127,8 +127,7 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
 
 
 def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
-  """The stateful model, seeded, adapted to the train split (the same
-  initial weights every time for one seed)."""
+  """The stateful model, seeded and adapted to the train split."""
   keras.utils.set_random_seed(seed)
   model = model_io.build_stateful(module, spec)
   if hasattr(module, 'adapt'):
@@ -154,6 +153,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   _LOG.info('training %s: %s', args.batches_uri, spec)
   module = model_io.resolve_module(args.module_file, args.module)
   model = _build(module, spec, train, args.train.seed)
+  initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   config = args.train
   if config.epochs is None:
     config = config.replace(
@@ -196,7 +196,9 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     _LOG.info('refit: the validation carve chose epoch %d; training again '
               'from the same initial weights on every training sequence for '
               '%d epochs', epochs, epochs)
-    model = _build(module, spec, train, args.train.seed)
+    keras.utils.set_random_seed(args.train.seed)
+    model = model_io.build_stateful(module, spec)
+    model.set_weights(initial_weights)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                  REFIT_SUBDIR)

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from components.stateful import batches
+from components.stateful_trainer import settings
 from tests.components.stateful_trainer import helpers
 
 T = 4
@@ -121,3 +122,8 @@ def test_lanes_to_sequences_rejects_segments_out_of_order():
            (first, np.zeros((2, 2, 1), np.float32))]
   with pytest.raises(batches.BatchError, match="segment 1 of sequence 'a'"):
     list(batches.lanes_to_sequences(pairs, 2, fields=()))
+
+
+def test_settings_declare_the_same_label_scorings():
+  # settings.py repeats the names to stay free of TensorFlow.
+  assert settings.LABEL_SCORINGS == batches.LABEL_SCORINGS
