@@ -14,7 +14,6 @@ from components.stateful import model_io
 from components.stateful_trainer import run as trainer_run
 from components.stateful import state
 from components.stateful_trainer import settings
-from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 
@@ -34,21 +33,34 @@ def _train(root, tmp, *, hyperparameters, transform_uri=None,
   return trainer_run.run(args)
 
 
-@pytest.fixture(scope='module')
-def classifier(tmp_path_factory):
-  """Per-sequence, 3 classes, two stacked LSTMs."""
-  tmp = str(tmp_path_factory.mktemp('classifier'))
+def _trained_classifier(tmp_path_factory, name, seed, hyperparameters):
+  """Per-sequence, 3 classes: (run result, loaded SavedModel, splits, tmp)."""
+  tmp = str(tmp_path_factory.mktemp(name))
   splits = {'train': helpers.random_sequences([7, 12, 5, 9, 16, 3], F,
-                                              seed=31, num_classes=3),
-            'eval': helpers.random_sequences([8, 6, 11, 10], F, seed=32,
-                                             num_classes=3)}
+                                              seed=seed, num_classes=3),
+            'eval': helpers.random_sequences([8, 6, 11, 10], F,
+                                             seed=seed + 1, num_classes=3)}
   root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
                                batch_size=B, num_unroll=T,
                                feature_names=NAMES)
-  result = _train(root, tmp,
-                  hyperparameters={'model': 'lstm', 'units': [5, 4], 'learning_rate': 0.05})
+  result = _train(root, tmp, hyperparameters=hyperparameters)
   loaded = tf.saved_model.load(result.serving_model_dir)
   return result, loaded, splits, tmp
+
+
+@pytest.fixture(scope='module')
+def classifier(tmp_path_factory):
+  """Two stacked LSTMs."""
+  return _trained_classifier(tmp_path_factory, 'classifier', 31, {
+      'model': 'lstm', 'units': [5, 4], 'learning_rate': 0.05})
+
+
+@pytest.fixture(scope='module')
+def conv_classifier(tmp_path_factory):
+  """The default conv model (causal convolutions and running pools as
+  state)."""
+  return _trained_classifier(tmp_path_factory, 'conv_classifier', 41, {
+      'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05})
 
 
 @pytest.fixture(scope='module')
@@ -144,24 +156,6 @@ def test_serving_default_per_sequence_outputs(classifier):
   with pytest.raises(tf.errors.InvalidArgumentError):
     loaded.signatures['serving_default'](
         features=tf.constant(x), lengths=tf.constant(lengths + 100))
-
-
-@pytest.fixture(scope='module')
-def conv_classifier(tmp_path_factory):
-  """The default conv model (causal convolutions and running pools as
-  state), per-sequence, 3 classes."""
-  tmp = str(tmp_path_factory.mktemp('conv_classifier'))
-  splits = {'train': helpers.random_sequences([7, 12, 5, 9, 16, 3], F,
-                                              seed=41, num_classes=3),
-            'eval': helpers.random_sequences([8, 6, 11, 10], F, seed=42,
-                                             num_classes=3)}
-  root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
-                               batch_size=B, num_unroll=T,
-                               feature_names=NAMES)
-  result = _train(root, tmp, hyperparameters={
-      'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05})
-  loaded = tf.saved_model.load(result.serving_model_dir)
-  return result, loaded, splits, tmp
 
 
 @pytest.mark.parametrize('which', ['classifier', 'conv_classifier'])
