@@ -24,33 +24,68 @@ and streaming exactly through the state protocol:
    means of its first 2, 8 and 32 steps (how the sequence began);
 4. the last ``lags`` scaled input values (a fixed ``CausalConv1D``) and the
    kernels' current outputs, for per-step targets;
-5. the features standardised (fitted on training steps) and a linear head
-   (L2 ``l2``); regression outputs are rescaled to the label's units.
+5. the features standardised (fitted on training steps) and a linear head;
+   regression outputs are rescaled to the label's units.
+
+The head is fitted in closed form by ``adapt`` (``head='ridge'``, the
+default): ridge regression on every labelled training step's features (a
+one-vs-rest ridge classifier on +-1 targets for classification, as ROCKET
+does), its penalty chosen by leave-one-out error (``ridge.py``), and for
+classification a softmax temperature fitted on the leave-one-out scores. The
+module's ``default_epochs`` is then 0: no gradient step is needed, and the
+same seed gives the same model. An explicit ``epochs`` fine-tunes that head
+by gradient descent. ``head='sgd'`` starts the head at zero and trains it
+with the trainer's loop (L2 ``l2``), the validation carve and early stopping.
+
+Receptive field from the data: unless ``max_dilation`` is set, the largest
+dilation is the largest power of two d with ``(kernel_size - 1) * d`` at most
+the median training length minus one (``spec.typical_length``, as MiniRocket
+sizes its dilations), capped at 64, and the ``kernels`` random kernels are
+shared out evenly over the dilations.
 
 ``model='lstm'`` / ``'gru'``: stacked recurrent layers (``units``, an int or a
 list) and a Dense head, with optional ``dropout`` between layers and
 ``head_units``.
 
 Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
-``kernels_per_dilation`` (64), ``kernel_size`` (9), ``max_dilation`` (64),
-``lags`` (16), ``l2`` (1e-2), ``units`` (32), ``rnn_type`` (kept: selects an
-RNN model when ``model`` is not given), ``dropout`` (0), ``head_units``.
+``head`` (``ridge``), ``kernels`` (448), ``kernels_per_dilation`` (overrides
+``kernels``), ``kernel_size`` (9), ``max_dilation`` (from the data, see
+above), ``thresholds_per_kernel`` (4: PPV features per kernel, each with its
+own threshold), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
+(32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
+``dropout`` (0), ``head_units``.
 
 Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
 """
 
-from typing import Any, Dict, Iterable, List, Mapping
+import itertools
+import logging
+import time
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import layers as sl
+from components.stateful import ridge
 from components.stateful import state
+
+_LOG = logging.getLogger(__name__)
 
 MODELS = ('conv', 'lstm', 'gru')
 RNN_TYPES = ('lstm', 'gru')
+HEADS = ('ridge', 'sgd')
+
+# Random kernels in all (shared out over the dilations), and the cap on the
+# largest dilation.
+KERNELS = 448
+MAX_DILATION = 64
+THRESHOLDS_PER_KERNEL = 4
+# Rows (labelled steps) the closed-form head is fitted on, at most; beyond
+# this, a uniform random sample of them.
+HEAD_MAX_ROWS = 20000
 
 # Training sample used by ``adapt``: batches read in order, steps kept.
 ADAPT_MAX_BATCHES = 400
@@ -142,10 +177,46 @@ def _dilations(max_dilation: int) -> List[int]:
   return out
 
 
+def head_kind(spec) -> str:
+  """``ridge`` or ``sgd``: how the conv model's head is fitted."""
+  head = str(spec.hyperparameters.get('head', 'ridge')).lower()
+  if head not in HEADS:
+    raise ValueError(f'head must be one of {HEADS}, got {head!r}')
+  return head
+
+
+def kernel_layout(spec) -> Tuple[List[int], int]:
+  """(dilations, kernels per dilation) of the conv model; see the module
+  docstring for the rule."""
+  hp = spec.hyperparameters
+  size = int(hp.get('kernel_size', 9))
+  if hp.get('max_dilation') is not None:
+    top = int(hp['max_dilation'])
+  elif spec.typical_length:
+    top = max(1, min(MAX_DILATION,
+                     (int(spec.typical_length) - 1) // max(1, size - 1)))
+  else:
+    top = MAX_DILATION
+  dilations = _dilations(top)
+  per = hp.get('kernels_per_dilation')
+  if per is None:
+    per = -(-int(hp.get('kernels', KERNELS)) // len(dilations))
+  return dilations, int(per)
+
+
+def default_epochs(spec) -> Optional[int]:
+  """Epochs when the user sets none: 0 for the conv model with a ridge head
+  (``adapt`` fits it; nothing is left for gradient steps), else None (the
+  trainer's epochs rule)."""
+  if model_kind(spec) == 'conv' and head_kind(spec) == 'ridge':
+    return 0
+  return None
+
+
 def _build_conv(spec, inputs) -> tf.Tensor:
   hp = spec.hyperparameters
   seed = int(spec.seed)
-  per = int(hp.get('kernels_per_dilation', 64))
+  dilations, per = kernel_layout(spec)
   size = int(hp.get('kernel_size', 9))
   lags = int(hp.get('lags', 16))
   l2 = float(hp.get('l2', 1e-2))
@@ -157,11 +228,14 @@ def _build_conv(spec, inputs) -> tf.Tensor:
                       kernel_initializer=sl.CenteredNormal(seed * 7919 + d),
                       trainable=False, stateful=stateful,
                       name=f'conv_d{d}')(x)
-      for d in _dilations(int(hp.get('max_dilation', 64)))]
+      for d in dilations]
   h = keras.layers.Concatenate(name='conv_outputs')(convs)
   conv_stats = tuple(hp.get('conv_stats', ('ppv',)))
+  copies = int(hp.get('thresholds_per_kernel', THRESHOLDS_PER_KERNEL))
+  pool_in = h if copies == 1 else keras.layers.Concatenate(
+      name='conv_copies')([h] * copies)
   pooled = sl.RunningPool(conv_stats, stateful=stateful,
-                          name='conv_pool')(h)
+                          name='conv_pool')(pool_in)
   signed = keras.layers.Concatenate(name='input_signed')(
       [x, keras.layers.Lambda(lambda t: -t, name='negate')(x)])
   input_pool = sl.RunningPool(('mean', 'max'), stateful=stateful,
@@ -183,7 +257,8 @@ def _build_conv(spec, inputs) -> tf.Tensor:
   feats = sl.Standardize(name='feature_scale')(feats)
   out = keras.layers.Dense(
       spec.output_units, kernel_initializer='zeros',
-      kernel_regularizer=keras.regularizers.l2(l2) if l2 > 0 else None,
+      kernel_regularizer=(keras.regularizers.l2(l2) if l2 > 0 and
+                          head_kind(spec) == 'sgd' else None),
       name='head')(feats)
   if spec.task == 'regression':
     out = sl.Standardize(inverse=True, name='label_scale')(out)
@@ -274,21 +349,91 @@ def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                                  replace=False))]
 
 
+def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
+               rng: np.random.Generator):
+  """The head's input and label at every labelled step of ``batches`` (one
+  pass, in lane order), thinned to a uniform sample of at most
+  ``HEAD_MAX_ROWS`` rows: whenever the kept rows pass twice the cap, a random
+  half is dropped and later rows are kept with half the probability."""
+  probe = keras.Model(model.inputs, model.get_layer('feature_scale').output)
+
+  @tf.function(autograph=False)
+  def run(features, reset):
+    state.reset_lanes(model, reset)
+    return probe(features, training=False)
+
+  state.zero_all(model)
+  xs: List[np.ndarray] = []
+  ys: List[np.ndarray] = []
+  keep, kept, seen, started = 1.0, 0, 0, time.monotonic()
+  for i, batch in enumerate(batches):
+    # Every batch runs (the state must follow every step); labelled steps
+    # are kept.
+    out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
+    sel = np.asarray(batch['label_weight']) > 0
+    if not sel.any():
+      continue
+    x, y = out.numpy()[sel], np.asarray(batch['labels'])[sel]
+    seen += x.shape[0]
+    if keep < 1.0:
+      pick = rng.random(x.shape[0]) < keep
+      x, y = x[pick], y[pick]
+    xs.append(x)
+    ys.append(y)
+    kept += x.shape[0]
+    if kept > 2 * HEAD_MAX_ROWS:
+      x, y = np.concatenate(xs), np.concatenate(ys)
+      pick = rng.random(x.shape[0]) < 0.5
+      xs, ys, kept, keep = [x[pick]], [y[pick]], int(pick.sum()), keep / 2
+    if (i + 1) % 1000 == 0:
+      _LOG.info('head features: %d batches, %d labelled steps (%.0f '
+                'batches/s)', i + 1, seen,
+                (i + 1) / max(time.monotonic() - started, 1e-9))
+  state.zero_all(model)
+  if not xs:
+    raise ValueError('adapt: no labelled step in the train split')
+  return np.concatenate(xs), np.concatenate(ys), seen
+
+
+def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
+              rng: np.random.Generator) -> Dict[str, Any]:
+  """Ridge head (see the module docstring) on every labelled step."""
+  x, y, seen = _head_rows(model, batches, rng)
+  if spec.task == 'classification':
+    fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes))
+    scale = ridge.temperature(fit.loo_predictions, y)
+  else:
+    scaler = model.get_layer('label_scale')
+    mean = scaler.center.numpy().astype(np.float64)
+    std = scaler.scale.numpy().astype(np.float64)
+    z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
+    fit = ridge.fit(x, np.broadcast_to(z, (len(y), spec.output_units)))
+    scale = 1.0
+  model.get_layer('head').set_weights([
+      (scale * fit.weights).astype(np.float32),
+      (scale * fit.bias).astype(np.float32)])
+  return {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
+          'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
+          'temperature': scale}
+
+
 def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
          ) -> Dict[str, Any]:
-  """Fits the conv model's non-trainable weights on training batches.
+  """Fits the conv model's data-dependent weights on the train split.
 
   ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
-  ``label_weight``, ``labels``), read in lane order from the start of the
-  train split; at most ``ADAPT_MAX_BATCHES`` are used. Deterministic for a
-  given seed. The RNN models have nothing to fit.
+  ``label_weight``, ``labels``) in lane order from the start of the train
+  split. The statistics read the first ``ADAPT_MAX_BATCHES``; the ridge head
+  reads every batch in a second pass when ``batches`` can be iterated again
+  (a one-shot iterator: the head is fitted on that sample). Deterministic for
+  a given seed. The RNN models have nothing to fit.
 
   Returns:
     A short summary (for the log).
   """
   if model_kind(spec) != 'conv':
     return {}
-  sample = [b for _, b in zip(range(ADAPT_MAX_BATCHES), batches)]
+  sample = list(itertools.islice(batches, ADAPT_MAX_BATCHES))
   rng = np.random.default_rng(int(spec.seed) + 12345)
   layer = model.get_layer
   # 1. Robust input scale: median and interquartile range per feature.
@@ -298,8 +443,9 @@ def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
   iqr = q75 - q25
   spread = np.where(iqr > 0, iqr, raw.std(axis=0))
   layer('input_scale').set_statistics(med, spread)
-  # 2. PPV thresholds: a random quantile of each kernel's output.
-  conv = _subsample(_collect(model, layer('conv_outputs').output, sample,
+  # 2. PPV thresholds: a random quantile of each kernel's output (of each
+  # copy of it, one threshold per copy).
+  conv = _subsample(_collect(model, layer('conv_pool').input, sample,
                              'mask'), rng)
   qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
   thresholds = np.array([np.quantile(conv[:, c], qs[c])
@@ -318,6 +464,12 @@ def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
     layer('label_scale').set_statistics(
         np.full([spec.output_units], labels.mean()),
         np.full([spec.output_units], labels.std() or 1.0))
-  return {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
-          'conv_rows': int(conv.shape[0]), 'feature_rows': int(
-              feats.shape[0]), 'features': int(feats.shape[1])}
+  summary = {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
+             'conv_rows': int(conv.shape[0]), 'feature_rows': int(
+                 feats.shape[0]), 'features': int(feats.shape[1])}
+  # 5. The head, in closed form.
+  if head_kind(spec) == 'ridge':
+    one_shot = iter(batches) is batches
+    summary.update(_fit_head(model, spec, sample if one_shot else batches,
+                             rng))
+  return summary

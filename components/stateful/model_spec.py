@@ -70,6 +70,10 @@ class ModelSpec:
     hyperparameters: free-form settings for the module (units, dropout,
       learning_rate, ...), from ``custom_config['hyperparameters']`` and/or a
       ``HyperParameters`` artifact. JSON-serialisable.
+    seed: the run's seed (random initialisers of the module).
+    typical_length: the median length of the training sequences (from the
+      batches' metadata), for modules that size a receptive field to the
+      data; None when unknown.
   """
   batch_size: Optional[int]
   num_unroll: Optional[int]
@@ -81,6 +85,7 @@ class ModelSpec:
   output_size: Optional[int] = None
   hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   seed: int = 0
+  typical_length: Optional[int] = None
 
   def __post_init__(self):
     # Normalise containers so that specs compare and hash sensibly.
@@ -124,6 +129,10 @@ class ModelSpec:
       if self.num_classes is not None:
         raise ModelSpecError('num_classes is for classification; regression '
                              'uses output_size')
+    if self.typical_length is not None and (
+        not _is_int(self.typical_length) or self.typical_length < 1):
+      raise ModelSpecError(f'typical_length must be a positive int or None, '
+                           f'got {self.typical_length!r}')
     if not _is_int(self.seed) or self.seed < 0:
       raise ModelSpecError(f'seed must be a non-negative int, got '
                            f'{self.seed!r}')

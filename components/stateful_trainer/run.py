@@ -123,7 +123,20 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
       stateful=True, feature_names=tuple(meta['feature_names']),
       label_kind=meta['label_kind'], task=task, num_classes=num_classes,
       output_size=output_size, hyperparameters=dict(args.hyperparameters),
-      seed=args.train.seed)
+      seed=args.train.seed,
+      typical_length=max(1, int(round(float(meta['median_length']))))
+      if meta.get('median_length') else None)
+
+
+class _Passes:
+  """The train split's batches as numpy dicts, in lane order; every
+  ``iter()`` is a new pass from the first batch."""
+
+  def __init__(self, source: batches_lib.BatchSource):
+    self._source = source
+
+  def __iter__(self):
+    return self._source.dataset(keys=None).as_numpy_iterator()
 
 
 def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
@@ -132,8 +145,7 @@ def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
   model = model_io.build_stateful(module, spec)
   if hasattr(module, 'adapt'):
     started = time.monotonic()
-    summary = module.adapt(model, spec, train.dataset(keys=None)
-                           .as_numpy_iterator())
+    summary = module.adapt(model, spec, _Passes(train))
     _LOG.info('adapted the model to the train split in %.1fs: %s',
               time.monotonic() - started, summary)
   return model
@@ -155,7 +167,14 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   model = _build(module, spec, train, args.train.seed)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   config = args.train
-  if config.epochs is None:
+  module_epochs = (module.default_epochs(spec)
+                   if hasattr(module, 'default_epochs') else None)
+  if config.epochs is None and module_epochs is not None:
+    config = config.replace(epochs=int(module_epochs))
+    _LOG.info('epochs: %d (unset; the model module\'s default_epochs%s)',
+              config.epochs, ': its weights were fitted by adapt'
+              if config.epochs == 0 else '')
+  elif config.epochs is None:
     config = config.replace(
         epochs=settings.epochs_rule(int(train.meta['num_sequences'])))
     _LOG.info('epochs: %d (unset; the epochs rule for %d training sequences: '
@@ -177,7 +196,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   def fit(model, config, subdir):
     optimizer = training.make_optimizer(
         settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
-        total_steps=config.epochs * train.num_batches)
+        total_steps=max(1, config.epochs * train.num_batches))
     return training.fit(
         model, optimizer=optimizer, objective=objective, train=train,
         eval_source=eval_source, config=config,

@@ -46,10 +46,13 @@ class TrainConfig:
   Each field's help text is in its metadata; see the module docstring.
   """
   epochs: Optional[int] = _setting(
-      None, 'passes over the train split (at most, with early stopping); '
-      'unset: chosen from the number of training sequences by the epochs '
-      f'rule ({EPOCHS_TARGET_EXAMPLES} sequences seen, {EPOCHS_MIN} to '
-      f'{EPOCHS_MAX} epochs) and printed')
+      None, 'passes over the train split (at most, with early stopping; 0: '
+      'no gradient step, the weights the model module\'s adapt fitted); '
+      'unset: the model module\'s default_epochs(spec) if it has one (0 for '
+      'the default conv model, whose ridge head adapt fits), else chosen '
+      'from the number of training sequences by the epochs rule '
+      f'({EPOCHS_TARGET_EXAMPLES} sequences seen, {EPOCHS_MIN} to '
+      f'{EPOCHS_MAX} epochs); printed')
   max_steps: Optional[int] = _setting(
       None, 'stop after this many training steps in total (with a '
       'checkpoint), even mid-epoch')
@@ -95,8 +98,8 @@ class TrainConfig:
 
   def __post_init__(self):
     if self.epochs is not None and (not _is_int(self.epochs) or
-                                    self.epochs < 1):
-      raise TrainingConfigError(f'epochs must be >= 1 (or unset), got '
+                                    self.epochs < 0):
+      raise TrainingConfigError(f'epochs must be >= 0 (or unset), got '
                                 f'{self.epochs!r}')
     for name in ('eval_every_n_steps', 'checkpoint_every_n_steps',
                  'log_every_n_steps', 'seed', 'early_stopping_patience'):

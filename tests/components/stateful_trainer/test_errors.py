@@ -233,7 +233,7 @@ def test_num_classes_inferred_from_labels(tmp_path):
   assert batches_lib.infer_num_classes(stats) == max(2, max(last) + 1)
 
 
-@pytest.mark.parametrize('kwargs', [dict(epochs=0), dict(max_steps=0),
+@pytest.mark.parametrize('kwargs', [dict(epochs=-1), dict(max_steps=0),
                                     dict(eval_every_n_steps=-1),
                                     dict(seed=True)])
 def test_train_config_validation(kwargs):
