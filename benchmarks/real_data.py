@@ -582,7 +582,12 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       '(`--from-results`; the figures, the per-run wall times and the '
       'settings are theirs, the date and load above are of this rendering): '
       + ', '.join(f'`{p}`' for p in args.joined)] if getattr(
-          args, 'joined', None) else []) + [
+          args, 'joined', None) else []) + ([
+      '* The LSTM baselines (a) and (b) (figures and wall times) of the data '
+      'sets found there are taken from the `results.json` of an earlier run '
+      'of this script (`--baselines-from`): '
+      + ', '.join(f'`{p}`' for p in args.baselines_from)] if getattr(
+          args, 'baselines_from', None) else []) + [
       '',
       'Each data set is converted by `python -m data.ucr --dataset <Name> '
       '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
@@ -668,12 +673,21 @@ def main(argv=None) -> int:
                    help='read the .ts files from an aeon wheel')
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder (converted CSVs)')
+  p.add_argument('--baselines-from', nargs='+', default=None, metavar='JSON',
+                 help='take the LSTM baselines (a) and (b) of each data set '
+                 'that has them from these results.json files (the first '
+                 'that has them) instead of running them again, e.g. after '
+                 'a change to the default model alone')
   p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
                  help='write the section from the results.json files of '
                  'earlier runs (data sets taken from the first file that '
                  'has them) instead of running anything; e.g. to join runs '
                  'made side by side on disjoint --datasets')
   args = p.parse_args(argv)
+  if args.baselines_from and (args.from_results or args.skip_baselines):
+    print('error: --baselines-from runs the default model only: not with '
+          '--from-results or --skip-baselines', file=sys.stderr)
+    return 2
   try:
     cases = parse_cases(args.datasets or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
@@ -701,6 +715,11 @@ def main(argv=None) -> int:
                                   if seed_flag else
                                   'has no --seed flag: one run per model'))
   res: Dict[str, Dict] = {}
+  earlier: Dict[str, Dict] = {}
+  for path in args.baselines_from or ():
+    with open(path) as f:
+      for slug, r in json.load(f).items():
+        earlier.setdefault(slug, r)
   if args.from_results:
     for path in args.from_results:
       with open(path) as f:
@@ -725,7 +744,11 @@ def main(argv=None) -> int:
     log(f'{c.name}: no-skill {r["no_skill"]}' + (
         f', persistence {r["persistence"]}, AR({AR_ORDER}) {r["ar"]}'
         if c.per_step else ''))
-    models = [OURS] if args.skip_baselines else [OURS, PLAIN]
+    reused = all(m in earlier.get(c.slug, {}) for m in (PLAIN, KERAS))
+    if reused:
+      r[PLAIN], r[KERAS] = earlier[c.slug][PLAIN], earlier[c.slug][KERAS]
+      log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
+    models = [OURS] if args.skip_baselines or reused else [OURS, PLAIN]
     for model in models:
       for seed in (seeds if model == OURS else baseline_seeds):
         log(f'{c.name}: pipeline, {model} model, seed '
@@ -738,7 +761,7 @@ def main(argv=None) -> int:
             + (f'FAILED: {out["error"]} (log: {out["log"]})' if 'error' in
                out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
-    if not args.skip_baselines:
+    if not (args.skip_baselines or reused):
       for seed in baseline_seeds:
         s = seed or 0
         t0 = time.perf_counter()
