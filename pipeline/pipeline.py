@@ -5,9 +5,16 @@
   -> StatefulTrainer -> resolver (latest blessed model) -> StatefulEvaluator
   -> Pusher (only a blessed model)
 
-CSV rows go through Transform; SequenceExamples (ImportExampleGen) go to the
+CSV rows go through Transform (z-scores fitted on the train split, kept in
+the serving graph); SequenceExamples (ImportExampleGen) go to the
 SequenceBatcher as they are (tf.Transform does not analyse sequence feature
-lists), and the default model's own normalisation handles their scale.
+lists), so their features reach the model unscaled. The default model's
+convolutional form scales its inputs itself: per feature ``(x - median) /
+IQR`` fitted on the training steps, then ``sign(x) log(1 + |x|)``
+(``components/stateful/default_model.py``), which no per-feature affine
+scaling upstream changes, so both inputs give it the same model. Its LSTM/GRU
+forms and a user module get the values as the batches hold them (z-scores
+for CSV, raw for SequenceExamples) and scale nothing themselves.
 """
 
 from __future__ import annotations
@@ -93,7 +100,7 @@ def create_pipeline(
     trainer: the StatefulTrainer's settings (epochs, seed, label scoring,
       validation carve, ...); every field reaches the component.
     module_file: user model module (``build_model(spec)``); None for the
-      shipped stacked LSTM/GRU.
+      shipped model (``components/stateful/default_model.py``).
     hyperparameters: passed to the model module as ``spec.hyperparameters``
       (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
     eval_config: the StatefulEvaluator's ``EvalConfig`` as a dict.
