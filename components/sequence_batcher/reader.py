@@ -16,6 +16,29 @@ def load_metadata(path: str, split: Optional[str] = None) -> Tuple[str, dict]:
   return metadata_lib.resolve(path, split, read_json=batch_format.read_json)
 
 
+def shard_files(split_dir: str, meta: dict) -> List[str]:
+  """The shard file names listed in a split's ``metadata.json``, checked.
+
+  A name must be a plain file name inside the split's folder: one with a path
+  separator, ``..`` or nothing in it is rejected (``ValueError`` naming the
+  metadata file), so a crafted ``metadata.json`` cannot make the reader open
+  files elsewhere.
+  """
+  names = meta.get('files')
+  where = os.path.join(split_dir, metadata_lib.METADATA_FILE)
+  if not isinstance(names, list) or not names:
+    raise ValueError(f'{where}: "files" must be a non-empty list of shard '
+                     f'file names, got {names!r}')
+  seps = {'/', '\\', os.sep} | ({os.altsep} if os.altsep else set())
+  for name in names:
+    if (not isinstance(name, str) or not name or name in ('.', '..')
+        or '..' in name or any(sep in name for sep in seps)
+        or '\x00' in name):
+      raise ValueError(f'{where}: shard file name {name!r} is not a plain '
+                       'file name (no path separator or "..")')
+  return names
+
+
 def read_batches(path: str,
                  split: Optional[str] = None,
                  *,
@@ -42,7 +65,7 @@ def read_batches(path: str,
     int64[B] (0 on padding lanes) and ``batch_index`` int64[].
   """
   sdir, meta = load_metadata(path, split)
-  files = [os.path.join(sdir, name) for name in meta['files']]
+  files = [os.path.join(sdir, name) for name in shard_files(sdir, meta)]
   spec = batch_format.feature_spec(meta)
   if group_order is None:
     records = tf.data.TFRecordDataset(files)

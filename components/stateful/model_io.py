@@ -50,31 +50,47 @@ class ModuleError(ValueError):
 
 
 def load_module_file(path: str) -> types.ModuleType:
-  """Imports a Python file as a module (a fresh, uniquely named module)."""
+  """Imports a Python file as a module (a fresh, uniquely named module).
+
+  A module file is trusted code: importing it runs it. A remote file
+  (``gs://...``) is copied into a private temporary directory
+  (``tempfile.mkdtemp``, readable by this user only) to be imported, never
+  into a shared, predictable path. A file that does not import (a syntax
+  error, a failing import, any exception at import) raises ``ModuleError``
+  whose one-line message names the file.
+  """
   if not tf.io.gfile.exists(path):
     raise ModuleError(f'module file {path!r} does not exist')
   with tf.io.gfile.GFile(path, 'rb') as f:
     source = f.read()
-  local = path
-  if '://' in path:  # Remote: copy locally to import.
-    local = os.path.join(tempfile.gettempdir(), 'stateful_trainer_modules',
-                         hashlib.sha256(source).hexdigest()[:16] + '.py')
-    os.makedirs(os.path.dirname(local), exist_ok=True)
-    with open(local, 'wb') as f:
-      f.write(source)
-  digest = hashlib.sha256(source + local.encode()).hexdigest()[:12]
+  digest = hashlib.sha256(source + path.encode()).hexdigest()[:12]
   name = f'_stateful_user_module_{digest}'
   if name in sys.modules:
     return sys.modules[name]
+  local = path
+  if '://' in path:  # Remote: copy into a private directory to import.
+    local = os.path.join(tempfile.mkdtemp(prefix='stateful_module_'),
+                         os.path.basename(path.rstrip('/')) or 'module.py')
+    with open(local, 'wb') as f:
+      f.write(source)
   spec = importlib.util.spec_from_file_location(name, local)
   module = importlib.util.module_from_spec(spec)
   sys.modules[name] = module
   try:
     spec.loader.exec_module(module)
-  except Exception:
+  except Exception as e:  # SyntaxError, ImportError, ... from user code.
     del sys.modules[name]
-    raise
+    raise ModuleError(f'module file {path!r} does not import: '
+                      f'{_one_line(e)}') from e
   return module
+
+
+def _one_line(e: BaseException) -> str:
+  """``Type: message`` on one line; a SyntaxError with its line number."""
+  if isinstance(e, SyntaxError):
+    return f'{type(e).__name__}: {e.msg} (line {e.lineno})'
+  text = ' '.join(str(e).split())
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
 
 
 def resolve_module(module_file: Optional[str] = None,

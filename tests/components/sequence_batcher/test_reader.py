@@ -151,3 +151,20 @@ def test_single_split_root_needs_no_split_name(tmp_path):
   with pytest.raises(ValueError, match=r"has no split 'train'; it has "
                      r"\['only'\]"):
     read_batches(str(tmp_path), 'train')
+
+
+@pytest.mark.parametrize('name', [
+    '../outside.tfrecord', '/etc/passwd', 'sub/batches.tfrecord',
+    '..', 'a\\b.tfrecord', ''])
+def test_shard_names_from_metadata_must_be_plain_file_names(tmp_path, name):
+  import json  # pylint: disable=g-import-not-at-top
+  _write(tmp_path, layout.PACKED, split='only')
+  meta_path = tmp_path / 'Split-only' / 'metadata.json'
+  meta = json.loads(meta_path.read_text())
+  good = list(meta['files'])
+  assert len(helpers.read_split(str(tmp_path))) == meta['num_batches']
+  meta['files'] = good[:1] + [name] + good[1:]
+  meta_path.write_text(json.dumps(meta))
+  with pytest.raises(ValueError, match='not a plain file name') as e:
+    read_batches(str(tmp_path))
+  assert str(meta_path) in str(e.value)
