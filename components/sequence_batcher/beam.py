@@ -57,8 +57,15 @@ class DecodeRows(beam.PTransform):
 
   def __init__(self, input_format: str, columns: seqlib.ColumnConfig, *,
                source: str = 'input',
-               csv_headers: Optional[Dict[str, List[str]]] = None):
+               csv_headers: Optional[Dict[str, List[str]]] = None,
+               decode_batch_sizes: Tuple[int, int] = (1, _DECODE_BATCH)):
+    """``decode_batch_sizes``: ``(min, max)`` records decoded in one call
+    (``beam.BatchElements``, adaptive in between); the output does not
+    depend on it (tests fix it to show that)."""
     super().__init__()
+    if not 1 <= decode_batch_sizes[0] <= decode_batch_sizes[1]:
+      raise ValueError('decode_batch_sizes must be (min, max) with 1 <= min '
+                       f'<= max, got {decode_batch_sizes}')
     if input_format not in INPUT_FORMATS:
       raise ValueError(f'input_format must be one of {INPUT_FORMATS}, got '
                        f'{input_format!r}')
@@ -71,6 +78,7 @@ class DecodeRows(beam.PTransform):
     self._columns = columns
     self._source = source
     self._headers = csv_headers
+    self._batch_sizes = tuple(decode_batch_sizes)
 
   def expand(self, records):
     # Imported here so that launching a pipeline does not need TF loaded.
@@ -86,7 +94,8 @@ class DecodeRows(beam.PTransform):
                   lambda path: map(_keyed, decode.read_csv_file(path,
                                                                 columns))))
     batches = records | 'Batch' >> beam.BatchElements(
-        min_batch_size=1, max_batch_size=_DECODE_BATCH)
+        min_batch_size=self._batch_sizes[0],
+        max_batch_size=self._batch_sizes[1])
     if self._format == TF_EXAMPLE:
       return batches | 'DecodeExamples' >> beam.FlatMap(
           lambda rs: map(_keyed, decode.decode_examples(rs, columns, source)))
@@ -338,10 +347,12 @@ class BatchSequences(beam.PTransform):
                source: Optional[str] = None,
                csv_headers: Optional[Dict[str, List[str]]] = None,
                layout_choice: Optional[beam.PCollection] = None,
-               auto_layout: Tuple[bool, bool] = (False, False)):
+               auto_layout: Tuple[bool, bool] = (False, False),
+               decode_batch_sizes: Tuple[int, int] = (1, _DECODE_BATCH)):
     """See the class docstring. ``layout_choice``: an optional singleton
     ``(batch_size, num_unroll)`` (e.g. ``plan.ChooseLayout`` of the train
-    split) that replaces the fields flagged in ``auto_layout``."""
+    split) that replaces the fields flagged in ``auto_layout``.
+    ``decode_batch_sizes``: see ``DecodeRows``."""
     super().__init__()
     if not split_dir:
       raise ValueError('split_dir must be set')
@@ -353,7 +364,8 @@ class BatchSequences(beam.PTransform):
     self._split = split
     self._decode = DecodeRows(input_format, columns,
                               source=source or f'split {split!r}',
-                              csv_headers=csv_headers)
+                              csv_headers=csv_headers,
+                              decode_batch_sizes=decode_batch_sizes)
     self._format = input_format
     self._columns = columns
     self._config = config

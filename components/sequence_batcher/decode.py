@@ -43,17 +43,48 @@ def decode_examples(records: Sequence[bytes], columns: seqlib.ColumnConfig,
   Decoded in one vectorised call (tfx_bsl, to Arrow), so no Python object is
   made per row; only the distinct keys become Python strings.
   """
-  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
   if not records:
     return []
-  try:
-    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(
-        list(records))
-  except RuntimeError as e:
-    # E.g. a feature that is int64 in one row and bytes in another: tfx_bsl
-    # names the feature but not the input.
-    raise InputDataError(f'{source}: cannot decode the tf.Example rows: '
-                         f'{e}') from e
+  return [chunk for batch, part in _decode_batches(list(records), source)
+          for chunk in _chunks_of_batch(batch, part, columns, source)]
+
+
+def _decode_batches(records: List[bytes], source: str):
+  """Decodes ``records`` with tfx_bsl into Arrow record batches.
+
+  tfx_bsl cannot decode, in one batch, a feature that is int64 in one row and
+  float (or bytes) in another; across batches it can. So that the outcome
+  does not depend on how a runner bundles the rows, a batch that fails is
+  split in halves until every part decodes: each part then has one type per
+  column, and the parts meet in ``sequences.merge_chunks``, where int64 and
+  float64 values of one column become float64 (whichever bundle they came
+  from) and text among numbers is reported by the sequence builder. Only a
+  single record that does not decode is an error.
+
+  Yields:
+    ``(record_batch, records)`` pairs.
+  """
+  from tfx_bsl.coders import example_coder  # pylint: disable=g-import-not-at-top
+  decoder = example_coder.ExamplesToRecordBatchDecoder()
+  pending = [records]
+  while pending:
+    part = pending.pop()
+    try:
+      batch = decoder.DecodeBatch(part)
+    except RuntimeError as e:
+      if len(part) == 1:
+        raise InputDataError(f'{source}: cannot decode a tf.Example row: '
+                             f'{" ".join(str(e).split())}') from e
+      half = len(part) // 2
+      pending += [part[half:], part[:half]]  # The first half next.
+      continue
+    yield batch, part
+
+
+def _chunks_of_batch(batch, records: List[bytes],
+                     columns: seqlib.ColumnConfig,
+                     source: str) -> List[seqlib.RowChunk]:
+  """One decoded Arrow record batch of tf.Example rows -> chunks."""
   n = batch.num_rows
   cols, missing = {}, {}
   codes = names = None

@@ -376,7 +376,8 @@ def metadata_matches(expected: dict, split_dir: str):
 def run_batcher(records, split_dir: str, config: layout.LayoutConfig, *,
                 expected: Optional[dict] = None, options=None,
                 input_format: str = 'tf_example', columns=None,
-                split: str = 'train', csv_pattern: Optional[str] = None):
+                split: str = 'train', csv_pattern: Optional[str] = None,
+                **batcher_kwargs):
   """Runs ``BatchSequences`` in a ``TestPipeline``.
 
   ``records`` are ``beam.Create``d, or, with ``csv_pattern``, the CSV files
@@ -400,7 +401,7 @@ def run_batcher(records, split_dir: str, config: layout.LayoutConfig, *,
       pcoll = p | 'Create' >> beam.Create(list(records))
     meta = pcoll | 'Batch' >> sb_beam.BatchSequences(
         split_dir, split=split, input_format=input_format, columns=columns,
-        config=config, csv_headers=headers)
+        config=config, csv_headers=headers, **batcher_kwargs)
     if expected is not None:
       assert_that(meta, metadata_matches(expected, split_dir))
 

@@ -142,14 +142,32 @@ def test_non_numeric_feature_in_examples():
                        r"feature 'x1' has the non-numeric value b'high'")
 
 
-@pytest.mark.parametrize('column, value', [('x1', b'high'), ('t', 3.5)])
-def test_feature_of_another_type_in_one_example_row(column, value):
-  """One row's value has another type than the column's in other rows."""
-  rows = _edit(_rows(), 2, **{column: value})
+def test_text_among_numbers_in_one_example_row_names_the_row():
+  """One row's value is text where the column's other rows hold numbers."""
+  rows = _edit(_rows(), 2, x1=b'high')
   with pytest.raises(InputDataError) as e:
     _build_examples(rows)
-  helpers.assert_error(e, InputDataError, SRC_RE, 'cannot decode',
-                       rf'wrong type.*"{column}"')
+  helpers.assert_error(e, InputDataError, SRC_RE, r"sequence 's00'",
+                       r'at order value %d' % rows[2]['t'],
+                       r"feature 'x1' has the non-numeric value b'high'")
+
+
+def _mixed_number_rows():
+  """Rows where x0, t and the label are int64 in some rows, float in others."""
+  rows = _rows(lengths=(6, 5, 4))
+  rows = _edit(rows, 1, x0=7)          # An int among float features.
+  rows = _edit(rows, 3, t=float(rows[3]['t']))  # A float among int orders.
+  rows = _edit(rows, 8, label=float(rows[8]['label']))  # Float label, s01.
+  return rows
+
+
+def test_int_and_float_in_one_example_bundle_are_promoted_to_float():
+  rows = _mixed_number_rows()
+  seqs = {s.key: s for s in _build_examples(rows)}
+  assert seqs['s00'].features[1, 0] == 7.0
+  assert seqs['s00'].labels.dtype == np.int64
+  assert seqs['s01'].labels.dtype == np.float32  # Its rows: int and float.
+  assert seqs['s02'].labels.dtype == np.int64
 
 
 def test_non_numeric_feature_in_csv():
@@ -455,6 +473,41 @@ def test_beam_sequence_example_lists_of_different_lengths(tmp_path):
     _run(records, tmp_path, input_format='sequence_example')
   helpers.assert_error(e, InputDataError, SRC_RE, r"SequenceExample 's01'",
                        'feature lists of different lengths', r"'t': 4")
+
+
+@pytest.mark.parametrize('edit', ['numbers', 'text'])
+def test_mixed_types_give_the_same_outcome_in_any_bundling(tmp_path, edit):
+  """A column int64 in some rows and float (or text) in others: the outcome
+  does not depend on how many rows the runner decodes at once (one, or all
+  in one bundle): int64 and float are promoted to float with byte-identical
+  output, text among numbers is the same error naming the key and row."""
+  rows = _mixed_number_rows()
+  if edit == 'text':
+    rows = _edit(rows, 12, x1=b'high')
+  outcomes = []
+  for sizes in ((1, 1), (10000, 10000)):
+    split_dir = str(tmp_path / f'bundle-{sizes[0]}' / 'Split-train')
+    if edit == 'numbers':
+      helpers.run_batcher(helpers.examples(rows), split_dir,
+                          layout.LayoutConfig(batch_size=2, num_unroll=3),
+                          decode_batch_sizes=sizes)
+      outcomes.append(helpers.list_files(split_dir))
+    else:
+      with pytest.raises(Exception) as e:
+        helpers.run_batcher(helpers.examples(rows), split_dir,
+                            layout.LayoutConfig(batch_size=2, num_unroll=3),
+                            decode_batch_sizes=sizes)
+      err = helpers.assert_error(
+          e, InputDataError, SRC_RE, r"sequence 's02'",
+          r'at order value %d' % rows[12]['t'],
+          r"feature 'x1' has the non-numeric value b'high'")
+      outcomes.append(str(err).split(' [while running')[0])
+  assert outcomes[0] == outcomes[1]
+  if edit == 'numbers':
+    batches = helpers.read_split(str(tmp_path / 'bundle-1' / 'Split-train'))
+    assert batches[0]['labels'].dtype == np.float32  # s01's float label.
+    steps = sum(b['mask'].sum() for b in batches)
+    assert steps == len(rows)
 
 
 def test_beam_truncation_is_counted(tmp_path):
