@@ -203,9 +203,12 @@ def decode_sequence_example(record: bytes, columns: seqlib.ColumnConfig,
                             source: str) -> seqlib.RowChunk:
   """One serialized ``tf.train.SequenceExample`` (a whole sequence) -> chunk.
 
-  The key (and a per-sequence label) come from the context; per-step values
-  from the feature lists, one value per step. Without an order feature list
-  the steps keep the order of the lists.
+  The key comes from the context; per-step values from the feature lists,
+  one value per step. Every other context feature (a per-sequence label, a
+  static covariate) holds one value, copied to every step: it is the label
+  or a feature like any other column, unless ``exclude_columns`` names it (or
+  ``feature_columns`` leave it out). Without an order feature list the steps
+  keep the order of the lists.
   """
   example = tf.train.SequenceExample.FromString(record)
   ctx = example.context.feature
@@ -237,20 +240,45 @@ def decode_sequence_example(record: bytes, columns: seqlib.ColumnConfig,
                              f'{name!r} has {len(vals)} values, one expected')
       col.append(vals[0] if len(vals) else None)
     values[name] = col
+  # Every context feature but the key is a per-sequence value, copied to
+  # every step as a column like any other: the label, or a feature (a static
+  # covariate) unless excluded (exclude_columns, or feature_columns that do
+  # not name it). Nothing in the context is dropped silently.
   lc = columns.label_column
-  if lc and lc not in values and lc in ctx:
-    lf = ctx[lc]
-    k = lf.WhichOneof('kind')
-    lvals = getattr(lf, k).value if k else ()
-    if len(lvals) != 1:
-      raise InputDataError(f'{source}: SequenceExample {key!r} has '
-                           f'{len(lvals)} values for the label {lc!r}')
-    values[lc] = [lvals[0]] * n
+  for name in sorted(ctx):
+    if name == columns.key_column:
+      continue
+    if name in values:
+      raise InputDataError(
+          f'{source}: SequenceExample {key!r}: {name!r} is both a context '
+          'feature and a feature list; rename one')
+    if _ignored(name, columns):
+      continue
+    cf = ctx[name]
+    k = cf.WhichOneof('kind')
+    cvals = getattr(cf, k).value if k else ()
+    if len(cvals) != 1:
+      what = 'the label' if name == lc else 'context feature'
+      raise InputDataError(
+          f'{source}: SequenceExample {key!r} has {len(cvals)} values for '
+          f'{what} {name!r}; one is expected (it is copied to every step; '
+          'list it in exclude_columns to ignore it)')
+    values[name] = [cvals[0]] * n
   oc = columns.order_column
   if oc and oc not in values:
     values[oc] = list(range(n))
   cols, missing = _columns_from_lists(values, n)
   return seqlib.RowChunk(key=key, source=source, columns=cols, missing=missing)
+
+
+def _ignored(name: str, columns: seqlib.ColumnConfig) -> bool:
+  """A column the batcher does not read: excluded, or not among the named
+  feature columns (nor the order or label column)."""
+  if name in columns.exclude_columns:
+    return True
+  return (columns.feature_columns is not None and
+          name not in columns.feature_columns and
+          name not in (columns.order_column, columns.label_column))
 
 
 def decode_csv_frame(frame, columns: seqlib.ColumnConfig,

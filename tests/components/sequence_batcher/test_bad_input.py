@@ -342,6 +342,58 @@ def test_sequence_example_feature_lists_of_different_lengths():
                        r"'x1': 3")
 
 
+def _with_context(**extra):
+  """A SequenceExample of 4 steps with extra context features."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  s = helpers.make_data([4], layout.PER_SEQUENCE)[0]
+  ex = tf.train.SequenceExample.FromString(
+      helpers.sequence_example(s, layout.PER_SEQUENCE))
+  for name, vals in extra.items():
+    feature = ex.context.feature[name]
+    if vals and isinstance(vals[0], bytes):
+      feature.bytes_list.value.extend(vals)
+    else:
+      feature.float_list.value.extend(vals)
+  return s, ex.SerializeToString()
+
+
+def test_sequence_example_context_features_are_copied_to_every_step():
+  s, record = _with_context(site=[2.5])
+  chunk = decode.decode_sequence_example(record, COLUMNS, SRC)
+  assert chunk.columns['site'].tolist() == [2.5] * 4
+  built = helpers.build_in_process([chunk], COLUMNS)
+  assert built[0].features.shape == (4, 3)  # site, x0, x1 (sorted).
+  np.testing.assert_array_equal(built[0].features[:, 0], [2.5] * 4)
+  np.testing.assert_allclose(built[0].features[:, 1:], s.features)
+  # Excluded, or left out of named feature_columns, it is not read.
+  for columns in (sequences.ColumnConfig(exclude_columns=('site',)),
+                  sequences.ColumnConfig(feature_columns=('x0', 'x1'))):
+    built = helpers.build_in_process(
+        [decode.decode_sequence_example(record, columns, SRC)], columns)
+    np.testing.assert_allclose(built[0].features, s.features)
+
+
+@pytest.mark.parametrize('extra, message', [
+    ({'site': [1.0, 2.0]}, r"has 2 values for context feature 'site'; one "
+     r'is expected'),
+    ({'site': [b'north']}, r"feature 'site' has the non-numeric value "
+     r"b'north'"),
+    ({'x0': [1.0]}, r"'x0' is both a context feature and a feature list"),
+])
+def test_sequence_example_context_feature_errors(extra, message):
+  _, record = _with_context(**extra)
+  with pytest.raises(InputDataError) as e:
+    helpers.build_in_process(
+        [decode.decode_sequence_example(record, COLUMNS, SRC)], COLUMNS)
+  err = helpers.assert_error(e, InputDataError, SRC_RE, r"'s00'", message)
+  assert '\n' not in str(err)
+  # Excluded, an unusable context feature is ignored.
+  if 'x0' not in extra:
+    columns = sequences.ColumnConfig(exclude_columns=('site',))
+    assert helpers.build_in_process(
+        [decode.decode_sequence_example(record, columns, SRC)], columns)
+
+
 def test_sequence_example_without_key():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   s = helpers.make_data([4], layout.PER_SEQUENCE)[0]
