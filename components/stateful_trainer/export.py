@@ -67,6 +67,34 @@ def state_name(i: int) -> str:
   return f'state_{i}'
 
 
+def check_transform_features(transform_graph_uri: str,
+                             feature_names: Sequence[str]):
+  """Raises ``ValueError`` unless the transform graph takes and outputs
+  every feature of ``feature_names`` by name (what the serving signatures
+  need); run before training, so a mismatch fails in seconds.
+
+  Returns:
+    The ``tft.TFTransformOutput``.
+  """
+  import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
+  output = tft.TFTransformOutput(transform_graph_uri)
+  raw_spec = output.raw_feature_spec()
+  missing = [n for n in feature_names if n not in raw_spec]
+  if missing:
+    raise ValueError(
+        f'the transform graph {transform_graph_uri} has no raw feature '
+        f'{missing}; its raw features are {sorted(raw_spec)}. The serving '
+        'signatures feed the model\'s feature columns by name.')
+  transformed = output.transformed_feature_spec()
+  missing = [n for n in feature_names if n not in transformed]
+  if missing:
+    raise ValueError(
+        f'the transform graph {transform_graph_uri} does not output '
+        f'{missing} (it outputs {sorted(transformed)}): the batches\' '
+        'feature names must be transform outputs of the same name')
+  return output
+
+
 class RawFeatureTransform(tf.Module):
   """Applies a tf.Transform graph to per-step feature tensors.
 
@@ -77,22 +105,8 @@ class RawFeatureTransform(tf.Module):
 
   def __init__(self, transform_graph_uri: str, feature_names: Sequence[str]):
     super().__init__(name='raw_feature_transform')
-    import tensorflow_transform as tft  # pylint: disable=g-import-not-at-top
-    output = tft.TFTransformOutput(transform_graph_uri)
+    output = check_transform_features(transform_graph_uri, feature_names)
     raw_spec = output.raw_feature_spec()
-    missing = [n for n in feature_names if n not in raw_spec]
-    if missing:
-      raise ValueError(
-          f'the transform graph has no raw feature {missing}; its raw '
-          f'features are {sorted(raw_spec)}. The serving signatures feed the '
-          'model\'s feature columns by name.')
-    transformed = output.transformed_feature_spec()
-    missing = [n for n in feature_names if n not in transformed]
-    if missing:
-      raise ValueError(
-          f'the transform graph does not output {missing} (it outputs '
-          f'{sorted(transformed)}): the batches\' feature names must be '
-          'transform outputs of the same name')
     self._names = list(feature_names)
     self._raw_spec = {n: raw_spec[n] for n in feature_names}
     self.layer = output.transform_features_layer()

@@ -31,7 +31,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from components.sequence_batcher import reader as sb_reader
 from components.stateful import batches as batches_lib
+from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer.settings import OptimizerConfig
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
@@ -158,6 +160,64 @@ class FitResult:
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:
     return self.evaluations[-1][1] if self.evaluations else None
+
+
+def planned_steps(config: TrainConfig, num_batches: int) -> int:
+  """Training steps of the whole run (``epochs`` passes, or fewer with
+  ``max_steps``); early stopping may end it sooner."""
+  steps = int(config.epochs or 0) * int(num_batches)
+  if config.max_steps is not None:
+    steps = min(steps, int(config.max_steps))
+  return steps
+
+
+# The train split's properties that a checkpoint depends on.
+_SPLIT_KEYS = ('batch_size', 'num_unroll', 'num_batches', 'num_sequences',
+               'real_timesteps', 'feature_names', 'label_kind', 'mode')
+
+
+def fit_fingerprint(model: keras.Model, train: BatchSource,
+                    config: TrainConfig,
+                    run: Optional[str] = None) -> fingerprint_lib.Fingerprint:
+  """What one ``fit``'s checkpoints belong to: the run's fingerprint (if
+  given), the loop settings, the train split's shape and the model's weight
+  shapes."""
+  return fingerprint_lib.Fingerprint(parts={
+      'run': run,
+      'settings': config.to_dict(),
+      'train_split': {'split': train.split,
+                      **{k: train.meta.get(k) for k in _SPLIT_KEYS}},
+      'weights': [list(map(int, w.shape)) for w in model.weights],
+  })
+
+
+def check_checkpoint_fingerprint(checkpoint_dir: str,
+                                 mine: fingerprint_lib.Fingerprint) -> None:
+  """Raises ``CheckpointMismatchError`` unless the checkpoints in
+  ``checkpoint_dir`` were written by a run with fingerprint ``mine``."""
+  stored = fingerprint_lib.read(f'{checkpoint_dir}/{fingerprint_lib.FILE}')
+  if stored is None:
+    raise fingerprint_lib.CheckpointMismatchError(
+        f'{checkpoint_dir} holds checkpoints without a {fingerprint_lib.FILE}:'
+        ' they cannot be matched to these batches and settings. Remove them '
+        'or use another checkpoint directory.')
+  if stored.get('digest') != mine.digest:
+    why = mine.diff(fingerprint_lib.Fingerprint.from_dict(stored))
+    raise fingerprint_lib.CheckpointMismatchError(
+        f'{checkpoint_dir} holds checkpoints of another run '
+        f'({"; ".join(why) or "other fingerprint"}). Remove them, use '
+        'another checkpoint directory, or start fresh.')
+
+
+def _count_mismatch(train: BatchSource, read: int) -> str:
+  """The error text when a split's files do not hold its batch count."""
+  sdir, meta = sb_reader.load_metadata(train.path, train.split)
+  files = [f'{sdir}/{name}' for name in meta.get('files', [])]
+  return (f'split {train.split!r} of {train.path}: {sdir}/metadata.json says '
+          f'{train.num_batches} batches, but its TFRecord files hold '
+          f'{read} '
+          f'(files: {", ".join(files)}). The files are truncated or do '
+          'not belong to this metadata: write the batches again.')
 
 
 class _BestWeights(tf.Module):
@@ -308,9 +368,15 @@ def fit(model: keras.Model,
         summary_dir: Optional[str] = None,
         clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None,
-        max_checkpoints: int = 3) -> FitResult:
+        max_checkpoints: int = 3,
+        fingerprint: Optional[str] = None) -> FitResult:
   """Trains ``model`` statefully; resumes from ``checkpoint_dir`` if it holds
-  a checkpoint.
+  a checkpoint of the same run.
+
+  The checkpoint directory holds ``fingerprint.json``: the run's
+  ``fingerprint`` with this call's settings, the train split's shape and the
+  model's weight shapes. A checkpoint there with another (or no) fingerprint
+  is refused with ``fingerprint.CheckpointMismatchError``, never restored.
 
   Args:
     model: a model that passed ``state.check_stateful_model``.
@@ -325,9 +391,17 @@ def fit(model: keras.Model,
     after_step: called with the global step after every training step (and
       its periodic evaluation/checkpoint); returning True stops training.
     max_checkpoints: checkpoints kept.
+    fingerprint: the digest of the run's inputs (``fingerprint.py``), if
+      known; part of the checkpoints' fingerprint.
 
   Returns:
     A ``FitResult``.
+
+  Raises:
+    fingerprint.CheckpointMismatchError: ``checkpoint_dir`` holds another
+      run's checkpoints.
+    batches.BatchError: the train split's files hold fewer (or more)
+      batches than its ``metadata.json`` says.
   """
   if config.epochs is None:
     raise TrainingConfigError('fit needs epochs set (run.run applies the '
@@ -354,12 +428,18 @@ def fit(model: keras.Model,
         **({'best': best, 'valid_metrics': valid_metrics} if best else {}))
     manager = tf.train.CheckpointManager(ckpt, checkpoint_dir,
                                          max_to_keep=max_checkpoints)
+    mine = fit_fingerprint(model, train, config, fingerprint)
+    stamp = f'{checkpoint_dir}/{fingerprint_lib.FILE}'
     if manager.latest_checkpoint:
+      check_checkpoint_fingerprint(checkpoint_dir, mine)
       resumed_from = manager.latest_checkpoint
       ckpt.restore(resumed_from).assert_existing_objects_matched()
-      _LOG.info('resumed from %s at epoch %d, batch %d (step %d)',
-                resumed_from, int(cursor.epoch), int(cursor.batch),
-                int(cursor.step))
+      _LOG.info('resuming from epoch %d, step %d of %d (batch %d of %d; '
+                'checkpoint %s)', int(cursor.epoch) + 1, int(cursor.step),
+                planned_steps(config, train.num_batches), int(cursor.batch),
+                train.num_batches, resumed_from)
+    else:
+      fingerprint_lib.write(stamp, mine.to_dict())
   if resumed_from is None:
     state.zero_all(model)
 
@@ -395,9 +475,14 @@ def fit(model: keras.Model,
         step % config.checkpoint_every_n_steps == 0):
       save()
     stop = bool(after_step(step)) if after_step is not None else False
-    return stop or (config.max_steps is not None and step >= config.max_steps)
+    return stop or at_max_steps()
 
-  stop = best is not None and bool(best.stopped)
+  def at_max_steps() -> bool:
+    return (config.max_steps is not None and
+            int(cursor.step) >= config.max_steps)
+
+  # Checked before the loop too: a run resumed at max_steps trains no step.
+  stop = (best is not None and bool(best.stopped)) or at_max_steps()
   while int(cursor.epoch) < config.epochs and not stop:
     epoch = int(cursor.epoch)
     if int(cursor.batch) == 0:
@@ -411,6 +496,9 @@ def fit(model: keras.Model,
                             validation_fraction=config.validation_fraction)
     stats, stop = train_epoch(steps, dataset, cursor, train_metrics,
                               on_step=on_step, clock=clock)
+    if (not stop and int(cursor.batch) != num_batches) or (
+        int(cursor.batch) > num_batches):
+      raise batches_lib.BatchError(_count_mismatch(train, int(cursor.batch)))
     if int(cursor.batch) >= num_batches:  # The epoch is complete.
       rates = {'steps_per_sec': stats.steps_per_sec,
                'real_timesteps_per_sec': stats.real_steps_per_sec}

@@ -8,6 +8,7 @@ import tf_keras as keras
 
 from components.stateful import model_io
 from components.stateful import state
+from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
@@ -152,3 +153,95 @@ def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
   assert any(np.abs(s).sum() > 0 for s in saved)  # Mid-sequence state.
   assert any(name.startswith('optimizer/') for name in names)
   assert any(name.startswith('model/') for name in names)
+
+
+# --------------------------------------------------------------------------
+# Checkpoints belong to one run (fingerprint), max_steps, short files.
+# --------------------------------------------------------------------------
+
+
+def _small_fit(train, config, checkpoint_dir, *, fingerprint=None,
+               after_step=None, clock=None):
+  spec = helpers.classification_spec(B, T, ['a', 'b'], units=[4])
+  keras.utils.set_random_seed(0)
+  model = model_io.build_stateful(model_io.resolve_module(), spec)
+  objective = objective_lib.make_objective(spec)
+  optimizer = training.make_optimizer(settings.OptimizerConfig())
+  kwargs = {'clock': clock} if clock is not None else {}
+  if fingerprint is not None:
+    kwargs['fingerprint'] = fingerprint
+  return training.fit(model, optimizer=optimizer, objective=objective,
+                      train=train, config=config,
+                      checkpoint_dir=checkpoint_dir, after_step=after_step,
+                      **kwargs)
+
+
+def _crash_at(step):
+  def after_step(s):
+    if s == step:
+      raise Crash(s)
+  return after_step
+
+
+def test_checkpoints_of_another_run_are_refused(tmp_path):
+  train, _ = _setup(tmp_path)
+  ckpt_dir = str(tmp_path / 'ckpt')
+  config = settings.TrainConfig(epochs=2, checkpoint_every_n_steps=2,
+                                log_every_n_steps=0, validation_fraction=0.0)
+  with pytest.raises(Crash):
+    _small_fit(train, config, ckpt_dir, fingerprint='run-a',
+               after_step=_crash_at(3))
+  assert tf.train.latest_checkpoint(ckpt_dir).endswith('-2')
+  # Another setting, or another run's fingerprint: refused, not restored.
+  with pytest.raises(fingerprint_lib.CheckpointMismatchError,
+                     match=r'settings: epochs 2 -> 3'):
+    _small_fit(train, config.replace(epochs=3), ckpt_dir,
+               fingerprint='run-a')
+  with pytest.raises(fingerprint_lib.CheckpointMismatchError,
+                     match='changed run'):
+    _small_fit(train, config, ckpt_dir, fingerprint='run-b')
+  # The same run resumes.
+  result = _small_fit(train, config, ckpt_dir, fingerprint='run-a')
+  assert result.resumed_from.endswith('-2')
+  assert result.steps == 2 * train.num_batches
+
+
+def test_max_steps_is_not_exceeded_when_resumed(tmp_path):
+  train, _ = _setup(tmp_path)
+  ckpt_dir = str(tmp_path / 'ckpt')
+  config = settings.TrainConfig(epochs=3, max_steps=5, log_every_n_steps=0,
+                                validation_fraction=0.0)
+  first = _small_fit(train, config, ckpt_dir)
+  assert first.steps == 5 and not first.finished
+  steps = []
+  again = _small_fit(train, config, ckpt_dir, after_step=steps.append)
+  assert again.resumed_from is not None
+  assert again.steps == 5 and steps == []  # No step past max_steps.
+
+
+def test_fewer_batches_than_the_metadata_says_is_an_error(tmp_path):
+  from components.sequence_batcher import reader  # pylint: disable=g-import-not-at-top
+  train, _ = _setup(tmp_path)
+  sdir, meta = reader.load_metadata(train.path, 'train')
+  path = f'{sdir}/{meta["files"][-1]}'
+  records = list(tf.data.TFRecordDataset(path).as_numpy_iterator())
+  assert len(records) >= 3
+  with tf.io.TFRecordWriter(path) as w:
+    for r in records[:-2]:  # The last two batches are lost.
+      w.write(r)
+  calls = []
+
+  def clock():  # Turns an endless loop into a failure.
+    calls.append(1)
+    if len(calls) > 2000:
+      raise RuntimeError('fit does not end')
+    return float(len(calls))
+
+  with pytest.raises(batches_lib.BatchError) as e:
+    _small_fit(train, settings.TrainConfig(
+        epochs=1, log_every_n_steps=0, validation_fraction=0.0),
+               str(tmp_path / 'ckpt'), clock=clock)
+  text = str(e.value)
+  assert path in text and 'metadata.json' in text
+  assert f'says {train.num_batches} batches' in text
+  assert f'hold {train.num_batches - 2}' in text
