@@ -51,6 +51,7 @@ class StatefulTrainerSpec(types.ComponentSpec):
       'num_classes': ExecutionParameter(type=int, optional=True),
       'output_size': ExecutionParameter(type=int, optional=True),
       'checkpoint_dir': ExecutionParameter(type=str, optional=True),
+      'fresh': ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {
       executor.BATCHES_KEY: ChannelParameter(type=SequenceBatches),
@@ -101,6 +102,7 @@ class StatefulTrainer(base_component.BaseComponent):
                num_classes: Optional[int] = None,
                output_size: Optional[int] = None,
                checkpoint_dir: Optional[str] = None,
+               fresh: bool = False,
                **train_settings):
     """Constructs a StatefulTrainer.
 
@@ -123,8 +125,16 @@ class StatefulTrainer(base_component.BaseComponent):
         dtype (int64: classification).
       num_classes: default ``max(label) + 1``.
       output_size: regression outputs per step (1).
-      checkpoint_dir: a persistent directory to resume an interrupted run
-        from; default: a fresh ``<model_run>/checkpoints``.
+      checkpoint_dir: a persistent folder (local or a bucket): the
+        checkpoints of each set of inputs (batches, transform graph, module,
+        every setting; ``fingerprint.py``) go to
+        ``<checkpoint_dir>/<fingerprint>/``, a later execution with the same
+        inputs resumes them, and they are removed once the model is
+        exported. ``create_pipeline`` sets ``<pipeline_root>/
+        StatefulTrainer/checkpoints``. Unset: ``<model_run>/checkpoints``,
+        which only this execution sees.
+      fresh: ignore (and remove) the checkpoints of an earlier execution
+        with the same inputs.
       **train_settings: any field of ``settings.TrainConfig`` (``epochs``,
         ``seed``, ``label_scoring``, ``validation_fraction``, ...; see its
         help texts); unset fields take their declared defaults.
@@ -156,6 +166,7 @@ class StatefulTrainer(base_component.BaseComponent):
         num_classes=num_classes,
         output_size=output_size,
         checkpoint_dir=checkpoint_dir,
+        fresh=1 if fresh else None,  # Unset when off: same cache key.
         model=types.Channel(type=standard_artifacts.Model),
         model_run=types.Channel(type=standard_artifacts.ModelRun))
     super().__init__(spec=spec)

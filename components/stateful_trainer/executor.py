@@ -35,6 +35,10 @@ MODULE_FILE_KEY = 'module_file'
 MODULE_PATH_KEY = 'module_path'
 CUSTOM_CONFIG_KEY = 'custom_config'
 
+# The Model artifact's custom property with the training fingerprint's
+# digest (``fingerprint.py``): equal digests, equal training inputs.
+FINGERPRINT_PROPERTY = 'training_fingerprint'
+
 # custom_config keys the trainer reads.
 CUSTOM_CONFIG_KEYS = ('hyperparameters',)
 
@@ -134,7 +138,10 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       hyperparameters=hyperparameters,
       train=train_config,
       transform_graph_uri=transform_uri,
-      checkpoint_dir=exec_properties.get('checkpoint_dir') or None)
+      # The component's checkpoint_dir is a root: each set of inputs gets
+      # <checkpoint_dir>/<fingerprint>/ (resumed by a later execution).
+      checkpoint_root=exec_properties.get('checkpoint_dir') or None,
+      fresh=bool(int(exec_properties.get('fresh') or 0)))
 
 
 def train_config_from(exec_properties: Mapping[str, Any]
@@ -162,6 +169,9 @@ class Executor(base_executor.BaseExecutor):
     logging.getLogger('components.stateful_trainer').setLevel(logging.INFO)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
     result = trainer_run.run(args)
+    model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
+    model.set_string_custom_property(FINGERPRINT_PROPERTY,
+                                     result.fingerprint.digest)
     final = result.fit.final_eval
     _LOG.info('StatefulTrainer done: %d steps%s', result.fit.steps,
               f', final eval {final}' if final else '')

@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful_trainer import export
+from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful_trainer import settings
@@ -31,6 +32,8 @@ HISTORY_FILE = 'history.json'
 CHECKPOINT_SUBDIR = 'checkpoints'
 REFIT_SUBDIR = 'refit'  # Checkpoints of the refit, under the checkpoints.
 SUMMARY_SUBDIR = 'tensorboard'
+RUN_FILE = 'run.json'  # In a checkpoint directory: whose, and how far.
+TRAINING, EXPORTED = 'training', 'exported'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +61,17 @@ class TrainerArgs:
       ``optimizer``, ``learning_rate``, ``clip_global_norm``, ``momentum``.
     train: loop settings (epochs, seed, ...).
     transform_graph_uri: a TransformGraph URI to embed in the serving model.
-    checkpoint_dir: checkpoints (a run resumes from the latest one there);
-      None: ``<model_run_dir>/checkpoints``.
+    checkpoint_root: a persistent folder: this run's checkpoints go to
+      ``<checkpoint_root>/<fingerprint digest>/``, so a later run with the
+      same inputs (``fingerprint.run_fingerprint``) resumes them and any
+      other starts fresh; they are removed once the model is exported.
+    checkpoint_dir: the checkpoints' folder exactly (instead of
+      ``checkpoint_root``): resumed when they are of a run with the same
+      fingerprint that has not exported its model, else a
+      ``fingerprint.CheckpointMismatchError``. Neither set:
+      ``<model_run_dir>/checkpoints`` (this run only).
+    fresh: ignore (and remove) the checkpoints of an earlier run with the
+      same inputs and start from the first step.
   """
   batches_uri: str
   model_uri: str
@@ -75,7 +87,9 @@ class TrainerArgs:
   hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   train: settings.TrainConfig = settings.TrainConfig()
   transform_graph_uri: Optional[str] = None
+  checkpoint_root: Optional[str] = None
   checkpoint_dir: Optional[str] = None
+  fresh: bool = False
 
 
 @dataclasses.dataclass
@@ -85,6 +99,7 @@ class RunResult:
   model: keras.Model
   serving_model_dir: str
   stateful_dir: str
+  fingerprint: Optional[fingerprint_lib.Fingerprint] = None
 
 
 _SAME_LAYOUT = ('batch_size', 'num_unroll', 'num_features', 'feature_names',
@@ -140,9 +155,14 @@ class _Passes:
 
 
 def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
-  """The stateful model, seeded and adapted to the train split."""
+  """The stateful model, seeded and adapted to the train split.
+
+  The serving twin is built first and checked against it (same weights), so
+  a module whose twin differs fails before adapting and training.
+  """
   keras.utils.set_random_seed(seed)
   model = model_io.build_stateful(module, spec)
+  model_io.build_serving(module, spec, weights_from=model)  # Checks only.
   if hasattr(module, 'adapt'):
     started = time.monotonic()
     summary = module.adapt(model, spec, _Passes(train))
@@ -151,11 +171,157 @@ def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
   return model
 
 
+def settings_of(args: TrainerArgs) -> dict:
+  """Every setting of a run that can change its model (the fingerprint's
+  ``settings``): each ``TrainConfig`` field as given (the seed among them),
+  the hyperparameters, the task and sizes, the splits."""
+  return {'train': args.train.to_dict(),
+          'hyperparameters': dict(args.hyperparameters),
+          'task': args.task, 'num_classes': args.num_classes,
+          'output_size': args.output_size, 'train_split': args.train_split,
+          'eval_split': args.eval_split}
+
+
+def fingerprint_of(args: TrainerArgs, module) -> fingerprint_lib.Fingerprint:
+  """The run's fingerprint (``fingerprint.run_fingerprint``)."""
+  return fingerprint_lib.run_fingerprint(
+      batches_uri=args.batches_uri,
+      transform_graph_uri=args.transform_graph_uri,
+      module_source=model_io.module_source_path(module),
+      settings=settings_of(args))
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+  """Where a run's checkpoints are, and whose they are.
+
+  Attributes:
+    path: the checkpoint directory (the refit's is ``path/refit``).
+    owned: the directory is the trainer's alone (keyed by the fingerprint,
+      or inside the ModelRun): removed as a whole after the export. A
+      user's ``checkpoint_dir`` keeps everything but the checkpoints.
+    fingerprint: the run's.
+  """
+  path: str
+  owned: bool
+  fingerprint: fingerprint_lib.Fingerprint
+
+  @property
+  def run_file(self) -> str:
+    return f'{self.path}/{RUN_FILE}'
+
+  def has_checkpoints(self) -> bool:
+    return bool(tf.train.latest_checkpoint(self.path) or
+                tf.train.latest_checkpoint(f'{self.path}/{REFIT_SUBDIR}'))
+
+  def mark(self, status: str) -> None:
+    tf.io.gfile.makedirs(self.path)
+    fingerprint_lib.write(self.run_file, {
+        **self.fingerprint.to_dict(), 'status': status,
+        'updated': time.time()})
+
+  def clear(self) -> None:
+    """Removes the checkpoints (and the directory, when it is owned)."""
+    if not tf.io.gfile.exists(self.path):
+      return
+    if self.owned:
+      tf.io.gfile.rmtree(self.path)
+      return
+    for name in tf.io.gfile.listdir(self.path):
+      name = name.rstrip('/')
+      path = f'{self.path}/{name}'
+      if name == REFIT_SUBDIR and tf.io.gfile.isdir(path):
+        tf.io.gfile.rmtree(path)
+      elif name in ('checkpoint', fingerprint_lib.FILE) or name.startswith(
+          'ckpt-'):
+        tf.io.gfile.remove(path)
+
+
+def _earlier_runs(root: str, digest: str):
+  """(updated, folder, run.json) of the unfinished runs under ``root``
+  other than ``digest``, newest first."""
+  found = []
+  if not tf.io.gfile.isdir(root):
+    return found
+  for name in tf.io.gfile.listdir(root):
+    name = name.rstrip('/')
+    if name == digest:
+      continue
+    stamp = fingerprint_lib.read(f'{root}/{name}/{RUN_FILE}')
+    if stamp and stamp.get('status') == TRAINING:
+      found.append((float(stamp.get('updated') or 0), name, stamp))
+  return sorted(found, key=lambda t: t[0], reverse=True)
+
+
+def prepare_checkpoints(args: TrainerArgs,
+                        fp: fingerprint_lib.Fingerprint) -> Checkpoints:
+  """Chooses the checkpoint directory, decides between resuming and
+  starting fresh (and logs why), and marks the directory as this run's.
+
+  Resumed: checkpoints of a run with the same fingerprint that has not
+  exported its model. Anything else starts fresh: no such checkpoints,
+  ``fresh``, or a run that finished (a finished run is never resumed into
+  a new model). A user's ``checkpoint_dir`` holding checkpoints of another
+  fingerprint is an error (``CheckpointMismatchError``).
+  """
+  if args.checkpoint_dir:
+    ckpts = Checkpoints(args.checkpoint_dir.rstrip('/'), False, fp)
+  elif args.checkpoint_root:
+    ckpts = Checkpoints(f'{args.checkpoint_root.rstrip("/")}/{fp.digest}',
+                        True, fp)
+  else:
+    ckpts = Checkpoints(os.path.join(args.model_run_dir, CHECKPOINT_SUBDIR),
+                        True, fp)
+  stamp = fingerprint_lib.read(ckpts.run_file)
+  has = ckpts.has_checkpoints()
+  if args.fresh:
+    if has or stamp:
+      ckpts.clear()
+    _LOG.info('starting fresh (fresh is set)%s; fingerprint %s',
+              f': removed the checkpoints in {ckpts.path}' if has else '',
+              fp.digest)
+  elif stamp and stamp.get('digest') != fp.digest and has:
+    why = fp.diff(fingerprint_lib.Fingerprint.from_dict(stamp))
+    raise fingerprint_lib.CheckpointMismatchError(
+        f'checkpoint_dir {ckpts.path} holds the checkpoints of another run '
+        f'({"; ".join(why) or "another fingerprint"}): remove them, give '
+        'another checkpoint_dir, or set fresh to discard them')
+  elif stamp and stamp.get('digest') == fp.digest and stamp.get(
+      'status') == EXPORTED:
+    ckpts.clear()
+    _LOG.info('starting fresh: the run with these inputs in %s finished and '
+              'exported its model (a finished run is never resumed into a new '
+              'model); fingerprint %s', ckpts.path, fp.digest)
+  elif has:
+    _LOG.info('resuming the unfinished run with these inputs from %s '
+              '(fingerprint %s)', ckpts.path, fp.digest)
+  elif args.checkpoint_root and not args.checkpoint_dir:
+    earlier = _earlier_runs(args.checkpoint_root.rstrip('/'), fp.digest)
+    if earlier:
+      _, name, other = earlier[0]
+      why = fp.diff(fingerprint_lib.Fingerprint.from_dict(other))
+      _LOG.info('starting fresh: no checkpoints for these inputs under %s '
+                '(fingerprint %s); the unfinished run there (%s) had other '
+                'inputs: %s', args.checkpoint_root, fp.digest, name,
+                '; '.join(why) or 'another fingerprint')
+    else:
+      _LOG.info('starting fresh: no checkpoints for these inputs under %s '
+                '(fingerprint %s)', args.checkpoint_root, fp.digest)
+  else:
+    _LOG.info('starting fresh: no checkpoints in %s (fingerprint %s)',
+              ckpts.path, fp.digest)
+  ckpts.mark(TRAINING)
+  return ckpts
+
+
 def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None
        ) -> RunResult:
   """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``."""
   train, eval_source = _open_sources(args)
+  if args.transform_graph_uri:  # Before training: fails in seconds.
+    export.check_transform_features(args.transform_graph_uri,
+                                    tuple(train.meta['feature_names']))
   stats = batches_lib.scan_labels(train)
   spec = make_spec(args, train.meta, stats)
   batches_lib.check_labels(spec, train.meta['label_dtype'], stats)
@@ -164,6 +330,8 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                           batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
   module = model_io.resolve_module(args.module_file, args.module)
+  fp = fingerprint_of(args, module)
+  ckpts = prepare_checkpoints(args, fp)
   model = _build(module, spec, train, args.train.seed)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   config = args.train
@@ -190,8 +358,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     _LOG.info('per-sequence labels scored in training: %s',
               config.label_scoring)
   objective = objective_lib.make_objective(spec, module)
-  checkpoint_dir = args.checkpoint_dir or os.path.join(args.model_run_dir,
-                                                       CHECKPOINT_SUBDIR)
+  checkpoint_dir = ckpts.path
 
   def fit(model, config, subdir):
     optimizer = training.make_optimizer(
@@ -204,7 +371,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         checkpoint_dir,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
                                  subdir or ''),
-        clock=clock, after_step=after_step)
+        clock=clock, after_step=after_step, fingerprint=fp.digest)
 
   result = fit(model, config, None)
   selection = None
@@ -225,7 +392,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   export.export_serving_model(args.serving_model_dir, twin, spec,
                               args.transform_graph_uri)
   stateful_dir = model_io.save_stateful(args.model_uri, model, spec, module)
+  fingerprint_lib.write(os.path.join(stateful_dir, fingerprint_lib.FILE),
+                        fp.to_dict())
   history = {
+      'fingerprint': fp.digest,
       'spec': spec.to_dict(),
       'steps': result.steps,
       'finished': result.finished,
@@ -243,6 +413,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                          'w') as f:
     f.write(json.dumps(history, indent=1, sort_keys=True) + '\n')
   _LOG.info('exported %s and %s', args.serving_model_dir, stateful_dir)
+  ckpts.mark(EXPORTED)  # First: never resumed, even if the removal stops.
+  ckpts.clear()
+  _LOG.info('removed the checkpoints in %s (the model is exported)',
+            ckpts.path)
   return RunResult(spec=spec, fit=result, model=model,
                    serving_model_dir=args.serving_model_dir,
-                   stateful_dir=stateful_dir)
+                   stateful_dir=stateful_dir, fingerprint=fp)

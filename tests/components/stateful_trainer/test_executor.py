@@ -109,8 +109,13 @@ def test_executor_do_trains_and_exports(batches_dir, tmp_path):
   for tag in ('loss', 'top2', 'steps_per_sec', 'real_timesteps_per_sec'):
     assert tag in tags, sorted(tags)
   assert all(v > 0 for v in tags['real_timesteps_per_sec'])
-  assert tf.train.latest_checkpoint(os.path.join(model_run.uri,
-                                                 'checkpoints'))
+  # Checkpoints (here in the ModelRun: no checkpoint_dir) are removed once
+  # the model is exported; the fingerprint is recorded with the model.
+  assert not tf.io.gfile.exists(os.path.join(model_run.uri, 'checkpoints'))
+  digest = model.get_string_custom_property(executor.FINGERPRINT_PROPERTY)
+  assert len(digest) == 20 and history['fingerprint'] == digest
+  with open(os.path.join(model.uri, 'stateful', 'fingerprint.json')) as f:
+    assert json.load(f)['digest'] == digest
 
 
 def test_args_from_artifacts_defaults_and_errors(batches_dir, tmp_path):
