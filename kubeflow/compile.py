@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from typing import List, Optional
@@ -28,6 +29,14 @@ from pipeline import pipeline_config
 from pipeline import local_runner
 
 SERVING_SUBDIR = 'serving_model'
+TRAINER_TASK = 'StatefulTrainer'
+# A failed trainer step is retried (its pod evicted, preempted, OOM-killed
+# ...): the retry finds the checkpoints of the attempt it replaces under
+# the checkpoint dir (same inputs, same fingerprint) and resumes them.
+DEFAULT_TRAINER_RETRIES = 3
+RETRY_BACKOFF = '60s'
+RETRY_BACKOFF_FACTOR = 2.0
+RETRY_BACKOFF_MAX = '3600s'
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +69,41 @@ def build_parser() -> argparse.ArgumentParser:
                  'cluster sees it (default: <pipeline-root>/serving_model)')
   p.add_argument('--output-file', default='pipeline.json',
                  help='the compiled pipeline JSON')
+  p.add_argument('--checkpoint-dir', default=None,
+                 help='where the trainer keeps its checkpoints, as the '
+                 'cluster sees it (e.g. gs://bucket/checkpoints); a retried '
+                 'or re-run trainer step with the same inputs resumes from '
+                 'them (default: <pipeline-root>/StatefulTrainer/checkpoints)')
+  p.add_argument('--trainer-retries', type=int,
+                 default=DEFAULT_TRAINER_RETRIES,
+                 help='retries of a failed trainer step (the task\'s '
+                 'retryPolicy; each resumes from the last checkpoint; '
+                 f'0: none; default {DEFAULT_TRAINER_RETRIES})')
   return p
+
+
+def set_trainer_retry_policy(path: str, retries: int) -> None:
+  """Writes the trainer task's ``retryPolicy`` (KFP v2 PipelineTaskSpec
+  ``retry_policy``) into the compiled JSON at ``path``.
+
+  TFX 1.16's KubeflowV2DagRunner has no API for it (a node's
+  ``platform_config`` only carries container resources), so the compiled
+  JSON is completed here.
+  """
+  with open(path) as f:
+    compiled = json.load(f)
+  task = compiled['pipelineSpec']['root']['dag']['tasks'][TRAINER_TASK]
+  if retries > 0:
+    task['retryPolicy'] = {
+        'maxRetryCount': int(retries),
+        'backoffDuration': RETRY_BACKOFF,
+        'backoffFactor': RETRY_BACKOFF_FACTOR,
+        'backoffMaxDuration': RETRY_BACKOFF_MAX,
+    }
+  else:
+    task.pop('retryPolicy', None)
+  with open(path, 'w') as f:
+    json.dump(compiled, f, indent=2, sort_keys=True)
 
 
 def serving_dir_of(pipeline_root: str, serving_dir: Optional[str]) -> str:
@@ -85,8 +128,11 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   # absolute).
   local_args = argparse.Namespace(**{
       **vars(args), 'output_dir': pipeline_config.PipelineConfig.output_dir})
+  if args.trainer_retries < 0:
+    parser.error('--trainer-retries must be at least 0')
   config = dataclasses.replace(local_runner.config_from_args(local_args),
-                               data_root=args.data_root)
+                               data_root=args.data_root,
+                               checkpoint_dir=args.checkpoint_dir)
   p = pipeline_lib.create_pipeline_from_config(
       config, data_root=args.data_root, pipeline_root=args.pipeline_root,
       serving_dir=serving_dir_of(args.pipeline_root, args.serving_dir),
@@ -98,6 +144,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
           default_image=args.image),
       output_dir=os.path.dirname(out), output_filename=os.path.basename(out))
   runner.run(p, write_out=True)
+  set_trainer_retry_policy(out, args.trainer_retries)
   return out
 
 

@@ -2,8 +2,12 @@
 
   python -m pipeline.local_runner --data-root data/sample --output-dir outputs/local
 
-Unknown flags are passed to Beam (e.g. ``--direct_running_mode=multi_processing
---direct_num_workers=2``). At the end a summary is printed and written to
+Flags other than ours must be Beam pipeline options (e.g.
+``--direct_running_mode=multi_processing --direct_num_workers=2``); any other
+is an error (exit code 2). The input data and the module file are checked
+before the pipeline starts (``input_check``): bad input stops the run with
+one line naming the file, sequence key and row, exit code 2, and nothing is
+trained, blessed or pushed. At the end a summary is printed and written to
 ``<output-dir>/summary.json``.
 """
 
@@ -18,7 +22,10 @@ import time
 import warnings
 from typing import Dict, List, Optional
 
+from components.sequence_batcher import command_line
+from components.sequence_batcher import sequences as seqlib
 from components.stateful_trainer import settings
+from pipeline import input_check
 from pipeline import pipeline_config
 
 _DEFAULTS = pipeline_config.PipelineConfig()
@@ -73,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
       prog='python -m pipeline.local_runner',
       description='Run the stateful-sequence TFX pipeline locally '
-      '(LocalDagRunner, Beam DirectRunner, SQLite ML Metadata). Unknown flags '
-      'are Beam pipeline options.')
+      '(LocalDagRunner, Beam DirectRunner, SQLite ML Metadata). Other flags '
+      'must be Beam pipeline options.')
   p.add_argument('--data-root', default=d.data_root,
                  help='CSV files (split by sequence key), or train/ and eval/ '
                  'subfolders; TFRecord SequenceExamples with '
@@ -100,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                  help='T, steps per segment (default: chosen from the train '
                  'split\'s sequence lengths)')
   p.add_argument('--mode', choices=('packed', 'bucketed'), default=d.mode)
+  p.add_argument('--max-sequence-length', type=_positive,
+                 default=d.max_sequence_length,
+                 help='longer sequences are an error, or cut to this length '
+                 'with --truncate (default: no limit)')
+  p.add_argument('--truncate', action='store_true', default=d.truncate,
+                 help='cut sequences longer than --max-sequence-length to '
+                 'their first steps (counted as truncated_timesteps) instead '
+                 'of failing')
   add_trainer_flags(p, d.trainer)
   p.add_argument('--module-file', default=None,
                  help='user model module (default: the shipped model)')
@@ -107,7 +122,45 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--pipeline-name', default=d.pipeline_name)
   p.add_argument('--no-cache', action='store_true',
                  help='re-run every component even if its inputs are unchanged')
+  add_checkpoint_flags(p)
+  add_evaluator_flags(p)
   return p
+
+
+def add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
+  """The StatefulEvaluator's no-skill gate (README, "Evaluation")."""
+  parser.add_argument(
+      '--no-skill-margin', type=float, default=0.0,
+      help='bless only a model that beats the no-skill predictors (majority '
+      'class; training mean; last observed value) by this much: accuracy '
+      'points for classification, a fraction of the no-skill MSE for '
+      'regression (default 0: strictly better)')
+  parser.add_argument(
+      '--allow-no-skill', action='store_true',
+      help='turn the no-skill gate off: a model no better than the no-skill '
+      'predictors may be blessed (they are still reported)')
+
+
+def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+  """--checkpoint-dir and --fresh (the trainer's resume; README, "Resume")."""
+  parser.add_argument(
+      '--checkpoint-dir', default=None,
+      help='where the trainer keeps its checkpoints, e.g. a bucket; each set '
+      'of trainer inputs (batches, transform graph, module, settings, seed) '
+      'gets its own folder there, a re-run with the same inputs resumes an '
+      'interrupted training from it, and it is removed once the model is '
+      'exported (default: <pipeline root>/StatefulTrainer/checkpoints)')
+  parser.add_argument(
+      '--fresh', action='store_true',
+      help='train from the first step even if an interrupted run with the '
+      'same inputs left checkpoints (they are removed)')
+
+
+def _local_path(path: Optional[str]) -> Optional[str]:
+  """Absolute for a local path; a URI (gs://...) as given."""
+  if not path or '://' in path:
+    return path
+  return os.path.abspath(path)
 
 
 def _csv_list(text: str) -> List[str]:
@@ -125,8 +178,12 @@ def config_from_args(args: argparse.Namespace) -> pipeline_config.PipelineConfig
       feature_columns=tuple(_csv_list(args.feature_columns)) or None,
       exclude_columns=tuple(_csv_list(args.exclude_columns)),
       batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
+      max_sequence_length=args.max_sequence_length, truncate=args.truncate,
       trainer=trainer_from_args(args), module_file=args.module_file,
-      enable_cache=not args.no_cache)
+      enable_cache=not args.no_cache,
+      checkpoint_dir=_local_path(args.checkpoint_dir), fresh=args.fresh,
+      evaluator_settings={'no_skill_margin': args.no_skill_margin,
+                          'require_skill': not args.allow_no_skill})
 
 
 def check_data_root(config: pipeline_config.PipelineConfig) -> None:
@@ -150,6 +207,8 @@ def run(config: pipeline_config.PipelineConfig,
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   check_data_root(config)
+  # Bad input fails here, in one line, before any component runs.
+  input_check.check_input(config)
   os.makedirs(config.output_dir, exist_ok=True)
   beam_args = list(beam_args or ['--direct_running_mode=in_memory'])
   p = pipeline_lib.create_pipeline_from_config(
@@ -170,11 +229,8 @@ def run(config: pipeline_config.PipelineConfig,
 def main(argv: Optional[List[str]] = None) -> int:
   # google-cloud libraries warn about Python 3.10 on import; TFX 1.16 needs it.
   warnings.filterwarnings('ignore', category=FutureWarning)
-  args, beam_args = build_parser().parse_known_args(argv)
-  bad = [a for a in beam_args if not a.startswith('--')]
-  if bad:
-    print(f'error: unexpected arguments {bad}', file=sys.stderr)
-    return 2
+  # Every flag that is not ours must be a Beam pipeline option (exit 2).
+  args, beam_args = command_line.split_args(build_parser(), argv)
   logging.basicConfig(level=logging.INFO,
                       format='%(asctime)s %(levelname)s %(name)s: %(message)s')
   for noisy in ('absl', 'apache_beam', 'tensorflow'):
@@ -182,7 +238,18 @@ def main(argv: Optional[List[str]] = None) -> int:
   try:
     config = config_from_args(args)
     summary = run(config, beam_args)
-  except (ValueError, OSError, RuntimeError) as e:  # TrainingConfigError too.
+  except Exception as e:  # pylint: disable=broad-except
+    # Bad input, settings, files or modules (TrainingConfigError too): one
+    # line naming the file, sequence key and row, exit code 2.
+    if command_line.is_user_error(e):
+      from components.stateful import model_io  # pylint: disable=g-import-not-at-top
+      # Errors whose message is the line to show, wherever they are wrapped.
+      shown = (seqlib.InputDataError, model_io.ModuleError)
+      print(f'error: {command_line.one_line_error(e, shown)}',
+            file=sys.stderr)
+      return 2
+    if not isinstance(e, RuntimeError):
+      raise  # A bug: keep its traceback.
     msg = str(e).strip().splitlines()
     print(f'error: {msg[0] if msg else type(e).__name__}', file=sys.stderr)
     return 1

@@ -29,10 +29,20 @@ from components.sequence_batcher.component import SequenceBatcher
 from components.stateful_evaluator.component import StatefulEvaluator
 from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
+from pipeline import csv_example_gen
 from pipeline import pipeline_config
 
 CSV = 'csv'
 SEQUENCE_EXAMPLE = 'sequence_example'
+TRAINER_ID = 'StatefulTrainer'
+CHECKPOINTS_SUBDIR = 'checkpoints'
+
+
+def default_checkpoint_dir(pipeline_root: str) -> str:
+  """Where the trainer keeps checkpoints unless told: under the pipeline
+  root, beside its outputs (``<pipeline_root>/StatefulTrainer/checkpoints``);
+  they outlive the execution, so a re-run with the same inputs resumes."""
+  return '/'.join([pipeline_root.rstrip('/'), TRAINER_ID, CHECKPOINTS_SUBDIR])
 
 
 def _has_split_folders(data_root: str) -> bool:
@@ -81,17 +91,22 @@ def create_pipeline(
     batch_size: int,
     num_unroll: int,
     mode: str,
+    max_sequence_length: Optional[int] = None,
+    truncate: bool = False,
     train_hash_buckets: int,
     eval_hash_buckets: int,
     task: str,
     trainer: settings.TrainConfig,
     module_file: Optional[str],
     hyperparameters: Dict[str, Any],
-    eval_config: Dict[str, Any],
+    eval_config: Optional[Dict[str, Any]],
     serving_dir: str,
     enable_cache: bool,
     metadata_connection_config=None,
     beam_pipeline_args: Optional[List[str]] = None,
+    checkpoint_dir: Optional[str] = None,
+    fresh: bool = False,
+    evaluator_settings: Optional[Dict[str, Any]] = None,
 ) -> tfx.dsl.Pipeline:
   """Builds the TFX pipeline (same graph locally and on Kubeflow).
 
@@ -103,15 +118,23 @@ def create_pipeline(
       shipped model (``components/stateful/default_model.py``).
     hyperparameters: passed to the model module as ``spec.hyperparameters``
       (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
-    eval_config: the StatefulEvaluator's ``EvalConfig`` as a dict.
+    eval_config: the StatefulEvaluator's ``tfma.EvalConfig`` as a dict (None:
+      its default for the task).
+    evaluator_settings: its ``StatefulSettings`` fields (the chunked ==
+      whole check, the no-skill gate).
     serving_dir: where the Pusher copies a blessed model.
+    checkpoint_dir: the trainer's checkpoint root (default
+      ``default_checkpoint_dir(pipeline_root)``): a trainer execution with
+      the same inputs as an unfinished one resumes its checkpoints.
+    fresh: the trainer ignores (and removes) such checkpoints.
   """
   input_config, output_config = example_gen_configs(
       data_root, key_column, train_hash_buckets, eval_hash_buckets)
   if input_format == CSV:
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=data_root, input_config=input_config,
-        output_config=output_config)
+    # TFX's CsvExampleGen, except that the key column is always text
+    # ('007' and '7' are two sequences).
+    example_gen = csv_example_gen.make_csv_example_gen(
+        data_root, key_column, input_config, output_config)
   elif input_format == SEQUENCE_EXAMPLE:
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root, input_config=input_config,
@@ -150,14 +173,16 @@ def create_pipeline(
       order_column=order_column, label_column=label_column,
       label_kind=label_kind, feature_columns=feature_columns,
       exclude_columns=exclude_columns, batch_size=batch_size,
-      num_unroll=num_unroll, mode=mode)
+      num_unroll=num_unroll, mode=mode,
+      max_sequence_length=max_sequence_length, truncate=truncate)
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']
                        if input_format == CSV else None),
       module_file=module_file, task=task,
       custom_config={'hyperparameters': dict(hyperparameters)},
-      **trainer.to_dict())
+      checkpoint_dir=checkpoint_dir or default_checkpoint_dir(pipeline_root),
+      fresh=fresh, **trainer.to_dict())
   latest_blessed = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -167,7 +192,8 @@ def create_pipeline(
   evaluator = StatefulEvaluator(
       model=trainer.outputs['model'], batches=batcher.outputs['batches'],
       baseline_model=latest_blessed.outputs['model'],
-      eval_config=dict(eval_config))
+      eval_config=dict(eval_config) if eval_config else None,
+      settings=dict(evaluator_settings or {}))
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
@@ -209,14 +235,19 @@ def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
       batch_size=config.batch_size,
       num_unroll=config.num_unroll,
       mode=config.mode,
+      max_sequence_length=config.max_sequence_length,
+      truncate=config.truncate,
       train_hash_buckets=config.train_hash_buckets,
       eval_hash_buckets=config.eval_hash_buckets,
       task=config.task,
       trainer=config.trainer,
       module_file=config.module_file,
       hyperparameters=dict(config.hyperparameters),
-      eval_config=dict(config.eval_config),
+      eval_config=(dict(config.eval_config) if config.eval_config else
+                   None),
+      evaluator_settings=dict(config.evaluator_settings),
       serving_dir=serving_dir or config.serving_dir,
       enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args)
+      beam_pipeline_args=beam_pipeline_args,
+      checkpoint_dir=config.checkpoint_dir, fresh=config.fresh)

@@ -22,15 +22,11 @@ DEFAULT_HYPERPARAMETERS = {
     'clip_global_norm': 1.0,
 }
 
-# Blessing rule: the chunked stateful outputs must match whole-sequence
-# serving (always checked), and the loss may not get worse than the latest
-# blessed model's by more than 0.05.
-DEFAULT_EVAL_CONFIG = {
-    'thresholds': [{
-        'metric': 'loss',
-        'change': {'direction': 'LOWER_IS_BETTER', 'absolute': 0.05},
-    }],
-}
+# Blessing rule (the StatefulEvaluator's defaults): the chunked stateful
+# outputs match whole-sequence serving, the model beats the no-skill
+# predictors, and TFMA's default config for the task
+# (``tfma_eval.default_eval_config``): accuracy may not drop by more than 0.01
+# (MSE not rise by more than 1%) against the latest blessed model.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,15 +52,25 @@ class PipelineConfig:
   batch_size: Optional[int] = None  # None: layout_rule.choose_layout on train
   num_unroll: Optional[int] = None
   mode: str = 'packed'
+  # Longer sequences are an error, or cut to this length with ``truncate``.
+  max_sequence_length: Optional[int] = None
+  truncate: bool = False
   eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets
   train_hash_buckets: int = 4
   module_file: Optional[str] = None
   hyperparameters: Dict[str, Any] = dataclasses.field(
       default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
   trainer: settings.TrainConfig = settings.TrainConfig()
-  eval_config: Dict[str, Any] = dataclasses.field(
-      default_factory=lambda: dict(DEFAULT_EVAL_CONFIG))
+  # A tfma.EvalConfig as a dict (None: the evaluator's default for the
+  # task) and the evaluator's StatefulSettings fields.
+  eval_config: Optional[Dict[str, Any]] = None
+  evaluator_settings: Dict[str, Any] = dataclasses.field(default_factory=dict)
   enable_cache: bool = True
+  # The trainer's checkpoints: <checkpoint_dir>/<fingerprint of its inputs>/
+  # (None: <pipeline_root>/StatefulTrainer/checkpoints); an execution with
+  # the same inputs as an unfinished one resumes it, unless ``fresh``.
+  checkpoint_dir: Optional[str] = None
+  fresh: bool = False
 
   def __post_init__(self):
     if self.input_format not in ('csv', 'sequence_example'):
@@ -77,7 +83,7 @@ class PipelineConfig:
       raise ValueError(f'trainer must be a TrainConfig, got '
                        f'{type(self.trainer).__name__}')
     for name in ('batch_size', 'num_unroll', 'train_hash_buckets',
-                 'eval_hash_buckets'):
+                 'eval_hash_buckets', 'max_sequence_length'):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ValueError(f'{name} must be at least 1, got '
                          f'{getattr(self, name)}')
