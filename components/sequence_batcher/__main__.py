@@ -3,9 +3,10 @@
   python -m components.sequence_batcher --input 'data/sample/*.csv' \\
       --output /tmp/batches --batch-size 32 --num-unroll 32
 
-Unknown flags are Beam pipeline options (``--runner``,
+Flags other than ours must be Beam pipeline options (``--runner``,
 ``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``, ...);
-the DirectRunner is the default.
+any other is an error (exit code 2), as is bad input, reported in one line
+naming the file, sequence key and row. The DirectRunner is the default.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import sys
 from typing import List, Optional
 
+from components.sequence_batcher import command_line
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog='python -m components.sequence_batcher',
       description=('Group CSV time-step rows into sequences and lay them into '
                    'fixed-size stateful batches (ordered TFRecord shards + '
-                   'metadata.json). Extra flags are Beam pipeline options.'))
+                   'metadata.json). Other flags must be Beam pipeline options.'))
   p.add_argument('--input', required=True,
                  help='CSV file glob; each file has a header line')
   p.add_argument('--output', required=True, help='output directory')
@@ -63,7 +65,8 @@ def _csv_list(text: str) -> List[str]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  args, beam_args = build_parser().parse_known_args(argv)
+  # Every flag that is not ours must be a Beam pipeline option (exit 2).
+  args, beam_args = command_line.split_args(build_parser(), argv)
   logging.basicConfig(level=logging.INFO,
                       format='%(asctime)s %(levelname)s %(message)s')
   # Imported after parsing so --help is fast.
@@ -83,17 +86,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_sequence_length=args.max_sequence_length, truncate=args.truncate)
     # Checks every file's header on the launcher (one line per file) so that
     # a wrong column name fails at once, before any worker starts.
-    sb_beam.read_csv_headers(args.input, columns)
+    headers = sb_beam.read_csv_headers(args.input, columns)
+    source = (next(iter(headers)) if len(headers) == 1 else
+              f'{args.input} ({len(headers)} files)')
     with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
       _ = (p
            | 'MatchCsv' >> sb_beam.MatchFilePaths(args.input)
            | 'BatchSequences' >> sb_beam.BatchSequences(
                metadata_lib.split_dir(args.output, args.split),
                split=args.split, input_format=sb_beam.CSV_FILES,
-               columns=columns, config=config, source=args.input))
+               columns=columns, config=config, source=source))
     merged = metadata_lib.write_root_metadata(args.output)
-  except (ValueError, OSError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  except Exception as e:  # pylint: disable=broad-except
+    if not command_line.is_user_error(e):
+      raise  # A bug: keep its traceback.
+    print(f'error: {command_line.one_line_error(e)}', file=sys.stderr)
     return 2
   stats = merged['splits'][args.split]
   print(json.dumps({k: stats[k] for k in (

@@ -130,12 +130,28 @@ def read_csv_headers(pattern: str, columns: seqlib.ColumnConfig
   """
   from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top
   matches = FileSystems.match([pattern])[0].metadata_list
+  if '://' not in pattern:
+    # Beam's match leaves out what it cannot read as a file (a directory, a
+    # broken link); nothing that matches is skipped silently.
+    import glob  # pylint: disable=g-import-not-at-top
+    found = {os.path.abspath(m.path) for m in matches}
+    for path in sorted(glob.glob(pattern)):
+      if os.path.abspath(path) not in found:
+        raise seqlib.InputDataError(
+            f'{path}: matches {pattern!r} but is not a readable file (a '
+            'directory or a broken link)')
   if not matches:
     raise seqlib.InputDataError(f'no file matches {pattern!r}')
   headers = {}
   for meta in sorted(matches, key=lambda m: m.path):
     with FileSystems.open(meta.path) as f:
-      first = f.readline().decode('utf-8-sig')
+      raw = f.readline()
+    try:
+      first = raw.decode('utf-8-sig')
+    except UnicodeDecodeError as e:
+      raise seqlib.InputDataError(
+          f'{meta.path}: the header line is not UTF-8 text ({e.reason} at '
+          f'byte {e.start})') from None
     if not first.strip():
       raise seqlib.InputDataError(f'{meta.path}: empty file (no header line)')
     headers[meta.path] = decode.read_csv_header(first, meta.path, columns)
@@ -362,8 +378,8 @@ class BatchSequences(beam.PTransform):
       raise TypeError('config must be a LayoutConfig')
     self._split_dir = split_dir
     self._split = split
-    self._decode = DecodeRows(input_format, columns,
-                              source=source or f'split {split!r}',
+    self._source = source or f'split {split!r}'
+    self._decode = DecodeRows(input_format, columns, source=self._source,
                               csv_headers=csv_headers,
                               decode_batch_sizes=decode_batch_sizes)
     self._format = input_format
@@ -389,7 +405,8 @@ class BatchSequences(beam.PTransform):
     seqs = chunks | 'BuildSequences' >> BuildSequences(
         columns, config, names, grouped=self._format != SEQUENCE_EXAMPLE)
     plan = seqs | 'PlanLanes' >> plan_lib.PlanLanes(
-        config, names, split=split, choice=self._choice, auto=self._auto)
+        config, names, split=split, choice=self._choice, auto=self._auto,
+        source=self._source)
     plan_side = beam.pvalue.AsSingleton(plan)
     summary = beam.pvalue.AsSingleton(
         plan | 'Summary' >> beam.Map(lambda p: p[1]))

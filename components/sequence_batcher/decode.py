@@ -107,7 +107,8 @@ def _chunks_of_batch(batch, records: List[bytes],
             f'{_example_summary(tf.train.Example.FromString(records[row]))})')
       encoded = values.dictionary_encode()
       codes = encoded.indices.to_numpy(zero_copy_only=False)
-      names = [seqlib.key_to_str(k) for k in encoded.dictionary.to_pylist()]
+      names = [seqlib.key_to_str(k, source)
+               for k in encoded.dictionary.to_pylist()]
       continue
     if pa.types.is_binary(values.type) or pa.types.is_large_binary(
         values.type) or pa.types.is_string(values.type):
@@ -139,7 +140,11 @@ def _example_summary(example: tf.train.Example) -> str:
 def read_csv_header(first_line: str, path: str,
                     columns: seqlib.ColumnConfig) -> List[str]:
   """Column names from a CSV file's first line; checks the named columns."""
-  header = next(csv.reader([first_line]), [])
+  try:
+    header = next(csv.reader([first_line]), [])
+  except csv.Error as e:
+    raise InputDataError(f'{path}: the header line is not CSV text '
+                         f'({e})') from None
   header = [h.strip() for h in header]
   if not header or not any(header):
     raise InputDataError(f'{path}: empty header line')
@@ -174,7 +179,10 @@ def decode_csv_lines(lines: Sequence[str], header: Sequence[str],
                      columns: seqlib.ColumnConfig,
                      source: str) -> List[seqlib.RowChunk]:
   """CSV data lines (no header) of one file -> chunks."""
-  rows = list(csv.reader(lines))
+  try:
+    rows = list(csv.reader(lines))
+  except csv.Error as e:
+    raise InputDataError(f'{source}: not CSV text ({e})') from None
   width = len(header)
   for line, row in zip(lines, rows):
     if len(row) != width:
@@ -223,7 +231,7 @@ def decode_sequence_example(record: bytes, columns: seqlib.ColumnConfig,
   if len(kvals) != 1:
     raise InputDataError(f'{source}: a SequenceExample has {len(kvals)} values '
                          f'for its key {columns.key_column!r}')
-  key = seqlib.key_to_str(kvals[0])
+  key = seqlib.key_to_str(kvals[0], source)
   lengths = {name: len(fl.feature) for name, fl in lists.items()}
   if len(set(lengths.values())) > 1:
     raise InputDataError(f'{source}: SequenceExample {key!r} has feature lists '
@@ -311,7 +319,7 @@ def decode_csv_frame(frame, columns: seqlib.ColumnConfig,
             f'{source}: a row has no value for the key column {name!r}: '
             f'{frame.iloc[row].tolist()}')
       codes, uniques = pd.factorize(series, sort=False)
-      stripped = [seqlib.key_to_str(u).strip() for u in uniques]
+      stripped = [seqlib.key_to_str(u, source).strip() for u in uniques]
       names = sorted(set(stripped))
       if len(names) != len(stripped):  # ' a' and 'a' are one key.
         index = {k: i for i, k in enumerate(names)}
@@ -357,4 +365,7 @@ def read_csv_file(path: str, columns: seqlib.ColumnConfig,
     except pd.errors.EmptyDataError:
       raise InputDataError(f'{path}: empty file (no header line)') from None
     except pd.errors.ParserError as e:
-      raise InputDataError(f'{path}: {e}') from None
+      raise InputDataError(f'{path}: {" ".join(str(e).split())}') from None
+    except UnicodeDecodeError as e:
+      raise InputDataError(f'{path}: not UTF-8 text ({e.reason} at byte '
+                           f'{e.start} of a block)') from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -82,11 +82,13 @@ def _choose_logged(lengths: List[int]) -> Tuple[int, int]:
 
 def _make_plan(stats: List[Tuple[str, int, bool, int]],
                config: layout.LayoutConfig, feature_names,
-               split: str) -> Tuple[layout.LanePlan, PlanSummary, int]:
+               split: str, source: Optional[str] = None
+              ) -> Tuple[layout.LanePlan, PlanSummary, int]:
   # Checked first: with no rows the inferred feature names side input is
   # empty too (Beam's EmptySideInput), and has no len().
   if not stats:
-    raise seqlib.InputDataError(f'split {split!r}: the input has no rows')
+    raise seqlib.InputDataError(
+        f'{source or f"split {split!r}"}: the input has no rows')
   num_features = len(feature_names)
   t0 = time.time()
   plan = layout.plan_lanes(((k, n) for k, n, _, _ in stats), config,
@@ -113,8 +115,11 @@ class PlanLanes(beam.PTransform):
 
   def __init__(self, config: layout.LayoutConfig, feature_names, *,
                split: str = 'train', choice=None,
-               auto: Tuple[bool, bool] = (False, False)):
+               auto: Tuple[bool, bool] = (False, False),
+               source: Optional[str] = None):
+    """``source``: names the input in errors (default: the split)."""
     super().__init__()
+    self._source = source
     self._config = config
     self._names = feature_names
     self._split = split
@@ -122,7 +127,7 @@ class PlanLanes(beam.PTransform):
     self._auto = auto
 
   def expand(self, seqs):
-    split, auto = self._split, self._auto
+    split, auto, source = self._split, self._auto, self._source
     names = self._names
     if isinstance(names, beam.PCollection):
       names = beam.pvalue.AsSingleton(names)
@@ -134,9 +139,9 @@ class PlanLanes(beam.PTransform):
                 | 'Gather' >> beam.combiners.ToList())
     if self._choice is None:
       return gathered | 'Plan' >> beam.Map(
-          lambda st, fn: _make_plan(st, config, fn, split), names)
+          lambda st, fn: _make_plan(st, config, fn, split, source), names)
     return gathered | 'Plan' >> beam.Map(
         lambda st, fn, ch: _make_plan(st, apply_choice(config, ch, auto), fn,
-                                      split),
+                                      split, source),
         names, beam.pvalue.AsSingleton(self._choice))
 

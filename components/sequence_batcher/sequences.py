@@ -89,10 +89,17 @@ class RowChunk:
     return 0
 
 
-def key_to_str(value) -> str:
-  """Sequence keys are compared as text: b'a' and 'a' are the same key."""
+def key_to_str(value, source: str = 'input') -> str:
+  """Sequence keys are compared as text: b'a' and 'a' are the same key.
+
+  Raises ``InputDataError`` naming ``source`` for a key that is not UTF-8.
+  """
   if isinstance(value, bytes):
-    return value.decode('utf-8')
+    try:
+      return value.decode('utf-8')
+    except UnicodeDecodeError:
+      raise InputDataError(f'{source}: the sequence key {value!r} is not '
+                           'UTF-8 text') from None
   if isinstance(value, (float, np.floating)) and float(value).is_integer():
     return str(int(value))
   return str(value)

@@ -149,7 +149,7 @@ def test_sequence_example_pipeline(tmp_path):
 
 def test_runner_gives_one_line_errors(tmp_path, capsys):
   assert local_runner.main(['--data-root', str(tmp_path / 'nope'),
-                            '--output-dir', str(tmp_path / 'o')]) == 1
+                            '--output-dir', str(tmp_path / 'o')]) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith('error:') and 'nope' in err and '\n' not in err
   with pytest.raises(SystemExit):

@@ -1,0 +1,136 @@
+"""Malformed input through ``python -m pipeline.local_runner``: the same
+table as the SequenceBatcher's command line, plus what only the runner
+reads (module files, TFRecord files of SequenceExamples, the hash split).
+
+Each case stops the run before any component runs (``input_check``): one
+``error:`` line naming the file, sequence key or row, exit code 2, no
+traceback, and nothing trained, blessed or pushed (no pipeline root, no
+serving directory, no summary). ``main()`` runs in this process.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import tensorflow as tf
+
+from pipeline import local_runner
+from tests.components.sequence_batcher import malformed
+
+
+def _run_and_check(capsys, data_root, out, *flags) -> str:
+  code = local_runner.main(['--data-root', str(data_root), '--output-dir',
+                            str(out), *flags])
+  line = malformed.error_line(capsys.readouterr().err)
+  assert code == 2, line
+  for name in ('pipeline_root', 'serving_model', 'summary.json',
+               'metadata.sqlite'):
+    assert not os.path.exists(os.path.join(out, name)), name
+  return line
+
+
+@pytest.mark.parametrize('name', sorted(malformed.CASES))
+def test_runner_rejects_malformed_csv_in_one_line(tmp_path, capsys, name):
+  case = malformed.CASES[name]
+  data = malformed.write(case, str(tmp_path / 'data'))
+  line = _run_and_check(capsys, data, tmp_path / 'out', *case.flags)
+  for pattern in case.expected:
+    assert re.search(pattern, line), (pattern, line)
+
+
+def _sequence_example(key: bytes, steps: int = 3, **context) -> bytes:
+  ex = tf.train.SequenceExample()
+  ex.context.feature['seq_id'].bytes_list.value.append(key)
+  ex.context.feature['label'].int64_list.value.append(1)
+  for name, value in context.items():
+    ex.context.feature[name].float_list.value.extend(value)
+  for name in ('t', 'x'):
+    feats = ex.feature_lists.feature_list[name].feature
+    for i in range(steps):
+      feats.add().float_list.value.append(float(i))
+  return ex.SerializeToString()
+
+
+def _write_records(path, records):
+  with tf.io.TFRecordWriter(str(path)) as w:
+    for r in records:
+      w.write(r)
+
+
+GOOD_KEYS = [b'a', b'b', b'c', b'd', b'e', b'f', b'g']
+
+
+@pytest.mark.parametrize('name, expected', [
+    ('corrupt_tfrecord', (r'part\.tfrecord', 'not a readable TFRecord')),
+    ('not_a_sequence_example', (r'part\.tfrecord', 'record 7',
+                                'not a tf.train.SequenceExample')),
+    ('key_not_utf8', (r'part\.tfrecord', 'UTF-8', r"\\xff")),
+    ('duplicate_key', (r'part\.tfrecord', "'c'", 'more than one')),
+    ('context_with_several_values', (r'part\.tfrecord', "'d'", "'site'")),
+])
+def test_runner_rejects_malformed_sequence_examples(tmp_path, capsys, name,
+                                                    expected):
+  data = tmp_path / 'data'
+  data.mkdir()
+  records = [_sequence_example(k) for k in GOOD_KEYS]
+  path = data / 'part.tfrecord'
+  if name == 'corrupt_tfrecord':
+    _write_records(path, records)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # One flipped byte: a CRC mismatch.
+    path.write_bytes(bytes(raw))
+  else:
+    extra = {
+        'not_a_sequence_example': b'\xff\xff\xff not a proto',
+        'key_not_utf8': _sequence_example(b'\xff\xfeq'),
+        'duplicate_key': _sequence_example(b'c'),
+        'context_with_several_values': None,
+    }[name]
+    if extra is None:
+      records[3] = _sequence_example(b'd', site=[1.0, 2.0])
+    else:
+      records.append(extra)
+    _write_records(path, records)
+  line = _run_and_check(capsys, data, tmp_path / 'out', '--input-format',
+                        'sequence_example')
+  for pattern in expected:
+    assert re.search(pattern, line), (pattern, line)
+
+
+@pytest.mark.parametrize('source, expected', [
+    ('def build_model(spec)\n  pass\n', r'SyntaxError: .*\(line 1\)'),
+    ('import no_such_module_abc\n', "No module named 'no_such_module_abc'"),
+    ('X = 1\n', 'does not define build_model'),
+])
+def test_runner_rejects_a_module_file_that_does_not_load(tmp_path, capsys,
+                                                         source, expected):
+  data = malformed.write(malformed.Case(
+      {'a.csv': malformed.HEADER + malformed.GOOD}, ()), str(tmp_path / 'd'))
+  module = tmp_path / 'my_model.py'
+  module.write_text(source)
+  line = _run_and_check(capsys, data, tmp_path / 'out', '--module-file',
+                        str(module))
+  assert 'my_model.py' in line and re.search(expected, line), line
+
+
+def test_runner_rejects_an_input_whose_hash_split_leaves_eval_empty(
+    tmp_path, capsys):
+  data = malformed.write(malformed.Case(
+      {'a.csv': malformed.HEADER + b'a,0,1.0,1\na,1,2.0,1\n'}, ()),
+                         str(tmp_path / 'd'))
+  line = _run_and_check(capsys, data, tmp_path / 'out')
+  assert 'split' in line and str(data) in line, line
+
+
+@pytest.mark.parametrize('flag', ['--batch_size=16', '--num_unroll=8',
+                                  '--direct_num_worker=2', 'stray'])
+def test_runner_rejects_a_flag_that_is_neither_ours_nor_beam_s(
+    tmp_path, capsys, flag):
+  with pytest.raises(SystemExit) as e:
+    local_runner.main(['--output-dir', str(tmp_path / 'out'), flag])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert 'unrecognized arguments' in err and flag in err
+  assert not (tmp_path / 'out').exists()
