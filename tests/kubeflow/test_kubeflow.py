@@ -80,6 +80,7 @@ def test_compiled_spec_has_every_component_with_our_image(compiled):
     assert container['command'][-1] == (
         'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor')
   for task, executor in (
+      ('CsvExampleGen', 'pipeline.csv_example_gen.Executor'),  # Text keys.
       ('SequenceBatcher', 'components.sequence_batcher.executor.Executor'),
       ('StatefulTrainer', 'components.stateful_trainer.executor.Executor'),
       ('StatefulEvaluator',
