@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Dict, Optional
 
@@ -67,19 +68,33 @@ def _custom(art, name: str):
   return getattr(value, value.WhichOneof('value'))
 
 
-_EVAL_KEYS = {'classification': ('loss', 'accuracy'),
-              'regression': ('loss', 'mae', 'rmse')}
-
-
 def _eval_metrics(uri: Optional[str], task: str) -> Dict:
-  path = os.path.join(uri or '', 'metrics.json')
+  """The candidate's overall figures from the evaluator's document (copied
+  there from TFMA's results): accuracy and cross-entropy loss, or MAE, RMSE
+  and MSE; plus the no-skill gate."""
+  path = os.path.join(uri or '', 'stateful_evaluation.json')
   if not uri or not os.path.exists(path):
     return {}
   with open(path) as f:
     doc = json.load(f)
-  overall = doc['metrics']['candidate'].get('overall', {})
-  keys = _EVAL_KEYS.get(doc.get('task', task), ())
-  return {k: overall[k] for k in keys if k in overall}
+  overall = doc['tfma']['metrics'].get('candidate', {}).get('overall', {})
+  out = {}
+  if doc.get('task', task) == 'classification':
+    names = {'accuracy': 'sparse_categorical_accuracy',
+             'loss': 'sparse_categorical_crossentropy'}
+  else:
+    names = {'mae': 'mean_absolute_error', 'mse': 'mean_squared_error'}
+  for short, name in names.items():
+    if overall.get(name) is not None:
+      out[short] = overall[name]
+  if out.get('mse') is not None:
+    out['rmse'] = math.sqrt(out['mse'])
+  gate = doc.get('no_skill', {}).get('gate', {})
+  if gate:
+    out['no_skill'] = {'metric': gate.get('metric'),
+                       'best': gate.get('best_no_skill'),
+                       'beaten': gate.get('ok')}
+  return out
 
 
 def collect(config: pipeline_config.PipelineConfig, wall_seconds: float) -> Dict:
@@ -136,7 +151,12 @@ def render(summary: Dict) -> str:
         f"{s['efficiency']:.3f}")
   if summary.get('eval'):
     lines.append('  eval: ' + ', '.join(
-        f'{k} {v:.4f}' for k, v in summary['eval'].items()))
+        f'{k} {v:.4f}' for k, v in summary['eval'].items()
+        if isinstance(v, (int, float))))
+    gate = summary['eval'].get('no_skill')
+    if gate and gate.get('best') is not None:
+      lines.append(f'  no-skill {gate["metric"]}: {gate["best"]:.4f} '
+                   f'({"beaten" if gate["beaten"] else "NOT beaten"})')
   lines.append(f"  blessed: {summary.get('blessed')}"
                f" ({summary.get('blessing_message') or 'no blessing'})")
   lines.append(f"  pushed model: {summary.get('pushed_model')}")

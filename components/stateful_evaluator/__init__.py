@@ -1,24 +1,19 @@
-"""StatefulEvaluator: chunked stateful evaluation, metrics by sequence length
-and segment, baseline comparison and a ``ModelBlessing`` for the stock Pusher.
+"""StatefulEvaluator: the stateful, chunked run as TFMA's extractor stage,
+TensorFlow Model Analysis for metrics, slices, plots, baseline diffs and
+validations, and a ``ModelBlessing`` for the stock Pusher.
 
-* ``config`` — ``EvalConfig`` and thresholds (plain Python).
-* ``metrics`` / ``validation`` / ``report`` — NumPy maths, TFMA-style
-  threshold checks and the HTML report (no TensorFlow, no TFX).
-* ``models`` (loading and fit checks), ``chunked`` (the chunked stateful
-  run), ``equivalence`` (chunked == whole-sequence serving) and
-  ``evaluation`` (one evaluation and the blessing decision) — TensorFlow, no
-  TFX; they use the shared core ``components.stateful``, never the trainer.
+* ``settings`` — ``StatefulSettings``: the chunked == whole check and the
+  no-skill gate (plain Python); the metrics config is a ``tfma.EvalConfig``.
+* ``models`` (loading and fit checks), ``chunked`` (the sample the check
+  replays, label checks), ``extracts`` (the chunked pass: one example per
+  sequence), ``equivalence`` (chunked == whole-sequence serving),
+  ``tfma_eval`` (the config and the TFMA run) and ``evaluation`` (one
+  evaluation and the blessing decision) — no TFX; they use the shared core
+  ``components.stateful``, never the trainer. ``report`` — the HTML view.
 * ``component.StatefulEvaluator`` / ``executor.Executor`` — the TFX parts.
 """
 
-from components.stateful_evaluator.config import ChangeThreshold
-from components.stateful_evaluator.config import EvalConfig
-from components.stateful_evaluator.config import EvalConfigError
-from components.stateful_evaluator.config import HIGHER_IS_BETTER
-from components.stateful_evaluator.config import LOWER_IS_BETTER
-from components.stateful_evaluator.config import MetricThreshold
-from components.stateful_evaluator.config import ValueThreshold
+from components.stateful_evaluator.settings import SettingsError
+from components.stateful_evaluator.settings import StatefulSettings
 
-__all__ = ['ChangeThreshold', 'EvalConfig', 'EvalConfigError',
-           'HIGHER_IS_BETTER', 'LOWER_IS_BETTER', 'MetricThreshold',
-           'ValueThreshold']
+__all__ = ['SettingsError', 'StatefulSettings']

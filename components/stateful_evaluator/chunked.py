@@ -5,9 +5,8 @@ protocol"): the model, rebuilt stateful for the eval batches' lane count, is
 fed the eval split's batches strictly in order, its state carried from one
 batch to the next; all state is zeroed at the start, and before every batch
 the state rows of lanes whose ``reset`` flag is 1 are zeroed
-(``steps.predict_batches``). Owns ``run_chunked`` (the labelled steps'
-records for the metrics) and ``SequenceSampler`` (the sequences the
-equivalence check replays whole).
+(``steps.predict_batches``). Owns ``SequenceSampler`` (the sequences the equivalence check replays whole) and
+the label check; the pass itself is ``extracts.write_extracts``.
 
 Shapes: B lanes, T steps per segment, F features, K outputs per step.
 """
@@ -17,15 +16,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import heapq
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
-import tensorflow as tf
 
-from components.stateful_evaluator import metrics as metrics_lib
 from components.stateful import model_spec as ms
-from components.stateful import objective as objective_lib
-from components.stateful import steps as steps_lib
 from components.stateful_evaluator import models as models_lib
 
 
@@ -111,70 +106,11 @@ class SequenceSampler:
     return out
 
 
-def _decode(key) -> str:
+def decode_key(key) -> str:
   return key.decode('utf-8') if isinstance(key, bytes) else str(key)
 
 
-def run_chunked(loaded: models_lib.LoadedModel, dataset: tf.data.Dataset,
-                objective: objective_lib.Objective,
-                sampler: Optional[SequenceSampler] = None
-               ) -> metrics_lib.StepRecords:
-  """Runs the model over the batches in order, state carried; collects the
-  labelled steps.
-
-  Args:
-    loaded: the stateful model (state is zeroed first).
-    dataset: ``read_batches`` of the eval split, in order.
-    objective: gives the per-step loss of the outputs.
-    sampler: optional; receives the segments of sampled sequences.
-
-  Returns:
-    ``StepRecords`` of every step with ``label_weight > 0``.
-  """
-  spec = loaded.spec
-  unroll = int(spec.num_unroll)
-  parts = {name: [] for name in ('labels', 'outputs', 'weights', 'losses',
-                                 'sequence_ids', 'sequence_lengths',
-                                 'segment_index', 'position')}
-  key_ids: Dict[str, int] = {}
-  steps = np.arange(unroll, dtype=np.int64)
-  for batch, outputs in steps_lib.predict_batches(loaded.model, dataset):
-    weight = batch['label_weight']
-    lanes, times = np.nonzero(weight > 0)
-    _check_labels(batch['labels'][lanes, times], spec)
-    losses = objective.per_step_loss(tf.constant(batch['labels']),
-                                     tf.constant(outputs)).numpy()
-    keys = [_decode(k) for k in batch['key']]
-    seg = batch['segment_index']
-    if sampler is not None:
-      for lane, key in enumerate(keys):
-        if not key or seg[lane] < 0:
-          continue
-        if seg[lane] == 0:
-          sampler.offer(key, int(batch['sequence_length'][lane]))
-        if sampler.wants(key):
-          sampler.add(key, int(seg[lane]), batch['features'][lane],
-                      outputs[lane])
-    if lanes.size == 0:
-      continue
-    ids = np.array([key_ids.setdefault(keys[i], len(key_ids)) for i in lanes],
-                   np.int64)
-    parts['labels'].append(batch['labels'][lanes, times])
-    parts['outputs'].append(outputs[lanes, times].astype(np.float32))
-    parts['weights'].append(weight[lanes, times].astype(np.float32))
-    parts['losses'].append(losses[lanes, times].astype(np.float32))
-    parts['sequence_ids'].append(ids)
-    parts['sequence_lengths'].append(batch['sequence_length'][lanes])
-    parts['segment_index'].append(seg[lanes])
-    parts['position'].append(seg[lanes] * unroll + steps[times])
-  if not parts['weights']:
-    raise models_lib.EvaluationError('the eval split has no labelled step '
-                          '(label_weight is 0 everywhere)')
-  arrays = {k: np.concatenate(v) for k, v in parts.items()}
-  return metrics_lib.StepRecords(sequence_keys=list(key_ids), **arrays)
-
-
-def _check_labels(labels: np.ndarray, spec: ms.ModelSpec) -> None:
+def check_labels(labels: np.ndarray, spec: ms.ModelSpec) -> None:
   """Raises ``models_lib.EvaluationError`` when labelled steps do not fit the task."""
   if labels.size == 0:
     return

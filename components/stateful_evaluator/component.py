@@ -17,8 +17,9 @@ from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
 from components.sequence_batcher.component import SequenceBatches
-from components.stateful_evaluator import config as config_lib
 from components.stateful_evaluator import executor
+from components.stateful_evaluator import settings as settings_lib
+from components.stateful_evaluator import tfma_eval
 
 
 class StatefulEvaluatorSpec(types.ComponentSpec):
@@ -26,8 +27,10 @@ class StatefulEvaluatorSpec(types.ComponentSpec):
 
   PARAMETERS = {
       executor.SPLIT_KEY: ExecutionParameter(type=str),
-      # EvalConfig.to_json() (structured settings are passed as JSON text).
+      # A tfma.EvalConfig as JSON text ('' : the default for the task).
       executor.EVAL_CONFIG_KEY: ExecutionParameter(type=str),
+      # StatefulSettings.to_json().
+      executor.SETTINGS_KEY: ExecutionParameter(type=str),
   }
   INPUTS = {
       executor.MODEL_KEY: ChannelParameter(type=standard_artifacts.Model),
@@ -59,10 +62,13 @@ class StatefulEvaluator(base_component.BaseComponent):
         model=trainer.outputs['model'],
         batches=batcher.outputs['batches'],
         baseline_model=latest_blessed.outputs['model'],
-        eval_config=EvalConfig(thresholds=(
-            MetricThreshold('accuracy', value=ValueThreshold(lower_bound=0.6),
-                            change=ChangeThreshold(HIGHER_IS_BETTER,
-                                                   absolute=-0.01)),)))
+        eval_config=tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(
+            metrics=[tfma.MetricConfig(
+                class_name='SparseCategoricalAccuracy',
+                threshold=tfma.MetricThreshold(
+                    value_threshold=tfma.GenericValueThreshold(
+                        lower_bound={'value': 0.6})))])]),
+        settings=StatefulSettings(no_skill_margin=0.02))
     pusher = tfx.components.Pusher(
         model=trainer.outputs['model'],
         model_blessing=evaluator.outputs['blessing'], push_destination=...)
@@ -77,8 +83,10 @@ class StatefulEvaluator(base_component.BaseComponent):
                baseline_model: Optional[types.BaseChannel] = None,
                *,
                split: str = executor.DEFAULT_SPLIT,
-               eval_config: Union[config_lib.EvalConfig, Mapping[str, Any],
-                                  str, None] = None):
+               eval_config: Union[tfma_eval.tfma.EvalConfig,
+                                  Mapping[str, Any], str, None] = None,
+               settings: Union[settings_lib.StatefulSettings,
+                               Mapping[str, Any], str, None] = None):
     """Constructs a StatefulEvaluator.
 
     Args:
@@ -87,19 +95,24 @@ class StatefulEvaluator(base_component.BaseComponent):
       baseline_model: optional ``Model`` channel (e.g. the latest blessed
         model from a resolver). Without it, change thresholds are skipped.
       split: the split of ``batches`` to evaluate on.
-      eval_config: an ``EvalConfig``, its dict or its JSON text; None for
-        the defaults (no thresholds: blessed iff the chunking equivalence
-        check passes). Validated here.
+      eval_config: a ``tfma.EvalConfig`` (its dict or JSON text), as for
+        TFX's Evaluator; its model specs are set by the evaluator (see
+        ``tfma_eval.py``). None: ``tfma_eval.default_eval_config`` for the
+        model's task. Parsed here.
+      settings: ``StatefulSettings`` (or its dict / JSON): the chunked ==
+        whole check and the no-skill gate. None: the defaults.
     """
     if not isinstance(split, str) or not split:
       raise ValueError(f'split must be a non-empty string, got {split!r}')
-    config = config_lib.coerce(eval_config)
+    config = tfma_eval.coerce(eval_config)
+    stateful = settings_lib.coerce(settings)
     spec = StatefulEvaluatorSpec(
         model=model,
         batches=batches,
         baseline_model=baseline_model,
         split=split,
-        eval_config=config.to_json(),
+        eval_config=tfma_eval.to_json(config),
+        settings=stateful.to_json(),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing))
     super().__init__(spec=spec)

@@ -22,9 +22,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from components.stateful_evaluator import config as config_lib
+from components.stateful_evaluator import settings as settings_lib
 from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import metrics as metrics_lib
 from components.stateful_evaluator import models as models_lib
 
 _LOG = logging.getLogger(__name__)
@@ -97,7 +96,7 @@ class EquivalenceResult:
   def to_dict(self) -> Dict[str, Any]:
     out = dataclasses.asdict(self)
     out['message'] = self.message
-    return metrics_lib.json_safe(out)
+    return models_lib.json_safe(out)
 
 
 def _nan_high(value: Optional[float]) -> float:
@@ -231,7 +230,7 @@ def compare_sequence(sample: chunked_lib.SampledSequence, compared: str,
 
 
 def _choose_reference(serving_dir: Optional[str],
-                      config: config_lib.EvalConfig,
+                      config: settings_lib.StatefulSettings,
                       twin_factory: Optional[Callable[[], Any]]
                      ) -> Tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
                                 str, Optional[str]]:
@@ -239,11 +238,11 @@ def _choose_reference(serving_dir: Optional[str],
   choice = config.equivalence_reference
   name = config.serving_signature
   note = None
-  if choice in (config_lib.AUTO, config_lib.SIGNATURE):
+  if choice in (settings_lib.AUTO, settings_lib.SIGNATURE):
     if not serving_dir:
       raise models_lib.EvaluationError('the model has no serving SavedModel')
     loaded, fn = load_signature(serving_dir, name)
-    if choice == config_lib.SIGNATURE or not embeds_transform(loaded):
+    if choice == settings_lib.SIGNATURE or not embeds_transform(loaded):
       return signature_runner(fn), f'signature {name}', None
     if TRANSFORMED_SIGNATURE in loaded.signatures:
       _, fn = load_signature(serving_dir, TRANSFORMED_SIGNATURE)
@@ -264,7 +263,7 @@ def _choose_reference(serving_dir: Optional[str],
 
 def check_equivalence(serving_dir: Optional[str],
                       samples: List[chunked_lib.SampledSequence], *, num_outputs: int,
-                      num_unroll: int, config: config_lib.EvalConfig,
+                      num_unroll: int, config: settings_lib.StatefulSettings,
                       twin_factory: Optional[Callable[[], Any]] = None
                      ) -> EquivalenceResult:
   """Compares the chunked outputs of ``samples`` with the whole-sequence

@@ -1,12 +1,23 @@
-"""One evaluation, start to finish, and its documents. TensorFlow, no TFX.
+"""One evaluation, start to finish, and its documents. No TFX.
 
-``evaluate`` loads the candidate (and the baseline, when there is one)
-(``models.py``), runs each chunk by chunk over the eval split
-(``chunked.py``), computes the metrics and slices (``metrics.py``), checks
-that chunked execution equals whole-sequence serving (``equivalence.py``),
-applies the thresholds (``validation.py``) and decides the blessing;
-``write_outputs`` writes ``metrics.json``, ``validation.json`` and
-``report.html``. How the run mirrors training: docs/design.md, "The state
+``evaluate`` loads the candidate (and the baseline, when there is a
+comparable one) (``models.py``), makes the chunked stateful pass that writes
+one extract per sequence (``extracts.py``), checks that chunked execution
+equals whole-sequence serving (``equivalence.py``), has TensorFlow Model
+Analysis compute metrics, slices, plots, diffs and validations over the
+extracts (``tfma_eval.py``) and decides the blessing from three checks:
+
+1. TFMA's validation result (the ``tfma.EvalConfig`` thresholds; change
+   thresholds only against a real baseline);
+2. chunked == whole-sequence outputs within the tolerance;
+3. the no-skill gate: the candidate beats the majority class / training mean
+   (and, for per-step regression, the last observed value) on the primary
+   metric by the margin (``settings.StatefulSettings``).
+
+The output folder holds TFMA's files (the stock Evaluator's layout),
+``extracts.tfrecord.gz``, ``stateful_evaluation.json`` (the checks, the
+headline figures copied from TFMA's results, the settings) and
+``report.html``. How the pass mirrors training: docs/design.md, "The state
 protocol".
 """
 
@@ -15,34 +26,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
+import apache_beam as beam
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.sequence_batcher import reader as sb_reader
-from components.stateful_evaluator import config as config_lib
-from components.stateful_evaluator import metrics as metrics_lib
-from components.stateful_evaluator import report as report_lib
-from components.stateful_evaluator import validation as validation_lib
 from components.stateful import model_io
-from components.stateful import objective as objective_lib
+from components.stateful import model_spec as ms
 from components.stateful_evaluator import chunked as chunked_lib
 from components.stateful_evaluator import equivalence as equivalence_lib
+from components.stateful_evaluator import extracts as extracts_lib
 from components.stateful_evaluator import models as models_lib
-
+from components.stateful_evaluator import report as report_lib
+from components.stateful_evaluator import settings as settings_lib
+from components.stateful_evaluator import tfma_eval
 
 _LOG = logging.getLogger(__name__)
 
-
-METRICS_FILE = 'metrics.json'
-
-
-VALIDATION_FILE = 'validation.json'
-
-
+DOCUMENT_FILE = 'stateful_evaluation.json'
 REPORT_FILE = 'report.html'
+FORMAT_VERSION = 2
 
 
 @dataclasses.dataclass
@@ -50,170 +58,190 @@ class EvaluationOutcome:
   """Everything one evaluation found.
 
   Attributes:
-    blessed: thresholds passed and the chunked outputs match serving.
+    blessed: every check passed.
     reasons: why it is not blessed (empty when blessed).
     message: a one-paragraph summary (the blessing message).
-    metrics: the ``metrics.json`` content.
-    validation: the ``validation.json`` content.
+    document: the ``stateful_evaluation.json`` content.
+    results: TFMA's results, read back.
   """
   blessed: bool
   reasons: List[str]
   message: str
-  metrics: Dict[str, Any]
-  validation: Dict[str, Any]
+  document: Dict[str, Any]
+  results: tfma_eval.Results
 
 
-def _evaluate_one(loaded: models_lib.LoadedModel, batches_uri: str, split: str,
-                  objective: objective_lib.Objective,
-                  sampler: Optional[chunked_lib.SequenceSampler]
-                 ) -> metrics_lib.StepRecords:
-  dataset = sb_reader.read_batches(batches_uri, split)
-  return chunked_lib.run_chunked(loaded, dataset, objective, sampler)
+def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
+             ) -> tuple:
+  """``(LoadedModel or None, note)``: the baseline when it is comparable,
+  else None and why not (never an error: a baseline that no longer fits is
+  "no comparable baseline")."""
+  if not baseline_uri:
+    return None, 'no blessed baseline yet'
+  if os.path.normpath(baseline_uri) == os.path.normpath(model_uri):
+    return None, ('the baseline is the candidate itself (a cached re-run): '
+                  'change thresholds skipped')
+  try:
+    baseline = models_lib.load_model(baseline_uri, meta)
+    models_lib.check_baseline(spec, baseline.spec)
+  except (models_lib.EvaluationError, ms.ModelSpecError, OSError,
+          ValueError) as e:
+    return None, (f'baseline {baseline_uri} is not comparable '
+                  f'({str(e).splitlines()[0]}): change thresholds skipped')
+  return baseline, f'baseline {baseline_uri}'
+
+
+def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
+          settings: settings_lib.StatefulSettings,
+          references: List[str]) -> Dict[str, Any]:
+  """The no-skill gate on the overall primary metric."""
+  metric = tfma_eval.primary_metric(spec.task)
+  overall = {m: results.metrics.get(m, {}).get('overall', {}).get(metric)
+             for m in [tfma_eval.CANDIDATE] + references}
+  cand = overall[tfma_eval.CANDIDATE]
+  skill = {m: v for m, v in overall.items()
+           if m not in (tfma_eval.CANDIDATE, tfma_eval.BASELINE)}
+  higher = tfma_eval.higher_is_better(metric)
+  known = [v for v in skill.values() if v is not None]
+  best = (max(known) if higher else min(known)) if known else None
+  margin = settings.no_skill_margin
+  if cand is None or best is None or not math.isfinite(cand):
+    ok, text = False, f'{metric} missing from the results'
+  elif higher:
+    need = best + margin
+    ok = cand > best and cand >= need
+    text = (f'{metric} {cand:.4f} vs best no-skill {best:.4f} (needs > '
+            f'{best:.4f} and >= {need:.4f})')
+  else:
+    need = best * (1.0 - margin)
+    ok = cand < best and cand <= need
+    text = (f'{metric} {cand:.6g} vs best no-skill {best:.6g} (needs < '
+            f'{best:.6g} and <= {need:.6g})')
+  return {'metric': metric, 'candidate': cand, 'no_skill': skill,
+          'best_no_skill': best, 'margin': margin, 'ok': bool(ok),
+          'required': settings.require_skill, 'message': text}
 
 
 def evaluate(*, model_uri: str, batches_uri: str, split: str,
-             config: config_lib.EvalConfig,
-             serving_dir: Optional[str],
+             output_dir: str,
+             eval_config: Optional[tfma.EvalConfig] = None,
+             settings: settings_lib.StatefulSettings = (
+                 settings_lib.StatefulSettings()),
+             serving_dir: Optional[str] = None,
              baseline_uri: Optional[str] = None,
+             make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline,
              clock: Callable[[], float] = time.monotonic
             ) -> EvaluationOutcome:
-  """Evaluates a model (and its baseline) on one split and decides blessing.
+  """Evaluates a model (and its baseline) on one split; writes the outputs
+  to ``output_dir`` and decides the blessing (see the module docstring).
 
   Args:
     model_uri: the candidate ``Model`` artifact URI (StatefulTrainer layout).
     batches_uri: the ``SequenceBatches`` artifact URI.
     split: the split to evaluate, e.g. ``eval``.
-    config: the evaluation settings.
+    output_dir: the ``ModelEvaluation`` URI.
+    eval_config: a ``tfma.EvalConfig``; None: ``default_eval_config``.
+    settings: the stateful-only settings.
     serving_dir: the candidate's serving SavedModel (for the equivalence
-      check); None means there is none (the model is then not blessed).
+      check); None: there is none (not blessed).
     baseline_uri: the baseline ``Model`` URI, or None.
+    make_pipeline: builds the Beam pipeline TFMA runs on.
     clock: seconds, monotonic (injected for tests).
-
-  Returns:
-    An ``EvaluationOutcome``. Blessed iff every checked threshold passes and
-    the equivalence check passes.
   """
   started = clock()
   _, meta = sb_reader.load_metadata(batches_uri, split)
   candidate = models_lib.load_model(model_uri, meta)
   spec = candidate.spec
-  objective = objective_lib.make_objective(spec, candidate.module)
-  settings = metrics_lib.MetricSettings.for_task(
-      spec.task, spec.num_classes, spec.output_units, config)
-  unknown = [t.metric for t in config.thresholds
-             if t.metric not in settings.metric_names()]
-  if unknown:
-    raise config_lib.EvalConfigError(
-        f'thresholds name metrics {unknown} that are not computed for this '
-        f'{spec.task} model; computed: {settings.metric_names()}')
-  sampler = chunked_lib.SequenceSampler(config.equivalence_sample_size,
-                            config.equivalence_seed, spec.num_unroll)
-  records = _evaluate_one(candidate, batches_uri, split, objective, sampler)
-  eval_seconds = clock() - started
-  _LOG.info('chunked evaluation of %s: %d labelled steps of %d sequences in '
-            '%.1fs', model_uri, len(records), len(records.sequence_keys),
-            eval_seconds)
+  baseline, baseline_note = _baseline(baseline_uri, model_uri, meta, spec)
+  _LOG.info('baseline: %s', baseline_note)
+  config = tfma_eval.complete_config(eval_config, spec, baseline is not None)
+  no_skill = extracts_lib.NoSkill.from_batches(batches_uri,
+                                               settings.train_split, spec)
+  sampler = chunked_lib.SequenceSampler(settings.equivalence_sample_size,
+                                        settings.equivalence_seed,
+                                        spec.num_unroll)
+  stats = extracts_lib.write_extracts(candidate, baseline, batches_uri, split,
+                                      no_skill, output_dir, sampler)
+  _LOG.info('chunked evaluation: %d sequences, %d labelled steps, %d '
+            'examples in %.1fs', stats.sequences, stats.labelled_steps,
+            stats.examples, stats.seconds)
   equivalence = equivalence_lib.check_equivalence(
       serving_dir, sampler.sequences(), num_outputs=spec.output_units,
-      num_unroll=spec.num_unroll, config=config,
+      num_unroll=spec.num_unroll, config=settings,
       twin_factory=lambda: model_io.build_serving(
           candidate.module, spec, weights_from=candidate.model))
   _LOG.info('equivalence check: %s', equivalence.message)
+  tfma_started = clock()
+  tfma_eval.run(stats.path, config, output_dir, make_pipeline)
+  results = tfma_eval.load(output_dir, spec.num_classes)
+  tfma_seconds = clock() - tfma_started
+  _LOG.info('TFMA: %.1fs; validation_ok=%s', tfma_seconds,
+            results.validation_ok)
+  references = tfma_eval.reference_models(spec, baseline is not None)
+  gate = _gate(results, spec, settings, references)
 
-  base_records = None
-  base_spec = None
-  if baseline_uri:
-    baseline = models_lib.load_model(baseline_uri, meta)
-    base_spec = baseline.spec
-    models_lib.check_baseline(spec, base_spec)
-    # The candidate's objective: both losses are the same function.
-    base_records = _evaluate_one(baseline, batches_uri, split, objective,
-                                 None)
-
-  slices = metrics_lib.define_slices(records, config)
-  cand_metrics = metrics_lib.sliced_metrics(records, slices, settings)
-  base_metrics = (metrics_lib.sliced_metrics(base_records, slices, settings)
-                  if base_records is not None else None)
-  max_pos = int(records.position.max())
-  if base_records is not None:
-    max_pos = max(max_pos, int(base_records.position.max()))
-  edges = metrics_lib.position_edges(max_pos, config.position_bins)
-  positions = {
-      'edges': edges,
-      'candidate': metrics_lib.by_position(records, edges, spec.task),
-      'baseline': (metrics_lib.by_position(base_records, edges, spec.task)
-                   if base_records is not None else None),
-  }
-  result = validation_lib.validate(config, cand_metrics, base_metrics)
-
-  reasons = [f'threshold failed: {c.metric} [{c.slice}] ({c.kind}): '
-             f'{c.message}' for c in result.failures]
+  reasons = [f'threshold failed: {f}' for f in results.failures]
+  if not results.validation_ok and not results.failures:
+    reasons.append('TFMA validation failed')
   if not equivalence.ok:
     reasons.append(equivalence.message)
+  if settings.require_skill and not gate['ok']:
+    reasons.append(f'no better than no skill: {gate["message"]}')
   blessed = not reasons
-  message = _blessing_message(blessed, reasons, result, equivalence)
-
-  metrics_doc = metrics_lib.json_safe({
-      'format_version': 1,
-      'model': {'uri': model_uri, 'spec': spec.to_dict()},
-      'baseline': ({'uri': baseline_uri, 'spec': base_spec.to_dict()}
-                   if baseline_uri else None),
-      'batches': {
-          'uri': batches_uri, 'split': split,
-          'batch_size': meta['batch_size'], 'num_unroll': meta['num_unroll'],
-          'mode': meta.get('mode'), 'label_kind': meta['label_kind'],
-          'num_batches': meta.get('num_batches'),
-          'num_sequences': meta.get('num_sequences'),
-      },
+  notes = [baseline_note] + ([] if settings.require_skill else [
+      'no-skill gate off (require_skill=False)'])
+  if not results.thresholds:
+    notes.append('no TFMA threshold configured')
+  if blessed:
+    message = (f'Blessed: TFMA thresholds passed; {equivalence.message}; '
+               f'beats no skill: {gate["message"]}. ' + '; '.join(notes))
+  else:
+    message = 'Not blessed: ' + ' | '.join(reasons) + '. ' + '; '.join(notes)
+  primary = gate['metric']
+  document = models_lib.json_safe({
+      'format_version': FORMAT_VERSION,
       'task': spec.task,
-      'primary_metric': settings.primary,
-      'metric_names': settings.metric_names(),
-      'slices': slices.to_dict(),
-      'metrics': {'candidate': cand_metrics, 'baseline': base_metrics},
-      'by_position': positions,
-      'eval_config': config.to_dict(),
-      'seconds': clock() - started,
-  })
-  validation_doc = metrics_lib.json_safe({
+      'label_kind': spec.label_kind,
+      'primary_metric': primary,
       'blessed': blessed,
       'reasons': reasons,
       'message': message,
-      'thresholds': result.to_dict(),
+      'model': {'uri': model_uri, 'spec': spec.to_dict()},
+      'baseline': {'uri': baseline_uri, 'used': baseline is not None,
+                   'note': baseline_note},
+      'batches': {
+          'uri': batches_uri, 'split': split,
+          'batch_size': meta['batch_size'], 'num_unroll': meta['num_unroll'],
+          'mode': meta.get('mode'), 'num_batches': meta.get('num_batches'),
+          'num_sequences': meta.get('num_sequences'),
+      },
+      'extracts': dataclasses.asdict(stats),
+      'no_skill': {'predictor': no_skill.describe(), 'gate': gate},
       'equivalence': equivalence.to_dict(),
+      'tfma': {'validation_ok': results.validation_ok,
+               'thresholds': results.thresholds,
+               'failures': results.failures,
+               'metrics': results.metrics,
+               'confusion_matrix': results.confusion,
+               'eval_config': tfma_eval.describe(config)},
+      'settings': settings.to_dict(),
+      'seconds': {'total': clock() - started, 'chunked_pass': stats.seconds,
+                  'tfma': tfma_seconds},
   })
   return EvaluationOutcome(blessed=blessed, reasons=reasons, message=message,
-                           metrics=metrics_doc, validation=validation_doc)
+                           document=document, results=results)
 
 
-def _blessing_message(blessed: bool, reasons: List[str],
-                      result: validation_lib.ValidationResult,
-                      equivalence: equivalence_lib.EquivalenceResult) -> str:
-  n = len(result.checks)
-  stamp = (' No baseline model: change thresholds were not checked (rubber '
-           'stamp).' if result.rubber_stamped else '')
-  if blessed:
-    return (f'Blessed: {n} threshold check(s) passed; '
-            f'{equivalence.message}.{stamp}')
-  return 'Not blessed: ' + ' | '.join(reasons) + stamp
-
-
-def write_outputs(outcome: EvaluationOutcome, output_dir: str) -> Dict[str,
-                                                                         str]:
-  """Writes ``metrics.json``, ``validation.json`` and ``report.html``.
-
-  Returns:
-    ``{file name: path}``.
-  """
+def write_outputs(outcome: EvaluationOutcome, output_dir: str
+                 ) -> Dict[str, str]:
+  """Writes ``stateful_evaluation.json`` and ``report.html`` beside TFMA's
+  files. Returns ``{file name: path}``."""
   tf.io.gfile.makedirs(output_dir)
-  paths = {}
-  for name, doc in ((METRICS_FILE, outcome.metrics),
-                    (VALIDATION_FILE, outcome.validation)):
-    paths[name] = os.path.join(output_dir, name)
-    with tf.io.gfile.GFile(paths[name], 'w') as f:
-      f.write(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) +
-              '\n')
-  paths[REPORT_FILE] = os.path.join(output_dir, REPORT_FILE)
+  paths = {DOCUMENT_FILE: os.path.join(output_dir, DOCUMENT_FILE),
+           REPORT_FILE: os.path.join(output_dir, REPORT_FILE)}
+  with tf.io.gfile.GFile(paths[DOCUMENT_FILE], 'w') as f:
+    f.write(json.dumps(outcome.document, indent=1, sort_keys=True,
+                       allow_nan=False) + '\n')
   with tf.io.gfile.GFile(paths[REPORT_FILE], 'w') as f:
-    f.write(report_lib.render(outcome.metrics, outcome.validation))
+    f.write(report_lib.render(outcome.document))
   return paths
-

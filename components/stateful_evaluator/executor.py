@@ -1,11 +1,12 @@
 """Executor of the StatefulEvaluator: artifacts -> typed args -> core.
 
-The maths is in ``evaluation.py``/``metrics.py``/``validation.py``; this file
-decodes artifacts and properties, calls ``evaluation.evaluate`` and writes the
-two outputs:
+The work is in ``evaluation.py``; this file decodes artifacts and
+properties, calls ``evaluation.evaluate`` (TFMA runs on the pipeline's Beam
+runner and options) and writes the two outputs:
 
-* ``evaluation`` (``ModelEvaluation``): ``metrics.json``, ``validation.json``
-  and ``report.html`` in its URI.
+* ``evaluation`` (``ModelEvaluation``): TFMA's metrics, plots, validations and
+  ``eval_config.json`` (the stock Evaluator's layout), plus
+  ``extracts.tfrecord.gz``, ``stateful_evaluation.json`` and ``report.html``.
 * ``blessing`` (``ModelBlessing``): exactly as TFX's own Evaluator writes it
   (``tfx/components/evaluator/executor.py``): custom properties
   ``current_model``/``current_model_id``, ``baseline_model``/
@@ -16,8 +17,8 @@ two outputs:
   constants). The stock Pusher reads ``blessed``.
 
 Unlike TFX's Evaluator, which writes no blessing when no threshold is
-configured, this one always writes it: the chunking equivalence check is
-always a validation.
+configured, this one always writes it: the chunking equivalence check and the
+no-skill gate are always validations.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ from typing import Any, Dict, List, Optional
 
 from tfx import types
 from tfx.components.evaluator import constants
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
-from components.stateful_evaluator import config as config_lib
 from components.stateful_evaluator import evaluation
+from components.stateful_evaluator import settings as settings_lib
+from components.stateful_evaluator import tfma_eval
 
 _LOG = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ EVALUATION_KEY = standard_component_specs.EVALUATION_KEY  # 'evaluation'
 BLESSING_KEY = standard_component_specs.BLESSING_KEY  # 'blessing'
 SPLIT_KEY = 'split'
 EVAL_CONFIG_KEY = 'eval_config'
+SETTINGS_KEY = 'settings'
 DEFAULT_SPLIT = 'eval'
 
 
@@ -58,7 +61,8 @@ class EvaluatorArgs:
   baseline_uri: Optional[str]
   batches_uri: str
   split: str
-  config: config_lib.EvalConfig
+  eval_config: Optional[tfma_eval.tfma.EvalConfig]
+  settings: settings_lib.StatefulSettings
   evaluation_uri: str
 
 
@@ -88,7 +92,8 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
     if split not in splits:
       raise ValueError(f'SequenceBatches {batches.uri} has splits {splits}; '
                        f'split {split!r} was asked for')
-  config = config_lib.EvalConfig.from_json(exec_properties.get(EVAL_CONFIG_KEY))
+  eval_config = tfma_eval.coerce(exec_properties.get(EVAL_CONFIG_KEY))
+  settings = settings_lib.coerce(exec_properties.get(SETTINGS_KEY) or None)
   evaluation_out = artifact_utils.get_single_instance(
       output_dict[EVALUATION_KEY])
   return EvaluatorArgs(
@@ -96,8 +101,8 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       serving_dir=path_utils.serving_model_path(
           model.uri, path_utils.is_old_model_artifact(model)),
       baseline_uri=baseline.uri if baseline is not None else None,
-      batches_uri=batches.uri, split=split, config=config,
-      evaluation_uri=evaluation_out.uri)
+      batches_uri=batches.uri, split=split, eval_config=eval_config,
+      settings=settings, evaluation_uri=evaluation_out.uri)
 
 
 def write_blessing(blessing: types.Artifact, model: types.Artifact,
@@ -130,7 +135,7 @@ def write_blessing(blessing: types.Artifact, model: types.Artifact,
                                      constants.NOT_BLESSED_VALUE)
 
 
-class Executor(base_executor.BaseExecutor):
+class Executor(base_beam_executor.BaseBeamExecutor):
   """Evaluates the model statefully on the eval batches and blesses it."""
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
@@ -140,8 +145,10 @@ class Executor(base_executor.BaseExecutor):
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
     outcome = evaluation.evaluate(
         model_uri=args.model_uri, batches_uri=args.batches_uri,
-        split=args.split, config=args.config, serving_dir=args.serving_dir,
-        baseline_uri=args.baseline_uri)
+        split=args.split, output_dir=args.evaluation_uri,
+        eval_config=args.eval_config, settings=args.settings,
+        serving_dir=args.serving_dir, baseline_uri=args.baseline_uri,
+        make_pipeline=self._make_beam_pipeline)
     evaluation.write_outputs(outcome, args.evaluation_uri)
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     write_blessing(

@@ -1,5 +1,6 @@
 """The models an evaluation compares: loading them stateful, and checking
-that they fit the eval batches and each other. TensorFlow, no TFX.
+that they fit the eval batches and each other, and ``json_safe`` for the
+documents. TensorFlow, no TFX.
 
 Owns ``load_model`` (the trained model rebuilt stateful for the eval
 batches' lane count, ``model_io.load_stateful_model``), the fit checks of a
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import math
 from typing import Any, Mapping
 
 from components.stateful import model_io
@@ -78,3 +80,20 @@ def check_baseline(candidate: ms.ModelSpec, baseline: ms.ModelSpec) -> None:
         f'model with {candidate.output_units}: their metrics cannot be '
         'compared')
 
+
+def json_safe(value: Any) -> Any:
+  """Non-finite floats -> their names, tuples -> lists, numpy scalars ->
+  Python."""
+  if isinstance(value, dict):
+    return {str(k): json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [json_safe(v) for v in value]
+  if hasattr(value, 'item') and callable(value.item) and not isinstance(
+      value, (str, bytes)):
+    try:
+      value = value.item()
+    except (ValueError, TypeError):
+      pass
+  if isinstance(value, float) and not math.isfinite(value):
+    return str(value)  # 'nan', 'inf', '-inf': JSON has no such numbers.
+  return value

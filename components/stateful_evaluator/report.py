@@ -1,12 +1,12 @@
 """A self-contained HTML report with inline SVG plots. Plain Python.
 
-``render(metrics_doc, validation_doc)`` turns the evaluator's
-``metrics.json`` and ``validation.json`` contents into one HTML page with no
-external resources: tables (overall, slices, threshold checks, the chunking
-equivalence check) and three figures: the primary metric by slice
-(sequence-length buckets and segment position), the error by position in the
-sequence (with the segment boundaries marked) and baseline vs candidate on
-the overall metrics.
+``render(document)`` turns ``stateful_evaluation.json`` (whose figures are
+TFMA's results, read back) into one HTML page with no external resources: a
+quick view beside TFMA's own notebook views. Tables: the headline metrics of
+the candidate beside the no-skill predictors and the baseline, the no-skill
+gate, the slices, the confusion matrix (classification), the chunking
+equivalence check and TFMA's threshold verdict; figures: the primary metric
+of every model, the primary metric by slice, the confusion matrix.
 """
 
 from __future__ import annotations
@@ -259,146 +259,133 @@ def _change(cand: Any, base: Any) -> str:
   return f'{c - b:+.4g}'
 
 
-def _slice_label(name: str) -> str:
-  return name.replace('length:', 'len ').replace('segment:', 'seg ')
+def heatmap(matrix: Sequence[Sequence[float]], *, title: str,
+            size: int = 300) -> str:
+  """A confusion-matrix figure: rows are labels, columns predictions; the
+  shade is the share of the row."""
+  k = len(matrix)
+  if k == 0:
+    return ''
+  cell = (size - 60) / k
+  parts = [f'<text x="{size / 2:.1f}" y="14" text-anchor="middle">'
+           f'{_esc(title)}</text>']
+  for i, row in enumerate(matrix):
+    total = sum(row) or 1.0
+    for j, value in enumerate(row):
+      share = value / total
+      x, y = 50 + j * cell, 30 + i * cell
+      shade = int(255 - 200 * share)
+      parts.append(
+          f'<rect x="{x:.1f}" y="{y:.1f}" width="{cell:.1f}" '
+          f'height="{cell:.1f}" fill="rgb({shade},{shade},255)" '
+          f'stroke="#fff"><title>label {i}, predicted {j}: '
+          f'{_esc(_fmt(value))}</title></rect>')
+      if k <= 12:
+        parts.append(f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}"'
+                     f' text-anchor="middle">{_esc(_fmt(value))}</text>')
+    parts.append(f'<text x="44" y="{30 + (i + 0.5) * cell + 4:.1f}" '
+                 f'text-anchor="end">{i}</text>')
+  for j in range(k):
+    parts.append(f'<text x="{50 + (j + 0.5) * cell:.1f}" y="{size - 14}" '
+                 f'text-anchor="middle">{j}</text>')
+  return _svg(size, size, parts, title)
 
 
-def render(metrics_doc: Mapping[str, Any],
-           validation_doc: Mapping[str, Any]) -> str:
-  """The report page for one evaluation."""
-  cand: Dict[str, Dict[str, Any]] = metrics_doc['metrics']['candidate']
-  base: Optional[Dict[str, Dict[str, Any]]] = metrics_doc['metrics'].get(
-      'baseline')
-  names: List[str] = list(metrics_doc['metric_names'])
-  slices = metrics_doc['slices']
-  primary = metrics_doc['primary_metric']
-  blessed = bool(validation_doc['blessed'])
-  num_unroll = int(metrics_doc['batches']['num_unroll'])
+def render(document: Mapping[str, Any]) -> str:
+  """The report page for one evaluation (``stateful_evaluation.json``)."""
+  tfma_part = document['tfma']
+  metrics: Dict[str, Dict[str, Dict[str, Any]]] = tfma_part['metrics']
+  primary = document['primary_metric']
+  blessed = bool(document['blessed'])
+  models = [m for m in ('candidate', 'baseline', 'no_skill', 'last_value')
+            if m in metrics]
   out = ['<!DOCTYPE html><html><head><meta charset="utf-8">',
          '<title>StatefulEvaluator report</title>',
          f'<style>{_STYLE}</style></head><body>',
          '<h1>StatefulEvaluator report</h1>',
          f'<p><span class="badge {"ok" if blessed else "bad"}">'
          f'{"BLESSED" if blessed else "NOT BLESSED"}</span> '
-         f'{_esc(validation_doc.get("message", ""))}</p>']
-  if validation_doc.get('reasons'):
+         f'{_esc(document.get("message", ""))}</p>']
+  if document.get('reasons'):
     out.append('<ul>' + ''.join(f'<li class="fail">{_esc(r)}</li>'
-                                for r in validation_doc['reasons']) + '</ul>')
-  batches = metrics_doc['batches']
+                                for r in document['reasons']) + '</ul>')
+  batches = document['batches']
   out.append(_table(['', 'value'], [
-      ('candidate model', metrics_doc['model']['uri']),
-      ('baseline model', (metrics_doc.get('baseline') or {}).get('uri',
-                                                                  'none')),
-      ('task', metrics_doc['task']),
+      ('candidate model', document['model']['uri']),
+      ('baseline', document['baseline']['note']),
+      ('no-skill predictor', document['no_skill']['predictor']),
+      ('task', f'{document["task"]}, {document["label_kind"]} labels'),
       ('eval batches', f'{batches["uri"]} [{batches["split"]}]'),
-      ('layout', f'B={batches["batch_size"]}, T={num_unroll}, '
-                 f'{batches.get("mode")}, {batches["label_kind"]} labels'),
+      ('layout', f'B={batches["batch_size"]}, T={batches["num_unroll"]}, '
+                 f'{batches.get("mode")}'),
+      ('metrics', 'TensorFlow Model Analysis (tfma.load_eval_result on this '
+                  'folder)'),
   ], left=2))
 
-  # Overall.
   out.append('<h2>Overall</h2>')
-  header = ['metric', 'candidate'] + (['baseline', 'change'] if base else [])
+  overall = {m: metrics[m].get('overall', {}) for m in models}
+  names = sorted(overall.get('candidate', {}))
+  diff = metrics.get('diff', {}).get('overall', {})
+  header = ['metric'] + models + (['candidate - baseline'] if diff else [])
   rows = []
   for name in names:
-    row = [name, cand['overall'].get(name)]
-    if base:
-      row += [base['overall'].get(name),
-              _change(cand['overall'].get(name), base['overall'].get(name))]
+    row = [name] + [overall[m].get(name) for m in models]
+    if diff:
+      row.append(diff.get(name))
     rows.append(row)
   out.append(_table(header, rows))
+  gate = document['no_skill']['gate']
+  out.append(f'<p>No-skill gate ({"on" if gate["required"] else "off"}): '
+             f'<span class="{"ok" if gate["ok"] else "fail"}">'
+             f'{_esc(gate["message"])}</span></p>')
+  colors = {'candidate': CANDIDATE_COLOR, 'baseline': BASELINE_COLOR,
+            'no_skill': '#7f7f7f', 'last_value': '#2ca02c'}
+  out.append('<div class="fig">' + bar_chart(
+      [primary], [(m, [overall[m].get(primary)], colors[m]) for m in models],
+      title=f'{primary}: candidate and references', ylabel=primary,
+      width=420) + '</div>')
 
-  # Figures.
-  out.append('<h2>Figures</h2>')
-  slice_names = [s for s in slices['names'] if s != 'overall']
-  series = [('candidate', [cand[s].get(primary) for s in slice_names],
-             CANDIDATE_COLOR)]
-  if base:
-    series.append(('baseline', [base[s].get(primary) for s in slice_names],
-                   BASELINE_COLOR))
-  if slice_names:
+  slices = sorted(w for w in metrics.get('candidate', {}) if w != 'overall')
+  if slices:
+    out.append('<h2>Slices</h2>')
+    rows = [[w] + [metrics[m].get(w, {}).get(primary) for m in models]
+            + [metrics['candidate'][w].get('example_count')] for w in slices]
+    out.append(_table(['slice'] + [f'{m} {primary}' for m in models]
+                      + ['examples'], rows))
     out.append('<div class="fig">' + bar_chart(
-        [_slice_label(s) for s in slice_names], series,
-        title=f'{primary} by sequence length bucket and segment',
-        ylabel=primary) + '</div>')
-  pos = metrics_doc['by_position']
-  edges = pos['edges']
-  xs = [float(e) for e in edges[:-1]]
-  err_name = 'error rate' if metrics_doc['task'] == 'classification' else (
-      'mean absolute error')
-  series = [('candidate', pos['candidate']['error'], CANDIDATE_COLOR)]
-  if pos.get('baseline'):
-    series.append(('baseline', pos['baseline']['error'], BASELINE_COLOR))
-  out.append('<div class="fig">' + line_chart(
-      xs, series, title=f'{err_name} by position in the sequence',
-      ylabel=err_name, xlabel='time step in the sequence (bin start); dashed: '
-      'segment boundaries',
-      vlines=[k * num_unroll for k in range(1, int(edges[-1] // num_unroll) +
-                                            1)]) + '</div>')
-  if base:
-    shown = [n for n in names if n not in ('weighted_count', 'num_sequences')
-             and '/' not in n]
-    out.append('<div class="fig">' + bar_chart(
-        shown, [('candidate', [cand['overall'].get(n) for n in shown],
-                 CANDIDATE_COLOR),
-                ('baseline', [base['overall'].get(n) for n in shown],
-                 BASELINE_COLOR)],
-        title='baseline vs candidate (overall)', ylabel='value') + '</div>')
-  else:
-    out.append('<p>No baseline model: nothing to compare with.</p>')
+        slices, [(m, [metrics[m].get(w, {}).get(primary) for w in slices],
+                  colors[m]) for m in models],
+        title=f'{primary} by slice', ylabel=primary) + '</div>')
 
-  # Slices.
-  out.append('<h2>Slices</h2>')
-  ranges = slices.get('length_ranges', {})
-  header = ['slice'] + names
-  rows = []
-  for s in slices['names']:
-    label = s
-    if s in ranges:
-      lo, hi = ranges[s]
-      label += f' (L {lo}..{hi})' if lo is not None else ' (empty)'
-    rows.append([label] + [cand[s].get(n) for n in names])
-    if base:
-      rows.append(['  baseline'] + [base[s].get(n) for n in names])
-  out.append(_table(header, rows))
-  if slices.get('length_edges'):
-    cut_points = ', '.join(_fmt(e) for e in slices['length_edges'])
-    out.append('<p>Length bucket cut points (quantiles of the eval sequence '
-               f'lengths): {_esc(cut_points)}</p>')
-
-  # Thresholds.
-  out.append('<h2>Thresholds</h2>')
-  th = validation_doc['thresholds']
-  if th['checks']:
+  confusion = tfma_part.get('confusion_matrix') or {}
+  if 'overall' in confusion:
+    grid = confusion['overall']
+    out.append('<h2>Confusion matrix (candidate, overall)</h2>')
+    k = len(grid)
     rows = []
-    for c in th['checks']:
-      verdict = ('pass', 'pass') if c['passed'] else ('FAIL', 'fail')
-      rows.append([c['metric'], c['slice'], c['kind'],
-                   json.dumps(c['threshold'], sort_keys=True), c['value'],
-                   c['baseline'], verdict, c['message']])
-    out.append(_table(['metric', 'slice', 'kind', 'threshold', 'value',
-                       'baseline', 'result', 'message'], rows, left=4))
-  else:
-    out.append('<p>No threshold was checked.</p>')
-  for s in th.get('skipped', []):
-    out.append(f'<p>Skipped change threshold on {_esc(s["metric"])} '
-               f'[{_esc(s["slice"])}]: {_esc(s["reason"])}.</p>')
+    for i, row in enumerate(grid):
+      total = sum(row)
+      rows.append([f'label {i}'] + list(row) + [
+          row[i] / total if total else None])
+    out.append(_table(['', *[f'pred {j}' for j in range(k)], 'recall'],
+                      rows))
+    out.append('<div class="fig">' + heatmap(
+        grid, title='confusion matrix (row share)') + '</div>')
 
-  # Equivalence.
-  eq = validation_doc['equivalence']
-  out.append('<h2>Chunking equivalence</h2>')
-  cls = 'pass' if eq['ok'] else 'fail'
-  out.append(f'<p class="{cls}">{_esc(eq["message"])}</p>')
-  if eq.get('note'):
-    out.append(f'<p>Note: {_esc(eq["note"])}.</p>')
-  if eq['sequences']:
-    rows = [[s['key'], s['length'], s['segments'], s['max_abs_diff'],
-             s['first_bad_step'], s['first_bad_segment']]
-            for s in eq['sequences']]
-    out.append(_table(['sequence', 'length', 'segments', 'max |diff|',
-                       'first step over tolerance', 'its segment'], rows))
-
-  out.append('<h2>Configuration</h2><pre>' +
-             _esc(json.dumps(metrics_doc.get('eval_config'), indent=1,
-                             sort_keys=True)) + '</pre>')
-  out.append('</body></html>\n')
+  eq = document['equivalence']
+  out.append('<h2>Chunked == whole-sequence check</h2>')
+  out.append(f'<p class="{"ok" if eq.get("ok") else "fail"}">'
+             f'{_esc(eq.get("message", ""))}</p>')
+  out.append('<h2>Thresholds (TFMA)</h2>')
+  failures = tfma_part.get('failures') or []
+  out.append('<p>' + ('all passed' if tfma_part.get('validation_ok') else
+                      'failed') + '</p>')
+  if failures:
+    out.append('<ul>' + ''.join(f'<li class="fail">{_esc(f)}</li>'
+                                for f in failures) + '</ul>')
+  out.append('<h2>Settings</h2><pre>' + _esc(json.dumps(
+      {'eval_config': tfma_part.get('eval_config'),
+       'settings': document.get('settings')}, indent=1, sort_keys=True))
+             + '</pre>')
+  out.append('</body></html>')
   return '\n'.join(out)

@@ -21,9 +21,13 @@ def regression_sequences():
 def regression_batches(tmp_path_factory, regression_sequences):
   """``{mode: SequenceBatches URI}`` for packed and bucketed layouts."""
   root = tmp_path_factory.mktemp('regression_batches')
+  train = helpers.make_sequences(helpers.REGRESSION_LENGTHS,
+                                 label_kind=ms.PER_STEP, task=ms.REGRESSION,
+                                 seed=4)
   return {
       mode: helpers.write_batches(str(root / mode), regression_sequences,
-                                  label_kind=ms.PER_STEP, mode=mode)
+                                  label_kind=ms.PER_STEP, mode=mode,
+                                  train=train)
       for mode in layout.MODES
   }
 
@@ -38,9 +42,12 @@ def classification_sequences():
 @pytest.fixture(scope='session')
 def classification_batches(tmp_path_factory, classification_sequences):
   root = tmp_path_factory.mktemp('classification_batches')
+  train = helpers.make_sequences(helpers.CLASSIFICATION_LENGTHS,
+                                 label_kind=ms.PER_SEQUENCE,
+                                 task=ms.CLASSIFICATION, seed=6)
   return helpers.write_batches(str(root), classification_sequences,
                                label_kind=ms.PER_SEQUENCE, batch_size=4,
-                               num_unroll=3)
+                               num_unroll=3, train=train)
 
 
 @pytest.fixture(scope='session')
@@ -62,4 +69,8 @@ def models(tmp_path_factory):
       'classifier': helpers.write_model(
           root, 'classifier', helpers.CLASSIFIER, task=ms.CLASSIFICATION,
           label_kind=ms.PER_SEQUENCE),
+      # Constant logits: always class 0, no better than the majority class.
+      'no_skill_classifier': helpers.write_model(
+          root, 'no_skill_classifier', helpers.CLASSIFIER,
+          task=ms.CLASSIFICATION, label_kind=ms.PER_SEQUENCE, scale=0.0),
   }

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import textwrap
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -165,21 +165,16 @@ def make_sequences(lengths: Sequence[int], *, label_kind: str, task: str,
 
 def write_batches(root: str, sequences: List[layout.SequenceArrays], *,
                   label_kind: str, batch_size: int = 3, num_unroll: int = 4,
-                  mode: str = layout.PACKED, split: str = 'eval') -> str:
-  """A SequenceBatcher output with one split; returns its URI."""
+                  mode: str = layout.PACKED, split: str = 'eval',
+                  train: Optional[List[layout.SequenceArrays]] = None) -> str:
+  """A SequenceBatcher output with the ``split`` split (and a ``train``
+  split when ``train`` is given: the no-skill predictors' labels); returns
+  its URI."""
   config = layout.LayoutConfig(batch_size=batch_size, num_unroll=num_unroll,
                                mode=mode, label_kind=label_kind)
   in_memory.write_split(sequences, root, split=split, config=config,
                         feature_names=list(FEATURES))
+  if train is not None:
+    in_memory.write_split(train, root, split='train', config=config,
+                          feature_names=list(FEATURES))
   return root
-
-
-def per_sequence_outputs(records):
-  """``{key: (positions, outputs[L, K])}`` from ``StepRecords``, in
-  position order."""
-  out = {}
-  for sid, key in enumerate(records.sequence_keys):
-    rows = records.sequence_ids == sid
-    order = np.argsort(records.position[rows])
-    out[key] = (records.position[rows][order], records.outputs[rows][order])
-  return out

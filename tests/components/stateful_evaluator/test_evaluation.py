@@ -1,5 +1,7 @@
-"""The chunked stateful evaluation and the chunking equivalence check, on
-models with known outputs."""
+"""One evaluation end to end on models with known outputs: the chunked pass
+writes exact extracts, TFMA computes metrics, slices, plots, diffs and
+validations (read back with TFMA's own loaders), and the blessing combines
+TFMA's verdict, the chunked == whole check and the no-skill gate."""
 
 from __future__ import annotations
 
@@ -9,21 +11,17 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.sequence_batcher import layout
-from components.sequence_batcher import read_batches
 from components.sequence_batcher import reader
-from components.stateful_evaluator import config as C
-from components.stateful_evaluator import evaluation as E
-from components.stateful_evaluator import models as models_lib
-from components.stateful_evaluator import equivalence as equivalence_lib
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import metrics as M
-from components.stateful_trainer import export as trainer_export
-from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import state
-from components.stateful import objective as objective_lib
+from components.stateful_evaluator import evaluation as E
+from components.stateful_evaluator import extracts as X
+from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator import settings as S
+from components.stateful_evaluator import tfma_eval
 from tests.components.stateful_evaluator import helpers
 
 T = 4  # num_unroll of the regression batches.
@@ -33,302 +31,275 @@ def _serving(uri):
   return os.path.join(uri, helpers.SERVING_DIR)
 
 
+def _read_extracts(path):
+  out = []
+  for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+    example = tf.train.Example.FromString(record.numpy())
+    feats = example.features.feature
+    out.append({k: (list(v.float_list.value) or list(v.int64_list.value) or
+                    [b.decode() for b in v.bytes_list.value])
+                for k, v in feats.items()})
+  return out
+
+
+def _mae_at_most(bound):
+  cfg = tfma_eval.default_eval_config(ms.REGRESSION, None)
+  metric = cfg.metrics_specs[0].metrics.add(class_name='MeanAbsoluteError')
+  del cfg.metrics_specs[0].metrics[-2]  # The default MAE (no threshold).
+  metric.threshold.value_threshold.upper_bound.value = bound
+  return cfg
+
+
 @pytest.mark.parametrize('mode', layout.MODES)
-def test_chunked_running_sum_is_exactly_the_numpy_cumsum(
-    mode, models, regression_batches, regression_sequences):
-  _, meta = reader.load_metadata(regression_batches[mode], 'eval')
+def test_extracts_hold_every_labelled_step_exactly(
+    tmp_path, mode, models, regression_batches, regression_sequences):
+  """The chunked running sum is the NumPy cumsum at every step, each
+  sequence once, whatever the lane layout; dirty state does not leak in."""
+  uri = regression_batches[mode]
+  _, meta = reader.load_metadata(uri, 'eval')
   loaded = models_lib.load_model(models['running_sum'], meta)
-  assert loaded.spec.batch_size == 3 and loaded.spec.num_unroll == T
-  # Dirty state must not leak in: the pass zeroes every lane first.
   for var in state.state_variables(loaded.model):
     var.assign(tf.fill(var.shape, 100.0))
-  objective = objective_lib.make_objective(loaded.spec, loaded.module)
-  records = chunked_lib.run_chunked(loaded, read_batches(regression_batches[mode],
-                                               'eval'), objective)
-  got = helpers.per_sequence_outputs(records)
-  assert sorted(got) == sorted(s.key for s in regression_sequences)
+  no_skill = X.NoSkill.from_batches(uri, 'train', loaded.spec)
+  stats = X.write_extracts(loaded, None, uri, 'eval', no_skill,
+                           str(tmp_path), log_every=1)
+  rows = {r['key'][0]: r for r in _read_extracts(stats.path)}
+  assert sorted(rows) == sorted(s.key for s in regression_sequences)
+  assert stats.labelled_steps == sum(helpers.REGRESSION_LENGTHS)
   for seq in regression_sequences:
-    positions, outputs = got[seq.key]
-    np.testing.assert_array_equal(positions, np.arange(seq.length))
-    np.testing.assert_array_equal(outputs[:, 0],
+    row = rows[seq.key]
+    np.testing.assert_array_equal(row['prediction'],
                                   np.cumsum(seq.features.sum(axis=1)))
-  # Metrics from label_weight only: every real step, nothing else.
+    np.testing.assert_allclose(row['label'], seq.labels, rtol=1e-6)
+    # Last observed value: the previous label (the training mean first).
+    np.testing.assert_allclose(row['last_value_prediction'][1:],
+                               seq.labels[:-1], rtol=1e-6)
+    assert row['length'] == [seq.length]
+    assert row['length_bucket'] == [X.length_bucket(seq.length)]
+
+
+def test_length_buckets_are_powers_of_two():
+  assert [X.length_bucket(n) for n in (1, 2, 3, 4, 7, 8, 100)] == [
+      '1-1', '2-3', '2-3', '4-7', '4-7', '8-15', '64-127']
+
+
+@pytest.fixture(scope='module')
+def regression_run(tmp_path_factory, models, regression_batches):
+  out = str(tmp_path_factory.mktemp('regression_eval'))
+  outcome = E.evaluate(
+      model_uri=models['running_sum'],
+      batches_uri=regression_batches['packed'], split='eval',
+      output_dir=out, eval_config=_mae_at_most(2.0),
+      settings=S.StatefulSettings(equivalence_sample_size=6),
+      serving_dir=_serving(models['running_sum']))
+  E.write_outputs(outcome, out)
+  return out, outcome
+
+
+def test_per_step_regression_evaluates_every_labelled_step(
+    regression_run, regression_sequences):
+  out, outcome = regression_run
   preds = np.concatenate([np.cumsum(s.features.sum(axis=1))
                           for s in regression_sequences]).astype(np.float64)
   labels = np.concatenate([s.labels for s in regression_sequences])
-  settings = M.MetricSettings.for_task('regression', None, 1, C.EvalConfig())
-  overall = M.compute_metrics(records, settings)
-  assert overall['weighted_count'] == sum(helpers.REGRESSION_LENGTHS)
-  assert overall['mae'] == pytest.approx(np.mean(np.abs(preds - labels)),
-                                         abs=1e-12)
-  assert overall['rmse'] == pytest.approx(
-      np.sqrt(np.mean((preds - labels) ** 2)), abs=1e-12)
-  assert overall['loss'] == pytest.approx(np.mean((preds - labels) ** 2),
-                                          abs=1e-12)
+  result = tfma.load_eval_result(out, model_name=tfma_eval.CANDIDATE)
+  overall = dict(result.slicing_metrics)[()]['']['']
+  # One example per sequence, its labelled steps as arrays: TFMA counts
+  # and scores every step.
+  assert outcome.document['extracts']['examples'] == len(regression_sequences)
+  assert overall['example_count']['doubleValue'] == sum(
+      helpers.REGRESSION_LENGTHS)
+  assert overall['weighted_example_count']['doubleValue'] == pytest.approx(
+      sum(helpers.REGRESSION_LENGTHS))
+  assert overall['mean_squared_error']['doubleValue'] == pytest.approx(
+      np.mean((preds - labels) ** 2), rel=1e-5)
+  assert overall['mean_absolute_error']['doubleValue'] == pytest.approx(
+      np.mean(np.abs(preds - labels)), rel=1e-5)
+  # A length slice per power-of-two bucket of the eval lengths.
+  buckets = {X.length_bucket(n) for n in helpers.REGRESSION_LENGTHS}
+  sliced = {dict(k).get(X.LENGTH_BUCKET) for k, _ in result.slicing_metrics}
+  assert buckets <= sliced
+  # Blessed: within the MAE bound, chunked == whole, far better than the
+  # training mean and the last observed value.
+  assert outcome.blessed, outcome.message
+  gate = outcome.document['no_skill']['gate']
+  assert set(gate['no_skill']) == {'no_skill', 'last_value'}
+  assert gate['ok'] and gate['candidate'] < gate['best_no_skill']
+  assert 'no blessed baseline yet' in outcome.message
 
 
-@pytest.fixture(scope='module')
-def running_sum_outcome(models, regression_batches):
-  config = C.EvalConfig(thresholds=(C.MetricThreshold(
-      'mae', value=C.ValueThreshold(upper_bound=2.0)),),
-                        equivalence_sample_size=6)
-  return E.evaluate(model_uri=models['running_sum'],
-                    batches_uri=regression_batches['packed'], split='eval',
-                    config=config, serving_dir=_serving(models['running_sum']))
+def test_documents_and_report(regression_run):
+  out, outcome = regression_run
+  with open(os.path.join(out, E.DOCUMENT_FILE)) as f:
+    doc = json.load(f)
+  assert doc['blessed'] is True and doc['tfma']['validation_ok'] is True
+  assert doc['equivalence']['ok'] is True
+  assert doc['tfma']['metrics']['candidate']['overall'][
+      'mean_squared_error'] == pytest.approx(
+          outcome.results.metrics['candidate']['overall']['mean_squared_error'])
+  with open(os.path.join(out, E.REPORT_FILE)) as f:
+    page = f.read()
+  assert page.startswith('<!DOCTYPE html>') and 'BLESSED' in page
+  assert '<svg' in page and 'No-skill gate' in page
+  assert 'http://' not in page.replace('http://www.w3.org/2000/svg', '')
 
 
-def test_running_sum_passes_the_equivalence_check_and_is_blessed(
-    running_sum_outcome):
-  outcome = running_sum_outcome
-  eq = outcome.validation['equivalence']
-  assert eq['ok'] and eq['error'] is None
-  assert eq['max_abs_diff'] <= 1e-6  # Float tolerance (here exactly 0).
-  assert eq['compared'] == 'per_step'
-  # Multi-segment sequences come first in the sample: all five of them.
-  assert eq['num_sequences'] == 6 and eq['num_multi_segment'] == 5
-  assert {s['key'] for s in eq['sequences']} >= {'seq03', 'seq04', 'seq05',
-                                                 'seq07', 'seq08'}
-  assert eq['num_values'] == sum(s['length'] for s in eq['sequences'])
-  assert outcome.blessed and outcome.reasons == []
-  assert 'rubber stamp' in outcome.message
-
-
-def test_metrics_document_has_every_slice(running_sum_outcome):
-  doc = running_sum_outcome.metrics
-  cand = doc['metrics']['candidate']
-  assert list(cand) == ['overall', 'length:short', 'length:medium',
-                        'length:long', 'segment:first', 'segment:later']
-  assert doc['metrics']['baseline'] is None
-  # Segment slices partition the labelled steps.
-  assert (cand['segment:first']['weighted_count'] +
-          cand['segment:later']['weighted_count'] ==
-          cand['overall']['weighted_count'])
-  assert cand['segment:first']['weighted_count'] == sum(
-      min(n, T) for n in helpers.REGRESSION_LENGTHS)
-  # Length buckets partition the sequences: 9 sequences, 3 per bucket.
-  assert [cand[f'length:{b}']['num_sequences']
-          for b in ('short', 'medium', 'long')] == [3, 3, 3]
-  assert doc['slices']['length_ranges'] == {
-      'length:short': [1, 3], 'length:medium': [4, 6],
-      'length:long': [8, 13]}
-  assert doc['by_position']['edges'][-1] == 13  # Longest sequence.
-  json.dumps(doc, allow_nan=False)
-
-
-@pytest.mark.parametrize('reference, used', [
-    ('auto', 'signature serving_default'), ('twin', 'serving twin')])
-def test_model_that_drops_state_between_chunks_is_not_blessed(
-    models, regression_batches, reference, used):
+def test_value_threshold_failure_is_not_blessed(tmp_path, models,
+                                                regression_batches):
   outcome = E.evaluate(
-      model_uri=models['forgetful'], batches_uri=regression_batches['packed'],
-      split='eval', config=C.EvalConfig(equivalence_reference=reference),
-      serving_dir=_serving(models['forgetful']))
-  eq = outcome.validation['equivalence']
-  assert eq['reference'] == used
-  assert not eq['ok'] and not outcome.blessed
-  assert eq['max_abs_diff'] > 1.0
-  by_key = {s['key']: s for s in eq['sequences']}
-  for row in by_key.values():
-    if row['segments'] > 1:  # Wrong from the first chunk boundary on.
-      assert row['first_bad_step'] == T and row['first_bad_segment'] == 1
-      assert row['max_abs_diff'] > 1e-4
-    else:  # One chunk: nothing to carry, identical.
-      assert row['max_abs_diff'] == 0.0
-  assert len(outcome.reasons) == 1
-  assert 'differ' in outcome.reasons[0] and 'segment 1' in outcome.reasons[0]
-  # Its first segments are right, its later segments are not.
-  cand = outcome.metrics['metrics']['candidate']
-  assert cand['segment:later']['mae'] > 2 * cand['segment:first']['mae']
-
-
-def test_classifier_per_sequence_metrics_and_last_step_check(
-    models, classification_batches, classification_sequences):
-  config = C.EvalConfig(thresholds=(C.MetricThreshold(
-      'accuracy', value=C.ValueThreshold(lower_bound=0.9)),))
-  outcome = E.evaluate(model_uri=models['classifier'],
-                       batches_uri=classification_batches, split='eval',
-                       config=config,
-                       serving_dir=_serving(models['classifier']))
-  # Predicted class 1 iff the running sum at the last step is positive.
-  scores = np.array([np.sum(s.features) for s in classification_sequences])
-  labels = np.array([s.labels[-1] for s in classification_sequences])
-  preds = (scores > 0).astype(np.int64)
-  overall = outcome.metrics['metrics']['candidate']['overall']
-  assert overall['weighted_count'] == len(classification_sequences)
-  assert overall['accuracy'] == pytest.approx(np.mean(preds == labels))
-  assert overall['recall/1'] == pytest.approx(
-      np.mean(preds[labels == 1] == 1))
-  assert overall['precision/0'] == pytest.approx(
-      np.mean(labels[preds == 0] == 0))
-  assert overall['auc'] == pytest.approx(
-      M.binary_auc(scores, labels == 1, np.ones(len(labels))))
-  eq = outcome.validation['equivalence']
-  assert eq['ok'] and eq['compared'] == 'last_step'
-  assert eq['num_values'] == 2 * eq['num_sequences']  # K = 2 logits each.
-  # Every third label is flipped: accuracy is about 2/3, below 0.9.
+      model_uri=models['running_sum'],
+      batches_uri=regression_batches['packed'], split='eval',
+      output_dir=str(tmp_path), eval_config=_mae_at_most(0.01),
+      serving_dir=_serving(models['running_sum']))
   assert not outcome.blessed
-  assert outcome.reasons == [
-      r for r in outcome.reasons if r.startswith('threshold failed: accuracy')]
-  failure = outcome.validation['thresholds']['failures'][0]
-  assert failure['value'] == pytest.approx(overall['accuracy'])
-
-
-def _sample(key, length, seed=0):
-  rng = np.random.default_rng(seed)
-  return chunked_lib.SampledSequence(key, length,
-                           rng.integers(-2, 3, (length, 2)).astype(np.float32),
-                           np.zeros((length, 1), np.float32))
-
-
-@pytest.mark.parametrize('serving_dir, signature, match', [
-    (None, 'serving_default', 'no serving SavedModel'),
-    ('/nonexistent/Format-Serving', 'serving_default', 'no SavedModel at'),
-    ('running_sum', 'nope', "no signature 'nope'"),
-    ('running_sum', 'step', "'step' takes ['features', 'reset', 'state_0']"),
-])
-def test_equivalence_check_that_cannot_run_does_not_bless(
-    models, serving_dir, signature, match):
-  if serving_dir == 'running_sum':
-    serving_dir = _serving(models['running_sum'])
-  result = equivalence_lib.check_equivalence(
-      serving_dir, [_sample('a', 6)], num_outputs=1, num_unroll=T,
-      config=C.EvalConfig(serving_signature=signature))
-  assert not result.ok and result.max_abs_diff is None
-  assert match in result.error
-  assert 'could not run' in result.message
-
-
-class _Double(tf.Module):
-  """Stands in for a Transform graph: "raw" features are half the
-  transformed ones."""
-
-  def __call__(self, features):
-    return 2.0 * features
+  assert any('mean_absolute_error' in r for r in outcome.reasons)
 
 
 @pytest.fixture(scope='module')
-def transform_export(tmp_path_factory, models):
-  """The running-sum model exported by the trainer's ServingModule with a
-  transform in front of the twin."""
-  uri = models['running_sum']
-  loaded = models_lib.load_model(uri, {'batch_size': 2, 'num_unroll': T,
-                              'feature_names': list(helpers.FEATURES),
-                              'label_kind': ms.PER_STEP,
-                              'label_dtype': 'float32'})
-  twin = model_io.build_serving(loaded.module, loaded.spec,
-                                weights_from=loaded.model)
-  module = trainer_export.ServingModule(loaded.spec, twin, _Double())
-  path = str(tmp_path_factory.mktemp('transform_export') / 'Format-Serving')
-  tf.saved_model.save(module, path, signatures={
-      'serving_default': module.serving_default.get_concrete_function()})
-  return path, loaded, twin
+def classifier_runs(tmp_path_factory, models, classification_batches):
+  """The classifier alone; the constant (no-skill) classifier; the
+  classifier against the constant one as its baseline (which scores
+  higher on this data); the classifier as its own baseline (a cached
+  re-run); and with an incomparable (regression) baseline."""
+  runs = {}
+  for name, model, baseline in [
+      ('alone', 'classifier', None),
+      ('no_skill', 'no_skill_classifier', None),
+      ('worse', 'classifier', 'no_skill_classifier'),
+      ('itself', 'classifier', 'classifier'),
+      ('incomparable', 'classifier', 'running_sum')]:
+    out = str(tmp_path_factory.mktemp(f'classifier_{name}'))
+    runs[name] = (out, E.evaluate(
+        model_uri=models[model], batches_uri=classification_batches,
+        split='eval', output_dir=out,
+        serving_dir=_serving(models[model]),
+        baseline_uri=models[baseline] if baseline else None))
+  return runs
 
 
-def _running_sum_sample(key, length, seed):
-  sample = _sample(key, length, seed)
-  sample.chunked = np.cumsum(sample.features.sum(axis=1))[:, None]
-  return sample
+def _accuracy_by_hand(sequences, scale=1.0):
+  right = [int((np.sum(s.features) * scale > 0) == s.labels[-1])
+           for s in sequences]
+  return float(np.mean(right))
 
 
-@pytest.mark.parametrize('reference, ok, used', [
-    ('auto', True, 'serving twin'),
-    ('twin', True, 'serving twin'),
-    ('signature', False, 'signature serving_default'),
+def test_classifier_metrics_slices_and_confusion_matrix(
+    classifier_runs, classification_sequences):
+  out, outcome = classifier_runs['alone']
+  result = tfma.load_eval_result(out, model_name=tfma_eval.CANDIDATE)
+  overall = dict(result.slicing_metrics)[()]['']['']
+  assert overall['sparse_categorical_accuracy']['doubleValue'] == (
+      pytest.approx(_accuracy_by_hand(classification_sequences)))
+  assert overall['example_count']['doubleValue'] == len(
+      classification_sequences)
+  assert any(dict(k).get(X.LENGTH_BUCKET) for k, _ in result.slicing_metrics)
+  plots = tfma.load_plots(out)
+  assert any(p.plot_keys_and_values[0].value.HasField(
+      'multi_class_confusion_matrix_at_thresholds') for p in plots)
+  grid = outcome.results.confusion['overall']
+  assert sum(map(sum, grid)) == len(classification_sequences)
+  recall = outcome.results.metrics['candidate']['overall']
+  assert 'recall/class_0' in recall and 'recall/class_1' in recall
+
+
+def test_no_skill_candidate_is_not_blessed(classifier_runs):
+  _, outcome = classifier_runs['no_skill']
+  assert not outcome.blessed
+  assert any('no better than no skill' in r for r in outcome.reasons)
+  gate = outcome.document['no_skill']['gate']
+  assert gate['candidate'] <= gate['best_no_skill']
+  assert outcome.document['equivalence']['ok']  # The gate alone decides.
+
+
+def test_change_threshold_fails_a_worse_candidate(classifier_runs):
+  _, outcome = classifier_runs['worse']
+  diff = outcome.results.metrics['diff']['overall']
+  assert diff['sparse_categorical_accuracy'] < -0.01
+  # The default change threshold: accuracy may not drop by more than 0.01.
+  assert not outcome.blessed
+  assert any(r.startswith('threshold failed: sparse_categorical_accuracy')
+             for r in outcome.reasons), outcome.reasons
+  assert outcome.document['baseline']['used']
+
+
+def test_baseline_that_is_the_candidate_skips_change_thresholds(
+    classifier_runs):
+  _, outcome = classifier_runs['itself']
+  assert 'the baseline is the candidate itself' in outcome.message
+  assert 'diff' not in outcome.results.metrics
+  assert outcome.blessed == classifier_runs['alone'][1].blessed
+
+
+def test_incomparable_baseline_is_no_baseline(classifier_runs):
+  _, outcome = classifier_runs['incomparable']
+  assert 'is not comparable' in outcome.message
+  assert 'diff' not in outcome.results.metrics
+  assert outcome.blessed == classifier_runs['alone'][1].blessed
+
+
+def test_gate_can_be_turned_off(tmp_path, models, classification_batches):
+  outcome = E.evaluate(
+      model_uri=models['no_skill_classifier'],
+      batches_uri=classification_batches, split='eval',
+      output_dir=str(tmp_path),
+      settings=S.StatefulSettings(require_skill=False),
+      serving_dir=_serving(models['no_skill_classifier']))
+  assert outcome.blessed, outcome.message
+  assert 'no-skill gate off' in outcome.message
+  assert not outcome.document['no_skill']['gate']['ok']
+
+
+def test_model_that_drops_state_between_chunks_is_not_blessed(
+    tmp_path, models, regression_batches):
+  outcome = E.evaluate(
+      model_uri=models['forgetful'],
+      batches_uri=regression_batches['packed'], split='eval',
+      output_dir=str(tmp_path),
+      serving_dir=_serving(models['forgetful']))
+  assert not outcome.blessed
+  assert any('differ from' in r for r in outcome.reasons)
+
+
+def test_complete_config_thresholds_only_on_the_candidate():
+  spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
+                      feature_names=('a',), task=ms.CLASSIFICATION,
+                      num_classes=3)
+  cfg = tfma_eval.complete_config(None, spec, with_baseline=True)
+  names = [m.name for m in cfg.model_specs]
+  assert names == ['candidate', 'baseline', 'no_skill']
+  assert [m.is_baseline for m in cfg.model_specs] == [False, True, False]
+  for metrics_spec in cfg.metrics_specs:
+    has = any(m.HasField('threshold') for m in metrics_spec.metrics)
+    assert not has or list(metrics_spec.model_names) == ['candidate']
+  # Without a baseline the change thresholds go (nothing to change from).
+  alone = tfma_eval.complete_config(None, spec, with_baseline=False)
+  assert not any(m.threshold.HasField('change_threshold')
+                 for s in alone.metrics_specs for m in s.metrics)
+  bad = tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(
+      model_names=['other'])])
+  with pytest.raises(tfma_eval.EvalConfigError, match='model specs'):
+    tfma_eval.complete_config(bad, spec, with_baseline=False)
+
+
+@pytest.mark.parametrize('value, match', [
+    ('{"metricsSpecs": 3}', 'not a tfma.EvalConfig'),
+    ({'no_such_field': 1}, 'not a tfma.EvalConfig'),
 ])
-def test_reference_when_the_export_embeds_a_transform(transform_export,
-                                                      reference, ok, used):
-  path, _, twin = transform_export
-  samples = [_running_sum_sample(f's{i}', n, i)
-             for i, n in enumerate([9, 5, 2])]
-  result = equivalence_lib.check_equivalence(
-      path, samples, num_outputs=1, num_unroll=T,
-      config=C.EvalConfig(equivalence_reference=reference),
-      twin_factory=lambda: twin)
-  assert result.error is None
-  assert result.ok is ok and result.reference == used
-  if reference == 'auto':
-    assert 'Transform graph' in result.note
-  if not ok:  # Transformed features fed through the transform again.
-    assert result.max_abs_diff > 1.0
-
-
-def test_plain_export_is_checked_through_its_signature(models):
-  samples = [_running_sum_sample('s', 7, 0)]
-  result = equivalence_lib.check_equivalence(
-      _serving(models['running_sum']), samples, num_outputs=1, num_unroll=T,
-      config=C.EvalConfig())
-  assert result.ok and result.reference == 'signature serving_default'
-  assert result.note is None and result.max_abs_diff == 0.0
-
-
-def test_equivalence_check_reports_nan_as_a_failure(models):
-  bad = _sample('a', 5)
-  bad.chunked = np.cumsum(bad.features.sum(axis=1))[:, None]
-  bad.chunked[2, 0] = np.nan
-  result = equivalence_lib.check_equivalence(
-      _serving(models['running_sum']), [bad], num_outputs=1, num_unroll=T,
-      config=C.EvalConfig())
-  assert not result.ok and np.isnan(result.max_abs_diff)
-  assert result.sequences[0]['first_bad_step'] == 2
-  assert result.to_dict()['max_abs_diff'] == 'nan'
-
-
-def test_sampler_prefers_multi_segment_sequences_whatever_the_order():
-  offers = [('s%d' % i, n) for i, n in enumerate([1, 9, 2, 5, 3, 13, 4, 8])]
-
-  def sample(order, size=3):
-    sampler = chunked_lib.SequenceSampler(size, seed=7, num_unroll=T)
-    for key, n in order:
-      sampler.offer(key, n)
-    return {k for k, _ in offers if sampler.wants(k)}
-
-  chosen = sample(offers)
-  assert chosen == sample(offers[::-1]) == sample(offers[3:] + offers[:3])
-  assert len(chosen) == 3
-  multi = {k for k, n in offers if n > T}
-  assert chosen <= multi
-  assert sample(offers, size=6) >= multi
-
-
-def test_sampler_reassembles_segments_and_checks_them():
-  sampler = chunked_lib.SequenceSampler(2, seed=0, num_unroll=2)
-  sampler.offer('a', 3)
-  feats = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
-  sampler.add('a', 0, feats[0], feats[0][:, :1])
-  sampler.add('a', 1, feats[1], feats[1][:, :1])
-  (seq,) = sampler.sequences()
-  np.testing.assert_array_equal(seq.features, feats.reshape(4, 2)[:3])
-  np.testing.assert_array_equal(seq.chunked[:, 0], [0, 2, 4])
-  sampler.offer('b', 5)
-  with pytest.raises(models_lib.EvaluationError, match='segments'):
-    sampler.sequences()
-  with pytest.raises(models_lib.EvaluationError, match='starts twice'):
-    sampler.offer('a', 3)
+def test_eval_config_errors(value, match):
+  with pytest.raises(tfma_eval.EvalConfigError, match=match):
+    tfma_eval.coerce(value)
 
 
 @pytest.mark.parametrize('change, match', [
-    (dict(feature_names=('x0', 'y')), 'trained on features'),
-    (dict(label_kind=ms.PER_SEQUENCE), 'per_sequence labels'),
-    (dict(task=ms.CLASSIFICATION, num_classes=2, output_size=None),
-     'class ids must be integers'),
+    (dict(equivalence_tolerance=-1), 'equivalence_tolerance'),
+    (dict(no_skill_margin=float('nan')), 'no_skill_margin'),
+    (dict(equivalence_sample_size=0), 'equivalence_sample_size'),
+    (dict(equivalence_reference='nope'), 'equivalence_reference'),
+    (dict(require_skill='yes'), 'require_skill'),
 ])
-def test_model_that_does_not_fit_the_batches_is_an_error(change, match):
-  spec = ms.ModelSpec(batch_size=3, num_unroll=T, stateful=True,
-                      feature_names=helpers.FEATURES,
-                      label_kind=ms.PER_STEP, task=ms.REGRESSION,
-                      output_size=1)
-  meta = {'feature_names': list(helpers.FEATURES), 'label_kind': 'per_step',
-          'label_dtype': 'float32'}
-  models_lib.check_model_fits_batches(spec, meta)
-  with pytest.raises(models_lib.EvaluationError, match=match):
-    models_lib.check_model_fits_batches(spec.replace(**change), meta)
-
-
-def test_thresholds_on_metrics_the_task_lacks_are_an_error(
-    models, regression_batches):
-  config = C.EvalConfig(thresholds=(C.MetricThreshold(
-      'accuracy', value=C.ValueThreshold(lower_bound=0.5)),))
-  with pytest.raises(C.EvalConfigError, match='not computed'):
-    E.evaluate(model_uri=models['running_sum'],
-               batches_uri=regression_batches['packed'], split='eval',
-               config=config, serving_dir=None)
+def test_settings_are_validated(change, match):
+  with pytest.raises(S.SettingsError, match=match):
+    S.StatefulSettings(**change)
+  with pytest.raises(S.SettingsError, match='unknown'):
+    S.coerce({'thresholds': []})
+  assert S.coerce(S.StatefulSettings().to_json()) == S.StatefulSettings()

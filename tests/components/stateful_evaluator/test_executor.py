@@ -8,6 +8,7 @@ import os
 import xml.etree.ElementTree as ET
 
 import pytest
+import tensorflow_model_analysis as tfma
 from tfx import types
 from tfx.components.evaluator import constants
 from tfx.components.pusher import executor as pusher_executor
@@ -18,11 +19,24 @@ from tfx.utils import proto_utils
 
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_evaluator import component as component_lib
-from components.stateful_evaluator import config as C
 from components.stateful_evaluator import executor as executor_lib
+from components.stateful_evaluator import settings as S
+from components.stateful_evaluator import tfma_eval
 
-MAE_AT_MOST_2 = C.MetricThreshold('mae', value=C.ValueThreshold(
-    upper_bound=2.0))
+
+def _config(class_name, *, upper=None, direction=None, absolute=None):
+  """A tfma.EvalConfig with one regression metric and its threshold."""
+  metric = tfma.MetricConfig(class_name=class_name)
+  if upper is not None:
+    metric.threshold.value_threshold.upper_bound.value = upper
+  if direction is not None:
+    metric.threshold.change_threshold.direction = direction
+    metric.threshold.change_threshold.absolute.value = absolute
+  return tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(metrics=[metric])],
+                         slicing_specs=[tfma.SlicingSpec()])
+
+
+MAE_AT_MOST_2 = _config('MeanAbsoluteError', upper=2.0)
 
 
 def _model(uri: str, artifact_id: int) -> standard_artifacts.Model:
@@ -48,7 +62,8 @@ def _run(tmp_path, name, model, batches, config, baseline=None, **props):
   inputs = {'model': [model], 'batches': [batches]}
   if baseline is not None:
     inputs['baseline_model'] = [baseline]
-  exec_properties = {'split': 'eval', 'eval_config': config.to_json(), **props}
+  exec_properties = {'split': 'eval', 'eval_config': tfma_eval.to_json(config),
+                     'settings': S.StatefulSettings().to_json(), **props}
   executor_lib.Executor().Do(inputs, {'evaluation': [evaluation],
                                       'blessing': [blessing]},
                              exec_properties)
@@ -62,25 +77,21 @@ def runs(tmp_path_factory, models, regression_batches):
   batches = _batches(regression_batches['packed'])
   good = _model(models['running_sum'], 11)
   return {
-      'no_baseline': _run(tmp, 'no_baseline', good, batches,
-                          C.EvalConfig(thresholds=(C.MetricThreshold(
-                              'mae', value=C.ValueThreshold(upper_bound=2.0),
-                              change=C.ChangeThreshold(
-                                  C.LOWER_IS_BETTER, absolute=-1.0)),)),
+      'no_baseline': _run(tmp, 'no_baseline', good, batches, _config(
+          'MeanAbsoluteError', upper=2.0,
+          direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute=-1.0),
                           current_component_id='StatefulEvaluator'),
       'forgetful': _run(tmp, 'forgetful', _model(models['forgetful'], 12),
-                        batches, C.EvalConfig(thresholds=(MAE_AT_MOST_2,))),
+                        batches, MAE_AT_MOST_2),
       'better_than_baseline': _run(
-          tmp, 'better', good, batches,
-          C.EvalConfig(thresholds=(C.MetricThreshold(
-              'mae', change=C.ChangeThreshold(C.LOWER_IS_BETTER,
-                                              relative=-0.1)),)),
+          tmp, 'better', good, batches, _config(
+              'MeanAbsoluteError',
+              direction=tfma.MetricDirection.LOWER_IS_BETTER, absolute=-0.1),
           baseline=_model(models['half_sum'], 13)),
       'worse_than_required': _run(
-          tmp, 'worse', good, batches,
-          C.EvalConfig(thresholds=(C.MetricThreshold(
-              'rmse', slice='segment:later', change=C.ChangeThreshold(
-                  C.HIGHER_IS_BETTER, absolute=0.0)),)),
+          tmp, 'worse', good, batches, _config(
+              'MeanSquaredError',
+              direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute=0.0),
           baseline=_model(models['half_sum'], 13)),
   }
 
@@ -102,16 +113,22 @@ def test_blessed_without_baseline_is_written_as_tfx_evaluator_does(runs):
   assert blessing.get_string_custom_property(
       'component_id') == 'StatefulEvaluator'
   message = blessing.get_string_custom_property('blessing_message')
-  assert message.startswith('Blessed') and 'rubber stamp' in message
-  files = sorted(os.listdir(evaluation.uri))
-  assert files == ['metrics.json', 'report.html', 'validation.json']
-  with open(os.path.join(evaluation.uri, 'validation.json')) as f:
-    validation = json.load(f)
-  assert validation['blessed'] is True
-  assert validation['thresholds']['rubber_stamped'] is True
-  assert [c['kind'] for c in validation['thresholds']['checks']] == ['value']
-  assert validation['thresholds']['skipped'][0]['kind'] == 'change'
-  assert validation['equivalence']['ok'] is True
+  assert message.startswith('Blessed') and 'no blessed baseline' in message
+  files = set(os.listdir(evaluation.uri))
+  assert {'eval_config.json', 'validations.tfrecord', 'report.html',
+          'stateful_evaluation.json', 'extracts.tfrecord.gz'} <= files
+  assert any(f.startswith('metrics-') for f in files)
+  # The stock Evaluator's layout: TFMA reads it back.
+  assert tfma.load_validation_result(evaluation.uri).validation_ok
+  with open(os.path.join(evaluation.uri, 'stateful_evaluation.json')) as f:
+    doc = json.load(f)
+  assert doc['blessed'] is True and doc['equivalence']['ok'] is True
+  # The change threshold needs a baseline: dropped, the value one kept.
+  (spec,) = [s for s in doc['tfma']['eval_config']['metricsSpecs']
+             if s.get('modelNames') == ['candidate'] and any(
+                 'threshold' in m for m in s['metrics'])]
+  (metric,) = [m for m in spec['metrics'] if 'threshold' in m]
+  assert 'changeThreshold' not in metric['threshold']
 
 
 def test_report_is_self_contained_html_with_plots(runs):
@@ -122,11 +139,11 @@ def test_report_is_self_contained_html_with_plots(runs):
   assert 'BLESSED' in page
   assert 'src=' not in page and 'href=' not in page  # Nothing external.
   svgs = page.split('<svg')[1:]
-  assert len(svgs) == 2  # By slice, by position; no baseline figure.
+  assert len(svgs) == 1  # The references (this config slices overall only).
   for svg in svgs:
     ET.fromstring('<svg' + svg.split('</svg>')[0] + '</svg>')  # Well formed.
-  assert 'mae by sequence length bucket and segment' in page
-  assert 'mean absolute error by position in the sequence' in page
+  assert 'mean_squared_error: candidate and references' in page
+  assert 'Slices' not in page
 
 
 def test_state_dropping_model_is_not_blessed(runs):
@@ -135,10 +152,10 @@ def test_state_dropping_model_is_not_blessed(runs):
   assert _marker_files(blessing) == [constants.NOT_BLESSED_FILE_NAME]
   message = blessing.get_string_custom_property('blessing_message')
   assert message.startswith('Not blessed') and 'differ' in message
-  with open(os.path.join(evaluation.uri, 'validation.json')) as f:
-    validation = json.load(f)
-  assert validation['equivalence']['ok'] is False
-  assert validation['equivalence']['max_abs_diff'] > 1e-4
+  with open(os.path.join(evaluation.uri, 'stateful_evaluation.json')) as f:
+    doc = json.load(f)
+  assert doc['equivalence']['ok'] is False
+  assert doc['equivalence']['max_abs_diff'] > 1e-4
 
 
 def test_change_threshold_against_baseline_passes(runs):
@@ -147,31 +164,33 @@ def test_change_threshold_against_baseline_passes(runs):
   assert blessing.get_string_custom_property('baseline_model').endswith(
       'half_sum')
   assert blessing.get_int_custom_property('baseline_model_id') == 13
-  with open(os.path.join(evaluation.uri, 'metrics.json')) as f:
-    metrics = json.load(f)
-  cand = metrics['metrics']['candidate']['overall']['mae']
-  base = metrics['metrics']['baseline']['overall']['mae']
-  assert cand < 0.9 * base  # Relative improvement of more than 10%.
-  assert metrics['baseline']['uri'].endswith('half_sum')
-  with open(os.path.join(evaluation.uri, 'report.html')) as f:
-    assert 'baseline vs candidate (overall)' in f.read()
+  with open(os.path.join(evaluation.uri, 'stateful_evaluation.json')) as f:
+    doc = json.load(f)
+  metrics = doc['tfma']['metrics']
+  cand = metrics['candidate']['overall']['mean_absolute_error']
+  base = metrics['baseline']['overall']['mean_absolute_error']
+  assert cand < base - 0.1
+  assert metrics['diff']['overall']['mean_absolute_error'] == pytest.approx(
+      cand - base)
+  assert doc['baseline']['used'] and doc['baseline']['uri'].endswith(
+      'half_sum')
 
 
 def test_change_threshold_in_the_wrong_direction_fails(runs):
   evaluation, blessing = runs['worse_than_required']
   assert blessing.get_int_custom_property('blessed') == 0
-  with open(os.path.join(evaluation.uri, 'validation.json')) as f:
-    validation = json.load(f)
-  (failure,) = validation['thresholds']['failures']
-  assert failure['metric'] == 'rmse' and failure['slice'] == 'segment:later'
-  assert failure['kind'] == 'change' and failure['value'] < failure['baseline']
-  assert validation['equivalence']['ok'] is True  # Thresholds alone decide.
+  with open(os.path.join(evaluation.uri, 'stateful_evaluation.json')) as f:
+    doc = json.load(f)
+  (failure,) = doc['tfma']['failures']
+  assert failure.startswith('mean_squared_error [overall]')
+  assert doc['equivalence']['ok'] is True  # Thresholds alone decide.
+  assert not tfma.load_validation_result(evaluation.uri).validation_ok
 
 
 def test_unknown_split_is_an_error(tmp_path, models, regression_batches):
   with pytest.raises(ValueError, match="split 'test'"):
     _run(tmp_path, 'bad_split', _model(models['running_sum'], 1),
-         _batches(regression_batches['packed']), C.EvalConfig(),
+         _batches(regression_batches['packed']), MAE_AT_MOST_2,
          split='test')
 
 
@@ -207,24 +226,30 @@ def test_component_wires_channels_and_validates_config():
   model = types.Channel(type=standard_artifacts.Model)
   batches = types.Channel(type=SequenceBatches)
   baseline = types.Channel(type=standard_artifacts.Model)
-  config = C.EvalConfig(thresholds=(MAE_AT_MOST_2,))
   evaluator = component_lib.StatefulEvaluator(
       model=model, batches=batches, baseline_model=baseline,
-      eval_config=config)
+      eval_config=MAE_AT_MOST_2,
+      settings=S.StatefulSettings(no_skill_margin=0.05))
   assert evaluator.exec_properties['split'] == 'eval'
-  assert C.EvalConfig.from_json(
-      evaluator.exec_properties['eval_config']) == config
+  assert tfma_eval.coerce(
+      evaluator.exec_properties['eval_config']) == MAE_AT_MOST_2
+  assert S.coerce(evaluator.exec_properties['settings']).no_skill_margin == (
+      0.05)
   assert evaluator.outputs['evaluation'].type_name == 'ModelEvaluation'
   assert evaluator.outputs['blessing'].type_name == 'ModelBlessing'
   assert evaluator.inputs['baseline_model'] is baseline
-  # No baseline, config as a dict; a bad config fails when built.
+  # No baseline, config as a dict; bad settings fail when built.
   plain = component_lib.StatefulEvaluator(
       model=model, batches=batches, split='test',
-      eval_config={'equivalence_tolerance': 1e-3})
+      eval_config={'slicingSpecs': [{}]},
+      settings={'equivalence_tolerance': 1e-3})
   assert 'baseline_model' not in plain.inputs
   assert plain.exec_properties['split'] == 'test'
-  with pytest.raises(C.EvalConfigError, match='unknown field'):
+  with pytest.raises(S.SettingsError, match='unknown'):
     component_lib.StatefulEvaluator(model=model, batches=batches,
-                                    eval_config={'tolerance': 1e-3})
+                                    settings={'tolerance': 1e-3})
+  with pytest.raises(tfma_eval.EvalConfigError):
+    component_lib.StatefulEvaluator(model=model, batches=batches,
+                                    eval_config={'thresholds': 1})
   with pytest.raises(TypeError):
     component_lib.StatefulEvaluator(model=batches, batches=batches)

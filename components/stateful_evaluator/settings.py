@@ -1,0 +1,122 @@
+"""``StatefulSettings``: the evaluator's settings that TFMA has no place for.
+
+Plain Python (no TensorFlow, no TFX). The metrics, slices and thresholds are
+a ``tfma.EvalConfig`` (``tfma_eval.py``); what is special to a stateful,
+chunked evaluation is here: the chunked == whole-sequence check and the
+no-skill gate. The component takes it as JSON text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Dict, Mapping, Optional
+
+# What the chunking equivalence check compares with.
+AUTO = 'auto'
+SIGNATURE = 'signature'
+TWIN = 'twin'
+REFERENCES = (AUTO, SIGNATURE, TWIN)
+
+
+class SettingsError(ValueError):
+  """An invalid evaluator setting."""
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclasses.dataclass(frozen=True)
+class StatefulSettings:
+  """Frozen; validated when built.
+
+  Attributes:
+    equivalence_tolerance: the largest allowed absolute difference between
+      the chunked stateful outputs and whole-sequence serving; above it the
+      model is not blessed.
+    equivalence_sample_size: how many eval sequences the check replays whole
+      (sequences spanning several segments first, then seeded at random).
+    equivalence_seed: seed of that sample.
+    serving_signature: the SavedModel signature the check calls (``features``
+      float32[N, L, F] and ``lengths`` int[N]).
+    equivalence_reference: ``signature``, ``twin`` (the non-stateful twin
+      rebuilt from the model's ``stateful/`` folder) or ``auto`` (the
+      signature unless the SavedModel applies a Transform graph to raw
+      features, then the twin).
+    require_skill: bless only a candidate that beats every no-skill predictor
+      (majority class / training mean / last observed value) on the primary
+      metric by ``no_skill_margin``.
+    no_skill_margin: accuracy points for classification (the candidate's
+      accuracy must be at least the no-skill accuracy plus this, and above
+      it); a fraction for regression (the candidate's MSE at most ``(1 -
+      margin)`` times the no-skill MSE, and below it).
+    train_split: the split of the batches the no-skill predictors are
+      fitted on.
+  """
+  equivalence_tolerance: float = 1e-4
+  equivalence_sample_size: int = 16
+  equivalence_seed: int = 0
+  serving_signature: str = 'serving_default'
+  equivalence_reference: str = AUTO
+  require_skill: bool = True
+  no_skill_margin: float = 0.0
+  train_split: str = 'train'
+
+  def __post_init__(self):
+    for name in ('equivalence_tolerance', 'no_skill_margin'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+          not math.isfinite(value)) or value < 0:
+        raise SettingsError(f'{name} must be a finite number >= 0, got '
+                            f'{value!r}')
+      object.__setattr__(self, name, float(value))
+    if not _is_int(self.equivalence_sample_size) or (
+        self.equivalence_sample_size < 1):
+      raise SettingsError(f'equivalence_sample_size must be an int >= 1, got '
+                          f'{self.equivalence_sample_size!r}')
+    if not _is_int(self.equivalence_seed) or self.equivalence_seed < 0:
+      raise SettingsError(f'equivalence_seed must be an int >= 0, got '
+                          f'{self.equivalence_seed!r}')
+    for name in ('serving_signature', 'train_split'):
+      if not isinstance(getattr(self, name), str) or not getattr(self, name):
+        raise SettingsError(f'{name} must be a non-empty string')
+    if self.equivalence_reference not in REFERENCES:
+      raise SettingsError(f'equivalence_reference must be one of '
+                          f'{REFERENCES}, got {self.equivalence_reference!r}')
+    if not isinstance(self.require_skill, bool):
+      raise SettingsError(f'require_skill must be a bool, got '
+                          f'{self.require_skill!r}')
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), sort_keys=True)
+
+  @classmethod
+  def from_dict(cls, data: Optional[Mapping[str, Any]]) -> 'StatefulSettings':
+    data = dict(data or {})
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+      raise SettingsError(f'unknown evaluator settings {unknown}; known: '
+                          f'{sorted(known)}')
+    return cls(**data)
+
+  @classmethod
+  def from_json(cls, text: Optional[str]) -> 'StatefulSettings':
+    return cls.from_dict(json.loads(text) if text else None)
+
+
+def coerce(value: Any) -> StatefulSettings:
+  """From the dataclass, its dict, its JSON text or None (defaults)."""
+  if isinstance(value, StatefulSettings):
+    return value
+  if value is None or isinstance(value, Mapping):
+    return StatefulSettings.from_dict(value)
+  if isinstance(value, str):
+    return StatefulSettings.from_json(value)
+  raise SettingsError(f'evaluator settings must be StatefulSettings, a dict '
+                      f'or JSON text, got {type(value).__name__}')

@@ -1,0 +1,332 @@
+"""TensorFlow Model Analysis over the stateful extracts: metrics, slices,
+plots, baseline diffs and validations, on Beam.
+
+The evaluator's settings are a ``tfma.EvalConfig``, as for TFX's own
+Evaluator. Its model specs are set here, because the "models" are features
+of the extracts (``extracts.py``): ``candidate`` (``prediction``),
+``baseline`` (``baseline_prediction``, ``is_baseline``; only when there is a
+comparable baseline), ``no_skill`` (``no_skill_prediction``) and, for
+per-step regression, ``last_value`` (``last_value_prediction``). Every
+metrics spec of the user's config (or of ``default_eval_config``) applies to
+the candidate, with its thresholds; a copy without thresholds computes the
+same metrics for the reference models, so TFMA's diffs (candidate minus
+baseline) and its validation result concern the candidate only.
+
+TFMA's ``run_model_analysis`` refuses change thresholds without baseline
+``EvalSharedModel``s; model-agnostic evaluation needs none, so the pipeline
+is built from TFMA's own extract / evaluate / write transforms with the
+config completed by ``config_util.update_eval_config_with_defaults``. The
+output folder has the stock Evaluator's layout: ``tfma.load_eval_result``,
+``load_metrics``, ``load_plots`` and ``load_validation_result`` read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+
+import apache_beam as beam
+import tensorflow_model_analysis as tfma
+from google.protobuf import json_format
+from tensorflow_model_analysis.evaluators import (
+    metrics_plots_and_validations_evaluator as mpv_evaluator)
+from tensorflow_model_analysis.extractors import example_weights_extractor
+from tensorflow_model_analysis.extractors import features_extractor
+from tensorflow_model_analysis.extractors import labels_extractor
+from tensorflow_model_analysis.extractors import (
+    materialized_predictions_extractor)
+from tensorflow_model_analysis.extractors import slice_key_extractor
+from tensorflow_model_analysis.extractors import unbatch_extractor
+from tensorflow_model_analysis.utils import config_util
+from tfx_bsl.public import tfxio
+
+from components.stateful import model_spec as ms
+from components.stateful_evaluator import extracts as ex
+
+CANDIDATE = 'candidate'
+BASELINE = 'baseline'
+NO_SKILL = 'no_skill'
+LAST_VALUE = 'last_value'
+
+ACCURACY = 'sparse_categorical_accuracy'
+MSE = 'mean_squared_error'
+MAE = 'mean_absolute_error'
+
+
+class EvalConfigError(ValueError):
+  """The evaluator's ``eval_config`` cannot be used."""
+
+
+def primary_metric(task: str) -> str:
+  """The metric of the no-skill gate and the headline: accuracy or MSE."""
+  return ACCURACY if task == ms.CLASSIFICATION else MSE
+
+
+def higher_is_better(metric: str) -> bool:
+  return metric in (ACCURACY, 'auc', 'recall', 'precision')
+
+
+def coerce(config: Union[tfma.EvalConfig, Mapping[str, Any], str, None]
+          ) -> Optional[tfma.EvalConfig]:
+  """A ``tfma.EvalConfig`` from the proto, its dict or its JSON text; None
+  stays None (the default config is built from the task at run time)."""
+  if config is None or config == '':
+    return None
+  if isinstance(config, tfma.EvalConfig):
+    return config
+  try:
+    if isinstance(config, str):
+      return json_format.Parse(config, tfma.EvalConfig())
+    return json_format.ParseDict(dict(config), tfma.EvalConfig())
+  except json_format.ParseError as e:
+    raise EvalConfigError(f'eval_config is not a tfma.EvalConfig: '
+                          f'{str(e).splitlines()[0]}') from None
+
+
+def to_json(config: Optional[tfma.EvalConfig]) -> str:
+  return '' if config is None else json_format.MessageToJson(
+      config, sort_keys=True)
+
+
+def default_eval_config(task: str, num_classes: Optional[int]
+                       ) -> tfma.EvalConfig:
+  """The config used when none is given.
+
+  Classification: example counts, accuracy, cross-entropy, recall and AUC
+  per class, the multi-class confusion matrix plot. Regression: counts, MSE,
+  MAE. Slices: overall and by length bucket. One change threshold on the
+  primary metric, checked when there is a baseline: accuracy may not drop by
+  more than 0.01; MSE may not rise by more than 1%.
+  """
+  cfg = tfma.EvalConfig()
+  spec = cfg.metrics_specs.add()
+  for name in ('ExampleCount', 'WeightedExampleCount'):
+    spec.metrics.add(class_name=name)
+  if task == ms.CLASSIFICATION:
+    acc = spec.metrics.add(class_name='SparseCategoricalAccuracy')
+    acc.threshold.change_threshold.direction = (
+        tfma.MetricDirection.HIGHER_IS_BETTER)
+    acc.threshold.change_threshold.absolute.value = -0.01
+    spec.metrics.add(class_name='SparseCategoricalCrossentropy')
+    spec.metrics.add(class_name='MultiClassConfusionMatrixPlot')
+    per_class = cfg.metrics_specs.add()
+    per_class.metrics.add(class_name='Recall')
+    per_class.metrics.add(class_name='AUC')
+    per_class.binarize.class_ids.values.extend(range(int(num_classes)))
+  else:
+    mse = spec.metrics.add(class_name='MeanSquaredError')
+    mse.threshold.change_threshold.direction = (
+        tfma.MetricDirection.LOWER_IS_BETTER)
+    mse.threshold.change_threshold.relative.value = 0.01
+    spec.metrics.add(class_name='MeanAbsoluteError')
+  cfg.slicing_specs.add()
+  cfg.slicing_specs.add(feature_keys=[ex.LENGTH_BUCKET])
+  return cfg
+
+
+def reference_models(spec: ms.ModelSpec, with_baseline: bool) -> List[str]:
+  names = ([BASELINE] if with_baseline else []) + [NO_SKILL]
+  if spec.task == ms.REGRESSION and spec.label_kind == ms.PER_STEP:
+    names.append(LAST_VALUE)
+  return names
+
+
+def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
+                    with_baseline: bool) -> tfma.EvalConfig:
+  """The config TFMA runs: model specs for the extracts, the user's metrics
+  on the candidate, threshold-free copies for the reference models, the
+  primary metric always computed (see the module docstring)."""
+  base = user if user is not None else default_eval_config(spec.task,
+                                                           spec.num_classes)
+  cfg = tfma.EvalConfig()
+  cfg.CopyFrom(base)
+  del cfg.model_specs[:]
+  keys = {CANDIDATE: ex.PREDICTION, BASELINE: ex.BASELINE_PREDICTION,
+          NO_SKILL: ex.NO_SKILL_PREDICTION, LAST_VALUE: ex.LAST_VALUE_PREDICTION}
+  refs = reference_models(spec, with_baseline)
+  for name in [CANDIDATE] + refs:
+    cfg.model_specs.add(name=name, label_key=ex.LABEL,
+                        prediction_key=keys[name],
+                        example_weight_key=ex.WEIGHT,
+                        is_baseline=(name == BASELINE))
+  del cfg.metrics_specs[:]
+  for user_spec in base.metrics_specs:
+    unknown = set(user_spec.model_names) - {CANDIDATE}
+    if unknown:
+      raise EvalConfigError(
+          f'metrics_specs name models {sorted(unknown)}: the StatefulEvaluator '
+          f'sets the model specs itself; name none or {CANDIDATE!r}')
+    mine = cfg.metrics_specs.add()
+    mine.CopyFrom(user_spec)
+    del mine.model_names[:]
+    mine.model_names.append(CANDIDATE)
+    ref = cfg.metrics_specs.add()
+    ref.CopyFrom(user_spec)
+    del ref.model_names[:]
+    ref.model_names.extend(refs)
+    for metric in ref.metrics:
+      metric.ClearField('threshold')
+      metric.ClearField('per_slice_thresholds')
+      metric.ClearField('cross_slice_thresholds')
+    ref.ClearField('thresholds')
+  gate = cfg.metrics_specs.add(model_names=[CANDIDATE] + refs)
+  gate.metrics.add(class_name='SparseCategoricalAccuracy'
+                   if spec.task == ms.CLASSIFICATION else 'MeanSquaredError')
+  if not cfg.slicing_specs:
+    cfg.slicing_specs.add()
+  if not any(not s.feature_keys and not s.feature_values
+             for s in cfg.slicing_specs):
+    cfg.slicing_specs.add()  # Overall: the gate and the headline read it.
+  if not with_baseline:
+    _drop_change_thresholds(cfg)
+  return config_util.update_eval_config_with_defaults(
+      cfg, has_baseline=with_baseline, rubber_stamp=not with_baseline)
+
+
+def _drop_change_thresholds(cfg: tfma.EvalConfig) -> None:
+  """Without a baseline there is nothing to change from: the change
+  thresholds are dropped (TFMA would report them as missing), the value
+  thresholds kept."""
+  def strip(threshold):
+    threshold.ClearField('change_threshold')
+
+  for spec in cfg.metrics_specs:
+    for metric in spec.metrics:
+      if metric.HasField('threshold'):
+        strip(metric.threshold)
+        if not metric.threshold.HasField('value_threshold'):
+          metric.ClearField('threshold')
+      for per in metric.per_slice_thresholds:
+        strip(per.threshold)
+    for key in list(spec.thresholds):
+      strip(spec.thresholds[key])
+      if not spec.thresholds[key].HasField('value_threshold'):
+        del spec.thresholds[key]
+    for key in list(spec.per_slice_thresholds):
+      for per in spec.per_slice_thresholds[key].thresholds:
+        strip(per.threshold)
+
+
+def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str,
+        make_pipeline: Callable[[], beam.Pipeline] = beam.Pipeline) -> None:
+  """Runs TFMA over the extracts; writes the stock Evaluator's files."""
+  source = tfxio.TFExampleRecord(
+      file_pattern=extracts_path,
+      raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+  extractors = [
+      features_extractor.FeaturesExtractor(eval_config=config),
+      labels_extractor.LabelsExtractor(eval_config=config),
+      example_weights_extractor.ExampleWeightsExtractor(eval_config=config),
+      materialized_predictions_extractor.MaterializedPredictionsExtractor(
+          eval_config=config),
+      unbatch_extractor.UnbatchExtractor(),
+      slice_key_extractor.SliceKeyExtractor(eval_config=config),
+  ]
+  evaluators = [mpv_evaluator.MetricsPlotsAndValidationsEvaluator(
+      eval_config=config)]
+  writers = tfma.default_writers(
+      output_path=output_dir, eval_config=config,
+      display_only_data_location=extracts_path,
+      display_only_data_file_format='tfrecords')
+  with make_pipeline() as p:
+    _ = (p
+         | 'ReadExtracts' >> source.BeamSource()
+         | 'ToExtracts' >> tfma.BatchedInputsToExtracts()
+         | 'ExtractAndEvaluate' >> tfma.ExtractAndEvaluate(
+             extractors=extractors, evaluators=evaluators)
+         | 'WriteResults' >> tfma.WriteResults(writers=writers))
+
+
+def _slice_name(slice_key) -> str:
+  parts = [f'{k.column}:{k.bytes_value.decode() if k.HasField("bytes_value") else (k.int64_value if k.HasField("int64_value") else k.float_value)}'
+           for k in slice_key.single_slice_keys]
+  return ','.join(parts) or 'overall'
+
+
+def _value(value) -> Optional[float]:
+  if value.HasField('double_value'):
+    return float(value.double_value.value)
+  return None
+
+
+@dataclasses.dataclass
+class Results:
+  """What TFMA wrote, read back.
+
+  Attributes:
+    metrics: ``{model: {slice: {metric: value}}}``; a per-class metric is
+      named ``<metric>/class_<id>``; diffs (minus the baseline) under
+      ``diff`` (the candidate's) and ``diff:<model>``.
+    confusion: ``{slice: [[count]]}``: the candidate's multi-class
+      confusion matrix (rows: label, columns: predicted class), when plotted.
+    validation_ok: TFMA's verdict on the thresholds (True when there are
+      none).
+    failures: its failed thresholds and unmatched slices, one line each.
+    thresholds: whether the config had any threshold.
+  """
+  metrics: Dict[str, Dict[str, Dict[str, Optional[float]]]]
+  confusion: Dict[str, List[List[float]]]
+  validation_ok: bool
+  failures: List[str]
+  thresholds: bool = True
+
+
+def load(output_dir: str, num_classes: Optional[int]) -> Results:
+  """Reads TFMA's metrics, plots and validation result."""
+  metrics: Dict[str, Dict[str, Dict[str, Optional[float]]]] = {}
+  for record in tfma.load_metrics(output_dir):
+    where = _slice_name(record.slice_key)
+    for kv in record.metric_keys_and_values:
+      key = kv.key
+      name = key.name
+      if key.HasField('sub_key') and key.sub_key.HasField('class_id'):
+        name = f'{name}/class_{key.sub_key.class_id.value}'
+      model = key.model_name
+      if key.is_diff:  # Minus the baseline; 'diff' is the candidate's.
+        model = 'diff' if model == CANDIDATE else f'diff:{model}'
+      metrics.setdefault(model, {}).setdefault(where, {})[name] = _value(
+          kv.value)
+  confusion: Dict[str, List[List[float]]] = {}
+  for record in tfma.load_plots(output_dir):
+    where = _slice_name(record.slice_key)
+    for kv in record.plot_keys_and_values:
+      if kv.key.model_name != CANDIDATE or not kv.value.HasField(
+          'multi_class_confusion_matrix_at_thresholds'):
+        continue
+      matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
+      if not matrices:
+        continue
+      # Threshold 0 (the plot's default): the predicted class is the argmax.
+      matrix = min(matrices, key=lambda m: abs(m.threshold))
+      k = int(num_classes or 0)
+      grid = [[0.0] * k for _ in range(k)]
+      for entry in matrix.entries:
+        if 0 <= entry.actual_class_id < k and 0 <= entry.predicted_class_id < k:
+          grid[entry.actual_class_id][entry.predicted_class_id] = float(
+              entry.num_weighted_examples)
+      confusion[where] = grid
+  validation = tfma.load_validation_result(output_dir)
+  failures = []
+  for failure in validation.metric_validations_per_slice:
+    where = _slice_name(failure.slice_key)
+    for f in failure.failures:
+      failures.append(f'{f.metric_key.name} [{where}]: {f.message}'
+                      .strip())
+  for missing in validation.missing_slices:
+    failures.append(f'slice {json_format.MessageToJson(missing, indent=None)}'
+                    ' matched no example')
+  # TFMA marks a config without any threshold "not ok, missing thresholds"
+  # (its Evaluator then writes no blessing); here the chunked == whole check
+  # and the no-skill gate are always validations, so no threshold is no
+  # failure.
+  ok = bool(validation.validation_ok) or (
+      validation.missing_thresholds and not failures)
+  return Results(metrics=metrics, confusion=confusion, validation_ok=ok,
+                 failures=failures,
+                 thresholds=not validation.missing_thresholds)
+
+
+def describe(config: tfma.EvalConfig) -> Dict[str, Any]:
+  """The config as a JSON-able dict (for the documents)."""
+  return json.loads(json_format.MessageToJson(config, sort_keys=True))
