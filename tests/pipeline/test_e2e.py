@@ -18,13 +18,9 @@ import pytest
 import tensorflow as tf
 
 from components.sequence_batcher import load_metadata
-from components.sequence_batcher import read_batches
 from components.stateful_evaluator import models as models_lib
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful import model_io
-from components.stateful import objective as objective_lib
+from components.stateful_evaluator import extracts as extracts_lib
 from data import generate
-from pipeline import pipeline_config
 from pipeline import local_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -59,15 +55,22 @@ def _raw_sequences(rows: dict, keys):
   return out
 
 
-def _chunked_last_step_logits(model_uri: str, batches_uri: str):
-  """The evaluator's own chunked stateful run over the eval batches."""
+def _chunked_last_step_probabilities(model_uri: str, batches_uri: str,
+                                     work: str):
+  """The evaluator's own chunked stateful pass over the eval batches: the
+  class probabilities at each sequence's last step."""
   _, meta = load_metadata(batches_uri, 'eval')
   loaded = models_lib.load_model(model_uri, meta)
-  objective = objective_lib.make_objective(loaded.spec, loaded.module)
-  records = chunked_lib.run_chunked(loaded, read_batches(batches_uri, 'eval'),
-                                   objective)
-  return {records.sequence_keys[int(i)]: records.outputs[j]
-          for j, i in enumerate(records.sequence_ids)}
+  no_skill = extracts_lib.NoSkill.from_batches(batches_uri, 'train',
+                                               loaded.spec)
+  stats = extracts_lib.write_extracts(loaded, None, batches_uri, 'eval',
+                                      no_skill, work)
+  out = {}
+  for record in tf.data.TFRecordDataset(stats.path, compression_type='GZIP'):
+    feats = tf.train.Example.FromString(record.numpy()).features.feature
+    out[feats['key'].bytes_list.value[0].decode()] = np.array(
+        feats['prediction'].float_list.value)
+  return out
 
 
 def _check_summary(summary: dict, out) -> None:
@@ -107,8 +110,8 @@ def test_csv_pipeline_blesses_pushes_serves_and_caches(tmp_path):
   # The pushed model serves raw features and reproduces the evaluator.
   loaded = tf.saved_model.load(summary['pushed_model'])
   assert {'serving_default', 'step'} <= set(loaded.signatures)
-  expected = _chunked_last_step_logits(summary['model_uri'],
-                                       summary['batches_uri'])
+  expected = _chunked_last_step_probabilities(
+      summary['model_uri'], summary['batches_uri'], str(tmp_path / 'chunked'))
   raw = _raw_sequences(rows, sorted(expected))
   lengths = np.array([len(raw[k]) for k in sorted(raw)], np.int64)
   padded = np.zeros((len(raw), lengths.max(), 3), np.float32)
@@ -117,7 +120,8 @@ def test_csv_pipeline_blesses_pushes_serves_and_caches(tmp_path):
   served = loaded.signatures['serving_default'](
       features=tf.constant(padded), lengths=tf.constant(lengths))
   want = np.stack([expected[k] for k in sorted(raw)])
-  np.testing.assert_allclose(served['logits'].numpy(), want, atol=1e-4)
+  np.testing.assert_allclose(tf.nn.softmax(served['logits']).numpy(), want,
+                             atol=1e-5)
 
   # An unchanged re-run is served from the cache up to the trainer.
   second = local_runner.run(config, beam_args)
