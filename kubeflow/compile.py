@@ -25,6 +25,7 @@ import os
 import sys
 from typing import List, Optional
 
+from components.sequence_batcher import command_line
 from pipeline import pipeline_config
 from pipeline import local_runner
 
@@ -118,7 +119,8 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   parser = build_parser()
-  args, beam_args = parser.parse_known_args(argv)
+  # Every flag that is not ours must be a Beam pipeline option (exit 2).
+  args, beam_args = command_line.split_args(parser, argv)
   if args.output_dir is not None:
     parser.error('--output-dir is the local runner\'s; on Kubeflow give '
                  '--pipeline-root and --serving-dir')
@@ -151,9 +153,9 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
 def main(argv: Optional[List[str]] = None) -> int:
   try:
     out = compile_pipeline(argv)
-  except (ValueError, OSError) as e:
-    print(f'error: {str(e).strip().splitlines()[0]}', file=sys.stderr)
-    return 1
+  except (ValueError, OSError) as e:  # A bad setting or file: exit 2.
+    print(f'error: {command_line.one_line_error(e)}', file=sys.stderr)
+    return 2
   print(f'Pipeline compiled to {out}')
   return 0
 

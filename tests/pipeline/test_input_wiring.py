@@ -106,3 +106,16 @@ def test_csv_example_gen_keeps_keys_as_text(tmp_path):
   assert not set(train) & set(evals)  # Split by key, never by row.
   counts = input_check.check_input(config)
   assert counts == {'train': len(set(train)), 'eval': len(set(evals))}
+
+
+def test_kubeflow_compiler_rejects_a_flag_that_is_neither_ours_nor_beam_s(
+    tmp_path, capsys):
+  import pytest  # pylint: disable=g-import-not-at-top
+  base = ['--image', 'gcr.io/p/img:1', '--output-file',
+          str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
+          '--data-root', 'gs://b/data']
+  with pytest.raises(SystemExit) as e:
+    kubeflow_compile.main(base + ['--batch_size=16'])
+  assert e.value.code == 2
+  assert 'unrecognized arguments: --batch_size=16' in capsys.readouterr().err
+  assert not (tmp_path / 'pipeline.json').exists()
