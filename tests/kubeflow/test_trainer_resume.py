@@ -4,13 +4,20 @@ resumes from the checkpoints of the attempt it replaces."""
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
+import tensorflow as tf
 from google.protobuf import json_format
 
 from kubeflow import compile as kfp_compile
 from pipeline import pipeline as pipeline_lib
+from tests.kubeflow import harness
 
 IMAGE = 'registry.example.com/tfx-stateful-sequences:test'
 
@@ -87,3 +94,85 @@ def test_local_runner_checkpoint_flags(tmp_path):
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   assert trainer.exec_properties['checkpoint_dir'] == 'gs://b/ckpt'
   assert trainer.exec_properties['fresh'] == 1
+
+
+GRU_MODULE = """
+import tf_keras as keras
+
+
+def build_model(spec):
+  inputs = keras.Input(batch_shape=(spec.batch_size, spec.num_unroll,
+                                    spec.num_features))
+  x = keras.layers.GRU(
+      4, return_sequences=True, stateful=spec.stateful,
+      kernel_initializer=keras.initializers.GlorotUniform(seed=spec.seed),
+      recurrent_initializer=keras.initializers.Orthogonal(seed=spec.seed + 1),
+      name='gru')(inputs)
+  return keras.Model(inputs, keras.layers.Dense(spec.output_units)(x))
+"""
+
+
+def test_a_retried_trainer_step_resumes_the_attempt_it_replaces(tmp_path):
+  """The trainer's container, killed (SIGTERM) after a checkpoint, then run
+  again with the same ExecutorInput, as a KFP retry does: it resumes."""
+  from tests.components.stateful_trainer import helpers  # pylint: disable=g-import-not-at-top
+  splits = {'train': helpers.random_sequences([9, 12, 7, 10, 5, 11, 8, 6],
+                                              1, seed=5),
+            'eval': helpers.random_sequences([8, 9], 1, seed=6)}
+  batches = helpers.write_batches(str(tmp_path / 'batches'), splits,
+                                  batch_size=2, num_unroll=4,
+                                  feature_names=['f0'])
+  src = tmp_path / 'src'
+  src.mkdir()
+  (src / 'gru_model.py').write_text(GRU_MODULE)
+  ckpt_root = tmp_path / 'ckpt'
+  path = kfp_compile.compile_pipeline([
+      '--image', IMAGE, '--output-file', str(tmp_path / 'pipeline.json'),
+      '--pipeline-root', str(tmp_path / 'root'), '--data-root',
+      'gs://bucket/data', '--module-file', str(src / 'gru_model.py'),
+      '--checkpoint-dir', str(ckpt_root), '--epochs', '40',
+      '--checkpoint-every-n-steps', '2', '--validation-fraction', '0'])
+  spec = harness.load_spec(path)
+  inputs = {'batches': (batches, {'split_names': '["eval", "train"]'})}
+  out_root = str(tmp_path / 'out')
+  exec_input, out_uris = harness.executor_input(spec, 'StatefulTrainer',
+                                                inputs, out_root)
+  os.makedirs(os.path.join(out_root, 'StatefulTrainer'), exist_ok=True)
+  container = harness.executor_of(spec, 'StatefulTrainer')
+  args = [json.dumps(exec_input) if a == '{{$}}' else a
+          for a in container['args']]
+  command = [sys.executable] + list(container['command'])[1:]
+  env = dict(os.environ)
+  env['PYTHONPATH'] = os.pathsep.join(
+      [harness.ROOT] + [p for p in env.get('PYTHONPATH', '').split(
+          os.pathsep) if p])
+  first = subprocess.Popen(command + args, cwd=out_root, env=env,
+                           stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 600
+    while not glob.glob(str(ckpt_root / '*' / 'checkpoint')):
+      assert first.poll() is None, 'the first attempt ended on its own'
+      assert time.monotonic() < deadline
+      time.sleep(0.05)
+    os.killpg(first.pid, signal.SIGTERM)
+    assert first.wait(timeout=120) == -signal.SIGTERM
+  finally:
+    if first.poll() is None:
+      os.killpg(first.pid, signal.SIGKILL)
+      first.wait()
+  (folder,) = glob.glob(str(ckpt_root / '*'))
+  killed_at = int(tf.train.latest_checkpoint(folder).rsplit('-', 1)[1])
+  assert killed_at >= 2
+
+  # The retry: the same ExecutorInput.
+  outs, _ = harness.run_task(spec, 'StatefulTrainer', inputs, out_root)
+  assert outs == out_uris
+  with open(os.path.join(outs['model_run'], 'history.json')) as f:
+    history = json.load(f)
+  assert history['resumed_from'].startswith(folder)
+  assert history['resumed_from'].endswith(f'ckpt-{killed_at}')
+  assert sum(e['steps'] for e in history['epochs']) == (
+      history['steps'] - killed_at)
+  assert not os.path.exists(folder)  # Removed once exported.
+  assert tf.saved_model.load(os.path.join(outs['model'], 'Format-Serving'))
