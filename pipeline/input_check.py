@@ -108,8 +108,10 @@ def _csv_chunks(paths: Sequence[str], columns: seqlib.ColumnConfig
 def _tfrecords(path: str):
   """The records of one TFRecord file; a corrupt file is named."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  compression = 'GZIP' if path.endswith('.gz') else ''  # As Beam reads it.
   try:
-    for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
+    for record in tf.data.TFRecordDataset(
+        path, compression_type=compression).as_numpy_iterator():
       yield record
   except (tf.errors.DataLossError, tf.errors.OpError) as e:
     detail = ' '.join(str(e.message).split())[:200]

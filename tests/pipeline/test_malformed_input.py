@@ -99,6 +99,21 @@ def test_runner_rejects_malformed_sequence_examples(tmp_path, capsys, name,
     assert re.search(pattern, line), (pattern, line)
 
 
+def test_input_check_reads_gzipped_sequence_examples(tmp_path):
+  """A .gz TFRecord file is read as Beam (ImportExampleGen) reads it."""
+  from pipeline import input_check  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline_config  # pylint: disable=g-import-not-at-top
+  data = tmp_path / 'data'
+  data.mkdir()
+  path = str(data / 'part.tfrecord.gz')
+  with tf.io.TFRecordWriter(path, options='GZIP') as w:
+    for key in GOOD_KEYS:
+      w.write(_sequence_example(key))
+  counts = input_check.check_input(pipeline_config.PipelineConfig(
+      data_root=str(data), input_format='sequence_example'))
+  assert sum(counts.values()) == len(GOOD_KEYS)
+
+
 @pytest.mark.parametrize('source, expected', [
     ('def build_model(spec)\n  pass\n', r'SyntaxError: .*\(line 1\)'),
     ('import no_such_module_abc\n', "No module named 'no_such_module_abc'"),
