@@ -75,7 +75,7 @@ class StatefulEvaluator(base_component.BaseComponent):
   """
 
   SPEC_CLASS = StatefulEvaluatorSpec
-  EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+  EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self,
                model: types.BaseChannel,
