@@ -351,8 +351,8 @@ def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
                rng: np.random.Generator):
-  """The head's input and label at every labelled step of ``batches`` (one
-  pass, in lane order), thinned to a uniform sample of at most
+  """The head's input, label and sequence (an int per sequence) at every
+  labelled step of ``batches`` (one pass, in lane order), thinned to a uniform sample of at most
   ``HEAD_MAX_ROWS`` rows: whenever the kept rows pass twice the cap, a random
   half is dropped and later rows are kept with half the probability."""
   probe = keras.Model(model.inputs, model.get_layer('feature_scale').output)
@@ -365,26 +365,36 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   state.zero_all(model)
   xs: List[np.ndarray] = []
   ys: List[np.ndarray] = []
+  gs: List[np.ndarray] = []
   keep, kept, seen, started = 1.0, 0, 0, time.monotonic()
+  sequence = None  # Per lane: the number of sequences started so far.
   for i, batch in enumerate(batches):
     # Every batch runs (the state must follow every step); labelled steps
-    # are kept.
+    # are kept, with their sequence (lane, count of resets) as group.
     out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
+    reset = np.asarray(batch['reset']).astype(np.int64)
+    if sequence is None:
+      sequence = np.zeros(reset.shape[0], np.int64)
+    sequence += reset
     sel = np.asarray(batch['label_weight']) > 0
     if not sel.any():
       continue
+    lanes = np.nonzero(sel)[0]
     x, y = out.numpy()[sel], np.asarray(batch['labels'])[sel]
+    g = lanes * (1 << 32) + sequence[lanes]
     seen += x.shape[0]
     if keep < 1.0:
       pick = rng.random(x.shape[0]) < keep
-      x, y = x[pick], y[pick]
+      x, y, g = x[pick], y[pick], g[pick]
     xs.append(x)
     ys.append(y)
+    gs.append(g)
     kept += x.shape[0]
     if kept > 2 * HEAD_MAX_ROWS:
-      x, y = np.concatenate(xs), np.concatenate(ys)
+      x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
       pick = rng.random(x.shape[0]) < 0.5
-      xs, ys, kept, keep = [x[pick]], [y[pick]], int(pick.sum()), keep / 2
+      xs, ys, gs = [x[pick]], [y[pick]], [g[pick]]
+      kept, keep = int(pick.sum()), keep / 2
     if (i + 1) % 1000 == 0:
       _LOG.info('head features: %d batches, %d labelled steps (%.0f '
                 'batches/s)', i + 1, seen,
@@ -392,22 +402,26 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   state.zero_all(model)
   if not xs:
     raise ValueError('adapt: no labelled step in the train split')
-  return np.concatenate(xs), np.concatenate(ys), seen
+  return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), seen
 
 
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
               rng: np.random.Generator) -> Dict[str, Any]:
   """Ridge head (see the module docstring) on every labelled step."""
-  x, y, seen = _head_rows(model, batches, rng)
+  x, y, groups, seen = _head_rows(model, batches, rng)
+  # Per-step labels: hold whole sequences out when choosing the penalty.
+  groups = groups if spec.label_kind == 'per_step' else None
   if spec.task == 'classification':
-    fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes))
+    fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes),
+                    groups=groups)
     scale = ridge.temperature(fit.loo_predictions, y)
   else:
     scaler = model.get_layer('label_scale')
     mean = scaler.center.numpy().astype(np.float64)
     std = scaler.scale.numpy().astype(np.float64)
     z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
-    fit = ridge.fit(x, np.broadcast_to(z, (len(y), spec.output_units)))
+    fit = ridge.fit(x, np.broadcast_to(z, (len(y), spec.output_units)),
+                    groups=groups)
     scale = 1.0
   model.get_layer('head').set_weights([
       (scale * fit.weights).astype(np.float32),

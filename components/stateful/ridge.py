@@ -19,7 +19,7 @@ Leave-one-out residuals come from one SVD of the centred rows: with
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -37,8 +37,9 @@ class RidgeFit:
     weights: float64[D, K].
     bias: float64[K].
     alpha: the penalty chosen.
-    loo_error: its mean squared leave-one-out residual.
-    loo_predictions: float64[N, K], each row predicted without itself.
+    loo_error: its mean squared held-out residual.
+    loo_predictions: float64[N, K], each row predicted without itself (or
+      without its group's fold).
   """
   weights: np.ndarray
   bias: np.ndarray
@@ -50,11 +51,41 @@ class RidgeFit:
     return np.asarray(x, np.float64) @ self.weights + self.bias
 
 
+def _solve(xc: np.ndarray, yc: np.ndarray):
+  u, s, vt = np.linalg.svd(xc, full_matrices=False)
+  return u, s, vt, u.T @ yc
+
+
+def _grouped_cv(x, y, groups, alphas, folds):
+  """Out-of-fold predictions per penalty, whole groups held out together."""
+  unique = np.unique(groups)
+  order = np.random.default_rng(0).permutation(unique.size)
+  fold_of = dict(zip(unique[order], np.arange(unique.size) % folds))
+  fold = np.array([fold_of[g] for g in groups])
+  preds = {a: np.zeros_like(y) for a in alphas}
+  for f in range(min(folds, unique.size)):
+    test = fold == f
+    train = ~test
+    x_mean, y_mean = x[train].mean(axis=0), y[train].mean(axis=0)
+    _, s, vt, uty = _solve(x[train] - x_mean, y[train] - y_mean)
+    proj = (x[test] - x_mean) @ vt.T
+    for a in alphas:
+      preds[a][test] = proj @ ((s / (s * s + a))[:, None] * uty) + y_mean
+  return preds
+
+
 def fit(x: np.ndarray, y: np.ndarray,
-        alphas: Sequence[float] = ALPHAS) -> RidgeFit:
+        alphas: Sequence[float] = ALPHAS, *,
+        groups: Optional[np.ndarray] = None, folds: int = 5) -> RidgeFit:
   """Ridge regression of ``y`` float[N, K] on ``x`` float[N, D] with an
   unpenalised intercept; the penalty is the one in ``alphas`` with the
-  smallest mean squared leave-one-out residual (ties: the larger penalty).
+  smallest mean squared held-out residual (ties: the larger penalty).
+
+  Held out: each row alone (leave-one-out, exact and cheap), or, with
+  ``groups`` int[N] (e.g. the sequence of each labelled step), whole groups
+  in ``folds`` folds: rows of one sequence are alike, so leaving one step out
+  would let its neighbours vouch for it and favour too small a penalty.
+  ``loo_predictions`` are then the out-of-fold predictions.
   """
   x = np.asarray(x, np.float64)
   y = np.asarray(y, np.float64)
@@ -66,11 +97,16 @@ def fit(x: np.ndarray, y: np.ndarray,
     raise ValueError(f'ridge.fit needs at least 2 rows, got {n}')
   x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
   xc, yc = x - x_mean, y - y_mean
-  u, s, vt = np.linalg.svd(xc, full_matrices=False)
-  uty = u.T @ yc
+  u, s, vt, uty = _solve(xc, yc)
   s2 = s * s
   best = None
-  for alpha in sorted(alphas, reverse=True):
+  if groups is not None and np.unique(groups).size >= 2:
+    held_out = _grouped_cv(x, y, np.asarray(groups), list(alphas), folds)
+    for alpha in sorted(alphas, reverse=True):
+      error = float(np.mean((y - held_out[alpha]) ** 2))
+      if best is None or error < best[0] - 1e-12 * abs(best[0]):
+        best = (error, float(alpha), held_out[alpha] - y_mean)
+  for alpha in (sorted(alphas, reverse=True) if best is None else ()):
     shrink = s2 / (s2 + alpha)
     fitted = u @ (shrink[:, None] * uty)
     hat = np.einsum('ij,j,ij->i', u, shrink, u) + 1.0 / n

@@ -110,7 +110,8 @@ def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
   batches = _cue_batches(40, rng)
   spec = _spec()
   model = model_io.build_stateful(model_io.resolve_module(), spec)
-  x, y, seen = dm._head_rows(model, batches, np.random.default_rng(0))
+  x, y, groups, seen = dm._head_rows(model, batches,
+                                     np.random.default_rng(0))
   assert seen == 20 * B
   assert 1 <= x.shape[0] <= 2 * 6 + B and x.shape[0] == y.shape[0]
 
@@ -136,3 +137,23 @@ def test_default_epochs_per_model():
   assert dm.default_epochs(_spec(hyperparameters={'model': 'lstm'})) is None
   with pytest.raises(ValueError, match='head'):
     dm.head_kind(_spec(hyperparameters={'head': 'svm'}))
+
+
+def test_grouped_penalty_choice_holds_whole_groups_out():
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(20, 4))
+  y = (x @ rng.normal(size=4))[:, None] + rng.normal(size=(20, 1)) * 0.1
+  groups = np.repeat([0, 1], 10)
+  fit = ridge.fit(x, y, alphas=[0.5], groups=groups, folds=2)
+  for held, rest in ((0, 1), (1, 0)):
+    other = ridge.fit(x[groups == rest], y[groups == rest], alphas=[0.5])
+    np.testing.assert_allclose(fit.loo_predictions[groups == held],
+                               other.predict(x[groups == held]), atol=1e-9)
+
+
+def test_head_rows_carry_their_sequence():
+  rng = np.random.default_rng(7)
+  batches = _cue_batches(8, rng)  # 4 sequences per lane, labelled once.
+  model = model_io.build_stateful(model_io.resolve_module(), _spec())
+  _, _, groups, seen = dm._head_rows(model, batches, np.random.default_rng(0))
+  assert seen == 4 * B and np.unique(groups).size == 4 * B
