@@ -125,8 +125,9 @@ def collect(config: pipeline_config.PipelineConfig, wall_seconds: float) -> Dict
       batcher[split] = {k: stats[k] for k in _BATCHER_KEYS}
     summary['batches_uri'] = uri
   summary['batcher'] = batcher
-  summary['eval'] = _eval_metrics(
-      _latest_artifact_uri(store, 'ModelEvaluation'), config.task)
+  evaluation_uri = _latest_artifact_uri(store, 'ModelEvaluation')
+  summary['evaluation_uri'] = evaluation_uri
+  summary['eval'] = _eval_metrics(evaluation_uri, config.task)
   blessing = _latest_artifact(store, 'ModelBlessing')
   summary['blessed'] = (bool(_custom(blessing, 'blessed'))
                         if blessing is not None else False)

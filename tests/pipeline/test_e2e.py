@@ -16,6 +16,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+import tensorflow_model_analysis as tfma
 
 from components.sequence_batcher import load_metadata
 from components.stateful_evaluator import models as models_lib
@@ -122,6 +123,18 @@ def test_csv_pipeline_blesses_pushes_serves_and_caches(tmp_path):
   want = np.stack([expected[k] for k in sorted(raw)])
   np.testing.assert_allclose(tf.nn.softmax(served['logits']).numpy(), want,
                              atol=1e-5)
+
+  # The evaluation is TFMA's: metrics overall and per length bucket, the
+  # confusion matrix plot.
+  result = tfma.load_eval_result(summary['evaluation_uri'],
+                                 model_name='candidate')
+  slices = dict(result.slicing_metrics)
+  assert slices[()]['']['']['sparse_categorical_accuracy'][
+      'doubleValue'] == pytest.approx(summary['eval']['accuracy'])
+  assert any(dict(k).get('length_bucket') for k in slices)
+  assert any(p.plot_keys_and_values[0].value.HasField(
+      'multi_class_confusion_matrix_at_thresholds')
+             for p in tfma.load_plots(summary['evaluation_uri']))
 
   # An unchanged re-run is served from the cache up to the trainer.
   second = local_runner.run(config, beam_args)
