@@ -172,12 +172,26 @@ def test_sequence_batcher_runs_through_the_container_entrypoint(batcher_run):
   assert json.loads(meta['split_names']) == ['eval', 'train']
 
 
+def _local_checkpoints(spec: dict, path: str) -> dict:
+  """``spec`` with the trainer's checkpoint dir (under the gs:// pipeline
+  root, which this machine cannot reach) replaced by a local folder."""
+  spec = json.loads(json.dumps(spec))
+  params = spec['root']['dag']['tasks']['StatefulTrainer']['inputs'][
+      'parameters']
+  assert params['checkpoint_dir']['runtimeValue']['constantValue'][
+      'stringValue'].startswith(PIPELINE_ROOT)
+  params['checkpoint_dir'] = {
+      'runtimeValue': {'constantValue': {'stringValue': path}}}
+  return spec
+
+
 @pytest.fixture(scope='module')
 def trainer_run(compiled, batcher_run):
   root, _, outs, _ = batcher_run
   # No transform graph: the batches here hold the features as they are.
   return harness.run_task(
-      compiled['pipelineSpec'], 'StatefulTrainer',
+      _local_checkpoints(compiled['pipelineSpec'],
+                         str(root / 'checkpoints')), 'StatefulTrainer',
       {'batches': (outs['batches'], {'split_names': '["eval", "train"]'})},
       str(root / 'out'))
 
