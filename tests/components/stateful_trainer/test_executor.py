@@ -163,7 +163,7 @@ def test_component_arguments(monkeypatch):
   assert trainer.outputs['model_run'].type is standard_artifacts.ModelRun
   for kwargs, match in [
       (dict(custom_config={'units': 3}), 'not used by the StatefulTrainer'),
-      (dict(epochs=0), 'epochs'),
+      (dict(epochs=-1), 'epochs'),  # 0 is valid: adapt's weights.
       (dict(task='ranking'), 'task'),
       (dict(task='regression', num_classes=3), 'num_classes'),
   ]:
