@@ -1,4 +1,5 @@
-"""5. Chunked stateful evaluation against whole-sequence serving inference.
+"""5. Evaluation: the chunked stateful pass against whole-sequence serving,
+and the StatefulEvaluator end to end (new TFMA-based against the old one).
 
 A model is trained and exported by the StatefulTrainer (``trainer_run.run``,
 per-step labels, so that ``serving_default`` returns every step's output),
@@ -6,9 +7,10 @@ then every sequence of the data set is run two ways:
 
 * chunked and stateful, as the StatefulEvaluator does: the model rebuilt
   stateful for the eval batches (``models.load_model``), fed the
-  ``packed`` batches in order with ``chunked.run_chunked`` (state carried
-  across batches, lanes reset where a sequence starts, the labelled steps and
-  their losses collected), at T=32 and at T=128;
+  ``packed`` batches in order by ``extracts.write_extracts`` (state carried
+  across batches, lanes reset where a sequence starts, every sequence's
+  labelled steps streamed out as ``tf.Example`` extracts, with the no-skill
+  predictions of ``extracts.NoSkill``), at T=32 and at T=128;
 * whole sequences through the exported SavedModel's ``serving_default``
   signature (``tf.saved_model.load``), 32 sequences per call zero-padded to
   the longest of the call: sorted by length (little padding) and in key
@@ -18,13 +20,23 @@ Every real step's output (``logits``/``predictions``) is compared:
 max |chunked - serving| over all steps of all sequences. Rates are real time
 steps per second (warm: each path runs once untimed first).
 
+Then the evaluator end to end: ``evaluation.evaluate`` (chunked pass,
+chunked == whole check, TFMA on Beam, blessing) and the old evaluator of
+commit 56cdebc (a git worktree, NumPy metrics over every labelled
+step held in memory) on the same model and batches, each in a fresh
+process: wall time, where it goes, and peak resident memory at two eval
+sizes.
+
   PYTHONPATH=. python -m benchmarks.evaluation [--quick]
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +47,15 @@ from benchmarks import common
 B, TRAIN_T = 32, 32
 EVAL_UNROLLS = (32, 128)
 REPEATS = 3  # Timed passes of each path; the fastest counts.
+
+# The evaluator before TFMA (NumPy metrics over every labelled step held in
+# memory). Commit 663bdfd, a batcher change, deleted three modules it imports
+# (config, metrics, validation), so at OLD_COMMIT it cannot be imported: the
+# worktree gets them back from RESTORE_FROM (the commit before the deletion,
+# where they are the modules the old evaluator was written against).
+OLD_COMMIT = '56cdebc'
+RESTORE_FROM = '663bdfd^'
+RESTORE = ('config.py', 'metrics.py', 'validation.py')
 
 
 def cases(quick: bool):
@@ -50,15 +71,13 @@ def cases(quick: bool):
   return out
 
 
-def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
+def train(work: str, task: str, hp: dict, batches: str, epochs: int) -> tuple:
+  """Trains on the ``train`` split of ``batches``; ``(model URI, wall
+  seconds of trainer_run.run)``."""
   from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings
-  trainset, _ = common.split_train_eval(seqs)
-  batches = common.write_batches(os.path.join(work, 'train-batches'),
-                                 {'train': trainset}, batch_size=B,
-                                 num_unroll=TRAIN_T, label_kind='per_step',
-                                 feature_names=names)
+  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   model_uri = os.path.join(work, 'model')
+  t0 = time.perf_counter()
   trainer_run.run(trainer_run.TrainerArgs(
       batches_uri=batches, model_uri=model_uri,
       serving_model_dir=os.path.join(model_uri, 'Format-Serving'),
@@ -67,12 +86,12 @@ def train(work: str, task: str, hp: dict, seqs, names, epochs: int) -> str:
       hyperparameters=dict(hp, learning_rate=0.01),
       train=settings.TrainConfig(epochs=epochs, log_every_n_steps=0,
                                  validation_fraction=0.0)))
-  return model_uri
+  return model_uri, time.perf_counter() - t0
 
 
 class _Timed:
   """Iterates a dataset, noting when each batch is handed out and its real
-  steps (``run_chunked`` accepts any iterable of batches)."""
+  steps."""
 
   def __init__(self, dataset):
     self._dataset = dataset
@@ -86,34 +105,61 @@ class _Timed:
       yield batch
 
 
-def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
-  """The StatefulEvaluator's chunked pass, timed.
+@contextlib.contextmanager
+def _timed_reader(extracts_lib, seen: List[_Timed]):
+  """``write_extracts`` reads the batches itself: its reader is swapped for
+  one that hands out ``_Timed`` datasets while the block runs."""
+  real = extracts_lib.sb_reader
+
+  class _Reader:
+
+    @staticmethod
+    def read_batches(uri, split):
+      timed = _Timed(real.read_batches(uri, split))
+      seen.append(timed)
+      return timed
+
+  extracts_lib.sb_reader = _Reader
+  try:
+    yield
+  finally:
+    extracts_lib.sb_reader = real
+
+
+def chunked(model_uri: str, batches: str, train_batches: str,
+            num_sequences: int, out_dir: str) -> dict:
+  """The StatefulEvaluator's chunked pass (``extracts.write_extracts``),
+  timed.
 
   Returns ``setup`` (loading the model, plus the first batch, which traces
   the step), ``steady`` seconds and real steps of the batches after the
   first, ``bare`` seconds of the compiled predict step alone over the same
-  batches held in memory, and every sequence's outputs.
+  batches held in memory, the examples written and every sequence's
+  outputs.
   """
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import reader  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator import models as models_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator import chunked as chunked_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator import extracts as extracts_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import state  # pylint: disable=g-import-not-at-top
   _, meta = reader.load_metadata(batches, 'eval')
   t0 = time.perf_counter()
   loaded = models_lib.load_model(model_uri, meta)
-  objective = objective_lib.make_objective(loaded.spec, loaded.module)
   load_seconds = time.perf_counter() - t0
+  no_skill = extracts_lib.NoSkill.from_batches(train_batches, 'train',
+                                               loaded.spec)
   passes = []
   for _ in range(REPEATS):
-    start = time.perf_counter()
-    timed = _Timed(reader.read_batches(batches, 'eval'))
-    records = chunked_lib.run_chunked(loaded, timed, objective)
-    end = time.perf_counter()
+    seen: List[_Timed] = []
+    with _timed_reader(extracts_lib, seen):
+      start = time.perf_counter()
+      stats = extracts_lib.write_extracts(loaded, None, batches, 'eval',
+                                          no_skill, out_dir)
+      end = time.perf_counter()
+    timed = seen[0]
     passes.append((timed.times[1] - start, end - timed.times[1],
                    sum(timed.real[1:])))
-  real = int(records.weights.size)
   # The compiled predict step alone, over the batches in memory.
   steps = steps_lib.compile_steps(loaded.model, None, None)
   held = list(reader.read_batches(batches, 'eval'))
@@ -128,14 +174,238 @@ def chunked(model_uri: str, batches: str, num_sequences: int) -> dict:
     out.numpy()
     bare = min(bare, time.perf_counter() - b0)
   # Another pass keeps every sequence's outputs for the comparison.
-  sampler = chunked_lib.SequenceSampler(num_sequences, 0, loaded.spec.num_unroll)
-  chunked_lib.run_chunked(loaded, reader.read_batches(batches, 'eval'), objective,
-                sampler)
+  sampler = chunked_lib.SequenceSampler(num_sequences, 0,
+                                        loaded.spec.num_unroll)
+  extracts_lib.write_extracts(loaded, None, batches, 'eval', no_skill,
+                              out_dir, sampler)
   first, steady, steady_real = min(passes, key=lambda p: p[1])
   return {'setup': load_seconds + first, 'steady': steady,
-          'steady_real': steady_real, 'real': real, 'bare': bare,
+          'steady_real': steady_real, 'real': stats.labelled_steps,
+          'examples': stats.examples,
+          'extract_bytes': os.path.getsize(stats.path), 'bare': bare,
           'batches': len(held),
           'outputs': {s.key: s.chunked for s in sampler.sequences()}}
+
+
+# --------------------------------------------------------------------------
+# The evaluator end to end, new and old, each in a fresh process
+# --------------------------------------------------------------------------
+
+# Run as ``python child.py '<json>'`` with PYTHONPATH at this checkout (new
+# evaluator) or at the OLD_COMMIT worktree (old one); prints one JSON line.
+_CHILD = r'''
+import inspect, json, os, resource, sys, time
+args = json.loads(sys.argv[1])
+t0 = time.perf_counter()
+import tensorflow as tf
+from components.stateful_evaluator import evaluation as ev
+res = {'import': time.perf_counter() - t0}
+if 'output_dir' in inspect.signature(ev.evaluate).parameters:
+  import apache_beam as beam
+  spent = {}
+
+  class TimedPipeline(beam.Pipeline):
+    # Notes how long the pipeline runs (its construction is the rest).
+    def run(self, *a, **k):
+      t = time.perf_counter()
+      result = super().run(*a, **k)
+      result.wait_until_finish()
+      spent['run'] = spent.get('run', 0.0) + time.perf_counter() - t
+      return result
+
+  t = time.perf_counter()
+  outcome = ev.evaluate(model_uri=args['model'], batches_uri=args['batches'],
+                        split='eval', output_dir=args['out'],
+                        serving_dir=args['serving'],
+                        make_pipeline=TimedPipeline)
+  res['evaluate'] = time.perf_counter() - t
+  res['beam_run'] = spent.get('run')
+  doc = outcome.document
+  res.update(total=doc['seconds']['total'],
+             chunked=doc['seconds']['chunked_pass'],
+             tfma=doc['seconds']['tfma'], examples=doc['extracts']['examples'],
+             steps=doc['extracts']['labelled_steps'],
+             sequences=doc['extracts']['sequences'],
+             blessed=outcome.blessed, metric=doc['primary_metric'],
+             value=doc['no_skill']['gate']['candidate'])
+  if args.get('tfma_parts'):
+    from components.stateful import model_spec as ms
+    from components.stateful_evaluator import extracts as ex
+    from components.stateful_evaluator import tfma_eval
+    spec = ms.ModelSpec.from_dict(doc['model']['spec'])
+    config = tfma_eval.complete_config(None, spec, False)
+    path = os.path.join(args['out'], ex.EXTRACTS_FILE)
+    small = os.path.join(args['out'] + '-small', ex.EXTRACTS_FILE)
+    tf.io.gfile.makedirs(os.path.dirname(small))
+    opts = tf.io.TFRecordOptions(compression_type='GZIP')
+    with tf.io.TFRecordWriter(small, options=opts) as w:
+      for i, rec in enumerate(tf.data.TFRecordDataset(
+          path, compression_type='GZIP')):
+        if i >= 16:
+          break
+        w.write(rec.numpy())
+    spent.clear()
+    t = time.perf_counter()
+    tfma_eval.run(small, config, args['out'] + '-small-tfma', TimedPipeline)
+    res['tfma_small'] = time.perf_counter() - t
+    res['tfma_small_run'] = spent.get('run')
+    t = time.perf_counter()
+    tfma_eval.run(path, config, args['out'] + '-again')
+    res['tfma_again'] = time.perf_counter() - t
+else:
+  from components.stateful_evaluator import config as config_lib
+  spent = [0.0]
+  inner = ev._evaluate_one
+  def timed(*a, **k):
+    t = time.perf_counter()
+    try:
+      return inner(*a, **k)
+    finally:
+      spent[0] += time.perf_counter() - t
+  ev._evaluate_one = timed
+  t = time.perf_counter()
+  outcome = ev.evaluate(model_uri=args['model'], batches_uri=args['batches'],
+                        split='eval', config=config_lib.EvalConfig(),
+                        serving_dir=args['serving'])
+  res['evaluate'] = time.perf_counter() - t
+  doc = outcome.metrics
+  res.update(total=doc['seconds'], chunked=spent[0], blessed=outcome.blessed,
+             metric=doc['primary_metric'])
+  cand = doc['metrics']['candidate']
+  overall = cand.get('overall') or cand.get('all') or next(iter(cand.values()))
+  res['value'] = overall.get(doc['primary_metric'])
+  res['overall'] = {k: v for k, v in overall.items()
+                    if isinstance(v, (int, float))}
+res['maxrss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# ru_maxrss survives exec on Linux: it can be the forking parent's RSS.
+# VmHWM is the high-water mark of this process's own memory.
+with open('/proc/self/status') as f:
+  for line in f:
+    if line.startswith('VmHWM:'):
+      res['vmhwm'] = int(line.split()[1]) * 1024
+print(json.dumps(res))
+'''
+
+
+@contextlib.contextmanager
+def old_worktree(work: str):
+  """A git worktree of OLD_COMMIT (with the RESTORE modules put back);
+  removed on exit. Yields ``(path, restored module names)``."""
+  path = os.path.join(work, 'old-evaluator')
+  subprocess.run(['git', 'worktree', 'add', '--detach', path, OLD_COMMIT],
+                 cwd=common.ROOT, check=True, capture_output=True)
+  try:
+    restored = []
+    for name in RESTORE:
+      rel = f'components/stateful_evaluator/{name}'
+      target = os.path.join(path, rel)
+      if not os.path.exists(target):
+        text = subprocess.run(['git', 'show', f'{RESTORE_FROM}:{rel}'],
+                              cwd=common.ROOT, check=True,
+                              capture_output=True, text=True).stdout
+        with open(target, 'w') as f:
+          f.write(text)
+        restored.append(name)
+    yield path, restored
+  finally:
+    subprocess.run(['git', 'worktree', 'remove', '--force', path],
+                   cwd=common.ROOT, check=False)
+
+
+def evaluate_in_child(script: str, tree: str, model_uri: str, batches: str,
+                      out: str, tfma_parts: bool = False) -> dict:
+  """One evaluation in a fresh process with PYTHONPATH=tree; its JSON line
+  plus ``wall`` (the whole process) and ``tree_peak`` (polled RSS)."""
+  env = common.child_env()
+  env['PYTHONPATH'] = tree
+  args = {'model': model_uri, 'batches': batches, 'out': out,
+          'serving': os.path.join(model_uri, 'Format-Serving'),
+          'tfma_parts': tfma_parts}
+  r = common.run_child([sys.executable, script, json.dumps(args)], cwd=tree,
+                       env=env, timeout=1800)
+  res = r.json()
+  if r.returncode != 0 or res is None:
+    raise RuntimeError(f'evaluation in {tree} failed ({r.returncode}, '
+                       f'{r.killed}):\n{r.stderr[-3000:]}')
+  res['wall'] = r.seconds
+  res['tree_peak'] = r.peak.tree
+  print(f'{tree}: {res}', file=sys.stderr, flush=True)
+  return res
+
+
+def end_to_end(work: str, quick: bool) -> dict:
+  """Trains the two models, writes the batches and runs both evaluators."""
+  epochs = 1 if quick else 3
+  # Per-sequence classification: cue, one labelled step per sequence.
+  seqs, names = common.generated_sequences(
+      150 if quick else 900, seed=11, target='cue')
+  trainset, evalset = common.split_train_eval(seqs, every=3)
+  cls_batches = common.write_batches(
+      os.path.join(work, 'cls-batches'), {'train': trainset, 'eval': evalset},
+      batch_size=B, num_unroll=TRAIN_T, label_kind='per_sequence',
+      feature_names=names)
+  cls_model, cls_train_s = train(os.path.join(work, 'cls'), 'classification',
+                                 {'rnn_type': 'lstm', 'units': [32, 32]},
+                                 cls_batches, epochs)
+  cls = {'name': 'cue, per-sequence classification', 'model': 'LSTM [32, 32]',
+         'batches': cls_batches, 'uri': cls_model, 'train_s': cls_train_s,
+         'train_steps': sum(s.length for s in trainset),
+         'eval_seqs': len(evalset),
+         'eval_steps': sum(s.length for s in evalset),
+         'labelled': len(evalset)}
+  # Per-step regression: forecast, every real step labelled; ~200k eval steps.
+  fore = dict(target='forecast', median_length=300, max_length=3000,
+              short_fraction=0.3, min_length=2)
+  seqs, names = common.generated_sequences(80 if quick else 1200, seed=7,
+                                           **fore)
+  trainset, evalset = common.split_train_eval(seqs, every=2)
+  reg_batches = common.write_batches(
+      os.path.join(work, 'reg-batches'), {'train': trainset, 'eval': evalset},
+      batch_size=B, num_unroll=TRAIN_T, label_kind='per_step',
+      feature_names=names)
+  reg_model, reg_train_s = train(os.path.join(work, 'reg'), 'regression',
+                                 {'rnn_type': 'gru', 'units': [32]},
+                                 reg_batches, epochs)
+  reg = {'name': 'forecast, per-step regression', 'model': 'GRU [32]',
+         'batches': reg_batches, 'uri': reg_model, 'train_s': reg_train_s,
+         'train_steps': sum(s.length for s in trainset),
+         'eval_seqs': len(evalset),
+         'eval_steps': sum(s.length for s in evalset),
+         'labelled': sum(s.length for s in evalset)}
+  # Memory: the regression model on N and 4N eval sequences (per step).
+  pool, _ = common.generated_sequences(40 if quick else 1200, seed=5, **fore)
+  sizes = []
+  for n in (len(pool) // 4, len(pool)):
+    sizes.append({'seqs': n, 'steps': sum(s.length for s in pool[:n]),
+                  'batches': common.write_batches(
+                      os.path.join(work, f'mem-{n}'),
+                      {'train': trainset, 'eval': pool[:n]}, batch_size=B,
+                      num_unroll=TRAIN_T, label_kind='per_step',
+                      feature_names=names)})
+  script = os.path.join(work, 'evaluate_child.py')
+  with open(script, 'w') as f:
+    f.write(_CHILD)
+  results = {'sets': [cls, reg], 'memory': sizes}
+  with old_worktree(work) as (old_tree, restored):
+    results['restored'] = restored
+    for case in (cls, reg):
+      tag = case['name'].split(',')[0]
+      case['new'] = evaluate_in_child(script, common.ROOT, case['uri'],
+                                      case['batches'],
+                                      os.path.join(work, f'eval-new-{tag}'),
+                                      tfma_parts=True)
+      case['old'] = evaluate_in_child(script, old_tree, case['uri'],
+                                      case['batches'],
+                                      os.path.join(work, f'eval-old-{tag}'))
+    for size in sizes:
+      n = size['seqs']
+      size['new'] = evaluate_in_child(script, common.ROOT, reg_model,
+                                      size['batches'],
+                                      os.path.join(work, f'mem-new-{n}'))
+      size['old'] = evaluate_in_child(script, old_tree, reg_model,
+                                      size['batches'],
+                                      os.path.join(work, f'mem-old-{n}'))
+  return results
 
 
 def serving(model_uri: str, seqs, sort: bool) -> dict:
@@ -189,9 +459,15 @@ def main(argv=None) -> int:
   bare_ratios = []
   key_ratios = []
   t_ratios = []
+  epochs = 1 if args.quick else 3
   for name, task, hp, seqs, names in cases(args.quick):
     cwork = os.path.join(work, name.split()[0])
-    model_uri = train(cwork, task, hp, seqs, names, 1 if args.quick else 3)
+    trainset, _ = common.split_train_eval(seqs)
+    train_batches = common.write_batches(
+        os.path.join(cwork, 'train-batches'), {'train': trainset},
+        batch_size=B, num_unroll=TRAIN_T, label_kind='per_step',
+        feature_names=names)
+    model_uri, _ = train(cwork, task, hp, train_batches, epochs)
     real = sum(s.length for s in seqs)
     serve = {sort: serving(model_uri, seqs, sort) for sort in (True, False)}
     reference = serve[True]['outputs']
@@ -204,7 +480,8 @@ def main(argv=None) -> int:
           os.path.join(cwork, f'eval-{unroll}'), {'eval': seqs},
           batch_size=B, num_unroll=unroll, label_kind='per_step',
           feature_names=names)
-      c = chunked(model_uri, batches, len(seqs))
+      c = chunked(model_uri, batches, train_batches, len(seqs),
+                  os.path.join(cwork, f'extracts-{unroll}'))
       assert c['real'] == real, (c['real'], real)
       diff = max_diff(c['outputs'], reference)
       worst = max(worst, diff)
@@ -212,8 +489,10 @@ def main(argv=None) -> int:
       ratios.append(rate / base_rate)
       key_ratios.append(rate / key_rate)
       peak = max(float(np.max(np.abs(v))) for v in c['outputs'].values())
-      rows.append([short, model, f'chunked stateful (`run_chunked`), '
-                   f'T={unroll}, {c["batches"]} batches', f'{real:,}',
+      rows.append([short, model, f'chunked stateful (`write_extracts`), '
+                   f'T={unroll}, {c["batches"]} batches, '
+                   f'{c["examples"]:,} examples ({c["extract_bytes"] / 2**20:.1f} MiB gzip)',
+                   f'{real:,}',
                    f'{c["setup"]:.2f}', f'{c["steady"]:.2f}',
                    common.si(rate), common.ratio(rate, base_rate),
                    f'{diff:.2e}', f'{peak:.3g}'])
@@ -235,22 +514,29 @@ def main(argv=None) -> int:
                    common.si(rate), common.ratio(rate, base_rate),
                    '(reference)' if sort else f'{diff:.2e}', ''])
     print('\n'.join(str(r) for r in rows[-4:]), file=sys.stderr)
+  e2e = end_to_end(os.path.join(work, 'e2e'), args.quick)
   run.finish()
   body = [
-      '## 5. Evaluation: chunked stateful against whole-sequence serving',
+      '## 5. Evaluation: chunked stateful against whole-sequence serving; '
+      'the evaluator end to end',
       '',
       run.preamble(args.quick),
       '',
       'A model trained and exported by `trainer_run.run` (per-step labels, '
-      f'{1 if args.quick else 3} epochs, B={B}, T={TRAIN_T}) is run over '
+      f'{epochs} epochs, B={B}, T={TRAIN_T}) is run over '
       'every sequence of its data set: chunked and stateful as the '
-      'StatefulEvaluator does (`models_lib.load_model` + `run_chunked` over '
-      f'`packed` batches of B={B} read from TFRecords, state carried, the '
-      'labelled steps and their losses collected), and whole sequences '
+      'StatefulEvaluator does (`models.load_model` + '
+      '`extracts.write_extracts` over '
+      f'`packed` batches of B={B} read from TFRecords, state carried, every '
+      'sequence\'s labelled steps streamed out as `tf.Example` extracts '
+      'with the `NoSkill` predictions; per-step classification writes one '
+      'example per labelled step, regression one per sequence), and whole '
+      'sequences '
       f'through the exported `serving_default` signature ({B} sequences per '
       'call, each call padded to its longest sequence). "setup" = loading '
       'the model plus the first batch / call (tracing); "steady" = the rest, '
-      f'from which the rate is taken (the fastest of {REPEATS} passes). "max abs diff" compares every real '
+      f'from which the rate is taken (the fastest of {REPEATS} passes). '
+      '"max abs diff" compares every real '
       'step\'s output with `serving_default` on length-sorted calls; '
       '"max |output|" shows the outputs are not trivially equal.',
       '',
@@ -261,11 +547,12 @@ def main(argv=None) -> int:
       '',
       'The chunked pass against its own compiled predict step '
       '(`steps.compile_steps(...).predict`) over the same batches held in '
-      'memory (no reading, no per-batch bookkeeping):',
+      'memory (no reading, no per-batch bookkeeping, no extracts):',
       '',
       common.table(['data', 'model', 'T', 'batches', 'bare predict s',
-                    'run_chunked steady s', 'bare real steps/s',
-                    'run_chunked real steps/s', 'bare / run_chunked'],
+                    'write_extracts steady s', 'bare real steps/s',
+                    'write_extracts real steps/s',
+                    'bare / write_extracts'],
                    bare_rows, align='llrrrrrrr'),
       '',
       f'* Equal outputs: largest difference between chunked and '
@@ -273,26 +560,151 @@ def main(argv=None) -> int:
       f'{common.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
       f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
       '`serving_default` calls.',
-  ]
-  body += [
       f'* Why chunked is slower than length-sorted whole-sequence calls: '
       'each `serving_default` call runs 32 sequences over their whole '
       'length in one compiled loop, with no reading and no per-call '
-      'bookkeeping, while `run_chunked` makes one call per batch of '
+      'bookkeeping, while `write_extracts` makes one call per batch of '
       'T steps, reads and parses the batches from TFRecords, and after '
-      'every batch computes the per-step loss eagerly and collects every '
-      'labelled step in Python (per-step labels here: every real step). The '
-      'second table isolates that: the compiled predict step alone runs '
-      f'{min(bare_ratios):.1f}x to {max(bare_ratios):.1f}x the rate of '
-      '`run_chunked`. T=128 against T=32 (a quarter of the calls, more '
+      'every batch gathers each lane\'s labelled steps in NumPy and '
+      'serializes the extracts of the sequences that end (per-step labels '
+      'here: every real step; for the per-step classification set one '
+      '`tf.Example` per step). The second table isolates that: the compiled '
+      f'predict step alone runs {min(bare_ratios):.1f}x to '
+      f'{max(bare_ratios):.1f}x the rate of '
+      '`write_extracts`. T=128 against T=32 (a quarter of the calls, more '
       'tail padding): ' + ', '.join(
-          f'{name} {r:.2f}x' for name, r in t_ratios) + '. Against `serving_default` on key-order calls '
+          f'{name} {r:.2f}x' for name, r in t_ratios) +
+      '. Against `serving_default` on key-order calls '
       '(sequences as they come, each call padded to its longest) the '
       f'chunked pass runs at {min(key_ratios):.2f}x to '
       f'{max(key_ratios):.2f}x their rate.',
   ]
+  body += e2e_section(e2e, epochs)
   common.write_section(common.output_path(args), 'evaluation', '\n'.join(body))
   return 0
+
+
+def e2e_section(e2e: dict, epochs: int) -> List[str]:
+  """The end-to-end and memory tables and their bullet points."""
+  rows, where = [], []
+  for case in e2e['sets']:
+    new, old = case['new'], case['old']
+    other = new['total'] - new['chunked'] - new['tfma']
+    rows.append([
+        case['name'], case['model'], f'{case["eval_seqs"]:,}',
+        f'{case["labelled"]:,}', f'{new["examples"]:,}',
+        f'{case["train_s"]:.1f} ({epochs} ep. x {case["train_steps"]:,} steps)',
+        f'{old["evaluate"]:.1f} ({old["chunked"]:.1f})',
+        f'{new["evaluate"]:.1f}', f'{new["chunked"]:.1f}',
+        f'{new["tfma"]:.1f} ({new["tfma"] / new["total"]:.0%})',
+        f'{other:.1f}', common.ratio(new['evaluate'], old['evaluate']),
+        common.ratio(new['evaluate'], case['train_s'])])
+    build = new['tfma'] - (new['beam_run'] or 0.0)
+    where.append([
+        case['name'], f'{old["import"]:.1f} / {new["import"]:.1f}',
+        f'{old["wall"]:.1f} / {new["wall"]:.1f}',
+        f'{new["beam_run"]:.1f} / {build:.1f}',
+        f'{new["tfma_small"]:.1f} ({new["tfma_small_run"]:.1f})',
+        f'{new["tfma_again"]:.1f}',
+        f'{_num(_old_value(old, new["metric"]))} / {_num(new["value"])} '
+        f'({new["metric"]})'])
+  cls, reg = e2e['sets']
+  cls_ratio = cls['new']['evaluate'] / cls['old']['evaluate']
+  reg_ratio = reg['new']['evaluate'] / reg['train_s']
+  mem_rows = []
+  small, large = e2e['memory']
+  for label, key in (('old (NumPy over all labelled steps)', 'old'),
+                     ('new (`write_extracts` + TFMA)', 'new')):
+    a, b = small[key]['vmhwm'], large[key]['vmhwm']
+    mem_rows.append([label, common.mib(a), common.mib(b),
+                     f'{(b - a) / 2**20:+,.0f} MiB', common.ratio(b, a),
+                     f'{common.mib(small[key]["maxrss"])} / '
+                     f'{common.mib(large[key]["maxrss"])}',
+                     f'{small[key]["evaluate"]:.1f} / '
+                     f'{large[key]["evaluate"]:.1f}'])
+  restored = e2e.get('restored') or []
+  return [
+      '',
+      '### The evaluator end to end: new (TFMA) against old (NumPy)',
+      '',
+      '`evaluation.evaluate` of this commit (chunked pass writing extracts, '
+      'chunked == whole check, TFMA over the extracts on the default Beam '
+      'runner with the default `tfma.EvalConfig`, blessing) against the old '
+      f'evaluator of commit `{OLD_COMMIT}` (chunked pass collecting every '
+      'labelled step in memory, NumPy metrics by slice and position, '
+      'default `EvalConfig`), run from a git worktree'
+      + (f' (with {", ".join(restored)} put back from `{RESTORE_FROM}`: '
+         'commit 663bdfd deleted them, so the old evaluator cannot be '
+         f'imported at `{OLD_COMMIT}` as it is)' if restored else '') +
+      ', on the same model and batches (B=32, T=32, with the `train` split '
+      'the new evaluator fits its no-skill predictors on), each in a fresh '
+      'process. "evaluate s" is the `evaluate(...)` call; the new one\'s '
+      'parts come from its `stateful_evaluation.json` (`seconds`); "other" '
+      '= loading the model, fitting the no-skill predictor on the train '
+      'split, the chunked == whole check and reading TFMA\'s results back. '
+      'The trainer column is the wall time of `trainer_run.run` for the '
+      'model being evaluated.',
+      '',
+      common.table(['set', 'model', 'eval seqs', 'labelled steps',
+                    'extracts', 'trainer s', 'old evaluate s (chunked pass)',
+                    'new evaluate s', 'new: chunked pass s', 'new: TFMA s '
+                    '(share)', 'new: other s', 'new / old',
+                    'new / trainer'], rows, align='llrrrrrrrrrrr'),
+      '',
+      'Where TFMA\'s time goes. In `evaluate`: the Beam pipeline\'s run '
+      '(`Pipeline.run` until finished) against the rest of TFMA\'s seconds '
+      '(building the pipeline, reading the results back). After `evaluate`, '
+      'in the same process: TFMA over the first 16 extracts only (the fixed '
+      'cost whatever the data; its Beam run in brackets) and over all the '
+      'extracts again (warm). Imports: `import evaluation` in a fresh '
+      'process (the new one imports TFMA and Beam); process wall: the whole '
+      'child process.',
+      '',
+      common.table(['set', 'import s (old / new)',
+                    'process wall s (old / new)',
+                    'TFMA in evaluate: Beam run s / build + read s',
+                    'TFMA, 16 extracts s (Beam run)',
+                    'TFMA, all extracts again s',
+                    'headline metric, old / new'], where,
+                   align='lrrrrrl'),
+      '',
+      f'Peak resident memory of one evaluation (a fresh child process) of '
+      f'the per-step regression model on {small["seqs"]:,} '
+      f'and {large["seqs"]:,} eval sequences ({small["steps"]:,} and '
+      f'{large["steps"]:,} labelled steps): `VmHWM` of the child (the '
+      'high-water mark of its own memory; TFMA\'s Beam runner works in '
+      'process) and `ru_maxrss` as the child reads it, which on Linux '
+      'survives `exec` and so is at least the forking parent\'s (this '
+      'script\'s) RSS at the fork rather than the child\'s own peak:',
+      '',
+      common.table(['evaluator', f'VmHWM, {small["seqs"]:,} seqs',
+                    f'VmHWM, {large["seqs"]:,} seqs', 'growth',
+                    'large / small', 'ru_maxrss (small / large)',
+                    'evaluate s (small / large)'],
+                   mem_rows, align='lrrrrrr'),
+      '',
+      f'* Targets: per-sequence set, new / old = {cls_ratio:.2f}x '
+      f'{common.verdict(cls_ratio <= 1.2)} (target: within 1.2x); per-step '
+      f'set of {reg["labelled"]:,} labelled steps, new evaluate '
+      f'{reg["new"]["evaluate"]:.1f} s against the trainer\'s '
+      f'{reg["train_s"]:.1f} s ({reg_ratio:.2f}x) '
+      f'{common.verdict(reg_ratio < 1.0)} (target: below).',
+  ]
+
+
+def _old_value(old: dict, metric: str):
+  """The old evaluator's value of the new one's headline metric (its
+  accuracy; its RMSE squared for MSE)."""
+  overall = old.get('overall') or {}
+  if metric == 'mean_squared_error':
+    rmse = overall.get('rmse')
+    return None if rmse is None else rmse * rmse
+  return overall.get('accuracy' if metric == 'sparse_categorical_accuracy'
+                     else metric)
+
+
+def _num(value) -> str:
+  return 'n/a' if value is None else f'{float(value):.4g}'
 
 
 if __name__ == '__main__':
