@@ -201,8 +201,8 @@ def test_load_stateful_model_any_batch_size_matches_serving(classifier,
   result, loaded, splits, tmp = classifier
   model_uri = os.path.join(tmp, 'model')
   sdir = os.path.join(model_uri, 'stateful')
-  assert sorted(os.listdir(sdir)) == ['manifest.json', 'module.py',
-                                      'spec.json', 'weights']
+  assert sorted(os.listdir(sdir)) == ['fingerprint.json', 'manifest.json',
+                                      'module.py', 'spec.json', 'weights']
   spec = model_io.read_spec(model_uri)
   assert spec == result.spec
   model, spec2 = model_io.load_stateful_model(model_uri, batch_size=2)
