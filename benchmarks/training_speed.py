@@ -290,6 +290,7 @@ def batch_real_steps(source) -> List[int]:
 def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   model, spec, module = stateful_model(ds)
@@ -307,7 +308,7 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
 
   started = time.perf_counter()
   training.fit(
-      model, optimizer=training.make_optimizer(
+      model, optimizer=optimizers.make_optimizer(
           settings.OptimizerConfig.from_hyperparameters(
               spec.hyperparameters)),
       objective=objective_lib.make_objective(spec, module), train=train,
@@ -424,13 +425,14 @@ def overhead(ds: Dataset, root: str, epochs: int,
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   train = batches_lib.BatchSource.open(root, 'train')
 
   def parts():
     model, spec, module = stateful_model(ds, units)
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
     return model, optimizer, objective_lib.make_objective(spec, module)
 

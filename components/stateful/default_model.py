@@ -59,20 +59,13 @@ Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
 """
 
-import itertools
-import logging
-import time
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import conv_adapt
 from components.stateful import layers as sl
-from components.stateful import ridge
-from components.stateful import state
-
-_LOG = logging.getLogger(__name__)
 
 MODELS = ('conv', 'lstm', 'gru')
 RNN_TYPES = ('lstm', 'gru')
@@ -83,17 +76,8 @@ HEADS = ('ridge', 'sgd')
 KERNELS = 448
 MAX_DILATION = 64
 THRESHOLDS_PER_KERNEL = 4
-# Rows (labelled steps) the closed-form head is fitted on, at most; beyond
-# this, a uniform random sample of them.
-HEAD_MAX_ROWS = 20000
-
-# Training sample used by ``adapt``: batches read in order, steps kept.
-ADAPT_MAX_BATCHES = 400
-ADAPT_MAX_ROWS = 20000
 # How a sequence began: the mean of its first w scaled inputs, per w.
 ONSET_STEPS = (2, 8, 32)
-# PPV thresholds: the quantile of each kernel's output is drawn from this.
-PPV_QUANTILES = (0.1, 0.9)
 
 
 @keras.utils.register_keras_serializable(package='stateful_trainer')
@@ -313,177 +297,17 @@ def build_model(spec) -> keras.Model:
                      name=f'stacked_{kind}')
 
 
-# --------------------------------------------------------------------------
-# adapt: data-fitted, non-trainable weights (before training)
-# --------------------------------------------------------------------------
-
-
-def _collect(model: keras.Model, outputs: tf.Tensor,
-             batches: Iterable[Mapping[str, Any]], where: str) -> np.ndarray:
-  """Runs the stateful ``model`` in lane order and collects ``outputs`` at
-  real steps (``where='mask'``) or labelled steps (``'label_weight'``)."""
-  probe = keras.Model(model.inputs, outputs)
-
-  @tf.function(autograph=False)
-  def run(features, reset):
-    state.reset_lanes(model, reset)
-    return probe(features, training=False)
-
-  state.zero_all(model)
-  rows: List[np.ndarray] = []
-  for batch in batches:
-    out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
-    sel = np.asarray(batch[where]) > 0
-    if sel.any():
-      rows.append(out.numpy()[sel])
-  state.zero_all(model)
-  if not rows:
-    raise ValueError(f'adapt: no step with {where} > 0 in the sample')
-  return np.concatenate(rows)
-
-
-def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  if rows.shape[0] <= ADAPT_MAX_ROWS:
-    return rows
-  return rows[np.sort(rng.choice(rows.shape[0], ADAPT_MAX_ROWS,
-                                 replace=False))]
-
-
-def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
-               rng: np.random.Generator):
-  """The head's input, label and sequence (an int per sequence) at every
-  labelled step of ``batches`` (one pass, in lane order), thinned to a uniform sample of at most
-  ``HEAD_MAX_ROWS`` rows: whenever the kept rows pass twice the cap, a random
-  half is dropped and later rows are kept with half the probability."""
-  probe = keras.Model(model.inputs, model.get_layer('feature_scale').output)
-
-  @tf.function(autograph=False)
-  def run(features, reset):
-    state.reset_lanes(model, reset)
-    return probe(features, training=False)
-
-  state.zero_all(model)
-  xs: List[np.ndarray] = []
-  ys: List[np.ndarray] = []
-  gs: List[np.ndarray] = []
-  keep, kept, seen, started = 1.0, 0, 0, time.monotonic()
-  sequence = None  # Per lane: the number of sequences started so far.
-  for i, batch in enumerate(batches):
-    # Every batch runs (the state must follow every step); labelled steps
-    # are kept, with their sequence (lane, count of resets) as group.
-    out = run(tf.constant(batch['features']), tf.constant(batch['reset']))
-    reset = np.asarray(batch['reset']).astype(np.int64)
-    if sequence is None:
-      sequence = np.zeros(reset.shape[0], np.int64)
-    sequence += reset
-    sel = np.asarray(batch['label_weight']) > 0
-    if not sel.any():
-      continue
-    lanes = np.nonzero(sel)[0]
-    x, y = out.numpy()[sel], np.asarray(batch['labels'])[sel]
-    g = lanes * (1 << 32) + sequence[lanes]
-    seen += x.shape[0]
-    if keep < 1.0:
-      pick = rng.random(x.shape[0]) < keep
-      x, y, g = x[pick], y[pick], g[pick]
-    xs.append(x)
-    ys.append(y)
-    gs.append(g)
-    kept += x.shape[0]
-    if kept > 2 * HEAD_MAX_ROWS:
-      x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
-      pick = rng.random(x.shape[0]) < 0.5
-      xs, ys, gs = [x[pick]], [y[pick]], [g[pick]]
-      kept, keep = int(pick.sum()), keep / 2
-    if (i + 1) % 1000 == 0:
-      _LOG.info('head features: %d batches, %d labelled steps (%.0f '
-                'batches/s)', i + 1, seen,
-                (i + 1) / max(time.monotonic() - started, 1e-9))
-  state.zero_all(model)
-  if not xs:
-    raise ValueError('adapt: no labelled step in the train split')
-  return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), seen
-
-
-def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
-              rng: np.random.Generator) -> Dict[str, Any]:
-  """Ridge head (see the module docstring) on every labelled step."""
-  x, y, groups, seen = _head_rows(model, batches, rng)
-  # Per-step labels: hold whole sequences out when choosing the penalty.
-  groups = groups if spec.label_kind == 'per_step' else None
-  if spec.task == 'classification':
-    fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes),
-                    groups=groups)
-    scale = ridge.temperature(fit.loo_predictions, y)
-  else:
-    scaler = model.get_layer('label_scale')
-    mean = scaler.center.numpy().astype(np.float64)
-    std = scaler.scale.numpy().astype(np.float64)
-    z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
-    fit = ridge.fit(x, np.broadcast_to(z, (len(y), spec.output_units)),
-                    groups=groups)
-    scale = 1.0
-  model.get_layer('head').set_weights([
-      (scale * fit.weights).astype(np.float32),
-      (scale * fit.bias).astype(np.float32)])
-  return {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
-          'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
-          'temperature': scale}
-
-
 def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
          ) -> Dict[str, Any]:
-  """Fits the conv model's data-dependent weights on the train split.
-
-  ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
-  ``label_weight``, ``labels``) in lane order from the start of the train
-  split. The statistics read the first ``ADAPT_MAX_BATCHES``; the ridge head
-  reads every batch in a second pass when ``batches`` can be iterated again
-  (a one-shot iterator: the head is fitted on that sample). Deterministic for
-  a given seed. The RNN models have nothing to fit.
+  """The module's ``adapt`` hook: fits the conv model's data-dependent
+  weights on the train split (``conv_adapt.adapt_conv``: scales, PPV
+  thresholds, and the ridge head unless ``head='sgd'``). The RNN models have
+  nothing to fit.
 
   Returns:
     A short summary (for the log).
   """
   if model_kind(spec) != 'conv':
     return {}
-  sample = list(itertools.islice(batches, ADAPT_MAX_BATCHES))
-  rng = np.random.default_rng(int(spec.seed) + 12345)
-  layer = model.get_layer
-  # 1. Robust input scale: median and interquartile range per feature.
-  raw = np.concatenate([b['features'][b['mask'] > 0] for b in sample])
-  raw = _subsample(raw, rng)
-  q25, med, q75 = np.percentile(raw, [25, 50, 75], axis=0)
-  iqr = q75 - q25
-  spread = np.where(iqr > 0, iqr, raw.std(axis=0))
-  layer('input_scale').set_statistics(med, spread)
-  # 2. PPV thresholds: a random quantile of each kernel's output (of each
-  # copy of it, one threshold per copy).
-  conv = _subsample(_collect(model, layer('conv_pool').input, sample,
-                             'mask'), rng)
-  qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
-  thresholds = np.array([np.quantile(conv[:, c], qs[c])
-                         for c in range(conv.shape[1])])
-  layer('conv_pool').threshold.assign(thresholds.astype(np.float32))
-  # 3. Feature standardisation, on the steps the loss reads.
-  where = 'label_weight'
-  feats = _subsample(_collect(model, layer('features_all').output, sample,
-                              where), rng)
-  layer('feature_scale').set_statistics(feats.mean(axis=0),
-                                        feats.std(axis=0) + 1e-3)
-  # 4. Regression: outputs in the label's units.
-  if spec.task == 'regression':
-    labels = np.concatenate(
-        [np.asarray(b['labels'], np.float64)[b[where] > 0] for b in sample])
-    layer('label_scale').set_statistics(
-        np.full([spec.output_units], labels.mean()),
-        np.full([spec.output_units], labels.std() or 1.0))
-  summary = {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
-             'conv_rows': int(conv.shape[0]), 'feature_rows': int(
-                 feats.shape[0]), 'features': int(feats.shape[1])}
-  # 5. The head, in closed form.
-  if head_kind(spec) == 'ridge':
-    one_shot = iter(batches) is batches
-    summary.update(_fit_head(model, spec, sample if one_shot else batches,
-                             rng))
-  return summary
+  return conv_adapt.adapt_conv(model, spec, batches,
+                               fit_head=head_kind(spec) == 'ridge')

@@ -206,3 +206,40 @@ def read(path: str) -> Optional[Dict[str, Any]]:
     return None
   with tf.io.gfile.GFile(path) as f:
     return json.loads(f.read())
+
+
+# The train split's properties that a checkpoint depends on.
+_SPLIT_KEYS = ('batch_size', 'num_unroll', 'num_batches', 'num_sequences',
+               'real_timesteps', 'feature_names', 'label_kind', 'mode')
+
+
+def fit_fingerprint(model: Any, train: Any, config: Any,
+                    run: Optional[str] = None) -> Fingerprint:
+  """What one ``fit``'s checkpoints belong to: the run's fingerprint (if
+  given), the loop settings (a ``TrainConfig``), the train split's shape (a
+  ``BatchSource``) and the Keras model's weight shapes."""
+  return Fingerprint(parts={
+      'run': run,
+      'settings': config.to_dict(),
+      'train_split': {'split': train.split,
+                      **{k: train.meta.get(k) for k in _SPLIT_KEYS}},
+      'weights': [list(map(int, w.shape)) for w in model.weights],
+  })
+
+
+def check_checkpoint_fingerprint(checkpoint_dir: str,
+                                 mine: Fingerprint) -> None:
+  """Raises ``CheckpointMismatchError`` unless the checkpoints in
+  ``checkpoint_dir`` were written by a run with fingerprint ``mine``."""
+  stored = read(f'{checkpoint_dir}/{FILE}')
+  if stored is None:
+    raise CheckpointMismatchError(
+        f'{checkpoint_dir} holds checkpoints without a {FILE}:'
+        ' they cannot be matched to these batches and settings. Remove them '
+        'or use another checkpoint directory.')
+  if stored.get('digest') != mine.digest:
+    why = mine.diff(Fingerprint.from_dict(stored))
+    raise CheckpointMismatchError(
+        f'{checkpoint_dir} holds checkpoints of another run '
+        f'({"; ".join(why) or "other fingerprint"}). Remove them, use '
+        'another checkpoint directory, or start fresh.')

@@ -22,6 +22,7 @@ from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful_trainer import settings
+from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -361,7 +362,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   checkpoint_dir = ckpts.path
 
   def fit(model, config, subdir):
-    optimizer = training.make_optimizer(
+    optimizer = optimizers.make_optimizer(
         settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
         total_steps=max(1, config.epochs * train.num_batches))
     return training.fit(

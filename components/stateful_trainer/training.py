@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -34,7 +34,8 @@ import tf_keras as keras
 from components.sequence_batcher import reader as sb_reader
 from components.stateful import batches as batches_lib
 from components.stateful_trainer import fingerprint as fingerprint_lib
-from components.stateful_trainer.settings import OptimizerConfig
+from components.stateful_trainer import progress
+from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
 from components.stateful import state
@@ -47,48 +48,6 @@ from components.stateful.steps import evaluate_preserving_state
 from components.stateful.steps import StepFunctions
 
 _LOG = logging.getLogger(__name__)
-
-
-def make_optimizer(config: OptimizerConfig,
-                   total_steps: Optional[int] = None
-                  ) -> keras.optimizers.Optimizer:
-  """A Keras 2 optimizer (not yet built; ``fit`` builds it).
-
-  ``total_steps``: the run's training steps, for the ``cosine`` schedule.
-  """
-  rate = config.learning_rate
-  if config.lr_schedule == 'cosine':
-    rate = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, int(total_steps or 1)),
-        alpha=0.01)
-  kwargs = dict(learning_rate=rate, jit_compile=False)
-  if config.optimizer == 'adam':
-    return keras.optimizers.Adam(**kwargs)
-  if config.optimizer == 'sgd':
-    return keras.optimizers.SGD(momentum=config.momentum, **kwargs)
-  if config.optimizer == 'rmsprop':
-    return keras.optimizers.RMSprop(momentum=config.momentum, **kwargs)
-  return keras.optimizers.Adagrad(**kwargs)
-
-
-# --------------------------------------------------------------------------
-# The objective: loss and metrics for the task
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Steps
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Data
-# --------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------
-# Loops
-# --------------------------------------------------------------------------
 
 
 class Cursor(tf.Module):
@@ -171,44 +130,6 @@ def planned_steps(config: TrainConfig, num_batches: int) -> int:
   return steps
 
 
-# The train split's properties that a checkpoint depends on.
-_SPLIT_KEYS = ('batch_size', 'num_unroll', 'num_batches', 'num_sequences',
-               'real_timesteps', 'feature_names', 'label_kind', 'mode')
-
-
-def fit_fingerprint(model: keras.Model, train: BatchSource,
-                    config: TrainConfig,
-                    run: Optional[str] = None) -> fingerprint_lib.Fingerprint:
-  """What one ``fit``'s checkpoints belong to: the run's fingerprint (if
-  given), the loop settings, the train split's shape and the model's weight
-  shapes."""
-  return fingerprint_lib.Fingerprint(parts={
-      'run': run,
-      'settings': config.to_dict(),
-      'train_split': {'split': train.split,
-                      **{k: train.meta.get(k) for k in _SPLIT_KEYS}},
-      'weights': [list(map(int, w.shape)) for w in model.weights],
-  })
-
-
-def check_checkpoint_fingerprint(checkpoint_dir: str,
-                                 mine: fingerprint_lib.Fingerprint) -> None:
-  """Raises ``CheckpointMismatchError`` unless the checkpoints in
-  ``checkpoint_dir`` were written by a run with fingerprint ``mine``."""
-  stored = fingerprint_lib.read(f'{checkpoint_dir}/{fingerprint_lib.FILE}')
-  if stored is None:
-    raise fingerprint_lib.CheckpointMismatchError(
-        f'{checkpoint_dir} holds checkpoints without a {fingerprint_lib.FILE}:'
-        ' they cannot be matched to these batches and settings. Remove them '
-        'or use another checkpoint directory.')
-  if stored.get('digest') != mine.digest:
-    why = mine.diff(fingerprint_lib.Fingerprint.from_dict(stored))
-    raise fingerprint_lib.CheckpointMismatchError(
-        f'{checkpoint_dir} holds checkpoints of another run '
-        f'({"; ".join(why) or "other fingerprint"}). Remove them, use '
-        'another checkpoint directory, or start fresh.')
-
-
 def _count_mismatch(train: BatchSource, read: int) -> str:
   """The error text when a split's files do not hold its batch count."""
   sdir, meta = sb_reader.load_metadata(train.path, train.split)
@@ -218,68 +139,6 @@ def _count_mismatch(train: BatchSource, read: int) -> str:
           f'{read} '
           f'(files: {", ".join(files)}). The files are truncated or do '
           'not belong to this metadata: write the batches again.')
-
-
-class _BestWeights(tf.Module):
-  """The best epoch's weights by validation score (checkpointed with the
-  run, so a resumed run keeps the same choice).
-
-  The score is minimised: minus the accuracy when the objective reports one
-  (classification), else the loss. An equal score counts as better, so among
-  equally good epochs the later (longer trained) one is kept.
-  """
-
-  def __init__(self, model: keras.Model):
-    super().__init__(name='best_weights')
-    self.score = tf.Variable(float('inf'), trainable=False, name='score')
-    self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False,
-                             name='epoch')
-    self.stopped = tf.Variable(False, trainable=False, name='stopped')
-    self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')
-                    for i, w in enumerate(model.get_weights())]
-
-  @staticmethod
-  def score_of(metrics: Mapping[str, float]) -> Tuple[str, float]:
-    if 'accuracy' in metrics:
-      return 'accuracy', -float(metrics['accuracy'])
-    return 'loss', float(metrics['loss'])
-
-  def offer(self, model: keras.Model, metrics: Mapping[str, float],
-            epoch: int) -> bool:
-    _, score = self.score_of(metrics)
-    if not score <= float(self.score):
-      return False
-    self.score.assign(score)
-    self.epoch.assign(epoch)
-    for var, value in zip(self.weights, model.weights):
-      var.assign(value)
-    return True
-
-  def restore(self, model: keras.Model) -> None:
-    model.set_weights([v.numpy() for v in self.weights])
-
-
-class _Summaries:
-  """TensorBoard scalars (no-op without a directory)."""
-
-  def __init__(self, logdir: Optional[str]):
-    self._writers = {}
-    self._logdir = logdir
-
-  def scalars(self, phase: str, values: Mapping[str, float], step: int):
-    if not self._logdir:
-      return
-    if phase not in self._writers:
-      self._writers[phase] = tf.summary.create_file_writer(
-          f'{self._logdir}/{phase}')
-    with self._writers[phase].as_default(step=step):
-      for name, value in values.items():
-        tf.summary.scalar(name, value)
-    self._writers[phase].flush()
-
-
-def _fmt(metrics: Mapping[str, float]) -> str:
-  return ' '.join(f'{k} {v:.4f}' for k, v in metrics.items())
 
 
 def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
@@ -317,44 +176,6 @@ def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
                      seconds=clock() - started - in_hooks,
                      train=metric_results(metrics))
   return stats, stopped
-
-
-class _ProgressLog:
-  """Progress lines with rates: every N steps, and at every epoch end."""
-
-  def __init__(self, config: TrainConfig, num_batches: int,
-               clock: Callable[[], float]):
-    self._config = config
-    self._num_batches = num_batches
-    self._clock = clock
-    self._last = clock()
-    self._steps = 0
-    self._real = 0.0
-
-  def step(self, epoch: int, batch: int, step: int,
-           out: Dict[str, tf.Tensor],
-           metrics: List[keras.metrics.Metric]) -> None:
-    self._steps += 1
-    self._real += float(out['real_steps'])
-    every = self._config.log_every_n_steps
-    if not every or step % every:
-      return
-    now = self._clock()
-    dt = max(now - self._last, 1e-9)
-    _LOG.info(
-        'epoch %d/%d batch %d/%d step %d: loss %.4f (epoch %s) | '
-        '%.1f steps/s, %.0f real timesteps/s', epoch + 1, self._config.epochs,
-        batch, self._num_batches, step, float(out['loss']),
-        _fmt(metric_results(metrics)), self._steps / dt, self._real / dt)
-    self._last, self._steps, self._real = now, 0, 0.0
-
-  def epoch(self, stats: EpochStats) -> None:
-    _LOG.info(
-        'epoch %d/%d done: %s | %d steps in %.1fs, %.1f steps/s, '
-        '%.0f real timesteps/s', stats.epoch + 1, self._config.epochs,
-        _fmt(stats.train), stats.steps, stats.seconds, stats.steps_per_sec,
-        stats.real_steps_per_sec)
-    self._last, self._steps, self._real = self._clock(), 0, 0.0
 
 
 def fit(model: keras.Model,
@@ -416,8 +237,8 @@ def fit(model: keras.Model,
                         valid_metrics=valid_metrics)
   scoring = config.label_scoring or batches_lib.LAST_STEP
   cursor = Cursor()
-  best = _BestWeights(model) if validating else None
-  summaries = _Summaries(summary_dir)
+  best = selection.BestWeights(model) if validating else None
+  summaries = progress.Summaries(summary_dir)
   manager = None
   resumed_from = None
   if checkpoint_dir:
@@ -428,10 +249,10 @@ def fit(model: keras.Model,
         **({'best': best, 'valid_metrics': valid_metrics} if best else {}))
     manager = tf.train.CheckpointManager(ckpt, checkpoint_dir,
                                          max_to_keep=max_checkpoints)
-    mine = fit_fingerprint(model, train, config, fingerprint)
+    mine = fingerprint_lib.fit_fingerprint(model, train, config, fingerprint)
     stamp = f'{checkpoint_dir}/{fingerprint_lib.FILE}'
     if manager.latest_checkpoint:
-      check_checkpoint_fingerprint(checkpoint_dir, mine)
+      fingerprint_lib.check_checkpoint_fingerprint(checkpoint_dir, mine)
       resumed_from = manager.latest_checkpoint
       ckpt.restore(resumed_from).assert_existing_objects_matched()
       _LOG.info('resuming from epoch %d, step %d of %d (batch %d of %d; '
@@ -450,7 +271,7 @@ def fit(model: keras.Model,
     step = int(cursor.step)
     evaluations.append((step, results))
     summaries.scalars('eval', results, step)
-    _LOG.info('eval (%s, step %d): %s [%.1fs]', where, step, _fmt(results),
+    _LOG.info('eval (%s, step %d): %s [%.1fs]', where, step, progress.fmt_metrics(results),
               clock() - started)
     return results
 
@@ -461,7 +282,7 @@ def fit(model: keras.Model,
   epochs: List[EpochStats] = []
   evaluations: List[Tuple[int, Dict[str, float]]] = []
   num_batches = train.num_batches
-  log = _ProgressLog(config, num_batches, clock)
+  log = progress.ProgressLog(config, num_batches, clock)
 
   def on_step(out: Dict[str, tf.Tensor]) -> bool:
     """Logging, periodic evaluation/checkpoint, hooks; True: stop."""
@@ -508,7 +329,7 @@ def fit(model: keras.Model,
         stats.valid = metric_results(valid_metrics)
         improved = best.offer(model, stats.valid, epoch)
         name, _ = best.score_of(stats.valid)
-        _LOG.info('validation (epoch %d): %s%s', epoch + 1, _fmt(stats.valid),
+        _LOG.info('validation (epoch %d): %s%s', epoch + 1, progress.fmt_metrics(stats.valid),
                   ' (best so far)' if improved else
                   f' (best {name}: epoch {int(best.epoch) + 1})')
         patience = config.early_stopping_patience

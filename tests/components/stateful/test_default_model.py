@@ -5,6 +5,7 @@ receptive field sized to the data, and ``default_epochs``."""
 import numpy as np
 import pytest
 
+from components.stateful import conv_adapt
 from components.stateful import default_model as dm
 from components.stateful import model_io
 from components.stateful import model_spec as ms
@@ -84,7 +85,7 @@ def _cue_batches(n_batches, rng):
 
 
 def test_adapt_fits_a_ridge_head_on_every_batch(monkeypatch):
-  monkeypatch.setattr(dm, 'ADAPT_MAX_BATCHES', 4)  # Statistics: 2 seqs/lane.
+  monkeypatch.setattr(conv_adapt, 'ADAPT_MAX_BATCHES', 4)  # Statistics: 2 seqs/lane.
   rng = np.random.default_rng(4)
   train, test = _cue_batches(40, rng), _cue_batches(20, rng)
   spec = _spec(typical_length=2 * T)
@@ -105,12 +106,12 @@ def test_adapt_fits_a_ridge_head_on_every_batch(monkeypatch):
 
 
 def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
-  monkeypatch.setattr(dm, 'HEAD_MAX_ROWS', 6)
+  monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 6)
   rng = np.random.default_rng(5)
   batches = _cue_batches(40, rng)
   spec = _spec()
   model = model_io.build_stateful(model_io.resolve_module(), spec)
-  x, y, groups, seen = dm._head_rows(model, batches,
+  x, y, groups, seen = conv_adapt._head_rows(model, batches,
                                      np.random.default_rng(0))
   assert seen == 20 * B
   assert 1 <= x.shape[0] <= 2 * 6 + B and x.shape[0] == y.shape[0]
@@ -155,5 +156,6 @@ def test_head_rows_carry_their_sequence():
   rng = np.random.default_rng(7)
   batches = _cue_batches(8, rng)  # 4 sequences per lane, labelled once.
   model = model_io.build_stateful(model_io.resolve_module(), _spec())
-  _, _, groups, seen = dm._head_rows(model, batches, np.random.default_rng(0))
+  _, _, groups, seen = conv_adapt._head_rows(model, batches,
+                                             np.random.default_rng(0))
   assert seen == 4 * B and np.unique(groups).size == 4 * B

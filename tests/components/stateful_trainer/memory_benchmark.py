@@ -30,6 +30,7 @@ import tf_keras as keras
 from components.sequence_batcher import layout
 from components.stateful import model_io
 from components.stateful_trainer import settings
+from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -109,7 +110,7 @@ def run(args) -> dict:
     model = model_io.build_stateful(module, spec)
     started = time.monotonic()
     result = training.fit(
-        model, optimizer=training.make_optimizer(
+        model, optimizer=optimizers.make_optimizer(
             settings.OptimizerConfig.from_hyperparameters(
                 spec.hyperparameters)),
         objective=objective_lib.make_objective(spec, module), train=train_src,

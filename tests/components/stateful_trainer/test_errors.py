@@ -12,7 +12,6 @@ from components.stateful import model_spec as ms
 from components.stateful_trainer import run as trainer_run
 from components.stateful import state
 from components.stateful_trainer import settings
-from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 

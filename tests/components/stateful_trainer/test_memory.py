@@ -21,6 +21,7 @@ import tf_keras as keras
 
 from components.stateful import model_io
 from components.stateful_trainer import settings
+from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -68,7 +69,7 @@ def _train(train, evals, names, ablation):
   module = model_io.resolve_module()
   model = model_io.build_stateful(module, spec)
   result = training.fit(
-      model, optimizer=training.make_optimizer(
+      model, optimizer=optimizers.make_optimizer(
           settings.OptimizerConfig.from_hyperparameters(
               spec.hyperparameters)),
       objective=objective_lib.make_objective(spec, module), train=train,

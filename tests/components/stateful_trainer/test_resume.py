@@ -10,6 +10,7 @@ from components.stateful import model_io
 from components.stateful import state
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import settings
+from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -55,7 +56,7 @@ def _run(train, evals, *, checkpoint_dir=None, crash_at=None, seed=0,
   model = model_io.build_stateful(module, spec)
   module.adapt(model, spec, train.dataset(keys=None).as_numpy_iterator())
   objective = objective_lib.make_objective(spec, module)
-  optimizer = training.make_optimizer(
+  optimizer = optimizers.make_optimizer(
       settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
 
   def after_step(step):
@@ -123,7 +124,7 @@ def test_checkpoint_holds_rnn_state_and_data_position(tmp_path):
     keras.utils.set_random_seed(0)
     model = model_io.build_stateful(model_io.resolve_module(), spec)
     objective = objective_lib.make_objective(spec)
-    optimizer = training.make_optimizer(settings.OptimizerConfig())
+    optimizer = optimizers.make_optimizer(settings.OptimizerConfig())
 
     def after_step(step):
       if step == n + 2:
@@ -166,7 +167,7 @@ def _small_fit(train, config, checkpoint_dir, *, fingerprint=None,
   keras.utils.set_random_seed(0)
   model = model_io.build_stateful(model_io.resolve_module(), spec)
   objective = objective_lib.make_objective(spec)
-  optimizer = training.make_optimizer(settings.OptimizerConfig())
+  optimizer = optimizers.make_optimizer(settings.OptimizerConfig())
   kwargs = {'clock': clock} if clock is not None else {}
   if fingerprint is not None:
     kwargs['fingerprint'] = fingerprint

@@ -11,6 +11,7 @@ from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import state
 from components.stateful_trainer import settings
+from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -23,7 +24,7 @@ B, T, F = 3, 4, 2
 def _fit(model, spec, source, *, eval_source=None, module=None,
          after_step=None, clock=None, checkpoint_dir=None, **config):
   objective = objective_lib.make_objective(spec, module)
-  optimizer = training.make_optimizer(
+  optimizer = optimizers.make_optimizer(
       settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
   config.setdefault('log_every_n_steps', 0)
   kwargs = {'clock': clock} if clock else {}
@@ -286,7 +287,7 @@ def test_optimizer_hyperparameters():
       {'optimizer': 'SGD', 'learning_rate': 0.25, 'momentum': 0.5,
        'clip_global_norm': 0})
   assert config.clip_global_norm is None
-  opt = training.make_optimizer(config)
+  opt = optimizers.make_optimizer(config)
   assert isinstance(opt, keras.optimizers.SGD)
   assert float(opt.learning_rate) == pytest.approx(0.25)
   assert float(opt.momentum) == pytest.approx(0.5)

@@ -1,0 +1,48 @@
+"""Model selection on the validation carve: the best epoch's weights, kept
+through checkpoints (early stopping reads them)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Tuple
+
+import tensorflow as tf
+import tf_keras as keras
+
+
+class BestWeights(tf.Module):
+  """The best epoch's weights by validation score (checkpointed with the
+  run, so a resumed run keeps the same choice).
+
+  The score is minimised: minus the accuracy when the objective reports one
+  (classification), else the loss. An equal score counts as better, so among
+  equally good epochs the later (longer trained) one is kept.
+  """
+
+  def __init__(self, model: keras.Model):
+    super().__init__(name='best_weights')
+    self.score = tf.Variable(float('inf'), trainable=False, name='score')
+    self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False,
+                             name='epoch')
+    self.stopped = tf.Variable(False, trainable=False, name='stopped')
+    self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')
+                    for i, w in enumerate(model.get_weights())]
+
+  @staticmethod
+  def score_of(metrics: Mapping[str, float]) -> Tuple[str, float]:
+    if 'accuracy' in metrics:
+      return 'accuracy', -float(metrics['accuracy'])
+    return 'loss', float(metrics['loss'])
+
+  def offer(self, model: keras.Model, metrics: Mapping[str, float],
+            epoch: int) -> bool:
+    _, score = self.score_of(metrics)
+    if not score <= float(self.score):
+      return False
+    self.score.assign(score)
+    self.epoch.assign(epoch)
+    for var, value in zip(self.weights, model.weights):
+      var.assign(value)
+    return True
+
+  def restore(self, model: keras.Model) -> None:
+    model.set_weights([v.numpy() for v in self.weights])
