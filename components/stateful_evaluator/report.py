@@ -163,61 +163,6 @@ def bar_chart(categories: Sequence[str], series: Sequence[Series], *,
   return _svg(width, height, parts, title)
 
 
-def line_chart(xs: Sequence[float], series: Sequence[Series], *, title: str,
-               ylabel: str, xlabel: str, vlines: Sequence[float] = (),
-               width: int = 620, height: int = 300) -> str:
-  """Lines over ``xs`` (gaps where a value is missing), with optional
-  dashed vertical markers at ``vlines``."""
-  frame = _Frame(width, height, *_range(series))
-  parts = frame.axes(title, ylabel, xlabel)
-  if not xs:
-    return _svg(width, height, parts, title)
-  x_lo, x_hi = float(min(xs)), float(max(xs))
-  span = (x_hi - x_lo) or 1.0
-
-  def px(x: float) -> float:
-    return frame.x0 + (x - x_lo) / span * (frame.x1 - frame.x0)
-
-  for v in vlines:
-    if x_lo <= v <= x_hi:
-      parts.append(f'<line x1="{px(v):.1f}" x2="{px(v):.1f}" '
-                   f'y1="{frame.y1}" y2="{frame.y0}" stroke="#999" '
-                   'stroke-dasharray="4 3"/>')
-  for t in nice_ticks(x_lo, x_hi, 6):
-    if x_lo <= t <= x_hi:
-      parts.append(f'<text x="{px(t):.1f}" y="{frame.y0 + 16}" '
-                   f'text-anchor="middle">{_esc(_fmt(t, 4))}</text>')
-  # Drawn last first, so the first series (the candidate) is on top; later
-  # series are dashed so that identical curves stay distinguishable.
-  for index in reversed(range(len(series))):
-    name, values, color = series[index]
-    dash = ' stroke-dasharray="6 4"' if index else ''
-    run: List[str] = []
-    runs = []
-    for x, v in zip(xs, values):
-      v = _num(v)
-      if v is None:
-        if run:
-          runs.append(run)
-        run = []
-        continue
-      run.append(f'{px(x):.1f},{frame.y(v):.1f}')
-      parts.append(f'<circle cx="{px(x):.1f}" cy="{frame.y(v):.1f}" r="2.5" '
-                   f'fill="{color}"><title>{_esc(name)} at {_esc(_fmt(x))}: '
-                   f'{_esc(_fmt(v, 6))}</title></circle>')
-    if run:
-      runs.append(run)
-    for r in runs:
-      parts.append(f'<polyline points="{" ".join(r)}" fill="none" '
-                   f'stroke="{color}" stroke-width="2"{dash}/>')
-  parts += _legend(series, frame.x0)
-  return _svg(width, height, parts, title)
-
-
-# --------------------------------------------------------------------------
-# The page
-# --------------------------------------------------------------------------
-
 _STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;
 margin:24px;color:#222;max-width:1100px}h1{font-size:22px}
@@ -250,13 +195,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]],
     out.append('</tr>')
   out.append('</table>')
   return ''.join(out)
-
-
-def _change(cand: Any, base: Any) -> str:
-  c, b = _num(cand), _num(base)
-  if c is None or b is None:
-    return 'n/a'
-  return f'{c - b:+.4g}'
 
 
 def heatmap(matrix: Sequence[Sequence[float]], *, title: str,
