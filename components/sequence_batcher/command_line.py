@@ -75,7 +75,8 @@ def split_args(parser: argparse.ArgumentParser,
   return args, rest
 
 
-def _chain(exc: BaseException) -> List[BaseException]:
+def exception_chain(exc: BaseException) -> List[BaseException]:
+  """``exc`` and the exceptions it was raised from or during, in order."""
   chain, seen = [], set()
   while exc is not None and id(exc) not in seen:
     seen.add(id(exc))
@@ -93,7 +94,7 @@ def one_line_error(exc: BaseException,
   message; else ``exc`` itself. Beam's ``[while running ...]`` notes and
   anything after the first line are dropped.
   """
-  chain = _chain(exc)
+  chain = exception_chain(exc)
   chosen = next((e for e in chain if isinstance(e, preferred)), None)
   if chosen is None:
     # A worker process's error arrives as text (multi_processing runner).
@@ -117,7 +118,7 @@ def is_user_error(exc: BaseException) -> bool:
   the chain, or an input error reported as text by a worker), which the
   command lines report in one line; False for anything else (a bug: its
   traceback is kept)."""
-  for e in _chain(exc):
+  for e in exception_chain(exc):
     if isinstance(e, (ValueError, OSError)):
       return True
     if any(t.__name__ == 'OpError' for t in type(e).__mro__):

@@ -16,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from components.sequence_batcher.command_line import exception_chain
 from components.sequence_batcher import layout
 
 B = 3  # batch_size of the boundary table
@@ -298,15 +299,6 @@ def assert_same_batches(actual: Sequence[Dict[str, np.ndarray]],
       else:
         assert g.dtype == w.dtype, (b, name, g.dtype, w.dtype)
       np.testing.assert_array_equal(g, w, err_msg=f'batch {b} {name}')
-
-
-def exception_chain(exc: BaseException) -> List[BaseException]:
-  chain, seen = [], set()
-  while exc is not None and id(exc) not in seen:
-    seen.add(id(exc))
-    chain.append(exc)
-    exc = exc.__cause__ or exc.__context__
-  return chain
 
 
 def assert_error(excinfo, error_type, *patterns: str) -> BaseException:
