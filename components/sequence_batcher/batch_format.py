@@ -38,7 +38,7 @@ def serialize_batch(batch: Dict[str, np.ndarray]) -> bytes:
       'label_weight': _floats(batch['label_weight']),
       'reset': _ints(batch['reset']),
       'key': tf.train.Feature(bytes_list=tf.train.BytesList(
-          value=[bytes(k) for k in batch['key']])),
+          value=[bytes(k) for k in np.asarray(batch['key']).ravel()])),
       'segment_index': _ints(batch['segment_index']),
       'sequence_length': _ints(batch['sequence_length']),
       'batch_index': _ints(batch['batch_index']),
@@ -52,15 +52,17 @@ def feature_spec(meta: dict) -> Dict[str, tf.io.FixedLenFeature]:
   bsz, unroll, nfeat = meta['batch_size'], meta['num_unroll'], meta[
       'num_features']
   label_dtype = tf.int64 if meta['label_dtype'] == 'int64' else tf.float32
+  # Per lane, or per step in dense mode (layout.assemble_batch).
+  lane = [bsz, unroll] if meta.get('mode') == 'dense' else [bsz]
   return {
       'features': tf.io.FixedLenFeature([bsz, unroll, nfeat], tf.float32),
       'labels': tf.io.FixedLenFeature([bsz, unroll], label_dtype),
       'mask': tf.io.FixedLenFeature([bsz, unroll], tf.float32),
       'label_weight': tf.io.FixedLenFeature([bsz, unroll], tf.float32),
-      'reset': tf.io.FixedLenFeature([bsz], tf.int64),
-      'key': tf.io.FixedLenFeature([bsz], tf.string),
-      'segment_index': tf.io.FixedLenFeature([bsz], tf.int64),
-      'sequence_length': tf.io.FixedLenFeature([bsz], tf.int64),
+      'reset': tf.io.FixedLenFeature(lane, tf.int64),
+      'key': tf.io.FixedLenFeature(lane, tf.string),
+      'segment_index': tf.io.FixedLenFeature(lane, tf.int64),
+      'sequence_length': tf.io.FixedLenFeature(lane, tf.int64),
       'batch_index': tf.io.FixedLenFeature([], tf.int64),
   }
 

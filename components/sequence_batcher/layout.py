@@ -19,6 +19,13 @@ Vocabulary (see docs/design.md, "The lane layout"):
   occupies ``max(segments)`` consecutive batches and every sequence in it
   starts at the group's first batch, so a plain ``model.reset_states()`` at
   each group start is correct and whole groups may be shuffled per epoch.
+* ``dense`` mode: as ``packed``, but a lane is a stream of steps, not of
+  segments: the next sequence starts at the step after the previous one
+  ends, inside the same segment, so only each lane's tail is padded. Lanes
+  are balanced by steps (longest first onto the lane with the fewest steps).
+  ``reset``, ``key``, ``segment_index`` and ``sequence_length`` are then per
+  step, ``[B, T]`` (see ``assemble_batch``), and every stateful layer must
+  honour a reset at any step (``components.stateful.state.step_resets``).
 """
 
 from __future__ import annotations
@@ -32,7 +39,8 @@ import numpy as np
 
 PACKED = 'packed'
 BUCKETED = 'bucketed'
-MODES = (PACKED, BUCKETED)
+DENSE = 'dense'
+MODES = (PACKED, BUCKETED, DENSE)
 
 PER_SEQUENCE = 'per_sequence'
 PER_STEP = 'per_step'
@@ -41,6 +49,9 @@ LABEL_KINDS = (PER_SEQUENCE, PER_STEP)
 # Keys of one batch, as written to disk and returned by ``read_batches``.
 BATCH_KEYS = ('features', 'labels', 'mask', 'label_weight', 'reset', 'key',
               'segment_index', 'sequence_length', 'batch_index')
+# The keys that are per lane ([B]) in packed / bucketed mode and per step
+# ([B, T]) in dense mode.
+LANE_KEYS = ('reset', 'key', 'segment_index', 'sequence_length')
 
 # A shard holds about this many bytes of feature data by default.
 DEFAULT_SHARD_BYTES = 64 << 20
@@ -57,7 +68,7 @@ class LayoutConfig:
   Attributes:
     batch_size: B, lanes per batch (>= 1).
     num_unroll: T, time steps per segment (>= 1).
-    mode: ``packed`` (default) or ``bucketed``.
+    mode: ``packed`` (default), ``bucketed`` or ``dense``.
     label_kind: ``per_sequence`` (``label_weight`` is 1 only on the last real
       step) or ``per_step`` (``label_weight`` equals ``mask``).
     max_sequence_length: optional cap on a sequence's length.
@@ -131,8 +142,12 @@ class LanePlan:
     keys: sequence keys in plan order (longest first).
     lengths: int64[N], the sequence lengths.
     lanes: int64[N], the lane of each sequence.
-    start_batches: int64[N], the batch holding each sequence's segment 0.
-    segments: int64[N], ``ceil(L / T)``.
+    starts: int64[N], where each sequence starts in its lane: the batch
+      holding its segment 0 (``packed``, ``bucketed``), or the position of
+      its first step in the lane's stream of steps (``dense``: step ``s``
+      is step ``s % T`` of batch ``s // T``).
+    segments: int64[N], the batches it spans: ``ceil(L / T)``, or in
+      ``dense`` mode ``(s + L - 1) // T - s // T + 1``.
     num_batches: batches in the split.
     groups: for ``bucketed`` mode, ``(first_batch, num_batches)`` of every
       group in order; None in ``packed`` mode.
@@ -143,7 +158,7 @@ class LanePlan:
   keys: List[str]
   lengths: np.ndarray
   lanes: np.ndarray
-  start_batches: np.ndarray
+  starts: np.ndarray
   segments: np.ndarray
   num_batches: int
   groups: Optional[List[Tuple[int, int]]]
@@ -172,9 +187,10 @@ class LanePlan:
     return self.real_timesteps / total if total else 0.0
 
   def placements(self) -> Iterable[Tuple[str, Tuple[int, int]]]:
-    """Yields ``(key, (lane, start_batch))`` for every sequence."""
+    """Yields ``(key, (lane, start))`` for every sequence (see
+    ``starts``)."""
     for i, key in enumerate(self.keys):
-      yield key, (int(self.lanes[i]), int(self.start_batches[i]))
+      yield key, (int(self.lanes[i]), int(self.starts[i]))
 
   def shard_of(self, batch_index: int) -> int:
     return int(batch_index) // self.batches_per_shard
@@ -222,6 +238,15 @@ def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
       lanes[i], starts[i] = lane, load
       heapq.heappush(heap, (load + int(nseg), lane))
     num_batches = max(load for load, _ in heap)
+  elif config.mode == DENSE:
+    # Longest first onto the lane with the fewest steps (ties: lowest lane).
+    heap = [(0, lane) for lane in range(bsz)]
+    for i, length in enumerate(lengths):
+      load, lane = heapq.heappop(heap)
+      lanes[i], starts[i] = lane, load
+      heapq.heappush(heap, (load + int(length), lane))
+    num_batches = -(-max(load for load, _ in heap) // unroll)
+    segments = (starts + lengths - 1) // unroll - starts // unroll + 1
   else:
     groups = []
     first = 0
@@ -235,7 +260,7 @@ def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
   bytes_per_batch = max(1, bsz * unroll * max(1, num_features) * 4)
   batches_per_shard = max(1, config.shard_bytes // bytes_per_batch)
   return LanePlan(config=config, keys=keys, lengths=lengths, lanes=lanes,
-                  start_batches=starts, segments=segments,
+                  starts=starts, segments=segments,
                   num_batches=int(num_batches), groups=groups,
                   batches_per_shard=int(batches_per_shard))
 
@@ -255,6 +280,11 @@ class Segment:
     key: the sequence key.
     segment_index: k, the position of the segment in its sequence.
     sequence_length: L.
+    offset: ``dense`` mode: the step of the batch lane where this piece
+      starts (0 otherwise); its arrays then hold only its ``n`` real steps
+      (``features`` float32[n, F], ...), not ``T``.
+    first_step: ``dense`` mode: the position in the sequence of the piece's
+      first step (0 otherwise).
   """
   batch_index: int
   lane: int
@@ -266,11 +296,51 @@ class Segment:
   key: str
   segment_index: int
   sequence_length: int
+  offset: int = 0
+  first_step: int = 0
 
 
-def cut_segments(seq: SequenceArrays, lane: int, start_batch: int,
+def _label_weight(seq: SequenceArrays, config: LayoutConfig,
+                  steps: int) -> np.ndarray:
+  """float32[steps]: the weights of the sequence's first ``steps`` steps
+  (``steps`` >= L; zero past L)."""
+  weight = np.zeros((steps,), dtype=np.float32)
+  if seq.labeled and config.label_kind == PER_SEQUENCE:
+    weight[seq.length - 1] = 1.0
+  elif seq.labeled:
+    weight[:seq.length] = 1.0
+  return weight
+
+
+def _cut_dense(seq: SequenceArrays, lane: int, start: int,
+               config: LayoutConfig) -> List[Segment]:
+  """``dense`` mode: the pieces of a sequence whose first step is step
+  ``start`` of its lane's stream, one per batch it touches."""
+  unroll, length = config.num_unroll, seq.length
+  weight = _label_weight(seq, config, length)
+  features = np.asarray(seq.features, np.float32)
+  pieces, pos = [], 0
+  while pos < length:
+    batch_index, offset = divmod(start + pos, unroll)
+    n = min(unroll - offset, length - pos)
+    pieces.append(Segment(
+        batch_index=batch_index, lane=lane,
+        features=features[pos:pos + n], labels=seq.labels[pos:pos + n],
+        mask=np.ones((n,), np.float32), label_weight=weight[pos:pos + n],
+        reset=int(pos == 0), key=seq.key, segment_index=len(pieces),
+        sequence_length=length, offset=offset, first_step=pos))
+    pos += n
+  return pieces
+
+
+def cut_segments(seq: SequenceArrays, lane: int, start: int,
                  config: LayoutConfig) -> List[Segment]:
-  """Cuts one sequence into padded segments placed by the plan."""
+  """Cuts one sequence into the segments placed by the plan (``start``:
+  see ``LanePlan.starts``): padded to T, or in ``dense`` mode unpadded
+  pieces, one per batch the sequence touches."""
+  if config.mode == DENSE:
+    return _cut_dense(seq, lane, start, config)
+  start_batch = start
   unroll = config.num_unroll
   length = seq.length
   nseg = num_segments(length, unroll)
@@ -282,13 +352,7 @@ def cut_segments(seq: SequenceArrays, lane: int, start_batch: int,
   labels[:length] = seq.labels
   mask = np.zeros((padded,), dtype=np.float32)
   mask[:length] = 1.0
-  if not seq.labeled:
-    weight = np.zeros((padded,), dtype=np.float32)
-  elif config.label_kind == PER_SEQUENCE:
-    weight = np.zeros((padded,), dtype=np.float32)
-    weight[length - 1] = 1.0
-  else:
-    weight = mask
+  weight = _label_weight(seq, config, padded)
   feats = feats.reshape(nseg, unroll, nfeat)
   labels = labels.reshape(nseg, unroll)
   mask = mask.reshape(nseg, unroll)
@@ -305,15 +369,16 @@ def empty_batch(batch_index: int, config: LayoutConfig, num_features: int,
                 label_dtype: np.dtype) -> Dict[str, np.ndarray]:
   """A batch with every lane padded (mask 0, segment_index -1)."""
   bsz, unroll = config.batch_size, config.num_unroll
+  lane = (bsz, unroll) if config.mode == DENSE else (bsz,)
   return {
       'features': np.zeros((bsz, unroll, num_features), np.float32),
       'labels': np.zeros((bsz, unroll), label_dtype),
       'mask': np.zeros((bsz, unroll), np.float32),
       'label_weight': np.zeros((bsz, unroll), np.float32),
-      'reset': np.zeros((bsz,), np.int64),
-      'key': np.array([b''] * bsz, dtype=object),
-      'segment_index': np.full((bsz,), -1, np.int64),
-      'sequence_length': np.zeros((bsz,), np.int64),
+      'reset': np.zeros(lane, np.int64),
+      'key': np.full(lane, b'', dtype=object),
+      'segment_index': np.full(lane, -1, np.int64),
+      'sequence_length': np.zeros(lane, np.int64),
       'batch_index': np.array([batch_index], np.int64),
   }
 
@@ -327,27 +392,42 @@ def assemble_batch(batch_index: int, segments: Iterable[Segment],
     A dict with ``features`` float32[B, T, F], ``labels`` [B, T], ``mask``
     float32[B, T], ``label_weight`` float32[B, T], ``reset`` int64[B], ``key``
     object[B] (bytes), ``segment_index`` int64[B], ``sequence_length``
-    int64[B] and ``batch_index`` int64[1].
+    int64[B] and ``batch_index`` int64[1]. In ``dense`` mode the four
+    ``LANE_KEYS`` are per step, [B, T]: ``reset`` 1 on a sequence's first
+    step, ``key`` the step's sequence (``b''`` on padding),
+    ``segment_index`` the step's 0-based position in its sequence (-1 on
+    padding; ``segment_index * T + j`` in the other modes) and
+    ``sequence_length`` its sequence's length (0 on padding).
   """
   batch = empty_batch(batch_index, config, num_features, label_dtype)
-  seen = set()
+  dense = config.mode == DENSE
+  used = np.zeros((config.batch_size, config.num_unroll), bool)
   for seg in segments:
     if seg.batch_index != batch_index:
       raise LayoutError(f'segment of {seg.key!r} for batch {seg.batch_index} '
                         f'given to batch {batch_index}')
-    if seg.lane in seen:
-      raise LayoutError(f'two segments in lane {seg.lane} of batch '
-                        f'{batch_index} (second: {seg.key!r})')
-    seen.add(seg.lane)
-    i = seg.lane
-    batch['features'][i] = seg.features
-    batch['labels'][i] = seg.labels
-    batch['mask'][i] = seg.mask
-    batch['label_weight'][i] = seg.label_weight
-    batch['reset'][i] = seg.reset
-    batch['key'][i] = seg.key.encode('utf-8')
-    batch['segment_index'][i] = seg.segment_index
-    batch['sequence_length'][i] = seg.sequence_length
+    i, lo = seg.lane, seg.offset
+    hi = lo + len(seg.mask)
+    if hi > config.num_unroll or used[i, lo:hi].any():
+      raise LayoutError(f'two segments in lane {i} of batch {batch_index} '
+                        f'(second: {seg.key!r})')
+    used[i, lo:hi] = True
+    batch['features'][i, lo:hi] = seg.features
+    batch['labels'][i, lo:hi] = seg.labels
+    batch['mask'][i, lo:hi] = seg.mask
+    batch['label_weight'][i, lo:hi] = seg.label_weight
+    key = seg.key.encode('utf-8')
+    if dense:
+      batch['reset'][i, lo] = seg.reset
+      batch['key'][i, lo:hi] = key
+      batch['segment_index'][i, lo:hi] = seg.first_step + np.arange(hi - lo)
+      batch['sequence_length'][i, lo:hi] = seg.sequence_length
+    else:
+      used[i] = True  # One segment per lane.
+      batch['reset'][i] = seg.reset
+      batch['key'][i] = key
+      batch['segment_index'][i] = seg.segment_index
+      batch['sequence_length'][i] = seg.sequence_length
   return batch
 
 

@@ -178,7 +178,12 @@ def check_layout(batches: Sequence[Dict[str, np.ndarray]],
   * ``label_weight``: per_sequence: 1 only on the last real step; per_step:
     equal to the mask;
   * padding lanes: mask 0, segment_index -1, key b'', no data.
+
+  ``dense`` batches: see ``check_dense_layout``.
   """
+  if config.mode == layout.DENSE:
+    check_dense_layout(batches, data, config)
+    return
   bsz, unroll = config.batch_size, config.num_unroll
   by_key = {s.key: s for s in data}
   assert len(by_key) == len(data)
@@ -246,11 +251,95 @@ def check_layout(batches: Sequence[Dict[str, np.ndarray]],
         f'{key!r} is not in consecutive batches: {segs}')
 
 
+def check_dense_layout(batches: Sequence[Dict[str, np.ndarray]],
+                       data: Sequence[SeqData],
+                       config: layout.LayoutConfig) -> None:
+  """The invariants of a ``dense`` layout, where a lane is one stream of
+  steps (step ``j`` of batch ``b`` is stream step ``b * T + j``):
+
+  * every input time step appears exactly once, with its own feature and
+    label values (``sum(mask)`` == input rows);
+  * a sequence's steps are consecutive steps of one lane's stream, in order
+    (``segment_index`` = the step's position 0, 1, 2, ...);
+  * ``reset`` is 1 exactly on a sequence's first step, and a lane's stream
+    changes sequence only at a reset: each sequence ends before the next
+    one starts; padding (mask 0, key b'', segment_index -1, no data) only
+    at the end of a lane;
+  * ``key`` and ``sequence_length`` on every real step name its sequence;
+  * ``label_weight``: per_sequence: 1 only on the last real step; per_step:
+    equal to the mask.
+  """
+  bsz, unroll = config.batch_size, config.num_unroll
+  by_key = {s.key: s for s in data}
+  assert len(by_key) == len(data)
+  for b, batch in enumerate(batches):
+    assert batch['features'].shape == (bsz, unroll, len(FEATURES))
+    for name in layout.LANE_KEYS:
+      assert np.shape(batch[name]) == (bsz, unroll), (b, name)
+    assert int(np.ravel(batch['batch_index'])[0]) == b
+  seen = collections.Counter()
+  for lane in range(bsz):
+    stream = [(b, j) for b in range(len(batches)) for j in range(unroll)]
+    current, padded = None, False  # (key, next position) of the open one.
+    for b, j in stream:
+      batch = batches[b]
+      where = f'batch {b} lane {lane} step {j}'
+      pos = int(batch['segment_index'][lane, j])
+      key = batch['key'][lane, j]
+      reset = int(batch['reset'][lane, j])
+      if pos < 0:
+        assert pos == -1 and key == b'', where
+        assert batch['mask'][lane, j] == 0, where
+        assert reset == 0 and batch['sequence_length'][lane, j] == 0, where
+        assert batch['label_weight'][lane, j] == 0, where
+        assert not batch['features'][lane, j].any(), where
+        assert batch['labels'][lane, j] == 0, where
+        if current is not None:
+          assert current[1] == by_key[current[0]].length, (
+              f'{where}: {current[0]!r} stops before its end')
+        current, padded = None, True
+        continue
+      assert not padded, f'{where}: a real step after padding'
+      key = key.decode('utf-8')
+      assert key in by_key, f'{where}: unknown key {key!r}'
+      s = by_key[key]
+      assert reset == int(pos == 0), where
+      if reset:
+        if current is not None:
+          assert current[1] == by_key[current[0]].length, (
+              f'{where}: {key!r} starts before {current[0]!r} ends')
+        current = (key, 0)
+      assert current is not None and current == (key, pos), (
+          f'{where}: {key!r} step {pos} out of order (open: {current})')
+      current = (key, pos + 1)
+      seen[key] += 1
+      assert batch['mask'][lane, j] == 1.0, where
+      assert int(batch['sequence_length'][lane, j]) == s.length, where
+      np.testing.assert_array_equal(batch['features'][lane, j],
+                                    s.features[pos], err_msg=where)
+      assert batch['labels'][lane, j] == s.labels[pos], where
+      want = (1.0 if config.label_kind == layout.PER_STEP or
+              pos == s.length - 1 else 0.0)
+      assert batch['label_weight'][lane, j] == want, where
+    if current is not None:
+      assert current[1] == by_key[current[0]].length, (
+          f'lane {lane}: {current[0]!r} never ends')
+  assert dict(seen) == {s.key: s.length for s in data}, 'steps lost or doubled'
+
+
 def placements_of(batches: Sequence[Dict[str, np.ndarray]]) -> dict:
-  """``{key: (lane, first batch)}`` as the batches show it."""
+  """``{key: (lane, start)}`` as the batches show it (``start``: the first
+  batch, or in ``dense`` batches the lane-stream step of the first step)."""
   out = {}
   for b, batch in enumerate(batches):
-    for lane in np.flatnonzero(np.asarray(batch['segment_index']) == 0):
+    seg = np.asarray(batch['segment_index'])
+    if seg.ndim == 2:  # dense
+      unroll = seg.shape[1]
+      for lane, j in zip(*np.nonzero(seg == 0)):
+        out[batch['key'][lane, j].decode('utf-8')] = (int(lane),
+                                                      b * unroll + int(j))
+      continue
+    for lane in np.flatnonzero(seg == 0):
       out[batch['key'][lane].decode('utf-8')] = (int(lane), b)
   return out
 

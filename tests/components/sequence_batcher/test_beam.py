@@ -22,7 +22,7 @@ from components.sequence_batcher import layout
 from components.sequence_batcher import sequences
 from tests.components.sequence_batcher import helpers
 
-MODES = (layout.PACKED, layout.BUCKETED)
+MODES = layout.MODES
 LABEL_KINDS = (layout.PER_SEQUENCE, layout.PER_STEP)
 
 BEAM_CASES = ('B_plus_1', 'exactly_B', 'length_T', 'length_T_plus_1',
@@ -61,6 +61,7 @@ def _boundary_table():
   for i, case in enumerate(BEAM_CASES):
     table.append((case, layout.PACKED, LABEL_KINDS[i % 2]))
     table.append((case, layout.BUCKETED, LABEL_KINDS[(i + 1) % 2]))
+    table.append((case, layout.DENSE, LABEL_KINDS[(i // 2) % 2]))
   return table
 
 
@@ -83,10 +84,11 @@ def test_boundary_cases(tmp_path, case, mode, label_kind):
       for s in range(-(-len(batches) // 2))]
   expected_batches = {
       # The longest sequence sets the number of batches ...
-      'exactly_B': 2, 'length_T': 1, 'length_T_plus_1': 2 * 2,
-      'B_plus_1': 3 if mode == layout.PACKED else 3 + 1,
+      'exactly_B': 2, 'length_T': 1,
+      'length_T_plus_1': 3 if mode == layout.DENSE else 2 * 2,
+      'B_plus_1': 3 if mode != layout.BUCKETED else 3 + 1,
       # ... or the groups do: (41, 3, 2) then (2, 1).
-      'one_far_longer': 11 if mode == layout.PACKED else 11 + 1,
+      'one_far_longer': 11 if mode != layout.BUCKETED else 11 + 1,
   }
   assert len(batches) == expected_batches[case]
 

@@ -9,7 +9,7 @@ from components.sequence_batcher import layout
 
 from tests.components.sequence_batcher import helpers
 
-MODES = (layout.PACKED, layout.BUCKETED)
+MODES = layout.MODES
 LABEL_KINDS = (layout.PER_SEQUENCE, layout.PER_STEP)
 
 
@@ -29,7 +29,7 @@ def _lane_intervals(plan):
   """lane -> sorted [(start_batch, end_batch, key)]."""
   lanes = collections.defaultdict(list)
   for i, key in enumerate(plan.keys):
-    start = int(plan.start_batches[i])
+    start = int(plan.starts[i])
     lanes[int(plan.lanes[i])].append(
         (start, start + int(plan.segments[i]), key))
   return {lane: sorted(iv) for lane, iv in lanes.items()}
@@ -87,7 +87,7 @@ def test_packed_plan_by_hand():
   # a -> lane 0 [0, 4); c -> lane 1 [0, 2); b -> lane 1 [2, 4);
   # d -> both lanes end at 4, the lowest lane wins: lane 0 [4, 5).
   np.testing.assert_array_equal(plan.lanes, [0, 1, 1, 0])
-  np.testing.assert_array_equal(plan.start_batches, [0, 0, 2, 4])
+  np.testing.assert_array_equal(plan.starts, [0, 0, 2, 4])
   assert plan.num_batches == 5
   assert plan.groups is None
   assert plan.real_timesteps == 17
@@ -135,11 +135,15 @@ def test_sequence_segments_are_contiguous_in_one_lane(mode):
   for s in data:
     i = plan.keys.index(s.key)
     segs = layout.cut_segments(helpers.sequence_arrays([s])[0],
-                               int(plan.lanes[i]), int(plan.start_batches[i]),
+                               int(plan.lanes[i]), int(plan.starts[i]),
                                config)
+    first = int(plan.starts[i])
+    if mode == layout.DENSE:
+      first //= config.num_unroll  # starts: the lane-stream step.
+    assert len(segs) == plan.segments[i]
     assert [g.segment_index for g in segs] == list(range(len(segs)))
     assert [g.batch_index for g in segs] == list(
-        range(plan.start_batches[i], plan.start_batches[i] + len(segs)))
+        range(first, first + len(segs)))
     assert {g.lane for g in segs} == {plan.lanes[i]}
     assert segs[-1].batch_index < plan.num_batches
 
@@ -153,7 +157,7 @@ def test_bucketed_plan_by_hand():
                            config)
   assert plan.keys == ['a', 'c', 'b', 'd', 'e']
   np.testing.assert_array_equal(plan.lanes, [0, 1, 0, 1, 0])
-  np.testing.assert_array_equal(plan.start_batches, [0, 0, 4, 4, 6])
+  np.testing.assert_array_equal(plan.starts, [0, 0, 4, 4, 6])
   assert plan.groups == [(0, 4), (4, 2), (6, 1)]
   assert plan.num_batches == 7
 
@@ -173,7 +177,7 @@ def test_bucketed_groups(seed, batch_size):
     # Groups follow each other with no gap.
     assert first == position
     # Every sequence of a group starts at the group's first batch, lanes 0..
-    assert [int(plan.start_batches[i]) for i in members] == [first] * len(
+    assert [int(plan.starts[i]) for i in members] == [first] * len(
         members)
     assert [int(plan.lanes[i]) for i in members] == list(range(len(members)))
     # The group spans its longest member's segments.
@@ -198,7 +202,7 @@ def test_plan_does_not_depend_on_input_order(mode):
     shuffled = [pairs[i] for i in rng.permutation(len(pairs))]
     again = layout.plan_lanes(iter(shuffled), config, 2)
     assert again.keys == first.keys
-    for name in ('lengths', 'lanes', 'start_batches', 'segments'):
+    for name in ('lengths', 'lanes', 'starts', 'segments'):
       np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
     assert again.num_batches == first.num_batches
     assert again.groups == first.groups
@@ -247,7 +251,7 @@ def test_cut_segments(label_kind, length):
   config = _config(label_kind=label_kind)
   s = helpers.make_data([length], label_kind)[0]
   segs = layout.cut_segments(helpers.sequence_arrays([s])[0], lane=2,
-                             start_batch=5, config=config)
+                             start=5, config=config)
   unroll = helpers.T
   assert len(segs) == -(-length // unroll)
   mask = np.concatenate([g.mask for g in segs])
@@ -293,6 +297,65 @@ def test_assemble_batch_rejects_misplaced_segments():
     layout.assemble_batch(1, [seg_a], config, 2, np.float32)
 
 
+def test_dense_plan_by_hand():
+  config = layout.LayoutConfig(batch_size=2, num_unroll=4, mode=layout.DENSE)
+  plan = layout.plan_lanes([('a', 5), ('b', 3), ('c', 2), ('d', 2)], config)
+  # Longest first onto the lane with the fewest steps: a -> 0 (0..4),
+  # b -> 1 (0..2), c -> 1 (3..4), d -> both lanes hold 5 steps, the lowest
+  # lane wins: 0 (5..6).
+  assert plan.keys == ['a', 'b', 'c', 'd']
+  assert plan.lanes.tolist() == [0, 1, 1, 0]
+  assert plan.starts.tolist() == [0, 0, 3, 5]
+  assert plan.segments.tolist() == [2, 1, 2, 1]
+  assert plan.num_batches == 2
+  assert plan.efficiency == 12 / 16
+
+
+@pytest.mark.parametrize('seed', range(4))
+@pytest.mark.parametrize('batch_size', [1, 3, 8])
+def test_dense_plan_balances_steps(seed, batch_size):
+  pairs = _random_pairs(40, seed=seed)
+  config = layout.LayoutConfig(batch_size=batch_size, num_unroll=5,
+                               mode=layout.DENSE)
+  plan = layout.plan_lanes(pairs, config)
+  ends = np.zeros(batch_size, np.int64)
+  for lane in range(batch_size):
+    mine = np.flatnonzero(plan.lanes == lane)
+    order = mine[np.argsort(plan.starts[mine])]
+    # Back to back: each sequence starts where the previous one ended.
+    starts = plan.starts[order]
+    np.testing.assert_array_equal(
+        starts, np.r_[0, np.cumsum(plan.lengths[order])[:-1]])
+    ends[lane] = starts[-1] + plan.lengths[order[-1]] if mine.size else 0
+  assert ends.max() - ends.min() <= plan.lengths.max()
+  assert plan.num_batches == -(-int(ends.max()) // 5)
+  assert plan.real_timesteps == ends.sum()
+
+
+def test_dense_pieces_share_a_lane_inside_one_batch():
+  config = layout.LayoutConfig(batch_size=1, num_unroll=4, mode=layout.DENSE)
+  a, b = helpers.sequence_arrays(helpers.make_data([3, 6], layout.PER_SEQUENCE))
+  pieces_a = layout.cut_segments(a, 0, 0, config)
+  pieces_b = layout.cut_segments(b, 0, 3, config)  # Steps 3..8 of the lane.
+  assert [(p.batch_index, p.offset, len(p.mask), p.first_step)
+          for p in pieces_b] == [(0, 3, 1, 0), (1, 0, 4, 1), (2, 0, 1, 5)]
+  batch = layout.assemble_batch(0, pieces_a + pieces_b[:1], config, 2,
+                                np.int64)
+  assert batch['reset'].tolist() == [[1, 0, 0, 1]]
+  assert batch['key'].tolist() == [[b's00', b's00', b's00', b's01']]
+  assert batch['segment_index'].tolist() == [[0, 1, 2, 0]]
+  assert batch['sequence_length'].tolist() == [[3, 3, 3, 6]]
+  assert batch['label_weight'].tolist() == [[0, 0, 1, 0]]
+  np.testing.assert_array_equal(batch['features'][0, 3], b.features[0])
+  last = layout.assemble_batch(2, pieces_b[2:], config, 2, np.int64)
+  assert last['mask'].tolist() == [[1, 0, 0, 0]]
+  assert last['segment_index'].tolist() == [[5, -1, -1, -1]]
+  assert last['label_weight'].tolist() == [[1, 0, 0, 0]]
+  with pytest.raises(layout.LayoutError, match='two segments in lane 0'):
+    layout.assemble_batch(0, pieces_a + layout.cut_segments(b, 0, 2, config)[
+        :1], config, 2, np.int64)
+
+
 def test_length_histogram():
   hist = layout.length_histogram(np.array([1, 2, 3, 4, 7, 8, 100]), 4)
   assert hist['edges'] == [1, 2, 4, 8, 16, 32, 64, 128]
@@ -319,8 +382,10 @@ def test_reference_layout_invariants(case, mode, label_kind):
   assert stats['padded_timesteps'] == (len(batches) * helpers.B * helpers.T -
                                        real)
   if case == 'exactly_B' or (case == 'length_T' and mode == layout.BUCKETED):
-    # One group / every sequence starts at batch 0.
-    assert all(batches[0]['reset'][:len(data)] == 1)
+    # One group / every sequence starts at batch 0 (dense: at its step 0).
+    reset = batches[0]['reset']
+    assert all((reset[:, 0] if mode == layout.DENSE else reset)[:len(data)]
+               == 1)
 
 
 @pytest.mark.parametrize('mode', MODES)
@@ -341,6 +406,30 @@ def test_invariant_checker_catches_a_broken_layout():
       lambda bs: bs.__setitem__(slice(0, 2), [bs[1], bs[0]]),
       lambda bs: bs[-1]['label_weight'].__setitem__(
           (0, slice(None)), np.ones(helpers.T, np.float32)),
+  ]
+  for breaker in breakers:
+    broken = [{k: np.copy(v) for k, v in b.items()} for b in batches]
+    breaker(broken)
+    with pytest.raises(AssertionError):
+      helpers.check_layout(broken, data, config)
+
+
+def test_dense_invariant_checker_catches_a_broken_layout():
+  config = _config(layout.DENSE, layout.PER_SEQUENCE)
+  data = helpers.make_data([9, 2, 5, 6, 3], layout.PER_SEQUENCE)
+  _, batches = helpers.reference(data, config)
+  helpers.check_layout(batches, data, config)
+  breakers = [
+      lambda bs: bs[0]['features'].__setitem__((0, 0, 0), 12345.0),
+      lambda bs: bs[0]['reset'].__setitem__((0, 0), 0),
+      # A reset in the middle of a sequence (its state would be lost).
+      lambda bs: bs[1]['reset'].__setitem__((0, 1), 1),
+      lambda bs: bs[1]['mask'].__setitem__((0, 3), 0.0),
+      lambda bs: bs.__setitem__(slice(0, 2), [bs[1], bs[0]]),
+      lambda bs: bs[0]['key'].__setitem__((1, 2), b's04'),
+      lambda bs: bs[-1]['label_weight'].__setitem__(
+          (0, slice(None)), np.ones(helpers.T, np.float32)),
+      lambda bs: bs[0]['sequence_length'].__setitem__((2, 0), 99),
   ]
   for breaker in breakers:
     broken = [{k: np.copy(v) for k, v in b.items()} for b in batches]
