@@ -60,11 +60,15 @@ $(BENCH_DATA)/.installed: requirements/bench.txt | $(STAMP)
 	$(PYTHON) -m pip install --quiet --no-deps --ignore-requires-python --target $(BENCH_DATA) -r requirements/bench.txt
 	touch $@
 
-# Re-resolve the direct dependencies and pin every version (then commit it).
+# Resolve the direct dependencies and pin every version (then commit it).
+# The current lock is a constraint, so adding a dependency to base.in pins
+# only what it brings and leaves every existing pin as it is; UPGRADE=1
+# re-resolves everything from scratch (newest versions that fit).
+UPGRADE ?=
 lock:
 	rm -rf /tmp/tss-lock-venv && $(PY310) -m venv /tmp/tss-lock-venv
 	/tmp/tss-lock-venv/bin/pip install --quiet --upgrade pip setuptools wheel
-	/tmp/tss-lock-venv/bin/pip install --quiet -r requirements/base.in
+	/tmp/tss-lock-venv/bin/pip install --quiet -r requirements/base.in $(if $(UPGRADE),,-c requirements/lock.txt)
 	/tmp/tss-lock-venv/bin/pip freeze --all | grep -v '^\(pip\|setuptools\|wheel\)==' > requirements/lock.txt
 
 clean-outputs:
