@@ -11,6 +11,11 @@ protocol"):
   that processes a whole chunk ``float32[N, T', C]`` vectorised.
 * An all-zero state means "the sequence starts here": zeroing a lane's rows
   (a reset) is exactly starting a fresh sequence in that lane.
+* It honours a reset at any step (``dense`` batches, where a lane's next
+  sequence starts inside a segment): ``step(inputs, states, resets)`` with
+  ``resets`` float32[N, T'] (1 on a sequence's first step) restarts at
+  those steps, exactly as if a fresh call started there. ``resets=None``
+  means no reset inside the chunk.
 * With ``stateful=True`` (training and chunked evaluation; fixed lane count
   B) the state lives in variables ``float32[B, ...]`` that
   ``components.stateful.state`` finds, resets, snapshots and checkpoints.
@@ -26,7 +31,8 @@ Layers:
 
 * ``CausalConv1D`` — a (dilated) causal convolution that carries its last
   ``(kernel_size - 1) * dilation_rate`` inputs and convolves
-  ``[carried ; chunk]`` in one call.
+  ``[carried ; chunk]`` in one call; with resets, taps that reach back
+  across a reset read zeros.
 * ``RunningPool`` — running statistics over the whole history of a
   sequence: ``mean``, ``max`` and ``ppv`` (proportion of values above a
   per-channel threshold), carried as a count, sums and maxima.
@@ -37,7 +43,7 @@ Layers:
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -63,6 +69,7 @@ class StatefulLayer(keras.layers.Layer):
     object.__setattr__(self, '_state_vars', None)
     object.__setattr__(self, '_external_states', None)
     object.__setattr__(self, '_captured_states', None)
+    object.__setattr__(self, '_step_resets', None)
 
   # -- To implement --------------------------------------------------------
 
@@ -70,9 +77,14 @@ class StatefulLayer(keras.layers.Layer):
     """Per-lane state shapes (without the lane dimension); after build."""
     raise NotImplementedError
 
-  def step(self, inputs: tf.Tensor, states: Sequence[tf.Tensor]
+  def step(self, inputs: tf.Tensor, states: Sequence[tf.Tensor],
+           resets: Optional[tf.Tensor] = None
           ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
-    """``(outputs for the chunk, states after its last step)``; pure."""
+    """``(outputs for the chunk, states after its last step)``; pure.
+
+    ``resets``: None, or float32[N, T'] with 1 where a sequence starts
+    (the state is zero just before that step).
+    """
     raise NotImplementedError
 
   # -- The protocol --------------------------------------------------------
@@ -115,9 +127,12 @@ class StatefulLayer(keras.layers.Layer):
 
   def call(self, inputs):
     inputs = tf.convert_to_tensor(inputs)
+    # Per-step resets, set by ``state.step_resets`` (dense batches only, so
+    # a subclass written before them still runs the other modes).
+    extra = () if self._step_resets is None else (self._step_resets,)
     if self.stateful:
       outputs, new_states = self.step(
-          inputs, [v.read_value() for v in self._state_vars])
+          inputs, [v.read_value() for v in self._state_vars], *extra)
       for var, value in zip(self._state_vars, new_states):
         var.assign(value)
       return outputs
@@ -125,13 +140,22 @@ class StatefulLayer(keras.layers.Layer):
       states = list(self._external_states)
     else:
       states = self.zero_states(tf.shape(inputs)[0])
-    outputs, new_states = self.step(inputs, states)
+    outputs, new_states = self.step(inputs, states, *extra)
     if self._captured_states is not None:
       self._captured_states[:] = list(new_states)
     return outputs
 
   def get_config(self):
     return {**super().get_config(), 'stateful': self.stateful}
+
+
+def last_reset(resets: tf.Tensor) -> tf.Tensor:
+  """int32[N, T']: the index of the last reset at or before each step of
+  the chunk, -1 where the chunk has none yet (``resets`` float32[N, T'])."""
+  steps = tf.range(tf.shape(resets)[1], dtype=tf.float32)[None, :]
+  marked = tf.where(resets > 0, steps + tf.zeros_like(resets),
+                    -tf.ones_like(resets))
+  return tf.cast(cumulative_max(marked[..., None])[..., 0], tf.int32)
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -186,17 +210,43 @@ class CausalConv1D(StatefulLayer):
   def state_shapes(self):
     return [tf.TensorShape([self.receptive_field, self._channels])]
 
-  def step(self, inputs, states):
+  def step(self, inputs, states, resets=None):
     (carried,) = states
     full = tf.concat([carried, inputs], axis=1)  # [N, R + T', C]
-    out = tf.nn.convolution(full, self.kernel, padding='VALID',
-                            dilations=[self.dilation_rate])
-    if self.bias is not None:
-      out = out + self.bias
-    out = self.activation(out)
     r = self.receptive_field
     new = full[:, tf.shape(full)[1] - r:] if r else full[:, :0]
-    return out, [new]
+    if resets is None:
+      out = tf.nn.convolution(full, self.kernel, padding='VALID',
+                              dilations=[self.dilation_rate])
+    else:
+      out, new = self._step_with_resets(full, new, resets)
+    if self.bias is not None:
+      out = out + self.bias
+    return self.activation(out), [new]
+
+  def _step_with_resets(self, full, new, resets):
+    """The convolution tap by tap, each tap zeroed on the steps where it
+    would read across a reset; the carried inputs zeroed before the last
+    reset (they belong to an ended sequence)."""
+    r, length = self.receptive_field, tf.shape(resets)[1]
+    last = last_reset(resets)  # [N, T']
+    steps = tf.range(length)[None, :]
+    # Steps since the sequence started (0 on its first step); "never" when
+    # it started before the chunk.
+    since = tf.where(last >= 0, steps - last, tf.fill(tf.shape(last), r))
+    out = 0.0
+    for j in range(self.kernel_size):
+      lag = (self.kernel_size - 1 - j) * self.dilation_rate
+      tap = full[:, r - lag:r - lag + length]  # [N, T', C]
+      tap = tap * tf.cast(since >= lag, tap.dtype)[..., None]
+      out += tf.tensordot(tap, self.kernel[j], axes=[[2], [0]])
+    if r:
+      # ``new`` holds full positions T' .. T' + R - 1; the last sequence
+      # starts at full position R + last[:, -1] (none: keep everything).
+      start = tf.where(last[:, -1] >= 0, r + last[:, -1], -1)
+      keep = (length + tf.range(r))[None, :] >= start[:, None]
+      new = new * tf.cast(keep, new.dtype)[..., None]
+    return out, new
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])
@@ -212,19 +262,26 @@ class CausalConv1D(StatefulLayer):
                 self.bias_initializer)}
 
 
-def cumulative_max(x: tf.Tensor, axis: int = 1) -> tf.Tensor:
+def cumulative_max(x: tf.Tensor, axis: int = 1,
+                   start: Optional[tf.Tensor] = None) -> tf.Tensor:
   """Running maximum along ``axis`` (static or dynamic length), exact.
 
   Log-depth doubling: after the pass with shift s every position holds the
-  maximum of the 2s values ending at it.
+  maximum of the 2s values ending at it. ``start`` (int32[N, T], optional):
+  the first step each position's maximum may read (a segmented maximum
+  that restarts at resets).
   """
   if axis != 1:
     raise ValueError('cumulative_max supports axis=1 ([N, T, C])')
   length = tf.shape(x)[1]
   neg = tf.fill(tf.shape(x), tf.constant(-np.inf, x.dtype))
+  steps = tf.range(length)[None, :]
 
   def body(shift, y):
     shifted = tf.concat([neg[:, :shift], y[:, :length - shift]], axis=1)
+    if start is not None:
+      inside = (steps - shift >= start)[..., None]
+      shifted = tf.where(inside, shifted, neg)
     return shift * 2, tf.maximum(y, shifted)
 
   _, y = tf.while_loop(lambda shift, _: shift < length, body,
@@ -280,31 +337,55 @@ class RunningPool(StatefulLayer):
     return [tf.TensorShape([1])] + [tf.TensorShape([self._channels])
                                     for _ in self.stats]
 
-  def step(self, inputs, states):
+  def step(self, inputs, states, resets=None):
     count0, rest = states[0], states[1:]
-    steps = tf.cast(tf.range(1, tf.shape(inputs)[1] + 1), inputs.dtype)
-    count = count0[:, None, :] + steps[None, :, None]  # [N, T', 1]
+    steps = tf.range(1, tf.shape(inputs)[1] + 1)
+    if resets is None:
+      last = fresh = None
+      count = count0[:, None, :] + tf.cast(steps, inputs.dtype)[None, :, None]
+    else:
+      last = last_reset(resets)  # [N, T']
+      fresh = (last >= 0)[..., None]  # The sequence started in the chunk.
+      count = tf.where(
+          fresh, tf.cast(steps[None, :] - last, inputs.dtype)[..., None],
+          count0[:, None, :] + tf.cast(steps, inputs.dtype)[None, :, None])
+
+    def running_sum(values, carried):
+      """Sums since the sequence start: the carried sum plus the chunk's
+      cumulative sum, or the cumulative sum since the last reset."""
+      total = tf.cumsum(values, axis=1)
+      if last is None:
+        return carried[:, None, :] + total
+      before = tf.gather(total, tf.maximum(last - 1, 0), batch_dims=1)
+      before = tf.where((last > 0)[..., None], before, tf.zeros_like(before))
+      return tf.where(fresh, total - before, carried[:, None, :] + total)
+
     outputs, new = [], [count[:, -1]]
     for name, carried in zip(self.stats, rest):
       if name == 'mean':
-        total = carried[:, None, :] + tf.cumsum(inputs, axis=1)
+        total = running_sum(inputs, carried)
         outputs.append(total / count)
         new.append(total[:, -1])
       elif name == 'max':
-        fresh = tf.equal(count0, 0.0)  # [N, 1]
-        start = tf.where(fresh, tf.fill(tf.shape(carried), -np.inf), carried)
-        running = tf.maximum(cumulative_max(inputs), start[:, None, :])
+        empty = tf.equal(count0, 0.0)  # [N, 1]: no carried history.
+        carry = tf.where(empty, tf.fill(tf.shape(carried), -np.inf),
+                         carried)[:, None, :]
+        if last is None:
+          running = tf.maximum(cumulative_max(inputs), carry)
+        else:
+          running = cumulative_max(inputs, start=tf.maximum(last, 0))
+          running = tf.where(fresh, running, tf.maximum(running, carry))
         outputs.append(running)
         new.append(running[:, -1])
       elif name == 'head_mean':
         position = count - 1.0  # 0-based step of the sequence, [N, T', 1].
         inside = tf.cast(position < self.head_steps, inputs.dtype)
-        total = carried[:, None, :] + tf.cumsum(inputs * inside, axis=1)
+        total = running_sum(inputs * inside, carried)
         outputs.append(total / tf.minimum(count, float(self.head_steps)))
         new.append(total[:, -1])
       else:  # ppv
         above = tf.cast(inputs > self.threshold, inputs.dtype)
-        total = carried[:, None, :] + tf.cumsum(above, axis=1)
+        total = running_sum(above, carried)
         outputs.append(total / count)
         new.append(total[:, -1])
     return tf.concat(outputs, axis=-1), new

@@ -37,10 +37,25 @@ LAYERS = {
 }
 
 
+# Recurrent layers go through the same per-step reset tests (``dense``).
+RNN_LAYERS = {
+    'lstm': lambda stateful: [keras.layers.LSTM(
+        5, return_sequences=True, stateful=stateful)],
+    'gru': lambda stateful: [keras.layers.GRU(
+        4, return_sequences=True, stateful=stateful)],
+    'simple_rnn_then_conv': lambda stateful: [
+        keras.layers.SimpleRNN(3, return_sequences=True, stateful=stateful),
+        _conv(stateful, name='conv_after_rnn')],
+    'stacked_cells': lambda stateful: [keras.layers.RNN(
+        [keras.layers.LSTMCell(3), keras.layers.GRUCell(2)],
+        return_sequences=True, stateful=stateful)],
+}
+
+
 def _model(kind, stateful, batch=None):
   inputs = keras.Input(shape=(None, F), batch_size=batch)
   x = inputs
-  for layer in LAYERS[kind](stateful):
+  for layer in {**LAYERS, **RNN_LAYERS}[kind](stateful):
     x = layer(x)
   return keras.Model(inputs, x)
 
@@ -102,6 +117,94 @@ def test_reset_lane_equals_fresh_model_and_spares_neighbours(kind):
   # Lanes 0 and 2 continued: equal the whole ``first + second``.
   both = twin(np.concatenate([first, second], axis=1)).numpy()[:, 7:]
   np.testing.assert_allclose(out[[0, 2]], both[[0, 2]], atol=1e-5)
+
+
+def _lane_streams(rng, num_unroll):
+  """B lanes of back-to-back sequences (lengths 1..13), as ``dense``
+  batches lay them: features [B, n * T, F], reset [B, n * T] (1 on each
+  sequence's first step; the lane tails are padding) and, per lane, the
+  (start, length) of its sequences."""
+  lanes = []
+  for _ in range(B):
+    spans, at = [], 0
+    while at < 3 * num_unroll:
+      n = int(rng.integers(1, 14))
+      spans.append((at, n))
+      at += n
+    lanes.append(spans)
+  total = max(a + n for spans in lanes for a, n in spans[-1:])
+  total = -(-total // num_unroll) * num_unroll
+  x = rng.normal(size=(B, total, F)).astype(np.float32) * 2
+  reset = np.zeros((B, total), np.int64)
+  for lane, spans in enumerate(lanes):
+    for a, n in spans:
+      reset[lane, a] = 1
+    end = spans[-1][0] + spans[-1][1]
+    x[lane, end:] = 0.0
+  return x, reset, lanes
+
+
+@pytest.mark.parametrize('kind', sorted(LAYERS) + sorted(RNN_LAYERS))
+@pytest.mark.parametrize('num_unroll', [1, 4, 9])
+def test_step_resets_equal_each_sequence_alone(kind, num_unroll):
+  """Dense batches: several sequences per lane per segment, state reset
+  at each one's first step, equal each sequence run alone from zeros."""
+  rng = np.random.default_rng(num_unroll)
+  model, twin = _pair(kind)
+  x, reset, lanes = _lane_streams(rng, num_unroll)
+  state.zero_all(model)
+  outs = []
+  for a in range(0, x.shape[1], num_unroll):
+    with state.step_resets(model, reset[:, a:a + num_unroll]):
+      outs.append(model(x[:, a:a + num_unroll]).numpy())
+  got = np.concatenate(outs, axis=1)
+  for lane, spans in enumerate(lanes):
+    for a, n in spans:
+      alone = twin(x[lane:lane + 1, a:a + n]).numpy()[0]
+      np.testing.assert_allclose(got[lane, a:a + n], alone, atol=1e-5,
+                                 err_msg=f'lane {lane} sequence at {a}')
+
+
+@pytest.mark.parametrize('kind', ['conv', 'lstm'])
+def test_step_resets_inside_tf_function_and_gradients(kind):
+  """The resets work traced (as the trainer runs them) and cut the
+  gradient: a step before a reset does not influence outputs after it."""
+  model, _ = _pair(kind)
+  x = tf.constant(np.random.default_rng(0).normal(size=(B, 8, F)),
+                  tf.float32)
+  reset = np.zeros((B, 8), np.int64)
+  reset[:, 0] = 1
+  reset[1, 5] = 1
+
+  @tf.function(autograph=False)
+  def run(features, resets):
+    with tf.GradientTape() as tape:
+      tape.watch(features)
+      with state.step_resets(model, resets):
+        out = model(features)
+      target = tf.reduce_sum(out[1, 5:])
+    return out, tape.gradient(target, features)
+
+  state.zero_all(model)
+  _, grad = run(x, tf.constant(reset))
+  assert not np.abs(grad.numpy()[1, :5]).any()
+  assert np.abs(grad.numpy()[1, 5:]).any()
+  assert not np.abs(grad.numpy()[[0, 2]]).any()
+
+
+def test_step_resets_reject_a_layer_that_cannot_reset():
+
+  class OldStyle(sl.RunningPool):
+
+    def step(self, inputs, states):  # pylint: disable=arguments-differ
+      return super().step(inputs, states)
+
+  inputs = keras.Input(shape=(None, F), batch_size=B)
+  model = keras.Model(inputs, OldStyle(stateful=True, name='old')(inputs))
+  with pytest.raises(state.StatefulModelError,
+                     match="layer 'old' .* cannot reset inside a segment"):
+    with state.step_resets(model, np.zeros((B, 4))):
+      pass
 
 
 @pytest.mark.parametrize('kind', ['conv', 'conv_then_pool'])
