@@ -42,7 +42,8 @@ def label_weights(batch: Mapping[str, tf.Tensor], scoring: str,
 
   ``last_step``: ``label_weight`` as written; ``every_step``: ``mask``;
   ``weighted``: ``mask * (t / L) ** 2`` with t the 1-based step of the
-  sequence (``segment_index * T + j + 1``) and L its length.
+  sequence (``segment_index * T + j + 1``; ``dense``: ``segment_index + 1``)
+  and L its length.
   """
   if scoring == LAST_STEP:
     return batch['label_weight']
@@ -51,9 +52,12 @@ def label_weights(batch: Mapping[str, tf.Tensor], scoring: str,
   if scoring != WEIGHTED:
     raise BatchError(f'label scoring must be one of {LABEL_SCORINGS}, got '
                      f'{scoring!r}')
-  seg = tf.cast(batch['segment_index'], tf.float32)[:, None]
-  pos = seg * num_unroll + tf.range(1, num_unroll + 1, dtype=tf.float32)
+  seg = tf.cast(batch['segment_index'], tf.float32)
   length = tf.maximum(tf.cast(batch['sequence_length'], tf.float32), 1.0)
+  if seg.shape.rank == 2:  # dense: the step's position, per step.
+    return batch['mask'] * tf.square((seg + 1.0) / length)
+  pos = seg[:, None] * num_unroll + tf.range(1, num_unroll + 1,
+                                             dtype=tf.float32)
   return batch['mask'] * tf.square(pos / length[:, None])
 
 
@@ -125,7 +129,9 @@ class BatchSource:
       train_w = label_weights(batch, scoring, num_unroll)
       if fraction > 0:
         valid = tf.cast(is_validation_key(batch['key'], fraction),
-                        tf.float32)[:, None]
+                        tf.float32)
+        if valid.shape.rank == 1:  # Per lane; dense batches: per step.
+          valid = valid[:, None]
         batch['valid_weight'] = batch['label_weight'] * valid
         train_w = train_w * (1.0 - valid)
       batch['label_weight'] = train_w
@@ -237,6 +243,63 @@ def _text(key) -> str:
   return key.decode('utf-8') if isinstance(key, bytes) else str(key)
 
 
+@dataclasses.dataclass(frozen=True)
+class Piece:
+  """The real steps ``[lo, hi)`` of one lane of one batch that belong to one
+  sequence (a packed/bucketed segment, or a run of a ``dense`` lane).
+
+  Attributes:
+    lane: the lane.
+    lo, hi: the steps of the batch it covers.
+    key: the sequence key.
+    length: L, the sequence's length.
+    first_step: the position in the sequence of step ``lo``.
+  """
+  lane: int
+  lo: int
+  hi: int
+  key: str
+  length: int
+  first_step: int
+
+  @property
+  def starts(self) -> bool:
+    """The sequence starts here (its state was reset at step ``lo``)."""
+    return self.first_step == 0
+
+  @property
+  def ends(self) -> bool:
+    """The sequence's last step is in this piece."""
+    return self.first_step + self.hi - self.lo >= self.length
+
+
+def lane_pieces(batch: Mapping[str, np.ndarray],
+                num_unroll: int) -> Iterator[Piece]:
+  """The pieces of one batch (numpy ``key``, ``segment_index``,
+  ``sequence_length``; ``reset`` for ``dense``), lane by lane, in step
+  order. Padding is in no piece."""
+  seg = np.asarray(batch['segment_index'])
+  if seg.ndim == 1:
+    for lane in np.flatnonzero(seg >= 0):
+      length = int(batch['sequence_length'][lane])
+      first = int(seg[lane]) * num_unroll
+      yield Piece(lane=int(lane), lo=0, hi=min(num_unroll, length - first),
+                  key=_text(batch['key'][lane]), length=length,
+                  first_step=first)
+    return
+  keys, reset = batch['key'], batch['reset']
+  for lane in np.flatnonzero((seg >= 0).any(axis=1)):
+    steps = np.flatnonzero(seg[lane] >= 0)
+    # A new piece where a sequence starts, its key changes or after a gap.
+    cuts = [int(j) for i, j in enumerate(steps)
+            if i == 0 or reset[lane, j] or steps[i - 1] != j - 1 or
+            keys[lane, j] != keys[lane, j - 1]]
+    for lo, hi in zip(cuts, cuts[1:] + [int(steps[-1]) + 1]):
+      yield Piece(lane=int(lane), lo=lo, hi=hi, key=_text(keys[lane, lo]),
+                  length=int(batch['sequence_length'][lane, lo]),
+                  first_step=int(seg[lane, lo]))
+
+
 def lanes_to_sequences(
     pairs: Iterable[Tuple[Mapping[str, np.ndarray], np.ndarray]],
     num_unroll: int, *, fields: Tuple[str, ...] = ('labels', 'label_weight')
@@ -246,46 +309,46 @@ def lanes_to_sequences(
   Args:
     pairs: ``(batch, outputs float32[B, T, K])`` in lane order, e.g. from
       ``steps.predict_batches``; a batch holds numpy ``key``,
-      ``segment_index``, ``sequence_length``, ``mask`` and ``fields``.
+      ``segment_index``, ``sequence_length`` (and ``reset`` for ``dense``
+      batches) and ``fields``.
     num_unroll: T.
     fields: per-step batch fields to return with each sequence.
 
   Yields:
-    A ``SequenceResult`` as soon as a sequence's last segment is read; only
+    A ``SequenceResult`` as soon as a sequence's last step is read; only
     the sequences still running in some lane are held in memory.
 
   Raises:
-    BatchError: a segment out of order, a lane that switches sequence
-      mid-way, or a sequence whose last segment never comes (naming it).
+    BatchError: a piece out of order, a lane that switches sequence
+      mid-way, or a sequence whose last step never comes (naming it).
   """
   running: Dict[int, Dict[str, Any]] = {}
   for batch, outputs in pairs:
-    seg = np.asarray(batch['segment_index'])
-    for lane in np.flatnonzero(seg >= 0):
-      key = _text(batch['key'][lane])
-      length = int(batch['sequence_length'][lane])
+    for piece in lane_pieces(batch, num_unroll):
+      lane, key = piece.lane, piece.key
       part = running.get(lane)
-      if seg[lane] == 0:
+      if piece.starts:
         if part is not None:
           raise BatchError(f'sequence {part["key"]!r} in lane {lane} ends '
-                           f'after segment {part["next"] - 1}, before its '
-                           f'last segment; {key!r} starts there')
+                           f'after step {part["next"] - 1}, before its last '
+                           f'step; {key!r} starts there')
         part = running[lane] = {'key': key, 'next': 0, 'outputs': [],
                                 **{f: [] for f in fields}}
-      if part is None or part['key'] != key or part['next'] != seg[lane]:
-        raise BatchError(f'segment {seg[lane]} of sequence {key!r} in lane '
-                         f'{lane} is out of order')
-      real = np.asarray(batch['mask'][lane]) > 0
-      part['outputs'].append(outputs[lane][real])
+      if part is None or part['key'] != key or (
+          part['next'] != piece.first_step):
+        raise BatchError(f'step {piece.first_step} of sequence {key!r} in '
+                         f'lane {lane} is out of order')
+      sl = slice(piece.lo, piece.hi)
+      part['outputs'].append(outputs[lane, sl])
       for f in fields:
-        part[f].append(np.asarray(batch[f][lane])[real])
-      part['next'] += 1
-      if part['next'] == -(-length // num_unroll):
+        part[f].append(np.asarray(batch[f][lane])[sl])
+      part['next'] += piece.hi - piece.lo
+      if piece.ends:
         del running[lane]
         out = np.concatenate(part['outputs'])
-        if out.shape[0] != length:
+        if out.shape[0] != piece.length:
           raise BatchError(f'sequence {key!r} has {out.shape[0]} real steps '
-                           f'in its segments; its length is {length}')
+                           f'in its segments; its length is {piece.length}')
         yield SequenceResult(key=key, outputs=out, arrays={
             f: np.concatenate(part[f]) for f in fields})
   if running:

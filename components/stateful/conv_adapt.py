@@ -21,6 +21,7 @@ import tf_keras as keras
 
 from components.stateful import ridge
 from components.stateful import state
+from components.stateful import steps as steps_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -44,8 +45,7 @@ def _stream(model: keras.Model, outputs: tf.Tensor,
 
   @tf.function(autograph=False)
   def run(features, reset):
-    state.reset_lanes(model, reset)
-    return probe(features, training=False)
+    return steps_lib.run_model(probe, features, reset, training=False)
 
   state.zero_all(model)
   try:
@@ -90,16 +90,21 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   for i, (batch, out) in enumerate(stream):
     # Labelled steps are kept, with their sequence (lane, count of resets)
     # as group.
-    reset = np.asarray(batch['reset']).astype(np.int64)
+    sel = np.asarray(batch['label_weight']) > 0
+    reset = np.zeros(sel.shape, np.int64)  # Per step, [B, T].
+    if np.ndim(batch['reset']) == 2:  # dense
+      reset[:] = batch['reset']
+    else:
+      reset[:, 0] = batch['reset']
     if sequence is None:
       sequence = np.zeros(reset.shape[0], np.int64)
-    sequence += reset
-    sel = np.asarray(batch['label_weight']) > 0
+    count = sequence[:, None] + np.cumsum(reset, axis=1)
+    sequence = count[:, -1]
     if not sel.any():
       continue
     lanes = np.nonzero(sel)[0]
     x, y = out[sel], np.asarray(batch['labels'])[sel]
-    g = lanes * (1 << 32) + sequence[lanes]
+    g = lanes * (1 << 32) + count[sel]
     seen += x.shape[0]
     if keep < 1.0:
       pick = rng.random(x.shape[0]) < keep

@@ -3,7 +3,8 @@
 Owns one step of training, evaluation and prediction on a batch of lanes,
 and the loops that only read (``evaluate``, ``predict_batches``). Before
 every step the state rows of lanes with ``reset == 1`` are zeroed through
-the state protocol (``state.reset_lanes``); evaluation starts and ends with
+the state protocol (``state.reset_lanes``; in ``dense`` batches, per step,
+``state.step_resets``); evaluation starts and ends with
 all state zero, and ``evaluate_preserving_state`` puts a training state
 back afterwards. The training loop (epochs, cursor, checkpoints) is the
 trainer's; these are its building blocks and the evaluator's.
@@ -38,6 +39,31 @@ def prepare_state(model: keras.Model, reset: tf.Tensor,
     state.reset_lanes(model, reset)
 
 
+def run_model(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
+              training: bool, reset_all: bool = False) -> tf.Tensor:
+  """Resets where sequences start, then runs the model on one batch.
+
+  Args:
+    model: stateful model, features float32[B, T, F] -> float32[B, T, K].
+    features: float32[B, T, F].
+    reset: int64[B] (``packed``/``bucketed``: the lanes zeroed before the
+      step) or int64[B, T] (``dense``: the steps where a sequence starts,
+      honoured by every stateful layer through ``state.step_resets``).
+    training: passed to the model.
+    reset_all: ablation: zero every lane's state first.
+
+  Returns:
+    float32[B, T, K].
+  """
+  if reset.shape.rank == 2:
+    if reset_all:
+      state.zero_all(model)
+    with state.step_resets(model, reset):
+      return model(features, training=training)
+  prepare_state(model, reset, reset_all)
+  return model(features, training=training)
+
+
 def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
                objective: Objective, metrics: List[keras.metrics.Metric],
                batch: Batch, reset_all: bool = False,
@@ -51,7 +77,8 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     objective: loss and clipping.
     metrics: ``objective.new_metrics()`` to update.
     batch: ``features`` float32[B, T, F], ``labels`` [B, T], ``mask``
-      float32[B, T], ``label_weight`` float32[B, T], ``reset`` int64[B];
+      float32[B, T], ``label_weight`` float32[B, T], ``reset`` int64[B]
+      (``dense``: int64[B, T], see ``run_model``);
       optionally ``valid_weight`` float32[B, T]: steps of validation
       sequences, scored into ``valid_metrics`` and never into the loss.
     reset_all: ablation: zero every lane's state first.
@@ -64,9 +91,9 @@ def train_step(model: keras.Model, optimizer: keras.optimizers.Optimizer,
     ``loss`` (weighted mean over the batch's labelled steps, scalar),
     ``grad_norm`` (before clipping) and ``real_steps`` (sum of the mask).
   """
-  prepare_state(model, batch['reset'], reset_all)
   with tf.GradientTape() as tape:
-    outputs = model(batch['features'], training=True)
+    outputs = run_model(model, batch['features'], batch['reset'], True,
+                        reset_all)
     per_step = objective.per_step_loss(batch['labels'], outputs)
     loss = weighted_mean(per_step, batch['label_weight'])
     if model.losses:  # Regularisers.
@@ -100,8 +127,8 @@ def eval_step(model: keras.Model, objective: Objective,
               metrics: List[keras.metrics.Metric], batch: Batch,
               reset_all: bool = False) -> Dict[str, tf.Tensor]:
   """Forward pass on one batch (state carried), updating ``metrics``."""
-  prepare_state(model, batch['reset'], reset_all)
-  outputs = model(batch['features'], training=False)
+  outputs = run_model(model, batch['features'], batch['reset'], False,
+                      reset_all)
   per_step = objective.per_step_loss(batch['labels'], outputs)
   update_metrics(metrics, objective, batch, outputs, per_step)
   return {'loss': weighted_mean(per_step, batch['label_weight']),
@@ -111,8 +138,7 @@ def eval_step(model: keras.Model, objective: Objective,
 def predict_step(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
                  reset_all: bool = False) -> tf.Tensor:
   """Resets the starting lanes, then returns outputs float32[B, T, K]."""
-  prepare_state(model, reset, reset_all)
-  return model(features, training=False)
+  return run_model(model, features, reset, False, reset_all)
 
 
 @dataclasses.dataclass

@@ -41,7 +41,7 @@ class SampledSequence:
 
 
 class SequenceSampler:
-  """Keeps the segments of a bottom-k sample of sequences, in one pass.
+  """Keeps the steps of a bottom-k sample of sequences, in one pass.
 
   A sequence's priority is decided when its first segment arrives: sequences
   with more than one segment (the ones where state is carried) come before
@@ -82,24 +82,27 @@ class SequenceSampler:
   def wants(self, key: str) -> bool:
     return key in self._lengths
 
-  def add(self, key: str, segment_index: int, features: np.ndarray,
+  def add(self, key: str, first_step: int, features: np.ndarray,
           outputs: np.ndarray) -> None:
-    """Stores segment ``segment_index`` (features [T, F], outputs [T, K])."""
-    self._segments[key][int(segment_index)] = (np.array(features),
-                                               np.array(outputs))
+    """Stores the sequence's steps from ``first_step`` on (features
+    [n, F], outputs [n, K]; a packed segment's padding is cut later)."""
+    self._segments[key][int(first_step)] = (np.array(features),
+                                            np.array(outputs))
 
   def sequences(self) -> List[SampledSequence]:
     """The sampled sequences, longest first (then by key)."""
     out = []
     for key, length in self._lengths.items():
-      segs = self._segments[key]
-      need = -(-length // self._unroll)
-      if sorted(segs) != list(range(need)):
+      pieces = self._segments[key]
+      firsts = sorted(pieces)
+      expect = [0] + [f + len(pieces[f][0]) for f in firsts[:-1]]
+      covered = firsts[-1] + len(pieces[firsts[-1]][0]) if firsts else 0
+      if firsts != expect or covered < length:
         raise models_lib.EvaluationError(
-            f'sequence {key!r} (length {length}) should have segments '
-            f'0..{need - 1} in the batches; found {sorted(segs)}')
-      feats = np.concatenate([segs[k][0] for k in range(need)])[:length]
-      outs = np.concatenate([segs[k][1] for k in range(need)])[:length]
+            f'sequence {key!r} (length {length}) is not whole in the '
+            f'batches: its pieces start at steps {firsts}')
+      feats = np.concatenate([pieces[f][0] for f in firsts])[:length]
+      outs = np.concatenate([pieces[f][1] for f in firsts])[:length]
       out.append(SampledSequence(key=key, length=length, features=feats,
                                  chunked=outs))
     out.sort(key=lambda s: (-s.length, s.key))

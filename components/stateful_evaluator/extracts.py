@@ -22,7 +22,7 @@ model-agnostic input (labels and predictions are features):
 
 ``per_step`` classification writes one example per labelled step instead (a
 TFMA example holds one class-probability vector). A sequence is written when
-its last segment has been seen, so memory holds at most one open sequence per
+its last step has been seen, so memory holds at most one open sequence per
 lane, whatever the size of the split.
 """
 
@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 
 from components.sequence_batcher import reader as sb_reader
+from components.stateful import batches as batches_lib
 from components.stateful import model_spec as ms
 from components.stateful import state
 from components.stateful import steps as steps_lib
@@ -282,17 +283,14 @@ def write_extracts(candidate: models_lib.LoadedModel,
 
 def _consume(batch, outputs, base_out, spec, open_seqs, writer,
              sampler) -> None:
-  """Adds one batch's lanes to their open sequences; finishes the ones whose
-  last segment this is."""
-  unroll = int(spec.num_unroll)
-  keys = [chunked_lib.decode_key(k) for k in batch['key']]
-  seg = batch['segment_index']
+  """Adds one batch's pieces (``batches.lane_pieces``) to their open
+  sequences; finishes the ones whose last step is in this batch."""
   weight = batch['label_weight']
-  for lane, key in enumerate(keys):
-    if not key or seg[lane] < 0:
+  for piece in batches_lib.lane_pieces(batch, int(spec.num_unroll)):
+    lane, key, length = piece.lane, piece.key, piece.length
+    if not key:
       continue
-    length = int(batch['sequence_length'][lane])
-    if seg[lane] == 0:
+    if piece.starts:
       if lane in open_seqs:
         writer.finish(open_seqs.pop(lane))
       open_seqs[lane] = _Open(key=key, length=length)
@@ -301,13 +299,14 @@ def _consume(batch, outputs, base_out, spec, open_seqs, writer,
     current = open_seqs.get(lane)
     if current is None or current.key != key:
       raise models_lib.EvaluationError(
-          f'lane {lane}: segment {int(seg[lane])} of sequence {key!r} '
-          'arrives without its first segment (the batches are not in lane '
+          f'lane {lane}: step {piece.first_step} of sequence {key!r} '
+          'arrives without its first step (the batches are not in lane '
           'order)')
+    steps = slice(piece.lo, piece.hi)
     if sampler is not None and sampler.wants(key):
-      sampler.add(key, int(seg[lane]), batch['features'][lane],
-                  outputs[lane])
-    times = np.nonzero(weight[lane] > 0)[0]
+      sampler.add(key, piece.first_step, batch['features'][lane, steps],
+                  outputs[lane, steps])
+    times = piece.lo + np.nonzero(weight[lane, steps] > 0)[0]
     if times.size:
       labels = batch['labels'][lane, times]
       chunked_lib.check_labels(labels, spec)
@@ -316,5 +315,5 @@ def _consume(batch, outputs, base_out, spec, open_seqs, writer,
       current.outputs.append(outputs[lane, times].astype(np.float32))
       if base_out is not None:
         current.base.append(base_out[lane, times].astype(np.float32))
-    if (int(seg[lane]) + 1) * unroll >= length:
+    if piece.ends:
       writer.finish(open_seqs.pop(lane))

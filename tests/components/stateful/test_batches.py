@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from components.sequence_batcher import layout as sb_layout
 from components.stateful import batches
 from components.stateful_trainer import settings
+from tests.components.sequence_batcher import helpers as sb_helpers
 from tests.components.stateful_trainer import helpers
 
 T = 4
@@ -120,8 +122,32 @@ def test_lanes_to_sequences_rejects_segments_out_of_order():
   first, second, _ = _lane_batches()
   pairs = [(second, np.zeros((2, 2, 1), np.float32)),
            (first, np.zeros((2, 2, 1), np.float32))]
-  with pytest.raises(batches.BatchError, match="segment 1 of sequence 'a'"):
+  with pytest.raises(batches.BatchError, match="step 2 of sequence 'a'"):
     list(batches.lanes_to_sequences(pairs, 2, fields=()))
+
+
+@pytest.mark.parametrize('mode', sb_layout.MODES)
+def test_lanes_to_sequences_puts_every_layout_back_together(mode):
+  """The batches' own features as outputs: every sequence comes back whole,
+  whatever the mode (dense: several sequences in one lane of a batch)."""
+  data = sb_helpers.make_data([9, 2, 5, 6, 3, 1, 12, 4], sb_layout.PER_STEP)
+  config = sb_layout.LayoutConfig(batch_size=3, num_unroll=4, mode=mode,
+                                  label_kind=sb_layout.PER_STEP)
+  _, laid = sb_helpers.reference(data, config)
+  pairs = [(b, b['features']) for b in laid]
+  got = {r.key: r for r in batches.lanes_to_sequences(
+      pairs, 4, fields=('labels', 'label_weight'))}
+  assert sorted(got) == sorted(s.key for s in data)
+  for s in data:
+    np.testing.assert_array_equal(got[s.key].outputs, s.features)
+    np.testing.assert_array_equal(got[s.key].arrays['labels'], s.labels)
+    assert got[s.key].arrays['label_weight'].sum() == s.length
+  if mode == sb_layout.DENSE:
+    pieces = [p for b in laid for p in batches.lane_pieces(b, 4)]
+    assert len(pieces) > len(laid) * 3  # Lanes hold several sequences.
+    shuffled = [pairs[1], pairs[0]] + pairs[2:]
+    with pytest.raises(batches.BatchError, match='out of order|ends after'):
+      list(batches.lanes_to_sequences(shuffled, 4, fields=()))
 
 
 def test_settings_declare_the_same_label_scorings():

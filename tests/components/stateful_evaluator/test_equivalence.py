@@ -143,16 +143,25 @@ def test_sampler_prefers_multi_segment_sequences_whatever_the_order():
 
 
 def test_sampler_reassembles_segments_and_checks_them():
-  sampler = chunked_lib.SequenceSampler(2, seed=0, num_unroll=2)
+  sampler = chunked_lib.SequenceSampler(3, seed=0, num_unroll=2)
   sampler.offer('a', 3)
   feats = np.arange(8, dtype=np.float32).reshape(2, 2, 2)
+  # Pieces are keyed by their first step (packed: segment k at k * T).
+  sampler.add('a', 2, feats[1], feats[1][:, :1])
   sampler.add('a', 0, feats[0], feats[0][:, :1])
-  sampler.add('a', 1, feats[1], feats[1][:, :1])
   (seq,) = sampler.sequences()
   np.testing.assert_array_equal(seq.features, feats.reshape(4, 2)[:3])
   np.testing.assert_array_equal(seq.chunked[:, 0], [0, 2, 4])
+  # Dense pieces: unpadded, of any length.
+  sampler.offer('c', 3)
+  sampler.add('c', 0, feats[0][:1], feats[0][:1, :1])
+  sampler.add('c', 1, feats[1], feats[1][:, :1])
+  seq_c = [q for q in sampler.sequences() if q.key == 'c'][0]
+  np.testing.assert_array_equal(seq_c.chunked[:, 0], [0, 4, 6])
   sampler.offer('b', 5)
-  with pytest.raises(models_lib.EvaluationError, match='segments'):
+  sampler.add('b', 0, feats[0], feats[0][:, :1])
+  sampler.add('b', 3, feats[1], feats[1][:, :1])  # Step 2 is missing.
+  with pytest.raises(models_lib.EvaluationError, match='not whole'):
     sampler.sequences()
   with pytest.raises(models_lib.EvaluationError, match='starts twice'):
     sampler.offer('a', 3)

@@ -2,7 +2,8 @@
 
 A linear SimpleRNN with identity weights outputs the running sum of its
 inputs since its state was last zeroed. Run through the trainer's step
-logic (``predict_step``: ``reset_lanes`` then the stateful forward pass)
+logic (``predict_step``: ``reset_lanes`` then the stateful forward pass;
+in ``dense`` batches the per-step resets of ``state.step_resets``)
 over a layout with many sequences, resets in the middle of the epoch and
 sequences spanning many batches, it must reproduce ``numpy.cumsum`` of every
 sequence, in every lane and at every step.
@@ -37,7 +38,7 @@ def _expected(seq, stacked):
   return np.cumsum(out, axis=0) if stacked else out
 
 
-@pytest.mark.parametrize('mode', ['packed', 'bucketed'])
+@pytest.mark.parametrize('mode', ['packed', 'bucketed', 'dense'])
 @pytest.mark.parametrize('stacked', [False, True])
 def test_running_sum_per_sequence(tmp_path, mode, stacked):
   seqs, source, model = _layout(tmp_path, mode, stacked)
@@ -50,6 +51,9 @@ def test_running_sum_per_sequence(tmp_path, mode, stacked):
     starts.append(batch['reset'])
   starts = np.array(starts)
   assert starts[1:].sum() > 0, 'no reset after the first batch'
+  if mode == 'dense':
+    # Sequences start inside segments, not only at their first step.
+    assert starts[:, :, 1:].sum() > 0
   assert len(state.stateful_rnn_layers(model)) == (2 if stacked else 1)
 
   got = helpers.outputs_by_sequence(model, source)
