@@ -83,12 +83,14 @@ def test_length_buckets_are_powers_of_two():
       '1-1', '2-3', '2-3', '4-7', '4-7', '8-15', '64-127']
 
 
-@pytest.fixture(scope='module')
-def regression_run(tmp_path_factory, models, regression_batches):
+@pytest.fixture(scope='module', params=[layout.PACKED, layout.DENSE])
+def regression_run(request, tmp_path_factory, models, regression_batches):
+  """The whole evaluation (extracts, TFMA, chunked == whole, gate) on
+  packed batches and on dense ones (sequences start inside segments)."""
   out = str(tmp_path_factory.mktemp('regression_eval'))
   outcome = E.evaluate(
       model_uri=models['running_sum'],
-      batches_uri=regression_batches['packed'], split='eval',
+      batches_uri=regression_batches[request.param], split='eval',
       output_dir=out, eval_config=_mae_at_most(2.0),
       settings=S.StatefulSettings(equivalence_sample_size=6),
       serving_dir=_serving(models['running_sum']))

@@ -33,7 +33,8 @@ def _train(root, tmp, *, hyperparameters, transform_uri=None,
   return trainer_run.run(args)
 
 
-def _trained_classifier(tmp_path_factory, name, seed, hyperparameters):
+def _trained_classifier(tmp_path_factory, name, seed, hyperparameters,
+                        mode='packed'):
   """Per-sequence, 3 classes: (run result, loaded SavedModel, splits, tmp)."""
   tmp = str(tmp_path_factory.mktemp(name))
   splits = {'train': helpers.random_sequences([7, 12, 5, 9, 16, 3], F,
@@ -42,7 +43,7 @@ def _trained_classifier(tmp_path_factory, name, seed, hyperparameters):
                                              seed=seed + 1, num_classes=3)}
   root = helpers.write_batches(os.path.join(tmp, 'batches'), splits,
                                batch_size=B, num_unroll=T,
-                               feature_names=NAMES)
+                               feature_names=NAMES, mode=mode)
   result = _train(root, tmp, hyperparameters=hyperparameters)
   loaded = tf.saved_model.load(result.serving_model_dir)
   return result, loaded, splits, tmp
@@ -61,6 +62,21 @@ def conv_classifier(tmp_path_factory):
   state)."""
   return _trained_classifier(tmp_path_factory, 'conv_classifier', 41, {
       'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05})
+
+
+@pytest.fixture(scope='module')
+def dense_classifier(tmp_path_factory):
+  """Two stacked LSTMs trained and evaluated on dense batches (resets
+  inside segments); exported for serving like any other."""
+  return _trained_classifier(tmp_path_factory, 'dense_classifier', 31, {
+      'model': 'lstm', 'units': [5, 4], 'learning_rate': 0.05}, mode='dense')
+
+
+@pytest.fixture(scope='module')
+def dense_conv_classifier(tmp_path_factory):
+  return _trained_classifier(tmp_path_factory, 'dense_conv_classifier', 41, {
+      'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05},
+                             mode='dense')
 
 
 @pytest.fixture(scope='module')
@@ -158,7 +174,9 @@ def test_serving_default_per_sequence_outputs(classifier):
         features=tf.constant(x), lengths=tf.constant(lengths + 100))
 
 
-@pytest.mark.parametrize('which', ['classifier', 'conv_classifier'])
+@pytest.mark.parametrize('which', ['classifier', 'conv_classifier',
+                                   'dense_classifier',
+                                   'dense_conv_classifier'])
 def test_step_chunk_by_chunk_matches_serving_default(which, request):
   _, loaded, splits, _ = request.getfixturevalue(which)
   seqs = splits['eval']

@@ -102,6 +102,28 @@ def test_same_inputs_resume_a_changed_setting_starts_fresh(
   assert os.listdir(root) == []  # Removed once exported.
 
 
+def test_dense_batches_resume_to_the_same_model(tmp_path_factory, tmp_path):
+  """Dense batches (sequences start inside segments; per-step resets) crash
+  mid-epoch, in the middle of a lane's sequence, and resume exactly."""
+  root = str(tmp_path_factory.mktemp('dense_batches'))
+  splits = {'train': helpers.random_sequences([7, 12, 5, 9, 3, 10, 6], F,
+                                              seed=73)}
+  dense = helpers.write_batches(root, splits, batch_size=B, num_unroll=T,
+                                feature_names=NAMES, mode='dense')
+  ckpt = str(tmp_path / 'checkpoints')
+  reference = runner.run(_args(dense, tmp_path, 'reference', eval_split=None))
+  with pytest.raises(Crash):
+    runner.run(_args(dense, tmp_path, 'crashed', eval_split=None,
+                     checkpoint_root=ckpt), after_step=_crash_at(3))
+  resumed = runner.run(_args(dense, tmp_path, 'resumed', eval_split=None,
+                             checkpoint_root=ckpt))
+  assert resumed.fit.resumed_from.endswith('-2')
+  assert resumed.fit.steps == reference.fit.steps
+  for a, b in zip(helpers.weights_of(reference.model),
+                  helpers.weights_of(resumed.model)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
 def test_finished_run_is_never_resumed_and_other_inputs_are_refused(
     batches_dir, tmp_path, caplog):
   caplog.set_level(logging.INFO, logger='components.stateful_trainer')
