@@ -28,8 +28,8 @@ QUICK_DIR = os.path.join(tempfile.gettempdir(), 'tss-bench')
 QUICK_MD = os.path.join(QUICK_DIR, 'BENCHMARKS.quick.md')
 
 # Sections in the order they appear in BENCHMARKS.md.
-SECTIONS = ('padding', 'batcher_throughput', 'training_speed',
-            'memory_vs_length', 'evaluation', 'real_data')
+SECTIONS = ('padding', 'dense_step_rate', 'batcher_throughput',
+            'training_speed', 'memory_vs_length', 'evaluation', 'real_data')
 
 HEADER = """# Benchmarks
 

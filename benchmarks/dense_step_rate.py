@@ -1,0 +1,158 @@
+"""1b. Dense batches on CPU: what the per-step resets cost per batch, and
+what the smaller number of batches gives back per epoch.
+
+The bundled sample (``data/sample``: 300 ``cue`` sequences, 10..2686 steps,
+per-step labels), laid out at B=32 with T = 32 and 128 in ``packed`` and in
+``dense`` mode. Two models, both from the shipped module with the same
+seed:
+
+* ``lstm``: one LSTM layer of 32 units and a Dense head. On ``packed``
+  batches Keras runs its fused LSTM kernel; on ``dense`` batches the cell
+  runs step by step through the state protocol's resetting wrapper
+  (``state.step_resets``);
+* ``conv``: the default model (dilated causal convolutions and running
+  pools; the trainer's gradient step on its head). On ``dense`` batches each
+  tap and pool restarts at the resets.
+
+For each (model, T, mode) the compiled train step (``steps.compile_steps``)
+runs over one epoch's batches held in memory as tensors: one untimed epoch
+(tracing), then ``--epochs`` timed epochs; the table gives the median. Real
+steps per second = the epoch's real (unpadded) time steps / its seconds.
+
+  PYTHONPATH=. python -m benchmarks.dense_step_rate [--quick]
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from typing import Any, Dict, List
+
+from benchmarks import common
+
+B = 32
+UNROLLS = (32, 128)
+MODES = ('packed', 'dense')
+MODELS = ('lstm', 'conv')
+SEED = 0
+
+
+def _spec(names, unroll: int, model: str):
+  from components.stateful import model_spec as ms  # pylint: disable=g-import-not-at-top
+  hp = {'learning_rate': 0.01, 'clip_global_norm': 1.0}
+  if model == 'lstm':
+    hp.update({'model': 'lstm', 'units': [32]})
+  return ms.ModelSpec(batch_size=B, num_unroll=unroll, stateful=True,
+                      feature_names=tuple(names), label_kind='per_step',
+                      task='classification', num_classes=2,
+                      hyperparameters=hp, seed=SEED)
+
+
+def measure(root: str, names, unroll: int, model: str,
+            epochs: int) -> Dict[str, Any]:
+  """Seconds per epoch of the compiled train step over one split."""
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_io  # pylint: disable=g-import-not-at-top
+  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(SEED)
+  module = model_io.resolve_module()
+  spec = _spec(names, unroll, model)
+  net = model_io.build_stateful(module, spec)
+  optimizer = optimizers.make_optimizer(
+      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+  optimizer.build(net.trainable_variables)
+  objective = objective_lib.make_objective(spec, module)
+  steps = steps_lib.compile_steps(net, optimizer, objective,
+                                  objective.new_metrics(),
+                                  objective.new_metrics())
+  source = batches_lib.BatchSource.open(root, 'train')
+  held = list(source.dataset())
+  real = int(sum(float(b['mask'].numpy().sum()) for b in held))
+
+  def one_epoch() -> float:
+    state.zero_all(net)
+    t0 = time.perf_counter()
+    out = None
+    for batch in held:
+      out = steps.train(batch)
+    next(iter(out.values())).numpy()  # Wait for the last step.
+    return time.perf_counter() - t0
+
+  t0 = time.perf_counter()
+  one_epoch()
+  first = time.perf_counter() - t0
+  times = [one_epoch() for _ in range(epochs)]
+  median = statistics.median(times)
+  return {'batches': len(held), 'real': real,
+          'efficiency': float(source.meta['efficiency']), 'first': first,
+          'epoch': median, 'all': times, 'per_batch': median / len(held),
+          'rate': real / median}
+
+
+def main(argv=None) -> int:
+  parser = common.parser(__doc__.split('\n')[0])
+  parser.add_argument('--epochs', type=int, default=3,
+                      help='timed epochs per configuration (median)')
+  args = parser.parse_args(argv)
+  run = common.Run()
+  seqs, names = common.sample_sequences()
+  if args.quick:
+    seqs = seqs[:60]
+  results: Dict[tuple, Dict[str, Any]] = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for unroll in UNROLLS:
+      for mode in MODES:
+        root = common.write_batches(f'{tmp}/{mode}{unroll}', {'train': seqs},
+                                    batch_size=B, num_unroll=unroll,
+                                    label_kind='per_step',
+                                    feature_names=names, mode=mode)
+        for model in MODELS:
+          r = measure(root, names, unroll, model, args.epochs)
+          results[(model, unroll, mode)] = r
+          print(f'{model} T={unroll} {mode}: {r["batches"]} batches, '
+                f'{r["per_batch"] * 1e3:.1f} ms/batch, epoch '
+                f'{r["epoch"]:.2f} s, {r["rate"]:,.0f} real steps/s',
+                flush=True)
+  run.finish()
+  rows: List[list] = []
+  for model in MODELS:
+    for unroll in UNROLLS:
+      p, d = results[(model, unroll, 'packed')], results[(model, unroll,
+                                                          'dense')]
+      for mode, r in (('packed', p), ('dense', d)):
+        rows.append([model, unroll, mode, r['batches'],
+                     f'{r["efficiency"]:.3f}',
+                     f'{r["per_batch"] * 1e3:.1f}', f'{r["epoch"]:.2f}',
+                     f'{r["rate"]:,.0f}',
+                     common.ratio(r['per_batch'], p['per_batch']),
+                     common.ratio(r['epoch'], p['epoch'])])
+  body = [
+      '### 1b. Dense batches on CPU: the step-rate cost',
+      '',
+      run.preamble(args.quick),
+      '',
+      'The bundled sample, B=32, per-step labels; the compiled train step '
+      'over one epoch\'s batches held in memory (median of '
+      f'{args.epochs} epochs after an untimed one). `lstm`: one LSTM layer '
+      'of 32 units (fused kernel on `packed`, the cell step by step through '
+      'the resetting wrapper on `dense`); `conv`: the default model. The '
+      'last two columns are against `packed` at the same T.',
+      '',
+      common.table(['model', 'T', 'mode', 'batches / epoch', 'efficiency',
+                    'ms / batch', 's / epoch', 'real steps / s',
+                    'per batch vs packed', 'per epoch vs packed'], rows,
+                   align='lrlrrrrrrr'),
+  ]
+  common.write_section(common.output_path(args), 'dense_step_rate',
+                       '\n'.join(body))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
