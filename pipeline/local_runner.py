@@ -23,6 +23,7 @@ import warnings
 from typing import Dict, List, Optional
 
 from components.sequence_batcher import command_line
+from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
 from components.stateful_trainer import settings
 from pipeline import input_check
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--num-unroll', type=_positive, default=d.num_unroll,
                  help='T, steps per segment (default: chosen from the train '
                  'split\'s sequence lengths)')
-  p.add_argument('--mode', choices=('packed', 'bucketed'), default=d.mode)
+  p.add_argument('--mode', choices=layout.MODES, default=d.mode)
   p.add_argument('--max-sequence-length', type=_positive,
                  default=d.max_sequence_length,
                  help='longer sequences are an error, or cut to this length '
