@@ -5,8 +5,9 @@ Semantics (docs/design.md, "The state protocol"):
 * Batches are read strictly in order (``BatchSource``), never shuffled; in
   ``bucketed`` mode whole groups may be permuted per epoch (seeded).
 * Before every step the state rows of lanes with ``reset == 1`` are zeroed in
-  every stateful layer (``components.stateful.steps``); other lanes keep
-  their state. The ablation ``reset_state_every_batch`` zeroes all lanes
+  every stateful layer (``components.stateful.steps``; in ``dense`` batches
+  at every step where a sequence starts); other lanes keep their state. The
+  ablation ``reset_state_every_batch`` zeroes all lanes
   before every step instead (plain truncated BPTT without carried state).
 * All state is zeroed at the start of every epoch and at every phase
   boundary; evaluation runs with its own (zeroed) state and the training
