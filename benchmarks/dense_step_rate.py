@@ -14,9 +14,11 @@ seed:
   pools; the trainer's gradient step on its head). On ``dense`` batches each
   tap and pool restarts at the resets.
 
-For each (model, T, mode) the compiled train step (``steps.compile_steps``)
-runs over one epoch's batches held in memory as tensors: one untimed epoch
-(tracing), then ``--epochs`` timed epochs; the table gives the median. Real
+For each (model, T) and both modes the compiled train step
+(``steps.compile_steps``) runs over one epoch's batches held in memory as
+tensors: one untimed epoch each (tracing), then ``--epochs`` timed epochs,
+the two modes' epochs interleaved so that load on a shared machine falls on
+both alike; the table gives the median. Real
 steps per second = the epoch's real (unpadded) time steps / its seconds.
 
   PYTHONPATH=. python -m benchmarks.dense_step_rate [--quick]
@@ -49,55 +51,71 @@ def _spec(names, unroll: int, model: str):
                       hyperparameters=hp, seed=SEED)
 
 
-def measure(root: str, names, unroll: int, model: str,
-            epochs: int) -> Dict[str, Any]:
-  """Seconds per epoch of the compiled train step over one split."""
-  import tf_keras as keras  # pylint: disable=g-import-not-at-top
-  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import state  # pylint: disable=g-import-not-at-top
-  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
-  keras.utils.set_random_seed(SEED)
-  module = model_io.resolve_module()
-  spec = _spec(names, unroll, model)
-  net = model_io.build_stateful(module, spec)
-  optimizer = optimizers.make_optimizer(
-      settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
-  optimizer.build(net.trainable_variables)
-  objective = objective_lib.make_objective(spec, module)
-  steps = steps_lib.compile_steps(net, optimizer, objective,
-                                  objective.new_metrics(),
-                                  objective.new_metrics())
-  source = batches_lib.BatchSource.open(root, 'train')
-  held = list(source.dataset())
-  real = int(sum(float(b['mask'].numpy().sum()) for b in held))
+class Runner:
+  """The compiled train step of one model over one split's batches, held
+  in memory as tensors; ``epoch()`` runs one epoch from zero state."""
 
-  def one_epoch() -> float:
-    state.zero_all(net)
+  def __init__(self, root: str, names, unroll: int, model: str):
+    import tf_keras as keras  # pylint: disable=g-import-not-at-top
+    from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
+    from components.stateful import model_io  # pylint: disable=g-import-not-at-top
+    from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+    from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
+    from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
+    from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+    keras.utils.set_random_seed(SEED)
+    module = model_io.resolve_module()
+    spec = _spec(names, unroll, model)
+    self.net = model_io.build_stateful(module, spec)
+    optimizer = optimizers.make_optimizer(
+        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
+    optimizer.build(self.net.trainable_variables)
+    objective = objective_lib.make_objective(spec, module)
+    self.steps = steps_lib.compile_steps(self.net, optimizer, objective,
+                                         objective.new_metrics(),
+                                         objective.new_metrics())
+    source = batches_lib.BatchSource.open(root, 'train')
+    self.held = list(source.dataset())
+    self.real = int(sum(float(b['mask'].numpy().sum()) for b in self.held))
+    self.efficiency = float(source.meta['efficiency'])
+    self.times: List[float] = []
+
+  def epoch(self) -> float:
+    from components.stateful import state  # pylint: disable=g-import-not-at-top
+    state.zero_all(self.net)
     t0 = time.perf_counter()
     out = None
-    for batch in held:
-      out = steps.train(batch)
+    for batch in self.held:
+      out = self.steps.train(batch)
     next(iter(out.values())).numpy()  # Wait for the last step.
     return time.perf_counter() - t0
 
-  t0 = time.perf_counter()
-  one_epoch()
-  first = time.perf_counter() - t0
-  times = [one_epoch() for _ in range(epochs)]
-  median = statistics.median(times)
-  return {'batches': len(held), 'real': real,
-          'efficiency': float(source.meta['efficiency']), 'first': first,
-          'epoch': median, 'all': times, 'per_batch': median / len(held),
-          'rate': real / median}
+  def result(self) -> Dict[str, Any]:
+    median = statistics.median(self.times)
+    return {'batches': len(self.held), 'real': self.real,
+            'efficiency': self.efficiency, 'epoch': median,
+            'all': self.times, 'per_batch': median / len(self.held),
+            'rate': self.real / median}
+
+
+def measure(roots: Dict[str, str], names, unroll: int, model: str,
+            epochs: int) -> Dict[str, Dict[str, Any]]:
+  """``{mode: result}``: the modes' epochs interleaved (packed, dense,
+  packed, ...) after one untimed (tracing) epoch each, so that load on a
+  shared machine falls on both alike."""
+  runners = {mode: Runner(roots[mode], names, unroll, model)
+             for mode in MODES}
+  for runner in runners.values():
+    runner.epoch()
+  for _ in range(epochs):
+    for runner in runners.values():
+      runner.times.append(runner.epoch())
+  return {mode: runner.result() for mode, runner in runners.items()}
 
 
 def main(argv=None) -> int:
   parser = common.parser(__doc__.split('\n')[0])
-  parser.add_argument('--epochs', type=int, default=3,
+  parser.add_argument('--epochs', type=int, default=5,
                       help='timed epochs per configuration (median)')
   args = parser.parse_args(argv)
   run = common.Run()
@@ -107,13 +125,13 @@ def main(argv=None) -> int:
   results: Dict[tuple, Dict[str, Any]] = {}
   with tempfile.TemporaryDirectory() as tmp:
     for unroll in UNROLLS:
-      for mode in MODES:
-        root = common.write_batches(f'{tmp}/{mode}{unroll}', {'train': seqs},
-                                    batch_size=B, num_unroll=unroll,
-                                    label_kind='per_step',
-                                    feature_names=names, mode=mode)
-        for model in MODELS:
-          r = measure(root, names, unroll, model, args.epochs)
+      roots = {mode: common.write_batches(
+          f'{tmp}/{mode}{unroll}', {'train': seqs}, batch_size=B,
+          num_unroll=unroll, label_kind='per_step', feature_names=names,
+          mode=mode) for mode in MODES}
+      for model in MODELS:
+        for mode, r in measure(roots, names, unroll, model,
+                               args.epochs).items():
           results[(model, unroll, mode)] = r
           print(f'{model} T={unroll} {mode}: {r["batches"]} batches, '
                 f'{r["per_batch"] * 1e3:.1f} ms/batch, epoch '
@@ -139,7 +157,8 @@ def main(argv=None) -> int:
       '',
       'The bundled sample, B=32, per-step labels; the compiled train step '
       'over one epoch\'s batches held in memory (median of '
-      f'{args.epochs} epochs after an untimed one). `lstm`: one LSTM layer '
+      f'{args.epochs} epochs after an untimed one, packed and dense epochs '
+      'interleaved). `lstm`: one LSTM layer '
       'of 32 units (fused kernel on `packed`, the cell step by step through '
       'the resetting wrapper on `dense`); `conv`: the default model. The '
       'last two columns are against `packed` at the same T.',
