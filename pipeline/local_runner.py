@@ -3,8 +3,11 @@
   python -m pipeline.local_runner --data-root data/sample --output-dir outputs/local
 
 Flags other than ours must be Beam pipeline options (e.g.
-``--direct_running_mode=multi_processing --direct_num_workers=2``); any other
-is an error (exit code 2). The input data and the module file are checked
+``--direct_running_mode=multi_processing --direct_num_workers=2``, or another
+runner: ``--runner=DaskRunner --dask_client_address=tcp://HOST:8786``,
+``--runner=FlinkRunner --flink_master=HOST:8081``, ...; components a runner
+cannot run stay on the DirectRunner, see ``pipeline/beam_options.py``); any
+other is an error (exit code 2). The input data and the module file are checked
 before the pipeline starts (``input_check``): bad input stops the run with
 one line naming the file, sequence key and row, exit code 2, and nothing is
 trained, blessed or pushed. At the end a summary is printed and written to
@@ -82,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
       prog='python -m pipeline.local_runner',
       description='Run the stateful-sequence TFX pipeline locally '
       '(LocalDagRunner, Beam DirectRunner, SQLite ML Metadata). Other flags '
-      'must be Beam pipeline options.')
+      'must be Beam pipeline options (e.g. --runner=DaskRunner '
+      '--dask_client_address=tcp://HOST:8786).')
   p.add_argument('--data-root', default=d.data_root,
                  help='CSV files (split by sequence key), or train/ and eval/ '
                  'subfolders; TFRecord SequenceExamples with '

@@ -29,8 +29,10 @@ from components.sequence_batcher.component import SequenceBatcher
 from components.stateful_evaluator.component import StatefulEvaluator
 from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
+from pipeline import beam_options
 from pipeline import csv_example_gen
 from pipeline import pipeline_config
+from pipeline import split_check
 
 CSV = 'csv'
 SEQUENCE_EXAMPLE = 'sequence_example'
@@ -201,6 +203,11 @@ def create_pipeline(
           filesystem=tfx.proto.PushDestination.Filesystem(
               base_directory=serving_dir)))
   components += [batcher, trainer, latest_blessed, evaluator, pusher]
+  # Runner-specific parts (issue 11): an empty ExampleGen split stops the run
+  # in one line, and components a runner cannot run stay on the DirectRunner.
+  runner = beam_options.runner_name(beam_pipeline_args or [])
+  split_check.add_split_check(components, example_gen, runner)
+  beam_options.route_components(components, beam_pipeline_args)
   return tfx.dsl.Pipeline(
       pipeline_name=pipeline_name,
       pipeline_root=pipeline_root,

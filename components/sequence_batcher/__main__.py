@@ -4,9 +4,10 @@
       --output /tmp/batches --batch-size 32 --num-unroll 32
 
 Flags other than ours must be Beam pipeline options (``--runner``,
-``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``, ...);
-any other is an error (exit code 2), as is bad input, reported in one line
-naming the file, sequence key and row. The DirectRunner is the default.
+``--direct_running_mode=multi_processing``, ``--direct_num_workers=2``,
+``--runner=DaskRunner --dask_client_address=HOST:PORT``, ...); any other is
+an error (exit code 2), as is bad input, reported in one line naming the
+file, sequence key and row. The DirectRunner is the default.
 """
 
 from __future__ import annotations
@@ -64,6 +65,20 @@ def _csv_list(text: str) -> List[str]:
   return [c.strip() for c in text.split(',') if c.strip()]
 
 
+def dask_partitions(beam_args: List[str], num_files: int) -> List[str]:
+  """``beam_args`` plus ``--dask_npartitions`` (one partition per input file,
+  at most 64) when the DaskRunner is used and neither it nor
+  ``--dask_partition_size`` is set. Beam's DaskRunner partitions only the
+  output of ``Create`` (by default 128 elements a partition: here the file
+  names, so one partition) and every later stage keeps that partitioning, so
+  without this one worker would do all the work."""
+  if not command_line.uses_dask(beam_args) or any(
+      a.split('=')[0] in ('--dask_npartitions', '--dask_partition_size')
+      for a in beam_args):
+    return list(beam_args)
+  return list(beam_args) + [f'--dask_npartitions={max(1, min(num_files, 64))}']
+
+
 def main(argv: Optional[List[str]] = None) -> int:
   # Every flag that is not ours must be a Beam pipeline option (exit 2).
   args, beam_args = command_line.split_args(build_parser(), argv)
@@ -89,13 +104,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     headers = sb_beam.read_csv_headers(args.input, columns)
     source = (next(iter(headers)) if len(headers) == 1 else
               f'{args.input} ({len(headers)} files)')
-    with beam.Pipeline(options=PipelineOptions(beam_args)) as p:
-      _ = (p
-           | 'MatchCsv' >> sb_beam.MatchFilePaths(args.input)
-           | 'BatchSequences' >> sb_beam.BatchSequences(
-               metadata_lib.split_dir(args.output, args.split),
-               split=args.split, input_format=sb_beam.CSV_FILES,
-               columns=columns, config=config, source=source))
+    paths = sorted(headers)
+    p = beam.Pipeline(options=PipelineOptions(
+        dask_partitions(beam_args, len(paths))))
+    # The file names (not the data) are listed here: the workers read the
+    # files, and runners that split only Create's output (Beam's DaskRunner)
+    # get one partition per file to spread.
+    _ = (p
+         | 'CsvFiles' >> beam.Create(paths)
+         | 'BatchSequences' >> sb_beam.BatchSequences(
+             metadata_lib.split_dir(args.output, args.split),
+             split=args.split, input_format=sb_beam.CSV_FILES,
+             columns=columns, config=config, source=source,
+             feature_names=sb_beam.csv_feature_names(paths, columns)))
+    result = p.run()
+    try:
+      result.wait_until_finish()
+    finally:
+      command_line.close_runner_client(result)
     merged = metadata_lib.write_root_metadata(args.output)
   except Exception as e:  # pylint: disable=broad-except
     if not command_line.is_user_error(e):

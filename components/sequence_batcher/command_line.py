@@ -58,12 +58,84 @@ def unknown_beam_args(args: Sequence[str]) -> List[str]:
   return [a for a in unknown if a != '--']
 
 
+# Runners Beam knows only by their module path; --runner=DaskRunner (or
+# dask, any case) means this one.
+DASK_RUNNER = 'apache_beam.runners.dask.dask_runner.DaskRunner'
+_SHORT_RUNNERS = {'daskrunner': DASK_RUNNER, 'dask': DASK_RUNNER}
+
+
+def runner_of(beam_args: Sequence[str]) -> str:
+  """The ``--runner`` in ``beam_args`` (the last one), or ``DirectRunner``."""
+  runner = 'DirectRunner'
+  args = list(beam_args)
+  for i, arg in enumerate(args):
+    if arg.startswith('--runner='):
+      runner = arg.split('=', 1)[1]
+    elif arg == '--runner' and i + 1 < len(args):
+      runner = args[i + 1]
+  return runner
+
+
+def uses_dask(beam_args: Sequence[str]) -> bool:
+  """True when ``beam_args`` choose Beam's DaskRunner or set a Dask option."""
+  return (runner_of(beam_args) == DASK_RUNNER or
+          any(a.startswith('--dask_') for a in beam_args))
+
+
+def expand_runner(beam_args: Sequence[str]) -> List[str]:
+  """``beam_args`` with a short runner name Beam does not map itself
+  (``DaskRunner``) replaced by its module path. When Dask is used, Beam's
+  Dask runner module is imported so that its options (``--dask_client_address``
+  and the rest) are known to ``PipelineOptions`` in this process (otherwise
+  Beam discards them as unparseable).
+
+  Raises:
+    ValueError: Dask is asked for and ``dask[distributed]`` is not installed.
+  """
+  out, args = [], list(beam_args)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    if arg.startswith('--runner='):
+      name = arg.split('=', 1)[1]
+      arg = '--runner=' + _SHORT_RUNNERS.get(name.lower(), name)
+    elif arg == '--runner' and i + 1 < len(args):
+      name = args[i + 1]
+      out += [arg, _SHORT_RUNNERS.get(name.lower(), name)]
+      i += 2
+      continue
+    out.append(arg)
+    i += 1
+  if uses_dask(out):
+    try:
+      import apache_beam.runners.dask.dask_runner  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError as e:
+      raise ValueError(f'--runner={runner_of(out)}: Beam\'s Dask runner '
+                       f'cannot be imported ({e}); install '
+                       '"dask[distributed]"') from None
+  return out
+
+
+def close_runner_client(result) -> None:
+  """Closes the Dask client a DaskRunner result holds (Beam leaves it open,
+  and it would keep reconnecting to a scheduler that has gone)."""
+  client = getattr(result, 'client', None)
+  if client is not None and hasattr(client, 'close'):
+    client.close()
+
+
 def split_args(parser: argparse.ArgumentParser,
                argv: Optional[Sequence[str]] = None
               ) -> Tuple[argparse.Namespace, List[str]]:
   """``(our args, Beam args)``; exits with code 2 (``parser.error``) naming
-  any flag that is neither ours nor a known Beam pipeline option."""
+  any flag that is neither ours nor a known Beam pipeline option. Short
+  runner names Beam does not know (``--runner=DaskRunner``) are expanded
+  (``expand_runner``)."""
   args, rest = parser.parse_known_args(argv)
+  try:
+    rest = expand_runner(rest)
+  except ValueError as e:
+    parser.error(str(e))
   try:
     unknown = unknown_beam_args(rest)
   except ValueError as e:

@@ -1,0 +1,115 @@
+"""The batcher on Beam's DaskRunner writes the DirectRunner's bytes.
+
+A ``dask.distributed`` LocalCluster of 2 worker processes on 127.0.0.1 (no
+other interface, no dashboard) is started for this module and closed at its
+end. Data are tiny: the point is the runner, not the size.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from components.sequence_batcher import __main__ as cli
+from components.sequence_batcher import command_line
+from components.sequence_batcher import layout
+from tests.components.sequence_batcher import helpers
+
+distributed = pytest.importorskip('distributed')
+
+
+@pytest.fixture(scope='module')
+def dask_address():
+  cluster = distributed.LocalCluster(
+      n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
+      scheduler_port=0, dashboard_address=None)
+  try:
+    yield cluster.scheduler_address
+  finally:
+    cluster.close()
+
+
+def _dask_args(address):
+  return ['--runner=DaskRunner', f'--dask_client_address={address}']
+
+
+def _write_csv(directory, num_files=3):
+  """12 sequences of 1..23 steps over ``num_files`` CSV files."""
+  lines = []
+  for k in range(12):
+    for t in range(1 + (k * 7) % 23):
+      lines.append(f'k{k:02d},{t},{(k * 31 + t) % 17 * 0.25},{t % 3},{k % 2}')
+  per_file = -(-len(lines) // num_files)
+  for i in range(num_files):
+    (directory / f'part-{i}.csv').write_text('\n'.join(
+        ['id,step,a,b,y'] + lines[i * per_file:(i + 1) * per_file]) + '\n')
+
+
+def test_short_runner_name_is_expanded_and_its_options_known():
+  args = command_line.expand_runner(['--runner', 'DaskRunner',
+                                     '--dask_client_address=x:1'])
+  assert args == ['--runner', command_line.DASK_RUNNER,
+                  '--dask_client_address=x:1']
+  assert command_line.unknown_beam_args(args) == []
+  assert command_line.runner_of(['--runner=dask']) == 'dask'
+  assert command_line.expand_runner(['--runner=dask']) == [
+      f'--runner={command_line.DASK_RUNNER}']
+
+
+def test_cli_on_dask_is_byte_identical_to_direct(tmp_path, dask_address,
+                                                 capsys):
+  _write_csv(tmp_path)
+  common = ['--input', str(tmp_path / 'part-*.csv'), '--key-column', 'id',
+            '--order-column', 'step', '--label-column', 'y',
+            '--batch-size', '3', '--num-unroll', '4']
+  assert cli.main(common + ['--output', str(tmp_path / 'direct')]) == 0
+  assert cli.main(common + ['--output', str(tmp_path / 'dask')] +
+                  _dask_args(dask_address)) == 0
+  capsys.readouterr()
+  direct = helpers.list_files(str(tmp_path / 'direct'))
+  dask = helpers.list_files(str(tmp_path / 'dask'))
+  assert 'Split-train/batches-00000-of-00001.tfrecord' in direct
+  assert sorted(dask) == sorted(direct)
+  for name, data in direct.items():
+    assert dask[name] == data, name
+
+
+def test_cli_on_dask_reports_bad_data_in_one_line(tmp_path, dask_address,
+                                                  capsys):
+  (tmp_path / 'bad.csv').write_text('id,step,v,y\nx,0,abc,1\n')
+  code = cli.main(['--input', str(tmp_path / 'bad.csv'), '--output',
+                   str(tmp_path / 'out'), '--key-column', 'id',
+                   '--order-column', 'step', '--label-column', 'y'] +
+                  _dask_args(dask_address))
+  assert code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1, err
+  assert 'bad.csv' in err and "sequence 'x'" in err, err
+
+
+def test_transform_on_dask_several_shards_and_chunks(tmp_path, dask_address):
+  """Several shards of several chunks each (small shard and chunk sizes)."""
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
+  # 3 * 4 * 2 * 4 = 96 feature bytes a batch: 4 batches a shard, 1 a chunk.
+  config = layout.LayoutConfig(batch_size=3, num_unroll=4, mode=layout.PACKED,
+                               label_kind=layout.PER_STEP, shard_bytes=400)
+  data = helpers.make_data([13, 2, 9, 7, 4, 4, 1, 5, 11, 3, 6, 8],
+                           layout.PER_STEP, seed=11)
+  plan, _ = helpers.reference(data, config)
+  assert plan.num_shards >= 2
+  outputs = {}
+  for name, options in (
+      ('direct', PipelineOptions(direct_running_mode='in_memory')),
+      ('dask', PipelineOptions(command_line.expand_runner(
+          _dask_args(dask_address) + ['--dask_npartitions=2'])))):
+    split_dir = str(tmp_path / name / 'Split-train')
+    helpers.run_batcher(helpers.examples(helpers.rows_of(data, seed=1)),
+                        split_dir, config, options=options,
+                        expected=helpers.expected_stats(plan),
+                        chunk_bytes=100)
+    outputs[name] = helpers.list_files(split_dir)
+  assert sorted(outputs['dask']) == sorted(outputs['direct'])
+  assert len(outputs['direct']) == plan.num_shards + 1  # + metadata.json
+  for name, data_bytes in outputs['direct'].items():
+    assert outputs['dask'][name] == data_bytes, name
+  batches = helpers.read_split(str(tmp_path / 'dask' / 'Split-train'))
+  helpers.check_layout(batches, data, config)
