@@ -262,32 +262,46 @@ class CausalConv1D(StatefulLayer):
                 self.bias_initializer)}
 
 
-def cumulative_max(x: tf.Tensor, axis: int = 1,
-                   start: Optional[tf.Tensor] = None) -> tf.Tensor:
-  """Running maximum along ``axis`` (static or dynamic length), exact.
-
-  Log-depth doubling: after the pass with shift s every position holds the
-  maximum of the 2s values ending at it. ``start`` (int32[N, T], optional):
-  the first step each position's maximum may read (a segmented maximum
-  that restarts at resets).
+def _scan(x: tf.Tensor, combine, fill: float,
+          start: Optional[tf.Tensor]) -> tf.Tensor:
+  """Inclusive running ``combine`` along axis 1 of ``x`` [N, T, C], by
+  log-depth doubling: after the pass with shift s every position holds the
+  combination of the 2s values ending at it (``fill`` before the first).
+  ``start`` (int32[N, T], optional): the first step each position may read,
+  so that the scan restarts there (a segmented scan).
   """
-  if axis != 1:
-    raise ValueError('cumulative_max supports axis=1 ([N, T, C])')
   length = tf.shape(x)[1]
-  neg = tf.fill(tf.shape(x), tf.constant(-np.inf, x.dtype))
+  pad = tf.fill(tf.shape(x), tf.constant(fill, x.dtype))
   steps = tf.range(length)[None, :]
 
   def body(shift, y):
-    shifted = tf.concat([neg[:, :shift], y[:, :length - shift]], axis=1)
+    shifted = tf.concat([pad[:, :shift], y[:, :length - shift]], axis=1)
     if start is not None:
       inside = (steps - shift >= start)[..., None]
-      shifted = tf.where(inside, shifted, neg)
-    return shift * 2, tf.maximum(y, shifted)
+      shifted = tf.where(inside, shifted, pad)
+    return shift * 2, combine(y, shifted)
 
   _, y = tf.while_loop(lambda shift, _: shift < length, body,
                        [tf.constant(1), x],
                        shape_invariants=[tf.TensorShape([]), x.shape])
   return y
+
+
+def cumulative_max(x: tf.Tensor, axis: int = 1,
+                   start: Optional[tf.Tensor] = None) -> tf.Tensor:
+  """Running maximum along ``axis`` (static or dynamic length), exact;
+  restarting at ``start`` (int32[N, T]) when given (see ``_scan``)."""
+  if axis != 1:
+    raise ValueError('cumulative_max supports axis=1 ([N, T, C])')
+  return _scan(x, tf.maximum, -np.inf, start)
+
+
+def segmented_cumsum(x: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+  """Running sum along axis 1 of ``x`` [N, T, C] from ``start`` [N, T]
+  (the first step each position sums from). Summed directly, never as a
+  difference of two running sums, which would lose the digits of a short
+  sequence after a long one."""
+  return _scan(x, tf.add, 0.0, start)
 
 
 POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')
@@ -353,12 +367,10 @@ class RunningPool(StatefulLayer):
     def running_sum(values, carried):
       """Sums since the sequence start: the carried sum plus the chunk's
       cumulative sum, or the cumulative sum since the last reset."""
-      total = tf.cumsum(values, axis=1)
       if last is None:
-        return carried[:, None, :] + total
-      before = tf.gather(total, tf.maximum(last - 1, 0), batch_dims=1)
-      before = tf.where((last > 0)[..., None], before, tf.zeros_like(before))
-      return tf.where(fresh, total - before, carried[:, None, :] + total)
+        return carried[:, None, :] + tf.cumsum(values, axis=1)
+      total = segmented_cumsum(values, tf.maximum(last, 0))
+      return tf.where(fresh, total, carried[:, None, :] + total)
 
     outputs, new = [], [count[:, -1]]
     for name, carried in zip(self.stats, rest):
