@@ -337,6 +337,9 @@ def test_default_model_streams_exactly():
   np.testing.assert_allclose(got, whole, atol=1e-5)
   kinds = {type(l).__name__ for l in state.stateful_layers(model)}
   assert kinds == {'CausalConv1D', 'RunningPool'}
+  # Dense lanes: several sequences per segment, each equal to its run alone.
+  x, reset, lanes = _lane_streams(rng, 8)
+  _check_streams(model, twin, 3.0 * x + 5.0, reset, lanes, 8, rtol=1e-6)
 
 
 def _adapted_outputs(features):
