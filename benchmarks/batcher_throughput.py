@@ -8,6 +8,10 @@ lengths as in the sample) at about 1M and 10M time steps goes through
   DirectRunner, ``--direct_running_mode=in_memory``;
 * the same with ``--direct_running_mode=multi_processing
   --direct_num_workers=2``;
+* the same on Beam's DaskRunner (``--runner=DaskRunner``) against a
+  ``dask.distributed`` LocalCluster of 2 worker processes (1 thread each,
+  127.0.0.1) that the child process starts, and warms (each worker imports
+  what the transform imports) before the timed part;
 * the single-process NumPy reference: pandas reads every file, rows are
   grouped by key and ordered by ``t`` (one ``lexsort``), and
   ``in_memory.write_split`` builds the layout with ``layout_in_memory`` and
@@ -19,9 +23,12 @@ Each run is a fresh process. Its time is measured twice: the whole command
 (wall, with Python/TensorFlow/Beam start-up) and the work alone (timed inside
 the process after the imports). Peak resident memory is polled (psutil,
 every 50 ms) over the process tree: the launching/runner process and, in
-``multi_processing`` mode, each SDK worker process.
+``multi_processing`` mode, each SDK worker process (on Dask: each Dask
+worker process).
 
   PYTHONPATH=. python -m benchmarks.batcher_throughput [--quick]
+      [--methods reference,in_memory,multi_processing,dask]
+      [--save results.json] [--render results.json]
 """
 
 from __future__ import annotations
@@ -52,7 +59,9 @@ METHODS = (
      ['--direct_running_mode=in_memory']),
     ('multi_processing', 'Beam DirectRunner multi_processing, 2 workers',
      ['--direct_running_mode=multi_processing', '--direct_num_workers=2']),
+    ('dask', 'Beam DaskRunner, 2 workers', ['--runner=DaskRunner']),
 )
+DASK_WORKERS = 2
 
 
 # --------------------------------------------------------------------------
@@ -91,6 +100,20 @@ def csv_bytes(directory: str) -> int:
 # --------------------------------------------------------------------------
 
 
+def _warm_worker():
+  """Run on each Dask worker before the timed part: the transform's imports
+  and its log lines (INFO, the launcher's format) on the worker's stderr."""
+  import logging  # pylint: disable=g-import-not-at-top
+  import apache_beam  # pylint: disable=g-import-not-at-top,unused-import
+  import pandas  # pylint: disable=g-import-not-at-top,unused-import
+  import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  from components.sequence_batcher import batch_format  # pylint: disable=g-import-not-at-top,unused-import
+  from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top,unused-import
+  logging.basicConfig(level=logging.INFO,
+                      format='%(asctime)s %(levelname)s %(message)s')
+  return os.getpid()
+
+
 def child_beam(input_glob: str, output: str, beam_args: List[str]) -> dict:
   t0 = time.perf_counter()
   # Everything the pipeline imports, so that the timed part is the work.
@@ -99,6 +122,16 @@ def child_beam(input_glob: str, output: str, beam_args: List[str]) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from components.sequence_batcher import __main__ as cli  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top,unused-import
+  cluster = None
+  if '--runner=DaskRunner' in beam_args:
+    import distributed  # pylint: disable=g-import-not-at-top
+    cluster = distributed.LocalCluster(
+        n_workers=DASK_WORKERS, threads_per_worker=1, processes=True,
+        host='127.0.0.1', scheduler_port=0, dashboard_address=None)
+    with distributed.Client(cluster) as client:
+      client.run(_warm_worker)
+    beam_args = beam_args + [
+        f'--dask_client_address={cluster.scheduler_address}']
   t1 = time.perf_counter()
   start = time.time()
   code = cli.main(['--input', input_glob, '--output', output,
@@ -106,6 +139,8 @@ def child_beam(input_glob: str, output: str, beam_args: List[str]) -> dict:
   if code != 0:
     raise RuntimeError(f'the batcher failed with code {code}')
   t2 = time.perf_counter()
+  if cluster is not None:
+    cluster.close()
   return {'import_seconds': t1 - t0, 'seconds': t2 - t1, 'start': start}
 
 
@@ -227,13 +262,16 @@ _DURATION = re.compile(r' in ([\d.]+) s')
 
 
 def log_events(stderr: str):
-  """``(time of planning, [(start, end) of every shard write])`` in epoch
+  """``(time of planning, [(start, end) of every chunk write])`` in epoch
   seconds, from the transform's log lines (forwarded worker logs carry the
   worker's own timestamp)."""
   planned, writes, plan_seconds = None, [], []
+  # Assembling starts with the first chunk written (WriteChunkFn); older
+  # versions of the transform logged only shards.
+  marker = 'wrote chunk' if 'wrote chunk' in stderr else 'wrote shard'
   for line in stderr.splitlines():
     is_plan = 'planned' in line and 'sequences into' in line
-    is_write = 'wrote shard' in line
+    is_write = marker in line
     if not (is_plan or is_write):
       continue
     m = _WORKER_TIME.search(line)
@@ -278,7 +316,9 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
   info['phases'] = [
       (b - a,) + res.peak.peak_between(a, b) for a, b in zip(bounds[:-1],
                                                              bounds[1:])]
-  info['runner'] = ('PrismRunner' if 'Running pipeline with PrismRunner' in
+  info['runner'] = (
+      f'DaskRunner (LocalCluster, {DASK_WORKERS} worker processes)'
+      if method == 'dask' else 'PrismRunner' if 'Running pipeline with PrismRunner' in
                     res.stderr and 'Falling back' not in res.stderr else
                     'FnApiRunner (DirectRunner fell back from Prism)' if
                     'Falling back to DirectRunner' in res.stderr else
@@ -288,7 +328,8 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
   info.update(
       wall=res.seconds, peak_tree=res.peak.tree, peak_root=res.peak.root,
       peak_worker=res.peak.child_max,
-      workers=method == 'multi_processing', cpu_root=res.peak.cpu_root,
+      workers=method in ('multi_processing', 'dask'),
+      cpu_root=res.peak.cpu_root,
       cpu_children=res.peak.cpu_children,
       real_timesteps=meta['real_timesteps'], num_batches=meta['num_batches'],
       num_shards=meta['num_shards'], num_sequences=meta['num_sequences'],
@@ -307,7 +348,24 @@ def main(argv=None) -> int:
   p.add_argument('--sizes', default=None,
                  help='comma-separated time-step counts (default: 1M,10M; '
                  'quick: 50k,500k)')
+  p.add_argument('--methods', default=','.join(m for m, _, _ in METHODS),
+                 help='comma-separated methods to run (reference is always '
+                 'run: the rates are relative to it)')
+  p.add_argument('--save', default=None,
+                 help='also write the raw measurements to this JSON file')
+  p.add_argument('--render', default=None,
+                 help='write the section from measurements saved with --save '
+                 '(no new runs)')
   args = p.parse_args(argv)
+  if args.render:
+    with open(args.render) as f:
+      saved = json.load(f)
+    return _write_report(args, saved)
+  methods = ['reference'] + [m for m in args.methods.split(',')
+                             if m and m != 'reference']
+  unknown = sorted(set(methods) - {m for m, _, _ in METHODS})
+  if unknown:
+    p.error(f'--methods: unknown {unknown}')
   if args.sizes:
     sizes = [int(float(s)) for s in args.sizes.split(',')]
   else:
@@ -325,13 +383,31 @@ def main(argv=None) -> int:
     rounds = ROUNDS_SMALL if steps < max(sizes) else 1
     for _ in range(rounds):
       for method, _, extra in METHODS:
+        if method not in methods:
+          continue
         r = measure(method, extra, data[steps], out_root)
         best = results[steps].get(method)
         if best is None or r['seconds'] < best['seconds']:
           results[steps][method] = r
   costs = element_costs(os.path.join(data[sizes[0]], '*.csv'))
   run.finish()
-  body = report(args, run, sizes, data, results, costs)
+  saved = {
+      'preamble': run.preamble(args.quick), 'sizes': sizes,
+      'methods': methods,
+      'csv_bytes': {str(s): csv_bytes(data[s]) for s in sizes},
+      'results': {str(s): r for s, r in results.items()}, 'costs': costs}
+  if args.save:
+    with open(args.save, 'w') as f:
+      json.dump(saved, f)
+  return _write_report(args, saved)
+
+
+def _write_report(args, saved) -> int:
+  sizes = saved['sizes']
+  results = {s: saved['results'][str(s)] for s in sizes}
+  csv_mb = {s: saved['csv_bytes'][str(s)] for s in sizes}
+  body = report(saved['preamble'], sizes, csv_mb, results, saved['costs'],
+                saved['methods'])
   common.write_section(common.output_path(args), 'batcher_throughput', body)
   return 0
 
@@ -340,24 +416,25 @@ PHASES = {
     'reference': ('read CSV, group', '-', 'layout_in_memory, serialize, '
                   'write'),
     'beam': ('read CSV, group rows, build sequences, plan',
-             'join plan, cut segments, group by shard',
-             'assemble, serialize, write shards'),
+             'join plan, cut segments, group by chunk',
+             'assemble, serialize, write chunks, concatenate shards'),
 }
 
 
-def report(args, run, sizes, data, results, costs) -> str:
+def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
   small, large = sizes[0], sizes[-1]
   label = {m: name for m, name, _ in METHODS}
+  run_methods = [m for m in METHODS if m[0] in methods]
   rows = []
   identical = True
   for steps in sizes:
     ref = results[steps]['reference']
-    for method, _, _ in METHODS:
+    for method, _, _ in run_methods:
       r = results[steps][method]
       same = r['digests'] == ref['digests']
       identical &= same
       rows.append([
-          f'{r["real_timesteps"]:,}', f'{csv_bytes(data[steps]) / 1e6:,.0f}',
+          f'{r["real_timesteps"]:,}', f'{csv_mb[steps] / 1e6:,.0f}',
           label[method], f'{r["seconds"]:.1f}', f'{r["wall"]:.1f}',
           common.si(r['real_timesteps'] / r['seconds']),
           common.ratio(r['real_timesteps'] / r['seconds'],
@@ -370,7 +447,7 @@ def report(args, run, sizes, data, results, costs) -> str:
           'yes' if same else 'NO'])
   phase_rows = []
   for steps in sizes:
-    for method, _, _ in METHODS:
+    for method, _, _ in run_methods:
       r = results[steps][method]
       names = PHASES['reference' if method == 'reference' else 'beam']
       for k, (secs, root, worker) in enumerate(r['phases']):
@@ -389,7 +466,7 @@ def report(args, run, sizes, data, results, costs) -> str:
     r = results[steps][method]
     return r['real_timesteps'] / r['seconds']
 
-  for method, _, _ in METHODS:
+  for method, _, _ in run_methods:
     a, b = results[small][method], results[large][method]
     time_ratio = b['seconds'] / a['seconds']
     per10 = time_ratio / step_ratio * 10
@@ -413,7 +490,10 @@ def report(args, run, sizes, data, results, costs) -> str:
       ratios = {s: rate(s, method) / rate(s, 'reference') for s in sizes}
       checks[method] = {'scaling': per10 <= 12, 'per10': per10,
                         'rate': min(ratios.values()) >= 0.25,
-                        'ratios': ratios}
+                        'half': min(ratios.values()) >= 0.5,
+                        'ratios': ratios,
+                        'flat': (not a['workers'] or
+                                 b['peak_worker'] <= 1.1 * a['peak_worker'])}
   big = results[large]['reference']
   feature_bytes = big['real_timesteps'] * NUM_FEATURES * 4
   layout_bytes = big['num_batches'] * B * T * (NUM_FEATURES * 4 + 8 + 4 + 4)
@@ -423,12 +503,12 @@ def report(args, run, sizes, data, results, costs) -> str:
   body = [
       '## 2. SequenceBatcher throughput and scaling',
       '',
-      run.preamble(args.quick),
+      preamble,
       '',
       f'Input: `data/generate.py` CSV (`cue`, {NUM_FEATURES} features, '
       f'lengths as in the sample: median 200, 30% short, max 3000) in '
       f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`. The smaller input '
-      f'is run in {ROUNDS_SMALL} interleaved rounds of the three methods and '
+      f'is run in {ROUNDS_SMALL} interleaved rounds of the methods and '
       'each method\'s fastest run is shown (other load on the machine only '
       'adds time); the larger once. Beam runs the '
       'command line `python -m components.sequence_batcher` (`csv_files` '
@@ -442,7 +522,12 @@ def report(args, run, sizes, data, results, costs) -> str:
       'command with Python/TF/Beam start-up. Rates are real time steps per '
       'second of work. CPU seconds and peak RSS are polled (psutil, 50 ms) '
       'over the process tree: the main (runner) process and the SDK worker '
-      'processes. The reference reads with pandas, groups with one lexsort '
+      f'processes (Dask: the {DASK_WORKERS} worker processes of a '
+      '`dask.distributed` LocalCluster the child process starts and warms — '
+      'each worker imports what the transform imports — before the timed '
+      'part; the scheduler runs in the main process). Figures were taken on '
+      'a shared 2-core machine while other jobs ran (see the load average). '
+      'The reference reads with pandas, groups with one lexsort '
       'and writes the same files with `in_memory.write_split` '
       '(`layout_in_memory` + serialization); it does not run the '
       'per-sequence input checks the transform does. "same bytes": every '
@@ -467,7 +552,8 @@ def report(args, run, sizes, data, results, costs) -> str:
       'through the two sizes.',
       '',
       'Where the time and the memory go (phases cut at the transform\'s '
-      'own log lines: "planned ..." and the first "wrote shard ..."):',
+      'own log lines: "planned ..." and the start of the first "wrote chunk '
+      '..."; on Dask the workers\' log lines):',
       '',
       common.table(['time steps', 'method', 'phase', 'seconds',
                     'peak RSS main', 'peak RSS largest worker'], phase_rows,
@@ -477,7 +563,8 @@ def report(args, run, sizes, data, results, costs) -> str:
       f'{common.mib(feature_bytes)} of float32 features; all its batches '
       f'together are {common.mib(layout_bytes)}; the longest sequence is '
       f'{big["max_length"]:,} steps ({longest_bytes / 1024:,.0f} KiB); an '
-      'output shard holds up to 64 MiB of features '
+      'output shard holds up to 64 MiB of features, a chunk (what one '
+      'writer assembles at a time) up to 4 MiB '
       f'({big["num_shards"]} shard(s) here, '
       f'{results[small]["reference"]["num_shards"]} at the smaller size).',
       '',
@@ -488,67 +575,82 @@ def report(args, run, sizes, data, results, costs) -> str:
     body.append(
         f'* {label[method]}: 10x input in <= 12x time: '
         f'{common.verdict(c["scaling"])} ({c["per10"]:.1f}x); >= 1/4 of the '
-        f'reference rate: {common.verdict(c["rate"])} ({rates}).')
+        f'reference rate: {common.verdict(c["rate"])} ({rates})' +
+        (f'; >= 0.5x of the reference (issue 11): '
+         f'{common.verdict(c["half"])}' if method == 'in_memory' else '') +
+        (f'; peak worker RSS within 10% from {small:,} to {large:,} steps '
+         f'(issue 11): {common.verdict(c["flat"])}'
+         if results[small][method]['workers'] else '') + '.')
   body.append(f'* Output byte-identical to the reference at every size: '
               f'{common.verdict(identical)}.')
   body += ['', '### What the figures show', ''] + analysis(
-      results, sizes, costs, checks, marginal, label)
+      results, sizes, costs, checks, marginal, label, methods)
   return '\n'.join(body)
 
 
-def analysis(results, sizes, costs, checks, marginal, label) -> List[str]:
+def analysis(results, sizes, costs, checks, marginal, label,
+             methods) -> List[str]:
   """The measured causes behind each target, from this run's figures."""
   small, large = sizes[0], sizes[-1]
   out = []
-  im_s, im_l = results[small]['in_memory'], results[large]['in_memory']
-  mp_s, mp_l = results[small]['multi_processing'], results[large][
-      'multi_processing']
   ref_s, ref_l = results[small]['reference'], results[large]['reference']
   per_m = lambda r, key: r[key] / r['real_timesteps'] * 1e6
-  # Rate.
-  share = costs['segment_seconds'] / im_s['seconds']
-  out.append(
-      f'* **Rate, `in_memory`**: {checks["in_memory"]["ratios"][small]:.2f}'
-      f' and {checks["in_memory"]["ratios"][large]:.2f} of the reference; '
-      f'marginal {marginal["in_memory"][2]:.2f}. Its time over the '
-      'reference\'s is Beam moving elements between stages: each '
-      'GroupByKey/CoGroupByKey encodes and decodes every element, and '
-      '`CutSegments` emits one `(shard, Segment)` element per segment '
-      f'({costs["segments"]:,} elements for {costs["steps"]:,} steps, '
-      f'{costs["segments"] / costs["sequences"]:.1f} per sequence). '
-      'Measured here with Beam\'s default coder: encoding and decoding those '
-      f'elements takes {costs["segment_seconds"]:.1f} s '
-      f'({share:.0%} of the `in_memory` work time at that size; '
-      f'{costs["segment_bytes"] / 2**20:,.0f} MiB encoded), against '
-      f'{costs["sequence_seconds"]:.2f} s for one element per sequence '
-      f'({costs["sequence_bytes"] / 2**20:,.0f} MiB). The phase table shows '
-      'it: "join plan, cut segments, group by shard" takes '
-      f'{im_s["phases"][1][0]:.1f} s / {im_l["phases"][1][0]:.1f} s, while '
-      'the reference builds its whole layout in memory without it.')
-  out.append(
-      f'* **Rate, `multi_processing`** (2 workers on 2 cores): '
-      f'{checks["multi_processing"]["ratios"][small]:.2f} and '
-      f'{checks["multi_processing"]["ratios"][large]:.2f} of the reference'
-      + (' — below 1/4 at the smaller size' if not checks[
-          'multi_processing']['rate'] else '') +
-      f'. It has a fixed cost of {marginal["multi_processing"][1]:.0f} s '
-      f'(against {marginal["in_memory"][1]:.0f} s for `in_memory`): the '
-      'runner starts two SDK worker processes, each importing Beam, '
-      'TensorFlow and pandas, and sets up every fused stage over gRPC. Per '
-      'step it burns more CPU than `in_memory`: '
-      f'{(mp_l["cpu_root"] + mp_l["cpu_children"]) / mp_l["real_timesteps"] * 1e6:.1f}'
-      ' CPU-s per million steps (runner '
-      f'{per_m(mp_l, "cpu_root"):.1f}, workers '
-      f'{per_m(mp_l, "cpu_children"):.1f}) against '
-      f'{per_m(im_l, "cpu_root"):.1f} for `in_memory` and '
-      f'{per_m(ref_l, "cpu_root"):.1f} for the reference, because every '
-      'element between stages also crosses the process boundary (encoded by '
-      'the worker, decoded and re-encoded by the runner, decoded by the next '
-      'worker), with the runner process in the middle of all data. With 3 '
-      'busy processes on 2 cores, the second worker buys little; its '
-      f'marginal rate is {marginal["multi_processing"][2]:.2f} of the '
-      'reference\'s.')
-  # Scaling.
+  cpu_m = lambda r: (r['cpu_root'] + (r['cpu_children'] if r['workers']
+                                      else 0)) / r['real_timesteps'] * 1e6
+  if 'in_memory' in methods:
+    im_s, im_l = results[small]['in_memory'], results[large]['in_memory']
+    share = costs['segment_seconds'] / im_s['seconds']
+    out.append(
+        f'* **Rate, `in_memory`**: {checks["in_memory"]["ratios"][small]:.2f}'
+        f' and {checks["in_memory"]["ratios"][large]:.2f} of the reference; '
+        f'marginal {marginal["in_memory"][2]:.2f}; the 0.5x target of issue '
+        f'11 is {common.verdict(checks["in_memory"]["half"])}. CPU per '
+        f'million steps: {cpu_m(im_l):.1f} s against {cpu_m(ref_l):.1f} s '
+        'for the reference. Its time over the reference\'s is Beam moving '
+        'elements between stages: each GroupByKey/CoGroupByKey encodes and '
+        'decodes every element, and `CutSegments` emits one '
+        '`(chunk, Segment)` element per segment '
+        f'({costs["segments"]:,} elements for {costs["steps"]:,} steps, '
+        f'{costs["segments"] / costs["sequences"]:.1f} per sequence). '
+        'Measured here with Beam\'s default coder: encoding and decoding '
+        f'those elements takes {costs["segment_seconds"]:.1f} s '
+        f'({share:.0%} of the `in_memory` work time at that size; '
+        f'{costs["segment_bytes"] / 2**20:,.0f} MiB encoded), against '
+        f'{costs["sequence_seconds"]:.2f} s for one element per sequence '
+        f'({costs["sequence_bytes"] / 2**20:,.0f} MiB). Phases: '
+        + '; '.join(f'"{n}" {im_l["phases"][k][0]:.1f} s'
+                    for k, n in enumerate(PHASES['beam'])) +
+        f' at {im_l["real_timesteps"]:,} steps.')
+  if 'multi_processing' in methods:
+    mp_s, mp_l = results[small]['multi_processing'], results[large][
+        'multi_processing']
+    out.append(
+        f'* **Rate, `multi_processing`** (2 workers on 2 cores): '
+        f'{checks["multi_processing"]["ratios"][small]:.2f} and '
+        f'{checks["multi_processing"]["ratios"][large]:.2f} of the reference'
+        f'; fixed cost {marginal["multi_processing"][1]:.0f} s (the runner '
+        'starts two SDK worker processes, each importing Beam, TensorFlow '
+        'and pandas, and sets up every fused stage over gRPC); '
+        f'{cpu_m(mp_l):.1f} CPU-s per million steps (runner '
+        f'{per_m(mp_l, "cpu_root"):.1f}, workers '
+        f'{per_m(mp_l, "cpu_children"):.1f}): every element between stages '
+        'also crosses the process boundary through the runner process.')
+  if 'dask' in methods:
+    dk_s, dk_l = results[small]['dask'], results[large]['dask']
+    out.append(
+        f'* **Rate, Dask** (2 worker processes on 2 cores, plus the '
+        f'scheduler and the launcher): {checks["dask"]["ratios"][small]:.2f} '
+        f'and {checks["dask"]["ratios"][large]:.2f} of the reference; fixed '
+        f'{marginal["dask"][1]:.0f} s, marginal '
+        f'{marginal["dask"][2]:.2f} of the reference; '
+        f'{cpu_m(dk_l):.1f} CPU-s per million steps (launcher and scheduler '
+        f'{per_m(dk_l, "cpu_root"):.1f}, workers '
+        f'{per_m(dk_l, "cpu_children"):.1f}). Beam\'s DaskRunner runs each '
+        'DoFn over a whole Dask partition and shuffles every GroupByKey '
+        'between the worker processes (pickled); the launcher only builds '
+        'the task graph and waits, so its memory stays flat '
+        f'({common.mib(dk_s["peak_root"])} -> '
+        f'{common.mib(dk_l["peak_root"])}).')
   plan = max(r.get('plan_seconds', 0.0) for s in sizes
              for r in results[s].values())
   out.append(
@@ -558,47 +660,39 @@ def analysis(results, sizes, costs, checks, marginal, label) -> List[str]:
       'super-linear step: the only global step, the lane plan over '
       f'(key, length) pairs, took at most {plan:.2f} s (logged by the '
       'transform).')
-  # Memory.
   grow = lambda a, b: b - a
-  wa, wb = mp_s['phases'], mp_l['phases']
-  flat = mp_l['peak_worker'] <= 1.1 * mp_s['peak_worker']
-  full_shard = costs['segment_decoded_rss'] * (
-      costs['batches_per_shard'] / costs['batches'])
-  out.append(
-      '* **Memory, runner (main) process**: it grows with the input, '
-      f'+{common.mib(grow(im_s["peak_root"], im_l["peak_root"]))} '
-      f'(`in_memory`) and +{common.mib(grow(mp_s["peak_root"], mp_l["peak_root"]))} '
-      f'(`multi_processing`) for {large / small:.0f}x the input, i.e. '
-      f'{grow(im_s["peak_root"], im_l["peak_root"]) / (im_l["real_timesteps"] - im_s["real_timesteps"]):.0f}'
-      ' bytes per added step for `in_memory`: the DirectRunner keeps every '
-      'PCollection that goes into a GroupByKey in the runner\'s memory (an '
-      'in-memory shuffle, by design; distributed runners shuffle through '
-      'their own service or disk). The reference holds everything by '
-      f'construction: +{common.mib(grow(ref_s["peak_root"], ref_l["peak_root"]))}.')
-  out.append(
-      '* **Memory, workers** (`multi_processing`): the largest worker grew '
-      f'+{common.mib(grow(mp_s["peak_worker"], mp_l["peak_worker"]))} for '
-      f'{large / small:.0f}x the input, so the target (no growth beyond the '
-      'per-sequence arrays in flight, at most '
-      f'{ref_l["max_length"] * (NUM_FEATURES * 4 + 8) / 1024:,.0f} KiB for '
-      f'the longest sequence) is {common.verdict(flat)}. By phase: reading '
-      f'and building sequences {common.mib(wa[0][2])} -> '
-      f'{common.mib(wb[0][2])}; cutting {common.mib(wa[1][2])} -> '
-      f'{common.mib(wb[1][2])}; writing shards {common.mib(wa[2][2])} -> '
-      f'{common.mib(wb[2][2])}. The write phase holds, per worker, a whole '
-      'output shard as one element (`GroupByShard` then `WriteShardFn`): '
-      'all its `Segment` objects decoded at once. Measured here: the '
-      f'{costs["segments"]:,} segments of the smaller input (one shard of '
-      f'{costs["batches"]:,} batches) take '
-      f'{common.mib(costs["segment_decoded_rss"])} once decoded, so a full '
-      f'shard ({costs["batches_per_shard"]:,} batches, 64 MiB of features) '
-      f'takes about {common.mib(full_shard)}. That part is bounded by the '
-      'shard size (`LayoutConfig.shard_bytes`), not by the input: it grows '
-      'here because the shards of the smaller input are not full. The '
-      'growth in the read phase is not the transform\'s elements (row '
-      'blocks of at most 65,536 rows, sequences of at most 3,000 steps); it '
-      'is in the worker processes of the DirectRunner\'s harness and was '
-      'not attributed further.')
+  if 'in_memory' in methods:
+    out.append(
+        '* **Memory, DirectRunner main process**: it grows with the input '
+        f'(`in_memory` +{common.mib(grow(im_s["peak_root"], im_l["peak_root"]))}'
+        f' for {large / small:.0f}x the input): the DirectRunner keeps every '
+        'PCollection that goes into a GroupByKey in the runner\'s memory (an '
+        'in-memory shuffle, by design; distributed runners shuffle through '
+        'their own service, disk or workers). The reference holds everything '
+        f'by construction: +{common.mib(grow(ref_s["peak_root"], ref_l["peak_root"]))}.')
+  worker_lines = []
+  for m in ('multi_processing', 'dask'):
+    if m not in methods:
+      continue
+    a, b = results[small][m], results[large][m]
+    pa, pb = a['phases'], b['phases']
+    worker_lines.append(
+        f'{label[m]}: largest worker {common.mib(a["peak_worker"])} -> '
+        f'{common.mib(b["peak_worker"])} '
+        f'({common.verdict(checks[m]["flat"])}; by phase: '
+        + ', '.join(f'{PHASES["beam"][k].split(",")[0]} '
+                    f'{common.mib(pa[k][2])} -> {common.mib(pb[k][2])}'
+                    for k in range(3)) + ')')
+  if worker_lines:
+    out.append(
+        '* **Memory, workers** (target: bounded by the sequences in flight, '
+        'not by the input): ' + '; '.join(worker_lines) + '. The write stage '
+        'no longer holds a shard: segments are grouped per chunk of batches '
+        '(at most 4 MiB of features; a full shard would be 64 MiB of '
+        f'features, about {common.mib(costs["segment_decoded_rss"] * costs["batches_per_shard"] / costs["batches"])}'
+        ' of decoded `Segment` objects), each chunk is written to its own '
+        'file, and a shard is the concatenation of its chunk files, copied '
+        'a MiB at a time.')
   return out
 
 
