@@ -1,0 +1,563 @@
+"""7. Pipeline overhead: per-component seconds of the local pipeline.
+
+The main job (``python -m pipeline.local_runner``, every setting at its
+default, ``--no-cache``) runs on generated CSV data of the kind the pipeline
+is made for (``data/generate.py``: ``cue`` target, 5 features, lengths as in
+the sample: median 200, 30% short, at most 3,000 steps, 8 files) at about
+100k, 1M and 10M rows. Each run is a fresh process; the seconds of every
+component come from ML Metadata (the execution's create and last-update
+times, as ``summary.json`` gives them), the input check's from a timer
+around ``input_check.check_input`` in the child process.
+
+The question (issue 11, section 3): do the stages before the trainer
+(CsvExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform,
+SequenceBatcher), together, take less time than the StatefulTrainer on the
+same data?
+
+``--profile DIR`` runs every component's executor under cProfile instead
+(``DIR/<component>.prof`` and a text digest ``DIR/<component>.txt``); the
+seconds of a profiled run are not reported.
+
+``--baseline DIR`` also runs each size with the code checked out in DIR
+(e.g. ``git worktree add /tmp/base <commit>``), side by side.
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.pipeline_overhead \
+      [--rows 100000,1000000] [--quick] [--profile DIR] [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+from benchmarks import common
+
+DATA_DIR = os.path.join(common.QUICK_DIR, 'pipeline-overhead-data')
+OUT_DIR = os.path.join(common.QUICK_DIR, 'pipeline-overhead-out')
+RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+SECTION = 'pipeline_overhead'
+# data/generate.py's defaults (median 200, 30% short) give a mean length of
+# about 227 steps, so 4,400 sequences ~ 1M rows.
+SEQUENCES_PER_MILLION = 4400
+NUM_SHARDS = 8
+NUM_FEATURES = 5
+PRE_TRAINER = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen',
+               'ExampleValidator', 'Transform', 'SequenceBatcher')
+POST_TRAINER = ('latest_blessed_model_resolver', 'StatefulEvaluator',
+                'Pusher')
+TRAINER = 'StatefulTrainer'
+
+
+def log(message: str) -> None:
+  print(f'[pipeline_overhead {time.strftime("%H:%M:%S")}] {message}',
+        file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Input
+# --------------------------------------------------------------------------
+
+
+def ensure_csv(rows: int) -> str:
+  """CSV files of about ``rows`` rows (generated once, cached under /tmp)."""
+  num_sequences = max(8, int(round(rows * SEQUENCES_PER_MILLION / 1e6)))
+  out = os.path.join(DATA_DIR, f'csv-{num_sequences}-seq')
+  # The stamp sits beside the folder: ExampleGen reads every file in it,
+  # hidden ones too.
+  stamp = out + '.complete'
+  if os.path.exists(stamp):
+    return out
+  shutil.rmtree(out, ignore_errors=True)
+  log(f'generating {num_sequences} sequences (~{rows:,} rows) in {out}')
+  res = common.run_child(
+      [sys.executable, os.path.join(common.ROOT, 'data', 'generate.py'),
+       '--num-sequences', str(num_sequences), '--seed', '1', '--num-shards',
+       str(NUM_SHARDS), '--num-features', str(NUM_FEATURES), '--quiet',
+       '--output', out])
+  if res.returncode != 0:
+    raise RuntimeError(f'{out}: data generation failed: {res.stderr[-2000:]}')
+  with open(stamp, 'w') as f:
+    f.write('ok\n')
+  return out
+
+
+def count_rows(directory: str) -> Dict[str, int]:
+  """Rows (lines minus headers), bytes and files of the CSV input."""
+  rows = size = files = 0
+  for name in sorted(os.listdir(directory)):
+    if not name.endswith('.csv'):
+      continue
+    path = os.path.join(directory, name)
+    files += 1
+    size += os.path.getsize(path)
+    with open(path, 'rb') as f:
+      rows += sum(chunk.count(b'\n') for chunk in iter(
+          lambda: f.read(1 << 20), b'')) - 1
+  return {'rows': rows, 'bytes': size, 'files': files}
+
+
+# --------------------------------------------------------------------------
+# The child: the local runner, timed (or profiled) from inside
+# --------------------------------------------------------------------------
+
+
+def _profile_executors(directory: str) -> None:
+  """Runs every executor of the pipeline under cProfile: one ``.prof`` and a
+  text digest per component in ``directory``."""
+  import cProfile  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  import pstats  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import beam_executor_operator  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.portable import python_executor_operator  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+
+  def wrap(cls):
+    original = cls.run_executor
+
+    def run_executor(self, execution_info, *args, **kwargs):
+      node = execution_info.pipeline_node.node_info.id
+      profile = cProfile.Profile()
+      t0 = time.perf_counter()
+      try:
+        return profile.runcall(original, self, execution_info, *args,
+                               **kwargs)
+      finally:
+        seconds = time.perf_counter() - t0
+        profile.dump_stats(os.path.join(directory, f'{node}.prof'))
+        text = io.StringIO()
+        stats = pstats.Stats(profile, stream=text)
+        text.write(f'{node}: {seconds:.1f} s under cProfile\n')
+        stats.sort_stats('cumulative').print_stats(60)
+        stats.sort_stats('tottime').print_stats(40)
+        with open(os.path.join(directory, f'{node}.txt'), 'w') as f:
+          f.write(text.getvalue())
+        log(f'profiled {node}: {seconds:.1f} s -> {directory}/{node}.prof')
+
+    cls.run_executor = run_executor
+
+  wrap(beam_executor_operator.BeamExecutorOperator)
+  wrap(python_executor_operator.PythonExecutorOperator)
+
+
+# What a component's executor spends its time on, by the functions that
+# contain that work (cumulative seconds under cProfile; nested parts of a
+# row are inside the row above them only where said).
+PROFILE_PARTS = (
+    ('executor', 'beam_executor_operator.py', 'run_executor'),
+    ('TFX builds its own sdist for Beam (dependency_utils.'
+     'build_ephemeral_package)', 'dependency_utils.py',
+     'build_ephemeral_package'),
+    ('Beam graph building (Pipeline.apply)', 'apache_beam/pipeline.py',
+     'apply'),
+    ('Beam graph to protos (Pipeline.to_runner_api)',
+     'apache_beam/pipeline.py', 'to_runner_api'),
+    ('Beam bundles run (bundle_processor.process_bundle)',
+     'bundle_processor.py', 'process_bundle'),
+    ('  of which: TFRecord reading, Python (tfrecordio.read_records)',
+     'tfrecordio.py', 'read_records'),
+    ('  of which: TFRecord writing, Python (tfrecordio.write_record)',
+     'tfrecordio.py', 'write_record'),
+    ('  of which: tf.Example decoding (tfx_bsl DecodeBatch)',
+     'example_coder.py', 'DecodeBatch'),
+    ('  of which: gzip compression (zlib)', '~', "<method 'compress' of "
+     "'zlib.Compress' objects>"),
+    ('  of which: row-by-row CSV parsing and typing (TFX csv_decoder)',
+     'csv_decoder.py', 'add_input'),
+    ('  of which: TFDV statistics generators (add_input)',
+     'tensorflow_data_validation', 'add_input'),
+    ('  of which: tf.Transform graph runs (_RunMetaGraphDoFn)',
+     'tensorflow_transform/beam/impl.py', '_handle_batch'),
+    ('  of which: block CSV reading, encoding, writing (this ExampleGen)',
+     'pipeline/csv_example_gen.py', 'process'),
+)
+
+
+def profile_digest(path: str, top: int = 12) -> Dict[str, object]:
+  """Seconds by ``PROFILE_PARTS`` and the functions with the most own time
+  from one ``.prof`` file."""
+  import pstats  # pylint: disable=g-import-not-at-top
+  stats = pstats.Stats(path).stats
+  parts = {}
+  for label, file_part, function in PROFILE_PARTS:
+    # The outermost of the matching functions (cumtime already counts a
+    # function's recursive calls once).
+    parts[label] = round(max(
+        (v[3] for (f, _, name), v in stats.items()
+         if file_part in f and name == function), default=0.0), 2)
+  own = sorted(((v[2], v[1], f'{f.split("site-packages/")[-1]}:{line} {name}')
+                for (f, line, name), v in stats.items()), reverse=True)[:top]
+  return {'parts': parts,
+          'top_own_time': [{'seconds': round(t, 2), 'calls': n,
+                            'function': name} for t, n, name in own]}
+
+
+def child_main(argv: List[str]) -> int:
+  """``--child TIMINGS_JSON [--profile DIR] -- <local_runner flags>``."""
+  timings_path = argv[0]
+  profile_dir = None
+  rest = argv[1:]
+  if rest[:1] == ['--profile']:
+    profile_dir, rest = rest[1], rest[2:]
+  if rest[:1] == ['--']:
+    rest = rest[1:]
+  t0 = time.perf_counter()
+  from pipeline import input_check  # pylint: disable=g-import-not-at-top
+  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  timings = {'input_check_seconds': 0.0}
+  original = input_check.check_input
+
+  def timed_check(*args, **kwargs):
+    start = time.perf_counter()
+    try:
+      return original(*args, **kwargs)
+    finally:
+      timings['input_check_seconds'] += time.perf_counter() - start
+
+  input_check.check_input = timed_check
+  if profile_dir:
+    _profile_executors(profile_dir)
+  timings['import_seconds'] = time.perf_counter() - t0
+  code = local_runner.main(rest)
+  timings['main_seconds'] = time.perf_counter() - t0
+  with open(timings_path, 'w') as f:
+    json.dump(timings, f)
+  return code
+
+
+# --------------------------------------------------------------------------
+# Parent
+# --------------------------------------------------------------------------
+
+
+def run_pipeline(data: str, out: str, *, code_root: str = common.ROOT,
+                 profile_dir: Optional[str] = None,
+                 extra: Optional[List[str]] = None) -> dict:
+  """One fresh-process run of the local runner on ``data``; the summary's
+  per-component seconds, the input check's, wall time and peak RSS."""
+  shutil.rmtree(out, ignore_errors=True)
+  os.makedirs(out)
+  timings_path = os.path.join(out, 'timings.json')
+  cmd = [sys.executable, '-m', 'benchmarks.pipeline_overhead', '--child',
+         timings_path]
+  if profile_dir:
+    cmd += ['--profile', profile_dir]
+  cmd += ['--', '--data-root', data, '--output-dir', out, '--no-cache']
+  cmd += list(extra or [])
+  env = common.child_env()
+  # The code under test is ``code_root``'s; this script is always ours.
+  env['PYTHONPATH'] = os.pathsep.join([code_root, common.ROOT])
+  if code_root != common.ROOT:
+    # benchmarks/ of the baseline may lack this script: run ours from there.
+    cmd[1:3] = [os.path.abspath(__file__)]
+  res = common.run_child(cmd, cwd=code_root, env=env)
+  with open(os.path.join(out, 'stderr.log'), 'w') as f:
+    f.write(res.stderr)
+  if res.returncode != 0:
+    raise RuntimeError(f'{data}: the pipeline failed (exit code '
+                       f'{res.returncode}); log: {out}/stderr.log')
+  with open(os.path.join(out, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(timings_path) as f:
+    timings = json.load(f)
+  components = {name: c['seconds'] for name, c in
+                summary['components'].items()}
+  pre = sum(components.get(n, 0.0) for n in PRE_TRAINER)
+  return {
+      'components': components,
+      'pre_trainer_seconds': round(pre, 2),
+      'trainer_seconds': components.get(TRAINER),
+      'pipeline_seconds': summary['wall_seconds'],
+      'input_check_seconds': round(timings['input_check_seconds'], 2),
+      'import_seconds': round(timings['import_seconds'], 2),
+      'process_seconds': round(res.seconds, 2),
+      'peak_rss_bytes': res.peak.tree,
+      'batcher': summary.get('batcher'),
+      'eval': summary.get('eval'),
+      'blessed': summary.get('blessed'),
+      'stage_logs': stage_log_lines(res.stderr),
+  }
+
+
+_STAGE_LINE = re.compile(r'(pipeline\.csv_example_gen|'
+                         r'sequence_batcher\.executor|'
+                         r'stateful_trainer\.run): (.*)')
+
+
+def stage_log_lines(stderr: str) -> List[str]:
+  """The lines our components log about their own work (kept with the
+  results for reading)."""
+  return [m.group(0)[:300] for m in map(_STAGE_LINE.search,
+                                        stderr.splitlines()) if m]
+
+
+def code_state(root: str) -> Dict[str, object]:
+  """The commit of the checkout at ``root`` and its uncommitted files
+  (other people's work in progress changes what is measured)."""
+  def git(*args):
+    return subprocess.run(['git', '-C', root] + list(args), check=False,
+                          capture_output=True, text=True).stdout.rstrip()
+  return {'root': root, 'commit': git('rev-parse', 'HEAD').strip(),
+          'uncommitted': [line[3:] for line in
+                          git('status', '--porcelain',
+                              '--untracked-files=no').splitlines()]}
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+COLUMNS = (('CsvExampleGen', 'ExampleGen'), ('StatisticsGen', 'StatisticsGen'),
+           ('SchemaGen', 'SchemaGen'), ('ExampleValidator', 'Validator'),
+           ('Transform', 'Transform'), ('SequenceBatcher', 'Batcher'))
+
+
+def _s(value) -> str:
+  return '-' if value is None else f'{value:.1f}'
+
+
+def size_rows(entry: dict) -> List[List[str]]:
+  """Table rows of one size: the code measured, then the baseline."""
+  out = []
+  for name in ('current', 'baseline'):
+    r = entry.get(name)
+    if r is None:
+      continue
+    c = r['components']
+    pre, trainer = r['pre_trainer_seconds'], r['trainer_seconds']
+    seqs = sum(v['num_sequences'] for v in (r.get('batcher') or {}).values())
+    out.append([
+        f'{entry["input"]["rows"]:,}', f'{seqs:,}',
+        'this change' if name == 'current' else 'before (baseline)'] + [
+            _s(c.get(k)) for k, _ in COLUMNS] + [
+                f'**{pre:.1f}**', f'**{trainer:.1f}**',
+                f'{pre / trainer:.2f}x' if trainer else 'n/a',
+                _s(c.get('StatefulEvaluator')), _s(r['pipeline_seconds']),
+                _s(r['input_check_seconds']),
+                common.verdict(bool(trainer) and pre < trainer)])
+  return out
+
+
+def write_section(path: str, body: str) -> None:
+  """Replaces this benchmark's section of ``path`` (between its markers),
+  or appends it at the end."""
+  begin, end = f'<!-- BEGIN {SECTION} -->', f'<!-- END {SECTION} -->'
+  block = f'{begin}\n{body.strip()}\n{end}'
+  text = common.HEADER
+  if os.path.exists(path):
+    with open(path) as f:
+      text = f.read()
+  pattern = re.compile(re.escape(begin) + r'.*?' + re.escape(end), re.S)
+  if pattern.search(text):
+    text = pattern.sub(lambda _: block, text)
+  else:
+    text = text.rstrip('\n') + '\n\n' + block + '\n'
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + '.tmp', 'w') as f:
+    f.write(text)
+  os.replace(path + '.tmp', path)
+  log(f'wrote section {SECTION!r} of {path}')
+
+
+def report(results: dict, profile: Optional[dict], not_run: List[str]
+           ) -> str:
+  """The BENCHMARKS.md section from the results (and a profile digest)."""
+  run = results['run']
+  code = results['code']
+  lines = [
+      '## 7. Pipeline overhead: the stages before the trainer', '',
+      f'* Command: `{results["command"]}`',
+      f'* Date: {run["date"]}; run took {run["seconds"]:.0f} s',
+      f'* Machine: {run["machine"]}; **shared**: other people\'s jobs ran '
+      'on the same 2 cores during the run, so every figure includes their '
+      'load',
+      f'* Load average (1/5/15 min) before: {run["load_before"]}; after: '
+      f'{run["load_after"]}',
+      f'* Versions: {run["versions"]}',
+      f'* Code: commit {code["commit"][:10]}'
+      + (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
+         if code['uncommitted'] else '')]
+  base = results.get('baseline_code')
+  if base:
+    lines.append(f'* Baseline ("before"): `{base["root"]}`, commit '
+                 f'{base["commit"][:10]}'
+                 + (f' with {", ".join(base["uncommitted"])} as before this '
+                    'change' if base['uncommitted'] else ''))
+  lines += [
+      '',
+      'The main job, `python -m pipeline.local_runner --data-root <data> '
+      '--output-dir <out> --no-cache` with every other setting at its '
+      'default, in a fresh process per run, on `data/generate.py` CSV data '
+      f'(`cue` target, {NUM_FEATURES} features, lengths as in the sample: '
+      f'median 200, 30% short, at most 3,000 steps; {NUM_SHARDS} files). '
+      'Seconds per component are ML Metadata\'s (the execution\'s create '
+      'and last-update times, as `summary.json` gives them); "before the '
+      'trainer" is their sum over ExampleGen, StatisticsGen, SchemaGen, '
+      'ExampleValidator, Transform and SequenceBatcher; the input check '
+      '(`pipeline/input_check.py`, before the pipeline starts) is timed in '
+      'the process and not part of that sum. "pipeline" is '
+      '`LocalDagRunner.run` end to end (every component, the evaluator '
+      'too). Target: the stages before the trainer, together, below the '
+      'trainer\'s own time on the same data.', '']
+  headers = (['rows', 'sequences', 'code'] + [h for _, h in COLUMNS] +
+             ['before the trainer', 'StatefulTrainer',
+              'before / trainer', 'StatefulEvaluator', 'pipeline',
+              'input check', 'target'])
+  rows = [row for entry in results['sizes'] for row in size_rows(entry)]
+  for note in not_run:
+    rows.append([note] + [''] * (len(headers) - 1))
+  lines.append(common.table(headers, rows, 'rrl' + 'r' * 13 + 'l'))
+  lines.append('')
+  for entry in results['sizes']:
+    r = entry['current']
+    verdict = common.verdict(r['pre_trainer_seconds'] <
+                             (r['trainer_seconds'] or 0))
+    parts = ', '.join(f'{h} {r["components"].get(k, 0):.1f} s'
+                      for k, h in COLUMNS if k != 'SchemaGen' and
+                      k != 'ExampleValidator')
+    line = (f'* {entry["input"]["rows"]:,} rows: before the trainer '
+            f'{r["pre_trainer_seconds"]:.1f} s ({parts}) against the '
+            f'trainer\'s {r["trainer_seconds"]:.1f} s: {verdict}')
+    b = entry.get('baseline')
+    if b:
+      line += (f'; before this change {b["pre_trainer_seconds"]:.1f} s '
+               f'(ExampleGen {b["components"].get("CsvExampleGen", 0):.1f} '
+               f'-> {r["components"].get("CsvExampleGen", 0):.1f} s, '
+               f'Transform {b["components"].get("Transform", 0):.1f} -> '
+               f'{r["components"].get("Transform", 0):.1f} s)')
+    lines.append(line + '.')
+  if profile:
+    lines += ['', profile_section(profile)]
+  return '\n'.join(lines)
+
+
+def profile_section(profile: dict) -> str:
+  """Where each component's time goes, from a ``--profile`` digest."""
+  lines = [f'Where the time goes: every executor under cProfile (`'
+           f'{profile["command"]}`, commit {profile["code"]["commit"][:10]}'
+           '; cProfile slows Python-heavy code, so read the shares, not the '
+           'seconds):', '']
+  for rows, entry in sorted(profile['sizes'].items(), key=lambda kv:
+                            int(kv[0])):
+    comps = [c for c in ('CsvExampleGen', 'StatisticsGen', 'Transform',
+                         'SequenceBatcher', 'StatefulTrainer')
+             if c in entry['profiles']]
+    headers = [f'{int(rows):,} rows: seconds in'] + comps
+    table_rows = []
+    for label, _, _ in PROFILE_PARTS:
+      table_rows.append([label] + [
+          f'{entry["profiles"][c]["parts"].get(label, 0):.1f}'
+          for c in comps])
+    lines.append(common.table(headers, table_rows))
+    lines.append('')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  argv = sys.argv[1:] if argv is None else argv
+  if argv and argv[0] == '--child':
+    return child_main(argv[1:])
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--rows', default=None,
+                 help='comma-separated row counts (default: 100k,1M,10M; '
+                 'quick: 20k)')
+  p.add_argument('--profile', default=None, metavar='DIR',
+                 help='profile every executor (cProfile) into DIR instead of '
+                 'timing; no table is written')
+  p.add_argument('--baseline', default=None, metavar='DIR',
+                 help='also run each size with the code checked out in DIR')
+  p.add_argument('--profile-results', default=None, metavar='JSON',
+                 help='a --profile digest to add to the section (default: '
+                 'benchmarks/results/pipeline_overhead-profile.json if it '
+                 'exists)')
+  p.add_argument('--from-results', default=None, metavar='JSON',
+                 help='write the section from an earlier run\'s results '
+                 'instead of running')
+  p.add_argument('--results', default=None,
+                 help='the JSON results file (default: benchmarks/results/'
+                 'pipeline_overhead.json; quick: under /tmp)')
+  args = p.parse_args(argv)
+  if args.rows:
+    sizes = [int(float(s)) for s in args.rows.split(',')]
+  else:
+    sizes = [20_000] if args.quick else [100_000, 1_000_000, 10_000_000]
+  if args.profile:
+    digest = {'command': common.command_line(),
+              'code': code_state(common.ROOT), 'sizes': {}}
+    for rows in sizes:
+      data = ensure_csv(rows)
+      out = os.path.join(OUT_DIR, f'profile-{rows}')
+      prof_dir = os.path.join(args.profile, str(rows))
+      log(f'profiling the pipeline on {data} into {prof_dir}')
+      r = run_pipeline(data, out, profile_dir=prof_dir)
+      entry = {'input': count_rows(data), 'components_profiled': r[
+          'components'], 'profiles': {}}
+      for name in sorted(os.listdir(prof_dir)):
+        if name.endswith('.prof'):
+          entry['profiles'][name[:-5]] = profile_digest(
+              os.path.join(prof_dir, name))
+      digest['sizes'][str(rows)] = entry
+    path = args.results or os.path.join(RESULTS_DIR,
+                                        'pipeline_overhead-profile.json')
+    with open(path, 'w') as f:
+      json.dump(digest, f, indent=1, sort_keys=True)
+    log(f'wrote {path}')
+    return 0
+  not_run = [f'{r:,}: not run (see below)' for r in (10_000_000,)
+             if r not in sizes and not args.quick]
+  profile_path = args.profile_results or os.path.join(
+      RESULTS_DIR, 'pipeline_overhead-profile.json')
+  profile = None
+  if os.path.exists(profile_path):
+    with open(profile_path) as f:
+      profile = json.load(f)
+  if args.from_results:
+    with open(args.from_results) as f:
+      results = json.load(f)
+    write_section(common.output_path(args), report(results, profile,
+                                                   not_run))
+    return 0
+  run = common.Run()
+  results = {'command': common.command_line(), 'sizes': [],
+             'code': code_state(common.ROOT)}
+  if args.baseline:
+    results['baseline_code'] = code_state(args.baseline)
+  for rows in sizes:
+    data = ensure_csv(rows)
+    entry = {'requested_rows': rows, 'input': count_rows(data), 'data': data}
+    for name, root in (('current', common.ROOT), ('baseline', args.baseline)):
+      if root is None:
+        continue
+      log(f'{name}: the pipeline on {data} ({entry["input"]["rows"]:,} '
+          'rows)')
+      r = run_pipeline(data, os.path.join(OUT_DIR, f'{name}-{rows}'),
+                       code_root=os.path.abspath(root))
+      entry[name] = r
+      log(f'{name}: pre-trainer {r["pre_trainer_seconds"]:.1f} s, trainer '
+          f'{r["trainer_seconds"]:.1f} s, pipeline {r["pipeline_seconds"]:.1f}'
+          f' s')
+    results['sizes'].append(entry)
+  run.finish()
+  results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
+                    'seconds': round(run.seconds, 1),
+                    'load_before': run.load_before,
+                    'load_after': run.load_after,
+                    'machine': common.machine(), 'versions': common.versions()}
+  path = args.results or (
+      os.path.join(common.QUICK_DIR, 'pipeline_overhead.json') if args.quick
+      else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=1, sort_keys=True)
+  log(f'wrote {path}')
+  write_section(common.output_path(args), report(results, profile, not_run))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
