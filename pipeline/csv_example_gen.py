@@ -69,6 +69,8 @@ from tfx.utils import io_utils
 from tfx.utils import proto_utils
 from tfx_bsl.coders import csv_decoder
 
+_LOG = logging.getLogger(__name__)
+
 KEY_COLUMN = 'key_column'
 BLOCK_ROWS_KEY = 'block_rows'
 # Rows per block: a block's columns and its serialized examples (about 100
@@ -415,7 +417,7 @@ class _WriteFileBlocks(beam.DoFn):
         writer.close()
     total = sum(counts.values())
     self._rows.inc(total)
-    logging.info('CsvExampleGen: %s: %d rows -> %s in %.1f s', path, total,
+    _LOG.info('CsvExampleGen: %s: %d rows -> %s in %.1f s', path, total,
                  ', '.join(f'{os.path.basename(self._split_uris[s])} '
                            f'{counts[s]}' for s in sorted(counts)),
                  time.perf_counter() - t0)
@@ -452,7 +454,7 @@ class Executor(BaseExampleGenExecutor):
     (logged with the reason)."""
     block_rows = block_rows_of(exec_properties)
     if block_rows <= 0:
-      logging.info('CsvExampleGen: block_rows is 0: reading row by row')
+      _LOG.info('CsvExampleGen: block_rows is 0: reading row by row')
       return None
     key = key_column_of(exec_properties)
     input_config = example_gen_pb2.Input()
@@ -466,7 +468,7 @@ class Executor(BaseExampleGenExecutor):
     payload = exec_properties.get(
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
     if payload not in (None, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE):
-      logging.info('CsvExampleGen: payload format %s: reading row by row',
+      _LOG.info('CsvExampleGen: payload format %s: reading row by row',
                    payload)
       return None
     plan = _BlockPlan()
@@ -474,7 +476,7 @@ class Executor(BaseExampleGenExecutor):
     if splits:
       config = output_config.split_config
       if config.partition_feature_name != key:
-        logging.info('CsvExampleGen: the split is not by the key column '
+        _LOG.info('CsvExampleGen: the split is not by the key column '
                      '%r: reading row by row', key)
         return None
       plan.buckets = list(itertools.accumulate(s.hash_buckets
@@ -490,9 +492,9 @@ class Executor(BaseExampleGenExecutor):
       try:
         kinds, rows = infer_kinds(files, names, key, block_rows)
       except NotBlockReadable as e:
-        logging.info('CsvExampleGen: %s; reading row by row', e)
+        _LOG.info('CsvExampleGen: %s; reading row by row', e)
         return None
-      logging.info(
+      _LOG.info(
           'CsvExampleGen: %s: %d files, %d rows, column types (%s) inferred '
           'in %.1f s', full, len(files), rows,
           ', '.join(f'{n} {kinds.get(n, "text")}' for n in names),
@@ -559,7 +561,7 @@ class Executor(BaseExampleGenExecutor):
         examples_utils.set_file_format(
             out, write_split.to_file_format_str(file_format))
     rows = sum(entry[4] for entry in plan.inputs)
-    logging.info('CsvExampleGen: %d rows in blocks -> %s in %.1f s', rows,
+    _LOG.info('CsvExampleGen: %d rows in blocks -> %s in %.1f s', rows,
                  ', '.join(split_names), time.perf_counter() - t0)
 
 
