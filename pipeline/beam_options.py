@@ -29,9 +29,10 @@ _LOG = logging.getLogger(__name__)
 
 # Component id -> why it does not run on Beam 2.74's DaskRunner (measured).
 DASK_UNSUPPORTED: Dict[str, str] = {
-    'CsvExampleGen': 'writes one split per Beam output; the DaskRunner '
-                     'computes only the last leaf of the graph, so the other '
-                     'splits stay empty',
+    'CsvExampleGen': 'its row-by-row path (TFX\'s executor) writes one '
+                     'Beam output per split; the DaskRunner computes only '
+                     'the last leaf of the graph, so the other splits stay '
+                     'empty',
     'ImportExampleGen': 'reads with beam.io.ReadFromTFRecord (beam.io.Read, '
                         'not translated by the DaskRunner)',
     'StatisticsGen': 'reads through TFXIO (beam.io.Read)',
