@@ -31,7 +31,7 @@ Layers:
 
 * ``CausalConv1D`` — a (dilated) causal convolution that carries its last
   ``(kernel_size - 1) * dilation_rate`` inputs and convolves
-  ``[carried ; chunk]`` in one call; with resets, taps that reach back
+  ``[carried ; chunk]`` tap by tap; with resets, taps that reach back
   across a reset read zeros.
 * ``RunningPool`` — running statistics over the whole history of a
   sequence: ``mean``, ``max`` and ``ppv`` (proportion of values above a
@@ -50,6 +50,9 @@ import tensorflow as tf
 import tf_keras as keras
 
 _PACKAGE = 'components.stateful'
+# CausalConv1D sums over at most this many input channels element-wise
+# (bit-identical on every path); wider inputs use a matrix product.
+EXACT_CHANNELS = 16
 
 
 class StatefulLayer(keras.layers.Layer):
@@ -213,40 +216,43 @@ class CausalConv1D(StatefulLayer):
   def step(self, inputs, states, resets=None):
     (carried,) = states
     full = tf.concat([carried, inputs], axis=1)  # [N, R + T', C]
-    r = self.receptive_field
+    r, length = self.receptive_field, tf.shape(inputs)[1]
     new = full[:, tf.shape(full)[1] - r:] if r else full[:, :0]
-    if resets is None:
-      out = tf.nn.convolution(full, self.kernel, padding='VALID',
-                              dilations=[self.dilation_rate])
-    else:
-      out, new = self._step_with_resets(full, new, resets)
-    if self.bias is not None:
-      out = out + self.bias
-    return self.activation(out), [new]
-
-  def _step_with_resets(self, full, new, resets):
-    """The convolution tap by tap, each tap zeroed on the steps where it
-    would read across a reset; the carried inputs zeroed before the last
-    reset (they belong to an ended sequence)."""
-    r, length = self.receptive_field, tf.shape(resets)[1]
-    last = last_reset(resets)  # [N, T']
-    steps = tf.range(length)[None, :]
-    # Steps since the sequence started (0 on its first step); "never" when
-    # it started before the chunk.
-    since = tf.where(last >= 0, steps - last, tf.fill(tf.shape(last), r))
+    since = None
+    if resets is not None:
+      last = last_reset(resets)  # [N, T']
+      # Steps since the sequence started (0 on its first step); "long ago"
+      # (R) when it started before the chunk.
+      since = tf.where(last >= 0, tf.range(length)[None, :] - last,
+                       tf.fill(tf.shape(last), r))
+      if r:
+        # ``new`` holds full positions T' .. T' + R - 1; the last sequence
+        # starts at full position R + last[:, -1]: what came before belongs
+        # to an ended sequence (none: keep everything).
+        start = tf.where(last[:, -1] >= 0, r + last[:, -1], -1)
+        keep = (length + tf.range(r))[None, :] >= start[:, None]
+        new = new * tf.cast(keep, new.dtype)[..., None]
+    # Tap by tap, in the same order on every path (chunked, whole, with or
+    # without resets): a tap that reads across a reset reads zeros, exactly
+    # as one that reads before a sequence's first step. With few input
+    # channels (the default model's) the products are summed element-wise,
+    # channel by channel, so the same window gives the same bits whatever
+    # the chunk's shape (a matrix product may round differently per shape,
+    # and a running proportion above a threshold counts such a flip).
     out = 0.0
     for j in range(self.kernel_size):
       lag = (self.kernel_size - 1 - j) * self.dilation_rate
       tap = full[:, r - lag:r - lag + length]  # [N, T', C]
-      tap = tap * tf.cast(since >= lag, tap.dtype)[..., None]
-      out += tf.tensordot(tap, self.kernel[j], axes=[[2], [0]])
-    if r:
-      # ``new`` holds full positions T' .. T' + R - 1; the last sequence
-      # starts at full position R + last[:, -1] (none: keep everything).
-      start = tf.where(last[:, -1] >= 0, r + last[:, -1], -1)
-      keep = (length + tf.range(r))[None, :] >= start[:, None]
-      new = new * tf.cast(keep, new.dtype)[..., None]
-    return out, new
+      if since is not None:
+        tap = tap * tf.cast(since >= lag, tap.dtype)[..., None]
+      if self._channels <= EXACT_CHANNELS:
+        for c in range(self._channels):
+          out += tap[..., c:c + 1] * self.kernel[j, c]
+      else:
+        out += tf.tensordot(tap, self.kernel[j], axes=[[2], [0]])
+    if self.bias is not None:
+      out = out + self.bias
+    return self.activation(out), [new]
 
   def compute_output_shape(self, input_shape):
     return tf.TensorShape(input_shape)[:-1].concatenate([self.filters])

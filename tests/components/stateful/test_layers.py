@@ -185,6 +185,33 @@ def _check_streams(model, twin, x, reset, lanes, num_unroll, rtol):
                                  err_msg=f'lane {lane} sequence at {a}')
 
 
+def test_narrow_causal_conv_gives_the_same_bits_on_every_path():
+  """Chunked, whole and dense (resets inside segments) give bit-identical
+  convolutions of the same windows: a running proportion above a
+  threshold downstream would count a last-bit difference as a flip."""
+  rng = np.random.default_rng(11)
+  model, twin = _pair('conv')
+  x = (rng.normal(size=(B, 40, F)) * 3).astype(np.float32)
+  whole = twin(x).numpy()
+  state.zero_all(model)
+  chunked = np.concatenate([model(x[:, a:b]).numpy()
+                            for a, b in _chunks(40, rng)], axis=1)
+  np.testing.assert_array_equal(chunked, whole)
+  streams, reset, lanes = _lane_streams(rng, 8)
+  state.zero_all(model)
+  dense = np.concatenate([_dense_call(model, streams, reset, a, 8)
+                          for a in range(0, streams.shape[1], 8)], axis=1)
+  for lane, spans in enumerate(lanes):
+    for a, n in spans:
+      np.testing.assert_array_equal(
+          dense[lane, a:a + n], twin(streams[lane:lane + 1, a:a + n])[0])
+
+
+def _dense_call(model, x, reset, start, num_unroll):
+  with state.step_resets(model, reset[:, start:start + num_unroll]):
+    return model(x[:, start:start + num_unroll]).numpy()
+
+
 @pytest.mark.parametrize('kind', ['conv', 'lstm'])
 def test_step_resets_inside_tf_function_and_gradients(kind):
   """The resets work traced (as the trainer runs them) and cut the
