@@ -522,6 +522,10 @@ def main(argv=None) -> int:
     write_section(common.output_path(args), report(results, profile,
                                                    not_run))
     return 0
+  path = args.results or (
+      os.path.join(common.QUICK_DIR, 'pipeline_overhead.json') if args.quick
+      else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   run = common.Run()
   results = {'command': common.command_line(), 'sizes': [],
              'code': code_state(common.ROOT)}
@@ -542,16 +546,15 @@ def main(argv=None) -> int:
           f'{r["trainer_seconds"]:.1f} s, pipeline {r["pipeline_seconds"]:.1f}'
           f' s')
     results['sizes'].append(entry)
+    # What is measured so far survives an interrupted run.
+    with open(path + '.partial', 'w') as f:
+      json.dump(results, f, indent=1, sort_keys=True)
   run.finish()
   results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
                     'seconds': round(run.seconds, 1),
                     'load_before': run.load_before,
                     'load_after': run.load_after,
                     'machine': common.machine(), 'versions': common.versions()}
-  path = args.results or (
-      os.path.join(common.QUICK_DIR, 'pipeline_overhead.json') if args.quick
-      else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   log(f'wrote {path}')

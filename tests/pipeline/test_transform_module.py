@@ -1,9 +1,8 @@
 """The pipeline's tf.Transform module: z-scores per feature, the rest as is.
 
 Runs ``preprocessing_fn`` through tf.Transform's Beam implementation on a
-few rows: dense features (scaled together by one elementwise analyzer) and
-a feature with a missing value (sparse, scaled on its own) get the z-scores
-NumPy computes per column; key, order and label pass through.
+few rows: dense features and a feature with a missing value (sparse) get the
+z-scores NumPy computes per column; key, order and label pass through.
 """
 
 import numpy as np
