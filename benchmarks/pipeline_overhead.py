@@ -149,7 +149,7 @@ def _profile_executors(directory: str) -> None:
 # contain that work (cumulative seconds under cProfile; nested parts of a
 # row are inside the row above them only where said).
 PROFILE_PARTS = (
-    ('executor', 'beam_executor_operator.py', 'run_executor'),
+    ('executor', 'executor_operator.py', 'run_executor'),
     ('TFX builds its own sdist for Beam (dependency_utils.'
      'build_ephemeral_package)', 'dependency_utils.py',
      'build_ephemeral_package'),
@@ -445,10 +445,10 @@ def profile_section(profile: dict) -> str:
   for rows, entry in sorted(profile['sizes'].items(), key=lambda kv:
                             int(kv[0])):
     comps = [c for c in ('CsvExampleGen', 'StatisticsGen', 'Transform',
-                         'SequenceBatcher', 'StatefulTrainer')
-             if c in entry['profiles']]
+                         'SequenceBatcher') if c in entry['profiles']]
     headers = [f'{int(rows):,} rows: seconds in'] + comps
-    table_rows = []
+    table_rows = [['the component (ML Metadata, profiled run)'] + [
+        f'{entry["components_profiled"].get(c, 0):.1f}' for c in comps]]
     for label, _, _ in PROFILE_PARTS:
       table_rows.append([label] + [
           f'{entry["profiles"][c]["parts"].get(label, 0):.1f}'
