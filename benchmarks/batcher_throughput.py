@@ -406,7 +406,11 @@ def _write_report(args, saved) -> int:
   sizes = saved['sizes']
   results = {s: saved['results'][str(s)] for s in sizes}
   csv_mb = {s: saved['csv_bytes'][str(s)] for s in sizes}
-  body = report(saved['preamble'], sizes, csv_mb, results, saved['costs'],
+  preamble = saved['preamble']
+  if args.render:
+    preamble += ('\n* Rendered from the measurements that run saved: '
+                 f'`{common.command_line()}`')
+  body = report(preamble, sizes, csv_mb, results, saved['costs'],
                 saved['methods'])
   common.write_section(common.output_path(args), 'batcher_throughput', body)
   return 0
@@ -608,16 +612,21 @@ def analysis(results, sizes, costs, checks, marginal, label,
         f'million steps: {cpu_m(im_l):.1f} s against {cpu_m(ref_l):.1f} s '
         'for the reference. Its time over the reference\'s is Beam moving '
         'elements between stages: each GroupByKey/CoGroupByKey encodes and '
-        'decodes every element, and `CutSegments` emits one '
-        '`(chunk, Segment)` element per segment '
-        f'({costs["segments"]:,} elements for {costs["steps"]:,} steps, '
-        f'{costs["segments"] / costs["sequences"]:.1f} per sequence). '
-        'Measured here with Beam\'s default coder: encoding and decoding '
-        f'those elements takes {costs["segment_seconds"]:.1f} s '
-        f'({share:.0%} of the `in_memory` work time at that size; '
-        f'{costs["segment_bytes"] / 2**20:,.0f} MiB encoded), against '
+        'decodes every element with Beam\'s default coder, which pickles '
+        'every NumPy array on its own. One `Segment` element per segment '
+        f'({costs["segments"]:,} for {costs["steps"]:,} steps, '
+        f'{costs["segments"] / costs["sequences"]:.1f} per sequence) costs '
+        f'{costs["segment_seconds"]:.1f} s to encode and decode once '
+        f'({share:.0%} of this work time; '
+        f'{costs["segment_bytes"] / 2**20:,.0f} MiB), against '
         f'{costs["sequence_seconds"]:.2f} s for one element per sequence '
-        f'({costs["sequence_bytes"] / 2**20:,.0f} MiB). Phases: '
+        f'({costs["sequence_bytes"] / 2**20:,.0f} MiB), so `CutSegments` now '
+        'emits one element per sequence and chunk with the segments\' '
+        'fields stacked (`pack_segments`). What is left is the rest of the '
+        'DirectRunner\'s per-element work (every GroupByKey buffers and '
+        're-encodes its input in the runner process, which also grows with '
+        'the input, below) and the per-sequence input checks the transform '
+        'runs and the reference does not. Phases: '
         + '; '.join(f'"{n}" {im_l["phases"][k][0]:.1f} s'
                     for k, n in enumerate(PHASES['beam'])) +
         f' at {im_l["real_timesteps"]:,} steps.')
@@ -686,13 +695,26 @@ def analysis(results, sizes, costs, checks, marginal, label,
   if worker_lines:
     out.append(
         '* **Memory, workers** (target: bounded by the sequences in flight, '
-        'not by the input): ' + '; '.join(worker_lines) + '. The write stage '
-        'no longer holds a shard: segments are grouped per chunk of batches '
+        'not by the input): ' + '; '.join(worker_lines) + '. The growth is '
+        'not in the write stage: every phase grows alike, the read phase '
+        'first. The write stage no longer holds a shard: segments are '
+        'grouped per chunk of batches '
         '(at most 4 MiB of features; a full shard would be 64 MiB of '
         f'features, about {common.mib(costs["segment_decoded_rss"] * costs["batches_per_shard"] / costs["batches"])}'
         ' of decoded `Segment` objects), each chunk is written to its own '
         'file, and a shard is the concatenation of its chunk files, copied '
-        'a MiB at a time.')
+        'a MiB at a time.' + (
+            ' On Dask a worker holds more than the elements in flight: '
+            'Beam\'s DaskRunner runs a DoFn over a whole Dask partition and '
+            'returns all its outputs as one list (`apply_dofn_to_bundle`), '
+            'and a Dask bag `groupby` materialises each output partition, so '
+            'a worker holds a partition of every stage\'s elements at once; '
+            'the command line makes one partition per input file, and these '
+            f'inputs have {NUM_SHARDS} files at every size, so a partition '
+            'grows with the input; more, smaller input files make smaller '
+            'partitions. The DirectRunner\'s `multi_processing` workers grow '
+            'too; that was not attributed further.'
+            if 'dask' in methods else ''))
   return out
 
 
