@@ -364,30 +364,36 @@ def write_section(path: str, body: str) -> None:
   log(f'wrote section {SECTION!r} of {path}')
 
 
-def report(results: dict, profile: Optional[dict], not_run: List[str]
-           ) -> str:
-  """The BENCHMARKS.md section from the results (and a profile digest)."""
-  run = results['run']
-  code = results['code']
-  lines = [
-      '## 7. Pipeline overhead: the stages before the trainer', '',
-      f'* Command: `{results["command"]}`',
-      f'* Date: {run["date"]}; run took {run["seconds"]:.0f} s',
+def report(all_results: List[dict], profile: Optional[dict],
+           not_run: List[str]) -> str:
+  """The BENCHMARKS.md section from the results of one or more runs (and a
+  profile digest)."""
+  lines = ['## 7. Pipeline overhead: the stages before the trainer', '']
+  for results in all_results:
+    run = results['run']
+    code = results['code']
+    rows = ', '.join(f'{e["input"]["rows"]:,}' for e in results['sizes'])
+    lines += [
+        f'* Command: `{results["command"]}` ({rows} rows)',
+        f'  * Date: {run["date"]}; run took {run["seconds"]:.0f} s; load '
+        f'average (1/5/15 min) before: {run["load_before"]}; after: '
+        f'{run["load_after"]}',
+        f'  * Code: commit {code["commit"][:10]}'
+        + (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
+           if code['uncommitted'] else '')]
+    base = results.get('baseline_code')
+    if base:
+      lines.append(f'  * Baseline ("before"): `{base["root"]}`, commit '
+                   f'{base["commit"][:10]}'
+                   + (f' with {", ".join(base["uncommitted"])} as before '
+                      'this change' if base['uncommitted'] else ''))
+  run = all_results[0]['run']
+  lines += [
       f'* Machine: {run["machine"]}; **shared**: other people\'s jobs ran '
-      'on the same 2 cores during the run, so every figure includes their '
+      'on the same 2 cores during the runs, so every figure includes their '
       'load',
-      f'* Load average (1/5/15 min) before: {run["load_before"]}; after: '
-      f'{run["load_after"]}',
-      f'* Versions: {run["versions"]}',
-      f'* Code: commit {code["commit"][:10]}'
-      + (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
-         if code['uncommitted'] else '')]
-  base = results.get('baseline_code')
-  if base:
-    lines.append(f'* Baseline ("before"): `{base["root"]}`, commit '
-                 f'{base["commit"][:10]}'
-                 + (f' with {", ".join(base["uncommitted"])} as before this '
-                    'change' if base['uncommitted'] else ''))
+      f'* Versions: {run["versions"]}']
+  results = {'sizes': [e for r in all_results for e in r['sizes']]}
   lines += [
       '',
       'The main job, `python -m pipeline.local_runner --data-root <data> '
@@ -475,8 +481,8 @@ def main(argv=None) -> int:
                  help='a --profile digest to add to the section (default: '
                  'benchmarks/results/pipeline_overhead-profile.json if it '
                  'exists)')
-  p.add_argument('--from-results', default=None, metavar='JSON',
-                 help='write the section from an earlier run\'s results '
+  p.add_argument('--from-results', default=None, metavar='JSON', nargs='+',
+                 help='write the section from earlier runs\' results '
                  'instead of running')
   p.add_argument('--results', default=None,
                  help='the JSON results file (default: benchmarks/results/'
@@ -517,9 +523,11 @@ def main(argv=None) -> int:
     with open(profile_path) as f:
       profile = json.load(f)
   if args.from_results:
-    with open(args.from_results) as f:
-      results = json.load(f)
-    write_section(common.output_path(args), report(results, profile,
+    loaded = []
+    for name in args.from_results:
+      with open(name) as f:
+        loaded.append(json.load(f))
+    write_section(common.output_path(args), report(loaded, profile,
                                                    not_run))
     return 0
   path = args.results or (
@@ -558,7 +566,8 @@ def main(argv=None) -> int:
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   log(f'wrote {path}')
-  write_section(common.output_path(args), report(results, profile, not_run))
+  write_section(common.output_path(args), report([results], profile,
+                                                 not_run))
   return 0
 
 
