@@ -370,14 +370,19 @@ def report(all_results: List[dict], profile: Optional[dict],
   profile digest)."""
   lines = ['## 7. Pipeline overhead: the stages before the trainer', '']
   for results in all_results:
-    run = results['run']
+    run = results.get('run')
     code = results['code']
     rows = ', '.join(f'{e["input"]["rows"]:,}' for e in results['sizes'])
+    lines.append(f'* Command: `{results["command"]}` ({rows} rows)')
+    if run:
+      lines.append(
+          f'  * Date: {run["date"]}; run took {run["seconds"]:.0f} s; load '
+          f'average (1/5/15 min) before: {run["load_before"]}; after: '
+          f'{run["load_after"]}')
+    else:  # The .partial file of a run stopped after these sizes.
+      lines.append('  * Stopped after the sizes listed (results from its '
+                   '`.partial` file): date and load not recorded')
     lines += [
-        f'* Command: `{results["command"]}` ({rows} rows)',
-        f'  * Date: {run["date"]}; run took {run["seconds"]:.0f} s; load '
-        f'average (1/5/15 min) before: {run["load_before"]}; after: '
-        f'{run["load_after"]}',
         f'  * Code: commit {code["commit"][:10]}'
         + (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
            if code['uncommitted'] else '')]
@@ -387,7 +392,7 @@ def report(all_results: List[dict], profile: Optional[dict],
                    f'{base["commit"][:10]}'
                    + (f' with {", ".join(base["uncommitted"])} as before '
                       'this change' if base['uncommitted'] else ''))
-  run = all_results[0]['run']
+  run = next(r['run'] for r in all_results if r.get('run'))
   lines += [
       f'* Machine: {run["machine"]}; **shared**: other people\'s jobs ran '
       'on the same 2 cores during the runs, so every figure includes their '
