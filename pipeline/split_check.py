@@ -66,15 +66,42 @@ def ExampleSplitCheck(  # pylint: disable=invalid-name
   check_splits(examples.uri, splits, runner)
 
 
+def _parents(node) -> list:
+  """The nodes whose outputs ``node`` reads, and its explicit upstream nodes
+  (TFX fills ``upstream_nodes`` from the channels only when the pipeline is
+  built)."""
+  out = list(node.upstream_nodes)
+  for ch in getattr(node, 'inputs', {}).values():
+    producer = getattr(ch, 'producer_component', None)
+    if producer is not None:
+      out.append(producer)
+  return out
+
+
+def _upstream(node) -> set:
+  """The ids of every node ``node`` depends on, directly or not."""
+  seen, todo = set(), _parents(node)
+  while todo:
+    n = todo.pop()
+    if id(n) not in seen:
+      seen.add(id(n))
+      todo.extend(_parents(n))
+  return seen
+
+
 def add_split_check(components: list, example_gen, runner: str):
   """Inserts an ``ExampleSplitCheck`` of ``example_gen``'s examples after it
-  in ``components`` and makes every component that reads those examples wait
-  for it. Returns the check component."""
+  in ``components`` and makes the components that read those examples wait
+  for it (only those that do not already wait for another reader, e.g.
+  StatisticsGen but not Transform, which follows it through SchemaGen).
+  Returns the check component."""
   examples = example_gen.outputs['examples']
   check = ExampleSplitCheck(examples=examples, runner=runner)
-  for c in components:
-    if c is not example_gen and any(
-        ch is examples for ch in getattr(c, 'inputs', {}).values()):
-      c.add_upstream_node(check)
+  readers = [c for c in components if c is not example_gen and any(
+      ch is examples for ch in getattr(c, 'inputs', {}).values())]
+  reader_ids = {id(r) for r in readers}
+  for reader in readers:
+    if not _upstream(reader) & (reader_ids - {id(reader)}):
+      reader.add_upstream_node(check)
   components.insert(components.index(example_gen) + 1, check)
   return check

@@ -43,6 +43,21 @@ def test_local_runner_accepts_dask_runner_and_options():
   assert beam_options.runner_name(beam_args) == 'DaskRunner'
 
 
+def test_sequence_example_batcher_waits_for_the_split_check(tmp_path):
+  from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
+  from pipeline import pipeline_config  # pylint: disable=g-import-not-at-top
+  config = pipeline_config.PipelineConfig(
+      data_root=str(tmp_path), output_dir=str(tmp_path),
+      input_format='sequence_example')
+  p = pipeline_lib.create_pipeline_from_config(
+      config, pipeline_root=str(tmp_path))
+  by_id = {c.id: c for c in p.components}
+  assert 'ExampleSplitCheck' in {
+      n.id for n in by_id['SequenceBatcher'].upstream_nodes}
+  assert 'ImportExampleGen' in {
+      n.id for n in by_id['ExampleSplitCheck'].upstream_nodes}
+
+
 def test_split_check_names_the_empty_split_and_runner(tmp_path):
   os.makedirs(tmp_path / 'Split-train')
   os.makedirs(tmp_path / 'Split-eval')
@@ -83,6 +98,10 @@ def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
         n.id for n in by_id['StatisticsGen'].upstream_nodes}
     assert 'CsvExampleGen' in {
         n.id for n in by_id['ExampleSplitCheck'].upstream_nodes}
+    # Transform reads ExampleGen's examples too, but already waits for
+    # StatisticsGen (through SchemaGen): no extra edge.
+    assert 'ExampleSplitCheck' not in {
+        n.id for n in by_id['Transform'].upstream_nodes}
     for cid in ('CsvExampleGen', 'StatisticsGen', 'Transform',
                 'SequenceBatcher', 'StatefulEvaluator'):
       args = by_id[cid].executor_spec.beam_pipeline_args
