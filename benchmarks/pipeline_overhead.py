@@ -267,7 +267,7 @@ def run_pipeline(data: str, out: str, *, code_root: str = common.ROOT,
     timings = json.load(f)
   components = {name: c['seconds'] for name, c in
                 summary['components'].items()}
-  pre = sum(components.get(n, 0.0) for n in PRE_TRAINER)
+  pre = pre_trainer_seconds(components)
   return {
       'components': components,
       'pre_trainer_seconds': round(pre, 2),
@@ -317,6 +317,13 @@ COLUMNS = (('CsvExampleGen', 'ExampleGen'), ('StatisticsGen', 'StatisticsGen'),
            ('Transform', 'Transform'), ('SequenceBatcher', 'Batcher'))
 
 
+def pre_trainer_seconds(components: Dict[str, float]) -> float:
+  """The sum over every component that runs before the trainer (the
+  pipeline may hold more than ``PRE_TRAINER``, e.g. a split check)."""
+  return round(sum(v for k, v in components.items()
+                   if k != TRAINER and k not in POST_TRAINER), 2)
+
+
 def _s(value) -> str:
   return '-' if value is None else f'{value:.1f}'
 
@@ -329,7 +336,7 @@ def size_rows(entry: dict) -> List[List[str]]:
     if r is None:
       continue
     c = r['components']
-    pre, trainer = r['pre_trainer_seconds'], r['trainer_seconds']
+    pre, trainer = pre_trainer_seconds(c), r['trainer_seconds']
     seqs = sum(v['num_sequences'] for v in (r.get('batcher') or {}).values())
     out.append([
         f'{entry["input"]["rows"]:,}', f'{seqs:,}',
@@ -392,7 +399,8 @@ def report(all_results: List[dict], profile: Optional[dict],
                    f'{base["commit"][:10]}'
                    + (f' with {", ".join(base["uncommitted"])} as before '
                       'this change' if base['uncommitted'] else ''))
-  run = next(r['run'] for r in all_results if r.get('run'))
+  run = next((r['run'] for r in all_results if r.get('run')),
+             {'machine': common.machine(), 'versions': common.versions()})
   lines += [
       f'* Machine: {run["machine"]}; **shared**: other people\'s jobs ran '
       'on the same 2 cores during the runs, so every figure includes their '
@@ -408,8 +416,10 @@ def report(all_results: List[dict], profile: Optional[dict],
       f'median 200, 30% short, at most 3,000 steps; {NUM_SHARDS} files). '
       'Seconds per component are ML Metadata\'s (the execution\'s create '
       'and last-update times, as `summary.json` gives them); "before the '
-      'trainer" is their sum over ExampleGen, StatisticsGen, SchemaGen, '
-      'ExampleValidator, Transform and SequenceBatcher; the input check '
+      'trainer" is their sum over every component before the trainer '
+      '(ExampleGen, ExampleSplitCheck where the pipeline has it, '
+      'StatisticsGen, SchemaGen, ExampleValidator, Transform, '
+      'SequenceBatcher); the input check '
       '(`pipeline/input_check.py`, before the pipeline starts) is timed in '
       'the process and not part of that sum. "pipeline" is '
       '`LocalDagRunner.run` end to end (every component, the evaluator '
@@ -426,6 +436,10 @@ def report(all_results: List[dict], profile: Optional[dict],
   lines.append('')
   for entry in results['sizes']:
     r = entry['current']
+    r['pre_trainer_seconds'] = pre_trainer_seconds(r['components'])
+    if entry.get('baseline'):
+      entry['baseline']['pre_trainer_seconds'] = pre_trainer_seconds(
+          entry['baseline']['components'])
     verdict = common.verdict(r['pre_trainer_seconds'] <
                              (r['trainer_seconds'] or 0))
     parts = ', '.join(f'{h} {r["components"].get(k, 0):.1f} s'
