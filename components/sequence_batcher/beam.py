@@ -223,6 +223,36 @@ class MatchFilePaths(beam.PTransform):
             | 'Path' >> beam.Map(lambda m: m.path))
 
 
+class ReadRecords(beam.PTransform):
+  """A TFRecord file pattern -> its records (``.gz`` files read as GZIP),
+  read by the workers: the pattern is the only element created on the
+  launcher. Unlike ``beam.io.ReadFromTFRecord`` (a ``beam.io.Read``, which
+  Beam 2.74's DaskRunner does not translate) it runs on every runner."""
+
+  def __init__(self, pattern: str):
+    super().__init__()
+    self._pattern = pattern
+
+  def expand(self, pbegin):
+    return (pbegin
+            | 'Pattern' >> beam.Create([self._pattern])
+            | 'Read' >> beam.io.ReadAllFromTFRecord())
+
+
+class JoinOutputs(beam.PTransform):
+  """A tuple of PCollections (e.g. each split's metadata) -> one element, the
+  list of all their elements, so that the pipeline has a single leaf: Beam
+  2.74's DaskRunner computes only the last leaf of a graph. No side input,
+  no default value."""
+
+  def expand(self, pcolls):
+    return (tuple(pcolls)
+            | 'Flatten' >> beam.Flatten()
+            | 'KeyAll' >> beam.Map(lambda x: (None, x))
+            | 'GroupAll' >> beam.GroupByKey()
+            | 'Values' >> beam.Map(lambda kv: list(kv[1])))
+
+
 class InferFeatureNames(beam.PTransform):
   """``(key, RowChunk)`` -> a single sorted list of the feature columns."""
 

@@ -7,6 +7,8 @@ end. Data are tiny: the point is the runner, not the size.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from components.sequence_batcher import __main__ as cli
@@ -87,33 +89,53 @@ def test_cli_on_dask_reports_bad_data_in_one_line(tmp_path, dask_address,
   assert 'bad.csv' in err and "sequence 'x'" in err, err
 
 
-def test_transform_on_dask_several_shards_and_chunks(tmp_path, dask_address):
-  """Several shards of several chunks each (small shard and chunk sizes)."""
+def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
+  """What the executor needs on Dask: records read by the workers
+  (ReadRecords, not ReadFromTFRecord) and one leaf for several splits
+  (JoinOutputs); both splits are written, with the bytes of the
+  single-process writer (which equal the DirectRunner's: test_determinism),
+  the train split in several shards of several chunks each."""
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import sequences  # pylint: disable=g-import-not-at-top
   # 3 * 4 * 2 * 4 = 96 feature bytes a batch: 4 batches a shard, 1 a chunk.
   config = layout.LayoutConfig(batch_size=3, num_unroll=4, mode=layout.PACKED,
                                label_kind=layout.PER_STEP, shard_bytes=400)
-  data = helpers.make_data([13, 2, 9, 7, 4, 4, 1, 5, 11, 3, 6, 8],
-                           layout.PER_STEP, seed=11)
-  plan, _ = helpers.reference(data, config)
+  data = {'train': helpers.make_data([13, 2, 9, 7, 4, 4, 1, 5, 11, 3, 6, 8],
+                                     layout.PER_STEP, seed=11),
+          'eval': helpers.make_data([4, 3], layout.PER_STEP, seed=4)}
+  plan, _ = helpers.reference(data['train'], config)
   assert plan.num_shards >= 2
-  outputs = {}
-  split_dir = str(tmp_path / 'dask' / 'Split-train')
-  helpers.run_batcher(
-      helpers.examples(helpers.rows_of(data, seed=1)), split_dir, config,
-      options=PipelineOptions(command_line.expand_runner(
-          _dask_args(dask_address) + ['--dask_npartitions=2'])),
-      expected=helpers.expected_stats(plan), chunk_bytes=100)
-  outputs['dask'] = helpers.list_files(split_dir)
-  # The DirectRunner writes what the single-process writer writes
-  # (test_determinism); that is quicker to produce here.
-  in_memory.write_split(helpers.sequence_arrays(data), str(tmp_path / 'ref'),
-                        config=config, feature_names=list(helpers.FEATURES))
-  outputs['direct'] = helpers.list_files(str(tmp_path / 'ref' /
-                                             'Split-train'))
-  assert sorted(outputs['dask']) == sorted(outputs['direct'])
-  assert len(outputs['direct']) == plan.num_shards + 1  # + metadata.json
-  for name, data_bytes in outputs['direct'].items():
-    assert outputs['dask'][name] == data_bytes, name
+  for split, seqs in data.items():
+    os.makedirs(tmp_path / 'in' / split)
+    with tf.io.TFRecordWriter(
+        str(tmp_path / 'in' / split / 'rows.gz'),
+        tf.io.TFRecordOptions(compression_type='GZIP')) as w:
+      for r in helpers.examples(helpers.rows_of(seqs, seed=1)):
+        w.write(r)
+  p = beam.Pipeline(options=PipelineOptions(command_line.expand_runner(
+      _dask_args(dask_address))))
+  metas = [p
+           | f'Read[{split}]' >> sb_beam.ReadRecords(
+               str(tmp_path / 'in' / split / '*'))
+           | f'Batch[{split}]' >> sb_beam.BatchSequences(
+               str(tmp_path / 'dask' / f'Split-{split}'), split=split,
+               columns=sequences.ColumnConfig(), config=config,
+               chunk_bytes=100)
+           for split in data]
+  _ = tuple(metas) | 'Join' >> sb_beam.JoinOutputs()
+  result = p.run()
+  try:
+    result.wait_until_finish()
+  finally:
+    command_line.close_runner_client(result)
+  for split, seqs in data.items():
+    in_memory.write_split(helpers.sequence_arrays(seqs),
+                          str(tmp_path / 'ref'), split=split, config=config,
+                          feature_names=list(helpers.FEATURES))
+    assert helpers.list_files(str(tmp_path / 'dask' / f'Split-{split}')) == (
+        helpers.list_files(str(tmp_path / 'ref' / f'Split-{split}'))), split
   batches = helpers.read_split(str(tmp_path / 'dask' / 'Split-train'))
-  helpers.check_layout(batches, data, config)
+  helpers.check_layout(batches, data['train'], config)
