@@ -196,6 +196,20 @@ class LanePlan:
     return int(batch_index) // self.batches_per_shard
 
 
+def _longest_first(sizes: np.ndarray, num_lanes: int, lanes: np.ndarray,
+                   starts: np.ndarray) -> int:
+  """Longest-processing-time-first scheduling: job ``i`` (``sizes`` sorted
+  longest first) goes onto the lane with the least load so far (ties: the
+  lowest lane), starting at that load. Fills ``lanes`` and ``starts``;
+  returns the largest load."""
+  heap = [(0, lane) for lane in range(num_lanes)]
+  for i, size in enumerate(sizes):
+    load, lane = heapq.heappop(heap)
+    lanes[i], starts[i] = lane, load
+    heapq.heappush(heap, (load + int(size), lane))
+  return max(load for load, _ in heap)
+
+
 def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
                config: LayoutConfig,
                num_features: int = 1) -> LanePlan:
@@ -231,21 +245,11 @@ def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
   starts = np.zeros(len(keys), dtype=np.int64)
   groups = None
   if config.mode == PACKED:
-    # Longest first onto the lane that ends earliest (ties: lowest lane).
-    heap = [(0, lane) for lane in range(bsz)]
-    for i, nseg in enumerate(segments):
-      load, lane = heapq.heappop(heap)
-      lanes[i], starts[i] = lane, load
-      heapq.heappush(heap, (load + int(nseg), lane))
-    num_batches = max(load for load, _ in heap)
+    # Segments onto the lane that ends earliest.
+    num_batches = _longest_first(segments, bsz, lanes, starts)
   elif config.mode == DENSE:
-    # Longest first onto the lane with the fewest steps (ties: lowest lane).
-    heap = [(0, lane) for lane in range(bsz)]
-    for i, length in enumerate(lengths):
-      load, lane = heapq.heappop(heap)
-      lanes[i], starts[i] = lane, load
-      heapq.heappush(heap, (load + int(length), lane))
-    num_batches = -(-max(load for load, _ in heap) // unroll)
+    # Steps onto the lane with the fewest steps.
+    num_batches = -(-_longest_first(lengths, bsz, lanes, starts) // unroll)
     segments = (starts + lengths - 1) // unroll - starts // unroll + 1
   else:
     groups = []
