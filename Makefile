@@ -16,7 +16,7 @@ OUTPUT ?= outputs/local
 RUN_ARGS ?=
 PYTEST_ARGS ?=
 # Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
-BENCH ?= padding batcher_throughput training_speed memory_vs_length evaluation real_data
+BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead
 # real_data reads the UCR/UEA .ts files shipped in the aeon wheel (data only,
 # requirements/bench.txt), installed without dependencies into this folder
 # (not into the venv, which stays exactly requirements/lock.txt).
