@@ -73,13 +73,6 @@ def dense_classifier(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def dense_conv_classifier(tmp_path_factory):
-  return _trained_classifier(tmp_path_factory, 'dense_conv_classifier', 41, {
-      'kernels_per_dilation': 4, 'max_dilation': 4, 'learning_rate': 0.05},
-                             mode='dense')
-
-
-@pytest.fixture(scope='module')
 def regressor(tmp_path_factory):
   """Per-step float labels, one GRU."""
   tmp = str(tmp_path_factory.mktemp('regressor'))
@@ -175,8 +168,7 @@ def test_serving_default_per_sequence_outputs(classifier):
 
 
 @pytest.mark.parametrize('which', ['classifier', 'conv_classifier',
-                                   'dense_classifier',
-                                   'dense_conv_classifier'])
+                                   'dense_classifier'])
 def test_step_chunk_by_chunk_matches_serving_default(which, request):
   _, loaded, splits, _ = request.getfixturevalue(which)
   seqs = splits['eval']
