@@ -430,6 +430,20 @@ class _WriteFileBlocks(beam.DoFn):
 GZIP_LEVEL = 1
 
 
+def _split_configs(exec_properties: Dict[str, Any]
+                  ) -> Tuple[example_gen_pb2.Input, example_gen_pb2.Output]:
+  """The component's input and output configs, parsed."""
+  input_config = example_gen_pb2.Input()
+  proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
+      input_config)
+  output_config = example_gen_pb2.Output()
+  proto_utils.json_to_proto(
+      exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
+      output_config)
+  return input_config, output_config
+
+
 class _BlockPlan:
   """What the block path needs, worked out before its Beam pipeline runs."""
 
@@ -457,14 +471,7 @@ class Executor(BaseExampleGenExecutor):
       _LOG.info('CsvExampleGen: block_rows is 0: reading row by row')
       return None
     key = key_column_of(exec_properties)
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-        input_config)
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-        output_config)
+    input_config, output_config = _split_configs(exec_properties)
     payload = exec_properties.get(
         standard_component_specs.OUTPUT_DATA_FORMAT_KEY)
     if payload not in (None, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE):
@@ -512,14 +519,7 @@ class Executor(BaseExampleGenExecutor):
       return super().Do(input_dict, output_dict, exec_properties)
     self._log_startup(input_dict, output_dict, exec_properties)
     t0 = time.perf_counter()
-    input_config = example_gen_pb2.Input()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.INPUT_CONFIG_KEY],
-        input_config)
-    output_config = example_gen_pb2.Output()
-    proto_utils.json_to_proto(
-        exec_properties[standard_component_specs.OUTPUT_CONFIG_KEY],
-        output_config)
+    input_config, output_config = _split_configs(exec_properties)
     examples = output_dict[standard_component_specs.EXAMPLES_KEY]
     artifact = artifact_utils.get_single_instance(examples)
     split_names = utils.generate_output_split_names(input_config,
