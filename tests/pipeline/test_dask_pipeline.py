@@ -30,7 +30,6 @@ def _tfrecord(path, records):
 
 
 def test_local_runner_accepts_dask_runner_and_options():
-  pytest.importorskip('distributed')
   args, beam_args = command_line.split_args(local_runner.build_parser(),
                                             DASK_ARGS)
   assert args.data_root
@@ -78,7 +77,6 @@ def test_split_check_names_the_empty_split_and_runner(tmp_path):
 
 
 def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
-  pytest.importorskip('distributed')
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline_config  # pylint: disable=g-import-not-at-top
   root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
@@ -106,18 +104,6 @@ def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
                 'SequenceBatcher', 'StatefulEvaluator'):
       args = by_id[cid].executor_spec.beam_pipeline_args
       assert (args[-1] == '--runner=DirectRunner') == routed, (cid, args)
-
-
-@pytest.fixture(scope='module')
-def dask_address():
-  distributed = pytest.importorskip('distributed')
-  cluster = distributed.LocalCluster(
-      n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
-      scheduler_port=0, dashboard_address=None)
-  try:
-    yield cluster.scheduler_address
-  finally:
-    cluster.close()
 
 
 def _run(build, address):

@@ -9,27 +9,12 @@ from __future__ import annotations
 
 import os
 
-import pytest
 
 from components.sequence_batcher import __main__ as cli
 from components.sequence_batcher import command_line
 from components.sequence_batcher import in_memory
 from components.sequence_batcher import layout
 from tests.components.sequence_batcher import helpers
-
-distributed = pytest.importorskip('distributed')
-
-
-@pytest.fixture(scope='module')
-def dask_address():
-  cluster = distributed.LocalCluster(
-      n_workers=2, threads_per_worker=1, processes=True, host='127.0.0.1',
-      scheduler_port=0, dashboard_address=None)
-  try:
-    yield cluster.scheduler_address
-  finally:
-    cluster.close()
-
 
 def _dask_args(address):
   return ['--runner=DaskRunner', f'--dask_client_address={address}']
