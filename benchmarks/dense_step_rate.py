@@ -9,7 +9,7 @@ seed:
 * ``lstm``: one LSTM layer of 32 units and a Dense head. On ``packed``
   batches Keras runs its fused LSTM kernel; on ``dense`` batches the cell
   runs step by step through the state protocol's resetting wrapper
-  (``state.step_resets``);
+  (``resets.step_resets``);
 * ``conv``: the default model (dilated causal convolutions and running
   pools; the trainer's gradient step on its head). On ``dense`` batches each
   tap and pool restarts at the resets.

@@ -49,6 +49,10 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful.scans import cumulative_max
+from components.stateful.scans import last_reset
+from components.stateful.scans import segmented_cumsum
+
 _PACKAGE = 'components.stateful'
 # CausalConv1D sums over at most this many input channels element-wise
 # (bit-identical on every path); wider inputs use a matrix product.
@@ -130,7 +134,7 @@ class StatefulLayer(keras.layers.Layer):
 
   def call(self, inputs):
     inputs = tf.convert_to_tensor(inputs)
-    # Per-step resets, set by ``state.step_resets`` (dense batches only, so
+    # Per-step resets, set by ``resets.step_resets`` (dense batches only, so
     # a subclass written before them still runs the other modes).
     extra = () if self._step_resets is None else (self._step_resets,)
     if self.stateful:
@@ -150,15 +154,6 @@ class StatefulLayer(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), 'stateful': self.stateful}
-
-
-def last_reset(resets: tf.Tensor) -> tf.Tensor:
-  """int32[N, T']: the index of the last reset at or before each step of
-  the chunk, -1 where the chunk has none yet (``resets`` float32[N, T'])."""
-  steps = tf.range(tf.shape(resets)[1], dtype=tf.float32)[None, :]
-  marked = tf.where(resets > 0, steps + tf.zeros_like(resets),
-                    -tf.ones_like(resets))
-  return tf.cast(cumulative_max(marked[..., None])[..., 0], tf.int32)
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
@@ -266,48 +261,6 @@ class CausalConv1D(StatefulLayer):
                 self.kernel_initializer),
             'bias_initializer': keras.initializers.serialize(
                 self.bias_initializer)}
-
-
-def _scan(x: tf.Tensor, combine, fill: float,
-          start: Optional[tf.Tensor]) -> tf.Tensor:
-  """Inclusive running ``combine`` along axis 1 of ``x`` [N, T, C], by
-  log-depth doubling: after the pass with shift s every position holds the
-  combination of the 2s values ending at it (``fill`` before the first).
-  ``start`` (int32[N, T], optional): the first step each position may read,
-  so that the scan restarts there (a segmented scan).
-  """
-  length = tf.shape(x)[1]
-  pad = tf.fill(tf.shape(x), tf.constant(fill, x.dtype))
-  steps = tf.range(length)[None, :]
-
-  def body(shift, y):
-    shifted = tf.concat([pad[:, :shift], y[:, :length - shift]], axis=1)
-    if start is not None:
-      inside = (steps - shift >= start)[..., None]
-      shifted = tf.where(inside, shifted, pad)
-    return shift * 2, combine(y, shifted)
-
-  _, y = tf.while_loop(lambda shift, _: shift < length, body,
-                       [tf.constant(1), x],
-                       shape_invariants=[tf.TensorShape([]), x.shape])
-  return y
-
-
-def cumulative_max(x: tf.Tensor, axis: int = 1,
-                   start: Optional[tf.Tensor] = None) -> tf.Tensor:
-  """Running maximum along ``axis`` (static or dynamic length), exact;
-  restarting at ``start`` (int32[N, T]) when given (see ``_scan``)."""
-  if axis != 1:
-    raise ValueError('cumulative_max supports axis=1 ([N, T, C])')
-  return _scan(x, tf.maximum, -np.inf, start)
-
-
-def segmented_cumsum(x: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
-  """Running sum along axis 1 of ``x`` [N, T, C] from ``start`` [N, T]
-  (the first step each position sums from). Summed directly, never as a
-  difference of two running sums, which would lose the digits of a short
-  sequence after a long one."""
-  return _scan(x, tf.add, 0.0, start)
 
 
 POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')

@@ -16,11 +16,8 @@ them. Everything that handles state goes through this module:
   tensors of the exported ``step`` signature and of checkpoints.
 * ``reset_lanes(model, reset)`` — zero the state rows of lanes whose reset
   flag is 1; other lanes keep theirs. ``zero_all(model)`` — every row.
-* ``step_resets(model, reset)`` — per-step resets (``dense`` batches): while
-  the context is active, every stateful layer restarts its state at the
-  steps where ``reset[n, t] == 1``. RNN layers run their cell through a
-  wrapper that zeroes the state rows of the lanes resetting at that step;
-  ``StatefulLayer`` steps receive the resets.
+* per-step resets (``dense`` batches) are ``components.stateful.resets``,
+  built on ``all_layers`` / ``carries_state`` of this module.
 * ``snapshot(model)`` / ``restore(model, snap)`` — around evaluation.
 * ``serving_state_layers`` / ``serving_state_shapes`` / ``run_with_states``
   — the non-stateful serving twin run from explicit states in, returning
@@ -36,7 +33,6 @@ All functions work eagerly and inside ``tf.function``.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -62,7 +58,7 @@ def _check_keras2(model) -> None:
         + hint)
 
 
-def _all_layers(model: keras.Model) -> List[keras.layers.Layer]:
+def all_layers(model: keras.Model) -> List[keras.layers.Layer]:
   """Every sub-layer (recursively), deduplicated, in tracking order."""
   # pylint: disable=protected-access
   return list(model._flatten_layers(include_self=False, recursive=True))
@@ -74,7 +70,7 @@ def recurrent_layers(model: keras.Model) -> List[keras.layers.RNN]:
   Layers wrapped in ``Bidirectional`` are included (``check_*`` rejects
   them).
   """
-  return [l for l in _all_layers(model) if isinstance(l, keras.layers.RNN)]
+  return [l for l in all_layers(model) if isinstance(l, keras.layers.RNN)]
 
 
 def stateful_rnn_layers(model: keras.Model) -> List[keras.layers.RNN]:
@@ -82,14 +78,14 @@ def stateful_rnn_layers(model: keras.Model) -> List[keras.layers.RNN]:
   return [l for l in recurrent_layers(model) if l.stateful]
 
 
-def _carries_state(layer) -> bool:
+def carries_state(layer) -> bool:
   return isinstance(layer, (keras.layers.RNN, StatefulLayer))
 
 
 def stateful_layers(model: keras.Model) -> List[keras.layers.Layer]:
   """Every stateful layer (RNN or ``StatefulLayer``, ``stateful=True``), in
   the model's layer-tracking order."""
-  return [l for l in _all_layers(model) if _carries_state(l) and l.stateful]
+  return [l for l in all_layers(model) if carries_state(l) and l.stateful]
 
 
 def _layer_state_variables(layer) -> List[tf.Variable]:
@@ -157,102 +153,6 @@ def restore(model: keras.Model, values: Sequence[tf.Tensor]) -> None:
     var.assign(value)
 
 
-def _rnn_call_with_resets(layer: keras.layers.RNN, resets: tf.Tensor):
-  """A ``call`` for ``layer`` that runs its cell step by step and zeroes the
-  state rows of the lanes whose ``resets[:, t]`` is 1 before step t.
-
-  The generic Keras RNN loop (``backend.rnn``) over the layer's own cell:
-  the same weights and maths as the layer's fused kernel, but no fused
-  (cuDNN) path, which cannot reset inside a sequence.
-  """
-  cell = layer.cell
-  cells = list(getattr(cell, 'cells', [])) + [cell]
-  takes_training = 'training' in inspect.signature(cell.call).parameters
-
-  def call(inputs, mask=None, training=None, initial_state=None):
-    kwargs = {'training': training} if takes_training else {}
-
-    def step(step_inputs, states):
-      x, reset = step_inputs  # [N, C], [N, 1]
-      keep = 1.0 - reset
-      states = tf.nest.map_structure(lambda s: s * tf.cast(keep, s.dtype),
-                                     states)
-      output, new_states = cell(x, states, **kwargs)
-      if not tf.nest.is_nested(new_states):
-        new_states = [new_states]
-      return output, new_states
-
-    for c in cells:
-      if hasattr(c, 'reset_dropout_mask'):
-        c.reset_dropout_mask()
-        c.reset_recurrent_dropout_mask()
-    if initial_state is None:
-      initial_state = (list(layer.states) if layer.stateful else
-                       layer.get_initial_state(inputs))
-    if mask is not None:
-      mask = tf.nest.flatten(mask)[0]
-    last, outputs, states = keras.backend.rnn(
-        step, (inputs, tf.cast(resets, inputs.dtype)[..., None]),
-        list(initial_state), mask=mask, input_length=inputs.shape[1],
-        zero_output_for_mask=layer.zero_output_for_mask,
-        return_all_outputs=layer.return_sequences)
-    if layer.stateful:
-      for var, value in zip(tf.nest.flatten(layer.states),
-                            tf.nest.flatten(states)):
-        var.assign(tf.cast(value, var.dtype))
-    output = outputs if layer.return_sequences else last
-    if layer.return_state:
-      return [output] + list(tf.nest.flatten(states))
-    return output
-
-  return call
-
-
-@contextlib.contextmanager
-def step_resets(model: keras.Model, reset):
-  """Per-step resets for the calls of ``model`` inside the context.
-
-  Every stateful layer (RNN or ``StatefulLayer``) starts a fresh sequence
-  at the steps where ``reset`` is 1, in the lanes where it is: the state
-  used by that step is zero, exactly as a ``reset_lanes`` before a call
-  that starts there. Used for ``dense`` batches, where a lane's next
-  sequence starts inside a segment.
-
-  Args:
-    model: a model with stateful layers.
-    reset: int or float [B, T], 1 on a sequence's first step; T the
-      length of the features given to the model.
-
-  Raises:
-    StatefulModelError: a ``StatefulLayer`` whose ``step`` takes no
-      ``resets``.
-  """
-  resets = tf.cast(tf.convert_to_tensor(reset), tf.float32)
-  layers = [l for l in _all_layers(model) if _carries_state(l)]
-  for layer in layers:
-    if isinstance(layer, StatefulLayer):
-      if 'resets' not in inspect.signature(layer.step).parameters:
-        raise StatefulModelError(
-            f'layer {layer.name!r} ({type(layer).__name__}) cannot reset '
-            'inside a segment: its step() takes no resets argument, so it '
-            'cannot train on dense batches (use packed or bucketed mode, or '
-            'add step(inputs, states, resets=None))')
-  try:
-    for layer in layers:
-      if isinstance(layer, StatefulLayer):
-        object.__setattr__(layer, '_step_resets', resets)
-      else:
-        object.__setattr__(layer, 'call',
-                           _rnn_call_with_resets(layer, resets))
-    yield
-  finally:
-    for layer in layers:
-      if isinstance(layer, StatefulLayer):
-        object.__setattr__(layer, '_step_resets', None)
-      elif 'call' in vars(layer):
-        object.__delattr__(layer, 'call')
-
-
 # Keras layers that mix time steps but declare no per-lane state: inside a
 # stateful model each would restart at every segment boundary.
 _TIME_MIXING = tuple(c for c in (
@@ -267,7 +167,7 @@ _TIME_MIXING = tuple(c for c in (
 def _check_causal(model: keras.Model) -> List[keras.layers.Layer]:
   """Rejects layers that cannot carry state forward; returns the layers
   that carry state (RNN or ``StatefulLayer``, stateful or not)."""
-  for layer in _all_layers(model):
+  for layer in all_layers(model):
     if isinstance(layer, keras.layers.Bidirectional):
       raise StatefulModelError(
           f'layer {layer.name!r} is Bidirectional: its backward direction '
@@ -291,7 +191,7 @@ def _check_causal(model: keras.Model) -> List[keras.layers.Layer]:
       raise StatefulModelError(
           f'recurrent layer {layer.name!r} is time_major; batches are '
           '[B, T, F] (batch major)')
-  return [l for l in _all_layers(model) if _carries_state(l)]
+  return [l for l in all_layers(model) if carries_state(l)]
 
 
 def _single_io(model: keras.Model):
@@ -421,7 +321,7 @@ def check_serving_model(model, *, num_features: int,
 def serving_state_layers(model: keras.Model) -> List[keras.layers.Layer]:
   """The twin's state-carrying layers, in the order the stateful model's
   ``stateful_layers`` has them (same architecture, same tracking order)."""
-  return [l for l in _all_layers(model) if _carries_state(l)]
+  return [l for l in all_layers(model) if carries_state(l)]
 
 
 def _layer_state_shapes(layer) -> List[tf.TensorShape]:

@@ -4,7 +4,7 @@ Owns one step of training, evaluation and prediction on a batch of lanes,
 and the loops that only read (``evaluate``, ``predict_batches``). Before
 every step the state rows of lanes with ``reset == 1`` are zeroed through
 the state protocol (``state.reset_lanes``; in ``dense`` batches, per step,
-``state.step_resets``); evaluation starts and ends with
+``resets.step_resets``); evaluation starts and ends with
 all state zero, and ``evaluate_preserving_state`` puts a training state
 back afterwards. The training loop (epochs, cursor, checkpoints) is the
 trainer's; these are its building blocks and the evaluator's.
@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import resets
 from components.stateful import state
 from components.stateful.objective import Batch
 from components.stateful.objective import metric_results
@@ -48,7 +49,7 @@ def run_model(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
     features: float32[B, T, F].
     reset: int64[B] (``packed``/``bucketed``: the lanes zeroed before the
       step) or int64[B, T] (``dense``: the steps where a sequence starts,
-      honoured by every stateful layer through ``state.step_resets``).
+      honoured by every stateful layer through ``resets.step_resets``).
     training: passed to the model.
     reset_all: ablation: zero every lane's state first.
 
@@ -58,7 +59,7 @@ def run_model(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
   if reset.shape.rank == 2:
     if reset_all:
       state.zero_all(model)
-    with state.step_resets(model, reset):
+    with resets.step_resets(model, reset):
       return model(features, training=training)
   prepare_state(model, reset, reset_all)
   return model(features, training=training)

@@ -10,6 +10,8 @@ import tf_keras as keras
 from components.stateful import layers as sl
 from components.stateful import model_spec as ms
 from components.stateful import model_io
+from components.stateful import resets
+from components.stateful import scans
 from components.stateful import state
 
 B, F = 3, 2
@@ -174,7 +176,7 @@ def _check_streams(model, twin, x, reset, lanes, num_unroll, rtol):
   state.zero_all(model)
   outs = []
   for a in range(0, x.shape[1], num_unroll):
-    with state.step_resets(model, reset[:, a:a + num_unroll]):
+    with resets.step_resets(model, reset[:, a:a + num_unroll]):
       outs.append(model(x[:, a:a + num_unroll]).numpy())
   got = np.concatenate(outs, axis=1)
   for lane, spans in enumerate(lanes):
@@ -208,7 +210,7 @@ def test_narrow_causal_conv_gives_the_same_bits_on_every_path():
 
 
 def _dense_call(model, x, reset, start, num_unroll):
-  with state.step_resets(model, reset[:, start:start + num_unroll]):
+  with resets.step_resets(model, reset[:, start:start + num_unroll]):
     return model(x[:, start:start + num_unroll]).numpy()
 
 
@@ -224,10 +226,10 @@ def test_step_resets_inside_tf_function_and_gradients(kind):
   reset[1, 5] = 1
 
   @tf.function(autograph=False)
-  def run(features, resets):
+  def run(features, flags):
     with tf.GradientTape() as tape:
       tape.watch(features)
-      with state.step_resets(model, resets):
+      with resets.step_resets(model, flags):
         out = model(features)
       target = tf.reduce_sum(out[1, 5:])
     return out, tape.gradient(target, features)
@@ -250,7 +252,7 @@ def test_step_resets_reject_a_layer_that_cannot_reset():
   model = keras.Model(inputs, OldStyle(stateful=True, name='old')(inputs))
   with pytest.raises(state.StatefulModelError,
                      match="layer 'old' .* cannot reset inside a segment"):
-    with state.step_resets(model, np.zeros((B, 4))):
+    with resets.step_resets(model, np.zeros((B, 4))):
       pass
 
 
@@ -292,7 +294,7 @@ def test_running_pool_fresh_max_ignores_carried_value():
 
 def test_cumulative_max_dynamic_length():
   x = np.random.default_rng(0).normal(size=(2, 37, 3)).astype(np.float32)
-  fn = tf.function(sl.cumulative_max, input_signature=[
+  fn = tf.function(scans.cumulative_max, input_signature=[
       tf.TensorSpec([None, None, 3], tf.float32)])
   np.testing.assert_array_equal(fn(x).numpy(), np.maximum.accumulate(x, 1))
 

@@ -3,7 +3,7 @@
 A linear SimpleRNN with identity weights outputs the running sum of its
 inputs since its state was last zeroed. Run through the trainer's step
 logic (``predict_step``: ``reset_lanes`` then the stateful forward pass;
-in ``dense`` batches the per-step resets of ``state.step_resets``)
+in ``dense`` batches the per-step resets of ``resets.step_resets``)
 over a layout with many sequences, resets in the middle of the epoch and
 sequences spanning many batches, it must reproduce ``numpy.cumsum`` of every
 sequence, in every lane and at every step.
