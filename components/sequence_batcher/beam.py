@@ -39,6 +39,7 @@ from apache_beam.io.filesystems import FileSystems
 import numpy as np
 
 from components.sequence_batcher import layout
+from components.sequence_batcher import statistics
 from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import plan as plan_lib
 from components.sequence_batcher import sequences as seqlib
@@ -574,7 +575,7 @@ def _finish_metadata(shard_stats: List[dict], plan_info, input_rows: int,
       'input_timesteps': int(input_rows),
       'bytes': sum(s['bytes'] for s in shard_stats),
   }
-  meta.update(layout.split_statistics(plan, truncated))
+  meta.update(statistics.split_statistics(plan, truncated))
   path = os.path.join(split_dir, metadata_lib.METADATA_FILE)
   with FileSystems.create(path) as f:
     f.write(metadata_lib.dumps(meta).encode('utf-8'))

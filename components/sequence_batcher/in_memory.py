@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from components.sequence_batcher import batch_format
 from components.sequence_batcher import layout
+from components.sequence_batcher import statistics
 from components.sequence_batcher import metadata as metadata_lib
 
 
@@ -72,7 +73,7 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
                                                    for s in sequences),
       'bytes': nbytes,
   }
-  meta.update(layout.split_statistics(
+  meta.update(statistics.split_statistics(
       plan, sum(s.truncated for s in sequences)))
   with tf.io.gfile.GFile(os.path.join(sdir, metadata_lib.METADATA_FILE),
                          'w') as f:

@@ -435,47 +435,6 @@ def assemble_batch(batch_index: int, segments: Iterable[Segment],
   return batch
 
 
-def length_histogram(lengths: np.ndarray,
-                     num_unroll: int) -> Dict[str, List[int]]:
-  """Counts of sequence lengths in power-of-two bins.
-
-  Returns:
-    ``{'edges': [...], 'counts': [...]}`` where ``counts[i]`` is the number
-    of lengths in ``[edges[i], edges[i + 1])`` (the last bin is closed).
-  """
-  del num_unroll  # Bins are absolute lengths; T is in the metadata.
-  if lengths.size == 0:
-    return {'edges': [1, 2], 'counts': [0]}
-  top = int(lengths.max())
-  edges = [1]
-  while edges[-1] <= top:
-    edges.append(edges[-1] * 2)
-  counts, _ = np.histogram(lengths, bins=np.array(edges))
-  return {'edges': edges, 'counts': [int(c) for c in counts]}
-
-
-def split_statistics(plan: LanePlan, truncated_timesteps: int = 0) -> dict:
-  """The per-split numbers written to ``metadata.json``."""
-  lengths = plan.lengths
-  stats = {
-      'num_sequences': plan.num_sequences,
-      'num_batches': plan.num_batches,
-      'num_shards': plan.num_shards,
-      'batches_per_shard': plan.batches_per_shard,
-      'real_timesteps': plan.real_timesteps,
-      'padded_timesteps': plan.total_timesteps - plan.real_timesteps,
-      'truncated_timesteps': int(truncated_timesteps),
-      'efficiency': plan.efficiency,
-      'length_histogram': length_histogram(lengths, plan.config.num_unroll),
-      'min_length': int(lengths.min()) if lengths.size else 0,
-      'median_length': float(np.median(lengths)) if lengths.size else 0.0,
-      'max_length': int(lengths.max()) if lengths.size else 0,
-  }
-  if plan.groups is not None:
-    stats['groups'] = [list(g) for g in plan.groups]
-  return stats
-
-
 def layout_in_memory(sequences: List[SequenceArrays],
                      config: LayoutConfig) -> Tuple[LanePlan,
                                                     List[Dict[str, np.ndarray]]]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from components.sequence_batcher.command_line import exception_chain
 from components.sequence_batcher import layout
+from components.sequence_batcher import statistics
 
 B = 3  # batch_size of the boundary table
 T = 4  # num_unroll of the boundary table
@@ -429,7 +430,7 @@ PLAN_STATS = ('num_sequences', 'num_batches', 'num_shards', 'batches_per_shard',
 
 
 def expected_stats(plan: layout.LanePlan, truncated: int = 0) -> dict:
-  stats = layout.split_statistics(plan, truncated)
+  stats = statistics.split_statistics(plan, truncated)
   return {k: stats[k] for k in PLAN_STATS if k in stats}
 
 

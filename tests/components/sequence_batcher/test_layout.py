@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.sequence_batcher import layout
+from components.sequence_batcher import statistics
 
 from tests.components.sequence_batcher import helpers
 
@@ -357,10 +358,10 @@ def test_dense_pieces_share_a_lane_inside_one_batch():
 
 
 def test_length_histogram():
-  hist = layout.length_histogram(np.array([1, 2, 3, 4, 7, 8, 100]), 4)
+  hist = statistics.length_histogram(np.array([1, 2, 3, 4, 7, 8, 100]), 4)
   assert hist['edges'] == [1, 2, 4, 8, 16, 32, 64, 128]
   assert hist['counts'] == [1, 2, 2, 1, 0, 0, 1]
-  assert layout.length_histogram(np.array([], np.int64), 4)['counts'] == [0]
+  assert statistics.length_histogram(np.array([], np.int64), 4)['counts'] == [0]
 
 
 # --- The in-memory reference on the boundary table ----------------------------
@@ -378,7 +379,7 @@ def test_reference_layout_invariants(case, mode, label_kind):
   helpers.check_layout(batches, data, config)
   real = int(sum(b['mask'].sum() for b in batches))
   assert plan.efficiency == real / (len(batches) * helpers.B * helpers.T)
-  stats = layout.split_statistics(plan)
+  stats = statistics.split_statistics(plan)
   assert stats['padded_timesteps'] == (len(batches) * helpers.B * helpers.T -
                                        real)
   if case == 'exactly_B' or (case == 'length_T' and mode == layout.BUCKETED):
