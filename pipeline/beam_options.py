@@ -16,11 +16,17 @@ Flatten to Dask bags, and measured here it cannot run the components below
 
 ``route_components`` keeps those components on the DirectRunner (a log line
 says so) and leaves every other runner's choice alone.
+
+``with_dependency_flags`` stops TFX from building a source package of its
+own installation for every Beam component (``dependency_utils.
+build_ephemeral_package``: 4 to 6 s each, five times per run, BENCHMARKS.md
+section 7) on the runners whose workers run in the launcher's environment.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from components.sequence_batcher import command_line
@@ -41,6 +47,45 @@ DASK_UNSUPPORTED: Dict[str, str] = {
                        'and writes one Beam output per split',
     'StatefulEvaluator': 'TFMA reads through TFXIO (beam.io.Read)',
 }
+
+
+# The Beam options that tell TFX the workers' dependencies are taken care of
+# (tfx/utils/dependency_utils.py checks these; without one it builds an
+# sdist of TFX for every Beam executor).
+DEPENDENCY_FLAGS = ('extra_packages', 'setup_file', 'requirements_file',
+                    'worker_harness_container_image', 'sdk_container_image')
+
+# Runners whose workers are the launcher's own interpreter (in_memory),
+# its subprocesses (multi_processing) or Dask workers started from the same
+# environment: nothing needs staging.
+LOCAL_ENVIRONMENT_RUNNERS = ('DirectRunner', 'DaskRunner')
+
+
+def with_dependency_flags(beam_args: Sequence[str]) -> List[str]:
+  """The args, plus Beam's default SDK image when nothing needs staging.
+
+  On the DirectRunner and the DaskRunner the workers import what the
+  launcher's environment has, and neither runner reads
+  ``--sdk_container_image``; TFX, seeing no dependency option, would build
+  and stage an sdist of its own installation for every Beam component
+  (which would not even hold this project's code). Naming Beam's own
+  default image for this Python and Beam version (what a portable runner
+  would pick) tells TFX the dependencies are provided. Args that already
+  carry a dependency option, and every other runner (Flink, Spark,
+  Dataflow: stage the project with ``--setup_file=./setup.py``), are left
+  as they are.
+  """
+  import apache_beam as beam  # pylint: disable=g-import-not-at-top
+  beam_args = list(beam_args)
+  if runner_name(beam_args) not in LOCAL_ENVIRONMENT_RUNNERS:
+    return beam_args
+  # By name, as Beam's parser takes them (``--extra_package`` is an alias).
+  names = {a[2:].split('=', 1)[0] for a in beam_args if a.startswith('--')}
+  if names & (set(DEPENDENCY_FLAGS) | {'extra_package'}):
+    return beam_args
+  py = '%d.%d' % sys.version_info[:2]
+  return beam_args + [
+      f'--sdk_container_image=apache/beam_python{py}_sdk:{beam.__version__}']
 
 
 def runner_name(beam_args: Sequence[str]) -> str:

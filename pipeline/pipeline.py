@@ -205,7 +205,9 @@ def create_pipeline(
   components += [batcher, trainer, latest_blessed, evaluator, pusher]
   # Runner-specific parts (issue 11): an empty ExampleGen split stops the run
   # in one line, and components a runner cannot run stay on the DirectRunner.
-  runner = beam_options.runner_name(beam_pipeline_args or [])
+  beam_pipeline_args = beam_options.with_dependency_flags(
+      beam_pipeline_args or [])
+  runner = beam_options.runner_name(beam_pipeline_args)
   split_check.add_split_check(components, example_gen, runner)
   beam_options.route_components(components, beam_pipeline_args)
   return tfx.dsl.Pipeline(
@@ -214,7 +216,7 @@ def create_pipeline(
       components=components,
       enable_cache=enable_cache,
       metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args or [])
+      beam_pipeline_args=beam_pipeline_args)
 
 
 def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
