@@ -43,8 +43,6 @@ DASK_UNSUPPORTED: Dict[str, str] = {
                         'not translated by the DaskRunner)',
     'StatisticsGen': 'reads through TFXIO (beam.io.Read)',
     'Transform': 'reads through TFXIO (beam.io.Read)',
-    'SequenceBatcher': 'reads with beam.io.ReadFromTFRecord (beam.io.Read) '
-                       'and writes one Beam output per split',
     'StatefulEvaluator': 'TFMA reads through TFXIO (beam.io.Read)',
 }
 

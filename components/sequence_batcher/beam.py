@@ -617,7 +617,8 @@ class BatchSequences(beam.PTransform):
                auto_layout: Tuple[bool, bool] = (False, False),
                decode_batch_sizes: Tuple[int, int] = (1, _DECODE_BATCH),
                feature_names: Optional[Sequence[str]] = None,
-               chunk_bytes: int = CHUNK_BYTES):
+               chunk_bytes: int = CHUNK_BYTES,
+               decoded: bool = False):
     """See the class docstring. ``feature_names``: the feature columns when
     ``columns`` names none, if the caller knows them (e.g. from the CSV
     headers, ``csv_feature_names``); otherwise they are inferred from the
@@ -626,7 +627,9 @@ class BatchSequences(beam.PTransform):
     an optional singleton
     ``(batch_size, num_unroll)`` (e.g. ``plan.ChooseLayout`` of the train
     split) that replaces the fields flagged in ``auto_layout``.
-    ``decode_batch_sizes``: see ``DecodeRows``."""
+    ``decode_batch_sizes``: see ``DecodeRows``. ``decoded``: the input is
+    already ``DecodeRows``' output (``(key, RowChunk)``), e.g. shared with
+    ``plan.ChooseLayout`` so that the split is read and decoded once."""
     super().__init__()
     if not split_dir:
       raise ValueError('split_dir must be set')
@@ -640,6 +643,7 @@ class BatchSequences(beam.PTransform):
     self._decode = DecodeRows(input_format, columns, source=self._source,
                               csv_headers=csv_headers,
                               decode_batch_sizes=decode_batch_sizes)
+    self._decoded = bool(decoded)
     self._format = input_format
     self._columns = columns
     self._config = config
@@ -655,7 +659,7 @@ class BatchSequences(beam.PTransform):
     columns, config, split = self._columns, self._config, self._split
     split_dir = self._split_dir
     FileSystems.mkdirs(split_dir) if not FileSystems.exists(split_dir) else None
-    chunks = records | 'Decode' >> self._decode
+    chunks = records if self._decoded else records | 'Decode' >> self._decode
     # Everything after decoding joins by key (CoGroupByKey) rather than
     # through side inputs of data-derived values: a runner that evaluates a
     # side input lazily (Beam's DaskRunner recomputes its whole upstream for

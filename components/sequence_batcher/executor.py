@@ -17,6 +17,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
 from components.sequence_batcher import beam as sb_beam
+from components.sequence_batcher import command_line
 from components.sequence_batcher import plan as sb_plan
 from components.sequence_batcher import layout
 from components.sequence_batcher import metadata as metadata_lib
@@ -93,28 +94,41 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
 def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
   """Adds one read + ``BatchSequences`` branch per split to ``pipeline``.
 
-  With ``batch_size`` or ``num_unroll`` unset, one more branch reads the
-  train split's sequence lengths and chooses them (``layout_rule.choose_layout``)
-  for every split, so that all splits share one layout.
+  With ``batch_size`` or ``num_unroll`` unset, the train split's decoded rows
+  also go to ``plan.ChooseLayout``, which chooses them
+  (``layout_rule.choose_layout``) for every split, so that all splits share
+  one layout; the train split is read and decoded once for both. Records are
+  read by the workers (``ReadRecords``) and the splits' metadata joined into
+  one leaf (``JoinOutputs``), which Beam's DaskRunner needs (README, "Running
+  on Dask, Flink, Spark, Dataflow").
   """
-  choice = None
+  choice, decoded = None, {}
   if any(args.auto_layout):
     basis = 'train' if 'train' in args.splits else args.splits[0]
-    choice = (pipeline
-              | f'ReadForLayout[{basis}]' >> beam.io.ReadFromTFRecord(
-                  args.input_patterns[basis])
-              | 'DecodeForLayout' >> sb_beam.DecodeRows(
-                  args.input_format, args.columns, source=f'split {basis!r}')
-              | 'ChooseLayout' >> sb_plan.ChooseLayout(args.config))
+    decoded[basis] = (
+        pipeline
+        | f'Read[{basis}]' >> sb_beam.ReadRecords(args.input_patterns[basis])
+        | f'Decode[{basis}]' >> sb_beam.DecodeRows(
+            args.input_format, args.columns, source=_source(args, basis)))
+    choice = decoded[basis] | 'ChooseLayout' >> sb_plan.ChooseLayout(
+        args.config)
+  metas = []
   for split in args.splits:
-    pattern = args.input_patterns[split]
-    _ = (pipeline
-         | f'Read[{split}]' >> beam.io.ReadFromTFRecord(pattern)
-         | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
-             metadata_lib.split_dir(args.output_uri, split), split=split,
-             input_format=args.input_format, columns=args.columns,
-             config=args.config, source=f'split {split!r} ({pattern})',
-             layout_choice=choice, auto_layout=args.auto_layout))
+    rows = decoded.get(split)
+    if rows is None:
+      rows = pipeline | f'Read[{split}]' >> sb_beam.ReadRecords(
+          args.input_patterns[split])
+    metas.append(rows | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
+        metadata_lib.split_dir(args.output_uri, split), split=split,
+        input_format=args.input_format, columns=args.columns,
+        config=args.config, source=_source(args, split),
+        layout_choice=choice, auto_layout=args.auto_layout,
+        decoded=split in decoded))
+  _ = tuple(metas) | 'JoinOutputs' >> sb_beam.JoinOutputs()
+
+
+def _source(args: BatcherArgs, split: str) -> str:
+  return f'split {split!r} ({args.input_patterns[split]})'
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):
@@ -126,8 +140,17 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     self._log_startup(input_dict, output_dict, exec_properties)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
     t0 = time.time()
-    with self._make_beam_pipeline() as pipeline:
-      expand_splits(pipeline, args)
+    # A short runner name (--runner=DaskRunner) and the Dask options need
+    # Beam's Dask module imported in this process to be understood.
+    self._beam_pipeline_args = command_line.expand_runner(
+        self._beam_pipeline_args or [])
+    pipeline = self._make_beam_pipeline()
+    expand_splits(pipeline, args)
+    result = pipeline.run()
+    try:
+      result.wait_until_finish()
+    finally:
+      command_line.close_runner_client(result)
     merged = metadata_lib.write_root_metadata(args.output_uri)
     output = artifact_utils.get_single_instance(output_dict['batches'])
     # A custom property, set directly: in a Kubeflow container the output may

@@ -124,3 +124,35 @@ def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
         helpers.list_files(str(tmp_path / 'ref' / f'Split-{split}'))), split
   batches = helpers.read_split(str(tmp_path / 'dask' / 'Split-train'))
   helpers.check_layout(batches, data['train'], config)
+
+
+def test_executor_on_dask_writes_the_direct_runners_bytes(tmp_path,
+                                                          dask_address):
+  """The TFX executor itself on Dask: two splits of gzipped Examples, the
+  layout chosen from the train split (read and decoded once, shared with
+  the train split's batches), every split written as on the DirectRunner."""
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import component as component_lib  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import executor as executor_lib  # pylint: disable=g-import-not-at-top
+  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
+  splits = {split: [tex._row(f'{split}{i}', t, float(i + t), i % 2)  # pylint: disable=protected-access
+                    for i in range(n) for t in range(3 + (i * 5) % 11)]
+            for split, n in (('train', 9), ('eval', 4))}
+  examples = tex._examples_artifact(str(tmp_path), splits)  # pylint: disable=protected-access
+  props = {'key_column': 'seq_id', 'order_column': 't',
+           'label_column': 'label', 'label_kind': 'per_sequence',
+           'batch_size': None, 'num_unroll': None, 'mode': 'packed',
+           'feature_columns': None, 'exclude_columns': '[]'}
+  outs = {}
+  for name, args in (('direct', ['--direct_running_mode=in_memory']),
+                     ('dask', _dask_args(dask_address))):
+    out = component_lib.SequenceBatches()
+    out.uri = str(tmp_path / name)
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=args)
+    executor_lib.Executor(context).Do({'examples': [examples]},
+                                      {'batches': [out]}, dict(props))
+    outs[name] = helpers.list_files(out.uri)
+  assert {'Split-train', 'Split-eval'} <= {
+      f.split('/')[0] for f in outs['direct']}
+  assert outs['dask'] == outs['direct']
