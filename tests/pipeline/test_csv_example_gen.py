@@ -19,6 +19,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.utils import proto_utils
 
+from pipeline import csv_blocks
 from pipeline import csv_example_gen
 from pipeline import pipeline as pipeline_lib
 
@@ -157,7 +158,7 @@ def test_input_blocks_cannot_type_goes_row_by_row(tmp_path, caplog,
 
 
 def test_merge_kinds_and_custom_config():
-  assert csv_example_gen.merge_kinds(
+  assert csv_blocks.merge_kinds(
       {'a': 'int', 'b': 'float'}, {'a': 'float', 'b': 'int', 'c': 'int'}) == {
           'a': 'float', 'b': 'float', 'c': 'int'}
   config = {'custom_config': proto_utils.proto_to_json(
