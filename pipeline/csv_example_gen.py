@@ -171,9 +171,13 @@ def split_files(pattern: str, key_column: str) -> Tuple[List[str], List[str]]:
   """The files of one input split and their header (the column names).
 
   Raises as TFX's CsvExampleGen does: no file, or files with different
-  headers; and when the header lacks the key column.
+  headers; and when the header lacks the key column. Hidden files (a name
+  starting with ``.``, e.g. an editor's or a file system's side files) are
+  not input, as for the input check (``pipeline/input_check.py``, Python's
+  ``glob``) that reads the files before the pipeline runs.
   """
-  files = fileio.glob(pattern)
+  files = [f for f in fileio.glob(pattern)
+           if not os.path.basename(f).startswith('.')]
   if not files:
     raise RuntimeError(f'Split pattern {pattern} does not match any files.')
   names = io_utils.load_csv_column_names(files[0])

@@ -124,11 +124,13 @@ def test_blocks_equal_rows_with_text_keys_and_hash_split(tmp_path, caplog):
 
 def test_blocks_equal_rows_with_train_and_eval_folders(tmp_path, caplog):
   """train/ and eval/ are used as given, types inferred per split (as TFX
-  does): x is int in train and float in eval."""
+  does): x is int in train and float in eval. A hidden file (a checksum
+  file system's, here) is not input, as for the input check."""
   data = tmp_path / 'data'
   _write(data / 'train' / 'part.csv',
          [HEADER] + [f's{i},{t},{t},{t},{i % 2}' for i in range(4)
                      for t in range(5)])
+  _write(data / 'train' / '.part.csv.crc', ['not,the,same,header'])
   _write(data / 'eval' / 'part.csv',
          [HEADER] + [f's{i},{t},{t}.25,{t},{i % 2}' for i in range(2)
                      for t in range(5)])
