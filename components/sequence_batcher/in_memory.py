@@ -55,26 +55,12 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
         record = batch_format.serialize_batch(batch)
         nbytes += len(record)
         writer.write(record)
-  meta = {
-      'format_version': metadata_lib.FORMAT_VERSION,
-      'split': split,
-      'batch_size': config.batch_size,
-      'num_unroll': config.num_unroll,
-      'mode': config.mode,
-      'label_kind': config.label_kind,
-      'feature_names': names,
-      'num_features': nfeat,
-      'label_dtype': 'int64' if all_int else 'float32',
-      'key_column': key_column,
-      'order_column': order_column,
-      'label_column': label_column,
-      'files': files,
-      'input_timesteps': plan.real_timesteps + sum(s.truncated
-                                                   for s in sequences),
-      'bytes': nbytes,
-  }
-  meta.update(statistics.split_statistics(
-      plan, sum(s.truncated for s in sequences)))
+  truncated = sum(s.truncated for s in sequences)
+  meta = statistics.split_metadata(
+      plan, truncated, split=split, feature_names=names,
+      label_dtype='int64' if all_int else 'float32', key_column=key_column,
+      order_column=order_column, label_column=label_column, files=files,
+      input_timesteps=plan.real_timesteps + truncated, nbytes=nbytes)
   with tf.io.gfile.GFile(os.path.join(sdir, metadata_lib.METADATA_FILE),
                          'w') as f:
     f.write(metadata_lib.dumps(meta))

@@ -1,12 +1,15 @@
 """The per-split numbers of a lane plan (``metadata.json``): counts,
-padding efficiency and the sequence-length histogram. Plain NumPy."""
+padding efficiency and the sequence-length histogram, and the whole
+``metadata.json`` dict of a split (``split_metadata``, shared by the Beam
+writer and the NumPy reference). Plain NumPy."""
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 import numpy as np
 
+from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher.layout import LanePlan
 
 
@@ -49,3 +52,32 @@ def split_statistics(plan: LanePlan, truncated_timesteps: int = 0) -> dict:
   if plan.groups is not None:
     stats['groups'] = [list(g) for g in plan.groups]
   return stats
+
+
+def split_metadata(plan: LanePlan, truncated_timesteps: int, *, split: str,
+                   feature_names: Sequence[str], label_dtype: str,
+                   key_column: str, order_column: str, label_column: str,
+                   files: Sequence[str], input_timesteps: int,
+                   nbytes: int) -> dict:
+  """A split's ``metadata.json``: its layout, columns and files, and
+  ``split_statistics``."""
+  config = plan.config
+  meta = {
+      'format_version': metadata_lib.FORMAT_VERSION,
+      'split': split,
+      'batch_size': config.batch_size,
+      'num_unroll': config.num_unroll,
+      'mode': config.mode,
+      'label_kind': config.label_kind,
+      'feature_names': list(feature_names),
+      'num_features': len(feature_names),
+      'label_dtype': label_dtype,
+      'key_column': key_column,
+      'order_column': order_column,
+      'label_column': label_column,
+      'files': list(files),
+      'input_timesteps': int(input_timesteps),
+      'bytes': int(nbytes),
+  }
+  meta.update(split_statistics(plan, truncated_timesteps))
+  return meta

@@ -286,25 +286,12 @@ def finish_metadata(shard_stats: List[dict], plan_info, input_rows: int,
         f'split {split!r}: time steps do not add up: {input_rows} input, '
         f'{truncated} truncated, {plan.real_timesteps} planned, {written} '
         'written')
-  config = summary.config
-  meta = {
-      'format_version': metadata_lib.FORMAT_VERSION,
-      'split': split,
-      'batch_size': config.batch_size,
-      'num_unroll': config.num_unroll,
-      'mode': config.mode,
-      'label_kind': config.label_kind,
-      'feature_names': list(feature_names),
-      'num_features': len(feature_names),
-      'label_dtype': summary.label_dtype,
-      'key_column': columns.key_column,
-      'order_column': columns.order_column,
-      'label_column': columns.label_column,
-      'files': [s['file'] for s in shard_stats],
-      'input_timesteps': int(input_rows),
-      'bytes': sum(s['bytes'] for s in shard_stats),
-  }
-  meta.update(statistics.split_statistics(plan, truncated))
+  meta = statistics.split_metadata(
+      plan, truncated, split=split, feature_names=feature_names,
+      label_dtype=summary.label_dtype, key_column=columns.key_column,
+      order_column=columns.order_column, label_column=columns.label_column,
+      files=[s['file'] for s in shard_stats], input_timesteps=input_rows,
+      nbytes=sum(s['bytes'] for s in shard_stats))
   path = os.path.join(split_dir, metadata_lib.METADATA_FILE)
   with FileSystems.create(path) as f:
     f.write(metadata_lib.dumps(meta).encode('utf-8'))
