@@ -101,13 +101,9 @@ def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
     assert 'ExampleSplitCheck' not in {
         n.id for n in by_id['Transform'].upstream_nodes}
     for cid in ('CsvExampleGen', 'StatisticsGen', 'Transform',
-                'StatefulEvaluator'):
+                'SequenceBatcher', 'StatefulEvaluator'):
       args = by_id[cid].executor_spec.beam_pipeline_args
       assert (args[-1] == '--runner=DirectRunner') == routed, (cid, args)
-    # The batcher runs on the pipeline's runner, Dask included
-    # (tests/components/sequence_batcher/test_dask.py runs its executor).
-    assert '--runner=DirectRunner' not in (
-        by_id['SequenceBatcher'].executor_spec.beam_pipeline_args)
 
 
 def _run(build, address):
