@@ -203,13 +203,14 @@ def element_costs(input_glob: str) -> dict:
   from apache_beam import coders  # pylint: disable=g-import-not-at-top
   import psutil  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import segments as segments_lib  # pylint: disable=g-import-not-at-top
   seqs, _ = read_sequences(input_glob)
   config = layout.LayoutConfig(batch_size=B, num_unroll=T)
   plan = layout.plan_lanes(((q.key, q.length) for q in seqs), config,
                            NUM_FEATURES)
   place = dict(plan.placements())
   segments = [seg for q in seqs
-              for seg in layout.cut_segments(q, *place[q.key], config)]
+              for seg in segments_lib.cut_segments(q, *place[q.key], config)]
   coder = coders.FastPrimitivesCoder()
   out = {'sequences': len(seqs), 'segments': len(segments),
          'steps': plan.real_timesteps, 'batches': plan.num_batches,

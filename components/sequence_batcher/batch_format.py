@@ -1,6 +1,6 @@
 """One batch <-> one ``tf.train.Example`` record.
 
-Every key of a batch (see ``layout.assemble_batch``) is one feature of the
+Every key of a batch (see ``segments.assemble_batch``) is one feature of the
 record, flattened; ``read_batches`` restores the static shapes from
 ``metadata.json``. Serialization is deterministic (sorted map keys), so equal
 batches give equal bytes on every runner.
@@ -52,7 +52,7 @@ def feature_spec(meta: dict) -> Dict[str, tf.io.FixedLenFeature]:
   bsz, unroll, nfeat = meta['batch_size'], meta['num_unroll'], meta[
       'num_features']
   label_dtype = tf.int64 if meta['label_dtype'] == 'int64' else tf.float32
-  # Per lane, or per step in dense mode (layout.assemble_batch).
+  # Per lane, or per step in dense mode (segments.assemble_batch).
   lane = [bsz, unroll] if meta.get('mode') == 'dense' else [bsz]
   return {
       'features': tf.io.FixedLenFeature([bsz, unroll, nfeat], tf.float32),

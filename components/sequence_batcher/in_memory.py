@@ -1,7 +1,7 @@
 """Single-process writer of a SequenceBatcher output from in-memory sequences.
 
 The same files and ``metadata.json`` as the Beam transform, built with the
-NumPy reference (``layout.layout_in_memory``). Meant for tests, notebooks and
+NumPy reference (``segments_lib.layout_in_memory``). Meant for tests, notebooks and
 small data; the Beam transform is the scalable path.
 """
 
@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from components.sequence_batcher import batch_format
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import statistics
 from components.sequence_batcher import metadata as metadata_lib
 
@@ -32,7 +33,7 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
   Returns:
     The split's metadata dict.
   """
-  plan, batches = layout.layout_in_memory(sequences, config)
+  plan, batches = segments_lib.layout_in_memory(sequences, config)
   nfeat = sequences[0].features.shape[1]
   names = list(feature_names or [f'f{i}' for i in range(nfeat)])
   if len(names) != nfeat:

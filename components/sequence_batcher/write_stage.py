@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 import numpy as np
 
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import plan as plan_lib
 from components.sequence_batcher import sequences as seqlib
@@ -110,7 +111,7 @@ def placements(plan_info):
 
 def cut(joined, chunk_bytes: int):
   """``(key, {'seq': [SequenceArrays], 'place': [placement]})`` ->
-  ``(chunk index, packed segments)``: the pieces ``layout.cut_segments``
+  ``(chunk index, packed segments)``: the pieces ``segments_lib.cut_segments``
   gives, one element per chunk they fall in (``pack_segments``)."""
   key, parts = joined
   seqs, places = list(parts['seq']), list(parts['place'])
@@ -119,15 +120,15 @@ def cut(joined, chunk_bytes: int):
         f'sequence {key!r}: {len(seqs)} sequences and {len(places)} placements '
         '(a key must name exactly one sequence)')
   lane, start, summary = places[0]
-  by_chunk: Dict[int, List[layout.Segment]] = {}
-  for seg in layout.cut_segments(seqs[0], lane, start, summary.config):
+  by_chunk: Dict[int, List[segments_lib.Segment]] = {}
+  for seg in segments_lib.cut_segments(seqs[0], lane, start, summary.config):
     by_chunk.setdefault(chunk_of(seg.batch_index, summary, chunk_bytes),
                         []).append(seg)
   for chunk, segs in by_chunk.items():
     yield chunk, pack_segments(segs)
 
 
-def pack_segments(segments: Sequence[layout.Segment]) -> bytes:
+def pack_segments(segments: Sequence[segments_lib.Segment]) -> bytes:
   """Segments -> one element: per ``Segment`` field, the values stacked
   (arrays of one shape and dtype: ``[n, ...]``) or listed (anything else),
   pickled together.
@@ -139,7 +140,7 @@ def pack_segments(segments: Sequence[layout.Segment]) -> bytes:
   cuts it again. Generic over the fields, so ``Segment`` may gain fields.
   """
   columns: Dict[str, object] = {'_n': len(segments)}
-  for field in dataclasses.fields(layout.Segment):
+  for field in dataclasses.fields(segments_lib.Segment):
     values = [getattr(s, field.name) for s in segments]
     first = values[0]
     if isinstance(first, np.ndarray) and all(
@@ -151,11 +152,11 @@ def pack_segments(segments: Sequence[layout.Segment]) -> bytes:
   return pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def unpack_segments(packed: bytes) -> List[layout.Segment]:
+def unpack_segments(packed: bytes) -> List[segments_lib.Segment]:
   """The inverse of ``pack_segments`` (arrays are views of the stacks)."""
   columns = pickle.loads(packed)
   fields = [n for n in columns if n != '_n']
-  return [layout.Segment(**{n: columns[n][i] for n in fields})
+  return [segments_lib.Segment(**{n: columns[n][i] for n in fields})
           for i in range(columns['_n'])]
 
 
@@ -190,7 +191,7 @@ class WriteChunkFn(beam.DoFn):
       raise layout.LayoutError(f'split {self._split!r}: chunk {index} got '
                                'segments outside the plan\'s batches')
     rng, summary = plans[0]
-    by_batch: Dict[int, List[layout.Segment]] = {}
+    by_batch: Dict[int, List[segments_lib.Segment]] = {}
     for packed in parts['seg']:
       for seg in unpack_segments(packed):
         by_batch.setdefault(seg.batch_index, []).append(seg)
@@ -201,7 +202,7 @@ class WriteChunkFn(beam.DoFn):
     real = nbytes = 0
     with tf.io.TFRecordWriter(tmp) as writer:
       for b in range(rng.first, rng.last):
-        batch = layout.assemble_batch(b, by_batch.pop(b, ()), summary.config,
+        batch = segments_lib.assemble_batch(b, by_batch.pop(b, ()), summary.config,
                                       summary.num_features, label_dtype)
         real += int(batch['mask'].sum())
         record = batch_format.serialize_batch(batch)

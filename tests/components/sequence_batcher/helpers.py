@@ -18,6 +18,7 @@ import numpy as np
 
 from components.sequence_batcher.command_line import exception_chain
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import statistics
 
 B = 3  # batch_size of the boundary table
@@ -155,7 +156,7 @@ def sequence_arrays(data: Iterable[SeqData]) -> List[layout.SequenceArrays]:
 
 def reference(data: Sequence[SeqData], config: layout.LayoutConfig):
   """``(plan, batches)`` of the NumPy reference layout."""
-  return layout.layout_in_memory(sequence_arrays(data), config)
+  return segments_lib.layout_in_memory(sequence_arrays(data), config)
 
 
 def read_split(path: str, split: Optional[str] = None,

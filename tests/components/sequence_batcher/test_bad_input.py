@@ -15,6 +15,7 @@ import pytest
 
 from components.sequence_batcher import decode
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import sequences
 from components.sequence_batcher.sequences import InputDataError
 from tests.components.sequence_batcher import helpers
@@ -426,7 +427,7 @@ def test_empty_input_in_memory():
   assert decode.decode_examples([], COLUMNS, SRC) == []
   assert decode.decode_csv_lines([], ['seq_id', 't'], COLUMNS, 'a.csv') == []
   with pytest.raises(layout.LayoutError, match='no sequences to lay out'):
-    layout.layout_in_memory([], layout.LayoutConfig())
+    segments_lib.layout_in_memory([], layout.LayoutConfig())
 
 
 def test_empty_csv_file_and_no_files(tmp_path):

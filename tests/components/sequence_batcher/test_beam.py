@@ -4,7 +4,7 @@ Each run asserts the metadata PCollection inside the pipeline (its plan
 statistics equal the NumPy reference's and it equals the written
 ``metadata.json``), then reads the written files with ``read_batches`` and
 checks the file-level invariants and equality with
-``layout.layout_in_memory``, batch by batch.
+``segments.layout_in_memory``, batch by batch.
 
 Building a Beam pipeline costs seconds (mostly graph construction), so the
 boundary table runs every case in both modes and with both label kinds

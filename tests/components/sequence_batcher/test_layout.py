@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import statistics
 
 from tests.components.sequence_batcher import helpers
@@ -135,7 +136,7 @@ def test_sequence_segments_are_contiguous_in_one_lane(mode):
   plan = layout.plan_lanes(((s.key, s.length) for s in data), config, 2)
   for s in data:
     i = plan.keys.index(s.key)
-    segs = layout.cut_segments(helpers.sequence_arrays([s])[0],
+    segs = segments_lib.cut_segments(helpers.sequence_arrays([s])[0],
                                int(plan.lanes[i]), int(plan.starts[i]),
                                config)
     first = int(plan.starts[i])
@@ -251,7 +252,7 @@ def test_batches_per_shard_follows_shard_bytes():
 def test_cut_segments(label_kind, length):
   config = _config(label_kind=label_kind)
   s = helpers.make_data([length], label_kind)[0]
-  segs = layout.cut_segments(helpers.sequence_arrays([s])[0], lane=2,
+  segs = segments_lib.cut_segments(helpers.sequence_arrays([s])[0], lane=2,
                              start=5, config=config)
   unroll = helpers.T
   assert len(segs) == -(-length // unroll)
@@ -277,8 +278,8 @@ def test_cut_segments(label_kind, length):
 def test_assemble_batch_pads_empty_lanes():
   config = _config()
   s = helpers.make_data([3], layout.PER_SEQUENCE)[0]
-  seg, = layout.cut_segments(helpers.sequence_arrays([s])[0], 1, 0, config)
-  batch = layout.assemble_batch(0, [seg], config, 2, np.int64)
+  seg, = segments_lib.cut_segments(helpers.sequence_arrays([s])[0], 1, 0, config)
+  batch = segments_lib.assemble_batch(0, [seg], config, 2, np.int64)
   np.testing.assert_array_equal(batch['segment_index'], [-1, 0, -1])
   assert list(batch['key']) == [b'', b's00', b'']
   np.testing.assert_array_equal(batch['reset'], [0, 1, 0])
@@ -290,12 +291,12 @@ def test_assemble_batch_pads_empty_lanes():
 def test_assemble_batch_rejects_misplaced_segments():
   config = _config()
   a, b = helpers.sequence_arrays(helpers.make_data([3, 2], layout.PER_STEP))
-  seg_a, = layout.cut_segments(a, 0, 0, config)
-  seg_b, = layout.cut_segments(b, 0, 0, config)
+  seg_a, = segments_lib.cut_segments(a, 0, 0, config)
+  seg_b, = segments_lib.cut_segments(b, 0, 0, config)
   with pytest.raises(layout.LayoutError, match=r"two segments in lane 0"):
-    layout.assemble_batch(0, [seg_a, seg_b], config, 2, np.float32)
+    segments_lib.assemble_batch(0, [seg_a, seg_b], config, 2, np.float32)
   with pytest.raises(layout.LayoutError, match=r"for batch 0 given to batch 1"):
-    layout.assemble_batch(1, [seg_a], config, 2, np.float32)
+    segments_lib.assemble_batch(1, [seg_a], config, 2, np.float32)
 
 
 def test_dense_plan_by_hand():
@@ -336,11 +337,11 @@ def test_dense_plan_balances_steps(seed, batch_size):
 def test_dense_pieces_share_a_lane_inside_one_batch():
   config = layout.LayoutConfig(batch_size=1, num_unroll=4, mode=layout.DENSE)
   a, b = helpers.sequence_arrays(helpers.make_data([3, 6], layout.PER_SEQUENCE))
-  pieces_a = layout.cut_segments(a, 0, 0, config)
-  pieces_b = layout.cut_segments(b, 0, 3, config)  # Steps 3..8 of the lane.
+  pieces_a = segments_lib.cut_segments(a, 0, 0, config)
+  pieces_b = segments_lib.cut_segments(b, 0, 3, config)  # Steps 3..8 of the lane.
   assert [(p.batch_index, p.offset, len(p.mask), p.first_step)
           for p in pieces_b] == [(0, 3, 1, 0), (1, 0, 4, 1), (2, 0, 1, 5)]
-  batch = layout.assemble_batch(0, pieces_a + pieces_b[:1], config, 2,
+  batch = segments_lib.assemble_batch(0, pieces_a + pieces_b[:1], config, 2,
                                 np.int64)
   assert batch['reset'].tolist() == [[1, 0, 0, 1]]
   assert batch['key'].tolist() == [[b's00', b's00', b's00', b's01']]
@@ -348,12 +349,12 @@ def test_dense_pieces_share_a_lane_inside_one_batch():
   assert batch['sequence_length'].tolist() == [[3, 3, 3, 6]]
   assert batch['label_weight'].tolist() == [[0, 0, 1, 0]]
   np.testing.assert_array_equal(batch['features'][0, 3], b.features[0])
-  last = layout.assemble_batch(2, pieces_b[2:], config, 2, np.int64)
+  last = segments_lib.assemble_batch(2, pieces_b[2:], config, 2, np.int64)
   assert last['mask'].tolist() == [[1, 0, 0, 0]]
   assert last['segment_index'].tolist() == [[5, -1, -1, -1]]
   assert last['label_weight'].tolist() == [[1, 0, 0, 0]]
   with pytest.raises(layout.LayoutError, match='two segments in lane 0'):
-    layout.assemble_batch(0, pieces_a + layout.cut_segments(b, 0, 2, config)[
+    segments_lib.assemble_batch(0, pieces_a + segments_lib.cut_segments(b, 0, 2, config)[
         :1], config, 2, np.int64)
 
 
@@ -392,7 +393,7 @@ def test_reference_layout_invariants(case, mode, label_kind):
 @pytest.mark.parametrize('mode', MODES)
 def test_reference_rejects_no_sequences(mode):
   with pytest.raises(layout.LayoutError, match='no sequences'):
-    layout.layout_in_memory([], _config(mode))
+    segments_lib.layout_in_memory([], _config(mode))
 
 
 def test_invariant_checker_catches_a_broken_layout():

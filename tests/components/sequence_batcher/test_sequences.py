@@ -5,6 +5,7 @@ import pytest
 
 from components.sequence_batcher import decode
 from components.sequence_batcher import layout
+from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import sequences
 from tests.components.sequence_batcher import helpers
 
@@ -107,7 +108,7 @@ def test_unlabeled_input_gets_zero_labels():
         decode.decode_examples(helpers.examples(rows), columns, SRC), columns,
         config)
     assert not cut.labeled and cut.truncated == 1
-    seg, = layout.cut_segments(cut, 0, 0, config)
+    seg, = segments_lib.cut_segments(cut, 0, 0, config)
     assert seg.mask.sum() == 2 and not seg.label_weight.any()
   labeled, = helpers.build_in_process(decode.decode_examples(
       helpers.examples([dict(r, label=1) for r in rows]),
