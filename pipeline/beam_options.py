@@ -19,7 +19,7 @@ says so) and leaves every other runner's choice alone.
 
 ``with_dependency_flags`` stops TFX from building a source package of its
 own installation for every Beam component (``dependency_utils.
-build_ephemeral_package``: 4 to 6 s each, five times per run, BENCHMARKS.md
+build_ephemeral_package``: 4 to 5 s each, five times per run, BENCHMARKS.md
 section 7) on the runners whose workers run in the launcher's environment.
 """
 
