@@ -43,11 +43,6 @@ DASK_UNSUPPORTED: Dict[str, str] = {
                         'not translated by the DaskRunner)',
     'StatisticsGen': 'reads through TFXIO (beam.io.Read)',
     'Transform': 'reads through TFXIO (beam.io.Read)',
-    'SequenceBatcher': 'its executor runs on Dask (a test writes the '
-                       'DirectRunner\'s bytes on tiny data), but on the '
-                       '68,145-row bundled sample it did not finish in 15 '
-                       'minutes (cause not measured; README), where the '
-                       'DirectRunner takes 10 s',
     'StatefulEvaluator': 'TFMA reads through TFXIO (beam.io.Read)',
 }
 

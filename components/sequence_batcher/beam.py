@@ -91,6 +91,8 @@ class DecodeRows(beam.PTransform):
     from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top
     columns, source = self._columns, self._source
     if self._format == SEQUENCE_EXAMPLE:
+      if drops_finish_bundle_output(records.pipeline):  # ReadRecords' lists
+        records = records | 'Unbatch' >> beam.FlatMap(_as_batch)
       return records | 'DecodeSequenceExamples' >> beam.Map(
           lambda r: _keyed(decode.decode_sequence_example(r, columns, source)))
     if self._format == CSV_FILES:
@@ -102,8 +104,9 @@ class DecodeRows(beam.PTransform):
     if drops_finish_bundle_output(records.pipeline):
       # BatchElements emits a bundle's last batch from finish_bundle, whose
       # outputs Beam 2.74's DaskRunner drops (a record per partition is lost
-      # even with batches of one): decode one record at a time.
-      batches = records | 'Batch' >> beam.Map(lambda r: [r])
+      # even with batches of one): decode the lists ReadRecords reads there,
+      # and any other record alone.
+      batches = records | 'Batch' >> beam.Map(_as_batch)
     else:
       batches = records | 'Batch' >> beam.BatchElements(
           min_batch_size=self._batch_sizes[0],
@@ -114,6 +117,10 @@ class DecodeRows(beam.PTransform):
     headers = self._headers
     return batches | 'DecodeCsv' >> beam.FlatMap(_decode_csv_batch, headers,
                                                  columns)
+
+
+def _as_batch(record) -> list:
+  return record if isinstance(record, list) else [record]
 
 
 def drops_finish_bundle_output(pipeline: beam.Pipeline) -> bool:
@@ -224,16 +231,43 @@ class ReadRecords(beam.PTransform):
   """A TFRecord file pattern -> its records (``.gz`` files read as GZIP),
   read by the workers: the pattern is the only element created on the
   launcher. Unlike ``beam.io.ReadFromTFRecord`` (a ``beam.io.Read``, which
-  Beam 2.74's DaskRunner does not translate) it runs on every runner."""
+  Beam 2.74's DaskRunner does not translate) it runs on every runner.
+
+  On the DaskRunner, which drops what ``BatchElements`` emits from
+  ``finish_bundle`` (``drops_finish_bundle_output``), the elements are
+  lists of up to ``_DECODE_BATCH`` records of one file instead, which
+  ``DecodeRows`` decodes in one call: decoding records one by one costs
+  about 75 times as much per record (5.2 ms against 68 us, measured on the
+  bundled sample's transformed examples).
+  """
 
   def __init__(self, pattern: str):
     super().__init__()
     self._pattern = pattern
 
   def expand(self, pbegin):
-    return (pbegin
-            | 'Pattern' >> beam.Create([self._pattern])
-            | 'Read' >> beam.io.ReadAllFromTFRecord())
+    created = pbegin | 'Pattern' >> beam.Create([self._pattern])
+    if not drops_finish_bundle_output(pbegin.pipeline):
+      return created | 'Read' >> beam.io.ReadAllFromTFRecord()
+    return (created
+            | 'Match' >> beam.FlatMap(_matching_files)
+            | 'SpreadFiles' >> beam.Reshuffle()
+            | 'ReadBatches' >> beam.FlatMap(_record_batches, _DECODE_BATCH))
+
+
+def _matching_files(pattern: str) -> List[str]:
+  return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def _record_batches(path: str, size: int) -> Iterable[List[bytes]]:
+  """A TFRecord file's records in lists of at most ``size`` (CRCs checked by
+  TensorFlow's reader; ``.gz`` read as GZIP, as ``ReadAllFromTFRecord``
+  infers from the name)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  dataset = tf.data.TFRecordDataset(
+      [path], compression_type='GZIP' if path.endswith('.gz') else '')
+  for batch in dataset.batch(size).as_numpy_iterator():
+    yield list(batch)
 
 
 class JoinOutputs(beam.PTransform):

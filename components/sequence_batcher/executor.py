@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import apache_beam as beam
 from tfx import types
@@ -21,6 +21,7 @@ from components.sequence_batcher import command_line
 from components.sequence_batcher import plan as sb_plan
 from components.sequence_batcher import layout
 from components.sequence_batcher import metadata as metadata_lib
+from components.sequence_batcher import prepass
 from components.sequence_batcher import sequences as seqlib
 
 _LOG = logging.getLogger(__name__)
@@ -91,7 +92,8 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
                      config=config, output_uri=output.uri, auto_layout=auto)
 
 
-def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
+def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
+                  side: Optional[prepass.SideValues] = None) -> None:
   """Adds one read + ``BatchSequences`` branch per split to ``pipeline``.
 
   With ``batch_size`` or ``num_unroll`` unset, the train split's decoded rows
@@ -101,17 +103,23 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
   read by the workers (``ReadRecords``) and the splits' metadata joined into
   one leaf (``JoinOutputs``), which Beam's DaskRunner needs (README, "Running
   on Dask, Flink, Spark, Dataflow").
+
+  ``side``: the feature names and layout already computed (``prepass``, on
+  runners that recompute side inputs); then the pipeline has no side input.
   """
   choice, decoded = None, {}
-  if any(args.auto_layout):
-    basis = 'train' if 'train' in args.splits else args.splits[0]
+  config, auto = args.config, args.auto_layout
+  if side is not None:
+    config, auto = sb_plan.apply_choice(config, side.layout, auto), (False,
+                                                                     False)
+  elif any(auto):
+    basis = layout_basis(args)
     decoded[basis] = (
         pipeline
         | f'Read[{basis}]' >> sb_beam.ReadRecords(args.input_patterns[basis])
         | f'Decode[{basis}]' >> sb_beam.DecodeRows(
             args.input_format, args.columns, source=_source(args, basis)))
-    choice = decoded[basis] | 'ChooseLayout' >> sb_plan.ChooseLayout(
-        args.config)
+    choice = decoded[basis] | 'ChooseLayout' >> sb_plan.ChooseLayout(config)
   metas = []
   for split in args.splits:
     rows = decoded.get(split)
@@ -121,18 +129,50 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs) -> None:
     metas.append(rows | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
         metadata_lib.split_dir(args.output_uri, split), split=split,
         input_format=args.input_format, columns=args.columns,
-        config=args.config, source=_source(args, split),
-        layout_choice=choice, auto_layout=args.auto_layout,
-        decoded=split in decoded))
+        config=config, source=_source(args, split),
+        layout_choice=choice, auto_layout=auto,
+        decoded=split in decoded,
+        feature_names=(side.feature_names.get(split) if side is not None
+                       else None)))
   _ = tuple(metas) | 'JoinOutputs' >> sb_beam.JoinOutputs()
+
+
+def layout_basis(args: BatcherArgs) -> str:
+  """The split the layout is chosen from."""
+  return 'train' if 'train' in args.splits else args.splits[0]
 
 
 def _source(args: BatcherArgs, split: str) -> str:
   return f'split {split!r} ({args.input_patterns[split]})'
 
 
+# Runners that compute a side input's whole upstream again in every task
+# that reads it (``prepass``): the executor computes the side values first.
+RECOMPUTES_SIDE_INPUTS = (command_line.DASK_RUNNER,)
+
+
+def _run(pipeline: beam.Pipeline) -> None:
+  result = pipeline.run()
+  try:
+    result.wait_until_finish()
+  finally:
+    command_line.close_runner_client(result)
+
+
 class Executor(base_beam_executor.BaseBeamExecutor):
   """Runs ``BatchSequences`` on every split of the input Examples."""
+
+  def _side_values(self, args: BatcherArgs) -> prepass.SideValues:
+    t0 = time.time()
+    basis = layout_basis(args)
+    pipeline = self._make_beam_pipeline()
+    prepass.expand(pipeline, args, basis, lambda s: _source(args, s))
+    _run(pipeline)
+    side = prepass.load(args, basis, lambda s: _source(args, s))
+    _LOG.info('SequenceBatcher: side values (feature names of %d splits, '
+              'layout %s) computed first in %.1f s', len(side.feature_names),
+              side.layout, time.time() - t0)
+    return side
 
   def Do(self, input_dict: Dict[str, List[types.Artifact]],
          output_dict: Dict[str, List[types.Artifact]],
@@ -144,13 +184,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
     # Beam's Dask module imported in this process to be understood.
     self._beam_pipeline_args = command_line.expand_runner(
         self._beam_pipeline_args or [])
+    side = None
+    if (command_line.runner_of(self._beam_pipeline_args) in
+        RECOMPUTES_SIDE_INPUTS and prepass.needed(args)):
+      side = self._side_values(args)
     pipeline = self._make_beam_pipeline()
-    expand_splits(pipeline, args)
-    result = pipeline.run()
-    try:
-      result.wait_until_finish()
-    finally:
-      command_line.close_runner_client(result)
+    expand_splits(pipeline, args, side)
+    _run(pipeline)
     merged = metadata_lib.write_root_metadata(args.output_uri)
     output = artifact_utils.get_single_instance(output_dict['batches'])
     # A custom property, set directly: in a Kubeflow container the output may

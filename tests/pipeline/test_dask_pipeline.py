@@ -101,9 +101,13 @@ def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
     assert 'ExampleSplitCheck' not in {
         n.id for n in by_id['Transform'].upstream_nodes}
     for cid in ('CsvExampleGen', 'StatisticsGen', 'Transform',
-                'SequenceBatcher', 'StatefulEvaluator'):
+                'StatefulEvaluator'):
       args = by_id[cid].executor_spec.beam_pipeline_args
       assert (args[-1] == '--runner=DirectRunner') == routed, (cid, args)
+    # The batcher runs on the pipeline's runner, Dask included.
+    args = by_id['SequenceBatcher'].executor_spec.beam_pipeline_args
+    assert command_line.runner_of(args) == command_line.runner_of(
+        beam_args), args
 
 
 def _run(build, address):

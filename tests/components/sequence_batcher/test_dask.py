@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 
 from components.sequence_batcher import __main__ as cli
 from components.sequence_batcher import command_line
@@ -126,23 +127,15 @@ def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
   helpers.check_layout(batches, data['train'], config)
 
 
-def test_executor_on_dask_writes_the_direct_runners_bytes(tmp_path,
-                                                          dask_address):
-  """The TFX executor itself on Dask: two splits of gzipped Examples, the
-  layout chosen from the train split (read and decoded once, shared with
-  the train split's batches), every split written as on the DirectRunner."""
+def _executor_outputs(tmp_path, examples, props, dask_address, caplog):
+  """``{runner: {file: bytes}}`` of the executor on the DirectRunner and on
+  Dask; asserts the side values were computed first exactly when Dask has
+  any to compute, and that their folder is gone afterwards."""
   from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import component as component_lib  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import executor as executor_lib  # pylint: disable=g-import-not-at-top
-  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
-  splits = {split: [tex._row(f'{split}{i}', t, float(i + t), i % 2)  # pylint: disable=protected-access
-                    for i in range(n) for t in range(3 + (i * 5) % 11)]
-            for split, n in (('train', 9), ('eval', 4))}
-  examples = tex._examples_artifact(str(tmp_path), splits)  # pylint: disable=protected-access
-  props = {'key_column': 'seq_id', 'order_column': 't',
-           'label_column': 'label', 'label_kind': 'per_sequence',
-           'batch_size': None, 'num_unroll': None, 'mode': 'packed',
-           'feature_columns': None, 'exclude_columns': '[]'}
+  from components.sequence_batcher import prepass  # pylint: disable=g-import-not-at-top
+  side_values = not props.get('batch_size') or not props.get('feature_columns')
   outs = {}
   for name, args in (('direct', ['--direct_running_mode=in_memory']),
                      ('dask', _dask_args(dask_address))):
@@ -150,9 +143,91 @@ def test_executor_on_dask_writes_the_direct_runners_bytes(tmp_path,
     out.uri = str(tmp_path / name)
     context = base_beam_executor.BaseBeamExecutor.Context(
         beam_pipeline_args=args)
-    executor_lib.Executor(context).Do({'examples': [examples]},
-                                      {'batches': [out]}, dict(props))
+    caplog.clear()
+    with caplog.at_level('INFO', logger=executor_lib.__name__):
+      executor_lib.Executor(context).Do({'examples': [examples]},
+                                        {'batches': [out]}, dict(props))
+    first = [r for r in caplog.records if 'computed first' in r.message]
+    assert len(first) == (name == 'dask' and side_values), name
+    assert not (tmp_path / name / prepass.FOLDER).exists()
     outs[name] = helpers.list_files(out.uri)
+  return outs
+
+
+_PROPS = {'key_column': 'seq_id', 'order_column': 't',
+          'label_column': 'label', 'label_kind': 'per_sequence',
+          'batch_size': None, 'num_unroll': None, 'mode': 'packed',
+          'feature_columns': None, 'exclude_columns': '[]'}
+
+
+@pytest.mark.parametrize('given', [
+    {},  # layout chosen from train, feature names inferred
+    {'batch_size': 3, 'num_unroll': 4},  # feature names inferred
+    {'batch_size': 3, 'num_unroll': 4, 'feature_columns': '["x"]'},
+], ids=['side_values', 'inferred_names', 'no_side_values'])
+def test_executor_on_dask_writes_the_direct_runners_bytes(tmp_path,
+                                                          dask_address,
+                                                          given, caplog):
+  """The TFX executor itself on Dask: two splits of gzipped Examples, every
+  split written as on the DirectRunner. Values derived from the data (the
+  layout chosen from the train split, feature names inferred) are computed
+  by a pipeline of their own first (``prepass``: the DaskRunner would
+  compute a side input's upstream again in every task reading it); the
+  train split is in two files, read in record batches per file there."""
+  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
+  splits = {split: [tex._row(f'{split}{i}', t, float(i + t), i % 2)  # pylint: disable=protected-access
+                    for i in range(n) for t in range(3 + (i * 5) % 11)]
+            for split, n in (('train', 9), ('eval', 4))}
+  examples = tex._examples_artifact(str(tmp_path), splits)  # pylint: disable=protected-access
+  train_dir = tmp_path / 'examples' / 'Split-train'
+  half = len(splits['train']) // 2
+  (train_dir / 'data_tfrecord-00000-of-00001.gz').unlink()
+  for i, part in enumerate((splits['train'][:half], splits['train'][half:])):
+    tex._write_gz_tfrecord(str(train_dir / f'part-{i}.gz'), part)  # pylint: disable=protected-access
+  outs = _executor_outputs(tmp_path, examples, {**_PROPS, **given},
+                           dask_address, caplog)
   assert {'Split-train', 'Split-eval'} <= {
       f.split('/')[0] for f in outs['direct']}
   assert outs['dask'] == outs['direct']
+
+
+def test_executor_on_dask_reads_sequence_examples(tmp_path, dask_address,
+                                                   caplog):
+  from tfx.proto import example_gen_pb2  # pylint: disable=g-import-not-at-top
+  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
+  records = {split: [tex._seq_example(f'{split}{i}',  # pylint: disable=protected-access
+                                      [float(i + t) for t in range(1 + i)],
+                                      i % 2) for i in range(n)]
+             for split, n in (('train', 7), ('eval', 3))}
+  examples = tex._examples_artifact(  # pylint: disable=protected-access
+      str(tmp_path), records,
+      payload=example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE)
+  outs = _executor_outputs(tmp_path, examples,
+                           {**_PROPS, 'order_column': None}, dask_address,
+                           caplog)
+  assert any(f.startswith('Split-eval/') for f in outs['direct'])
+  assert outs['dask'] == outs['direct']
+
+
+def test_side_values_of_an_empty_split_name_it(tmp_path, dask_address):
+  """An empty split on Dask: the prepass raises the batching pipeline's own
+  one-line error, naming the split."""
+  from tfx.dsl.components.base import base_beam_executor  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import component as component_lib  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import executor as executor_lib  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import sequences as seqlib  # pylint: disable=g-import-not-at-top
+  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
+  examples = tex._examples_artifact(str(tmp_path), {  # pylint: disable=protected-access
+      'train': [tex._row('a', t, 1.0, 0) for t in range(4)],  # pylint: disable=protected-access
+      'eval': []})
+  out = component_lib.SequenceBatches()
+  out.uri = str(tmp_path / 'out')
+  context = base_beam_executor.BaseBeamExecutor.Context(
+      beam_pipeline_args=_dask_args(dask_address))
+  with pytest.raises(seqlib.InputDataError, match="split 'eval'.*no rows"):
+    executor_lib.Executor(context).Do(
+        {'examples': [examples]}, {'batches': [out]},
+        {'key_column': 'seq_id', 'order_column': 't', 'label_column': 'label',
+         'label_kind': 'per_sequence', 'batch_size': None,
+         'num_unroll': None, 'mode': 'packed', 'feature_columns': None,
+         'exclude_columns': '[]'})
