@@ -15,6 +15,9 @@ STAMP := $(VENV)/.installed
 OUTPUT ?= outputs/local
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# The suite runs in this many processes (pytest-xdist; 1: in this process).
+# Each test module stays on one worker (tests/conftest.py).
+TEST_WORKERS ?= 2
 # Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
 BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead
 # real_data reads the UCR/UEA .ts files shipped in the aeon wheel (data only,
@@ -45,7 +48,7 @@ run: venv
 	$(PYTHON) -m pipeline.local_runner --data-root data/sample --output-dir $(OUTPUT) $(RUN_ARGS)
 
 test: venv
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,) $(PYTEST_ARGS)
 
 # The benchmarks of issue 6: each script rewrites its own section of
 # BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.
