@@ -72,7 +72,9 @@ lock:
 	rm -rf /tmp/tss-lock-venv && $(PY310) -m venv /tmp/tss-lock-venv
 	/tmp/tss-lock-venv/bin/pip install --quiet --upgrade pip setuptools wheel
 	/tmp/tss-lock-venv/bin/pip install --quiet -r requirements/base.in $(if $(UPGRADE),,-c requirements/lock.txt)
-	/tmp/tss-lock-venv/bin/pip freeze --all | grep -v '^\(pip\|setuptools\|wheel\)==' > requirements/lock.txt
+	# PYTHONPATH emptied: with the repository on it, freeze would list this
+	# project itself (from a leftover tfx_stateful_sequences.egg-info).
+	PYTHONPATH= /tmp/tss-lock-venv/bin/pip freeze --all | grep -v '^\(pip\|setuptools\|wheel\)==' > requirements/lock.txt
 
 clean-outputs:
 	rm -rf outputs
