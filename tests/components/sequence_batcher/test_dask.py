@@ -162,9 +162,8 @@ _PROPS = {'key_column': 'seq_id', 'order_column': 't',
 
 @pytest.mark.parametrize('given', [
     {},  # layout chosen from train, feature names inferred
-    {'batch_size': 3, 'num_unroll': 4},  # feature names inferred
     {'batch_size': 3, 'num_unroll': 4, 'feature_columns': '["x"]'},
-], ids=['side_values', 'inferred_names', 'no_side_values'])
+], ids=['side_values', 'no_side_values'])
 def test_executor_on_dask_writes_the_direct_runners_bytes(tmp_path,
                                                           dask_address,
                                                           given, caplog):
