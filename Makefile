@@ -48,7 +48,7 @@ run: venv
 	$(PYTHON) -m pipeline.local_runner --data-root data/sample --output-dir $(OUTPUT) $(RUN_ARGS)
 
 test: venv
-	$(PYTHON) -m pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup,) $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,) $(PYTEST_ARGS)
 
 # The benchmarks of issue 6: each script rewrites its own section of
 # BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.

@@ -5,10 +5,13 @@
   starts (``direct_running_mode=multi_processing``) can import ``components``.
 * ``dask_address``: a ``dask.distributed`` LocalCluster of 2 worker
   processes on 127.0.0.1, one per test module, stopped after it.
-* Under pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``) each
+* Under pytest-xdist (``make test`` runs ``-n 2 --dist loadfile``) each
   test module runs whole on one worker, so its module fixtures are built
-  once; the evaluator's modules, which share session fixtures (models
-  trained once), run together on one worker.
+  once. Session fixtures (the evaluator's models) are built once per worker
+  that needs them. (``--dist loadgroup`` with an ``xdist_group`` per module
+  would let modules share a worker on purpose, but with pytest 9.2 xdist
+  3.8's group suffix on the test id no longer takes effect, and tests are
+  spread one by one: pytest-dev/pytest-xdist#1386.)
 """
 
 import os
@@ -21,20 +24,6 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
 if _ROOT not in _paths:
   os.environ['PYTHONPATH'] = os.pathsep.join([_ROOT] + _paths)
-
-
-# Folders whose modules share session fixtures: one xdist group each.
-_SHARED_SESSION_FIXTURES = ('tests/components/stateful_evaluator',)
-
-
-def pytest_collection_modifyitems(config, items):
-  if not config.pluginmanager.hasplugin('xdist'):
-    return
-  for item in items:
-    module = item.nodeid.split('::', 1)[0]
-    folder = os.path.dirname(module)
-    group = folder if folder in _SHARED_SESSION_FIXTURES else module
-    item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope='module')
