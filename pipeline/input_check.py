@@ -87,11 +87,11 @@ def _layout(config: pipeline_config.PipelineConfig) -> layout.LayoutConfig:
 
 def _csv_chunks(paths: Sequence[str], columns: seqlib.ColumnConfig
                ) -> Tuple[List[seqlib.RowChunk], Dict[str, List[str]]]:
-  from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top
   headers = {}
   for path in paths:  # The batcher's header checks, file by file.
-    headers.update(sb_beam.read_csv_headers(path.replace('[', '[[]'),
+    headers.update(read_stage.read_csv_headers(path.replace('[', '[[]'),
                                             columns))
   first = paths[0]
   for path in paths[1:]:

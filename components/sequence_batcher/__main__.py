@@ -88,6 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
   import apache_beam as beam  # pylint: disable=g-import-not-at-top
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import metadata as metadata_lib  # pylint: disable=g-import-not-at-top
   try:
     columns = seqlib.ColumnConfig(
@@ -101,7 +102,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_sequence_length=args.max_sequence_length, truncate=args.truncate)
     # Checks every file's header on the launcher (one line per file) so that
     # a wrong column name fails at once, before any worker starts.
-    headers = sb_beam.read_csv_headers(args.input, columns)
+    headers = read_stage.read_csv_headers(args.input, columns)
     source = (next(iter(headers)) if len(headers) == 1 else
               f'{args.input} ({len(headers)} files)')
     paths = sorted(headers)
@@ -114,9 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
          | 'CsvFiles' >> beam.Create(paths)
          | 'BatchSequences' >> sb_beam.BatchSequences(
              metadata_lib.split_dir(args.output, args.split),
-             split=args.split, input_format=sb_beam.CSV_FILES,
+             split=args.split, input_format=read_stage.CSV_FILES,
              columns=columns, config=config, source=source,
-             feature_names=sb_beam.csv_feature_names(paths, columns)))
+             feature_names=read_stage.csv_feature_names(paths, columns)))
     result = p.run()
     try:
       result.wait_until_finish()

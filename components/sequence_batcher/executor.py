@@ -22,6 +22,7 @@ from components.sequence_batcher import plan as sb_plan
 from components.sequence_batcher import layout
 from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import prepass
+from components.sequence_batcher import read_stage
 from components.sequence_batcher import sequences as seqlib
 
 _LOG = logging.getLogger(__name__)
@@ -51,9 +52,9 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
                                 'splits')
   payload = examples_utils.get_payload_format(examples)
   formats = {
-      example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE: sb_beam.TF_EXAMPLE,
+      example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE: read_stage.TF_EXAMPLE,
       example_gen_pb2.PayloadFormat.FORMAT_TF_SEQUENCE_EXAMPLE:
-          sb_beam.SEQUENCE_EXAMPLE,
+          read_stage.SEQUENCE_EXAMPLE,
   }
   if payload not in formats:
     raise seqlib.InputDataError(
@@ -116,15 +117,15 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
     basis = layout_basis(args)
     decoded[basis] = (
         pipeline
-        | f'Read[{basis}]' >> sb_beam.ReadRecords(args.input_patterns[basis])
-        | f'Decode[{basis}]' >> sb_beam.DecodeRows(
+        | f'Read[{basis}]' >> read_stage.ReadRecords(args.input_patterns[basis])
+        | f'Decode[{basis}]' >> read_stage.DecodeRows(
             args.input_format, args.columns, source=_source(args, basis)))
     choice = decoded[basis] | 'ChooseLayout' >> sb_plan.ChooseLayout(config)
   metas = []
   for split in args.splits:
     rows = decoded.get(split)
     if rows is None:
-      rows = pipeline | f'Read[{split}]' >> sb_beam.ReadRecords(
+      rows = pipeline | f'Read[{split}]' >> read_stage.ReadRecords(
           args.input_patterns[split])
     metas.append(rows | f'BatchSequences[{split}]' >> sb_beam.BatchSequences(
         metadata_lib.split_dir(args.output_uri, split), split=split,

@@ -34,6 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from components.sequence_batcher import beam as sb_beam
 from components.sequence_batcher import plan as sb_plan
+from components.sequence_batcher import read_stage
 from components.sequence_batcher import sequences as seqlib
 
 _LOG = logging.getLogger(__name__)
@@ -70,9 +71,9 @@ def expand(pipeline: beam.Pipeline, args, layout_basis: str,
   parts = []
   for split in args.splits:
     decoded = (pipeline
-               | f'Read[{split}]' >> sb_beam.ReadRecords(
+               | f'Read[{split}]' >> read_stage.ReadRecords(
                    args.input_patterns[split])
-               | f'Decode[{split}]' >> sb_beam.DecodeRows(
+               | f'Decode[{split}]' >> read_stage.DecodeRows(
                    args.input_format, args.columns, source=source(split)))
     if not args.columns.feature_columns:
       parts.append(

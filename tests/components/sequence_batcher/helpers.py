@@ -471,13 +471,14 @@ def run_batcher(records, split_dir: str, config: layout.LayoutConfig, *,
   from apache_beam.testing.test_pipeline import TestPipeline  # pylint: disable=g-import-not-at-top
   from apache_beam.testing.util import assert_that  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import sequences  # pylint: disable=g-import-not-at-top
   columns = columns or sequences.ColumnConfig()
   headers = None
   with TestPipeline(options=options) as p:
     if csv_pattern:
       input_format = 'csv'
-      headers = sb_beam.read_csv_headers(csv_pattern, columns)
+      headers = read_stage.read_csv_headers(csv_pattern, columns)
       pcoll = p | 'Read' >> beam.io.ReadFromTextWithFilename(
           csv_pattern, skip_header_lines=1)
     else:

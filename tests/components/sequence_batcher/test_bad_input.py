@@ -87,11 +87,11 @@ def test_key_missing_in_a_csv_line():
 
 @pytest.mark.parametrize('column', ['seq_id', 't', 'label'])
 def test_csv_header_without_a_named_column(tmp_path, column):
-  from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   header = [h for h in ('seq_id', 't', 'x0', 'x1', 'label') if h != column]
   path = helpers.write_csv(_rows(), str(tmp_path / 'bad.csv'), header=header)
   with pytest.raises(InputDataError) as e:
-    sb_beam.read_csv_headers(str(tmp_path / '*.csv'), COLUMNS)
+    read_stage.read_csv_headers(str(tmp_path / '*.csv'), COLUMNS)
   helpers.assert_error(e, InputDataError, path,
                        rf"\['{column}'\] not in the header")
 
@@ -112,10 +112,10 @@ def test_order_value_missing(drop):
 
 def test_order_column_absent_from_all_csv_rows_is_caught_by_the_header(
     tmp_path):
-  from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   (tmp_path / 'a.csv').write_text('seq_id,x0,label\na,1.0,0\n')
   with pytest.raises(InputDataError, match=r"a\.csv: column\(s\) \['t'\]"):
-    sb_beam.read_csv_headers(str(tmp_path / 'a.csv'), COLUMNS)
+    read_stage.read_csv_headers(str(tmp_path / 'a.csv'), COLUMNS)
 
 
 def test_non_numeric_order_value():
@@ -431,16 +431,16 @@ def test_empty_input_in_memory():
 
 
 def test_empty_csv_file_and_no_files(tmp_path):
-  from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   (tmp_path / 'empty.csv').write_text('')
   with pytest.raises(InputDataError, match=r'empty\.csv: empty file'):
-    sb_beam.read_csv_headers(str(tmp_path / 'empty.csv'), COLUMNS)
+    read_stage.read_csv_headers(str(tmp_path / 'empty.csv'), COLUMNS)
   with pytest.raises(InputDataError, match=r"no file matches '.*nothing-\*'"):
-    sb_beam.read_csv_headers(str(tmp_path / 'nothing-*'), COLUMNS)
+    read_stage.read_csv_headers(str(tmp_path / 'nothing-*'), COLUMNS)
   (tmp_path / 'dup.csv').write_text('seq_id,t,x0,x0,label\n')
   with pytest.raises(InputDataError, match=r"dup\.csv: duplicate column names "
                      r"\['x0'\]"):
-    sb_beam.read_csv_headers(str(tmp_path / 'dup.csv'), COLUMNS)
+    read_stage.read_csv_headers(str(tmp_path / 'dup.csv'), COLUMNS)
 
 
 # --- batch_size / num_unroll below 1 ------------------------------------------

@@ -85,6 +85,7 @@ def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import beam as sb_beam  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import sequences  # pylint: disable=g-import-not-at-top
   # 3 * 4 * 2 * 4 = 96 feature bytes a batch: 4 batches a shard, 1 a chunk.
   config = layout.LayoutConfig(batch_size=3, num_unroll=4, mode=layout.PACKED,
@@ -104,7 +105,7 @@ def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
   p = beam.Pipeline(options=PipelineOptions(command_line.expand_runner(
       _dask_args(dask_address))))
   metas = [p
-           | f'Read[{split}]' >> sb_beam.ReadRecords(
+           | f'Read[{split}]' >> read_stage.ReadRecords(
                str(tmp_path / 'in' / split / '*'))
            | f'Batch[{split}]' >> sb_beam.BatchSequences(
                str(tmp_path / 'dask' / f'Split-{split}'), split=split,
