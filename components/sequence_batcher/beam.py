@@ -1,10 +1,10 @@
 """The SequenceBatcher as Beam transforms.
 
 ``BatchSequences`` is the whole thing (its input read and decoded by
-``read_stage``, its output written by ``write_stage``): time-step rows (serialized
-``tf.train.Example``s or CSV lines) or whole sequences (serialized
-``tf.train.SequenceExample``s) in; ordered, sharded TFRecord batches and a
-``metadata.json`` out, for one split. It only uses Beam primitives
+``read_stage``, its output written by ``write_stage``): time-step rows
+(serialized ``tf.train.Example``s or CSV lines) or whole sequences
+(serialized ``tf.train.SequenceExample``s) in; ordered, sharded TFRecord
+batches and a ``metadata.json`` out, for one split. It only uses Beam primitives
 (ParDo, GroupByKey, CoGroupByKey, CombineGlobally), so it runs unchanged on
 the Direct, Dask, Dataflow, Flink and Spark runners.
 
@@ -147,15 +147,14 @@ class BatchSequences(beam.PTransform):
                decoded: bool = False):
     """See the class docstring. ``feature_names``: the feature columns when
     ``columns`` names none, if the caller knows them (e.g. from the CSV
-    headers, ``csv_feature_names``); otherwise they are inferred from the
-    rows. ``chunk_bytes``: features a writer assembles at a time (see
-    ``write_stage.WriteChunkFn``; the output does not depend on it).
-    ``layout_choice``:
-    an optional singleton
-    ``(batch_size, num_unroll)`` (e.g. ``plan.ChooseLayout`` of the train
-    split) that replaces the fields flagged in ``auto_layout``.
-    ``decode_batch_sizes``: see ``read_stage.DecodeRows``. ``decoded``: the input is
-    already ``DecodeRows``' output (``(key, RowChunk)``), e.g. shared with
+    headers, ``read_stage.csv_feature_names``); otherwise they are inferred
+    from the rows. ``chunk_bytes``: features a writer assembles at a time
+    (see ``write_stage.WriteChunkFn``; the output does not depend on it).
+    ``layout_choice``: an optional singleton ``(batch_size, num_unroll)``
+    (e.g. ``plan.ChooseLayout`` of the train split) that replaces the fields
+    flagged in ``auto_layout``. ``decode_batch_sizes``: see
+    ``read_stage.DecodeRows``. ``decoded``: the input is already
+    ``DecodeRows``' output (``(key, RowChunk)``), e.g. shared with
     ``plan.ChooseLayout`` so that the split is read and decoded once."""
     super().__init__()
     if not split_dir:
@@ -167,9 +166,9 @@ class BatchSequences(beam.PTransform):
     self._split_dir = split_dir
     self._split = split
     self._source = source or f'split {split!r}'
-    self._decode = read_stage.DecodeRows(input_format, columns, source=self._source,
-                              csv_headers=csv_headers,
-                              decode_batch_sizes=decode_batch_sizes)
+    self._decode = read_stage.DecodeRows(
+        input_format, columns, source=self._source, csv_headers=csv_headers,
+        decode_batch_sizes=decode_batch_sizes)
     self._decoded = bool(decoded)
     self._format = input_format
     self._columns = columns
@@ -201,7 +200,8 @@ class BatchSequences(beam.PTransform):
                   | 'Rows' >> beam.Map(lambda kc: kc[1].num_rows)
                   | 'CountRows' >> beam.CombineGlobally(sum).without_defaults())
     seqs = chunks | 'BuildSequences' >> BuildSequences(
-        columns, config, names, grouped=self._format != read_stage.SEQUENCE_EXAMPLE)
+        columns, config, names,
+        grouped=self._format != read_stage.SEQUENCE_EXAMPLE)
     plan = seqs | 'PlanLanes' >> plan_lib.PlanLanes(
         config, names, split=split, choice=self._choice, auto=self._auto,
         source=self._source)

@@ -1,8 +1,8 @@
 """Single-process writer of a SequenceBatcher output from in-memory sequences.
 
 The same files and ``metadata.json`` as the Beam transform, built with the
-NumPy reference (``segments_lib.layout_in_memory``). Meant for tests, notebooks and
-small data; the Beam transform is the scalable path.
+NumPy reference (``segments.layout_in_memory``). Meant for tests, notebooks
+and small data; the Beam transform is the scalable path.
 """
 
 from __future__ import annotations

@@ -111,7 +111,7 @@ def placements(plan_info):
 
 def cut(joined, chunk_bytes: int):
   """``(key, {'seq': [SequenceArrays], 'place': [placement]})`` ->
-  ``(chunk index, packed segments)``: the pieces ``segments_lib.cut_segments``
+  ``(chunk index, packed segments)``: the pieces ``segments.cut_segments``
   gives, one element per chunk they fall in (``pack_segments``)."""
   key, parts = joined
   seqs, places = list(parts['seq']), list(parts['place'])
@@ -202,8 +202,9 @@ class WriteChunkFn(beam.DoFn):
     real = nbytes = 0
     with tf.io.TFRecordWriter(tmp) as writer:
       for b in range(rng.first, rng.last):
-        batch = segments_lib.assemble_batch(b, by_batch.pop(b, ()), summary.config,
-                                      summary.num_features, label_dtype)
+        batch = segments_lib.assemble_batch(
+            b, by_batch.pop(b, ()), summary.config, summary.num_features,
+            label_dtype)
         real += int(batch['mask'].sum())
         record = batch_format.serialize_batch(batch)
         nbytes += len(record)
