@@ -44,6 +44,7 @@ from components.stateful_evaluator import extracts as extracts_lib
 from components.stateful_evaluator import models as models_lib
 from components.stateful_evaluator import report as report_lib
 from components.stateful_evaluator import settings as settings_lib
+from components.stateful_evaluator import skill_test
 from components.stateful_evaluator import tfma_eval
 
 _LOG = logging.getLogger(__name__)
@@ -91,10 +92,25 @@ def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
   return baseline, f'baseline {baseline_uri}'
 
 
+def _skill_tests(extracts_path: str, spec: ms.ModelSpec,
+                 settings: settings_lib.StatefulSettings,
+                 references: List[str]) -> Dict[str, Any]:
+  """``{reference model: skill_test.PairedTest}`` on the extracts."""
+  features = {r: tfma_eval.PREDICTION_KEYS[r] for r in references
+              if r != tfma_eval.BASELINE}
+  tests = skill_test.paired_tests(
+      spec.task, extracts_lib.read_sequences(extracts_path, spec,
+                                             list(features.values())),
+      list(features.values()), block_steps=settings.skill_block_steps)
+  return {r: tests[f] for r, f in features.items()}
+
+
 def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
           settings: settings_lib.StatefulSettings,
-          references: List[str]) -> Dict[str, Any]:
-  """The no-skill gate on the overall primary metric."""
+          references: List[str],
+          tests: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+  """The no-skill gate on the overall primary metric: better than every
+  no-skill predictor by the margin, and significantly so (``tests``)."""
   metric = tfma_eval.primary_metric(spec.task)
   overall = {m: results.metrics.get(m, {}).get('overall', {}).get(metric)
              for m in [tfma_eval.CANDIDATE] + references}
@@ -117,9 +133,50 @@ def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
     ok = cand < best and cand <= need
     text = (f'{metric} {cand:.6g} vs best no-skill {best:.6g} (needs < '
             f'{best:.6g} and <= {need:.6g})')
+  alpha = settings.skill_significance
+  worst = skill_test.worst(tests or {})
+  if worst is not None and alpha < 1.0:
+    significant = worst.p_value <= alpha
+    text += (f'; one-sided {worst.test}-test against {worst.reference}: p = '
+             f'{worst.p_value:.3g} over {worst.blocks} blocks (needs <= '
+             f'{alpha:g})')
+    ok = ok and significant
   return {'metric': metric, 'candidate': cand, 'no_skill': skill,
           'best_no_skill': best, 'margin': margin, 'ok': bool(ok),
+          'significance': alpha,
+          'p_value': None if worst is None else worst.p_value,
+          'tests': {r: t.to_dict() for r, t in (tests or {}).items()},
           'required': settings.require_skill, 'message': text}
+
+
+def _checks(equivalence, gate: Dict[str, Any],
+            settings: settings_lib.StatefulSettings
+           ) -> List[tfma_eval.Check]:
+  """The chunked == whole check and (when required) the no-skill gate, as
+  value thresholds on the candidate in TFMA's validation result."""
+  checks = [tfma_eval.Check(
+      name='chunked_whole_max_abs_diff', value=equivalence.max_abs_diff,
+      ok=bool(equivalence.ok), message=equivalence.message,
+      upper_bound=settings.equivalence_tolerance)]
+  if not settings.require_skill:
+    return checks
+  cand, best = gate['candidate'], gate['best_no_skill']
+  gain = None
+  if cand is not None and best is not None:
+    gain = (cand - best if tfma_eval.higher_is_better(gate['metric'])
+            else (1.0 - cand / best if best else -math.inf))
+  margin_ok = gain is not None and gain > 0 and gain >= gate['margin']
+  checks.append(tfma_eval.Check(
+      name='no_skill_gain', value=gain, ok=margin_ok,
+      message=f'no better than no skill by the margin: {gate["message"]}',
+      lower_bound=gate['margin']))
+  if gate.get('p_value') is not None and settings.skill_significance < 1.0:
+    checks.append(tfma_eval.Check(
+        name='no_skill_p_value', value=gate['p_value'],
+        ok=gate['p_value'] <= settings.skill_significance,
+        message=f'not significantly better than no skill: {gate["message"]}',
+        upper_bound=settings.skill_significance))
+  return checks
 
 
 def evaluate(*, model_uri: str, batches_uri: str, split: str,
@@ -178,7 +235,8 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   _LOG.info('TFMA: %.1fs; validation_ok=%s', tfma_seconds,
             results.validation_ok)
   references = tfma_eval.reference_models(spec, baseline is not None)
-  gate = _gate(results, spec, settings, references)
+  gate = _gate(results, spec, settings, references,
+               _skill_tests(stats.path, spec, settings, references))
 
   reasons = [f'threshold failed: {f}' for f in results.failures]
   if not results.validation_ok and not results.failures:
@@ -188,6 +246,13 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   if settings.require_skill and not gate['ok']:
     reasons.append(f'no better than no skill: {gate["message"]}')
   blessed = not reasons
+  verdict = tfma_eval.record_checks(
+      output_dir, _checks(equivalence, gate, settings),
+      rubber_stamp=baseline is None)
+  if bool(verdict.validation_ok) != blessed:
+    raise models_lib.EvaluationError(
+        f'TFMA validation_ok={verdict.validation_ok} disagrees with the '
+        f'blessing ({blessed}): {reasons}')
   notes = [baseline_note] + ([] if settings.require_skill else [
       'no-skill gate off (require_skill=False)'])
   if not results.thresholds:
@@ -218,7 +283,9 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
       'extracts': dataclasses.asdict(stats),
       'no_skill': {'predictor': no_skill.describe(), 'gate': gate},
       'equivalence': equivalence.to_dict(),
-      'tfma': {'validation_ok': results.validation_ok,
+      'tfma': {'validation_ok': bool(verdict.validation_ok),
+               'thresholds_validation_ok': results.validation_ok,
+               'rubber_stamp': bool(verdict.rubber_stamp),
                'thresholds': results.thresholds,
                'failures': results.failures,
                'metrics': results.metrics,

@@ -317,3 +317,34 @@ def _consume(batch, outputs, base_out, spec, open_seqs, writer,
         current.base.append(base_out[lane, times].astype(np.float32))
     if piece.ends:
       writer.finish(open_seqs.pop(lane))
+
+
+def read_sequences(path: str, spec: ms.ModelSpec, references: List[str]):
+  """Yields the extracts of ``path`` back, one dict per sequence: ``key``,
+  ``label`` [n], ``weight`` [n], ``prediction`` and each of ``references``
+  ([n, K] class probabilities or [n] values), the labelled steps in order.
+  (Per-step classification examples, one per step, are written sequence
+  by sequence, so consecutive examples of one key are one sequence.)"""
+  k = int(spec.num_classes or 1)
+  classification = spec.task == ms.CLASSIFICATION
+  current = None
+  for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
+    feats = tf.train.Example.FromString(record.numpy()).features.feature
+    key = feats[KEY].bytes_list.value[0].decode('utf-8')
+    if classification:
+      row = {LABEL: np.asarray(feats[LABEL].int64_list.value, np.int64)}
+    else:
+      row = {LABEL: np.asarray(feats[LABEL].float_list.value, np.float64)}
+    row[WEIGHT] = np.asarray(feats[WEIGHT].float_list.value, np.float64)
+    for name in [PREDICTION] + list(references):
+      values = np.asarray(feats[name].float_list.value, np.float64)
+      row[name] = values.reshape(-1, k) if classification else values
+    if current is not None and current['key'] == key:
+      for name, values in row.items():
+        current[name] = np.concatenate([current[name], values])
+      continue
+    if current is not None:
+      yield current
+    current = dict(row, key=key)
+  if current is not None:
+    yield current

@@ -314,10 +314,17 @@ def render(document: Mapping[str, Any]) -> str:
   out.append('<h2>Chunked == whole-sequence check</h2>')
   out.append(f'<p class="{"ok" if eq.get("ok") else "fail"}">'
              f'{_esc(eq.get("message", ""))}</p>')
-  out.append('<h2>Thresholds (TFMA)</h2>')
+  out.append('<h2>Validation (TFMA validations.tfrecord)</h2>')
   failures = tfma_part.get('failures') or []
-  out.append('<p>' + ('all passed' if tfma_part.get('validation_ok') else
-                      'failed') + '</p>')
+  out.append('<p>validation_ok = '
+             f'{bool(tfma_part.get("validation_ok"))} (the blessing). It '
+             'holds the eval_config thresholds (' +
+             ('passed' if tfma_part.get('thresholds_validation_ok', True)
+              else 'failed') + '), chunked_whole_max_abs_diff and, when the '
+             'gate is on, no_skill_gain and no_skill_p_value.' +
+             (' Change thresholds skipped (rubber stamp): '
+              f'{_esc(document["baseline"]["note"])}.'
+              if tfma_part.get('rubber_stamp') else '') + '</p>')
   if failures:
     out.append('<ul>' + ''.join(f'<li class="fail">{_esc(f)}</li>'
                                 for f in failures) + '</ul>')

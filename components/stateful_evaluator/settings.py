@@ -52,6 +52,14 @@ class StatefulSettings:
       accuracy must be at least the no-skill accuracy plus this, and above
       it); a fraction for regression (the candidate's MSE at most ``(1 -
       margin)`` times the no-skill MSE, and below it).
+    skill_significance: the level of the one-sided test that the
+      candidate beats each no-skill predictor on the same eval examples
+      (``skill_test.py``: the exact sign test on paired correct / incorrect
+      outcomes for per-sequence classification, else a paired t-test on
+      blocks of paired scores or squared errors); the gate needs p <= this.
+      1.0 turns the test off (the margin alone decides).
+    skill_block_steps: the test's unit: runs of at most this many
+      consecutive labelled steps of one sequence.
     train_split: the split of the batches the no-skill predictors are
       fitted on.
   """
@@ -62,6 +70,8 @@ class StatefulSettings:
   equivalence_reference: str = AUTO
   require_skill: bool = True
   no_skill_margin: float = 0.0
+  skill_significance: float = 0.05
+  skill_block_steps: int = 256
   train_split: str = 'train'
 
   def __post_init__(self):
@@ -76,6 +86,15 @@ class StatefulSettings:
         self.equivalence_sample_size < 1):
       raise SettingsError(f'equivalence_sample_size must be an int >= 1, got '
                           f'{self.equivalence_sample_size!r}')
+    sig = self.skill_significance
+    if isinstance(sig, bool) or not isinstance(sig, (int, float)) or not (
+        0.0 < sig <= 1.0):
+      raise SettingsError(f'skill_significance must be a number in (0, 1], '
+                          f'got {sig!r}')
+    object.__setattr__(self, 'skill_significance', float(sig))
+    if not _is_int(self.skill_block_steps) or self.skill_block_steps < 1:
+      raise SettingsError(f'skill_block_steps must be an int >= 1, got '
+                          f'{self.skill_block_steps!r}')
     if not _is_int(self.equivalence_seed) or self.equivalence_seed < 0:
       raise SettingsError(f'equivalence_seed must be an int >= 0, got '
                           f'{self.equivalence_seed!r}')

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 
 import apache_beam as beam
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tensorflow_model_analysis.evaluators import (
@@ -38,6 +41,7 @@ from tensorflow_model_analysis.extractors import (
     materialized_predictions_extractor)
 from tensorflow_model_analysis.extractors import slice_key_extractor
 from tensorflow_model_analysis.extractors import unbatch_extractor
+from tensorflow_model_analysis.proto import validation_result_pb2
 from tensorflow_model_analysis.utils import config_util
 from tfx_bsl.public import tfxio
 
@@ -125,6 +129,11 @@ def default_eval_config(task: str, num_classes: Optional[int]
   return cfg
 
 
+PREDICTION_KEYS = {CANDIDATE: ex.PREDICTION, BASELINE: ex.BASELINE_PREDICTION,
+                   NO_SKILL: ex.NO_SKILL_PREDICTION,
+                   LAST_VALUE: ex.LAST_VALUE_PREDICTION}
+
+
 def reference_models(spec: ms.ModelSpec, with_baseline: bool) -> List[str]:
   names = ([BASELINE] if with_baseline else []) + [NO_SKILL]
   if spec.task == ms.REGRESSION and spec.label_kind == ms.PER_STEP:
@@ -142,8 +151,7 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
   cfg = tfma.EvalConfig()
   cfg.CopyFrom(base)
   del cfg.model_specs[:]
-  keys = {CANDIDATE: ex.PREDICTION, BASELINE: ex.BASELINE_PREDICTION,
-          NO_SKILL: ex.NO_SKILL_PREDICTION, LAST_VALUE: ex.LAST_VALUE_PREDICTION}
+  keys = PREDICTION_KEYS
   refs = reference_models(spec, with_baseline)
   for name in [CANDIDATE] + refs:
     cfg.model_specs.add(name=name, label_key=ex.LABEL,
@@ -330,3 +338,64 @@ def load(output_dir: str, num_classes: Optional[int]) -> Results:
 def describe(config: tfma.EvalConfig) -> Dict[str, Any]:
   """The config as a JSON-able dict (for the documents)."""
   return json.loads(json_format.MessageToJson(config, sort_keys=True))
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+  """A check of the evaluator's own, recorded in TFMA's validation result.
+
+  Attributes:
+    name: the metric key's name, e.g. ``chunked_whole_max_abs_diff``.
+    value: the measured value (None: it could not be measured).
+    ok: whether it passed.
+    message: one line.
+    upper_bound, lower_bound: the threshold it was held to.
+  """
+  name: str
+  value: Optional[float]
+  ok: bool
+  message: str
+  upper_bound: Optional[float] = None
+  lower_bound: Optional[float] = None
+
+
+def record_checks(output_dir: str, checks: List[Check],
+                  rubber_stamp: bool) -> validation_result_pb2.ValidationResult:
+  """Makes TFMA's ``validations.tfrecord`` the one verdict: TFMA's own
+  threshold checks and ``checks`` (the chunked == whole check, the no-skill
+  gate), a failed check listed as a ``ValidationFailure`` of the candidate
+  on the overall slice. ``validation_ok`` is then True exactly when every
+  TFMA threshold and every check passed (the blessing);
+  ``missing_thresholds`` is False (the checks are thresholds);
+  ``rubber_stamp`` is True when there was no comparable baseline (change
+  thresholds skipped, as TFX's Evaluator does). Returns what was written."""
+  pattern = os.path.join(output_dir, 'validations*')
+  paths = tf.io.gfile.glob(pattern)
+  if len(paths) != 1:
+    raise EvalConfigError(f'expected one TFMA validation file {pattern}, '
+                          f'found {len(paths)}')
+  result = tfma.load_validation_result(output_dir)
+  tfma_ok = bool(result.validation_ok) or (
+      result.missing_thresholds and not result.metric_validations_per_slice
+      and not result.missing_slices)
+  failed = [c for c in checks if not c.ok]
+  if failed:
+    entry = result.metric_validations_per_slice.add()
+    entry.slice_key.SetInParent()  # Overall.
+    for check in failed:
+      failure = entry.failures.add(message=check.message)
+      failure.metric_key.name = check.name
+      failure.metric_key.model_name = CANDIDATE
+      if check.value is not None and math.isfinite(check.value):
+        failure.metric_value.double_value.value = check.value
+      bound = failure.metric_threshold.value_threshold
+      if check.upper_bound is not None:
+        bound.upper_bound.value = check.upper_bound
+      if check.lower_bound is not None:
+        bound.lower_bound.value = check.lower_bound
+  result.validation_ok = tfma_ok and not failed
+  result.missing_thresholds = False
+  result.rubber_stamp = bool(rubber_stamp)
+  with tf.io.TFRecordWriter(paths[0]) as writer:
+    writer.write(result.SerializeToString())
+  return result

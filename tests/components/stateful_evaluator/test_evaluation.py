@@ -305,3 +305,58 @@ def test_settings_are_validated(change, match):
   with pytest.raises(S.SettingsError, match='unknown'):
     S.coerce({'thresholds': []})
   assert S.coerce(S.StatefulSettings().to_json()) == S.StatefulSettings()
+
+
+def _verdict(out):
+  return tfma.load_validation_result(out)
+
+
+def test_tfma_validation_agrees_with_the_blessing_on_every_path(
+    classifier_runs, regression_run, tmp_path, models, regression_batches,
+    classification_batches):
+  """First run, baseline that passes (itself: skipped), baseline that
+  fails, incomparable baseline, no skill, gate off, equivalence failure:
+  TFMA's validation_ok is the blessing, never "missing thresholds", and a
+  failed check of the evaluator's own is a named ValidationFailure."""
+  runs = dict(classifier_runs)
+  runs['regression'] = regression_run
+  forgetful = str(tmp_path / 'forgetful')
+  runs['forgetful'] = (forgetful, E.evaluate(
+      model_uri=models['forgetful'],
+      batches_uri=regression_batches['packed'], split='eval',
+      output_dir=forgetful, serving_dir=_serving(models['forgetful'])))
+  off = str(tmp_path / 'gate_off')
+  runs['gate_off'] = (off, E.evaluate(
+      model_uri=models['no_skill_classifier'],
+      batches_uri=classification_batches, split='eval', output_dir=off,
+      settings=S.StatefulSettings(require_skill=False),
+      serving_dir=_serving(models['no_skill_classifier'])))
+  blessed = {}
+  for name, (out, outcome) in runs.items():
+    verdict = _verdict(out)
+    assert verdict.validation_ok == outcome.blessed, name
+    assert not verdict.missing_thresholds, name
+    assert verdict.rubber_stamp == (
+        not outcome.document['baseline']['used']), name
+    assert outcome.document['tfma']['validation_ok'] == outcome.blessed
+    blessed[name] = outcome.blessed
+    failed = {f.metric_key.name for s in verdict.metric_validations_per_slice
+              for f in s.failures}
+    if name == 'forgetful':
+      assert 'chunked_whole_max_abs_diff' in failed
+    if name == 'no_skill':
+      assert 'no_skill_gain' in failed
+  messages = {n: o.message for n, (_, o) in runs.items()}
+  assert blessed['regression'], messages  # 'alone' loses to the majority.
+  assert blessed['gate_off'], messages
+  assert not blessed['worse'] and not blessed['no_skill']
+  assert not blessed['forgetful']
+
+
+def test_gate_reports_the_paired_test(regression_run, classifier_runs):
+  gate = regression_run[1].document['no_skill']['gate']
+  assert set(gate['tests']) == {'no_skill', 'last_value'}
+  assert gate['p_value'] <= gate['significance'] == 0.05
+  assert 't-test' in gate['message']
+  gate = classifier_runs['alone'][1].document['no_skill']['gate']
+  assert gate['tests']['no_skill']['test'] == 'sign'
