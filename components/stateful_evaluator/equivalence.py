@@ -122,6 +122,11 @@ def load_signature(serving_dir: str, name: str) -> Tuple[Any, Any]:
   if not tf.io.gfile.exists(serving_dir):
     raise models_lib.EvaluationError(f'no SavedModel at {serving_dir}')
   loaded = tf.saved_model.load(serving_dir)
+  return loaded, _checked_signature(loaded, name)
+
+
+def _checked_signature(loaded: Any, name: str) -> Any:
+  """The concrete signature ``name`` of a loaded SavedModel, checked."""
   if name not in loaded.signatures:
     raise models_lib.EvaluationError(f'the SavedModel has no signature {name!r} (it has '
                           f'{sorted(loaded.signatures)})')
@@ -131,7 +136,7 @@ def load_signature(serving_dir: str, name: str) -> Tuple[Any, Any]:
     raise models_lib.EvaluationError(
         f'signature {name!r} takes {sorted(inputs)}; the check needs exactly '
         "'features' float32[N, L, F] and 'lengths' int[N]")
-  return loaded, fn
+  return fn
 
 
 # The StatefulTrainer's whole-sequence signature on already-transformed
@@ -245,7 +250,7 @@ def _choose_reference(serving_dir: Optional[str],
     if choice == settings_lib.SIGNATURE or not embeds_transform(loaded):
       return signature_runner(fn), f'signature {name}', None
     if TRANSFORMED_SIGNATURE in loaded.signatures:
-      _, fn = load_signature(serving_dir, TRANSFORMED_SIGNATURE)
+      fn = _checked_signature(loaded, TRANSFORMED_SIGNATURE)  # Loaded once.
       note = (f'signature {name!r} applies the Transform graph to raw '
               'features and the eval batches hold transformed features, so '
               f'the check ran {TRANSFORMED_SIGNATURE!r}: the same exported '

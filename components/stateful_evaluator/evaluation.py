@@ -12,7 +12,12 @@ extracts (``tfma_eval.py``) and decides the blessing from three checks:
 2. chunked == whole-sequence outputs within the tolerance;
 3. the no-skill gate: the candidate beats the majority class / training mean
    (and, for per-step regression, the last observed value) on the primary
-   metric by the margin (``settings.StatefulSettings``).
+   metric by the margin and significantly (a one-sided paired test on the
+   same extracts at ``skill_significance``, ``skill_test.py``; the
+   references are scored there, not as TFMA models).
+
+The three are one verdict: TFMA's ``validations.tfrecord`` holds them all
+(``tfma_eval.record_checks``), so ``validation_ok`` is the blessing.
 
 The output folder holds TFMA's files (the stock Evaluator's layout),
 ``extracts.tfrecord.gz``, ``stateful_evaluation.json`` (the checks, the
@@ -96,8 +101,7 @@ def _skill_tests(extracts_path: str, spec: ms.ModelSpec,
                  settings: settings_lib.StatefulSettings,
                  references: List[str]) -> Dict[str, Any]:
   """``{reference model: skill_test.PairedTest}`` on the extracts."""
-  features = {r: tfma_eval.PREDICTION_KEYS[r] for r in references
-              if r != tfma_eval.BASELINE}
+  features = {r: tfma_eval.PREDICTION_KEYS[r] for r in references}
   tests = skill_test.paired_tests(
       spec.task, extracts_lib.read_sequences(extracts_path, spec,
                                              list(features.values())),
@@ -112,11 +116,10 @@ def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
   """The no-skill gate on the overall primary metric: better than every
   no-skill predictor by the margin, and significantly so (``tests``)."""
   metric = tfma_eval.primary_metric(spec.task)
-  overall = {m: results.metrics.get(m, {}).get('overall', {}).get(metric)
-             for m in [tfma_eval.CANDIDATE] + references}
-  cand = overall[tfma_eval.CANDIDATE]
-  skill = {m: v for m, v in overall.items()
-           if m not in (tfma_eval.CANDIDATE, tfma_eval.BASELINE)}
+  cand = results.metrics.get(tfma_eval.CANDIDATE, {}).get(
+      'overall', {}).get(metric)
+  skill = {m: (tests[m].reference_value if tests and m in tests else None)
+           for m in references}
   higher = tfma_eval.higher_is_better(metric)
   known = [v for v in skill.values() if v is not None]
   best = (max(known) if higher else min(known)) if known else None
@@ -234,7 +237,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   tfma_seconds = clock() - tfma_started
   _LOG.info('TFMA: %.1fs; validation_ok=%s', tfma_seconds,
             results.validation_ok)
-  references = tfma_eval.reference_models(spec, baseline is not None)
+  references = tfma_eval.no_skill_models(spec)
   gate = _gate(results, spec, settings, references,
                _skill_tests(stats.path, spec, settings, references))
 

@@ -272,6 +272,12 @@ def render(document: Mapping[str, Any]) -> str:
       row.append(diff.get(name))
     rows.append(row)
   out.append(_table(header, rows))
+  if any('/class_' in n for n in names):
+    out.append('<p>What the per-class numbers are: <code>recall/class_i'
+               '</code> and <code>precision/class_i</code> count a '
+               'prediction for the class of its highest probability (arg-max, '
+               'top-1), as the confusion matrix below does; <code>auc/class_i'
+               '</code> is one-vs-rest over class i\'s probability.</p>')
   gate = document['no_skill']['gate']
   out.append(f'<p>No-skill gate ({"on" if gate["required"] else "off"}): '
              f'<span class="{"ok" if gate["ok"] else "fail"}">'

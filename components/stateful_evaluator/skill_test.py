@@ -56,6 +56,8 @@ class PairedTest:
     blocks: units compared.
     better, worse: blocks where the candidate is better / worse.
     mean_difference: mean block difference (candidate better: > 0).
+    reference_value: the reference's primary metric on these steps
+      (weighted accuracy by arg-max, or mean squared error).
   """
   reference: str
   test: str
@@ -64,6 +66,7 @@ class PairedTest:
   better: int
   worse: int
   mean_difference: float
+  reference_value: Optional[float] = None
 
   def to_dict(self) -> Dict[str, object]:
     return dataclasses.asdict(self)
@@ -126,10 +129,25 @@ def one_sided_test(blocks: np.ndarray, single_steps: bool,
   return PairedTest(reference, 't', p, int(d.size), better, worse, mean)
 
 
+def reference_score(task: str, labels: np.ndarray, weights: np.ndarray,
+                    reference: np.ndarray) -> float:
+  """The weighted sum of the reference's per-step score: correct by
+  arg-max (classification) or squared error (regression)."""
+  w = np.asarray(weights, np.float64)
+  if task == CLASSIFICATION:
+    right = np.argmax(reference, axis=-1) == np.asarray(labels).astype(
+        np.int64)
+    return float(np.sum(w * right))
+  return float(np.sum(w * (np.asarray(reference, np.float64)
+                           - np.asarray(labels, np.float64)) ** 2))
+
+
 @dataclasses.dataclass
 class _Blocks:
   sums: List[np.ndarray] = dataclasses.field(default_factory=list)
   single: bool = True
+  score: float = 0.0
+  weight: float = 0.0
 
 
 def paired_tests(task: str, sequences: Iterable[Mapping[str, np.ndarray]],
@@ -157,12 +175,16 @@ def paired_tests(task: str, sequences: Iterable[Mapping[str, np.ndarray]],
       diff = step_differences(task, labels, seq['weight'], seq['prediction'],
                               seq[r])
       acc[r].sums.append(block_sums(diff, block_steps))
+      acc[r].score += reference_score(task, labels, seq['weight'], seq[r])
+      acc[r].weight += float(np.sum(seq['weight']))
       if not (task == CLASSIFICATION and labels.size == 1):
         acc[r].single = False
   out = {}
   for r, blocks in acc.items():
     sums = np.concatenate(blocks.sums) if blocks.sums else np.zeros(0)
-    out[r] = one_sided_test(sums, blocks.single and sums.size > 0, r)
+    test = one_sided_test(sums, blocks.single and sums.size > 0, r)
+    out[r] = dataclasses.replace(test, reference_value=(
+        blocks.score / blocks.weight if blocks.weight > 0 else None))
   return out
 
 

@@ -3,14 +3,17 @@ plots, baseline diffs and validations, on Beam.
 
 The evaluator's settings are a ``tfma.EvalConfig``, as for TFX's own
 Evaluator. Its model specs are set here, because the "models" are features
-of the extracts (``extracts.py``): ``candidate`` (``prediction``),
+of the extracts (``extracts.py``): ``candidate`` (``prediction``) and
 ``baseline`` (``baseline_prediction``, ``is_baseline``; only when there is a
-comparable baseline), ``no_skill`` (``no_skill_prediction``) and, for
-per-step regression, ``last_value`` (``last_value_prediction``). Every
-metrics spec of the user's config (or of ``default_eval_config``) applies to
-the candidate, with its thresholds; a copy without thresholds computes the
-same metrics for the reference models, so TFMA's diffs (candidate minus
-baseline) and its validation result concern the candidate only.
+comparable baseline). Every metrics spec of the user's config (or of
+``default_eval_config``) applies to the candidate, with its thresholds; a
+copy without thresholds computes the same metrics for the baseline, so
+TFMA's diffs (candidate minus baseline) and its validation result concern
+the candidate only, and ``tfma.load_eval_result(uri)`` without a model name
+gives the candidate. The no-skill predictors (``no_skill_prediction``,
+``last_value_prediction``) are scored with the gate's paired test
+(``skill_test.py``), and the evaluator's own checks are added to TFMA's
+validation result (``record_checks``).
 
 TFMA's ``run_model_analysis`` refuses change thresholds without baseline
 ``EvalSharedModel``s; model-agnostic evaluation needs none, so the pipeline
@@ -97,8 +100,10 @@ def default_eval_config(task: str, num_classes: Optional[int]
                        ) -> tfma.EvalConfig:
   """The config used when none is given.
 
-  Classification: example counts, accuracy, cross-entropy, recall and AUC
-  per class, the multi-class confusion matrix plot. Regression: counts, MSE,
+  Classification: example counts, accuracy, cross-entropy, recall and
+  precision per class by arg-max (top-1: a step counts for the class of its
+  highest probability, as in the confusion matrix), one-vs-rest AUC per
+  class, the multi-class confusion matrix plot. Regression: counts, MSE,
   MAE. Slices: overall and by length bucket. One change threshold on the
   primary metric, checked when there is a baseline: accuracy may not drop by
   more than 0.01; MSE may not rise by more than 1%.
@@ -115,7 +120,10 @@ def default_eval_config(task: str, num_classes: Optional[int]
     spec.metrics.add(class_name='SparseCategoricalCrossentropy')
     spec.metrics.add(class_name='MultiClassConfusionMatrixPlot')
     per_class = cfg.metrics_specs.add()
-    per_class.metrics.add(class_name='Recall')
+    # Per class by arg-max (top-1), as the confusion matrix counts: without
+    # top_k, TFMA binarises each class's probability at 0.5.
+    per_class.metrics.add(class_name='Recall', config='{"top_k": 1}')
+    per_class.metrics.add(class_name='Precision', config='{"top_k": 1}')
     per_class.metrics.add(class_name='AUC')
     per_class.binarize.class_ids.values.extend(range(int(num_classes)))
   else:
@@ -134,11 +142,22 @@ PREDICTION_KEYS = {CANDIDATE: ex.PREDICTION, BASELINE: ex.BASELINE_PREDICTION,
                    LAST_VALUE: ex.LAST_VALUE_PREDICTION}
 
 
-def reference_models(spec: ms.ModelSpec, with_baseline: bool) -> List[str]:
-  names = ([BASELINE] if with_baseline else []) + [NO_SKILL]
+def no_skill_models(spec: ms.ModelSpec) -> List[str]:
+  """The no-skill predictors of the gate (extract features, scored by
+  ``skill_test.py``, not TFMA models)."""
+  names = [NO_SKILL]
   if spec.task == ms.REGRESSION and spec.label_kind == ms.PER_STEP:
     names.append(LAST_VALUE)
   return names
+
+
+def reference_models(spec: ms.ModelSpec, with_baseline: bool) -> List[str]:
+  """The TFMA models beside the candidate: the baseline, when there is a
+  comparable one. (The no-skill predictors are not TFMA models: TFMA then
+  evaluates one model, or one model with diffs, and ``tfma.load_eval_result``
+  without a model name gives the candidate.)"""
+  del spec
+  return [BASELINE] if with_baseline else []
 
 
 def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
@@ -169,6 +188,8 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
     mine.CopyFrom(user_spec)
     del mine.model_names[:]
     mine.model_names.append(CANDIDATE)
+    if not refs:
+      continue
     ref = cfg.metrics_specs.add()
     ref.CopyFrom(user_spec)
     del ref.model_names[:]
@@ -188,6 +209,8 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
     cfg.slicing_specs.add()  # Overall: the gate and the headline read it.
   if not with_baseline:
     _drop_change_thresholds(cfg)
+  # With one model (no baseline) TFMA names it '' (its single-model
+  # layout: tfma.load_eval_result(uri)); ``load`` reads it as the candidate.
   return config_util.update_eval_config_with_defaults(
       cfg, has_baseline=with_baseline, rubber_stamp=not with_baseline)
 
@@ -290,7 +313,7 @@ def load(output_dir: str, num_classes: Optional[int]) -> Results:
       name = key.name
       if key.HasField('sub_key') and key.sub_key.HasField('class_id'):
         name = f'{name}/class_{key.sub_key.class_id.value}'
-      model = key.model_name
+      model = key.model_name or CANDIDATE  # '': TFMA's lone model.
       if key.is_diff:  # Minus the baseline; 'diff' is the candidate's.
         model = 'diff' if model == CANDIDATE else f'diff:{model}'
       metrics.setdefault(model, {}).setdefault(where, {})[name] = _value(
@@ -299,7 +322,7 @@ def load(output_dir: str, num_classes: Optional[int]) -> Results:
   for record in tfma.load_plots(output_dir):
     where = _slice_name(record.slice_key)
     for kv in record.plot_keys_and_values:
-      if kv.key.model_name != CANDIDATE or not kv.value.HasField(
+      if kv.key.model_name not in (CANDIDATE, '') or not kv.value.HasField(
           'multi_class_confusion_matrix_at_thresholds'):
         continue
       matrices = kv.value.multi_class_confusion_matrix_at_thresholds.matrices
@@ -385,7 +408,8 @@ def record_checks(output_dir: str, checks: List[Check],
     for check in failed:
       failure = entry.failures.add(message=check.message)
       failure.metric_key.name = check.name
-      failure.metric_key.model_name = CANDIDATE
+      # TFMA's name for the candidate: '' when it is the only model.
+      failure.metric_key.model_name = '' if rubber_stamp else CANDIDATE
       if check.value is not None and math.isfinite(check.value):
         failure.metric_value.double_value.value = check.value
       bound = failure.metric_threshold.value_threshold

@@ -126,8 +126,7 @@ def test_csv_pipeline_blesses_pushes_serves_and_caches(tmp_path):
 
   # The evaluation is TFMA's: metrics overall and per length bucket, the
   # confusion matrix plot.
-  result = tfma.load_eval_result(summary['evaluation_uri'],
-                                 model_name='candidate')
+  result = tfma.load_eval_result(summary['evaluation_uri'])
   slices = dict(result.slicing_metrics)
   assert slices[()]['']['']['sparse_categorical_accuracy'][
       'doubleValue'] == pytest.approx(summary['eval']['accuracy'])

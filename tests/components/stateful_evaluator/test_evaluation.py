@@ -104,7 +104,7 @@ def test_per_step_regression_evaluates_every_labelled_step(
   preds = np.concatenate([np.cumsum(s.features.sum(axis=1))
                           for s in regression_sequences]).astype(np.float64)
   labels = np.concatenate([s.labels for s in regression_sequences])
-  result = tfma.load_eval_result(out, model_name=tfma_eval.CANDIDATE)
+  result = tfma.load_eval_result(out)
   overall = dict(result.slicing_metrics)[()]['']['']
   # One example per sequence, its labelled steps as arrays: TFMA counts
   # and scores every step.
@@ -188,7 +188,7 @@ def _accuracy_by_hand(sequences, scale=1.0):
 def test_classifier_metrics_slices_and_confusion_matrix(
     classifier_runs, classification_sequences):
   out, outcome = classifier_runs['alone']
-  result = tfma.load_eval_result(out, model_name=tfma_eval.CANDIDATE)
+  result = tfma.load_eval_result(out)
   overall = dict(result.slicing_metrics)[()]['']['']
   assert overall['sparse_categorical_accuracy']['doubleValue'] == (
       pytest.approx(_accuracy_by_hand(classification_sequences)))
@@ -200,8 +200,11 @@ def test_classifier_metrics_slices_and_confusion_matrix(
       'multi_class_confusion_matrix_at_thresholds') for p in plots)
   grid = outcome.results.confusion['overall']
   assert sum(map(sum, grid)) == len(classification_sequences)
-  recall = outcome.results.metrics['candidate']['overall']
-  assert 'recall/class_0' in recall and 'recall/class_1' in recall
+  overall = outcome.results.metrics['candidate']['overall']
+  # Agreement with the matrix: test_per_class_metrics_are_by_arg_max_...
+  # (this classifier ties at probability 0.5 where its running sum is 0).
+  for name in ('recall', 'precision'):
+    assert f'{name}/class_0' in overall and f'{name}/class_1' in overall
 
 
 def test_no_skill_candidate_is_not_blessed(classifier_runs):
@@ -268,8 +271,8 @@ def test_complete_config_thresholds_only_on_the_candidate():
                       num_classes=3)
   cfg = tfma_eval.complete_config(None, spec, with_baseline=True)
   names = [m.name for m in cfg.model_specs]
-  assert names == ['candidate', 'baseline', 'no_skill']
-  assert [m.is_baseline for m in cfg.model_specs] == [False, True, False]
+  assert names == ['candidate', 'baseline']  # No-skill: skill_test.py.
+  assert [m.is_baseline for m in cfg.model_specs] == [False, True]
   for metrics_spec in cfg.metrics_specs:
     has = any(m.HasField('threshold') for m in metrics_spec.metrics)
     assert not has or list(metrics_spec.model_names) == ['candidate']
@@ -360,3 +363,57 @@ def test_gate_reports_the_paired_test(regression_run, classifier_runs):
   assert 't-test' in gate['message']
   gate = classifier_runs['alone'][1].document['no_skill']['gate']
   assert gate['tests']['no_skill']['test'] == 'sign'
+
+
+def test_per_class_metrics_are_by_arg_max_on_three_classes(tmp_path):
+  """Top probabilities below 0.5 (where binarising at 0.5 would count no
+  prediction at all): per-class recall and precision equal the confusion
+  matrix's row and column shares."""
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 3, 60)
+  probs = rng.dirichlet(np.ones(3) * 4, size=60) * 0.6 + 0.4 / 3
+  path = str(tmp_path / 'extracts.tfrecord.gz')
+  with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(
+      compression_type='GZIP')) as w:
+    for i, (y, p) in enumerate(zip(labels, probs)):
+      feats = {X.KEY: X._bytes(f's{i}'), X.LENGTH: X._ints([5]),
+               X.LENGTH_BUCKET: X._bytes('4-7'), X.LABEL: X._ints([y]),
+               X.WEIGHT: X._floats([1.0]), X.PREDICTION: X._floats(p),
+               X.NO_SKILL_PREDICTION: X._floats(np.eye(3)[0])}
+      w.write(tf.train.Example(features=tf.train.Features(
+          feature=feats)).SerializeToString())
+  spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
+                      feature_names=('a',), task=ms.CLASSIFICATION,
+                      num_classes=3)
+  cfg = tfma_eval.complete_config(None, spec, with_baseline=False)
+  out = str(tmp_path / 'out')
+  tfma_eval.run(path, cfg, out)
+  results = tfma_eval.load(out, 3)
+  grid = np.array(results.confusion['overall'])
+  pred = probs.argmax(axis=1)
+  expected = np.array([[np.sum((labels == a) & (pred == b)) for b in range(3)]
+                       for a in range(3)])
+  np.testing.assert_array_equal(grid, expected)
+  overall = results.metrics['candidate']['overall']
+  for c in range(3):
+    assert overall[f'recall/class_{c}'] == pytest.approx(
+        grid[c, c] / grid[c].sum())
+    assert overall[f'precision/class_{c}'] == pytest.approx(
+        grid[c, c] / grid[:, c].sum())
+
+
+@pytest.mark.parametrize('run', ['alone', 'worse'])
+def test_load_eval_result_without_a_model_name_gives_the_candidate(
+    classifier_runs, run):
+  """First run: TFMA's one-model layout; with a baseline: the candidate
+  is the one model with diffs, and model_name='candidate' works too."""
+  out, outcome = classifier_runs[run]
+  plain = dict(tfma.load_eval_result(out).slicing_metrics)[()]['']['']
+  key = 'sparse_categorical_accuracy'
+  if run == 'worse':
+    named = dict(tfma.load_eval_result(
+        out, model_name=tfma_eval.CANDIDATE).slicing_metrics)[()]['']['']
+    assert plain[key] == named[key]
+    assert f'{key}_diff' in plain
+  assert plain[key]['doubleValue'] == pytest.approx(
+      outcome.results.metrics['candidate']['overall'][key])
