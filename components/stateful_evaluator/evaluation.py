@@ -99,13 +99,24 @@ def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
 
 def _skill_tests(extracts_path: str, spec: ms.ModelSpec,
                  settings: settings_lib.StatefulSettings,
-                 references: List[str]) -> Dict[str, Any]:
-  """``{reference model: skill_test.PairedTest}`` on the extracts."""
+                 references: List[str],
+                 sample: Optional['skill_test.PointSample'] = None
+                ) -> Dict[str, Any]:
+  """``{reference model: skill_test.PairedTest}`` on the extracts;
+  ``sample`` (regression) receives every labelled step's (label,
+  prediction)."""
   features = {r: tfma_eval.PREDICTION_KEYS[r] for r in references}
+
+  def sequences():
+    for seq in extracts_lib.read_sequences(extracts_path, spec,
+                                           list(features.values())):
+      if sample is not None:
+        sample.offer(seq[extracts_lib.LABEL], seq[extracts_lib.PREDICTION])
+      yield seq
+
   tests = skill_test.paired_tests(
-      spec.task, extracts_lib.read_sequences(extracts_path, spec,
-                                             list(features.values())),
-      list(features.values()), block_steps=settings.skill_block_steps)
+      spec.task, sequences(), list(features.values()),
+      block_steps=settings.skill_block_steps)
   return {r: tests[f] for r, f in features.items()}
 
 
@@ -238,8 +249,10 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   _LOG.info('TFMA: %.1fs; validation_ok=%s', tfma_seconds,
             results.validation_ok)
   references = tfma_eval.no_skill_models(spec)
+  points = (skill_test.PointSample() if spec.task == ms.REGRESSION
+            else None)
   gate = _gate(results, spec, settings, references,
-               _skill_tests(stats.path, spec, settings, references))
+               _skill_tests(stats.path, spec, settings, references, points))
 
   reasons = [f'threshold failed: {f}' for f in results.failures]
   if not results.validation_ok and not results.failures:
@@ -286,6 +299,8 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
       'extracts': dataclasses.asdict(stats),
       'no_skill': {'predictor': no_skill.describe(), 'gate': gate},
       'equivalence': equivalence.to_dict(),
+      'regression_view': None if points is None else {
+          'points': points.points(), 'labelled_steps': points.offered},
       'tfma': {'validation_ok': bool(verdict.validation_ok),
                'thresholds_validation_ok': results.validation_ok,
                'rubber_stamp': bool(verdict.rubber_stamp),

@@ -229,6 +229,39 @@ def heatmap(matrix: Sequence[Sequence[float]], *, title: str,
   return _svg(size, size, parts, title)
 
 
+def scatter(points: Sequence[Sequence[float]], *, title: str,
+            size: int = 360) -> str:
+  """Predicted (y axis) against actual (x axis), with the diagonal."""
+  pts = [(float(a), float(b)) for a, b in points
+         if math.isfinite(a) and math.isfinite(b)]
+  if not pts:
+    return ''
+  lo = min(min(a, b) for a, b in pts)
+  hi = max(max(a, b) for a, b in pts)
+  if hi <= lo:
+    hi = lo + 1.0
+  pad, inner = 46, size - 60
+
+  def x(v):
+    return pad + (v - lo) / (hi - lo) * inner
+
+  def y(v):
+    return size - 30 - (v - lo) / (hi - lo) * inner
+
+  parts = [f'<line x1="{x(lo):.1f}" y1="{y(lo):.1f}" x2="{x(hi):.1f}" '
+           f'y2="{y(hi):.1f}" stroke="#999" stroke-dasharray="4 3"/>']
+  parts += [f'<circle cx="{x(a):.1f}" cy="{y(b):.1f}" r="1.6" '
+            f'fill="{CANDIDATE_COLOR}" fill-opacity="0.5"/>' for a, b in pts]
+  for t in nice_ticks(lo, hi, 4):
+    parts.append(f'<text x="{x(t):.1f}" y="{size - 14}" '
+                 f'text-anchor="middle">{_fmt(t, 3)}</text>')
+    parts.append(f'<text x="{pad - 4}" y="{y(t) + 4:.1f}" '
+                 f'text-anchor="end">{_fmt(t, 3)}</text>')
+  parts.append(f'<text x="{size / 2:.0f}" y="12" text-anchor="middle">'
+               f'{_esc(title)}</text>')
+  return _svg(size, size, parts, title)
+
+
 def render(document: Mapping[str, Any]) -> str:
   """The report page for one evaluation (``stateful_evaluation.json``)."""
   tfma_part = document['tfma']
@@ -300,6 +333,16 @@ def render(document: Mapping[str, Any]) -> str:
         slices, [(m, [metrics[m].get(w, {}).get(primary) for w in slices],
                   colors[m]) for m in models],
         title=f'{primary} by slice', ylabel=primary) + '</div>')
+
+  view = document.get('regression_view')
+  if view and view.get('points'):
+    out.append('<h2>Predicted against actual (candidate)</h2>')
+    out.append(f'<p>A uniform sample of {len(view["points"])} of the '
+               f'{view["labelled_steps"]} labelled steps (x: label, y: '
+               'prediction; dashed: prediction = label). The error by '
+               'length bucket is the Slices table above.</p>')
+    out.append('<div class="fig">' + scatter(
+        view['points'], title='predicted against actual') + '</div>')
 
   confusion = tfma_part.get('confusion_matrix') or {}
   if 'overall' in confusion:

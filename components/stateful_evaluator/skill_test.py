@@ -193,3 +193,31 @@ def worst(tests: Mapping[str, PairedTest]) -> Optional[PairedTest]:
   if not tests:
     return None
   return max(tests.values(), key=lambda t: t.p_value)
+
+
+class PointSample:
+  """A uniform sample of at most ``size`` (label, prediction) pairs over
+  every labelled step offered, in fixed memory (bottom-k of seeded random
+  keys), for the report's predicted-against-actual view of regression."""
+
+  def __init__(self, size: int = 2000, seed: int = 0):
+    self._size = int(size)
+    self._rng = np.random.default_rng(seed)
+    self._keys = np.zeros(0)
+    self._points = np.zeros((0, 2))
+    self.offered = 0
+
+  def offer(self, labels: np.ndarray, predictions: np.ndarray) -> None:
+    y = np.asarray(labels, np.float64).ravel()
+    p = np.asarray(predictions, np.float64).ravel()
+    self.offered += y.size
+    keys = np.concatenate([self._keys, self._rng.random(y.size)])
+    points = np.concatenate([self._points, np.stack([y, p], axis=1)])
+    if keys.size > self._size:
+      keep = np.argpartition(keys, self._size - 1)[:self._size]
+      keys, points = keys[keep], points[keep]
+    self._keys, self._points = keys, points
+
+  def points(self) -> List[List[float]]:
+    order = np.argsort(self._keys)
+    return self._points[order].tolist()

@@ -417,3 +417,16 @@ def test_load_eval_result_without_a_model_name_gives_the_candidate(
     assert f'{key}_diff' in plain
   assert plain[key]['doubleValue'] == pytest.approx(
       outcome.results.metrics['candidate']['overall'][key])
+
+
+def test_regression_view_in_the_report(regression_run, regression_sequences):
+  out, outcome = regression_run
+  view = outcome.document['regression_view']
+  steps = sum(helpers.REGRESSION_LENGTHS)
+  assert view['labelled_steps'] == steps and len(view['points']) == steps
+  labels = sorted(float(v) for s in regression_sequences for v in s.labels)
+  assert sorted(p[0] for p in view['points']) == pytest.approx(labels,
+                                                               rel=1e-6)
+  with open(os.path.join(out, E.REPORT_FILE)) as f:
+    page = f.read()
+  assert 'Predicted against actual' in page and '<circle' in page

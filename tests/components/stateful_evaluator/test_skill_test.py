@@ -108,3 +108,16 @@ def test_one_block_shows_nothing():
 def test_block_sums():
   np.testing.assert_array_equal(K.block_sums(np.arange(7.0), 3),
                                 [3.0, 12.0, 6.0])
+
+
+def test_point_sample_is_bounded_and_uniform():
+  sample = K.PointSample(size=500, seed=1)
+  for start in range(0, 10_000, 700):
+    values = np.arange(start, min(start + 700, 10_000), dtype=float)
+    sample.offer(values, values * 2)
+  points = np.array(sample.points())
+  assert sample.offered == 10_000 and points.shape == (500, 2)
+  np.testing.assert_array_equal(points[:, 1], points[:, 0] * 2)
+  assert len(set(points[:, 0])) == 500
+  # Uniform over the offers: about half from the first half.
+  assert 200 < np.sum(points[:, 0] < 5_000) < 300
