@@ -144,6 +144,11 @@ def add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
       '--allow-no-skill', action='store_true',
       help='turn the no-skill gate off: a model no better than the no-skill '
       'predictors may be blessed (they are still reported)')
+  parser.add_argument(
+      '--skill-significance', type=float, default=0.05,
+      help='level of the one-sided paired test that the model beats each '
+      'no-skill predictor on the same eval examples (default 0.05; 1.0: no '
+      'test, the margin alone decides)')
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
@@ -188,7 +193,8 @@ def config_from_args(args: argparse.Namespace) -> pipeline_config.PipelineConfig
       enable_cache=not args.no_cache,
       checkpoint_dir=_local_path(args.checkpoint_dir), fresh=args.fresh,
       evaluator_settings={'no_skill_margin': args.no_skill_margin,
-                          'require_skill': not args.allow_no_skill})
+                          'require_skill': not args.allow_no_skill,
+                          'skill_significance': args.skill_significance})
 
 
 def check_data_root(config: pipeline_config.PipelineConfig) -> None:

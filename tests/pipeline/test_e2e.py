@@ -31,8 +31,9 @@ UPSTREAM = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen', 'ExampleValidator',
 
 
 def _make_csv(root: str) -> dict:
-  """24 short-ish cue sequences in two CSV files; returns the raw rows."""
-  rows = generate.generate(24, seed=3, median_length=40.0, max_length=160,
+  """96 short-ish cue sequences in two CSV files (enough eval sequences
+  for the no-skill gate's significance test); returns the raw rows."""
+  rows = generate.generate(96, seed=3, median_length=40.0, max_length=160,
                            num_features=3)
   generate.write_csv(rows, root, num_shards=2)
   return rows
@@ -158,7 +159,7 @@ def test_sequence_example_pipeline(tmp_path):
     summary = json.load(f)
   assert summary['blessed'] is True
   assert summary['batcher']['train']['num_sequences'] + summary['batcher'][
-      'eval']['num_sequences'] == 24
+      'eval']['num_sequences'] == 96
   assert tf.saved_model.load(summary['pushed_model']).signatures[
       'serving_default'] is not None
 
