@@ -8,6 +8,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import layers as sl
+from components.stateful import lru
 from components.stateful import model_spec as ms
 from components.stateful import model_io
 from components.stateful import resets
@@ -36,6 +37,12 @@ LAYERS = {
         ('head_mean',), head_steps=5, stateful=stateful)],
     'conv_then_pool': lambda stateful: [_conv(stateful), sl.RunningPool(
         ('ppv', 'max'), stateful=stateful, name='pool')],
+    'lru': lambda stateful: [lru.LinearRecurrence(
+        6, seed=1, stateful=stateful)],
+    'lru_then_pool': lambda stateful: [lru.LinearRecurrence(
+        5, r_min=0.5, max_phase=0.5, seed=2, stateful=stateful),
+                                       sl.RunningPool(('mean', 'max'),
+                                                      stateful=stateful)],
 }
 
 
@@ -214,7 +221,7 @@ def _dense_call(model, x, reset, start, num_unroll):
     return model(x[:, start:start + num_unroll]).numpy()
 
 
-@pytest.mark.parametrize('kind', ['conv', 'lstm'])
+@pytest.mark.parametrize('kind', ['conv', 'lstm', 'lru'])
 def test_step_resets_inside_tf_function_and_gradients(kind):
   """The resets work traced (as the trainer runs them) and cut the
   gradient: a step before a reset does not influence outputs after it."""
@@ -256,7 +263,7 @@ def test_step_resets_reject_a_layer_that_cannot_reset():
       pass
 
 
-@pytest.mark.parametrize('kind', ['conv', 'conv_then_pool'])
+@pytest.mark.parametrize('kind', ['conv', 'conv_then_pool', 'lru'])
 def test_snapshot_restore_and_checkpoint_resume(kind, tmp_path):
   rng = np.random.default_rng(2)
   x = rng.normal(size=(B, 24, F)).astype(np.float32)

@@ -1,0 +1,256 @@
+"""A linear recurrent unit: a diagonal complex linear recurrence over a
+chunk, computed by a parallel associative scan.
+
+``LinearRecurrence`` is a ``layers.StatefulLayer`` (docs/design.md, "The
+state protocol"). Per lane, with input ``x_t`` float32[H] and a complex
+state ``h_t`` of ``state_size`` N (the LRU of Orvieto et al. 2023,
+"Resurrecting Recurrent Neural Networks for Long Sequences"):
+
+    h_t = lambda * h_{t-1} + gamma * (B x_t)       (element-wise over N)
+    y_t = Re(C h_t) + D * x_t                      (y_t float32[H])
+
+* ``lambda = exp(-exp(nu_log) + i exp(theta_log))``: its modulus
+  ``exp(-exp(nu_log))`` is below 1 for every value of ``nu_log`` (the decay
+  rate ``exp(nu_log)`` is floored at ``MIN_DECAY`` so that float32 does not
+  round the modulus to 1), so the recurrence is stable whatever training
+  does to the weights. At initialisation the eigenvalues are uniform on the
+  ring ``r_min <= |lambda| <= r_max`` (``|lambda|^2`` uniform) with phases
+  uniform in ``(0, max_phase]``.
+* ``gamma = sqrt(1 - |lambda|^2)`` (computed from ``lambda``, not a separate
+  weight) normalises the input, so that a white-noise input gives a state of
+  the same scale whatever the eigenvalue's modulus.
+* The state is two float32 variables ``[B, N]`` (real and imaginary parts),
+  so the state protocol covers it as any other layer: an all-zero state is
+  the start of a sequence.
+
+Over a chunk of T' steps the recurrence is the inclusive scan of the pairs
+``(a_t, b_t) = (lambda, gamma * B x_t)`` under the associative combine
+``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)``; ``linear_scan`` computes it
+by log-depth doubling (ceil(log2 T') passes of whole-chunk TensorFlow ops,
+no loop over steps). The carried state is folded into the first element
+(``b_0 <- a_0 h_carried + b_0``). A reset at step t (``dense`` batches) sets
+``a_t = 0``, so the scan restarts there exactly: nothing before it reaches
+past it, in values or gradients. A masked step (a Keras mask, 0 on padding)
+is ``(a, b) = (1, 0)``: it leaves the state as it was (a reset on a masked
+step still zeroes it). The project's batches pass no mask (padding sits only
+at a lane's end and is followed by a reset, as for the other layers); the
+mask is honoured when a model passes one.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful.layers import StatefulLayer
+
+_PACKAGE = 'components.stateful'
+# Floor on the decay rate exp(nu_log): |lambda| <= exp(-MIN_DECAY), which is
+# below 1 in float32 with room for rounding (exp(-x) rounds to 1 for x
+# below about 3e-8); a memory of about 1e6 steps.
+MIN_DECAY = 1e-6
+# Ceiling on theta_log: the phase exp(theta_log) stays finite.
+MAX_THETA_LOG = 80.0
+
+
+def _cmul(ar, ai, br, bi):
+  """(ar + i ai)(br + i bi) as a (real, imaginary) pair."""
+  return ar * br - ai * bi, ar * bi + ai * br
+
+
+def linear_scan(a_re: tf.Tensor, a_im: tf.Tensor, b_re: tf.Tensor,
+                b_im: tf.Tensor):
+  """``h_t = a_t h_{t-1} + b_t`` along axis 1, from ``h_{-1} = 0``.
+
+  Complex values as (real, imaginary) float32 pairs, each [N, T, S]. A
+  Hillis-Steele scan: after the pass with shift s, position t holds the
+  combination of the 2s pairs ending at t (the product of their a's, and
+  h_t as if the recurrence started 2s steps before t); positions before
+  the start read the identity ``(1, 0)``. ceil(log2 T) passes.
+
+  Returns:
+    ``(h_re, h_im)``, each [N, T, S].
+  """
+  length = tf.shape(b_re)[1]
+
+  def earlier(x, shift, fill):
+    pad = tf.fill(tf.shape(x[:, :shift]), tf.constant(fill, x.dtype))
+    return tf.concat([pad, x[:, :length - shift]], axis=1)
+
+  def body(shift, ar, ai, br, bi):
+    pr, pi = earlier(ar, shift, 1.0), earlier(ai, shift, 0.0)
+    qr, qi = earlier(br, shift, 0.0), earlier(bi, shift, 0.0)
+    # (a_earlier, b_earlier) then (a, b): (a_earlier a, a b_earlier + b).
+    cr, ci = _cmul(ar, ai, qr, qi)
+    nr, ni = _cmul(pr, pi, ar, ai)
+    return shift * 2, nr, ni, cr + br, ci + bi
+
+  loop = [tf.constant(1), a_re, a_im, b_re, b_im]
+  _, _, _, h_re, h_im = tf.while_loop(
+      lambda shift, *_: shift < length, body, loop,
+      shape_invariants=[tf.TensorShape([])] + [v.shape for v in loop[1:]])
+  return h_re, h_im
+
+
+def ring_init(state_size: int, r_min: float, r_max: float, max_phase: float,
+              seed: int):
+  """``(nu_log, theta_log)`` float32[N]: eigenvalues uniform on the ring
+  ``r_min <= |lambda| <= r_max`` (uniform in area: ``|lambda|^2`` uniform)
+  with phases uniform in ``(0, max_phase]``; seeded."""
+  rng = np.random.default_rng([seed, 0])
+  u1 = 1.0 - rng.uniform(size=state_size)  # (0, 1]: no log(0).
+  u2 = 1.0 - rng.uniform(size=state_size)
+  modulus_sq = u1 * (r_max ** 2 - r_min ** 2) + r_min ** 2
+  nu_log = np.log(-0.5 * np.log(modulus_sq))
+  theta_log = np.log(max_phase * u2)
+  return nu_log.astype(np.float32), theta_log.astype(np.float32)
+
+
+def _values(array: np.ndarray):
+  """An initializer that returns ``array`` (the layer's seeded draws)."""
+
+  def init(shape, dtype=None, **kwargs):
+    del kwargs
+    if tuple(shape) != array.shape:
+      raise ValueError(f'initial values have shape {array.shape}, the weight '
+                       f'{tuple(shape)}')
+    return tf.constant(array, dtype or tf.float32)
+
+  return init
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class LinearRecurrence(StatefulLayer):
+  """A linear recurrent unit (LRU) that streams exactly; see the module
+  docstring.
+
+  Input and output float32[N, T', H]. State: ``[h_re, h_im]``, each
+  float32[state_size].
+
+  Args:
+    state_size: N, complex state dimensions (eigenvalues).
+    r_min, r_max: the ring of initial eigenvalue moduli,
+      ``0 <= r_min < r_max < 1``.
+    max_phase: initial phases lie in ``(0, max_phase]``; > 0.
+    seed: seeds the initial eigenvalues and the B, C and D draws.
+    stateful: see ``StatefulLayer``.
+
+  Weights (trainable): ``nu_log``, ``theta_log`` [N]; ``B_re``, ``B_im``
+  [H, N] (initially normal / sqrt(2H)); ``C_re``, ``C_im`` [N, H] (normal /
+  sqrt(N)); ``D`` [H] (normal).
+  """
+
+  def __init__(self, state_size: int, r_min: float = 0.9,
+               r_max: float = 0.999, max_phase: float = 2 * math.pi,
+               seed: int = 0, stateful: bool = False, **kwargs):
+    super().__init__(stateful=stateful, **kwargs)
+    if int(state_size) < 1:
+      raise ValueError(f'state_size must be >= 1, got {state_size}')
+    if not 0.0 <= float(r_min) < float(r_max) < 1.0:
+      raise ValueError('need 0 <= r_min < r_max < 1 (eigenvalue moduli '
+                       f'inside the unit circle), got r_min={r_min}, '
+                       f'r_max={r_max}')
+    if not float(max_phase) > 0.0:
+      raise ValueError(f'max_phase must be > 0, got {max_phase}')
+    self.state_size = int(state_size)
+    self.r_min = float(r_min)
+    self.r_max = float(r_max)
+    self.max_phase = float(max_phase)
+    self.seed = int(seed)
+    self.supports_masking = True
+
+  def build(self, input_shape):
+    channels = int(tf.TensorShape(input_shape)[-1])
+    self._channels = channels
+    n = self.state_size
+    nu_log, theta_log = ring_init(n, self.r_min, self.r_max, self.max_phase,
+                                  self.seed)
+
+    def normal(k, shape, scale):
+      rng = np.random.default_rng([self.seed, k])
+      return (rng.normal(size=shape) * scale).astype(np.float32)
+
+    draws = {
+        'nu_log': nu_log, 'theta_log': theta_log,
+        'B_re': normal(1, (channels, n), 1.0 / math.sqrt(2 * channels)),
+        'B_im': normal(2, (channels, n), 1.0 / math.sqrt(2 * channels)),
+        'C_re': normal(3, (n, channels), 1.0 / math.sqrt(n)),
+        'C_im': normal(4, (n, channels), 1.0 / math.sqrt(n)),
+        'D': normal(5, (channels,), 1.0),
+    }
+    for name, value in draws.items():
+      setattr(self, name, self.add_weight(
+          name=name, shape=value.shape, initializer=_values(value)))
+    super().build(input_shape)
+
+  def eigenvalues(self):
+    """``(lambda_re, lambda_im, gamma)``, each float32[N], from the
+    weights: ``|lambda| = exp(-max(exp(nu_log), MIN_DECAY)) < 1`` and
+    ``gamma = sqrt(1 - |lambda|^2)``."""
+    decay = tf.maximum(tf.exp(self.nu_log), MIN_DECAY)
+    phase = tf.exp(tf.minimum(self.theta_log, MAX_THETA_LOG))
+    modulus = tf.exp(-decay)
+    gamma = tf.sqrt(-tf.math.expm1(-2.0 * decay))
+    return modulus * tf.cos(phase), modulus * tf.sin(phase), gamma
+
+  def state_shapes(self):
+    return [tf.TensorShape([self.state_size]),
+            tf.TensorShape([self.state_size])]
+
+  def step(self, inputs, states, resets=None, mask=None):
+    """See ``StatefulLayer.step``; ``mask`` (optional) [N, T'], 0 on steps
+    that leave the state unchanged."""
+    h_re, h_im = states
+    lam_re, lam_im, gamma = self.eigenvalues()
+    b_re = tf.tensordot(inputs, self.B_re, axes=[[2], [0]]) * gamma
+    b_im = tf.tensordot(inputs, self.B_im, axes=[[2], [0]]) * gamma
+    a_re = tf.zeros_like(b_re) + lam_re
+    a_im = tf.zeros_like(b_im) + lam_im
+    if mask is not None:
+      real = tf.cast(mask, tf.bool)[..., None]
+      a_re = tf.where(real, a_re, tf.ones_like(a_re))
+      a_im = tf.where(real, a_im, tf.zeros_like(a_im))
+      b_re = tf.where(real, b_re, tf.zeros_like(b_re))
+      b_im = tf.where(real, b_im, tf.zeros_like(b_im))
+    if resets is not None:
+      fresh = (tf.convert_to_tensor(resets) > 0)[..., None]
+      a_re = tf.where(fresh, tf.zeros_like(a_re), a_re)
+      a_im = tf.where(fresh, tf.zeros_like(a_im), a_im)
+    # The carried state folded into the first element.
+    c_re, c_im = _cmul(a_re[:, :1], a_im[:, :1], h_re[:, None], h_im[:, None])
+    b_re = tf.concat([b_re[:, :1] + c_re, b_re[:, 1:]], axis=1)
+    b_im = tf.concat([b_im[:, :1] + c_im, b_im[:, 1:]], axis=1)
+    h_re, h_im = linear_scan(a_re, a_im, b_re, b_im)
+    outputs = (tf.tensordot(h_re, self.C_re, axes=[[2], [0]])
+               - tf.tensordot(h_im, self.C_im, axes=[[2], [0]])
+               + self.D * inputs)
+    return outputs, [h_re[:, -1], h_im[:, -1]]
+
+  def call(self, inputs, mask=None):
+    if mask is None:
+      return super().call(inputs)
+    # The base class's call (state variables, explicit states, per-step
+    # resets) with the mask handed to ``step``.
+    object.__setattr__(self, 'step', functools.partial(
+        type(self).step, self, mask=mask))
+    try:
+      return super().call(inputs)
+    finally:
+      object.__delattr__(self, 'step')
+
+  def compute_output_shape(self, input_shape):
+    return tf.TensorShape(input_shape)
+
+  def compute_mask(self, inputs, mask=None):
+    return mask
+
+  def get_config(self):
+    return {**super().get_config(), 'state_size': self.state_size,
+            'r_min': self.r_min, 'r_max': self.r_max,
+            'max_phase': self.max_phase, 'seed': self.seed}
+
+
+__all__ = ['LinearRecurrence', 'linear_scan', 'ring_init', 'MIN_DECAY']

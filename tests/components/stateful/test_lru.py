@@ -1,0 +1,306 @@
+"""The linear recurrent unit (``lru.LinearRecurrence``): the scan equals a
+step-by-step loop, chunked equals whole at any chunking and lane count,
+both reset kinds restart exactly, masked steps keep the state, the
+eigenvalues stay inside the unit circle, the state checkpoints exactly.
+
+The protocol tests every stateful layer goes through (chunked == whole,
+per-lane and per-step resets, gradients cut at a reset, snapshot and
+checkpoint resume) run it from ``test_layers.LAYERS`` (kinds ``lru`` and
+``lru_then_pool``)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful import lru
+from components.stateful import state
+from tests.components.stateful import test_layers as tl
+
+H = tl.F  # The layer's width: the test models' feature count.
+
+
+def _layer(state_size=8, **kwargs):
+  layer = lru.LinearRecurrence(state_size, seed=4, **kwargs)
+  layer.build(tf.TensorShape([None, None, H]))
+  return layer
+
+
+def _weights(layer):
+  return {v.name.split('/')[-1].split(':')[0]: v.numpy().astype(np.float64)
+          for v in layer.weights}
+
+
+def _reference(layer, x, h0=None, resets=None, mask=None):
+  """The recurrence cell by cell in float64 complex numbers, from the
+  layer's float32 eigenvalues (``eigenvalues`` is checked against the
+  weights' definition on its own: float32 rounding of a phase near 2 pi,
+  compounded over 100 steps, is itself about 1e-5):
+  ``(outputs [N, T, H], final state [N, S])``."""
+  w = _weights(layer)
+  re, im, gamma = (v.numpy().astype(np.float64) for v in layer.eigenvalues())
+  lam = re + 1j * im
+  b = w['B_re'] + 1j * w['B_im']
+  c = w['C_re'] + 1j * w['C_im']
+  n, length, _ = x.shape
+  h = np.zeros((n, layer.state_size), complex) if h0 is None else h0
+  out = np.zeros(x.shape)
+  for t in range(length):
+    if resets is not None:
+      h = np.where(resets[:, t:t + 1] > 0, 0.0, h)
+    new = lam * h + gamma * (x[:, t] @ b)
+    h = new if mask is None else np.where(mask[:, t:t + 1] > 0, new, h)
+    out[:, t] = (h @ c).real + w['D'] * x[:, t]
+  return out, h
+
+
+def _complex(states):
+  return states[0].numpy() + 1j * states[1].numpy()
+
+
+@pytest.mark.parametrize('length', [1, 2, 3, 4, 5, 8, 9, 31, 64, 100])
+def test_scan_equals_a_step_by_step_loop(length):
+  rng = np.random.default_rng(length)
+  layer = _layer()
+  x = rng.normal(size=(3, length, H)).astype(np.float32)
+  h0 = [tf.constant(rng.normal(size=(3, 8)), tf.float32) for _ in range(2)]
+  out, new = layer.step(x, h0)
+  want, h = _reference(layer, x, _complex(h0))
+  np.testing.assert_allclose(out.numpy(), want, atol=1e-5)
+  np.testing.assert_allclose(_complex(new), h, atol=1e-5)
+  # With resets and a mask inside the chunk.
+  resets = (rng.uniform(size=(3, length)) < 0.2).astype(np.float32)
+  mask = (rng.uniform(size=(3, length)) < 0.7).astype(np.float32)
+  out, new = layer.step(x, h0, resets, mask=mask)
+  want, h = _reference(layer, x, _complex(h0), resets, mask)
+  np.testing.assert_allclose(out.numpy(), want, atol=1e-5)
+  np.testing.assert_allclose(_complex(new), h, atol=1e-5)
+
+
+def test_eigenvalues_follow_the_parameterisation():
+  layer = _layer(64)
+  w = _weights(layer)
+  want = np.exp(-np.exp(w['nu_log']) + 1j * np.exp(w['theta_log']))
+  re, im, gamma = (v.numpy() for v in layer.eigenvalues())
+  np.testing.assert_allclose(re + 1j * im, want, atol=1e-6)
+  np.testing.assert_allclose(gamma, np.sqrt(1 - np.abs(want) ** 2),
+                             rtol=1e-5)
+
+
+def test_scan_of_unknown_length_in_a_graph():
+  """The serving twin's shapes: lanes and length unknown when traced."""
+  rng = np.random.default_rng(0)
+  scan = tf.function(lru.linear_scan, input_signature=[
+      tf.TensorSpec([None, None, 4], tf.float32)] * 4)
+  a = rng.uniform(-0.7, 0.7, size=(2, 2, 23, 4)).astype(np.float32)
+  b = rng.normal(size=(2, 2, 23, 4)).astype(np.float32)
+  h_re, h_im = scan(a[0], a[1], b[0], b[1])
+  aa = a[0] + 1j * a[1]
+  bb = b[0] + 1j * b[1]
+  h, want = np.zeros((2, 4), complex), []
+  for t in range(23):
+    h = aa[:, t] * h + bb[:, t]
+    want.append(h)
+  want = np.stack(want, axis=1)
+  np.testing.assert_allclose(h_re.numpy(), want.real, atol=1e-5)
+  np.testing.assert_allclose(h_im.numpy(), want.imag, atol=1e-5)
+
+
+@pytest.mark.parametrize('lanes', [1, 4, 9])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_chunked_equals_whole_at_random_chunks_and_lane_counts(lanes, seed):
+  rng = np.random.default_rng(10 * lanes + seed)
+  model = tl._model('lru', True, lanes)
+  twin = tl._model('lru', False)
+  twin.set_weights(model.get_weights())
+  x = (rng.normal(size=(lanes, 150, H)) * 3).astype(np.float32)
+  whole = twin(x).numpy()
+  cuts = np.sort(rng.choice(np.arange(1, 150), size=int(rng.integers(3, 12)),
+                            replace=False))
+  spans = list(zip([0, *cuts], [*cuts, 150]))
+  state.zero_all(model)
+  got = np.concatenate([model(x[:, a:b]).numpy() for a, b in spans], axis=1)
+  np.testing.assert_allclose(got, whole, atol=1e-5)
+  states = [tf.zeros([lanes] + s.as_list())
+            for s in state.serving_state_shapes(twin)]
+  outs = []
+  for a, b in spans:
+    out, states = state.run_with_states(twin, x[:, a:b], states)
+    outs.append(out.numpy())
+  np.testing.assert_allclose(np.concatenate(outs, axis=1), whole, atol=1e-5)
+
+
+@pytest.mark.parametrize('lanes', [2, 5])
+def test_lane_reset_mid_stream_equals_a_fresh_run(lanes):
+  rng = np.random.default_rng(lanes)
+  model = tl._model('lru', True, lanes)
+  twin = tl._model('lru', False)
+  twin.set_weights(model.get_weights())
+  x = rng.normal(size=(lanes, 60, H)).astype(np.float32)
+  state.zero_all(model)
+  model(x[:, :25])
+  before = [v.numpy() for v in state.state_variables(model)]
+  flags = np.zeros(lanes, np.int64)
+  flags[-1] = 1
+  state.reset_lanes(model, flags)
+  for var, old in zip(state.state_variables(model), before):
+    assert not var.numpy()[-1].any()
+    np.testing.assert_array_equal(var.numpy()[:-1], old[:-1])
+  out = np.concatenate([model(x[:, 25:40]).numpy(),
+                        model(x[:, 40:]).numpy()], axis=1)
+  np.testing.assert_allclose(out[-1], twin(x[-1:, 25:]).numpy()[0],
+                             atol=1e-5)
+  np.testing.assert_allclose(out[:-1], twin(x[:-1]).numpy()[:, 25:],
+                             atol=1e-5)
+
+
+def test_step_reset_inside_a_chunk_equals_a_fresh_run():
+  """From a non-zero carried state: a reset at step k gives, from k on,
+  the outputs and final state of a fresh run of steps k.. alone."""
+  rng = np.random.default_rng(3)
+  layer = _layer()
+  x = rng.normal(size=(2, 30, H)).astype(np.float32)
+  h0 = [tf.constant(rng.normal(size=(2, 8)) * 5, tf.float32)
+        for _ in range(2)]
+  for k in (0, 1, 7, 16, 29):
+    resets = np.zeros((2, 30), np.float32)
+    resets[:, k] = 1.0
+    out, new = layer.step(x, h0, resets)
+    fresh, fresh_state = layer.step(x[:, k:], layer.zero_states(2))
+    np.testing.assert_allclose(out.numpy()[:, k:], fresh.numpy(), atol=1e-5)
+    for got, want in zip(new, fresh_state):
+      np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+    # Before the reset: the carried state's continuation.
+    cont, _ = layer.step(x, h0)
+    np.testing.assert_array_equal(out.numpy()[:, :k], cont.numpy()[:, :k])
+
+
+def test_masked_steps_leave_the_state_unchanged():
+  rng = np.random.default_rng(4)
+  layer = _layer()
+  x = rng.normal(size=(2, 20, H)).astype(np.float32)
+  h0 = [tf.constant(rng.normal(size=(2, 8)), tf.float32) for _ in range(2)]
+  mask = np.ones((2, 20), np.float32)
+  mask[0, 5:9] = 0.0
+  mask[1, 12:] = 0.0
+  out, new = layer.step(x, h0, mask=mask)
+  for lane in range(2):
+    real = mask[lane] > 0
+    alone, alone_state = layer.step(
+        x[lane:lane + 1, real], [h[lane:lane + 1] for h in h0])
+    np.testing.assert_allclose(out.numpy()[lane, real], alone.numpy()[0],
+                               atol=1e-5)
+    for got, want in zip(new, alone_state):
+      np.testing.assert_allclose(got.numpy()[lane], want.numpy()[0],
+                                 atol=1e-5)
+  # A wholly masked chunk through a stateful layer's Keras call (the mask
+  # a Masking layer would hand on): the state variables keep every bit.
+  inputs = keras.Input(shape=(None, H), batch_size=2)
+  masked = keras.layers.Masking(0.0)(inputs)
+  model = keras.Model(inputs, lru.LinearRecurrence(
+      8, seed=4, stateful=True)(masked))
+  model(x[:, :10])
+  before = [v.numpy() for v in state.state_variables(model)]
+  model(np.zeros((2, 6, H), np.float32))
+  for var, old in zip(state.state_variables(model), before):
+    np.testing.assert_array_equal(var.numpy(), old)
+  # A reset on a masked step still starts the sequence there.
+  resets = np.zeros((2, 20), np.float32)
+  resets[1, 15] = 1.0
+  _, new = layer.step(x, h0, resets, mask=mask)
+  assert not new[0].numpy()[1].any() and not new[1].numpy()[1].any()
+
+
+def test_initial_eigenvalues_lie_on_the_ring():
+  layer = _layer(512, r_min=0.4, r_max=0.8, max_phase=0.3)
+  re, im, gamma = (v.numpy().astype(np.float64) for v in layer.eigenvalues())
+  modulus, phase = np.hypot(re, im), np.arctan2(im, re)
+  assert modulus.min() >= 0.4 - 1e-6 and modulus.max() <= 0.8 + 1e-6
+  # Uniform in area: |lambda|^2 is uniform on [0.16, 0.64].
+  assert abs(np.mean(modulus ** 2) - 0.4) < 0.03
+  assert phase.min() > 0.0 and phase.max() <= 0.3 + 1e-6
+  np.testing.assert_allclose(gamma, np.sqrt(1 - modulus ** 2), atol=1e-5)
+
+
+def test_eigenvalues_stay_inside_the_unit_circle_whatever_the_weights():
+  layer = _layer(12)
+  layer.nu_log.assign([-1e30, -1e4, -200.0, -40.0, -17.0, -14.0, -5.0, 0.0,
+                       5.0, 100.0, 1e4, 1e30])
+  layer.theta_log.assign([1e30, -1e30, 1e4, 200.0, 88.0, 10.0, 0.0, -5.0,
+                          -100.0, 3.0, -1e4, 50.0])
+  re, im, gamma = (v.numpy() for v in layer.eigenvalues())
+  assert np.isfinite(re).all() and np.isfinite(im).all()
+  assert (re.astype(np.float64) ** 2 + im.astype(np.float64) ** 2 < 1).all()
+  assert ((gamma > 0) & (gamma <= 1)).all()
+  # A long constant input keeps the state finite and bounded.
+  x = np.ones((1, 4000, H), np.float32)
+  out, new = layer.step(x, layer.zero_states(1))
+  assert np.isfinite(out.numpy()).all()
+  assert np.isfinite(new[0].numpy()).all() and np.isfinite(
+      new[1].numpy()).all()
+  # Random weights of any scale, and one gradient step with a huge rate.
+  rng = np.random.default_rng(0)
+  for w in layer.trainable_weights:
+    w.assign(rng.normal(size=w.shape) * 10.0 ** rng.uniform(-3, 3, w.shape))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(layer.step(x[:, :50], layer.zero_states(1))[0])
+  for w, g in zip(layer.trainable_weights,
+                  tape.gradient(loss, layer.trainable_weights)):
+    w.assign_add(-1e6 * tf.clip_by_norm(g, 1.0))
+  re, im, _ = (v.numpy().astype(np.float64) for v in layer.eigenvalues())
+  assert (re ** 2 + im ** 2 < 1).all()
+
+
+def test_every_weight_gets_a_finite_gradient_when_traced():
+  model, _ = tl._pair('lru')
+  x = tf.constant(np.random.default_rng(8).normal(size=(tl.B, 16, H)),
+                  tf.float32)
+
+  @tf.function(autograph=False)
+  def grads(features):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.square(model(features)))
+    return tape.gradient(loss, model.trainable_weights)
+
+  state.zero_all(model)
+  got = grads(x)
+  assert len(got) == 7
+  for weight, grad in zip(model.trainable_weights, got):
+    assert grad is not None, weight.name
+    assert np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).any(), (
+        weight.name)
+
+
+def test_state_checkpoint_and_restore_are_exact(tmp_path):
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(tl.B, 50, H)).astype(np.float32)
+  model, _ = tl._pair('lru')
+  state.zero_all(model)
+  model(x[:, :23])
+  saved = [v.numpy() for v in state.state_variables(model)]
+  assert all(np.abs(s).sum() > 0 for s in saved)
+  path = tf.train.Checkpoint(states=state.state_variables(model)).save(
+      str(tmp_path / 'state'))
+  model.save_weights(str(tmp_path / 'weights'))
+  expected = model(x[:, 23:]).numpy()
+  # A model rebuilt from its config, with the saved weights and state.
+  other = keras.Model.from_config(model.get_config())
+  other.load_weights(str(tmp_path / 'weights'))
+  tf.train.Checkpoint(states=state.state_variables(other)).restore(path)
+  for var, value in zip(state.state_variables(other), saved):
+    np.testing.assert_array_equal(var.numpy(), value)
+  np.testing.assert_array_equal(other(x[:, 23:]).numpy(), expected)
+
+
+def test_config_round_trip():
+  layer = lru.LinearRecurrence(7, r_min=0.2, r_max=0.7, max_phase=1.5,
+                               seed=9, stateful=True, name='rec')
+  copy = lru.LinearRecurrence.from_config(layer.get_config())
+  assert (copy.state_size, copy.r_min, copy.r_max, copy.max_phase,
+          copy.seed, copy.stateful, copy.name) == (
+              7, 0.2, 0.7, 1.5, 9, True, 'rec')
+  config = keras.layers.serialize(layer)
+  assert type(keras.layers.deserialize(config)) is lru.LinearRecurrence
+  with pytest.raises(ValueError, match='inside the unit circle'):
+    lru.LinearRecurrence(4, r_min=0.5, r_max=1.0)
+
