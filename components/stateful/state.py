@@ -4,8 +4,9 @@ A **stateful layer** is any layer that declares per-lane state (variables
 whose first dimension is the lane, B): Keras RNN layers built with
 ``stateful=True`` (LSTM, GRU, SimpleRNN, RNN(cell), stacked cells) and the
 project's ``layers.StatefulLayer`` subclasses (causal convolution, running
-pools). An all-zero state means "a sequence starts here" for every one of
-them. Everything that handles state goes through this module:
+pools, the linear recurrence ``lru.LinearRecurrence``). An all-zero state
+means "a sequence starts here" for every one of them. Everything that
+handles state goes through this module:
 
 * ``stateful_layers(model)`` — every stateful layer, nested models
   included, in a fixed order (the model's layer-tracking order);
