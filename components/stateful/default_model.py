@@ -1,5 +1,6 @@
 """The default model module: streaming random-convolution features and a
-linear head (or, as a hyperparameter, a stacked LSTM/GRU).
+linear head (or, as a hyperparameter, a stacked LSTM/GRU or a stack of
+linear recurrent units).
 
 Used when the StatefulTrainer is given no ``module_file``; also an example
 of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
@@ -47,18 +48,30 @@ shared out evenly over the dilations.
 list) and a Dense head, with optional ``dropout`` between layers and
 ``head_units``.
 
+``model='lru'``: a Dense encoder to ``units`` channels (an int), then
+``blocks`` residual blocks, each ``x + GLU(GELU(LinearRecurrence(
+LayerNorm(x))))`` (``lru.LinearRecurrence`` with ``state_size`` complex
+state dimensions, eigenvalue moduli initially on the ring ``[r_min,
+r_max]``, phases in ``(0, max_phase]``; the layer norm is over each step's
+channels alone, so nothing but the recurrence mixes time steps), optional
+``dropout`` after each block, and a Dense head. Trained by the trainer's
+loop, as the RNN models.
+
 Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
 ``head`` (``ridge``), ``kernels`` (448), ``kernels_per_dilation`` (overrides
 ``kernels``), ``kernel_size`` (9), ``max_dilation`` (from the data, see
 above), ``thresholds_per_kernel`` (4: PPV features per kernel, each with its
 own threshold), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
-``dropout`` (0), ``head_units``.
+``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
+(64), ``blocks`` (2), ``r_min`` (0.9), ``r_max`` (0.999), ``max_phase``
+(2 pi).
 
 Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
 """
 
+import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
@@ -66,8 +79,9 @@ import tf_keras as keras
 
 from components.stateful import conv_adapt
 from components.stateful import layers as sl
+from components.stateful import lru
 
-MODELS = ('conv', 'lstm', 'gru')
+MODELS = ('conv', 'lstm', 'gru', 'lru')
 RNN_TYPES = ('lstm', 'gru')
 HEADS = ('ridge', 'sgd')
 
@@ -131,7 +145,7 @@ def _units(value) -> List[int]:
 
 
 def model_kind(spec) -> str:
-  """``conv``, ``lstm`` or ``gru`` from the hyperparameters."""
+  """``conv``, ``lstm``, ``gru`` or ``lru`` from the hyperparameters."""
   hp = spec.hyperparameters
   kind = hp.get('model')
   if kind is None:
@@ -278,6 +292,44 @@ def _build_rnn(spec, inputs, rnn_type: str) -> tf.Tensor:
       name='head')(x)
 
 
+def _build_lru(spec, inputs) -> tf.Tensor:
+  hp = spec.hyperparameters
+  units = hp.get('units', 32)
+  if isinstance(units, (list, tuple)) and len(units) == 1:
+    units = units[0]
+  if not isinstance(units, int) or isinstance(units, bool) or units < 1:
+    raise ValueError("model='lru' takes units as one positive int (the "
+                     f'width of every residual block), got {units!r}')
+  blocks = int(hp.get('blocks', 2))
+  if blocks < 1:
+    raise ValueError(f'blocks must be >= 1, got {blocks}')
+  dropout = float(hp.get('dropout', 0.0))
+  seed = int(spec.seed)
+
+  def dense(width, name, k, activation=None):
+    return keras.layers.Dense(
+        width, activation=activation, name=name,
+        kernel_initializer=keras.initializers.GlorotUniform(seed=seed + k))
+
+  x = dense(units, 'encoder', 601)(inputs)
+  for i in range(blocks):
+    y = keras.layers.LayerNormalization(axis=-1, name=f'norm_{i}')(x)
+    y = lru.LinearRecurrence(
+        int(hp.get('state_size', 64)), r_min=float(hp.get('r_min', 0.9)),
+        r_max=float(hp.get('r_max', 0.999)),
+        max_phase=float(hp.get('max_phase', 2 * math.pi)),
+        seed=seed * 1013 + i, stateful=spec.stateful, name=f'lru_{i}')(y)
+    y = keras.layers.Activation('gelu', name=f'gelu_{i}')(y)
+    y = keras.layers.Multiply(name=f'glu_{i}')([
+        dense(units, f'glu_value_{i}', 611 + 2 * i)(y),
+        dense(units, f'glu_gate_{i}', 612 + 2 * i, 'sigmoid')(y)])
+    if dropout > 0.0:
+      y = SeededDropout(dropout, seed=seed * 1009 + i,
+                        name=f'dropout_{i}')(y)
+    x = keras.layers.Add(name=f'residual_{i}')([x, y])
+  return dense(spec.output_units, 'head', 503)(x)
+
+
 def build_model(spec) -> keras.Model:
   """See the module docstring.
 
@@ -293,6 +345,8 @@ def build_model(spec) -> keras.Model:
   if kind == 'conv':
     return keras.Model(inputs, _build_conv(spec, inputs),
                        name='streaming_conv')
+  if kind == 'lru':
+    return keras.Model(inputs, _build_lru(spec, inputs), name='stacked_lru')
   return keras.Model(inputs, _build_rnn(spec, inputs, kind),
                      name=f'stacked_{kind}')
 

@@ -1,7 +1,8 @@
 """The linear recurrent unit (``lru.LinearRecurrence``): the scan equals a
 step-by-step loop, chunked equals whole at any chunking and lane count,
 both reset kinds restart exactly, masked steps keep the state, the
-eigenvalues stay inside the unit circle, the state checkpoints exactly.
+eigenvalues stay inside the unit circle, the state checkpoints exactly,
+and the default module's ``model='lru'`` streams and exports.
 
 The protocol tests every stateful layer goes through (chunked == whole,
 per-lane and per-step resets, gradients cut at a reset, snapshot and
@@ -13,8 +14,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import default_model as dm
 from components.stateful import lru
+from components.stateful import model_io
+from components.stateful import model_spec as ms
 from components.stateful import state
+from components.stateful_trainer import export
 from tests.components.stateful import test_layers as tl
 
 H = tl.F  # The layer's width: the test models' feature count.
@@ -303,4 +308,66 @@ def test_config_round_trip():
   assert type(keras.layers.deserialize(config)) is lru.LinearRecurrence
   with pytest.raises(ValueError, match='inside the unit circle'):
     lru.LinearRecurrence(4, r_min=0.5, r_max=1.0)
+
+
+def _spec(stateful, **hp):
+  return ms.ModelSpec(
+      batch_size=tl.B if stateful else None,
+      num_unroll=8 if stateful else None, stateful=stateful,
+      feature_names=('a', 'b'), task='classification', num_classes=3,
+      hyperparameters={'model': 'lru', 'units': 6, 'state_size': 5,
+                       'blocks': 2, **hp}, seed=2)
+
+
+def test_default_model_lru_streams_exactly():
+  module = model_io.resolve_module()
+  model = model_io.build_stateful(module, _spec(True))
+  twin = model_io.build_serving(module, _spec(False), weights_from=model)
+  state.check_stateful_model(model, batch_size=tl.B, num_unroll=8,
+                             num_features=H, output_units=3)
+  state.check_serving_model(twin, num_features=H, output_units=3)
+  assert {type(l).__name__ for l in state.stateful_layers(model)} == {
+      'LinearRecurrence'}
+  assert dm.default_epochs(_spec(True)) is None
+  assert dm.label_scoring(_spec(True)) == 'weighted'
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(tl.B, 40, H)).astype(np.float32)
+  whole = twin(x).numpy()
+  state.zero_all(model)
+  got = np.concatenate([model(x[:, i:i + 8]).numpy()
+                        for i in range(0, 40, 8)], axis=1)
+  np.testing.assert_allclose(got, whole, atol=1e-5)
+  streams, reset, lanes = tl._lane_streams(rng, 8)
+  tl._check_streams(model, twin, streams, reset, lanes, 8, rtol=1e-6)
+  with pytest.raises(ValueError, match='one positive int'):
+    model_io.build_stateful(module, _spec(True, units=[4, 3]))
+
+
+def test_default_model_lru_exports_a_step_signature_that_streams(tmp_path):
+  module = model_io.resolve_module()
+  model = model_io.build_stateful(module, _spec(True))
+  spec = _spec(False)
+  twin = model_io.build_serving(module, spec, weights_from=model)
+  export.export_serving_model(str(tmp_path / 'serving'), twin, spec)
+  loaded = tf.saved_model.load(str(tmp_path / 'serving'))
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, 19, H)).astype(np.float32)
+  whole = loaded.signatures['serving_transformed'](
+      features=tf.constant(x), lengths=tf.constant([19, 19], tf.int64))
+  step = loaded.signatures['step']
+  states = loaded.signatures['initial_state'](
+      batch_size=tf.constant(2, tf.int64))
+  assert len(states) == 2 * 2  # Two blocks, real and imaginary parts.
+  reset = tf.constant([1, 1], tf.int64)
+  logits = []
+  for a, b in [(0, 5), (5, 6), (6, 19)]:
+    result = step(features=tf.constant(x[:, a:b]), reset=reset,
+                  **{k: v for k, v in states.items()})
+    reset = tf.constant([0, 0], tf.int64)
+    states = {k: v for k, v in result.items() if k.startswith('state_')}
+    logits.append(result['logits'].numpy())
+  np.testing.assert_allclose(np.concatenate(logits, axis=1)[:, -1],
+                             whole['logits'].numpy(), atol=1e-5)
+  np.testing.assert_allclose(np.concatenate(logits, axis=1),
+                             twin(x).numpy(), atol=1e-5)
 
