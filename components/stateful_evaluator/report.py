@@ -339,8 +339,9 @@ def render(document: Mapping[str, Any]) -> str:
     out.append('<h2>Predicted against actual (candidate)</h2>')
     out.append(f'<p>A uniform sample of {len(view["points"])} of the '
                f'{view["labelled_steps"]} labelled steps (x: label, y: '
-               'prediction; dashed: prediction = label). The error by '
-               'length bucket is the Slices table above.</p>')
+               'prediction; dashed: prediction = label).' +
+               (' The error by length bucket is in the slices table above.'
+                if slices else '') + '</p>')
     out.append('<div class="fig">' + scatter(
         view['points'], title='predicted against actual') + '</div>')
 

@@ -140,7 +140,10 @@ def test_report_is_self_contained_html_with_plots(runs):
   assert 'BLESSED' in page
   assert 'src=' not in page and 'href=' not in page  # Nothing external.
   svgs = page.split('<svg')[1:]
-  assert len(svgs) == 1  # The references (this config slices overall only).
+  # The primary metric's bars (this config slices overall only) and the
+  # regression view (predicted against actual).
+  assert len(svgs) == 2
+  assert 'aria-label="predicted against actual"' in page
   for svg in svgs:
     ET.fromstring('<svg' + svg.split('</svg>')[0] + '</svg>')  # Well formed.
   assert 'mean_squared_error: candidate and references' in page
