@@ -32,7 +32,7 @@ import dataclasses
 import logging
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -162,12 +162,15 @@ class _Writer:
   """Turns finished sequences into examples (see the module docstring)."""
 
   def __init__(self, path: str, spec: ms.ModelSpec, no_skill: NoSkill,
-               with_baseline: bool):
+               with_baseline: bool,
+               observe: Optional[Callable[[Dict[str, np.ndarray]], None]]
+               = None):
     self._file = tf.io.TFRecordWriter(
         path, options=tf.io.TFRecordOptions(compression_type='GZIP'))
     self._spec = spec
     self._no_skill = no_skill
     self._baseline = with_baseline
+    self._observe = observe
     self.examples = self.sequences = self.steps = 0
 
   def _write(self, features: Dict[str, tf.train.Feature]) -> None:
@@ -193,6 +196,12 @@ class _Writer:
       base_probs = _softmax(base) if base is not None else None
       rows = (range(labels.size) if spec.label_kind == ms.PER_STEP
               else [labels.size - 1])
+      if self._observe is not None:
+        picked = np.asarray(list(rows))
+        self._observe({LABEL: labels[picked], WEIGHT: weights[picked],
+                       PREDICTION: probs[picked],
+                       NO_SKILL_PREDICTION: np.tile(one_hot,
+                                                    (picked.size, 1))})
       for i in rows:
         feats = dict(common)
         feats.update({LABEL: _ints([labels[i]]), WEIGHT: _floats([weights[i]]),
@@ -209,9 +218,14 @@ class _Writer:
                   NO_SKILL_PREDICTION: _floats(np.full(values.size, ns.mean))})
     if base is not None:
       feats[BASELINE_PREDICTION] = _floats(base[:, 0])
+    scored = {LABEL: values, WEIGHT: weights, PREDICTION: outputs[:, 0],
+              NO_SKILL_PREDICTION: np.full(values.size, ns.mean)}
     if spec.label_kind == ms.PER_STEP:
-      feats[LAST_VALUE_PREDICTION] = _floats(
-          np.concatenate([[ns.mean], values[:-1]]))
+      scored[LAST_VALUE_PREDICTION] = np.concatenate([[ns.mean],
+                                                      values[:-1]])
+      feats[LAST_VALUE_PREDICTION] = _floats(scored[LAST_VALUE_PREDICTION])
+    if self._observe is not None:
+      self._observe(scored)
     self._write(feats)
 
   def close(self) -> None:
@@ -223,7 +237,9 @@ def write_extracts(candidate: models_lib.LoadedModel,
                    batches_uri: str, split: str, no_skill: NoSkill,
                    output_dir: str,
                    sampler: Optional[chunked_lib.SequenceSampler] = None,
-                   log_every: int = 1000) -> ExtractStats:
+                   log_every: int = 1000,
+                   observe: Optional[Callable[[Dict[str, np.ndarray]], None]]
+                   = None) -> ExtractStats:
   """The chunked pass over ``split``; see the module docstring.
 
   Args:
@@ -236,6 +252,12 @@ def write_extracts(candidate: models_lib.LoadedModel,
     sampler: optional; receives the candidate's segments of the sampled
       sequences (for the chunked == whole check).
     log_every: a progress line every this many batches.
+    observe: optional; called once per finished sequence with what its
+      examples hold, as arrays over its labelled (scored) steps in order:
+      ``label`` [n], ``weight`` [n], ``prediction`` and
+      ``no_skill_prediction`` ([n, K] probabilities or [n] values) and, for
+      per-step regression, ``last_value_prediction`` (the no-skill gate's
+      paired test reads them here, without reading the file back).
 
   Returns:
     ``ExtractStats``.
@@ -243,7 +265,7 @@ def write_extracts(candidate: models_lib.LoadedModel,
   spec = candidate.spec
   tf.io.gfile.makedirs(output_dir)
   path = os.path.join(output_dir, EXTRACTS_FILE)
-  writer = _Writer(path, spec, no_skill, baseline is not None)
+  writer = _Writer(path, spec, no_skill, baseline is not None, observe)
   cand_steps = steps_lib.compile_steps(candidate.model, None, None)
   base_steps = (steps_lib.compile_steps(baseline.model, None, None)
                 if baseline is not None else None)
@@ -318,33 +340,3 @@ def _consume(batch, outputs, base_out, spec, open_seqs, writer,
     if piece.ends:
       writer.finish(open_seqs.pop(lane))
 
-
-def read_sequences(path: str, spec: ms.ModelSpec, references: List[str]):
-  """Yields the extracts of ``path`` back, one dict per sequence: ``key``,
-  ``label`` [n], ``weight`` [n], ``prediction`` and each of ``references``
-  ([n, K] class probabilities or [n] values), the labelled steps in order.
-  (Per-step classification examples, one per step, are written sequence
-  by sequence, so consecutive examples of one key are one sequence.)"""
-  k = int(spec.num_classes or 1)
-  classification = spec.task == ms.CLASSIFICATION
-  current = None
-  for record in tf.data.TFRecordDataset(path, compression_type='GZIP'):
-    feats = tf.train.Example.FromString(record.numpy()).features.feature
-    key = feats[KEY].bytes_list.value[0].decode('utf-8')
-    if classification:
-      row = {LABEL: np.asarray(feats[LABEL].int64_list.value, np.int64)}
-    else:
-      row = {LABEL: np.asarray(feats[LABEL].float_list.value, np.float64)}
-    row[WEIGHT] = np.asarray(feats[WEIGHT].float_list.value, np.float64)
-    for name in [PREDICTION] + list(references):
-      values = np.asarray(feats[name].float_list.value, np.float64)
-      row[name] = values.reshape(-1, k) if classification else values
-    if current is not None and current['key'] == key:
-      for name, values in row.items():
-        current[name] = np.concatenate([current[name], values])
-      continue
-    if current is not None:
-      yield current
-    current = dict(row, key=key)
-  if current is not None:
-    yield current

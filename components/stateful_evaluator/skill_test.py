@@ -150,42 +150,61 @@ class _Blocks:
   weight: float = 0.0
 
 
+class PairedTests:
+  """Accumulates the block differences sequence by sequence (``add``);
+  ``results`` gives ``{reference: PairedTest}``. Memory: one float per
+  block and reference.
+
+  Args:
+    task: ``classification`` or ``regression``.
+    references: the reference names (keys of each sequence mapping).
+    block_steps: the test's unit (see the module docstring).
+  """
+
+  def __init__(self, task: str, references: List[str],
+               block_steps: int = DEFAULT_BLOCK_STEPS):
+    if block_steps < 1:
+      raise ValueError(f'block_steps must be >= 1, got {block_steps}')
+    self._task = task
+    self._block_steps = int(block_steps)
+    self._acc = {r: _Blocks() for r in references}
+
+  def add(self, seq: Mapping[str, np.ndarray]) -> None:
+    """One sequence's labelled steps in order: ``label`` [n], ``weight``
+    [n], ``prediction`` and one array per reference ([n, K] probabilities
+    or [n] values)."""
+    labels = np.asarray(seq['label'])
+    if labels.size == 0:
+      return
+    for r, blocks in self._acc.items():
+      diff = step_differences(self._task, labels, seq['weight'],
+                              seq['prediction'], seq[r])
+      blocks.sums.append(block_sums(diff, self._block_steps))
+      blocks.score += reference_score(self._task, labels, seq['weight'],
+                                      seq[r])
+      blocks.weight += float(np.sum(seq['weight']))
+      if not (self._task == CLASSIFICATION and labels.size == 1):
+        blocks.single = False
+
+  def results(self) -> Dict[str, PairedTest]:
+    out = {}
+    for r, blocks in self._acc.items():
+      sums = np.concatenate(blocks.sums) if blocks.sums else np.zeros(0)
+      test = one_sided_test(sums, blocks.single and sums.size > 0, r)
+      out[r] = dataclasses.replace(test, reference_value=(
+          blocks.score / blocks.weight if blocks.weight > 0 else None))
+    return out
+
+
 def paired_tests(task: str, sequences: Iterable[Mapping[str, np.ndarray]],
                  references: List[str],
                  block_steps: int = DEFAULT_BLOCK_STEPS
                 ) -> Dict[str, PairedTest]:
-  """``{reference: PairedTest}`` over ``sequences``.
-
-  Args:
-    task: ``classification`` or ``regression``.
-    sequences: per sequence, its labelled steps in order: ``label`` [n],
-      ``weight`` [n], ``prediction`` and one array per reference name
-      ([n, K] probabilities or [n] values).
-    references: the reference names (keys of each sequence mapping).
-    block_steps: the test's unit (see the module docstring).
-  """
-  if block_steps < 1:
-    raise ValueError(f'block_steps must be >= 1, got {block_steps}')
-  acc = {r: _Blocks() for r in references}
+  """``{reference: PairedTest}`` over ``sequences`` (see ``PairedTests``)."""
+  tests = PairedTests(task, references, block_steps)
   for seq in sequences:
-    labels = np.asarray(seq['label'])
-    if labels.size == 0:
-      continue
-    for r in references:
-      diff = step_differences(task, labels, seq['weight'], seq['prediction'],
-                              seq[r])
-      acc[r].sums.append(block_sums(diff, block_steps))
-      acc[r].score += reference_score(task, labels, seq['weight'], seq[r])
-      acc[r].weight += float(np.sum(seq['weight']))
-      if not (task == CLASSIFICATION and labels.size == 1):
-        acc[r].single = False
-  out = {}
-  for r, blocks in acc.items():
-    sums = np.concatenate(blocks.sums) if blocks.sums else np.zeros(0)
-    test = one_sided_test(sums, blocks.single and sums.size > 0, r)
-    out[r] = dataclasses.replace(test, reference_value=(
-        blocks.score / blocks.weight if blocks.weight > 0 else None))
-  return out
+    tests.add(seq)
+  return tests.results()
 
 
 def worst(tests: Mapping[str, PairedTest]) -> Optional[PairedTest]:

@@ -151,12 +151,11 @@ def no_skill_models(spec: ms.ModelSpec) -> List[str]:
   return names
 
 
-def reference_models(spec: ms.ModelSpec, with_baseline: bool) -> List[str]:
+def reference_models(with_baseline: bool) -> List[str]:
   """The TFMA models beside the candidate: the baseline, when there is a
   comparable one. (The no-skill predictors are not TFMA models: TFMA then
   evaluates one model, or one model with diffs, and ``tfma.load_eval_result``
   without a model name gives the candidate.)"""
-  del spec
   return [BASELINE] if with_baseline else []
 
 
@@ -170,11 +169,10 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
   cfg = tfma.EvalConfig()
   cfg.CopyFrom(base)
   del cfg.model_specs[:]
-  keys = PREDICTION_KEYS
-  refs = reference_models(spec, with_baseline)
+  refs = reference_models(with_baseline)
   for name in [CANDIDATE] + refs:
     cfg.model_specs.add(name=name, label_key=ex.LABEL,
-                        prediction_key=keys[name],
+                        prediction_key=PREDICTION_KEYS[name],
                         example_weight_key=ex.WEIGHT,
                         is_baseline=(name == BASELINE))
   del cfg.metrics_specs[:]
@@ -382,8 +380,9 @@ class Check:
   lower_bound: Optional[float] = None
 
 
-def record_checks(output_dir: str, checks: List[Check],
-                  rubber_stamp: bool) -> validation_result_pb2.ValidationResult:
+def record_checks(output_dir: str, checks: List[Check], *,
+                  thresholds_ok: bool, rubber_stamp: bool
+                 ) -> validation_result_pb2.ValidationResult:
   """Makes TFMA's ``validations.tfrecord`` the one verdict: TFMA's own
   threshold checks and ``checks`` (the chunked == whole check, the no-skill
   gate), a failed check listed as a ``ValidationFailure`` of the candidate
@@ -391,16 +390,15 @@ def record_checks(output_dir: str, checks: List[Check],
   TFMA threshold and every check passed (the blessing);
   ``missing_thresholds`` is False (the checks are thresholds);
   ``rubber_stamp`` is True when there was no comparable baseline (change
-  thresholds skipped, as TFX's Evaluator does). Returns what was written."""
+  thresholds skipped, as TFX's Evaluator does). ``thresholds_ok``: TFMA's
+  own verdict as ``load`` reads it (``Results.validation_ok``). Returns what
+  was written."""
   pattern = os.path.join(output_dir, 'validations*')
   paths = tf.io.gfile.glob(pattern)
   if len(paths) != 1:
     raise EvalConfigError(f'expected one TFMA validation file {pattern}, '
                           f'found {len(paths)}')
   result = tfma.load_validation_result(output_dir)
-  tfma_ok = bool(result.validation_ok) or (
-      result.missing_thresholds and not result.metric_validations_per_slice
-      and not result.missing_slices)
   failed = [c for c in checks if not c.ok]
   if failed:
     entry = result.metric_validations_per_slice.add()
@@ -417,7 +415,7 @@ def record_checks(output_dir: str, checks: List[Check],
         bound.upper_bound.value = check.upper_bound
       if check.lower_bound is not None:
         bound.lower_bound.value = check.lower_bound
-  result.validation_ok = tfma_ok and not failed
+  result.validation_ok = bool(thresholds_ok) and not failed
   result.missing_thresholds = False
   result.rubber_stamp = bool(rubber_stamp)
   with tf.io.TFRecordWriter(paths[0]) as writer:

@@ -356,9 +356,23 @@ def test_tfma_validation_agrees_with_the_blessing_on_every_path(
   assert not blessed['forgetful']
 
 
-def test_gate_reports_the_paired_test(regression_run, classifier_runs):
+def test_gate_reports_the_paired_test(regression_run, classifier_runs,
+                                      regression_sequences):
   gate = regression_run[1].document['no_skill']['gate']
   assert set(gate['tests']) == {'no_skill', 'last_value'}
+  # The references' figures, scored during the chunked pass: the training
+  # mean's MSE and the last observed value's, by hand.
+  train = helpers.make_sequences(helpers.REGRESSION_LENGTHS,
+                                 label_kind=ms.PER_STEP, task=ms.REGRESSION,
+                                 seed=4)
+  mean = np.mean(np.concatenate([s.labels for s in train]).astype(np.float64))
+  labels = [s.labels.astype(np.float64) for s in regression_sequences]
+  flat = np.concatenate(labels)
+  last = np.concatenate([np.concatenate([[mean], y[:-1]]) for y in labels])
+  assert gate['no_skill']['no_skill'] == pytest.approx(
+      np.mean((flat - mean) ** 2), rel=1e-5)
+  assert gate['no_skill']['last_value'] == pytest.approx(
+      np.mean((flat - last) ** 2), rel=1e-5)
   assert gate['p_value'] <= gate['significance'] == 0.05
   assert 't-test' in gate['message']
   gate = classifier_runs['alone'][1].document['no_skill']['gate']
