@@ -30,21 +30,18 @@ by log-depth doubling (ceil(log2 T') passes of whole-chunk TensorFlow ops,
 no loop over steps). The carried state is folded into the first element
 (``b_0 <- a_0 h_carried + b_0``). A reset at step t (``dense`` batches) sets
 ``a_t = 0``, so the scan restarts there exactly: nothing before it reaches
-past it, in values or gradients. A masked step (a Keras mask, 0 on padding)
-is ``(a, b) = (1, 0)``: it leaves the state as it was (a reset on a masked
-step still zeroes it). The project's batches pass no mask (padding sits only
-at a lane's end and is followed by a reset, as for the other layers); the
-mask is honoured when a model passes one.
+past it, in values or gradients. Like the other stateful layers it reads no
+Keras mask: padding sits only at a lane's end and is followed by a reset.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import scans
 from components.stateful.layers import StatefulLayer
 
 _PACKAGE = 'components.stateful'
@@ -65,33 +62,24 @@ def linear_scan(a_re: tf.Tensor, a_im: tf.Tensor, b_re: tf.Tensor,
                 b_im: tf.Tensor):
   """``h_t = a_t h_{t-1} + b_t`` along axis 1, from ``h_{-1} = 0``.
 
-  Complex values as (real, imaginary) float32 pairs, each [N, T, S]. A
-  Hillis-Steele scan: after the pass with shift s, position t holds the
-  combination of the 2s pairs ending at t (the product of their a's, and
-  h_t as if the recurrence started 2s steps before t); positions before
-  the start read the identity ``(1, 0)``. ceil(log2 T) passes.
+  Complex values as (real, imaginary) float32 pairs, each [N, T, S]: the
+  inclusive ``scans.doubling_scan`` of the pairs ``(a_t, b_t)`` under
+  ``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)`` (identity ``(1, 0)``),
+  ceil(log2 T) passes.
 
   Returns:
     ``(h_re, h_im)``, each [N, T, S].
   """
-  length = tf.shape(b_re)[1]
 
-  def earlier(x, shift, fill):
-    pad = tf.fill(tf.shape(x[:, :shift]), tf.constant(fill, x.dtype))
-    return tf.concat([pad, x[:, :length - shift]], axis=1)
+  def combine(later, earlier):
+    ar, ai, br, bi = later
+    pr, pi, qr, qi = earlier
+    cr, ci = _cmul(ar, ai, qr, qi)  # a_later * b_earlier
+    nr, ni = _cmul(pr, pi, ar, ai)  # a_earlier * a_later
+    return nr, ni, cr + br, ci + bi
 
-  def body(shift, ar, ai, br, bi):
-    pr, pi = earlier(ar, shift, 1.0), earlier(ai, shift, 0.0)
-    qr, qi = earlier(br, shift, 0.0), earlier(bi, shift, 0.0)
-    # (a_earlier, b_earlier) then (a, b): (a_earlier a, a b_earlier + b).
-    cr, ci = _cmul(ar, ai, qr, qi)
-    nr, ni = _cmul(pr, pi, ar, ai)
-    return shift * 2, nr, ni, cr + br, ci + bi
-
-  loop = [tf.constant(1), a_re, a_im, b_re, b_im]
-  _, _, _, h_re, h_im = tf.while_loop(
-      lambda shift, *_: shift < length, body, loop,
-      shape_invariants=[tf.TensorShape([])] + [v.shape for v in loop[1:]])
+  _, _, h_re, h_im = scans.doubling_scan((a_re, a_im, b_re, b_im), combine,
+                                         (1.0, 0.0, 0.0, 0.0))
   return h_re, h_im
 
 
@@ -160,7 +148,6 @@ class LinearRecurrence(StatefulLayer):
     self.r_max = float(r_max)
     self.max_phase = float(max_phase)
     self.seed = int(seed)
-    self.supports_masking = True
 
   def build(self, input_shape):
     channels = int(tf.TensorShape(input_shape)[-1])
@@ -200,21 +187,14 @@ class LinearRecurrence(StatefulLayer):
     return [tf.TensorShape([self.state_size]),
             tf.TensorShape([self.state_size])]
 
-  def step(self, inputs, states, resets=None, mask=None):
-    """See ``StatefulLayer.step``; ``mask`` (optional) [N, T'], 0 on steps
-    that leave the state unchanged."""
+  def step(self, inputs, states, resets=None):
+    """See ``StatefulLayer.step``."""
     h_re, h_im = states
     lam_re, lam_im, gamma = self.eigenvalues()
     b_re = tf.tensordot(inputs, self.B_re, axes=[[2], [0]]) * gamma
     b_im = tf.tensordot(inputs, self.B_im, axes=[[2], [0]]) * gamma
     a_re = tf.zeros_like(b_re) + lam_re
     a_im = tf.zeros_like(b_im) + lam_im
-    if mask is not None:
-      real = tf.cast(mask, tf.bool)[..., None]
-      a_re = tf.where(real, a_re, tf.ones_like(a_re))
-      a_im = tf.where(real, a_im, tf.zeros_like(a_im))
-      b_re = tf.where(real, b_re, tf.zeros_like(b_re))
-      b_im = tf.where(real, b_im, tf.zeros_like(b_im))
     if resets is not None:
       fresh = (tf.convert_to_tensor(resets) > 0)[..., None]
       a_re = tf.where(fresh, tf.zeros_like(a_re), a_re)
@@ -229,23 +209,8 @@ class LinearRecurrence(StatefulLayer):
                + self.D * inputs)
     return outputs, [h_re[:, -1], h_im[:, -1]]
 
-  def call(self, inputs, mask=None):
-    if mask is None:
-      return super().call(inputs)
-    # The base class's call (state variables, explicit states, per-step
-    # resets) with the mask handed to ``step``.
-    object.__setattr__(self, 'step', functools.partial(
-        type(self).step, self, mask=mask))
-    try:
-      return super().call(inputs)
-    finally:
-      object.__delattr__(self, 'step')
-
   def compute_output_shape(self, input_shape):
     return tf.TensorShape(input_shape)
-
-  def compute_mask(self, inputs, mask=None):
-    return mask
 
   def get_config(self):
     return {**super().get_config(), 'state_size': self.state_size,

@@ -1,40 +1,57 @@
 """Running scans along time for the stateful layers: exact running maxima
-and sums that may restart inside a chunk (at resets), and where the last
-reset was. Plain TensorFlow on ``[N, T, C]``; the layers in ``layers.py``
+and sums that may restart inside a chunk (at resets), where the last reset
+was, and the generic doubling scan they and the linear recurrence
+(``lru.py``) are built on. Plain TensorFlow on ``[N, T, C]``; the layers in ``layers.py``
 build on them.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 
-def _scan(x: tf.Tensor, combine, fill: float,
-          start: Optional[tf.Tensor]) -> tf.Tensor:
-  """Inclusive running ``combine`` along axis 1 of ``x`` [N, T, C], by
-  log-depth doubling: after the pass with shift s every position holds the
-  combination of the 2s values ending at it (``fill`` before the first).
+def doubling_scan(xs: Tuple[tf.Tensor, ...], combine,
+                  fills: Tuple[float, ...],
+                  start: Optional[tf.Tensor] = None) -> Tuple[tf.Tensor, ...]:
+  """Inclusive scan along axis 1 of the tensors ``xs`` (each [N, T, C], one
+  element of the scan being one slice of each) under the associative
+  ``combine(later, earlier) -> tuple``, by log-depth doubling (a
+  Hillis-Steele scan): after the pass with shift s every position holds the
+  combination of the 2s elements ending at it; positions before the first
+  read ``fills`` (the identity). ceil(log2 T) passes, no loop over steps.
   ``start`` (int32[N, T], optional): the first step each position may read,
   so that the scan restarts there (a segmented scan).
   """
-  length = tf.shape(x)[1]
-  pad = tf.fill(tf.shape(x), tf.constant(fill, x.dtype))
+  length = tf.shape(xs[0])[1]
+  pads = tuple(tf.fill(tf.shape(x), tf.constant(f, x.dtype))
+               for x, f in zip(xs, fills))
   steps = tf.range(length)[None, :]
 
-  def body(shift, y):
-    shifted = tf.concat([pad[:, :shift], y[:, :length - shift]], axis=1)
-    if start is not None:
-      inside = (steps - shift >= start)[..., None]
-      shifted = tf.where(inside, shifted, pad)
-    return shift * 2, combine(y, shifted)
+  def body(shift, *ys):
+    shifted = []
+    for y, pad in zip(ys, pads):
+      earlier = tf.concat([pad[:, :shift], y[:, :length - shift]], axis=1)
+      if start is not None:
+        inside = (steps - shift >= start)[..., None]
+        earlier = tf.where(inside, earlier, pad)
+      shifted.append(earlier)
+    return (shift * 2,) + tuple(combine(tuple(ys), tuple(shifted)))
 
-  _, y = tf.while_loop(lambda shift, _: shift < length, body,
-                       [tf.constant(1), x],
-                       shape_invariants=[tf.TensorShape([]), x.shape])
-  return y
+  out = tf.while_loop(
+      lambda shift, *_: shift < length, body, (tf.constant(1),) + tuple(xs),
+      shape_invariants=(tf.TensorShape([]),) + tuple(x.shape for x in xs))
+  return tuple(out[1:])
+
+
+def _scan(x: tf.Tensor, combine, fill: float,
+          start: Optional[tf.Tensor]) -> tf.Tensor:
+  """``doubling_scan`` of one tensor under a binary ``combine``."""
+  return doubling_scan((x,), lambda later, earlier: (combine(later[0],
+                                                             earlier[0]),),
+                       (fill,), start)[0]
 
 
 def cumulative_max(x: tf.Tensor, axis: int = 1,

@@ -1,7 +1,6 @@
 """The linear recurrent unit (``lru.LinearRecurrence``): the scan equals a
 step-by-step loop, chunked equals whole at any chunking and lane count,
-both reset kinds restart exactly, masked steps keep the state, the
-eigenvalues stay inside the unit circle, the state checkpoints exactly,
+both reset kinds restart exactly, the eigenvalues stay inside the unit circle, the state checkpoints exactly,
 and the default module's ``model='lru'`` streams and exports.
 
 The protocol tests every stateful layer goes through (chunked == whole,
@@ -36,7 +35,7 @@ def _weights(layer):
           for v in layer.weights}
 
 
-def _reference(layer, x, h0=None, resets=None, mask=None):
+def _reference(layer, x, h0=None, resets=None):
   """The recurrence cell by cell in float64 complex numbers, from the
   layer's float32 eigenvalues (``eigenvalues`` is checked against the
   weights' definition on its own: float32 rounding of a phase near 2 pi,
@@ -53,8 +52,7 @@ def _reference(layer, x, h0=None, resets=None, mask=None):
   for t in range(length):
     if resets is not None:
       h = np.where(resets[:, t:t + 1] > 0, 0.0, h)
-    new = lam * h + gamma * (x[:, t] @ b)
-    h = new if mask is None else np.where(mask[:, t:t + 1] > 0, new, h)
+    h = lam * h + gamma * (x[:, t] @ b)
     out[:, t] = (h @ c).real + w['D'] * x[:, t]
   return out, h
 
@@ -73,11 +71,10 @@ def test_scan_equals_a_step_by_step_loop(length):
   want, h = _reference(layer, x, _complex(h0))
   np.testing.assert_allclose(out.numpy(), want, atol=1e-5)
   np.testing.assert_allclose(_complex(new), h, atol=1e-5)
-  # With resets and a mask inside the chunk.
+  # With resets inside the chunk.
   resets = (rng.uniform(size=(3, length)) < 0.2).astype(np.float32)
-  mask = (rng.uniform(size=(3, length)) < 0.7).astype(np.float32)
-  out, new = layer.step(x, h0, resets, mask=mask)
-  want, h = _reference(layer, x, _complex(h0), resets, mask)
+  out, new = layer.step(x, h0, resets)
+  want, h = _reference(layer, x, _complex(h0), resets)
   np.testing.assert_allclose(out.numpy(), want, atol=1e-5)
   np.testing.assert_allclose(_complex(new), h, atol=1e-5)
 
@@ -178,42 +175,6 @@ def test_step_reset_inside_a_chunk_equals_a_fresh_run():
     # Before the reset: the carried state's continuation.
     cont, _ = layer.step(x, h0)
     np.testing.assert_array_equal(out.numpy()[:, :k], cont.numpy()[:, :k])
-
-
-def test_masked_steps_leave_the_state_unchanged():
-  rng = np.random.default_rng(4)
-  layer = _layer()
-  x = rng.normal(size=(2, 20, H)).astype(np.float32)
-  h0 = [tf.constant(rng.normal(size=(2, 8)), tf.float32) for _ in range(2)]
-  mask = np.ones((2, 20), np.float32)
-  mask[0, 5:9] = 0.0
-  mask[1, 12:] = 0.0
-  out, new = layer.step(x, h0, mask=mask)
-  for lane in range(2):
-    real = mask[lane] > 0
-    alone, alone_state = layer.step(
-        x[lane:lane + 1, real], [h[lane:lane + 1] for h in h0])
-    np.testing.assert_allclose(out.numpy()[lane, real], alone.numpy()[0],
-                               atol=1e-5)
-    for got, want in zip(new, alone_state):
-      np.testing.assert_allclose(got.numpy()[lane], want.numpy()[0],
-                                 atol=1e-5)
-  # A wholly masked chunk through a stateful layer's Keras call (the mask
-  # a Masking layer would hand on): the state variables keep every bit.
-  inputs = keras.Input(shape=(None, H), batch_size=2)
-  masked = keras.layers.Masking(0.0)(inputs)
-  model = keras.Model(inputs, lru.LinearRecurrence(
-      8, seed=4, stateful=True)(masked))
-  model(x[:, :10])
-  before = [v.numpy() for v in state.state_variables(model)]
-  model(np.zeros((2, 6, H), np.float32))
-  for var, old in zip(state.state_variables(model), before):
-    np.testing.assert_array_equal(var.numpy(), old)
-  # A reset on a masked step still starts the sequence there.
-  resets = np.zeros((2, 20), np.float32)
-  resets[1, 15] = 1.0
-  _, new = layer.step(x, h0, resets, mask=mask)
-  assert not new[0].numpy()[1].any() and not new[1].numpy()[1].any()
 
 
 def test_initial_eigenvalues_lie_on_the_ring():

@@ -338,6 +338,8 @@ def test_tfma_validation_agrees_with_the_blessing_on_every_path(
   for name, (out, outcome) in runs.items():
     verdict = _verdict(out)
     assert verdict.validation_ok == outcome.blessed, name
+    # The reasons the message gives are the verdict's, no more, no less.
+    assert (not outcome.reasons) == outcome.blessed, (name, outcome.reasons)
     assert not verdict.missing_thresholds, name
     assert verdict.rubber_stamp == (
         not outcome.document['baseline']['used']), name
