@@ -20,8 +20,22 @@ model-agnostic input (labels and predictions are features):
   previous labelled step's label (the last observed value; the training mean
   on a sequence's first labelled step).
 
-``per_step`` classification writes one example per labelled step instead (a
-TFMA example holds one class-probability vector). A sequence is written when
+``per_step`` classification writes one example per group of a sequence's
+labelled steps with the same label and the same arg-max class (and, with a
+baseline, the same baseline arg-max): ``weight`` is the sum of the group's
+step weights, ``steps`` its number of steps, ``prediction`` (and
+``baseline_prediction``) the weight-averaged class probabilities of its
+steps. A TFMA example holds one class-probability vector, and one example
+per step made TFMA's cost grow with every labelled step (BENCHMARKS §5);
+grouped, a stream costs about (classes seen) x (classes predicted) examples
+per sequence. Weighted metrics that count arg-max outcomes are exact over
+the groups: the set of probability vectors whose arg-max is class j is
+convex, so a group's mean has the arg-max of its steps, and accuracy, the
+confusion matrix and top-1 recall and precision per class equal their
+per-step values. Metrics of the probabilities themselves (cross-entropy,
+AUC) would be of the group means, so ``tfma_eval.default_eval_config``
+leaves them out for per-step classification. The no-skill gate's paired
+test (``observe``) sees every step. A sequence is written when
 its last step has been seen, so memory holds at most one open sequence per
 lane, whatever the size of the split.
 """
@@ -58,6 +72,7 @@ LAST_VALUE_PREDICTION = 'last_value_prediction'
 KEY = 'key'
 LENGTH = 'length'
 LENGTH_BUCKET = 'length_bucket'
+STEPS = 'steps'
 
 
 def length_bucket(length: int) -> str:
@@ -136,6 +151,36 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
   return e / e.sum(axis=-1, keepdims=True)
 
 
+def _groups(labels: np.ndarray, probs: np.ndarray,
+            base_probs: Optional[np.ndarray], per_step: bool):
+  """(label, row indices) of each group of steps with the same label and
+  arg-max classes (see the module docstring), in order of first step; one
+  group per step unless ``per_step``."""
+  if not per_step:
+    return [(int(labels[i]), np.asarray([i])) for i in range(labels.size)]
+  cols = [labels.astype(np.int64), np.argmax(probs, axis=-1)]
+  if base_probs is not None:
+    cols.append(np.argmax(base_probs, axis=-1))
+  keys = np.stack(cols, axis=1)
+  _, first, inverse = np.unique(keys, axis=0, return_index=True,
+                                return_inverse=True)
+  inverse = inverse.reshape(-1)
+  out = []
+  for g in np.argsort(first, kind='stable'):
+    rows = np.flatnonzero(inverse == g)
+    out.append((int(labels[rows[0]]), rows))
+  return out
+
+
+def _mean(probs: np.ndarray, weights: np.ndarray) -> np.ndarray:
+  """The weight-averaged rows of ``probs`` (plain mean if the weights sum
+  to 0)."""
+  total = weights.sum()
+  if total <= 0:
+    return probs.astype(np.float64).mean(axis=0)
+  return (probs.astype(np.float64) * weights[:, None]).sum(axis=0) / total
+
+
 @dataclasses.dataclass
 class _Open:
   """The labelled steps seen so far of one lane's current sequence."""
@@ -194,21 +239,27 @@ class _Writer:
       one_hot = np.eye(spec.num_classes, dtype=np.float32)[ns.majority]
       probs = _softmax(outputs)
       base_probs = _softmax(base) if base is not None else None
-      rows = (range(labels.size) if spec.label_kind == ms.PER_STEP
-              else [labels.size - 1])
+      per_step = spec.label_kind == ms.PER_STEP
+      picked = (np.arange(labels.size) if per_step
+                else np.asarray([labels.size - 1]))
       if self._observe is not None:
-        picked = np.asarray(list(rows))
         self._observe({LABEL: labels[picked], WEIGHT: weights[picked],
                        PREDICTION: probs[picked],
                        NO_SKILL_PREDICTION: np.tile(one_hot,
                                                     (picked.size, 1))})
-      for i in rows:
+      for label, rows in _groups(labels[picked], probs[picked],
+                                 None if base_probs is None
+                                 else base_probs[picked], per_step):
+        rows = picked[rows]
+        w = weights[rows].astype(np.float64)
         feats = dict(common)
-        feats.update({LABEL: _ints([labels[i]]), WEIGHT: _floats([weights[i]]),
-                      PREDICTION: _floats(probs[i]),
+        feats.update({LABEL: _ints([label]),
+                      WEIGHT: _floats([w.sum()]),
+                      STEPS: _ints([rows.size]),
+                      PREDICTION: _floats(_mean(probs[rows], w)),
                       NO_SKILL_PREDICTION: _floats(one_hot)})
         if base_probs is not None:
-          feats[BASELINE_PREDICTION] = _floats(base_probs[i])
+          feats[BASELINE_PREDICTION] = _floats(_mean(base_probs[rows], w))
         self._write(feats)
       return
     values = labels.astype(np.float64)

@@ -309,8 +309,11 @@ def render(document: Mapping[str, Any]) -> str:
     out.append('<p>What the per-class numbers are: <code>recall/class_i'
                '</code> and <code>precision/class_i</code> count a '
                'prediction for the class of its highest probability (arg-max, '
-               'top-1), as the confusion matrix below does; <code>auc/class_i'
-               '</code> is one-vs-rest over class i\'s probability.</p>')
+               'top-1), as the confusion matrix below does'
+               + ('; <code>auc/class_i</code> is one-vs-rest over class i\'s '
+                  'probability' if any(n.startswith('auc/class_')
+                                       for n in names) else '')
+               + '.</p>')
   gate = document['no_skill']['gate']
   out.append(f'<p>No-skill gate ({"on" if gate["required"] else "off"}): '
              f'<span class="{"ok" if gate["ok"] else "fail"}">'

@@ -96,14 +96,19 @@ def to_json(config: Optional[tfma.EvalConfig]) -> str:
       config, sort_keys=True)
 
 
-def default_eval_config(task: str, num_classes: Optional[int]
+def default_eval_config(task: str, num_classes: Optional[int],
+                        label_kind: str = ms.PER_SEQUENCE
                        ) -> tfma.EvalConfig:
   """The config used when none is given.
 
   Classification: example counts, accuracy, cross-entropy, recall and
   precision per class by arg-max (top-1: a step counts for the class of its
   highest probability, as in the confusion matrix), one-vs-rest AUC per
-  class, the multi-class confusion matrix plot. Regression: counts, MSE,
+  class, the multi-class confusion matrix plot; for ``per_step`` labels
+  without cross-entropy and AUC, whose extracts are groups of steps with
+  the same label and arg-max (``extracts.py``: the arg-max metrics are
+  exact over the groups, metrics of the probabilities would not be).
+  Example counts then count groups, weighted counts steps. Regression: counts, MSE,
   MAE. Slices: overall and by length bucket. One change threshold on the
   primary metric, checked when there is a baseline: accuracy may not drop by
   more than 0.01; MSE may not rise by more than 1%.
@@ -117,14 +122,17 @@ def default_eval_config(task: str, num_classes: Optional[int]
     acc.threshold.change_threshold.direction = (
         tfma.MetricDirection.HIGHER_IS_BETTER)
     acc.threshold.change_threshold.absolute.value = -0.01
-    spec.metrics.add(class_name='SparseCategoricalCrossentropy')
+    by_step = label_kind == ms.PER_STEP
+    if not by_step:
+      spec.metrics.add(class_name='SparseCategoricalCrossentropy')
     spec.metrics.add(class_name='MultiClassConfusionMatrixPlot')
     per_class = cfg.metrics_specs.add()
     # Per class by arg-max (top-1), as the confusion matrix counts: without
     # top_k, TFMA binarises each class's probability at 0.5.
     per_class.metrics.add(class_name='Recall', config='{"top_k": 1}')
     per_class.metrics.add(class_name='Precision', config='{"top_k": 1}')
-    per_class.metrics.add(class_name='AUC')
+    if not by_step:
+      per_class.metrics.add(class_name='AUC')
     per_class.binarize.class_ids.values.extend(range(int(num_classes)))
   else:
     mse = spec.metrics.add(class_name='MeanSquaredError')
@@ -164,8 +172,8 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
   """The config TFMA runs: model specs for the extracts, the user's metrics
   on the candidate, threshold-free copies for the reference models, the
   primary metric always computed (see the module docstring)."""
-  base = user if user is not None else default_eval_config(spec.task,
-                                                           spec.num_classes)
+  base = user if user is not None else default_eval_config(
+      spec.task, spec.num_classes, spec.label_kind)
   cfg = tfma.EvalConfig()
   cfg.CopyFrom(base)
   del cfg.model_specs[:]

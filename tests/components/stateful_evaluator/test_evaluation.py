@@ -446,3 +446,62 @@ def test_regression_view_in_the_report(regression_run, regression_sequences):
   with open(os.path.join(out, E.REPORT_FILE)) as f:
     page = f.read()
   assert 'Predicted against actual' in page and '<circle' in page
+
+
+def test_per_step_classification_groups_steps_and_stays_exact(tmp_path):
+  """Per-step classification: one extract per (sequence, label, arg-max)
+  group, far fewer than the labelled steps; every step is accounted for
+  (the groups' step counts and weights), and accuracy, the confusion matrix
+  and per-class top-1 recall and precision equal their per-step values."""
+  lengths = (9, 14, 6, 11, 17, 8, 12, 5)
+
+  def sequences(seed):
+    r = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(lengths):
+      # Continuous features: the running sum is never exactly 0, so no
+      # step ties at probability 0.5.
+      x = r.normal(size=(n, 2)).astype(np.float32)
+      cls = (np.cumsum(x.sum(axis=1)) > 0).astype(np.int64)
+      flip = r.random(n) < 0.2
+      out.append(layout.SequenceArrays(f's{i}', x, np.where(flip, 1 - cls,
+                                                             cls)))
+    return out
+
+  evals = sequences(1)
+  root = str(tmp_path / 'batches')
+  helpers.write_batches(root, evals, label_kind=ms.PER_STEP, batch_size=3,
+                        num_unroll=4, train=sequences(2))
+  uri = helpers.write_model(str(tmp_path), 'tagger', helpers.CLASSIFIER,
+                            task=ms.CLASSIFICATION, label_kind=ms.PER_STEP)
+  out = str(tmp_path / 'out')
+  outcome = E.evaluate(model_uri=uri, batches_uri=root, split='eval',
+                       output_dir=out, settings=S.StatefulSettings(
+                           equivalence_sample_size=4,
+                           skill_significance=1.0),
+                       serving_dir=_serving(uri))
+  rows = _read_extracts(os.path.join(out, X.EXTRACTS_FILE))
+  steps = sum(lengths)
+  assert len(rows) < steps / 2
+  assert sum(r['steps'][0] for r in rows) == steps
+  assert sum(r['weight'][0] for r in rows) == pytest.approx(steps)
+  labels = np.concatenate([s.labels for s in evals])
+  pred = np.concatenate([(np.cumsum(s.features.sum(axis=1)) > 0)
+                         for s in evals]).astype(np.int64)
+  for r in rows:  # Each group's mean has its steps' arg-max.
+    assert len(r['prediction']) == 2
+  expected = np.array([[np.sum((labels == a) & (pred == b)) for b in range(2)]
+                       for a in range(2)])
+  np.testing.assert_allclose(np.array(outcome.results.confusion['overall']),
+                             expected)
+  overall = outcome.results.metrics['candidate']['overall']
+  assert overall['sparse_categorical_accuracy'] == pytest.approx(
+      np.mean(labels == pred))
+  assert overall['weighted_example_count'] == pytest.approx(steps)
+  for c in range(2):
+    assert overall[f'recall/class_{c}'] == pytest.approx(
+        expected[c, c] / expected[c].sum())
+    assert overall[f'precision/class_{c}'] == pytest.approx(
+        expected[c, c] / expected[:, c].sum())
+  assert not any(n.startswith(('auc', 'sparse_categorical_crossentropy'))
+                 for n in overall)
