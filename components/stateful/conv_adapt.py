@@ -7,7 +7,10 @@ In lane order over the train split, with the model's own stateful layers:
 2. the PPV thresholds: a random quantile of each kernel's output copy;
 3. the feature standardisation, on the steps the loss reads;
 4. for regression, the label scale;
-5. the linear head in closed form (``ridge.py``), on every labelled step.
+5. the linear head in closed form (``ridge.py``), on every labelled step
+   (per-step regression: a linear autoregression on the lags from Gram
+   statistics of every labelled step, then the other features on what it
+   leaves; see ``_fit_head``).
 """
 
 import itertools
@@ -75,12 +78,13 @@ def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
-               rng: np.random.Generator):
+               rng: np.random.Generator, every_row=None):
   """The head's input, label and sequence (an int per sequence) at every
   labelled step of ``batches`` (one pass, in lane order), thinned to a
   uniform sample of at most ``HEAD_MAX_ROWS`` rows: whenever the kept rows
   pass twice the cap, a random half is dropped and later rows are kept with
-  half the probability."""
+  half the probability. ``every_row(x, y, groups)``, when given, sees every
+  labelled step before the thinning."""
   xs: List[np.ndarray] = []
   ys: List[np.ndarray] = []
   gs: List[np.ndarray] = []
@@ -106,6 +110,8 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
     x, y = out[sel], np.asarray(batch['labels'])[sel]
     g = lanes * (1 << 32) + count[sel]
     seen += x.shape[0]
+    if every_row is not None:
+      every_row(x, y, g)
     if keep < 1.0:
       pick = rng.random(x.shape[0]) < keep
       x, y, g = x[pick], y[pick], g[pick]
@@ -127,30 +133,78 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), seen
 
 
+def _lag_columns(model: keras.Model) -> int:
+  """How many of the head's last input columns are the linear lags (0:
+  the model has none)."""
+  try:
+    return int(model.get_layer('lags').output.shape[-1])
+  except ValueError:
+    return 0
+
+
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
               rng: np.random.Generator) -> Dict[str, Any]:
-  """Ridge head (see the module docstring) on every labelled step."""
-  x, y, groups, seen = _head_rows(model, batches, rng)
+  """Ridge head (see the module docstring) on every labelled step.
+
+  Per-step regression with lags, in two stages: (1) a linear
+  autoregression on the lag columns alone, fitted on every labelled step
+  from accumulated Gram statistics (``ridge.GramRidge``), its penalty
+  chosen with whole sequences held out; (2) the ridge on all features
+  fitted to what (1) leaves, kept only when its held-out error is below
+  that of leaving the residual alone. The head is their sum, so it
+  represents persistence and any linear autoregression on the lags
+  exactly, without shrinking them together with thousands of other
+  features."""
+  per_step = spec.label_kind == 'per_step'
+  lags = _lag_columns(model) if (spec.task == 'regression' and
+                                 per_step) else 0
+  if spec.task == 'regression':
+    scaler = model.get_layer('label_scale')
+    mean = scaler.center.numpy().astype(np.float64)
+    std = scaler.scale.numpy().astype(np.float64)
+
+    def standard(y):
+      z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
+      return np.broadcast_to(z, (len(y), spec.output_units))
+
+  gram = ridge.GramRidge(lags, spec.output_units) if lags else None
+  every_row = ((lambda x, y, g: gram.add(x[:, -lags:], standard(y), g))
+               if gram is not None else None)
+  x, y, groups, seen = _head_rows(model, batches, rng, every_row)
   # Per-step labels: hold whole sequences out when choosing the penalty.
-  groups = groups if spec.label_kind == 'per_step' else None
+  groups = groups if per_step else None
+  summary = {}
   if spec.task == 'classification':
     fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes),
                     groups=groups)
     scale = ridge.temperature(fit.loo_predictions, y)
+    weights, bias = fit.weights, fit.bias
   else:
-    scaler = model.get_layer('label_scale')
-    mean = scaler.center.numpy().astype(np.float64)
-    std = scaler.scale.numpy().astype(np.float64)
-    z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
-    fit = ridge.fit(x, np.broadcast_to(z, (len(y), spec.output_units)),
-                    groups=groups)
+    z = standard(y)
     scale = 1.0
+    if gram is None:
+      fit = ridge.fit(x, z, groups=groups)
+      weights, bias = fit.weights, fit.bias
+    else:
+      ar = gram.fit()
+      residual = z - (x[:, -lags:] @ ar.weights + ar.bias)
+      fit = ridge.fit(x, residual, groups=groups)
+      alone = float(np.mean((residual - residual.mean(axis=0)) ** 2))
+      kept = fit.loo_error < alone
+      weights = (fit.weights if kept else np.zeros_like(fit.weights)).copy()
+      bias = ar.bias + (fit.bias if kept else residual.mean(axis=0))
+      weights[-lags:] += ar.weights
+      summary = {'ar_rows': int(gram.n.sum()), 'ar_alpha': ar.alpha,
+                 'ar_held_out_mse': round(ar.loo_error, 6),
+                 'rest_kept': bool(kept),
+                 'rest_held_out_mse': round(fit.loo_error, 6),
+                 'residual_mse': round(alone, 6)}
   model.get_layer('head').set_weights([
-      (scale * fit.weights).astype(np.float32),
-      (scale * fit.bias).astype(np.float32)])
+      (scale * weights).astype(np.float32),
+      (scale * bias).astype(np.float32)])
   return {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
           'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
-          'temperature': scale}
+          'temperature': scale, **summary}
 
 
 def adapt_conv(model: keras.Model, spec,
@@ -186,6 +240,13 @@ def adapt_conv(model: keras.Model, spec,
   thresholds = np.array([np.quantile(conv[:, c], qs[c])
                          for c in range(conv.shape[1])])
   layer('conv_pool').threshold.assign(thresholds.astype(np.float32))
+  try:  # The decaying PPV reads the kernels once: the first copy's.
+    recent = layer('recent_conv')
+  except ValueError:
+    recent = None
+  if recent is not None:
+    recent.threshold.assign(
+        thresholds[:recent.threshold.shape[0]].astype(np.float32))
   # 3. Feature standardisation, on the steps the loss reads.
   where = 'label_weight'
   feats = _subsample(_collect(model, layer('features_all').output, sample,

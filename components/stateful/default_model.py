@@ -92,6 +92,8 @@ MAX_DILATION = 64
 THRESHOLDS_PER_KERNEL = 4
 # How a sequence began: the mean of its first w scaled inputs, per w.
 ONSET_STEPS = (2, 8, 32)
+# Per-step labels: half-lives (steps) of the decaying pools (the recent past).
+HALF_LIVES = (16, 128, 1024)
 
 
 @keras.utils.register_keras_serializable(package='stateful_trainer')
@@ -244,6 +246,18 @@ def _build_conv(spec, inputs) -> tf.Tensor:
   step_features = hp.get('step_features')
   if step_features is None:
     step_features = spec.label_kind == 'per_step'
+  half_lives = tuple(hp.get('half_lives', HALF_LIVES)) if step_features else ()
+  if half_lives:
+    # The recent past (a stream's content may change): decaying PPV of
+    # each kernel (one threshold each: the first copy's) and decaying means
+    # of the scaled input and of its square.
+    parts.append(sl.DecayingPool(('ppv',), half_lives=half_lives,
+                                 stateful=stateful, name='recent_conv')(h))
+    square = keras.layers.Lambda(lambda t: t * t, name='square')(x)
+    parts.append(sl.DecayingPool(
+        ('mean',), half_lives=half_lives, stateful=stateful,
+        name='recent_input')(keras.layers.Concatenate(name='input_moments')(
+            [x, square])))
   if step_features:
     parts.append(h)
   if step_features and lags > 0:

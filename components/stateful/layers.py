@@ -36,6 +36,8 @@ Layers:
 * ``RunningPool`` — running statistics over the whole history of a
   sequence: ``mean``, ``max`` and ``ppv`` (proportion of values above a
   per-channel threshold), carried as a count, sums and maxima.
+* ``DecayingPool`` — exponentially decaying means and PPVs at several
+  half-lives: the recent past, for streams whose content changes.
 * ``SignedLog`` and ``Standardize`` — per-step, per-channel maps (no time
   mixing, no state): ``sign(x) log(1 + |x|)`` and ``(x - center) / scale``
   with non-trainable, data-fitted center and scale.
@@ -50,6 +52,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful.scans import cumulative_max
+from components.stateful.scans import doubling_scan
 from components.stateful.scans import last_reset
 from components.stateful.scans import segmented_cumsum
 
@@ -368,6 +371,93 @@ class RunningPool(StatefulLayer):
   def get_config(self):
     return {**super().get_config(), 'stats': list(self.stats),
             'head_steps': self.head_steps}
+
+
+DECAYING_STATS = ('mean', 'ppv')
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
+class DecayingPool(StatefulLayer):
+  """Exponentially decaying statistics of each channel: the recent past.
+
+  ``RunningPool`` describes a sequence's whole history, which on a stream
+  whose content changes is the mixture of everything seen so far; this
+  layer forgets. For each half-life h of ``half_lives`` (decay ``a = 0.5 **
+  (1 / h)``: a step h steps back weighs half as much as the current one) and
+  each of ``stats``, per channel c, the output at step t is the weighted
+  mean ``sum_s a^(t-s) v[s, c] / sum_s a^(t-s)`` over the sequence's steps
+  s <= t, with ``v = x`` (``mean``) or ``v = x > threshold[c]`` (``ppv``: a
+  recent proportion of positive values, MiniRocket's PPV with a memory; the
+  threshold is a non-trainable weight fitted by the model's ``adapt``).
+  Layout (last axis): half-life major, then stat, then channel.
+
+  State per lane, per half-life: the decayed weight ``[1]`` and the decayed
+  sums ``[len(stats) * C]``; a zero weight is a fresh sequence, so a zeroed
+  state is a reset. Over a chunk the linear recurrence ``S_t = a S_{t-1} +
+  v_t`` is computed by a log-depth scan (``scans.doubling_scan``) of
+  ``(decay, value)`` pairs, the carried sums entering through the scanned
+  decay products; a reset inside the chunk is a decay of 0 at its step.
+  """
+
+  def __init__(self, stats: Sequence[str] = ('mean',),
+               half_lives: Sequence[float] = (16.0, 256.0),
+               stateful: bool = False, **kwargs):
+    super().__init__(stateful=stateful, **kwargs)
+    stats = tuple(str(s) for s in stats)
+    bad = [s for s in stats if s not in DECAYING_STATS]
+    if not stats or bad or len(set(stats)) != len(stats):
+      raise ValueError(f'stats must be distinct names from {DECAYING_STATS}, '
+                       f'got {stats}')
+    lives = tuple(float(h) for h in half_lives)
+    if not lives or any(not np.isfinite(h) or h <= 0 for h in lives):
+      raise ValueError(f'half_lives must be positive numbers, got '
+                       f'{half_lives}')
+    self.stats = stats
+    self.half_lives = lives
+
+  def build(self, input_shape):
+    self._channels = int(tf.TensorShape(input_shape)[-1])
+    self.threshold = (self.add_weight(
+        name='threshold', shape=(self._channels,), trainable=False,
+        initializer='zeros') if 'ppv' in self.stats else None)
+    super().build(input_shape)
+
+  def state_shapes(self):
+    width = 1 + len(self.stats) * self._channels
+    return [tf.TensorShape([width]) for _ in self.half_lives]
+
+  def step(self, inputs, states, resets=None):
+    values = [inputs if name == 'mean' else
+              tf.cast(inputs > self.threshold, inputs.dtype)
+              for name in self.stats]
+    # [N, T', 1 + S * C]: the weight (a ones channel) and the values.
+    ones = tf.ones_like(inputs[..., :1])
+    b = tf.concat([ones] + values, axis=-1)
+    keep = (None if resets is None else
+            (1.0 - tf.cast(resets > 0, inputs.dtype))[..., None])
+    outputs, new = [], []
+    for h, carried in zip(self.half_lives, states):
+      decay = tf.fill(tf.shape(ones), tf.constant(0.5 ** (1.0 / h),
+                                                  inputs.dtype))
+      if keep is not None:
+        decay = decay * keep
+      product, total = doubling_scan(
+          (decay, b), lambda later, earlier: (
+              later[0] * earlier[0], later[1] + later[0] * earlier[1]),
+          (1.0, 0.0))
+      total = total + product * carried[:, None, :]
+      outputs.append(total[..., 1:] / total[..., :1])
+      new.append(total[:, -1])
+    return tf.concat(outputs, axis=-1), new
+
+  def compute_output_shape(self, input_shape):
+    shape = tf.TensorShape(input_shape)
+    return shape[:-1].concatenate(
+        [shape[-1] * len(self.stats) * len(self.half_lives)])
+
+  def get_config(self):
+    return {**super().get_config(), 'stats': list(self.stats),
+            'half_lives': list(self.half_lives)}
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)

@@ -19,6 +19,7 @@ Leave-one-out residuals come from one SVD of the centred rows: with
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Sequence
 
 import numpy as np
@@ -143,3 +144,102 @@ def temperature(scores: np.ndarray, labels: np.ndarray,
     if best is None or loss < best[0]:
       best = (loss, float(t))
   return best[1]
+
+
+class GramRidge:
+  """Ridge regression from accumulated sufficient statistics.
+
+  ``add`` sums, per fold, the row count, ``sum x``, ``sum y``, ``X^T X``,
+  ``X^T y`` and ``sum y^2`` of the rows it is given (a fold per group, e.g.
+  per sequence: whole sequences are held out together), so every row is
+  used however many there are, in memory ``O(D^2)``, and statistics of
+  several workers or passes sum. ``solve`` fits on all folds but one (or
+  all); ``fit`` picks the penalty by the held-out squared error over the
+  folds, computed from the held-out fold's statistics alone.
+  """
+
+  def __init__(self, dim: int, outputs: int, folds: int = 5):
+    self.dim, self.outputs, self.folds = int(dim), int(outputs), int(folds)
+    f, d, k = self.folds, self.dim, self.outputs
+    self.n = np.zeros(f)
+    self.sx = np.zeros((f, d))
+    self.sy = np.zeros((f, k))
+    self.xx = np.zeros((f, d, d))
+    self.xy = np.zeros((f, d, k))
+    self.yy = np.zeros((f, k))
+
+  def fold_of(self, groups: np.ndarray) -> np.ndarray:
+    """The fold of each group id (a fixed hash: the same on every worker)."""
+    g = np.asarray(groups, np.uint64)
+    return ((g * np.uint64(2654435761)) % np.uint64(1 << 31)
+            % np.uint64(self.folds)).astype(np.int64)
+
+  def add(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64).reshape(x.shape[0], self.outputs)
+    fold = self.fold_of(groups)
+    for f in np.unique(fold):
+      sel = fold == f
+      xs, ys = x[sel], y[sel]
+      self.n[f] += xs.shape[0]
+      self.sx[f] += xs.sum(axis=0)
+      self.sy[f] += ys.sum(axis=0)
+      self.xx[f] += xs.T @ xs
+      self.xy[f] += xs.T @ ys
+      self.yy[f] += (ys * ys).sum(axis=0)
+
+  def merge(self, other: 'GramRidge') -> None:
+    """Adds another accumulator's statistics (another worker's rows)."""
+    for name in ('n', 'sx', 'sy', 'xx', 'xy', 'yy'):
+      getattr(self, name).__iadd__(getattr(other, name))
+
+  def _stats(self, without: Optional[int]):
+    keep = np.ones(self.folds, bool)
+    if without is not None:
+      keep[without] = False
+    return tuple(getattr(self, name)[keep].sum(axis=0)
+                 for name in ('n', 'sx', 'sy', 'xx', 'xy', 'yy'))
+
+  def solve(self, alpha: float, without: Optional[int] = None):
+    """(weights [D, K], bias [K]) fitted on every fold but ``without``,
+    intercept unpenalised."""
+    n, sx, sy, xx, xy, _ = self._stats(without)
+    if n < 1:
+      raise ValueError('GramRidge.solve: no rows')
+    mx, my = sx / n, sy / n
+    cxx = xx - n * np.outer(mx, mx)
+    cxy = xy - n * np.outer(mx, my)
+    w = np.linalg.solve(cxx + float(alpha) * np.eye(self.dim), cxy)
+    return w, my - mx @ w
+
+  def held_out_sse(self, fold: int, w: np.ndarray, b: np.ndarray) -> float:
+    """Sum of squared errors of ``x @ w + b`` on fold ``fold``'s rows."""
+    n, sx, sy, xx, xy, yy = (self.n[fold], self.sx[fold], self.sy[fold],
+                             self.xx[fold], self.xy[fold], self.yy[fold])
+    pred_sq = np.einsum('dk,de,ek->k', w, xx, w) + 2 * b * (sx @ w) + n * b * b
+    cross = np.einsum('dk,dk->k', w, xy) + b * sy
+    return float(np.sum(yy - 2 * cross + pred_sq))
+
+  def fit(self, alphas: Sequence[float] = ALPHAS) -> RidgeFit:
+    """The penalty with the smallest held-out error over the non-empty
+    folds (ties: the larger penalty; with one non-empty fold, the smallest
+    penalty, unchecked), refitted on every row. ``loo_error`` is the mean
+    held-out squared error per row and output; ``loo_predictions`` is
+    empty (the rows are not kept)."""
+    folds = [f for f in range(self.folds) if self.n[f] > 0]
+    total = float(self.n.sum())
+    if total < 2:
+      raise ValueError(f'GramRidge.fit needs at least 2 rows, got {total:g}')
+    best = None
+    if len(folds) >= 2:
+      for alpha in sorted(alphas, reverse=True):
+        sse = sum(self.held_out_sse(f, *self.solve(alpha, without=f))
+                  for f in folds)
+        error = sse / (total * self.outputs)
+        if best is None or error < best[0] - 1e-12 * abs(best[0]):
+          best = (error, float(alpha))
+    else:
+      best = (math.nan, float(min(alphas)))
+    w, b = self.solve(best[1])
+    return RidgeFit(weights=w, bias=b, alpha=best[1], loo_error=best[0],
+                    loo_predictions=np.zeros((0, self.outputs)))

@@ -37,6 +37,12 @@ LAYERS = {
         ('head_mean',), head_steps=5, stateful=stateful)],
     'conv_then_pool': lambda stateful: [_conv(stateful), sl.RunningPool(
         ('ppv', 'max'), stateful=stateful, name='pool')],
+    'decaying_pool': lambda stateful: [sl.DecayingPool(
+        ('mean', 'ppv'), half_lives=(2.0, 9.0), stateful=stateful)],
+    'conv_then_decaying_pool': lambda stateful: [
+        _conv(stateful), sl.DecayingPool(('ppv',), half_lives=(4.0,),
+                                         stateful=stateful,
+                                         name='decaying')],
     'lru': lambda stateful: [lru.LinearRecurrence(
         6, seed=1, stateful=stateful)],
     'lru_then_pool': lambda stateful: [lru.LinearRecurrence(
@@ -75,7 +81,8 @@ def _pair(kind):
   twin = _model(kind, False)
   twin.set_weights(model.get_weights())
   for layer, twin_layer in zip(model.layers, twin.layers):
-    if isinstance(layer, sl.RunningPool) and layer.threshold is not None:
+    if (isinstance(layer, (sl.RunningPool, sl.DecayingPool)) and
+        layer.threshold is not None):
       layer.threshold.assign(np.linspace(-0.5, 0.5, layer.threshold.shape[0]))
       twin_layer.threshold.assign(layer.threshold)
   return model, twin
@@ -416,3 +423,29 @@ def test_head_mean_is_the_mean_of_the_first_steps():
   x = np.arange(1.0, 7.0, dtype=np.float32).reshape(1, 6, 1)
   out = pool(x).numpy()[0, :, 0]
   np.testing.assert_allclose(out, [1.0, 1.5, 2.0, 2.0, 2.0, 2.0])
+
+
+def test_decaying_pool_equals_a_step_by_step_reference():
+  """The scanned output equals the recurrence S_t = a S_{t-1} + v_t,
+  W_t = a W_{t-1} + 1 run one step at a time, and it forgets: long after a
+  change of level, the short half-life's mean is the new level."""
+  rng = np.random.default_rng(2)
+  x = np.concatenate([rng.normal(5.0, 0.1, size=(1, 60, 1)),
+                      rng.normal(-5.0, 0.1, size=(1, 60, 1))],
+                     axis=1).astype(np.float32)
+  layer = sl.DecayingPool(('mean', 'ppv'), half_lives=(3.0, 50.0))
+  out = layer(x).numpy()[0]  # [T, 4]: (h=3: mean, ppv), (h=50: mean, ppv).
+  for j, h in enumerate((3.0, 50.0)):
+    a = 0.5 ** (1 / h)
+    s = np.zeros(2)
+    w = 0.0
+    for t in range(x.shape[1]):
+      v = np.array([x[0, t, 0], float(x[0, t, 0] > 0)])
+      s, w = a * s + v, a * w + 1
+      np.testing.assert_allclose(out[t, 2 * j:2 * j + 2], s / w, rtol=1e-4,
+                                 atol=1e-5)
+  assert out[-1, 0] == pytest.approx(-5.0, abs=0.2)  # h=3: the new level.
+  assert out[-1, 1] == pytest.approx(0.0, abs=1e-3)
+  assert out[-1, 2] > -4.0  # h=50 still remembers the first level.
+  mixed = sl.RunningPool(('mean',))(x).numpy()[0, -1, 0]
+  assert mixed == pytest.approx(0.0, abs=0.2)  # Whole history: the mixture.
