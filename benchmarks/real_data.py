@@ -333,18 +333,26 @@ def _lags(x0, order: int):
   import numpy as np  # pylint: disable=g-import-not-at-top
   n = x0.size
   out = np.zeros((n, order + 1), np.float64)
-  for k in range(order):
+  for k in range(min(order, n)):
     out[k:, k] = x0[:n - k]
   out[:, order] = 1.0
   return out
 
 
-def autoregressive(train, evals, order: int = AR_ORDER) -> Dict[str, float]:
-  """Least-squares linear AR(order) on x0, fitted on the train rows."""
+def ar_coefficients(train, order: int = AR_ORDER):
+  """Least-squares AR(order) on x0 fitted on the train rows: the weights of
+  x0[t], ..., x0[t-order+1], then the intercept."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   a = np.concatenate([_lags(x[:, 0], order) for x, _ in train])
   b = np.concatenate([y for _, y in train])
   coef, *_ = np.linalg.lstsq(a, b, rcond=None)
+  return coef
+
+
+def autoregressive(train, evals, order: int = AR_ORDER) -> Dict[str, float]:
+  """Least-squares linear AR(order) on x0, fitted on the train rows."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  coef = ar_coefficients(train, order)
   pred = np.concatenate([_lags(x[:, 0], order) @ coef for x, _ in evals])
   return _errors(pred, np.concatenate([y for _, y in evals]))
 

@@ -1,0 +1,797 @@
+"""8. Streams: per-step forecasting and tagging with the default model.
+
+Long streams, scored at every step, built from the aeon wheel's data files:
+
+* **Forecasting** (per-step regression, ``--label-kind per_step --task
+  regression``; label[t] = x0[t+1], the next value of the first channel):
+  ACSF1 and ItalyPowerDemand (``data/ucr.py --forecast``: one sequence per
+  series); ``Daphnet_S06R02E0`` (9-channel gait, one recording) and
+  ``KDD-TSAD_135`` (InternalBleeding, one channel) are long recordings read
+  from their CSV files (``timestamp,<channels...>,is_anomaly``). Daphnet is
+  split by time (the first 70 % of its steps train, the rest eval); KDD-TSAD's
+  TRAIN file is its train split and the steps of its TEST file after the
+  TRAIN prefix (the TEST file repeats it) are its eval split. Each split is cut
+  into a few streams of equal length (a sequence key each; the remainder of
+  fewer steps than streams is dropped at the end). References on the same
+  eval rows: persistence (x0[t]), the training mean, least-squares AR(16) and
+  AR(64) on x0 fitted on the train rows (``real_data.autoregressive``).
+* **Tagging** (per-step classification, ``--label-kind per_step``): the
+  recordings of a classification set, per split, shuffled with a seeded RNG
+  and laid end to end, 8 to a stream (one stream = one sequence key; the last
+  stream of a split takes the remainder), label per step = the class of the
+  current recording, nothing marking the changes. References: the train
+  steps' majority class; a memoryless window classifier (ridge classifier on
+  the mean, std, min, max and last value per channel of the last 64 / 256
+  values, fitted on a subsample of train steps); and the ceiling = the
+  default model's accuracy on the plain per-sequence set (boundaries known),
+  run by the pipeline as ``real_data`` does.
+
+Streams longer than ``MAX_STREAM`` steps are cut into pieces of at most that
+many steps. Every pipeline run is the plain command, no tuning flags::
+
+  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
+      --order-column t --label-column label [--task regression] \\
+      --label-kind per_step --output-dir <tmp> --seed S
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.streams [--quick]
+      [--cases ACSF1:forecast,BasicMotions:tagging] [--seeds 3]
+      [--ceiling-seeds 1] [--references-only] [--keep] [--results JSON]
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import io
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import real_data
+from data import ucr
+
+SECTION = 'streams'
+TITLE = '## 8. Streams: per-step forecasting and tagging'
+
+FORECAST, TAGGING = 'forecast', 'tagging'
+DEFAULT_CASES = ('ACSF1:forecast', 'ItalyPowerDemand:forecast',
+                 'Daphnet_S06R02E0:forecast', 'KDD-TSAD_135:forecast',
+                 'ACSF1:tagging', 'ArrowHead:tagging', 'BasicMotions:tagging',
+                 'JapaneseVowels:tagging')
+QUICK_CASES = ('BasicMotions:tagging',)
+SEEDS = 3
+CEILING_SEEDS = 1
+
+# Long recordings (CSV files): how each split is made and cut.
+RECORDINGS = {
+    # name: (train fraction of the one file, or None for TRAIN/TEST files;
+    #        streams in train, streams in eval)
+    'Daphnet_S06R02E0': (0.7, 4, 2),
+    'KDD-TSAD_135': (None, 4, 6),
+}
+MAX_STREAM = 20_000
+PER_STREAM = 8          # recordings per tagging stream
+SHUFFLE_SEED = 0        # the tagging streams' RNG (not the model's seed)
+AR_ORDERS = (16, 64)
+WINDOWS = (64, 256)
+WINDOW_SAMPLE = 20_000  # steps per split for the window classifier
+RIDGE_ALPHA = 1.0
+TAGGING_TARGET = 0.85   # x ceiling
+
+RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+
+_T0 = time.perf_counter()
+
+
+def log(message: str) -> None:
+  elapsed = int(time.perf_counter() - _T0)
+  print(f'[streams {elapsed // 3600:d}:{elapsed // 60 % 60:02d}:'
+        f'{elapsed % 60:02d}] {message}', file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Streams
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Stream:
+  """One sequence key: features float64[L, F], labels [L]; ``parts`` are the
+  source recordings (tagging) or the first step in the recording
+  (forecasting), for the record."""
+  key: str
+  x: np.ndarray
+  y: np.ndarray
+  parts: Tuple = ()
+
+  @property
+  def length(self) -> int:
+    return int(self.x.shape[0])
+
+
+def tagging_streams(series: Sequence[np.ndarray], classes: Sequence[int],
+                    prefix: str, *, per_stream: int = PER_STREAM,
+                    seed: int = SHUFFLE_SEED) -> List[Stream]:
+  """Recordings shuffled (seeded) and laid end to end, ``per_stream`` to a
+  stream (the last one takes the remainder); label = the recording's class
+  at each of its steps."""
+  if len(series) != len(classes):
+    raise ValueError(f'{len(series)} recordings, {len(classes)} classes')
+  order = np.random.default_rng(seed).permutation(len(series))
+  groups = [order[i:i + per_stream] for i in range(0, len(order), per_stream)]
+  ids = ucr.seq_ids(prefix, len(groups))
+  out = []
+  for key, group in zip(ids, groups):
+    x = np.concatenate([np.asarray(series[i], np.float64) for i in group])
+    y = np.concatenate([np.full(len(series[i]), int(classes[i]), np.int64)
+                        for i in group])
+    out.append(Stream(key, x, y, tuple(int(i) for i in group)))
+  return out
+
+
+def time_split(x: np.ndarray, train_fraction: float
+              ) -> Tuple[np.ndarray, np.ndarray]:
+  """The first ``train_fraction`` of the steps, and the rest."""
+  if not 0 < train_fraction < 1:
+    raise ValueError(f'train fraction {train_fraction} not in (0, 1)')
+  cut = int(round(len(x) * train_fraction))
+  return x[:cut], x[cut:]
+
+
+def forecast_streams(x: np.ndarray, parts: int, prefix: str
+                    ) -> List[Stream]:
+  """One contiguous segment [L, F] -> ``parts`` streams of equal length with
+  label[t] = x0[t+1] (the segment's last step has no next value and is
+  dropped, as is a remainder of fewer than ``parts`` steps at the end)."""
+  x = np.asarray(x, np.float64)
+  feats, labels = x[:-1], x[1:, 0]
+  size = len(feats) // parts
+  if size < 2:
+    raise ValueError(f'{len(x)} steps are too few for {parts} streams')
+  ids = ucr.seq_ids(prefix, parts)
+  return [Stream(ids[i], feats[i * size:(i + 1) * size],
+                 labels[i * size:(i + 1) * size], (i * size,))
+          for i in range(parts)]
+
+
+def cut_long(streams: Sequence[Stream], limit: int = MAX_STREAM
+            ) -> List[Stream]:
+  """Streams longer than ``limit`` steps cut into ceil(L / limit) pieces of
+  near-equal length (keys ``<key>p<i>``)."""
+  out = []
+  for s in streams:
+    if s.length <= limit:
+      out.append(s)
+      continue
+    n = -(-s.length // limit)
+    bounds = np.linspace(0, s.length, n + 1).round().astype(int)
+    out += [Stream(f'{s.key}p{i}', s.x[a:b], s.y[a:b], s.parts)
+            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+  return out
+
+
+# --------------------------------------------------------------------------
+# Recording files of the anomaly-detection sets (CSV)
+# --------------------------------------------------------------------------
+
+
+def read_recording(path: str, text: Optional[str] = None
+                  ) -> Tuple[List[str], np.ndarray]:
+  """``timestamp,<channel>...,is_anomaly`` -> (channel names, float64[L, C]).
+
+  The ``timestamp`` and ``is_anomaly`` columns are not features. Bad input
+  stops with ``ucr.TsFormatError`` (``path:line: message``).
+  """
+  if text is None:
+    try:
+      with open(path, newline='') as f:
+        text = f.read()
+    except OSError as e:
+      raise ucr.TsFormatError(path, None, f'cannot read: {e.strerror}') from e
+  rows = csv.reader(io.StringIO(text))
+  header = next(rows, None)
+  if not header:
+    raise ucr.TsFormatError(path, 1, 'empty file (expected a header line)')
+  header = [h.strip() for h in header]
+  skip = {'timestamp', 'is_anomaly'}
+  keep = [i for i, h in enumerate(header) if h.lower() not in skip]
+  if not keep:
+    raise ucr.TsFormatError(path, 1, f'no channel columns in {header}')
+  values = []
+  for lineno, row in enumerate(rows, start=2):
+    if not row or all(not c.strip() for c in row):
+      continue
+    if len(row) != len(header):
+      raise ucr.TsFormatError(path, lineno, f'{len(row)} fields, the header '
+                              f'has {len(header)}')
+    try:
+      vals = [float(row[i]) for i in keep]
+    except ValueError:
+      bad = next(row[i] for i in keep if not _is_float(row[i]))
+      raise ucr.TsFormatError(path, lineno, f'not a number: {bad!r}'
+                              ) from None
+    if not all(np.isfinite(vals)):
+      raise ucr.TsFormatError(path, lineno, 'missing or infinite value')
+    values.append(vals)
+  if len(values) < 2:
+    raise ucr.TsFormatError(path, None, f'{len(values)} data rows (need 2+)')
+  return [header[i] for i in keep], np.asarray(values, np.float64)
+
+
+def _is_float(text: str) -> bool:
+  try:
+    float(text)
+    return True
+  except ValueError:
+    return False
+
+
+def recording_files(source: ucr.Source, name: str) -> Dict[str, Tuple[str,
+                                                                      str]]:
+  """``{file name: (path, text)}`` of the CSV files of ``<name>/``."""
+  out = {}
+  if source.is_wheel:
+    prefix = f'{ucr.AEON_WHEEL_PREFIX}{name}/'
+    with zipfile.ZipFile(source.path) as z:
+      for member in z.namelist():
+        if member.startswith(prefix) and member.endswith('.csv'):
+          out[member[len(prefix):]] = (
+              f'{source.path}!{member}',
+              z.read(member).decode('utf-8', errors='replace'))
+  else:
+    folder = os.path.join(source.path, name)
+    if os.path.isdir(folder):
+      for f in sorted(os.listdir(folder)):
+        if f.endswith('.csv'):
+          p = os.path.join(folder, f)
+          with open(p, newline='') as fh:
+            out[f] = (p, fh.read())
+  if not out:
+    raise ValueError(f'{name}: no CSV files in the {source.describe()}')
+  return out
+
+
+def recording_splits(source: ucr.Source, name: str
+                    ) -> Tuple[List[str], np.ndarray, np.ndarray, str]:
+  """(channel names, train steps, eval steps, how they were split)."""
+  frac = RECORDINGS[name][0]
+  files = recording_files(source, name)
+  if frac is not None:
+    if len(files) != 1:
+      raise ValueError(f'{name}: expected one CSV file, found {sorted(files)}')
+    (path, text), = files.values()
+    names, x = read_recording(path, text)
+    train, evals = time_split(x, frac)
+    how = (f'one file ({len(x):,} steps) split by time: the first '
+           f'{frac:.0%} train, the rest eval')
+    return names, train, evals, how
+  tr = [f for f in files if f.endswith('_TRAIN.csv')]
+  te = [f for f in files if f.endswith('_TEST.csv')]
+  if len(tr) != 1 or len(te) != 1:
+    raise ValueError(f'{name}: expected one *_TRAIN.csv and one *_TEST.csv, '
+                     f'found {sorted(files)}')
+  names, train = read_recording(*files[tr[0]])
+  enames, test = read_recording(*files[te[0]])
+  if enames != names:
+    raise ucr.TsFormatError(files[te[0]][0], 1, f'channels {enames}, the '
+                            f'train file has {names}')
+  n = len(train)
+  if len(test) > n and np.array_equal(test[:n], train):
+    evals = test[n:]
+    how = (f'TRAIN file ({n:,} steps) train; the {len(evals):,} steps of the '
+           f'TEST file after its first {n:,} (which repeat TRAIN) eval')
+  else:
+    evals = test
+    how = f'TRAIN file ({n:,} steps) train, TEST file ({len(test):,}) eval'
+  return names, train, evals, how
+
+
+# --------------------------------------------------------------------------
+# Cases
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StreamCase(real_data.Case):
+  kind: str = FORECAST
+  how: str = ''
+  ceiling: Optional[real_data.Case] = None
+
+  @property
+  def name(self) -> str:
+    return f'{self.dataset} ({self.kind})'
+
+  @property
+  def slug(self) -> str:
+    return f'{self.dataset}-{self.kind}'
+
+
+def parse_cases(text: str) -> List[StreamCase]:
+  out = []
+  for item in (t.strip() for t in text.split(',')):
+    if not item:
+      continue
+    name, _, kind = item.partition(':')
+    if kind not in (FORECAST, TAGGING):
+      raise ValueError(f'--cases: {item!r}: give Name:forecast or '
+                       'Name:tagging')
+    out.append(StreamCase(name.strip(), kind=kind))
+  if not out:
+    raise ValueError('--cases is empty')
+  return out
+
+
+def _stats(streams: Sequence[Stream], csv_path: str) -> Dict:
+  lengths = [s.length for s in streams]
+  return {'csv': os.path.abspath(csv_path), 'sequences': len(streams),
+          'rows': int(sum(lengths)), 'length_min': int(min(lengths)),
+          'length_max': int(max(lengths)),
+          'length_mean': round(float(np.mean(lengths)), 2)}
+
+
+def write_streams(case: StreamCase, splits: Dict[str, List[Stream]],
+                  meta: Dict) -> None:
+  """``<data_dir>/{train,eval}/<slug>.csv`` and labels.json; fills
+  ``case.meta``."""
+  nfeat = splits['train'][0].x.shape[1]
+  header = (['seq_id', 't'] + [f'x{d}' for d in range(nfeat)] + ['label'])
+  classify = meta['task'] == ucr.CLASSIFICATION
+  meta = dict(meta, num_features=nfeat,
+              feature_names=[f'x{d}' for d in range(nfeat)],
+              label_kind='per_step')
+  for split, streams in splits.items():
+    rows = []
+    for s in streams:
+      if s.x.shape[1] != nfeat:
+        raise ValueError(f'{case.name}: {s.key} has {s.x.shape[1]} channels,'
+                         f' not {nfeat}')
+      for t in range(s.length):
+        rows.append([s.key, str(t)] + [ucr._fmt(v) for v in s.x[t]] + [  # pylint: disable=protected-access
+            str(int(s.y[t])) if classify else ucr._fmt(s.y[t])])  # pylint: disable=protected-access
+    path = os.path.join(case.data_dir, split, f'{case.slug}.csv')
+    ucr._write_csv(path, header, rows)  # pylint: disable=protected-access
+    meta[split] = _stats(streams, path)
+  with open(os.path.join(case.data_dir, 'labels.json'), 'w') as f:
+    json.dump(meta, f, indent=1)
+  case.meta = meta
+
+
+def prepare(case: StreamCase, source: ucr.Source, work: str) -> None:
+  case.data_dir = os.path.join(work, 'data', case.slug)
+  t0 = time.perf_counter()
+  if case.kind == FORECAST and case.dataset in RECORDINGS:
+    _, train, evals, how = recording_splits(source, case.dataset)
+    _, ntrain, neval = RECORDINGS[case.dataset]
+    splits = {'train': cut_long(forecast_streams(train, ntrain, 'train')),
+              'eval': cut_long(forecast_streams(evals, neval, 'eval'))}
+    case.how = (f'{how}; train cut into {ntrain} streams, eval into {neval}, '
+                'of equal length')
+    write_streams(case, splits, {
+        'dataset': case.dataset, 'task': ucr.REGRESSION, 'forecast': True,
+        'label': 'x0 at step t+1'})
+  elif case.kind == FORECAST:
+    case.meta = ucr.convert(case.dataset, case.data_dir, source,
+                            forecast=True)
+    longest = max(case.meta[s]['length_max'] for s in ('train', 'eval'))
+    if longest > MAX_STREAM:
+      raise ValueError(f'{case.name}: series of {longest} steps; cut them '
+                       f'(more than {MAX_STREAM})')
+    case.how = ('`data/ucr.py --forecast`: one sequence per series (its '
+                'last step dropped)')
+  else:
+    files = {s: source.read(case.dataset, tag) for s, tag in ucr.SPLITS}
+    header = files['train'].header
+    if header.task != ucr.CLASSIFICATION:
+      raise ValueError(f'{case.name}: not a classification set')
+    mapping = ucr.class_mapping(header)
+    splits = {}
+    for split, data in files.items():
+      unknown = sorted({l for l in data.labels if l not in mapping})
+      if unknown:
+        raise ucr.TsFormatError(data.path, None, f'class labels {unknown} '
+                                'are not in the train file')
+      splits[split] = cut_long(tagging_streams(
+          data.series, [mapping[l] for l in data.labels], split))
+    case.how = (f'{len(files["train"].series)} / {len(files["eval"].series)}'
+                f' recordings shuffled (seed {SHUFFLE_SEED}), {PER_STREAM} '
+                'to a stream')
+    write_streams(case, splits, {
+        'dataset': case.dataset, 'task': ucr.CLASSIFICATION,
+        'num_classes': len(mapping), 'classes': list(mapping)})
+    ceiling = real_data.Case(case.dataset)
+    ceiling.data_dir = os.path.join(work, 'data', ceiling.slug)
+    ceiling.meta = ucr.convert(case.dataset, ceiling.data_dir, source)
+    case.ceiling = ceiling
+  m = case.meta
+  log(f'{case.name}: built ({m["num_features"]} feature(s); train '
+      f'{m["train"]["sequences"]} streams / {m["train"]["rows"]:,} steps, '
+      f'eval {m["eval"]["sequences"]} / {m["eval"]["rows"]:,}) in '
+      f'{time.perf_counter() - t0:.1f} s')
+
+
+# --------------------------------------------------------------------------
+# References
+# --------------------------------------------------------------------------
+
+
+def _mse(errors: Dict[str, float]) -> Dict[str, float]:
+  return {'mae': errors['mae'], 'mse': errors['rmse'] ** 2}
+
+
+def forecast_references(case, train, evals) -> Dict[str, Dict]:
+  out = {'mean': _mse(real_data.no_skill(case, train, evals)),
+         'persistence': _mse(real_data.persistence(evals))}
+  for order in AR_ORDERS:
+    out[f'ar{order}'] = _mse(real_data.autoregressive(train, evals, order))
+  return out
+
+
+def window_features(x: np.ndarray, steps: np.ndarray, window: int
+                   ) -> np.ndarray:
+  """[len(steps), 5F]: mean, std, min, max and last value per channel of
+  x[max(0, t - window + 1) : t + 1] for each t in ``steps``."""
+  x = np.asarray(x, np.float64)
+  nfeat = x.shape[1]
+  padded = np.concatenate([np.full((window - 1, nfeat), np.nan), x])
+  view = np.lib.stride_tricks.sliding_window_view(padded, window, axis=0)
+  out = np.empty((len(steps), 5 * nfeat))
+  for a in range(0, len(steps), 1024):
+    w = view[steps[a:a + 1024]]  # [n, F, window]
+    out[a:a + 1024] = np.concatenate(
+        [np.nanmean(w, -1), np.nanstd(w, -1), np.nanmin(w, -1),
+         np.nanmax(w, -1), x[steps[a:a + 1024]]], axis=1)
+  return out
+
+
+def _sample(seqs, n: int, seed: int):
+  """Features of up to ``n`` steps drawn uniformly from all steps."""
+  lengths = np.array([len(y) for _, y in seqs])
+  total = int(lengths.sum())
+  pick = np.sort(np.random.default_rng(seed).choice(
+      total, size=min(n, total), replace=False))
+  starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+  which = np.searchsorted(starts, pick, side='right') - 1
+  return which, pick - starts[which]
+
+
+def window_classifier(train, evals, window: int, num_classes: int,
+                      sample: int = WINDOW_SAMPLE) -> Dict[str, float]:
+  """Ridge classifier (one-vs-all targets +-1, standardized features) on
+  ``window_features``, fitted on a sample of train steps; accuracy on a
+  sample of eval steps."""
+  def feats(seqs, seed):
+    which, steps = _sample(seqs, sample, seed)
+    xs, ys = [], []
+    for i in np.unique(which):
+      st = steps[which == i]
+      xs.append(window_features(seqs[i][0], st, window))
+      ys.append(seqs[i][1][st])
+    return np.concatenate(xs), np.concatenate(ys)
+
+  xt, yt = feats(train, 1)
+  xe, ye = feats(evals, 2)
+  mu, sd = xt.mean(0), xt.std(0)
+  sd[sd == 0] = 1.0
+  a = np.hstack([(xt - mu) / sd, np.ones((len(xt), 1))])
+  b = 2.0 * np.eye(num_classes)[yt] - 1.0
+  coef = np.linalg.solve(a.T @ a + RIDGE_ALPHA * np.eye(a.shape[1]), a.T @ b)
+  pred = np.hstack([(xe - mu) / sd, np.ones((len(xe), 1))]) @ coef
+  return {'accuracy': float(np.mean(np.argmax(pred, 1) == ye)),
+          'train_steps': int(len(yt)), 'eval_steps': int(len(ye))}
+
+
+def tagging_references(case, train, evals) -> Dict[str, Dict]:
+  ytrain = np.concatenate([y for _, y in train])
+  yeval = np.concatenate([y for _, y in evals])
+  majority = int(np.argmax(np.bincount(ytrain)))
+  out = {'majority': {'accuracy': float(np.mean(yeval == majority))}}
+  for w in WINDOWS:
+    out[f'window{w}'] = window_classifier(train, evals, w,
+                                          case.meta['num_classes'])
+  return out
+
+
+# --------------------------------------------------------------------------
+# The section
+# --------------------------------------------------------------------------
+
+
+def _runs(results, metric):
+  return [r[metric] for r in results or () if metric in r and 'error' not in r]
+
+
+def _with_mse(results: List[Dict]) -> List[Dict]:
+  for r in results:
+    if 'rmse' in r:
+      r['mse'] = r['rmse'] ** 2
+  return results
+
+
+def _cell(results, metric, digits=3) -> str:
+  return real_data.cell(results, metric, digits)
+
+
+def _g(v: Optional[float]) -> str:
+  return '-' if v is None else f'{v:.4g}'
+
+
+def _mean(results, metric) -> Optional[float]:
+  vals = _runs(results, metric)
+  return statistics.mean(vals) if vals else None
+
+
+def _secs(results) -> str:
+  secs = [r['seconds'] for r in results or ()]
+  return ' / '.join(f'{s:.0f}' for s in secs) if secs else '-'
+
+
+def _mse_cell(results) -> str:
+  vals = _runs(results, 'mse')
+  if not vals:
+    return real_data.cell(results, 'mse')
+  text = f'{statistics.mean(vals):.4g}'
+  if len(vals) > 1:
+    text += f' ({max(vals) - min(vals):.2g})'
+  failed = [r for r in results if 'error' in r]
+  if failed:
+    text += f' [{len(failed)} of {len(results)} failed]'
+  return text
+
+
+def _size(meta: Dict) -> str:
+  """'streams x mean steps' of train / eval (steps = labelled rows)."""
+  def one(split):
+    n, rows = meta[split]['sequences'], meta[split]['rows']
+    return f'{n} x {rows / n:.0f}'
+  return f'{one("train")} / {one("eval")}'
+
+
+
+def forecast_rows(entries) -> List[List[str]]:
+  rows = []
+  for e in entries:
+    if e['kind'] != FORECAST:
+      continue
+    ref, ours = e['references'], e.get('ours')
+    mse = _mean(ours, 'mse')
+    ar16 = ref['ar16']['mse']
+    rows.append([
+        e['name'], e['meta']['num_features'], _size(e['meta']),
+        _mse_cell(ours), _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
+        _g(ar16), _g(ref['ar64']['mse']),
+        real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
+        'MSE <= AR(16) ' + real_data._judge(  # pylint: disable=protected-access
+            None if mse is None else mse <= ar16)])
+  return rows
+
+
+def tagging_rows(entries) -> List[List[str]]:
+  rows = []
+  for e in entries:
+    if e['kind'] != TAGGING:
+      continue
+    ref, ours = e['references'], e.get('ours')
+    acc = _mean(ours, 'accuracy')
+    ceiling = _mean(e.get('ceiling'), 'accuracy')
+    memoryless = max(ref[f'window{w}']['accuracy'] for w in WINDOWS)
+    checks = ['>= 0.85 x ceiling ' + real_data._judge(  # pylint: disable=protected-access
+        None if acc is None or ceiling is None else
+        acc >= TAGGING_TARGET * ceiling - 1e-9)]
+    if acc is not None:
+      checks.append(f'{acc - memoryless:+.3f} vs best memoryless')
+    m = e['meta']
+    rows.append([
+        e['name'], m['num_classes'], m['num_features'], _size(m),
+        real_data.cell(ours, 'accuracy'), real_data.cell(e.get('ceiling'),
+                                                         'accuracy'),
+        '-' if acc is None or not ceiling else f'{acc / ceiling:.2f}',
+        f'{ref["majority"]["accuracy"]:.3f}'] + [
+            f'{ref[f"window{w}"]["accuracy"]:.3f}' for w in WINDOWS] + [
+                _secs(ours), _secs(e.get('ceiling')), '; '.join(checks)])
+  return rows
+
+
+def render(args, run, entries, seeds, source_text) -> str:
+  run.finish()
+  how = '\n'.join(f'  * {e["name"]}: {e["how"]}' for e in entries)
+  body = [
+      TITLE, '',
+      '**Targets**: per-step forecasting MSE at or below the least-squares '
+      'AR(16) on every stream set; tagging accuracy at least '
+      f'{TAGGING_TARGET:g} x the ceiling (the default model on the same '
+      'recordings with their boundaries known) and far above the memoryless '
+      'window classifiers.', '',
+      run.preamble(args.quick),
+      f'* Data: {source_text} (aeon wheel data)',
+      f'* Runs: the default model with seeds {", ".join(map(str, seeds))} '
+      f'(`--seed`); the ceilings with the first {args.ceiling_seeds}'
+      + (' (`--references-only`: no pipeline runs)'
+         if args.references_only else ''),
+      '* Streams:', how, '',
+      'Every stream is one sequence key, run by `python -m '
+      'pipeline.local_runner --data-root <dir> --key-column seq_id '
+      '--order-column t --label-column label --label-kind per_step [--task '
+      'regression] --output-dir <tmp> --seed S` with no other flags and '
+      'scored from `summary.json` (`eval.accuracy`; `eval.rmse` squared and '
+      '`eval.mae` for forecasting) at every eval step. Forecasting: label[t] '
+      '= x0[t+1] (the next value of the first channel); persistence = '
+      'x0[t]; training mean = the mean train label; AR(p) = least squares on '
+      'x0[t], ..., x0[t-p+1] and an intercept, fitted on the train rows '
+      '(lags before a stream\'s start are zeros). Tagging: the recordings of '
+      f'each split shuffled (seed {SHUFFLE_SEED}) and laid end to end, '
+      f'{PER_STREAM} to a stream (the last takes the remainder), label = the '
+      'class of the current recording, nothing marking the changes; window '
+      'w = a ridge classifier (alpha 1, standardized features, +-1 targets) '
+      'on the mean, std, min, max and last value of each channel over the '
+      f'last w steps (fewer at a stream\'s start), fitted on up to '
+      f'{WINDOW_SAMPLE:,} train steps and scored on up to {WINDOW_SAMPLE:,} '
+      'eval steps (uniform samples); ceiling = the same default model on the '
+      'plain per-sequence set (`data/ucr.py`, one label per recording, as in '
+      'section 6). Streams longer than '
+      f'{MAX_STREAM:,} steps would be cut into pieces of at most that many '
+      '(none is at these sizes). Cells: mean over seeds (max - min in '
+      'brackets); "s/run" = wall seconds of each run (later seeds of a case '
+      'reuse the cached ExampleGen .. SequenceBatcher).',
+  ]
+  frows = forecast_rows(entries)
+  if frows:
+    body += ['', '**Forecasting** (MSE, lower is better):', '',
+             common.table(['stream set', 'channels',
+                           'train / eval streams x steps', 'ours MSE',
+                           'persistence', 'training mean', 'AR(16)',
+                           'AR(64)', 'ours MAE', 'AR(16) MAE', 's/run',
+                           'target'], frows, align='lrrrrrrrrrrl')]
+  trows = tagging_rows(entries)
+  if trows:
+    body += ['', '**Tagging** (per-step accuracy, higher is better):', '',
+             common.table(['stream set', 'classes', 'channels',
+                           'train / eval streams x steps', 'ours',
+                           'ceiling (per recording)', 'ours / ceiling',
+                           'majority class'] +
+                          [f'window {w}' for w in WINDOWS] +
+                          ['s/run', 's/run (ceiling)', 'target'], trows,
+                          align='lrrrrrrrrrrrl')]
+  failed = sorted({f'{e["name"]} {k}: {x["error"]}' for e in entries
+                   for k in ('ours', 'ceiling') for x in e.get(k) or ()
+                   if 'error' in x})
+  if failed:
+    body += ['', '* Failed runs (the error line; logs under the work '
+             'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
+                                       for f in failed]
+  return '\n'.join(body)
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def _run(case, seed, work, what) -> Dict:
+  log(f'{what}: pipeline, seed {seed} ...')
+  out = real_data.run_pipeline(case, real_data.OURS, seed, work)
+  _with_mse([out])
+  shown = {k: round(v, 4) for k, v in out.items()
+           if k in ('accuracy', 'mse', 'mae')}
+  log(f'{what}: seed {seed}: ' + (f'FAILED: {out["error"]} (log: '
+                                  f'{out["log"]})' if 'error' in out else
+                                  str(shown)) + f' ({out["seconds"]:.0f} s)')
+  return out
+
+
+def main(argv=None) -> int:
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--cases', default=None,
+                 help='comma-separated Name:forecast / Name:tagging (default:'
+                 f' {",".join(DEFAULT_CASES)}; with --quick: '
+                 f'{",".join(QUICK_CASES)})')
+  p.add_argument('--seeds', type=int, default=None,
+                 help=f'runs of the default model per case, seeds 0..N-1 '
+                 f'(default {SEEDS}; 1 with --quick)')
+  p.add_argument('--ceiling-seeds', type=int, default=CEILING_SEEDS,
+                 help='runs of each tagging ceiling (the first N seeds; '
+                 f'default {CEILING_SEEDS})')
+  p.add_argument('--references-only', action='store_true',
+                 help='build the streams and compute the references; no '
+                 'pipeline runs')
+  p.add_argument('--data-dir', default=None,
+                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
+                 'the installed aeon package)')
+  p.add_argument('--results', default=None,
+                 help='the JSON results file (default: '
+                 'benchmarks/results/streams.json; with --quick: '
+                 f'{common.QUICK_DIR}/streams.json)')
+  p.add_argument('--from-results', default=None, metavar='JSON',
+                 help='write the section from an earlier results file; '
+                 'runs nothing')
+  p.add_argument('--keep', action='store_true',
+                 help='keep the work folder (stream CSVs, runs, logs)')
+  args = p.parse_args(argv)
+  run = common.Run()
+  results_path = args.results or (
+      os.path.join(common.QUICK_DIR, 'streams.json') if args.quick else
+      os.path.join(RESULTS_DIR, 'streams.json'))
+  if args.from_results:
+    with open(args.from_results) as f:
+      saved = json.load(f)
+    run.started = datetime.datetime.fromisoformat(saved['started'])
+    args.ceiling_seeds = saved['ceiling_seeds']
+    args.references_only = saved['references_only']
+    body = render(args, run, saved['entries'], saved['seeds'],
+                  saved['source'])
+    common.write_section(common.output_path(args), SECTION, body)
+    return 0
+  try:
+    cases = parse_cases(args.cases or ','.join(
+        QUICK_CASES if args.quick else DEFAULT_CASES))
+    source = ucr.find_source(args.data_dir)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  nseeds = args.seeds if args.seeds is not None else (1 if args.quick
+                                                      else SEEDS)
+  if nseeds < 1:
+    print('error: --seeds must be at least 1', file=sys.stderr)
+    return 2
+  seeds = list(range(nseeds))
+  work = tempfile.mkdtemp(prefix='tss-bench-streams-')
+  log(f'work folder {work}; data from the {source.describe()}; '
+      f'{len(cases)} case(s), seeds {seeds}')
+  try:
+    for c in cases:
+      prepare(c, source, work)
+  except (ValueError, OSError) as e:
+    print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
+    return 1
+  if not args.references_only and not real_data.runner_supports_seed():
+    print('error: pipeline.local_runner has no --seed flag', file=sys.stderr)
+    return 1
+  entries = []
+  for c in cases:
+    train = real_data.load_split(c, 'train')
+    evals = real_data.load_split(c, 'eval')
+    t0 = time.perf_counter()
+    refs = (forecast_references(c, train, evals) if c.kind == FORECAST else
+            tagging_references(c, train, evals))
+    log(f'{c.name}: references in {time.perf_counter() - t0:.1f} s: ' +
+        ', '.join(f'{k} {v.get("mse", v.get("accuracy")):.4g}'
+                  for k, v in refs.items()))
+    entry = {'name': c.name, 'slug': c.slug, 'kind': c.kind, 'how': c.how,
+             'meta': c.meta, 'references': refs}
+    entries.append(entry)
+    if args.references_only:
+      continue
+    for seed in seeds:
+      entry.setdefault('ours', []).append(_run(c, seed, work, c.name))
+    if c.ceiling is not None:
+      for seed in seeds[:max(1, args.ceiling_seeds)]:
+        entry.setdefault('ceiling', []).append(
+            _run(c.ceiling, seed, work, f'{c.name} ceiling'))
+  saved = {'started': run.started.isoformat(), 'command': common.command_line(),
+           'seeds': seeds, 'ceiling_seeds': args.ceiling_seeds,
+           'references_only': args.references_only,
+           'source': f'{source.describe()}', 'entries': entries}
+  body = render(args, run, entries, seeds, source.describe())
+  common.write_section(common.output_path(args), SECTION, body)
+  os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
+  with open(results_path, 'w') as f:
+    json.dump(saved, f, indent=1)
+  log(f'results: {results_path}; run took {run.seconds:.0f} s')
+  if not args.keep:
+    shutil.rmtree(work, ignore_errors=True)
+  else:
+    log(f'kept {work}')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
