@@ -23,8 +23,12 @@ and streaming exactly through the state protocol:
    kernel's output on training data, MiniRocket's PPV) and its running mean;
    running mean and maximum of the scaled input and of its negation, and the
    means of its first 2, 8 and 32 steps (how the sequence began);
-4. the last ``lags`` scaled input values (a fixed ``CausalConv1D``) and the
-   kernels' current outputs, for per-step targets;
+4. for per-step targets: the recent past (``DecayingPool``: exponentially
+   decaying PPV of each kernel and decaying means of the scaled input and
+   of its square, at half-lives ``half_lives``; a stream's content may
+   change, and the whole-history pools cannot forget), the kernels' current
+   outputs and the last ``lags`` scaled input values (a fixed
+   ``CausalConv1D``);
 5. the features standardised (fitted on training steps) and a linear head;
    regression outputs are rescaled to the label's units.
 
@@ -32,11 +36,22 @@ The head is fitted in closed form by ``adapt`` (``head='ridge'``, the
 default): ridge regression on every labelled training step's features (a
 one-vs-rest ridge classifier on +-1 targets for classification, as ROCKET
 does), its penalty chosen by leave-one-out error (``ridge.py``), and for
-classification a softmax temperature fitted on the leave-one-out scores. The
-module's ``default_epochs`` is then 0: no gradient step is needed, and the
-same seed gives the same model. An explicit ``epochs`` fine-tunes that head
-by gradient descent. ``head='sgd'`` starts the head at zero and trains it
-with the trainer's loop (L2 ``l2``), the validation carve and early stopping.
+classification a softmax temperature fitted on the leave-one-out scores.
+Per-step regression fits it in two stages (``conv_adapt._fit_head``): a
+linear autoregression on the lag columns alone from Gram statistics of every
+labelled step (so persistence and any linear AR on the lags are represented
+exactly, not shrunk with thousands of other features), then the other
+features on its residual, kept only when that helps held-out sequences.
+
+The closed form is then fine-tuned statefully (truncated BPTT through the
+trainer's loop, ``default_epochs`` = ``FINE_TUNE_EPOCHS``, Adam at
+``FINE_TUNE_LEARNING_RATE`` unless ``learning_rate`` is set): the trainer
+scores the closed form on the validation carve before the first epoch
+(fitted without the carve's labels) and keeps an epoch only if it scores
+better, so fine-tuning never exports a model the carve rates below the
+closed form; the log says which was kept. The same seed gives the same
+model. ``head='sgd'`` starts the head at zero and trains it with the
+trainer's loop (L2 ``l2``), the validation carve and early stopping.
 
 Receptive field from the data: unless ``max_dilation`` is set, the largest
 dilation is the largest power of two d with ``(kernel_size - 1) * d`` at most
@@ -61,7 +76,9 @@ Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
 ``head`` (``ridge``), ``kernels`` (448), ``kernels_per_dilation`` (overrides
 ``kernels``), ``kernel_size`` (9), ``max_dilation`` (from the data, see
 above), ``thresholds_per_kernel`` (4: PPV features per kernel, each with its
-own threshold), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
+own threshold; 1 for per-step labels, whose head reads the decaying PPVs
+too and is fitted on many more rows), ``half_lives`` (16, 128, 1024; per-step
+labels only), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
 ``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
 (64), ``blocks`` (2), ``r_min`` (0.9), ``r_max`` (0.999), ``max_phase``
@@ -92,6 +109,10 @@ MAX_DILATION = 64
 THRESHOLDS_PER_KERNEL = 4
 # How a sequence began: the mean of its first w scaled inputs, per w.
 ONSET_STEPS = (2, 8, 32)
+# Fine-tuning of the closed-form head (conv model, ridge head): epochs at
+# most, and Adam's learning rate.
+FINE_TUNE_EPOCHS = 5
+FINE_TUNE_LEARNING_RATE = 3e-5
 # Per-step labels: half-lives (steps) of the decaying pools (the recent past).
 HALF_LIVES = (16, 128, 1024)
 
@@ -205,12 +226,24 @@ def kernel_layout(spec) -> Tuple[List[int], int]:
 
 
 def default_epochs(spec) -> Optional[int]:
-  """Epochs when the user sets none: 0 for the conv model with a ridge head
-  (``adapt`` fits it; nothing is left for gradient steps), else None (the
-  trainer's epochs rule)."""
+  """Epochs when the user sets none: for the conv model with a ridge head,
+  ``FINE_TUNE_EPOCHS`` of stateful fine-tuning of the head from its closed
+  form (the trainer scores the closed form on the validation carve first
+  and keeps an epoch only if it does better, ``TrainConfig.score_initial``;
+  so "no epoch" is one of the choices), else None (the trainer's epochs
+  rule)."""
   if model_kind(spec) == 'conv' and head_kind(spec) == 'ridge':
-    return 0
+    return FINE_TUNE_EPOCHS
   return None
+
+
+def optimizer_defaults(spec) -> Dict[str, Any]:
+  """Optimizer settings unless the hyperparameters set them: fine-tuning
+  the closed-form head uses ``FINE_TUNE_LEARNING_RATE`` (Adam moves every
+  one of its thousands of weights by about the learning rate per step)."""
+  if model_kind(spec) == 'conv' and head_kind(spec) == 'ridge':
+    return {'learning_rate': FINE_TUNE_LEARNING_RATE}
+  return {}
 
 
 def _build_conv(spec, inputs) -> tf.Tensor:
@@ -231,7 +264,8 @@ def _build_conv(spec, inputs) -> tf.Tensor:
       for d in dilations]
   h = keras.layers.Concatenate(name='conv_outputs')(convs)
   conv_stats = tuple(hp.get('conv_stats', ('ppv',)))
-  copies = int(hp.get('thresholds_per_kernel', THRESHOLDS_PER_KERNEL))
+  copies = int(hp.get('thresholds_per_kernel', THRESHOLDS_PER_KERNEL
+                      if spec.label_kind != 'per_step' else 1))
   pool_in = h if copies == 1 else keras.layers.Concatenate(
       name='conv_copies')([h] * copies)
   pooled = sl.RunningPool(conv_stats, stateful=stateful,

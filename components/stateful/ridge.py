@@ -23,6 +23,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+import scipy.linalg
 
 # The penalties tried (ROCKET's RidgeClassifierCV grid).
 ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 10))
@@ -58,20 +59,37 @@ def _solve(xc: np.ndarray, yc: np.ndarray):
 
 
 def _grouped_cv(x, y, groups, alphas, folds):
-  """Out-of-fold predictions per penalty, whole groups held out together."""
+  """Out-of-fold predictions per penalty, whole groups held out together.
+
+  From per-fold Gram matrices: the training folds' ``X^T X`` is the total
+  minus the held-out fold's, so the rows are multiplied once (``N D^2``)
+  and each (fold, penalty) costs one Cholesky solve (``D^3 / 3``;
+  ``scipy.linalg.solve`` with ``assume_a='pos'``), rather
+  than an SVD of the training rows per fold (``4 N D^2``).
+  """
   unique = np.unique(groups)
   order = np.random.default_rng(0).permutation(unique.size)
   fold_of = dict(zip(unique[order], np.arange(unique.size) % folds))
   fold = np.array([fold_of[g] for g in groups])
+  used = range(min(folds, unique.size))
+  stats = []
+  for f in used:
+    xs, ys = x[fold == f], y[fold == f]
+    stats.append((xs.shape[0], xs.sum(axis=0), ys.sum(axis=0), xs.T @ xs,
+                  xs.T @ ys))
+  total = [sum(parts) for parts in zip(*stats)]
   preds = {a: np.zeros_like(y) for a in alphas}
-  for f in range(min(folds, unique.size)):
+  eye = np.eye(x.shape[1])
+  for f in used:
+    n, sx, sy, xx, xy = (t - p for t, p in zip(total, stats[f]))
+    mx, my = sx / n, sy / n
+    cxx = xx - n * np.outer(mx, mx)
+    cxy = xy - n * np.outer(mx, my)
     test = fold == f
-    train = ~test
-    x_mean, y_mean = x[train].mean(axis=0), y[train].mean(axis=0)
-    _, s, vt, uty = _solve(x[train] - x_mean, y[train] - y_mean)
-    proj = (x[test] - x_mean) @ vt.T
+    xt = x[test] - mx
     for a in alphas:
-      preds[a][test] = proj @ ((s / (s * s + a))[:, None] * uty) + y_mean
+      w = scipy.linalg.solve(cxx + a * eye, cxy, assume_a='pos')
+      preds[a][test] = xt @ w + my
   return preds
 
 
@@ -98,8 +116,6 @@ def fit(x: np.ndarray, y: np.ndarray,
     raise ValueError(f'ridge.fit needs at least 2 rows, got {n}')
   x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
   xc, yc = x - x_mean, y - y_mean
-  u, s, vt, uty = _solve(xc, yc)
-  s2 = s * s
   best = None
   if groups is not None and np.unique(groups).size >= 2:
     held_out = _grouped_cv(x, y, np.asarray(groups), list(alphas), folds)
@@ -107,7 +123,16 @@ def fit(x: np.ndarray, y: np.ndarray,
       error = float(np.mean((y - held_out[alpha]) ** 2))
       if best is None or error < best[0] - 1e-12 * abs(best[0]):
         best = (error, float(alpha), held_out[alpha] - y_mean)
-  for alpha in (sorted(alphas, reverse=True) if best is None else ()):
+    error, alpha, loo_fitted = best
+    # The refit on every row from the Gram matrix (no SVD of the rows).
+    weights = scipy.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]),
+                                 xc.T @ yc, assume_a='pos')
+    return RidgeFit(weights=weights, bias=y_mean - x_mean @ weights,
+                    alpha=alpha, loo_error=error,
+                    loo_predictions=loo_fitted + y_mean)
+  u, s, vt, uty = _solve(xc, yc)
+  s2 = s * s
+  for alpha in sorted(alphas, reverse=True):
     shrink = s2 / (s2 + alpha)
     fitted = u @ (shrink[:, None] * uty)
     hat = np.einsum('ij,j,ij->i', u, shrink, u) + 1.0 / n

@@ -14,6 +14,7 @@ import time
 import types
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -148,15 +149,33 @@ class _Passes:
   """The train split's batches as numpy dicts, in lane order; every
   ``iter()`` is a new pass from the first batch."""
 
-  def __init__(self, source: batches_lib.BatchSource):
+  def __init__(self, source: batches_lib.BatchSource,
+               hold_out: float = 0.0):
     self._source = source
+    self._hold_out = float(hold_out)
 
   def __iter__(self):
-    return self._source.dataset(keys=None).as_numpy_iterator()
+    batches = self._source.dataset(keys=None).as_numpy_iterator()
+    if not self._hold_out:
+      return batches
+    return (self._without_carve(b) for b in batches)
+
+  def _without_carve(self, batch):
+    """The validation carve's labelled steps unweighted: what adapt fits
+    from labels (the default model's closed-form head) does not see them,
+    so the carve scores it as fairly as the epochs trained after it."""
+    valid = np.asarray(batches_lib.is_validation_key(
+        tf.constant(batch['key']), self._hold_out))
+    if valid.ndim == 1:
+      valid = valid[:, None]
+    return {**batch, 'label_weight': np.where(valid, 0.0, batch[
+        'label_weight']).astype(batch['label_weight'].dtype)}
 
 
-def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
-  """The stateful model, seeded and adapted to the train split.
+def _build(module, spec: ms.ModelSpec, train, seed: int,
+           hold_out: float = 0.0) -> keras.Model:
+  """The stateful model, seeded and adapted to the train split (its
+  labelled steps outside the validation carve, with ``hold_out``).
 
   The serving twin is built first and checked against it (same weights), so
   a module whose twin differs fails before adapting and training.
@@ -166,9 +185,10 @@ def _build(module, spec: ms.ModelSpec, train, seed: int) -> keras.Model:
   model_io.build_serving(module, spec, weights_from=model)  # Checks only.
   if hasattr(module, 'adapt'):
     started = time.monotonic()
-    summary = module.adapt(model, spec, _Passes(train))
-    _LOG.info('adapted the model to the train split in %.1fs: %s',
-              time.monotonic() - started, summary)
+    summary = module.adapt(model, spec, _Passes(train, hold_out))
+    _LOG.info('adapted the model to the train split%s in %.1fs: %s',
+              ' (labels of the validation carve held out)' if hold_out
+              else '', time.monotonic() - started, summary)
   return model
 
 
@@ -333,11 +353,18 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   module = model_io.resolve_module(args.module_file, args.module)
   fp = fingerprint_of(args, module)
   ckpts = prepare_checkpoints(args, fp)
-  model = _build(module, spec, train, args.train.seed)
-  initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   config = args.train
   module_epochs = (module.default_epochs(spec)
                    if hasattr(module, 'default_epochs') else None)
+  # The initial weights are a candidate of the validation carve: adapt
+  # then fits them without the carve's labels (and the refit adapts again
+  # on every sequence).
+  epochs_planned = config.epochs if config.epochs is not None else (
+      module_epochs if module_epochs is not None else 1)
+  hold_out = (config.validation_fraction if config.score_initial and
+              epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
+  model = _build(module, spec, train, args.train.seed, hold_out)
+  initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   if config.epochs is None and module_epochs is not None:
     config = config.replace(epochs=int(module_epochs))
     _LOG.info('epochs: %d (unset; the model module\'s default_epochs%s)',
@@ -362,8 +389,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   checkpoint_dir = ckpts.path
 
   def fit(model, config, subdir):
+    defaults = getattr(module, 'optimizer_defaults', None)
+    hp = {**(defaults(spec) if defaults else {}), **spec.hyperparameters}
     optimizer = optimizers.make_optimizer(
-        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters),
+        settings.OptimizerConfig.from_hyperparameters(hp),
         total_steps=max(1, config.epochs * train.num_batches))
     return training.fit(
         model, optimizer=optimizer, objective=objective, train=train,
@@ -380,12 +409,21 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       and result.best_epoch is not None):
     selection = result
     epochs = result.best_epoch + 1
-    _LOG.info('refit: the validation carve chose epoch %d; training again '
-              'from the same initial weights on every training sequence for '
-              '%d epochs', epochs, epochs)
-    keras.utils.set_random_seed(args.train.seed)
-    model = model_io.build_stateful(module, spec)
-    model.set_weights(initial_weights)
+    if epochs == 0:
+      _LOG.info('refit: the validation carve chose the initial weights (no '
+                'epoch improved on them); %s', 'adapting again on every '
+                'training sequence, no epoch' if hold_out else
+                'no epoch on every training sequence')
+    else:
+      _LOG.info('refit: the validation carve chose epoch %d; training again '
+                'from the same initial weights on every training sequence '
+                'for %d epochs', epochs, epochs)
+    if hold_out:
+      model = _build(module, spec, train, args.train.seed)
+    else:
+      keras.utils.set_random_seed(args.train.seed)
+      model = model_io.build_stateful(module, spec)
+      model.set_weights(initial_weights)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                  REFIT_SUBDIR)

@@ -9,19 +9,26 @@ import tensorflow as tf
 import tf_keras as keras
 
 
+# ``BestWeights.epoch`` before anything was offered, and for the initial
+# weights (scored before the first epoch: "no epoch" is a candidate).
+NONE = -2
+INITIAL = -1
+
+
 class BestWeights(tf.Module):
   """The best epoch's weights by validation score (checkpointed with the
   run, so a resumed run keeps the same choice).
 
   The score is minimised: minus the accuracy when the objective reports one
-  (classification), else the loss. An equal score counts as better, so among
+  (classification), else the loss. Epoch ``INITIAL`` (-1) is the weights
+  before training (``TrainConfig.score_initial``). An equal score counts as better, so among
   equally good epochs the later (longer trained) one is kept.
   """
 
   def __init__(self, model: keras.Model):
     super().__init__(name='best_weights')
     self.score = tf.Variable(float('inf'), trainable=False, name='score')
-    self.epoch = tf.Variable(-1, dtype=tf.int64, trainable=False,
+    self.epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
                              name='epoch')
     self.stopped = tf.Variable(False, trainable=False, name='stopped')
     self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')

@@ -92,6 +92,11 @@ class TrainConfig:
       'again from the same initial weights on every training sequence '
       '(the carve included) for E epochs and export that model; off: export '
       'the best epoch\'s weights, which never saw the carve\'s sequences')
+  score_initial: bool = _setting(
+      True, 'with a validation carve, score the initial weights (after the '
+      "model module's adapt) before the first epoch as a candidate: "
+      'training is kept only where the carve says an epoch improved on '
+      'them (the default model\'s closed-form fit is never made worse)')
   early_stopping_patience: int = _setting(
       10, 'stop after this many epochs without a better validation score '
       '(0: never stop early)')

@@ -179,6 +179,25 @@ def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
   return stats, stopped
 
 
+def _validate_only(model: keras.Model, objective: Objective,
+                   train: BatchSource, valid_metrics, config: TrainConfig,
+                   scoring: str) -> Dict[str, float]:
+  """The validation carve's metrics of the current weights: one pass over
+  epoch 0's batches, no update (state zeroed before and after)."""
+  steps = compile_steps(model, None, objective, eval_metrics=valid_metrics)
+  reset_metrics(valid_metrics)
+  state.zero_all(model)
+  for batch in train.dataset(epoch=0, start=0,
+                             shuffle_groups=config.shuffle_groups,
+                             seed=config.seed, label_scoring=scoring,
+                             validation_fraction=config.validation_fraction):
+    steps.eval({**batch, 'label_weight': batch['valid_weight']})
+  state.zero_all(model)
+  results = metric_results(valid_metrics)
+  reset_metrics(valid_metrics)
+  return results
+
+
 def fit(model: keras.Model,
         *,
         optimizer: keras.optimizers.Optimizer,
@@ -303,6 +322,13 @@ def fit(model: keras.Model,
     return (config.max_steps is not None and
             int(cursor.step) >= config.max_steps)
 
+  if (best is not None and resumed_from is None and config.score_initial
+      and config.epochs > 0):
+    initial = _validate_only(model, objective, train, valid_metrics, config,
+                             scoring)
+    best.offer(model, initial, selection.INITIAL)
+    _LOG.info('validation before training (the initial weights, a '
+              'candidate too): %s', progress.fmt_metrics(initial))
   # Checked before the loop too: a run resumed at max_steps trains no step.
   stop = (best is not None and bool(best.stopped)) or at_max_steps()
   while int(cursor.epoch) < config.epochs and not stop:
@@ -348,13 +374,15 @@ def fit(model: keras.Model,
     save()
   finished = int(cursor.epoch) >= config.epochs or (
       best is not None and bool(best.stopped))
-  if best is not None and finished and int(best.epoch) >= 0:
+  if best is not None and finished and int(best.epoch) != selection.NONE:
     best.restore(model)
-    _LOG.info('kept the weights of epoch %d (validation score %.4f: minus '
-              'the accuracy, or the loss)', int(best.epoch) + 1,
-              float(best.score))
-  best_epoch = (int(best.epoch) if best is not None and int(best.epoch) >= 0
-                else None)
+    _LOG.info('kept the weights of %s (validation score %.4f: minus '
+              'the accuracy, or the loss)',
+              'before training (no epoch improved on them)'
+              if int(best.epoch) == selection.INITIAL else
+              f'epoch {int(best.epoch) + 1}', float(best.score))
+  best_epoch = (int(best.epoch) if best is not None and
+                int(best.epoch) != selection.NONE else None)
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
                    finished=finished, best_epoch=best_epoch)

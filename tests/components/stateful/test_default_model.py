@@ -102,7 +102,7 @@ def test_adapt_fits_a_ridge_head_on_every_batch(monkeypatch):
     correct += int((logits.argmax(-1) == test[i + 1]['labels'][:, -1]).sum())
     total += B
   assert correct / total >= 0.95
-  assert module.default_epochs(spec) == 0
+  assert module.default_epochs(spec) == dm.FINE_TUNE_EPOCHS
 
 
 def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
@@ -133,7 +133,7 @@ def test_receptive_field_from_the_median_length(length, hp, want):
 
 
 def test_default_epochs_per_model():
-  assert dm.default_epochs(_spec()) == 0
+  assert dm.default_epochs(_spec()) == dm.FINE_TUNE_EPOCHS
   assert dm.default_epochs(_spec(hyperparameters={'head': 'sgd'})) is None
   assert dm.default_epochs(_spec(hyperparameters={'model': 'lstm'})) is None
   with pytest.raises(ValueError, match='head'):

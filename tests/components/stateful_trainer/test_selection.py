@@ -1,0 +1,96 @@
+"""Model selection on the validation carve with the initial weights as a
+candidate (``TrainConfig.score_initial``): training is kept only when an
+epoch scores better than the weights it started from."""
+
+import numpy as np
+import tf_keras as keras
+
+from components.sequence_batcher import layout
+from components.stateful import batches as batches_lib
+from components.stateful import model_spec as ms
+from components.stateful import objective as objective_lib
+from components.stateful_trainer import optimizers
+from components.stateful_trainer import selection
+from components.stateful_trainer import settings
+from components.stateful_trainer import training
+from tests.components.stateful_trainer import helpers
+
+B, T = 4, 5
+
+
+def _source(tmp_path):
+  """Per-step regression, label = 2 x + noise, 40 sequences."""
+  rng = np.random.default_rng(0)
+  seqs = []
+  for i in range(40):
+    x = rng.normal(size=(int(rng.integers(3, 12)), 1)).astype(np.float32)
+    y = (2.0 * x[:, 0] + 0.1 * rng.normal(size=x.shape[0])).astype(np.float32)
+    seqs.append(layout.SequenceArrays(f's{i:03d}', x, y))
+  root = helpers.write_batches(str(tmp_path), {'train': seqs}, batch_size=B,
+                               num_unroll=T, label_kind=ms.PER_STEP)
+  return batches_lib.BatchSource.open(root, 'train')
+
+
+def _model(kernel):
+  inputs = keras.Input(shape=(T, 1), batch_size=B)
+  out = keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(
+      kernel), name='head')(inputs)
+  return keras.Model(inputs, out)
+
+
+def _fit(model, source, learning_rate, epochs=3, **config):
+  spec = ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
+                      feature_names=('x',), label_kind=ms.PER_STEP,
+                      task=ms.REGRESSION, output_size=1)
+  optimizer = optimizers.make_optimizer(settings.OptimizerConfig(
+      learning_rate=learning_rate, clip_global_norm=None))
+  return training.fit(model, optimizer=optimizer,
+                      objective=objective_lib.make_objective(spec),
+                      train=source, config=settings.TrainConfig(
+                          epochs=epochs, validation_fraction=0.3,
+                          log_every_n_steps=0, **config))
+
+
+def _carve_loss(model, source):
+  """The validation carve's weighted MSE, by hand."""
+  num = den = 0.0
+  for batch in source.dataset(validation_fraction=0.3).as_numpy_iterator():
+    out = model(batch['features']).numpy()[..., 0]
+    w = batch['valid_weight']
+    num += float(np.sum(w * (out - batch['labels']) ** 2))
+    den += float(np.sum(w))
+  return num / den
+
+
+def test_initial_weights_are_kept_when_no_epoch_beats_them(tmp_path, caplog):
+  source = _source(tmp_path)
+  model = _model(2.0)  # The optimum, up to the noise.
+  before = [w.copy() for w in model.get_weights()]
+  initial_loss = _carve_loss(model, source)
+  caplog.set_level('INFO')
+  result = _fit(model, source, learning_rate=0.5)  # Overshoots.
+  assert result.best_epoch == selection.INITIAL
+  for w, b in zip(model.get_weights(), before):
+    np.testing.assert_array_equal(w, b)
+  assert all(e.valid['loss'] > initial_loss for e in result.epochs)
+  assert 'validation before training' in caplog.text
+  assert 'no epoch improved on them' in caplog.text
+  # The logged initial score is the carve's loss of the initial weights.
+  assert abs(_carve_loss(model, source) - initial_loss) < 1e-9
+
+
+def test_an_epoch_that_beats_the_initial_weights_is_kept(tmp_path):
+  source = _source(tmp_path)
+  model = _model(0.0)
+  initial_loss = _carve_loss(model, source)
+  result = _fit(model, source, learning_rate=0.05, epochs=4)
+  assert result.best_epoch is not None and result.best_epoch >= 0
+  assert _carve_loss(model, source) < 0.5 * initial_loss
+
+
+def test_score_initial_off_never_keeps_the_initial_weights(tmp_path):
+  source = _source(tmp_path)
+  model = _model(2.0)
+  result = _fit(model, source, learning_rate=0.5, score_initial=False)
+  assert result.best_epoch >= 0
+  assert not np.allclose(model.get_weights()[0], 2.0)
