@@ -36,6 +36,7 @@ many steps. Every pipeline run is the plain command, no tuning flags::
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.streams [--quick]
       [--cases ACSF1:forecast,BasicMotions:tagging] [--seeds 3]
       [--ceiling-seeds 1] [--references-only] [--keep] [--results JSON]
+      [--from-results JSON [JSON ...]]
 """
 
 from __future__ import annotations
@@ -621,8 +622,9 @@ def render(args, run, entries, seeds, source_text,
       f'{MEMORYLESS_MARGIN:g} above) the better memoryless window '
       'classifier.', '',
       run.preamble(args.quick),
-  ] + ([f'* Written from `{rendered_from[0]}` (`--from-results`); the '
-         f'runs were made by `{rendered_from[1]}`'] if rendered_from else []
+  ] + ([f'* Written from {rendered_from[0]} (`--from-results`; date and '
+         'load of the first, wall time summed); the runs were made by '
+         f'`{rendered_from[1]}`'] if rendered_from else []
         ) + [
       f'* Data: {source_text} (aeon wheel data)',
       f'* Runs: the default model with seeds {", ".join(map(str, seeds))} '
@@ -735,9 +737,10 @@ def main(argv=None) -> int:
                  help='the JSON results file (default: '
                  'benchmarks/results/streams.json; with --quick: '
                  f'{common.QUICK_DIR}/streams.json)')
-  p.add_argument('--from-results', default=None, metavar='JSON',
-                 help='write the section from an earlier results file; '
-                 'runs nothing')
+  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
+                 help='write the section from the results files of earlier '
+                 'runs (e.g. made on disjoint --cases; a case is taken from '
+                 'the first file that has it); runs nothing')
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder (stream CSVs, runs, logs)')
   args = p.parse_args(argv)
@@ -746,16 +749,27 @@ def main(argv=None) -> int:
       os.path.join(common.QUICK_DIR, 'streams.json') if args.quick else
       os.path.join(RESULTS_DIR, 'streams.json'))
   if args.from_results:
-    with open(args.from_results) as f:
-      saved = json.load(f)
-    run.started = datetime.datetime.fromisoformat(saved['started'])
-    run.seconds = saved.get('seconds')
-    run.load_before = saved.get('load_before', run.load_before)
-    run.load_after = saved.get('load_after')
-    args.ceiling_seeds = saved['ceiling_seeds']
-    args.references_only = saved['references_only']
-    body = render(args, run, saved['entries'], saved['seeds'],
-                  saved['source'], (args.from_results, saved['command']))
+    loaded = []
+    for path in args.from_results:
+      with open(path) as f:
+        loaded.append(json.load(f))
+    first = loaded[0]
+    entries, seen = [], set()
+    for saved in loaded:
+      for e in saved['entries']:
+        if e['slug'] not in seen:
+          seen.add(e['slug'])
+          entries.append(e)
+    run.started = datetime.datetime.fromisoformat(first['started'])
+    secs = [x.get('seconds') for x in loaded]
+    run.seconds = sum(secs) if None not in secs else None
+    run.load_before = first.get('load_before', run.load_before)
+    run.load_after = loaded[-1].get('load_after')
+    args.ceiling_seeds = first['ceiling_seeds']
+    args.references_only = first['references_only']
+    body = render(args, run, entries, first['seeds'], first['source'],
+                  (', '.join(args.from_results),
+                   '`; `'.join(x['command'] for x in loaded)))
     common.write_section(common.output_path(args), SECTION, body)
     return 0
   try:
