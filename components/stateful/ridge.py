@@ -27,6 +27,9 @@ import scipy.linalg
 
 # The penalties tried (ROCKET's RidgeClassifierCV grid).
 ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 10))
+# With whole sequences held out (per-step labels: many more, correlated
+# rows, so the penalty that generalises is larger): up to 1e6.
+GROUPED_ALPHAS = tuple(float(a) for a in np.logspace(-3, 6, 10))
 # Softmax temperatures tried for classification logits.
 TEMPERATURES = tuple(float(t) for t in np.logspace(-1, 2, 31))
 
@@ -94,11 +97,12 @@ def _grouped_cv(x, y, groups, alphas, folds):
 
 
 def fit(x: np.ndarray, y: np.ndarray,
-        alphas: Sequence[float] = ALPHAS, *,
+        alphas: Optional[Sequence[float]] = None, *,
         groups: Optional[np.ndarray] = None, folds: int = 5) -> RidgeFit:
   """Ridge regression of ``y`` float[N, K] on ``x`` float[N, D] with an
-  unpenalised intercept; the penalty is the one in ``alphas`` with the
-  smallest mean squared held-out residual (ties: the larger penalty).
+  unpenalised intercept; the penalty is the one in ``alphas`` (default:
+  ``ALPHAS``, or ``GROUPED_ALPHAS`` with ``groups``) with the smallest mean
+  squared held-out residual (ties: the larger penalty).
 
   Held out: each row alone (leave-one-out, exact and cheap), or, with
   ``groups`` int[N] (e.g. the sequence of each labelled step), whole groups
@@ -117,7 +121,10 @@ def fit(x: np.ndarray, y: np.ndarray,
   x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
   xc, yc = x - x_mean, y - y_mean
   best = None
-  if groups is not None and np.unique(groups).size >= 2:
+  grouped = groups is not None and np.unique(groups).size >= 2
+  if alphas is None:
+    alphas = GROUPED_ALPHAS if grouped else ALPHAS
+  if grouped:
     held_out = _grouped_cv(x, y, np.asarray(groups), list(alphas), folds)
     for alpha in sorted(alphas, reverse=True):
       error = float(np.mean((y - held_out[alpha]) ** 2))
@@ -245,7 +252,7 @@ class GramRidge:
     cross = np.einsum('dk,dk->k', w, xy) + b * sy
     return float(np.sum(yy - 2 * cross + pred_sq))
 
-  def fit(self, alphas: Sequence[float] = ALPHAS) -> RidgeFit:
+  def fit(self, alphas: Sequence[float] = GROUPED_ALPHAS) -> RidgeFit:
     """The penalty with the smallest held-out error over the non-empty
     folds (ties: the larger penalty; with one non-empty fold, the smallest
     penalty, unchecked), refitted on every row. ``loo_error`` is the mean
