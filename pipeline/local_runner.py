@@ -28,6 +28,7 @@ from typing import Dict, List, Optional
 from components.sequence_batcher import command_line
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
+from components.stateful import hyperparameters as hp_lib
 from components.stateful_trainer import settings
 from pipeline import input_check
 from pipeline import pipeline_config
@@ -123,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
   add_trainer_flags(p, d.trainer)
   p.add_argument('--module-file', default=None,
                  help='user model module (default: the shipped model)')
+  p.add_argument('--hyperparameters', default='',
+                 type=_hyperparameters, help=hp_lib.help_text()
+                 .replace('%', '%%'))
   p.add_argument('--output-dir', default=d.output_dir)
   p.add_argument('--pipeline-name', default=d.pipeline_name)
   p.add_argument('--no-cache', action='store_true',
@@ -166,6 +170,13 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
       'same inputs left checkpoints (they are removed)')
 
 
+def _hyperparameters(text: str) -> Dict:
+  try:
+    return hp_lib.parse(text)
+  except hp_lib.HyperparametersError as e:
+    raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _local_path(path: Optional[str]) -> Optional[str]:
   """Absolute for a local path; a URI (gs://...) as given."""
   if not path or '://' in path:
@@ -190,6 +201,7 @@ def config_from_args(args: argparse.Namespace) -> pipeline_config.PipelineConfig
       batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
       max_sequence_length=args.max_sequence_length, truncate=args.truncate,
       trainer=trainer_from_args(args), module_file=args.module_file,
+      hyperparameters=dict(args.hyperparameters or {}),
       enable_cache=not args.no_cache,
       checkpoint_dir=_local_path(args.checkpoint_dir), fresh=args.fresh,
       evaluator_settings={'no_skill_margin': args.no_skill_margin,

@@ -13,14 +13,6 @@ from components.stateful_trainer import settings
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# Optimizer settings passed to the trainer; anything unset (units, cell,
-# dropout, ...) takes the shipped model's defaults
-# (components/stateful/default_model.py).
-DEFAULT_HYPERPARAMETERS = {
-    'learning_rate': 1e-2,
-    'lr_schedule': 'cosine',
-    'clip_global_norm': 1.0,
-}
 
 # Blessing rule (the StatefulEvaluator's defaults): the chunked stateful
 # outputs match whole-sequence serving, the model beats the no-skill
@@ -58,8 +50,10 @@ class PipelineConfig:
   eval_hash_buckets: int = 1  # of train_hash_buckets + eval_hash_buckets
   train_hash_buckets: int = 4
   module_file: Optional[str] = None
-  hyperparameters: Dict[str, Any] = dataclasses.field(
-      default_factory=lambda: dict(DEFAULT_HYPERPARAMETERS))
+  # Passed to the model module as spec.hyperparameters (--hyperparameters);
+  # anything unset takes the module's defaults, and the optimizer's
+  # ``settings.optimizer_hyperparameters``.
+  hyperparameters: Dict[str, Any] = dataclasses.field(default_factory=dict)
   trainer: settings.TrainConfig = settings.TrainConfig()
   # A tfma.EvalConfig as a dict (None: the evaluator's default for the
   # task) and the evaluator's StatefulSettings fields.

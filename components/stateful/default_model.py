@@ -113,7 +113,7 @@ ONSET_STEPS = (2, 8, 32)
 # Fine-tuning of the closed-form head (conv model, ridge head): epochs at
 # most, and the SGD learning rate.
 FINE_TUNE_EPOCHS = 5
-FINE_TUNE_LEARNING_RATE = 1e-4
+FINE_TUNE_LEARNING_RATE = 1e-3
 # Per-step labels: half-lives (steps) of the decaying pools (the recent past).
 HALF_LIVES = (16, 128, 1024)
 

@@ -387,12 +387,16 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               config.label_scoring)
   objective = objective_lib.make_objective(spec, module)
   checkpoint_dir = ckpts.path
+  optimizer_config = settings.OptimizerConfig.from_hyperparameters(
+      settings.optimizer_hyperparameters(module, spec))
+  if config.epochs:
+    _LOG.info('optimizer: %s (the run\'s hyperparameters over the model '
+              'module\'s optimizer_defaults over the trainer\'s)',
+              optimizer_config)
 
   def fit(model, config, subdir):
-    defaults = getattr(module, 'optimizer_defaults', None)
-    hp = {**(defaults(spec) if defaults else {}), **spec.hyperparameters}
     optimizer = optimizers.make_optimizer(
-        settings.OptimizerConfig.from_hyperparameters(hp),
+        optimizer_config,
         total_steps=max(1, config.epochs * train.num_batches))
     return training.fit(
         model, optimizer=optimizer, objective=objective, train=train,

@@ -189,6 +189,24 @@ def field_kinds() -> Dict[str, type]:
   return {f.name: _kind(f) for f in dataclasses.fields(TrainConfig)}
 
 
+# The optimizer keys of ``spec.hyperparameters`` unless they are set: these,
+# then the model module's ``optimizer_defaults(spec)`` over them, then the
+# run's hyperparameters over both (``optimizer_hyperparameters``).
+OPTIMIZER_DEFAULTS = {
+    'learning_rate': 1e-2,
+    'lr_schedule': 'cosine',
+    'clip_global_norm': 1.0,
+}
+
+
+def optimizer_hyperparameters(module, spec) -> Dict[str, Any]:
+  """The hyperparameters the optimizer is made from (see
+  ``OPTIMIZER_DEFAULTS``)."""
+  hook = getattr(module, 'optimizer_defaults', None)
+  return {**OPTIMIZER_DEFAULTS, **(dict(hook(spec)) if hook else {}),
+          **dict(spec.hyperparameters)}
+
+
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """Optimisation hyperparameters (keys of ``spec.hyperparameters``).

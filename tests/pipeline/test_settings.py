@@ -96,3 +96,74 @@ def test_every_setting_reaches_the_compiled_kubeflow_pipeline(tmp_path):
 def test_an_unknown_trainer_setting_is_an_error():
   with pytest.raises(settings.TrainingConfigError, match='unknown'):
     settings.TrainConfig.from_dict({'epoch': 3})
+
+
+HP_FLAG = ['--hyperparameters', 'model=lstm,units=[64,32],dropout=0.1,'
+           'learning_rate=0.003']
+HP = {'model': 'lstm', 'units': [64, 32], 'dropout': 0.1,
+      'learning_rate': 0.003}
+
+
+def _trainer_hyperparameters(custom_config):
+  """What the trainer's executor reads from the component's custom_config
+  (JSON text in the exec properties and the compiled pipeline)."""
+  if not isinstance(custom_config, str):
+    custom_config = json.dumps(custom_config)
+  return trainer_executor.parse_custom_config(custom_config)[
+      'hyperparameters']
+
+
+def test_hyperparameters_reach_the_trainer_from_the_local_runner(tmp_path):
+  args, _ = local_runner.build_parser().parse_known_args(
+      ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + HP_FLAG)
+  config = local_runner.config_from_args(args)
+  assert config.hyperparameters == HP
+  p = pipeline_lib.create_pipeline_from_config(
+      config, pipeline_root=str(tmp_path / 'root'))
+  trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
+  assert _trainer_hyperparameters(
+      trainer.exec_properties['custom_config']) == HP
+
+
+def test_hyperparameters_reach_the_compiled_kubeflow_pipeline(tmp_path):
+  path = kubeflow_compile.compile_pipeline([
+      '--image', 'gcr.io/p/img:1', '--output-file',
+      str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
+      '--data-root', 'gs://b/data'] + HP_FLAG)
+  with open(path) as f:
+    spec = json.load(f)
+  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
+      'inputs']['parameters']
+  constant = params['custom_config']['runtimeValue']['constantValue']
+  assert _trainer_hyperparameters(next(iter(constant.values()))) == HP
+
+
+def test_hyperparameters_flag_forms_and_errors():
+  from components.stateful import hyperparameters as hp_lib
+  assert hp_lib.parse('') == {}
+  assert hp_lib.parse('{"units": [8], "model": "gru"}') == {
+      'units': [8], 'model': 'gru'}
+  assert hp_lib.parse("model=lru, r_min=0.5,half_lives=[4, 8],name='a,b'") == {
+      'model': 'lru', 'r_min': 0.5, 'half_lives': [4, 8], 'name': "'a,b'"}
+  for bad in ('units', '{"a": 1', '[1, 2]', '=3'):
+    with pytest.raises(hp_lib.HyperparametersError, match='hyperparameters'):
+      hp_lib.parse(bad)
+  with pytest.raises(SystemExit):
+    local_runner.build_parser().parse_args(['--hyperparameters', 'units'])
+
+
+def test_help_lists_the_default_modules_hyperparameters():
+  from components.stateful import default_model as dm
+  from components.stateful import hyperparameters as hp_lib
+  text = ' '.join(local_runner.build_parser().format_help().split())
+  table = {n: d for n, d, _ in hp_lib.DEFAULT_MODEL}
+  for name in table:
+    assert f'{name} (' in text, name
+  # The defaults shown are the module's.
+  assert table['kernels'] == str(dm.KERNELS)
+  assert table['half_lives'] == str(list(dm.HALF_LIVES))
+  assert table['thresholds_per_kernel'].startswith(
+      str(dm.THRESHOLDS_PER_KERNEL))
+  assert str(dm.FINE_TUNE_LEARNING_RATE) in table['learning_rate']
+  assert str(settings.OPTIMIZER_DEFAULTS['learning_rate']) in table[
+      'learning_rate']
