@@ -78,7 +78,7 @@ Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
 ``kernels``), ``kernel_size`` (9), ``max_dilation`` (from the data, see
 above), ``thresholds_per_kernel`` (4: PPV features per kernel, each with its
 own threshold; 1 for per-step labels, whose head reads the decaying PPVs
-too and is fitted on many more rows), ``half_lives`` (16, 128, 1024; per-step
+too and is fitted on many more rows), ``half_lives`` (8, 32, 128, 512; per-step
 labels only), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
 ``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
@@ -115,7 +115,7 @@ ONSET_STEPS = (2, 8, 32)
 FINE_TUNE_EPOCHS = 5
 FINE_TUNE_LEARNING_RATE = 1e-3
 # Per-step labels: half-lives (steps) of the decaying pools (the recent past).
-HALF_LIVES = (16, 128, 1024)
+HALF_LIVES = (8, 32, 128, 512)
 
 
 @keras.utils.register_keras_serializable(package='stateful_trainer')

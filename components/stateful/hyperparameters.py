@@ -20,7 +20,7 @@ DEFAULT_MODEL: List[Tuple[str, str, str]] = [
     ('max_dilation', 'from the median length, <= 64', 'conv'),
     ('thresholds_per_kernel', '4 (per-step labels: 1)', 'conv: PPV features '
      'per kernel'),
-    ('half_lives', '[16, 128, 1024]', 'conv, per-step labels: decaying pools'),
+    ('half_lives', '[8, 32, 128, 512]', 'conv, per-step labels: decaying pools'),
     ('lags', '16', 'conv, per-step labels: lagged inputs'),
     ('l2', '0.01', "conv, head='sgd'"),
     ('units', '32', 'lstm/gru: an int or a list (stacked); lru: an int'),
