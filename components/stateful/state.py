@@ -89,6 +89,46 @@ def stateful_layers(model: keras.Model) -> List[keras.layers.Layer]:
   return [l for l in all_layers(model) if carries_state(l) and l.stateful]
 
 
+def _inbound(layer) -> List[keras.layers.Layer]:
+  out = []
+  for node in getattr(layer, '_inbound_nodes', []):
+    inbound = node.inbound_layers
+    out.extend(inbound if isinstance(inbound, (list, tuple)) else [inbound])
+  return out
+
+
+def trainable_behind_state(model: keras.Model) -> List[str]:
+  """The trainable layers whose weights shape a carried state: stateful
+  layers with trainable weights, and trainable layers upstream of a
+  stateful one (in ``model``'s layer graph; a nested model counts as one
+  layer, by what it holds). Under truncated BPTT a loss on a sequence's
+  last step reaches their weights only through its last segment."""
+  def holds_state(layer):
+    return (carries_state(layer) and layer.stateful) or (
+        isinstance(layer, keras.Model) and bool(stateful_layers(layer)))
+
+  def trainable(layer):
+    return bool(layer.trainable_weights)
+
+  names, seen = [], set()
+  stack = []
+  for layer in model.layers:
+    if holds_state(layer):
+      if trainable(layer) and (carries_state(layer) or any(
+          trainable(l) for l in stateful_layers(layer))):
+        names.append(layer.name)
+      stack.extend(_inbound(layer))
+  while stack:
+    layer = stack.pop()
+    if id(layer) in seen:
+      continue
+    seen.add(id(layer))
+    if trainable(layer) and layer.name not in names:
+      names.append(layer.name)
+    stack.extend(_inbound(layer))
+  return names
+
+
 def _layer_state_variables(layer) -> List[tf.Variable]:
   if isinstance(layer, StatefulLayer):
     return layer.states

@@ -27,6 +27,7 @@ from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
+from components.stateful import state
 
 _LOG = logging.getLogger(__name__)
 
@@ -170,6 +171,23 @@ class _Passes:
       valid = valid[:, None]
     return {**batch, 'label_weight': np.where(valid, 0.0, batch[
         'label_weight']).astype(batch['label_weight'].dtype)}
+
+
+def label_scoring_rule(model: keras.Model):
+  """(scoring, why) for a module without a ``label_scoring`` hook, from
+  the model's structure (``state.trainable_behind_state``): ``weighted``
+  when trainable weights shape a carried state (a last-step loss would
+  reach them through the last segment only), else ``last_step`` (what is
+  trained reads the state, it does not shape it)."""
+  behind = state.trainable_behind_state(model)
+  if behind:
+    shown = ', '.join(behind[:4]) + (' ...' if len(behind) > 4 else '')
+    return batches_lib.WEIGHTED, (
+        f'no label_scoring hook; trainable layers shape the carried state '
+        f'({shown}), which a last-step loss reaches only through the last '
+        'segment')
+  return batches_lib.LAST_STEP, ('no label_scoring hook; no trainable '
+                                 'weight shapes the carried state')
 
 
 def _build(module, spec: ms.ModelSpec, train, seed: int,
@@ -378,13 +396,17 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               int(train.meta['num_sequences']),
               settings.EPOCHS_TARGET_EXAMPLES, settings.EPOCHS_MIN,
               settings.EPOCHS_MAX)
+  why = 'set'
   if config.label_scoring is None:
     hook = getattr(module, 'label_scoring', None)
-    config = dataclasses.replace(
-        config, label_scoring=hook(spec) if hook else batches_lib.LAST_STEP)
+    if hook:
+      scoring, why = hook(spec), "the model module's label_scoring"
+    else:
+      scoring, why = label_scoring_rule(model)
+    config = dataclasses.replace(config, label_scoring=scoring)
   if spec.label_kind == ms.PER_SEQUENCE:
-    _LOG.info('per-sequence labels scored in training: %s',
-              config.label_scoring)
+    _LOG.info('per-sequence labels scored in training: %s (%s)',
+              config.label_scoring, why)
   objective = objective_lib.make_objective(spec, module)
   checkpoint_dir = ckpts.path
   optimizer_config = settings.OptimizerConfig.from_hyperparameters(

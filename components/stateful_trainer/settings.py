@@ -78,8 +78,12 @@ class TrainConfig:
   label_scoring: Optional[str] = _setting(
       None, 'where a per_sequence label is scored in training: last_step, '
       'every_step (target replication) or weighted ((t/L)^2); unset: the '
-      "model module's choice (default model: last_step for its conv model, "
-      'weighted for LSTM/GRU). Evaluation always scores the last step',
+      "model module's label_scoring hook (default model: last_step for its "
+      'conv model, weighted for LSTM/GRU/LRU), or without one, from the '
+      "model's structure: weighted when trainable weights shape a carried "
+      'state (a stateful layer with trainable weights, or a trainable layer '
+      'before one), else last_step; the log says which and why. Evaluation '
+      'always scores the last step',
       choices=LABEL_SCORINGS)
   validation_fraction: float = _setting(
       0.2, 'share of the train split\'s sequences (by a hash of the key) '
