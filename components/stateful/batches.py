@@ -171,11 +171,12 @@ def scan_labels(source: BatchSource) -> Dict[str, Any]:
   """Statistics of the labelled steps (``label_weight > 0``) of a split.
 
   Returns:
-    ``count``, ``min``, ``max`` and ``integral`` (all labelled values are
-    whole numbers).
+    ``count``, ``min``, ``max``, ``mean``, ``std`` and ``integral`` (all
+    labelled values are whole numbers).
   """
   ds = source.dataset(keys=('labels', 'label_weight'))
   count, lo, hi, integral = 0, np.inf, -np.inf, True
+  total = total_sq = 0.0
   for batch in ds.as_numpy_iterator():
     values = batch['labels'][batch['label_weight'] > 0]
     if values.size == 0:
@@ -183,10 +184,16 @@ def scan_labels(source: BatchSource) -> Dict[str, Any]:
     count += values.size
     lo = min(lo, float(values.min()))
     hi = max(hi, float(values.max()))
+    as_float = values.astype(np.float64)
+    total += float(as_float.sum())
+    total_sq += float((as_float * as_float).sum())
     if integral and values.dtype.kind == 'f':
       integral = bool(np.all(np.isfinite(values)) and
                       np.all(values == np.round(values)))
-  return {'count': count, 'min': lo, 'max': hi, 'integral': integral}
+  mean = total / count if count else float('nan')
+  var = max(0.0, total_sq / count - mean * mean) if count else float('nan')
+  return {'count': count, 'min': lo, 'max': hi, 'mean': mean,
+          'std': float(np.sqrt(var)), 'integral': integral}
 
 
 def check_labels(spec: ms.ModelSpec, label_dtype: str,

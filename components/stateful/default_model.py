@@ -238,6 +238,13 @@ def default_epochs(spec) -> Optional[int]:
   return None
 
 
+def scales_labels(spec) -> bool:
+  """True for the conv model: its ``label_scale`` layer (fitted by
+  ``adapt``) maps its outputs to label units, so the trainer does not
+  standardise regression labels for it."""
+  return model_kind(spec) == 'conv'
+
+
 def optimizer_defaults(spec) -> Dict[str, Any]:
   """Optimizer settings unless the hyperparameters set them: fine-tuning
   the closed-form head uses plain SGD at ``FINE_TUNE_LEARNING_RATE``. Adam

@@ -501,6 +501,25 @@ class Standardize(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
+class LabelUnits(keras.layers.Layer):
+  """``y = x * spread + center``: standardised outputs back in label units
+  (fixed numbers from the spec, not weights, so a model and its serving twin
+  keep the same weights)."""
+
+  def __init__(self, center: float, spread: float, **kwargs):
+    super().__init__(**kwargs)
+    self.center = float(center)
+    self.spread = float(spread)
+
+  def call(self, inputs):
+    return inputs * self.spread + self.center
+
+  def get_config(self):
+    return {**super().get_config(), 'center': self.center,
+            'spread': self.spread}
+
+
+@keras.utils.register_keras_serializable(package=_PACKAGE)
 class CenteredNormal(keras.initializers.Initializer):
   """Seeded normal kernels ``[k, C_in, C_out]`` with zero mean over the taps
   of each (input, output) pair, as ROCKET draws its random kernels."""

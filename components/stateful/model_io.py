@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import layers
 from components.stateful import model_spec as ms
 from components.stateful import state
 
@@ -114,12 +115,37 @@ def module_source_path(module: types.ModuleType) -> str:
   return path
 
 
+LABEL_UNITS = 'label_units'
+
+
+def _in_label_units(model: keras.Model, spec: ms.ModelSpec) -> keras.Model:
+  """``model`` followed by ``LabelUnits`` when the spec standardises its
+  regression labels (``spec.label_spread``); else ``model``."""
+  if spec.label_spread is None:
+    return model
+  shape = model.inputs[0].shape
+  inputs = keras.Input(shape=shape[1:], batch_size=shape[0],
+                       name='features')
+  out = layers.LabelUnits(spec.label_center, spec.label_spread,
+                          name=LABEL_UNITS)(model(inputs))
+  return keras.Model(inputs, out, name=f'{model.name}_in_label_units')
+
+
+def module_model(model: keras.Model) -> keras.Model:
+  """The model the module built (inside ``LabelUnits``, if appended): what
+  its ``adapt`` hook is given."""
+  if len(model.layers) == 3 and model.layers[-1].name == LABEL_UNITS:
+    return model.layers[1]
+  return model
+
+
 def build_stateful(module: types.ModuleType,
                    spec: ms.ModelSpec) -> keras.Model:
-  """``module.build_model(spec)`` checked for stateful training."""
+  """``module.build_model(spec)`` checked for stateful training (followed
+  by ``LabelUnits`` when ``spec.label_spread`` is set)."""
   if not spec.stateful:
     raise ms.ModelSpecError('build_stateful needs a stateful spec')
-  model = module.build_model(spec)
+  model = _in_label_units(module.build_model(spec), spec)
   state.check_stateful_model(
       model, batch_size=spec.batch_size, num_unroll=spec.num_unroll,
       num_features=spec.num_features, output_units=spec.output_units)
@@ -129,7 +155,7 @@ def build_stateful(module: types.ModuleType,
 def build_serving(module: types.ModuleType, spec: ms.ModelSpec,
                   weights_from: Optional[keras.Model] = None) -> keras.Model:
   """The non-stateful serving twin, optionally with another model's weights."""
-  twin = module.build_model(spec.serving())
+  twin = _in_label_units(module.build_model(spec.serving()), spec)
   state.check_serving_model(twin, num_features=spec.num_features,
                             output_units=spec.output_units)
   if weights_from is not None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 CLASSIFICATION = 'classification'
@@ -86,6 +87,12 @@ class ModelSpec:
   hyperparameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   seed: int = 0
   typical_length: Optional[int] = None
+  # Regression with standardised labels (``TrainConfig.standardize_labels``):
+  # the train split's label mean and standard deviation. The module's model
+  # then predicts in standardised units and ``model_io`` appends the fixed
+  # map back to label units (``LabelUnits``).
+  label_center: Optional[float] = None
+  label_spread: Optional[float] = None
 
   def __post_init__(self):
     # Normalise containers so that specs compare and hash sensibly.
@@ -133,6 +140,17 @@ class ModelSpec:
         not _is_int(self.typical_length) or self.typical_length < 1):
       raise ModelSpecError(f'typical_length must be a positive int or None, '
                            f'got {self.typical_length!r}')
+    if (self.label_center is None) != (self.label_spread is None):
+      raise ModelSpecError('label_center and label_spread are set together')
+    if self.label_spread is not None:
+      if self.task != REGRESSION:
+        raise ModelSpecError('label_center/label_spread are for regression')
+      if not (math.isfinite(float(self.label_spread)) and
+              float(self.label_spread) > 0 and
+              math.isfinite(float(self.label_center))):
+        raise ModelSpecError(
+            f'label_spread must be a positive number and label_center '
+            f'finite, got {self.label_spread!r} and {self.label_center!r}')
     if not _is_int(self.seed) or self.seed < 0:
       raise ModelSpecError(f'seed must be a non-negative int, got '
                            f'{self.seed!r}')

@@ -95,6 +95,12 @@ def make_objective(spec: ms.ModelSpec, module: Any = None) -> Objective:
   outputs), and ``metrics(spec)`` returning a list of Keras metrics.
   """
   loss_fn = _default_loss(spec)
+  if spec.label_spread is not None:
+    # Standardised labels: the loss in standardised units (outputs are in
+    # label units after LabelUnits), so its scale does not depend on the
+    # label's; the metrics stay in label units.
+    raw_loss, factor = loss_fn, 1.0 / float(spec.label_spread) ** 2
+    loss_fn = lambda labels, outputs: raw_loss(labels, outputs) * factor
   if module is not None and hasattr(module, 'loss'):
     user = module.loss(spec)
     loss_fn = user.call if isinstance(user, keras.losses.Loss) else user

@@ -146,6 +146,23 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
       if meta.get('median_length') else None)
 
 
+def _label_scale(spec: ms.ModelSpec, config: settings.TrainConfig, module,
+                 stats: Mapping[str, Any]) -> ms.ModelSpec:
+  """``spec`` with the label mean and spread when regression labels are
+  standardised (``TrainConfig.standardize_labels``; see there)."""
+  if spec.task != ms.REGRESSION or not config.standardize_labels:
+    return spec
+  hook = getattr(module, 'scales_labels', None)
+  if hook is not None and hook(spec):
+    _LOG.info('regression labels: the model module scales them itself')
+    return spec
+  spread = float(stats['std']) if stats['std'] > 0 else 1.0
+  _LOG.info('regression labels standardised for training: mean %.6g, '
+            'standard deviation %.6g (outputs in label units through '
+            'LabelUnits)', stats['mean'], spread)
+  return spec.replace(label_center=float(stats['mean']), label_spread=spread)
+
+
 class _Passes:
   """The train split's batches as numpy dicts, in lane order; every
   ``iter()`` is a new pass from the first batch."""
@@ -203,7 +220,8 @@ def _build(module, spec: ms.ModelSpec, train, seed: int,
   model_io.build_serving(module, spec, weights_from=model)  # Checks only.
   if hasattr(module, 'adapt'):
     started = time.monotonic()
-    summary = module.adapt(model, spec, _Passes(train, hold_out))
+    summary = module.adapt(model_io.module_model(model), spec,
+                           _Passes(train, hold_out))
     _LOG.info('adapted the model to the train split%s in %.1fs: %s',
               ' (labels of the validation carve held out)' if hold_out
               else '', time.monotonic() - started, summary)
@@ -364,11 +382,12 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   stats = batches_lib.scan_labels(train)
   spec = make_spec(args, train.meta, stats)
   batches_lib.check_labels(spec, train.meta['label_dtype'], stats)
+  module = model_io.resolve_module(args.module_file, args.module)
+  spec = _label_scale(spec, args.train, module, stats)
   if eval_source is not None:
     batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
                           batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
-  module = model_io.resolve_module(args.module_file, args.module)
   fp = fingerprint_of(args, module)
   ckpts = prepare_checkpoints(args, fp)
   config = args.train

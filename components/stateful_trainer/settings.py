@@ -96,6 +96,13 @@ class TrainConfig:
       'again from the same initial weights on every training sequence '
       '(the carve included) for E epochs and export that model; off: export '
       'the best epoch\'s weights, which never saw the carve\'s sequences')
+  standardize_labels: bool = _setting(
+      True, 'regression: train on labels standardised with the train '
+      "split's mean and standard deviation (the model's outputs are mapped "
+      'back to label units by a fixed layer after it, so the exported '
+      'signatures and the evaluator see label units); skipped for a model '
+      "module whose scales_labels(spec) hook says it scales them itself (the "
+      "default conv model)")
   score_initial: bool = _setting(
       True, 'with a validation carve, score the initial weights (after the '
       "model module's adapt) before the first epoch as a candidate: "
