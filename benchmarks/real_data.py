@@ -225,6 +225,8 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str
     components = summary.get('components') or {}
     result['trainer_seconds'] = (components.get('StatefulTrainer') or {}).get(
         'seconds')
+    result['evaluator_seconds'] = (components.get('StatefulEvaluator') or
+                                   {}).get('seconds')
     result['cached'] = sorted(summary.get('cached') or [])
     result['train_batches'] = batcher.get('num_batches')
     result['efficiency'] = batcher.get('efficiency')

@@ -538,6 +538,17 @@ def _secs(results) -> str:
   return ' / '.join(f'{s:.0f}' for s in secs) if secs else '-'
 
 
+def _stage_secs(results) -> str:
+  """Trainer / evaluator seconds of each run (the evaluator's share of the
+  trainer's in brackets)."""
+  out = []
+  for r in results or ():
+    t, e = r.get('trainer_seconds'), r.get('evaluator_seconds')
+    if t and e is not None:
+      out.append(f'{t:.0f} / {e:.0f} ({e / t:.2f})')
+  return '; '.join(out) if out else '-'
+
+
 def _mse_cell(results) -> str:
   vals = _runs(results, 'mse')
   if not vals:
@@ -573,6 +584,7 @@ def forecast_rows(entries) -> List[List[str]]:
         _mse_cell(ours), _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
         _g(ar16), _g(ref['ar64']['mse']),
         real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
+        _stage_secs(ours),
         'MSE <= AR(16) ' + real_data._judge(  # pylint: disable=protected-access
             None if mse is None else mse <= ar16)])
   return rows
@@ -604,7 +616,8 @@ def tagging_rows(entries) -> List[List[str]]:
         '-' if acc is None or not ceiling else f'{acc / ceiling:.2f}',
         f'{ref["majority"]["accuracy"]:.3f}'] + [
             f'{ref[f"window{w}"]["accuracy"]:.3f}' for w in WINDOWS] + [
-                _secs(ours), _secs(e.get('ceiling')), '; '.join(checks)])
+                _secs(ours), _stage_secs(ours), _secs(e.get('ceiling')),
+                '; '.join(checks)])
   return rows
 
 
@@ -671,7 +684,8 @@ def render(args, run, entries, seeds, source_text,
                            'train / eval streams x steps', 'ours MSE',
                            'persistence', 'training mean', 'AR(16)',
                            'AR(64)', 'ours MAE', 'AR(16) MAE', 's/run',
-                           'target'], frows, align='lrrrrrrrrrrl')]
+                           'trainer / evaluator s (share)', 'target'],
+                          frows, align='lrrrrrrrrrrrl')]
   trows = tagging_rows(entries)
   if trows:
     body += ['', '**Tagging** (per-step accuracy, higher is better):', '',
@@ -680,8 +694,9 @@ def render(args, run, entries, seeds, source_text,
                            'ceiling (per recording)', 'ours / ceiling',
                            'majority class'] +
                           [f'window {w}' for w in WINDOWS] +
-                          ['s/run', 's/run (ceiling)', 'target'], trows,
-                          align='lrrrrrrrrrrrl')]
+                          ['s/run', 'trainer / evaluator s (share)',
+                           's/run (ceiling)', 'target'], trows,
+                          align='lrrrrrrrrrrrrl')]
   note = real_data.settings_note(
       [types.SimpleNamespace(name=n, slug=n) for n in names],
       {n: {real_data.OURS: r} for n, r in runs.items()})
