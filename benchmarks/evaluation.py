@@ -1,8 +1,9 @@
 """5. Evaluation: the chunked stateful pass against whole-sequence serving,
 and the StatefulEvaluator end to end (new TFMA-based against the old one).
 
-A model is trained and exported by the StatefulTrainer (``trainer_run.run``,
-per-step labels, so that ``serving_default`` returns every step's output),
+A model is trained and exported by the StatefulTrainer (``trainer_run.run``
+with the self-contained ``benchmarks/rnn_module.py``, per-step labels, so
+that ``serving_default`` returns every step's output),
 then every sequence of the data set is run two ways:
 
 * chunked and stateful, as the StatefulEvaluator does: the model rebuilt
@@ -54,6 +55,12 @@ REPEATS = 3  # Timed passes of each path; the fastest counts.
 # worktree gets them back from RESTORE_FROM (the commit before the deletion,
 # where they are the modules the old evaluator was written against).
 OLD_COMMIT = '56cdebc'
+# The trained models' module: self-contained (the old evaluator loads the
+# copy stored with the weights, in a tree without the default module's
+# imports); labels are not standardised (the old evaluator knows no
+# LabelUnits).
+RNN_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          'rnn_module.py')
 RESTORE_FROM = '663bdfd^'
 RESTORE = ('config.py', 'metrics.py', 'validation.py')
 
@@ -83,9 +90,10 @@ def train(work: str, task: str, hp: dict, batches: str, epochs: int) -> tuple:
       serving_model_dir=os.path.join(model_uri, 'Format-Serving'),
       model_run_dir=os.path.join(work, 'run'), eval_split=None, task=task,
       num_classes=2 if task == 'classification' else None,
-      hyperparameters=dict(hp, learning_rate=0.01),
+      hyperparameters=dict(hp, learning_rate=0.01), module_file=RNN_MODULE,
       train=settings.TrainConfig(epochs=epochs, log_every_n_steps=0,
-                                 validation_fraction=0.0)))
+                                 validation_fraction=0.0,
+                                 standardize_labels=False)))
   return model_uri, time.perf_counter() - t0
 
 
@@ -522,15 +530,17 @@ def main(argv=None) -> int:
       '',
       run.preamble(args.quick),
       '',
-      'A model trained and exported by `trainer_run.run` (per-step labels, '
-      f'{epochs} epochs, B={B}, T={TRAIN_T}) is run over '
+      'A model trained and exported by `trainer_run.run` (the '
+      'self-contained `benchmarks/rnn_module.py`, labels not standardised, '
+      f'per-step labels, {epochs} epochs, B={B}, T={TRAIN_T}) is run over '
       'every sequence of its data set: chunked and stateful as the '
       'StatefulEvaluator does (`models.load_model` + '
       '`extracts.write_extracts` over '
       f'`packed` batches of B={B} read from TFRecords, state carried, every '
       'sequence\'s labelled steps streamed out as `tf.Example` extracts '
       'with the `NoSkill` predictions; per-step classification writes one '
-      'example per labelled step, regression one per sequence), and whole '
+      'example per (sequence, label, arg-max) group of steps, regression '
+      'one per sequence), and whole '
       'sequences '
       f'through the exported `serving_default` signature ({B} sequences per '
       'call, each call padded to its longest sequence). "setup" = loading '

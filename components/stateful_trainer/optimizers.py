@@ -4,9 +4,46 @@ from __future__ import annotations
 
 from typing import Optional
 
+import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful_trainer.settings import OptimizerConfig
+
+
+@keras.utils.register_keras_serializable(package='stateful_trainer')
+class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
+  """The rate of ``after`` (a number or a schedule) scaled by ``min(1,
+  (step + 1) / steps)``: a linear ramp over the first ``steps`` steps."""
+
+  def __init__(self, after, steps: int):
+    super().__init__()
+    self.after = after
+    self.steps = int(steps)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    ramp = tf.minimum(1.0, (step + 1.0) / float(self.steps))
+    base = self.after(step) if callable(self.after) else tf.constant(
+        float(self.after), tf.float32)
+    return ramp * base
+
+  def get_config(self):
+    after = (keras.optimizers.schedules.serialize(self.after)
+             if callable(self.after) else float(self.after))
+    return {'after': after, 'steps': self.steps}
+
+
+def learning_rate(config: OptimizerConfig, total_steps: Optional[int]):
+  """The rate (a number) or schedule of ``config`` over ``total_steps``."""
+  rate = config.learning_rate
+  total = max(1, int(total_steps or 1))
+  if config.lr_schedule == 'cosine':
+    rate = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=total, alpha=0.01)
+  warmup = int(round(config.warmup_fraction * total))
+  if warmup > 0:
+    rate = WarmUp(rate, warmup)
+  return rate
 
 
 def make_optimizer(config: OptimizerConfig,
@@ -14,14 +51,11 @@ def make_optimizer(config: OptimizerConfig,
                   ) -> keras.optimizers.Optimizer:
   """A Keras 2 optimizer (not yet built; ``fit`` builds it).
 
-  ``total_steps``: the run's training steps, for the ``cosine`` schedule.
+  ``total_steps``: the run's training steps, for the ``cosine`` schedule
+  and the warm-up (``warmup_fraction`` of them).
   """
-  rate = config.learning_rate
-  if config.lr_schedule == 'cosine':
-    rate = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=max(1, int(total_steps or 1)),
-        alpha=0.01)
-  kwargs = dict(learning_rate=rate, jit_compile=False)
+  kwargs = dict(learning_rate=learning_rate(config, total_steps),
+                jit_compile=False)
   if config.optimizer == 'adam':
     return keras.optimizers.Adam(**kwargs)
   if config.optimizer == 'sgd':

@@ -483,11 +483,13 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       'spec': spec.to_dict(),
       'steps': result.steps,
       'finished': result.finished,
+      'stop_reason': result.stop_reason,
       'resumed_from': result.resumed_from,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],
       'selection': None if selection is None else {
           'best_epoch': selection.best_epoch,
+          'stop_reason': selection.stop_reason,
           'epochs': [e.as_dict() for e in selection.epochs],
           'evaluations': [{'step': s, **m}
                           for s, m in selection.evaluations]},

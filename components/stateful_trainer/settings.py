@@ -48,14 +48,21 @@ class TrainConfig:
   epochs: Optional[int] = _setting(
       None, 'passes over the train split (at most, with early stopping; 0: '
       'no gradient step, the weights the model module\'s adapt fitted); '
-      'unset: the model module\'s default_epochs(spec) if it has one (0 for '
-      'the default conv model, whose ridge head adapt fits), else chosen '
+      'unset: the model module\'s default_epochs(spec) if it has one (5 '
+      'for the default conv model: fine-tuning of the ridge head adapt '
+      'fits, kept only if the validation carve prefers it), else chosen '
       'from the number of training sequences by the epochs rule '
       f'({EPOCHS_TARGET_EXAMPLES} sequences seen, {EPOCHS_MIN} to '
       f'{EPOCHS_MAX} epochs); printed')
   max_steps: Optional[int] = _setting(
       None, 'stop after this many training steps in total (with a '
       'checkpoint), even mid-epoch')
+  max_seconds: Optional[float] = _setting(
+      None, 'the time budget: stop training once this many seconds of '
+      'training have passed (checked after each step), keeping the best '
+      'epoch so far when there is a validation carve (the refit then trains '
+      'that many epochs, under the same budget); unlike max_steps, where it '
+      'stops depends on the machine')
   eval_every_n_steps: int = _setting(
       0, 'also evaluate on the eval split every N training steps (0: only '
       'at epoch ends)')
@@ -122,6 +129,12 @@ class TrainConfig:
       value = getattr(self, name)
       if not _is_int(value) or value < 0:
         raise TrainingConfigError(f'{name} must be an int >= 0, got {value!r}')
+    if self.max_seconds is not None and (
+        isinstance(self.max_seconds, bool) or
+        not isinstance(self.max_seconds, (int, float)) or
+        not self.max_seconds > 0):
+      raise TrainingConfigError(f'max_seconds must be > 0 or None, got '
+                                f'{self.max_seconds!r}')
     if self.max_steps is not None and (not _is_int(self.max_steps) or
                                        self.max_steps < 1):
       raise TrainingConfigError(f'max_steps must be >= 1 or None, got '
@@ -207,6 +220,7 @@ OPTIMIZER_DEFAULTS = {
     'learning_rate': 1e-2,
     'lr_schedule': 'cosine',
     'clip_global_norm': 1.0,
+    'warmup_fraction': 0.05,
 }
 
 
@@ -230,12 +244,16 @@ class OptimizerConfig:
     momentum: for ``sgd`` and ``rmsprop`` (default 0).
     lr_schedule: ``constant`` (default) or ``cosine`` (cosine decay to 1% of
       ``learning_rate`` over the run's training steps).
+    warmup_fraction: the first this share of the run's training steps
+      ramps the rate linearly from 0 up to the schedule's (default 0; the
+      trainer's ``OPTIMIZER_DEFAULTS`` set 0.05).
   """
   optimizer: str = 'adam'
   learning_rate: float = 1e-3
   clip_global_norm: Optional[float] = 1.0
   momentum: float = 0.0
   lr_schedule: str = 'constant'
+  warmup_fraction: float = 0.0
 
   OPTIMIZERS = ('adam', 'sgd', 'rmsprop', 'adagrad')
   SCHEDULES = ('constant', 'cosine')
@@ -250,6 +268,9 @@ class OptimizerConfig:
     if self.lr_schedule not in self.SCHEDULES:
       raise TrainingConfigError(f'lr_schedule must be one of '
                                 f'{self.SCHEDULES}, got {self.lr_schedule!r}')
+    if not 0.0 <= float(self.warmup_fraction) < 1.0:
+      raise TrainingConfigError(f'warmup_fraction must be in [0, 1), got '
+                                f'{self.warmup_fraction}')
     if self.clip_global_norm is not None and self.clip_global_norm < 0:
       raise TrainingConfigError(f'clip_global_norm must be >= 0, got '
                                 f'{self.clip_global_norm}')
@@ -261,4 +282,5 @@ class OptimizerConfig:
                learning_rate=float(hp.get('learning_rate', 1e-3)),
                clip_global_norm=float(clip) if clip else None,
                momentum=float(hp.get('momentum', 0.0)),
-               lr_schedule=str(hp.get('lr_schedule', 'constant')).lower())
+               lr_schedule=str(hp.get('lr_schedule', 'constant')).lower(),
+               warmup_fraction=float(hp.get('warmup_fraction', 0.0)))

@@ -108,7 +108,11 @@ class FitResult:
     finished: True when all epochs ran or early stopping ended training
       (False when ``max_steps`` or a hook stopped it first).
     best_epoch: with a validation carve, the 0-based epoch whose weights
-      were kept (the model holds them); else None.
+      were kept (the model holds them; -1: the initial weights); else None.
+    stop_reason: why training stopped: ``epochs`` (all ran),
+      ``early_stopping`` (patience), ``max_seconds`` (the time budget),
+      ``max_steps`` or ``hook`` (``after_step``); ``no_epochs`` when none
+      was planned.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]
@@ -116,6 +120,7 @@ class FitResult:
   resumed_from: Optional[str]
   finished: bool
   best_epoch: Optional[int] = None
+  stop_reason: str = 'epochs'
 
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:
@@ -315,12 +320,27 @@ def fit(model: keras.Model,
     if (config.checkpoint_every_n_steps and
         step % config.checkpoint_every_n_steps == 0):
       save()
-    stop = bool(after_step(step)) if after_step is not None else False
-    return stop or at_max_steps()
+    if after_step is not None and bool(after_step(step)):
+      reason[0] = 'hook'
+      return True
+    return at_max_steps() or over_budget()
 
   def at_max_steps() -> bool:
-    return (config.max_steps is not None and
-            int(cursor.step) >= config.max_steps)
+    if (config.max_steps is not None and
+        int(cursor.step) >= config.max_steps):
+      reason[0] = 'max_steps'
+      return True
+    return False
+
+  def over_budget() -> bool:
+    if (config.max_seconds is not None and
+        clock() - started >= config.max_seconds):
+      reason[0] = 'max_seconds'
+      return True
+    return False
+
+  started = clock()
+  reason = ['epochs' if config.epochs else 'no_epochs']
 
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
@@ -364,6 +384,7 @@ def fit(model: keras.Model,
           _LOG.info('early stop after epoch %d: no better validation score '
                     'for %d epochs', epoch + 1, patience)
           best.stopped.assign(True)
+          reason[0] = 'early_stopping'
           stop = True
       if eval_source is not None and config.eval_each_epoch:
         stats.eval = run_eval(f'end of epoch {epoch + 1}')
@@ -372,8 +393,17 @@ def fit(model: keras.Model,
       cursor.batch.assign(0)
       state.zero_all(model)  # Phase boundary: the epoch is over.
     save()
+  if reason[0] == 'max_seconds':
+    # The budget is spent: training is over (the best epoch so far is
+    # kept); a resumed run does not start again.
+    _LOG.info('time budget of %gs spent after %d steps (epoch %d)',
+              config.max_seconds, int(cursor.step), int(cursor.epoch) + 1)
+    if best is not None:
+      best.stopped.assign(True)
+    save()
   finished = int(cursor.epoch) >= config.epochs or (
-      best is not None and bool(best.stopped))
+      best is not None and bool(best.stopped)) or (
+          reason[0] == 'max_seconds')
   if best is not None and finished and int(best.epoch) != selection.NONE:
     best.restore(model)
     _LOG.info('kept the weights of %s (validation score %.4f: minus '
@@ -383,6 +413,18 @@ def fit(model: keras.Model,
               f'epoch {int(best.epoch) + 1}', float(best.score))
   best_epoch = (int(best.epoch) if best is not None and
                 int(best.epoch) != selection.NONE else None)
+  if best is not None and bool(best.stopped) and reason[0] == 'epochs':
+    reason[0] = 'early_stopping'  # Resumed after an early stop.
+  _LOG.info('training stopped: %s', {
+      'epochs': f'all {config.epochs} epochs ran',
+      'no_epochs': 'no epoch planned',
+      'early_stopping': f'no better validation score for '
+                        f'{config.early_stopping_patience} epochs',
+      'max_seconds': f'the time budget ({config.max_seconds:g}s) was spent'
+                     if config.max_seconds else 'time budget',
+      'max_steps': f'max_steps ({config.max_steps}) reached',
+      'hook': 'the after_step hook asked to stop'}[reason[0]])
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
-                   finished=finished, best_epoch=best_epoch)
+                   finished=finished, best_epoch=best_epoch,
+                   stop_reason=reason[0])

@@ -38,7 +38,7 @@ def _model(kernel):
   return keras.Model(inputs, out)
 
 
-def _fit(model, source, learning_rate, epochs=3, **config):
+def _fit(model, source, learning_rate, epochs=3, clock=None, **config):
   spec = ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
                       feature_names=('x',), label_kind=ms.PER_STEP,
                       task=ms.REGRESSION, output_size=1)
@@ -48,7 +48,8 @@ def _fit(model, source, learning_rate, epochs=3, **config):
                       objective=objective_lib.make_objective(spec),
                       train=source, config=settings.TrainConfig(
                           epochs=epochs, validation_fraction=0.3,
-                          log_every_n_steps=0, **config))
+                          log_every_n_steps=0, **config),
+                      **({'clock': clock} if clock else {}))
 
 
 def _carve_loss(model, source):

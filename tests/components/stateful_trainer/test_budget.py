@@ -1,0 +1,60 @@
+"""The training budget: why training stopped (``FitResult.stop_reason``),
+the time budget (``max_seconds``) and the learning-rate warm-up."""
+
+import itertools
+
+import pytest
+import tensorflow as tf
+import tf_keras
+
+from components.stateful_trainer import optimizers
+from components.stateful_trainer import settings
+from components.stateful_trainer import selection
+from tests.components.stateful_trainer import test_selection as ts
+
+
+def test_stop_reasons(tmp_path):
+  source = ts._source(tmp_path)
+  assert ts._fit(ts._model(0.0), source, 0.05, epochs=2).stop_reason == (
+      'epochs')
+  assert ts._fit(ts._model(0.0), source, 0.05, epochs=3,
+                 max_steps=2).stop_reason == 'max_steps'
+  # Overshooting from the optimum: no epoch beats the initial weights, so
+  # patience 1 stops after the first epoch.
+  early = ts._fit(ts._model(2.0), source, 0.5, epochs=6,
+                  early_stopping_patience=1)
+  assert early.stop_reason == 'early_stopping' and len(early.epochs) == 1
+  assert early.best_epoch == selection.INITIAL
+
+
+def test_time_budget_stops_training_and_keeps_the_best_epoch(tmp_path):
+  source = ts._source(tmp_path)
+  ticks = itertools.count()
+  clock = lambda: float(next(ticks))  # One "second" per call.
+  model = ts._model(0.0)
+  spec_fit = ts._fit(model, source, 0.05, epochs=50, max_seconds=400.0,
+                     clock=clock)
+  assert spec_fit.stop_reason == 'max_seconds'
+  assert spec_fit.finished and 1 <= len(spec_fit.epochs) < 50
+  assert spec_fit.best_epoch is not None
+  with pytest.raises(settings.TrainingConfigError, match='max_seconds'):
+    settings.TrainConfig(max_seconds=0)
+
+
+def test_warm_up_ramps_the_rate_then_follows_the_schedule():
+  config = settings.OptimizerConfig(learning_rate=0.1, lr_schedule='cosine',
+                                    warmup_fraction=0.1)
+  rate = optimizers.learning_rate(config, total_steps=100)
+  got = [float(rate(tf.constant(s))) for s in (0, 4, 9, 10, 50, 99)]
+  cosine = tf_keras.optimizers.schedules.CosineDecay(0.1, 100, alpha=0.01)
+  assert got[0] == pytest.approx(0.1 * float(cosine(0)), rel=1e-5)
+  assert got[1] == pytest.approx(0.5 * float(cosine(4)), rel=1e-5)
+  for s, g in zip((9, 10, 50, 99), got[2:]):
+    assert g == pytest.approx(float(cosine(s)), rel=1e-5)
+  plain = settings.OptimizerConfig(learning_rate=0.1)
+  assert optimizers.learning_rate(plain, 100) == pytest.approx(0.1)
+  optimizers.make_optimizer(config, 100)  # Builds with the schedule.
+  assert settings.OptimizerConfig.from_hyperparameters(
+      settings.OPTIMIZER_DEFAULTS).warmup_fraction == 0.05
+  with pytest.raises(settings.TrainingConfigError, match='warmup'):
+    settings.OptimizerConfig(warmup_fraction=1.0)
