@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping, Tuple
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -21,7 +22,9 @@ class BestWeights(tf.Module):
 
   The score is minimised: minus the accuracy when the objective reports one
   (classification), else the loss. Epoch ``INITIAL`` (-1) is the weights
-  before training (``TrainConfig.score_initial``). An equal score counts as better, so among
+  before training (``TrainConfig.score_initial``); an epoch replaces them
+  only with a strictly better score (a tie keeps the initial weights: the
+  training did not show it helped). An equal score counts as better, so among
   equally good epochs the later (longer trained) one is kept.
   """
 
@@ -43,8 +46,11 @@ class BestWeights(tf.Module):
   def offer(self, model: keras.Model, metrics: Mapping[str, float],
             epoch: int) -> bool:
     _, score = self.score_of(metrics)
+    score = float(np.float32(score))  # As the variable holds it.
     if not score <= float(self.score):
       return False
+    if int(self.epoch) == INITIAL and not score < float(self.score):
+      return False  # Training must beat the initial weights, not tie.
     self.score.assign(score)
     self.epoch.assign(epoch)
     for var, value in zip(self.weights, model.weights):

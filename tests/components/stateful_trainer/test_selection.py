@@ -95,3 +95,15 @@ def test_score_initial_off_never_keeps_the_initial_weights(tmp_path):
   result = _fit(model, source, learning_rate=0.5, score_initial=False)
   assert result.best_epoch >= 0
   assert not np.allclose(model.get_weights()[0], 2.0)
+
+
+def test_a_tie_with_the_initial_weights_keeps_them():
+  model = _model(1.0)
+  best = selection.BestWeights(model)
+  best.offer(model, {'accuracy': 0.9, 'loss': 0.3}, selection.INITIAL)
+  model.set_weights([w + 1.0 for w in model.get_weights()])
+  assert not best.offer(model, {'accuracy': 0.9, 'loss': 0.2}, 0)
+  assert best.offer(model, {'accuracy': 0.95, 'loss': 0.2}, 1)
+  assert int(best.epoch) == 1
+  # Between epochs a tie still goes to the later one.
+  assert best.offer(model, {'accuracy': 0.95, 'loss': 0.1}, 2)
