@@ -51,6 +51,19 @@ here is a timed test.
 # --------------------------------------------------------------------------
 
 
+def progress_log(name: str):
+  """A ``log(message)`` that prints ``[name h:mm:ss] message`` to stderr,
+  the time counted from this call (a script's progress lines)."""
+  started = time.perf_counter()
+
+  def log(message: str) -> None:
+    elapsed = int(time.perf_counter() - started)
+    print(f'[{name} {elapsed // 3600:d}:{elapsed // 60 % 60:02d}:'
+          f'{elapsed % 60:02d}] {message}', file=sys.stderr, flush=True)
+
+  return log
+
+
 def parser(description: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=description)
   p.add_argument('--quick', action='store_true',

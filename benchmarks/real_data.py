@@ -85,13 +85,7 @@ RUN_TIMEOUT = 4 * 3600  # seconds, one pipeline run
 
 OURS, PLAIN, KERAS = 'ours', 'plain', 'keras'
 
-_T0 = time.perf_counter()
-
-
-def log(message: str) -> None:
-  elapsed = int(time.perf_counter() - _T0)
-  print(f'[real_data {elapsed // 3600:d}:{elapsed // 60 % 60:02d}:'
-        f'{elapsed % 60:02d}] {message}', file=sys.stderr, flush=True)
+log = common.progress_log('real_data')
 
 
 # --------------------------------------------------------------------------

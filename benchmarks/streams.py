@@ -93,13 +93,7 @@ MEMORYLESS_MARGIN = 0.10  # "far above": this much above the best window
 
 RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
 
-_T0 = time.perf_counter()
-
-
-def log(message: str) -> None:
-  elapsed = int(time.perf_counter() - _T0)
-  print(f'[streams {elapsed // 3600:d}:{elapsed // 60 % 60:02d}:'
-        f'{elapsed % 60:02d}] {message}', file=sys.stderr, flush=True)
+log = common.progress_log('streams')
 
 
 # --------------------------------------------------------------------------

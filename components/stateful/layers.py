@@ -269,6 +269,15 @@ class CausalConv1D(StatefulLayer):
 POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')
 
 
+def _add_threshold(layer, input_shape) -> None:
+  """A pool's channel count and, when it computes ``ppv``, its
+  non-trainable per-channel threshold (fitted by the model's ``adapt``)."""
+  layer._channels = int(tf.TensorShape(input_shape)[-1])  # pylint: disable=protected-access
+  layer.threshold = (layer.add_weight(
+      name='threshold', shape=(layer._channels,), trainable=False,  # pylint: disable=protected-access
+      initializer='zeros') if 'ppv' in layer.stats else None)
+
+
 @keras.utils.register_keras_serializable(package=_PACKAGE)
 class RunningPool(StatefulLayer):
   """Running statistics of each channel over a sequence's history.
@@ -303,10 +312,7 @@ class RunningPool(StatefulLayer):
     self.head_steps = int(head_steps)
 
   def build(self, input_shape):
-    self._channels = int(tf.TensorShape(input_shape)[-1])
-    self.threshold = (self.add_weight(
-        name='threshold', shape=(self._channels,), trainable=False,
-        initializer='zeros') if 'ppv' in self.stats else None)
+    _add_threshold(self, input_shape)
     super().build(input_shape)
 
   def state_shapes(self):
@@ -416,10 +422,7 @@ class DecayingPool(StatefulLayer):
     self.half_lives = lives
 
   def build(self, input_shape):
-    self._channels = int(tf.TensorShape(input_shape)[-1])
-    self.threshold = (self.add_weight(
-        name='threshold', shape=(self._channels,), trainable=False,
-        initializer='zeros') if 'ppv' in self.stats else None)
+    _add_threshold(self, input_shape)
     super().build(input_shape)
 
   def state_shapes(self):
