@@ -208,9 +208,11 @@ def label_scoring_rule(model: keras.Model):
 
 
 def _build(module, spec: ms.ModelSpec, train, seed: int,
-           hold_out: float = 0.0) -> keras.Model:
+           hold_out: float = 0.0):
   """The stateful model, seeded and adapted to the train split (its
-  labelled steps outside the validation carve, with ``hold_out``).
+  labelled steps outside the validation carve, with ``hold_out``), and
+  whether ``adapt`` fitted anything (it ran and returned a non-empty
+  summary).
 
   The serving twin is built first and checked against it (same weights), so
   a module whose twin differs fails before adapting and training.
@@ -218,6 +220,7 @@ def _build(module, spec: ms.ModelSpec, train, seed: int,
   keras.utils.set_random_seed(seed)
   model = model_io.build_stateful(module, spec)
   model_io.build_serving(module, spec, weights_from=model)  # Checks only.
+  summary = None
   if hasattr(module, 'adapt'):
     started = time.monotonic()
     summary = module.adapt(model_io.module_model(model), spec,
@@ -225,7 +228,7 @@ def _build(module, spec: ms.ModelSpec, train, seed: int,
     _LOG.info('adapted the model to the train split%s in %.1fs: %s',
               ' (labels of the validation carve held out)' if hold_out
               else '', time.monotonic() - started, summary)
-  return model
+  return model, bool(summary)
 
 
 def settings_of(args: TrainerArgs) -> dict:
@@ -400,8 +403,16 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       module_epochs if module_epochs is not None else 1)
   hold_out = (config.validation_fraction if config.score_initial and
               epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
-  model = _build(module, spec, train, args.train.seed, hold_out)
+  model, fitted = _build(module, spec, train, args.train.seed, hold_out)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
+  if config.score_initial and not fitted:
+    # Random initial weights are no candidate: on a small carve one can
+    # outscore every trained epoch by chance.
+    config = config.replace(score_initial=False)
+    if config.validation_fraction > 0:
+      _LOG.info('the initial weights are not a candidate of the validation '
+                'carve: the model module\'s adapt fitted nothing (no hook, '
+                'or an empty summary)')
   if config.epochs is None and module_epochs is not None:
     config = config.replace(epochs=int(module_epochs))
     _LOG.info('epochs: %d (unset; the model module\'s default_epochs%s)',
@@ -464,7 +475,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 'from the same initial weights on every training sequence '
                 'for %d epochs', epochs, epochs)
     if hold_out:
-      model = _build(module, spec, train, args.train.seed)
+      model, _ = _build(module, spec, train, args.train.seed)
     else:
       keras.utils.set_random_seed(args.train.seed)
       model = model_io.build_stateful(module, spec)

@@ -112,7 +112,8 @@ class TrainConfig:
       "default conv model)")
   score_initial: bool = _setting(
       True, 'with a validation carve, score the initial weights (after the '
-      "model module's adapt) before the first epoch as a candidate: "
+      "model module's adapt, when it fitted something) before the first "
+      "epoch as a candidate: "
       'training is kept only where the carve says an epoch improved on '
       'them (the default model\'s closed-form fit is never made worse)')
   early_stopping_patience: int = _setting(

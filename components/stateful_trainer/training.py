@@ -378,7 +378,9 @@ def fit(model: keras.Model,
         name, _ = best.score_of(stats.valid)
         _LOG.info('validation (epoch %d): %s%s', epoch + 1, progress.fmt_metrics(stats.valid),
                   ' (best so far)' if improved else
-                  f' (best {name}: epoch {int(best.epoch) + 1})')
+                  (f' (best {name}: before training)'
+                   if int(best.epoch) == selection.INITIAL else
+                   f' (best {name}: epoch {int(best.epoch) + 1})'))
         patience = config.early_stopping_patience
         if patience and epoch - int(best.epoch) >= patience:
           _LOG.info('early stop after epoch %d: no better validation score '

@@ -107,3 +107,24 @@ def test_a_tie_with_the_initial_weights_keeps_them():
   assert int(best.epoch) == 1
   # Between epochs a tie still goes to the later one.
   assert best.offer(model, {'accuracy': 0.95, 'loss': 0.1}, 2)
+
+
+def test_random_initial_weights_are_no_candidate(tmp_path, caplog):
+  """A module whose adapt fits nothing (the default module's LSTM): the
+  initial weights are random, so only trained epochs are candidates."""
+  import os
+  from components.stateful_trainer import run as trainer_run
+  seqs = helpers.random_sequences([5, 8, 6, 7, 9, 4, 6, 8], 2, seed=3)
+  root = helpers.write_batches(str(tmp_path / 'b'), {'train': seqs},
+                               batch_size=B, num_unroll=T)
+  caplog.set_level('INFO')
+  result = trainer_run.run(trainer_run.TrainerArgs(
+      batches_uri=root, model_uri=str(tmp_path / 'm'),
+      serving_model_dir=os.path.join(str(tmp_path / 'm'), 'Format-Serving'),
+      model_run_dir=str(tmp_path / 'r'), eval_split=None,
+      hyperparameters={'model': 'lstm', 'units': [3]},
+      train=settings.TrainConfig(epochs=2, log_every_n_steps=0,
+                                 validation_fraction=0.5, refit=False)))
+  assert 'the initial weights are not a candidate' in caplog.text
+  assert 'validation before training' not in caplog.text
+  assert result.fit.best_epoch in (0, 1)
