@@ -64,6 +64,14 @@ def progress_log(name: str):
   return log
 
 
+def seed_count(args, default: int) -> int:
+  """``--seeds`` (1 with ``--quick``, else ``default``); ValueError below 1."""
+  n = args.seeds if args.seeds is not None else (1 if args.quick else default)
+  if n < 1:
+    raise ValueError('--seeds must be at least 1')
+  return n
+
+
 def parser(description: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=description)
   p.add_argument('--quick', action='store_true',

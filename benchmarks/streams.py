@@ -785,13 +785,9 @@ def main(argv=None) -> int:
     cases = parse_cases(args.cases or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir)
+    nseeds = common.seed_count(args, SEEDS)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
-    return 2
-  nseeds = args.seeds if args.seeds is not None else (1 if args.quick
-                                                      else SEEDS)
-  if nseeds < 1:
-    print('error: --seeds must be at least 1', file=sys.stderr)
     return 2
   seeds = list(range(nseeds))
   work = tempfile.mkdtemp(prefix='tss-bench-streams-')
