@@ -249,11 +249,13 @@ def optimizer_defaults(spec) -> Dict[str, Any]:
   """Optimizer settings unless the hyperparameters set them: fine-tuning
   the closed-form head uses plain SGD at ``FINE_TUNE_LEARNING_RATE``. Adam
   moves each of the head's thousands of weights by about its learning rate
-  per step whatever the gradient, which threw the closed form far off in
-  the first epoch at every rate tried (measured on the bundled sample and
-  ACSF1 forecasting); SGD on standardised features moves it along the
-  gradient, stable while the rate is below 2 / (the largest eigenvalue of
-  the features' second moment), at most 2 / (their number)."""
+  per step whatever the gradient: at the trainer's default 1e-2 it threw
+  the closed form far off in the first epoch (carve accuracy 0.94 -> 0.70
+  on the bundled sample, carve MSE 0.098 -> 18.0 on ACSF1 forecasting;
+  smaller Adam rates were not measured). SGD on standardised features
+  moves it along the gradient, stable while the rate is below 2 / (the
+  largest eigenvalue of the features' second moment), at most 2 / (their
+  number)."""
   if model_kind(spec) == 'conv' and head_kind(spec) == 'ridge':
     return {'optimizer': 'sgd', 'learning_rate': FINE_TUNE_LEARNING_RATE}
   return {}
