@@ -62,38 +62,27 @@ def _solve(xc: np.ndarray, yc: np.ndarray):
 
 
 def _grouped_cv(x, y, groups, alphas, folds):
-  """Out-of-fold predictions per penalty, whole groups held out together.
+  """Out-of-fold predictions per penalty, whole groups held out together,
+  and the accumulator (``GramRidge``) whose statistics refit on every row.
 
   From per-fold Gram matrices: the training folds' ``X^T X`` is the total
   minus the held-out fold's, so the rows are multiplied once (``N D^2``)
-  and each (fold, penalty) costs one Cholesky solve (``D^3 / 3``;
-  ``scipy.linalg.solve`` with ``assume_a='pos'``), rather
+  and each (fold, penalty) costs one Cholesky solve (``D^3 / 3``), rather
   than an SVD of the training rows per fold (``4 N D^2``).
   """
   unique = np.unique(groups)
   order = np.random.default_rng(0).permutation(unique.size)
   fold_of = dict(zip(unique[order], np.arange(unique.size) % folds))
   fold = np.array([fold_of[g] for g in groups])
-  used = range(min(folds, unique.size))
-  stats = []
-  for f in used:
-    xs, ys = x[fold == f], y[fold == f]
-    stats.append((xs.shape[0], xs.sum(axis=0), ys.sum(axis=0), xs.T @ xs,
-                  xs.T @ ys))
-  total = [sum(parts) for parts in zip(*stats)]
+  gram = GramRidge(x.shape[1], y.shape[1], folds)
+  gram.add_folds(x, y, fold)
   preds = {a: np.zeros_like(y) for a in alphas}
-  eye = np.eye(x.shape[1])
-  for f in used:
-    n, sx, sy, xx, xy = (t - p for t, p in zip(total, stats[f]))
-    mx, my = sx / n, sy / n
-    cxx = xx - n * np.outer(mx, mx)
-    cxy = xy - n * np.outer(mx, my)
+  for f in range(min(folds, unique.size)):
     test = fold == f
-    xt = x[test] - mx
     for a in alphas:
-      w = scipy.linalg.solve(cxx + a * eye, cxy, assume_a='pos')
-      preds[a][test] = xt @ w + my
-  return preds
+      w, b = gram.solve(a, without=f)
+      preds[a][test] = x[test] @ w + b
+  return preds, gram
 
 
 def fit(x: np.ndarray, y: np.ndarray,
@@ -119,24 +108,24 @@ def fit(x: np.ndarray, y: np.ndarray,
   if n < 2:
     raise ValueError(f'ridge.fit needs at least 2 rows, got {n}')
   x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-  xc, yc = x - x_mean, y - y_mean
   best = None
   grouped = groups is not None and np.unique(groups).size >= 2
   if alphas is None:
     alphas = GROUPED_ALPHAS if grouped else ALPHAS
   if grouped:
-    held_out = _grouped_cv(x, y, np.asarray(groups), list(alphas), folds)
+    held_out, gram = _grouped_cv(x, y, np.asarray(groups), list(alphas),
+                                 folds)
     for alpha in sorted(alphas, reverse=True):
       error = float(np.mean((y - held_out[alpha]) ** 2))
       if best is None or error < best[0] - 1e-12 * abs(best[0]):
         best = (error, float(alpha), held_out[alpha] - y_mean)
     error, alpha, loo_fitted = best
-    # The refit on every row from the Gram matrix (no SVD of the rows).
-    weights = scipy.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]),
-                                 xc.T @ yc, assume_a='pos')
-    return RidgeFit(weights=weights, bias=y_mean - x_mean @ weights,
+    # The refit on every row from the folds' statistics (no SVD of the rows).
+    weights, bias = gram.solve(alpha)
+    return RidgeFit(weights=weights, bias=bias,
                     alpha=alpha, loo_error=error,
                     loo_predictions=loo_fitted + y_mean)
+  xc, yc = x - x_mean, y - y_mean
   u, s, vt, uty = _solve(xc, yc)
   s2 = s * s
   for alpha in sorted(alphas, reverse=True):
@@ -207,9 +196,14 @@ class GramRidge:
             % np.uint64(self.folds)).astype(np.int64)
 
   def add(self, x: np.ndarray, y: np.ndarray, groups: np.ndarray) -> None:
+    """Adds rows, each to the fold of its group (``fold_of``)."""
+    self.add_folds(x, y, self.fold_of(groups))
+
+  def add_folds(self, x: np.ndarray, y: np.ndarray,
+                fold: np.ndarray) -> None:
+    """Adds rows to the given folds (int[N] in ``[0, folds)``)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64).reshape(x.shape[0], self.outputs)
-    fold = self.fold_of(groups)
     for f in np.unique(fold):
       sel = fold == f
       xs, ys = x[sel], y[sel]
@@ -241,7 +235,8 @@ class GramRidge:
     mx, my = sx / n, sy / n
     cxx = xx - n * np.outer(mx, mx)
     cxy = xy - n * np.outer(mx, my)
-    w = np.linalg.solve(cxx + float(alpha) * np.eye(self.dim), cxy)
+    w = scipy.linalg.solve(cxx + float(alpha) * np.eye(self.dim), cxy,
+                           assume_a='pos')
     return w, my - mx @ w
 
   def held_out_sse(self, fold: int, w: np.ndarray, b: np.ndarray) -> float:
