@@ -98,6 +98,7 @@ import tf_keras as keras
 from components.stateful import conv_adapt
 from components.stateful import layers as sl
 from components.stateful import lru
+from components.stateful import pools
 
 MODELS = ('conv', 'lstm', 'gru', 'lru')
 RNN_TYPES = ('lstm', 'gru')
@@ -283,13 +284,13 @@ def _build_conv(spec, inputs) -> tf.Tensor:
                       if spec.label_kind != 'per_step' else 1))
   pool_in = h if copies == 1 else keras.layers.Concatenate(
       name='conv_copies')([h] * copies)
-  pooled = sl.RunningPool(conv_stats, stateful=stateful,
+  pooled = pools.RunningPool(conv_stats, stateful=stateful,
                           name='conv_pool')(pool_in)
   signed = keras.layers.Concatenate(name='input_signed')(
       [x, keras.layers.Lambda(lambda t: -t, name='negate')(x)])
-  input_pool = sl.RunningPool(('mean', 'max'), stateful=stateful,
+  input_pool = pools.RunningPool(('mean', 'max'), stateful=stateful,
                               name='input_pool')(signed)
-  onsets = [sl.RunningPool(('head_mean',), head_steps=w, stateful=stateful,
+  onsets = [pools.RunningPool(('head_mean',), head_steps=w, stateful=stateful,
                            name=f'onset_{w}')(x) for w in ONSET_STEPS]
   parts = [pooled, input_pool] + onsets
   step_features = hp.get('step_features')
@@ -300,10 +301,10 @@ def _build_conv(spec, inputs) -> tf.Tensor:
     # The recent past (a stream's content may change): decaying PPV of
     # each kernel (one threshold each: the first copy's) and decaying means
     # of the scaled input and of its square.
-    parts.append(sl.DecayingPool(('ppv',), half_lives=half_lives,
+    parts.append(pools.DecayingPool(('ppv',), half_lives=half_lives,
                                  stateful=stateful, name='recent_conv')(h))
     square = keras.layers.Lambda(lambda t: t * t, name='square')(x)
-    parts.append(sl.DecayingPool(
+    parts.append(pools.DecayingPool(
         ('mean',), half_lives=half_lives, stateful=stateful,
         name='recent_input')(keras.layers.Concatenate(name='input_moments')(
             [x, square])))

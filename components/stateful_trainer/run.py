@@ -14,12 +14,12 @@ import time
 import types
 from typing import Any, Callable, Mapping, Optional
 
-import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful_trainer import export
 from components.stateful_trainer import fingerprint as fingerprint_lib
+from components.stateful_trainer import model_setup
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful_trainer import settings
@@ -27,7 +27,6 @@ from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
-from components.stateful import state
 
 _LOG = logging.getLogger(__name__)
 
@@ -144,91 +143,6 @@ def make_spec(args: TrainerArgs, meta: Mapping[str, Any],
       seed=args.train.seed,
       typical_length=max(1, int(round(float(meta['median_length']))))
       if meta.get('median_length') else None)
-
-
-def _label_scale(spec: ms.ModelSpec, config: settings.TrainConfig, module,
-                 stats: Mapping[str, Any]) -> ms.ModelSpec:
-  """``spec`` with the label mean and spread when regression labels are
-  standardised (``TrainConfig.standardize_labels``; see there)."""
-  if spec.task != ms.REGRESSION or not config.standardize_labels:
-    return spec
-  hook = getattr(module, 'scales_labels', None)
-  if hook is not None and hook(spec):
-    _LOG.info('regression labels: the model module scales them itself')
-    return spec
-  spread = float(stats['std']) if stats['std'] > 0 else 1.0
-  _LOG.info('regression labels standardised for training: mean %.6g, '
-            'standard deviation %.6g (outputs in label units through '
-            'LabelUnits)', stats['mean'], spread)
-  return spec.replace(label_center=float(stats['mean']), label_spread=spread)
-
-
-class _Passes:
-  """The train split's batches as numpy dicts, in lane order; every
-  ``iter()`` is a new pass from the first batch."""
-
-  def __init__(self, source: batches_lib.BatchSource,
-               hold_out: float = 0.0):
-    self._source = source
-    self._hold_out = float(hold_out)
-
-  def __iter__(self):
-    batches = self._source.dataset(keys=None).as_numpy_iterator()
-    if not self._hold_out:
-      return batches
-    return (self._without_carve(b) for b in batches)
-
-  def _without_carve(self, batch):
-    """The validation carve's labelled steps unweighted: what adapt fits
-    from labels (the default model's closed-form head) does not see them,
-    so the carve scores it as fairly as the epochs trained after it."""
-    valid = np.asarray(batches_lib.is_validation_key(
-        tf.constant(batch['key']), self._hold_out))
-    if valid.ndim == 1:
-      valid = valid[:, None]
-    return {**batch, 'label_weight': np.where(valid, 0.0, batch[
-        'label_weight']).astype(batch['label_weight'].dtype)}
-
-
-def label_scoring_rule(model: keras.Model):
-  """(scoring, why) for a module without a ``label_scoring`` hook, from
-  the model's structure (``state.trainable_behind_state``): ``weighted``
-  when trainable weights shape a carried state (a last-step loss would
-  reach them through the last segment only), else ``last_step`` (what is
-  trained reads the state, it does not shape it)."""
-  behind = state.trainable_behind_state(model)
-  if behind:
-    shown = ', '.join(behind[:4]) + (' ...' if len(behind) > 4 else '')
-    return batches_lib.WEIGHTED, (
-        f'no label_scoring hook; trainable layers shape the carried state '
-        f'({shown}), which a last-step loss reaches only through the last '
-        'segment')
-  return batches_lib.LAST_STEP, ('no label_scoring hook; no trainable '
-                                 'weight shapes the carried state')
-
-
-def _build(module, spec: ms.ModelSpec, train, seed: int,
-           hold_out: float = 0.0):
-  """The stateful model, seeded and adapted to the train split (its
-  labelled steps outside the validation carve, with ``hold_out``), and
-  whether ``adapt`` fitted anything (it ran and returned a non-empty
-  summary).
-
-  The serving twin is built first and checked against it (same weights), so
-  a module whose twin differs fails before adapting and training.
-  """
-  keras.utils.set_random_seed(seed)
-  model = model_io.build_stateful(module, spec)
-  model_io.build_serving(module, spec, weights_from=model)  # Checks only.
-  summary = None
-  if hasattr(module, 'adapt'):
-    started = time.monotonic()
-    summary = module.adapt(model_io.module_model(model), spec,
-                           _Passes(train, hold_out))
-    _LOG.info('adapted the model to the train split%s in %.1fs: %s',
-              ' (labels of the validation carve held out)' if hold_out
-              else '', time.monotonic() - started, summary)
-  return model, bool(summary)
 
 
 def settings_of(args: TrainerArgs) -> dict:
@@ -386,7 +300,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   spec = make_spec(args, train.meta, stats)
   batches_lib.check_labels(spec, train.meta['label_dtype'], stats)
   module = model_io.resolve_module(args.module_file, args.module)
-  spec = _label_scale(spec, args.train, module, stats)
+  spec = model_setup.label_scale(spec, args.train, module, stats)
   if eval_source is not None:
     batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
                           batches_lib.scan_labels(eval_source))
@@ -403,7 +317,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       module_epochs if module_epochs is not None else 1)
   hold_out = (config.validation_fraction if config.score_initial and
               epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
-  model, fitted = _build(module, spec, train, args.train.seed, hold_out)
+  model, fitted = model_setup.build(module, spec, train, args.train.seed, hold_out)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   if config.score_initial and not fitted:
     # Random initial weights are no candidate: on a small carve one can
@@ -432,7 +346,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     if hook:
       scoring, why = hook(spec), "the model module's label_scoring"
     else:
-      scoring, why = label_scoring_rule(model)
+      scoring, why = model_setup.label_scoring_rule(model)
     config = dataclasses.replace(config, label_scoring=scoring)
   if spec.label_kind == ms.PER_SEQUENCE:
     _LOG.info('per-sequence labels scored in training: %s (%s)',
@@ -475,7 +389,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 'from the same initial weights on every training sequence '
                 'for %d epochs', epochs, epochs)
     if hold_out:
-      model, _ = _build(module, spec, train, args.train.seed)
+      model, _ = model_setup.build(module, spec, train, args.train.seed)
     else:
       keras.utils.set_random_seed(args.train.seed)
       model = model_io.build_stateful(module, spec)

@@ -1,6 +1,6 @@
 """Where a per-sequence label is scored when the model module has no
-``label_scoring`` hook: from the model's structure (``run.label_scoring_rule``
-over ``state.trainable_behind_state``)."""
+``label_scoring`` hook: from the model's structure
+(``model_setup.label_scoring_rule`` over ``state.trainable_behind_state``)."""
 
 import pytest
 import tf_keras as keras
@@ -10,7 +10,7 @@ from components.stateful import layers as sl
 from components.stateful import lru
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful_trainer import run
+from components.stateful_trainer import model_setup
 
 B, T, F = 2, 3, 2
 
@@ -74,7 +74,7 @@ def _default_conv():
 ])
 def test_label_scoring_rule_from_the_model_structure(build, want, named):
   keras.backend.clear_session()
-  scoring, why = run.label_scoring_rule(build())
+  scoring, why = model_setup.label_scoring_rule(build())
   assert scoring == want
   if named:
     assert named in why and 'last segment' in why

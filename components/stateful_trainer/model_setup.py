@@ -1,0 +1,108 @@
+"""The model of a run before its first step: the spec's label scale, the
+model built, checked against its serving twin and adapted to the train
+split (optionally without the validation carve's labels), and where
+per-sequence labels are scored when the module does not say.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+
+from components.stateful import batches as batches_lib
+from components.stateful import model_io
+from components.stateful import model_spec as ms
+from components.stateful import state
+from components.stateful_trainer import settings
+
+_LOG = logging.getLogger(__name__)
+
+
+def label_scale(spec: ms.ModelSpec, config: settings.TrainConfig, module,
+                stats: Mapping[str, Any]) -> ms.ModelSpec:
+  """``spec`` with the label mean and spread when regression labels are
+  standardised (``TrainConfig.standardize_labels``; see there)."""
+  if spec.task != ms.REGRESSION or not config.standardize_labels:
+    return spec
+  hook = getattr(module, 'scales_labels', None)
+  if hook is not None and hook(spec):
+    _LOG.info('regression labels: the model module scales them itself')
+    return spec
+  spread = float(stats['std']) if stats['std'] > 0 else 1.0
+  _LOG.info('regression labels standardised for training: mean %.6g, '
+            'standard deviation %.6g (outputs in label units through '
+            'LabelUnits)', stats['mean'], spread)
+  return spec.replace(label_center=float(stats['mean']), label_spread=spread)
+
+
+class Passes:
+  """The train split's batches as numpy dicts, in lane order; every
+  ``iter()`` is a new pass from the first batch."""
+
+  def __init__(self, source: batches_lib.BatchSource,
+               hold_out: float = 0.0):
+    self._source = source
+    self._hold_out = float(hold_out)
+
+  def __iter__(self):
+    batches = self._source.dataset(keys=None).as_numpy_iterator()
+    if not self._hold_out:
+      return batches
+    return (self._without_carve(b) for b in batches)
+
+  def _without_carve(self, batch):
+    """The validation carve's labelled steps unweighted: what adapt fits
+    from labels (the default model's closed-form head) does not see them,
+    so the carve scores it as fairly as the epochs trained after it."""
+    valid = np.asarray(batches_lib.is_validation_key(
+        tf.constant(batch['key']), self._hold_out))
+    if valid.ndim == 1:
+      valid = valid[:, None]
+    return {**batch, 'label_weight': np.where(valid, 0.0, batch[
+        'label_weight']).astype(batch['label_weight'].dtype)}
+
+
+def label_scoring_rule(model: keras.Model):
+  """(scoring, why) for a module without a ``label_scoring`` hook, from
+  the model's structure (``state.trainable_behind_state``): ``weighted``
+  when trainable weights shape a carried state (a last-step loss would
+  reach them through the last segment only), else ``last_step`` (what is
+  trained reads the state, it does not shape it)."""
+  behind = state.trainable_behind_state(model)
+  if behind:
+    shown = ', '.join(behind[:4]) + (' ...' if len(behind) > 4 else '')
+    return batches_lib.WEIGHTED, (
+        f'no label_scoring hook; trainable layers shape the carried state '
+        f'({shown}), which a last-step loss reaches only through the last '
+        'segment')
+  return batches_lib.LAST_STEP, ('no label_scoring hook; no trainable '
+                                 'weight shapes the carried state')
+
+
+def build(module, spec: ms.ModelSpec, train, seed: int,
+          hold_out: float = 0.0):
+  """The stateful model, seeded and adapted to the train split (its
+  labelled steps outside the validation carve, with ``hold_out``), and
+  whether ``adapt`` fitted anything (it ran and returned a non-empty
+  summary).
+
+  The serving twin is built first and checked against it (same weights), so
+  a module whose twin differs fails before adapting and training.
+  """
+  keras.utils.set_random_seed(seed)
+  model = model_io.build_stateful(module, spec)
+  model_io.build_serving(module, spec, weights_from=model)  # Checks only.
+  summary = None
+  if hasattr(module, 'adapt'):
+    started = time.monotonic()
+    summary = module.adapt(model_io.module_model(model), spec,
+                           Passes(train, hold_out))
+    _LOG.info('adapted the model to the train split%s in %.1fs: %s',
+              ' (labels of the validation carve held out)' if hold_out
+              else '', time.monotonic() - started, summary)
+  return model, bool(summary)
