@@ -74,16 +74,22 @@ def test_every_setting_reaches_the_trainer_from_the_local_runner(tmp_path):
   assert decoded.to_dict() == values
 
 
-def test_every_setting_reaches_the_compiled_kubeflow_pipeline(tmp_path):
-  flags, values = _all_flags()
+def _compiled_trainer_parameters(tmp_path, flags):
+  """The StatefulTrainer task's input parameters of the pipeline that
+  ``kubeflow/compile.py`` compiles with ``flags``."""
   path = kubeflow_compile.compile_pipeline([
       '--image', 'gcr.io/p/img:1', '--output-file',
       str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
       '--data-root', 'gs://b/data'] + flags)
   with open(path) as f:
     spec = json.load(f)
-  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
+  return spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
       'inputs']['parameters']
+
+
+def test_every_setting_reaches_the_compiled_kubeflow_pipeline(tmp_path):
+  flags, values = _all_flags()
+  params = _compiled_trainer_parameters(tmp_path, flags)
   props = {}
   for name in FIELDS:
     if name in params:
@@ -126,14 +132,7 @@ def test_hyperparameters_reach_the_trainer_from_the_local_runner(tmp_path):
 
 
 def test_hyperparameters_reach_the_compiled_kubeflow_pipeline(tmp_path):
-  path = kubeflow_compile.compile_pipeline([
-      '--image', 'gcr.io/p/img:1', '--output-file',
-      str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
-      '--data-root', 'gs://b/data'] + HP_FLAG)
-  with open(path) as f:
-    spec = json.load(f)
-  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulTrainer'][
-      'inputs']['parameters']
+  params = _compiled_trainer_parameters(tmp_path, HP_FLAG)
   constant = params['custom_config']['runtimeValue']['constantValue']
   assert _trainer_hyperparameters(next(iter(constant.values()))) == HP
 
