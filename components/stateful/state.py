@@ -16,13 +16,15 @@ handles state goes through this module:
   each ``float32[B, ...]``. This is also the order of the ``state_<i>``
   tensors of the exported ``step`` signature and of checkpoints.
 * ``reset_lanes(model, reset)`` — zero the state rows of lanes whose reset
-  flag is 1; other lanes keep theirs. ``zero_all(model)`` — every row.
+  flag is 1; other lanes keep theirs (``zero_rows``: the same on explicit
+  state tensors). ``zero_all(model)`` — every row.
 * per-step resets (``dense`` batches) are ``components.stateful.resets``,
   built on ``all_layers`` / ``carries_state`` of this module.
 * ``snapshot(model)`` / ``restore(model, snap)`` — around evaluation.
 * ``serving_state_layers`` / ``serving_state_shapes`` / ``run_with_states``
   — the non-stateful serving twin run from explicit states in, returning
-  the states out (the ``step`` signature).
+  the states out (the ``step`` signature; under ``tf.distribute`` every
+  replica's training step, ``components.stateful.replicas``).
 * ``check_stateful_model`` / ``check_serving_model`` — clear errors
   (``StatefulModelError``), including for layers that mix time steps but
   declare no state (``Conv1D``, pooling over time, attention): they would
@@ -168,9 +170,18 @@ def reset_lanes(model: keras.Model, reset) -> None:
     model: a model with stateful RNN layers of batch size B.
     reset: int or bool [B]; 1/True where a new sequence starts in the lane.
   """
-  for var in state_variables(model):
-    keep = _keep_mask(reset, var)
-    var.assign(tf.where(keep, var, tf.zeros_like(var)))
+  variables = state_variables(model)
+  for var, value in zip(variables, zero_rows(
+      [v.read_value() for v in variables], reset)):
+    var.assign(value)
+
+
+def zero_rows(values: Sequence[tf.Tensor], reset) -> List[tf.Tensor]:
+  """The functional form of ``reset_lanes``: ``values`` (explicit states,
+  each float32[N, ...]) with the rows of lanes whose ``reset`` [N] is 1
+  zeroed."""
+  return [tf.where(_keep_mask(reset, v), v, tf.zeros_like(v))
+          for v in values]
 
 
 def zero_all(model: keras.Model) -> None:
@@ -388,19 +399,27 @@ def _explicit_states(layers: Sequence[keras.layers.Layer],
   dropout flags); only its ``initial_state`` argument and ``return_state``
   are set. ``StatefulLayer``: its external-state hooks.
   """
+  # A ``call`` already set on the instance (``resets.step_resets``: per-step
+  # resets) runs inside this one and is put back afterwards.
+  inner_calls = {}
   for index, (layer, init) in enumerate(zip(layers, initial)):
     if isinstance(layer, StatefulLayer):
       captured[index] = []
       object.__setattr__(layer, '_external_states', list(init))
       object.__setattr__(layer, '_captured_states', captured[index])
       continue
+    inner = vars(layer).get('call')
+    inner_calls[index] = inner
+    if inner is None:
+      inner = lambda *a, _layer=layer, **k: type(_layer).call(_layer, *a, **k)
 
-    def call(inputs, *args, _layer=layer, _init=init, _index=index, **kwargs):
+    def call(inputs, *args, _layer=layer, _init=init, _index=index,
+             _inner=inner, **kwargs):
       kwargs['initial_state'] = list(_init)
       returns_state = _layer.return_state
       _layer.return_state = True
       try:
-        result = type(_layer).call(_layer, inputs, *args, **kwargs)
+        result = _inner(inputs, *args, **kwargs)
       finally:
         _layer.return_state = returns_state
       captured[_index] = list(result[1:])
@@ -410,24 +429,32 @@ def _explicit_states(layers: Sequence[keras.layers.Layer],
   try:
     yield
   finally:
-    for layer in layers:
+    for index, layer in enumerate(layers):
       if isinstance(layer, StatefulLayer):
         object.__setattr__(layer, '_external_states', None)
         object.__setattr__(layer, '_captured_states', None)
+      elif inner_calls.get(index) is not None:
+        object.__setattr__(layer, 'call', inner_calls[index])
       elif 'call' in vars(layer):
         object.__delattr__(layer, 'call')
 
 
 def run_with_states(model: keras.Model, features: tf.Tensor,
-                    states: Sequence[tf.Tensor]
+                    states: Sequence[tf.Tensor], training: bool = False
                    ) -> Tuple[tf.Tensor, List[tf.Tensor]]:
   """Runs a non-stateful model from explicit states.
+
+  The functional form of carried state: the ``step`` signature, and
+  training under ``tf.distribute`` (``components.stateful.replicas``),
+  where each replica's lanes carry their state as tensors. Inside a
+  ``resets.step_resets`` context the per-step resets apply too.
 
   Args:
     model: a serving twin (``check_serving_model`` passed).
     features: float32[N, T', F].
     states: ``state_0 ..`` as in the ``step`` signature, each
       float32[N, ...].
+    training: passed to the model.
 
   Returns:
     ``(outputs float32[N, T', K], [final state_0, ...])``.
@@ -443,7 +470,7 @@ def run_with_states(model: keras.Model, features: tf.Tensor,
     i += len(shapes)
   captured: Dict[int, List[tf.Tensor]] = {}
   with _explicit_states(layers, per_layer, captured):
-    outputs = model(features, training=False)
+    outputs = model(features, training=training)
   missing = [l.name for j, l in enumerate(layers)
              if len(captured.get(j, [])) != len(per_layer_shapes[j])]
   if missing:

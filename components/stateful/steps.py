@@ -15,7 +15,7 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -144,10 +144,26 @@ def predict_step(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
 
 @dataclasses.dataclass
 class StepFunctions:
-  """``train_step``/``eval_step``/``predict_step`` bound and compiled."""
+  """``train_step``/``eval_step``/``predict_step`` bound and compiled, and
+  where the state they carry lives.
+
+  Each takes a whole batch of B lanes. The state is in the stateful model's
+  variables (``compile_steps``) or, under ``tf.distribute``, in explicit
+  per-replica tensors (``replicas.compile_replicated_steps``); the training
+  loop and ``evaluate`` touch it only through ``zero_all``, ``snapshot`` /
+  ``restore`` and, for checkpoints, ``checkpointed`` (variables
+  float32[B, ...] in ``state.state_variables`` order), filled by
+  ``before_save`` and read back by ``after_restore``.
+  """
   train: Callable[[Batch], Dict[str, tf.Tensor]]
   eval: Callable[[Batch], Dict[str, tf.Tensor]]
   predict: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+  zero_all: Callable[[], None]
+  snapshot: Callable[[], Any]
+  restore: Callable[[Any], None]
+  checkpointed: List[tf.Variable]
+  before_save: Callable[[], None] = lambda: None
+  after_restore: Callable[[], None] = lambda: None
 
 
 def compile_steps(model: keras.Model,
@@ -174,7 +190,11 @@ def compile_steps(model: keras.Model,
   # and converting Keras' RNN code costs ~10 s per trace.
   return StepFunctions(train=tf.function(train, autograph=False),
                        eval=tf.function(evaluate_one, autograph=False),
-                       predict=tf.function(predict, autograph=False))
+                       predict=tf.function(predict, autograph=False),
+                       zero_all=lambda: state.zero_all(model),
+                       snapshot=lambda: state.snapshot(model),
+                       restore=lambda snap: state.restore(model, snap),
+                       checkpointed=state.state_variables(model))
 
 
 def evaluate(model: keras.Model, steps: StepFunctions,
@@ -190,12 +210,12 @@ def evaluate(model: keras.Model, steps: StepFunctions,
     ``{'loss': ..., <metric>: ...}`` over all labelled steps.
   """
   reset_metrics(metrics)
-  state.zero_all(model)
+  steps.zero_all()
   for i, batch in enumerate(dataset):
     if max_batches is not None and i >= max_batches:
       break
     steps.eval(batch)
-  state.zero_all(model)
+  steps.zero_all()
   return metric_results(metrics)
 
 
@@ -203,11 +223,11 @@ def evaluate_preserving_state(model: keras.Model, steps: StepFunctions,
                               metrics: List[keras.metrics.Metric],
                               dataset: tf.data.Dataset) -> Dict[str, float]:
   """``evaluate`` between a snapshot and a restore of the training state."""
-  saved = state.snapshot(model)
+  saved = steps.snapshot()
   try:
     return evaluate(model, steps, metrics, dataset)
   finally:
-    state.restore(model, saved)
+    steps.restore(saved)
 
 
 def predict_batches(model: keras.Model, dataset: tf.data.Dataset, *,
@@ -220,7 +240,7 @@ def predict_batches(model: keras.Model, dataset: tf.data.Dataset, *,
   ``BatchSource.dataset(keys=None)``). The state is zeroed first.
   """
   steps = steps or compile_steps(model, None, None, reset_all=reset_all)
-  state.zero_all(model)
+  steps.zero_all()
   for batch in dataset:
     outputs = steps.predict(batch['features'], batch['reset'])
     yield ({k: v.numpy() for k, v in batch.items()}, outputs.numpy())

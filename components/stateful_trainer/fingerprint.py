@@ -220,7 +220,7 @@ def fit_fingerprint(model: Any, train: Any, config: Any,
   ``BatchSource``) and the Keras model's weight shapes."""
   return Fingerprint(parts={
       'run': run,
-      'settings': config.to_dict(),
+      'settings': config.fingerprinted(),
       'train_split': {'split': train.split,
                       **{k: train.meta.get(k) for k in _SPLIT_KEYS}},
       'weights': [list(map(int, w.shape)) for w in model.weights],

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
 import time
 import types
 from typing import Any, Callable, Mapping, Optional
@@ -17,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful_trainer import distribution
 from components.stateful_trainer import export
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import model_setup
@@ -27,6 +29,7 @@ from components.stateful_trainer import optimizers
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
+from components.stateful import replicas
 
 _LOG = logging.getLogger(__name__)
 
@@ -149,7 +152,7 @@ def settings_of(args: TrainerArgs) -> dict:
   """Every setting of a run that can change its model (the fingerprint's
   ``settings``): each ``TrainConfig`` field as given (the seed among them),
   the hyperparameters, the task and sizes, the splits."""
-  return {'train': args.train.to_dict(),
+  return {'train': args.train.fingerprinted(),
           'hyperparameters': dict(args.hyperparameters),
           'task': args.task, 'num_classes': args.num_classes,
           'output_size': args.output_size, 'train_split': args.train_split,
@@ -228,7 +231,8 @@ def _earlier_runs(root: str, digest: str):
 
 
 def prepare_checkpoints(args: TrainerArgs,
-                        fp: fingerprint_lib.Fingerprint) -> Checkpoints:
+                        fp: fingerprint_lib.Fingerprint,
+                        chief: bool = True) -> Checkpoints:
   """Chooses the checkpoint directory, decides between resuming and
   starting fresh (and logs why), and marks the directory as this run's.
 
@@ -237,6 +241,9 @@ def prepare_checkpoints(args: TrainerArgs,
   ``fresh``, or a run that finished (a finished run is never resumed into
   a new model). A user's ``checkpoint_dir`` holding checkpoints of another
   fingerprint is an error (``CheckpointMismatchError``).
+
+  A worker that is not the chief (``chief`` False) only reads the chief's
+  directory: the chief decides, removes and marks.
   """
   if args.checkpoint_dir:
     ckpts = Checkpoints(args.checkpoint_dir.rstrip('/'), False, fp)
@@ -246,6 +253,8 @@ def prepare_checkpoints(args: TrainerArgs,
   else:
     ckpts = Checkpoints(os.path.join(args.model_run_dir, CHECKPOINT_SUBDIR),
                         True, fp)
+  if not chief:
+    return ckpts
   stamp = fingerprint_lib.read(ckpts.run_file)
   has = ckpts.has_checkpoints()
   if args.fresh:
@@ -291,8 +300,21 @@ def prepare_checkpoints(args: TrainerArgs,
 def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None
        ) -> RunResult:
-  """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``."""
+  """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``.
+
+  With ``args.train.replicas`` > 1 or a multi-worker ``TF_CONFIG`` it
+  trains data-parallel (``distribution``, ``components.stateful.replicas``);
+  only the chief exports.
+  """
+  # First: a multi-worker strategy must exist before any TensorFlow op.
+  dist = distribution.make_distribution(args.train.replicas)
   train, eval_source = _open_sources(args)
+  if int(train.meta['batch_size']) % dist.num_replicas:
+    raise replicas.LaneLayoutError(
+        f'the batches of {args.batches_uri} have {train.meta["batch_size"]} '
+        f'lanes, which {dist.num_replicas} replicas cannot share: write them '
+        'with a batch_size that is a multiple of the replica count (the '
+        'SequenceBatcher\'s --replicas rounds it up)')
   if args.transform_graph_uri:  # Before training: fails in seconds.
     export.check_transform_features(args.transform_graph_uri,
                                     tuple(train.meta['feature_names']))
@@ -306,7 +328,12 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                           batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
   fp = fingerprint_of(args, module)
-  ckpts = prepare_checkpoints(args, fp)
+  ckpts = prepare_checkpoints(args, fp, dist.is_chief)
+  # A worker other than the chief saves its (identical) checkpoints where
+  # no resume looks, and resumes from the chief's.
+  worker_dir = (None if dist.is_chief else
+                tempfile.mkdtemp(prefix=f'tss-{dist.task_type}-'
+                                 f'{dist.task_id}-checkpoints-'))
   config = args.train
   module_epochs = (module.default_epochs(spec)
                    if hasattr(module, 'default_epochs') else None)
@@ -361,17 +388,30 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               optimizer_config)
 
   def fit(model, config, subdir):
-    optimizer = optimizers.make_optimizer(
-        optimizer_config,
-        total_steps=max(1, config.epochs * train.num_batches))
-    return training.fit(
-        model, optimizer=optimizer, objective=objective, train=train,
-        eval_source=eval_source, config=config,
+    total_steps = max(1, config.epochs * train.num_batches)
+    common = dict(
+        objective=objective, train=train, eval_source=eval_source,
+        config=config,
         checkpoint_dir=os.path.join(checkpoint_dir, subdir) if subdir else
         checkpoint_dir,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
-                                 subdir or ''),
+                                 subdir or '') if dist.is_chief else None,
         clock=clock, after_step=after_step, fingerprint=fp.digest)
+    if dist.strategy is None:
+      optimizer = optimizers.make_optimizer(optimizer_config, total_steps)
+      return training.fit(model, optimizer=optimizer, **common)
+    # Under a strategy the twin trains (state passed in and out per
+    # replica); its weights go back into the stateful model after.
+    with dist.strategy.scope():
+      optimizer = optimizers.make_optimizer(optimizer_config, total_steps)
+      twin = model_io.build_serving(module, spec, weights_from=model)
+    result = training.fit(
+        twin, optimizer=optimizer,
+        lanes=replicas.ReplicaLanes(dist.strategy, spec.batch_size),
+        save_dir=None if worker_dir is None else os.path.join(
+            worker_dir, subdir or 'main'), **common)
+    model.set_weights(twin.get_weights())
+    return result
 
   result = fit(model, config, None)
   selection = None
@@ -397,6 +437,13 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                  REFIT_SUBDIR)
+  if not dist.is_chief:
+    tf.io.gfile.rmtree(worker_dir)
+    _LOG.info('%s done after %d steps: the chief exports', dist.name,
+              result.steps)
+    return RunResult(spec=spec, fit=result, model=model,
+                     serving_model_dir=args.serving_model_dir,
+                     stateful_dir='', fingerprint=fp)
   twin = model_io.build_serving(module, spec, weights_from=model)
   export.export_serving_model(args.serving_model_dir, twin, spec,
                               args.transform_graph_uri)
@@ -409,6 +456,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       'steps': result.steps,
       'finished': result.finished,
       'stop_reason': result.stop_reason,
+      'replicas': dist.num_replicas, 'workers': dist.num_workers,
       'resumed_from': result.resumed_from,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],

@@ -34,9 +34,11 @@ class TrainingConfigError(ValueError):
   """An invalid training setting."""
 
 
-def _setting(default: Any, help_text: str, *, choices=None, flag=True):
+def _setting(default: Any, help_text: str, *, choices=None, flag=True,
+             fingerprint=True):
   return dataclasses.field(default=default, metadata={
-      'help': help_text, 'choices': choices, 'flag': flag})
+      'help': help_text, 'choices': choices, 'flag': flag,
+      'fingerprint': fingerprint})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +121,25 @@ class TrainConfig:
   early_stopping_patience: int = _setting(
       10, 'stop after this many epochs without a better validation score '
       '(0: never stop early)')
+  replicas: int = _setting(
+      1, 'data-parallel training on this many local devices '
+      '(tf.distribute MirroredStrategy over the GPUs, or over as many '
+      'logical CPU devices when there is no GPU): replica r owns lanes '
+      '[r*b, (r+1)*b) of every batch (b = batch_size / replicas, which must '
+      'divide) and carries their state for the whole run. Several workers '
+      'are set by TF_CONFIG instead (MultiWorkerMirroredStrategy, one '
+      'replica per worker). The same update as one process on the same '
+      'lanes; not part of the checkpoints\' fingerprint, so a run resumes on '
+      'another replica count', fingerprint=False)
 
   def __post_init__(self):
     if self.epochs is not None and (not _is_int(self.epochs) or
                                     self.epochs < 0):
       raise TrainingConfigError(f'epochs must be >= 0 (or unset), got '
                                 f'{self.epochs!r}')
+    if not _is_int(self.replicas) or self.replicas < 1:
+      raise TrainingConfigError(f'replicas must be an int >= 1, got '
+                                f'{self.replicas!r}')
     for name in ('eval_every_n_steps', 'checkpoint_every_n_steps',
                  'log_every_n_steps', 'seed', 'early_stopping_patience'):
       value = getattr(self, name)
@@ -155,6 +170,13 @@ class TrainConfig:
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
+
+  def fingerprinted(self) -> Dict[str, Any]:
+    """The settings that can change the model (the checkpoints'
+    fingerprint): every field but those that only say where it trains
+    (``replicas``)."""
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.metadata.get('fingerprint', True)}
 
   @classmethod
   def from_dict(cls, values: Mapping[str, Any]) -> 'TrainConfig':

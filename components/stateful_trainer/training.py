@@ -24,6 +24,7 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -39,7 +40,7 @@ from components.stateful_trainer import progress
 from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
-from components.stateful import state
+from components.stateful import replicas
 from components.stateful.batches import BatchSource
 from components.stateful.objective import metric_results
 from components.stateful.objective import Objective
@@ -184,20 +185,38 @@ def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
   return stats, stopped
 
 
+def _compile(model: keras.Model, optimizer, objective: Objective,
+             train_metrics=None, eval_metrics=None, *, reset_all=False,
+             valid_metrics=None,
+             lanes: Optional[replicas.ReplicaLanes] = None) -> StepFunctions:
+  """The step functions: state in the model's variables (one process), or
+  per replica under ``lanes.strategy`` (``replicas``)."""
+  if lanes is None:
+    return compile_steps(model, optimizer, objective, train_metrics,
+                         eval_metrics, reset_all=reset_all,
+                         valid_metrics=valid_metrics)
+  return replicas.compile_replicated_steps(
+      model, optimizer, objective, train_metrics, eval_metrics, lanes=lanes,
+      reset_all=reset_all, valid_metrics=valid_metrics)
+
+
 def _validate_only(model: keras.Model, objective: Objective,
                    train: BatchSource, valid_metrics, config: TrainConfig,
-                   scoring: str) -> Dict[str, float]:
+                   scoring: str,
+                   lanes: Optional[replicas.ReplicaLanes] = None
+                  ) -> Dict[str, float]:
   """The validation carve's metrics of the current weights: one pass over
   epoch 0's batches, no update (state zeroed before and after)."""
-  steps = compile_steps(model, None, objective, eval_metrics=valid_metrics)
+  steps = _compile(model, None, objective, eval_metrics=valid_metrics,
+                   lanes=lanes)
   reset_metrics(valid_metrics)
-  state.zero_all(model)
+  steps.zero_all()
   for batch in train.dataset(epoch=0, start=0,
                              shuffle_groups=config.shuffle_groups,
                              seed=config.seed, label_scoring=scoring,
                              validation_fraction=config.validation_fraction):
     steps.eval({**batch, 'label_weight': batch['valid_weight']})
-  state.zero_all(model)
+  steps.zero_all()
   results = metric_results(valid_metrics)
   reset_metrics(valid_metrics)
   return results
@@ -215,7 +234,9 @@ def fit(model: keras.Model,
         clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None,
         max_checkpoints: int = 3,
-        fingerprint: Optional[str] = None) -> FitResult:
+        fingerprint: Optional[str] = None,
+        lanes: Optional[replicas.ReplicaLanes] = None,
+        save_dir: Optional[str] = None) -> FitResult:
   """Trains ``model`` statefully; resumes from ``checkpoint_dir`` if it holds
   a checkpoint of the same run.
 
@@ -239,6 +260,13 @@ def fit(model: keras.Model,
     max_checkpoints: checkpoints kept.
     fingerprint: the digest of the run's inputs (``fingerprint.py``), if
       known; part of the checkpoints' fingerprint.
+    lanes: data-parallel training (``replicas.ReplicaLanes``): ``model``
+      is the serving twin built in ``lanes.strategy.scope()`` (the
+      optimizer too), each replica carries its own lanes' state as
+      tensors; checkpoints hold the gathered global state.
+    save_dir: where this process writes its checkpoints when it is not
+      ``checkpoint_dir`` (a non-chief worker: it resumes from the chief's
+      ``checkpoint_dir``, writes its own copy elsewhere).
 
   Returns:
     A ``FitResult``.
@@ -252,14 +280,15 @@ def fit(model: keras.Model,
   if config.epochs is None:
     raise TrainingConfigError('fit needs epochs set (run.run applies the '
                               'epochs rule when it is unset)')
-  optimizer.build(model.trainable_variables)
-  train_metrics = objective.new_metrics()
-  eval_metrics = objective.new_metrics()
   validating = config.validation_fraction > 0
-  valid_metrics = objective.new_metrics() if validating else None
-  steps = compile_steps(model, optimizer, objective, train_metrics,
-                        eval_metrics, reset_all=config.reset_state_every_batch,
-                        valid_metrics=valid_metrics)
+  with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
+    optimizer.build(model.trainable_variables)
+    train_metrics = objective.new_metrics()
+    eval_metrics = objective.new_metrics()
+    valid_metrics = objective.new_metrics() if validating else None
+  steps = _compile(model, optimizer, objective, train_metrics, eval_metrics,
+                   reset_all=config.reset_state_every_batch,
+                   valid_metrics=valid_metrics, lanes=lanes)
   scoring = config.label_scoring or batches_lib.LAST_STEP
   cursor = Cursor()
   best = selection.BestWeights(model) if validating else None
@@ -269,17 +298,19 @@ def fit(model: keras.Model,
   if checkpoint_dir:
     ckpt = tf.train.Checkpoint(
         model=model, optimizer=optimizer,
-        rnn_states=state.state_variables(model), cursor=cursor,
+        rnn_states=steps.checkpointed, cursor=cursor,
         train_metrics=train_metrics,
         **({'best': best, 'valid_metrics': valid_metrics} if best else {}))
-    manager = tf.train.CheckpointManager(ckpt, checkpoint_dir,
+    manager = tf.train.CheckpointManager(ckpt, save_dir or checkpoint_dir,
                                          max_to_keep=max_checkpoints)
     mine = fingerprint_lib.fit_fingerprint(model, train, config, fingerprint)
-    stamp = f'{checkpoint_dir}/{fingerprint_lib.FILE}'
-    if manager.latest_checkpoint:
+    stamp = f'{save_dir or checkpoint_dir}/{fingerprint_lib.FILE}'
+    latest = tf.train.latest_checkpoint(checkpoint_dir)
+    if latest:
       fingerprint_lib.check_checkpoint_fingerprint(checkpoint_dir, mine)
-      resumed_from = manager.latest_checkpoint
+      resumed_from = latest
       ckpt.restore(resumed_from).assert_existing_objects_matched()
+      steps.after_restore()
       _LOG.info('resuming from epoch %d, step %d of %d (batch %d of %d; '
                 'checkpoint %s)', int(cursor.epoch) + 1, int(cursor.step),
                 planned_steps(config, train.num_batches), int(cursor.batch),
@@ -287,7 +318,7 @@ def fit(model: keras.Model,
     else:
       fingerprint_lib.write(stamp, mine.to_dict())
   if resumed_from is None:
-    state.zero_all(model)
+    steps.zero_all()
 
   def run_eval(where: str) -> Dict[str, float]:
     started = clock()
@@ -302,6 +333,7 @@ def fit(model: keras.Model,
 
   def save():
     if manager is not None:
+      steps.before_save()  # Every worker: the state is all-gathered.
       manager.save(checkpoint_number=int(cursor.step))
 
   epochs: List[EpochStats] = []
@@ -345,7 +377,7 @@ def fit(model: keras.Model,
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
     initial = _validate_only(model, objective, train, valid_metrics, config,
-                             scoring)
+                             scoring, lanes)
     best.offer(model, initial, selection.INITIAL)
     _LOG.info('validation before training (the initial weights, a '
               'candidate too): %s', progress.fmt_metrics(initial))
@@ -354,7 +386,7 @@ def fit(model: keras.Model,
   while int(cursor.epoch) < config.epochs and not stop:
     epoch = int(cursor.epoch)
     if int(cursor.batch) == 0:
-      state.zero_all(model)  # Phase boundary: a new epoch.
+      steps.zero_all()  # Phase boundary: a new epoch.
       reset_metrics(train_metrics)
       if valid_metrics is not None:
         reset_metrics(valid_metrics)
@@ -393,7 +425,7 @@ def fit(model: keras.Model,
       epochs.append(stats)
       cursor.epoch.assign_add(1)
       cursor.batch.assign(0)
-      state.zero_all(model)  # Phase boundary: the epoch is over.
+      steps.zero_all()  # Phase boundary: the epoch is over.
     save()
   if reason[0] == 'max_seconds':
     # The budget is spent: training is over (the best epoch so far is
