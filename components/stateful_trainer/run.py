@@ -297,6 +297,33 @@ def prepare_checkpoints(args: TrainerArgs,
   return ckpts
 
 
+def fit_model(model: keras.Model, *, module: types.ModuleType,
+              spec: ms.ModelSpec, dist: distribution.Distribution,
+              optimizer: Callable[[], keras.optimizers.Optimizer],
+              save_dir: Optional[str] = None,
+              **fit_args) -> training.FitResult:
+  """``training.fit`` of the stateful ``model`` where ``dist`` says.
+
+  One process: ``model`` trains, its state in its variables. Under a
+  strategy: its serving twin, built in the strategy's scope with
+  ``model``'s weights (the optimizer too: ``optimizer()`` is called
+  there), trains with each replica's lanes' state passed in and out of the
+  step; the trained weights are copied back into ``model``.
+  """
+  if dist.strategy is None:
+    return training.fit(model, optimizer=optimizer(), save_dir=save_dir,
+                        **fit_args)
+  with dist.strategy.scope():
+    made = optimizer()
+    twin = model_io.build_serving(module, spec, weights_from=model)
+  result = training.fit(
+      twin, optimizer=made, save_dir=save_dir,
+      lanes=replicas.ReplicaLanes(dist.strategy, spec.batch_size),
+      **fit_args)
+  model.set_weights(twin.get_weights())
+  return result
+
+
 def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None
        ) -> RunResult:
@@ -397,21 +424,12 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
                                  subdir or '') if dist.is_chief else None,
         clock=clock, after_step=after_step, fingerprint=fp.digest)
-    if dist.strategy is None:
-      optimizer = optimizers.make_optimizer(optimizer_config, total_steps)
-      return training.fit(model, optimizer=optimizer, **common)
-    # Under a strategy the twin trains (state passed in and out per
-    # replica); its weights go back into the stateful model after.
-    with dist.strategy.scope():
-      optimizer = optimizers.make_optimizer(optimizer_config, total_steps)
-      twin = model_io.build_serving(module, spec, weights_from=model)
-    result = training.fit(
-        twin, optimizer=optimizer,
-        lanes=replicas.ReplicaLanes(dist.strategy, spec.batch_size),
+    return fit_model(
+        model, module=module, spec=spec, dist=dist,
+        optimizer=lambda: optimizers.make_optimizer(optimizer_config,
+                                                    total_steps),
         save_dir=None if worker_dir is None else os.path.join(
             worker_dir, subdir or 'main'), **common)
-    model.set_weights(twin.get_weights())
-    return result
 
   result = fit(model, config, None)
   selection = None

@@ -112,6 +112,42 @@ def cumsum_model(batch_size: int, num_unroll: int, num_features: int, *,
   return keras.Model(inputs, x)
 
 
+def padded(seqs: Sequence[layout.SequenceArrays]
+          ) -> Tuple[np.ndarray, np.ndarray]:
+  """``(features float32[N, L, F] zero-padded to the longest, lengths
+  int64[N])``."""
+  length = max(s.length for s in seqs)
+  x = np.zeros((len(seqs), length, seqs[0].features.shape[1]), np.float32)
+  for i, s in enumerate(seqs):
+    x[i, :s.length] = s.features
+  return x, np.array([s.length for s in seqs], np.int64)
+
+
+def run_step_signature(loaded, x: np.ndarray, chunks: Sequence[int],
+                       reset_at: Sequence[int] = ()) -> Dict[str, np.ndarray]:
+  """Feeds ``x`` [N, L, F] through an export's ``step`` signature in
+  ``chunks`` (state carried; reset at chunk 0 and at ``reset_at``); returns
+  the outputs concatenated over time."""
+  n = x.shape[0]
+  init = loaded.signatures['initial_state'](batch_size=tf.constant(n,
+                                                                   tf.int64))
+  states = dict(init)
+  pieces: Dict[str, List[np.ndarray]] = {}
+  start = 0
+  for i, size in enumerate(chunks):
+    reset = np.full(n, int(i == 0 or i in reset_at), np.int64)
+    out = loaded.signatures['step'](
+        features=tf.constant(x[:, start:start + size]),
+        reset=tf.constant(reset), **states)
+    states = {k: out[k] for k in init}
+    for k, v in out.items():
+      if not k.startswith('state_'):
+        pieces.setdefault(k, []).append(v.numpy())
+    start += size
+  assert start == x.shape[1]
+  return {k: np.concatenate(v, axis=1) for k, v in pieces.items()}
+
+
 def outputs_by_sequence(model: keras.Model, source: batches_lib.BatchSource, *,
                         reset_all: bool = False,
                         shuffle_groups: bool = False, seed: int = 0,

@@ -91,98 +91,23 @@ def regressor(tmp_path_factory):
   return result, tf.saved_model.load(result.serving_model_dir)
 
 
-def _padded(seqs):
-  length = max(s.length for s in seqs)
-  x = np.zeros((len(seqs), length, F), np.float32)
-  for i, s in enumerate(seqs):
-    x[i, :s.length] = s.features
-  return x, np.array([s.length for s in seqs], np.int64)
-
-
-def _run_steps(loaded, x, chunks, reset_at=()):
-  """Feeds ``x`` [N, L, F] through ``step`` in chunks; returns outputs
-  concatenated over time (dict of arrays)."""
-  n = x.shape[0]
-  init = loaded.signatures['initial_state'](batch_size=tf.constant(n,
-                                                                   tf.int64))
-  states = dict(init)
-  pieces = {}
-  start = 0
-  for i, size in enumerate(chunks):
-    reset = np.full(n, int(i == 0 or i in reset_at), np.int64)
-    out = loaded.signatures['step'](
-        features=tf.constant(x[:, start:start + size]),
-        reset=tf.constant(reset), **states)
-    states = {k: out[k] for k in init}
-    for k, v in out.items():
-      if not k.startswith('state_'):
-        pieces.setdefault(k, []).append(v.numpy())
-    start += size
-  assert start == x.shape[1]
-  return {k: np.concatenate(v, axis=1) for k, v in pieces.items()}
-
-
-def test_signatures_take_the_documented_inputs(classifier):
-  result, loaded, _, _ = classifier
-  assert set(loaded.signatures) == {'serving_default', 'serving_transformed',
-                                    'step', 'initial_state'}
-  serve = loaded.signatures['serving_default']
-  _, inputs = serve.structured_input_signature
-  assert inputs['features'].shape.as_list() == [None, None, F]
-  assert inputs['features'].dtype == tf.float32
-  assert inputs['lengths'].dtype == tf.int64
-  step = loaded.signatures['step']
-  _, inputs = step.structured_input_signature
-  n_states = len(state.state_variables(result.model))
-  assert n_states == 4  # Two LSTMs: h and c each.
-  assert set(inputs) == {'features', 'reset'} | {
-      f'state_{i}' for i in range(n_states)}
-  assert [inputs[f'state_{i}'].shape.as_list() for i in range(4)] == [
-      [None, 5], [None, 5], [None, 4], [None, 4]]
-  assert set(step.structured_outputs) == {
-      'logits', 'probabilities', 'classes'} | {f'state_{i}'
-                                               for i in range(4)}
-
-
-def test_serving_default_per_sequence_outputs(classifier):
-  _, loaded, splits, _ = classifier
-  x, lengths = _padded(splits['eval'])
-  out = loaded.signatures['serving_default'](features=tf.constant(x),
-                                             lengths=tf.constant(lengths))
-  assert out['probabilities'].shape == (4, 3)
-  np.testing.assert_allclose(out['probabilities'].numpy().sum(-1), 1.0,
-                             rtol=1e-5)
-  np.testing.assert_array_equal(out['classes'].numpy(),
-                                out['logits'].numpy().argmax(-1))
-  # A sequence's prediction does not depend on the padding after it, nor on
-  # the other sequences of the request.
-  for i, seq in enumerate(splits['eval']):
-    alone = loaded.signatures['serving_default'](
-        features=tf.constant(seq.features[None]),
-        lengths=tf.constant([seq.length], tf.int64))
-    np.testing.assert_allclose(alone['logits'].numpy()[0],
-                               out['logits'].numpy()[i], rtol=1e-5, atol=1e-5)
-  with pytest.raises(tf.errors.InvalidArgumentError):
-    loaded.signatures['serving_default'](
-        features=tf.constant(x), lengths=tf.constant(lengths + 100))
-
-
 @pytest.mark.parametrize('which', ['classifier', 'conv_classifier',
                                    'dense_classifier'])
 def test_step_chunk_by_chunk_matches_serving_default(which, request):
   _, loaded, splits, _ = request.getfixturevalue(which)
   seqs = splits['eval']
-  x, lengths = _padded(seqs)
+  x, lengths = helpers.padded(seqs)
   whole = loaded.signatures['serving_default'](
       features=tf.constant(x), lengths=tf.constant(lengths))
-  chunked = _run_steps(loaded, x, [3, 1, 4, x.shape[1] - 8])
+  chunked = helpers.run_step_signature(loaded, x, [3, 1, 4, x.shape[1] - 8])
   # Per step: position lengths-1 of the stream is the sequence prediction.
   for i, n in enumerate(lengths):
     np.testing.assert_allclose(chunked['logits'][i, n - 1],
                                whole['logits'].numpy()[i], rtol=1e-5,
                                atol=1e-5)
   # The control: dropping the state between chunks changes the answer.
-  dropped = _run_steps(loaded, x, [3, 1, 4, x.shape[1] - 8], reset_at=(1,))
+  dropped = helpers.run_step_signature(loaded, x, [3, 1, 4, x.shape[1] - 8],
+                                       reset_at=(1,))
   assert not np.allclose(dropped['logits'][:, 3:], chunked['logits'][:, 3:],
                          atol=1e-4)
 
@@ -198,7 +123,7 @@ def test_per_step_serving_and_step_agree_on_every_step(regressor):
   preds = whole['predictions'].numpy()
   assert preds.shape == (2, 11, 1)
   np.testing.assert_array_equal(preds[1, 6:], 0.0)  # Past the length.
-  chunked = _run_steps(loaded, x, [5, 5, 1])
+  chunked = helpers.run_step_signature(loaded, x, [5, 5, 1])
   np.testing.assert_allclose(chunked['predictions'][0], preds[0], rtol=1e-5,
                              atol=1e-5)
   np.testing.assert_allclose(chunked['predictions'][1, :6], preds[1, :6],
@@ -228,7 +153,7 @@ def test_load_stateful_model_any_batch_size_matches_serving(classifier,
                                num_unroll=T, feature_names=NAMES)
   got = helpers.outputs_by_sequence(model,
                                     batches_lib.BatchSource.open(root, 'eval'))
-  x, lengths = _padded(splits['eval'])
+  x, lengths = helpers.padded(splits['eval'])
   whole = loaded.signatures['serving_default'](
       features=tf.constant(x), lengths=tf.constant(lengths))
   for i, seq in enumerate(splits['eval']):
@@ -304,8 +229,8 @@ def test_transform_graph_is_applied_to_raw_features(raw_and_transform,
                   hyperparameters={'units': [4]},
                   transform_uri=transform_uri, eval_split=None)
   loaded = tf.saved_model.load(result.serving_model_dir)
-  x_raw, lengths = _padded(raw)
-  x_model, _ = _padded(seqs)
+  x_raw, lengths = helpers.padded(raw)
+  x_model, _ = helpers.padded(seqs)
   got = loaded.signatures['serving_default'](features=tf.constant(x_raw),
                                              lengths=tf.constant(lengths))
   twin = model_io.build_serving(model_io.resolve_module(), result.spec,
@@ -314,7 +239,7 @@ def test_transform_graph_is_applied_to_raw_features(raw_and_transform,
   np.testing.assert_allclose(got['logits'].numpy(), want, rtol=1e-4,
                              atol=1e-4)
   # The step signature applies it too.
-  chunked = _run_steps(loaded, x_raw, [5, x_raw.shape[1] - 5])
+  chunked = helpers.run_step_signature(loaded, x_raw, [5, x_raw.shape[1] - 5])
   for i, n in enumerate(lengths):
     np.testing.assert_allclose(chunked['logits'][i, n - 1], want[i],
                                rtol=1e-4, atol=1e-4)

@@ -1,0 +1,153 @@
+"""One data-parallel training case, run in its own process by
+``test_replicas.py``.
+
+Logical CPU devices and multi-worker collectives are configured when
+TensorFlow starts, so each case is a fresh process: plain ``subprocess``
+(``multi_process_runner`` does not run under pytest). Every worker of a
+multi-worker case runs this with its own ``TF_CONFIG``.
+
+  python -m tests.components.stateful_trainer.replica_case fit \
+      --batches DIR --out DIR --replicas 2 --module lstm --steps 5
+  python -m tests.components.stateful_trainer.replica_case run ...
+  python -m tests.components.stateful_trainer.replica_case swap ...
+
+``fit``: ``run.fit_model`` for ``--steps`` steps (``max_steps``, a
+checkpoint at the stop), then writes ``<out>/fit-<task>.npz``: the weights
+(``w<i>``), the checkpointed state gathered to the global [B, ...] layout
+(``s<i>``), and the outputs of the stateful model on the next batch from
+that state (``next``: per-lane outputs float32[B, T, K]).
+``run``: ``run.run`` end to end (export by the chief); ``--crash-at N``
+ends every worker's process at step N (a kill: no cleanup).
+``swap``: two replicas handed each other's lanes; prints ``RAISED`` and the
+error when the step fails, as it must.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _hyperparameters(name: str) -> dict:
+  if name == 'lstm':
+    return {'model': 'lstm', 'units': [4], 'learning_rate': 0.01}
+  if name == 'conv':  # The default model (its conv core, few kernels).
+    return {'kernels': 24}
+  raise ValueError(name)
+
+
+def _args(flags, runner, settings):
+  train = dict(epochs=flags.epochs, log_every_n_steps=0, seed=0,
+               validation_fraction=flags.validation_fraction, refit=False,
+               replicas=flags.replicas, checkpoint_every_n_steps=2,
+               max_steps=flags.steps)
+  out = flags.out
+  return runner.TrainerArgs(
+      batches_uri=flags.batches, model_uri=f'{out}/model',
+      serving_model_dir=f'{out}/model/serving', model_run_dir=f'{out}/run',
+      checkpoint_dir=f'{out}/checkpoints',
+      hyperparameters=_hyperparameters(flags.module),
+      train=settings.TrainConfig(**train))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser()
+  parser.add_argument('case', choices=('fit', 'run', 'swap'))
+  parser.add_argument('--batches', required=True)
+  parser.add_argument('--out', required=True)
+  parser.add_argument('--replicas', type=int, default=1)
+  parser.add_argument('--module', default='lstm')
+  parser.add_argument('--steps', type=int, default=None)
+  parser.add_argument('--epochs', type=int, default=2)
+  parser.add_argument('--validation-fraction', type=float, default=0.0)
+  parser.add_argument('--crash-at', type=int, default=None)
+  flags = parser.parse_args(argv)
+
+  from components.stateful_trainer import distribution
+  dist = distribution.make_distribution(flags.replicas)
+
+  import numpy as np
+  import tensorflow as tf
+  from components.stateful import batches as batches_lib
+  from components.stateful import model_io
+  from components.stateful import objective as objective_lib
+  from components.stateful import replicas
+  from components.stateful import state
+  from components.stateful import steps as steps_lib
+  from components.stateful_trainer import model_setup
+  from components.stateful_trainer import optimizers
+  from components.stateful_trainer import run as runner
+  from components.stateful_trainer import settings
+
+  args = _args(flags, runner, settings)
+  task = f'{dist.task_type or "local"}{dist.task_id}'
+  os.makedirs(flags.out, exist_ok=True)
+  if flags.case == 'run':
+    after = None
+    if flags.crash_at is not None:
+      def after(step):
+        if step == flags.crash_at:
+          os._exit(3)  # A kill: no checkpoint, no cleanup.
+    result = runner.run(args, after_step=after)
+    if dist.is_chief:
+      np.savez(f'{flags.out}/run.npz', *result.model.get_weights())
+    print(json.dumps({'steps': result.fit.steps,
+                      'resumed_from': result.fit.resumed_from}))
+    return 0
+
+  train = batches_lib.BatchSource.open(flags.batches, 'train')
+  spec = runner.make_spec(args, train.meta, batches_lib.scan_labels(train))
+  module = model_io.resolve_module(None)
+  model, _ = model_setup.build(module, spec, train, 0)
+  objective = objective_lib.make_objective(spec, module)
+  optimizer = lambda: optimizers.make_optimizer(
+      settings.OptimizerConfig.from_hyperparameters(
+          settings.optimizer_hyperparameters(module, spec)), 100)
+
+  if flags.case == 'swap':
+    def swapped(replica, per_replica):
+      return replicas.contiguous_lanes(1 - replica, per_replica)
+    with dist.strategy.scope():
+      made = optimizer()
+      twin = model_io.build_serving(module, spec, weights_from=model)
+      metrics = objective.new_metrics()
+      made.build(twin.trainable_variables)
+    lanes = replicas.ReplicaLanes(dist.strategy, spec.batch_size,
+                                  lanes_of=swapped)
+    steps = replicas.compile_replicated_steps(twin, made, objective, metrics,
+                                              lanes=lanes)
+    try:
+      for batch in train.dataset():
+        steps.train(batch)
+    except tf.errors.InvalidArgumentError as e:
+      print('RAISED', ' '.join(line for line in e.message.splitlines()
+                               if 'does not own' in line)[:300])
+      return 0
+    print('NOT RAISED')
+    return 1
+
+  ckpt_dir = f'{flags.out}/checkpoints'
+  result = runner.fit_model(
+      model, module=module, spec=spec, dist=dist, optimizer=optimizer,
+      objective=objective, train=train, config=args.train,
+      checkpoint_dir=ckpt_dir,
+      save_dir=None if dist.is_chief else f'{flags.out}/worker-checkpoints')
+  reader = tf.train.load_checkpoint(ckpt_dir)
+  n_states = len(state.state_variables(model))
+  states = [reader.get_tensor(f'rnn_states/{i}/.ATTRIBUTES/VARIABLE_VALUE')
+            for i in range(n_states)]
+  state.restore(model, [tf.constant(s) for s in states])
+  batch = next(iter(train.dataset(start=result.steps % train.num_batches)))
+  outputs = steps_lib.compile_steps(model, None, None).predict(
+      batch['features'], batch['reset'])
+  arrays = {f'w{i}': w for i, w in enumerate(model.get_weights())}
+  arrays.update({f's{i}': s for i, s in enumerate(states)})
+  np.savez(f'{flags.out}/fit-{task}.npz', next=outputs.numpy(), **arrays)
+  print(json.dumps({'steps': result.steps, 'replicas': dist.num_replicas}))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
