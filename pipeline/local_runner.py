@@ -260,6 +260,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.getLogger(noisy).setLevel(logging.WARNING)
   try:
     config = config_from_args(args)
+    if config.trainer.replicas > 1:
+      # Logical CPU devices (no GPU) exist only if made before TensorFlow
+      # starts, i.e. before the first component runs.
+      from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
+      distribution.configure_local_devices(config.trainer.replicas)
     summary = run(config, beam_args)
   except Exception as e:  # pylint: disable=broad-except
     # Bad input, settings, files or modules (TrainingConfigError too): one

@@ -109,6 +109,7 @@ def create_pipeline(
     checkpoint_dir: Optional[str] = None,
     fresh: bool = False,
     evaluator_settings: Optional[Dict[str, Any]] = None,
+    trainer_workers: int = 1,
 ) -> tfx.dsl.Pipeline:
   """Builds the TFX pipeline (same graph locally and on Kubeflow).
 
@@ -129,6 +130,10 @@ def create_pipeline(
       ``default_checkpoint_dir(pipeline_root)``): a trainer execution with
       the same inputs as an unfinished one resumes its checkpoints.
     fresh: the trainer ignores (and removes) such checkpoints.
+    trainer_workers: the workers the trainer runs on (Kubeflow: a TFJob,
+      ``kubeflow/compile.py --trainer-workers``); with ``trainer.replicas``
+      it sets the SequenceBatcher's ``lane_multiple`` (batch_size is a
+      multiple of replicas x workers).
   """
   input_config, output_config = example_gen_configs(
       data_root, key_column, train_hash_buckets, eval_hash_buckets)
@@ -176,7 +181,8 @@ def create_pipeline(
       label_kind=label_kind, feature_columns=feature_columns,
       exclude_columns=exclude_columns, batch_size=batch_size,
       num_unroll=num_unroll, mode=mode,
-      max_sequence_length=max_sequence_length, truncate=truncate)
+      max_sequence_length=max_sequence_length, truncate=truncate,
+      lane_multiple=trainer.replicas * int(trainer_workers))
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']
@@ -224,7 +230,8 @@ def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
                                 metadata_connection_config=None,
                                 beam_pipeline_args: Optional[List[str]] = None,
                                 data_root: Optional[str] = None,
-                                serving_dir: Optional[str] = None
+                                serving_dir: Optional[str] = None,
+                                trainer_workers: int = 1
                                ) -> tfx.dsl.Pipeline:
   """``create_pipeline`` with every setting taken from ``config``.
 
@@ -259,4 +266,5 @@ def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
       enable_cache=config.enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args,
-      checkpoint_dir=config.checkpoint_dir, fresh=config.fresh)
+      checkpoint_dir=config.checkpoint_dir, fresh=config.fresh,
+      trainer_workers=trainer_workers)

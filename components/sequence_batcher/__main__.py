@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--batch-size', type=_positive, default=32)
   p.add_argument('--num-unroll', type=_positive, default=32)
   p.add_argument('--mode', choices=layout.MODES, default=layout.PACKED)
+  p.add_argument('--replicas', type=_positive, default=1,
+                 help='the replicas the batches will train on (replicas x '
+                 'workers): --batch-size must be a multiple (each replica '
+                 'owns batch_size / replicas lanes for the whole run)')
   p.add_argument('--max-sequence-length', type=_positive, default=None)
   p.add_argument('--truncate', action='store_true',
                  help='cut sequences longer than --max-sequence-length '
@@ -99,7 +103,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     config = layout.LayoutConfig(
         batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
         label_kind=args.label_kind,
-        max_sequence_length=args.max_sequence_length, truncate=args.truncate)
+        max_sequence_length=args.max_sequence_length, truncate=args.truncate,
+        lane_multiple=args.replicas)
+    config.check_lane_multiple()
     # Checks every file's header on the launcher (one line per file) so that
     # a wrong column name fails at once, before any worker starts.
     headers = read_stage.read_csv_headers(args.input, columns)

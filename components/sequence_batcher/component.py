@@ -63,6 +63,7 @@ class SequenceBatcherSpec(types.ComponentSpec):
       'max_sequence_length': ExecutionParameter(type=int, optional=True),
       'truncate': ExecutionParameter(type=int, optional=True),
       'shard_bytes': ExecutionParameter(type=int, optional=True),
+      'lane_multiple': ExecutionParameter(type=int, optional=True),
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
@@ -101,14 +102,17 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
                mode: str = layout.PACKED,
                max_sequence_length: Optional[int] = None,
                truncate: bool = False,
-               shard_bytes: int = layout.DEFAULT_SHARD_BYTES):
+               shard_bytes: int = layout.DEFAULT_SHARD_BYTES,
+               lane_multiple: int = 1):
     """Args are those of ``ColumnConfig`` and ``LayoutConfig``.
 
     ``order_column`` may be None only for SequenceExample payloads (the
     feature lists' order is used). ``batch_size`` / ``num_unroll`` unset:
     chosen from the train split's sequence lengths by
     ``layout_rule.choose_layout`` (logged, and written to ``metadata.json``), the
-    same for every split.
+    same for every split. ``lane_multiple``: the trainer's replicas
+    (replicas x workers); batch_size must be a multiple of it, and a chosen
+    one is rounded up to one.
     """
     # Validate eagerly: a bad setting fails when the pipeline is built.
     columns = seqlib.ColumnConfig(
@@ -116,11 +120,14 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
         label_column=label_column,
         feature_columns=tuple(feature_columns) if feature_columns else None,
         exclude_columns=tuple(exclude_columns))
-    layout.LayoutConfig(
+    checked = layout.LayoutConfig(
         batch_size=1 if batch_size is None else batch_size,
         num_unroll=1 if num_unroll is None else num_unroll, mode=mode,
         label_kind=label_kind, max_sequence_length=max_sequence_length,
-        truncate=truncate, shard_bytes=shard_bytes)
+        truncate=truncate, shard_bytes=shard_bytes,
+        lane_multiple=lane_multiple)
+    if batch_size is not None:
+      checked.check_lane_multiple()
     spec = SequenceBatcherSpec(
         examples=examples,
         key_column=columns.key_column,
@@ -136,5 +143,6 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
         max_sequence_length=max_sequence_length,
         truncate=int(bool(truncate)),
         shard_bytes=shard_bytes,
+        lane_multiple=lane_multiple,
         batches=types.Channel(type=SequenceBatches))
     super().__init__(spec=spec)

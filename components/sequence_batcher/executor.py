@@ -86,7 +86,10 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       max_sequence_length=int(max_len) if max_len else None,
       truncate=bool(exec_properties.get('truncate') or 0),
       shard_bytes=int(exec_properties.get('shard_bytes') or
-                      layout.DEFAULT_SHARD_BYTES))
+                      layout.DEFAULT_SHARD_BYTES),
+      lane_multiple=int(exec_properties.get('lane_multiple') or 1))
+  if batch_size:
+    config.check_lane_multiple()
   output = artifact_utils.get_single_instance(output_dict['batches'])
   return BatcherArgs(splits=splits, input_patterns=patterns,
                      input_format=formats[payload], columns=columns,

@@ -79,6 +79,9 @@ class LayoutConfig:
       (default) raises an error naming the key; True keeps its first
       ``max_sequence_length`` steps and counts the rest as truncated.
     shard_bytes: target size of one output shard's feature data.
+    lane_multiple: ``batch_size`` must be a multiple of this (the trainer's
+      replicas: replica r owns lanes [r*b, (r+1)*b)); a batch_size the
+      layout rule chooses is rounded up to one.
   """
   batch_size: int = 32
   num_unroll: int = 32
@@ -87,6 +90,7 @@ class LayoutConfig:
   max_sequence_length: Optional[int] = None
   truncate: bool = False
   shard_bytes: int = DEFAULT_SHARD_BYTES
+  lane_multiple: int = 1
 
   def __post_init__(self):
     for name in ('batch_size', 'num_unroll'):
@@ -107,6 +111,20 @@ class LayoutConfig:
       raise LayoutError('truncate=True needs max_sequence_length')
     if self.shard_bytes < 1:
       raise LayoutError(f'shard_bytes must be positive, got {self.shard_bytes}')
+    if isinstance(self.lane_multiple, bool) or not isinstance(
+        self.lane_multiple, (int, np.integer)) or self.lane_multiple < 1:
+      raise LayoutError(f'lane_multiple (the trainer\'s replicas) must be an '
+                        f'integer >= 1, got {self.lane_multiple!r}')
+
+  def check_lane_multiple(self) -> None:
+    """Raises unless ``batch_size`` is a multiple of ``lane_multiple``."""
+    if self.batch_size % self.lane_multiple:
+      raise LayoutError(
+          f'batch_size {self.batch_size} is not a multiple of the '
+          f'{self.lane_multiple} training replicas (each replica owns '
+          f'batch_size / replicas lanes): use batch_size '
+          f'{-(-self.batch_size // self.lane_multiple) * self.lane_multiple}, '
+          'or leave it unset for the layout rule')
 
 
 @dataclasses.dataclass

@@ -29,11 +29,14 @@ def _pow2_floor(value: float) -> int:
   return 1 << max(0, int(np.floor(np.log2(max(1.0, value)))))
 
 
-def choose_layout(lengths: Sequence[int]) -> Tuple[int, int]:
+def choose_layout(lengths: Sequence[int],
+                  lane_multiple: int = 1) -> Tuple[int, int]:
   """``(batch_size, num_unroll)`` for a train split's sequence lengths.
 
   See the rule above; deterministic, and the same for any order of
-  ``lengths``.
+  ``lengths``. ``lane_multiple`` (the trainer's replica count): B is
+  rounded up to a multiple of it, so every replica owns ``B /
+  lane_multiple`` lanes (``round_lanes``).
   """
   lengths = np.asarray(list(lengths), dtype=np.int64)
   if lengths.size == 0 or (lengths < 1).any():
@@ -43,4 +46,10 @@ def choose_layout(lengths: Sequence[int]) -> Tuple[int, int]:
   unroll = min(UNROLL_MAX, max(UNROLL_MIN, _pow2_floor(median / 4)))
   lanes = min(BATCH_MAX, lengths.size / 4,
               float(lengths.sum()) / (2 * float(lengths.max())))
-  return _pow2_floor(lanes), unroll
+  return round_lanes(_pow2_floor(lanes), lane_multiple), unroll
+
+
+def round_lanes(batch_size: int, lane_multiple: int) -> int:
+  """The smallest multiple of ``lane_multiple`` >= ``batch_size``."""
+  multiple = max(1, int(lane_multiple))
+  return -(-int(batch_size) // multiple) * multiple

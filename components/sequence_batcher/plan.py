@@ -59,20 +59,25 @@ class ChooseLayout(beam.PTransform):
   def __init__(self, config: layout.LayoutConfig):
     super().__init__()
     self._cap = config.max_sequence_length if config.truncate else None
+    self._multiple = config.lane_multiple
 
   def expand(self, chunks):
-    cap = self._cap
+    cap, multiple = self._cap, self._multiple
     return (chunks
             | 'Rows' >> beam.Map(lambda kc: (kc[0], kc[1].num_rows))
             | 'Length' >> beam.CombinePerKey(sum)
             | 'Capped' >> beam.Map(
                 lambda kv: min(kv[1], cap) if cap else kv[1])
             | 'Gather' >> beam.combiners.ToList()
-            | 'Choose' >> beam.Map(_choose_logged))
+            | 'Choose' >> beam.Map(_choose_logged, multiple))
 
 
-def _choose_logged(lengths: List[int]) -> Tuple[int, int]:
-  batch_size, num_unroll = layout_rule.choose_layout(lengths)
+def _choose_logged(lengths: List[int], multiple: int = 1) -> Tuple[int, int]:
+  batch_size, num_unroll = layout_rule.choose_layout(lengths, multiple)
+  unrounded, _ = layout_rule.choose_layout(lengths)
+  if unrounded != batch_size:
+    _LOG.info('layout: batch_size %d rounded up to %d, a multiple of the %d '
+              'training replicas', unrounded, batch_size, multiple)
   _LOG.info('layout chosen from %d training sequences (median length %.0f, '
             'longest %d): batch_size %d, num_unroll %d', len(lengths),
             float(np.median(lengths)) if lengths else 0.0,

@@ -52,8 +52,8 @@ def test_help_shows_each_flag_with_its_meaning_and_default():
     assert spec.flag in text, spec.flag
     first_words = ' '.join(spec.help.split()[:4])
     assert first_words in text, (spec.flag, first_words)
-    shown = {None: 'unset', True: 'True', False: 'False'}.get(
-        spec.default, str(spec.default))
+    # Not a dict lookup: 1 == True there.
+    shown = 'unset' if spec.default is None else str(spec.default)
     after = text[text.index(spec.flag):]
     assert re.search(r'\(default: ' + re.escape(shown) + r'\)',
                      after[:800]), (spec.flag, shown)
@@ -166,3 +166,16 @@ def test_help_lists_the_default_modules_hyperparameters():
   assert str(dm.FINE_TUNE_LEARNING_RATE) in table['learning_rate']
   assert str(settings.OPTIMIZER_DEFAULTS['learning_rate']) in table[
       'learning_rate']
+
+
+def test_replicas_and_workers_set_the_batchers_lane_multiple(tmp_path):
+  args, _ = local_runner.build_parser().parse_known_args(
+      ['--data-root', str(tmp_path), '--output-dir', str(tmp_path),
+       '--replicas', '2'])
+  config = local_runner.config_from_args(args)
+  for workers, want in ((1, 2), (3, 6)):
+    p = pipeline_lib.create_pipeline_from_config(
+        config, pipeline_root=str(tmp_path / 'root'),
+        trainer_workers=workers)
+    batcher = [c for c in p.components if c.id == 'SequenceBatcher'][0]
+    assert batcher.exec_properties['lane_multiple'] == want

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 
 import numpy as np
@@ -16,6 +17,7 @@ from tfx.types import channel_utils
 
 from components.sequence_batcher import component as component_lib
 from components.sequence_batcher import executor as executor_lib
+from components.sequence_batcher import layout
 from components.sequence_batcher import layout_rule
 from components.sequence_batcher import read_batches
 
@@ -184,6 +186,25 @@ def test_executor_chooses_one_layout_from_the_train_split(tmp_path):
     batches = list(read_batches(out.uri, split).as_numpy_iterator())
     assert batches[0]['features'].shape[:2] == (want_b, want_t)
     assert sum(b['mask'].sum() for b in batches) == sum(lengths)
+
+
+def test_executor_rounds_the_chosen_batch_size_to_the_replicas(tmp_path,
+                                                              caplog):
+  caplog.set_level(logging.INFO)
+  lengths = [40] * 24  # The rule alone: 4 lanes.
+  splits = {'train': [_row(f'k{i:02d}', t, float(t), i % 2)
+                      for i, n in enumerate(lengths) for t in range(n)]}
+  assert layout_rule.choose_layout(lengths)[0] == 4
+  out = _run(tmp_path, _examples_artifact(str(tmp_path), splits),
+             batch_size=None, num_unroll=None, lane_multiple=3)
+  with open(os.path.join(out.uri, 'metadata.json')) as f:
+    assert json.load(f)['batch_size'] == 6
+  assert any('rounded up to 6, a multiple of the 3 training replicas' in
+             r.getMessage() for r in caplog.records)
+  with pytest.raises(layout.LayoutError, match='not a multiple'):
+    _run(tmp_path / 'given', _examples_artifact(str(tmp_path / 'given'),
+                                                splits),
+         batch_size=4, num_unroll=8, lane_multiple=3)
 
 
 def test_executor_keeps_a_given_batch_size_with_a_chosen_unroll(tmp_path):
