@@ -80,7 +80,45 @@ def build_parser() -> argparse.ArgumentParser:
                  help='retries of a failed trainer step (the task\'s '
                  'retryPolicy; each resumes from the last checkpoint; '
                  f'0: none; default {DEFAULT_TRAINER_RETRIES})')
+  p.add_argument('--trainer-workers', type=int, default=1,
+                 help='train on this many workers: the trainer step '
+                 'launches a TFJob of Kubeflow\'s Training Operator (one '
+                 'chief, N-1 workers, each running the trainer\'s executor '
+                 'with the TF_CONFIG the operator gives it; '
+                 'MultiWorkerMirroredStrategy) and waits for it; the chief '
+                 'exports. The batch size is made a multiple of replicas x '
+                 'workers (default 1: the trainer runs in the step\'s own '
+                 'container)')
   return p
+
+
+def _trainer_container(compiled: dict) -> dict:
+  spec = compiled['pipelineSpec']
+  component = spec['components'][spec['root']['dag']['tasks'][TRAINER_TASK][
+      'componentRef']['name']]
+  return spec['deploymentSpec']['executors'][component['executorLabel']][
+      'container']
+
+
+def use_tfjob(path: str, *, workers: int, retries: int) -> None:
+  """Makes the compiled trainer task launch its executor as a TFJob of
+  ``workers`` processes (``kubeflow/tfjob.py``): the container runs the
+  launcher, given the TFJob template (the image, the executor's command,
+  one chief and ``workers - 1`` workers, ``backoffLimit`` = the trainer's
+  retries) and, after ``--``, the executor's own command and args."""
+  from kubeflow import tfjob  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    compiled = json.load(f)
+  container = _trainer_container(compiled)
+  manifest = tfjob.template(image=container['image'],
+                            command=container['command'], workers=workers,
+                            backoff_limit=retries)
+  container['args'] = (['--manifest', json.dumps(manifest, sort_keys=True),
+                        '--'] + list(container['command']) +
+                       list(container['args']))
+  container['command'] = ['python', '-m', 'kubeflow.tfjob']
+  with open(path, 'w') as f:
+    json.dump(compiled, f, indent=2, sort_keys=True)
 
 
 def set_trainer_retry_policy(path: str, retries: int) -> None:
@@ -132,14 +170,20 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       **vars(args), 'output_dir': pipeline_config.PipelineConfig.output_dir})
   if args.trainer_retries < 0:
     parser.error('--trainer-retries must be at least 0')
+  if args.trainer_workers < 1:
+    parser.error('--trainer-workers must be at least 1')
   config = dataclasses.replace(local_runner.config_from_args(local_args),
                                data_root=args.data_root,
                                checkpoint_dir=args.checkpoint_dir)
+  if args.trainer_workers > 1 and config.trainer.replicas > 1:
+    parser.error('--trainer-workers trains one replica per worker: leave '
+                 '--replicas at 1')
   p = pipeline_lib.create_pipeline_from_config(
       config, data_root=args.data_root, pipeline_root=args.pipeline_root,
       serving_dir=serving_dir_of(args.pipeline_root, args.serving_dir),
       metadata_connection_config=None,
-      beam_pipeline_args=beam_args or ['--direct_running_mode=in_memory'])
+      beam_pipeline_args=beam_args or ['--direct_running_mode=in_memory'],
+      trainer_workers=args.trainer_workers)
   out = os.path.abspath(args.output_file)
   runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
       config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
@@ -147,6 +191,9 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
       output_dir=os.path.dirname(out), output_filename=os.path.basename(out))
   runner.run(p, write_out=True)
   set_trainer_retry_policy(out, args.trainer_retries)
+  if args.trainer_workers > 1:
+    use_tfjob(out, workers=args.trainer_workers,
+              retries=args.trainer_retries)
   return out
 
 
