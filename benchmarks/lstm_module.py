@@ -27,13 +27,19 @@ UNITS = 64
 
 
 def build_model(spec) -> keras.Model:
-  """Input[B, T, F] -> LSTM(64, per step) -> Dense(K), seeded by spec.seed."""
+  """Input[B, T, F] -> LSTM(64, per step) -> Dense(K), seeded by spec.seed.
+
+  ``spec.hyperparameters['units']`` (an int) widens the LSTM (the
+  distributed-training benchmark); every other run uses 64.
+  """
   seed = int(getattr(spec, 'seed', 0) or 0)
+  units = int((getattr(spec, 'hyperparameters', None) or {}).get('units',
+                                                                 UNITS))
   inputs = keras.Input(
       batch_shape=(spec.batch_size, spec.num_unroll, spec.num_features),
       name='features')
   x = keras.layers.LSTM(
-      UNITS, return_sequences=True, stateful=spec.stateful,
+      units, return_sequences=True, stateful=spec.stateful,
       kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
       recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 1),
       name='lstm')(inputs)

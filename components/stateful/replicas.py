@@ -52,6 +52,10 @@ from components.stateful.objective import update_metrics
 from components.stateful.steps import StepFunctions
 
 LANE = 'lane'  # int32[B]: the lane (row) of the global batch.
+# All-reduced tensors are packed into collectives of up to this many bytes.
+PACK_BYTES = 64 << 20
+_PACKED = tf.distribute.experimental.CommunicationOptions(
+    bytes_per_pack=PACK_BYTES)
 
 
 class LaneLayoutError(ValueError):
@@ -174,9 +178,12 @@ def compile_replicated_steps(
       [tf.zeros([lanes.batch_size] + s.as_list()) for s in shapes])
   current = {'states': zeros()}
 
-  def sum_all(value):
+  def sum_all(values: List[tf.Tensor]) -> List[tf.Tensor]:
+    # One call, packed into as few collectives as fit PACK_BYTES: each
+    # collective is a round trip between workers (on loopback, the
+    # unpacked gradients of an LSTM cost more than its step).
     return tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, value)
+        tf.distribute.ReduceOp.SUM, list(values), options=_PACKED)
 
   def replica_step(batch, states, total_weight, apply):
     with tf.control_dependencies([check_own_lanes(batch[LANE], b)]):
@@ -189,24 +196,23 @@ def compile_replicated_steps(
       loss = tf.math.divide_no_nan(weighted, total_weight)
       if twin.losses:  # Regularisers: once over the replicas' sum.
         loss += tf.add_n(twin.losses) / float(num_replicas)
-    out = {'real_steps': sum_all(tf.reduce_sum(batch['mask']))}
+    pairs = []
     if apply:
       pairs = [(g, v) for g, v in zip(
           tape.gradient(loss, twin.trainable_variables),
           twin.trainable_variables) if g is not None]
-      grads = sum_all([g for g, _ in pairs]) if pairs else []
-      if objective.clip_global_norm and grads:
-        grads, norm = tf.clip_by_global_norm(grads,
-                                             objective.clip_global_norm)
+    *grads, total_loss, real_steps = sum_all(
+        [g for g, _ in pairs] + [loss, tf.reduce_sum(batch['mask'])])
+    out = {'loss': total_loss, 'real_steps': real_steps,
+           'grad_norm': tf.constant(0.0)}
+    if grads:
+      if objective.clip_global_norm:
+        grads, out['grad_norm'] = tf.clip_by_global_norm(
+            grads, objective.clip_global_norm)
       else:
-        norm = tf.linalg.global_norm(grads) if grads else tf.constant(0.0)
-      if grads:
-        optimizer.apply_gradients(zip(grads, [v for _, v in pairs]),
-                                  skip_gradients_aggregation=True)
-      out['grad_norm'] = norm
-    else:
-      out['grad_norm'] = tf.constant(0.0)
-    out['loss'] = sum_all(loss)
+        out['grad_norm'] = tf.linalg.global_norm(grads)
+      optimizer.apply_gradients(zip(grads, [v for _, v in pairs]),
+                                skip_gradients_aggregation=True)
     update_metrics(train_metrics, objective, batch, outputs, per_step)
     if valid_metrics is not None and 'valid_weight' in batch:
       update_metrics(valid_metrics, objective,
@@ -223,9 +229,8 @@ def compile_replicated_steps(
     update_metrics(eval_metrics, objective, batch, outputs, per_step)
     loss = tf.math.divide_no_nan(
         tf.reduce_sum(per_step * batch['label_weight']), total_weight)
-    return ({'loss': sum_all(loss),
-             'real_steps': sum_all(tf.reduce_sum(batch['mask']))},
-            new_states)
+    total_loss, real_steps = sum_all([loss, tf.reduce_sum(batch['mask'])])
+    return {'loss': total_loss, 'real_steps': real_steps}, new_states
 
   def replica_predict(batch, states):
     return _forward(twin, batch, states, False, reset_all)

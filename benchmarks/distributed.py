@@ -1,0 +1,266 @@
+"""9. Data-parallel training: real steps per second of 1 worker against 2.
+
+The StatefulTrainer (``run.run``, as the pipeline runs it) on the same
+batches in four set-ups, each in fresh processes:
+
+* ``1 worker, 1 thread``: one process, no strategy, TensorFlow limited to
+  one intra-op and one inter-op thread;
+* ``2 workers, 1 thread each``: two processes on the loopback interface
+  with ``TF_CONFIG`` (``MultiWorkerMirroredStrategy``), the same global
+  batch of B lanes, each worker owning B/2 of them: the scaling this 2-core
+  machine can show;
+* ``2 independent processes``: two one-thread processes at once, no
+  strategy, each training its own copy on batches of B/2 lanes: no
+  communication and no shared batch, so their summed rate is the most two
+  processes get from this machine (its cores share caches and memory
+  bandwidth);
+* ``1 process, 2 threads``: one process, no strategy, two threads;
+* ``MirroredStrategy, 2 logical CPUs``: one process, two threads, the
+  global batch shared by two replicas on two logical CPU devices.
+
+Data: ``data.generate`` ``cue`` sequences (synthetic, 3 features, per
+sequence labels), B = 256 lanes, T = 32; the model: the plain LSTM module
+(``benchmarks/lstm_module.py``) widened to 256 units (``--lanes`` and
+``--units`` change them). Each run trains
+``--epochs`` epochs (no validation carve, no eval split); the rate is real
+(unpadded) time steps / training seconds of each epoch after the first
+(which traces the step), the trainer's own ``history.json`` figures; the
+median over epochs and ``--repeats`` runs, set-ups interleaved. Peak memory
+per worker: the process's ``ru_maxrss``. The trained weights of the 2-worker
+and the 1-worker runs are compared too (same update: the tests hold them to
+1e-5).
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.distributed [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+from benchmarks import common
+
+B, T, UNITS = 256, 32, 256
+MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
+INDEPENDENT = '2 independent processes, B/2 lanes each (the ceiling)'
+SETUPS = (
+    # (name, workers, threads per process, local replicas)
+    ('1 worker, 1 thread', 1, 1, 1),
+    ('2 workers, 1 thread each', 2, 1, 1),
+    (INDEPENDENT, 2, 1, 1),
+    ('1 process, 2 threads', 1, 2, 1),
+    ('MirroredStrategy, 2 logical CPUs', 1, 2, 2),
+)
+
+
+def worker(args) -> int:
+  """One trainer process: prints its epochs' rates and peak RSS as JSON."""
+  import resource  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+  tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
+  if args.replicas > 1:
+    distribution.configure_local_devices(args.replicas)
+  from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+  out = args.out
+  result = runner.run(runner.TrainerArgs(
+      batches_uri=args.batches, model_uri=f'{out}/model',
+      serving_model_dir=f'{out}/model/serving', model_run_dir=f'{out}/run',
+      module_file=MODULE, eval_split=None,
+      hyperparameters={'units': args.units, 'learning_rate': 1e-3},
+      train=settings.TrainConfig(
+          epochs=args.epochs, validation_fraction=0.0, refit=False,
+          log_every_n_steps=0, replicas=args.replicas, seed=0)))
+  if result.stateful_dir:
+    np.savez(f'{out}/weights.npz', *result.model.get_weights())
+  print(json.dumps({
+      'rates': [e.real_steps_per_sec for e in result.fit.epochs],
+      'seconds': [e.seconds for e in result.fit.epochs],
+      'steps': result.fit.steps,
+      'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'chief': bool(result.stateful_dir)}))
+  return 0
+
+
+def _ports(n: int) -> List[int]:
+  out = []
+  for _ in range(n):
+    with socket.socket() as s:
+      s.bind(('localhost', 0))
+      out.append(s.getsockname()[1])
+  return out
+
+
+def run_setup(batches: str, out: str, workers: int, threads: int,
+              replicas: int, epochs: int, units: int = UNITS,
+              independent: bool = False) -> List[Dict[str, Any]]:
+  """Runs one set-up; returns each process's JSON (chief first).
+  ``independent``: the workers are separate runs (no TF_CONFIG), each in
+  its own output folder."""
+  cmd = [sys.executable, '-m', 'benchmarks.distributed', '--worker',
+         '--batches', batches, '--threads', str(threads),
+         '--replicas', str(replicas), '--epochs', str(epochs),
+         '--units', str(units)]
+  if workers == 1:
+    child = common.run_child(cmd + ['--out', out], timeout=3600)
+    if child.returncode != 0:
+      raise RuntimeError(f'worker failed: {child.stderr[-2000:]}')
+    return [child.json()]
+  cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
+  procs = []
+  for i in range(workers):
+    env = common.child_env()
+    if not independent:
+      env['TF_CONFIG'] = json.dumps({'cluster': cluster,
+                                     'task': {'type': 'worker', 'index': i}})
+    own = f'{out}/{i}' if independent else out
+    procs.append(subprocess.Popen(cmd + ['--out', own], cwd=common.ROOT,
+                                  env=env,
+                                  stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True))
+  results = []
+  for proc in procs:
+    stdout, stderr = proc.communicate(timeout=3600)
+    if proc.returncode != 0:
+      raise RuntimeError(f'worker failed: {stderr[-2000:]}')
+    results.append(json.loads(stdout.strip().splitlines()[-1]))
+  return results
+
+
+def rate_of(name: str, runs: List[Dict[str, Any]]) -> float:
+  """A set-up's real steps per second in one run: the median over the
+  epochs after the first; the sum over the processes for the independent
+  ones (each trains its own lanes), the chief's otherwise (every worker
+  steps through the same global batches)."""
+  def median(r):
+    return statistics.median(r['rates'][1:])
+  if name == INDEPENDENT:
+    return sum(median(r) for r in runs)
+  return median(runs[0])
+
+
+def _max_rel_diff(a_path: str, b_path: str) -> Optional[float]:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  if not (os.path.exists(a_path) and os.path.exists(b_path)):
+    return None
+  a, b = np.load(a_path), np.load(b_path)
+  return max(float(np.max(np.abs(a[k] - b[k])) /
+                   max(float(np.max(np.abs(a[k]))), 1e-12)) for k in a.files)
+
+
+def main(argv=None) -> int:
+  parser = common.parser(__doc__.split('\n')[0])
+  parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
+  parser.add_argument('--batches', help=argparse.SUPPRESS)
+  parser.add_argument('--out', help=argparse.SUPPRESS)
+  parser.add_argument('--threads', type=int, default=1, help=argparse.SUPPRESS)
+  parser.add_argument('--replicas', type=int, default=1,
+                      help=argparse.SUPPRESS)
+  parser.add_argument('--epochs', type=int, default=None,
+                      help='epochs per run (default 4; --quick 2)')
+  parser.add_argument('--repeats', type=int, default=None,
+                      help='runs per set-up (default 2; --quick 1)')
+  parser.add_argument('--lanes', type=int, default=B,
+                      help=f'the global batch B (default {B})')
+  parser.add_argument('--units', type=int, default=UNITS,
+                      help=f'LSTM units (default {UNITS})')
+  args = parser.parse_args(argv)
+  if args.worker:
+    return worker(args)
+  log = common.progress_log('distributed')
+  epochs = args.epochs or (2 if args.quick else 4)
+  repeats = args.repeats or (1 if args.quick else 2)
+  run = common.Run()
+  seqs, names = common.generated_sequences(
+      300 if args.quick else 1200, seed=0, num_features=3)
+  results: Dict[str, List[List[Dict[str, Any]]]] = {s[0]: [] for s in SETUPS}
+  with tempfile.TemporaryDirectory() as tmp:
+    batches = common.write_batches(f'{tmp}/batches', {'train': seqs},
+                                   batch_size=args.lanes, num_unroll=T,
+                                   label_kind='per_sequence',
+                                   feature_names=names)
+    half = common.write_batches(f'{tmp}/half', {'train': seqs},
+                                batch_size=args.lanes // 2, num_unroll=T,
+                                label_kind='per_sequence',
+                                feature_names=names)
+    real = sum(s.length for s in seqs)
+    log(f'{len(seqs)} sequences, {real} real steps, B={args.lanes}, T={T}, '
+        f'{args.units} units')
+    for repeat in range(repeats):
+      for name, workers, threads, replicas in SETUPS:
+        out = f'{tmp}/{repeat}-{workers}w{threads}t{replicas}r'
+        got = run_setup(half if name == INDEPENDENT else batches, out,
+                        workers, threads, replicas, epochs, args.units,
+                        independent=name == INDEPENDENT)
+        results[name].append(got)
+        rates = [rate_of(name, got)]
+        log(f'{name} (run {repeat + 1}): {statistics.median(rates):,.0f} '
+            'real steps/s')
+    agree = _max_rel_diff(f'{tmp}/0-1w1t1r/weights.npz',
+                          f'{tmp}/0-2w1t1r/weights.npz')
+  run.finish()
+
+  def rate(name: str) -> float:
+    return statistics.median(rate_of(name, runs) for runs in results[name])
+
+  def peak(name: str) -> int:
+    return max(p['peak_rss'] for runs in results[name] for p in runs)
+
+  base = {'2 workers, 1 thread each': '1 worker, 1 thread',
+          INDEPENDENT: '1 worker, 1 thread',
+          'MirroredStrategy, 2 logical CPUs': '1 process, 2 threads'}
+  rows = []
+  for name, workers, threads, replicas in SETUPS:
+    against = base.get(name)
+    rows.append([name, workers, threads,
+                 '-' if name == INDEPENDENT else workers * replicas,
+                 f'{rate(name):,.0f}',
+                 common.ratio(rate(name), rate(against)) if against else '-',
+                 common.mib(peak(name))])
+  scaling = rate('2 workers, 1 thread each') / rate('1 worker, 1 thread')
+  ceiling = rate(INDEPENDENT) / rate('1 worker, 1 thread')
+  body = [
+      '## 9. Data-parallel training: 1 worker against 2',
+      '',
+      run.preamble(args.quick),
+      '',
+      f'{len(seqs)} generated `cue` sequences ({real:,} real steps), '
+      f'B = {args.lanes} lanes, T = {T}, the plain LSTM module at '
+      f'{args.units} units, '
+      f'{epochs} epochs per run, {repeats} run(s) per set-up; rate = median '
+      'real steps per second of the epochs after the first (the trainer\'s '
+      '`history.json`); memory = peak RSS of each worker process (the '
+      'largest).',
+      '',
+      common.table(['set-up', 'processes', 'threads / process', 'replicas',
+                    'real steps / s', 'speed-up', 'peak RSS / worker'],
+                   rows, align='lrrrrrr'),
+      '',
+      f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
+      f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
+      f'{common.verdict(scaling >= 1.7)}); two independent processes on '
+      f'half the lanes each, with nothing shared, reach {ceiling:.2f}x: the '
+      f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
+      'two processes.',
+      f'* Trained weights, 2 workers against 1 (first run): max relative '
+      f'difference {agree:.1e}.' if agree is not None else
+      '* Trained weights: not compared (a run wrote none).',
+      '* No GPU was lent to the session that ran this: no GPU figure.',
+  ]
+  common.write_section(common.output_path(args), 'distributed',
+                       '\n'.join(body))
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
