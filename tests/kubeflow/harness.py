@@ -118,3 +118,36 @@ def run_task(spec: dict, task: str, inputs: Dict[str, Tuple[str, dict]],
 def output_metadata(executor_output: dict, key: str) -> dict:
   """Custom properties the executor set on output ``key``."""
   return executor_output['artifacts'][key]['artifacts'][0].get('metadata', {})
+
+
+GRU_MODULE = """
+import tf_keras as keras
+
+
+def build_model(spec):
+  inputs = keras.Input(batch_shape=(spec.batch_size, spec.num_unroll,
+                                    spec.num_features))
+  x = keras.layers.GRU(
+      4, return_sequences=True, stateful=spec.stateful,
+      kernel_initializer=keras.initializers.GlorotUniform(seed=spec.seed),
+      recurrent_initializer=keras.initializers.Orthogonal(seed=spec.seed + 1),
+      name='gru')(inputs)
+  return keras.Model(inputs, keras.layers.Dense(spec.output_units)(x))
+"""
+
+
+def trainer_inputs(tmp_path):
+  """Tiny trainer inputs: ``(batches URI, module file, splits)``: 8 train and
+  2 eval sequences of one feature in 2 lanes of 4 steps, and a GRU module
+  (``GRU_MODULE``) written under ``tmp_path/src``."""
+  from tests.components.stateful_trainer import helpers  # pylint: disable=g-import-not-at-top
+  splits = {'train': helpers.random_sequences([9, 12, 7, 10, 5, 11, 8, 6],
+                                              1, seed=5),
+            'eval': helpers.random_sequences([8, 9], 1, seed=6)}
+  batches = helpers.write_batches(str(tmp_path / 'batches'), splits,
+                                  batch_size=2, num_unroll=4,
+                                  feature_names=['f0'])
+  src = tmp_path / 'src'
+  src.mkdir()
+  (src / 'gru_model.py').write_text(GRU_MODULE)
+  return batches, str(src / 'gru_model.py'), splits

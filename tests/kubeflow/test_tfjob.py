@@ -18,7 +18,6 @@ from kubeflow import compile as kfp_compile
 from kubeflow import tfjob
 from tests.components.stateful_trainer import helpers
 from tests.kubeflow import harness
-from tests.kubeflow.test_trainer_resume import GRU_MODULE
 
 IMAGE = 'registry.example.com/tfx-stateful-sequences:test'
 EXECUTOR = 'tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor'
@@ -127,16 +126,8 @@ def _serve(model_uri, seqs):
 
 def test_two_workers_of_a_played_tfjob_export_the_one_process_model(
     tmp_path):
-  splits = {'train': helpers.random_sequences([9, 12, 7, 10, 5, 11, 8, 6],
-                                              1, seed=5),
-            'eval': helpers.random_sequences([8, 9], 1, seed=6)}
-  batches = helpers.write_batches(str(tmp_path / 'batches'), splits,
-                                  batch_size=2, num_unroll=4,
-                                  feature_names=['f0'])
-  src = tmp_path / 'src'
-  src.mkdir()
-  (src / 'gru_model.py').write_text(GRU_MODULE)
-  flags = ('--module-file', str(src / 'gru_model.py'), '--epochs', '2',
+  batches, module_file, splits = harness.trainer_inputs(tmp_path)
+  flags = ('--module-file', module_file, '--epochs', '2',
            '--validation-fraction', '0')
   inputs = {'batches': (batches, {'split_names': '["eval", "train"]'})}
   _compile(tmp_path, 'one', *flags)

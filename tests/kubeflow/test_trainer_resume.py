@@ -96,40 +96,18 @@ def test_local_runner_checkpoint_flags(tmp_path):
   assert trainer.exec_properties['fresh'] == 1
 
 
-GRU_MODULE = """
-import tf_keras as keras
 
-
-def build_model(spec):
-  inputs = keras.Input(batch_shape=(spec.batch_size, spec.num_unroll,
-                                    spec.num_features))
-  x = keras.layers.GRU(
-      4, return_sequences=True, stateful=spec.stateful,
-      kernel_initializer=keras.initializers.GlorotUniform(seed=spec.seed),
-      recurrent_initializer=keras.initializers.Orthogonal(seed=spec.seed + 1),
-      name='gru')(inputs)
-  return keras.Model(inputs, keras.layers.Dense(spec.output_units)(x))
-"""
 
 
 def test_a_retried_trainer_step_resumes_the_attempt_it_replaces(tmp_path):
   """The trainer's container, killed (SIGTERM) after a checkpoint, then run
   again with the same ExecutorInput, as a KFP retry does: it resumes."""
-  from tests.components.stateful_trainer import helpers  # pylint: disable=g-import-not-at-top
-  splits = {'train': helpers.random_sequences([9, 12, 7, 10, 5, 11, 8, 6],
-                                              1, seed=5),
-            'eval': helpers.random_sequences([8, 9], 1, seed=6)}
-  batches = helpers.write_batches(str(tmp_path / 'batches'), splits,
-                                  batch_size=2, num_unroll=4,
-                                  feature_names=['f0'])
-  src = tmp_path / 'src'
-  src.mkdir()
-  (src / 'gru_model.py').write_text(GRU_MODULE)
+  batches, module_file, _ = harness.trainer_inputs(tmp_path)
   ckpt_root = tmp_path / 'ckpt'
   path = kfp_compile.compile_pipeline([
       '--image', IMAGE, '--output-file', str(tmp_path / 'pipeline.json'),
       '--pipeline-root', str(tmp_path / 'root'), '--data-root',
-      'gs://bucket/data', '--module-file', str(src / 'gru_model.py'),
+      'gs://bucket/data', '--module-file', module_file,
       '--checkpoint-dir', str(ckpt_root), '--epochs', '40',
       '--checkpoint-every-n-steps', '2', '--validation-fraction', '0'])
   spec = harness.load_spec(path)
