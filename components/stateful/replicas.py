@@ -237,7 +237,8 @@ def compile_replicated_steps(
 
   def compiled(fn):
     return tf.function(
-        lambda *args: strategy.run(fn, args=args), autograph=False)
+        lambda *args: strategy.run(fn, args=args), autograph=False,
+        reduce_retracing=True)
 
   train_apply = compiled(lambda bt, st, w: replica_step(bt, st, w, True))
   train_forward = compiled(lambda bt, st, w: replica_step(bt, st, w, False))

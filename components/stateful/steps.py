@@ -188,13 +188,79 @@ def compile_steps(model: keras.Model,
 
   # autograph=False: the steps have no tensor-dependent Python control flow,
   # and converting Keras' RNN code costs ~10 s per trace.
-  return StepFunctions(train=tf.function(train, autograph=False),
+  # reduce_retracing: randomised truncation feeds parts of any length.
+  return StepFunctions(train=tf.function(train, autograph=False,
+                                         reduce_retracing=True),
                        eval=tf.function(evaluate_one, autograph=False),
                        predict=tf.function(predict, autograph=False),
                        zero_all=lambda: state.zero_all(model),
                        snapshot=lambda: state.snapshot(model),
                        restore=lambda snap: state.restore(model, snap),
                        checkpointed=state.state_variables(model))
+
+
+def cut_point(seed: int, step: int, num_unroll: int,
+              probability: float) -> Optional[int]:
+  """Randomised truncation: where training step ``step`` cuts its batch.
+
+  With ``probability``, a step ``c`` drawn uniformly from ``[1, T - 1]``;
+  else None (no cut). Drawn from ``(seed, step)`` alone, so a resumed run
+  cuts where the uninterrupted one did.
+  """
+  if probability <= 0 or num_unroll < 2:
+    return None
+  rng = np.random.default_rng([int(seed), int(step)])
+  if rng.random() >= probability:
+    return None
+  return int(rng.integers(1, num_unroll))
+
+
+def split_batch(batch: Batch, cut: int) -> Tuple[Batch, Batch]:
+  """A batch's steps ``[0, cut)`` and ``[cut, T)``, in that order: the
+  per-step tensors [B, T, ...] are sliced; a per-lane ``reset`` [B] stays
+  with the first part (the second continues the same sequences), a per-step
+  one [B, T] is sliced."""
+  first, second = {}, {}
+  for key, value in batch.items():
+    if key == 'reset' and value.shape.rank == 1:
+      first[key], second[key] = value, tf.zeros_like(value)
+    else:
+      first[key], second[key] = value[:, :cut], value[:, cut:]
+  return first, second
+
+
+def with_random_truncation(train: Callable[[Batch], Dict[str, tf.Tensor]],
+                           step: Callable[[], int], *, seed: int,
+                           probability: float
+                          ) -> Callable[[Batch], Dict[str, tf.Tensor]]:
+  """``train`` with randomised truncation points (AWD-LSTM's variable
+  BPTT length, within the batcher's T): a batch that ``cut_point`` cuts
+  runs as two consecutive training steps, the state carried across the cut
+  (through whatever holds it: the same calls as two batches) and the
+  gradient not. Every stateful layer is cut alike, being called twice.
+  ``step()``: the optimizer's step count (what the draw is keyed on).
+
+  Returns the batch's figures: ``loss`` the two parts' mean weighted by
+  their label weight, ``grad_norm`` the larger, ``real_steps`` the sum.
+  """
+
+  def run(batch: Batch) -> Dict[str, tf.Tensor]:
+    cut = cut_point(seed, step(), int(batch['features'].shape[1]),
+                    probability)
+    if cut is None:
+      return train(batch)
+    parts = split_batch(batch, cut)
+    outs = [train(part) for part in parts]
+    weights = [tf.reduce_sum(p['label_weight']) for p in parts]
+    total = tf.add_n(weights)
+    loss = tf.math.divide_no_nan(
+        outs[0]['loss'] * weights[0] + outs[1]['loss'] * weights[1], total)
+    return {'loss': loss,
+            'grad_norm': tf.maximum(outs[0]['grad_norm'],
+                                    outs[1]['grad_norm']),
+            'real_steps': outs[0]['real_steps'] + outs[1]['real_steps']}
+
+  return run
 
 
 def evaluate(model: keras.Model, steps: StepFunctions,

@@ -85,17 +85,22 @@ def label_scoring_rule(model: keras.Model):
 
 
 def build(module, spec: ms.ModelSpec, train, seed: int,
-          hold_out: float = 0.0):
+          hold_out: float = 0.0, any_length: bool = False):
   """The stateful model, seeded and adapted to the train split (its
   labelled steps outside the validation carve, with ``hold_out``), and
   whether ``adapt`` fitted anything (it ran and returned a non-empty
   summary).
 
+  ``any_length``: the model takes segments of any length (built from the
+  spec with ``num_unroll`` None; the same weights), as randomised
+  truncation feeds it parts of a batch.
+
   The serving twin is built first and checked against it (same weights), so
   a module whose twin differs fails before adapting and training.
   """
   keras.utils.set_random_seed(seed)
-  model = model_io.build_stateful(module, spec)
+  model = model_io.build_stateful(
+      module, spec.replace(num_unroll=None) if any_length else spec)
   model_io.build_serving(module, spec, weights_from=model)  # Checks only.
   summary = None
   if hasattr(module, 'adapt'):

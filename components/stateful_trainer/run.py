@@ -371,7 +371,9 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       module_epochs if module_epochs is not None else 1)
   hold_out = (config.validation_fraction if config.score_initial and
               epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
-  model, fitted = model_setup.build(module, spec, train, args.train.seed, hold_out)
+  any_length = config.random_truncation > 0  # It feeds parts of batches.
+  model, fitted = model_setup.build(module, spec, train, args.train.seed,
+                                    hold_out, any_length)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   if config.score_initial and not fitted:
     # Random initial weights are no candidate: on a small carve one can
@@ -447,10 +449,12 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 'from the same initial weights on every training sequence '
                 'for %d epochs', epochs, epochs)
     if hold_out:
-      model, _ = model_setup.build(module, spec, train, args.train.seed)
+      model, _ = model_setup.build(module, spec, train, args.train.seed,
+                                   any_length=any_length)
     else:
       keras.utils.set_random_seed(args.train.seed)
-      model = model_io.build_stateful(module, spec)
+      model = model_io.build_stateful(
+          module, spec.replace(num_unroll=None) if any_length else spec)
       model.set_weights(initial_weights)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),

@@ -121,6 +121,14 @@ class TrainConfig:
   early_stopping_patience: int = _setting(
       10, 'stop after this many epochs without a better validation score '
       '(0: never stop early)')
+  random_truncation: float = _setting(
+      0.0, 'randomised truncation (AWD-LSTM\'s variable BPTT length, within '
+      'the batches\' T): the probability that a training batch is cut at a '
+      'uniformly drawn step into two truncated-BPTT windows, trained as two '
+      'consecutive steps with the state carried across the cut and the '
+      'gradient not, so that where gradients stop moves from step to step '
+      '(0: they stop only at segment boundaries, every T steps of a '
+      'sequence)')
   replicas: int = _setting(
       1, 'data-parallel training on this many local devices '
       '(tf.distribute MirroredStrategy over the GPUs, or over as many '
@@ -138,6 +146,10 @@ class TrainConfig:
                                     self.epochs < 0):
       raise TrainingConfigError(f'epochs must be >= 0 (or unset), got '
                                 f'{self.epochs!r}')
+    if isinstance(self.random_truncation, bool) or not (
+        0.0 <= float(self.random_truncation) <= 1.0):
+      raise TrainingConfigError(f'random_truncation must be in [0, 1], got '
+                                f'{self.random_truncation!r}')
     if not _is_int(self.replicas) or self.replicas < 1:
       raise TrainingConfigError(f'replicas must be an int >= 1, got '
                                 f'{self.replicas!r}')

@@ -48,6 +48,7 @@ from components.stateful.objective import reset_metrics
 from components.stateful.steps import compile_steps
 from components.stateful.steps import evaluate_preserving_state
 from components.stateful.steps import StepFunctions
+from components.stateful.steps import with_random_truncation
 
 _LOG = logging.getLogger(__name__)
 
@@ -289,6 +290,13 @@ def fit(model: keras.Model,
   steps = _compile(model, optimizer, objective, train_metrics, eval_metrics,
                    reset_all=config.reset_state_every_batch,
                    valid_metrics=valid_metrics, lanes=lanes)
+  if config.random_truncation > 0:
+    steps.train = with_random_truncation(
+        steps.train, lambda: int(optimizer.iterations), seed=config.seed,
+        probability=config.random_truncation)
+    _LOG.info('randomised truncation: a batch is cut at a random step into '
+              'two truncated-BPTT windows with probability %g (state carried '
+              'across the cut, the gradient not)', config.random_truncation)
   scoring = config.label_scoring or batches_lib.LAST_STEP
   cursor = Cursor()
   best = selection.BestWeights(model) if validating else None
