@@ -40,6 +40,17 @@ def doubling_scan(xs: Tuple[tf.Tensor, ...], combine,
       shifted.append(earlier)
     return (shift * 2,) + tuple(combine(tuple(ys), tuple(shifted)))
 
+  static = xs[0].shape[1]
+  if static is not None:
+    # A known length (training batches): the ceil(log2 T) passes unrolled.
+    # A while loop's gradient at long T (more than 10 passes) trips
+    # TensorFlow's AddN rewrite inside loops (AlreadyExistsError on a
+    # TemporaryVariable, seen at T = 1460).
+    ys, shift = tuple(xs), 1
+    while shift < static:
+      ys = body(tf.constant(shift), *ys)[1:]
+      shift *= 2
+    return tuple(ys)
   out = tf.while_loop(
       lambda shift, *_: shift < length, body, (tf.constant(1),) + tuple(xs),
       shape_invariants=(tf.TensorShape([]),) + tuple(x.shape for x in xs))

@@ -332,3 +332,34 @@ def test_default_model_lru_exports_a_step_signature_that_streams(tmp_path):
   np.testing.assert_allclose(np.concatenate(logits, axis=1),
                              twin(x).numpy(), atol=1e-5)
 
+
+
+def test_a_training_step_through_a_long_segment():
+  """T = 1,460 (11 doubling passes of known length, as in a training
+  batch): the compiled train step of the default module's LRU model runs
+  and has a gradient. (The trainer on ACSF1 at this T failed with the
+  passes in a while loop: AlreadyExistsError in TensorFlow's AddN rewrite
+  inside loops; this smaller model did not show it.)"""
+  import tf_keras as keras  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_io  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_spec as ms  # pylint: disable=g-import-not-at-top
+  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import steps  # pylint: disable=g-import-not-at-top
+  length = 1460
+  spec = ms.ModelSpec(batch_size=2, num_unroll=length, stateful=True,
+                      feature_names=('a',), num_classes=2,
+                      hyperparameters={'model': 'lru'})
+  module = model_io.resolve_module()
+  model = model_io.build_stateful(module, spec)
+  objective = objective_lib.make_objective(spec, module)
+  optimizer = keras.optimizers.Adam(1e-3)
+  optimizer.build(model.trainable_variables)
+  fns = steps.compile_steps(model, optimizer, objective,
+                            objective.new_metrics(), objective.new_metrics())
+  rng = np.random.default_rng(0)
+  out = fns.train({
+      'features': tf.constant(rng.normal(size=(2, length, 1)), tf.float32),
+      'labels': tf.zeros((2, length), tf.int64),
+      'mask': tf.ones((2, length)), 'label_weight': tf.ones((2, length)),
+      'reset': tf.ones((2,), tf.int64)})
+  assert np.isfinite(float(out['loss'])) and float(out['grad_norm']) > 0
