@@ -129,12 +129,14 @@ def main(argv=None) -> int:
     return 1
 
   ckpt_dir = f'{flags.out}/checkpoints'
+  own_dir = ckpt_dir if dist.is_chief else f'{flags.out}/worker-checkpoints'
   result = runner.fit_model(
       model, module=module, spec=spec, dist=dist, optimizer=optimizer,
       objective=objective, train=train, config=args.train,
-      checkpoint_dir=ckpt_dir,
-      save_dir=None if dist.is_chief else f'{flags.out}/worker-checkpoints')
-  reader = tf.train.load_checkpoint(ckpt_dir)
+      checkpoint_dir=ckpt_dir, save_dir=None if dist.is_chief else own_dir)
+  # Each process reads the checkpoint it wrote itself (the chief's may not
+  # be on disk yet when another worker gets here).
+  reader = tf.train.load_checkpoint(own_dir)
   n_states = len(state.state_variables(model))
   states = [reader.get_tensor(f'rnn_states/{i}/.ATTRIBUTES/VARIABLE_VALUE')
             for i in range(n_states)]

@@ -8,7 +8,6 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import objective as objective_lib
-from components.stateful import state
 from components.stateful import steps
 from components.stateful_trainer import run as runner
 from components.stateful_trainer import settings
