@@ -118,7 +118,6 @@ def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
 
 
 def ours(args, train, evals, names, task) -> Dict[str, Any]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
@@ -135,18 +134,9 @@ def ours(args, train, evals, names, task) -> Dict[str, Any]:
           epochs=100000, max_seconds=args.budget, validation_fraction=0.0,
           refit=False, log_every_n_steps=0, seed=SEED)))
   source = batches_lib.BatchSource.open(root, 'eval')
-  pieces: Dict[str, list] = {}
-  for batch, out in steps_lib.predict_batches(result.model,
-                                              source.dataset(keys=None)):
-    for lane in range(out.shape[0]):
-      k = int(batch['segment_index'][lane])
-      if k < 0:
-        continue
-      real = batch['mask'][lane] > 0
-      pieces.setdefault(batch['key'][lane].decode(), []).append(
-          (k, out[lane][real]))
-  outputs = {key: np.concatenate([p for _, p in sorted(v, key=lambda x: x[0])])
-             for key, v in pieces.items()}
+  outputs = {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
+      steps_lib.predict_batches(result.model, source.dataset(keys=None)),
+      args.unroll, fields=())}
   rates = [e.real_steps_per_sec for e in result.fit.epochs[1:]] or [
       e.real_steps_per_sec for e in result.fit.epochs]
   return {'metric': _score(task, evals, outputs),
