@@ -25,10 +25,9 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -37,6 +36,9 @@ from components.sequence_batcher import reader as sb_reader
 from components.stateful import batches as batches_lib
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import progress
+from components.stateful_trainer.fit_result import Cursor
+from components.stateful_trainer.fit_result import EpochStats
+from components.stateful_trainer.fit_result import FitResult
 from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
@@ -51,82 +53,6 @@ from components.stateful.steps import StepFunctions
 from components.stateful.steps import with_random_truncation
 
 _LOG = logging.getLogger(__name__)
-
-
-class Cursor(tf.Module):
-  """Where training is: the data position, checkpointed with the model.
-
-  Attributes:
-    epoch: the current epoch (0-based).
-    batch: the next batch of that epoch to train on.
-    step: training steps done in total.
-  """
-
-  def __init__(self):
-    super().__init__(name='cursor')
-    self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name='epoch')
-    self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name='batch')
-    self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-
-
-@dataclasses.dataclass
-class EpochStats:
-  """What one epoch (or its resumed remainder) did."""
-  epoch: int
-  steps: int
-  real_steps: float
-  seconds: float
-  train: Dict[str, float]
-  eval: Optional[Dict[str, float]] = None
-  valid: Optional[Dict[str, float]] = None
-
-  @property
-  def steps_per_sec(self) -> float:
-    return self.steps / self.seconds if self.seconds > 0 else 0.0
-
-  @property
-  def real_steps_per_sec(self) -> float:
-    return self.real_steps / self.seconds if self.seconds > 0 else 0.0
-
-  def as_dict(self) -> Dict[str, Any]:
-    return {'epoch': self.epoch, 'steps': self.steps,
-            'real_timesteps': self.real_steps, 'seconds': self.seconds,
-            'steps_per_sec': self.steps_per_sec,
-            'real_timesteps_per_sec': self.real_steps_per_sec,
-            'train': dict(self.train),
-            'valid': dict(self.valid) if self.valid is not None else None,
-            'eval': dict(self.eval) if self.eval is not None else None}
-
-
-@dataclasses.dataclass
-class FitResult:
-  """Outcome of ``fit``.
-
-  Attributes:
-    epochs: per-epoch statistics (epochs finished in this call).
-    evaluations: every evaluation as ``(global_step, metrics)``.
-    steps: total training steps done (including before a resume).
-    resumed_from: the checkpoint restored at the start, if any.
-    finished: True when all epochs ran or early stopping ended training
-      (False when ``max_steps`` or a hook stopped it first).
-    best_epoch: with a validation carve, the 0-based epoch whose weights
-      were kept (the model holds them; -1: the initial weights); else None.
-    stop_reason: why training stopped: ``epochs`` (all ran),
-      ``early_stopping`` (patience), ``max_seconds`` (the time budget),
-      ``max_steps`` or ``hook`` (``after_step``); ``no_epochs`` when none
-      was planned.
-  """
-  epochs: List[EpochStats]
-  evaluations: List[Tuple[int, Dict[str, float]]]
-  steps: int
-  resumed_from: Optional[str]
-  finished: bool
-  best_epoch: Optional[int] = None
-  stop_reason: str = 'epochs'
-
-  @property
-  def final_eval(self) -> Optional[Dict[str, float]]:
-    return self.evaluations[-1][1] if self.evaluations else None
 
 
 def planned_steps(config: TrainConfig, num_batches: int) -> int:
