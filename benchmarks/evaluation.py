@@ -426,9 +426,9 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
   inputs = [(g, common.padded(g)[0], np.array([s.length for s in g],
                                               np.int64)) for g in groups]
   t0 = time.perf_counter()
-  _, fn = equivalence_lib.load_signature(os.path.join(model_uri, 'Format-Serving'),
-                           'serving_default')
-  run = equivalence_lib.signature_runner(fn)
+  served = equivalence_lib.ServedModel(os.path.join(model_uri,
+                                                   'Format-Serving'))
+  run = served.runner('serving_default')
   run(*inputs[0][1:])  # Warm.
   setup = time.perf_counter() - t0
   seconds = math.inf
@@ -436,6 +436,7 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
     t1 = time.perf_counter()
     results = [(g, run(f, n)) for g, f, n in inputs]
     seconds = min(seconds, time.perf_counter() - t1)
+  served.close()
   outputs: Dict[str, np.ndarray] = {}
   for g, out in results:
     if out.ndim == 2:  # Regression with K=1 may come as [N, L].

@@ -120,7 +120,7 @@ HALF_LIVES = (8, 32, 128, 512)
 
 
 @keras.utils.register_keras_serializable(package='stateful_trainer')
-class SeededDropout(keras.layers.Layer):
+class SeededDropout(sl.PlainCall, keras.layers.Layer):
   """Dropout with stateless, counter-based masks.
 
   Mask ``n`` (the n-th training call) is drawn from

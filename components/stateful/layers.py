@@ -57,6 +57,22 @@ _PACKAGE = 'components.stateful'
 EXACT_CHANNELS = 16
 
 
+class PlainCall:
+  """Mixin: Keras does not run this layer's ``call`` through AutoGraph.
+
+  Keras converts a subclassed layer's ``call`` (and everything it calls)
+  with AutoGraph each time the layer is called symbolically, e.g. whenever
+  a model is built. A layer whose ``call`` (and ``step``) has no
+  tensor-dependent Python control flow does not need it; the project's own
+  layers are such layers (AutoGraph took about 1 s of building the default
+  model in every process that builds it). A user's ``StatefulLayer``
+  keeps AutoGraph unless it mixes this in.
+  """
+
+  def _should_use_autograph(self):  # tf_keras's hook (base_layer.py).
+    return False
+
+
 class StatefulLayer(keras.layers.Layer):
   """Base of the project's stateful (time-mixing, causal) layers.
 
@@ -155,7 +171,7 @@ class StatefulLayer(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class CausalConv1D(StatefulLayer):
+class CausalConv1D(PlainCall, StatefulLayer):
   """A causal, dilated 1-D convolution that streams exactly.
 
   Output at step t: ``sum_j kernel[j] . x[t - (k - 1 - j) * d] + bias`` over
@@ -262,7 +278,7 @@ class CausalConv1D(StatefulLayer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class SignedLog(keras.layers.Layer):
+class SignedLog(PlainCall, keras.layers.Layer):
   """``sign(x) * log(1 + |x|)``, per step and channel (no time mixing)."""
 
   def call(self, inputs):
@@ -270,7 +286,7 @@ class SignedLog(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class Standardize(keras.layers.Layer):
+class Standardize(PlainCall, keras.layers.Layer):
   """``(x - center) / scale`` per channel (``inverse``: ``x * scale +
   center``); both non-trainable, set by ``set_statistics`` (the default
   model's ``adapt``). Starts as identity."""
@@ -302,7 +318,7 @@ class Standardize(keras.layers.Layer):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class LabelUnits(keras.layers.Layer):
+class LabelUnits(PlainCall, keras.layers.Layer):
   """``y = x * spread + center``: standardised outputs back in label units
   (fixed numbers from the spec, not weights, so a model and its serving twin
   keep the same weights)."""

@@ -42,6 +42,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import scans
+from components.stateful.layers import PlainCall
 from components.stateful.layers import StatefulLayer
 
 _PACKAGE = 'components.stateful'
@@ -111,7 +112,7 @@ def _values(array: np.ndarray):
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class LinearRecurrence(StatefulLayer):
+class LinearRecurrence(PlainCall, StatefulLayer):
   """A linear recurrent unit (LRU) that streams exactly; see the module
   docstring.
 

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful.layers import _PACKAGE
+from components.stateful.layers import PlainCall
 from components.stateful.layers import StatefulLayer
 from components.stateful.scans import cumulative_max
 from components.stateful.scans import doubling_scan
@@ -42,7 +43,7 @@ def _add_threshold(layer, input_shape) -> None:
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class RunningPool(StatefulLayer):
+class RunningPool(PlainCall, StatefulLayer):
   """Running statistics of each channel over a sequence's history.
 
   Output at step t, per channel c, for each of ``stats`` in order
@@ -146,7 +147,7 @@ DECAYING_STATS = ('mean', 'ppv')
 
 
 @keras.utils.register_keras_serializable(package=_PACKAGE)
-class DecayingPool(StatefulLayer):
+class DecayingPool(PlainCall, StatefulLayer):
   """Exponentially decaying statistics of each channel: the recent past.
 
   ``RunningPool`` describes a sequence's whole history, which on a stream

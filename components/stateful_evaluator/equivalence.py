@@ -14,6 +14,7 @@ Shapes: N sequences, L steps, F features, K outputs per step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -117,26 +118,68 @@ def _pick_output(outputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
       f'named {" or ".join(repr(k) for k in OUTPUT_KEYS)}')
 
 
-def load_signature(serving_dir: str, name: str) -> Tuple[Any, Any]:
-  """``(loaded SavedModel, concrete signature function)``, checked."""
-  if not tf.io.gfile.exists(serving_dir):
-    raise models_lib.EvaluationError(f'no SavedModel at {serving_dir}')
-  loaded = tf.saved_model.load(serving_dir)
-  return loaded, _checked_signature(loaded, name)
+class ServedModel:
+  """A SavedModel loaded the way TF Serving runs it: its MetaGraph (tag
+  ``serve``) imported into a graph of its own and its SignatureDefs run in a
+  session, not re-traced as Python functions (``tf.saved_model.load`` took
+  2.7 s of the check on the bundled sample's model, this 1.8 s; BENCHMARKS
+  section 5). Close it when done (or use it as a context manager).
+  """
 
+  def __init__(self, serving_dir: str):
+    if not tf.io.gfile.exists(serving_dir):
+      raise models_lib.EvaluationError(f'no SavedModel at {serving_dir}')
+    self._graph = tf.Graph()
+    self._session = tf.compat.v1.Session(graph=self._graph)
+    with self._graph.as_default():
+      meta_graph = tf.compat.v1.saved_model.loader.load(
+          self._session, [tf.saved_model.SERVING], serving_dir)
+    self._signatures = dict(meta_graph.signature_def)
+    self._signatures.pop('__saved_model_init_op', None)
+    root = (meta_graph.object_graph_def.nodes[0]
+            if meta_graph.object_graph_def.nodes else None)
+    self._children = {c.local_name for c in root.children} if root else set()
 
-def _checked_signature(loaded: Any, name: str) -> Any:
-  """The concrete signature ``name`` of a loaded SavedModel, checked."""
-  if name not in loaded.signatures:
-    raise models_lib.EvaluationError(f'the SavedModel has no signature {name!r} (it has '
-                          f'{sorted(loaded.signatures)})')
-  fn = loaded.signatures[name]
-  inputs = fn.structured_input_signature[1]
-  if set(inputs) != {'features', 'lengths'}:
-    raise models_lib.EvaluationError(
-        f'signature {name!r} takes {sorted(inputs)}; the check needs exactly '
-        "'features' float32[N, L, F] and 'lengths' int[N]")
-  return fn
+  @property
+  def signatures(self) -> List[str]:
+    return sorted(self._signatures)
+
+  def has_child(self, name: str) -> bool:
+    """Whether the exported root object has an attribute ``name``."""
+    return name in self._children
+
+  def runner(self, name: str) -> Callable[[np.ndarray, np.ndarray],
+                                           np.ndarray]:
+    """``(features, lengths) -> output`` through signature ``name``, checked
+    (inputs exactly ``features`` float32[N, L, F] and ``lengths`` int[N])."""
+    if name not in self._signatures:
+      raise models_lib.EvaluationError(
+          f'the SavedModel has no signature {name!r} (it has '
+          f'{self.signatures})')
+    sig = self._signatures[name]
+    if set(sig.inputs) != {'features', 'lengths'}:
+      raise models_lib.EvaluationError(
+          f'signature {name!r} takes {sorted(sig.inputs)}; the check needs '
+          "exactly 'features' float32[N, L, F] and 'lengths' int[N]")
+    fetch = {k: v.name for k, v in sig.outputs.items()}
+    inputs = {k: (v.name, tf.as_dtype(v.dtype).as_numpy_dtype)
+              for k, v in sig.inputs.items()}
+
+    def run(features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+      feed = {inputs['features'][0]: features.astype(inputs['features'][1]),
+              inputs['lengths'][0]: lengths.astype(inputs['lengths'][1])}
+      return np.asarray(_pick_output(self._session.run(fetch, feed)))
+
+    return run
+
+  def close(self) -> None:
+    self._session.close()
+
+  def __enter__(self) -> 'ServedModel':
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
 
 # The StatefulTrainer's whole-sequence signature on already-transformed
@@ -144,10 +187,10 @@ def _checked_signature(loaded: Any, name: str) -> Any:
 TRANSFORMED_SIGNATURE = 'serving_transformed'
 
 
-def embeds_transform(loaded: Any) -> bool:
+def embeds_transform(served: ServedModel) -> bool:
   """Whether a StatefulTrainer SavedModel applies a Transform graph to its
   ``features`` input (its module then has a ``transform`` child)."""
-  return getattr(loaded, 'transform', None) is not None
+  return served.has_child('transform')
 
 
 def _padded(group: List[chunked_lib.SampledSequence]) -> Tuple[np.ndarray, np.ndarray]:
@@ -183,19 +226,6 @@ def split_outputs(out: np.ndarray, group: List[chunked_lib.SampledSequence],
       f'the whole-sequence model returned shape {list(out.shape)} for {n} '
       f'sequences of up to {lmax} steps; expected [N, L, {k}] (per step) or '
       f'[N, {k}] (per sequence)')
-
-
-def signature_runner(fn: Any) -> Callable[[np.ndarray, np.ndarray],
-                                          np.ndarray]:
-  """``(features, lengths) -> output`` through a serving signature."""
-  inputs = fn.structured_input_signature[1]
-
-  def run(features: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    return _pick_output(fn(
-        features=tf.constant(features, inputs['features'].dtype),
-        lengths=tf.constant(lengths, inputs['lengths'].dtype))).numpy()
-
-  return run
 
 
 def twin_runner(twin: Any) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
@@ -236,27 +266,29 @@ def compare_sequence(sample: chunked_lib.SampledSequence, compared: str,
 
 def _choose_reference(serving_dir: Optional[str],
                       config: settings_lib.StatefulSettings,
-                      twin_factory: Optional[Callable[[], Any]]
+                      twin_factory: Optional[Callable[[], Any]],
+                      stack: contextlib.ExitStack
                      ) -> Tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
                                 str, Optional[str]]:
-  """``(runner, reference name, note)`` per ``config.equivalence_reference``."""
+  """``(runner, reference name, note)`` per ``config.equivalence_reference``;
+  a loaded SavedModel is closed with ``stack``."""
   choice = config.equivalence_reference
   name = config.serving_signature
   note = None
   if choice in (settings_lib.AUTO, settings_lib.SIGNATURE):
     if not serving_dir:
       raise models_lib.EvaluationError('the model has no serving SavedModel')
-    loaded, fn = load_signature(serving_dir, name)
-    if choice == settings_lib.SIGNATURE or not embeds_transform(loaded):
-      return signature_runner(fn), f'signature {name}', None
-    if TRANSFORMED_SIGNATURE in loaded.signatures:
-      fn = _checked_signature(loaded, TRANSFORMED_SIGNATURE)  # Loaded once.
+    served = stack.enter_context(ServedModel(serving_dir))
+    run = served.runner(name)  # Checked even when another one runs.
+    if choice == settings_lib.SIGNATURE or not embeds_transform(served):
+      return run, f'signature {name}', None
+    if TRANSFORMED_SIGNATURE in served.signatures:
       note = (f'signature {name!r} applies the Transform graph to raw '
               'features and the eval batches hold transformed features, so '
               f'the check ran {TRANSFORMED_SIGNATURE!r}: the same exported '
               'graph without the transform')
-      return (signature_runner(fn), f'signature {TRANSFORMED_SIGNATURE}',
-              note)
+      return (served.runner(TRANSFORMED_SIGNATURE),
+              f'signature {TRANSFORMED_SIGNATURE}', note)
     note = (f'signature {name!r} applies the Transform graph to raw '
             'features and the eval batches hold transformed features, so '
             'the check ran the serving twin (the Keras model inside that '
@@ -299,14 +331,16 @@ def check_equivalence(serving_dir: Optional[str],
   if not samples:
     return failed('no eval sequence to compare')
   try:
-    runner, reference, note = _choose_reference(serving_dir, config,
-                                                twin_factory)
-    served, modes = [], set()
-    for start in range(0, len(samples), _SERVING_BATCH):
-      group = samples[start:start + _SERVING_BATCH]
-      mode, outs = split_outputs(runner(*_padded(group)), group, num_outputs)
-      modes.add(mode)
-      served.extend(outs)
+    with contextlib.ExitStack() as stack:
+      runner, reference, note = _choose_reference(serving_dir, config,
+                                                  twin_factory, stack)
+      served, modes = [], set()
+      for start in range(0, len(samples), _SERVING_BATCH):
+        group = samples[start:start + _SERVING_BATCH]
+        mode, outs = split_outputs(runner(*_padded(group)), group,
+                                   num_outputs)
+        modes.add(mode)
+        served.extend(outs)
   except Exception as e:  # pylint: disable=broad-except
     _LOG.exception('equivalence check: cannot run the %s reference (%s)',
                    reference, serving_dir)

@@ -50,6 +50,7 @@ from tfx_bsl.public import tfxio
 
 from components.stateful import model_spec as ms
 from components.stateful_evaluator import extracts as ex
+from components.stateful_evaluator import tfma_metrics
 
 CANDIDATE = 'candidate'
 BASELINE = 'baseline'
@@ -59,6 +60,8 @@ LAST_VALUE = 'last_value'
 ACCURACY = 'sparse_categorical_accuracy'
 MSE = 'mean_squared_error'
 MAE = 'mean_absolute_error'
+
+BATCH_SIZE = 1024
 
 
 class EvalConfigError(ValueError):
@@ -215,10 +218,31 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
     cfg.slicing_specs.add()  # Overall: the gate and the headline read it.
   if not with_baseline:
     _drop_change_thresholds(cfg)
+  for metrics_spec in cfg.metrics_specs:
+    for metric in metrics_spec.metrics:
+      _use_native(metric)
   # With one model (no baseline) TFMA names it '' (its single-model
   # layout: tfma.load_eval_result(uri)); ``load`` reads it as the candidate.
   return config_util.update_eval_config_with_defaults(
       cfg, has_baseline=with_baseline, rubber_stamp=not with_baseline)
+
+
+# Keras metrics computed by the numpy metrics of ``tfma_metrics`` (same
+# names, same values, no traced TensorFlow function per combiner).
+NATIVE_METRICS = ('SparseCategoricalAccuracy', 'SparseCategoricalCrossentropy')
+
+
+def _use_native(metric: tfma.MetricConfig) -> None:
+  """Points a Keras ``SparseCategoricalAccuracy`` / ``...Crossentropy``
+  config (no module, no settings but its name) at ``tfma_metrics``."""
+  if metric.class_name not in NATIVE_METRICS or metric.module:
+    return
+  try:
+    settings = json.loads(metric.config or '{}')
+  except ValueError:
+    return  # TFMA reports a bad config itself.
+  if isinstance(settings, dict) and set(settings) <= {'name'}:
+    metric.module = tfma_metrics.MODULE
 
 
 def _drop_change_thresholds(cfg: tfma.EvalConfig) -> None:
@@ -268,7 +292,7 @@ def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str,
       display_only_data_file_format='tfrecords')
   with make_pipeline() as p:
     _ = (p
-         | 'ReadExtracts' >> source.BeamSource()
+         | 'ReadExtracts' >> source.BeamSource(batch_size=BATCH_SIZE)
          | 'ToExtracts' >> tfma.BatchedInputsToExtracts()
          | 'ExtractAndEvaluate' >> tfma.ExtractAndEvaluate(
              extractors=extractors, evaluators=evaluators)
