@@ -264,44 +264,82 @@ def compare_sequence(sample: chunked_lib.SampledSequence, compared: str,
   }
 
 
-def _choose_reference(serving_dir: Optional[str],
-                      config: settings_lib.StatefulSettings,
-                      twin_factory: Optional[Callable[[], Any]],
-                      stack: contextlib.ExitStack
-                     ) -> Tuple[Callable[[np.ndarray, np.ndarray], np.ndarray],
-                                str, Optional[str]]:
-  """``(runner, reference name, note)`` per ``config.equivalence_reference``;
-  a loaded SavedModel is closed with ``stack``."""
+@dataclasses.dataclass
+class Reference:
+  """The whole-sequence model the check runs, as chosen and loaded.
+
+  Attributes:
+    runner: ``(features, lengths) -> output``; None when the serving twin is
+      needed (built later with the trained weights, by ``twin_factory``).
+    name: what is run, e.g. ``signature serving_default``.
+    note: why this reference was chosen, when ``auto`` had to choose.
+    served: the loaded SavedModel, if one was loaded (closed by ``close``).
+  """
+  runner: Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]]
+  name: str
+  note: Optional[str] = None
+  served: Optional[ServedModel] = None
+
+  def close(self) -> None:
+    if self.served is not None:
+      self.served.close()
+
+
+def load_reference(serving_dir: Optional[str],
+                   config: settings_lib.StatefulSettings,
+                   num_features: Optional[int] = None) -> Reference:
+  """Chooses and loads the reference per ``config.equivalence_reference``.
+
+  Needs no eval data, so the evaluator runs it beside the chunked pass (the
+  SavedModel's load is most of the check's time). With ``num_features``,
+  the chosen signature is run once on one zero step, so that its first real
+  call does not pay the session's graph optimisation; a failure there is
+  left for the real call to report.
+  """
   choice = config.equivalence_reference
   name = config.serving_signature
-  note = None
-  if choice in (settings_lib.AUTO, settings_lib.SIGNATURE):
-    if not serving_dir:
-      raise models_lib.EvaluationError('the model has no serving SavedModel')
-    served = stack.enter_context(ServedModel(serving_dir))
+  if choice not in (settings_lib.AUTO, settings_lib.SIGNATURE):
+    return Reference(runner=None, name='serving twin')
+  if not serving_dir:
+    raise models_lib.EvaluationError('the model has no serving SavedModel')
+  served = ServedModel(serving_dir)
+  try:
     run = served.runner(name)  # Checked even when another one runs.
-    if choice == settings_lib.SIGNATURE or not embeds_transform(served):
-      return run, f'signature {name}', None
-    if TRANSFORMED_SIGNATURE in served.signatures:
-      note = (f'signature {name!r} applies the Transform graph to raw '
-              'features and the eval batches hold transformed features, so '
-              f'the check ran {TRANSFORMED_SIGNATURE!r}: the same exported '
-              'graph without the transform')
-      return (served.runner(TRANSFORMED_SIGNATURE),
-              f'signature {TRANSFORMED_SIGNATURE}', note)
-    note = (f'signature {name!r} applies the Transform graph to raw '
-            'features and the eval batches hold transformed features, so '
-            'the check ran the serving twin (the Keras model inside that '
-            'signature) instead')
-  if twin_factory is None:
-    raise models_lib.EvaluationError('no serving twin to compare with')
-  return twin_runner(twin_factory()), 'serving twin', note
+    reference = Reference(runner=run, name=f'signature {name}', served=served)
+    if choice == settings_lib.AUTO and embeds_transform(served):
+      if TRANSFORMED_SIGNATURE in served.signatures:
+        reference = Reference(
+            runner=served.runner(TRANSFORMED_SIGNATURE),
+            name=f'signature {TRANSFORMED_SIGNATURE}', served=served,
+            note=(f'signature {name!r} applies the Transform graph to raw '
+                  'features and the eval batches hold transformed features, '
+                  f'so the check ran {TRANSFORMED_SIGNATURE!r}: the same '
+                  'exported graph without the transform'))
+      else:
+        served.close()
+        return Reference(
+            runner=None, name='serving twin',
+            note=(f'signature {name!r} applies the Transform graph to raw '
+                  'features and the eval batches hold transformed features, '
+                  'so the check ran the serving twin (the Keras model inside '
+                  'that signature) instead'))
+  except Exception:
+    served.close()
+    raise
+  if num_features:
+    try:
+      reference.runner(np.zeros((1, 1, num_features), np.float32),
+                       np.ones((1,), np.int64))
+    except Exception:  # pylint: disable=broad-except
+      _LOG.debug('equivalence check: warm-up call failed', exc_info=True)
+  return reference
 
 
 def check_equivalence(serving_dir: Optional[str],
                       samples: List[chunked_lib.SampledSequence], *, num_outputs: int,
                       num_unroll: int, config: settings_lib.StatefulSettings,
-                      twin_factory: Optional[Callable[[], Any]] = None
+                      twin_factory: Optional[Callable[[], Any]] = None,
+                      loaded: Optional[Callable[[], Reference]] = None
                      ) -> EquivalenceResult:
   """Compares the chunked outputs of ``samples`` with the whole-sequence
   model (see ``EvalConfig.equivalence_reference``).
@@ -314,6 +352,8 @@ def check_equivalence(serving_dir: Optional[str],
     config: tolerance, signature and reference.
     twin_factory: builds the non-stateful serving twin with the trained
       weights (for the ``twin`` reference).
+    loaded: returns the reference ``load_reference`` loaded (e.g. a future's
+      ``result``; it may raise what the load raised); None: loaded here.
 
   Never raises for a bad or missing model: the result then has ``ok=False``
   and the reason in ``error`` (the model will not be blessed).
@@ -329,11 +369,20 @@ def check_equivalence(serving_dir: Optional[str],
         num_multi_segment=multi, num_values=0, sequences=[], error=error)
 
   if not samples:
+    if loaded is not None:  # Loaded beside the chunked pass: close it.
+      with contextlib.suppress(Exception):
+        loaded().close()
     return failed('no eval sequence to compare')
   try:
     with contextlib.ExitStack() as stack:
-      runner, reference, note = _choose_reference(serving_dir, config,
-                                                  twin_factory, stack)
+      chosen = (loaded() if loaded is not None else
+                load_reference(serving_dir, config))
+      stack.callback(chosen.close)
+      reference, runner = chosen.name, chosen.runner
+      if runner is None:
+        if twin_factory is None:
+          raise models_lib.EvaluationError('no serving twin to compare with')
+        runner = twin_runner(twin_factory())
       served, modes = [], set()
       for start in range(0, len(samples), _SERVING_BATCH):
         group = samples[start:start + _SERVING_BATCH]
@@ -354,5 +403,5 @@ def check_equivalence(serving_dir: Optional[str],
       ok=bool(worst <= tol), tolerance=tol, max_abs_diff=float(worst),
       compared=compared, reference=reference, num_sequences=len(samples),
       num_multi_segment=multi, num_values=sum(r['num_values'] for r in rows),
-      sequences=rows, note=note)
+      sequences=rows, note=chosen.note)
 

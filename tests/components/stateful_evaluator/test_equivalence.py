@@ -113,6 +113,33 @@ def test_plain_export_is_checked_through_its_signature(models):
   assert result.note is None and result.max_abs_diff == 0.0
 
 
+def test_reference_loaded_ahead_in_a_thread_is_used_and_closed(models):
+  """The evaluator loads the reference beside the chunked pass and hands
+  the check its future: the same result, the session closed after."""
+  import concurrent.futures
+  samples = [_running_sum_sample('s', 7, 0)]
+  serving = _serving(models['running_sum'])
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    future = pool.submit(equivalence_lib.load_reference, serving,
+                         S.StatefulSettings(), 2)
+    result = equivalence_lib.check_equivalence(
+        serving, samples, num_outputs=1, num_unroll=T,
+        config=S.StatefulSettings(), loaded=future.result)
+  assert result.ok and result.max_abs_diff == 0.0
+  assert result.reference == 'signature serving_default'
+  assert future.result().served._session._closed  # pylint: disable=protected-access
+
+
+def test_reference_that_failed_to_load_ahead_does_not_bless(models):
+  def loaded():
+    raise models_lib.EvaluationError('no SavedModel at /x')
+
+  result = equivalence_lib.check_equivalence(
+      '/x', [_sample('a', 6)], num_outputs=1, num_unroll=T,
+      config=S.StatefulSettings(), loaded=loaded)
+  assert not result.ok and 'no SavedModel at /x' in result.error
+
+
 def test_equivalence_check_reports_nan_as_a_failure(models):
   bad = _sample('a', 5)
   bad.chunked = np.cumsum(bad.features.sum(axis=1))[:, None]
