@@ -623,6 +623,7 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
   cls, reg = e2e['sets']
   cls_ratio = cls['new']['evaluate'] / cls['old']['evaluate']
   reg_ratio = reg['new']['evaluate'] / reg['train_s']
+  cls_train_ratio = cls['new']['evaluate'] / cls['train_s']
   mem_rows = []
   small, large = e2e['memory']
   for label, key in (('old (NumPy over all labelled steps)', 'old'),
@@ -695,12 +696,14 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                     'evaluate s (small / large)'],
                    mem_rows, align='lrrrrrr'),
       '',
-      f'* Targets: per-sequence set, new / old = {cls_ratio:.2f}x '
-      f'{common.verdict(cls_ratio <= 1.2)} (target: within 1.2x); per-step '
-      f'set of {reg["labelled"]:,} labelled steps, new evaluate '
-      f'{reg["new"]["evaluate"]:.1f} s against the trainer\'s '
-      f'{reg["train_s"]:.1f} s ({reg_ratio:.2f}x) '
-      f'{common.verdict(reg_ratio < 1.0)} (target: below).',
+      f'* Targets: the evaluator at most half the trainer\'s time, in the '
+      f'same run: per-sequence set {cls["new"]["evaluate"]:.1f} s against '
+      f'{cls["train_s"]:.1f} s ({cls_train_ratio:.2f}x) '
+      f'{common.verdict(cls_train_ratio <= 0.5)}; per-step set of '
+      f'{reg["labelled"]:,} labelled steps {reg["new"]["evaluate"]:.1f} s '
+      f'against {reg["train_s"]:.1f} s ({reg_ratio:.2f}x) '
+      f'{common.verdict(reg_ratio <= 0.5)} (target: at most 0.5x). Against '
+      f'the old in-memory evaluator (per-sequence set): {cls_ratio:.2f}x.',
   ]
 
 

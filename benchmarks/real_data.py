@@ -456,15 +456,15 @@ def mean_of(results: Optional[List[Dict]], metric: str) -> Optional[float]:
 
 
 def seconds_cell(results: Optional[List[Dict]]) -> str:
-  """'whole pipeline s / trainer s': the first (uncached) run's wall time,
-  and the trainer's mean over runs."""
+  """'whole pipeline s / trainer s / evaluator s': the first (uncached)
+  run's wall time, and the trainer's and the evaluator's means over runs."""
   if not results:
     return '-'
-  first = results[0]['seconds']
-  trainer = [r['trainer_seconds'] for r in results
-             if r.get('trainer_seconds') is not None]
-  return f'{first:.0f} / {statistics.mean(trainer):.0f}' if trainer else (
-      f'{first:.0f}')
+  cells = [f'{results[0]["seconds"]:.0f}']
+  for key in ('trainer_seconds', 'evaluator_seconds'):
+    vals = [r[key] for r in results if r.get(key) is not None]
+    cells.append(f'{statistics.mean(vals):.0f}' if vals else '-')
+  return ' / '.join(cells)
 
 
 def _fmt(v: Optional[float], digits: int = 3) -> str:
@@ -612,8 +612,8 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       'angus924/rocket `results/results_ucr.csv`); "-" where we have no '
       'published figure. Cells: mean over runs (max - min in brackets when '
       'more than one). "s/run" = wall seconds of the first pipeline run of '
-      'the default model (every component) / of its StatefulTrainer, mean '
-      'over seeds (later runs of a data set share one output folder, so '
+      'the default model (every component) / of its StatefulTrainer / of its '
+      'StatefulEvaluator, the last two means over seeds (later runs of a data set share one output folder, so '
       'TFX\'s cache serves ExampleGen .. SequenceBatcher to them).',
   ]
   if skip:

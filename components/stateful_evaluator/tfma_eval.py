@@ -227,14 +227,16 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
       cfg, has_baseline=with_baseline, rubber_stamp=not with_baseline)
 
 
-# Keras metrics computed by the numpy metrics of ``tfma_metrics`` (same
-# names, same values, no traced TensorFlow function per combiner).
-NATIVE_METRICS = ('SparseCategoricalAccuracy', 'SparseCategoricalCrossentropy')
+# Metrics computed by the vectorised numpy metrics of ``tfma_metrics``
+# (same names, same values; no traced TensorFlow function per combiner for
+# the Keras two, no Python loop over label elements for TFMA's two).
+NATIVE_METRICS = ('SparseCategoricalAccuracy', 'SparseCategoricalCrossentropy',
+                  'MeanSquaredError', 'MeanAbsoluteError')
 
 
 def _use_native(metric: tfma.MetricConfig) -> None:
-  """Points a Keras ``SparseCategoricalAccuracy`` / ``...Crossentropy``
-  config (no module, no settings but its name) at ``tfma_metrics``."""
+  """Points a ``NATIVE_METRICS`` config (no module, no settings but its
+  name) at ``tfma_metrics``."""
   if metric.class_name not in NATIVE_METRICS or metric.module:
     return
   try:

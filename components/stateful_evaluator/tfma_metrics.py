@@ -1,11 +1,12 @@
-"""Sparse-label classification metrics for TFMA, in numpy.
+"""The default config's weighted-mean metrics for TFMA, in vectorised numpy.
 
-TFMA computes a metric it knows natively (``MeanSquaredError``,
-``ExampleCount``, ...) with a plain Beam combiner; a Keras metric such as
-``SparseCategoricalAccuracy`` goes through a traced TensorFlow function per
-combiner, and tracing the two sparse metrics of the default config cost the
-evaluator about 1.4 s per run on the bundled sample (BENCHMARKS section 5).
-These two are TFMA metrics with the Keras metrics' names and values:
+A Keras metric such as ``SparseCategoricalAccuracy`` goes through a traced
+TensorFlow function per combiner (tracing the two sparse metrics of the
+default config cost the evaluator about 1.4 s per run on the bundled
+sample); TFMA's own ``MeanSquaredError`` and ``MeanAbsoluteError`` walk
+every label element in a Python loop (most of TFMA's time over a per-step
+regression set, whose extracts hold a sequence's steps each; BENCHMARKS
+section 5). These are TFMA metrics with the same names and values:
 
 * ``SparseCategoricalAccuracy`` (``sparse_categorical_accuracy``): the
   weighted share of examples whose arg-max class is the label (the first
@@ -13,17 +14,22 @@ These two are TFMA metrics with the Keras metrics' names and values:
   ``sparse_categorical_matches`` do);
 * ``SparseCategoricalCrossentropy`` (``sparse_categorical_crossentropy``):
   the weighted mean of ``-log p[label]``, the probability clipped to
-  ``[eps, 1 - eps]`` with Keras's epsilon (1e-7) as Keras clips it.
+  ``[eps, 1 - eps]`` with Keras's epsilon (1e-7) as Keras clips it;
+* ``MeanSquaredError`` (``mean_squared_error``) and ``MeanAbsoluteError``
+  (``mean_absolute_error``): TFMA's, the weighted mean over every label
+  element of the squared / absolute error, the example weight counted once
+  per element and elements whose error is NaN left out, as TFMA's
+  ``mean_regression_error`` does element by element.
 
-Labels are class ids (one value per example), predictions class
-probabilities. The evaluator's default config names them with ``module``
+For the first two labels are class ids (one value per example),
+predictions class probabilities. The evaluator's default config names them with ``module``
 set to this module; TFMA imports it where the metrics are computed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterable, Optional
+from typing import Callable, Dict, Iterable, Optional, Tuple
 
 import apache_beam as beam
 import numpy as np
@@ -34,20 +40,46 @@ from tensorflow_model_analysis.proto import config_pb2
 MODULE = __name__
 ACCURACY_NAME = 'sparse_categorical_accuracy'
 CROSSENTROPY_NAME = 'sparse_categorical_crossentropy'
+MSE_NAME = 'mean_squared_error'
+MAE_NAME = 'mean_absolute_error'
 EPSILON = 1e-7  # tf_keras.backend.epsilon(), the clip of its crossentropy.
 
 
-def _matches(label: np.ndarray, probabilities: np.ndarray) -> float:
-  return float(int(np.argmax(probabilities)) == int(label.reshape(-1)[0]))
+def _matches(label: np.ndarray, probabilities: np.ndarray,
+             weight: float) -> Tuple[float, float]:
+  hit = float(int(np.argmax(probabilities)) == int(label.reshape(-1)[0]))
+  return hit * weight, weight
 
 
-def _crossentropy(label: np.ndarray, probabilities: np.ndarray) -> float:
+def _crossentropy(label: np.ndarray, probabilities: np.ndarray,
+                  weight: float) -> Tuple[float, float]:
   p = float(np.clip(probabilities.reshape(-1)[int(label.reshape(-1)[0])],
                     EPSILON, 1.0 - EPSILON))
-  return -float(np.log(p))
+  return -float(np.log(p)) * weight, weight
 
 
-_SCORES = {ACCURACY_NAME: _matches, CROSSENTROPY_NAME: _crossentropy}
+def _elementwise(error: Callable[[np.ndarray], np.ndarray]):
+  """A regression score: ``error(label - prediction)`` summed over the
+  elements, each weighted by the example weight, NaN errors left out."""
+
+  def score(label: np.ndarray, prediction: np.ndarray,
+            weight: float) -> Tuple[float, float]:
+    label = np.asarray(label, np.float64).reshape(-1)
+    prediction = np.asarray(prediction, np.float64).reshape(-1)
+    if label.shape != prediction.shape:
+      raise ValueError(f'{label.size} label values against '
+                       f'{prediction.size} predictions in one example')
+    values = error(label - prediction)
+    kept = ~np.isnan(values)
+    return (float(np.sum(values[kept])) * weight,
+            float(np.count_nonzero(kept)) * weight)
+
+  return score
+
+
+_SCORES = {ACCURACY_NAME: _matches, CROSSENTROPY_NAME: _crossentropy,
+           MSE_NAME: _elementwise(np.square),
+           MAE_NAME: _elementwise(np.abs)}
 
 
 @dataclasses.dataclass
@@ -78,9 +110,9 @@ class _WeightedMeanCombiner(beam.CombineFn):
             model_name=self._key.model_name,
             output_name=self._key.output_name,
             example_weighted=self._example_weighted, flatten=False)):
-      w = metric_util.safe_to_scalar(weight)
-      accumulator.total += self._score(np.asarray(label),
-                                       np.asarray(prediction)) * w
+      total, w = self._score(np.asarray(label), np.asarray(prediction),
+                             metric_util.safe_to_scalar(weight))
+      accumulator.total += total
       accumulator.weight += w
     return accumulator
 
@@ -135,3 +167,17 @@ class SparseCategoricalCrossentropy(metric_types.Metric):
 
   def __init__(self, name: str = CROSSENTROPY_NAME):
     super().__init__(_computations(name, CROSSENTROPY_NAME), name=name)
+
+
+class MeanSquaredError(metric_types.Metric):
+  """The weighted mean of the squared error over every label element."""
+
+  def __init__(self, name: str = MSE_NAME):
+    super().__init__(_computations(name, MSE_NAME), name=name)
+
+
+class MeanAbsoluteError(metric_types.Metric):
+  """The weighted mean of the absolute error over every label element."""
+
+  def __init__(self, name: str = MAE_NAME):
+    super().__init__(_computations(name, MAE_NAME), name=name)

@@ -22,6 +22,7 @@ from components.stateful_evaluator import extracts as X
 from components.stateful_evaluator import models as models_lib
 from components.stateful_evaluator import settings as S
 from components.stateful_evaluator import tfma_eval
+from components.stateful_evaluator import tfma_metrics
 from tests.components.stateful_evaluator import helpers
 
 T = 4  # num_unroll of the regression batches.
@@ -416,6 +417,69 @@ def test_per_class_metrics_are_by_arg_max_on_three_classes(tmp_path):
         grid[c, c] / grid[c].sum())
     assert overall[f'precision/class_{c}'] == pytest.approx(
         grid[c, c] / grid[:, c].sum())
+
+
+def _write_examples(path, rows):
+  with tf.io.TFRecordWriter(path, options=tf.io.TFRecordOptions(
+      compression_type='GZIP')) as w:
+    for feats in rows:
+      w.write(tf.train.Example(features=tf.train.Features(
+          feature=feats)).SerializeToString())
+
+
+@pytest.mark.parametrize('task', [ms.CLASSIFICATION, ms.REGRESSION])
+def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
+  """The default config's metrics run as ``tfma_metrics``' vectorised numpy
+  combiners; in the same TFMA run the stock Keras / TFMA metrics of the
+  same kind, under other names, give the same values (weighted examples,
+  per-step arrays, a NaN label step left out as TFMA leaves it out)."""
+  rng = np.random.default_rng(1)
+  rows, classes = [], 3
+  for i in range(40):
+    n = int(rng.integers(1, 9))
+    feats = {X.KEY: X._bytes(f's{i}'), X.LENGTH: X._ints([n]),
+             X.LENGTH_BUCKET: X._bytes(X.length_bucket(n)),
+             X.WEIGHT: X._floats([float(rng.uniform(0.5, 3.0))])}
+    if task == ms.CLASSIFICATION:
+      probs = rng.dirichlet(np.ones(classes))
+      if i == 0:
+        probs = np.array([1.0, 0.0, 0.0])  # -log(0): clipped alike.
+      feats.update({X.LABEL: X._ints([int(rng.integers(0, classes))]),
+                    X.PREDICTION: X._floats(probs),
+                    X.NO_SKILL_PREDICTION: X._floats(np.eye(classes)[0])})
+    else:
+      labels = rng.normal(size=n) * 3
+      if i == 5:
+        labels[0] = np.nan
+      feats.update({X.LABEL: X._floats(labels),
+                    X.PREDICTION: X._floats(labels + rng.normal(size=n)),
+                    X.NO_SKILL_PREDICTION: X._floats(np.zeros(n)),
+                    X.LAST_VALUE_PREDICTION: X._floats(np.zeros(n))})
+    rows.append(feats)
+  path = str(tmp_path / 'extracts.tfrecord.gz')
+  _write_examples(path, rows)
+  kind = (dict(num_classes=classes) if task == ms.CLASSIFICATION else
+          dict(output_size=1, label_kind=ms.PER_STEP))
+  spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
+                      feature_names=('a',), task=task, **kind)
+  cfg = tfma_eval.complete_config(None, spec, with_baseline=False)
+  names = ({'sparse_categorical_accuracy': 'SparseCategoricalAccuracy',
+            'sparse_categorical_crossentropy': 'SparseCategoricalCrossentropy'}
+           if task == ms.CLASSIFICATION else
+           {'mean_squared_error': 'MeanSquaredError',
+            'mean_absolute_error': 'MeanAbsoluteError'})
+  native = {m.class_name: m.module for m in cfg.metrics_specs[0].metrics}
+  for name, cls in names.items():
+    assert native[cls] == tfma_metrics.MODULE
+    cfg.metrics_specs[0].metrics.add(class_name=cls,
+                                     config=json.dumps({'name': 'stock_' + name}))
+  out = str(tmp_path / 'out')
+  tfma_eval.run(path, cfg, out)
+  got = tfma_eval.load(out, spec.num_classes).metrics['candidate']
+  for sliced in got.values():
+    for name in names:
+      assert sliced[name] == pytest.approx(sliced['stock_' + name], rel=1e-6)
+  assert len(got) > 1  # Overall and the length buckets.
 
 
 @pytest.mark.parametrize('run', ['alone', 'worse'])
