@@ -230,8 +230,13 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
 # Metrics computed by the vectorised numpy metrics of ``tfma_metrics``
 # (same names, same values; no traced TensorFlow function per combiner for
 # the Keras two, no Python loop over label elements for TFMA's two).
-NATIVE_METRICS = ('SparseCategoricalAccuracy', 'SparseCategoricalCrossentropy',
-                  'MeanSquaredError', 'MeanAbsoluteError')
+NATIVE_METRICS = {
+    'SparseCategoricalAccuracy': 'SparseCategoricalAccuracy',
+    'SparseCategoricalCrossentropy': 'SparseCategoricalCrossentropy',
+    # TFMA's own classes win over ``module`` by class name: renamed.
+    'MeanSquaredError': 'ElementwiseMeanSquaredError',
+    'MeanAbsoluteError': 'ElementwiseMeanAbsoluteError',
+}
 
 
 def _use_native(metric: tfma.MetricConfig) -> None:
@@ -244,6 +249,7 @@ def _use_native(metric: tfma.MetricConfig) -> None:
   except ValueError:
     return  # TFMA reports a bad config itself.
   if isinstance(settings, dict) and set(settings) <= {'name'}:
+    metric.class_name = NATIVE_METRICS[metric.class_name]
     metric.module = tfma_metrics.MODULE
 
 

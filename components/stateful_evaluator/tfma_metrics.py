@@ -15,8 +15,9 @@ section 5). These are TFMA metrics with the same names and values:
 * ``SparseCategoricalCrossentropy`` (``sparse_categorical_crossentropy``):
   the weighted mean of ``-log p[label]``, the probability clipped to
   ``[eps, 1 - eps]`` with Keras's epsilon (1e-7) as Keras clips it;
-* ``MeanSquaredError`` (``mean_squared_error``) and ``MeanAbsoluteError``
-  (``mean_absolute_error``): TFMA's, the weighted mean over every label
+* ``ElementwiseMeanSquaredError`` (``mean_squared_error``) and
+  ``ElementwiseMeanAbsoluteError`` (``mean_absolute_error``): TFMA's
+  ``MeanSquaredError`` and ``MeanAbsoluteError``, the weighted mean over every label
   element of the squared / absolute error, the example weight counted once
   per element and elements whose error is NaN left out, as TFMA's
   ``mean_regression_error`` does element by element.
@@ -46,13 +47,15 @@ EPSILON = 1e-7  # tf_keras.backend.epsilon(), the clip of its crossentropy.
 
 
 def _matches(label: np.ndarray, probabilities: np.ndarray,
-             weight: float) -> Tuple[float, float]:
+             weight: np.ndarray) -> Tuple[float, float]:
+  weight = metric_util.safe_to_scalar(weight)
   hit = float(int(np.argmax(probabilities)) == int(label.reshape(-1)[0]))
   return hit * weight, weight
 
 
 def _crossentropy(label: np.ndarray, probabilities: np.ndarray,
-                  weight: float) -> Tuple[float, float]:
+                  weight: np.ndarray) -> Tuple[float, float]:
+  weight = metric_util.safe_to_scalar(weight)
   p = float(np.clip(probabilities.reshape(-1)[int(label.reshape(-1)[0])],
                     EPSILON, 1.0 - EPSILON))
   return -float(np.log(p)) * weight, weight
@@ -60,19 +63,22 @@ def _crossentropy(label: np.ndarray, probabilities: np.ndarray,
 
 def _elementwise(error: Callable[[np.ndarray], np.ndarray]):
   """A regression score: ``error(label - prediction)`` summed over the
-  elements, each weighted by the example weight, NaN errors left out."""
+  elements, each weighted by the example weight (one for the example or one
+  per element), NaN errors left out."""
 
   def score(label: np.ndarray, prediction: np.ndarray,
-            weight: float) -> Tuple[float, float]:
+            weight: np.ndarray) -> Tuple[float, float]:
     label = np.asarray(label, np.float64).reshape(-1)
     prediction = np.asarray(prediction, np.float64).reshape(-1)
-    if label.shape != prediction.shape:
+    weight = np.asarray(weight, np.float64).reshape(-1)
+    if label.shape != prediction.shape or weight.size not in (1, label.size):
       raise ValueError(f'{label.size} label values against '
-                       f'{prediction.size} predictions in one example')
-    values = error(label - prediction)
+                       f'{prediction.size} predictions and {weight.size} '
+                       'example weights in one example')
+    values = error(label - prediction) * weight
     kept = ~np.isnan(values)
-    return (float(np.sum(values[kept])) * weight,
-            float(np.count_nonzero(kept)) * weight)
+    weights = np.broadcast_to(weight, label.shape)
+    return float(np.sum(values[kept])), float(np.sum(weights[kept]))
 
   return score
 
@@ -111,7 +117,7 @@ class _WeightedMeanCombiner(beam.CombineFn):
             output_name=self._key.output_name,
             example_weighted=self._example_weighted, flatten=False)):
       total, w = self._score(np.asarray(label), np.asarray(prediction),
-                             metric_util.safe_to_scalar(weight))
+                             np.asarray(weight))
       accumulator.total += total
       accumulator.weight += w
     return accumulator
@@ -169,14 +175,16 @@ class SparseCategoricalCrossentropy(metric_types.Metric):
     super().__init__(_computations(name, CROSSENTROPY_NAME), name=name)
 
 
-class MeanSquaredError(metric_types.Metric):
+# TFMA looks a metric's class name up among its own registered metrics
+# before it reads ``module``: these two need names of their own.
+class ElementwiseMeanSquaredError(metric_types.Metric):
   """The weighted mean of the squared error over every label element."""
 
   def __init__(self, name: str = MSE_NAME):
     super().__init__(_computations(name, MSE_NAME), name=name)
 
 
-class MeanAbsoluteError(metric_types.Metric):
+class ElementwiseMeanAbsoluteError(metric_types.Metric):
   """The weighted mean of the absolute error over every label element."""
 
   def __init__(self, name: str = MAE_NAME):

@@ -451,6 +451,8 @@ def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
       labels = rng.normal(size=n) * 3
       if i == 5:
         labels[0] = np.nan
+      if i % 2:  # Weights per step, as the per-step extracts carry them.
+        feats[X.WEIGHT] = X._floats(rng.uniform(0.5, 3.0, n))
       feats.update({X.LABEL: X._floats(labels),
                     X.PREDICTION: X._floats(labels + rng.normal(size=n)),
                     X.NO_SKILL_PREDICTION: X._floats(np.zeros(n)),
@@ -470,7 +472,7 @@ def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
             'mean_absolute_error': 'MeanAbsoluteError'})
   native = {m.class_name: m.module for m in cfg.metrics_specs[0].metrics}
   for name, cls in names.items():
-    assert native[cls] == tfma_metrics.MODULE
+    assert native[tfma_eval.NATIVE_METRICS[cls]] == tfma_metrics.MODULE
     cfg.metrics_specs[0].metrics.add(class_name=cls,
                                      config=json.dumps({'name': 'stock_' + name}))
   out = str(tmp_path / 'out')
