@@ -61,8 +61,6 @@ ACCURACY = 'sparse_categorical_accuracy'
 MSE = 'mean_squared_error'
 MAE = 'mean_absolute_error'
 
-BATCH_SIZE = 1024
-
 
 class EvalConfigError(ValueError):
   """The evaluator's ``eval_config`` cannot be used."""
@@ -300,7 +298,7 @@ def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str,
       display_only_data_file_format='tfrecords')
   with make_pipeline() as p:
     _ = (p
-         | 'ReadExtracts' >> source.BeamSource(batch_size=BATCH_SIZE)
+         | 'ReadExtracts' >> source.BeamSource()
          | 'ToExtracts' >> tfma.BatchedInputsToExtracts()
          | 'ExtractAndEvaluate' >> tfma.ExtractAndEvaluate(
              extractors=extractors, evaluators=evaluators)
