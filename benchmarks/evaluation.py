@@ -239,9 +239,10 @@ if 'output_dir' in inspect.signature(ev.evaluate).parameters:
   if args.get('tfma_parts'):
     from components.stateful import model_spec as ms
     from components.stateful_evaluator import extracts as ex
+    from components.stateful_evaluator import tfma_config
     from components.stateful_evaluator import tfma_eval
     spec = ms.ModelSpec.from_dict(doc['model']['spec'])
-    config = tfma_eval.complete_config(None, spec, False)
+    config = tfma_config.complete_config(None, spec, False)
     path = os.path.join(args['out'], ex.EXTRACTS_FILE)
     small = os.path.join(args['out'] + '-small', ex.EXTRACTS_FILE)
     tf.io.gfile.makedirs(os.path.dirname(small))

@@ -6,9 +6,12 @@ validations, and a ``ModelBlessing`` for the stock Pusher.
   no-skill gate (plain Python); the metrics config is a ``tfma.EvalConfig``.
 * ``models`` (loading and fit checks), ``chunked`` (the sample the check
   replays, label checks), ``extracts`` (the chunked pass: one example per
-  sequence, or per step group for per-step classification), ``equivalence`` (chunked == whole-sequence serving),
-  ``tfma_eval`` (the config and the TFMA run) and ``evaluation`` (one
-  evaluation and the blessing decision) — no TFX; they use the shared core
+  sequence, or per step group for per-step classification),
+  ``equivalence`` (chunked == whole-sequence serving), ``tfma_config`` (the
+  ``tfma.EvalConfig``), ``tfma_metrics`` (numpy TFMA metrics of the default
+  config), ``tfma_eval`` (the TFMA run), ``tfma_results`` (its output read
+  back, the one verdict) and ``evaluation`` (one evaluation and the
+  blessing decision) — no TFX; they use the shared core
   ``components.stateful``, never the trainer. ``report`` — the HTML view.
 * ``component.StatefulEvaluator`` / ``executor.Executor`` — the TFX parts.
 """

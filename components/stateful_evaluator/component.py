@@ -19,7 +19,7 @@ from tfx.types.component_spec import ExecutionParameter
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_evaluator import executor
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import tfma_eval
+from components.stateful_evaluator import tfma_config
 
 
 class StatefulEvaluatorSpec(types.ComponentSpec):
@@ -83,7 +83,7 @@ class StatefulEvaluator(base_component.BaseComponent):
                baseline_model: Optional[types.BaseChannel] = None,
                *,
                split: str = executor.DEFAULT_SPLIT,
-               eval_config: Union[tfma_eval.tfma.EvalConfig,
+               eval_config: Union[tfma_config.tfma.EvalConfig,
                                   Mapping[str, Any], str, None] = None,
                settings: Union[settings_lib.StatefulSettings,
                                Mapping[str, Any], str, None] = None):
@@ -97,21 +97,21 @@ class StatefulEvaluator(base_component.BaseComponent):
       split: the split of ``batches`` to evaluate on.
       eval_config: a ``tfma.EvalConfig`` (its dict or JSON text), as for
         TFX's Evaluator; its model specs are set by the evaluator (see
-        ``tfma_eval.py``). None: ``tfma_eval.default_eval_config`` for the
+        ``tfma_config.py``). None: ``tfma_config.default_eval_config`` for the
         model's task. Parsed here.
       settings: ``StatefulSettings`` (or its dict / JSON): the chunked ==
         whole check and the no-skill gate. None: the defaults.
     """
     if not isinstance(split, str) or not split:
       raise ValueError(f'split must be a non-empty string, got {split!r}')
-    config = tfma_eval.coerce(eval_config)
+    config = tfma_config.coerce(eval_config)
     stateful = settings_lib.coerce(settings)
     spec = StatefulEvaluatorSpec(
         model=model,
         batches=batches,
         baseline_model=baseline_model,
         split=split,
-        eval_config=tfma_eval.to_json(config),
+        eval_config=tfma_config.to_json(config),
         settings=stateful.to_json(),
         evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
         blessing=types.Channel(type=standard_artifacts.ModelBlessing))

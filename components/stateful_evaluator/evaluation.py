@@ -5,7 +5,8 @@ comparable one) (``models.py``), makes the chunked stateful pass that writes
 one extract per sequence (``extracts.py``), checks that chunked execution
 equals whole-sequence serving (``equivalence.py``), has TensorFlow Model
 Analysis compute metrics, slices, plots, diffs and validations over the
-extracts (``tfma_eval.py``) and decides the blessing from three checks:
+extracts (``tfma_eval.py``, its config ``tfma_config.py``) and decides the
+blessing from three checks:
 
 1. TFMA's validation result (the ``tfma.EvalConfig`` thresholds; change
    thresholds only against a real baseline);
@@ -17,7 +18,7 @@ extracts (``tfma_eval.py``) and decides the blessing from three checks:
    references are scored there, not as TFMA models).
 
 The three are one verdict: TFMA's ``validations.tfrecord`` holds them all
-(``tfma_eval.record_checks``), so ``validation_ok`` is the blessing.
+(``tfma_results.record_checks``), so ``validation_ok`` is the blessing.
 
 The output folder holds TFMA's files (the stock Evaluator's layout),
 ``extracts.tfrecord.gz``, ``stateful_evaluation.json`` (the checks, the
@@ -51,6 +52,8 @@ from components.stateful_evaluator import models as models_lib
 from components.stateful_evaluator import report as report_lib
 from components.stateful_evaluator import settings as settings_lib
 from components.stateful_evaluator import skill_test
+from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator import tfma_results
 from components.stateful_evaluator import tfma_eval
 
 _LOG = logging.getLogger(__name__)
@@ -75,7 +78,7 @@ class EvaluationOutcome:
   reasons: List[str]
   message: str
   document: Dict[str, Any]
-  results: tfma_eval.Results
+  results: tfma_results.Results
 
 
 def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
@@ -98,7 +101,7 @@ def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
   return baseline, f'baseline {baseline_uri}'
 
 
-def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
+def _gate(results: tfma_results.Results, spec: ms.ModelSpec,
           settings: settings_lib.StatefulSettings,
           tests: Dict[str, skill_test.PairedTest]) -> Dict[str, Any]:
   """The no-skill gate on the overall primary metric: better than every
@@ -108,11 +111,11 @@ def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
   ``gain``: candidate minus the best reference (accuracy), or ``1 -
   candidate / best`` (MSE); the margin holds when ``gain > 0`` and ``gain >=
   margin``."""
-  metric = tfma_eval.primary_metric(spec.task)
-  cand = results.metrics.get(tfma_eval.CANDIDATE, {}).get(
+  metric = tfma_config.primary_metric(spec.task)
+  cand = results.metrics.get(tfma_config.CANDIDATE, {}).get(
       'overall', {}).get(metric)
   skill = {m: t.reference_value for m, t in tests.items()}
-  higher = tfma_eval.higher_is_better(metric)
+  higher = tfma_config.higher_is_better(metric)
   known = [v for v in skill.values() if v is not None]
   best = (max(known) if higher else min(known)) if known else None
   margin = settings.no_skill_margin
@@ -147,21 +150,21 @@ def _gate(results: tfma_eval.Results, spec: ms.ModelSpec,
 
 def _checks(equivalence, gate: Dict[str, Any],
             settings: settings_lib.StatefulSettings
-           ) -> List[tfma_eval.Check]:
+           ) -> List[tfma_results.Check]:
   """The chunked == whole check and (when required) the no-skill gate, as
   value thresholds on the candidate in TFMA's validation result."""
-  checks = [tfma_eval.Check(
+  checks = [tfma_results.Check(
       name='chunked_whole_max_abs_diff', value=equivalence.max_abs_diff,
       ok=bool(equivalence.ok), message=equivalence.message,
       upper_bound=settings.equivalence_tolerance)]
   if not settings.require_skill:
     return checks
-  checks.append(tfma_eval.Check(
+  checks.append(tfma_results.Check(
       name='no_skill_gain', value=gate['gain'], ok=gate['margin_ok'],
       message=f'no better than no skill by the margin: {gate["message"]}',
       lower_bound=gate['margin']))
   if gate['p_value'] is not None:
-    checks.append(tfma_eval.Check(
+    checks.append(tfma_results.Check(
         name='no_skill_p_value', value=gate['p_value'],
         ok=gate['significant'],
         message=f'not significantly better than no skill: {gate["message"]}',
@@ -209,7 +212,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   spec = candidate.spec
   baseline, baseline_note = _baseline(baseline_uri, model_uri, meta, spec)
   _LOG.info('baseline: %s', baseline_note)
-  config = tfma_eval.complete_config(eval_config, spec, baseline is not None)
+  config = tfma_config.complete_config(eval_config, spec, baseline is not None)
   no_skill = extracts_lib.NoSkill.from_batches(batches_uri,
                                                settings.train_split, spec)
   sampler = chunked_lib.SequenceSampler(settings.equivalence_sample_size,
@@ -217,8 +220,8 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
                                         spec.num_unroll)
   # The no-skill gate's paired tests (and, for regression, the report's
   # sample of predicted against actual) see each sequence as it is written.
-  references = {m: tfma_eval.PREDICTION_KEYS[m]
-                for m in tfma_eval.no_skill_models(spec)}
+  references = {m: tfma_config.PREDICTION_KEYS[m]
+                for m in tfma_config.no_skill_models(spec)}
   paired = skill_test.PairedTests(spec.task, list(references.values()),
                                   settings.skill_block_steps)
   points = (skill_test.PointSample() if spec.task == ms.REGRESSION
@@ -236,10 +239,11 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
             'examples in %.1fs', stats.sequences, stats.labelled_steps,
             stats.examples, stats.seconds)
   # TFMA reads only the extracts: it runs in a thread beside the check.
-  def run_tfma() -> Tuple[tfma_eval.Results, float]:
+  def run_tfma() -> Tuple[tfma_results.Results, float]:
     tfma_started = clock()
     tfma_eval.run(stats.path, config, output_dir, make_pipeline)
-    return tfma_eval.load(output_dir, spec.num_classes), clock() - tfma_started
+    results = tfma_results.load(output_dir, spec.num_classes)
+    return results, clock() - tfma_started
 
   tfma_thread = concurrent.futures.ThreadPoolExecutor(
       1, thread_name_prefix='tfma')
@@ -267,7 +271,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   if settings.require_skill and not gate['ok']:
     reasons.append(f'no better than no skill: {gate["message"]}')
   # TFMA's validation result is the verdict; ``reasons`` say why.
-  verdict = tfma_eval.record_checks(
+  verdict = tfma_results.record_checks(
       output_dir, _checks(equivalence, gate, settings),
       thresholds_ok=results.validation_ok, rubber_stamp=baseline is None)
   blessed = bool(verdict.validation_ok)
@@ -310,7 +314,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
                'failures': results.failures,
                'metrics': results.metrics,
                'confusion_matrix': results.confusion,
-               'eval_config': tfma_eval.describe(config)},
+               'eval_config': tfma_config.describe(config)},
       'settings': settings.to_dict(),
       'seconds': {'total': clock() - started, 'chunked_pass': stats.seconds,
                   'tfma': tfma_seconds},

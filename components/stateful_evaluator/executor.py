@@ -38,7 +38,7 @@ from tfx.utils import path_utils
 
 from components.stateful_evaluator import evaluation
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import tfma_eval
+from components.stateful_evaluator import tfma_config
 
 _LOG = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class EvaluatorArgs:
   baseline_uri: Optional[str]
   batches_uri: str
   split: str
-  eval_config: Optional[tfma_eval.tfma.EvalConfig]
+  eval_config: Optional[tfma_config.tfma.EvalConfig]
   settings: settings_lib.StatefulSettings
   evaluation_uri: str
 
@@ -92,7 +92,7 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
     if split not in splits:
       raise ValueError(f'SequenceBatches {batches.uri} has splits {splits}; '
                        f'split {split!r} was asked for')
-  eval_config = tfma_eval.coerce(exec_properties.get(EVAL_CONFIG_KEY))
+  eval_config = tfma_config.coerce(exec_properties.get(EVAL_CONFIG_KEY))
   settings = settings_lib.coerce(exec_properties.get(SETTINGS_KEY) or None)
   evaluation_out = artifact_utils.get_single_instance(
       output_dict[EVALUATION_KEY])

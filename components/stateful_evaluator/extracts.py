@@ -33,7 +33,7 @@ the groups: the set of probability vectors whose arg-max is class j is
 convex, so a group's mean has the arg-max of its steps, and accuracy, the
 confusion matrix and top-1 recall and precision per class equal their
 per-step values. Metrics of the probabilities themselves (cross-entropy,
-AUC) would be of the group means, so ``tfma_eval.default_eval_config``
+AUC) would be of the group means, so ``tfma_config.default_eval_config``
 leaves them out for per-step classification. The no-skill gate's paired
 test (``observe``) sees every step. A sequence is written when
 its last step has been seen, so memory holds at most one open sequence per

@@ -1,7 +1,7 @@
 """``StatefulSettings``: the evaluator's settings that TFMA has no place for.
 
 Plain Python (no TensorFlow, no TFX). The metrics, slices and thresholds are
-a ``tfma.EvalConfig`` (``tfma_eval.py``); what is special to a stateful,
+a ``tfma.EvalConfig`` (``tfma_config.py``); what is special to a stateful,
 chunked evaluation is here: the chunked == whole-sequence check and the
 no-skill gate. The component takes it as JSON text.
 """

@@ -21,6 +21,8 @@ from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator import extracts as X
 from components.stateful_evaluator import models as models_lib
 from components.stateful_evaluator import settings as S
+from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator import tfma_results
 from components.stateful_evaluator import tfma_eval
 from components.stateful_evaluator import tfma_metrics
 from tests.components.stateful_evaluator import helpers
@@ -44,7 +46,7 @@ def _read_extracts(path):
 
 
 def _mae_at_most(bound):
-  cfg = tfma_eval.default_eval_config(ms.REGRESSION, None)
+  cfg = tfma_config.default_eval_config(ms.REGRESSION, None)
   metric = cfg.metrics_specs[0].metrics.add(class_name='MeanAbsoluteError')
   del cfg.metrics_specs[0].metrics[-2]  # The default MAE (no threshold).
   metric.threshold.value_threshold.upper_bound.value = bound
@@ -270,7 +272,7 @@ def test_complete_config_thresholds_only_on_the_candidate():
   spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
                       feature_names=('a',), task=ms.CLASSIFICATION,
                       num_classes=3)
-  cfg = tfma_eval.complete_config(None, spec, with_baseline=True)
+  cfg = tfma_config.complete_config(None, spec, with_baseline=True)
   names = [m.name for m in cfg.model_specs]
   assert names == ['candidate', 'baseline']  # No-skill: skill_test.py.
   assert [m.is_baseline for m in cfg.model_specs] == [False, True]
@@ -278,13 +280,13 @@ def test_complete_config_thresholds_only_on_the_candidate():
     has = any(m.HasField('threshold') for m in metrics_spec.metrics)
     assert not has or list(metrics_spec.model_names) == ['candidate']
   # Without a baseline the change thresholds go (nothing to change from).
-  alone = tfma_eval.complete_config(None, spec, with_baseline=False)
+  alone = tfma_config.complete_config(None, spec, with_baseline=False)
   assert not any(m.threshold.HasField('change_threshold')
                  for s in alone.metrics_specs for m in s.metrics)
   bad = tfma.EvalConfig(metrics_specs=[tfma.MetricsSpec(
       model_names=['other'])])
-  with pytest.raises(tfma_eval.EvalConfigError, match='model specs'):
-    tfma_eval.complete_config(bad, spec, with_baseline=False)
+  with pytest.raises(tfma_config.EvalConfigError, match='model specs'):
+    tfma_config.complete_config(bad, spec, with_baseline=False)
 
 
 @pytest.mark.parametrize('value, match', [
@@ -292,8 +294,8 @@ def test_complete_config_thresholds_only_on_the_candidate():
     ({'no_such_field': 1}, 'not a tfma.EvalConfig'),
 ])
 def test_eval_config_errors(value, match):
-  with pytest.raises(tfma_eval.EvalConfigError, match=match):
-    tfma_eval.coerce(value)
+  with pytest.raises(tfma_config.EvalConfigError, match=match):
+    tfma_config.coerce(value)
 
 
 @pytest.mark.parametrize('change, match', [
@@ -402,10 +404,10 @@ def test_per_class_metrics_are_by_arg_max_on_three_classes(tmp_path):
   spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
                       feature_names=('a',), task=ms.CLASSIFICATION,
                       num_classes=3)
-  cfg = tfma_eval.complete_config(None, spec, with_baseline=False)
+  cfg = tfma_config.complete_config(None, spec, with_baseline=False)
   out = str(tmp_path / 'out')
   tfma_eval.run(path, cfg, out)
-  results = tfma_eval.load(out, 3)
+  results = tfma_results.load(out, 3)
   grid = np.array(results.confusion['overall'])
   pred = probs.argmax(axis=1)
   expected = np.array([[np.sum((labels == a) & (pred == b)) for b in range(3)]
@@ -464,7 +466,7 @@ def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
           dict(output_size=1, label_kind=ms.PER_STEP))
   spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
                       feature_names=('a',), task=task, **kind)
-  cfg = tfma_eval.complete_config(None, spec, with_baseline=False)
+  cfg = tfma_config.complete_config(None, spec, with_baseline=False)
   names = ({'sparse_categorical_accuracy': 'SparseCategoricalAccuracy',
             'sparse_categorical_crossentropy': 'SparseCategoricalCrossentropy'}
            if task == ms.CLASSIFICATION else
@@ -472,12 +474,12 @@ def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
             'mean_absolute_error': 'MeanAbsoluteError'})
   native = {m.class_name: m.module for m in cfg.metrics_specs[0].metrics}
   for name, cls in names.items():
-    assert native[tfma_eval.NATIVE_METRICS[cls]] == tfma_metrics.MODULE
+    assert native[tfma_config.NATIVE_METRICS[cls]] == tfma_metrics.MODULE
     cfg.metrics_specs[0].metrics.add(class_name=cls,
                                      config=json.dumps({'name': 'stock_' + name}))
   out = str(tmp_path / 'out')
   tfma_eval.run(path, cfg, out)
-  got = tfma_eval.load(out, spec.num_classes).metrics['candidate']
+  got = tfma_results.load(out, spec.num_classes).metrics['candidate']
   for sliced in got.values():
     for name in names:
       assert sliced[name] == pytest.approx(sliced['stock_' + name], rel=1e-6)
@@ -494,7 +496,7 @@ def test_load_eval_result_without_a_model_name_gives_the_candidate(
   key = 'sparse_categorical_accuracy'
   if run == 'worse':
     named = dict(tfma.load_eval_result(
-        out, model_name=tfma_eval.CANDIDATE).slicing_metrics)[()]['']['']
+        out, model_name=tfma_config.CANDIDATE).slicing_metrics)[()]['']['']
     assert plain[key] == named[key]
     assert f'{key}_diff' in plain
   assert plain[key]['doubleValue'] == pytest.approx(

@@ -21,7 +21,7 @@ from components.sequence_batcher.component import SequenceBatches
 from components.stateful_evaluator import component as component_lib
 from components.stateful_evaluator import executor as executor_lib
 from components.stateful_evaluator import settings as S
-from components.stateful_evaluator import tfma_eval
+from components.stateful_evaluator import tfma_config
 
 
 def _config(class_name, *, upper=None, direction=None, absolute=None):
@@ -62,7 +62,7 @@ def _run(tmp_path, name, model, batches, config, baseline=None, **props):
   inputs = {'model': [model], 'batches': [batches]}
   if baseline is not None:
     inputs['baseline_model'] = [baseline]
-  exec_properties = {'split': 'eval', 'eval_config': tfma_eval.to_json(config),
+  exec_properties = {'split': 'eval', 'eval_config': tfma_config.to_json(config),
                      'settings': S.StatefulSettings().to_json(), **props}
   executor_lib.Executor().Do(inputs, {'evaluation': [evaluation],
                                       'blessing': [blessing]},
@@ -235,7 +235,7 @@ def test_component_wires_channels_and_validates_config():
       eval_config=MAE_AT_MOST_2,
       settings=S.StatefulSettings(no_skill_margin=0.05))
   assert evaluator.exec_properties['split'] == 'eval'
-  assert tfma_eval.coerce(
+  assert tfma_config.coerce(
       evaluator.exec_properties['eval_config']) == MAE_AT_MOST_2
   assert S.coerce(evaluator.exec_properties['settings']).no_skill_margin == (
       0.05)
@@ -252,7 +252,7 @@ def test_component_wires_channels_and_validates_config():
   with pytest.raises(S.SettingsError, match='unknown'):
     component_lib.StatefulEvaluator(model=model, batches=batches,
                                     settings={'tolerance': 1e-3})
-  with pytest.raises(tfma_eval.EvalConfigError):
+  with pytest.raises(tfma_config.EvalConfigError):
     component_lib.StatefulEvaluator(model=model, batches=batches,
                                     eval_config={'thresholds': 1})
   with pytest.raises(TypeError):
