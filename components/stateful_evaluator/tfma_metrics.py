@@ -1,12 +1,10 @@
 """The default config's weighted-mean metrics for TFMA, in vectorised numpy.
 
-A Keras metric such as ``SparseCategoricalAccuracy`` goes through a traced
-TensorFlow function per combiner (tracing the two sparse metrics of the
-default config cost the evaluator about 1.4 s per run on the bundled
-sample); TFMA's own ``MeanSquaredError`` and ``MeanAbsoluteError`` walk
-every label element in a Python loop (most of TFMA's time over a per-step
-regression set, whose extracts hold a sequence's steps each; BENCHMARKS
-section 5). These are TFMA metrics with the same names and values:
+A Keras metric such as ``SparseCategoricalAccuracy`` goes through a
+TensorFlow function per combiner, traced in every run; TFMA's own
+``MeanSquaredError`` and ``MeanAbsoluteError`` walk every label element in a
+Python loop (most of TFMA's time over a per-step regression set, whose
+extracts hold a sequence's steps each; BENCHMARKS section 5). These are TFMA metrics with the same names and values:
 
 * ``SparseCategoricalAccuracy`` (``sparse_categorical_accuracy``): the
   weighted share of examples whose arg-max class is the label (the first
@@ -161,31 +159,32 @@ def _computations(name: str, scored: str):
   return metric_util.merge_per_key_computations(create)
 
 
-class SparseCategoricalAccuracy(metric_types.Metric):
+class _WeightedMean(metric_types.Metric):
+  """A TFMA metric: the example-weighted mean of the score ``SCORED``."""
+  SCORED = ''
+
+  def __init__(self, name: Optional[str] = None):
+    name = name or self.SCORED
+    super().__init__(_computations(name, self.SCORED), name=name)
+
+
+class SparseCategoricalAccuracy(_WeightedMean):
   """The share of examples whose arg-max class is the label."""
-
-  def __init__(self, name: str = ACCURACY_NAME):
-    super().__init__(_computations(name, ACCURACY_NAME), name=name)
+  SCORED = ACCURACY_NAME
 
 
-class SparseCategoricalCrossentropy(metric_types.Metric):
+class SparseCategoricalCrossentropy(_WeightedMean):
   """The mean of ``-log p[label]`` (probabilities clipped as Keras clips)."""
-
-  def __init__(self, name: str = CROSSENTROPY_NAME):
-    super().__init__(_computations(name, CROSSENTROPY_NAME), name=name)
+  SCORED = CROSSENTROPY_NAME
 
 
 # TFMA looks a metric's class name up among its own registered metrics
 # before it reads ``module``: these two need names of their own.
-class ElementwiseMeanSquaredError(metric_types.Metric):
+class ElementwiseMeanSquaredError(_WeightedMean):
   """The weighted mean of the squared error over every label element."""
-
-  def __init__(self, name: str = MSE_NAME):
-    super().__init__(_computations(name, MSE_NAME), name=name)
+  SCORED = MSE_NAME
 
 
-class ElementwiseMeanAbsoluteError(metric_types.Metric):
+class ElementwiseMeanAbsoluteError(_WeightedMean):
   """The weighted mean of the absolute error over every label element."""
-
-  def __init__(self, name: str = MAE_NAME):
-    super().__init__(_computations(name, MAE_NAME), name=name)
+  SCORED = MAE_NAME
