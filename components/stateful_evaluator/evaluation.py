@@ -5,8 +5,9 @@ comparable one) (``models.py``), makes the chunked stateful pass that writes
 one extract per sequence (``extracts.py``), checks that chunked execution
 equals whole-sequence serving (``equivalence.py``), has TensorFlow Model
 Analysis compute metrics, slices, plots, diffs and validations over the
-extracts (``tfma_eval.py``, its config ``tfma_config.py``) and decides the
-blessing from three checks:
+extracts (its config ``tfma_config.py``; in this process,
+``tfma_in_process.py``, up to ``tfma_in_process_max_examples``, else on
+Beam, ``tfma_eval.py``) and decides the blessing from three checks:
 
 1. TFMA's validation result (the ``tfma.EvalConfig`` thresholds; change
    thresholds only against a real baseline);
@@ -55,6 +56,7 @@ from components.stateful_evaluator import skill_test
 from components.stateful_evaluator import tfma_config
 from components.stateful_evaluator import tfma_results
 from components.stateful_evaluator import tfma_eval
+from components.stateful_evaluator import tfma_in_process
 
 _LOG = logging.getLogger(__name__)
 
@@ -172,6 +174,24 @@ def _checks(equivalence, gate: Dict[str, Any],
   return checks
 
 
+IN_PROCESS = 'in_process'
+BEAM = 'beam'
+
+
+def tfma_runner(config: tfma.EvalConfig, examples: int,
+                settings: settings_lib.StatefulSettings) -> Tuple[str, str]:
+  """Where TFMA runs (``IN_PROCESS`` or ``BEAM``), and why."""
+  limit = settings.tfma_in_process_max_examples
+  reason = tfma_in_process.unsupported(config)
+  if reason:
+    return BEAM, f'the eval_config asks for {reason}'
+  if examples > limit:
+    return BEAM, (f'{examples} examples > tfma_in_process_max_examples '
+                  f'{limit}')
+  return IN_PROCESS, (f'{examples} examples <= '
+                      f'tfma_in_process_max_examples {limit}')
+
+
 def evaluate(*, model_uri: str, batches_uri: str, split: str,
              output_dir: str,
              eval_config: Optional[tfma.EvalConfig] = None,
@@ -195,7 +215,8 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
     serving_dir: the candidate's serving SavedModel (for the equivalence
       check); None: there is none (not blessed).
     baseline_uri: the baseline ``Model`` URI, or None.
-    make_pipeline: builds the Beam pipeline TFMA runs on.
+    make_pipeline: builds the Beam pipeline TFMA runs on (when it runs on
+      Beam, see ``tfma_runner``).
     clock: seconds, monotonic (injected for tests).
   """
   started = clock()
@@ -238,10 +259,16 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   _LOG.info('chunked evaluation: %d sequences, %d labelled steps, %d '
             'examples in %.1fs', stats.sequences, stats.labelled_steps,
             stats.examples, stats.seconds)
+  runner, runner_note = tfma_runner(config, stats.examples, settings)
+  _LOG.info('TFMA runs %s: %s', runner.replace('_', ' '), runner_note)
+
   # TFMA reads only the extracts: it runs in a thread beside the check.
   def run_tfma() -> Tuple[tfma_results.Results, float]:
     tfma_started = clock()
-    tfma_eval.run(stats.path, config, output_dir, make_pipeline)
+    if runner == IN_PROCESS:
+      tfma_in_process.run(stats.path, config, output_dir)
+    else:
+      tfma_eval.run(stats.path, config, output_dir, make_pipeline)
     results = tfma_results.load(output_dir, spec.num_classes)
     return results, clock() - tfma_started
 
@@ -307,7 +334,8 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
       'equivalence': equivalence.to_dict(),
       'regression_view': None if points is None else {
           'points': points.points(), 'labelled_steps': points.offered},
-      'tfma': {'validation_ok': bool(verdict.validation_ok),
+      'tfma': {'runner': runner, 'runner_note': runner_note,
+               'validation_ok': bool(verdict.validation_ok),
                'thresholds_validation_ok': results.validation_ok,
                'rubber_stamp': bool(verdict.rubber_stamp),
                'thresholds': results.thresholds,

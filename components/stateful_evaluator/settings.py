@@ -62,6 +62,13 @@ class StatefulSettings:
       consecutive labelled steps of one sequence.
     train_split: the split of the batches the no-skill predictors are
       fitted on.
+    tfma_in_process_max_examples: TFMA runs in the evaluator's own process
+      (``tfma_in_process.py``: the same computations and files, no Beam
+      pipeline) when the extracts hold at most this many examples and the
+      ``eval_config`` asks for nothing only TFMA's Beam pipeline computes
+      (confidence intervals, query keys, cross slices); larger extracts go
+      to the component's Beam pipeline (its ``beam_pipeline_args``), where a
+      distributed runner can share them out. 0: always Beam.
   """
   equivalence_tolerance: float = 1e-4
   equivalence_sample_size: int = 16
@@ -73,6 +80,7 @@ class StatefulSettings:
   skill_significance: float = 0.05
   skill_block_steps: int = 256
   train_split: str = 'train'
+  tfma_in_process_max_examples: int = 100_000
 
   def __post_init__(self):
     for name in ('equivalence_tolerance', 'no_skill_margin'):
@@ -95,6 +103,10 @@ class StatefulSettings:
     if not _is_int(self.skill_block_steps) or self.skill_block_steps < 1:
       raise SettingsError(f'skill_block_steps must be an int >= 1, got '
                           f'{self.skill_block_steps!r}')
+    if not _is_int(self.tfma_in_process_max_examples) or (
+        self.tfma_in_process_max_examples < 0):
+      raise SettingsError(f'tfma_in_process_max_examples must be an int >= 0, '
+                          f'got {self.tfma_in_process_max_examples!r}')
     if not _is_int(self.equivalence_seed) or self.equivalence_seed < 0:
       raise SettingsError(f'equivalence_seed must be an int >= 0, got '
                           f'{self.equivalence_seed!r}')

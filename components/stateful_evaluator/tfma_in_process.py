@@ -1,0 +1,240 @@
+"""TFMA over the stateful extracts in this process, without a Beam pipeline.
+
+The same computation as ``tfma_eval.run``, for extracts small enough to read
+in one process: TFMA's own extractor functions, metric computations,
+combiners, derived and diff metrics, validator and proto converters, called
+in a loop instead of as a 36-stage Beam pipeline. Beam's fixed cost
+(building, translating and running that pipeline: seconds, whatever the
+data) is what the evaluator would otherwise spend most of its time on
+(BENCHMARKS section 5). The files written are the ones TFMA's writers write
+(``metrics``, ``plots``, ``attributions`` and ``validations`` TFRecords of
+the same protos, ``eval_config.json``), so ``tfma.load_eval_result``,
+``tfma.load_validation_result`` and ``tfma_results`` read them unchanged.
+
+The extracts are read in record batches (TFXIO's in-process reader) and
+folded into one accumulator per slice as they come, so memory does not grow
+with the number of extracts. What TFMA computes only on Beam (confidence
+intervals, query-key metrics, cross-slice metrics) is refused by
+``unsupported``; the caller then runs ``tfma_eval.run``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from tensorflow_model_analysis import constants
+from tensorflow_model_analysis.evaluators import (
+    metrics_plots_and_validations_evaluator as mpv)
+from tensorflow_model_analysis.evaluators import metrics_validator
+from tensorflow_model_analysis.extractors import features_extractor
+from tensorflow_model_analysis.extractors import slice_key_extractor
+from tensorflow_model_analysis.extractors import unbatch_extractor
+from tensorflow_model_analysis.metrics import metric_specs
+from tensorflow_model_analysis.metrics import metric_types
+from tensorflow_model_analysis.slicer import slicer_lib
+from tensorflow_model_analysis.utils import model_util
+from tensorflow_model_analysis.utils import util
+from tensorflow_model_analysis.writers import eval_config_writer
+from tensorflow_model_analysis.writers import (
+    metrics_plots_and_validations_writer as mpv_writer)
+from tfx_bsl.public import tfxio
+from tfx_bsl.tfxio import dataset_options
+
+# Record batches read at a time (TFXIO's in-process reader).
+BATCH_SIZE = 256
+
+# The files, as TFMA's default writers name them.
+_SHARDED = '-00000-of-00001.tfrecord'
+_PRUNED = (constants.SLICE_KEY_TYPES_KEY, constants.SLICE_KEYS_KEY)
+
+Sliced = Tuple[Any, Dict[Any, Any]]
+
+# What TFMA's FilterOutSlices puts in place of a slice under min_slice_size.
+_ERROR_KEY = '__ERROR__'
+_SMALL_SLICE = ('Example count for this slice key is lower than the minimum '
+                'required value: %d. No data is aggregated for this slice.')
+
+
+def unsupported(config: tfma.EvalConfig) -> Optional[str]:
+  """Why ``config`` needs TFMA's Beam pipeline, or None."""
+  if config.options.compute_confidence_intervals.value:
+    return 'confidence intervals'
+  if any(spec.query_key for spec in config.metrics_specs):
+    return 'query-key metrics'
+  if config.cross_slicing_specs:
+    return 'cross-slicing specs'
+  return None
+
+
+def _record_batches(extracts_path: str) -> Iterator[Any]:
+  source = tfxio.TFExampleRecord(
+      file_pattern=extracts_path,
+      raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+  return source.RecordBatches(dataset_options.RecordBatchesOptions(
+      batch_size=BATCH_SIZE, shuffle=False, num_epochs=1))
+
+
+def _extracts(record_batch: Any, config: tfma.EvalConfig
+             ) -> List[Dict[str, Any]]:
+  """One extract per example: what TFMA's Features, Labels, ExampleWeights,
+  MaterializedPredictions and Unbatch extractors make of a record batch."""
+  batch, serialized = (
+      features_extractor._drop_unsupported_columns_and_fetch_raw_data_column(  # pylint: disable=protected-access
+          record_batch))
+  batched = {constants.FEATURES_KEY: util.record_batch_to_tensor_values(
+                 batch, {}),
+             constants.INPUT_KEY: serialized}
+  specs = list(config.model_specs)
+  batched[constants.LABELS_KEY] = (
+      model_util.get_feature_values_for_model_spec_field(
+          specs, 'label_key', 'label_keys', batched, True))
+  weights = model_util.get_feature_values_for_model_spec_field(
+      specs, 'example_weight_key', 'example_weight_keys', batched)
+  if weights is not None:
+    batched[constants.EXAMPLE_WEIGHTS_KEY] = weights
+  predictions = model_util.get_feature_values_for_model_spec_field(
+      specs, 'prediction_key', 'prediction_keys', batched)
+  if predictions is not None:
+    batched = util.copy_and_set_by_keys(
+        batched, [constants.PREDICTIONS_KEY], predictions)
+  return unbatch_extractor._extract_unbatched_inputs(batched)  # pylint: disable=protected-access
+
+
+class _SlicedMetrics:
+  """TFMA's ``_ComputeMetricsAndPlots`` without Beam: the metric
+  computations of ``config``, one accumulator per slice."""
+
+  def __init__(self, config: tfma.EvalConfig):
+    self._config = config
+    separated = mpv._filter_and_separate_computations(  # pylint: disable=protected-access
+        metric_specs.to_computations(list(config.metrics_specs),
+                                     eval_config=config))
+    self._derived = separated.derived_computations
+    self._ci_derived = separated.ci_derived_computations
+    self._preprocess = mpv._PreprocessorDoFn(  # pylint: disable=protected-access
+        separated.non_derived_computations)
+    self._combine = mpv._ComputationsCombineFn(  # pylint: disable=protected-access
+        separated.non_derived_computations)
+    self._slice_keys = slice_key_extractor.ExtractSliceKeysFn(
+        config, materialize=False)
+    self._slice_specs = [slicer_lib.SingleSliceSpec(spec=spec)
+                         for spec in config.slicing_specs] or [
+                             slicer_lib.SingleSliceSpec()]
+    self._fanout = slicer_lib._FanoutSlicesDoFn(lambda k: k not in _PRUNED)  # pylint: disable=protected-access
+    baseline = model_util.get_baseline_model_spec(config)
+    self._baseline = baseline.name if baseline else None
+    self._accumulators: Dict[Any, Any] = {}
+    self._counts: Dict[Any, int] = {}
+    self.examples = 0
+    self._preprocess.setup()
+    self._preprocess.start_bundle()
+    self._combine.setup()
+
+  def add(self, extract: Dict[str, Any]) -> None:
+    self.examples += 1
+    for keyed in self._slice_keys.process(extract, self._slice_specs):
+      for element in self._preprocess.process(keyed):
+        for slice_key, inputs in self._fanout.process(element):
+          accumulator = self._accumulators.get(slice_key)
+          if accumulator is None:
+            accumulator = self._combine.create_accumulator()
+          self._accumulators[slice_key] = self._combine.add_input(
+              accumulator, inputs)
+          self._counts[slice_key] = self._counts.get(slice_key, 0) + 1
+
+  def results(self) -> List[Sliced]:
+    """(slice key, metrics, plots and attributions), as TFMA's evaluator
+    hands them to its writers."""
+    self._preprocess.finish_bundle()
+    self._preprocess.teardown()
+    min_size = self._config.options.min_slice_size.value
+    out = []
+    for slice_key, accumulator in self._accumulators.items():
+      if min_size > 1 and slice_key and self._counts[slice_key] < min_size:
+        # TFMA's FilterOutSlices: the slice stays, with an error instead.
+        out.append((slice_key, {_ERROR_KEY: _SMALL_SLICE % min_size}))
+        continue
+      metrics = self._combine.extract_output(
+          self._combine.compact(accumulator))
+      for computation in self._derived:
+        metrics.update(computation.result(metrics))
+      metrics.update(self._diffs(metrics))
+      for computation in self._ci_derived:
+        metrics.update(computation.result(metrics))
+      out.append((slice_key, {k: v for k, v in metrics.items()
+                              if not mpv._is_private_metrics(k)}))  # pylint: disable=protected-access
+    self._combine.teardown()
+    return out
+
+  def _diffs(self, metrics: Dict[Any, Any]) -> Dict[Any, Any]:
+    """The candidate-minus-baseline metrics of TFMA's AddDiffMetrics."""
+    if not self._baseline:
+      return {}
+    diffs = {}
+    for key, value in metrics.items():
+      if mpv._is_private_metrics(key) or key.is_diff:  # pylint: disable=protected-access
+        continue
+      base = key.make_baseline_key(self._baseline)
+      if key.model_name != self._baseline and base in metrics and (
+          mpv._is_metric_diffable(value)):  # pylint: disable=protected-access
+        diffs[key.make_diff_key()] = value - metrics[base]
+    return diffs
+
+
+def _by_type(sliced: List[Sliced], key_type: type) -> List[Sliced]:
+  return [mpv._filter_by_key_type(item, key_type) for item in sliced]  # pylint: disable=protected-access
+
+
+def _write_records(path: str, records: List[Any]) -> None:
+  with tf.io.TFRecordWriter(path) as writer:
+    for record in records:
+      writer.write(record.SerializeToString())
+
+
+def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str
+       ) -> int:
+  """Runs TFMA over the extracts in this process; writes the files of
+  ``tfma_eval.run``. Returns the number of examples read."""
+  reason = unsupported(config)
+  if reason:
+    raise ValueError(f'TFMA in process cannot compute {reason}; run it on '
+                     f'Beam (tfma_eval.run)')
+  sliced = _SlicedMetrics(config)
+  for record_batch in _record_batches(extracts_path):
+    for extract in _extracts(record_batch, config):
+      sliced.add(extract)
+  results = sliced.results()
+  metrics = _by_type(results, metric_types.MetricKey)
+  plots = _by_type(results, metric_types.PlotKey)
+  attributions = _by_type(results, metric_types.AttributionsKey)
+  combine = mpv_writer.CombineValidations(config)
+  validation = combine.create_accumulator()
+  for item in metrics:
+    validation = combine.add_input(
+        validation, metrics_validator.validate_metrics(item, config))
+  validation = combine.extract_output(validation)
+
+  tf.io.gfile.makedirs(output_dir)
+  join = os.path.join
+  _write_records(join(output_dir, constants.METRICS_KEY + _SHARDED), [
+      mpv_writer.convert_slice_metrics_to_proto(item, [])
+      for item in metrics])
+  _write_records(join(output_dir, constants.PLOTS_KEY + _SHARDED), [
+      mpv_writer.convert_slice_plots_to_proto(item, []) for item in plots])
+  _write_records(join(output_dir, constants.ATTRIBUTIONS_KEY + _SHARDED), [
+      mpv_writer.convert_slice_attributions_to_proto(item)
+      for item in attributions])
+  _write_records(join(output_dir, constants.VALIDATIONS_KEY + '.tfrecord'),
+                 [validation])
+  if eval_config_writer.EVAL_CONFIG_FILE not in (
+      config.options.disabled_outputs.values):
+    with tf.io.gfile.GFile(join(
+        output_dir, eval_config_writer.EVAL_CONFIG_FILE + '.json'), 'w') as f:
+      f.write(eval_config_writer._serialize_eval_run(  # pylint: disable=protected-access
+          copy.deepcopy(config), extracts_path, 'tfrecords',
+          {'': '<unknown>'}) + '\n')
+  return sliced.examples
