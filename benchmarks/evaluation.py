@@ -235,7 +235,8 @@ if 'output_dir' in inspect.signature(ev.evaluate).parameters:
              steps=doc['extracts']['labelled_steps'],
              sequences=doc['extracts']['sequences'],
              blessed=outcome.blessed, metric=doc['primary_metric'],
-             value=doc['no_skill']['gate']['candidate'])
+             value=doc['no_skill']['gate']['candidate'],
+             runner=doc['tfma'].get('runner', 'beam'))
   if args.get('tfma_parts'):
     from components.stateful import model_spec as ms
     from components.stateful_evaluator import extracts as ex
@@ -261,6 +262,10 @@ if 'output_dir' in inspect.signature(ev.evaluate).parameters:
     t = time.perf_counter()
     tfma_eval.run(path, config, args['out'] + '-again')
     res['tfma_again'] = time.perf_counter() - t
+    from components.stateful_evaluator import tfma_in_process
+    t = time.perf_counter()
+    tfma_in_process.run(path, config, args['out'] + '-in-process')
+    res['tfma_in_process'] = time.perf_counter() - t
 else:
   from components.stateful_evaluator import config as config_lib
   spent = [0.0]
@@ -612,13 +617,12 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
         f'{new["tfma"]:.1f} ({new["tfma"] / new["total"]:.0%})',
         f'{other:.1f}', common.ratio(new['evaluate'], old['evaluate']),
         common.ratio(new['evaluate'], case['train_s'])])
-    build = new['tfma'] - (new['beam_run'] or 0.0)
     where.append([
         case['name'], f'{old["import"]:.1f} / {new["import"]:.1f}',
         f'{old["wall"]:.1f} / {new["wall"]:.1f}',
-        f'{new["beam_run"]:.1f} / {build:.1f}',
+        new['runner'].replace('_', ' '),
         f'{new["tfma_small"]:.1f} ({new["tfma_small_run"]:.1f})',
-        f'{new["tfma_again"]:.1f}',
+        f'{new["tfma_again"]:.1f}', f'{new["tfma_in_process"]:.1f}',
         f'{_num(_old_value(old, new["metric"]))} / {_num(new["value"])} '
         f'({new["metric"]})'])
   cls, reg = e2e['sets']
@@ -642,8 +646,9 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
       '### The evaluator end to end: new (TFMA) against old (NumPy)',
       '',
       '`evaluation.evaluate` of this commit (chunked pass writing extracts, '
-      'chunked == whole check, TFMA over the extracts on the default Beam '
-      'runner with the default `tfma.EvalConfig`, blessing) against the old '
+      'chunked == whole check, TFMA over the extracts with the default '
+      '`tfma.EvalConfig`, in the evaluator\'s process (`tfma_in_process`, '
+      'the default up to 100,000 extracts), blessing) against the old '
       f'evaluator of commit `{OLD_COMMIT}` (chunked pass collecting every '
       'labelled step in memory, NumPy metrics by slice and position, '
       'default `EvalConfig`), run from a git worktree'
@@ -665,29 +670,31 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                     '(share)', 'new: other s', 'new / old',
                     'new / trainer'], rows, align='llrrrrrrrrrrr'),
       '',
-      'Where TFMA\'s time goes. In `evaluate`: the Beam pipeline\'s run '
-      '(`Pipeline.run` until finished) against the rest of TFMA\'s seconds '
-      '(building the pipeline, reading the results back). After `evaluate`, '
-      'in the same process: TFMA over the first 16 extracts only (the fixed '
-      'cost whatever the data; its Beam run in brackets) and over all the '
-      'extracts again (warm). Imports: `import evaluation` in a fresh '
+      'Where TFMA\'s time goes. "runner": where `evaluate` ran TFMA. After '
+      '`evaluate`, in the same process, with the same config: TFMA on '
+      'Beam (`tfma_eval.run`, the default DirectRunner) over the first 16 '
+      'extracts only (its fixed cost whatever the data; `Pipeline.run` in '
+      'brackets) and over all the extracts (warm), and TFMA in process '
+      '(`tfma_in_process.run`) over all the extracts, writing the same '
+      'files. Imports: `import evaluation` in a fresh '
       'process (the new one imports TFMA and Beam); process wall: the whole '
       'child process.',
       '',
       common.table(['set', 'import s (old / new)',
                     'process wall s (old / new)',
-                    'TFMA in evaluate: Beam run s / build + read s',
-                    'TFMA, 16 extracts s (Beam run)',
-                    'TFMA, all extracts again s',
+                    'TFMA runner in evaluate',
+                    'TFMA on Beam, 16 extracts s (Beam run)',
+                    'TFMA on Beam, all extracts s',
+                    'TFMA in process, all extracts s',
                     'headline metric, old / new'], where,
-                   align='lrrrrrl'),
+                   align='lrrlrrrl'),
       '',
       f'Peak resident memory of one evaluation (a fresh child process) of '
       f'the per-step regression model on {small["seqs"]:,} '
       f'and {large["seqs"]:,} eval sequences ({small["steps"]:,} and '
       f'{large["steps"]:,} labelled steps): `VmHWM` of the child (the '
-      'high-water mark of its own memory; TFMA\'s Beam runner works in '
-      'process) and `ru_maxrss` as the child reads it, which on Linux '
+      'high-water mark of its own memory) and `ru_maxrss` as the child '
+      'reads it, which on Linux '
       'survives `exec` and so is at least the forking parent\'s (this '
       'script\'s) RSS at the fork rather than the child\'s own peak:',
       '',

@@ -1,7 +1,8 @@
 """Executor of the StatefulEvaluator: artifacts -> typed args -> core.
 
 The work is in ``evaluation.py``; this file decodes artifacts and
-properties, calls ``evaluation.evaluate`` (TFMA runs on the pipeline's Beam
+properties, calls ``evaluation.evaluate`` (TFMA runs in process up to
+``tfma_in_process_max_examples`` extracts, else on the pipeline's Beam
 runner and options) and writes the two outputs:
 
 * ``evaluation`` (``ModelEvaluation``): TFMA's metrics, plots, validations and
