@@ -37,6 +37,7 @@ from tfx.types import standard_component_specs
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from components.stateful import heap
 from components.stateful_evaluator import evaluation
 from components.stateful_evaluator import settings as settings_lib
 from components.stateful_evaluator import tfma_config
@@ -144,16 +145,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
-    outcome = evaluation.evaluate(
-        model_uri=args.model_uri, batches_uri=args.batches_uri,
-        split=args.split, output_dir=args.evaluation_uri,
-        eval_config=args.eval_config, settings=args.settings,
-        serving_dir=args.serving_dir, baseline_uri=args.baseline_uri,
-        make_pipeline=self._make_beam_pipeline)
+    with heap.frozen_heap():
+      outcome = self._evaluate(args)
+    _LOG.info('StatefulEvaluator: %s', outcome.message)
     evaluation.write_outputs(outcome, args.evaluation_uri)
     model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
     write_blessing(
         artifact_utils.get_single_instance(output_dict[BLESSING_KEY]), model,
         _single(input_dict, BASELINE_MODEL_KEY), outcome.blessed,
         outcome.message, exec_properties)
-    _LOG.info('StatefulEvaluator: %s', outcome.message)
+
+  def _evaluate(self, args: EvaluatorArgs) -> evaluation.EvaluationOutcome:
+    return evaluation.evaluate(
+        model_uri=args.model_uri, batches_uri=args.batches_uri,
+        split=args.split, output_dir=args.evaluation_uri,
+        eval_config=args.eval_config, settings=args.settings,
+        serving_dir=args.serving_dir, baseline_uri=args.baseline_uri,
+        make_pipeline=self._make_beam_pipeline)

@@ -19,6 +19,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from components.stateful import heap
 from components.stateful import model_io
 from components.stateful_trainer import run as trainer_run
 from components.stateful_trainer import settings
@@ -168,7 +169,8 @@ class Executor(base_executor.BaseExecutor):
     # Progress lines are INFO records of this package's loggers.
     logging.getLogger('components.stateful_trainer').setLevel(logging.INFO)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
-    result = trainer_run.run(args)
+    with heap.frozen_heap():
+      result = trainer_run.run(args)
     model = artifact_utils.get_single_instance(output_dict[MODEL_KEY])
     model.set_string_custom_property(FINGERPRINT_PROPERTY,
                                      result.fingerprint.digest)
