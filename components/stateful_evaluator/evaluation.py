@@ -185,6 +185,8 @@ def tfma_runner(config: tfma.EvalConfig, examples: int,
   reason = tfma_in_process.unsupported(config)
   if reason:
     return BEAM, f'the eval_config asks for {reason}'
+  if limit == 0:
+    return BEAM, 'tfma_in_process_max_examples is 0'
   if examples > limit:
     return BEAM, (f'{examples} examples > tfma_in_process_max_examples '
                   f'{limit}')
@@ -253,9 +255,22 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
     if points is not None:
       points.offer(seq[extracts_lib.LABEL], seq[extracts_lib.PREDICTION])
 
-  stats = extracts_lib.write_extracts(candidate, baseline, batches_uri, split,
-                                      no_skill, output_dir, sampler,
-                                      observe=observe)
+  # TFMA in process reads the extracts as they are written, beside the
+  # pass (TensorFlow releases the GIL for most of it).
+  stream = (tfma_in_process.Streaming(
+      config, settings.tfma_in_process_max_examples)
+            if tfma_runner(config, 0, settings)[0] == IN_PROCESS else None)
+  try:
+    stats = extracts_lib.write_extracts(
+        candidate, baseline, batches_uri, split, no_skill, output_dir,
+        sampler, observe=observe,
+        on_record=stream.put if stream is not None else None)
+  except BaseException:
+    if stream is not None:
+      stream.abandon()  # The pass's own error is the one to see.
+    raise
+  if stream is not None:
+    stream.close()
   _LOG.info('chunked evaluation: %d sequences, %d labelled steps, %d '
             'examples in %.1fs', stats.sequences, stats.labelled_steps,
             stats.examples, stats.seconds)
@@ -266,7 +281,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   def run_tfma() -> Tuple[tfma_results.Results, float]:
     tfma_started = clock()
     if runner == IN_PROCESS:
-      tfma_in_process.run(stats.path, config, output_dir)
+      stream.write(stats.path, output_dir)
     else:
       tfma_eval.run(stats.path, config, output_dir, make_pipeline)
     results = tfma_results.load(output_dir, spec.num_classes)

@@ -209,18 +209,23 @@ class _Writer:
   def __init__(self, path: str, spec: ms.ModelSpec, no_skill: NoSkill,
                with_baseline: bool,
                observe: Optional[Callable[[Dict[str, np.ndarray]], None]]
-               = None):
+               = None,
+               on_record: Optional[Callable[[bytes], None]] = None):
     self._file = tf.io.TFRecordWriter(
         path, options=tf.io.TFRecordOptions(compression_type='GZIP'))
     self._spec = spec
     self._no_skill = no_skill
     self._baseline = with_baseline
     self._observe = observe
+    self._on_record = on_record
     self.examples = self.sequences = self.steps = 0
 
   def _write(self, features: Dict[str, tf.train.Feature]) -> None:
-    self._file.write(tf.train.Example(features=tf.train.Features(
-        feature=features)).SerializeToString())
+    record = tf.train.Example(features=tf.train.Features(
+        feature=features)).SerializeToString()
+    self._file.write(record)
+    if self._on_record is not None:
+      self._on_record(record)
     self.examples += 1
 
   def finish(self, seq: _Open) -> None:
@@ -290,7 +295,9 @@ def write_extracts(candidate: models_lib.LoadedModel,
                    sampler: Optional[chunked_lib.SequenceSampler] = None,
                    log_every: int = 1000,
                    observe: Optional[Callable[[Dict[str, np.ndarray]], None]]
-                   = None) -> ExtractStats:
+                   = None,
+                   on_record: Optional[Callable[[bytes], None]] = None
+                  ) -> ExtractStats:
   """The chunked pass over ``split``; see the module docstring.
 
   Args:
@@ -309,6 +316,8 @@ def write_extracts(candidate: models_lib.LoadedModel,
       ``no_skill_prediction`` ([n, K] probabilities or [n] values) and, for
       per-step regression, ``last_value_prediction`` (the no-skill gate's
       paired test reads them here, without reading the file back).
+    on_record: optional; called with each serialized example as it is
+      written (TFMA in process reads them there, beside the pass).
 
   Returns:
     ``ExtractStats``.
@@ -316,7 +325,8 @@ def write_extracts(candidate: models_lib.LoadedModel,
   spec = candidate.spec
   tf.io.gfile.makedirs(output_dir)
   path = os.path.join(output_dir, EXTRACTS_FILE)
-  writer = _Writer(path, spec, no_skill, baseline is not None, observe)
+  writer = _Writer(path, spec, no_skill, baseline is not None, observe,
+                   on_record)
   cand_steps = steps_lib.compile_steps(candidate.model, None, None)
   base_steps = (steps_lib.compile_steps(baseline.model, None, None)
                 if baseline is not None else None)

@@ -11,9 +11,10 @@ data) is what the evaluator would otherwise spend most of its time on
 the same protos, ``eval_config.json``), so ``tfma.load_eval_result``,
 ``tfma.load_validation_result`` and ``tfma_results`` read them unchanged.
 
-The extracts are read in record batches (TFXIO's in-process reader) and
-folded into one accumulator per slice as they come, so memory does not grow
-with the number of extracts. What TFMA computes only on Beam (confidence
+The extracts are read in record batches (TFXIO's in-process reader, or
+``Streaming``: the records as the chunked pass writes them, decoded the
+same way in a thread of its own) and folded into one accumulator per slice
+as they come, so memory does not grow with the number of extracts. What TFMA computes only on Beam (confidence
 intervals, query-key metrics, cross-slice metrics) is refused by
 ``unsupported``; the caller then runs ``tfma_eval.run``.
 """
@@ -22,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import os
+import queue
+import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
@@ -41,8 +44,10 @@ from tensorflow_model_analysis.utils import util
 from tensorflow_model_analysis.writers import eval_config_writer
 from tensorflow_model_analysis.writers import (
     metrics_plots_and_validations_writer as mpv_writer)
+from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import dataset_options
+from tfx_bsl.tfxio import record_based_tfxio
 
 # Record batches read at a time (TFXIO's in-process reader).
 BATCH_SIZE = 256
@@ -195,18 +200,113 @@ def _write_records(path: str, records: List[Any]) -> None:
       writer.write(record.SerializeToString())
 
 
-def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str
-       ) -> int:
-  """Runs TFMA over the extracts in this process; writes the files of
-  ``tfma_eval.run``. Returns the number of examples read."""
+def _check(config: tfma.EvalConfig) -> None:
   reason = unsupported(config)
   if reason:
     raise ValueError(f'TFMA in process cannot compute {reason}; run it on '
                      f'Beam (tfma_eval.run)')
+
+
+def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str
+       ) -> int:
+  """Runs TFMA over the extracts in this process; writes the files of
+  ``tfma_eval.run``. Returns the number of examples read."""
+  _check(config)
   sliced = _SlicedMetrics(config)
   for record_batch in _record_batches(extracts_path):
     for extract in _extracts(record_batch, config):
       sliced.add(extract)
+  _write_outputs(sliced, config, extracts_path, output_dir)
+  return sliced.examples
+
+
+class Streaming:
+  """TFMA in process fed the serialized extracts as they are written
+  (``put``, from the chunked pass's ``on_record``): a thread of its own
+  decodes them in record batches of ``BATCH_SIZE``, as TFXIO's reader
+  does, and folds them into the per-slice accumulators, so the metrics are
+  computed beside the pass rather than after it; ``write`` then writes the
+  files of ``run``. Past ``max_examples`` it stops and drops what it holds
+  (``overflowed``): the caller runs TFMA on Beam instead. The queue between
+  the two is bounded, so memory stays flat."""
+
+  def __init__(self, config: tfma.EvalConfig, max_examples: int):
+    _check(config)
+    self._config = config
+    self._max = int(max_examples)
+    self._pending: List[bytes] = []
+    self._queue: queue.Queue = queue.Queue(maxsize=8)
+    self._error: Optional[BaseException] = None
+    self._sliced: Optional[_SlicedMetrics] = _SlicedMetrics(config)
+    self.overflowed = False
+    self.received = 0
+    self._thread = threading.Thread(target=self._consume,
+                                    name='tfma-in-process', daemon=True)
+    self._thread.start()
+
+  def put(self, record: bytes) -> None:
+    self.received += 1
+    if self.overflowed:
+      return
+    if self.received > self._max:
+      self.overflowed = True
+      self._pending = []
+      self._queue.put(None)  # The consumer stops; its state is dropped.
+      return
+    self._pending.append(record)
+    if len(self._pending) >= BATCH_SIZE:
+      self._queue.put(self._pending)
+      self._pending = []
+
+  def _consume(self) -> None:
+    decoder = example_coder.ExamplesToRecordBatchDecoder()
+    try:
+      while True:
+        records = self._queue.get()
+        if records is None:
+          return
+        if self._error is not None or self.overflowed:
+          continue
+        batch = record_based_tfxio.AppendRawRecordColumn(
+            decoder.DecodeBatch(records), tfma.ARROW_INPUT_COLUMN, records)
+        for extract in _extracts(batch, self._config):
+          self._sliced.add(extract)
+    except BaseException as e:  # pylint: disable=broad-except
+      self._error = e
+      while self._queue.get() is not None:  # Unblock the producer.
+        pass
+
+  def close(self) -> None:
+    """Waits until every record put so far is accounted for."""
+    if not self.overflowed:
+      if self._pending:
+        self._queue.put(self._pending)
+        self._pending = []
+      self._queue.put(None)
+    self._thread.join()
+    if self.overflowed:
+      self._sliced = None
+    if self._error is not None:
+      raise self._error
+
+  def abandon(self) -> None:
+    """Stops the thread, ignoring its errors (the caller has its own)."""
+    try:
+      self.close()
+    except BaseException:  # pylint: disable=broad-except
+      pass
+    self._sliced = None
+
+  def write(self, extracts_path: str, output_dir: str) -> int:
+    """After ``close``: writes TFMA's files; returns the examples."""
+    if self._sliced is None:
+      raise ValueError('TFMA in process overflowed: run it on Beam')
+    _write_outputs(self._sliced, self._config, extracts_path, output_dir)
+    return self._sliced.examples
+
+
+def _write_outputs(sliced: _SlicedMetrics, config: tfma.EvalConfig,
+                   extracts_path: str, output_dir: str) -> None:
   results = sliced.results()
   metrics = _by_type(results, metric_types.MetricKey)
   plots = _by_type(results, metric_types.PlotKey)
@@ -237,4 +337,3 @@ def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str
       f.write(eval_config_writer._serialize_eval_run(  # pylint: disable=protected-access
           copy.deepcopy(config), extracts_path, 'tfrecords',
           {'': '<unknown>'}) + '\n')
-  return sliced.examples

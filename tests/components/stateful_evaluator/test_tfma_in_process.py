@@ -108,11 +108,19 @@ def test_in_process_writes_what_beam_writes(tmp_path, models,
   assert local.document['tfma']['runner'] == E.IN_PROCESS
   assert 'tfma_in_process_max_examples' in local.document['tfma'][
       'runner_note']
+  # The file-reading path (``run``) writes what the streamed one wrote.
+  from_file = str(tmp_path / 'from_file')
+  config = tfma.writers.eval_config_writer.load_eval_run(local_out)[0]
+  assert tfma_in_process.run(os.path.join(local_out, 'extracts.tfrecord.gz'),
+                             config, from_file) == (
+                                 local.document['extracts']['examples'])
   for name in _FILES:
     want, got = _records(beam_out, name), _records(local_out, name)
     assert sorted(want) == sorted(got), name
     for key in want:
       _assert_close(got[key], want[key], name)
+    if name != 'validations':  # The evaluator's checks are added to it.
+      assert _records(from_file, name) == got, name
   assert (local.blessed, local.reasons) == (on_beam.blessed, on_beam.reasons)
   _assert_close(local.results.metrics, on_beam.results.metrics, 'metrics')
   assert local.results.confusion == on_beam.results.confusion
@@ -149,11 +157,25 @@ def test_what_only_beam_computes_goes_to_beam(tmp_path, change, reason):
     tfma_in_process.run(str(tmp_path / 'x.tfrecord.gz'), cfg, str(tmp_path))
 
 
+def test_streaming_past_its_limit_overflows(tmp_path):
+  cfg = tfma_config.default_eval_config(ms.REGRESSION, None)
+  stream = tfma_in_process.Streaming(cfg, max_examples=2)
+  record = tf.train.Example().SerializeToString()
+  for _ in range(3):
+    stream.put(record)
+  stream.close()
+  assert stream.overflowed and stream.received == 3
+  with pytest.raises(ValueError, match='overflowed'):
+    stream.write('x', str(tmp_path))
+
+
 def test_large_extracts_go_to_beam():
   cfg = tfma_config.default_eval_config(ms.REGRESSION, None)
   settings = S.StatefulSettings(tfma_in_process_max_examples=10)
   assert E.tfma_runner(cfg, 10, settings)[0] == E.IN_PROCESS
   runner, note = E.tfma_runner(cfg, 11, settings)
   assert runner == E.BEAM and '11 examples > ' in note
+  never = S.StatefulSettings(tfma_in_process_max_examples=0)
+  assert E.tfma_runner(cfg, 0, never)[0] == E.BEAM
   with pytest.raises(S.SettingsError, match='tfma_in_process_max_examples'):
     S.StatefulSettings(tfma_in_process_max_examples=-1)
