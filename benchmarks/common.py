@@ -30,7 +30,8 @@ QUICK_MD = os.path.join(QUICK_DIR, 'BENCHMARKS.quick.md')
 # Sections in the order they appear in BENCHMARKS.md.
 SECTIONS = ('padding', 'dense_step_rate', 'batcher_throughput',
             'training_speed', 'memory_vs_length', 'evaluation', 'real_data',
-            'pipeline_overhead', 'streams', 'distributed', 'truncation')
+            'pipeline_overhead', 'streams', 'distributed', 'truncation',
+            'tagging_lag')
 
 HEADER = """# Benchmarks
 

@@ -1,0 +1,277 @@
+"""Tagging streams: per-step accuracy by steps since the recording changed.
+
+Section 8 scores tagging against a per-recording ceiling (the default model
+classifying each whole recording, its boundaries known). A stream tagger
+sees a new recording one step at a time, with nothing marking the change, so
+at step t of a recording it can know at most what t steps tell. This script
+measures where the streams' accuracy is lost:
+
+* ours: the default model trained on the tagging streams (the pipeline, as
+  section 8 runs it, one seed), run whole-stream through its exported
+  ``serving_default`` signature; each eval step's arg-max class against its
+  label, bucketed by the step's position in its recording (0 = the first
+  step after the change);
+* prefix ceiling: the per-recording ceiling model (the same pipeline on the
+  recordings one by one) given each eval recording's first t steps only
+  (``serving_default`` with ``lengths`` = t), so its prediction at step t-1
+  uses what a tagger that knew the boundary could know by then; averaged
+  over the positions of each bucket (every position up to 64, a grid above);
+* the whole-recording ceiling, as in section 8.
+
+Usage:
+  PYTHONPATH=. python -m benchmarks.tagging_lag [--cases A:tagging,...]
+      [--seed 0] [--data-dir DIR] [--keep]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks import real_data
+from benchmarks import streams
+from data import ucr
+
+SECTION = 'tagging_lag'
+TITLE = ('## 11. Tagging: accuracy by steps since the recording changed')
+DEFAULT_CASES = ('ArrowHead:tagging', 'JapaneseVowels:tagging')
+# Position buckets: [lo, hi) steps since the recording started.
+BUCKETS = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 128),
+           (128, 256), (256, None))
+# Prefix lengths the ceiling model is given: every one up to 64, then a grid.
+DENSE_UP_TO = 64
+GRID_STEP = 16
+
+log = common.progress_log('tagging_lag')
+
+
+def eval_streams(case: streams.StreamCase, source: ucr.Source
+                ) -> Tuple[List[streams.Stream], List[np.ndarray]]:
+  """The eval streams exactly as ``streams.prepare`` builds them, and the
+  eval recordings (the ceiling's eval sequences, in file order)."""
+  data = source.read(case.dataset, dict(ucr.SPLITS)['eval'])
+  mapping = ucr.class_mapping(source.read(
+      case.dataset, dict(ucr.SPLITS)['train']).header)
+  built = streams.tagging_streams(data.series,
+                                  [mapping[l] for l in data.labels], 'eval')
+  if any(s.length > streams.MAX_STREAM for s in built):
+    raise ValueError(f'{case.name}: a stream is cut (> {streams.MAX_STREAM} '
+                     'steps); positions would not line up')
+  return built, [np.asarray(s, np.float64) for s in data.series]
+
+
+def _as_read(case: streams.StreamCase, built: Sequence[streams.Stream]
+            ) -> List[streams.Stream]:
+  """The built eval streams with the features as the pipeline read them
+  (the stream CSV, in key order), checked against the build."""
+  read = real_data.load_split(case, 'eval')
+  ordered = sorted(built, key=lambda s: s.key)
+  if len(read) != len(ordered):
+    raise ValueError(f'{case.name}: {len(read)} eval streams read, '
+                     f'{len(ordered)} built')
+  out = []
+  for s, (x, y) in zip(ordered, read):
+    if x.shape != s.x.shape or not np.array_equal(y, s.y):
+      raise ValueError(f'{case.name}: eval stream {s.key} differs from its '
+                       'CSV')
+    out.append(streams.Stream(s.key, x, s.y, s.parts))
+  return out
+
+
+def positions(stream: streams.Stream,
+              recordings: Sequence[np.ndarray]) -> np.ndarray:
+  """Each step's position in its recording (0 where a recording starts)."""
+  return np.concatenate([np.arange(len(recordings[i])) for i in stream.parts])
+
+
+def _serving(run_dir: str, columns: Sequence[str]):
+  """The run's ``serving_default`` and, for data whose feature columns are
+  ``columns``, the column order it takes (``spec.feature_names``)."""
+  import json  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  with open(os.path.join(run_dir, 'summary.json')) as f:
+    summary = json.load(f)
+  with open(os.path.join(summary['model_uri'], 'stateful',
+                         'spec.json')) as f:
+    names = json.load(f)['feature_names']
+  loaded = tf.saved_model.load(os.path.join(summary['model_uri'],
+                                            'Format-Serving'))
+  fn = loaded.signatures['serving_default']
+  fn.order = [list(columns).index(n) for n in names]
+  return fn
+
+
+def _classes(fn, sequences: Sequence[np.ndarray],
+             lengths: Sequence[int]) -> np.ndarray:
+  """``classes`` of ``serving_default`` for zero-padded ``sequences``
+  (columns in the data's order, reordered to the model's)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  longest = max(x.shape[0] for x in sequences)
+  feats = np.zeros((len(sequences), longest, sequences[0].shape[1]),
+                   np.float32)
+  for i, x in enumerate(sequences):
+    feats[i, :x.shape[0]] = x[:, fn.order]
+  out = fn(features=tf.constant(feats),
+           lengths=tf.constant(np.asarray(lengths, np.int64)))
+  return out['classes'].numpy()
+
+
+def stream_accuracy(run_dir: str, columns: Sequence[str],
+                    built: Sequence[streams.Stream],
+                    recordings: Sequence[np.ndarray]) -> Dict:
+  """Per-step correctness of the stream model and each step's position."""
+  fn = _serving(run_dir, columns)
+  correct, where = [], []
+  for s in built:
+    classes = _classes(fn, [s.x], [s.length])[0]
+    correct.append(classes == s.y)
+    where.append(positions(s, recordings))
+  return {'correct': np.concatenate(correct), 'position': np.concatenate(where)}
+
+
+def prefix_ceiling(run_dir: str, columns: Sequence[str],
+                   recordings: Sequence[np.ndarray],
+                   labels: np.ndarray) -> Dict[int, float]:
+  """Accuracy of the per-recording model given each recording's first t
+  steps, for the t of ``_prefix_lengths``; recordings shorter than t are
+  left out at that t."""
+  fn = _serving(run_dir, columns)
+  longest = max(len(r) for r in recordings)
+  out = {}
+  for t in _prefix_lengths(longest):
+    keep = [i for i, r in enumerate(recordings) if len(r) >= t]
+    classes = _classes(fn, [recordings[i][:t] for i in keep], [t] * len(keep))
+    out[t] = float(np.mean(classes == labels[keep]))
+  return out
+
+
+def _prefix_lengths(longest: int) -> List[int]:
+  dense = list(range(1, min(DENSE_UP_TO, longest) + 1))
+  return dense + list(range(DENSE_UP_TO + GRID_STEP, longest + 1, GRID_STEP))
+
+
+def bucket_rows(ours: Dict, prefix: Dict[int, float], ceiling: float,
+                longest: int) -> List[Dict]:
+  rows = []
+  for lo, hi in BUCKETS:
+    if lo >= longest:
+      break
+    top = longest if hi is None else min(hi, longest)
+    sel = (ours['position'] >= lo) & (ours['position'] < top)
+    ts = [t for t in prefix if lo < t <= top]
+    rows.append({'bucket': f'{lo}-{top - 1}', 'share': float(sel.mean()),
+                 'ours': float(ours['correct'][sel].mean()),
+                 'prefix_ceiling': (float(np.mean([prefix[t] for t in ts]))
+                                    if ts else None),
+                 'ceiling': ceiling})
+  return rows
+
+
+def main(argv=None) -> int:
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--cases', default=','.join(DEFAULT_CASES),
+                 help='comma-separated Name:tagging')
+  p.add_argument('--seed', type=int, default=0)
+  p.add_argument('--data-dir', default=None,
+                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
+                 'the installed aeon package)')
+  p.add_argument('--keep', action='store_true',
+                 help='keep the work folder')
+  args = p.parse_args(argv)
+  run = common.Run()
+  try:
+    cases = streams.parse_cases(args.cases)
+    if any(c.kind != streams.TAGGING for c in cases):
+      raise ValueError('--cases: tagging cases only (Name:tagging)')
+    source = ucr.find_source(args.data_dir)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  work = tempfile.mkdtemp(prefix='tss-bench-tagging-lag-')
+  log(f'work folder {work}; {len(cases)} case(s), seed {args.seed}')
+  results = []
+  for case in cases:
+    streams.prepare(case, source, work)
+    built, recordings = eval_streams(case, source)
+    ours = streams._run(case, args.seed, work, case.name)  # pylint: disable=protected-access
+    ceil = streams._run(case.ceiling, args.seed, work,  # pylint: disable=protected-access
+                        f'{case.name} ceiling')
+    for what, res in (('ours', ours), ('ceiling', ceil)):
+      if 'error' in res:
+        print(f'error: {case.name} {what}: {res["error"]}', file=sys.stderr)
+        return 1
+    steps = stream_accuracy(os.path.join(work, 'runs', case.slug),
+                            case.meta['feature_names'],
+                            _as_read(case, built), recordings)
+    singles = real_data.load_split(case.ceiling, 'eval')
+    prefix = prefix_ceiling(os.path.join(work, 'runs', case.ceiling.slug),
+                            case.ceiling.meta['feature_names'],
+                            [x for x, _ in singles],
+                            np.array([int(y[-1]) for _, y in singles]))
+    overall = float(steps['correct'].mean())
+    log(f'{case.name}: per-step accuracy {overall:.4f} (summary: '
+        f'{ours["accuracy"]:.4f}); ceiling {ceil["accuracy"]:.4f}')
+    longest = max(len(r) for r in recordings)
+    results.append({
+        'name': case.name, 'ours': ours['accuracy'], 'recomputed': overall,
+        'ceiling': ceil['accuracy'], 'steps': int(steps['correct'].size),
+        'recordings': len(recordings),
+        'lengths': (min(len(r) for r in recordings), longest),
+        'rows': bucket_rows(steps, prefix, ceil['accuracy'], longest)})
+  body = render(args, run, results)
+  common.write_section(common.output_path(args), SECTION, body)
+  if args.keep:
+    log(f'kept {work}')
+  else:
+    shutil.rmtree(work, ignore_errors=True)
+  return 0
+
+
+def _f(v) -> str:
+  return '-' if v is None else f'{v:.3f}'
+
+
+def render(args, run, results: List[Dict]) -> str:
+  run.finish()
+  body = [TITLE, '', run.preamble(args.quick), '',
+          'Where section 8\'s tagging streams lose accuracy. "ours" = the '
+          'default model trained on the tagging streams by the pipeline '
+          f'(seed {args.seed}, as section 8 runs it), every eval stream run '
+          'whole through its exported `serving_default`; each eval step\'s '
+          'arg-max class against its label, by the step\'s position in its '
+          'recording (0 = the first step after the change, which nothing '
+          'marks). "prefix ceiling" = the per-recording model of section 8 '
+          '(the same pipeline on the recordings one by one) given only each '
+          'eval recording\'s first t steps (`serving_default` with '
+          '`lengths` = t), averaged over the t that end in the bucket: what a '
+          'tagger that knew where the recording started could know by then. '
+          '"whole ceiling" = its accuracy on whole recordings (section 8\'s '
+          'ceiling). "recomputed" is ours over every eval step from the '
+          'signature, which should equal the pipeline\'s `eval.accuracy`.',
+          '']
+  for r in results:
+    rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
+             _f(x['prefix_ceiling']), _f(x['ceiling']),
+             '-' if not x['prefix_ceiling'] else
+             f'{x["ours"] / x["prefix_ceiling"]:.2f}']
+            for x in r['rows']]
+    body += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
+             f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
+             f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
+             f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
+             f'({r["ours"] / r["ceiling"]:.2f}x).', '',
+             common.table(['steps since the change', 'share of steps',
+                           'ours', 'prefix ceiling', 'whole ceiling',
+                           'ours / prefix ceiling'], rows,
+                          align='lrrrrr'), '']
+  return '\n'.join(body)
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
