@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # Each test module stays on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 # Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
-BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead streams distributed truncation
+BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead streams distributed truncation tagging_lag
 # real_data reads the UCR/UEA .ts files shipped in the aeon wheel (data only,
 # requirements/bench.txt), installed without dependencies into this folder
 # (not into the venv, which stays exactly requirements/lock.txt).
@@ -52,7 +52,7 @@ test: venv
 
 # The benchmarks of issue 6: each script rewrites its own section of
 # BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.
-bench: venv $(if $(filter real_data streams,$(BENCH)),$(BENCH_DATA)/.installed,)
+bench: venv $(if $(filter real_data streams tagging_lag,$(BENCH)),$(BENCH_DATA)/.installed,)
 	@set -e; for b in $(BENCH); do \
 	  echo "== benchmarks.$$b"; \
 	  TSS_AEON_DATA=$(BENCH_DATA) $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \

@@ -20,7 +20,7 @@ measures where the streams' accuracy is lost:
 
 Usage:
   PYTHONPATH=. python -m benchmarks.tagging_lag [--cases A:tagging,...]
-      [--seed 0] [--data-dir DIR] [--keep]
+      [--seed 0] [--data-dir DIR] [--keep] [--quick]
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from data import ucr
 SECTION = 'tagging_lag'
 TITLE = ('## 11. Tagging: accuracy by steps since the recording changed')
 DEFAULT_CASES = ('ArrowHead:tagging', 'JapaneseVowels:tagging')
+QUICK_CASE = 'JapaneseVowels:tagging'
 # Position buckets: [lo, hi) steps since the recording started.
 BUCKETS = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 128),
            (128, 256), (256, None))
@@ -175,8 +176,9 @@ def bucket_rows(ours: Dict, prefix: Dict[int, float], ceiling: float,
 
 def main(argv=None) -> int:
   p = common.parser(__doc__.split('\n')[0])
-  p.add_argument('--cases', default=','.join(DEFAULT_CASES),
-                 help='comma-separated Name:tagging')
+  p.add_argument('--cases', default=None,
+                 help='comma-separated Name:tagging (default: '
+                 f'{",".join(DEFAULT_CASES)}; with --quick: {QUICK_CASE})')
   p.add_argument('--seed', type=int, default=0)
   p.add_argument('--data-dir', default=None,
                  help='the aeon data folder (default: $TSS_AEON_DATA, else '
@@ -186,7 +188,8 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   run = common.Run()
   try:
-    cases = streams.parse_cases(args.cases)
+    cases = streams.parse_cases(args.cases or (
+        QUICK_CASE if args.quick else ','.join(DEFAULT_CASES)))
     if any(c.kind != streams.TAGGING for c in cases):
       raise ValueError('--cases: tagging cases only (Name:tagging)')
     source = ucr.find_source(args.data_dir)
