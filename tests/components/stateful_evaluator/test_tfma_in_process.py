@@ -179,3 +179,18 @@ def test_large_extracts_go_to_beam():
   assert E.tfma_runner(cfg, 0, never)[0] == E.BEAM
   with pytest.raises(S.SettingsError, match='tfma_in_process_max_examples'):
     S.StatefulSettings(tfma_in_process_max_examples=-1)
+
+
+def test_per_class_histograms_run_vectorised():
+  """The default classification config's per-class calibration histograms
+  (AUC, top-1 precision and recall) take the NumPy path, so the proto
+  comparisons above cover it."""
+  spec = ms.ModelSpec(batch_size=2, num_unroll=3, stateful=True,
+                      feature_names=('a',), task=ms.CLASSIFICATION,
+                      num_classes=3)
+  cfg = tfma_config.complete_config(None, spec, with_baseline=True)
+  combiners = tfma_in_process._SlicedMetrics(cfg)._combine._combiners  # pylint: disable=protected-access
+  fast = [c for c in combiners
+          if isinstance(c, tfma_in_process._FastHistogram)]  # pylint: disable=protected-access
+  # Two histograms (plain and top-1) per class and model.
+  assert len(fast) == 3 * 2 * 2
