@@ -14,7 +14,11 @@ the same protos, ``eval_config.json``), so ``tfma.load_eval_result``,
 The extracts are read in record batches (TFXIO's in-process reader, or
 ``Streaming``: the records as the chunked pass writes them, decoded the
 same way in a thread of its own) and folded into one accumulator per slice
-as they come, so memory does not grow with the number of extracts. What TFMA computes only on Beam (confidence
+as they come, so memory does not grow with the number of extracts. The
+per-class calibration histograms (AUC, top-1 precision and recall of a
+multi-class model: TFMA builds them one example and class at a time in
+Python) are binned in NumPy instead (``_FastHistogram``), with the same
+values in the same order, a chunk of at most 4,096 examples at a time. What TFMA computes only on Beam (confidence
 intervals, query-key metrics, cross-slice metrics) is refused by
 ``unsupported``; the caller then runs ``tfma_eval.run``.
 """
@@ -155,17 +159,22 @@ class _Inputs:
 class _FastHistogram(beam.CombineFn):
   """TFMA's calibration histogram for one class of a multi-class model
   (sub key ``class_id``, optionally ``top_k``), vectorised: the examples'
-  sparse labels, probability vectors and weights are kept and binned in
-  NumPy at the end, with the same values in the same order as TFMA's
-  ``_CalibrationHistogramCombiner`` (its ``to_label_prediction_example_
-  weight``: one-hot label of the class, the class's probability or -inf
-  outside the top k, zero weights skipped). An example of any other shape
-  turns it back into TFMA's own combiner, replaying what it kept."""
+  sparse labels, probability vectors and weights are binned in NumPy every
+  ``CHUNK`` examples (``np.add.at`` adds in example order), with the same
+  values in the same order as TFMA's ``_CalibrationHistogramCombiner`` and
+  its ``to_label_prediction_example_weight``: the class's one-hot label,
+  its probability or -inf outside the top k, zero weights skipped. An
+  example of another shape goes through TFMA's own per-example code (its
+  buckets added in; within such an example the sums may associate
+  differently in the last bit)."""
+
+  CHUNK = 4096
 
   def __init__(self, slow, inputs: _Inputs):
     self._slow = slow
     self._inputs = inputs
     self._key = slow._key  # pylint: disable=protected-access
+    self._buckets = slow._num_buckets + 2  # pylint: disable=protected-access
 
   @staticmethod
   def eligible(combiner) -> bool:
@@ -179,64 +188,68 @@ class _FastHistogram(beam.CombineFn):
             sub.class_id is not None and sub.k is None)
 
   def create_accumulator(self):
-    return {'rows': [], 'slow': None}
+    return {'rows': [], 'sums': np.zeros((3, self._buckets)),
+            'seen': np.zeros(self._buckets, bool)}
 
   def add_input(self, acc, element):
-    if acc['slow'] is not None:
-      acc['slow'] = self._slow.add_input(acc['slow'], element)
-      return acc
     label, prediction, weight = self._inputs.get(element,
                                                  self._key.model_name)
     weight = np.asarray(weight)
     if (label is None or prediction is None or label.size != 1 or
         prediction.ndim != 1 or weight.size != 1 or
         self._key.sub_key.class_id >= prediction.size):
-      acc['slow'] = self._slow.create_accumulator()
-      for old in acc['rows']:
-        acc['slow'] = self._slow.add_input(acc['slow'], old[3])
-      acc['rows'] = []
-      acc['slow'] = self._slow.add_input(acc['slow'], element)
+      self._flush(acc)
+      for b, bucket in self._slow.add_input({}, element).items():
+        acc['sums'][:, b] += (bucket.weighted_labels,
+                              bucket.weighted_predictions,
+                              bucket.weighted_examples)
+        acc['seen'][b] = True
       return acc
-    acc['rows'].append((label, prediction, weight, element))
+    acc['rows'].append((int(label.reshape(-1)[0]), prediction,
+                        float(weight.reshape(-1)[0])))
+    if len(acc['rows']) >= self.CHUNK:
+      self._flush(acc)
     return acc
+
+  def _flush(self, acc) -> None:
+    rows = acc['rows']
+    if not rows:
+      return
+    acc['rows'] = []
+    sub, slow = self._key.sub_key, self._slow
+    labels = np.array([r[0] for r in rows])
+    scores = np.stack([r[1] for r in rows])
+    weights = (np.array([r[2] for r in rows]) if self._key.example_weighted
+               else np.ones(len(rows)))
+    prediction = scores[:, sub.class_id].astype(np.float64)
+    if sub.top_k is not None:
+      top = np.argpartition(scores, -sub.top_k, axis=-1)[:, -sub.top_k:]
+      prediction = np.where((top == sub.class_id).any(axis=1), prediction,
+                            -np.inf)
+    label = (labels == sub.class_id).astype(np.float64)
+    keep = weights != 0.0
+    label, prediction, weights = label[keep], prediction[keep], weights[keep]
+    index = ((prediction - slow._left) / slow._range * slow._num_buckets  # pylint: disable=protected-access
+             ) + 1
+    last = self._buckets - 1
+    bucket = np.where(index < 0, 0, np.where(
+        index >= last, last,
+        np.floor(np.where(np.isfinite(index), index, 0)))).astype(np.int64)
+    np.add.at(acc['sums'][0], bucket, label * weights)
+    np.add.at(acc['sums'][1], bucket, prediction * weights)
+    np.add.at(acc['sums'][2], bucket, weights)
+    acc['seen'][bucket] = True
 
   def merge_accumulators(self, accumulators):
     raise NotImplementedError('in-process TFMA has one accumulator per slice')
 
   def extract_output(self, acc):
-    if acc['slow'] is not None:
-      return self._slow.extract_output(acc['slow'])
-    rows = acc['rows']
-    if not rows:
-      return {self._key: []}
-    sub = self._key.sub_key
-    labels = np.array([int(r[0].reshape(-1)[0]) for r in rows])
-    scores = np.stack([r[1] for r in rows])
-    weights = (np.array([float(r[2].reshape(-1)[0]) for r in rows])
-               if self._key.example_weighted else np.ones(len(rows)))
-    prediction = scores[:, sub.class_id].astype(np.float64)
-    if sub.top_k is not None:
-      top = np.argpartition(scores, -sub.top_k, axis=-1)[:, -sub.top_k:]
-      inside = (top == sub.class_id).any(axis=1)
-      prediction = np.where(inside, prediction, -np.inf)
-    label = (labels == sub.class_id).astype(np.float64)
-    keep = weights != 0.0
-    label, prediction, weights = label[keep], prediction[keep], weights[keep]
-    slow = self._slow
-    index = ((prediction - slow._left) / slow._range * slow._num_buckets  # pylint: disable=protected-access
-             ) + 1
-    top_bucket = slow._num_buckets + 1  # pylint: disable=protected-access
-    bucket = np.where(index < 0, 0, np.where(
-        index >= top_bucket, top_bucket,
-        np.floor(np.where(np.isfinite(index), index, 0)))).astype(np.int64)
-    sums = np.zeros((3, top_bucket + 1))
-    np.add.at(sums[0], bucket, label * weights)
-    np.add.at(sums[1], bucket, prediction * weights)
-    np.add.at(sums[2], bucket, weights)
+    self._flush(acc)
+    sums = acc['sums']
     return {self._key: [
         calibration_histogram.Bucket(int(b), float(sums[0, b]),
                                      float(sums[1, b]), float(sums[2, b]))
-        for b in np.unique(bucket)]}
+        for b in np.flatnonzero(acc['seen'])]}
 
 
 class _SlicedMetrics:
