@@ -9,9 +9,9 @@ validations, and a ``ModelBlessing`` for the stock Pusher.
   sequence, or per step group for per-step classification),
   ``equivalence`` (chunked == whole-sequence serving), ``tfma_config`` (the
   ``tfma.EvalConfig``), ``tfma_metrics`` (numpy TFMA metrics of the default
-  config), ``tfma_in_process`` and ``tfma_eval`` (the TFMA run, in this
-  process or on Beam), ``tfma_results`` (its output read
-  back, the one verdict) and ``evaluation`` (one evaluation and the
+  config), ``tfma_in_process`` (with ``tfma_histograms``) and
+  ``tfma_eval`` (the TFMA run, in this process or on Beam),
+  ``tfma_results`` (its output read back, the one verdict) and ``evaluation`` (one evaluation and the
   blessing decision) — no TFX; they use the shared core
   ``components.stateful``, never the trainer. ``report`` — the HTML view.
 * ``component.StatefulEvaluator`` / ``executor.Executor`` — the TFX parts.

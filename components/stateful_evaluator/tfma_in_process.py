@@ -17,8 +17,8 @@ same way in a thread of its own) and folded into one accumulator per slice
 as they come, so memory does not grow with the number of extracts. The
 per-class calibration histograms (AUC, top-1 precision and recall of a
 multi-class model: TFMA builds them one example and class at a time in
-Python) are binned in NumPy instead (``_FastHistogram``), with the same
-values in the same order, a chunk of at most 4,096 examples at a time. What TFMA computes only on Beam (confidence
+Python) are binned in NumPy instead (``tfma_histograms.py``), with the
+same values in the same order. What TFMA computes only on Beam (confidence
 intervals, query-key metrics, cross-slice metrics) is refused by
 ``unsupported``; the caller then runs ``tfma_eval.run``.
 """
@@ -29,10 +29,7 @@ import copy
 import os
 import queue
 import threading
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
-
-import apache_beam as beam
-import numpy as np
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
@@ -43,9 +40,7 @@ from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.extractors import features_extractor
 from tensorflow_model_analysis.extractors import slice_key_extractor
 from tensorflow_model_analysis.extractors import unbatch_extractor
-from tensorflow_model_analysis.metrics import calibration_histogram
 from tensorflow_model_analysis.metrics import metric_specs
-from tensorflow_model_analysis.metrics import metric_util
 from tensorflow_model_analysis.metrics import metric_types
 from tensorflow_model_analysis.slicer import slicer_lib
 from tensorflow_model_analysis.utils import model_util
@@ -57,6 +52,8 @@ from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import dataset_options
 from tfx_bsl.tfxio import record_based_tfxio
+
+from components.stateful_evaluator import tfma_histograms
 
 # Record batches read at a time (TFXIO's in-process reader).
 BATCH_SIZE = 256
@@ -118,140 +115,6 @@ def _extracts(record_batch: Any, config: tfma.EvalConfig
   return unbatch_extractor._extract_unbatched_inputs(batched)  # pylint: disable=protected-access
 
 
-class _Inputs:
-  """One example's (label, prediction, example weight) per model, as
-  ``metric_util.to_label_prediction_example_weight`` prepares them before
-  any sub-key selection; computed once per example for all the histograms
-  (the combiners of one slice see the same element one after another)."""
-
-  def __init__(self, config: tfma.EvalConfig):
-    self._keys = {}
-    for spec in config.model_specs:
-      name = spec.name if len(config.model_specs) > 1 else ''
-      self._keys[name] = (spec.label_key, spec.prediction_key)
-    self._element = None
-    self._values: Dict[str, Any] = {}
-
-  def get(self, element, model: str):
-    if element is not self._element:
-      self._element, self._values = element, {}
-    if model not in self._values:
-      self._values[model] = self._prepare(element, model)
-    return self._values[model]
-
-  def _prepare(self, element, model: str):
-    label_key, prediction_key = self._keys.get(model, ('', ''))
-    label, prediction = element.label, element.prediction
-    weight = element.example_weight
-    if label_key and isinstance(label, Mapping):
-      label = label.get(label_key, label)
-    if model:
-      prediction = util.get_by_keys(prediction, [model])
-      if isinstance(label, Mapping):
-        label = label.get(model, label)
-      if isinstance(weight, Mapping):
-        weight = weight.get(model, weight)
-    label, prediction = metric_util.prepare_labels_and_predictions(
-        label, prediction, prediction_key)
-    return label, prediction, weight
-
-
-class _FastHistogram(beam.CombineFn):
-  """TFMA's calibration histogram for one class of a multi-class model
-  (sub key ``class_id``, optionally ``top_k``), vectorised: the examples'
-  sparse labels, probability vectors and weights are binned in NumPy every
-  ``CHUNK`` examples (``np.add.at`` adds in example order), with the same
-  values in the same order as TFMA's ``_CalibrationHistogramCombiner`` and
-  its ``to_label_prediction_example_weight``: the class's one-hot label,
-  its probability or -inf outside the top k, zero weights skipped. An
-  example of another shape goes through TFMA's own per-example code (its
-  buckets added in; within such an example the sums may associate
-  differently in the last bit)."""
-
-  CHUNK = 4096
-
-  def __init__(self, slow, inputs: _Inputs):
-    self._slow = slow
-    self._inputs = inputs
-    self._key = slow._key  # pylint: disable=protected-access
-    self._buckets = slow._num_buckets + 2  # pylint: disable=protected-access
-
-  @staticmethod
-  def eligible(combiner) -> bool:
-    if type(combiner) is not calibration_histogram._CalibrationHistogramCombiner:  # pylint: disable=protected-access,unidiomatic-typecheck
-      return False
-    c = combiner
-    sub = c._key.sub_key  # pylint: disable=protected-access
-    return (c._aggregation_type is None and not c._class_weights and  # pylint: disable=protected-access
-            c._prediction_based_bucketing and c._fractional_labels and  # pylint: disable=protected-access
-            not c._key.output_name and sub is not None and  # pylint: disable=protected-access
-            sub.class_id is not None and sub.k is None)
-
-  def create_accumulator(self):
-    return {'rows': [], 'sums': np.zeros((3, self._buckets)),
-            'seen': np.zeros(self._buckets, bool)}
-
-  def add_input(self, acc, element):
-    label, prediction, weight = self._inputs.get(element,
-                                                 self._key.model_name)
-    weight = np.asarray(weight)
-    if (label is None or prediction is None or label.size != 1 or
-        prediction.ndim != 1 or weight.size != 1 or
-        self._key.sub_key.class_id >= prediction.size):
-      self._flush(acc)
-      for b, bucket in self._slow.add_input({}, element).items():
-        acc['sums'][:, b] += (bucket.weighted_labels,
-                              bucket.weighted_predictions,
-                              bucket.weighted_examples)
-        acc['seen'][b] = True
-      return acc
-    acc['rows'].append((int(label.reshape(-1)[0]), prediction,
-                        float(weight.reshape(-1)[0])))
-    if len(acc['rows']) >= self.CHUNK:
-      self._flush(acc)
-    return acc
-
-  def _flush(self, acc) -> None:
-    rows = acc['rows']
-    if not rows:
-      return
-    acc['rows'] = []
-    sub, slow = self._key.sub_key, self._slow
-    labels = np.array([r[0] for r in rows])
-    scores = np.stack([r[1] for r in rows])
-    weights = (np.array([r[2] for r in rows]) if self._key.example_weighted
-               else np.ones(len(rows)))
-    prediction = scores[:, sub.class_id].astype(np.float64)
-    if sub.top_k is not None:
-      top = np.argpartition(scores, -sub.top_k, axis=-1)[:, -sub.top_k:]
-      prediction = np.where((top == sub.class_id).any(axis=1), prediction,
-                            -np.inf)
-    label = (labels == sub.class_id).astype(np.float64)
-    keep = weights != 0.0
-    label, prediction, weights = label[keep], prediction[keep], weights[keep]
-    index = ((prediction - slow._left) / slow._range * slow._num_buckets  # pylint: disable=protected-access
-             ) + 1
-    last = self._buckets - 1
-    bucket = np.where(index < 0, 0, np.where(
-        index >= last, last,
-        np.floor(np.where(np.isfinite(index), index, 0)))).astype(np.int64)
-    np.add.at(acc['sums'][0], bucket, label * weights)
-    np.add.at(acc['sums'][1], bucket, prediction * weights)
-    np.add.at(acc['sums'][2], bucket, weights)
-    acc['seen'][bucket] = True
-
-  def merge_accumulators(self, accumulators):
-    raise NotImplementedError('in-process TFMA has one accumulator per slice')
-
-  def extract_output(self, acc):
-    self._flush(acc)
-    sums = acc['sums']
-    return {self._key: [
-        calibration_histogram.Bucket(int(b), float(sums[0, b]),
-                                     float(sums[1, b]), float(sums[2, b]))
-        for b in np.flatnonzero(acc['seen'])]}
-
-
 class _SlicedMetrics:
   """TFMA's ``_ComputeMetricsAndPlots`` without Beam: the metric
   computations of ``config``, one accumulator per slice."""
@@ -263,13 +126,8 @@ class _SlicedMetrics:
                                      eval_config=config))
     self._derived = separated.derived_computations
     self._ci_derived = separated.ci_derived_computations
-    inputs = _Inputs(config)
-    computations = [
-        metric_types.MetricComputation(
-            keys=c.keys, preprocessors=c.preprocessors,
-            combiner=_FastHistogram(c.combiner, inputs))
-        if _FastHistogram.eligible(c.combiner) else c
-        for c in separated.non_derived_computations]
+    computations = tfma_histograms.vectorise(
+        separated.non_derived_computations, config)
     self._preprocess = mpv._PreprocessorDoFn(computations)  # pylint: disable=protected-access
     self._combine = mpv._ComputationsCombineFn(computations)  # pylint: disable=protected-access
     self._slice_keys = slice_key_extractor.ExtractSliceKeysFn(

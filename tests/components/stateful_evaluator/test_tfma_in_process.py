@@ -21,6 +21,7 @@ from components.stateful import model_spec as ms
 from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator import settings as S
 from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator import tfma_histograms
 from components.stateful_evaluator import tfma_in_process
 from tests.components.stateful_evaluator import helpers
 
@@ -191,6 +192,6 @@ def test_per_class_histograms_run_vectorised():
   cfg = tfma_config.complete_config(None, spec, with_baseline=True)
   combiners = tfma_in_process._SlicedMetrics(cfg)._combine._combiners  # pylint: disable=protected-access
   fast = [c for c in combiners
-          if isinstance(c, tfma_in_process._FastHistogram)]  # pylint: disable=protected-access
+          if isinstance(c, tfma_histograms.FastHistogram)]
   # Two histograms (plain and top-1) per class and model.
   assert len(fast) == 3 * 2 * 2
