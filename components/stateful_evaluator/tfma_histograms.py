@@ -71,7 +71,7 @@ class Inputs:
         weight = weight.get(model, weight)
     label, prediction = metric_util.prepare_labels_and_predictions(
         label, prediction, prediction_key)
-    return label, prediction, weight
+    return label, prediction, np.asarray(weight)
 
 
 class FastHistogram(beam.CombineFn):
@@ -112,7 +112,6 @@ class FastHistogram(beam.CombineFn):
   def add_input(self, acc, element):
     label, prediction, weight = self._inputs.get(element,
                                                  self._key.model_name)
-    weight = np.asarray(weight)
     if (label is None or prediction is None or label.size != 1 or
         prediction.ndim != 1 or weight.size != 1 or
         self._key.sub_key.class_id >= prediction.size):
