@@ -7,22 +7,30 @@ In lane order over the train split, with the model's own stateful layers:
 2. the PPV thresholds: a random quantile of each kernel's output copy;
 3. the feature standardisation, on the steps the loss reads;
 4. for regression, the label scale;
-5. the linear head in closed form (``ridge.py``), on every labelled step
-   (per-step regression: a linear autoregression on the lags from Gram
-   statistics of every labelled step, then the other features on what it
-   leaves; see ``_fit_head``).
+5. the linear head in closed form (``ridge.py``), on a uniform sample of
+   at most ``HEAD_MAX_ROWS`` labelled steps (per-step regression: a linear
+   autoregression on the lags from Gram statistics of every labelled step,
+   then the other features on what it leaves; see ``_fit_head``).
+
+On several workers each reads its own lanes and every statistic is
+combined (``shards.py``): samples are drawn on lane-order positions (1-4)
+or by a per-row priority that does not depend on the worker (5, a bottom-k
+sample), Gram statistics are summed, so R workers fit what one process
+fits on every lane.
 """
 
 import itertools
 import logging
 import time
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Tuple
+from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import ridge
+from components.stateful import shards
 from components.stateful import state
 from components.stateful import steps as steps_lib
 
@@ -33,7 +41,7 @@ ADAPT_MAX_BATCHES = 400
 ADAPT_MAX_ROWS = 20000
 # Rows (labelled steps) the closed-form head is fitted on, at most; beyond
 # this, a uniform random sample of them.
-HEAD_MAX_ROWS = 20000
+HEAD_MAX_ROWS = 40000
 # PPV thresholds: the quantile of each kernel's output is drawn from this.
 PPV_QUANTILES = (0.1, 0.9)
 
@@ -59,43 +67,92 @@ def _stream(model: keras.Model, outputs: tf.Tensor,
     state.zero_all(model)
 
 
+def _sample(shard: shards.Shard, per_batch: Sequence[np.ndarray],
+            rng: np.random.Generator,
+            max_rows: Optional[int] = ADAPT_MAX_ROWS) -> np.ndarray:
+  """Rows of several batches (this worker's, ``[n_i, ...]`` per batch) in
+  lane order over every worker, thinned to a uniform sample of at most
+  ``max_rows`` (the same on every worker, and the same as one process
+  reading every lane: the sample is drawn on the positions)."""
+  ids, total = shard.global_ids([len(r) for r in per_batch])
+  rows = np.concatenate(per_batch)
+  if max_rows is None or total <= max_rows:
+    return shard.in_lane_order(rows, ids)
+  pick = np.sort(rng.choice(total, max_rows, replace=False))
+  keep = np.isin(ids, pick, assume_unique=True)
+  return shard.in_lane_order(rows[keep], np.searchsorted(pick, ids[keep]),
+                             max_rows)
+
+
 def _collect(model: keras.Model, outputs: tf.Tensor,
-             batches: Iterable[Mapping[str, Any]], where: str) -> np.ndarray:
-  """``outputs`` at real steps (``where='mask'``) or labelled steps
-  (``'label_weight'``) of ``batches``."""
-  rows = [out[sel] for batch, out in _stream(model, outputs, batches)
-          for sel in [np.asarray(batch[where]) > 0] if sel.any()]
-  if not rows:
+             batches: Iterable[Mapping[str, Any]], where: str,
+             shard: shards.Shard, rng: np.random.Generator) -> np.ndarray:
+  """A uniform sample (``_sample``) of ``outputs`` at real steps
+  (``where='mask'``) or labelled steps (``'label_weight'``) of
+  ``batches``."""
+  rows = [out[np.asarray(batch[where]) > 0]
+          for batch, out in _stream(model, outputs, batches)]
+  out = _sample(shard, rows, rng)
+  if not out.shape[0]:
     raise ValueError(f'adapt: no step with {where} > 0 in the sample')
-  return np.concatenate(rows)
+  return out
 
 
-def _subsample(rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  if rows.shape[0] <= ADAPT_MAX_ROWS:
-    return rows
-  return rows[np.sort(rng.choice(rows.shape[0], ADAPT_MAX_ROWS,
-                                 replace=False))]
+_MIX = (np.uint64(0xbf58476d1ce4e5b9), np.uint64(0x94d049bb133111eb))
+
+
+def _mix(z: np.ndarray) -> np.ndarray:
+  """splitmix64's finaliser (a bijection of uint64 that scatters bits)."""
+  z = (z ^ (z >> np.uint64(30))) * _MIX[0]
+  z = (z ^ (z >> np.uint64(27))) * _MIX[1]
+  return z ^ (z >> np.uint64(31))
+
+
+def row_keys(batch_index: int, lanes: np.ndarray,
+             steps: np.ndarray) -> np.ndarray:
+  """int64 keys of rows (batch, global lane, step) that sort in lane
+  order."""
+  return ((np.int64(batch_index) << np.int64(40)) +
+          (lanes.astype(np.int64) << np.int64(20)) + steps.astype(np.int64))
+
+
+def row_priorities(seed: int, keys: np.ndarray) -> np.ndarray:
+  """A pseudo-random float64 in [0, 1) per row key, fixed by the seed: a
+  row's chance to be sampled does not depend on the worker that reads it
+  or on the rows before it."""
+  with np.errstate(over='ignore'):
+    z = _mix(keys.astype(np.uint64) ^ _mix(np.array(seed, np.uint64)))
+  return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def _smallest(priority: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
+  """Indices of the ``n`` rows of smallest (priority, key)."""
+  if priority.size <= n:
+    return np.arange(priority.size)
+  return np.lexsort((keys, priority))[:n]
 
 
 def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
-               rng: np.random.Generator, every_row=None):
-  """The head's input, label and sequence (an int per sequence) at every
-  labelled step of ``batches`` (one pass, in lane order), thinned to a
-  uniform sample of at most ``HEAD_MAX_ROWS`` rows: whenever the kept rows
-  pass twice the cap, a random half is dropped and later rows are kept with
-  half the probability. ``every_row(x, y, groups)``, when given, sees every
-  labelled step before the thinning."""
-  xs: List[np.ndarray] = []
-  ys: List[np.ndarray] = []
-  gs: List[np.ndarray] = []
-  keep, kept, seen, started = 1.0, 0, 0, time.monotonic()
+               seed: int, shard: shards.Shard, every_row=None):
+  """The head's input, label and sequence (an int per sequence) at the
+  labelled steps of ``batches`` (one pass), in lane order over every
+  worker: a uniform sample of ``HEAD_MAX_ROWS`` of them when there are
+  more, the rows of smallest ``row_priorities`` (a bottom-k sample, which
+  workers merge by keeping the k smallest of their own k smallest).
+  ``every_row(x, y, groups)``, when given, sees each of this worker's
+  labelled steps before the sampling."""
+  cap = HEAD_MAX_ROWS
+  parts: List[Tuple[np.ndarray, ...]] = []
+  kept, seen, cut, started = 0, 0, np.inf, time.monotonic()
   sequence = None  # Per lane: the number of sequences started so far.
+  labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
   stream = _stream(model, model.get_layer('feature_scale').output, batches)
   for i, (batch, out) in enumerate(stream):
-    # Labelled steps are kept, with their sequence (lane, count of resets)
-    # as group.
+    # Labelled steps are kept, with their sequence (global lane, count of
+    # resets) as group.
     sel = np.asarray(batch['label_weight']) > 0
-    reset = np.zeros(sel.shape, np.int64)  # Per step, [B, T].
+    labels = np.asarray(batch['labels'])
+    reset = np.zeros(sel.shape, np.int64)  # Per step, [b, T].
     if np.ndim(batch['reset']) == 2:  # dense
       reset[:] = batch['reset']
     else:
@@ -106,31 +163,49 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
     sequence = count[:, -1]
     if not sel.any():
       continue
-    lanes = np.nonzero(sel)[0]
-    x, y = out[sel], np.asarray(batch['labels'])[sel]
+    lanes, steps = np.nonzero(sel)
+    lanes = lanes + shard.lane_offset
+    x, y = out[sel], labels[sel]
     g = lanes * (1 << 32) + count[sel]
     seen += x.shape[0]
     if every_row is not None:
       every_row(x, y, g)
-    if keep < 1.0:
-      pick = rng.random(x.shape[0]) < keep
-      x, y, g = x[pick], y[pick], g[pick]
-    xs.append(x)
-    ys.append(y)
-    gs.append(g)
-    kept += x.shape[0]
-    if kept > 2 * HEAD_MAX_ROWS:
-      x, y, g = np.concatenate(xs), np.concatenate(ys), np.concatenate(gs)
-      pick = rng.random(x.shape[0]) < 0.5
-      xs, ys, gs = [x[pick]], [y[pick]], [g[pick]]
-      kept, keep = int(pick.sum()), keep / 2
+    keys = row_keys(i, lanes, steps)
+    priority = row_priorities(seed, keys)
+    pick = priority < cut
+    parts.append((x[pick], y[pick], g[pick], keys[pick], priority[pick]))
+    kept += int(pick.sum())
+    if kept > cap + cap // 2:  # The cap smallest; later rows must beat them.
+      joined = [np.concatenate(p) for p in zip(*parts)]
+      pick = _smallest(joined[4], joined[3], cap)
+      parts, kept = [tuple(a[pick] for a in joined)], cap
+      cut = float(joined[4][pick].max())
     if (i + 1) % 1000 == 0:
       _LOG.info('head features: %d batches, %d labelled steps (%.0f '
                 'batches/s)', i + 1, seen,
                 (i + 1) / max(time.monotonic() - started, 1e-9))
-  if not xs:
+  if parts:
+    x, y, g, keys, priority = [np.concatenate(p) for p in zip(*parts)]
+  else:  # Every worker takes part in the collectives below.
+    d = int(model.get_layer('feature_scale').output.shape[-1])
+    x, g = np.zeros((0, d), np.float32), np.zeros(0, np.int64)
+    y = np.zeros((0,) + labels.shape[2:], labels.dtype)
+    keys, priority = np.zeros(0, np.int64), np.zeros(0)
+  pick = _smallest(priority, keys, cap)
+  x, y, g, keys, priority = x[pick], y[pick], g[pick], keys[pick], priority[
+      pick]
+  # Over every worker: the cap smallest, in lane order.
+  all_keys = shard.concat(keys)
+  chosen = np.sort(all_keys[_smallest(shard.concat(priority), all_keys,
+                                      cap)])
+  mine = np.isin(keys, chosen, assume_unique=True)
+  order = np.searchsorted(chosen, keys[mine])
+  seen = int(shard.sum(np.array([seen], np.int64))[0])
+  if not chosen.size:
     raise ValueError('adapt: no labelled step in the train split')
-  return np.concatenate(xs), np.concatenate(ys), np.concatenate(gs), seen
+  return (shard.in_lane_order(x[mine], order, chosen.size),
+          shard.in_lane_order(y[mine], order, chosen.size),
+          shard.in_lane_order(g[mine], order, chosen.size), seen)
 
 
 def _lag_columns(model: keras.Model) -> int:
@@ -143,7 +218,7 @@ def _lag_columns(model: keras.Model) -> int:
 
 
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
-              rng: np.random.Generator) -> Dict[str, Any]:
+              shard: shards.Shard) -> Dict[str, Any]:
   """Ridge head (see the module docstring) on every labelled step.
 
   Per-step regression with lags, in two stages: (1) a linear
@@ -170,7 +245,10 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
   gram = ridge.GramRidge(lags, spec.output_units) if lags else None
   every_row = ((lambda x, y, g: gram.add(x[:, -lags:], standard(y), g))
                if gram is not None else None)
-  x, y, groups, seen = _head_rows(model, batches, rng, every_row)
+  x, y, groups, seen = _head_rows(model, batches, int(spec.seed), shard,
+                                  every_row)
+  if gram is not None:  # Every worker's labelled steps.
+    gram.combine(shard.sum)
   # Per-step labels: hold whole sequences out when choosing the penalty.
   groups = groups if per_step else None
   summary = {}
@@ -209,7 +287,8 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
 
 def adapt_conv(model: keras.Model, spec,
                batches: Iterable[Mapping[str, Any]], *,
-               fit_head: bool = True) -> Dict[str, Any]:
+               fit_head: bool = True,
+               shard: Optional[shards.Shard] = None) -> Dict[str, Any]:
   """Fits the conv model's data-dependent weights on the train split.
 
   ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
@@ -217,25 +296,28 @@ def adapt_conv(model: keras.Model, spec,
   split. The statistics read the first ``ADAPT_MAX_BATCHES``; the ridge head
   (``fit_head``) reads every batch in a second pass when ``batches`` can be
   iterated again (a one-shot iterator: the head is fitted on that sample).
-  Deterministic for a given seed.
+  Deterministic for a given seed. On several workers (``shard``: see
+  ``shards.py``) ``batches`` hold this worker's lanes and the model has as
+  many; every statistic is combined across the workers, so each fits the
+  weights one process fits on every lane.
 
   Returns:
     A short summary (for the log).
   """
+  shard = shard or shards.Shard()
   sample = list(itertools.islice(batches, ADAPT_MAX_BATCHES))
   rng = np.random.default_rng(int(spec.seed) + 12345)
   layer = model.get_layer
   # 1. Robust input scale: median and interquartile range per feature.
-  raw = np.concatenate([b['features'][b['mask'] > 0] for b in sample])
-  raw = _subsample(raw, rng)
+  raw = _sample(shard, [b['features'][b['mask'] > 0] for b in sample], rng)
   q25, med, q75 = np.percentile(raw, [25, 50, 75], axis=0)
   iqr = q75 - q25
   spread = np.where(iqr > 0, iqr, raw.std(axis=0))
   layer('input_scale').set_statistics(med, spread)
   # 2. PPV thresholds: a random quantile of each kernel's output (of each
   # copy of it, one threshold per copy).
-  conv = _subsample(_collect(model, layer('conv_pool').input, sample,
-                             'mask'), rng)
+  conv = _collect(model, layer('conv_pool').input, sample, 'mask', shard,
+                  rng)
   qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
   thresholds = np.array([np.quantile(conv[:, c], qs[c])
                          for c in range(conv.shape[1])])
@@ -249,14 +331,14 @@ def adapt_conv(model: keras.Model, spec,
         thresholds[:recent.threshold.shape[0]].astype(np.float32))
   # 3. Feature standardisation, on the steps the loss reads.
   where = 'label_weight'
-  feats = _subsample(_collect(model, layer('features_all').output, sample,
-                              where), rng)
+  feats = _collect(model, layer('features_all').output, sample, where,
+                   shard, rng)
   layer('feature_scale').set_statistics(feats.mean(axis=0),
                                         feats.std(axis=0) + 1e-3)
   # 4. Regression: outputs in the label's units.
   if spec.task == 'regression':
-    labels = np.concatenate(
-        [np.asarray(b['labels'], np.float64)[b[where] > 0] for b in sample])
+    labels = _sample(shard, [np.asarray(b['labels'], np.float64)[
+        b[where] > 0] for b in sample], rng, max_rows=None)
     layer('label_scale').set_statistics(
         np.full([spec.output_units], labels.mean()),
         np.full([spec.output_units], labels.std() or 1.0))
@@ -267,5 +349,5 @@ def adapt_conv(model: keras.Model, spec,
   if fit_head:
     one_shot = iter(batches) is batches
     summary.update(_fit_head(model, spec, sample if one_shot else batches,
-                             rng))
+                             shard))
   return summary

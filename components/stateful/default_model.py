@@ -4,8 +4,9 @@ linear recurrent units).
 
 Used when the StatefulTrainer is given no ``module_file``; also an example
 of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
-the optional hooks ``adapt(model, spec, batches)`` (fit data-dependent,
-non-trainable weights before training) and ``label_scoring(spec)`` (where a
+the optional hooks ``adapt(model, spec, batches, shard=None)`` (fit
+data-dependent, non-trainable weights before training; ``shard``: this
+worker's part on several workers, ``components.stateful.shards``) and ``label_scoring(spec)`` (where a
 ``per_sequence`` label is scored).
 
 ``model='conv'`` (the default), per step t of a sequence, every part causal
@@ -415,12 +416,14 @@ def build_model(spec) -> keras.Model:
                      name=f'stacked_{kind}')
 
 
-def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
-         ) -> Dict[str, Any]:
+def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
+          shard=None) -> Dict[str, Any]:
   """The module's ``adapt`` hook: fits the conv model's data-dependent
   weights on the train split (``conv_adapt.adapt_conv``: scales, PPV
   thresholds, and the ridge head unless ``head='sgd'``). The RNN models have
-  nothing to fit.
+  nothing to fit. It takes ``shard`` (``components.stateful.shards``): on
+  several workers, ``batches`` and ``model`` hold this worker's lanes and
+  the statistics are combined across the workers.
 
   Returns:
     A short summary (for the log).
@@ -428,4 +431,5 @@ def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]]
   if model_kind(spec) != 'conv':
     return {}
   return conv_adapt.adapt_conv(model, spec, batches,
-                               fit_head=head_kind(spec) == 'ridge')
+                               fit_head=head_kind(spec) == 'ridge',
+                               shard=shard)

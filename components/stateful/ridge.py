@@ -219,6 +219,13 @@ class GramRidge:
     for name in ('n', 'sx', 'sy', 'xx', 'xy', 'yy'):
       getattr(self, name).__iadd__(getattr(other, name))
 
+  def combine(self, sum_fn) -> None:
+    """Replaces each statistic by ``sum_fn`` of it (e.g. ``Shard.sum``:
+    the sum over the workers, each of which added its own rows)."""
+    for name in ('n', 'sx', 'sy', 'xx', 'xy', 'yy'):
+      setattr(self, name, np.asarray(sum_fn(getattr(self, name)),
+                                     np.float64))
+
   def _stats(self, without: Optional[int]):
     keep = np.ones(self.folds, bool)
     if without is not None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+import inspect
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +18,7 @@ import tf_keras as keras
 from components.stateful import batches as batches_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
+from components.stateful import shards
 from components.stateful import state
 from components.stateful_trainer import settings
 
@@ -41,16 +43,19 @@ def label_scale(spec: ms.ModelSpec, config: settings.TrainConfig, module,
 
 
 class Passes:
-  """The train split's batches as numpy dicts, in lane order; every
-  ``iter()`` is a new pass from the first batch."""
+  """The train split's batches as numpy dicts, in lane order (this
+  worker's lanes of each, with ``shard``); every ``iter()`` is a new pass
+  from the first batch."""
 
   def __init__(self, source: batches_lib.BatchSource,
-               hold_out: float = 0.0):
+               hold_out: float = 0.0, shard: Optional[shards.Shard] = None):
     self._source = source
     self._hold_out = float(hold_out)
+    self._shard = shard or shards.Shard()
 
   def __iter__(self):
-    batches = self._source.dataset(keys=None).as_numpy_iterator()
+    batches = map(self._shard.local,
+                  self._source.dataset(keys=None).as_numpy_iterator())
     if not self._hold_out:
       return batches
     return (self._without_carve(b) for b in batches)
@@ -84,8 +89,49 @@ def label_scoring_rule(model: keras.Model):
                                  'weight shapes the carried state')
 
 
+def takes_shard(module) -> bool:
+  """Whether the module's ``adapt`` hook takes ``shard`` (it combines its
+  statistics across workers: ``components.stateful.shards``)."""
+  try:
+    return 'shard' in inspect.signature(module.adapt).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def _adapt(module, model: keras.Model, spec: ms.ModelSpec, train,
+           hold_out: float, shard: shards.Shard):
+  """Runs the module's ``adapt`` on ``model``; on several workers, on this
+  worker's lanes when the hook takes ``shard`` (a model of as many lanes
+  is adapted, then its weights copied), else on every lane. Every worker
+  then holds the chief's weights (``Shard.agree``)."""
+  if not takes_shard(module):
+    if shard.count > 1:
+      _LOG.info('adapt on every worker over all %d lanes: the model '
+                "module's adapt takes no shard (it cannot combine statistics "
+                'across workers)', spec.batch_size)
+    summary = module.adapt(model_io.module_model(model), spec,
+                           Passes(train, hold_out))
+  elif shard.count == 1:
+    summary = module.adapt(model_io.module_model(model), spec,
+                           Passes(train, hold_out), shard=shard)
+  else:
+    start, stop = shard.lanes
+    local_spec = spec.replace(batch_size=stop - start)
+    local = model_io.build_stateful(module, local_spec)
+    model_io.copy_weights(model, local)
+    _LOG.info('adapt on %r; its statistics combined with the other '
+              "workers'", shard)
+    summary = module.adapt(model_io.module_model(local), local_spec,
+                           Passes(train, hold_out, shard), shard=shard)
+    model_io.copy_weights(local, model)
+  if shard.count > 1:
+    model.set_weights(shard.agree(model.get_weights()))
+  return summary
+
+
 def build(module, spec: ms.ModelSpec, train, seed: int,
-          hold_out: float = 0.0, any_length: bool = False):
+          hold_out: float = 0.0, any_length: bool = False,
+          shard: Optional[shards.Shard] = None):
   """The stateful model, seeded and adapted to the train split (its
   labelled steps outside the validation carve, with ``hold_out``), and
   whether ``adapt`` fitted anything (it ran and returned a non-empty
@@ -94,6 +140,9 @@ def build(module, spec: ms.ModelSpec, train, seed: int,
   ``any_length``: the model takes segments of any length (built from the
   spec with ``num_unroll`` None; the same weights), as randomised
   truncation feeds it parts of a batch.
+
+  ``shard``: this worker's part of the fit (``shards.of``); every worker
+  ends with the same weights.
 
   The serving twin is built first and checked against it (same weights), so
   a module whose twin differs fails before adapting and training.
@@ -105,8 +154,8 @@ def build(module, spec: ms.ModelSpec, train, seed: int,
   summary = None
   if hasattr(module, 'adapt'):
     started = time.monotonic()
-    summary = module.adapt(model_io.module_model(model), spec,
-                           Passes(train, hold_out))
+    summary = _adapt(module, model, spec, train, hold_out,
+                     shard or shards.Shard())
     _LOG.info('adapted the model to the train split%s in %.1fs: %s',
               ' (labels of the validation carve held out)' if hold_out
               else '', time.monotonic() - started, summary)

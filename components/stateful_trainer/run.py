@@ -37,6 +37,7 @@ from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
 from components.stateful import replicas
+from components.stateful import shards
 
 _LOG = logging.getLogger(__name__)
 
@@ -246,8 +247,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   hold_out = (config.validation_fraction if config.score_initial and
               epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
   any_length = config.random_truncation > 0  # It feeds parts of batches.
+  # On several workers each fits the model's statistics on its own lanes.
+  shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
   model, fitted = model_setup.build(module, spec, train, args.train.seed,
-                                    hold_out, any_length)
+                                    hold_out, any_length, shard)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   if config.score_initial and not fitted:
     # Random initial weights are no candidate: on a small carve one can
@@ -324,7 +327,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 'for %d epochs', epochs, epochs)
     if hold_out:
       model, _ = model_setup.build(module, spec, train, args.train.seed,
-                                   any_length=any_length)
+                                   any_length=any_length, shard=shard)
     else:
       keras.utils.set_random_seed(args.train.seed)
       model = model_io.build_stateful(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -63,7 +64,11 @@ def main(argv=None) -> int:
   parser.add_argument('--epochs', type=int, default=2)
   parser.add_argument('--validation-fraction', type=float, default=0.0)
   parser.add_argument('--crash-at', type=int, default=None)
+  parser.add_argument('--adapt-rows', type=int, default=None,
+                      help='caps the default model\'s adapt samples '
+                      '(ADAPT_MAX_ROWS, HEAD_MAX_ROWS) so they sample')
   flags = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO)
 
   from components.stateful_trainer import distribution
   dist = distribution.make_distribution(flags.replicas)
@@ -74,6 +79,7 @@ def main(argv=None) -> int:
   from components.stateful import model_io
   from components.stateful import objective as objective_lib
   from components.stateful import replicas
+  from components.stateful import shards
   from components.stateful import state
   from components.stateful import steps as steps_lib
   from components.stateful_trainer import model_setup
@@ -81,6 +87,9 @@ def main(argv=None) -> int:
   from components.stateful_trainer import run as runner
   from components.stateful_trainer import settings
 
+  if flags.adapt_rows is not None:
+    from components.stateful import conv_adapt
+    conv_adapt.ADAPT_MAX_ROWS = conv_adapt.HEAD_MAX_ROWS = flags.adapt_rows
   args = _args(flags, runner, settings)
   task = f'{dist.task_type or "local"}{dist.task_id}'
   os.makedirs(flags.out, exist_ok=True)
@@ -100,7 +109,9 @@ def main(argv=None) -> int:
   train = batches_lib.BatchSource.open(flags.batches, 'train')
   spec = runner.make_spec(args, train.meta, batches_lib.scan_labels(train))
   module = model_io.resolve_module(None)
-  model, _ = model_setup.build(module, spec, train, 0)
+  model, _ = model_setup.build(
+      module, spec, train, 0,
+      shard=shards.of(dist.strategy, dist.num_workers, spec.batch_size))
   objective = objective_lib.make_objective(spec, module)
   optimizer = lambda: optimizers.make_optimizer(
       settings.OptimizerConfig.from_hyperparameters(

@@ -70,8 +70,9 @@ def _free_ports(n):
   return ports
 
 
-def _workers(*flags, n=2, expect=(0, 0)):
-  """Runs ``n`` workers of one cluster at once; returns their stdout."""
+def _workers(*flags, n=2, expect=(0, 0), logs=False):
+  """Runs ``n`` workers of one cluster at once; returns their stdout (and
+  stderr, with ``logs``)."""
   cluster = {'worker': [f'localhost:{p}' for p in _free_ports(n)]}
   procs = [subprocess.Popen(
       _case(*flags), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -83,7 +84,7 @@ def _workers(*flags, n=2, expect=(0, 0)):
     out, err = proc.communicate(timeout=TIMEOUT)
     outs.append((proc.returncode, out, err))
   assert tuple(r for r, _, _ in outs) == tuple(expect), outs[0][2][-3000:]
-  return [o for _, o, _ in outs]
+  return [(o, e) if logs else o for _, o, e in outs]
 
 
 def _close(a, b, what, rtol=1e-5):
@@ -125,6 +126,24 @@ def test_two_workers_make_the_update_of_one_process(batches, tmp_path):
            '--module', 'lstm', '--steps', 3)
   one = np.load(tmp_path / 'one' / 'fit-local0.npz')
   assert any(np.abs(one[k]).max() > 0 for k in one.files if k[0] == 's')
+  for worker in ('worker0', 'worker1'):
+    _close(one, np.load(tmp_path / 'two' / f'fit-{worker}.npz'), worker)
+
+
+def test_two_workers_fit_the_default_models_statistics_as_one_process(
+    batches, tmp_path):
+  """The default model's adapt on 2 workers, each on its own 2 lanes, its
+  samples and Gram statistics combined (samples capped at 24 rows, so
+  every statistic and the head's rows are samples): the weights, state and
+  outputs after 3 steps equal one process's on all 4 lanes."""
+  flags = ('fit', '--batches', batches['dense'], '--module', 'conv',
+           '--steps', 3, '--adapt-rows', 24)
+  _run(*flags, '--out', tmp_path / 'one')
+  outs = _workers(*flags, '--out', tmp_path / 'two', logs=True)
+  for i, (_, err) in enumerate(outs):
+    assert f'adapt on Shard(worker {i} of 2, lanes ({2 * i}, {2 * i + 2}))' \
+        in err, err[-3000:]
+  one = np.load(tmp_path / 'one' / 'fit-local0.npz')
   for worker in ('worker0', 'worker1'):
     _close(one, np.load(tmp_path / 'two' / f'fit-{worker}.npz'), worker)
 
