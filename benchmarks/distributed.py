@@ -31,6 +31,12 @@ per worker: the process's ``ru_maxrss``. The trained weights of the 2-worker
 and the 1-worker runs are compared too (same update: the tests hold them to
 1e-5).
 
+Then the default model's ``adapt`` alone (``model_setup.build``: scales,
+thresholds and the closed-form head, fitted before training) on the same
+batches, on 1 worker and on 2 (each on its own lanes, the statistics
+combined by ``components/stateful/shards.py``), one thread each: the slower
+worker's seconds, and the fitted weights of 2 workers against 1.
+
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.distributed [--quick]
 """
 
@@ -61,8 +67,37 @@ SETUPS = (
 )
 
 
+def _adapt_worker(args, runner, settings, np) -> Dict[str, Any]:
+  """The default model's adapt alone (``model_setup.build``, as
+  ``run.run`` calls it): its seconds and the fitted weights."""
+  import time  # pylint: disable=g-import-not-at-top
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful import model_io  # pylint: disable=g-import-not-at-top
+  from components.stateful import shards  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
+  dist = distribution.make_distribution(1)
+  trainer_args = runner.TrainerArgs(
+      batches_uri=args.batches, model_uri=f'{args.out}/model',
+      serving_model_dir=f'{args.out}/model/serving',
+      model_run_dir=f'{args.out}/run', eval_split=None,
+      train=settings.TrainConfig(seed=0))
+  train = batches_lib.BatchSource.open(args.batches, 'train')
+  spec = runner.make_spec(trainer_args, train.meta,
+                          batches_lib.scan_labels(train))
+  module = model_io.resolve_module(None)
+  shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
+  started = time.monotonic()
+  model, _ = model_setup.build(module, spec, train, 0, shard=shard)
+  seconds = time.monotonic() - started
+  os.makedirs(args.out, exist_ok=True)
+  np.savez(f'{args.out}/weights-{shard.index}.npz', *model.get_weights())
+  return {'seconds': seconds}
+
+
 def worker(args) -> int:
-  """One trainer process: prints its epochs' rates and peak RSS as JSON."""
+  """One trainer process: prints its epochs' rates and peak RSS as JSON
+  (``--adapt``: the default model's adapt seconds)."""
   import resource  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -73,6 +108,11 @@ def worker(args) -> int:
     distribution.configure_local_devices(args.replicas)
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+  if args.adapt:
+    got = _adapt_worker(args, runner, settings, np)
+    got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps(got))
+    return 0
   out = args.out
   result = runner.run(runner.TrainerArgs(
       batches_uri=args.batches, model_uri=f'{out}/model',
@@ -104,14 +144,16 @@ def _ports(n: int) -> List[int]:
 
 def run_setup(batches, out: str, workers: int, threads: int,
               replicas: int, epochs: int, units: int = UNITS,
-              independent: bool = False) -> List[Dict[str, Any]]:
+              independent: bool = False,
+              adapt: bool = False) -> List[Dict[str, Any]]:
   """Runs one set-up; returns each process's JSON (chief first).
   ``independent``: the workers are separate runs (no TF_CONFIG), each on
-  its own batches (``batches[i]``) into its own output folder."""
+  its own batches (``batches[i]``) into its own output folder. ``adapt``:
+  the default model's adapt only."""
   cmd = [sys.executable, '-m', 'benchmarks.distributed', '--worker',
          '--threads', str(threads),
          '--replicas', str(replicas), '--epochs', str(epochs),
-         '--units', str(units)]
+         '--units', str(units)] + (['--adapt'] if adapt else [])
   if workers == 1:
     child = common.run_child(cmd + ['--batches', batches, '--out', out],
                              timeout=3600)
@@ -170,6 +212,7 @@ def main(argv=None) -> int:
   parser.add_argument('--threads', type=int, default=1, help=argparse.SUPPRESS)
   parser.add_argument('--replicas', type=int, default=1,
                       help=argparse.SUPPRESS)
+  parser.add_argument('--adapt', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--epochs', type=int, default=None,
                       help='epochs per run (default 4; --quick 2)')
   parser.add_argument('--repeats', type=int, default=None,
@@ -216,6 +259,18 @@ def main(argv=None) -> int:
             'real steps/s')
     agree = _max_rel_diff(f'{tmp}/0-1w1t1r/weights.npz',
                           f'{tmp}/0-2w1t1r/weights.npz')
+    # The default model's adapt (no training): 1 worker against 2.
+    adapt_runs: Dict[int, List[Dict[str, Any]]] = {1: [], 2: []}
+    for repeat in range(repeats):
+      for workers in (1, 2):
+        got = run_setup(batches, f'{tmp}/adapt-{repeat}-{workers}w', workers,
+                        1, 1, 0, adapt=True)
+        adapt_runs[workers].append(got)
+        log(f'default model adapt, {workers} worker(s) (run {repeat + 1}): '
+            f'{max(g["seconds"] for g in got):.1f} s')
+    adapt_agree = max(_max_rel_diff(f'{tmp}/adapt-0-1w/weights-0.npz',
+                                    f'{tmp}/adapt-0-2w/weights-{i}.npz')
+                      for i in range(2))
   run.finish()
 
   def rate(name: str) -> float:
@@ -235,6 +290,15 @@ def main(argv=None) -> int:
                  f'{rate(name):,.0f}',
                  common.ratio(rate(name), rate(against)) if against else '-',
                  common.mib(peak(name))])
+  adapt_seconds = {w: statistics.median(max(g['seconds'] for g in got)
+                                        for got in adapt_runs[w])
+                   for w in (1, 2)}
+  adapt_rows = [[f'{w} worker{"s" if w > 1 else ""}, 1 thread each', w,
+                 f'{adapt_seconds[w]:.1f}',
+                 common.ratio(adapt_seconds[1], adapt_seconds[w])
+                 if w > 1 else '-',
+                 common.mib(max(g['peak_rss'] for got in adapt_runs[w]
+                                for g in got))] for w in (1, 2)]
   scaling = rate('2 workers, 1 thread each') / rate('1 worker, 1 thread')
   ceiling = rate(INDEPENDENT) / rate('1 worker, 1 thread')
   body = [
@@ -265,6 +329,21 @@ def main(argv=None) -> int:
       f'difference {agree:.1e}.' if agree is not None else
       '* Trained weights: not compared (a run wrote none).',
       '* No GPU was lent to the session that ran this: no GPU figure.',
+      '',
+      'Fit-time statistics: the default model\'s `adapt` alone '
+      '(`model_setup.build`, as the trainer calls it: scales, thresholds '
+      'and the closed-form head, no training) on the same batches, each '
+      'worker on its own lanes, the statistics combined '
+      '(`components/stateful/shards.py`); seconds = the slower worker\'s, '
+      f'median of {repeats} run(s).',
+      '',
+      common.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
+                    'peak RSS / worker'], adapt_rows, align='lrrrr'),
+      '',
+      '* Fitted weights, 2 workers against 1 (first run): ' + (
+          'identical, bit for bit' if adapt_agree == 0 else
+          f'max relative difference {adapt_agree:.1e}') +
+      ' (every worker holds the chief\'s after `Shard.agree`).',
   ]
   common.write_section(common.output_path(args), 'distributed',
                        '\n'.join(body))
