@@ -293,7 +293,8 @@ def main(argv=None) -> int:
   adapt_seconds = {w: statistics.median(max(g['seconds'] for g in got)
                                         for got in adapt_runs[w])
                    for w in (1, 2)}
-  adapt_rows = [[f'{w} worker{"s" if w > 1 else ""}, 1 thread each', w,
+  adapt_rows = [[f'{w} worker{"s, 1 thread each" if w > 1 else ", 1 thread"}',
+                 w,
                  f'{adapt_seconds[w]:.1f}',
                  common.ratio(adapt_seconds[1], adapt_seconds[w])
                  if w > 1 else '-',
