@@ -7,10 +7,11 @@ In lane order over the train split, with the model's own stateful layers:
 2. the PPV thresholds: a random quantile of each kernel's output copy;
 3. the feature standardisation, on the steps the loss reads;
 4. for regression, the label scale;
-5. the linear head in closed form (``ridge.py``), on a uniform sample of
-   at most ``HEAD_MAX_ROWS`` labelled steps (per-step regression: a linear
-   autoregression on the lags from Gram statistics of every labelled step,
-   then the other features on what it leaves; see ``_fit_head``).
+5. the linear head in closed form (``ridge.py``), on a uniform (bottom-k)
+   sample of at most ``HEAD_MAX_ROWS`` labelled steps (per-step
+   regression: a linear autoregression on the lags from Gram statistics of
+   every labelled step, then the other features on what it leaves; see
+   ``_fit_head``).
 
 On several workers each reads its own lanes and every statistic is
 combined (``shards.py``): samples are drawn on lane-order positions (1-4)
@@ -254,17 +255,18 @@ def _lag_columns(model: keras.Model) -> int:
 
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
               shard: shards.Shard) -> Dict[str, Any]:
-  """Ridge head (see the module docstring) on every labelled step.
+  """Ridge head (see the module docstring) on the bottom-k sample of at most
+  ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``).
 
   Per-step regression with lags, in two stages: (1) a linear
   autoregression on the lag columns alone, fitted on every labelled step
-  from accumulated Gram statistics (``ridge.GramRidge``), its penalty
-  chosen with whole sequences held out; (2) the ridge on all features
-  fitted to what (1) leaves, kept only when its held-out error is below
-  that of leaving the residual alone. The head is their sum, so it
-  represents persistence and any linear autoregression on the lags
-  exactly, without shrinking them together with thousands of other
-  features."""
+  (not only the sample) from accumulated Gram statistics
+  (``ridge.GramRidge``), its penalty chosen with whole sequences held
+  out; (2) the ridge on all features, on the sample, fitted to what (1)
+  leaves, kept only when its held-out error is below that of leaving the
+  residual alone. The head is their sum, so it represents persistence and
+  any linear autoregression on the lags exactly, without shrinking them
+  together with thousands of other features."""
   per_step = spec.label_kind == 'per_step'
   lags = _lag_columns(model) if (spec.task == 'regression' and
                                  per_step) else 0

@@ -6,8 +6,8 @@ Used when the StatefulTrainer is given no ``module_file``; also an example
 of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
 the optional hooks ``adapt(model, spec, batches, shard=None)`` (fit
 data-dependent, non-trainable weights before training; ``shard``: this
-worker's part on several workers, ``components.stateful.shards``) and ``label_scoring(spec)`` (where a
-``per_sequence`` label is scored).
+worker's part on several workers, ``components.stateful.shards``) and
+``label_scoring(spec)`` (where a ``per_sequence`` label is scored).
 
 ``model='conv'`` (the default), per step t of a sequence, every part causal
 and streaming exactly through the state protocol:

@@ -11,16 +11,17 @@ a ``shard`` keyword is given this worker's lanes of every train batch
 * ``sum(array)``: the element-wise sum over the workers (counts, sums,
   Gram matrices);
 * ``concat(rows)``: every worker's rows, worker by worker;
-* ``in_lane_order(rows, counts)``: rows of several batches put back in the
-  order one process reads them (``lane order``: batch by batch, lane by
-  lane, step by step, the order of ``array[mask > 0]`` over ``[B, T]``
-  batches), from each worker's rows and per-batch counts.
+* ``global_ids(counts)`` and ``in_lane_order(rows, ids, total)``: rows of
+  several batches put back in the order one process reads them (``lane
+  order``: batch by batch, lane by lane, step by step, the order of
+  ``array[mask > 0]`` over ``[B, T]`` batches), from each worker's rows,
+  its per-batch row counts and the positions they give.
 
 In one process ``Shard()`` (one worker, every lane) makes each of these the
 identity, so a hook has one code path. Every worker must make the same
 calls in the same order (they are collectives).
 
-``agree(model)`` (the trainer calls it after ``adapt`` on several workers)
+``agree(weights)`` (the trainer calls it after ``adapt`` on several workers)
 gives every worker the chief's weights and fails when a worker's differ by
 more than rounding: a hook that fits from its own lanes without combining
 would otherwise start each worker from a different model.

@@ -6,9 +6,9 @@ per-sequence labels are scored when the module does not say.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
-import inspect
 from typing import Any, Mapping, Optional
 
 import numpy as np
