@@ -178,9 +178,10 @@ def metric_names(case: Case) -> List[str]:
   return ['accuracy'] if case.task == 'classification' else ['mae', 'rmse']
 
 
-def run_pipeline(case: Case, model: str, seed: Optional[int], work: str
-                ) -> Dict:
-  """One ``pipeline.local_runner`` run; its eval metrics and wall time."""
+def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
+                 extra: Sequence[str] = ()) -> Dict:
+  """One ``pipeline.local_runner`` run (``extra``: more of its flags); its
+  eval metrics and wall time."""
   # One output folder per data set: TFX's cache serves ExampleGen ..
   # SequenceBatcher to every run after the first (only the seed or the model
   # module changes), so only the trainer, evaluator and pusher re-run.
@@ -191,6 +192,7 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str
     cmd += ['--seed', str(seed)]
   if model == PLAIN:
     cmd += ['--module-file', LSTM_MODULE]
+  cmd += list(extra)
   res = common.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
   result = {'seconds': res.seconds, 'peak_rss': res.peak.tree}
   logfile = os.path.join(work, 'logs', f'{case.slug}-{model}-seed{seed or 0}'

@@ -47,6 +47,7 @@ import datetime
 import io
 import json
 import os
+import shlex
 import shutil
 import statistics
 import sys
@@ -643,7 +644,9 @@ def render(args, run, entries, seeds, source_text,
       'Every stream is one sequence key, run by `python -m '
       'pipeline.local_runner --data-root <dir> --key-column seq_id '
       '--order-column t --label-column label --label-kind per_step [--task '
-      'regression] --output-dir <tmp> --seed S` with no other flags and '
+      'regression] --output-dir <tmp> --seed S` with '
+      + (f'`{args.runner_args}` added' if getattr(args, 'runner_args', '')
+         else 'no other flags') + ' and '
       'scored from `summary.json` (`eval.accuracy`; `eval.rmse` squared and '
       '`eval.mae` for forecasting) at every eval step. Forecasting: label[t] '
       '= x0[t+1] (the next value of the first channel); persistence = '
@@ -712,9 +715,9 @@ def render(args, run, entries, seeds, source_text,
 # --------------------------------------------------------------------------
 
 
-def _run(case, seed, work, what) -> Dict:
+def _run(case, seed, work, what, extra=()) -> Dict:
   log(f'{what}: pipeline, seed {seed} ...')
-  out = real_data.run_pipeline(case, real_data.OURS, seed, work)
+  out = real_data.run_pipeline(case, real_data.OURS, seed, work, extra)
   _with_mse([out])
   shown = {k: round(v, 4) for k, v in out.items()
            if k in ('accuracy', 'mse', 'mae')}
@@ -752,6 +755,10 @@ def main(argv=None) -> int:
                  'the first file that has it); runs nothing')
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder (stream CSVs, runs, logs)')
+  p.add_argument('--runner-args', default='',
+                 help='more pipeline.local_runner flags for every run, ours '
+                 'and the ceilings (one string, e.g. "--epochs 0"; '
+                 'default: none, the pipeline\'s defaults)')
   args = p.parse_args(argv)
   run = common.Run()
   results_path = args.results or (
@@ -776,6 +783,7 @@ def main(argv=None) -> int:
     run.load_after = loaded[-1].get('load_after')
     args.ceiling_seeds = first['ceiling_seeds']
     args.references_only = first['references_only']
+    args.runner_args = first.get('runner_args', '')
     body = render(args, run, entries, first['seeds'], first['source'],
                   (', '.join(args.from_results),
                    '`; `'.join(x['command'] for x in loaded)))
@@ -786,6 +794,7 @@ def main(argv=None) -> int:
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir)
     nseeds = common.seed_count(args, SEEDS)
+    extra = shlex.split(args.runner_args)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -818,11 +827,11 @@ def main(argv=None) -> int:
     if args.references_only:
       continue
     for seed in seeds:
-      entry.setdefault('ours', []).append(_run(c, seed, work, c.name))
+      entry.setdefault('ours', []).append(_run(c, seed, work, c.name, extra))
     if c.ceiling is not None:
       for seed in seeds[:max(1, args.ceiling_seeds)]:
         entry.setdefault('ceiling', []).append(
-            _run(c.ceiling, seed, work, f'{c.name} ceiling'))
+            _run(c.ceiling, seed, work, f'{c.name} ceiling', extra))
   body = render(args, run, entries, seeds, source.describe())
   saved = {'started': run.started.isoformat(), 'command': common.command_line(),
            'seconds': run.seconds, 'load_before': run.load_before,
@@ -830,6 +839,7 @@ def main(argv=None) -> int:
            'versions': common.versions(), 'seeds': seeds,
            'ceiling_seeds': args.ceiling_seeds,
            'references_only': args.references_only,
+           'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
   common.write_section(common.output_path(args), SECTION, body)
   os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)

@@ -174,6 +174,23 @@ def bucket_rows(ours: Dict, prefix: Dict[int, float], ceiling: float,
   return rows
 
 
+def every_step_prefix(prefix: Dict[int, float],
+                      lengths: Sequence[int]) -> float:
+  """The prefix ceiling over every eval step: step t of a recording (t = 1
+  .. its length) scored at prefix t, so each t weighs as many recordings as
+  are at least t long. A t between measured prefix lengths (the grid above
+  ``DENSE_UP_TO``) takes the largest measured one below it."""
+  lengths = np.asarray(lengths)
+  measured = sorted(prefix)
+  total = weight = 0.0
+  for t in range(1, int(lengths.max()) + 1):
+    n = float((lengths >= t).sum())
+    below = [m for m in measured if m <= t]
+    total += n * prefix[below[-1]]
+    weight += n
+  return total / weight
+
+
 def main(argv=None) -> int:
   p = common.parser(__doc__.split('\n')[0])
   p.add_argument('--cases', default=None,
@@ -226,7 +243,11 @@ def main(argv=None) -> int:
         'ceiling': ceil['accuracy'], 'steps': int(steps['correct'].size),
         'recordings': len(recordings),
         'lengths': (min(len(r) for r in recordings), longest),
-        'rows': bucket_rows(steps, prefix, ceil['accuracy'], longest)})
+        'rows': bucket_rows(steps, prefix, ceil['accuracy'], longest) + [{
+            'bucket': 'every step', 'share': 1.0, 'ours': overall,
+            'prefix_ceiling': every_step_prefix(
+                prefix, [len(r) for r in recordings]),
+            'ceiling': ceil['accuracy']}]})
   body = render(args, run, results)
   common.write_section(common.output_path(args), SECTION, body)
   if args.keep:
@@ -256,7 +277,10 @@ def render(args, run, results: List[Dict]) -> str:
           'tagger that knew where the recording started could know by then. '
           '"whole ceiling" = its accuracy on whole recordings (section 8\'s '
           'ceiling). "recomputed" is ours over every eval step from the '
-          'signature, which should equal the pipeline\'s `eval.accuracy`.',
+          'signature, which should equal the pipeline\'s `eval.accuracy`. '
+          'The row "every step" scores every eval step, the prefix ceiling '
+          'at each step given the recording up to it (between measured '
+          'prefix lengths, above 64, the largest measured one below).',
           '']
   for r in results:
     rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
@@ -268,7 +292,10 @@ def render(args, run, results: List[Dict]) -> str:
              f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
              f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
              f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
-             f'({r["ours"] / r["ceiling"]:.2f}x).', '',
+             f'({r["ours"] / r["ceiling"]:.2f}x); the prefix ceiling over '
+             f'every step {r["rows"][-1]["prefix_ceiling"]:.3f} '
+             f'({r["rows"][-1]["prefix_ceiling"] / r["ceiling"]:.2f}x the '
+             'whole ceiling).', '',
              common.table(['steps since the change', 'share of steps',
                            'ours', 'prefix ceiling', 'whole ceiling',
                            'ours / prefix ceiling'], rows,

@@ -40,3 +40,13 @@ def test_prefix_lengths_dense_then_a_grid():
   ts = tagging_lag._prefix_lengths(100)  # pylint: disable=protected-access
   assert ts[:64] == list(range(1, 65)) and ts[64:] == [80, 96]
   assert tagging_lag._prefix_lengths(7) == list(range(1, 8))  # pylint: disable=protected-access
+
+
+def test_every_step_prefix_weighs_each_step_of_each_recording_once():
+  # Recordings of 2 and 3 steps: steps at t = 1, 2 (both) and 3 (one).
+  prefix = {1: 0.0, 2: 0.5, 3: 1.0}
+  got = tagging_lag.every_step_prefix(prefix, [2, 3])
+  assert got == pytest.approx((2 * 0.0 + 2 * 0.5 + 1 * 1.0) / 5)
+  # Between measured lengths the largest measured one below is used.
+  assert tagging_lag.every_step_prefix({1: 0.2, 3: 0.8}, [4]) == (
+      pytest.approx((0.2 + 0.2 + 0.8 + 0.8) / 4))
