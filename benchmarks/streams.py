@@ -645,7 +645,7 @@ def render(args, run, entries, seeds, source_text,
       'pipeline.local_runner --data-root <dir> --key-column seq_id '
       '--order-column t --label-column label --label-kind per_step [--task '
       'regression] --output-dir <tmp> --seed S` with '
-      + (f'`{args.runner_args}` added' if getattr(args, 'runner_args', '')
+      + (f'`{args.runner_args}` added' if args.runner_args
          else 'no other flags') + ' and '
       'scored from `summary.json` (`eval.accuracy`; `eval.rmse` squared and '
       '`eval.mae` for forecasting) at every eval step. Forecasting: label[t] '

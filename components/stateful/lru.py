@@ -28,10 +28,10 @@ Over a chunk of T' steps the recurrence is the inclusive scan of the pairs
 ``(a1, b1), (a2, b2) -> (a1 a2, a2 b1 + b2)``; ``linear_scan`` computes it
 by log-depth doubling (ceil(log2 T') passes of whole-chunk TensorFlow ops,
 no loop over steps), and its gradient by the same scan of the adjoint
-recurrence, backwards in time. The carried state is folded into the first element
-(``b_0 <- a_0 h_carried + b_0``). A reset at step t (``dense`` batches) sets
-``a_t = 0``, so the scan restarts there exactly: nothing before it reaches
-past it, in values or gradients. Like the other stateful layers it reads no
+recurrence, backwards in time. The carried state is folded into the first
+element (``b_0 <- a_0 h_carried + b_0``). A reset at step t (``dense``
+batches) sets ``a_t = 0``, so the scan restarts there exactly: nothing
+before it reaches past it, in values or gradients. Like the other stateful layers it reads no
 Keras mask: padding sits only at a lane's end and is followed by a reset.
 """
 
@@ -91,7 +91,7 @@ def linear_scan(a_re: tf.Tensor, a_im: tf.Tensor, b_re: tf.Tensor,
 
   Its gradient is the adjoint recurrence, itself one more scan, run
   backwards in time (not TensorFlow's derivative of the doubling passes,
-  which cost about 15 times the forward scan): with ``g_t`` the loss's
+  which costs many times the forward scan): with ``g_t`` the loss's
   gradient at ``h_t``, ``d_t = g_t + conj(a_{t+1}) d_{t+1}``; then the
   gradient at ``b_t`` is ``d_t`` and at ``a_t`` it is ``conj(h_{t-1})
   d_t``. A zero ``a_t`` (a reset) stops ``d`` there, as it stops ``h``.

@@ -113,19 +113,33 @@ def test_scan_gradient_equals_the_derivative_of_the_doubling_passes(
   want = grads_of(lru._doubling)  # pylint: disable=protected-access
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
-  # Nothing after a reset reaches the gradient of what came before it.
-  lane = np.argmax(cut.any(axis=1))
-  first = int(np.argmax(cut[lane]))
-  if first > 0:
-    @tf.function(autograph=False)
-    def late(*xs):
-      with tf.GradientTape() as tape:
-        tape.watch(xs)
-        h_re, h_im = lru.linear_scan(*xs)
-        loss = tf.reduce_sum(h_re[lane, first:] + h_im[lane, first:])
-      return tape.gradient(loss, xs)
-    for g in late(*args):
-      assert not np.abs(g.numpy()[lane, :first]).any()
+
+
+@pytest.mark.parametrize('length', [2, 5, 16, 100])
+def test_scan_gradient_stops_at_a_reset(length):
+  """A zero ``a`` at step r of lane 0 (a reset): a loss on that lane's
+  steps from r on has no gradient at any input before r, in either part."""
+  rng = np.random.default_rng(length)
+  shape = (2, length, 3)
+  a_re, a_im = (rng.uniform(-0.7, 0.7, size=shape) for _ in range(2))
+  reset = length // 2
+  a_re[0, reset], a_im[0, reset] = 0.0, 0.0
+  args = [tf.constant(v, tf.float32) for v in
+          (a_re, a_im, rng.normal(size=shape), rng.normal(size=shape))]
+
+  @tf.function(autograph=False)
+  def late(*xs):
+    with tf.GradientTape() as tape:
+      tape.watch(xs)
+      h_re, h_im = lru.linear_scan(*xs)
+      loss = tf.reduce_sum(h_re[0, reset:] + h_im[0, reset:])
+    return tape.gradient(loss, xs)
+
+  got = [g.numpy() for g in late(*args)]
+  for g in got:
+    assert not np.abs(g[0, :reset]).any()
+  # The inputs from the reset on do get a gradient.
+  assert np.abs(got[2][0, reset:]).all()
 
 
 def test_eigenvalues_follow_the_parameterisation():
