@@ -142,6 +142,78 @@ def test_scan_gradient_stops_at_a_reset(length):
   assert np.abs(got[2][0, reset:]).all()
 
 
+def _rates(rng, size):
+  """A decay rate and phase per channel: long and short memories."""
+  decay = np.exp(rng.uniform(np.log(1e-4), np.log(0.5), size=size))
+  return (tf.constant(decay, tf.float32),
+          tf.constant(rng.uniform(0.0, 2 * np.pi, size=size), tf.float32))
+
+
+@pytest.mark.parametrize('length', [1, 2, 3, 7, 32, 33, 100])
+@pytest.mark.parametrize('known', [True, False])
+def test_invariant_scan_equals_a_loop_and_the_general_scan(length, known):
+  """``invariant_scan`` (one lambda per channel) = the recurrence step by
+  step in float64 complex numbers, and = ``linear_scan`` given that lambda
+  at every step; shapes known (training) or not (the serving twin)."""
+  rng = np.random.default_rng(length)
+  decay, phase = _rates(rng, 5)
+  b = rng.normal(size=(3, length, 5)) + 1j * rng.normal(size=(3, length, 5))
+  spec = tf.TensorSpec((3, length, 5) if known else [None, None, 5],
+                       tf.float32)
+  scan = tf.function(lambda b_re, b_im: lru.invariant_scan(
+      decay, phase, b_re, b_im), input_signature=[spec, spec],
+                     autograph=False)
+  h_re, h_im = scan(tf.constant(b.real, tf.float32),
+                    tf.constant(b.imag, tf.float32))
+  lam = np.exp(-decay.numpy().astype(np.float64) + 1j * phase.numpy())
+  h, want = np.zeros((3, 5), complex), []
+  for t in range(length):
+    h = lam * h + b[:, t]
+    want.append(h)
+  want = np.stack(want, axis=1)
+  assert h_re.shape == want.shape
+  np.testing.assert_allclose(h_re.numpy() + 1j * h_im.numpy(), want,
+                             atol=2e-5)
+  a = np.broadcast_to(lam, b.shape)
+  g_re, g_im = lru.linear_scan(
+      *(tf.constant(v, tf.float32) for v in (a.real, a.imag, b.real,
+                                              b.imag)))
+  # linear_scan multiplies float32 lambdas together (about 3e-6 of the
+  # state's scale at T = 100), invariant_scan rounds each power once.
+  scale = 1e-5 * max(1.0, float(np.abs(want).max()))
+  np.testing.assert_allclose(h_re.numpy(), g_re.numpy(), atol=scale)
+  np.testing.assert_allclose(h_im.numpy(), g_im.numpy(), atol=scale)
+
+
+@pytest.mark.parametrize('length', [1, 2, 5, 16, 100])
+def test_invariant_scan_gradient_equals_the_derivative_of_its_passes(length):
+  """``invariant_scan``'s own gradient (the adjoint scan with
+  conj(lambda), and its sum for lambda taken to the decay and phase) =
+  TensorFlow's derivative of the forward passes, at every input."""
+  rng = np.random.default_rng(length)
+  shape = (3, length, 4)
+  decay, phase = _rates(rng, 4)
+  b_re, b_im, w_re, w_im = (tf.constant(rng.normal(size=shape), tf.float32)
+                            for _ in range(4))
+
+  def grads_of(scan):
+    args = [decay, phase, b_re, b_im]
+    with tf.GradientTape() as tape:
+      tape.watch(args)
+      h_re, h_im = scan(*args)
+      loss = tf.reduce_sum(h_re * w_re + tf.sin(h_im) * w_im)
+    # At T = 1 the passes never read lambda: no gradient there, i.e. zero.
+    return [np.zeros(a.shape) if g is None else g.numpy()
+            for a, g in zip(args, tape.gradient(loss, args))]
+
+  got = grads_of(lru.invariant_scan)
+  want = grads_of(lru._invariant_passes)  # pylint: disable=protected-access
+  for g, w in zip(got, want):
+    scale = max(1.0, float(np.abs(w).max()))
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale)
+  assert np.abs(got[2]).all()  # Every b_t reaches the loss.
+
+
 def test_eigenvalues_follow_the_parameterisation():
   layer = _layer(64)
   w = _weights(layer)
@@ -235,9 +307,11 @@ def test_step_reset_inside_a_chunk_equals_a_fresh_run():
     np.testing.assert_allclose(out.numpy()[:, k:], fresh.numpy(), atol=1e-5)
     for got, want in zip(new, fresh_state):
       np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
-    # Before the reset: the carried state's continuation.
+    # Before the reset: the carried state's continuation (the run without
+    # resets takes invariant_scan, this one linear_scan: equal to rounding).
     cont, _ = layer.step(x, h0)
-    np.testing.assert_array_equal(out.numpy()[:, :k], cont.numpy()[:, :k])
+    np.testing.assert_allclose(out.numpy()[:, :k], cont.numpy()[:, :k],
+                               atol=1e-5)
 
 
 def test_initial_eigenvalues_lie_on_the_ring():
