@@ -34,6 +34,13 @@ class BestWeights(tf.Module):
     self.epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
                              name='epoch')
     self.stopped = tf.Variable(False, trainable=False, name='stopped')
+    # The carve's loss, tracked apart from the score for early stopping:
+    # where the score is the accuracy of a small carve (one sequence is
+    # several points), it can peak by luck on an early epoch while the loss
+    # still falls every epoch.
+    self.loss = tf.Variable(float('inf'), trainable=False, name='loss')
+    self.loss_epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
+                                  name='loss_epoch')
     self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')
                     for i, w in enumerate(model.get_weights())]
 
@@ -45,6 +52,13 @@ class BestWeights(tf.Module):
 
   def offer(self, model: keras.Model, metrics: Mapping[str, float],
             epoch: int) -> bool:
+    """Keeps ``model``'s weights if ``metrics`` score at least as well as
+    the best so far (see the class docstring); True if kept. Also records a
+    strictly lower loss (``last_improvement``)."""
+    loss = float(np.float32(metrics.get('loss', float('inf'))))
+    if loss < float(self.loss):
+      self.loss.assign(loss)
+      self.loss_epoch.assign(epoch)
     _, score = self.score_of(metrics)
     score = float(np.float32(score))  # As the variable holds it.
     if not score <= float(self.score):
@@ -56,6 +70,12 @@ class BestWeights(tf.Module):
     for var, value in zip(self.weights, model.weights):
       var.assign(value)
     return True
+
+  def last_improvement(self) -> int:
+    """The last epoch that improved the score or strictly lowered the loss:
+    early stopping counts its patience from there, so training goes on
+    while the carve's loss falls even when its accuracy stands still."""
+    return max(int(self.epoch), int(self.loss_epoch))
 
   def restore(self, model: keras.Model) -> None:
     model.set_weights([v.numpy() for v in self.weights])

@@ -120,7 +120,9 @@ class TrainConfig:
       'them (the default model\'s closed-form fit is never made worse)')
   early_stopping_patience: int = _setting(
       10, 'stop after this many epochs without a better validation score '
-      '(0: never stop early)')
+      'and without a lower validation loss (the loss counts too: a small '
+      "carve's accuracy can peak by luck while its loss still falls) (0: "
+      'never stop early)')
   random_truncation: float = _setting(
       0.0, 'randomised truncation (AWD-LSTM\'s variable BPTT length, within '
       'the batches\' T): the probability that a training batch is cut at a '

@@ -348,9 +348,10 @@ def fit(model: keras.Model,
                    if int(best.epoch) == selection.INITIAL else
                    f' (best {name}: epoch {int(best.epoch) + 1})'))
         patience = config.early_stopping_patience
-        if patience and epoch - int(best.epoch) >= patience:
+        if patience and epoch - best.last_improvement() >= patience:
           _LOG.info('early stop after epoch %d: no better validation score '
-                    'for %d epochs', epoch + 1, patience)
+                    'and no lower validation loss for %d epochs', epoch + 1,
+                    patience)
           best.stopped.assign(True)
           reason[0] = 'early_stopping'
           stop = True
@@ -386,7 +387,8 @@ def fit(model: keras.Model,
   _LOG.info('training stopped: %s', {
       'epochs': f'all {config.epochs} epochs ran',
       'no_epochs': 'no epoch planned',
-      'early_stopping': f'no better validation score for '
+      'early_stopping': f'no better validation score and no lower '
+                        f'validation loss for '
                         f'{config.early_stopping_patience} epochs',
       'max_seconds': f'the time budget ({config.max_seconds:g}s) was spent'
                      if config.max_seconds else 'time budget',

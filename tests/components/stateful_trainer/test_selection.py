@@ -2,6 +2,8 @@
 candidate (``TrainConfig.score_initial``): training is kept only when an
 epoch scores better than the weights it started from."""
 
+import itertools
+
 import numpy as np
 import tf_keras as keras
 
@@ -128,3 +130,37 @@ def test_random_initial_weights_are_no_candidate(tmp_path, caplog):
   assert 'the initial weights are not a candidate' in caplog.text
   assert 'validation before training' not in caplog.text
   assert result.fit.best_epoch in (0, 1)
+
+
+def test_early_stopping_waits_while_the_carve_loss_falls(tmp_path, caplog,
+                                                        monkeypatch):
+  """Patience counts from the last epoch that improved the score or
+  lowered the loss: a score that stands still while the loss falls does
+  not stop training (a small carve's accuracy can peak by luck early)."""
+  model = _model(1.0)
+  best = selection.BestWeights(model)
+  best.offer(model, {'accuracy': 1.0, 'loss': 0.9}, 0)
+  for epoch in range(1, 6):  # The accuracy drops, the loss keeps falling.
+    best.offer(model, {'accuracy': 0.75, 'loss': 0.9 - 0.1 * epoch}, epoch)
+  assert int(best.epoch) == 0 and best.last_improvement() == 5
+  best.offer(model, {'accuracy': 0.75, 'loss': 0.5}, 6)  # Worse loss.
+  assert best.last_improvement() == 5
+  # In the loop: a score that gets worse every epoch (as after a lucky
+  # first accuracy) while the loss falls runs every epoch...
+  source = _source(tmp_path)
+  worse = itertools.count()
+  monkeypatch.setattr(selection.BestWeights, 'score_of', staticmethod(
+      lambda metrics: ('accuracy', float(next(worse)))))
+  result = _fit(_model(0.0), source, learning_rate=0.01, epochs=6,
+                early_stopping_patience=2)
+  losses = [e.valid['loss'] for e in result.epochs]
+  assert all(b < a for a, b in zip(losses, losses[1:]))  # Falls throughout.
+  assert result.stop_reason == 'epochs' and len(result.epochs) == 6
+  # ... and with the loss rising too (from the optimum, overshooting),
+  # patience 2 stops after the second epoch (the initial weights are the
+  # last improvement).
+  caplog.set_level('INFO')
+  result = _fit(_model(2.0), source, learning_rate=0.5, epochs=6,
+                early_stopping_patience=2)
+  assert result.stop_reason == 'early_stopping' and len(result.epochs) == 2
+  assert 'no lower validation loss for 2 epochs' in caplog.text
