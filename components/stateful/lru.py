@@ -36,8 +36,9 @@ before it reaches past it, in values or gradients. A chunk without resets
 lambda`` at every step, and ``invariant_scan`` computes it with no ``a``
 tensor at all: the pass of shift s adds ``lambda^s h_{t-s}`` (the powers
 rounded once from float64), fewer operations per pass than
-``linear_scan``'s, with its own adjoint gradient. Like the other stateful layers it reads no
-Keras mask: padding sits only at a lane's end and is followed by a reset.
+``linear_scan``'s, with its own adjoint gradient. Like the other stateful
+layers it reads no Keras mask: padding sits only at a lane's end and is
+followed by a reset.
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ def _powers(decay: tf.Tensor, phase: tf.Tensor, exponents) -> Tuple[
   """``lambda^k`` for the integer exponents ``k`` [M], as (real, imaginary)
   float32[M, S], from the decay rate and phase [S] (``lambda = exp(-decay +
   i phase)``). Computed in float64 and rounded once, so that a high power is
-  as exact as ``lambda`` itself (``k * phase`` in float32 would lose about
-  1e-5 of the angle at k = 32, and repeated squaring a few digits more)."""
+  as exact as ``lambda`` itself (in float32, ``k * phase`` at k = 32 is
+  rounded to about 1e-5 of a radian)."""
   k = tf.cast(exponents, tf.float64)[:, None]
   modulus = tf.exp(-k * tf.cast(decay, tf.float64)[None])
   angle = k * tf.cast(phase, tf.float64)[None]
@@ -373,4 +374,5 @@ class LinearRecurrence(PlainCall, StatefulLayer):
             'max_phase': self.max_phase, 'seed': self.seed}
 
 
-__all__ = ['LinearRecurrence', 'invariant_scan', 'linear_scan', 'ring_init', 'MIN_DECAY']
+__all__ = ['LinearRecurrence', 'invariant_scan', 'linear_scan', 'ring_init',
+           'MIN_DECAY']
