@@ -4,6 +4,14 @@ The key, order and label columns pass through untouched (the SequenceBatcher
 needs them as they were); every other numeric column is a feature and is
 scaled to zero mean and unit variance over the training split. The scaling is
 part of the transform graph, so the exported model applies it when serving.
+
+The statistics are accumulated in float64 and the z-scores rounded to float32
+once. tf.Transform's combiners merge partial sums in whatever order the Beam
+runner's bundles finish, so float32 statistics differ in their last bits from
+run to run, and so did every feature written from them (and every model
+trained on those); in float64 that order no longer reaches the float32
+features (BENCHMARKS.md, section 6 notes: two runs of the same pipeline wrote
+identical batches and trained identically).
 """
 
 from typing import Any, Dict, Optional
@@ -44,5 +52,6 @@ def preprocessing_fn(inputs: Dict[str, Any],
       raise ValueError(
           f'feature column {name!r} is not numeric; list it in '
           'exclude_columns or give feature_columns explicitly')
-    outputs[name] = tft.scale_to_z_score(tf.cast(value, tf.float32))
+    outputs[name] = tf.cast(tft.scale_to_z_score(tf.cast(value, tf.float64)),
+                            tf.float32)
   return outputs

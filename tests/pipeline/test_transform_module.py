@@ -71,6 +71,28 @@ def test_features_are_z_scored_per_column_and_the_rest_passes(tmp_path):
   assert [int(r['label'][0]) for r in out] == [i % 2 for i in range(n)]
 
 
+def test_statistics_in_float64_features_rounded_once_to_float32(tmp_path):
+  # Values far from zero: float32 sums of them lose about 1e-4 of the mean,
+  # so float32 statistics put the z-scores many float32 steps away from the
+  # exact ones (and by how much depends on the order the partial sums are
+  # merged in, which the runner does not fix).
+  rng = np.random.default_rng(1)
+  n = 3000
+  raw = (1e4 + rng.normal(0.0, 1.0, n)).astype(np.float32)
+  rows = [{'seq_id': [b'k'], 't': [i], 'label': [0], 'a': [raw[i]]}
+          for i in range(n)]
+  spec = {'seq_id': tf.io.FixedLenFeature([1], tf.string),
+          't': tf.io.FixedLenFeature([1], tf.int64),
+          'label': tf.io.FixedLenFeature([1], tf.int64),
+          'a': tf.io.FixedLenFeature([1], tf.float32)}
+  out = _transform(rows, spec, tmp_path)
+  got = np.array([np.asarray(r['a']).reshape(-1)[0] for r in out])
+  assert got.dtype == np.float32
+  exact = raw.astype(np.float64)
+  want = ((exact - exact.mean()) / exact.std()).astype(np.float32)
+  np.testing.assert_array_max_ulp(got, want, maxulp=1)
+
+
 def test_a_text_feature_is_an_error(tmp_path):
   rows = [{'seq_id': [b'k'], 't': [0], 'label': [0], 'name': [b'x']}]
   spec = {'seq_id': tf.io.FixedLenFeature([1], tf.string),
