@@ -36,7 +36,11 @@ before it reaches past it, in values or gradients. A chunk without resets
 lambda`` at every step, and ``invariant_scan`` computes it with no ``a``
 tensor at all: the pass of shift s adds ``lambda^s h_{t-s}`` (the powers
 rounded once from float64), fewer operations per pass than
-``linear_scan``'s, with its own adjoint gradient. Like the other stateful
+``linear_scan``'s, with its own adjoint gradient; a chunk of at least
+``MIN_BLOCKS * BLOCK`` steps is scanned in blocks of ``BLOCK`` steps, the
+blocks' last states scanned by ``lambda^BLOCK`` and carried into the next
+block by one more pass, so it takes log2(BLOCK) + 1 full passes instead of
+ceil(log2 T'). Like the other stateful
 layers it reads no Keras mask: padding sits only at a lane's end and is
 followed by a reset.
 """
@@ -141,8 +145,80 @@ def _powers(decay: tf.Tensor, phase: tf.Tensor, exponents) -> Tuple[
           tf.cast(modulus * tf.sin(angle), tf.float32))
 
 
+# Chunks at least this many blocks long are scanned in blocks of BLOCK steps
+# (``_blocked_passes``); shorter ones by doubling over the whole chunk.
+BLOCK = 8
+MIN_BLOCKS = 4
+
+
+def _shifted(h, shift: int, axis: int):
+  """``h`` moved ``shift`` steps later along ``axis`` (static length),
+  zeros before the start."""
+  length = h.shape[axis]
+  begin = [slice(None)] * len(h.shape)
+  begin[axis] = slice(0, length - shift)
+  pads = [[0, 0]] * len(h.shape)
+  pads[axis] = [shift, 0]
+  return tf.pad(h[tuple(begin)], pads)
+
+
+def _doubling_passes(decay, phase, b_re, b_im, stride: int, axis: int):
+  """Doubling passes along ``axis`` (static length) of ``h_t = lambda^stride
+  h_{t-1} + b_t``: the pass of shift s adds ``lambda^(stride s) h_{t-s}``."""
+  length = b_re.shape[axis]
+  shifts = []
+  while (1 << len(shifts)) < length:
+    shifts.append(1 << len(shifts))
+  h_re, h_im = b_re, b_im
+  if shifts:
+    p_re, p_im = _powers(decay, phase, [stride * s for s in shifts])
+    for i, shift in enumerate(shifts):
+      m_re, m_im = _cmul(p_re[i], p_im[i], _shifted(h_re, shift, axis),
+                         _shifted(h_im, shift, axis))
+      h_re, h_im = h_re + m_re, h_im + m_im
+  return h_re, h_im
+
+
+def _blocked_passes(decay, phase, b_re, b_im, stride: int):
+  """``_doubling_passes`` along axis 1 in blocks of ``BLOCK`` steps: each
+  block scanned from zero (log2 BLOCK passes), the blocks' last states
+  scanned with ``lambda^(stride BLOCK)`` (recursively), and each block's
+  incoming state ``c`` added as ``lambda^(stride (i + 1)) c`` at its step
+  i. Fewer full passes over the chunk than doubling over all of it
+  (log2 BLOCK + 1 against ceil(log2 T)), the same recurrence."""
+  length = b_re.shape[1]
+  blocks = -(-length // BLOCK)
+  pad = [[0, 0], [0, blocks * BLOCK - length], [0, 0]]
+  size = b_re.shape[2]
+
+  def split(x):  # [N, T, S] -> [N, blocks, BLOCK, S]; zeros after the end.
+    return tf.reshape(tf.pad(x, pad), [-1, blocks, BLOCK, size])
+
+  h_re, h_im = _doubling_passes(decay, phase, split(b_re), split(b_im),
+                                stride, axis=2)
+  c_re, c_im = _passes(decay, phase, h_re[:, :, -1], h_im[:, :, -1],
+                       stride * BLOCK)
+  # The state entering block j: the carry after block j - 1.
+  c_re, c_im = _shifted(c_re, 1, 1)[:, :, None], _shifted(c_im, 1, 1)[:, :,
+                                                                      None]
+  p_re, p_im = _powers(decay, phase, [stride * (i + 1) for i in range(BLOCK)])
+  m_re, m_im = _cmul(p_re, p_im, c_re, c_im)
+  h_re, h_im = h_re + m_re, h_im + m_im
+  return (tf.reshape(h_re, [-1, blocks * BLOCK, size])[:, :length],
+          tf.reshape(h_im, [-1, blocks * BLOCK, size])[:, :length])
+
+
+def _passes(decay, phase, b_re, b_im, stride: int = 1):
+  """``h_t = lambda^stride h_{t-1} + b_t`` along axis 1 (static length)."""
+  if b_re.shape[1] >= MIN_BLOCKS * BLOCK:
+    return _blocked_passes(decay, phase, b_re, b_im, stride)
+  return _doubling_passes(decay, phase, b_re, b_im, stride, axis=1)
+
+
 def _invariant_passes(decay, phase, b_re, b_im):
   """The forward scan of ``invariant_scan`` (see there)."""
+  if b_re.shape[1] is not None and b_re.shape[2] is not None:
+    return _passes(decay, phase, b_re, b_im)  # Training batches.
   length = tf.shape(b_re)[1]
 
   def apply(shift, p_re, p_im, h_re, h_im):
@@ -150,18 +226,6 @@ def _invariant_passes(decay, phase, b_re, b_im):
       return tf.pad(h[:, :length - shift], [[0, 0], [shift, 0], [0, 0]])
     m_re, m_im = _cmul(p_re, p_im, earlier(h_re), earlier(h_im))
     return h_re + m_re, h_im + m_im
-
-  static = b_re.shape[1]
-  if static is not None:  # Training batches: the passes unrolled.
-    shifts = []
-    while (1 << len(shifts)) < static:
-      shifts.append(1 << len(shifts))
-    h_re, h_im = b_re, b_im
-    if shifts:
-      p_re, p_im = _powers(decay, phase, shifts)
-      for i, shift in enumerate(shifts):
-        h_re, h_im = apply(shift, p_re[i], p_im[i], h_re, h_im)
-    return h_re, h_im
 
   def body(shift, h_re, h_im):
     p_re, p_im = _powers(decay, phase, shift[None])
@@ -184,7 +248,8 @@ def invariant_scan(decay: tf.Tensor, phase: tf.Tensor, b_re: tf.Tensor,
 
   With ``a`` constant the doubling pass of shift s needs no ``a`` tensor:
   ``h_t <- h_t + lambda^s h_{t-s}`` (``h_{t-s} = 0`` before the chunk), a
-  product by one complex number per channel, ceil(log2 T) passes. The
+  product by one complex number per channel, ceil(log2 T) passes; from
+  ``MIN_BLOCKS * BLOCK`` steps on, in blocks (``_blocked_passes``). The
   gradient is the adjoint recurrence, the same scan backwards in time with
   ``conj(lambda)``: ``d_t = g_t + conj(lambda) d_{t+1}``; the gradient at
   ``b_t`` is ``d_t`` and at ``lambda`` it is the sum over lanes and steps
@@ -334,8 +399,9 @@ class LinearRecurrence(PlainCall, StatefulLayer):
 
     Without per-step resets (``packed`` and ``bucketed`` batches, serving)
     ``lambda`` is the same at every step, and the chunk is scanned by
-    ``invariant_scan``'s block products; with them (``dense``) a reset step
-    has ``a_t = 0``, and ``linear_scan``'s doubling passes take it.
+    ``invariant_scan``, powers of ``lambda`` only; with them (``dense``) a
+    reset step has ``a_t = 0``, and ``linear_scan``'s doubling passes take
+    it.
     """
     h_re, h_im = states
     lam_re, lam_im, gamma = self.eigenvalues()
