@@ -16,7 +16,10 @@ batches of B=16 lanes, one feature, 3 classes, every step labelled, at T in
   the identity while the step is traced (the recurrence's scan and its
   adjoint gone, everything else kept): the step minus the scans;
 * ``scan alone``: ``invariant_scan`` forward and gradient on [B, T, 64],
-  twice (the model's two layers), compiled on its own.
+  twice (the model's two layers), compiled on its own;
+* ``scan alone, unblocked``: the same with ``lru.MIN_BLOCKS`` raised past T
+  while it is traced, so that the scan doubles over the whole chunk
+  (ceil(log2 T) passes) instead of scanning blocks of ``lru.BLOCK`` steps.
 
 The variants' steps are timed in interleaved rounds (``--rounds`` of
 ``--steps`` steps each, after 3 untimed steps), so that load on a shared
@@ -93,8 +96,9 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
   return lambda: steps.train(batch)['loss']
 
 
-def scan_alone(unroll: int) -> Callable[[], object]:
-  """``invariant_scan`` forward and gradient on [B, T, STATE], twice."""
+def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
+  """``invariant_scan`` forward and gradient on [B, T, STATE], twice
+  (``blocked=False``: doubling over the whole chunk)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.stateful import lru  # pylint: disable=g-import-not-at-top
@@ -117,12 +121,29 @@ def scan_alone(unroll: int) -> Callable[[], object]:
       total += tf.add_n([tf.reduce_sum(g) for g in grads])
     return total
 
-  for _ in range(3):
-    both()
+  min_blocks = lru.MIN_BLOCKS
+  if not blocked:
+    lru.MIN_BLOCKS = unroll + 1  # Past any block count of this chunk.
+  try:
+    for _ in range(3):  # The first traces.
+      both()
+  finally:
+    lru.MIN_BLOCKS = min_blocks
   return both
 
 
-VARIANTS = ('lstm', 'lru', 'lru, no scan', 'scan alone')
+def lru_block() -> int:
+  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  return lru.BLOCK
+
+
+def lru_min_blocks() -> int:
+  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  return lru.MIN_BLOCKS
+
+
+VARIANTS = ('lstm', 'lru', 'lru, no scan', 'scan alone',
+            'scan alone, unblocked')
 
 
 def measure(unroll: int, rounds: int, steps: int, log) -> Dict[str, float]:
@@ -130,8 +151,10 @@ def measure(unroll: int, rounds: int, steps: int, log) -> Dict[str, float]:
   fns = {}
   for name in VARIANTS:
     log(f'T={unroll}: tracing {name}')
-    fns[name] = (scan_alone(unroll) if name == 'scan alone' else
-                 train_step(name, unroll))
+    if name.startswith('scan alone'):
+      fns[name] = scan_alone(unroll, blocked=name == 'scan alone')
+    else:
+      fns[name] = train_step(name, unroll)
   times: Dict[str, List[float]] = {name: [] for name in VARIANTS}
   for r in range(rounds):
     for name, fn in fns.items():
@@ -165,7 +188,7 @@ def main(argv=None) -> int:
     rows.append([
         str(unroll), f'{r["lstm"]:.1f}', f'{r["lru"]:.1f}',
         f'{r["lru, no scan"]:.1f}', f'{r["lru"] - r["lru, no scan"]:.1f}',
-        f'{r["scan alone"]:.1f}',
+        f'{r["scan alone"]:.1f}', f'{r["scan alone, unblocked"]:.1f}',
         f'{B * unroll / r["lstm"] * 1e3:,.0f}',
         f'{B * unroll / r["lru"] * 1e3:,.0f}',
         common.ratio(r['lstm'], r['lru']),
@@ -182,11 +205,14 @@ def main(argv=None) -> int:
       f'{steps} steps. "lru, no scan": the LRU model with its scans '
       'replaced by the identity while the step is traced; "scans" = lru '
       'minus that; "scan alone": `invariant_scan` forward and gradient on '
-      f'[{B}, T, {STATE}], twice (the model\'s two layers). Rate ratios '
-      'are LRU over LSTM (above 1: the LRU is faster).',
+      f'[{B}, T, {STATE}], twice (the model\'s two layers), in blocks of '
+      f'{lru_block()} steps from {lru_block() * lru_min_blocks()} steps on '
+      '(the layer\'s path); "unblocked": doubling over the whole chunk. '
+      'Rate ratios are LRU over LSTM (above 1: the LRU is faster).',
       '',
       common.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',
-                    'scans ms', 'scan alone ms', 'lstm real steps / s',
+                    'scans ms', 'scan alone ms', 'scan alone, unblocked ms',
+                    'lstm real steps / s',
                     'lru real steps / s', 'lru rate / lstm',
                     'lru without scans: rate / lstm'], rows),
   ]
