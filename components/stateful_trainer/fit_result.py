@@ -72,6 +72,10 @@ class FitResult:
       ``early_stopping`` (patience), ``max_seconds`` (the time budget),
       ``max_steps`` or ``hook`` (``after_step``); ``no_epochs`` when none
       was planned.
+    carve: with ``fit(score_carve=...)``, the validation carve's metrics of
+      the weights ``fit`` left in the model, scored after training in one
+      pass without updates (the same pass for any weights, so two runs'
+      figures compare); else None.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]
@@ -80,6 +84,7 @@ class FitResult:
   finished: bool
   best_epoch: Optional[int] = None
   stop_reason: str = 'epochs'
+  carve: Optional[Dict[str, float]] = None
 
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:

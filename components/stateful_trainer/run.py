@@ -13,7 +13,9 @@ import os
 import tempfile
 import time
 import types
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import numpy as np
 
 import tensorflow as tf
 import tf_keras as keras
@@ -33,6 +35,8 @@ from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful_trainer import settings
 from components.stateful_trainer import optimizers
+from components.stateful_trainer import progress
+from components.stateful_trainer import selection as selection_lib
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -199,6 +203,45 @@ def fit_model(model: keras.Model, *, module: types.ModuleType,
   return result
 
 
+def _check_refit(model: keras.Model, chosen: List[np.ndarray],
+                 chosen_fit: training.FitResult,
+                 refit: training.FitResult) -> Optional[Dict[str, Any]]:
+  """Keeps the refit unless it fails on the validation carve.
+
+  The refit trained on every sequence, the carve's included, for as many
+  epochs as the carve chose; it should score at least as well there as the
+  chosen epoch's weights, which never saw those sequences. Strictly worse
+  means the longer run on more data went astray (it diverged, or stayed on
+  a plateau the carve run left): ``model`` gets the chosen weights back.
+  Both are scored by the same pass after training (``FitResult.carve``).
+
+  Returns:
+    What was compared and kept (``history.json``'s ``refit_check``), or
+    None when either was not scored (an unfinished run).
+  """
+  if chosen_fit.carve is None or refit.carve is None:
+    return None
+  name, chosen_score = selection_lib.BestWeights.score_of(chosen_fit.carve)
+  _, refit_score = selection_lib.BestWeights.score_of(refit.carve)
+  # float32, as the metrics accumulate: a tie is no failure.
+  failed = bool(np.float32(refit_score) > np.float32(chosen_score))
+  if failed:
+    model.set_weights(chosen)
+    _LOG.warning(
+        'refit: its validation-carve %s (%s) is worse than the chosen '
+        "epoch's (%s), though it trained on the carve: exporting the chosen "
+        "epoch's weights instead", name, progress.fmt_metrics(refit.carve),
+        progress.fmt_metrics(chosen_fit.carve))
+  else:
+    _LOG.info("refit kept: its validation-carve %s is at least the chosen "
+              "epoch's (%s; chosen %s)", name,
+              progress.fmt_metrics(refit.carve),
+              progress.fmt_metrics(chosen_fit.carve))
+  return {'score': name, 'chosen': dict(chosen_fit.carve),
+          'refit': dict(refit.carve),
+          'kept': 'chosen' if failed else 'refit'}
+
+
 def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         after_step: Optional[Callable[[int], Optional[bool]]] = None
        ) -> RunResult:
@@ -293,7 +336,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               'module\'s optimizer_defaults over the trainer\'s)',
               optimizer_config)
 
-  def fit(model, config, subdir):
+  def fit(model, config, subdir, score_carve=0.0):
     total_steps = max(1, config.epochs * train.num_batches)
     common = dict(
         objective=objective, train=train, eval_source=eval_source,
@@ -302,7 +345,8 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         checkpoint_dir,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
                                  subdir or '') if dist.is_chief else None,
-        clock=clock, after_step=after_step, fingerprint=fp.digest)
+        clock=clock, after_step=after_step, fingerprint=fp.digest,
+        score_carve=score_carve)
     return fit_model(
         model, module=module, spec=spec, dist=dist,
         optimizer=lambda: optimizers.make_optimizer(optimizer_config,
@@ -310,11 +354,14 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         save_dir=None if worker_dir is None else os.path.join(
             worker_dir, subdir or 'main'), **common)
 
-  result = fit(model, config, None)
+  refitting = config.refit and config.validation_fraction > 0
+  result = fit(model, config, None,
+               config.validation_fraction if refitting else 0.0)
   selection = None
-  if (config.refit and config.validation_fraction > 0 and result.finished
-      and result.best_epoch is not None):
+  refit_check = None
+  if refitting and result.finished and result.best_epoch is not None:
     selection = result
+    chosen = model.get_weights()
     epochs = result.best_epoch + 1
     if epochs == 0:
       _LOG.info('refit: the validation carve chose the initial weights (no '
@@ -335,7 +382,8 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       model.set_weights(initial_weights)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
-                 REFIT_SUBDIR)
+                 REFIT_SUBDIR, config.validation_fraction)
+    refit_check = _check_refit(model, chosen, selection, result)
   if not dist.is_chief:
     tf.io.gfile.rmtree(worker_dir)
     _LOG.info('%s done after %d steps: the chief exports', dist.name,
@@ -359,6 +407,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       'resumed_from': result.resumed_from,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],
+      'refit_check': refit_check,
       'selection': None if selection is None else {
           'best_epoch': selection.best_epoch,
           'stop_reason': selection.stop_reason,

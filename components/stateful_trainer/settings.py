@@ -103,8 +103,10 @@ class TrainConfig:
   refit: bool = _setting(
       True, 'after the validation carve has chosen the best epoch E, train '
       'again from the same initial weights on every training sequence '
-      '(the carve included) for E epochs and export that model; off: export '
-      'the best epoch\'s weights, which never saw the carve\'s sequences')
+      '(the carve included) for E epochs and export that model, unless it '
+      'scores strictly worse on the carve than the best epoch\'s weights '
+      '(then those are exported; logged); off: export the best epoch\'s '
+      'weights, which never saw the carve\'s sequences')
   standardize_labels: bool = _setting(
       True, 'regression: train on labels standardised with the train '
       "split's mean and standard deviation (the model's outputs are mapped "

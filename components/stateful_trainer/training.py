@@ -163,7 +163,8 @@ def fit(model: keras.Model,
         max_checkpoints: int = 3,
         fingerprint: Optional[str] = None,
         lanes: Optional[replicas.ReplicaLanes] = None,
-        save_dir: Optional[str] = None) -> FitResult:
+        save_dir: Optional[str] = None,
+        score_carve: float = 0.0) -> FitResult:
   """Trains ``model`` statefully; resumes from ``checkpoint_dir`` if it holds
   a checkpoint of the same run.
 
@@ -194,6 +195,10 @@ def fit(model: keras.Model,
     save_dir: where this process writes its checkpoints when it is not
       ``checkpoint_dir`` (a non-chief worker: it resumes from the chief's
       ``checkpoint_dir``, writes its own copy elsewhere).
+    score_carve: above 0, after training the weights left in the model are
+      scored on the validation carve of this fraction (``FitResult.carve``),
+      also when ``config`` has no carve (the refit, which trained on it:
+      ``run.py`` compares it with the chosen epoch's).
 
   Returns:
     A ``FitResult``.
@@ -384,6 +389,15 @@ def fit(model: keras.Model,
                 int(best.epoch) != selection.NONE else None)
   if best is not None and bool(best.stopped) and reason[0] == 'epochs':
     reason[0] = 'early_stopping'  # Resumed after an early stop.
+  carve = None
+  if score_carve > 0 and finished:
+    with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
+      carve_metrics = objective.new_metrics()
+    carve = _validate_only(
+        model, objective, train, carve_metrics,
+        config.replace(validation_fraction=score_carve), scoring, lanes)
+    _LOG.info('validation carve (%g of the keys) of the final weights: %s',
+              score_carve, progress.fmt_metrics(carve))
   _LOG.info('training stopped: %s', {
       'epochs': f'all {config.epochs} epochs ran',
       'no_epochs': 'no epoch planned',
@@ -397,4 +411,4 @@ def fit(model: keras.Model,
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
                    finished=finished, best_epoch=best_epoch,
-                   stop_reason=reason[0])
+                   stop_reason=reason[0], carve=carve)
