@@ -14,6 +14,11 @@ Vocabulary (see docs/design.md, "The lane layout"):
 * A batch has ``B`` (``batch_size``) rows called lanes. Segment ``k + 1`` of a
   sequence sits in the same lane of the batch after the one holding segment
   ``k``, so a stateful RNN carries exactly the right state from batch to batch.
+* Sequences of equal length are ordered by a fixed hash of the key
+  (``order_hash``), not by the key: input files are often sorted by label
+  (UCR/UEA archives are), and key order would then put sequences of one
+  class side by side in every batch, so training would see one class at a
+  time.
 * ``packed`` mode: sequences are sorted longest first and each is put on the
   lane that currently ends earliest (longest-processing-time-first
   scheduling), so lanes end together and little tail padding is left. A lane
@@ -35,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
 import heapq
 from typing import Iterable, List, Optional, Tuple
 
@@ -231,6 +237,14 @@ def _longest_first(sizes: np.ndarray, num_lanes: int, lanes: np.ndarray,
   return max(load for load, _ in heap)
 
 
+def order_hash(key: str) -> int:
+  """A fixed 64-bit hash of ``key`` that orders sequences of equal length
+  (the same on every run, machine and Python: not ``hash``)."""
+  digest = hashlib.blake2b(key.encode('utf-8'), digest_size=8,
+                           person=b'tss-lanes').digest()
+  return int.from_bytes(digest, 'big')
+
+
 def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
                config: LayoutConfig,
                num_features: int = 1) -> LanePlan:
@@ -249,7 +263,7 @@ def plan_lanes(key_lengths: Iterable[Tuple[str, int]],
     A ``LanePlan``.
   """
   pairs = sorted(((str(k), int(n)) for k, n in key_lengths),
-                 key=lambda kl: (-kl[1], kl[0]))
+                 key=lambda kl: (-kl[1], order_hash(kl[0]), kl[0]))
   keys = [k for k, _ in pairs]
   if len(set(keys)) != len(keys):
     # Not only neighbours: pairs are sorted by length first, and the same key

@@ -302,10 +302,12 @@ def test_assemble_batch_rejects_misplaced_segments():
 def test_dense_plan_by_hand():
   config = layout.LayoutConfig(batch_size=2, num_unroll=4, mode=layout.DENSE)
   plan = layout.plan_lanes([('a', 5), ('b', 3), ('c', 2), ('d', 2)], config)
-  # Longest first onto the lane with the fewest steps: a -> 0 (0..4),
-  # b -> 1 (0..2), c -> 1 (3..4), d -> both lanes hold 5 steps, the lowest
-  # lane wins: 0 (5..6).
-  assert plan.keys == ['a', 'b', 'c', 'd']
+  # Longest first onto the lane with the fewest steps (c and d, of equal
+  # length, in order_hash order: d first): a -> 0 (0..4), b -> 1 (0..2),
+  # d -> 1 (3..4), c -> both lanes hold 5 steps, the lowest lane wins: 0
+  # (5..6).
+  assert layout.order_hash('d') < layout.order_hash('c')
+  assert plan.keys == ['a', 'b', 'd', 'c']
   assert plan.lanes.tolist() == [0, 1, 1, 0]
   assert plan.starts.tolist() == [0, 0, 3, 5]
   assert plan.segments.tolist() == [2, 1, 2, 1]
@@ -438,3 +440,21 @@ def test_dense_invariant_checker_catches_a_broken_layout():
     breaker(broken)
     with pytest.raises(AssertionError):
       helpers.check_layout(broken, data, config)
+
+
+@pytest.mark.parametrize('mode', layout.MODES)
+def test_equal_lengths_are_ordered_by_the_key_hash_not_the_key(mode):
+  """Keys sorted by label (as UCR/UEA files are) must not put one label in
+  every lane of a batch: equal lengths go in order_hash order."""
+  keys = [f'train_{i:05d}' for i in range(40)]  # Label = i // 10.
+  config = layout.LayoutConfig(batch_size=8, num_unroll=4, mode=mode)
+  plan = layout.plan_lanes([(k, 6) for k in keys], config)
+  assert plan.keys == sorted(keys, key=layout.order_hash)
+  labels = [int(k[-5:]) // 10 for k in plan.keys]
+  assert len(set(labels[:8])) >= 3  # The first batch's lanes: mixed.
+  # Longer sequences still come first.
+  plan = layout.plan_lanes([(k, 6 + (k == 'train_00039')) for k in keys],
+                           config)
+  assert plan.keys[0] == 'train_00039'
+  # Fixed on every run and machine (blake2b, not Python's salted hash).
+  assert layout.order_hash('x') == 11982613108758132050
