@@ -35,7 +35,11 @@ class EpochStats:
   seconds: float
   train: Dict[str, float]
   eval: Optional[Dict[str, float]] = None
+  # The validation carve: ``valid`` scored after the epoch by a pass without
+  # updates (what selection and early stopping read); ``valid_streamed``
+  # accumulated during the epoch, each step by the weights of that step.
   valid: Optional[Dict[str, float]] = None
+  valid_streamed: Optional[Dict[str, float]] = None
 
   @property
   def steps_per_sec(self) -> float:
@@ -52,6 +56,8 @@ class EpochStats:
             'real_timesteps_per_sec': self.real_steps_per_sec,
             'train': dict(self.train),
             'valid': dict(self.valid) if self.valid is not None else None,
+            'valid_streamed': (dict(self.valid_streamed)
+                               if self.valid_streamed is not None else None),
             'eval': dict(self.eval) if self.eval is not None else None}
 
 

@@ -130,12 +130,17 @@ def _compile(model: keras.Model, optimizer, objective: Objective,
 def _validate_only(model: keras.Model, objective: Objective,
                    train: BatchSource, valid_metrics, config: TrainConfig,
                    scoring: str,
-                   lanes: Optional[replicas.ReplicaLanes] = None
+                   lanes: Optional[replicas.ReplicaLanes] = None,
+                   steps: Optional[StepFunctions] = None
                   ) -> Dict[str, float]:
   """The validation carve's metrics of the current weights: one pass over
-  epoch 0's batches, no update (state zeroed before and after)."""
-  steps = _compile(model, None, objective, eval_metrics=valid_metrics,
-                   lanes=lanes)
+  epoch 0's batches, no update (state zeroed before and after).
+
+  ``steps``: step functions compiled for ``valid_metrics`` by an earlier
+  call (``_carve_steps``); compiled here when None.
+  """
+  if steps is None:
+    steps = _carve_steps(model, objective, valid_metrics, lanes)
   reset_metrics(valid_metrics)
   steps.zero_all()
   for batch in train.dataset(epoch=0, start=0,
@@ -147,6 +152,14 @@ def _validate_only(model: keras.Model, objective: Objective,
   results = metric_results(valid_metrics)
   reset_metrics(valid_metrics)
   return results
+
+
+def _carve_steps(model: keras.Model, objective: Objective, valid_metrics,
+                 lanes: Optional[replicas.ReplicaLanes] = None
+                ) -> StepFunctions:
+  """The step functions of ``_validate_only`` (evaluation only)."""
+  return _compile(model, None, objective, eval_metrics=valid_metrics,
+                  lanes=lanes)
 
 
 def fit(model: keras.Model,
@@ -218,6 +231,7 @@ def fit(model: keras.Model,
     train_metrics = objective.new_metrics()
     eval_metrics = objective.new_metrics()
     valid_metrics = objective.new_metrics() if validating else None
+    carve_metrics = objective.new_metrics() if validating else None
   steps = _compile(model, optimizer, objective, train_metrics, eval_metrics,
                    reset_all=config.reset_state_every_batch,
                    valid_metrics=valid_metrics, lanes=lanes)
@@ -229,6 +243,11 @@ def fit(model: keras.Model,
               'two truncated-BPTT windows with probability %g (state carried '
               'across the cut, the gradient not)', config.random_truncation)
   scoring = config.label_scoring or batches_lib.LAST_STEP
+  # The carve is scored by a pass without updates after each epoch: the
+  # figures streamed during the epoch come from the weights as they were at
+  # each step, not from those the epoch ends with (which are the ones kept).
+  carve_steps = (_carve_steps(model, objective, carve_metrics, lanes)
+                 if validating else None)
   cursor = Cursor()
   best = selection.BestWeights(model) if validating else None
   summaries = progress.Summaries(summary_dir)
@@ -315,8 +334,8 @@ def fit(model: keras.Model,
 
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
-    initial = _validate_only(model, objective, train, valid_metrics, config,
-                             scoring, lanes)
+    initial = _validate_only(model, objective, train, carve_metrics, config,
+                             scoring, lanes, carve_steps)
     best.offer(model, initial, selection.INITIAL)
     _LOG.info('validation before training (the initial weights, a '
               'candidate too): %s', progress.fmt_metrics(initial))
@@ -344,14 +363,18 @@ def fit(model: keras.Model,
       summaries.scalars('train', {**stats.train, **rates}, int(cursor.step))
       log.epoch(stats)
       if best is not None:
-        stats.valid = metric_results(valid_metrics)
+        stats.valid_streamed = metric_results(valid_metrics)
+        stats.valid = _validate_only(model, objective, train, carve_metrics,
+                                     config, scoring, lanes, carve_steps)
         improved = best.offer(model, stats.valid, epoch)
         name, _ = best.score_of(stats.valid)
-        _LOG.info('validation (epoch %d): %s%s', epoch + 1, progress.fmt_metrics(stats.valid),
+        _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
+                  '%s', epoch + 1, progress.fmt_metrics(stats.valid),
                   ' (best so far)' if improved else
                   (f' (best {name}: before training)'
                    if int(best.epoch) == selection.INITIAL else
-                   f' (best {name}: epoch {int(best.epoch) + 1})'))
+                   f' (best {name}: epoch {int(best.epoch) + 1})'),
+                  progress.fmt_metrics(stats.valid_streamed))
         patience = config.early_stopping_patience
         if patience and epoch - best.last_improvement() >= patience:
           _LOG.info('early stop after epoch %d: no better validation score '

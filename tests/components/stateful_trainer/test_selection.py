@@ -5,6 +5,7 @@ epoch scores better than the weights it started from."""
 import itertools
 
 import numpy as np
+import pytest
 import tf_keras as keras
 
 from components.sequence_batcher import layout
@@ -164,3 +165,18 @@ def test_early_stopping_waits_while_the_carve_loss_falls(tmp_path, caplog,
                 early_stopping_patience=2)
   assert result.stop_reason == 'early_stopping' and len(result.epochs) == 2
   assert 'no lower validation loss for 2 epochs' in caplog.text
+
+
+def test_each_epoch_is_scored_by_the_weights_it_ends_with(tmp_path):
+  """Selection reads a pass over the carve after the epoch (the weights
+  kept), not the figures streamed during it (each step's weights)."""
+  source = _source(tmp_path)
+  model = _model(0.0)
+  result = _fit(model, source, learning_rate=0.05, epochs=1,
+                score_initial=False)
+  (stats,) = result.epochs
+  assert result.best_epoch == 0
+  assert stats.valid['loss'] == pytest.approx(_carve_loss(model, source),
+                                              rel=1e-5)
+  # The weights moved during the epoch, so the streamed figures differ.
+  assert abs(stats.valid_streamed['loss'] - stats.valid['loss']) > 1e-3
