@@ -21,6 +21,9 @@ same CSV rows:
   standard deviation, LSTM(64) -> Dense (the last real step for per-sequence
   labels, every step for per-step labels), 50 epochs of Adam (learning rate
   1e-3, batches of 32, reshuffled each epoch) from a fixed seed;
+* (e) with ``--models`` naming ``lru``: the default module's LRU model, the
+  same command with ``--hyperparameters model=lru`` (the issue's comparison
+  of the LRU against the LSTM module, both with defaults only);
 * (c) no skill: the train split's majority class (classification) or mean
   label (regression);
 * (d) published ROCKET accuracies (Dempster et al. 2020,
@@ -37,6 +40,7 @@ seed, writing to the scratch file.
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.real_data [--quick]
       [--datasets ACSF1,GunPoint,ACSF1:forecast] [--seeds 3] [--skip-baselines]
+      [--models ours,plain,keras,lru]
       [--aeon-wheel aeon-1.6.0-py3-none-any.whl | --data-dir DIR]
 """
 
@@ -83,7 +87,10 @@ ROCKET_MARGIN = 0.02
 LSTM_MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
 RUN_TIMEOUT = 4 * 3600  # seconds, one pipeline run
 
-OURS, PLAIN, KERAS = 'ours', 'plain', 'keras'
+OURS, PLAIN, KERAS, LRU = 'ours', 'plain', 'keras', 'lru'
+MODELS = (OURS, PLAIN, KERAS, LRU)
+DEFAULT_MODELS = (OURS, PLAIN, KERAS)
+LRU_FLAGS = ('--hyperparameters', 'model=lru')
 
 log = common.progress_log('real_data')
 
@@ -192,6 +199,8 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
     cmd += ['--seed', str(seed)]
   if model == PLAIN:
     cmd += ['--module-file', LSTM_MODULE]
+  elif model == LRU:
+    cmd += list(LRU_FLAGS)
   cmd += list(extra)
   res = common.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
   result = {'seconds': res.seconds, 'peak_rss': res.peak.tree}
@@ -477,7 +486,12 @@ def _judge(ok: Optional[bool]) -> str:
   return 'n/a' if ok is None else common.verdict(ok)
 
 
-def classification_rows(cases, res) -> List[List[str]]:
+def has_lru(cases, res) -> bool:
+  """Whether any data set has runs of the LRU model (e): its column."""
+  return any(res[c.slug].get(LRU) for c in cases)
+
+
+def classification_rows(cases, res, with_lru=False) -> List[List[str]]:
   rows = []
   for c in cases:
     if c.task != 'classification':
@@ -494,18 +508,22 @@ def classification_rows(cases, res) -> List[List[str]]:
       checks.append('LSTMs ' + _judge(
           None if ours is None else all(ours > v for v in lstm
                                         if v is not None)))
+    lru = mean_of(r.get(LRU), 'accuracy')
+    if with_lru and lru is not None and lstm[0] is not None:
+      checks.append('LRU >= (a) ' + _judge(lru >= lstm[0]))
     m = c.meta
     rows.append([
         c.name, m['num_classes'], m['num_features'],
         f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
         _length(m), cell(r.get(OURS), 'accuracy'),
-        cell(r.get(PLAIN), 'accuracy'), cell(r.get(KERAS), 'accuracy'),
+        cell(r.get(PLAIN), 'accuracy'), cell(r.get(KERAS), 'accuracy')] + (
+            [cell(r.get(LRU), 'accuracy')] if with_lru else []) + [
         _fmt(r['no_skill']['accuracy']), _fmt(rocket),
         seconds_cell(r.get(OURS)), '; '.join(checks) or '-'])
   return rows
 
 
-def regression_rows(cases, res) -> List[List[str]]:
+def regression_rows(cases, res, with_lru=False) -> List[List[str]]:
   rows = []
   for c in cases:
     if c.task != 'regression':
@@ -522,11 +540,16 @@ def regression_rows(cases, res) -> List[List[str]]:
         ref = r['no_skill'][metric]
         check = ('< training mean ' + _judge(None if ours is None else
                                              ours < ref))
+      lru, plain = mean_of(r.get(LRU), metric), mean_of(r.get(PLAIN), metric)
+      if with_lru and lru is not None and plain is not None:
+        check += '; LRU <= (a) ' + _judge(lru <= plain)
       rows.append([
           c.name, m['label_kind'].replace('_', '-'), metric.upper(),
           f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
           _length(m), cell(r.get(OURS), metric), cell(r.get(PLAIN), metric),
-          cell(r.get(KERAS), metric), _fmt(r['no_skill'][metric]),
+          cell(r.get(KERAS), metric)] + (
+              [cell(r.get(LRU), metric)] if with_lru else []) + [
+          _fmt(r['no_skill'][metric]),
           _fmt(r.get('persistence', {}).get(metric)),
           _fmt(r.get('ar', {}).get(metric)),
           seconds_cell(r.get(OURS)), check])
@@ -620,29 +643,38 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   ]
   if skip:
     body += ['', '*Baselines (a) and (b) skipped (`--skip-baselines`).*']
-  crow = classification_rows(cases, res)
+  with_lru = has_lru(cases, res)
+  lru_col = ['LRU model (e)'] if with_lru else []
+  if with_lru:
+    body += ['', '"LRU model" = the same command as the default model\'s '
+             'with `' + ' '.join(LRU_FLAGS) + '` (the default module\'s '
+             'linear recurrent unit), run with the baselines\' seeds.']
+  crow = classification_rows(cases, res, with_lru)
   if crow:
     body += ['', '**Classification** (accuracy, higher is better):', '',
              common.table(['data set', 'classes', 'features',
                            'train / eval seqs', 'length', 'ours (default)',
-                           'plain LSTM (a)', 'Keras LSTM (b)',
+                           'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
                            'majority class (c)', 'ROCKET (d)', 's/run',
-                           'targets'], crow, align='lrrrrrrrrrrl')]
-  rrow = regression_rows(cases, res)
+                           'targets'], crow,
+                          align='lrrrrrrr' + 'r' * len(lru_col) + 'rrrl')]
+  rrow = regression_rows(cases, res, with_lru)
   if rrow:
     body += ['', '**Regression and per-step forecasting** (lower is '
              'better):', '',
              common.table(['data set', 'labels', 'metric', 'train / eval seqs',
                            'length', 'ours (default)', 'plain LSTM (a)',
-                           'Keras LSTM (b)', 'training mean (c)',
+                           'Keras LSTM (b)'] + lru_col + ['training mean (c)',
                            'persistence', f'AR({AR_ORDER})', 's/run',
-                           'target'], rrow, align='lllrrrrrrrrrl')]
+                           'target'], rrow,
+                          align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
   note = settings_note(cases, res)
   if note:
     body += ['', f'* Settings the pipeline chose for the default model (from '
              f'its summary or log; epochs = the limit): {note}.']
   failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
-                   for k in (OURS, PLAIN) for x in res[c.slug].get(k, [])
+                   for k in (OURS, PLAIN, LRU)
+                   for x in res[c.slug].get(k, [])
                    if 'error' in x})
   if failed:
     body += ['', '* Failed runs (the error line; full logs under the work '
@@ -669,6 +701,13 @@ def main(argv=None) -> int:
   p.add_argument('--seeds', type=int, default=None,
                  help=f'runs per model, seeds 0..N-1 (default {SEEDS}; 1 '
                  'with --quick)')
+  p.add_argument('--models', default=','.join(DEFAULT_MODELS),
+                 help='comma-separated models to run, of '
+                 f'{",".join(MODELS)} (default: {",".join(DEFAULT_MODELS)}; '
+                 f'{LRU}: the default module with '
+                 f'`{" ".join(LRU_FLAGS)}`, run with the baselines\' seeds); '
+                 'e.g. --models lru, then --from-results to join its '
+                 'results.json with an earlier run\'s')
   p.add_argument('--skip-baselines', action='store_true',
                  help='skip the LSTM baselines (a) and (b) (the no-skill, '
                  'ROCKET, persistence and AR figures are always given)')
@@ -690,6 +729,12 @@ def main(argv=None) -> int:
                  'has them) instead of running anything; e.g. to join runs '
                  'made side by side on disjoint --datasets')
   args = p.parse_args(argv)
+  wanted = [m for m in args.models.split(',') if m]
+  unknown = sorted(set(wanted) - set(MODELS))
+  if unknown or not wanted:
+    print(f'error: --models {args.models!r}: unknown {unknown}; choose from '
+          f'{",".join(MODELS)}', file=sys.stderr)
+    return 2
   if args.baselines_from and (args.from_results or args.skip_baselines):
     print('error: --baselines-from runs the default model only: not with '
           '--from-results or --skip-baselines', file=sys.stderr)
@@ -726,7 +771,10 @@ def main(argv=None) -> int:
     for path in args.from_results:
       with open(path) as f:
         for slug, r in json.load(f).items():
-          res.setdefault(slug, r)
+          # Each entry (a model's runs, a reference) from the first file
+          # that has it: a run of one model joins another of the rest.
+          for key, value in r.items():
+            res.setdefault(slug, {}).setdefault(key, value)
     missing = [c.name for c in cases if c.slug not in res]
     if missing:
       print(f'error: no results for {missing} in {args.from_results}',
@@ -750,7 +798,9 @@ def main(argv=None) -> int:
     if reused:
       r[PLAIN], r[KERAS] = earlier[c.slug][PLAIN], earlier[c.slug][KERAS]
       log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
-    models = [OURS] if args.skip_baselines or reused else [OURS, PLAIN]
+    baselines = not (args.skip_baselines or reused)
+    models = [m for m in (OURS, PLAIN, LRU) if m in wanted and (
+        m != PLAIN or baselines)]
     for model in models:
       for seed in (seeds if model == OURS else baseline_seeds):
         log(f'{c.name}: pipeline, {model} model, seed '
@@ -763,7 +813,7 @@ def main(argv=None) -> int:
             + (f'FAILED: {out["error"]} (log: {out["log"]})' if 'error' in
                out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
-    if not (args.skip_baselines or reused):
+    if baselines and KERAS in wanted:
       for seed in baseline_seeds:
         s = seed or 0
         t0 = time.perf_counter()
