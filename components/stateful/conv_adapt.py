@@ -17,14 +17,12 @@ On several workers each reads its own lanes and every statistic is
 combined (``shards.py``): samples are drawn on lane-order positions (1-4)
 or by a per-row priority that does not depend on the worker (5, a bottom-k
 sample), Gram statistics are summed, and the model runs with grappler's
-arithmetic optimizer off (``lane_count_exact``), so R workers fit, bit for
-bit, what one process fits on every lane.
+arithmetic optimizer off (``steps.exact_arithmetic``), so R workers fit,
+bit for bit, what one process fits on every lane.
 """
 
-import contextlib
 import itertools
 import logging
-import threading
 import time
 from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
                     Sequence, Tuple)
@@ -39,38 +37,6 @@ from components.stateful import state
 from components.stateful import steps as steps_lib
 
 _LOG = logging.getLogger(__name__)
-
-_EXACT_LOCK = threading.Lock()
-_EXACT = {'depth': 0, 'before': True}
-
-
-@contextlib.contextmanager
-def lane_count_exact():
-  """Grappler's arithmetic optimizer off while adapt runs the model.
-
-  It rewrites the graph of the concatenated convolutions with a float
-  rounding that depends on the batch's lane count: with it, a worker's b
-  lanes and one process's B lanes give outputs some 4e-6 apart, enough to
-  flip PPV features at their thresholds (and the head fitted on them).
-  Without it the outputs are the same bit for bit, so R workers fit what
-  one process fits. The option is process-wide: set on the first entry and
-  restored on the last exit (threads may nest).
-  """
-  with _EXACT_LOCK:
-    if not _EXACT['depth']:
-      _EXACT['before'] = tf.config.optimizer.get_experimental_options().get(
-          'arithmetic_optimization', True)
-      tf.config.optimizer.set_experimental_options(
-          {'arithmetic_optimization': False})
-    _EXACT['depth'] += 1
-  try:
-    yield
-  finally:
-    with _EXACT_LOCK:
-      _EXACT['depth'] -= 1
-      if not _EXACT['depth']:
-        tf.config.optimizer.set_experimental_options(
-            {'arithmetic_optimization': _EXACT['before']})
 
 # Training sample used by the statistics: batches read in order, steps kept.
 ADAPT_MAX_BATCHES = 400
@@ -341,7 +307,7 @@ def adapt_conv(model: keras.Model, spec,
   Returns:
     A short summary (for the log).
   """
-  with lane_count_exact():
+  with steps_lib.exact_arithmetic():
     return _adapt_conv(model, spec, batches, fit_head,
                        shard or shards.Shard())
 

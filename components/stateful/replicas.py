@@ -49,6 +49,7 @@ from components.stateful import state
 from components.stateful.objective import Batch
 from components.stateful.objective import Objective
 from components.stateful.objective import update_metrics
+from components.stateful.steps import exact
 from components.stateful.steps import StepFunctions
 
 LANE = 'lane'  # int32[B]: the lane (row) of the global batch.
@@ -287,7 +288,8 @@ def compile_replicated_steps(
     current['states'] = lanes.distribute_states(
         [v.read_value() for v in checkpointed])
 
-  return StepFunctions(train=train, eval=evaluate_one, predict=predict,
+  return StepFunctions(train=train, eval=evaluate_one,
+                       predict=exact(predict),
                        zero_all=zero_all, snapshot=lambda: current['states'],
                        restore=restore, checkpointed=checkpointed,
                        before_save=before_save, after_restore=after_restore)

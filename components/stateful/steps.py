@@ -6,7 +6,9 @@ every step the state rows of lanes with ``reset == 1`` are zeroed through
 the state protocol (``state.reset_lanes``; in ``dense`` batches, per step,
 ``resets.step_resets``); evaluation starts and ends with
 all state zero, and ``evaluate_preserving_state`` puts a training state
-back afterwards. The training loop (epochs, cursor, checkpoints) is the
+back afterwards. Prediction runs with grappler's arithmetic rewrite off
+(``exact_arithmetic``), so a chunked pass gives the bits the model gives
+eagerly or whole. The training loop (epochs, cursor, checkpoints) is the
 trainer's; these are its building blocks and the evaluator's.
 
 Shapes: B lanes, T steps per segment, F features, K outputs per step.
@@ -14,7 +16,9 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -142,6 +146,52 @@ def predict_step(model: keras.Model, features: tf.Tensor, reset: tf.Tensor,
   return run_model(model, features, reset, False, reset_all)
 
 
+_EXACT_LOCK = threading.Lock()
+_EXACT = {'depth': 0, 'before': True}
+
+
+@contextlib.contextmanager
+def exact_arithmetic():
+  """Grappler's arithmetic optimizer off for the graphs run inside.
+
+  It rewrites the graph of the default model's concatenated convolutions
+  with a float rounding of its own: a compiled step then gives outputs
+  some 4e-6 from the eager (or whole-sequence, or other lane count) ones,
+  enough to flip a PPV feature at its threshold, which moves a logit by a
+  whole count's weight (4.7e-4 on the bundled sample: beyond the chunking
+  equivalence check's tolerance). Without it the convolutions are the same
+  bit for bit on every path, so R workers' ``adapt`` fits what one process
+  fits and a chunked prediction is the whole-sequence one. The option is
+  process-wide and read when a graph is first run with it: set on the first
+  entry and restored on the last exit (threads may nest).
+  """
+  with _EXACT_LOCK:
+    if not _EXACT['depth']:
+      _EXACT['before'] = tf.config.optimizer.get_experimental_options().get(
+          'arithmetic_optimization', True)
+      tf.config.optimizer.set_experimental_options(
+          {'arithmetic_optimization': False})
+    _EXACT['depth'] += 1
+  try:
+    yield
+  finally:
+    with _EXACT_LOCK:
+      _EXACT['depth'] -= 1
+      if not _EXACT['depth']:
+        tf.config.optimizer.set_experimental_options(
+            {'arithmetic_optimization': _EXACT['before']})
+
+
+def exact(fn: Callable[..., Any]) -> Callable[..., Any]:
+  """``fn`` run under ``exact_arithmetic``."""
+
+  def run(*args, **kwargs):
+    with exact_arithmetic():
+      return fn(*args, **kwargs)
+
+  return run
+
+
 @dataclasses.dataclass
 class StepFunctions:
   """``train_step``/``eval_step``/``predict_step`` bound and compiled, and
@@ -192,7 +242,7 @@ def compile_steps(model: keras.Model,
   return StepFunctions(train=tf.function(train, autograph=False,
                                          reduce_retracing=True),
                        eval=tf.function(evaluate_one, autograph=False),
-                       predict=tf.function(predict, autograph=False),
+                       predict=exact(tf.function(predict, autograph=False)),
                        zero_all=lambda: state.zero_all(model),
                        snapshot=lambda: state.snapshot(model),
                        restore=lambda snap: state.restore(model, snap),

@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import rewriter_config_pb2
 
 from components.stateful_evaluator import settings as settings_lib
 from components.stateful_evaluator import chunked as chunked_lib
@@ -123,14 +124,20 @@ class ServedModel:
   ``serve``) imported into a graph of its own and its SignatureDefs run in a
   session, not re-traced as Python functions (``tf.saved_model.load`` took
   2.7 s of the check on the bundled sample's model, this 1.8 s; BENCHMARKS
-  section 5). Close it when done (or use it as a context manager).
+  section 5). The session runs with grappler's arithmetic rewrite off, as
+  the chunked pass does (``steps.exact_arithmetic``): the check compares
+  how state is carried, not that rewrite's rounding, which flips threshold
+  features. Close it when done (or use it as a context manager).
   """
 
   def __init__(self, serving_dir: str):
     if not tf.io.gfile.exists(serving_dir):
       raise models_lib.EvaluationError(f'no SavedModel at {serving_dir}')
     self._graph = tf.Graph()
-    self._session = tf.compat.v1.Session(graph=self._graph)
+    config = tf.compat.v1.ConfigProto()
+    config.graph_options.rewrite_options.arithmetic_optimization = (
+        rewriter_config_pb2.RewriterConfig.OFF)
+    self._session = tf.compat.v1.Session(graph=self._graph, config=config)
     with self._graph.as_default():
       meta_graph = tf.compat.v1.saved_model.loader.load(
           self._session, [tf.saved_model.SERVING], serving_dir)

@@ -159,24 +159,11 @@ def test_adapt_on_two_workers_fits_the_model_of_one_process(task,
 
   summaries = _on_workers(2, adapt)
   assert summaries[0] == summaries[1] == summary
-  for m in models:  # Bit for bit (conv_adapt.lane_count_exact).
+  for m in models:  # Bit for bit (steps.exact_arithmetic).
     for got, want in zip(m.get_weights(), one.get_weights()):
       np.testing.assert_array_equal(got, want)
   assert any(not np.array_equal(a, b)
              for a, b in zip(initial, one.get_weights())), 'nothing fitted'
-
-
-def test_lane_count_exact_is_scoped_and_nests():
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  def arithmetic():
-    return tf.config.optimizer.get_experimental_options().get(
-        'arithmetic_optimization', True)
-  assert arithmetic()
-  with conv_adapt.lane_count_exact():
-    with conv_adapt.lane_count_exact():
-      assert not arithmetic()
-    assert not arithmetic()
-  assert arithmetic()
 
 
 def test_agree_hands_out_the_chiefs_weights_and_fails_when_they_differ():

@@ -5,8 +5,10 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import layers as sl
+from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
+from components.stateful import state
 from components.stateful import steps
 
 B, T, F = 2, 3, 2
@@ -40,3 +42,54 @@ def test_a_batch_without_labels_moves_no_weight():
   for a, b in zip(before, model.trainable_weights):
     np.testing.assert_array_equal(a, b.numpy())
   assert int(optimizer.iterations) == 1
+
+
+def test_exact_arithmetic_is_scoped_and_nests():
+  def arithmetic():
+    return tf.config.optimizer.get_experimental_options().get(
+        'arithmetic_optimization', True)
+  assert arithmetic()
+  with steps.exact_arithmetic():
+    with steps.exact_arithmetic():
+      assert not arithmetic()
+    assert not arithmetic()
+  assert arithmetic()
+
+
+def test_compiled_predict_gives_the_eager_bits_of_the_default_conv_model():
+  """The step functions' prediction (compiled, B lanes, in chunks) gives
+  the default model's convolutions bit for bit as each lane's sequence run
+  eagerly alone: with grappler's arithmetic rewrite they differ by ~4e-6,
+  which flips PPV counts at their thresholds."""
+  b, t, chunks = 8, 16, 4
+  spec = ms.ModelSpec(batch_size=b, num_unroll=t, stateful=True,
+                      feature_names=('a', 'b', 'c'), task='classification',
+                      num_classes=3, hyperparameters={}, seed=3,
+                      typical_length=chunks * t)
+  module = model_io.resolve_module()
+
+  def conv_outputs(lanes):
+    model = model_io.build_stateful(module, spec.replace(batch_size=lanes))
+    return model, keras.Model(model.inputs,
+                              model.get_layer('conv_outputs').output)
+
+  model, sub = conv_outputs(b)
+  rng = np.random.default_rng(0)
+  x = (rng.normal(size=(b, chunks * t, 3)) * 2).astype(np.float32)
+  reset = np.zeros((b, chunks * t), np.int64)
+  reset[:, 0] = 1
+  fns = steps.compile_steps(sub, None, None)
+  fns.zero_all()
+  got = np.concatenate([
+      fns.predict(tf.constant(x[:, a:a + t]),
+                  tf.constant(reset[:, a:a + t])).numpy()
+      for a in range(0, chunks * t, t)], axis=1)
+  one, one_sub = conv_outputs(1)
+  one.set_weights(model.get_weights())
+  for lane in range(b):
+    state.zero_all(one)
+    alone = np.concatenate([one_sub(x[lane:lane + 1, a:a + t]).numpy()
+                            for a in range(0, chunks * t, t)], axis=1)
+    np.testing.assert_array_equal(got[lane], alone[0], err_msg=f'lane {lane}')
+  assert tf.config.optimizer.get_experimental_options().get(
+      'arithmetic_optimization', True)  # Restored after each prediction.
