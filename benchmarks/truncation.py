@@ -165,7 +165,7 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
   keras.utils.set_random_seed(SEED)
   stateful = model_io.build_stateful(module, spec)
   scoring = (module.label_scoring(spec) if hasattr(module, 'label_scoring')
-             else model_setup.label_scoring_rule(stateful)[0])
+             else model_setup.label_scoring_rule(stateful, spec)[0])
   model = model_io.build_serving(module, spec, weights_from=stateful)
   feats, labels, mask = common.padded(train, longest)
   if args.per_step:

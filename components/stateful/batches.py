@@ -61,6 +61,35 @@ def label_weights(batch: Mapping[str, tf.Tensor], scoring: str,
   return batch['mask'] * tf.square(pos / length[:, None])
 
 
+# A recurrent model's per-sequence label is scored ``weighted`` when the
+# typical training sequence spans at least this many segments, else on its
+# last step (``recurrent_scoring``).
+WEIGHTED_MIN_SEGMENTS = 4
+
+
+def recurrent_scoring(spec: ms.ModelSpec) -> Tuple[str, str]:
+  """(scoring, why) for a model whose trainable weights shape its carried
+  state (an RNN, the LRU): ``weighted`` when the typical training sequence
+  (``spec.typical_length``, unknown: assumed long) spans at least
+  ``WEIGHTED_MIN_SEGMENTS`` segments of ``spec.num_unroll`` steps, where a
+  last-step loss would train the weights that write the state through the
+  last segment only; else ``last_step``, the label where it is known
+  (scoring a short sequence's early steps, which cannot tell the class yet,
+  cost 0.005 to 0.035 of accuracy on JapaneseVowels and ItalyPowerDemand,
+  2 and 3 segments: BENCHMARKS section 6)."""
+  typical, unroll = spec.typical_length, spec.num_unroll
+  if not typical or not unroll:
+    return WEIGHTED, 'sequence length unknown'
+  segments = -(-int(typical) // int(unroll))
+  if segments >= WEIGHTED_MIN_SEGMENTS:
+    return WEIGHTED, (f'the typical sequence ({typical} steps) spans '
+                      f'{segments} segments of {unroll}, at least '
+                      f'{WEIGHTED_MIN_SEGMENTS}')
+  return LAST_STEP, (f'the typical sequence ({typical} steps) spans '
+                     f'{segments} segment{"s" if segments > 1 else ""} of '
+                     f'{unroll}, fewer than {WEIGHTED_MIN_SEGMENTS}')
+
+
 def is_validation_key(keys: tf.Tensor, fraction: float) -> tf.Tensor:
   """bool[...]: the keys that belong to the validation carve.
 

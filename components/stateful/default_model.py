@@ -96,6 +96,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import batches as batches_lib
 from components.stateful import conv_adapt
 from components.stateful import layers as sl
 from components.stateful import lru
@@ -187,10 +188,14 @@ def label_scoring(spec) -> str:
 
   The conv model's trainable part reads running pools, so the last step is
   the example (every-step replication measured worse); recurrent models get
-  no gradient before the last segment from it under truncated BPTT, so they
-  score every step with weights growing toward the end.
+  no gradient before the last segment from it under truncated BPTT, so on
+  sequences of several segments they score every step with weights growing
+  toward the end (``batches.recurrent_scoring``, the trainer's rule for
+  every module).
   """
-  return 'last_step' if model_kind(spec) == 'conv' else 'weighted'
+  if model_kind(spec) == 'conv':
+    return 'last_step'
+  return batches_lib.recurrent_scoring(spec)[0]
 
 
 def _dilations(max_dilation: int) -> List[int]:

@@ -72,19 +72,22 @@ class Passes:
         'label_weight']).astype(batch['label_weight'].dtype)}
 
 
-def label_scoring_rule(model: keras.Model):
+def label_scoring_rule(model: keras.Model, spec: ms.ModelSpec):
   """(scoring, why) for a module without a ``label_scoring`` hook, from
-  the model's structure (``state.trainable_behind_state``): ``weighted``
-  when trainable weights shape a carried state (a last-step loss would
-  reach them through the last segment only), else ``last_step`` (what is
-  trained reads the state, it does not shape it)."""
+  the model's structure (``state.trainable_behind_state``): when trainable
+  weights shape a carried state (a last-step loss would reach them through
+  the last segment only), ``batches.recurrent_scoring`` (``weighted`` for
+  sequences of ``WEIGHTED_MIN_SEGMENTS`` segments or more, else
+  ``last_step``); else ``last_step`` (what is trained reads the state, it
+  does not shape it)."""
   behind = state.trainable_behind_state(model)
   if behind:
     shown = ', '.join(behind[:4]) + (' ...' if len(behind) > 4 else '')
-    return batches_lib.WEIGHTED, (
+    scoring, length = batches_lib.recurrent_scoring(spec)
+    return scoring, (
         f'no label_scoring hook; trainable layers shape the carried state '
         f'({shown}), which a last-step loss reaches only through the last '
-        'segment')
+        f'segment; {length}')
   return batches_lib.LAST_STEP, ('no label_scoring hook; no trainable '
                                  'weight shapes the carried state')
 

@@ -322,7 +322,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     if hook:
       scoring, why = hook(spec), "the model module's label_scoring"
     else:
-      scoring, why = model_setup.label_scoring_rule(model)
+      scoring, why = model_setup.label_scoring_rule(model, spec)
     config = dataclasses.replace(config, label_scoring=scoring)
   if spec.label_kind == ms.PER_SEQUENCE:
     _LOG.info('per-sequence labels scored in training: %s (%s)',

@@ -88,11 +88,13 @@ class TrainConfig:
       None, 'where a per_sequence label is scored in training: last_step, '
       'every_step (target replication) or weighted ((t/L)^2); unset: the '
       "model module's label_scoring hook (default model: last_step for its "
-      'conv model, weighted for LSTM/GRU/LRU), or without one, from the '
-      "model's structure: weighted when trainable weights shape a carried "
-      'state (a stateful layer with trainable weights, or a trainable layer '
-      'before one), else last_step; the log says which and why. Evaluation '
-      'always scores the last step',
+      'conv model; for LSTM/GRU/LRU the rule below), or without one, from '
+      "the model's structure: when trainable weights shape a carried state "
+      '(a stateful layer with trainable weights, or a trainable layer before '
+      'one), weighted if the typical training sequence spans 4 segments or '
+      'more, else last_step; last_step when nothing trained shapes the '
+      'state; the log says which and why. Evaluation always scores the last '
+      'step',
       choices=LABEL_SCORINGS)
   validation_fraction: float = _setting(
       0.2, 'share of the train split\'s sequences (by a hash of the key) '
@@ -257,7 +259,7 @@ def field_kinds() -> Dict[str, type]:
 # then the model module's ``optimizer_defaults(spec)`` over them, then the
 # run's hyperparameters over both (``optimizer_hyperparameters``).
 OPTIMIZER_DEFAULTS = {
-    'learning_rate': 1e-2,
+    'learning_rate': 3e-3,
     'lr_schedule': 'cosine',
     'clip_global_norm': 1.0,
     'warmup_fraction': 0.05,

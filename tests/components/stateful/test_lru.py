@@ -429,7 +429,11 @@ def test_default_model_lru_streams_exactly():
   assert {type(l).__name__ for l in state.stateful_layers(model)} == {
       'LinearRecurrence'}
   assert dm.default_epochs(_spec(True)) is None
-  assert dm.label_scoring(_spec(True)) == 'weighted'
+  assert dm.label_scoring(_spec(True)) == 'weighted'  # Length unknown.
+  assert dm.label_scoring(_spec(True).replace(typical_length=32)) == (
+      'weighted')  # 4 segments of 8.
+  assert dm.label_scoring(_spec(True).replace(typical_length=24)) == (
+      'last_step')  # 3 segments.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(tl.B, 40, H)).astype(np.float32)
   whole = twin(x).numpy()

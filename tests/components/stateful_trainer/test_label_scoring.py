@@ -63,6 +63,16 @@ def _default_conv():
   return model_io.build_stateful(model_io.resolve_module(), spec)
 
 
+def _spec(typical_length):
+  return ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
+                      feature_names=('a', 'b'), task='classification',
+                      num_classes=2, typical_length=typical_length)
+
+
+# Sequences of 4 segments of T steps (batches.WEIGHTED_MIN_SEGMENTS).
+LONG = 4 * T
+
+
 @pytest.mark.parametrize('build, want, named', [
     (_lstm, batches_lib.WEIGHTED, 'lstm'),
     (_frozen_conv_pool_head, batches_lib.LAST_STEP, None),
@@ -74,9 +84,26 @@ def _default_conv():
 ])
 def test_label_scoring_rule_from_the_model_structure(build, want, named):
   keras.backend.clear_session()
-  scoring, why = model_setup.label_scoring_rule(build())
+  scoring, why = model_setup.label_scoring_rule(build(), _spec(LONG))
   assert scoring == want
   if named:
-    assert named in why and 'last segment' in why
+    assert named in why and 'last segment' in why and '4 segments' in why
   else:
     assert 'no trainable weight shapes the carried state' in why
+
+
+@pytest.mark.parametrize('typical_length, want', [
+    (None, batches_lib.WEIGHTED),  # Unknown: assumed long.
+    (LONG, batches_lib.WEIGHTED),
+    (LONG - T + 1, batches_lib.WEIGHTED),  # Still 4 segments (the last short).
+    (LONG - T, batches_lib.LAST_STEP),  # 3 segments.
+    (1, batches_lib.LAST_STEP),
+])
+def test_a_recurrent_model_is_scored_weighted_only_on_long_sequences(
+    typical_length, want):
+  keras.backend.clear_session()
+  scoring, why = model_setup.label_scoring_rule(_lstm(),
+                                                _spec(typical_length))
+  assert scoring == want, why
+  assert 'lstm' in why
+  assert batches_lib.recurrent_scoring(_spec(typical_length))[0] == want
