@@ -32,7 +32,7 @@ DEFAULT_MODEL: List[Tuple[str, str, str]] = [
     ('r_max', '0.999', 'lru: largest initial eigenvalue modulus'),
     ('max_phase', '6.283', 'lru: largest initial eigenvalue phase'),
     ('optimizer', "adam (conv head: sgd)", 'adam, sgd, rmsprop, adagrad'),
-    ('learning_rate', '0.01 (conv head: 0.001)', 'the trainer reads it'),
+    ('learning_rate', '0.003 (conv head: 0.001)', 'the trainer reads it'),
     ('lr_schedule', 'cosine', 'constant or cosine'),
     ('clip_global_norm', '1.0', '0: no clipping'),
 ]
