@@ -75,8 +75,9 @@ def recurrent_scoring(spec: ms.ModelSpec) -> Tuple[str, str]:
   last-step loss would train the weights that write the state through the
   last segment only; else ``last_step``, the label where it is known
   (scoring a short sequence's early steps, which cannot tell the class yet,
-  cost 0.005 to 0.035 of accuracy on JapaneseVowels and ItalyPowerDemand,
-  2 and 3 segments: BENCHMARKS section 6)."""
+  cost the plain LSTM 0.005 to 0.035 of accuracy on JapaneseVowels and
+  ItalyPowerDemand, 2 and 3 segments, with the trainer's defaults, and 0.26
+  on ItalyPowerDemand with Keras' optimiser: BENCHMARKS section 6)."""
   typical, unroll = spec.typical_length, spec.num_unroll
   if not typical or not unroll:
     return WEIGHTED, 'sequence length unknown'
