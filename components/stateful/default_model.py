@@ -65,12 +65,17 @@ shared out evenly over the dilations.
 list) and a Dense head, with optional ``dropout`` between layers and
 ``head_units``.
 
-``model='lru'``: a Dense encoder to ``units`` channels (an int), then
-``blocks`` residual blocks, each ``x + GLU(GELU(LinearRecurrence(
-LayerNorm(x))))`` (``lru.LinearRecurrence`` with ``state_size`` complex
+``model='lru'``: a Dense encoder to ``units`` channels (an int; fan-in
+initialised, so that each channel starts at unit variance for standardised
+features), then ``blocks`` residual blocks, each ``x + GLU(GELU(
+LinearRecurrence(LayerNorm(x))))`` (``lru.LinearRecurrence`` with
+``state_size`` complex
 state dimensions, eigenvalue moduli initially on the ring ``[r_min,
 r_max]``, phases in ``(0, max_phase]``; the layer norm is over each step's
-channels alone, so nothing but the recurrence mixes time steps), optional
+channels alone, so nothing but the recurrence mixes time steps; the first
+block reads the encoder's output itself unless ``first_norm``: a layer norm
+over the channels of one encoded feature, a rank-1 vector with a zero bias
+at initialisation, leaves its sign and not its magnitude), optional
 ``dropout`` after each block, and a Dense head. Trained by the trainer's
 loop, as the RNN models.
 
@@ -83,8 +88,8 @@ too and is fitted on many more rows), ``half_lives`` (8, 32, 128, 512; per-step
 labels only), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
 ``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
-(64), ``blocks`` (2), ``r_min`` (0.9), ``r_max`` (0.999), ``max_phase``
-(2 pi).
+(64), ``blocks`` (2), ``first_norm`` (false), ``r_min`` (0.9), ``r_max``
+(0.999), ``max_phase`` (2 pi).
 
 Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
@@ -169,6 +174,12 @@ def _units(value) -> List[int]:
     raise ValueError(f'units must be a positive int or a list of them, got '
                      f'{value!r}')
   return units
+
+
+def _flag(value, name: str) -> bool:
+  if not isinstance(value, bool):
+    raise ValueError(f'{name} must be true or false, got {value!r}')
+  return value
 
 
 def model_kind(spec) -> str:
@@ -381,9 +392,23 @@ def _build_lru(spec, inputs) -> tf.Tensor:
         width, activation=activation, name=name,
         kernel_initializer=keras.initializers.GlorotUniform(seed=seed + k))
 
-  x = dense(units, 'encoder', 601)(inputs)
+  first_norm = _flag(hp.get('first_norm', False), 'first_norm')
+  # Fan-in scaling: each encoded channel starts with unit variance for
+  # standardised features, whatever their number (Glorot's fan average
+  # would give one feature about a quarter of it).
+  x = keras.layers.Dense(
+      units, name='encoder',
+      kernel_initializer=keras.initializers.VarianceScaling(
+          1.0, 'fan_in', 'uniform', seed=seed + 601))(inputs)
   for i in range(blocks):
-    y = keras.layers.LayerNormalization(axis=-1, name=f'norm_{i}')(x)
+    if i == 0 and not first_norm:
+      # The encoder's output, an affine map of standardised features, is on
+      # a unit scale already; a layer norm over its channels would reduce a
+      # single feature (a rank-1 encoding, zero bias at initialisation) to
+      # its sign.
+      y = x
+    else:
+      y = keras.layers.LayerNormalization(axis=-1, name=f'norm_{i}')(x)
     y = lru.LinearRecurrence(
         int(hp.get('state_size', 64)), r_min=float(hp.get('r_min', 0.9)),
         r_max=float(hp.get('r_max', 0.999)),

@@ -28,6 +28,8 @@ DEFAULT_MODEL: List[Tuple[str, str, str]] = [
     ('head_units', 'none', 'lstm/gru: a hidden Dense layer'),
     ('state_size', '64', 'lru: complex state dimensions'),
     ('blocks', '2', 'lru: residual blocks'),
+    ('first_norm', 'false', "lru: a layer norm before the first block's "
+     'recurrence too'),
     ('r_min', '0.9', 'lru: smallest initial eigenvalue modulus'),
     ('r_max', '0.999', 'lru: largest initial eigenvalue modulus'),
     ('max_phase', '6.283', 'lru: largest initial eigenvalue phase'),

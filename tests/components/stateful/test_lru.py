@@ -506,3 +506,36 @@ def test_a_training_step_through_a_long_segment():
       'mask': tf.ones((2, length)), 'label_weight': tf.ones((2, length)),
       'reset': tf.ones((2,), tf.int64)})
   assert np.isfinite(float(out['loss'])) and float(out['grad_norm']) > 0
+
+
+def _first_recurrence_input(first_norm, values):
+  """What the default module's first LRU block reads for a one-feature
+  input of constant ``values`` (one step per lane), at initialisation."""
+  hp = {'model': 'lru', 'units': 8} if first_norm is None else {
+      'model': 'lru', 'units': 8, 'first_norm': first_norm}
+  spec = ms.ModelSpec(batch_size=None, num_unroll=None, stateful=False,
+                      feature_names=('a',), num_classes=2,
+                      hyperparameters=hp, seed=3)
+  model = model_io.build_serving(model_io.resolve_module(), spec)
+  probe = keras.Model(model.inputs, model.get_layer('lru_0').input)
+  x = np.asarray(values, np.float32).reshape(-1, 1, 1)
+  return probe(x).numpy()[:, 0]
+
+
+def test_the_first_lru_block_reads_a_single_feature_magnitude():
+  """With one feature the encoder's output is rank 1 with a zero bias at
+  initialisation, so a layer norm over its channels gives the same vector
+  for every positive value (the sign alone): the first block reads the
+  encoder's output itself by default (``first_norm``, false)."""
+  values = [0.5, 1.0, 3.0, -1.0]
+  got = _first_recurrence_input(None, values)
+  np.testing.assert_allclose(got[2], 3.0 * got[1], rtol=1e-5)
+  np.testing.assert_allclose(got[3], -got[1], rtol=1e-5)
+  assert np.abs(got[1]).max() > 0
+  normed = _first_recurrence_input(True, values)
+  # 0.5, 1 and 3 within the layer norm's epsilon (1e-3) of one vector.
+  np.testing.assert_allclose(normed[0], normed[2], rtol=2e-2)
+  np.testing.assert_allclose(normed[1], normed[2], rtol=5e-3)
+  np.testing.assert_allclose(normed[3], -normed[1], rtol=1e-5)
+  with pytest.raises(ValueError, match='first_norm must be true or false'):
+    _first_recurrence_input('yes', values)
