@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Mapping, Optional
 # ``components.stateful.batches``; repeated here to keep this module free of
 # TensorFlow).
 LABEL_SCORINGS = ('last_step', 'every_step', 'weighted')
+# ``batches.WEIGHTED_MIN_SEGMENTS``, for the help text.
+WEIGHTED_MIN_SEGMENTS = 4
 
 # The epochs rule (``epochs`` unset): enough passes for about
 # EPOCHS_TARGET_EXAMPLES labelled training sequences (or labelled steps of
@@ -91,8 +93,8 @@ class TrainConfig:
       'conv model; for LSTM/GRU/LRU the rule below), or without one, from '
       "the model's structure: when trainable weights shape a carried state "
       '(a stateful layer with trainable weights, or a trainable layer before '
-      'one), weighted if the typical training sequence spans 4 segments or '
-      'more, else last_step; last_step when nothing trained shapes the '
+      'one), weighted if the typical training sequence spans '
+      f'{WEIGHTED_MIN_SEGMENTS} segments or more, else last_step; last_step when nothing trained shapes the '
       'state; the log says which and why. Evaluation always scores the last '
       'step',
       choices=LABEL_SCORINGS)

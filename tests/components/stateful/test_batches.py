@@ -151,5 +151,7 @@ def test_lanes_to_sequences_puts_every_layout_back_together(mode):
 
 
 def test_settings_declare_the_same_label_scorings():
-  # settings.py repeats the names to stay free of TensorFlow.
+  # settings.py repeats the names and the threshold to stay free of
+  # TensorFlow.
   assert settings.LABEL_SCORINGS == batches.LABEL_SCORINGS
+  assert settings.WEIGHTED_MIN_SEGMENTS == batches.WEIGHTED_MIN_SEGMENTS
