@@ -95,6 +95,7 @@ Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
 """
 
+import logging
 import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
@@ -108,6 +109,7 @@ from components.stateful import lru
 from components.stateful import pools
 
 MODELS = ('conv', 'lstm', 'gru', 'lru')
+_LOG = logging.getLogger(__name__)
 RNN_TYPES = ('lstm', 'gru')
 HEADS = ('ridge', 'sgd')
 
@@ -204,9 +206,13 @@ def label_scoring(spec) -> str:
   toward the end (``batches.recurrent_scoring``, the trainer's rule for
   every module).
   """
-  if model_kind(spec) == 'conv':
+  kind = model_kind(spec)
+  if kind == 'conv':
     return 'last_step'
-  return batches_lib.recurrent_scoring(spec)[0]
+  scoring, why = batches_lib.recurrent_scoring(spec)
+  _LOG.info('default module, %s model: per-sequence labels scored %s: %s',
+            kind, scoring, why)
+  return scoring
 
 
 def _dilations(max_dilation: int) -> List[int]:

@@ -166,8 +166,10 @@ class Executor(base_executor.BaseExecutor):
          output_dict: Dict[str, List[types.Artifact]],
          exec_properties: Dict[str, Any]) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
-    # Progress lines are INFO records of this package's loggers.
-    logging.getLogger('components.stateful_trainer').setLevel(logging.INFO)
+    # Progress lines are INFO records of this package's loggers (and of the
+    # default model module's: why it scores a label where it does).
+    for name in ('components.stateful_trainer', 'components.stateful'):
+      logging.getLogger(name).setLevel(logging.INFO)
     args = args_from_artifacts(input_dict, output_dict, exec_properties)
     with heap.frozen_heap():
       result = trainer_run.run(args)

@@ -539,3 +539,13 @@ def test_the_first_lru_block_reads_a_single_feature_magnitude():
   np.testing.assert_allclose(normed[3], -normed[1], rtol=1e-5)
   with pytest.raises(ValueError, match='first_norm must be true or false'):
     _first_recurrence_input('yes', values)
+
+
+def test_the_default_module_logs_why_it_scores_the_label_so(caplog):
+  """The trainer's log names the hook; the hook says why (segments)."""
+  with caplog.at_level('INFO', logger='components.stateful.default_model'):
+    assert dm.label_scoring(_spec(True).replace(typical_length=24)) == (
+        'last_step')
+  assert ('lru model: per-sequence labels scored last_step: the typical '
+          'sequence (24 steps) spans 3 segments of 8, fewer than 4'
+          in caplog.text)
