@@ -69,11 +69,10 @@ list) and a Dense head, with optional ``dropout`` between layers and
 initialised, so that each channel starts at unit variance for standardised
 features), then ``blocks`` residual blocks, each ``x + GLU(GELU(
 LinearRecurrence(LayerNorm(x))))`` (``lru.LinearRecurrence`` with
-``state_size`` complex
-state dimensions, eigenvalue moduli initially on the ring ``[r_min,
-r_max]``, phases in ``(0, max_phase]``; the layer norm is over each step's
-channels alone, so nothing but the recurrence mixes time steps; the first
-block reads the encoder's output itself unless ``first_norm``: a layer norm
+``state_size`` complex state dimensions, eigenvalue moduli initially on the
+ring ``[r_min, r_max]``, phases in ``(0, max_phase]``; the layer norm is
+over each step's channels alone, so nothing but the recurrence mixes time
+steps; the first block reads the encoder's output itself unless ``first_norm``: a layer norm
 over the channels of one encoded feature, a rank-1 vector with a zero bias
 at initialisation, leaves its sign and not its magnitude), optional
 ``dropout`` after each block, and a Dense head. Trained by the trainer's
