@@ -20,7 +20,9 @@ same CSV rows:
   longest, masked, features z-scored with the train split's mean and
   standard deviation, LSTM(64) -> Dense (the last real step for per-sequence
   labels, every step for per-step labels), 50 epochs of Adam (learning rate
-  1e-3, batches of 32, reshuffled each epoch) from a fixed seed;
+  1e-3, batches of 32, reshuffled each epoch; with ``--keras-fixed-order``
+  the training sequences in the split's order every epoch instead) from a
+  fixed seed;
 * (e) with ``--models`` naming ``lru``: the default module's LRU model, the
   same command with ``--hyperparameters model=lru`` (the issue's comparison
   of the LRU against the LSTM module, both with defaults only);
@@ -40,7 +42,7 @@ seed, writing to the scratch file.
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.real_data [--quick]
       [--datasets ACSF1,GunPoint,ACSF1:forecast] [--seeds 3] [--skip-baselines]
-      [--models ours,plain,keras,lru]
+      [--models ours,plain,keras,lru] [--keras-fixed-order]
       [--aeon-wheel aeon-1.6.0-py3-none-any.whl | --data-dir DIR]
 """
 
@@ -378,8 +380,21 @@ def _padded(seqs, length: int, mean, std):
   return x, y, mask
 
 
-def keras_pad_to_max(case: Case, train, evals, seed: int) -> Dict[str, float]:
-  """(b): whole sequences padded to the longest, masked, LSTM(64), fit."""
+def keras_pad_to_max(case: Case, train, evals, seed: int,
+                     shuffle: bool = True) -> Dict[str, float]:
+  """(b): whole sequences padded to the longest, masked, LSTM(64), fit.
+
+  Args:
+    case: the data set.
+    train: the train split's sequences (``load_split``).
+    evals: the eval split's sequences.
+    seed: Keras' random seed and the initialisers'.
+    shuffle: passed to ``fit``: reshuffle the training sequences each epoch
+      (Keras' default); False keeps the split's order every epoch.
+
+  Returns:
+    The eval metrics: accuracy, or MAE and RMSE.
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   keras.backend.clear_session()
@@ -417,7 +432,7 @@ def keras_pad_to_max(case: Case, train, evals, seed: int) -> Dict[str, float]:
     target = target.astype(np.int64) if classify else target[:, None]
     weight = None
   model.fit([xt, mt.astype(bool)], target, sample_weight=weight,
-            batch_size=KERAS_BATCH, epochs=KERAS_EPOCHS, shuffle=True,
+            batch_size=KERAS_BATCH, epochs=KERAS_EPOCHS, shuffle=shuffle,
             verbose=0)
   pred = model.predict([xe, me.astype(bool)], batch_size=KERAS_BATCH,
                        verbose=0)
@@ -591,6 +606,9 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
                'one run per model: `pipeline.local_runner` has no `--seed` '
                f'flag yet (this script passes it once it exists; {SEEDS} '
                'seeds by default)')
+  # From the runs' own record, so that --from-results renders it too.
+  keras_fixed = any(x.get('shuffle') is False for c in cases
+                    for x in res[c.slug].get(KERAS, []))
   body = [
       TITLE,
       '',
@@ -632,7 +650,11 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       'to the longest and masked, features z-scored with train statistics, '
       f'LSTM({KERAS_UNITS}) -> Dense (last real step; every step for '
       f'per-step labels), {KERAS_EPOCHS} epochs of Adam '
-      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH}), seeded. '
+      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH}), seeded'
+      + ('; here with `--keras-fixed-order`: `fit(shuffle=False)`, the '
+         'training sequences in the split\'s order every epoch (Keras\' '
+         'default reshuffles them each epoch)' if keras_fixed else '')
+      + '. '
       'ROCKET = published test accuracy (Dempster et al. 2020, '
       'angus924/rocket `results/results_ucr.csv`); "-" where we have no '
       'published figure. Cells: mean over runs (max - min in brackets when '
@@ -708,6 +730,11 @@ def main(argv=None) -> int:
                  f'`{" ".join(LRU_FLAGS)}`, run with the baselines\' seeds); '
                  'e.g. --models lru, then --from-results to join its '
                  'results.json with an earlier run\'s')
+  p.add_argument('--keras-fixed-order', action='store_true',
+                 help='Keras (b) fits with shuffle=False: the training '
+                 'sequences in the split\'s order every epoch (default: '
+                 'reshuffled each epoch); recorded as "shuffle": false in '
+                 'each of its runs in results.json')
   p.add_argument('--skip-baselines', action='store_true',
                  help='skip the LSTM baselines (a) and (b) (the no-skill, '
                  'ROCKET, persistence and AR figures are always given)')
@@ -818,11 +845,14 @@ def main(argv=None) -> int:
         s = seed or 0
         t0 = time.perf_counter()
         try:
-          out = keras_pad_to_max(c, train, evals, s)
+          out = keras_pad_to_max(c, train, evals, s,
+                                 shuffle=not args.keras_fixed_order)
         except Exception as e:  # pylint: disable=broad-except
           out = {'error': f'{type(e).__name__}: {str(e).splitlines()[0]}'
                           if str(e) else type(e).__name__}
         out['seconds'] = time.perf_counter() - t0
+        if args.keras_fixed_order:
+          out['shuffle'] = False
         r.setdefault(KERAS, []).append(out)
         shown = {k: round(v, 4) for k, v in out.items()
                  if k in metric_names(c)}
