@@ -237,6 +237,9 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
     result['cached'] = sorted(summary.get('cached') or [])
     result['train_batches'] = batcher.get('num_batches')
     result['efficiency'] = batcher.get('efficiency')
+    rate = training_rate(summary.get('model_uri'))
+    if rate is not None:
+      result['real_steps_per_sec'] = rate
     logged = _logged_settings(res.stderr)
     for key in ('batch_size', 'num_unroll', 'epochs', 'epochs_run'):
       value = _find_setting(summary, key)
@@ -245,6 +248,26 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
       if value is not None:
         result[key] = value
   return result
+
+
+def training_rate(model_uri: Optional[str]) -> Optional[float]:
+  """Real (unpadded) time steps trained per second by the run that made
+  the exported model, over its epochs after the first (which traces the
+  steps): from the ``history.json`` the trainer writes in its ``model_run``
+  artifact beside ``model_uri``. None if it is missing or has no second
+  epoch."""
+  if not model_uri:
+    return None
+  head, run_id = os.path.split(os.path.normpath(model_uri))
+  path = os.path.join(os.path.dirname(head), 'model_run', run_id,
+                      'history.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    epochs = json.load(f).get('epochs') or []
+  steps = sum(e.get('real_timesteps') or 0 for e in epochs[1:])
+  seconds = sum(e.get('seconds') or 0 for e in epochs[1:])
+  return steps / seconds if steps and seconds else None
 
 
 def _first_error(stderr: str) -> Optional[str]:
@@ -599,6 +622,23 @@ def settings_note(cases, res) -> Optional[str]:
   return '; '.join(parts) if parts else None
 
 
+def rates_note(cases, res) -> Optional[str]:
+  """Each pipeline model's training rate per data set (``training_rate``),
+  mean over its runs that report one."""
+  names = {OURS: 'ours', PLAIN: 'plain LSTM (a)', LRU: 'LRU (e)'}
+  parts = []
+  for c in cases:
+    cells = []
+    for model, label in names.items():
+      rates = [x['real_steps_per_sec'] for x in res[c.slug].get(model, [])
+               if 'real_steps_per_sec' in x]
+      if rates:
+        cells.append(f'{label} {sum(rates) / len(rates):,.0f}')
+    if cells:
+      parts.append(f'{c.name}: ' + ', '.join(cells))
+  return '; '.join(parts) if parts else None
+
+
 def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   run.finish()
   seed_text = (f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
@@ -694,6 +734,11 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   if note:
     body += ['', f'* Settings the pipeline chose for the default model (from '
              f'its summary or log; epochs = the limit): {note}.']
+  rates = rates_note(cases, res)
+  if rates:
+    body += [f'* Training rate, real (unpadded) time steps per second of the '
+             f'run that made the exported model, over its epochs after the '
+             f'first (its `history.json`), mean over runs: {rates}.']
   failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
                    for k in (OURS, PLAIN, LRU)
                    for x in res[c.slug].get(k, [])

@@ -1,0 +1,49 @@
+"""benchmarks/real_data.py: the training rate read from a run's
+``history.json`` and its note (no pipeline run)."""
+
+import json
+import os
+
+import pytest
+
+from benchmarks import real_data
+
+
+def _history(root, run_id, epochs):
+  run = os.path.join(root, 'StatefulTrainer', 'model_run', str(run_id))
+  os.makedirs(run)
+  with open(os.path.join(run, 'history.json'), 'w') as f:
+    json.dump({'epochs': epochs}, f)
+  return os.path.join(root, 'StatefulTrainer', 'model', str(run_id))
+
+
+def test_training_rate_skips_the_first_epoch_and_pools_the_rest(tmp_path):
+  model_uri = _history(str(tmp_path), 9, [
+      {'real_timesteps': 100.0, 'seconds': 5.0},  # Traces: left out.
+      {'real_timesteps': 300.0, 'seconds': 1.0},
+      {'real_timesteps': 100.0, 'seconds': 1.0}])
+  # Pooled (400 steps in 2 s), not the mean of the epochs' rates (200).
+  assert real_data.training_rate(model_uri) == pytest.approx(200.0)
+  assert real_data.training_rate(model_uri + '/') == pytest.approx(200.0)
+
+
+def test_training_rate_is_none_without_a_second_epoch_or_a_history(tmp_path):
+  one = _history(str(tmp_path), 3, [{'real_timesteps': 50.0,
+                                     'seconds': 1.0}])
+  assert real_data.training_rate(one) is None
+  assert real_data.training_rate(str(tmp_path / 'StatefulTrainer' / 'model' /
+                                     '4')) is None
+  assert real_data.training_rate(None) is None
+
+
+def test_rates_note_means_each_models_runs_and_skips_the_rest():
+  cases = [real_data.Case('GunPoint'), real_data.Case('ACSF1')]
+  res = {'GunPoint': {
+      real_data.PLAIN: [{'real_steps_per_sec': 1000.0},
+                        {'real_steps_per_sec': 2000.0}],
+      real_data.LRU: [{'accuracy': 0.5}],
+      real_data.OURS: [{'real_steps_per_sec': 12345.6}]},
+         'ACSF1': {real_data.LRU: [{'error': 'boom'}]}}
+  assert real_data.rates_note(cases, res) == (
+      'GunPoint: ours 12,346, plain LSTM (a) 1,500')
+  assert real_data.rates_note(cases[1:], res) is None
