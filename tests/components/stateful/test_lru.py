@@ -411,12 +411,14 @@ def test_config_round_trip():
 
 
 def _spec(stateful, **hp):
+  # zero_head off: the exactness checks below compare outputs, which a head
+  # at zero (the default) would make 0 at initialisation whatever the state.
   return ms.ModelSpec(
       batch_size=tl.B if stateful else None,
       num_unroll=8 if stateful else None, stateful=stateful,
       feature_names=('a', 'b'), task='classification', num_classes=3,
       hyperparameters={'model': 'lru', 'units': 6, 'state_size': 5,
-                       'blocks': 2, **hp}, seed=2)
+                       'blocks': 2, 'zero_head': False, **hp}, seed=2)
 
 
 def test_default_model_lru_streams_exactly():
@@ -539,6 +541,26 @@ def test_the_first_lru_block_reads_a_single_feature_magnitude():
   np.testing.assert_allclose(normed[3], -normed[1], rtol=1e-5)
   with pytest.raises(ValueError, match='first_norm must be true or false'):
     _first_recurrence_input('yes', values)
+
+
+def _initial_logits(hp, seed=3):
+  spec = ms.ModelSpec(batch_size=None, num_unroll=None, stateful=False,
+                      feature_names=('a', 'b'), num_classes=3,
+                      hyperparameters={'model': 'lru', 'units': 8, **hp},
+                      seed=seed)
+  model = model_io.build_serving(model_io.resolve_module(), spec)
+  x = np.random.default_rng(seed).normal(size=(4, 6, 2)).astype(np.float32)
+  return model(x).numpy()
+
+
+def test_the_lru_head_starts_at_the_class_prior_unless_zero_head_is_off():
+  """By default (``zero_head``) every initial logit is 0: the first loss is
+  the class prior's, log(3) here; with ``zero_head=false`` the Glorot head
+  gives logits away from it."""
+  np.testing.assert_array_equal(_initial_logits({}), 0.0)
+  assert np.abs(_initial_logits({'zero_head': False})).max() > 0.1
+  with pytest.raises(ValueError, match='zero_head must be true or false'):
+    _initial_logits({'zero_head': 1})
 
 
 def test_the_default_module_logs_why_it_scores_the_label_so(caplog):
