@@ -75,10 +75,10 @@ over each step's channels alone, so nothing but the recurrence mixes time
 steps; the first block reads the encoder's output itself unless ``first_norm``: a layer norm
 over the channels of one encoded feature, a rank-1 vector with a zero bias
 at initialisation, leaves its sign and not its magnitude), optional
-``dropout`` after each block, and a Dense head, zero at initialisation
-unless ``zero_head`` is false (the residual stream is not normalised: a
-Glorot head on it starts with logits of a few units, a loss well above the
-class prior's). Trained by the trainer's loop, as the RNN models.
+``dropout`` after each block, and a Dense head (Glorot; zero with
+``zero_head``: the residual stream is not normalised, and a Glorot head on
+it starts with logits of a few units, a loss above the class prior's).
+Trained by the trainer's loop, as the RNN models.
 
 Hyperparameters (``spec.hyperparameters``; all optional): ``model``,
 ``head`` (``ridge``), ``kernels`` (448), ``kernels_per_dilation`` (overrides
@@ -89,7 +89,7 @@ too and is fitted on many more rows), ``half_lives`` (8, 32, 128, 512; per-step
 labels only), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
 ``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
-(64), ``blocks`` (2), ``first_norm`` (false), ``zero_head`` (true),
+(64), ``blocks`` (2), ``first_norm`` (false), ``zero_head`` (false),
 ``r_min`` (0.9), ``r_max``
 (0.999), ``max_phase`` (2 pi).
 

@@ -30,8 +30,8 @@ DEFAULT_MODEL: List[Tuple[str, str, str]] = [
     ('blocks', '2', 'lru: residual blocks'),
     ('first_norm', 'false', "lru: a layer norm before the first block's "
      'recurrence too'),
-    ('zero_head', 'true', 'lru: the head starts at zero (the class prior '
-     'or the mean label); false: Glorot'),
+    ('zero_head', 'false', 'lru: the head starts at zero (the class prior '
+     'or the mean label), not Glorot'),
     ('r_min', '0.9', 'lru: smallest initial eigenvalue modulus'),
     ('r_max', '0.999', 'lru: largest initial eigenvalue modulus'),
     ('max_phase', '6.283', 'lru: largest initial eigenvalue phase'),

@@ -148,11 +148,12 @@ def build_lru(spec, inputs) -> tf.Tensor:
       y = SeededDropout(dropout, seed=seed * 1009 + i,
                         name=f'dropout_{i}')(y)
     x = keras.layers.Add(name=f'residual_{i}')([x, y])
-  if _flag(hp.get('zero_head', True), 'zero_head'):
+  if _flag(hp.get('zero_head', False), 'zero_head'):
     # The residual stream is not normalised, and a Glorot head on it starts
-    # with logits of a few units (a loss well above the class prior's,
-    # which the first epochs spend undoing); from zero, training starts at
-    # the prior (or the mean label), as the RNN models' bounded outputs do.
+    # with logits of a few units (a loss above the class prior's); from
+    # zero, training starts at the prior (or the mean label). Not the
+    # default: measured over six sets it helped four and cost two
+    # (BENCHMARKS.md section 6, run U).
     return keras.layers.Dense(spec.output_units, name='head',
                               kernel_initializer='zeros')(x)
   return dense(spec.output_units, 'head', 503)(x)

@@ -411,14 +411,12 @@ def test_config_round_trip():
 
 
 def _spec(stateful, **hp):
-  # zero_head off: the exactness checks below compare outputs, which a head
-  # at zero (the default) would make 0 at initialisation whatever the state.
   return ms.ModelSpec(
       batch_size=tl.B if stateful else None,
       num_unroll=8 if stateful else None, stateful=stateful,
       feature_names=('a', 'b'), task='classification', num_classes=3,
       hyperparameters={'model': 'lru', 'units': 6, 'state_size': 5,
-                       'blocks': 2, 'zero_head': False, **hp}, seed=2)
+                       'blocks': 2, **hp}, seed=2)
 
 
 def test_default_model_lru_streams_exactly():
@@ -553,12 +551,12 @@ def _initial_logits(hp, seed=3):
   return model(x).numpy()
 
 
-def test_the_lru_head_starts_at_the_class_prior_unless_zero_head_is_off():
-  """By default (``zero_head``) every initial logit is 0: the first loss is
-  the class prior's, log(3) here; with ``zero_head=false`` the Glorot head
-  gives logits away from it."""
-  np.testing.assert_array_equal(_initial_logits({}), 0.0)
-  assert np.abs(_initial_logits({'zero_head': False})).max() > 0.1
+def test_zero_head_starts_the_lru_at_the_class_prior():
+  """With ``zero_head`` every initial logit is 0 (the first loss is the
+  class prior's, log(3) here); by default the Glorot head gives logits away
+  from it."""
+  np.testing.assert_array_equal(_initial_logits({'zero_head': True}), 0.0)
+  assert np.abs(_initial_logits({})).max() > 0.1
   with pytest.raises(ValueError, match='zero_head must be true or false'):
     _initial_logits({'zero_head': 1})
 
