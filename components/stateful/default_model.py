@@ -72,9 +72,10 @@ LinearRecurrence(LayerNorm(x))))`` (``lru.LinearRecurrence`` with
 ``state_size`` complex state dimensions, eigenvalue moduli initially on the
 ring ``[r_min, r_max]``, phases in ``(0, max_phase]``; the layer norm is
 over each step's channels alone, so nothing but the recurrence mixes time
-steps; the first block reads the encoder's output itself unless ``first_norm``: a layer norm
-over the channels of one encoded feature, a rank-1 vector with a zero bias
-at initialisation, leaves its sign and not its magnitude), optional
+steps; the first block reads the encoder's output itself unless
+``first_norm``: a layer norm over the channels of one encoded feature, a
+rank-1 vector with a zero bias at initialisation, leaves its sign and not
+its magnitude), optional
 ``dropout`` after each block, and a Dense head (Glorot; zero with
 ``zero_head``: the residual stream is not normalised, and a Glorot head on
 it starts with logits of a few units, a loss above the class prior's).
@@ -90,8 +91,7 @@ labels only), ``lags`` (16), ``l2`` (1e-2, ``head='sgd'`` only), ``units``
 (32), ``rnn_type`` (kept: selects an RNN model when ``model`` is not given),
 ``dropout`` (0), ``head_units``; ``model='lru'`` only: ``state_size``
 (64), ``blocks`` (2), ``first_norm`` (false), ``zero_head`` (false),
-``r_min`` (0.9), ``r_max``
-(0.999), ``max_phase`` (2 pi).
+``r_min`` (0.9), ``r_max`` (0.999), ``max_phase`` (2 pi).
 
 Output: per step, float32[B, T, K]: ``num_classes`` logits or
 ``output_size`` values.
