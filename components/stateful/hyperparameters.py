@@ -39,6 +39,8 @@ DEFAULT_MODEL: List[Tuple[str, str, str]] = [
     ('learning_rate', '0.003 (conv head: 0.001)', 'the trainer reads it'),
     ('lr_schedule', 'cosine', 'constant or cosine'),
     ('clip_global_norm', '1.0', '0: no clipping'),
+    ('weight_decay', '0', 'decoupled (AdamW-style) decay of the weight '
+     'matrices'),
 ]
 
 

@@ -46,6 +46,12 @@ def learning_rate(config: OptimizerConfig, total_steps: Optional[int]):
   return rate
 
 
+# Variables that weight decay leaves alone (substrings of their names):
+# biases, LayerNorm's scale and offset, the linear recurrence's eigenvalue
+# parameters and its skip weights.
+NO_DECAY = ('bias', 'gamma', 'beta', 'nu_log', 'theta_log', '/D:')
+
+
 def make_optimizer(config: OptimizerConfig,
                    total_steps: Optional[int] = None
                   ) -> keras.optimizers.Optimizer:
@@ -56,10 +62,16 @@ def make_optimizer(config: OptimizerConfig,
   """
   kwargs = dict(learning_rate=learning_rate(config, total_steps),
                 jit_compile=False)
+  if config.weight_decay:
+    kwargs['weight_decay'] = float(config.weight_decay)
   if config.optimizer == 'adam':
-    return keras.optimizers.Adam(**kwargs)
-  if config.optimizer == 'sgd':
-    return keras.optimizers.SGD(momentum=config.momentum, **kwargs)
-  if config.optimizer == 'rmsprop':
-    return keras.optimizers.RMSprop(momentum=config.momentum, **kwargs)
-  return keras.optimizers.Adagrad(**kwargs)
+    optimizer = keras.optimizers.Adam(**kwargs)
+  elif config.optimizer == 'sgd':
+    optimizer = keras.optimizers.SGD(momentum=config.momentum, **kwargs)
+  elif config.optimizer == 'rmsprop':
+    optimizer = keras.optimizers.RMSprop(momentum=config.momentum, **kwargs)
+  else:
+    optimizer = keras.optimizers.Adagrad(**kwargs)
+  if config.weight_decay:
+    optimizer.exclude_from_weight_decay(var_names=list(NO_DECAY))
+  return optimizer

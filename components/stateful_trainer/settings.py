@@ -291,6 +291,11 @@ class OptimizerConfig:
     warmup_fraction: the first this share of the run's training steps
       ramps the rate linearly from 0 up to the schedule's (default 0; the
       trainer's ``OPTIMIZER_DEFAULTS`` set 0.05).
+    weight_decay: decoupled weight decay (AdamW: each step shrinks a
+      weight by ``learning_rate * weight_decay`` of itself), on the
+      matrices only: biases, scales and offsets (names ``bias``, ``gamma``,
+      ``beta``) and the linear recurrence's eigenvalue and skip weights
+      (``nu_log``, ``theta_log``, ``D``) are exempt (default 0: none).
   """
   optimizer: str = 'adam'
   learning_rate: float = 1e-3
@@ -298,6 +303,7 @@ class OptimizerConfig:
   momentum: float = 0.0
   lr_schedule: str = 'constant'
   warmup_fraction: float = 0.0
+  weight_decay: float = 0.0
 
   OPTIMIZERS = ('adam', 'sgd', 'rmsprop', 'adagrad')
   SCHEDULES = ('constant', 'cosine')
@@ -315,6 +321,9 @@ class OptimizerConfig:
     if not 0.0 <= float(self.warmup_fraction) < 1.0:
       raise TrainingConfigError(f'warmup_fraction must be in [0, 1), got '
                                 f'{self.warmup_fraction}')
+    if not float(self.weight_decay) >= 0.0:
+      raise TrainingConfigError(f'weight_decay must be >= 0, got '
+                                f'{self.weight_decay}')
     if self.clip_global_norm is not None and self.clip_global_norm < 0:
       raise TrainingConfigError(f'clip_global_norm must be >= 0, got '
                                 f'{self.clip_global_norm}')
@@ -327,4 +336,5 @@ class OptimizerConfig:
                clip_global_norm=float(clip) if clip else None,
                momentum=float(hp.get('momentum', 0.0)),
                lr_schedule=str(hp.get('lr_schedule', 'constant')).lower(),
-               warmup_fraction=float(hp.get('warmup_fraction', 0.0)))
+               warmup_fraction=float(hp.get('warmup_fraction', 0.0)),
+               weight_decay=float(hp.get('weight_decay', 0.0)))

@@ -58,3 +58,27 @@ def test_warm_up_ramps_the_rate_then_follows_the_schedule():
       settings.OPTIMIZER_DEFAULTS).warmup_fraction == 0.05
   with pytest.raises(settings.TrainingConfigError, match='warmup'):
     settings.OptimizerConfig(warmup_fraction=1.0)
+
+
+def test_weight_decay_shrinks_matrices_and_spares_the_exempt_weights():
+  config = settings.OptimizerConfig.from_hyperparameters(
+      {'optimizer': 'sgd', 'learning_rate': 0.1, 'weight_decay': 0.5})
+  assert config.weight_decay == 0.5
+  optimizer = optimizers.make_optimizer(config, 10)
+  names = ('block/kernel', 'block/bias', 'norm/gamma', 'norm/beta',
+           'recurrence/nu_log', 'recurrence/theta_log', 'recurrence/D',
+           'recurrence/B_re')
+  weights = [tf.Variable(tf.ones((2,)), name=n) for n in names]
+  optimizer.apply_gradients(
+      [(tf.zeros((2,)), w) for w in weights])  # Zero gradients: decay only.
+  got = {n: float(w[0]) for n, w in zip(names, weights)}
+  decayed = 1.0 - 0.1 * 0.5
+  assert got['block/kernel'] == pytest.approx(decayed)
+  assert got['recurrence/B_re'] == pytest.approx(decayed)
+  for n in names:
+    if n not in ('block/kernel', 'recurrence/B_re'):
+      assert got[n] == 1.0, n
+  none = optimizers.make_optimizer(settings.OptimizerConfig(), 10)
+  assert none.weight_decay is None
+  with pytest.raises(settings.TrainingConfigError, match='weight_decay'):
+    settings.OptimizerConfig(weight_decay=-1.0)
