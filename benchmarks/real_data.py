@@ -52,6 +52,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -639,6 +640,18 @@ def rates_note(cases, res) -> Optional[str]:
   return '; '.join(parts) if parts else None
 
 
+def runner_args_note(cases, res) -> Optional[str]:
+  """The line naming the extra local runner flags (``--runner-args``) the
+  pipeline runs had, from their own record; None if none had any."""
+  flags = sorted({' '.join(x['runner_args']) for c in cases
+                  for m in (OURS, PLAIN, LRU)
+                  for x in res[c.slug].get(m, []) if x.get('runner_args')})
+  if not flags:
+    return None
+  return ('* Pipeline runs with more local runner flags (`--runner-args`): '
+          + '; '.join(f'`{f}`' for f in flags))
+
+
 def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   run.finish()
   seed_text = (f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
@@ -649,6 +662,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
+  extra_flags = runner_args_note(cases, res)
   body = [
       TITLE,
       '',
@@ -664,7 +678,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       'folder)',
       f'* Runs: {seed_text} for the default model; the LSTM baselines '
       f'(a) and (b) with the first {args.baseline_seeds} of them',
-  ] + ([
+  ] + ([extra_flags] if extra_flags else []) + ([
       '* Written from the `results.json` of earlier runs of this script '
       '(`--from-results`; the figures, the per-run wall times and the '
       'settings are theirs, the date and load above are of this rendering): '
@@ -780,6 +794,11 @@ def main(argv=None) -> int:
                  'sequences in the split\'s order every epoch (default: '
                  'reshuffled each epoch); recorded as "shuffle": false in '
                  'each of its runs in results.json')
+  p.add_argument('--runner-args', default='', metavar='FLAGS',
+                 help='more pipeline.local_runner flags for every pipeline '
+                 'run (ours, plain, lru), one shell-quoted string, e.g. '
+                 '"--random-truncation 0.5"; recorded as "runner_args" in '
+                 'each of those runs in results.json')
   p.add_argument('--skip-baselines', action='store_true',
                  help='skip the LSTM baselines (a) and (b) (the no-skill, '
                  'ROCKET, persistence and AR figures are always given)')
@@ -819,6 +838,7 @@ def main(argv=None) -> int:
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  runner_args = shlex.split(args.runner_args)
   run = common.Run()
   work = tempfile.mkdtemp(prefix='tss-bench-real-')
   log(f'work folder {work}; data from the {source.describe()}')
@@ -877,7 +897,9 @@ def main(argv=None) -> int:
       for seed in (seeds if model == OURS else baseline_seeds):
         log(f'{c.name}: pipeline, {model} model, seed '
             f'{"default" if seed is None else seed} ...')
-        out = run_pipeline(c, model, seed, work)
+        out = run_pipeline(c, model, seed, work, runner_args)
+        if runner_args:
+          out['runner_args'] = runner_args
         r.setdefault(model, []).append(out)
         shown = {k: round(v, 4) for k, v in out.items()
                  if k in metric_names(c)}

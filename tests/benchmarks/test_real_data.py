@@ -47,3 +47,28 @@ def test_rates_note_means_each_models_runs_and_skips_the_rest():
   assert real_data.rates_note(cases, res) == (
       'GunPoint: ours 12,346, plain LSTM (a) 1,500')
   assert real_data.rates_note(cases[1:], res) is None
+
+
+def test_runner_args_reach_every_pipeline_run_and_the_note(monkeypatch,
+                                                          tmp_path):
+  seen = []
+
+  def child(cmd, **_):
+    seen.append(cmd)
+    raise RuntimeError('stop after the command')
+
+  monkeypatch.setattr(real_data.common, 'run_child', child)
+  case = real_data.Case('GunPoint')
+  case.meta = {'task': 'classification', 'label_kind': 'per_sequence'}
+  for model in (real_data.OURS, real_data.PLAIN, real_data.LRU):
+    with pytest.raises(RuntimeError):
+      real_data.run_pipeline(case, model, 1, str(tmp_path),
+                             ['--random-truncation', '0.5'])
+  assert [c[-2:] for c in seen] == [['--random-truncation', '0.5']] * 3
+  res = {'GunPoint': {
+      real_data.PLAIN: [{'runner_args': ['--random-truncation', '0.5']}],
+      real_data.LRU: [{'accuracy': 0.5}]}}
+  assert real_data.runner_args_note([case], res) == (
+      '* Pipeline runs with more local runner flags (`--runner-args`): '
+      '`--random-truncation 0.5`')
+  assert real_data.runner_args_note([case], {'GunPoint': {}}) is None
