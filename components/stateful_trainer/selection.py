@@ -25,12 +25,17 @@ class BestWeights(tf.Module):
   before training (``TrainConfig.score_initial``); an epoch replaces them
   only with a strictly better score (a tie keeps the initial weights: the
   training did not show it helped). An equal score counts as better, so among
-  equally good epochs the later (longer trained) one is kept.
+  equally good epochs the later (longer trained) one is kept; with
+  ``tolerance`` > 0 so does any score within ``tolerance`` of the best seen
+  (``best``), so the kept epoch's ``score`` may be above ``best``.
   """
 
-  def __init__(self, model: keras.Model):
+  def __init__(self, model: keras.Model, tolerance: float = 0.0):
     super().__init__(name='best_weights')
+    self.tolerance = float(tolerance)
     self.score = tf.Variable(float('inf'), trainable=False, name='score')
+    # The best score offered so far; equal to ``score`` at tolerance 0.
+    self.best = tf.Variable(float('inf'), trainable=False, name='best')
     self.epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
                              name='epoch')
     self.stopped = tf.Variable(False, trainable=False, name='stopped')
@@ -61,10 +66,12 @@ class BestWeights(tf.Module):
       self.loss_epoch.assign(epoch)
     _, score = self.score_of(metrics)
     score = float(np.float32(score))  # As the variable holds it.
-    if not score <= float(self.score):
+    best = float(self.best)
+    if not score <= best + self.tolerance:
       return False
     if int(self.epoch) == INITIAL and not score < float(self.score):
       return False  # Training must beat the initial weights, not tie.
+    self.best.assign(min(best, score))
     self.score.assign(score)
     self.epoch.assign(epoch)
     for var, value in zip(self.weights, model.weights):

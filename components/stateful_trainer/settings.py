@@ -129,6 +129,14 @@ class TrainConfig:
       'and without a lower validation loss (the loss counts too: a small '
       "carve's accuracy can peak by luck while its loss still falls) (0: "
       'never stop early)')
+  selection_tolerance: float = _setting(
+      0.0, 'with a validation carve, keep the latest epoch whose carve score '
+      '(accuracy, or the loss) is within this of the best so far, not only '
+      'an equal one; early stopping counts its patience from that epoch '
+      '(e.g. 0.1: one sequence of a 10-sequence carve, whose accuracy can '
+      'peak by one lucky sequence on an early epoch) (0: the best score, '
+      'ties to the later epoch; the initial weights must still be beaten '
+      'outright)')
   random_truncation: float = _setting(
       0.0, 'randomised truncation (AWD-LSTM\'s variable BPTT length, within '
       'the batches\' T): the probability that a training batch is cut at a '
@@ -158,6 +166,10 @@ class TrainConfig:
         0.0 <= float(self.random_truncation) <= 1.0):
       raise TrainingConfigError(f'random_truncation must be in [0, 1], got '
                                 f'{self.random_truncation!r}')
+    if isinstance(self.selection_tolerance, bool) or not (
+        float(self.selection_tolerance) >= 0.0):
+      raise TrainingConfigError(f'selection_tolerance must be >= 0, got '
+                                f'{self.selection_tolerance!r}')
     if not _is_int(self.replicas) or self.replicas < 1:
       raise TrainingConfigError(f'replicas must be an int >= 1, got '
                                 f'{self.replicas!r}')

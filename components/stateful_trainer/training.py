@@ -249,7 +249,8 @@ def fit(model: keras.Model,
   carve_steps = (_carve_steps(model, objective, carve_metrics, lanes)
                  if validating else None)
   cursor = Cursor()
-  best = selection.BestWeights(model) if validating else None
+  best = (selection.BestWeights(model, config.selection_tolerance)
+          if validating else None)
   summaries = progress.Summaries(summary_dir)
   manager = None
   resumed_from = None

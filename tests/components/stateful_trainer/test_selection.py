@@ -112,6 +112,34 @@ def test_a_tie_with_the_initial_weights_keeps_them():
   assert best.offer(model, {'accuracy': 0.95, 'loss': 0.1}, 2)
 
 
+def test_selection_tolerance_keeps_the_latest_epoch_near_the_best():
+  """Within ``tolerance`` of the best score seen, a later epoch replaces
+  the kept one (its own score kept with it); outside it, it does not; the
+  reference stays the best score, so a slow slide is not followed; the
+  initial weights still need a strictly better score."""
+  model = _model(1.0)
+  best = selection.BestWeights(model, tolerance=0.1)
+  assert best.offer(model, {'accuracy': 0.7, 'loss': 0.6}, 0)
+  assert best.offer(model, {'accuracy': 0.6, 'loss': 0.5}, 1)  # Within.
+  assert int(best.epoch) == 1
+  assert float(best.score) == pytest.approx(-0.6)
+  assert float(best.best) == pytest.approx(-0.7)
+  assert not best.offer(model, {'accuracy': 0.55, 'loss': 0.5}, 2)
+  assert best.offer(model, {'accuracy': 0.9, 'loss': 0.5}, 3)
+  assert not best.offer(model, {'accuracy': 0.75, 'loss': 0.5}, 4)
+  assert int(best.epoch) == 3 and float(best.best) == pytest.approx(-0.9)
+  plain = selection.BestWeights(model)  # Tolerance 0: the best only.
+  plain.offer(model, {'accuracy': 0.7, 'loss': 0.6}, 0)
+  assert not plain.offer(model, {'accuracy': 0.69, 'loss': 0.5}, 1)
+  first = selection.BestWeights(model, tolerance=0.1)
+  first.offer(model, {'accuracy': 0.7, 'loss': 0.6}, selection.INITIAL)
+  assert not first.offer(model, {'accuracy': 0.65, 'loss': 0.5}, 0)
+  assert not first.offer(model, {'accuracy': 0.7, 'loss': 0.5}, 1)
+  with pytest.raises(settings.TrainingConfigError,
+                     match='selection_tolerance'):
+    settings.TrainConfig(selection_tolerance=-0.1)
+
+
 def test_random_initial_weights_are_no_candidate(tmp_path, caplog):
   """A module whose adapt fits nothing (the default module's LSTM): the
   initial weights are random, so only trained epochs are candidates."""
