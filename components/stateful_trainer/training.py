@@ -371,7 +371,9 @@ def fit(model: keras.Model,
         name, _ = best.score_of(stats.valid)
         _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
                   '%s', epoch + 1, progress.fmt_metrics(stats.valid),
-                  ' (best so far)' if improved else
+                  (' (best so far)' if float(best.score) <= float(best.best)
+                   else ' (kept: within selection_tolerance of the best)')
+                  if improved else
                   (f' (best {name}: before training)'
                    if int(best.epoch) == selection.INITIAL else
                    f' (best {name}: epoch {int(best.epoch) + 1})'),

@@ -140,6 +140,28 @@ def test_selection_tolerance_keeps_the_latest_epoch_near_the_best():
     settings.TrainConfig(selection_tolerance=-0.1)
 
 
+def test_selection_tolerance_in_the_loop(tmp_path, caplog, monkeypatch):
+  """Scores 0, 1, 2, 3 (lower is better) at tolerance 1.5: epochs 1 and 2
+  are kept (the log says why), epoch 3 is not, so the fit keeps epoch 2 and
+  reports it as the best epoch."""
+  scores = iter([0.0, 1.0, 1.5, 3.0])
+  by_loss = {}  # Each epoch's carve metrics are scored more than once.
+
+  def score_of(metrics):
+    if metrics['loss'] not in by_loss:
+      by_loss[metrics['loss']] = next(scores)
+    return 'accuracy', by_loss[metrics['loss']]
+
+  monkeypatch.setattr(selection.BestWeights, 'score_of',
+                      staticmethod(score_of))
+  caplog.set_level('INFO')
+  result = _fit(_model(0.0), _source(tmp_path), learning_rate=0.01,
+                epochs=4, selection_tolerance=1.5, score_initial=False)
+  assert result.best_epoch == 2
+  assert caplog.text.count('(kept: within selection_tolerance') == 2
+  assert '(best accuracy: epoch 3)' in caplog.text
+
+
 def test_random_initial_weights_are_no_candidate(tmp_path, caplog):
   """A module whose adapt fits nothing (the default module's LSTM): the
   initial weights are random, so only trained epochs are candidates."""
