@@ -36,6 +36,7 @@ import tf_keras as keras
 
 from components.stateful import layers
 from components.stateful import model_spec as ms
+from components.stateful import module_contract
 from components.stateful import state
 
 DEFAULT_MODULE = 'components.stateful.default_model'
@@ -46,8 +47,9 @@ WEIGHTS_PREFIX = os.path.join('weights', 'weights')
 MANIFEST_FILE = 'manifest.json'
 
 
-class ModuleError(ValueError):
-  """A model module is missing or lacks ``build_model``."""
+# A model module is missing, does not import, or breaks the contract
+# (``module_contract``, where its hooks are declared and read).
+ModuleError = module_contract.ModuleError
 
 
 def load_module_file(path: str) -> types.ModuleType:
@@ -58,7 +60,8 @@ def load_module_file(path: str) -> types.ModuleType:
   (``tempfile.mkdtemp``, readable by this user only) to be imported, never
   into a shared, predictable path. A file that does not import (a syntax
   error, a failing import, any exception at import) raises ``ModuleError``
-  whose one-line message names the file.
+  whose one-line message names the file; so does one that calls
+  ``sys.exit()`` at import (``SystemExit``), rather than ending the process.
   """
   if not tf.io.gfile.exists(path):
     raise ModuleError(f'module file {path!r} does not exist')
@@ -79,33 +82,36 @@ def load_module_file(path: str) -> types.ModuleType:
   sys.modules[name] = module
   try:
     spec.loader.exec_module(module)
-  except Exception as e:  # SyntaxError, ImportError, ... from user code.
+  except (Exception, SystemExit) as e:  # SyntaxError, ... from user code.
     del sys.modules[name]
     raise ModuleError(f'module file {path!r} does not import: '
                       f'{_one_line(e)}') from e
   return module
 
 
-def _one_line(e: BaseException) -> str:
-  """``Type: message`` on one line; a SyntaxError with its line number."""
-  if isinstance(e, SyntaxError):
-    return f'{type(e).__name__}: {e.msg} (line {e.lineno})'
-  text = ' '.join(str(e).split())
-  return f'{type(e).__name__}: {text}' if text else type(e).__name__
+_one_line = module_contract.one_line
 
 
 def resolve_module(module_file: Optional[str] = None,
                    module: Optional[types.ModuleType] = None
                   ) -> types.ModuleType:
-  """The model module: given object, a file, or the shipped default."""
+  """The model module: given object, a file, or the shipped default;
+  checked against the contract (``module_contract.hooks_of(module,
+  strict=True)``: ``build_model`` defined, no misspelt hook)."""
   if module is None:
     module = (load_module_file(module_file) if module_file else
               importlib.import_module(DEFAULT_MODULE))
-  if not callable(getattr(module, 'build_model', None)):
-    raise ModuleError(
-        f'model module {getattr(module, "__file__", module)!r} does not '
-        'define build_model(spec)')
+  module_contract.hooks_of(module, strict=True)
   return module
+
+
+def _build_model(module: types.ModuleType, spec: ms.ModelSpec):
+  """``module``'s ``build_model(spec)`` (read through the contract)."""
+  build = module_contract.hooks_of(module).build_model
+  if build is None:
+    raise ModuleError(f'model module {module_contract.where(module)!r} does '
+                      'not define build_model(spec)')
+  return build(spec)
 
 
 def module_source_path(module: types.ModuleType) -> str:
@@ -141,11 +147,11 @@ def module_model(model: keras.Model) -> keras.Model:
 
 def build_stateful(module: types.ModuleType,
                    spec: ms.ModelSpec) -> keras.Model:
-  """``module.build_model(spec)`` checked for stateful training (followed
-  by ``LabelUnits`` when ``spec.label_spread`` is set)."""
+  """The module's ``build_model(spec)`` checked for stateful training
+  (followed by ``LabelUnits`` when ``spec.label_spread`` is set)."""
   if not spec.stateful:
     raise ms.ModelSpecError('build_stateful needs a stateful spec')
-  model = _in_label_units(module.build_model(spec), spec)
+  model = _in_label_units(_build_model(module, spec), spec)
   state.check_stateful_model(
       model, batch_size=spec.batch_size, num_unroll=spec.num_unroll,
       num_features=spec.num_features, output_units=spec.output_units)
@@ -155,7 +161,7 @@ def build_stateful(module: types.ModuleType,
 def build_serving(module: types.ModuleType, spec: ms.ModelSpec,
                   weights_from: Optional[keras.Model] = None) -> keras.Model:
   """The non-stateful serving twin, optionally with another model's weights."""
-  twin = _in_label_units(module.build_model(spec.serving()), spec)
+  twin = _in_label_units(_build_model(module, spec.serving()), spec)
   state.check_serving_model(twin, num_features=spec.num_features,
                             output_units=spec.output_units)
   if weights_from is not None:

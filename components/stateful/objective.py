@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import model_spec as ms
+from components.stateful import module_contract
 
 Batch = Dict[str, tf.Tensor]
 
@@ -101,12 +102,13 @@ def make_objective(spec: ms.ModelSpec, module: Any = None) -> Objective:
     # label's; the metrics stay in label units.
     raw_loss, factor = loss_fn, 1.0 / float(spec.label_spread) ** 2
     loss_fn = lambda labels, outputs: raw_loss(labels, outputs) * factor
-  if module is not None and hasattr(module, 'loss'):
-    user = module.loss(spec)
+  hooks = module_contract.hooks_of(module)
+  if hooks.loss is not None:
+    user = hooks.loss(spec)
     loss_fn = user.call if isinstance(user, keras.losses.Loss) else user
   metrics_fn = lambda: _default_metrics(spec)
-  if module is not None and hasattr(module, 'metrics'):
-    metrics_fn = lambda: list(module.metrics(spec))
+  if hooks.metrics is not None:
+    metrics_fn = lambda: list(hooks.metrics(spec))
   clip = spec.hparam('clip_global_norm', DEFAULT_CLIP_GLOBAL_NORM)
   return Objective(spec=spec, loss_fn=loss_fn, metrics_fn=metrics_fn,
                    clip_global_norm=float(clip) if clip else None)

@@ -18,6 +18,7 @@ import tf_keras as keras
 from components.stateful import batches as batches_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
+from components.stateful import module_contract
 from components.stateful import shards
 from components.stateful import state
 from components.stateful_trainer import settings
@@ -31,7 +32,7 @@ def label_scale(spec: ms.ModelSpec, config: settings.TrainConfig, module,
   standardised (``TrainConfig.standardize_labels``; see there)."""
   if spec.task != ms.REGRESSION or not config.standardize_labels:
     return spec
-  hook = getattr(module, 'scales_labels', None)
+  hook = module_contract.hooks_of(module).scales_labels
   if hook is not None and hook(spec):
     _LOG.info('regression labels: the model module scales them itself')
     return spec
@@ -96,7 +97,8 @@ def takes_shard(module) -> bool:
   """Whether the module's ``adapt`` hook takes ``shard`` (it combines its
   statistics across workers: ``components.stateful.shards``)."""
   try:
-    return 'shard' in inspect.signature(module.adapt).parameters
+    return 'shard' in inspect.signature(
+        module_contract.hooks_of(module).adapt).parameters
   except (TypeError, ValueError):
     return False
 
@@ -107,16 +109,17 @@ def _adapt(module, model: keras.Model, spec: ms.ModelSpec, train,
   worker's lanes when the hook takes ``shard`` (a model of as many lanes
   is adapted, then its weights copied), else on every lane. Every worker
   then holds the chief's weights (``Shard.agree``)."""
+  adapt = module_contract.hooks_of(module).adapt
   if not takes_shard(module):
     if shard.count > 1:
       _LOG.info('adapt on every worker over all %d lanes: the model '
                 "module's adapt takes no shard (it cannot combine statistics "
                 'across workers)', spec.batch_size)
-    summary = module.adapt(model_io.module_model(model), spec,
-                           Passes(train, hold_out))
+    summary = adapt(model_io.module_model(model), spec,
+                    Passes(train, hold_out))
   elif shard.count == 1:
-    summary = module.adapt(model_io.module_model(model), spec,
-                           Passes(train, hold_out), shard=shard)
+    summary = adapt(model_io.module_model(model), spec,
+                    Passes(train, hold_out), shard=shard)
   else:
     start, stop = shard.lanes
     local_spec = spec.replace(batch_size=stop - start)
@@ -124,8 +127,8 @@ def _adapt(module, model: keras.Model, spec: ms.ModelSpec, train,
     model_io.copy_weights(model, local)
     _LOG.info('adapt on %r; its statistics combined with the other '
               "workers'", shard)
-    summary = module.adapt(model_io.module_model(local), local_spec,
-                           Passes(train, hold_out, shard), shard=shard)
+    summary = adapt(model_io.module_model(local), local_spec,
+                    Passes(train, hold_out, shard), shard=shard)
     model_io.copy_weights(local, model)
   if shard.count > 1:
     model.set_weights(shard.agree(model.get_weights()))
@@ -155,7 +158,7 @@ def build(module, spec: ms.ModelSpec, train, seed: int,
       module, spec.replace(num_unroll=None) if any_length else spec)
   model_io.build_serving(module, spec, weights_from=model)  # Checks only.
   summary = None
-  if hasattr(module, 'adapt'):
+  if module_contract.hooks_of(module).adapt is not None:
     started = time.monotonic()
     summary = _adapt(module, model, spec, train, hold_out,
                      shard or shards.Shard())

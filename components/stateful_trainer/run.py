@@ -33,6 +33,7 @@ from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import model_setup
 from components.stateful import model_io
 from components.stateful import model_spec as ms
+from components.stateful import module_contract
 from components.stateful_trainer import settings
 from components.stateful_trainer import optimizers
 from components.stateful_trainer import progress
@@ -280,15 +281,16 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 tempfile.mkdtemp(prefix=f'tss-{dist.task_type}-'
                                  f'{dist.task_id}-checkpoints-'))
   config = args.train
-  module_epochs = (module.default_epochs(spec)
-                   if hasattr(module, 'default_epochs') else None)
+  hooks = module_contract.hooks_of(module)
+  module_epochs = (hooks.default_epochs(spec)
+                   if hooks.default_epochs is not None else None)
   # The initial weights are a candidate of the validation carve: adapt
   # then fits them without the carve's labels (and the refit adapts again
   # on every sequence).
   epochs_planned = config.epochs if config.epochs is not None else (
       module_epochs if module_epochs is not None else 1)
   hold_out = (config.validation_fraction if config.score_initial and
-              epochs_planned > 0 and hasattr(module, 'adapt') else 0.0)
+              epochs_planned > 0 and hooks.adapt is not None else 0.0)
   any_length = config.random_truncation > 0  # It feeds parts of batches.
   # On several workers each fits the model's statistics on its own lanes.
   shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
@@ -318,7 +320,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               settings.EPOCHS_MAX)
   why = 'set'
   if config.label_scoring is None:
-    hook = getattr(module, 'label_scoring', None)
+    hook = hooks.label_scoring
     if hook:
       scoring, why = hook(spec), "the model module's label_scoring"
     else:

@@ -16,6 +16,8 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Mapping, Optional
 
+from components.stateful import module_contract
+
 # Where a per-sequence label is scored in training (see
 # ``components.stateful.batches``; repeated here to keep this module free of
 # TensorFlow).
@@ -283,7 +285,7 @@ OPTIMIZER_DEFAULTS = {
 def optimizer_hyperparameters(module, spec) -> Dict[str, Any]:
   """The hyperparameters the optimizer is made from (see
   ``OPTIMIZER_DEFAULTS``)."""
-  hook = getattr(module, 'optimizer_defaults', None)
+  hook = module_contract.hooks_of(module).optimizer_defaults
   return {**OPTIMIZER_DEFAULTS, **(dict(hook(spec)) if hook else {}),
           **dict(spec.hyperparameters)}
 
