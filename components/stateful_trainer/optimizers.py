@@ -34,9 +34,16 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def learning_rate(config: OptimizerConfig, total_steps: Optional[int]):
-  """The rate (a number) or schedule of ``config`` over ``total_steps``."""
+  """The rate (a number) or schedule of ``config`` over ``total_steps``.
+
+  ``total_steps`` None (a run of unknown length): the constant
+  ``learning_rate``, without the schedule or the warm-up, which are
+  fractions of the run.
+  """
   rate = config.learning_rate
-  total = max(1, int(total_steps or 1))
+  if total_steps is None:
+    return rate
+  total = max(1, int(total_steps))
   if config.lr_schedule == 'cosine':
     rate = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total, alpha=0.01)
@@ -58,7 +65,7 @@ def make_optimizer(config: OptimizerConfig,
   """A Keras 2 optimizer (not yet built; ``fit`` builds it).
 
   ``total_steps``: the run's training steps, for the ``cosine`` schedule
-  and the warm-up (``warmup_fraction`` of them).
+  and the warm-up (``warmup_fraction`` of them); None: a constant rate.
   """
   kwargs = dict(learning_rate=learning_rate(config, total_steps),
                 jit_compile=False)

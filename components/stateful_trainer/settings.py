@@ -271,52 +271,45 @@ def field_kinds() -> Dict[str, type]:
   return {f.name: _kind(f) for f in dataclasses.fields(TrainConfig)}
 
 
-# The optimizer keys of ``spec.hyperparameters`` unless they are set: these,
-# then the model module's ``optimizer_defaults(spec)`` over them, then the
-# run's hyperparameters over both (``optimizer_hyperparameters``).
-OPTIMIZER_DEFAULTS = {
-    'learning_rate': 3e-3,
-    'lr_schedule': 'cosine',
-    'clip_global_norm': 1.0,
-    'warmup_fraction': 0.05,
-}
-
-
-def optimizer_hyperparameters(module, spec) -> Dict[str, Any]:
-  """The hyperparameters the optimizer is made from (see
-  ``OPTIMIZER_DEFAULTS``)."""
-  hook = module_contract.hooks_of(module).optimizer_defaults
-  return {**OPTIMIZER_DEFAULTS, **(dict(hook(spec)) if hook else {}),
-          **dict(spec.hyperparameters)}
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """Optimisation hyperparameters (keys of ``spec.hyperparameters``).
 
+  Each field's default is the trainer's default, declared here only: a
+  run's optimizer is ``from_hyperparameters(optimizer_hyperparameters(
+  module, spec))``, i.e. the run's hyperparameters over the model module's
+  ``optimizer_defaults(spec)`` hook over these fields. In effect:
+
+  * the default model's conv model with its ridge head (the default): its
+    hook gives SGD at ``default_model.FINE_TUNE_LEARNING_RATE`` (1e-3), the
+    rest from here (cosine, clip 1.0, warm-up 0.05);
+  * the default model's other forms (``lstm``, ``gru``, ``lru``, conv
+    ``head='sgd'``) and a module without the hook: these fields (Adam at
+    3e-3, cosine, clip 1.0, warm-up 0.05).
+
   Attributes:
-    optimizer: ``adam`` (default), ``sgd``, ``rmsprop`` or ``adagrad``.
-    learning_rate: the learning rate (default 1e-3).
-    clip_global_norm: clip the gradients to this global norm (default 1.0;
-      0 or None: no clipping).
-    momentum: for ``sgd`` and ``rmsprop`` (default 0).
-    lr_schedule: ``constant`` (default) or ``cosine`` (cosine decay to 1% of
+    optimizer: ``adam``, ``sgd``, ``rmsprop`` or ``adagrad``.
+    learning_rate: the (peak) learning rate.
+    clip_global_norm: clip the gradients to this global norm (0 or None:
+      no clipping; the clipping itself is the objective's,
+      ``objective.DEFAULT_CLIP_GLOBAL_NORM``, the same default).
+    momentum: for ``sgd`` and ``rmsprop``.
+    lr_schedule: ``constant`` or ``cosine`` (cosine decay to 1% of
       ``learning_rate`` over the run's training steps).
     warmup_fraction: the first this share of the run's training steps
-      ramps the rate linearly from 0 up to the schedule's (default 0; the
-      trainer's ``OPTIMIZER_DEFAULTS`` set 0.05).
+      ramps the rate linearly from 0 up to the schedule's.
     weight_decay: decoupled weight decay (AdamW: each step shrinks a
       weight by ``learning_rate * weight_decay`` of itself), on the
       matrices only: biases, scales and offsets (names ``bias``, ``gamma``,
       ``beta``) and the linear recurrence's eigenvalue and skip weights
-      (``nu_log``, ``theta_log``, ``D``) are exempt (default 0: none).
+      (``nu_log``, ``theta_log``, ``D``) are exempt (0: none).
   """
   optimizer: str = 'adam'
-  learning_rate: float = 1e-3
+  learning_rate: float = 3e-3
   clip_global_norm: Optional[float] = 1.0
   momentum: float = 0.0
-  lr_schedule: str = 'constant'
-  warmup_fraction: float = 0.0
+  lr_schedule: str = 'cosine'
+  warmup_fraction: float = 0.05
   weight_decay: float = 0.0
 
   OPTIMIZERS = ('adam', 'sgd', 'rmsprop', 'adagrad')
@@ -344,11 +337,29 @@ class OptimizerConfig:
 
   @classmethod
   def from_hyperparameters(cls, hp: Mapping[str, Any]) -> 'OptimizerConfig':
-    clip = hp.get('clip_global_norm', 1.0)
-    return cls(optimizer=str(hp.get('optimizer', 'adam')).lower(),
-               learning_rate=float(hp.get('learning_rate', 1e-3)),
+    """The fields set in ``hp``, the others at their defaults."""
+    hp = {**OPTIMIZER_DEFAULTS, **hp}
+    clip = hp['clip_global_norm']
+    return cls(optimizer=str(hp['optimizer']).lower(),
+               learning_rate=float(hp['learning_rate']),
                clip_global_norm=float(clip) if clip else None,
-               momentum=float(hp.get('momentum', 0.0)),
-               lr_schedule=str(hp.get('lr_schedule', 'constant')).lower(),
-               warmup_fraction=float(hp.get('warmup_fraction', 0.0)),
-               weight_decay=float(hp.get('weight_decay', 0.0)))
+               momentum=float(hp['momentum']),
+               lr_schedule=str(hp['lr_schedule']).lower(),
+               warmup_fraction=float(hp['warmup_fraction']),
+               weight_decay=float(hp['weight_decay']))
+
+
+# The trainer's optimizer defaults by hyperparameter key: a view of the
+# ``OptimizerConfig`` fields' defaults (declared there), for readers of a
+# dict (``--help``, benchmarks).
+OPTIMIZER_DEFAULTS: Dict[str, Any] = {
+    f.name: f.default for f in dataclasses.fields(OptimizerConfig)}
+
+
+def optimizer_hyperparameters(module, spec) -> Dict[str, Any]:
+  """The hyperparameters a run's optimizer is made from: the run's
+  hyperparameters over the model module's ``optimizer_defaults(spec)``
+  hook over the trainer's defaults (``OptimizerConfig``; see there)."""
+  hook = module_contract.hooks_of(module).optimizer_defaults
+  return {**OPTIMIZER_DEFAULTS, **(dict(hook(spec)) if hook else {}),
+          **dict(spec.hyperparameters)}

@@ -51,8 +51,11 @@ def test_warm_up_ramps_the_rate_then_follows_the_schedule():
   assert got[1] == pytest.approx(0.5 * float(cosine(4)), rel=1e-5)
   for s, g in zip((9, 10, 50, 99), got[2:]):
     assert g == pytest.approx(float(cosine(s)), rel=1e-5)
-  plain = settings.OptimizerConfig(learning_rate=0.1)
+  plain = settings.OptimizerConfig(learning_rate=0.1, lr_schedule='constant',
+                                   warmup_fraction=0.0)
   assert optimizers.learning_rate(plain, 100) == pytest.approx(0.1)
+  # A run of unknown length: the constant rate, whatever the schedule.
+  assert optimizers.learning_rate(config, None) == pytest.approx(0.1)
   optimizers.make_optimizer(config, 100)  # Builds with the schedule.
   assert settings.OptimizerConfig.from_hyperparameters(
       settings.OPTIMIZER_DEFAULTS).warmup_fraction == 0.05
