@@ -28,7 +28,7 @@ _LOG = logging.getLogger(__name__)
 # TFX's ExampleGen file name (``write_split.DEFAULT_FILE_NAME``).
 FILE_NAME = 'data_tfrecord'
 
-INT, FLOAT = 'int', 'float'
+INT, FLOAT, TEXT = 'int', 'float', 'text'
 
 
 class NotBlockReadable(Exception):
@@ -37,10 +37,11 @@ class NotBlockReadable(Exception):
 
 
 def read_blocks(path: str, names: Sequence[str], key_column: str,
-                block_rows: int) -> Iterator[Any]:
+                block_rows: int, order_column: Optional[str] = None
+               ) -> Iterator[Any]:
   """The rows of one CSV file (any Beam file system; ``.gz`` by its
   extension, as TFX reads it) as pandas DataFrames of up to ``block_rows``
-  rows, header line skipped, the key column as text.
+  rows, header line skipped, the key and order columns as text.
 
   Numbers are parsed as Python's ``int``/``float`` parse them
   (``float_precision='round_trip'``); only empty cells are missing values.
@@ -52,7 +53,8 @@ def read_blocks(path: str, names: Sequence[str], key_column: str,
     try:
       reader = pd.read_csv(
           f, header=None, skiprows=1, names=list(names), index_col=False,
-          dtype={key_column: str}, keep_default_na=False, na_values=[''],
+          dtype={c: str for c in (key_column, order_column) if c},
+          keep_default_na=False, na_values=[''], skipinitialspace=True,
           skip_blank_lines=True, encoding='utf-8',
           float_precision='round_trip', chunksize=block_rows)
       for frame in reader:
@@ -63,7 +65,8 @@ def read_blocks(path: str, names: Sequence[str], key_column: str,
                              ) from None
 
 
-def block_kinds(frame, key_column: str, source: str) -> Dict[str, str]:
+def block_kinds(frame, key_column: str, source: str,
+                order_column: Optional[str] = None) -> Dict[str, str]:
   """``{column: INT or FLOAT}`` of one block (the key column left out).
 
   A column pandas parsed as int64 holds only integers within int64, which
@@ -81,7 +84,9 @@ def block_kinds(frame, key_column: str, source: str) -> Dict[str, str]:
                              'or a NaN')
     if name == key_column:
       continue
-    if column.dtype == np.int64:
+    if name == order_column:
+      kinds[name] = TEXT
+    elif column.dtype == np.int64:
       kinds[name] = INT
     elif column.dtype == np.float64:
       kinds[name] = FLOAT
@@ -95,18 +100,22 @@ def merge_kinds(a: Dict[str, str], b: Dict[str, str]) -> Dict[str, str]:
   """Per column, INT and FLOAT give FLOAT (TFX's type order)."""
   out = dict(a)
   for name, kind in b.items():
-    out[name] = FLOAT if FLOAT in (kind, out.get(name)) else kind
+    out[name] = (kind if kind == TEXT else
+                 FLOAT if FLOAT in (kind, out.get(name)) else kind)
   return out
 
 
 def infer_kinds(files: Sequence[str], names: Sequence[str], key_column: str,
-                block_rows: int) -> Tuple[Dict[str, str], int]:
+                block_rows: int, order_column: Optional[str] = None
+               ) -> Tuple[Dict[str, str], int]:
   """The column types over every file of one input split (TFX infers them
   per input split) and the number of rows."""
   kinds, rows = {}, 0
   for path in files:
-    for frame in read_blocks(path, names, key_column, block_rows):
-      kinds = merge_kinds(kinds, block_kinds(frame, key_column, path))
+    for frame in read_blocks(path, names, key_column, block_rows,
+                             order_column):
+      kinds = merge_kinds(kinds, block_kinds(frame, key_column, path,
+                                             order_column))
       rows += len(frame)
   missing = [n for n in names if n != key_column and n not in kinds]
   if rows and missing:
@@ -119,8 +128,8 @@ def encode_block(frame, names: Sequence[str], kinds: Dict[str, str],
   """One block -> (serialized ``tf.train.Example`` per row, the row's index
   into the block's distinct keys, those keys as stripped bytes).
 
-  The features are those of the row-by-row path: the key as bytes (its
-  surrounding whitespace stripped), INT columns as int64, FLOAT columns as
+  The features are those of the row-by-row path: the key and the order
+  column as bytes (their surrounding whitespace stripped), INT columns as int64, FLOAT columns as
   float (an integer cell through float64, as ``float(cell)``).
   """
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -136,6 +145,10 @@ def encode_block(frame, names: Sequence[str], kinds: Dict[str, str],
   for name in names:
     if name == key_column:
       values = pa.array(keys, type=pa.large_binary()).take(pa.array(codes))
+    elif kinds[name] == TEXT:  # The order column, exact (as written).
+      values = pa.array([str(v).strip().encode('utf-8')
+                         for v in frame[name].to_numpy(dtype=object)],
+                        type=pa.large_binary())
     elif kinds[name] == INT:
       values = pa.array(frame[name].to_numpy(np.int64))
     else:
@@ -167,12 +180,14 @@ class WriteFileBlocks(beam.DoFn):
 
   def __init__(self, *, names: Sequence[str], kinds: Dict[str, str],
                key_column: str, block_rows: int, split_uris: Sequence[str],
+               order_column: Optional[str] = None,
                buckets: Optional[Sequence[int]],
                split_config: Optional[example_gen_pb2.SplitConfig]):
     super().__init__()
     self._names = list(names)
     self._kinds = dict(kinds)
     self._key = key_column
+    self._order = order_column
     self._block_rows = block_rows
     self._split_uris = list(split_uris)
     self._buckets = list(buckets) if buckets else None
@@ -209,7 +224,7 @@ class WriteFileBlocks(beam.DoFn):
     counts: Dict[int, int] = {}
     try:
       for frame in read_blocks(path, self._names, self._key,
-                               self._block_rows):
+                               self._block_rows, self._order):
         records, codes, keys = encode_block(frame, self._names, self._kinds,
                                             self._key, self._encoder, path)
         if fixed_split >= 0:

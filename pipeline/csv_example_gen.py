@@ -65,26 +65,31 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.types import standard_component_specs
-from tfx.utils import io_utils
 from tfx.utils import proto_utils
 from tfx_bsl.coders import csv_decoder
 
+from components.sequence_batcher import decode
 from pipeline import csv_blocks
 
 _LOG = logging.getLogger(__name__)
 
 KEY_COLUMN = 'key_column'
+ORDER_COLUMN = 'order_column'
 BLOCK_ROWS_KEY = 'block_rows'
 # Rows per block: a block's columns and its serialized examples (about 100
 # bytes a row here) stay a few MiB.
 BLOCK_ROWS = 65536
 
 
-def custom_config(key_column: str, block_rows: Optional[int] = None
+def custom_config(key_column: str, block_rows: Optional[int] = None,
+                  order_column: Optional[str] = None
                  ) -> example_gen_pb2.CustomConfig:
-  """The ExampleGen ``custom_config`` naming the key column (and, when
-  given, the rows per block of the block reader; 0: the row-by-row path)."""
+  """The ExampleGen ``custom_config`` naming the key column, the order
+  column when there is one (both written as text), and, when given, the
+  rows per block of the block reader (0: the row-by-row path)."""
   fields = {KEY_COLUMN: struct_pb2.Value(string_value=key_column)}
+  if order_column:
+    fields[ORDER_COLUMN] = struct_pb2.Value(string_value=order_column)
   if block_rows is not None:
     if block_rows < 0:
       raise ValueError(f'block_rows must be at least 0, got {block_rows}')
@@ -113,6 +118,12 @@ def _config_struct(exec_properties: Dict[str, Any]) -> struct_pb2.Struct:
 def key_column_of(exec_properties: Dict[str, Any]) -> str:
   """The key column named by ``custom_config`` (JSON text or the proto)."""
   return _config_struct(exec_properties)[KEY_COLUMN]
+
+
+def order_column_of(exec_properties: Dict[str, Any]) -> Optional[str]:
+  """The order column named by ``custom_config``, or None."""
+  struct = _config_struct(exec_properties)
+  return struct[ORDER_COLUMN] if ORDER_COLUMN in struct else None
 
 
 def block_rows_of(exec_properties: Dict[str, Any]) -> int:
@@ -146,16 +157,16 @@ def _key_handler(cell) -> tf.train.Feature:
 class _ToExample(beam.DoFn):
   """Parsed CSV cells -> ``tf.train.Example`` (the key column as bytes)."""
 
-  def __init__(self, key_column: str):
+  def __init__(self, key_column: str, order_column: Optional[str] = None):
     super().__init__()
-    self._key = key_column
+    self._text = {key_column, order_column} - {None}
     self._handlers = None
 
   def process(self, cells: List[Any],
               column_infos: List[Any]) -> Iterable[tf.train.Example]:
     if self._handlers is None:
       self._handlers = [
-          (info.name, _key_handler if info.name == self._key else
+          (info.name, _key_handler if info.name in self._text else
            _handler(info.type)) for info in column_infos]
     if not cells:  # A blank line.
       return
@@ -180,9 +191,9 @@ def split_files(pattern: str, key_column: str) -> Tuple[List[str], List[str]]:
            if not os.path.basename(f).startswith('.')]
   if not files:
     raise RuntimeError(f'Split pattern {pattern} does not match any files.')
-  names = io_utils.load_csv_column_names(files[0])
+  names = decode.csv_header_names(files[0])
   for path in files[1:]:
-    if io_utils.load_csv_column_names(path) != names:
+    if decode.csv_header_names(path) != names:
       raise RuntimeError(f'Files in same split {pattern} have different '
                          f'header ({files[0]}, {path}).')
   if key_column not in names:
@@ -199,6 +210,7 @@ class _CsvToExample(beam.PTransform):
     super().__init__()
     self._pattern = os.path.join(exec_properties['input_base'], split_pattern)
     self._key = key_column_of(exec_properties)
+    self._order = order_column_of(exec_properties)
 
   def expand(self, pipeline):
     files, names = split_files(self._pattern, self._key)
@@ -212,7 +224,8 @@ class _CsvToExample(beam.PTransform):
     infos = beam.pvalue.AsSingleton(
         cells | 'InferColumnTypes' >> beam.CombineGlobally(
             csv_decoder.ColumnTypeInferrer(names, skip_blank_lines=True)))
-    return cells | 'ToTFExample' >> beam.ParDo(_ToExample(self._key), infos)
+    return cells | 'ToTFExample' >> beam.ParDo(
+        _ToExample(self._key, self._order), infos)
 
 
 def _split_configs(exec_properties: Dict[str, Any]
@@ -282,7 +295,8 @@ class Executor(BaseExampleGenExecutor):
       files, names = split_files(full, key)
       t0 = time.perf_counter()
       try:
-        kinds, rows = csv_blocks.infer_kinds(files, names, key, block_rows)
+        kinds, rows = csv_blocks.infer_kinds(files, names, key, block_rows,
+                                             order_column_of(exec_properties))
       except csv_blocks.NotBlockReadable as e:
         _LOG.info('CsvExampleGen: %s; reading row by row', e)
         return None
@@ -325,6 +339,7 @@ class Executor(BaseExampleGenExecutor):
                  names=names, kinds=kinds, key_column=key_column_of(
                      exec_properties),
                  block_rows=block_rows_of(exec_properties),
+                 order_column=order_column_of(exec_properties),
                  split_uris=split_uris, buckets=plan.buckets,
                  split_config=plan.split_config)))
     for uri in split_uris:
@@ -355,11 +370,13 @@ EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 
 def make_csv_example_gen(input_base: str, key_column: str,
                          input_config: Optional[example_gen_pb2.Input],
-                         output_config: Optional[example_gen_pb2.Output]):
+                         output_config: Optional[example_gen_pb2.Output],
+                         order_column: Optional[str] = None):
   """A ``FileBasedExampleGen`` with id ``CsvExampleGen`` reading CSV files
-  with text keys."""
+  with text keys and text order values."""
   from tfx.components.example_gen.component import FileBasedExampleGen  # pylint: disable=g-import-not-at-top
   return FileBasedExampleGen(
       input_base=input_base, input_config=input_config,
-      output_config=output_config, custom_config=custom_config(key_column),
+      output_config=output_config,
+      custom_config=custom_config(key_column, order_column=order_column),
       custom_executor_spec=EXECUTOR_SPEC).with_id('CsvExampleGen')

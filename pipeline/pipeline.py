@@ -138,10 +138,10 @@ def create_pipeline(
   input_config, output_config = example_gen_configs(
       data_root, key_column, train_hash_buckets, eval_hash_buckets)
   if input_format == CSV:
-    # TFX's CsvExampleGen, except that the key column is always text
-    # ('007' and '7' are two sequences).
+    # TFX's CsvExampleGen, except that the key and order columns are always
+    # text ('007' and '7' are two sequences; order values stay exact).
     example_gen = csv_example_gen.make_csv_example_gen(
-        data_root, key_column, input_config, output_config)
+        data_root, key_column, input_config, output_config, order_column)
   elif input_format == SEQUENCE_EXAMPLE:
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root, input_config=input_config,

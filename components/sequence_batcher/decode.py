@@ -137,15 +137,46 @@ def _example_summary(example: tf.train.Example) -> str:
   return ', '.join(parts)
 
 
-def read_csv_header(first_line: str, path: str,
-                    columns: seqlib.ColumnConfig) -> List[str]:
-  """Column names from a CSV file's first line; checks the named columns."""
+def header_line(path: str) -> str:
+  """The first line of a CSV file (any Beam file system; compressed by its
+  extension, as Beam reads it) as text: UTF-8, a byte-order mark dropped.
+
+  The one header rule of every CSV reader here (the input check, the
+  pipeline's ExampleGen, the batcher): a UTF-8 byte-order mark is accepted
+  and dropped, the names are CSV fields (quotes allowed) with the spaces
+  around them stripped (``header_names``).
+  """
+  from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  with FileSystems.open(path) as f:
+    raw = f.readline()
+  try:
+    return raw.decode('utf-8-sig')
+  except UnicodeDecodeError as e:
+    raise InputDataError(
+        f'{path}: the header line is not UTF-8 text ({e.reason} at byte '
+        f'{e.start}; a compressed file needs its extension, e.g. .csv.gz)'
+    ) from None
+
+
+def header_names(first_line: str, path: str) -> List[str]:
+  """The column names of a header line (CSV fields, spaces stripped)."""
   try:
     header = next(csv.reader([first_line]), [])
   except csv.Error as e:
     raise InputDataError(f'{path}: the header line is not CSV text '
                          f'({e})') from None
-  header = [h.strip() for h in header]
+  return [h.strip() for h in header]
+
+
+def csv_header_names(path: str) -> List[str]:
+  """The column names of a CSV file by the one header rule."""
+  return header_names(header_line(path), path)
+
+
+def read_csv_header(first_line: str, path: str,
+                    columns: seqlib.ColumnConfig) -> List[str]:
+  """Column names from a CSV file's first line; checks the named columns."""
+  header = header_names(first_line, path)
   if not header or not any(header):
     raise InputDataError(f'{path}: empty header line')
   dup = sorted({h for h in header if header.count(h) > 1})
@@ -200,7 +231,12 @@ def decode_csv_lines(lines: Sequence[str], header: Sequence[str],
         raise InputDataError(f'{source}: a line has no value for the key '
                              f'column {name!r}: {bad.strip()[:200]!r}')
       continue
-    values, hole = _parse_text_column([r[j] for r in rows])
+    if name == columns.order_column:  # Exact: sorted as text by the rule
+      # of ``order_values``, never through a float.
+      raw = np.array([r[j].strip() for r in rows], dtype=object)
+      values, hole = raw, (raw == '') if (raw == '').any() else None
+    else:
+      values, hole = _parse_text_column([r[j] for r in rows])
     cols[name] = values
     if hole is not None:
       missing[name] = hole
@@ -327,7 +363,9 @@ def decode_csv_frame(frame, columns: seqlib.ColumnConfig,
       else:
         names = stripped
       continue
-    if series.dtype == object:
+    if name == columns.order_column:  # Read as text (``read_csv_file``).
+      values = series.where(~hole, '').to_numpy(dtype=object)
+    elif series.dtype == object:
       numbers = pd.to_numeric(series.where(~hole, '0').str.strip(),
                               errors='coerce')
       failed = numbers.isna().to_numpy() & ~hole
@@ -353,11 +391,15 @@ def read_csv_file(path: str, columns: seqlib.ColumnConfig,
   ``block_rows`` rows at a time, so memory stays bounded per file."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
   from apache_beam.io.filesystems import FileSystems  # pylint: disable=g-import-not-at-top
+  names = csv_header_names(path)  # The one header rule.
   with FileSystems.open(path) as f:
     try:
       # Keys stay text: '007' and '7' are different sequences.
-      reader = pd.read_csv(f, keep_default_na=False, na_values=[''],
-                           dtype={columns.key_column: str},
+      reader = pd.read_csv(f, header=0, names=names, index_col=False,
+                           keep_default_na=False, na_values=[''],
+                           dtype={c: str for c in (columns.key_column,
+                                                   columns.order_column)
+                                  if c},
                            chunksize=block_rows, skip_blank_lines=True,
                            skipinitialspace=True, encoding='utf-8-sig')
       for frame in reader:

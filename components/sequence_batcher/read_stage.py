@@ -147,14 +147,7 @@ def read_csv_headers(pattern: str, columns: seqlib.ColumnConfig
     raise seqlib.InputDataError(f'no file matches {pattern!r}')
   headers = {}
   for meta in sorted(matches, key=lambda m: m.path):
-    with FileSystems.open(meta.path) as f:
-      raw = f.readline()
-    try:
-      first = raw.decode('utf-8-sig')
-    except UnicodeDecodeError as e:
-      raise seqlib.InputDataError(
-          f'{meta.path}: the header line is not UTF-8 text ({e.reason} at '
-          f'byte {e.start})') from None
+    first = decode.header_line(meta.path)
     if not first.strip():
       raise seqlib.InputDataError(f'{meta.path}: empty file (no header line)')
     headers[meta.path] = decode.read_csv_header(first, meta.path, columns)
@@ -170,16 +163,13 @@ def csv_feature_names(paths: Iterable[str], columns: seqlib.ColumnConfig
   The header is read by the same pandas call the workers use
   (``decode.read_csv_file``), so names match theirs exactly.
   """
-  import pandas as pd  # pylint: disable=g-import-not-at-top
+  from components.sequence_batcher import decode  # pylint: disable=g-import-not-at-top
   seen = None
   for path in paths:
-    with FileSystems.open(path) as f:
-      try:
-        frame = pd.read_csv(f, nrows=0, skipinitialspace=True,
-                            encoding='utf-8-sig')
-      except (ValueError, UnicodeDecodeError):
-        return None  # The workers report it, naming the file and row.
-    names = tuple(str(c) for c in frame.columns)
+    try:
+      names = tuple(decode.csv_header_names(path))
+    except seqlib.InputDataError:
+      return None  # The workers report it, naming the file and row.
     if seen is not None and names != seen:
       return None
     seen = names

@@ -14,6 +14,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from components.sequence_batcher import layout
+from components.sequence_batcher import order_values as order_values_lib
 
 
 class InputDataError(ValueError):
@@ -161,6 +162,11 @@ def _describe_row(columns: Dict[str, np.ndarray], row: int) -> str:
 def _numeric(values: np.ndarray, what: str, key: str, sources: str,
              order_values: Optional[np.ndarray]) -> np.ndarray:
   """Returns ``values`` as int64/float64 or raises naming the bad row."""
+  if values.dtype.kind == 'b':  # pandas reads true/false as booleans.
+    raise InputDataError(
+        f'{sources}: sequence {key!r}{_where(order_values, 0)}: {what} has '
+        f'the non-numeric value {str(values[0]).lower()!r} (true/false are '
+        'not numbers; write 1/0)')
   if values.dtype != object:
     return values
   for i, v in enumerate(values):
@@ -178,7 +184,12 @@ def _numeric(values: np.ndarray, what: str, key: str, sources: str,
 def _where(order_values: Optional[np.ndarray], i: int) -> str:
   if order_values is None:
     return f' step {i}'
-  return f' at order value {order_values[i]!r}'
+  return f' at order value {_shown(order_values[i])}'
+
+
+def _shown(value) -> str:
+  """An order value as written (text as is, numbers as their repr)."""
+  return value if isinstance(value, str) else repr(value)
 
 
 def merge_chunks(key: str, chunks: Iterable[RowChunk]) -> RowChunk:
@@ -233,18 +244,20 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
       raise InputDataError(
           f'{src}: sequence {key!r}: {_count_missing(row, oc, n)} of its rows '
           f'have no value for the order column {oc!r}')
-    order_values = _numeric(row.columns[oc], f'order column {oc!r}', key, src,
-                            None)
-    if order_values.dtype.kind == 'f' and not np.isfinite(order_values).all():
-      raise InputDataError(f'{src}: sequence {key!r}: the order column {oc!r} '
-                           'holds NaN or infinity')
-    perm = np.argsort(order_values, kind='stable')
-    order_values = order_values[perm]
-    dup = np.flatnonzero(order_values[1:] == order_values[:-1])
+    try:
+      order_keys, _ = order_values_lib.sort_keys(row.columns[oc])
+    except order_values_lib.OrderValueError as e:
+      raise InputDataError(f'{src}: sequence {key!r}: order column {oc!r}: '
+                           f'{e}') from None
+    perm = np.argsort(order_keys, kind='stable')
+    order_keys = order_keys[perm]
+    order_values = order_values_lib.display(row.columns[oc])[perm]
+    dup = np.flatnonzero(order_keys[1:] == order_keys[:-1])
     if dup.size:
       raise InputDataError(
           f'{src}: sequence {key!r} has duplicate rows: more than one row '
-          f'with {oc}={order_values[dup[0]]!r} ({dup.size} duplicates in all)')
+          f'with {oc}={_shown(order_values[dup[0]])} ({dup.size} duplicates '
+          'in all)')
   else:
     perm = np.arange(n)
 
@@ -264,6 +277,7 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
       raise InputDataError(
           f'{src}: sequence {key!r}{_where(order_values, i)}: feature '
           f'{name!r} is {values[i]!r} (NaN and infinity are not allowed)')
+    _within_float32(values, f'feature {name!r}', key, src, order_values)
     feats[:, j] = values
 
   if columns.label_column:
@@ -279,6 +293,8 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
       i = int(np.argmax(~np.isfinite(labels)))
       raise InputDataError(f'{src}: sequence {key!r}{_where(order_values, i)}'
                            f': label {lc!r} is {labels[i]!r}')
+    if labels.dtype.kind == 'f':
+      _within_float32(labels, f'label {lc!r}', key, src, order_values)
     if config.label_kind == layout.PER_SEQUENCE:
       changed = np.flatnonzero(labels != labels[0])
       if changed.size:
@@ -295,6 +311,26 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
   return limit_length(layout.SequenceArrays(
       key=key, features=feats, labels=labels,
       labeled=bool(columns.label_column)), config, src)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _within_float32(values: np.ndarray, what: str, key: str, src: str,
+                    order_values: Optional[np.ndarray]) -> None:
+  """Refuses a value that is finite as float64 but not as float32 (the
+  batches, the model and the transform graph hold float32)."""
+  if values.dtype.kind != 'f':
+    if values.dtype.kind in 'iu':
+      values = values.astype(np.float64)
+    else:
+      return
+  big = np.abs(values) > _FLOAT32_MAX
+  if big.any():
+    i = int(np.argmax(big))
+    raise InputDataError(
+        f'{src}: sequence {key!r}{_where(order_values, i)}: {what} is '
+        f'{values[i]!r}, beyond float32\'s range (+-3.4e38)')
 
 
 def _count_missing(row: RowChunk, name: str, n: int) -> str:

@@ -6,8 +6,10 @@ Used when the StatefulTrainer is given no ``module_file``; also an example
 of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
 the optional hooks ``adapt(model, spec, batches, shard=None)`` (fit
 data-dependent, non-trainable weights before training; ``shard``: this
-worker's part on several workers, ``components.stateful.shards``) and
-``label_scoring(spec)`` (where a ``per_sequence`` label is scored).
+worker's part on several workers, ``components.stateful.shards``),
+``label_scoring(spec)`` (where a ``per_sequence`` label is scored),
+``default_epochs``, ``scales_labels``, ``optimizer_defaults`` and
+``hyperparameter_keys`` (every hook: ``module_contract.HOOKS``).
 
 ``model='conv'`` (the default), per step t of a sequence, every part causal
 and streaming exactly through the state protocol:
@@ -105,6 +107,7 @@ import tf_keras as keras
 
 from components.stateful import batches as batches_lib
 from components.stateful import conv_adapt
+from components.stateful import hyperparameters as hp_lib
 from components.stateful import layers as sl
 from components.stateful import pools
 from components.stateful import recurrent_models
@@ -214,12 +217,29 @@ def scales_labels(spec) -> bool:
   return model_kind(spec) == 'conv'
 
 
+# Hyperparameters read that ``--help`` does not list: ``rnn_type`` (kept
+# for old configurations), and the conv model's ablation switches.
+UNLISTED_KEYS = ('rnn_type', 'conv_stats', 'step_features')
+
+
+def hyperparameter_keys(spec) -> Tuple[str, ...]:
+  """The ``spec.hyperparameters`` keys this module reads (with the
+  trainer's optimizer keys, those of ``hyperparameters.DEFAULT_MODEL``, and
+  ``UNLISTED_KEYS``); any other key is refused up front. Also checks the
+  values that choose the model: ``model`` (``MODELS``) and, for the conv
+  model, ``head`` (``HEADS``), raising ``ValueError``."""
+  if model_kind(spec) == 'conv':
+    head_kind(spec)
+  return tuple(name for name, _, _ in hp_lib.DEFAULT_MODEL) + UNLISTED_KEYS
+
+
 def optimizer_defaults(spec) -> Dict[str, Any]:
   """Optimizer settings unless the hyperparameters set them: fine-tuning
-  the closed-form head uses plain SGD at ``FINE_TUNE_LEARNING_RATE``. Adam
-  moves each of the head's thousands of weights by about its learning rate
-  per step whatever the gradient: at the trainer's default 1e-2 it threw
-  the closed form far off in the first epoch (carve accuracy 0.94 -> 0.70
+  the closed-form head uses plain SGD at ``FINE_TUNE_LEARNING_RATE``, the
+  rest from the trainer's ``OptimizerConfig``. Adam moves each of the
+  head's thousands of weights by about its learning rate per step whatever
+  the gradient: at 1e-2 (the trainer's default then) it threw the closed
+  form far off in the first epoch (carve accuracy 0.94 -> 0.70
   on the bundled sample, carve MSE 0.098 -> 18.0 on ACSF1 forecasting;
   smaller Adam rates were not measured). SGD on standardised features
   moves it along the gradient, stable while the rate is below 2 / (the

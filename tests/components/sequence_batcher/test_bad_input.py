@@ -125,8 +125,8 @@ def test_non_numeric_order_value():
   with pytest.raises(InputDataError) as e:
     _build_examples(rows)
   helpers.assert_error(e, InputDataError, SRC_RE, r"sequence 's00'",
-                       r"order column 't' has the non-numeric value "
-                       r"b'yesterday'")
+                       r"order column 't': the order value 'yesterday' is "
+                       r"neither a number nor an ISO-8601 date-time")
 
 
 # --- Non-numeric or missing feature values ------------------------------------
@@ -263,7 +263,7 @@ def test_non_finite_order_value():
   with pytest.raises(InputDataError) as e:
     _build_examples(rows)
   helpers.assert_error(e, InputDataError, r"sequence 's00'",
-                       r"order column 't' holds NaN or infinity")
+                       r"order column 't': the order value nan is not finite")
 
 
 def test_non_finite_per_step_label():

@@ -65,7 +65,7 @@ def test_the_default_module_keeps_the_contract():
   assert module_contract.near_misses(default_model) == []
   hooks = module_contract.hooks_of(model_io.resolve_module(), strict=True)
   for name in module_contract.HOOKS:
-    if name not in ('loss', 'metrics', 'hyperparameter_keys'):
+    if name not in ('loss', 'metrics'):
       assert getattr(hooks, name) is not None, name
 
 
