@@ -36,6 +36,8 @@ import hashlib
 import os
 from typing import Dict, List, Sequence, Tuple
 
+import numpy as np
+
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
 from pipeline import pipeline_config
@@ -157,22 +159,130 @@ def _partition(feature: bytes, buckets: List[int]) -> int:
   return bisect.bisect(buckets, int(digest, 16) % buckets[-1])
 
 
+def _check_output_dir(config: pipeline_config.PipelineConfig) -> None:
+  """An output folder inside the input would be read as input next time."""
+  data = os.path.realpath(config.data_root)
+  out = os.path.realpath(config.output_dir)
+  if os.path.commonpath([data, out]) == data:
+    raise InputDataError(
+        f'--output-dir {config.output_dir} is inside --data-root '
+        f'{config.data_root}: the next run would read the outputs as input; '
+        'choose an output folder outside the data')
+
+
+def _csv_features(paths_by_split: Dict[str, List[str]],
+                  headers: Dict[str, Dict[str, List[str]]],
+                  columns: seqlib.ColumnConfig) -> List[str]:
+  """The features, decided once from the first split (train, or the files
+  ExampleGen splits) and the flags; every split's files carry each of them,
+  and no split has a column the first split lacks (unless excluded)."""
+  first = next(iter(paths_by_split))
+  first_path = paths_by_split[first][0]
+  first_header = headers[first][first_path]
+  names = list(columns.feature_columns or
+               columns.candidate_features(first_header))
+  known = set(first_header) | set(columns.exclude_columns)
+  for split, paths in paths_by_split.items():
+    for path in paths:
+      header = headers[split][path]
+      absent = [n for n in names if n not in header]
+      if absent:
+        raise InputDataError(
+            f'{path}: the feature column {absent[0]!r} of the {first} split '
+            f'({first_path}) is not in this file\'s header {header}; every '
+            'split must carry every feature')
+      extra = [c for c in header if c not in known]
+      if extra:
+        raise InputDataError(
+            f'{path}: the column {extra[0]!r} is not in the {first} split '
+            f'({first_path}); add it there, or list it in --exclude-columns')
+  return names
+
+
+def _check_labels(config: pipeline_config.PipelineConfig,
+                  built: Dict[str, Dict[str, Tuple[str, 'layout.SequenceArrays']]]
+                 ) -> None:
+  """Classification labels: class indices (integers from 0), every eval
+  class seen in training, and not a sparse handful of huge indices."""
+  if not config.label_column or config.task != 'classification':
+    return
+  lc = config.label_column
+  train_classes = set()
+  for split, sequences in built.items():
+    for key, (source, seq) in sequences.items():
+      labels = seq.labels
+      if labels.dtype.kind == 'f':
+        bad = labels != np.round(labels)
+        if bad.any():
+          i = int(np.argmax(bad))
+          raise InputDataError(
+              f'{source}: sequence {key!r} step {i}: the label {lc!r} is '
+              f'{float(labels[i])!r}, not a class index (classification '
+              'needs integer labels 0, 1, ...; use --task regression for a '
+              'numeric target)')
+      if labels.size and labels.min() < 0:
+        i = int(np.argmax(labels < 0))
+        raise InputDataError(
+            f'{source}: sequence {key!r} step {i}: the label {lc!r} is '
+            f'{labels[i]!r}; class indices start at 0')
+      if split != 'eval':
+        train_classes.update(np.unique(labels).astype(np.int64).tolist())
+  if not train_classes:
+    return
+  top = max(train_classes)
+  if top + 1 > 100 and top + 1 > 2 * len(train_classes):
+    raise InputDataError(
+        f'{config.data_root}: the labels {lc!r} of the training split make '
+        f'{top + 1} classes (0 to {top}) of which {len(train_classes)} occur; '
+        'classification labels are class indices 0..K-1: renumber them')
+  for key, (source, seq) in built.get('eval', {}).items():
+    unseen = ~np.isin(seq.labels.astype(np.int64), list(train_classes))
+    if unseen.any():
+      i = int(np.argmax(unseen))
+      raise InputDataError(
+          f'{source}: sequence {key!r} step {i}: the label {lc!r} is '
+          f'{seq.labels[i]!r}, a class the training split does not have '
+          f'(it has {sorted(train_classes)[:20]})')
+
+
 def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
   """Raises ``InputDataError`` (one line: file, key, row) on bad input, or
   ``ModuleError`` for a module file that does not import; returns the
-  number of sequences per split."""
+  number of sequences per split.
+
+  The features are decided here, once: from the train split's header (or
+  the named ``feature_columns``), and every split must carry each of them
+  (``feature_names`` gives them).
+  """
+  return check_input_details(config)[0]
+
+
+def check_input_details(config: pipeline_config.PipelineConfig
+                       ) -> Tuple[Dict[str, int], List[str]]:
+  """``check_input``, also returning the feature names it decided."""
+  _check_output_dir(config)
   if config.module_file:
     from components.stateful import model_io  # pylint: disable=g-import-not-at-top
     model_io.resolve_module(config.module_file)
   columns = _columns(config)
   layout_config = _layout(config)
   counts = {}
-  for split, paths in split_files(config).items():
+  paths_by_split = split_files(config)
+  chunks_by_split, features_by_split, headers = {}, {}, {}
+  for split, paths in paths_by_split.items():
     if config.input_format == 'csv':
-      chunks, _ = _csv_chunks(paths, columns)
-      features = None
+      chunks_by_split[split], headers[split] = _csv_chunks(paths, columns)
+      features_by_split[split] = None
     else:
-      chunks, features = _sequence_example_chunks(paths, columns)
+      chunks_by_split[split], features_by_split[split] = (
+          _sequence_example_chunks(paths, columns))
+  feature_names = None
+  if config.input_format == 'csv':
+    feature_names = _csv_features(paths_by_split, headers, columns)
+  key_sources: Dict[str, Tuple[str, str]] = {}
+  built = {}
+  for split, paths in paths_by_split.items():
+    chunks, features = chunks_by_split[split], features_by_split[split]
     where = paths[0] if len(paths) == 1 else os.path.dirname(paths[0])
     if not chunks:
       raise InputDataError(f'{where}: no data rows (an empty split)')
@@ -185,19 +295,34 @@ def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
           raise InputDataError(
               f'{parts[0].source}, {parts[1].source}: the key {key!r} names '
               'more than one SequenceExample')
-    names = list(columns.feature_columns or columns.candidate_features(
-        set().union(*(c.columns for c in chunks))))
+    for key, parts in by_key.items():  # A key in two splits is a leak.
+      if key in key_sources and key_sources[key][0] != split:
+        other_split, other = key_sources[key]
+        raise InputDataError(
+            f'{parts[0].source}: the sequence key {key!r} is in both the '
+            f'{other_split} split ({other}) and the {split} split: a '
+            'sequence belongs to one split')
+      key_sources.setdefault(key, (split, parts[0].source))
+    names = feature_names or list(
+        columns.feature_columns or columns.candidate_features(
+            set().union(*(c.columns for c in chunks))))
+    if feature_names is None and config.input_format != 'csv':
+      feature_names = names  # The first split decides.
     if not names:
       raise InputDataError(f'{where}: no feature column (every column is '
                            'the key, order, label or excluded)')
+    built[split] = {}
     for key in sorted(by_key):
-      seqlib.build_sequence(key, by_key[key], names, columns, layout_config)
+      seq = seqlib.build_sequence(key, by_key[key], names, columns,
+                                  layout_config)
+      built[split][key] = (', '.join(sorted({c.source for c in by_key[key]})),
+                           seq)
     if split == 'input':
       buckets = [config.train_hash_buckets,
                  config.train_hash_buckets + config.eval_hash_buckets]
-      sizes = collections.Counter(
-          _partition(features[k] if features else _text_key_feature(k),
-                     buckets) for k in by_key)
+      parts = {k: _partition(features[k] if features else _text_key_feature(k),
+                             buckets) for k in by_key}
+      sizes = collections.Counter(parts.values())
       for index, name in enumerate(('train', 'eval')):
         if not sizes[index]:
           raise InputDataError(
@@ -206,6 +331,10 @@ def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
               f'none in the {name} split; add sequences, or give train/ and '
               'eval/ folders')
       counts.update(train=sizes[0], eval=sizes[1])
+      built = {name: {k: v for k, v in built['input'].items()
+                      if parts[k] == index}
+               for index, name in enumerate(('train', 'eval'))}
     else:
       counts[split] = len(by_key)
-  return counts
+  _check_labels(config, built)
+  return counts, list(feature_names or [])

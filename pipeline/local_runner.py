@@ -17,6 +17,7 @@ trained, blessed or pushed. At the end a summary is printed and written to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -231,7 +232,12 @@ def run(config: pipeline_config.PipelineConfig,
   from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   check_data_root(config)
   # Bad input fails here, in one line, before any component runs.
-  input_check.check_input(config)
+  _, feature_names = input_check.check_input_details(config)
+  if not config.feature_columns and feature_names:
+    # The features are decided once, by the check: Transform and the
+    # batcher are given them, so nothing downstream (a schema that marks a
+    # column deprecated) can drop one silently.
+    config = dataclasses.replace(config, feature_columns=tuple(feature_names))
   os.makedirs(config.output_dir, exist_ok=True)
   beam_args = list(beam_args or ['--direct_running_mode=in_memory'])
   p = pipeline_lib.create_pipeline_from_config(

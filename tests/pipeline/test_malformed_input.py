@@ -149,3 +149,84 @@ def test_runner_rejects_a_flag_that_is_neither_ours_nor_beam_s(
   err = capsys.readouterr().err
   assert 'unrecognized arguments' in err and flag in err
   assert not (tmp_path / 'out').exists()
+
+
+def _split_case(train: bytes, evals: bytes, *expected: str,
+                flags=()) -> malformed.Case:
+  return malformed.Case({'train/a.csv': train, 'eval/a.csv': evals},
+                        tuple(expected), tuple(flags))
+
+
+def _rows(keys, extra=b'', extra_value=b''):
+  """Three steps per key: seq_id,t,f0,f1,label (+ an extra column)."""
+  head = b'seq_id,t,f0,f1,label' + extra + b'\n'
+  return head + b''.join(b'%s,%d,%d.5,%d,%d%s\n' % (k, t, t, t * 2, i % 2,
+                                                    extra_value)
+                         for i, k in enumerate(keys) for t in range(3))
+
+
+_TRAIN = _rows([b'a', b'b', b'c', b'd'])
+_EVAL = _rows([b'p', b'q', b'r'])
+_EVAL_NO_F1 = b'seq_id,t,f0,label\n' + b''.join(
+    b'%s,%d,%d.5,%d\n' % (k, t, t, i % 2)
+    for i, k in enumerate([b'p', b'q', b'r']) for t in range(3))
+
+# What only the runner sees: the splits against each other, the labels of
+# the whole training split, the flags. Each case: one error line.
+SPLIT_CASES = {
+    'eval_lacks_a_feature': _split_case(
+        _TRAIN, _EVAL_NO_F1, r'eval/a\.csv', "'f1'", 'every split'),
+    'eval_has_a_column_train_lacks': _split_case(
+        _TRAIN, _rows([b'p', b'q', b'r'], b',f2', b',1'), r'eval/a\.csv',
+        "'f2'", 'exclude-columns'),
+    'train_lacks_a_named_feature': _split_case(
+        _TRAIN, _EVAL, r'train/a\.csv', "'f9'",
+        flags=('--feature-columns', 'f0,f9')),
+    'key_in_both_splits': _split_case(
+        _TRAIN, _EVAL.replace(b'q,', b'b,'), r'eval/a\.csv', "'b'",
+        'both the train split'),
+    'eval_label_not_in_train': _split_case(
+        _TRAIN, _EVAL.replace(b',1\n', b',7\n'), r'eval/a\.csv', "'q'",
+        "7", 'does not have'),
+    'negative_label': _split_case(
+        _TRAIN.replace(b',1\n', b',-1\n'), _EVAL, r'train/a\.csv', "'b'",
+        '-1', 'start at 0'),
+    'fractional_class_label': _split_case(
+        _TRAIN.replace(b',1\n', b',0.5\n'), _EVAL, r'train/a\.csv', "'b'",
+        '0.5', 'regression'),
+    'sparse_huge_class_labels': _split_case(
+        _TRAIN.replace(b'd,0,0.5,0,1\nd,1,1.5,2,1\nd,2,2.5,4,1\n',
+                       b'd,0,0.5,0,20000\nd,1,1.5,2,20000\nd,2,2.5,4,20000\n'),
+        _EVAL, r'20001 classes', 'renumber'),
+    'text_regression_target': _split_case(
+        _TRAIN.replace(b',1\n', b',cat\n'), _EVAL, r'train/a\.csv', "'b'",
+        "'cat'", flags=('--task', 'regression')),
+    'regression_target_beyond_float32': _split_case(
+        _TRAIN.replace(b',1\n', b',5e38\n'), _EVAL, r'train/a\.csv', "'b'",
+        'float32', flags=('--task', 'regression')),
+    'eval_folder_header_only': _split_case(
+        _TRAIN, b'seq_id,t,f0,f1,label\n', r'eval/a\.csv', 'no data rows'),
+    'eval_folder_with_another_order_column': _split_case(
+        _TRAIN, _EVAL.replace(b',t,', b',time,'), r'eval/a\.csv', "'t'"),
+    'eval_file_compressed_without_extension': _split_case(
+        _TRAIN, b'\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\xaa\xbb',
+        r'eval/a\.csv', 'UTF-8'),
+}
+
+
+@pytest.mark.parametrize('name', sorted(SPLIT_CASES))
+def test_runner_rejects_bad_splits_and_labels_in_one_line(tmp_path, capsys,
+                                                          name):
+  case = SPLIT_CASES[name]
+  data = malformed.write(case, str(tmp_path / 'data'))
+  line = _run_and_check(capsys, data, tmp_path / 'out', *case.flags)
+  for pattern in case.expected:
+    assert re.search(pattern, line), (pattern, line)
+
+
+def test_runner_rejects_an_output_folder_inside_the_data(tmp_path, capsys):
+  data = malformed.write(malformed.Case(
+      {'a.csv': malformed.HEADER + malformed.GOOD}, ()), str(tmp_path / 'd'))
+  line = _run_and_check(capsys, data, tmp_path / 'd' / 'out')
+  assert 'inside --data-root' in line, line
+  assert not os.path.exists(tmp_path / 'd' / 'out')

@@ -76,6 +76,34 @@ CASES = {
     'unbalanced_quote': _one(HEADER + GOOD + b'a,2,"2.0,1\n', ''),
     'sequence_too_long': _one(HEADER + GOOD, "'a'", 'max_sequence_length',
                               flags=('--max-sequence-length', '1')),
+    # Values: beyond float32, words that are not numbers, order values.
+    'feature_beyond_float32': _one(HEADER + GOOD + b'a,2,1e39,1\n', "'a'",
+                                   'order value 2', 'float32'),
+    'negative_feature_beyond_float32': _one(
+        HEADER + GOOD + b'a,2,-3.5e38,1\n', "'a'", 'float32'),
+    'boolean_word_in_a_feature': _one(
+        HEADER + b'a,0,true,1\na,1,false,1\n' + GOOD.replace(b'a,', b'z,'),
+        "'a'", "'true'"),
+    'order_value_not_a_date': _one(
+        HEADER + GOOD + b'a,2026-13-45T00:00:00Z,2.0,1\n', "'a'",
+        "'2026-13-45T00:00:00Z'", 'ISO-8601'),
+    'order_values_mix_numbers_and_dates': _one(
+        HEADER + GOOD + b'a,2026-12-07T05:18:40Z,2.0,1\n', "'a'",
+        'one kind per sequence'),
+    'order_value_nan_text': _one(HEADER + GOOD + b'a,nan,2.0,1\n', "'a'",
+                                 "'nan'", 'neither a number'),
+    'order_value_inf_text': _one(HEADER + GOOD + b'a,inf,2.0,1\n', "'a'",
+                                 "'inf'"),
+    'float_order_values_equal_as_decimals': _one(
+        HEADER + GOOD + b'a,1.0,2.0,1\n', "'a'", 'duplicate', 't=1'),
+    'date_times_equal_across_zones': _one(
+        HEADER + b'q,2026-12-07T05:00:00Z,1.0,1\n'
+        b'q,2026-12-07T06:00:00+01:00,2.0,1\n' + GOOD, "'q'", 'duplicate'),
+    'gzip_data_named_csv': _one(
+        b'\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff' + bytes(range(128, 256)),
+        'UTF-8'),
+    'order_value_words': _one(HEADER + GOOD + b'a,later,2.0,1\n', "'a'",
+                              "'later'"),
     'headers_differ_between_files': Case(
         {'a.csv': HEADER + GOOD, 'b.csv': b'seq_id,t,y,label\nz,0,1.0,1\n'},
         (r'[ab]\.csv', "'[xy]'")),
@@ -91,6 +119,7 @@ def write(case: Case, root: str) -> str:
   os.makedirs(root, exist_ok=True)
   for name, data in case.files.items():
     path = os.path.join(root, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     if data is None:
       os.makedirs(path)
     elif data is LINK:
