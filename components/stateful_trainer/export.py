@@ -34,6 +34,19 @@ a stateless server (TF Serving) can serve stateful streams:
 
 ``initial_state`` — ``batch_size`` int64 scalar -> ``state_i`` zeros.
 
+``serving_by_name`` and ``step_by_name`` — ``serving_default`` and ``step``
+  with the features **by name**, so a client's column order cannot matter:
+  one float32 input per feature, [N, L] (or [N, T']), named as the CSV
+  column (``input_names``: the column name where it is a valid signature
+  name and not ``lengths``, ``reset`` or ``state_*``, else ``feature_<i>``),
+  beside ``lengths`` (or ``reset`` and the states). Classification outputs
+  add ``class_names`` (string, the name of each predicted class).
+
+``model_info`` — no input; what a client needs: ``feature_names`` and
+  ``input_names`` string[F] (in the model's order), ``class_names``
+  string[K] (classification; the label values as text), ``task`` and
+  ``label_kind``. The same facts are in ``assets.extra/model_info.json``.
+
 State ``i`` is the i-th tensor of the stateful layers in model order (RNN cell
 state order, LSTM: h then c), as ``state.state_variables`` lists them for the
 stateful model; the ``step`` signature's TensorSpecs carry their shapes.
@@ -48,8 +61,10 @@ No TFX import.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Dict, Optional, Sequence
+import re
+from typing import Dict, List, Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -58,6 +73,36 @@ from components.stateful import model_spec as ms
 from components.stateful import state
 
 SERVING_DEFAULT = 'serving_default'
+SERVING_BY_NAME = 'serving_by_name'
+STEP_BY_NAME = 'step_by_name'
+MODEL_INFO = 'model_info'
+MODEL_INFO_FILE = os.path.join('assets.extra', 'model_info.json')
+_RESERVED = re.compile(r'^(lengths|reset|state_\d+)$')
+_VALID = re.compile(r'^[A-Za-z0-9.][A-Za-z0-9_.\-/]*$')
+
+
+def input_names(feature_names: Sequence[str]) -> List[str]:
+  """The by-name signatures' input name of each feature."""
+  out = []
+  for i, name in enumerate(feature_names):
+    ok = _VALID.match(name) and not _RESERVED.match(name) and name not in out
+    out.append(name if ok else f'feature_{i}')
+  return out
+
+
+def class_names(spec: ms.ModelSpec) -> List[str]:
+  """The class names (the label values as text), or [] for regression."""
+  if spec.task != ms.CLASSIFICATION:
+    return []
+  return [str(i) for i in range(int(spec.num_classes or spec.output_size))]
+
+
+def model_info(spec: ms.ModelSpec) -> Dict[str, object]:
+  """What a client needs to call the model (``model_info``)."""
+  return {'feature_names': list(spec.feature_names),
+          'input_names': input_names(spec.feature_names),
+          'class_names': class_names(spec), 'task': spec.task,
+          'label_kind': spec.label_kind}
 SERVING_TRANSFORMED = 'serving_transformed'
 STEP = 'step'
 INITIAL_STATE = 'initial_state'
@@ -189,6 +234,48 @@ class ServingModule(tf.Module):
     self.initial_state = tf.function(
         self._initial_state, autograph=False, input_signature=[
             tf.TensorSpec([], tf.int64, name='batch_size')])
+    names = input_names(spec.feature_names)
+    by_name = [tf.TensorSpec([None, None], tf.float32, name=n) for n in names]
+    self._class_names = tf.constant(class_names(spec) or [''], tf.string)
+    self.serving_by_name = tf.function(
+        self._serve_by_name, autograph=False, input_signature=by_name + [
+            tf.TensorSpec([None], tf.int64, name='lengths')])
+    self.step_by_name = tf.function(
+        self._step_by_name, autograph=False, input_signature=by_name + [
+            tf.TensorSpec([None], tf.int64, name='reset')] + [
+                tf.TensorSpec([None] + s.as_list(), tf.float32,
+                              name=state_name(i))
+                for i, s in enumerate(self.state_shapes)])
+    self.model_info = tf.function(self._model_info, autograph=False,
+                                  input_signature=[])
+
+  def _with_class_names(self, result):
+    if 'classes' in result:
+      result['class_names'] = tf.where(
+          result['classes'] >= 0,
+          tf.gather(self._class_names, tf.maximum(result['classes'], 0)),
+          tf.constant('', tf.string))
+    return result
+
+  def _serve_by_name(self, *args):
+    f = self._spec.num_features
+    features = tf.stack(list(args[:f]), axis=-1)
+    return self._with_class_names(self._serve_sequences(features, args[f]))
+
+  def _step_by_name(self, *args):
+    f = self._spec.num_features
+    features = tf.stack(list(args[:f]), axis=-1)
+    return self._with_class_names(
+        self._serve_step(features, args[f], *args[f + 1:]))
+
+  def _model_info(self):
+    info = model_info(self._spec)
+    return {'feature_names': tf.constant(info['feature_names'], tf.string),
+            'input_names': tf.constant(info['input_names'], tf.string),
+            'class_names': tf.constant(info['class_names'], tf.string,
+                                       shape=[len(info['class_names'])]),
+            'task': tf.constant(info['task']),
+            'label_kind': tf.constant(info['label_kind'])}
 
   def _features(self, features):
     return self.transform(features) if self.transform is not None else (
@@ -260,7 +347,14 @@ def export_serving_model(
       SERVING_TRANSFORMED: module.serving_transformed.get_concrete_function(),
       STEP: module.step.get_concrete_function(),
       INITIAL_STATE: module.initial_state.get_concrete_function(),
+      SERVING_BY_NAME: module.serving_by_name.get_concrete_function(),
+      STEP_BY_NAME: module.step_by_name.get_concrete_function(),
+      MODEL_INFO: module.model_info.get_concrete_function(),
   }
   tf.io.gfile.makedirs(os.path.dirname(export_dir.rstrip('/')) or '.')
   tf.saved_model.save(module, export_dir, signatures=signatures)
+  info_path = os.path.join(export_dir, MODEL_INFO_FILE)
+  tf.io.gfile.makedirs(os.path.dirname(info_path))
+  with tf.io.gfile.GFile(info_path, 'w') as f:
+    f.write(json.dumps(model_info(spec), indent=1))
   return module

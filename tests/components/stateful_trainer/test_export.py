@@ -257,3 +257,49 @@ def test_transform_without_the_feature_names_is_rejected(raw_and_transform):
   _, transform_uri, _ = raw_and_transform
   with pytest.raises(ValueError, match='no raw feature'):
     export.RawFeatureTransform(transform_uri, ['x0', 'speed'])
+
+
+def test_serving_by_name_ignores_the_client_s_column_order(classifier):
+  """Features by name: any order of the inputs gives serving_default's
+  answer on the model's order; the model says its names and classes."""
+  result, loaded, splits, _ = classifier
+  x, lengths = helpers.padded(splits['eval'])
+  whole = loaded.signatures['serving_default'](
+      features=tf.constant(x), lengths=tf.constant(lengths))
+  by_name = {name: tf.constant(x[..., j]) for j, name in enumerate(NAMES)}
+  reordered = dict(reversed(list(by_name.items())))
+  got = loaded.signatures['serving_by_name'](lengths=tf.constant(lengths),
+                                             **reordered)
+  np.testing.assert_allclose(got['logits'].numpy(), whole['logits'].numpy(),
+                             rtol=1e-6, atol=1e-6)
+  classes = whole['classes'].numpy()
+  assert [c.decode() for c in got['class_names'].numpy()] == [
+      str(c) for c in classes]
+  # step_by_name, chunk by chunk, ends where serving_default ends.
+  states = loaded.signatures['initial_state'](
+      batch_size=tf.constant(len(lengths), tf.int64))
+  reset = tf.ones([len(lengths)], tf.int64)
+  logits = []
+  for start in range(0, x.shape[1], 3):
+    chunk = {n: v[:, start:start + 3] for n, v in reordered.items()}
+    out = loaded.signatures['step_by_name'](reset=reset, **chunk, **states)
+    states = {k: v for k, v in out.items() if k.startswith('state_')}
+    reset = tf.zeros_like(reset)
+    logits.append(out['logits'].numpy())
+  logits = np.concatenate(logits, axis=1)
+  for i, n in enumerate(lengths):
+    np.testing.assert_allclose(logits[i, n - 1], whole['logits'].numpy()[i],
+                               rtol=1e-5, atol=1e-5)
+  info = loaded.signatures['model_info']()
+  assert [v.decode() for v in info['feature_names'].numpy()] == NAMES
+  assert [v.decode() for v in info['class_names'].numpy()] == ['0', '1', '2']
+  with open(os.path.join(result.serving_model_dir, 'assets.extra',
+                         'model_info.json')) as f:
+    import json  # pylint: disable=g-import-not-at-top
+    assert json.load(f)['feature_names'] == NAMES
+
+
+def test_input_names_avoid_invalid_and_reserved_names():
+  assert export.input_names(['a', 'temp (C)', 'lengths', 'a', 'state_0',
+                             'b.c']) == ['a', 'feature_1', 'feature_2',
+                                         'feature_3', 'feature_4', 'b.c']

@@ -1,0 +1,76 @@
+"""Input that is legitimate but odd, through the whole local pipeline.
+
+One run on CSV files as users have them: a UTF-8 byte-order mark, CRLF line
+ends, a space after each comma (header and values), the columns in another
+order than the defaults', one file gzipped (``.csv.gz``), a sequence whose
+rows are spread over two files, and order values of three kinds (ISO-8601
+date-times with and without zones, float Unix seconds one minute apart, which
+collide in float32, and integer nanoseconds beyond 2**53). The run must
+bless and push, account for every input row, and export exactly the CSV's
+feature columns.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import numpy as np
+
+from data import generate
+from pipeline import local_runner
+
+
+def _order_texts(kind: int, length: int):
+  if kind == 0:  # ISO-8601, a zone on some rows, none (UTC) on others.
+    base = np.datetime64('2026-12-07T05:18:40', 's')
+    out = []
+    for i in range(length):
+      stamp = str(base + np.timedelta64(37 * i, 's'))
+      out.append(stamp + ('Z' if i % 3 == 0 else '' if i % 3 == 1 else ''))
+    return out
+  if kind == 1:  # Float Unix seconds, a minute apart.
+    return [f'{1700000000 + 60 * i}.0' for i in range(length)]
+  return [str(1733548720123456789 + 1000 * i) for i in range(length)]
+
+
+def _write_odd_csv(root: str):
+  rows = generate.generate(64, seed=5, median_length=30.0, max_length=90,
+                           num_features=2)
+  keys = sorted(set(rows['seq_id'].tolist()))
+  os.makedirs(root)
+  header = 'label, f1, t, seq_id, f0'  # Another order; spaces.
+  lines = {0: [], 1: []}
+  for n, key in enumerate(keys):
+    sel = np.flatnonzero(rows['seq_id'] == key)
+    sel = sel[np.argsort(rows['t'][sel])]
+    texts = _order_texts(n % 3, len(sel))
+    for j, (i, text) in enumerate(zip(sel, texts)):
+      # Sequence 0 is spread over both files; the others sit in one.
+      f = (j % 2) if n == 0 else n % 2
+      lines[f].append(f"{rows['label'][i]}, {rows['f1'][i]}, {text}, "
+                      f"{key}, {rows['f0'][i]}")
+  with open(os.path.join(root, 'part-a.csv'), 'wb') as f:
+    f.write(('\ufeff' + '\r\n'.join([header] + lines[0]) + '\r\n'
+             ).encode('utf-8'))
+  with gzip.open(os.path.join(root, 'part-b.csv.gz'), 'wb') as f:
+    f.write(('\n'.join([header] + lines[1]) + '\n').encode('utf-8'))
+  return len(rows['seq_id'])
+
+
+def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
+  data = str(tmp_path / 'data')
+  total = _write_odd_csv(data)
+  out = tmp_path / 'out'
+  args, beam_args = local_runner.build_parser().parse_known_args(
+      ['--data-root', data, '--output-dir', str(out), '--batch-size', '4',
+       '--num-unroll', '8', '--epochs', '2'])
+  summary = local_runner.run(local_runner.config_from_args(args), beam_args)
+  batcher = summary['batcher']
+  assert (batcher['train']['real_timesteps'] +
+          batcher['eval']['real_timesteps']) == total
+  assert summary['blessed'] is True and summary['pushed_model']
+  with open(os.path.join(summary['batches_uri'], 'metadata.json')) as f:
+    meta = json.load(f)
+  assert meta['feature_names'] == ['f0', 'f1']
