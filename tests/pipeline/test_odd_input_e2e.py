@@ -15,11 +15,15 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 
 import numpy as np
 
 from data import generate
 from pipeline import local_runner
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 def _order_texts(kind: int, length: int):
@@ -35,9 +39,13 @@ def _order_texts(kind: int, length: int):
   return [str(1733548720123456789 + 1000 * i) for i in range(length)]
 
 
-def _write_odd_csv(root: str):
-  rows = generate.generate(64, seed=5, median_length=30.0, max_length=90,
+def _generated():
+  return generate.generate(64, seed=5, median_length=30.0, max_length=90,
                            num_features=2)
+
+
+def _write_odd_csv(root: str):
+  rows = _generated()
   keys = sorted(set(rows['seq_id'].tolist()))
   os.makedirs(root)
   header = 'label, f1, t, seq_id, f0'  # Another order; spaces.
@@ -74,3 +82,26 @@ def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
   with open(os.path.join(summary['batches_uri'], 'metadata.json')) as f:
     meta = json.load(f)
   assert meta['feature_names'] == ['f0', 'f1']
+  _run_readme_serving_snippet(summary['pushed_model'], str(tmp_path))
+
+
+def _run_readme_serving_snippet(pushed_model: str, tmp: str) -> None:
+  """The README's serving code, as written, on this run's pushed model and
+  a plain CSV of the same sequences (only its two paths replaced)."""
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  section = readme[readme.index('## Serving the exported model'):]
+  code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
+  csv_file = os.path.join(tmp, 'plain.csv')
+  generate.write_csv(_generated(), csv_file)
+  code = code.replace("'outputs/local/serving_model'",
+                      repr(os.path.dirname(pushed_model)))
+  code = code.replace("'data/sample/part-00000.csv'", repr(csv_file))
+  scope = {}
+  exec(compile(code, 'README.md', 'exec'), scope)  # pylint: disable=exec-used
+  whole, stream = scope['out'], scope['step']
+  assert whole['class_names'].numpy()[0] == stream['class_names'].numpy()[
+      0, -1]
+  np.testing.assert_allclose(whole['probabilities'].numpy()[0],
+                             stream['probabilities'].numpy()[0, -1],
+                             atol=1e-5)
