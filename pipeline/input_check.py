@@ -203,9 +203,13 @@ def _check_labels(config: pipeline_config.PipelineConfig,
                   built: Dict[str, Dict[str, Tuple[str, 'layout.SequenceArrays']]]
                  ) -> None:
   """Classification labels: class indices (integers from 0), every eval
-  class seen in training, and not a sparse handful of huge indices."""
+  class seen in training, and not a sparse handful of huge indices.
+
+  Returns:
+    The number of classes (classification), else None.
+  """
   if not config.label_column or config.task != 'classification':
-    return
+    return None
   lc = config.label_column
   train_classes = set()
   for split, sequences in built.items():
@@ -228,7 +232,7 @@ def _check_labels(config: pipeline_config.PipelineConfig,
       if split != 'eval':
         train_classes.update(np.unique(labels).astype(np.int64).tolist())
   if not train_classes:
-    return
+    return None
   top = max(train_classes)
   if top + 1 > 100 and top + 1 > 2 * len(train_classes):
     raise InputDataError(
@@ -243,6 +247,7 @@ def _check_labels(config: pipeline_config.PipelineConfig,
           f'{source}: sequence {key!r} step {i}: the label {lc!r} is '
           f'{seq.labels[i]!r}, a class the training split does not have '
           f'(it has {sorted(train_classes)[:20]})')
+  return max(top + 1, 2)
 
 
 def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
@@ -336,5 +341,13 @@ def check_input_details(config: pipeline_config.PipelineConfig
                for index, name in enumerate(('train', 'eval'))}
     else:
       counts[split] = len(by_key)
-  _check_labels(config, built)
-  return counts, list(feature_names or [])
+  num_classes = _check_labels(config, built)
+  feature_names = list(feature_names or [])
+  # The model module: imported, its hooks and hyperparameter keys checked,
+  # and build_model called once on this data's spec (a few seconds).
+  from components.stateful_trainer import module_check  # pylint: disable=g-import-not-at-top
+  module_check.check_module(
+      config.module_file, dict(config.hyperparameters),
+      len(feature_names), config.task, num_classes,
+      label_kind=config.label_kind, feature_names=feature_names)
+  return counts, feature_names

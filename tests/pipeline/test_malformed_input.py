@@ -118,6 +118,14 @@ def test_input_check_reads_gzipped_sequence_examples(tmp_path):
     ('def build_model(spec)\n  pass\n', r'SyntaxError: .*\(line 1\)'),
     ('import no_such_module_abc\n', "No module named 'no_such_module_abc'"),
     ('X = 1\n', 'does not define build_model'),
+    ('import sys\nsys.exit(3)\n', 'exit'),
+    ('def build_model(spec):\n  raise RuntimeError("no such layer")\n',
+     'no such layer'),
+    ('def build_model(spec):\n  return None\n', 'None'),
+    ('import keras\ndef build_model(spec):\n'
+     '  return keras.Sequential([keras.layers.Dense(1)])\n', 'Keras 3'),
+    ('from components.stateful.default_model import build_model\n'
+     'def default_epoch(spec):\n  return 3\n', 'default_epoch'),
 ])
 def test_runner_rejects_a_module_file_that_does_not_load(tmp_path, capsys,
                                                          source, expected):
@@ -230,3 +238,16 @@ def test_runner_rejects_an_output_folder_inside_the_data(tmp_path, capsys):
   line = _run_and_check(capsys, data, tmp_path / 'd' / 'out')
   assert 'inside --data-root' in line, line
   assert not os.path.exists(tmp_path / 'd' / 'out')
+
+
+@pytest.mark.parametrize('hyperparameters, expected', [
+    ('model=lstm,unit=64', "'unit'"),
+    ('model=foo', "'foo'"),
+])
+def test_runner_rejects_unknown_hyperparameters(tmp_path, capsys,
+                                                hyperparameters, expected):
+  data = malformed.write(malformed.Case(
+      {'a.csv': malformed.HEADER + malformed.GOOD}, ()), str(tmp_path / 'd'))
+  line = _run_and_check(capsys, data, tmp_path / 'out', '--hyperparameters',
+                        hyperparameters)
+  assert re.search(expected, line), line
