@@ -66,7 +66,8 @@ def read_blocks(path: str, names: Sequence[str], key_column: str,
 
 
 def block_kinds(frame, key_column: str, source: str,
-                order_column: Optional[str] = None) -> Dict[str, str]:
+                order_column: Optional[str] = None,
+                label_column: Optional[str] = None) -> Dict[str, str]:
   """``{column: INT or FLOAT}`` of one block (the key column left out).
 
   A column pandas parsed as int64 holds only integers within int64, which
@@ -84,8 +85,8 @@ def block_kinds(frame, key_column: str, source: str,
                              'or a NaN')
     if name == key_column:
       continue
-    if name == order_column:
-      kinds[name] = TEXT
+    if name in (order_column, label_column) and column.dtype == object:
+      kinds[name] = TEXT  # The order column; text class labels.
     elif column.dtype == np.int64:
       kinds[name] = INT
     elif column.dtype == np.float64:
@@ -97,16 +98,20 @@ def block_kinds(frame, key_column: str, source: str,
 
 
 def merge_kinds(a: Dict[str, str], b: Dict[str, str]) -> Dict[str, str]:
-  """Per column, INT and FLOAT give FLOAT (TFX's type order)."""
+  """Per column, INT and FLOAT give FLOAT (TFX's type order); TEXT stays
+  TEXT, and TEXT in some blocks and numbers in others is left to the
+  row-by-row path (TFX types such a column as text, numbers included)."""
   out = dict(a)
   for name, kind in b.items():
-    out[name] = (kind if kind == TEXT else
-                 FLOAT if FLOAT in (kind, out.get(name)) else kind)
+    if TEXT in (kind, out.get(name)) and out.get(name, kind) != kind:
+      raise NotBlockReadable(f'column {name!r} holds text and numbers')
+    out[name] = FLOAT if FLOAT in (kind, out.get(name)) else kind
   return out
 
 
 def infer_kinds(files: Sequence[str], names: Sequence[str], key_column: str,
-                block_rows: int, order_column: Optional[str] = None
+                block_rows: int, order_column: Optional[str] = None,
+                label_column: Optional[str] = None
                ) -> Tuple[Dict[str, str], int]:
   """The column types over every file of one input split (TFX infers them
   per input split) and the number of rows."""
@@ -115,7 +120,7 @@ def infer_kinds(files: Sequence[str], names: Sequence[str], key_column: str,
     for frame in read_blocks(path, names, key_column, block_rows,
                              order_column):
       kinds = merge_kinds(kinds, block_kinds(frame, key_column, path,
-                                             order_column))
+                                             order_column, label_column))
       rows += len(frame)
   missing = [n for n in names if n != key_column and n not in kinds]
   if rows and missing:
@@ -145,7 +150,8 @@ def encode_block(frame, names: Sequence[str], kinds: Dict[str, str],
   for name in names:
     if name == key_column:
       values = pa.array(keys, type=pa.large_binary()).take(pa.array(codes))
-    elif kinds[name] == TEXT:  # The order column, exact (as written).
+    elif kinds[name] == TEXT:  # The order column (exact, as written), or
+      # text class labels.
       values = pa.array([str(v).strip().encode('utf-8')
                          for v in frame[name].to_numpy(dtype=object)],
                         type=pa.large_binary())

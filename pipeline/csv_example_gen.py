@@ -75,6 +75,7 @@ _LOG = logging.getLogger(__name__)
 
 KEY_COLUMN = 'key_column'
 ORDER_COLUMN = 'order_column'
+LABEL_COLUMN = 'label_column'
 BLOCK_ROWS_KEY = 'block_rows'
 # Rows per block: a block's columns and its serialized examples (about 100
 # bytes a row here) stay a few MiB.
@@ -82,14 +83,19 @@ BLOCK_ROWS = 65536
 
 
 def custom_config(key_column: str, block_rows: Optional[int] = None,
-                  order_column: Optional[str] = None
+                  order_column: Optional[str] = None,
+                  label_column: Optional[str] = None
                  ) -> example_gen_pb2.CustomConfig:
   """The ExampleGen ``custom_config`` naming the key column, the order
-  column when there is one (both written as text), and, when given, the
-  rows per block of the block reader (0: the row-by-row path)."""
+  column when there is one (both written as text), the label column (the
+  block reader writes it as text when it holds text: class names), and,
+  when given, the rows per block of the block reader (0: the row-by-row
+  path)."""
   fields = {KEY_COLUMN: struct_pb2.Value(string_value=key_column)}
   if order_column:
     fields[ORDER_COLUMN] = struct_pb2.Value(string_value=order_column)
+  if label_column:
+    fields[LABEL_COLUMN] = struct_pb2.Value(string_value=label_column)
   if block_rows is not None:
     if block_rows < 0:
       raise ValueError(f'block_rows must be at least 0, got {block_rows}')
@@ -124,6 +130,12 @@ def order_column_of(exec_properties: Dict[str, Any]) -> Optional[str]:
   """The order column named by ``custom_config``, or None."""
   struct = _config_struct(exec_properties)
   return struct[ORDER_COLUMN] if ORDER_COLUMN in struct else None
+
+
+def label_column_of(exec_properties: Dict[str, Any]) -> Optional[str]:
+  """The label column named by ``custom_config``, or None."""
+  struct = _config_struct(exec_properties)
+  return struct[LABEL_COLUMN] if LABEL_COLUMN in struct else None
 
 
 def block_rows_of(exec_properties: Dict[str, Any]) -> int:
@@ -295,8 +307,9 @@ class Executor(BaseExampleGenExecutor):
       files, names = split_files(full, key)
       t0 = time.perf_counter()
       try:
-        kinds, rows = csv_blocks.infer_kinds(files, names, key, block_rows,
-                                             order_column_of(exec_properties))
+        kinds, rows = csv_blocks.infer_kinds(
+            files, names, key, block_rows, order_column_of(exec_properties),
+            label_column_of(exec_properties))
       except csv_blocks.NotBlockReadable as e:
         _LOG.info('CsvExampleGen: %s; reading row by row', e)
         return None
@@ -371,12 +384,14 @@ EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(Executor)
 def make_csv_example_gen(input_base: str, key_column: str,
                          input_config: Optional[example_gen_pb2.Input],
                          output_config: Optional[example_gen_pb2.Output],
-                         order_column: Optional[str] = None):
+                         order_column: Optional[str] = None,
+                         label_column: Optional[str] = None):
   """A ``FileBasedExampleGen`` with id ``CsvExampleGen`` reading CSV files
   with text keys and text order values."""
   from tfx.components.example_gen.component import FileBasedExampleGen  # pylint: disable=g-import-not-at-top
   return FileBasedExampleGen(
       input_base=input_base, input_config=input_config,
       output_config=output_config,
-      custom_config=custom_config(key_column, order_column=order_column),
+      custom_config=custom_config(key_column, order_column=order_column,
+                                  label_column=label_column),
       custom_executor_spec=EXECUTOR_SPEC).with_id('CsvExampleGen')

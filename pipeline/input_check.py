@@ -202,8 +202,10 @@ def _csv_features(paths_by_split: Dict[str, List[str]],
 def _check_labels(config: pipeline_config.PipelineConfig,
                   built: Dict[str, Dict[str, Tuple[str, 'layout.SequenceArrays']]]
                  ) -> None:
-  """Classification labels: class indices (integers from 0), every eval
-  class seen in training, and not a sparse handful of huge indices.
+  """Classification labels read without a class vocabulary (from
+  SequenceExamples, which no Transform reads): class indices (integers from
+  0), every eval class seen in training, and not a sparse handful of huge
+  indices.
 
   Returns:
     The number of classes (classification), else None.
@@ -250,6 +252,69 @@ def _check_labels(config: pipeline_config.PipelineConfig,
   return max(top + 1, 2)
 
 
+def _class_text(value, source: str, key: str, label: str) -> str:
+  """A class label as text, as the pipeline's Transform reads it (integers
+  and integral floats as integers, text stripped)."""
+  if isinstance(value, bytes):
+    value = value.decode('utf-8', 'replace')
+  if isinstance(value, str):
+    return value.strip()
+  number = float(value)
+  if not np.isfinite(number) or number != np.round(number):
+    raise InputDataError(
+        f'{source}: sequence {key!r}: the label {label!r} is {value!r}, not '
+        'a class (classification labels are integers or text; use --task '
+        'regression for a numeric target)')
+  return str(int(number))
+
+
+def _class_vocabulary(config: pipeline_config.PipelineConfig,
+                      chunks_by_split: Dict[str, List[seqlib.RowChunk]],
+                      in_train) -> Dict[str, int]:
+  """The classes of the training rows, in the order Transform gives them
+  (``transform_module.class_order``): name -> index."""
+  from pipeline import transform_module  # pylint: disable=g-import-not-at-top
+  lc = config.label_column
+  names = set()
+  for split, chunks in chunks_by_split.items():
+    for chunk in chunks:
+      if lc not in chunk.columns or not in_train(split, chunk.key):
+        continue
+      hole = chunk.missing.get(lc)
+      values = chunk.columns[lc] if hole is None else chunk.columns[lc][~hole]
+      names.update(_class_text(v, chunk.source, chunk.key, lc)
+                   for v in set(values.tolist()))
+  return {n: i for i, n in enumerate(transform_module.class_order(
+      sorted(names)))}
+
+
+def _apply_class_vocabulary(config: pipeline_config.PipelineConfig,
+                            chunks: List[seqlib.RowChunk],
+                            vocabulary: Dict[str, int]) -> None:
+  """Replaces each chunk's class labels by their indices, as Transform will;
+  a class the training rows lack is an error naming the row."""
+  lc, oc = config.label_column, config.order_column
+  for chunk in chunks:
+    if lc not in chunk.columns:
+      continue
+    values = chunk.columns[lc]
+    hole = chunk.missing.get(lc, np.zeros(len(values), bool))
+    out = np.zeros(len(values), np.int64)
+    for i, v in enumerate(values.tolist()):
+      if hole[i]:
+        continue
+      text = _class_text(v, chunk.source, chunk.key, lc)
+      if text not in vocabulary:
+        where = (f' at order value {chunk.columns[oc][i]}'
+                 if oc and oc in chunk.columns else f' row {i}')
+        raise InputDataError(
+            f'{chunk.source}: sequence {chunk.key!r}{where}: the label '
+            f'{lc!r} is {text!r}, a class the training split does not have '
+            f'(it has {sorted(vocabulary, key=vocabulary.get)[:20]})')
+      out[i] = vocabulary[text]
+    chunk.columns[lc] = out
+
+
 def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
   """Raises ``InputDataError`` (one line: file, key, row) on bad input, or
   ``ModuleError`` for a module file that does not import; returns the
@@ -284,6 +349,22 @@ def check_input_details(config: pipeline_config.PipelineConfig
   feature_names = None
   if config.input_format == 'csv':
     feature_names = _csv_features(paths_by_split, headers, columns)
+  num_classes = None
+  if (config.input_format == 'csv' and config.label_column and
+      config.task == 'classification'):
+    # Class labels as users have them (text, any integers): indices into
+    # the training rows' classes, as the pipeline's Transform makes them.
+    if 'input' in paths_by_split:
+      buckets = [config.train_hash_buckets,
+                 config.train_hash_buckets + config.eval_hash_buckets]
+      in_train = lambda split, key: _partition(  # pylint: disable=g-long-lambda
+          _text_key_feature(key), buckets) == 0
+    else:
+      in_train = lambda split, key: split == 'train'
+    vocabulary = _class_vocabulary(config, chunks_by_split, in_train)
+    for chunks in chunks_by_split.values():
+      _apply_class_vocabulary(config, chunks, vocabulary)
+    num_classes = max(len(vocabulary), 2)
   key_sources: Dict[str, Tuple[str, str]] = {}
   built = {}
   for split, paths in paths_by_split.items():
@@ -341,7 +422,8 @@ def check_input_details(config: pipeline_config.PipelineConfig
                for index, name in enumerate(('train', 'eval'))}
     else:
       counts[split] = len(by_key)
-  num_classes = _check_labels(config, built)
+  if num_classes is None:  # No vocabulary: labels are class indices.
+    num_classes = _check_labels(config, built)
   feature_names = list(feature_names or [])
   # The model module: imported, its hooks and hyperparameter keys checked,
   # and build_model called once on this data's spec (a few seconds).

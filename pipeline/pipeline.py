@@ -141,7 +141,8 @@ def create_pipeline(
     # TFX's CsvExampleGen, except that the key and order columns are always
     # text ('007' and '7' are two sequences; order values stay exact).
     example_gen = csv_example_gen.make_csv_example_gen(
-        data_root, key_column, input_config, output_config, order_column)
+        data_root, key_column, input_config, output_config, order_column,
+        label_column)
   elif input_format == SEQUENCE_EXAMPLE:
     example_gen = tfx.components.ImportExampleGen(
         input_base=data_root, input_config=input_config,
@@ -169,7 +170,7 @@ def create_pipeline(
         preprocessing_fn=pipeline_config.TRANSFORM_FN,
         custom_config={
             'key_column': key_column, 'order_column': order_column,
-            'label_column': label_column,
+            'label_column': label_column, 'task': task,
             'feature_columns': list(feature_columns or []),
             'exclude_columns': list(exclude_columns),
         })

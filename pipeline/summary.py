@@ -71,7 +71,7 @@ def _custom(art, name: str):
 def _eval_metrics(uri: Optional[str], task: str) -> Dict:
   """The candidate's overall figures from the evaluator's document (copied
   there from TFMA's results): accuracy and cross-entropy loss, or MAE, RMSE
-  and MSE; plus the no-skill gate."""
+  and MSE; the per-class metrics by class name; plus the no-skill gate."""
   path = os.path.join(uri or '', 'stateful_evaluation.json')
   if not uri or not os.path.exists(path):
     return {}
@@ -89,6 +89,8 @@ def _eval_metrics(uri: Optional[str], task: str) -> Dict:
       out[short] = overall[name]
   if out.get('mse') is not None:
     out['rmse'] = math.sqrt(out['mse'])
+  if doc.get('per_class'):
+    out['per_class'] = doc['per_class']
   gate = doc.get('no_skill', {}).get('gate', {})
   if gate:
     out['no_skill'] = {'metric': gate.get('metric'),

@@ -103,6 +103,34 @@ def _baseline(baseline_uri: Optional[str], model_uri: str, meta, spec
   return baseline, f'baseline {baseline_uri}'
 
 
+def class_names(model_uri: str, spec: ms.ModelSpec) -> List[str]:
+  """The model's class names (its serving model's ``model_info``: the
+  labels as the user wrote them), or the indices as text for a model
+  exported without them; [] for regression."""
+  if spec.task != ms.CLASSIFICATION:
+    return []
+  path = os.path.join(model_uri, 'Format-Serving', 'assets.extra',
+                      'model_info.json')
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      return list(json.load(f).get('class_names') or [])
+  return [str(i) for i in range(int(spec.num_classes or spec.output_size))]
+
+
+def per_class(overall: Dict[str, Any], names: List[str]
+             ) -> Dict[str, Dict[str, Any]]:
+  """The per-class metrics (``recall/class_i`` ...) by class name."""
+  out: Dict[str, Dict[str, Any]] = {}
+  for metric, value in sorted(overall.items()):
+    base, sep, index = metric.rpartition('/class_')
+    if not sep or not index.isdigit():
+      continue
+    i = int(index)
+    name = names[i] if i < len(names) else index
+    out.setdefault(name, {})[base] = value
+  return out
+
+
 def _gate(results: tfma_results.Results, spec: ms.ModelSpec,
           settings: settings_lib.StatefulSettings,
           tests: Dict[str, skill_test.PairedTest]) -> Dict[str, Any]:
@@ -327,6 +355,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   else:
     message = 'Not blessed: ' + ' | '.join(reasons) + '. ' + '; '.join(notes)
   primary = gate['metric']
+  names = class_names(model_uri, spec)
   document = models_lib.json_safe({
       'format_version': FORMAT_VERSION,
       'task': spec.task,
@@ -349,6 +378,9 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
       'equivalence': equivalence.to_dict(),
       'regression_view': None if points is None else {
           'points': points.points(), 'labelled_steps': points.offered},
+      'class_names': names,
+      'per_class': per_class(
+          results.metrics.get('candidate', {}).get('overall', {}), names),
       'tfma': {'runner': runner, 'runner_note': runner_note,
                'validation_ok': bool(verdict.validation_ok),
                'thresholds_validation_ok': results.validation_ok,

@@ -314,6 +314,12 @@ def render(document: Mapping[str, Any]) -> str:
                   'probability' if any(n.startswith('auc/class_')
                                        for n in names) else '')
                + '.</p>')
+  if document.get('per_class'):
+    out.append('<h2>Per class</h2>')
+    measures = sorted({m for v in document['per_class'].values() for m in v})
+    out.append(_table(['class'] + measures, [
+        [name] + [values.get(m) for m in measures]
+        for name, values in document['per_class'].items()]))
   gate = document['no_skill']['gate']
   out.append(f'<p>No-skill gate ({"on" if gate["required"] else "off"}): '
              f'<span class="{"ok" if gate["ok"] else "fail"}">'

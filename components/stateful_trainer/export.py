@@ -44,7 +44,8 @@ a stateless server (TF Serving) can serve stateful streams:
 
 ``model_info`` — no input; what a client needs: ``feature_names`` and
   ``input_names`` string[F] (in the model's order), ``class_names``
-  string[K] (classification; the label values as text), ``task`` and
+  string[K] (classification: the labels as written, from the transform
+  graph's class vocabulary, else the indices as text), ``task`` and
   ``label_kind``. The same facts are in ``assets.extra/model_info.json``.
 
 State ``i`` is the i-th tensor of the stateful layers in model order (RNN cell
@@ -73,6 +74,9 @@ from components.stateful import model_spec as ms
 from components.stateful import state
 
 SERVING_DEFAULT = 'serving_default'
+SERVING_TRANSFORMED = 'serving_transformed'
+STEP = 'step'
+INITIAL_STATE = 'initial_state'
 SERVING_BY_NAME = 'serving_by_name'
 STEP_BY_NAME = 'step_by_name'
 MODEL_INFO = 'model_info'
@@ -90,22 +94,37 @@ def input_names(feature_names: Sequence[str]) -> List[str]:
   return out
 
 
-def class_names(spec: ms.ModelSpec) -> List[str]:
-  """The class names (the label values as text), or [] for regression."""
+# The class vocabulary among a tf.Transform graph's assets (written by the
+# pipeline's transform module, ``pipeline/transform_module.py``).
+CLASS_VOCABULARY = 'label_classes'
+
+
+def class_names(spec: ms.ModelSpec,
+                transform_graph_uri: Optional[str] = None) -> List[str]:
+  """The class names, or [] for regression: the transform graph's class
+  vocabulary (the labels as the user wrote them) where it has one, else
+  the indices as text."""
   if spec.task != ms.CLASSIFICATION:
     return []
-  return [str(i) for i in range(int(spec.num_classes or spec.output_size))]
+  count = int(spec.num_classes or spec.output_size)
+  names = [str(i) for i in range(count)]
+  if transform_graph_uri:
+    path = os.path.join(transform_graph_uri, 'transform_fn', 'assets',
+                        CLASS_VOCABULARY)
+    if tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        vocabulary = [line.rstrip('\n') for line in f]
+      names = vocabulary[:count] + names[len(vocabulary):]
+  return names
 
 
-def model_info(spec: ms.ModelSpec) -> Dict[str, object]:
+def model_info(spec: ms.ModelSpec,
+               names: Optional[Sequence[str]] = None) -> Dict[str, object]:
   """What a client needs to call the model (``model_info``)."""
   return {'feature_names': list(spec.feature_names),
           'input_names': input_names(spec.feature_names),
-          'class_names': class_names(spec), 'task': spec.task,
-          'label_kind': spec.label_kind}
-SERVING_TRANSFORMED = 'serving_transformed'
-STEP = 'step'
-INITIAL_STATE = 'initial_state'
+          'class_names': list(class_names(spec) if names is None else names),
+          'task': spec.task, 'label_kind': spec.label_kind}
 
 
 def state_name(i: int) -> str:
@@ -208,7 +227,8 @@ class ServingModule(tf.Module):
   """The exported module: the twin's variables and the three functions."""
 
   def __init__(self, spec: ms.ModelSpec, twin: keras.Model,
-               transform: Optional[RawFeatureTransform] = None):
+               transform: Optional[RawFeatureTransform] = None,
+               classes: Optional[Sequence[str]] = None):
     super().__init__(name='stateful_serving')
     self._spec = spec
     self._twin = twin  # Not tracked as a Keras model: only its variables.
@@ -236,7 +256,9 @@ class ServingModule(tf.Module):
             tf.TensorSpec([], tf.int64, name='batch_size')])
     names = input_names(spec.feature_names)
     by_name = [tf.TensorSpec([None, None], tf.float32, name=n) for n in names]
-    self._class_names = tf.constant(class_names(spec) or [''], tf.string)
+    self.info_json = json.dumps(model_info(spec, classes), indent=1)
+    self._class_names = tf.constant(
+        json.loads(self.info_json)['class_names'] or [''], tf.string)
     self.serving_by_name = tf.function(
         self._serve_by_name, autograph=False, input_signature=by_name + [
             tf.TensorSpec([None], tf.int64, name='lengths')])
@@ -269,7 +291,7 @@ class ServingModule(tf.Module):
         self._serve_step(features, args[f], *args[f + 1:]))
 
   def _model_info(self):
-    info = model_info(self._spec)
+    info = json.loads(self.info_json)
     return {'feature_names': tf.constant(info['feature_names'], tf.string),
             'input_names': tf.constant(info['input_names'], tf.string),
             'class_names': tf.constant(info['class_names'], tf.string,
@@ -341,7 +363,8 @@ def export_serving_model(
   ``export_dir``; see the module docstring for the signatures."""
   transform = (RawFeatureTransform(transform_graph_uri, spec.feature_names)
                if transform_graph_uri else None)
-  module = ServingModule(spec, twin, transform)
+  module = ServingModule(spec, twin, transform,
+                         class_names(spec, transform_graph_uri))
   signatures = {
       SERVING_DEFAULT: module.serving_default.get_concrete_function(),
       SERVING_TRANSFORMED: module.serving_transformed.get_concrete_function(),
@@ -356,5 +379,5 @@ def export_serving_model(
   info_path = os.path.join(export_dir, MODEL_INFO_FILE)
   tf.io.gfile.makedirs(os.path.dirname(info_path))
   with tf.io.gfile.GFile(info_path, 'w') as f:
-    f.write(json.dumps(model_info(spec), indent=1))
+    f.write(module.info_json)
   return module

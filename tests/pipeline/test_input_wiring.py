@@ -87,7 +87,7 @@ def test_csv_example_gen_keeps_keys_as_text(tmp_path):
   example_gen = csv_example_gen.make_csv_example_gen(
       config.data_root, config.key_column, *pipeline_lib.example_gen_configs(
           config.data_root, config.key_column, config.train_hash_buckets,
-          config.eval_hash_buckets), config.order_column)
+          config.eval_hash_buckets), config.order_column, config.label_column)
   assert example_gen.exec_properties == in_pipeline.exec_properties
   assert (example_gen.executor_spec.executor_class is
           in_pipeline.executor_spec.executor_class is csv_example_gen.Executor)

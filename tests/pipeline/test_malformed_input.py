@@ -17,6 +17,7 @@ import pytest
 import tensorflow as tf
 
 from pipeline import local_runner
+from pipeline import pipeline_config
 from tests.components.sequence_batcher import malformed
 
 
@@ -196,16 +197,16 @@ SPLIT_CASES = {
     'eval_label_not_in_train': _split_case(
         _TRAIN, _EVAL.replace(b',1\n', b',7\n'), r'eval/a\.csv', "'q'",
         "7", 'does not have'),
-    'negative_label': _split_case(
-        _TRAIN.replace(b',1\n', b',-1\n'), _EVAL, r'train/a\.csv', "'b'",
-        '-1', 'start at 0'),
     'fractional_class_label': _split_case(
         _TRAIN.replace(b',1\n', b',0.5\n'), _EVAL, r'train/a\.csv', "'b'",
         '0.5', 'regression'),
-    'sparse_huge_class_labels': _split_case(
-        _TRAIN.replace(b'd,0,0.5,0,1\nd,1,1.5,2,1\nd,2,2.5,4,1\n',
-                       b'd,0,0.5,0,20000\nd,1,1.5,2,20000\nd,2,2.5,4,20000\n'),
-        _EVAL, r'20001 classes', 'renumber'),
+    'eval_text_class_not_in_train': _split_case(
+        _TRAIN.replace(b',1\n', b',cat\n').replace(b',0\n', b',dog\n'),
+        _EVAL.replace(b',1\n', b',cat\n').replace(b',0\n', b',cow\n'),
+        r'eval/a\.csv', "'p'", "'cow'", 'does not have'),
+    'per_sequence_text_label_changes': _split_case(
+        _TRAIN.replace(b'a,2,2.5,4,0\n', b'a,2,2.5,4,x\n'), _EVAL,
+        r'train/a\.csv', "'a'", 'changes'),
     'text_regression_target': _split_case(
         _TRAIN.replace(b',1\n', b',cat\n'), _EVAL, r'train/a\.csv', "'b'",
         "'cat'", flags=('--task', 'regression')),
@@ -251,3 +252,23 @@ def test_runner_rejects_unknown_hyperparameters(tmp_path, capsys,
   line = _run_and_check(capsys, data, tmp_path / 'out', '--hyperparameters',
                         hyperparameters)
   assert re.search(expected, line), line
+
+
+def test_class_labels_as_users_have_them(tmp_path):
+  """Text and any integers are classes (a vocabulary of the train split, as
+  Transform makes it); integers 0..K-1 keep their indices."""
+  from pipeline import input_check  # pylint: disable=g-import-not-at-top
+  for labels, classes in [((b'0', b'1'), 2), ((b'-1', b'1'), 2),
+                          ((b'0', b'20000'), 2), ((b'cat', b'dog'), 2),
+                          ((b'0', b'2'), 2)]:
+    root = tmp_path / labels[1].decode()
+    train = _TRAIN.replace(b',1\n', b',Y\n').replace(b',0\n', b',X\n')
+    evals = _EVAL.replace(b',1\n', b',Y\n').replace(b',0\n', b',X\n')
+    data = malformed.write(_split_case(
+        train.replace(b',X\n', b',' + labels[0] + b'\n').replace(
+            b',Y\n', b',' + labels[1] + b'\n'),
+        evals.replace(b',X\n', b',' + labels[0] + b'\n').replace(
+            b',Y\n', b',' + labels[1] + b'\n')), str(root))
+    counts = input_check.check_input(pipeline_config.PipelineConfig(
+        data_root=data, output_dir=str(tmp_path / 'out')))
+    assert counts == {'train': 4, 'eval': 3}, labels

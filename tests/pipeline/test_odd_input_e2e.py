@@ -5,9 +5,10 @@ ends, a space after each comma (header and values), the columns in another
 order than the defaults', one file gzipped (``.csv.gz``), a sequence whose
 rows are spread over two files, and order values of three kinds (ISO-8601
 date-times with and without zones, float Unix seconds one minute apart, which
-collide in float32, and integer nanoseconds beyond 2**53). The run must
-bless and push, account for every input row, and export exactly the CSV's
-feature columns.
+collide in float32, and integer nanoseconds beyond 2**53), and text class
+labels (``cat``, ``dog``). The run must bless and push, account for every
+input row, export exactly the CSV's feature columns and serve the class
+names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from data import generate
 from pipeline import local_runner
 
+CLASSES = ['cat', 'dog']  # Text class labels.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
@@ -57,7 +59,7 @@ def _write_odd_csv(root: str):
     for j, (i, text) in enumerate(zip(sel, texts)):
       # Sequence 0 is spread over both files; the others sit in one.
       f = (j % 2) if n == 0 else n % 2
-      lines[f].append(f"{rows['label'][i]}, {rows['f1'][i]}, {text}, "
+      lines[f].append(f"{CLASSES[rows['label'][i]]}, {rows['f1'][i]}, {text}, "
                       f"{key}, {rows['f0'][i]}")
   with open(os.path.join(root, 'part-a.csv'), 'wb') as f:
     f.write(('\ufeff' + '\r\n'.join([header] + lines[0]) + '\r\n'
@@ -82,6 +84,9 @@ def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
   with open(os.path.join(summary['batches_uri'], 'metadata.json')) as f:
     meta = json.load(f)
   assert meta['feature_names'] == ['f0', 'f1']
+  # The evaluator reports per-class metrics by class name.
+  assert set(summary['eval']['per_class']) == set(CLASSES)
+  assert 'recall' in summary['eval']['per_class']['cat']
   _run_readme_serving_snippet(summary['pushed_model'], str(tmp_path))
 
 
@@ -100,6 +105,8 @@ def _run_readme_serving_snippet(pushed_model: str, tmp: str) -> None:
   scope = {}
   exec(compile(code, 'README.md', 'exec'), scope)  # pylint: disable=exec-used
   whole, stream = scope['out'], scope['step']
+  assert [c.decode() for c in scope['info']['class_names']] == CLASSES
+  assert whole['class_names'].numpy()[0].decode() in CLASSES
   assert whole['class_names'].numpy()[0] == stream['class_names'].numpy()[
       0, -1]
   np.testing.assert_allclose(whole['probabilities'].numpy()[0],
