@@ -19,8 +19,19 @@ or by a per-row priority that does not depend on the worker (5, a bottom-k
 sample), Gram statistics are summed, and the model runs with grappler's
 arithmetic optimizer off (``steps.exact_arithmetic``), so R workers fit,
 bit for bit, what one process fits on every lane.
+
+With ``refit`` (the trainer's validation carve, ``adapt_conv``) the same
+passes fit two sets of weights: those of the labelled steps outside the
+carve (``label_weight``), which the carve then scores, and those of every
+labelled step (``label_weight + carve_weight``), which the refit on every
+sequence starts from. Steps 1 and 2 do not read labels, so they are shared;
+3 to 5 keep the rows of both (or a bottom-k sample of each) from one
+stream, and fit the second set exactly as a separate ``adapt`` on every
+labelled step would.
 """
 
+import copy
+import dataclasses
 import itertools
 import logging
 import time
@@ -134,63 +145,39 @@ def _smallest(priority: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
   return np.lexsort((keys, priority))[:n]
 
 
-def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
-               seed: int, shard: shards.Shard, every_row=None):
-  """The head's input, label and sequence (an int per sequence) at the
-  labelled steps of ``batches`` (one pass), in lane order over every
-  worker: a uniform sample of ``HEAD_MAX_ROWS`` of them when there are
-  more, the rows of smallest ``row_priorities`` (a bottom-k sample, which
-  workers merge by keeping the k smallest of their own k smallest).
-  ``every_row(x, y, groups)``, when given, sees each of this worker's
-  labelled steps before the sampling."""
-  cap = HEAD_MAX_ROWS
-  parts: List[Tuple[np.ndarray, ...]] = []
-  kept, seen, cut, started = 0, 0, np.inf, time.monotonic()
-  sequence = None  # Per lane: the number of sequences started so far.
-  labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
-  stream = _stream(model, model.get_layer('feature_scale').output, batches)
-  for i, (batch, out) in enumerate(stream):
-    # Labelled steps are kept, with their sequence (global lane, count of
-    # resets) as group.
-    sel = np.asarray(batch['label_weight']) > 0
-    labels = np.asarray(batch['labels'])
-    reset = np.zeros(sel.shape, np.int64)  # Per step, [b, T].
-    if np.ndim(batch['reset']) == 2:  # dense
-      reset[:] = batch['reset']
-    else:
-      reset[:, 0] = batch['reset']
-    if sequence is None:
-      sequence = np.zeros(reset.shape[0], np.int64)
-    count = sequence[:, None] + np.cumsum(reset, axis=1)
-    sequence = count[:, -1]
-    if not sel.any():
-      continue
-    lanes, steps = np.nonzero(sel)
-    lanes = lanes + shard.lane_offset
-    x, y = out[sel], labels[sel]
-    g = lanes * (1 << 32) + count[sel]
-    seen += x.shape[0]
-    if every_row is not None:
-      every_row(x, y, g)
-    keys = row_keys(i, lanes, steps)
-    priority = row_priorities(seed, keys)
-    pick = priority < cut
-    parts.append((x[pick], y[pick], g[pick], keys[pick], priority[pick]))
-    kept += int(pick.sum())
-    if kept > cap + cap // 2:  # The cap smallest; later rows must beat them.
-      joined = [np.concatenate(p) for p in zip(*parts)]
+class _BottomK:
+  """The rows of smallest ``row_priorities`` among those added: the ``cap``
+  smallest are always among those kept (later rows must beat the cut)."""
+
+  def __init__(self, cap: int):
+    self.cap = cap
+    self.parts: List[Tuple[np.ndarray, ...]] = []
+    self.kept, self.seen, self.cut = 0, 0, np.inf
+
+  def add(self, x, y, g, keys, priority) -> None:
+    self.seen += x.shape[0]
+    pick = priority < self.cut
+    self.parts.append((x[pick], y[pick], g[pick], keys[pick], priority[pick]))
+    self.kept += int(pick.sum())
+    cap = self.cap
+    if self.kept > cap + cap // 2:  # The cap smallest; later must beat them.
+      joined = [np.concatenate(p) for p in zip(*self.parts)]
       pick = _smallest(joined[4], joined[3], cap)
-      parts, kept = [tuple(a[pick] for a in joined)], cap
-      cut = float(joined[4][pick].max())
-    if (i + 1) % 1000 == 0:
-      _LOG.info('head features: %d batches, %d labelled steps (%.0f '
-                'batches/s)', i + 1, seen,
-                (i + 1) / max(time.monotonic() - started, 1e-9))
+      self.parts, self.kept = [tuple(a[pick] for a in joined)], cap
+      self.cut = float(joined[4][pick].max())
+
+
+def _sampled(pools: Sequence[_BottomK], shard: shards.Shard, dim: int,
+             labels: np.ndarray):
+  """(x, y, groups, seen): the ``cap`` rows of smallest priority of the
+  union of ``pools`` (this worker's) over every worker, in lane order."""
+  cap = pools[0].cap
+  parts = [p for pool in pools for p in pool.parts]
+  seen = sum(pool.seen for pool in pools)
   if parts:
     x, y, g, keys, priority = [np.concatenate(p) for p in zip(*parts)]
   else:  # Every worker takes part in the collectives below.
-    d = int(model.get_layer('feature_scale').output.shape[-1])
-    x, g = np.zeros((0, d), np.float32), np.zeros(0, np.int64)
+    x, g = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
     y = np.zeros((0,) + labels.shape[2:], labels.dtype)
     keys, priority = np.zeros(0, np.int64), np.zeros(0)
   pick = _smallest(priority, keys, cap)
@@ -210,6 +197,86 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
           shard.in_lane_order(g[mine], order, chosen.size), seen)
 
 
+def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
+  """Every labelled step's weight: the carve's (``carve_weight``, zero
+  outside it) and the others' (``label_weight``, zero in it); their sum is
+  the split's own label weight, exactly."""
+  return np.asarray(batch['label_weight']) + np.asarray(batch['carve_weight'])
+
+
+def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
+               seed: int, shard: shards.Shard, every_row=None,
+               carve: bool = False):
+  """The head's input (the features before ``feature_scale``), label and
+  sequence (an int per sequence) at the labelled steps of ``batches`` (one
+  pass), in lane order over every worker: a uniform sample of
+  ``HEAD_MAX_ROWS`` of them when there are more, the rows of smallest
+  ``row_priorities`` (a bottom-k sample, which workers merge by keeping the
+  k smallest of their own k smallest).
+
+  ``carve``: the batches also carry ``carve_weight`` (the validation
+  carve's labelled steps, which ``label_weight`` leaves out); returns a
+  pair: the rows of ``label_weight``, and those of every labelled step
+  (the bottom-k sample of both: of the union of each part's bottom-k), the
+  same as this function on batches whose ``label_weight`` is both.
+
+  ``every_row(x, y, groups, in_carve)``, when given, sees each of this
+  worker's labelled steps (the carve's too, ``in_carve`` True) before the
+  sampling, in lane order within each batch.
+
+  Returns:
+    ``(x, y, groups, seen)``, or a pair of them with ``carve``.
+  """
+  train_pool, carve_pool = _BottomK(HEAD_MAX_ROWS), _BottomK(HEAD_MAX_ROWS)
+  started = time.monotonic()
+  sequence = None  # Per lane: the number of sequences started so far.
+  labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
+  stream = _stream(model, model.get_layer('features_all').output, batches)
+  for i, (batch, out) in enumerate(stream):
+    # Labelled steps are kept, with their sequence (global lane, count of
+    # resets) as group.
+    weight = np.asarray(batch['label_weight'])
+    sel = (_all_weight(batch) if carve else weight) > 0
+    labels = np.asarray(batch['labels'])
+    reset = np.zeros(sel.shape, np.int64)  # Per step, [b, T].
+    if np.ndim(batch['reset']) == 2:  # dense
+      reset[:] = batch['reset']
+    else:
+      reset[:, 0] = batch['reset']
+    if sequence is None:
+      sequence = np.zeros(reset.shape[0], np.int64)
+    count = sequence[:, None] + np.cumsum(reset, axis=1)
+    sequence = count[:, -1]
+    if not sel.any():
+      continue
+    lanes, steps = np.nonzero(sel)
+    lanes = lanes + shard.lane_offset
+    x, y = out[sel], labels[sel]
+    g = lanes * (1 << 32) + count[sel]
+    in_carve = ~(weight[sel] > 0)
+    if every_row is not None:
+      every_row(x, y, g, in_carve)
+    keys = row_keys(i, lanes, steps)
+    priority = row_priorities(seed, keys)
+    if in_carve.any():
+      train = ~in_carve
+      train_pool.add(x[train], y[train], g[train], keys[train],
+                     priority[train])
+      carve_pool.add(x[in_carve], y[in_carve], g[in_carve], keys[in_carve],
+                     priority[in_carve])
+    else:
+      train_pool.add(x, y, g, keys, priority)
+    if (i + 1) % 1000 == 0:
+      _LOG.info('head features: %d batches, %d labelled steps (%.0f '
+                'batches/s)', i + 1, train_pool.seen + carve_pool.seen,
+                (i + 1) / max(time.monotonic() - started, 1e-9))
+  dim = int(model.get_layer('features_all').output.shape[-1])
+  train = _sampled([train_pool], shard, dim, labels)
+  if not carve:
+    return train
+  return train, _sampled([train_pool, carve_pool], shard, dim, labels)
+
+
 def _lag_columns(model: keras.Model) -> int:
   """How many of the head's last input columns are the linear lags (0:
   the model has none)."""
@@ -219,39 +286,61 @@ def _lag_columns(model: keras.Model) -> int:
     return 0
 
 
-def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
-              shard: shards.Shard) -> Dict[str, Any]:
-  """Ridge head (see the module docstring) on the bottom-k sample of at most
-  ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``).
+@dataclasses.dataclass(frozen=True)
+class _Scales:
+  """The label-dependent statistics of one fit (``feature_scale``'s and,
+  for regression, ``label_scale``'s center and scale), float32 as the
+  layers hold them."""
+  feature_center: np.ndarray
+  feature_scale: np.ndarray
+  label_center: Optional[np.ndarray] = None
+  label_scale: Optional[np.ndarray] = None
 
-  Per-step regression with lags, in two stages: (1) a linear
-  autoregression on the lag columns alone, fitted on every labelled step
-  (not only the sample) from accumulated Gram statistics
-  (``ridge.GramRidge``), its penalty chosen with whole sequences held
-  out; (2) the ridge on all features, on the sample, fitted to what (1)
-  leaves, kept only when its held-out error is below that of leaving the
-  residual alone. The head is their sum, so it represents persistence and
-  any linear autoregression on the lags exactly, without shrinking them
-  together with thousands of other features."""
+  @staticmethod
+  def held(value: np.ndarray, scale: bool) -> np.ndarray:
+    """``value`` as ``Standardize.set_statistics`` stores it."""
+    if scale:
+      value = np.where(np.isfinite(value) & (value > 0), value, 1.0)
+    return np.asarray(value, np.float32)
+
+  @classmethod
+  def make(cls, feature_center, feature_scale, label_center=None,
+           label_scale=None) -> '_Scales':
+    return cls(cls.held(feature_center, False), cls.held(feature_scale, True),
+               None if label_center is None else cls.held(label_center,
+                                                          False),
+               None if label_scale is None else cls.held(label_scale, True))
+
+  def features(self, x: np.ndarray, columns: Optional[int] = None):
+    """``feature_scale``'s output for rows ``x`` of its input (its last
+    ``columns`` only, when given), in float32 as the layer computes it."""
+    center, scale = self.feature_center, self.feature_scale
+    if columns:
+      x, center, scale = x[:, -columns:], center[-columns:], scale[-columns:]
+    return (x - center) / scale
+
+  def labels(self, y, outputs: int) -> np.ndarray:
+    """Regression labels standardised by the label scale, [N, outputs]."""
+    mean = self.label_center.astype(np.float64)
+    std = self.label_scale.astype(np.float64)
+    z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
+    return np.broadcast_to(z, (len(y), outputs))
+
+  def set(self, model: keras.Model) -> None:
+    model.get_layer('feature_scale').set_statistics(self.feature_center,
+                                                    self.feature_scale)
+    if self.label_center is not None:
+      model.get_layer('label_scale').set_statistics(self.label_center,
+                                                    self.label_scale)
+
+
+def _solve_head(spec, lags: int, scales: _Scales, rows, gram):
+  """The head's (kernel, bias, summary) from its sampled ``rows`` (x
+  before ``feature_scale``, y, groups, seen) and, with lags, the Gram
+  statistics of the lag columns of every labelled step."""
   per_step = spec.label_kind == 'per_step'
-  lags = _lag_columns(model) if (spec.task == 'regression' and
-                                 per_step) else 0
-  if spec.task == 'regression':
-    scaler = model.get_layer('label_scale')
-    mean = scaler.center.numpy().astype(np.float64)
-    std = scaler.scale.numpy().astype(np.float64)
-
-    def standard(y):
-      z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
-      return np.broadcast_to(z, (len(y), spec.output_units))
-
-  gram = ridge.GramRidge(lags, spec.output_units) if lags else None
-  every_row = ((lambda x, y, g: gram.add(x[:, -lags:], standard(y), g))
-               if gram is not None else None)
-  x, y, groups, seen = _head_rows(model, batches, int(spec.seed), shard,
-                                  every_row)
-  if gram is not None:  # Every worker's labelled steps.
-    gram.combine(shard.sum)
+  x, y, groups, seen = rows
+  x = scales.features(x)
   # Per-step labels: hold whole sequences out when choosing the penalty.
   groups = groups if per_step else None
   summary = {}
@@ -261,7 +350,7 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
     scale = ridge.temperature(fit.loo_predictions, y)
     weights, bias = fit.weights, fit.bias
   else:
-    z = standard(y)
+    z = scales.labels(y, spec.output_units)
     scale = 1.0
     if gram is None:
       fit = ridge.fit(x, z, groups=groups)
@@ -280,18 +369,75 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
                  'rest_kept': bool(kept),
                  'rest_held_out_mse': round(fit.loo_error, 6),
                  'residual_mse': round(alone, 6)}
-  model.get_layer('head').set_weights([
-      (scale * weights).astype(np.float32),
-      (scale * bias).astype(np.float32)])
-  return {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
-          'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
-          'temperature': scale, **summary}
+  head = [(scale * weights).astype(np.float32),
+          (scale * bias).astype(np.float32)]
+  return head, {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
+                'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
+                'temperature': scale, **summary}
+
+
+def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
+              shard: shards.Shard, scales: _Scales,
+              refit_scales: Optional[_Scales] = None):
+  """Ridge head (see the module docstring) on the bottom-k sample of at most
+  ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``), standardised by
+  ``scales``; set on ``model``.
+
+  Per-step regression with lags, in two stages: (1) a linear
+  autoregression on the lag columns alone, fitted on every labelled step
+  (not only the sample) from accumulated Gram statistics
+  (``ridge.GramRidge``), its penalty chosen with whole sequences held
+  out; (2) the ridge on all features, on the sample, fitted to what (1)
+  leaves, kept only when its held-out error is below that of leaving the
+  residual alone. The head is their sum, so it represents persistence and
+  any linear autoregression on the lags exactly, without shrinking them
+  together with thousands of other features.
+
+  ``refit_scales``: the batches carry ``carve_weight`` too; the head of
+  every labelled step (standardised by these) is fitted from the same pass.
+
+  Returns:
+    (summary, the refit's head weights or None, its summary or None).
+  """
+  per_step = spec.label_kind == 'per_step'
+  lags = _lag_columns(model) if (spec.task == 'regression' and
+                                 per_step) else 0
+  outputs = spec.output_units
+  carve = refit_scales is not None
+  gram = ridge.GramRidge(lags, outputs) if lags else None
+  gram_all = ridge.GramRidge(lags, outputs) if lags and carve else None
+
+  def every_row(x, y, g, in_carve):
+    train = ~in_carve
+    if train.all():
+      gram.add(scales.features(x, lags), scales.labels(y, outputs), g)
+    elif train.any():
+      gram.add(scales.features(x[train], lags),
+               scales.labels(y[train], outputs), g[train])
+    if gram_all is not None:
+      gram_all.add(refit_scales.features(x, lags),
+                   refit_scales.labels(y, outputs), g)
+
+  rows = _head_rows(model, batches, int(spec.seed), shard,
+                    every_row if gram is not None else None, carve=carve)
+  rows, rows_all = rows if carve else (rows, None)
+  for g in (gram, gram_all):
+    if g is not None:  # Every worker's labelled steps.
+      g.combine(shard.sum)
+  head, summary = _solve_head(spec, lags, scales, rows, gram)
+  model.get_layer('head').set_weights(head)
+  if not carve:
+    return summary, None, None
+  head_all, summary_all = _solve_head(spec, lags, refit_scales, rows_all,
+                                      gram_all)
+  return summary, head_all, summary_all
 
 
 def adapt_conv(model: keras.Model, spec,
                batches: Iterable[Mapping[str, Any]], *,
                fit_head: bool = True,
-               shard: Optional[shards.Shard] = None) -> Dict[str, Any]:
+               shard: Optional[shards.Shard] = None,
+               refit=None) -> Dict[str, Any]:
   """Fits the conv model's data-dependent weights on the train split.
 
   ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
@@ -304,15 +450,30 @@ def adapt_conv(model: keras.Model, spec,
   many; every statistic is combined across the workers, so each fits the
   weights one process fits on every lane.
 
+  ``refit``: the batches also carry ``carve_weight``, the label weight of
+  the validation carve's steps (which ``label_weight`` leaves out); the
+  same passes also fit the weights of every labelled step (the carve's
+  too), as ``adapt_conv`` on batches whose ``label_weight`` were both
+  would, and hand them over by ``refit.set(weights, summary)`` (weights
+  in ``model.get_weights()`` order). ``model`` gets those of
+  ``label_weight``, as without ``refit``.
+
   Returns:
     A short summary (for the log).
   """
   with steps_lib.exact_arithmetic():
     return _adapt_conv(model, spec, batches, fit_head,
-                       shard or shards.Shard())
+                       shard or shards.Shard(), refit)
 
 
-def _adapt_conv(model, spec, batches, fit_head, shard) -> Dict[str, Any]:
+def _label_rows(sample, weight_of, shard):
+  """Regression labels of the steps ``weight_of(batch)`` weights."""
+  return _sample(shard, [np.asarray(b['labels'], np.float64)[
+      weight_of(b) > 0] for b in sample], None, max_rows=None)
+
+
+def _adapt_conv(model, spec, batches, fit_head, shard,
+                refit=None) -> Dict[str, Any]:
   sample = list(itertools.islice(batches, ADAPT_MAX_BATCHES))
   rng = np.random.default_rng(int(spec.seed) + 12345)
   layer = model.get_layer
@@ -337,25 +498,65 @@ def _adapt_conv(model, spec, batches, fit_head, shard) -> Dict[str, Any]:
   if recent is not None:
     recent.threshold.assign(
         thresholds[:recent.threshold.shape[0]].astype(np.float32))
-  # 3. Feature standardisation, on the steps the loss reads.
-  where = 'label_weight'
-  feats = _collect(model, layer('features_all').output, sample, where,
-                   shard, rng)
-  layer('feature_scale').set_statistics(feats.mean(axis=0),
-                                        feats.std(axis=0) + 1e-3)
+  # 3. Feature standardisation, on the steps the loss reads (and, for the
+  # refit, on every labelled step: the same stream, the same draws).
+  weight_of = lambda b: np.asarray(b['label_weight'])  # pylint: disable=unnecessary-lambda-assignment
+  if refit is None:
+    feats = _collect(model, layer('features_all').output, sample,
+                     'label_weight', shard, rng)
+  else:
+    rows, rows_all = [], []
+    for batch, out in _stream(model, layer('features_all').output, sample):
+      rows.append(out[weight_of(batch) > 0])
+      rows_all.append(out[_all_weight(batch) > 0])
+    rng_all = copy.deepcopy(rng)  # The refit draws what the carve run does.
+    feats = _sample(shard, rows, rng)
+    if not feats.shape[0]:
+      raise ValueError('adapt: no step with label_weight > 0 in the sample')
+    feats_all = _sample(shard, rows_all, rng_all)
+  scales = [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
+  scales_all = (None if refit is None else
+                [feats_all.mean(axis=0), feats_all.std(axis=0) + 1e-3])
   # 4. Regression: outputs in the label's units.
   if spec.task == 'regression':
-    labels = _sample(shard, [np.asarray(b['labels'], np.float64)[
-        b[where] > 0] for b in sample], rng, max_rows=None)
-    layer('label_scale').set_statistics(
-        np.full([spec.output_units], labels.mean()),
-        np.full([spec.output_units], labels.std() or 1.0))
+    for stats, weights in ((scales, weight_of), (scales_all, _all_weight)):
+      if stats is not None:
+        labels = _label_rows(sample, weights, shard)
+        stats += [np.full([spec.output_units], labels.mean()),
+                  np.full([spec.output_units], labels.std() or 1.0)]
+  scales = _Scales.make(*scales)
+  scales.set(model)
   summary = {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
              'conv_rows': int(conv.shape[0]), 'feature_rows': int(
                  feats.shape[0]), 'features': int(feats.shape[1])}
+  head_all = summary_all = None
+  if refit is not None:
+    scales_all = _Scales.make(*scales_all)
+    summary_all = {**summary, 'feature_rows': int(feats_all.shape[0])}
   # 5. The head, in closed form.
   if fit_head:
     one_shot = iter(batches) is batches
-    summary.update(_fit_head(model, spec, sample if one_shot else batches,
-                             shard))
+    fitted, head_all, fitted_all = _fit_head(
+        model, spec, sample if one_shot else batches, shard, scales,
+        scales_all)
+    summary.update(fitted)
+    if refit is not None:
+      summary_all.update(fitted_all)
+  if refit is not None:
+    _hand_over_refit(model, scales, scales_all, head_all, refit, summary_all)
   return summary
+
+
+def _hand_over_refit(model, scales: _Scales, scales_all: _Scales, head_all,
+                     refit, summary_all) -> None:
+  """``refit.set`` with ``model``'s weights where the label-dependent ones
+  are those of every labelled step; ``model`` keeps its own."""
+  head = model.get_layer('head')
+  kept = head.get_weights()
+  scales_all.set(model)
+  if head_all is not None:
+    head.set_weights(head_all)
+  weights = model.get_weights()
+  scales.set(model)
+  head.set_weights(kept)
+  refit.set(weights, summary_all)

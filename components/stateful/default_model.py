@@ -338,13 +338,17 @@ def build_model(spec) -> keras.Model:
 
 
 def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
-          shard=None) -> Dict[str, Any]:
+          shard=None, refit=None) -> Dict[str, Any]:
   """The module's ``adapt`` hook: fits the conv model's data-dependent
   weights on the train split (``conv_adapt.adapt_conv``: scales, PPV
   thresholds, and the ridge head unless ``head='sgd'``). The RNN models have
   nothing to fit. It takes ``shard`` (``components.stateful.shards``): on
   several workers, ``batches`` and ``model`` hold this worker's lanes and
-  the statistics are combined across the workers.
+  the statistics are combined across the workers. It takes ``refit`` (the
+  trainer's ``model_setup.Refit``): the batches also carry the validation
+  carve's labelled steps as ``carve_weight``, and the same passes fit the
+  weights of every labelled step for the refit (``refit.set``), so a run
+  with a carve adapts once.
 
   Returns:
     A short summary (for the log).
@@ -353,4 +357,4 @@ def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
     return {}
   return conv_adapt.adapt_conv(model, spec, batches,
                                fit_head=head_kind(spec) == 'ridge',
-                               shard=shard)
+                               shard=shard, refit=refit)

@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional
 HOOKS: Dict[str, str] = {
     'build_model': 'build_model(spec) -> a tf_keras Model, features '
                    '[B, T, F] -> outputs [B, T, K] (required)',
-    'adapt': 'adapt(model, spec, batches[, shard]) -> summary dict: fits '
-             'data-dependent weights before training',
+    'adapt': 'adapt(model, spec, batches[, shard][, refit]) -> summary '
+             'dict: fits data-dependent weights before training',
     'label_scoring': "label_scoring(spec) -> 'last_step', 'every_step' or "
                      "'weighted': where a per-sequence label is scored",
     'default_epochs': 'default_epochs(spec) -> int or None: epochs when '

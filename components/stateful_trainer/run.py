@@ -285,8 +285,9 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   module_epochs = (hooks.default_epochs(spec)
                    if hooks.default_epochs is not None else None)
   # The initial weights are a candidate of the validation carve: adapt
-  # then fits them without the carve's labels (and the refit adapts again
-  # on every sequence).
+  # then fits them without the carve's labels (and the weights of every
+  # sequence for the refit, from the same pass where the hook can; else the
+  # refit adapts again).
   epochs_planned = config.epochs if config.epochs is not None else (
       module_epochs if module_epochs is not None else 1)
   hold_out = (config.validation_fraction if config.score_initial and
@@ -294,8 +295,12 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   any_length = config.random_truncation > 0  # It feeds parts of batches.
   # On several workers each fits the model's statistics on its own lanes.
   shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
+  refitting = config.refit and config.validation_fraction > 0
+  # With a carve, adapt's one pass also fits the refit's weights (every
+  # labelled step) where the module's hook can (``model_setup.Refit``).
+  shared = model_setup.Refit() if hold_out and refitting else None
   model, fitted = model_setup.build(module, spec, train, args.train.seed,
-                                    hold_out, any_length, shard)
+                                    hold_out, any_length, shard, shared)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
   if config.score_initial and not fitted:
     # Random initial weights are no candidate: on a small carve one can
@@ -356,7 +361,6 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         save_dir=None if worker_dir is None else os.path.join(
             worker_dir, subdir or 'main'), **common)
 
-  refitting = config.refit and config.validation_fraction > 0
   result = fit(model, config, None,
                config.validation_fraction if refitting else 0.0)
   selection = None
@@ -365,23 +369,26 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
     selection = result
     chosen = model.get_weights()
     epochs = result.best_epoch + 1
+    adapted = shared is not None and shared.weights is not None
     if epochs == 0:
       _LOG.info('refit: the validation carve chose the initial weights (no '
-                'epoch improved on them); %s', 'adapting again on every '
-                'training sequence, no epoch' if hold_out else
+                'epoch improved on them); %s', 'no epoch, from the weights '
+                "adapt's one pass fitted on every training sequence"
+                if adapted else 'adapting again on every training sequence, '
+                'no epoch' if hold_out else
                 'no epoch on every training sequence')
     else:
       _LOG.info('refit: the validation carve chose epoch %d; training again '
                 'from the same initial weights on every training sequence '
                 'for %d epochs', epochs, epochs)
-    if hold_out:
+    if hold_out and not adapted:
       model, _ = model_setup.build(module, spec, train, args.train.seed,
                                    any_length=any_length, shard=shard)
     else:
       keras.utils.set_random_seed(args.train.seed)
       model = model_io.build_stateful(
           module, spec.replace(num_unroll=None) if any_length else spec)
-      model.set_weights(initial_weights)
+      model.set_weights(shared.weights if adapted else initial_weights)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                  REFIT_SUBDIR, config.validation_fraction)

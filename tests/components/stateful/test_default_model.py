@@ -284,3 +284,71 @@ def test_per_step_head_matches_a_true_ar_fit_on_an_ar_stream():
     errors.append((out - batch['labels']) ** 2)
   mse = float(np.mean(np.concatenate(errors)))
   assert mse <= 1.02 * reference, (mse, reference, summary)
+
+
+class _Refit:
+  """``model_setup.Refit``'s protocol (``set``), without the trainer."""
+  weights = summary = None
+
+  def set(self, weights, summary=None):
+    self.weights, self.summary = [np.array(w) for w in weights], summary
+
+
+def _carve_of(batches, lanes):
+  """(held out, marked): the batches with the labelled steps of ``lanes``
+  (the carve) unweighted, as the trainer gives adapt for the carve run, and
+  the same with those steps as ``carve_weight`` (one pass for both fits)."""
+  held, marked = [], []
+  for b in batches:
+    carve = np.zeros_like(b['label_weight'])
+    carve[lanes] = b['label_weight'][lanes]
+    rest = b['label_weight'] - carve
+    held.append({**b, 'label_weight': rest})
+    marked.append({**b, 'label_weight': rest, 'carve_weight': carve})
+  return held, marked
+
+
+@pytest.mark.parametrize('case', ['classification', 'per_step', 'capped'])
+def test_one_pass_fits_both_the_carve_run_and_the_refit(monkeypatch, case):
+  """``adapt`` with ``refit`` fits, from one pass, the weights a separate
+  ``adapt`` fits on the batches without the carve's labels (the model's)
+  and on every labelled step (the refit's), bit for bit: the statistics'
+  sample (ADAPT_MAX_BATCHES of the batches), the per-step head's Gram
+  statistics of every labelled step, and the head's bottom-k sample
+  (HEAD_MAX_ROWS below the rows, ``capped``)."""
+  monkeypatch.setattr(conv_adapt, 'ADAPT_MAX_BATCHES', 6)
+  rng = np.random.default_rng(7)
+  if case == 'per_step':
+    batches = _ar_batches(np.array([0.6, -0.3]), B, 3, 3, rng)
+    spec = _spec(task='regression', num_classes=None, output_size=1,
+                 label_kind='per_step', feature_names=('x',),
+                 hyperparameters={'kernels': 16, 'lags': 2},
+                 typical_length=3 * T)
+  else:
+    batches = _cue_batches(16, rng)
+    spec = _spec(typical_length=2 * T)
+  if case != 'classification':
+    monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 9 if case == 'capped'
+                        else 40)
+  held, marked = _carve_of(batches, [1])
+  module = model_io.resolve_module()
+
+  def adapted(data, refit=None):
+    model = model_io.build_stateful(module, spec)
+    summary = module.adapt(model, spec, data, **(
+        {'refit': refit} if refit else {}))
+    return model.get_weights(), summary
+
+  carve_run, carve_summary = adapted(held)
+  every_step, every_summary = adapted(batches)
+  refit = _Refit()
+  shared, shared_summary = adapted(marked, refit)
+  assert shared_summary == carve_summary
+  assert refit.summary == every_summary
+  assert carve_summary['labelled_steps'] < every_summary['labelled_steps']
+  for got, want in zip(shared, carve_run):
+    np.testing.assert_array_equal(got, want)
+  for got, want in zip(refit.weights, every_step):
+    np.testing.assert_array_equal(got, want)
+  # The two fits differ (the carve's labels count in the refit's).
+  assert any(not np.array_equal(a, b) for a, b in zip(shared, refit.weights))
