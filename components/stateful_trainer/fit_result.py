@@ -75,13 +75,18 @@ class FitResult:
     best_epoch: with a validation carve, the 0-based epoch whose weights
       were kept (the model holds them; -1: the initial weights); else None.
     stop_reason: why training stopped: ``epochs`` (all ran),
-      ``early_stopping`` (patience), ``max_seconds`` (the time budget),
+      ``early_stopping`` (patience), ``no_gain`` (the first epoch neither
+      beat the initial weights on the carve nor lowered its loss),
+      ``initial_unbeatable`` (the initial weights score perfectly on the
+      carve: no epoch ran), ``max_seconds`` (the time budget),
       ``max_steps`` or ``hook`` (``after_step``); ``no_epochs`` when none
       was planned.
     carve: with ``fit(score_carve=...)``, the validation carve's metrics of
-      the weights ``fit`` left in the model, scored after training in one
-      pass without updates (the same pass for any weights, so two runs'
-      figures compare); else None.
+      the weights ``fit`` left in the model, scored by one pass without
+      updates (the same pass for any weights, so two runs' figures
+      compare): the pass that scored the kept epoch (or initial weights)
+      when it ran in this process on the same carve, else one after
+      training; else None.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]

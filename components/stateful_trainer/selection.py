@@ -55,6 +55,13 @@ class BestWeights(tf.Module):
       return 'accuracy', -float(metrics['accuracy'])
     return 'loss', float(metrics['loss'])
 
+  @classmethod
+  def unbeatable(cls, metrics: Mapping[str, float]) -> bool:
+    """Whether no score can be strictly better than that of ``metrics``:
+    an accuracy of 1, or a loss of 0 (as float32 holds them)."""
+    name, score = cls.score_of(metrics)
+    return float(np.float32(score)) <= (-1.0 if name == 'accuracy' else 0.0)
+
   def offer(self, model: keras.Model, metrics: Mapping[str, float],
             epoch: int) -> bool:
     """Keeps ``model``'s weights if ``metrics`` score at least as well as

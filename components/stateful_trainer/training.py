@@ -333,13 +333,25 @@ def fit(model: keras.Model,
   started = clock()
   reason = ['epochs' if config.epochs else 'no_epochs']
 
+  # The carve's metrics of the weights ``best`` holds, when scored in this
+  # process (the final carve score needs no pass of its own then).
+  kept_metrics: List[Optional[Dict[str, float]]] = [None]
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
     initial = _validate_only(model, objective, train, carve_metrics, config,
                              scoring, lanes, carve_steps)
     best.offer(model, initial, selection.INITIAL)
+    kept_metrics[0] = initial
     _LOG.info('validation before training (the initial weights, a '
               'candidate too): %s', progress.fmt_metrics(initial))
+    if selection.BestWeights.unbeatable(initial):
+      # An epoch replaces the initial weights only with a strictly better
+      # score: none can beat a perfect one, so none would be kept.
+      _LOG.info('no epoch: the initial weights score %s on the validation '
+                'carve, which no epoch can beat',
+                progress.fmt_metrics(initial))
+      best.stopped.assign(True)
+      reason[0] = 'initial_unbeatable'
   # Checked before the loop too: a run resumed at max_steps trains no step.
   stop = (best is not None and bool(best.stopped)) or at_max_steps()
   while int(cursor.epoch) < config.epochs and not stop:
@@ -368,6 +380,8 @@ def fit(model: keras.Model,
         stats.valid = _validate_only(model, objective, train, carve_metrics,
                                      config, scoring, lanes, carve_steps)
         improved = best.offer(model, stats.valid, epoch)
+        if improved:
+          kept_metrics[0] = stats.valid
         name, _ = best.score_of(stats.valid)
         _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
                   '%s', epoch + 1, progress.fmt_metrics(stats.valid),
@@ -379,7 +393,17 @@ def fit(model: keras.Model,
                    f' (best {name}: epoch {int(best.epoch) + 1})'),
                   progress.fmt_metrics(stats.valid_streamed))
         patience = config.early_stopping_patience
-        if patience and epoch - best.last_improvement() >= patience:
+        if (int(best.epoch) == selection.INITIAL and
+            best.last_improvement() == selection.INITIAL):
+          # The first sign that training does not help: an epoch neither
+          # better than the initial (adapted) weights on the carve nor
+          # lowering its loss. The epochs after it start from there.
+          _LOG.info('stop after epoch %d: no better validation score and no '
+                    'lower validation loss than the initial weights', epoch + 1)
+          best.stopped.assign(True)
+          reason[0] = 'no_gain'
+          stop = True
+        elif patience and epoch - best.last_improvement() >= patience:
           _LOG.info('early stop after epoch %d: no better validation score '
                     'and no lower validation loss for %d epochs', epoch + 1,
                     patience)
@@ -416,7 +440,15 @@ def fit(model: keras.Model,
   if best is not None and bool(best.stopped) and reason[0] == 'epochs':
     reason[0] = 'early_stopping'  # Resumed after an early stop.
   carve = None
-  if score_carve > 0 and finished:
+  if (score_carve > 0 and finished and best_epoch is not None and
+      kept_metrics[0] is not None and
+      score_carve == config.validation_fraction):
+    # The kept weights' score, from the pass that offered them.
+    carve = dict(kept_metrics[0])
+    _LOG.info('validation carve (%g of the keys) of the final weights: %s '
+              '(scored when they were kept)', score_carve,
+              progress.fmt_metrics(carve))
+  elif score_carve > 0 and finished:
     with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
       carve_metrics = objective.new_metrics()
     carve = _validate_only(
@@ -430,6 +462,10 @@ def fit(model: keras.Model,
       'early_stopping': f'no better validation score and no lower '
                         f'validation loss for '
                         f'{config.early_stopping_patience} epochs',
+      'initial_unbeatable': 'the initial weights score perfectly on the '
+                            'validation carve',
+      'no_gain': 'the first epoch after the initial weights neither scored '
+                 'better nor lowered the validation loss',
       'max_seconds': f'the time budget ({config.max_seconds:g}s) was spent'
                      if config.max_seconds else 'time budget',
       'max_steps': f'max_steps ({config.max_steps}) reached',

@@ -207,14 +207,50 @@ def test_early_stopping_waits_while_the_carve_loss_falls(tmp_path, caplog,
   losses = [e.valid['loss'] for e in result.epochs]
   assert all(b < a for a, b in zip(losses, losses[1:]))  # Falls throughout.
   assert result.stop_reason == 'epochs' and len(result.epochs) == 6
-  # ... and with the loss rising too (from the optimum, overshooting),
-  # patience 2 stops after the second epoch (the initial weights are the
-  # last improvement).
+  # ... and with the loss rising too (from the optimum, overshooting), the
+  # first epoch ends it: it does not beat the initial weights, the last
+  # improvement (patience after a kept epoch: the scripted test below).
   caplog.set_level('INFO')
   result = _fit(_model(2.0), source, learning_rate=0.5, epochs=6,
                 early_stopping_patience=2)
-  assert result.stop_reason == 'early_stopping' and len(result.epochs) == 2
-  assert 'no lower validation loss for 2 epochs' in caplog.text
+  assert result.stop_reason == 'no_gain' and len(result.epochs) == 1
+  assert 'no lower validation loss than the initial weights' in caplog.text
+
+
+@pytest.mark.parametrize('carve, epochs_run, best_epoch, reason', [
+    # Epoch 1 neither beats the initial accuracy nor lowers the loss: stop.
+    ([(0.8, 0.5), (0.8, 0.6), (0.9, 0.1), (0.9, 0.1)], 1, -1, 'no_gain'),
+    ([(0.8, 0.5), (0.7, 0.5), (0.9, 0.1), (0.9, 0.1)], 1, -1, 'no_gain'),
+    # A better accuracy goes on, with the patience (2) from there.
+    ([(0.8, 0.5), (0.9, 0.6), (0.8, 0.7), (0.8, 0.8), (0.95, 0.1)], 3, 0,
+     'early_stopping'),
+    # So does a lower loss.
+    ([(0.8, 0.5), (0.8, 0.4), (0.9, 0.3), (0.8, 0.8), (0.8, 0.2)], 4, 1,
+     'epochs'),
+    # A perfect initial score: no epoch can beat it, none runs.
+    ([(1.0, 0.2), (1.0, 0.1)], 0, -1, 'initial_unbeatable'),
+])
+def test_fine_tuning_stops_at_the_first_sign_it_does_not_help(
+    tmp_path, monkeypatch, carve, epochs_run, best_epoch, reason):
+  """The carve's (accuracy, loss) scripted: before training, then after
+  each epoch. The first epoch that neither scores better than the initial
+  weights nor lowers the carve's loss ends training; a perfect initial
+  score runs none."""
+  scripted = iter([{'accuracy': a, 'loss': l} for a, l in carve])
+  monkeypatch.setattr(training, '_validate_only',
+                      lambda *args, **kwargs: dict(next(scripted)))
+  result = _fit(_model(1.0), _source(tmp_path), learning_rate=0.01,
+                epochs=4, early_stopping_patience=2)
+  assert len(result.epochs) == epochs_run
+  assert result.best_epoch == best_epoch
+  assert result.stop_reason == reason
+
+
+def test_a_perfect_score_is_unbeatable():
+  unbeatable = selection.BestWeights.unbeatable
+  assert unbeatable({'accuracy': 1.0, 'loss': 0.3})
+  assert not unbeatable({'accuracy': 0.99, 'loss': 0.0})
+  assert unbeatable({'loss': 0.0}) and not unbeatable({'loss': 1e-6})
 
 
 def test_each_epoch_is_scored_by_the_weights_it_ends_with(tmp_path):
