@@ -34,7 +34,7 @@ import collections
 import glob
 import hashlib
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -252,20 +252,46 @@ def _check_labels(config: pipeline_config.PipelineConfig,
   return max(top + 1, 2)
 
 
-def _class_text(value, source: str, key: str, label: str) -> str:
+def _class_text(value) -> Optional[str]:
   """A class label as text, as the pipeline's Transform reads it (integers
-  and integral floats as integers, text stripped)."""
+  and integral floats as integers, text stripped); None for a number that
+  is not a whole number."""
   if isinstance(value, bytes):
     value = value.decode('utf-8', 'replace')
   if isinstance(value, str):
     return value.strip()
   number = float(value)
   if not np.isfinite(number) or number != np.round(number):
-    raise InputDataError(
-        f'{source}: sequence {key!r}: the label {label!r} is {value!r}, not '
-        'a class (classification labels are integers or text; use --task '
-        'regression for a numeric target)')
+    return None
   return str(int(number))
+
+
+def _class_texts(chunk: seqlib.RowChunk, label: str,
+                 order: Optional[str]) -> List[Optional[str]]:
+  """The chunk's class labels as text (None where a row has none); a label
+  that is not a class is an error naming the row."""
+  values = chunk.columns[label].tolist()
+  hole = chunk.missing.get(label)
+  out, cache = [], {}
+  for i, v in enumerate(values):
+    if hole is not None and hole[i]:
+      out.append(None)
+      continue
+    text = cache[v] if v in cache else cache.setdefault(v, _class_text(v))
+    if text is None:
+      raise InputDataError(
+          f'{chunk.source}: sequence {chunk.key!r}{_row(chunk, order, i)}: '
+          f'the label {label!r} is {v!r}, not a class (classification '
+          'labels are whole numbers or text; use --task regression for a '
+          'numeric target)')
+    out.append(text)
+  return out
+
+
+def _row(chunk: seqlib.RowChunk, order: Optional[str], i: int) -> str:
+  if order and order in chunk.columns:
+    return f' at order value {chunk.columns[order][i]}'
+  return f' row {i}'
 
 
 def _class_vocabulary(config: pipeline_config.PipelineConfig,
@@ -280,10 +306,8 @@ def _class_vocabulary(config: pipeline_config.PipelineConfig,
     for chunk in chunks:
       if lc not in chunk.columns or not in_train(split, chunk.key):
         continue
-      hole = chunk.missing.get(lc)
-      values = chunk.columns[lc] if hole is None else chunk.columns[lc][~hole]
-      names.update(_class_text(v, chunk.source, chunk.key, lc)
-                   for v in set(values.tolist()))
+      names.update(t for t in _class_texts(chunk, lc, config.order_column)
+                   if t is not None)
   return {n: i for i, n in enumerate(transform_module.class_order(
       sorted(names)))}
 
@@ -297,20 +321,16 @@ def _apply_class_vocabulary(config: pipeline_config.PipelineConfig,
   for chunk in chunks:
     if lc not in chunk.columns:
       continue
-    values = chunk.columns[lc]
-    hole = chunk.missing.get(lc, np.zeros(len(values), bool))
-    out = np.zeros(len(values), np.int64)
-    for i, v in enumerate(values.tolist()):
-      if hole[i]:
+    texts = _class_texts(chunk, lc, oc)
+    out = np.zeros(len(texts), np.int64)
+    for i, text in enumerate(texts):
+      if text is None:
         continue
-      text = _class_text(v, chunk.source, chunk.key, lc)
       if text not in vocabulary:
-        where = (f' at order value {chunk.columns[oc][i]}'
-                 if oc and oc in chunk.columns else f' row {i}')
         raise InputDataError(
-            f'{chunk.source}: sequence {chunk.key!r}{where}: the label '
-            f'{lc!r} is {text!r}, a class the training split does not have '
-            f'(it has {sorted(vocabulary, key=vocabulary.get)[:20]})')
+            f'{chunk.source}: sequence {chunk.key!r}{_row(chunk, oc, i)}: the '
+            f'label {lc!r} is {text!r}, a class the training split does not '
+            f'have (it has {sorted(vocabulary, key=vocabulary.get)[:20]})')
       out[i] = vocabulary[text]
     chunk.columns[lc] = out
 
@@ -365,6 +385,9 @@ def check_input_details(config: pipeline_config.PipelineConfig
     for chunks in chunks_by_split.values():
       _apply_class_vocabulary(config, chunks, vocabulary)
     num_classes = max(len(vocabulary), 2)
+    class_names = sorted(vocabulary, key=vocabulary.get)
+  else:
+    class_names = None
   key_sources: Dict[str, Tuple[str, str]] = {}
   built = {}
   for split, paths in paths_by_split.items():
@@ -400,7 +423,7 @@ def check_input_details(config: pipeline_config.PipelineConfig
     built[split] = {}
     for key in sorted(by_key):
       seq = seqlib.build_sequence(key, by_key[key], names, columns,
-                                  layout_config)
+                                  layout_config, class_names)
       built[split][key] = (', '.join(sorted({c.source for c in by_key[key]})),
                            seq)
     if split == 'input':

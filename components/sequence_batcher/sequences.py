@@ -220,13 +220,18 @@ def merge_chunks(key: str, chunks: Iterable[RowChunk]) -> RowChunk:
 
 def build_sequence(key: str, chunks: Iterable[RowChunk],
                    feature_names: Sequence[str], columns: ColumnConfig,
-                   config: layout.LayoutConfig) -> layout.SequenceArrays:
+                   config: layout.LayoutConfig,
+                   class_names: Optional[Sequence[str]] = None
+                  ) -> layout.SequenceArrays:
   """Merges, orders and checks the rows of one sequence.
 
   Raises ``InputDataError`` naming the source, key and row on: a missing
   order/feature/label value, a non-numeric value, NaN or infinity in a
   feature, duplicate order values, a per-sequence label that changes, or a
   sequence longer than ``max_sequence_length`` (unless truncating).
+
+  ``class_names``: where the labels are already class indices (the input
+  check's class vocabulary), their names, for the error messages.
 
   Returns:
     ``SequenceArrays`` with ``features`` float32[L, F] in feature_names order
@@ -296,14 +301,17 @@ def build_sequence(key: str, chunks: Iterable[RowChunk],
     if labels.dtype.kind == 'f':
       _within_float32(labels, f'label {lc!r}', key, src, order_values)
     if config.label_kind == layout.PER_SEQUENCE:
+      # Labels already mapped to class indices are shown by their names.
+      shown = ((lambda v: class_names[int(v)]) if class_names else
+               (lambda v: v))
       changed = np.flatnonzero(labels != labels[0])
       if changed.size:
         i = int(changed[0])
         raise InputDataError(
             f'{src}: sequence {key!r}: the per-sequence label {lc!r} changes '
-            f'within the sequence ({labels[0]!r} at the start, {labels[i]!r}'
-            f'{_where(order_values, i)}); use label_kind=per_step for a '
-            'per-step target')
+            f'within the sequence ({shown(labels[0])!r} at the start, '
+            f'{shown(labels[i])!r}{_where(order_values, i)}); use '
+            'label_kind=per_step for a per-step target')
     labels = (labels.astype(np.int64) if labels.dtype.kind in 'iu' else
               labels.astype(np.float32))
   else:
