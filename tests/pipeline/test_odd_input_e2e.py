@@ -87,15 +87,15 @@ def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
   # The evaluator reports per-class metrics by class name.
   assert set(summary['eval']['per_class']) == set(CLASSES)
   assert 'recall' in summary['eval']['per_class']['cat']
-  _run_readme_serving_snippet(summary['pushed_model'], str(tmp_path))
+  _run_serving_guide_snippet(summary['pushed_model'], str(tmp_path))
 
 
-def _run_readme_serving_snippet(pushed_model: str, tmp: str) -> None:
-  """The README's serving code, as written, on this run's pushed model and
-  a plain CSV of the same sequences (only its two paths replaced)."""
-  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
-    readme = f.read()
-  section = readme[readme.index('## Serving the exported model'):]
+def _run_serving_guide_snippet(pushed_model: str, tmp: str) -> None:
+  """The serving guide's client code, as written, on this run's pushed model
+  and a plain CSV of the same sequences (only its two paths replaced)."""
+  with open(os.path.join(ROOT, 'docs', 'serving.md'), encoding='utf-8') as f:
+    guide = f.read()
+  section = guide[guide.index('## A client'):]
   code = re.search(r'```python\n(.*?)```', section, re.S).group(1)
   csv_file = os.path.join(tmp, 'plain.csv')
   generate.write_csv(_generated(), csv_file)
@@ -103,7 +103,7 @@ def _run_readme_serving_snippet(pushed_model: str, tmp: str) -> None:
                       repr(os.path.dirname(pushed_model)))
   code = code.replace("'data/sample/part-00000.csv'", repr(csv_file))
   scope = {}
-  exec(compile(code, 'README.md', 'exec'), scope)  # pylint: disable=exec-used
+  exec(compile(code, 'docs/serving.md', 'exec'), scope)  # pylint: disable=exec-used
   whole, stream = scope['out'], scope['step']
   assert [c.decode() for c in scope['info']['class_names']] == CLASSES
   assert whole['class_names'].numpy()[0].decode() in CLASSES
