@@ -52,11 +52,16 @@ test: venv
 
 # The benchmarks of issue 6: each script rewrites its own section of
 # BENCHMARKS.md. QUICK=1 shrinks the sizes and writes to a scratch file.
-bench: venv $(if $(filter real_data streams tagging_lag,$(BENCH)),$(BENCH_DATA)/.installed,)
+bench: venv $(if $(filter real_data streams tagging_lag recipe,$(BENCH)),$(BENCH_DATA)/.installed,) $(if $(filter recipe,$(BENCH)),$(BENCH_DATA)-sktime/.installed,)
 	@set -e; for b in $(BENCH); do \
 	  echo "== benchmarks.$$b"; \
-	  TSS_AEON_DATA=$(BENCH_DATA) $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \
+	  TSS_AEON_DATA=$(BENCH_DATA) TSS_SKTIME_DATA=$(BENCH_DATA)-sktime/sktime/datasets/data $(PYTHON) -m benchmarks.$$b $(if $(QUICK),--quick,); \
 	done
+
+$(BENCH_DATA)-sktime/.installed: requirements/bench-sktime.txt | $(STAMP)
+	rm -rf $(BENCH_DATA)-sktime
+	$(PYTHON) -m pip install --quiet --no-deps --ignore-requires-python --target $(BENCH_DATA)-sktime -r requirements/bench-sktime.txt
+	touch $@
 
 $(BENCH_DATA)/.installed: requirements/bench.txt | $(STAMP)
 	rm -rf $(BENCH_DATA)

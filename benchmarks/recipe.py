@@ -1,0 +1,223 @@
+"""13. The training recipe on sets nobody tuned on (issue 47).
+
+A user's own plain stateful model, trained by the StatefulTrainer with every
+setting at its default, against what the user would do instead: a Keras
+``fit`` of the same architecture on whole sequences padded to the longest
+(full back-propagation, every training sequence, 50 epochs, last weights,
+reshuffled each epoch: ``real_data.keras_pad_to_max``). Decided before any
+rule changes (issue 47, item 7), and written in the section:
+
+* sets (``CASES``): ten classification sets of the UCR/UEA archive (short
+  and long, univariate and multivariate, tiny and large training splits)
+  from the aeon and sktime wheels, and two per-step forecasting streams;
+* seeds 0, 1, 2 for every model;
+* models: Keras ``fit`` of LSTM(64) -> Dense (the floor); the plain LSTM
+  module (``benchmarks/lstm_module.py``) and the plain GRU module
+  (``benchmarks/gru_module.py``) through ``pipeline.local_runner``; the
+  default module's LRU model (``--hyperparameters model=lru``);
+* variants: ``--variant NAME="FLAGS"`` runs the pipeline models named by
+  ``--variant-models`` (default: the plain LSTM) again with more
+  local-runner flags (a candidate rule), side by side;
+* the comparison: mean over seeds and spread (max - min) per set; the ratio
+  of each model's mean to the Keras floor's; a model is *at or above* the
+  floor on a set when its mean is at least the floor's minus the larger of
+  the two spreads (level within the spread counts); training seconds.
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.recipe \\
+      [--datasets GunPoint,ItalyPowerDemand] [--models keras,plain,gru,lru] \\
+      [--seeds 3] [--variant extend="--flag value"] [--data-dir DIR]
+
+``--data-dir`` may name several folders (comma-separated); the sets are
+looked up in each in turn (default: ``$TSS_AEON_DATA`` then
+``$TSS_SKTIME_DATA``, which ``make bench`` sets: the aeon wheel's data and
+the sktime wheel's, which has PLAID; requirements/bench.txt and
+requirements/bench-sktime.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Sequence
+
+from benchmarks import common
+from benchmarks import real_data
+from data import ucr
+
+SECTION = 'recipe'
+TITLE = '## 13. The training recipe on sets nobody tuned on'
+
+CASES = ('ArrowHead', 'BasicMotions', 'GunPoint', 'ItalyPowerDemand',
+         'JapaneseVowels', 'OSULeaf', 'PickupGestureWiimoteZ', 'UnitTest',
+         'PLAID', 'ACSF1', 'ItalyPowerDemand:forecast', 'ACSF1:forecast')
+SEEDS = 3
+KERAS, PLAIN, GRU, LRU = 'keras', 'plain', 'gru', 'lru'
+MODELS = (KERAS, PLAIN, GRU, LRU)
+GRU_MODULE = os.path.join(common.ROOT, 'benchmarks', 'gru_module.py')
+MODEL_FLAGS = {PLAIN: ['--module-file', real_data.LSTM_MODULE],
+               GRU: ['--module-file', GRU_MODULE],
+               LRU: list(real_data.LRU_FLAGS)}
+
+log = common.progress_log('recipe')
+
+
+def score(case: real_data.Case, result: Dict) -> Optional[float]:
+  """Higher is better: accuracy, or minus the RMSE."""
+  if 'error' in result:
+    return None
+  if case.task == 'classification':
+    return result.get('accuracy')
+  rmse = result.get('rmse')
+  return None if rmse is None else -rmse
+
+
+def summarize(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
+  """Mean and spread (max - min) of the runs that gave a figure."""
+  got = [v for v in values if v is not None]
+  if not got:
+    return {'mean': None, 'spread': None, 'runs': 0}
+  return {'mean': statistics.fmean(got), 'spread': max(got) - min(got),
+          'runs': len(got)}
+
+
+def at_or_above(model: Dict, floor: Dict) -> Optional[bool]:
+  """The model's mean at least the floor's, less the larger spread."""
+  if model['mean'] is None or floor['mean'] is None:
+    return None
+  slack = max(model['spread'] or 0.0, floor['spread'] or 0.0)
+  return model['mean'] >= floor['mean'] - slack
+
+
+def _cell(s: Dict, digits: int = 3) -> str:
+  if s['mean'] is None:
+    return 'n/a'
+  return f'{s["mean"]:.{digits}f} ± {s["spread"] / 2:.{digits}f}'
+
+
+def rows(cases, res, columns) -> List[List[str]]:
+  """One row per set: each column's mean ± half-spread, its ratio to the
+  Keras floor and whether it is at or above it; seconds."""
+  out = []
+  for c in cases:
+    r = res.get(c.slug, {})
+    floor = summarize([score(c, x) for x in r.get(KERAS, [])])
+    row = [c.name, _cell(floor)]
+    for col in columns:
+      s = summarize([score(c, x) for x in r.get(col, [])])
+      verdict = at_or_above(s, floor)
+      ratio = (s['mean'] / floor['mean'] if s['mean'] is not None and
+               floor['mean'] and c.task == 'classification' else
+               floor['mean'] / s['mean'] if s['mean'] and floor['mean']
+               else None)
+      row.append(_cell(s) + (f' ({ratio:.2f}x)' if ratio else '') +
+                 ('' if verdict is None else ' ✓' if verdict else ' ✗'))
+    secs = [statistics.fmean([x['seconds'] for x in r.get(k, [])
+                              if 'seconds' in x] or [0.0])
+            for k in [KERAS] + list(columns)]
+    row.append(' / '.join(f'{s:.0f}' for s in secs))
+    out.append(row)
+  return out
+
+
+def write(args, run, cases, res, columns) -> None:
+  run.seconds = None  # The preamble's time: up to this write.
+  body = [TITLE, '', run.preamble(args.quick), '',
+          'Decided before any rule changed (issue 47, item 7): the sets, '
+          'seeds 0 to 2, and the comparison below. Figures: accuracy '
+          '(classification) or RMSE (forecasting), mean ± half the spread '
+          '(max - min) over seeds; the ratio to the Keras floor (for RMSE '
+          'the floor over the model, so above 1x is better); ✓: at or above '
+          'the floor (the mean within the larger spread counts as level). '
+          'Seconds: mean training seconds (Keras fit; the pipeline '
+          'models\' StatefulTrainer component).', '',
+          common.table(['set', 'Keras fit (floor)'] + list(columns) +
+                        ['seconds (' + ' / '.join([KERAS] + list(columns)) +
+                         ')'], rows(cases, res, columns))]
+  common.write_section(common.output_path(args), SECTION, '\n'.join(body))
+
+
+def main(argv=None) -> int:
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--datasets', default=','.join(CASES))
+  p.add_argument('--models', default=','.join(MODELS))
+  p.add_argument('--seeds', type=int, default=None)
+  p.add_argument('--variant', action='append', default=[],
+                 metavar='NAME="FLAGS"',
+                 help='pipeline models again with these local-runner flags')
+  p.add_argument('--variant-models', default=PLAIN,
+                 help='the pipeline models the variants run for '
+                 f'(default: {PLAIN})')
+  p.add_argument('--data-dir', default=None,
+                 help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
+  args = p.parse_args(argv)
+  models = [m for m in args.models.split(',') if m]
+  if set(models) - set(MODELS):
+    print(f'error: --models: choose from {",".join(MODELS)}', file=sys.stderr)
+    return 2
+  variants = {'': []}
+  for text in args.variant:
+    name, _, flags = text.partition('=')
+    variants[name] = shlex.split(flags)
+  cases = real_data.parse_cases(args.datasets)
+  nseeds = common.seed_count(args, SEEDS)
+  run = common.Run()
+  work = tempfile.mkdtemp(prefix='tss-bench-recipe-')
+  res: Dict[str, Dict] = {}
+  folders = (args.data_dir.split(',') if args.data_dir else
+             [f for f in (os.environ.get('TSS_AEON_DATA'),
+                          os.environ.get('TSS_SKTIME_DATA')) if f] or [None])
+  for c in cases:
+    for folder in folders:
+      try:
+        real_data.prepare([c], ucr.find_source(folder, None), work)
+        break
+      except (ValueError, OSError) as e:
+        last = e
+    else:
+      print(f'error: {c.name}: {str(last).splitlines()[0]}', file=sys.stderr)
+      return 1
+  columns = []
+  for c in cases:
+    r = res[c.slug] = {}
+    train, evals = real_data.load_split(c, 'train'), real_data.load_split(
+        c, 'eval')
+    for seed in range(nseeds):
+      if KERAS in models:
+        t0 = time.perf_counter()
+        out = real_data.keras_pad_to_max(c, train, evals, seed)
+        out['seconds'] = time.perf_counter() - t0
+        r.setdefault(KERAS, []).append(out)
+        log(f'{c.name}: keras seed {seed}: {score(c, out)} '
+            f'({out["seconds"]:.0f} s)')
+      for model in models:
+        if model == KERAS:
+          continue
+        for name, flags in variants.items():
+          if name and model not in args.variant_models.split(','):
+            continue
+          column = model + (f' {name}' if name else '')
+          if column not in columns:
+            columns.append(column)
+          out = real_data.run_pipeline(c, real_data.OURS, seed, work,
+                                       MODEL_FLAGS[model] + flags)
+          out['seconds'] = out.get('trainer_seconds') or out['seconds']
+          out['flags'] = flags
+          r.setdefault(column, []).append(out)
+          log(f'{c.name}: {column} seed {seed}: {score(c, out)} '
+              f'({out["seconds"]:.0f} s)'
+              + (f' FAILED {out["error"]} ({out.get("log")})'
+                 if 'error' in out else ''))
+    with open(os.path.join(work, 'results.json'), 'w') as f:
+      json.dump(res, f, indent=1)
+    write(args, run, cases[:cases.index(c) + 1], res, columns)
+  log(f'results: {os.path.join(work, "results.json")}')
+  return 0
+
+
+if __name__ == '__main__':
+  raise SystemExit(main())
