@@ -2,7 +2,7 @@
 
 One ``GRU(64)`` layer and a ``Dense`` head, per step, nothing else: what a
 user writes from the documented module contract (``build_model(spec)``;
-README, "A minimal model module"). Used by ``benchmarks/recipe.py``:
+README, "A model module"). Used by ``benchmarks/recipe.py``:
 
   python -m pipeline.local_runner ... --module-file benchmarks/gru_module.py
 

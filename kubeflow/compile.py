@@ -5,7 +5,7 @@
       --output-file pipeline.json
 
 The same ``create_pipeline(...)`` as the local runner, with the same pipeline
-flags; the result is a pipeline JSON to submit to a KFP cluster (README).
+flags; the result is a pipeline JSON to submit to a KFP cluster (docs/runners.md, "Kubeflow Pipelines").
 
 Every path the compiled pipeline holds is a cluster path given here: the
 pipeline root, the data root and the Pusher's target (``--serving-dir``,

@@ -21,7 +21,7 @@ writes the model (``components.stateful_trainer.distribution``).
 
 ``KubernetesApi`` is the only code here that talks to a cluster; the rest
 is exercised by the tests, which play the operator with local processes
-(README, "Training on several workers").
+(docs/stateful_trainer.md, "Training on several replicas and workers").
 """
 
 from __future__ import annotations

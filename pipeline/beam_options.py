@@ -5,7 +5,7 @@ options) apply to every Beam-powered component. Beam's portable runners
 (Flink, Spark, Dataflow) run them all. Beam 2.74's DaskRunner
 (``--runner=DaskRunner``) translates only Create, ParDo, GroupByKey and
 Flatten to Dask bags, and measured here it cannot run the components below
-(README, "Running on Dask, Flink, Spark, Dataflow"):
+(docs/runners.md, "Dask, Flink, Spark, Dataflow"):
 
 * a read through ``beam.io.Read`` (``ReadFromTFRecord``, TFXIO's TFRecord
   sources) becomes an empty step, so the first stage after it fails

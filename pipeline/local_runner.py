@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                  help='comma-separated columns to ignore')
   p.add_argument('--batch-size', type=_positive, default=d.batch_size,
                  help='B, lanes per batch (default: chosen from the train '
-                 'split\'s sequence lengths: see the README, "Defaults from '
-                 'the data")')
+                 'split\'s sequence lengths: see docs/stateful_trainer.md, '
+                 '"Defaults from the data")')
   p.add_argument('--num-unroll', type=_positive, default=d.num_unroll,
                  help='T, steps per segment (default: chosen from the train '
                  'split\'s sequence lengths)')
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
-  """The StatefulEvaluator's no-skill gate (README, "Evaluation")."""
+  """The StatefulEvaluator's no-skill gate (docs/stateful_evaluator.md)."""
   parser.add_argument(
       '--no-skill-margin', type=float, default=0.0,
       help='bless only a model that beats the no-skill predictors (majority '
@@ -157,7 +157,7 @@ def add_evaluator_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
-  """--checkpoint-dir and --fresh (the trainer's resume; README, "Resume")."""
+  """--checkpoint-dir and --fresh (the trainer's resume; docs/stateful_trainer.md, "Resume")."""
   parser.add_argument(
       '--checkpoint-dir', default=None,
       help='where the trainer keeps its checkpoints, e.g. a bucket; each set '

@@ -105,8 +105,8 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
   (``layout_rule.choose_layout``) for every split, so that all splits share
   one layout; the train split is read and decoded once for both. Records are
   read by the workers (``ReadRecords``) and the splits' metadata joined into
-  one leaf (``JoinOutputs``), which Beam's DaskRunner needs (README, "Running
-  on Dask, Flink, Spark, Dataflow").
+  one leaf (``JoinOutputs``), which Beam's DaskRunner needs (docs/runners.md, "Dask,
+  Flink, Spark, Dataflow").
 
   ``side``: the feature names and layout already computed (``prepass``, on
   runners that recompute side inputs); then the pipeline has no side input.

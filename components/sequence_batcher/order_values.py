@@ -8,7 +8,7 @@ timestamps need 61 bits). The pipeline's ExampleGen and every CSV reader of
 the batcher therefore keep the order column as text, and this module turns
 one sequence's values into sort keys.
 
-The rule (README, "Bad input"): the order values of a sequence are either
+The rule (docs/input.md): the order values of a sequence are either
 
 * all numbers: integers of any size (``17``, ``1700000000123456789``) or
   decimals (``1700000000.25``, ``1.7e9``), compared exactly as decimal

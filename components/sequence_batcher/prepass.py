@@ -8,8 +8,8 @@ DaskRunner evaluates a side input inside every task that reads it: the task
 iterates the side input's Dask bag, which computes that bag's whole upstream
 graph again (``DaskBagWindowedIterator.__iter__`` -> ``Bag.compute()``), so
 every partition that reads a side input re-reads and re-decodes its split,
-while holding a worker thread. Measured on the bundled sample (README,
-"Running on Dask, Flink, Spark, Dataflow"): the executor on a 2-worker
+while holding a worker thread. Measured on the bundled sample (docs/runners.md,
+"Dask, Flink, Spark, Dataflow"): the executor on a 2-worker
 LocalCluster was still decoding after minutes, its worker tasks blocked in
 those nested computations, where the DirectRunner takes 10 s.
 

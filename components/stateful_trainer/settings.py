@@ -154,8 +154,8 @@ class TrainConfig:
       '[r*b, (r+1)*b) of every batch (b = batch_size / replicas, which must '
       'divide) and carries their state for the whole run. Several workers '
       'are set by TF_CONFIG instead (MultiWorkerMirroredStrategy, one '
-      'replica per worker; README, "Training on several replicas and '
-      'workers", runs two on one machine). The same update as one process '
+      'replica per worker; docs/stateful_trainer.md, "Training on several '
+      'replicas and workers", runs two on one machine). The same update as one process '
       'on the same lanes; not part of the checkpoints\' fingerprint, so a '
       'run resumes on another replica count', fingerprint=False)
 
