@@ -173,7 +173,19 @@ class RawFeatureTransform(tf.Module):
     raw_spec = output.raw_feature_spec()
     self._names = list(feature_names)
     self._raw_spec = {n: raw_spec[n] for n in feature_names}
-    self.layer = output.transform_features_layer()
+    # The transform graph's loader, as tft's ``TransformFeaturesLayer``
+    # wraps it, without that Keras model around it: saving a Keras model
+    # traces its call again (seconds) for a signature nobody uses. What the
+    # layer tracks (the loaded graph: its tables, assets) is tracked here.
+    from tensorflow_transform.saved import saved_transform_io_v2  # pylint: disable=g-import-not-at-top
+    self._loader = saved_transform_io_v2.SavedModelLoader(
+        output.transform_savedmodel_dir)
+    self.loader_state = self._loader.__dict__
+
+  def _trackable_children(self, save_type='checkpoint', **kwargs):
+    children = super()._trackable_children(save_type, **kwargs)
+    children.pop('_loader', None)  # Its state is ``loader_state``.
+    return children
 
   def _raw_column(self, values: tf.Tensor, name: str):
     spec = self._raw_spec[name]
@@ -194,7 +206,7 @@ class RawFeatureTransform(tf.Module):
     flat = tf.reshape(features, [-1, len(self._names)])
     raw = {n: self._raw_column(flat[:, i], n)
            for i, n in enumerate(self._names)}
-    out = self.layer(raw)
+    out = self._loader.apply_transform_model(raw)
     cols = []
     for name in self._names:
       value = out[name]
@@ -224,7 +236,15 @@ def _heads(spec: ms.ModelSpec, outputs: tf.Tensor,
 
 
 class ServingModule(tf.Module):
-  """The exported module: the twin's variables and the three functions."""
+  """The exported module: the twin's variables and the signature functions.
+
+  Each costly graph is traced once, and the signatures call it: the twin's
+  whole-sequence pass (``serving_transformed``), its chunk with explicit
+  state (``_step_transformed``) and the tf.Transform graph
+  (``_transform_features``). ``serving_default`` and ``step`` are the
+  transform followed by those; the by-name signatures stack their inputs
+  and call ``serving_default`` or ``step``.
+  """
 
   def __init__(self, spec: ms.ModelSpec, twin: keras.Model,
                transform: Optional[RawFeatureTransform] = None,
@@ -236,40 +256,36 @@ class ServingModule(tf.Module):
     self.transform = transform
     self.state_shapes = state.serving_state_shapes(twin)
     f = spec.num_features
-    self.serving_default = tf.function(
-        self._serve_sequences, autograph=False, input_signature=[
-            tf.TensorSpec([None, None, f], tf.float32, name='features'),
-            tf.TensorSpec([None], tf.int64, name='lengths')])
-    self.serving_transformed = tf.function(
-        self._serve_transformed_sequences, autograph=False, input_signature=[
-            tf.TensorSpec([None, None, f], tf.float32, name='features'),
-            tf.TensorSpec([None], tf.int64, name='lengths')])
-    self.step = tf.function(
-        self._serve_step, autograph=False, input_signature=[
-            tf.TensorSpec([None, None, f], tf.float32, name='features'),
-            tf.TensorSpec([None], tf.int64, name='reset')] + [
-                tf.TensorSpec([None] + s.as_list(), tf.float32,
-                              name=state_name(i))
-                for i, s in enumerate(self.state_shapes)])
-    self.initial_state = tf.function(
-        self._initial_state, autograph=False, input_signature=[
-            tf.TensorSpec([], tf.int64, name='batch_size')])
+    features = tf.TensorSpec([None, None, f], tf.float32, name='features')
+    lengths = tf.TensorSpec([None], tf.int64, name='lengths')
+    reset = tf.TensorSpec([None], tf.int64, name='reset')
+    states = [tf.TensorSpec([None] + s.as_list(), tf.float32,
+                            name=state_name(i))
+              for i, s in enumerate(self.state_shapes)]
     names = input_names(spec.feature_names)
     by_name = [tf.TensorSpec([None, None], tf.float32, name=n) for n in names]
     self.info_json = json.dumps(model_info(spec, classes), indent=1)
     self._class_names = tf.constant(
         json.loads(self.info_json)['class_names'] or [''], tf.string)
-    self.serving_by_name = tf.function(
-        self._serve_by_name, autograph=False, input_signature=by_name + [
-            tf.TensorSpec([None], tf.int64, name='lengths')])
-    self.step_by_name = tf.function(
-        self._step_by_name, autograph=False, input_signature=by_name + [
-            tf.TensorSpec([None], tf.int64, name='reset')] + [
-                tf.TensorSpec([None] + s.as_list(), tf.float32,
-                              name=state_name(i))
-                for i, s in enumerate(self.state_shapes)])
-    self.model_info = tf.function(self._model_info, autograph=False,
-                                  input_signature=[])
+
+    def function(fn, signature):
+      return tf.function(fn, autograph=False, input_signature=signature)
+
+    self._transform_features = (None if transform is None else function(
+        transform.__call__, [features]))
+    self.serving_transformed = function(self._whole_sequences,
+                                        [features, lengths])
+    self._step_transformed = function(self._step_on_model_inputs,
+                                      [features, reset] + states)
+    self.serving_default = function(self._serve_sequences,
+                                    [features, lengths])
+    self.step = function(self._serve_step, [features, reset] + states)
+    self.initial_state = function(
+        self._initial_state, [tf.TensorSpec([], tf.int64, name='batch_size')])
+    self.serving_by_name = function(self._serve_by_name, by_name + [lengths])
+    self.step_by_name = function(self._step_by_name,
+                                 by_name + [reset] + states)
+    self.model_info = function(self._model_info, [])
 
   def _with_class_names(self, result):
     if 'classes' in result:
@@ -282,13 +298,13 @@ class ServingModule(tf.Module):
   def _serve_by_name(self, *args):
     f = self._spec.num_features
     features = tf.stack(list(args[:f]), axis=-1)
-    return self._with_class_names(self._serve_sequences(features, args[f]))
+    return self._with_class_names(self.serving_default(features, args[f]))
 
   def _step_by_name(self, *args):
     f = self._spec.num_features
     features = tf.stack(list(args[:f]), axis=-1)
     return self._with_class_names(
-        self._serve_step(features, args[f], *args[f + 1:]))
+        self.step(features, args[f], *args[f + 1:]))
 
   def _model_info(self):
     info = json.loads(self.info_json)
@@ -300,14 +316,11 @@ class ServingModule(tf.Module):
             'label_kind': tf.constant(info['label_kind'])}
 
   def _features(self, features):
-    return self.transform(features) if self.transform is not None else (
-        features)
+    return (self._transform_features(features)
+            if self._transform_features is not None else features)
 
   def _serve_sequences(self, features, lengths):
-    return self._whole_sequences(self._features(features), lengths)
-
-  def _serve_transformed_sequences(self, features, lengths):
-    return self._whole_sequences(features, lengths)
+    return self.serving_transformed(self._features(features), lengths)
 
   def _whole_sequences(self, features, lengths):
     features = tf.ensure_shape(features, [None, None, self._spec.num_features])
@@ -331,13 +344,16 @@ class ServingModule(tf.Module):
     return _heads(self._spec, outputs, valid)
 
   def _serve_step(self, features, reset, *states):
+    return self._step_transformed(self._features(features), reset, *states)
+
+  def _step_on_model_inputs(self, features, reset, *states):
     keep = tf.equal(reset, 0)
     states_in = [
         tf.where(tf.reshape(keep, [-1] + [1] * (s.shape.rank - 1)), s,
                  tf.zeros_like(s)) for s in states
     ]
-    outputs, states_out = state.run_with_states(self._twin,
-                                          self._features(features), states_in)
+    outputs, states_out = state.run_with_states(self._twin, features,
+                                                states_in)
     result = _heads(self._spec, outputs)
     for i, s in enumerate(states_out):
       result[state_name(i)] = tf.cast(s, tf.float32)
@@ -365,14 +381,17 @@ def export_serving_model(
                if transform_graph_uri else None)
   module = ServingModule(spec, twin, transform,
                          class_names(spec, transform_graph_uri))
+  # The functions themselves, not concrete functions traced here: tracing
+  # outside the save's context traces everything again while it saves (its
+  # variable policy is part of the trace cache's key).
   signatures = {
-      SERVING_DEFAULT: module.serving_default.get_concrete_function(),
-      SERVING_TRANSFORMED: module.serving_transformed.get_concrete_function(),
-      STEP: module.step.get_concrete_function(),
-      INITIAL_STATE: module.initial_state.get_concrete_function(),
-      SERVING_BY_NAME: module.serving_by_name.get_concrete_function(),
-      STEP_BY_NAME: module.step_by_name.get_concrete_function(),
-      MODEL_INFO: module.model_info.get_concrete_function(),
+      SERVING_DEFAULT: module.serving_default,
+      SERVING_TRANSFORMED: module.serving_transformed,
+      STEP: module.step,
+      INITIAL_STATE: module.initial_state,
+      SERVING_BY_NAME: module.serving_by_name,
+      STEP_BY_NAME: module.step_by_name,
+      MODEL_INFO: module.model_info,
   }
   tf.io.gfile.makedirs(os.path.dirname(export_dir.rstrip('/')) or '.')
   tf.saved_model.save(module, export_dir, signatures=signatures)

@@ -2,6 +2,7 @@
 chunked ``step`` == ``serving_default``, ``stateful/`` + ``load_stateful_model``
 and the tf.Transform path."""
 
+import functools
 import os
 import tempfile
 
@@ -303,3 +304,48 @@ def test_input_names_avoid_invalid_and_reserved_names():
   assert export.input_names(['a', 'temp (C)', 'lengths', 'a', 'state_0',
                              'b.c']) == ['a', 'feature_1', 'feature_2',
                                          'feature_3', 'feature_4', 'b.c']
+
+
+def test_each_graph_is_traced_once(raw_and_transform, tmp_path, monkeypatch):
+  """The export traces the twin's whole-sequence pass, its chunk with
+  state and the transform once each (issue 48: the signatures share them,
+  and nothing is traced again while the SavedModel is written); the
+  written model still applies the transform in every signature."""
+  raw, transform_uri, _ = raw_and_transform
+  spec = helpers.classification_spec(B, T, NAMES, num_classes=3, units=[4])
+  module = model_io.resolve_module()
+  twin = model_io.build_serving(module, spec)
+  traced = {}
+  for name in ('_whole_sequences', '_step_on_model_inputs'):
+    original = getattr(export.ServingModule, name)
+
+    def counted(self, *args, _original=original, _name=name):
+      traced[_name] = traced.get(_name, 0) + 1
+      return _original(self, *args)
+    monkeypatch.setattr(export.ServingModule, name,
+                        functools.wraps(original)(counted))
+  original_call = export.RawFeatureTransform.__call__
+
+  def transform_call(self, features):
+    traced['transform'] = traced.get('transform', 0) + 1
+    return original_call(self, features)
+  monkeypatch.setattr(export.RawFeatureTransform, '__call__', transform_call)
+  export.export_serving_model(str(tmp_path / 'serving'), twin, spec,
+                              transform_uri)
+  assert traced == {'_whole_sequences': 1, '_step_on_model_inputs': 1,
+                    'transform': 1}
+  loaded = tf.saved_model.load(str(tmp_path / 'serving'))
+  x_raw, lengths = helpers.padded(raw)
+  want = loaded.signatures['serving_default'](
+      features=tf.constant(x_raw), lengths=tf.constant(lengths))['logits']
+  by_name = loaded.signatures['serving_by_name'](
+      lengths=tf.constant(lengths),
+      **{n: tf.constant(x_raw[..., j]) for j, n in enumerate(NAMES)})
+  np.testing.assert_array_equal(by_name['logits'].numpy(), want.numpy())
+  # serving_default == the transform + serving_transformed.
+  twin_in = export.RawFeatureTransform(transform_uri, NAMES)(
+      tf.constant(x_raw))
+  same = loaded.signatures['serving_transformed'](
+      features=twin_in, lengths=tf.constant(lengths))['logits']
+  np.testing.assert_allclose(same.numpy(), want.numpy(), rtol=1e-6,
+                             atol=1e-6)
