@@ -87,6 +87,9 @@ class FitResult:
       compare): the pass that scored the kept epoch (or initial weights)
       when it ran in this process on the same carve, else one after
       training; else None.
+    validation_seconds: wall seconds of this call's passes over the
+      validation carve (before training, after each epoch, the final
+      score); the run's ``phases`` count them apart from training.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]
@@ -96,6 +99,7 @@ class FitResult:
   best_epoch: Optional[int] = None
   stop_reason: str = 'epochs'
   carve: Optional[Dict[str, float]] = None
+  validation_seconds: float = 0.0
 
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:

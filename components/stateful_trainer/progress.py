@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import tensorflow as tf
@@ -14,6 +15,13 @@ from components.stateful_trainer.settings import TrainConfig
 
 # The loop's logger: the progress lines are the training loop's.
 _LOG = logging.getLogger('components.stateful_trainer.training')
+# The run's: its phases are the run's.
+_RUN_LOG = logging.getLogger('components.stateful_trainer.run')
+
+# A run's phases, in order (``Phases``): reading the data's metadata and
+# labels, building and adapting the model, the training epochs, the passes
+# over the validation carve, the refit (its model, its epochs) and the export.
+PHASES = ('setup', 'adapt', 'training', 'validation', 'refit', 'export')
 
 
 def fmt_metrics(metrics: Mapping[str, float]) -> str:
@@ -76,3 +84,43 @@ class ProgressLog:
         fmt_metrics(stats.train), stats.steps, stats.seconds, stats.steps_per_sec,
         stats.real_steps_per_sec)
     self._last, self._steps, self._real = self._clock(), 0, 0.0
+
+
+class Phases:
+  """Wall seconds per phase of a run (``history.json``'s ``phases``), one
+  log line as each ends; ``total`` is the run's from this object's start.
+  Timing only: nothing here changes what the run does."""
+
+  def __init__(self, clock: Callable[[], float] = time.perf_counter):
+    self._clock = clock
+    self._started = clock()
+    self._mark = self._started
+    self.seconds: Dict[str, float] = {}
+
+  def add(self, name: str, seconds: float, note: str = '',
+          quiet: bool = False) -> None:
+    """Adds ``seconds`` to phase ``name`` and logs it (``quiet``: later,
+    by ``log``)."""
+    self.seconds[name] = self.seconds.get(name, 0.0) + max(0.0, seconds)
+    if not quiet:
+      self.log(name, note)
+
+  def log(self, name: str, note: str = '') -> None:
+    _RUN_LOG.info('phase %s: %.2fs%s', name, self.seconds.get(name, 0.0),
+                  f' ({note})' if note else '')
+
+  def end(self, name: str, less: float = 0.0, note: str = '') -> None:
+    """Ends phase ``name``: the seconds since the last end (or the start),
+    less ``less`` (counted in another phase)."""
+    now = self._clock()
+    self.add(name, now - self._mark - less, note)
+    self._mark = now
+
+  def as_dict(self) -> Dict[str, float]:
+    """Every phase in ``PHASES`` order (0 where it did not run), then
+    ``total``."""
+    out = {name: round(self.seconds.get(name, 0.0), 3) for name in PHASES}
+    out.update({k: round(v, 3) for k, v in self.seconds.items()
+                if k not in out})
+    out['total'] = round(self._clock() - self._started, 3)
+    return out

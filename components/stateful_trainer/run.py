@@ -114,6 +114,9 @@ class RunResult:
   serving_model_dir: str
   stateful_dir: str
   fingerprint: Optional[fingerprint_lib.Fingerprint] = None
+  # Wall seconds per phase (``progress.PHASES``, then ``total``); the
+  # chief's, also in history.json.
+  phases: Optional[Dict[str, float]] = None
 
 
 _SAME_LAYOUT = ('batch_size', 'num_unroll', 'num_features', 'feature_names',
@@ -252,6 +255,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   trains data-parallel (``distribution``, ``components.stateful.replicas``);
   only the chief exports.
   """
+  phases = progress.Phases()  # Wall seconds per phase: history.json.
   # First: a multi-worker strategy must exist before any TensorFlow op.
   dist = distribution.make_distribution(args.train.replicas)
   train, eval_source = _open_sources(args)
@@ -299,9 +303,11 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   # With a carve, adapt's one pass also fits the refit's weights (every
   # labelled step) where the module's hook can (``model_setup.Refit``).
   shared = model_setup.Refit() if hold_out and refitting else None
+  phases.end('setup')
   model, fitted = model_setup.build(module, spec, train, args.train.seed,
                                     hold_out, any_length, shard, shared)
   initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
+  phases.end('adapt', note='the model built and adapted')
   if config.score_initial and not fitted:
     # Random initial weights are no candidate: on a small carve one can
     # outscore every trained epoch by chance.
@@ -363,6 +369,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
 
   result = fit(model, config, None,
                config.validation_fraction if refitting else 0.0)
+  phases.end('training', less=result.validation_seconds,
+             note=f'{len(result.epochs)} epochs, {result.steps} steps; the '
+             'validation carve\'s passes apart')
+  phases.add('validation', result.validation_seconds, quiet=True)
   selection = None
   refit_check = None
   if refitting and result.finished and result.best_epoch is not None:
@@ -393,6 +403,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                  REFIT_SUBDIR, config.validation_fraction)
     refit_check = _check_refit(model, chosen, selection, result)
+    phases.end('refit', less=result.validation_seconds,
+               note=f'{epochs} epochs; its carve score apart')
+    phases.add('validation', result.validation_seconds, quiet=True)
+  phases.log('validation', 'the passes over the validation carve')
   if not dist.is_chief:
     tf.io.gfile.rmtree(worker_dir)
     _LOG.info('%s done after %d steps: the chief exports', dist.name,
@@ -406,6 +420,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   stateful_dir = model_io.save_stateful(args.model_uri, model, spec, module)
   fingerprint_lib.write(os.path.join(stateful_dir, fingerprint_lib.FILE),
                         fp.to_dict())
+  phases.end('export', note='the serving SavedModel and stateful/')
   history = {
       'fingerprint': fp.digest,
       'spec': spec.to_dict(),
@@ -423,16 +438,20 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
           'epochs': [e.as_dict() for e in selection.epochs],
           'evaluations': [{'step': s, **m}
                           for s, m in selection.evaluations]},
+      'phases': phases.as_dict(),
   }
   tf.io.gfile.makedirs(args.model_run_dir)
   with tf.io.gfile.GFile(os.path.join(args.model_run_dir, HISTORY_FILE),
                          'w') as f:
     f.write(json.dumps(history, indent=1, sort_keys=True) + '\n')
   _LOG.info('exported %s and %s', args.serving_model_dir, stateful_dir)
+  _LOG.info('phases (seconds): %s', ', '.join(
+      f'{k} {v:.1f}' for k, v in history['phases'].items()))
   ckpts.mark(EXPORTED)  # First: never resumed, even if the removal stops.
   ckpts.clear()
   _LOG.info('removed the checkpoints in %s (the model is exported)',
             ckpts.path)
   return RunResult(spec=spec, fit=result, model=model,
                    serving_model_dir=args.serving_model_dir,
-                   stateful_dir=stateful_dir, fingerprint=fp)
+                   stateful_dir=stateful_dir, fingerprint=fp,
+                   phases=history['phases'])

@@ -332,14 +332,23 @@ def fit(model: keras.Model,
 
   started = clock()
   reason = ['epochs' if config.epochs else 'no_epochs']
+  carve_seconds = [0.0]  # FitResult.validation_seconds (wall, not ``clock``).
+
+  def validate_only(*args) -> Dict[str, float]:
+    """``_validate_only``, its seconds counted."""
+    t0 = time.perf_counter()
+    try:
+      return _validate_only(*args)
+    finally:
+      carve_seconds[0] += time.perf_counter() - t0
 
   # The carve's metrics of the weights ``best`` holds, when scored in this
   # process (the final carve score needs no pass of its own then).
   kept_metrics: List[Optional[Dict[str, float]]] = [None]
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
-    initial = _validate_only(model, objective, train, carve_metrics, config,
-                             scoring, lanes, carve_steps)
+    initial = validate_only(model, objective, train, carve_metrics, config,
+                            scoring, lanes, carve_steps)
     best.offer(model, initial, selection.INITIAL)
     kept_metrics[0] = initial
     _LOG.info('validation before training (the initial weights, a '
@@ -377,8 +386,8 @@ def fit(model: keras.Model,
       log.epoch(stats)
       if best is not None:
         stats.valid_streamed = metric_results(valid_metrics)
-        stats.valid = _validate_only(model, objective, train, carve_metrics,
-                                     config, scoring, lanes, carve_steps)
+        stats.valid = validate_only(model, objective, train, carve_metrics,
+                                    config, scoring, lanes, carve_steps)
         improved = best.offer(model, stats.valid, epoch)
         if improved:
           kept_metrics[0] = stats.valid
@@ -451,7 +460,7 @@ def fit(model: keras.Model,
   elif score_carve > 0 and finished:
     with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
       carve_metrics = objective.new_metrics()
-    carve = _validate_only(
+    carve = validate_only(
         model, objective, train, carve_metrics,
         config.replace(validation_fraction=score_carve), scoring, lanes)
     _LOG.info('validation carve (%g of the keys) of the final weights: %s',
@@ -473,4 +482,5 @@ def fit(model: keras.Model,
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
                    finished=finished, best_epoch=best_epoch,
-                   stop_reason=reason[0], carve=carve)
+                   stop_reason=reason[0], carve=carve,
+                   validation_seconds=carve_seconds[0])
