@@ -31,7 +31,7 @@ QUICK_MD = os.path.join(QUICK_DIR, 'BENCHMARKS.quick.md')
 SECTIONS = ('padding', 'dense_step_rate', 'batcher_throughput',
             'training_speed', 'memory_vs_length', 'evaluation', 'real_data',
             'pipeline_overhead', 'streams', 'distributed', 'truncation',
-            'step_profile', 'tagging_lag', 'recipe')
+            'step_profile', 'tagging_lag', 'main_job_profile', 'recipe')
 
 HEADER = """# Benchmarks
 

@@ -1,0 +1,347 @@
+"""12. The main job's profile: seconds per component and trainer phase.
+
+Runs the main job exactly as ``make run`` does (``python -m
+pipeline.local_runner --data-root data/sample --output-dir <tmp>``, every
+setting at its default), each run a fresh process with a fresh output
+folder, and reports:
+
+* the process's wall time (what a user waits for);
+* seconds per component (``summary.json``'s ``components``: ML Metadata's
+  create and last-update times of each execution);
+* the StatefulTrainer's phases (``history.json``'s ``phases``: setup, adapt,
+  training epochs, the validation carve's passes, the refit, the export).
+
+``--baseline-tree DIR`` also runs the main job from another checkout (e.g.
+``git worktree add /tmp/old 91548d4``), interleaved with this one:
+baseline, current, baseline, current (``--pairs`` pairs), on the same
+machine; the section gives each wall time and the ratio current /
+baseline. A baseline without phase timings gets its components only.
+
+  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.main_job_profile \\
+      [--baseline-tree /tmp/old] [--pairs 2] [--quick]
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from benchmarks import common
+
+SECTION = 'main_job_profile'
+TITLE = "## 12. The main job's profile"
+RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+OUT_DIR = os.path.join(common.QUICK_DIR, 'main-job-profile')
+# The issue's target: the main job at most this share of the baseline's
+# wall time (issue 48, against commit 91548d4).
+TARGET_RATIO = 0.4
+# The trainer's phases (``progress.PHASES``), repeated here so this script
+# imports no TensorFlow.
+PHASES = ('setup', 'adapt', 'training', 'validation', 'refit', 'export')
+PHASE_NOTES = {
+    'setup': 'open the batches, scan the labels, fingerprint',
+    'adapt': 'build the model, adapt it (one pass over the train split)',
+    'training': 'the epochs of the carve run (its carve passes apart)',
+    'validation': 'the passes over the validation carve',
+    'refit': 'the refit (its model and epochs; its carve score apart)',
+    'export': 'the serving SavedModel and stateful/',
+}
+# Components in pipeline order.
+COMPONENTS = ('CsvExampleGen', 'ExampleSplitCheck', 'StatisticsGen',
+              'SchemaGen', 'ExampleValidator', 'Transform', 'SequenceBatcher',
+              'StatefulTrainer', 'latest_blessed_model_resolver',
+              'StatefulEvaluator', 'Pusher')
+
+
+# --------------------------------------------------------------------------
+# Pure helpers (tested in tests/benchmarks/test_main_job_profile.py)
+# --------------------------------------------------------------------------
+
+
+def interleaved(pairs: int, baseline: bool) -> List[Tuple[str, int]]:
+  """The runs' order: ``(which, index)``; with a baseline, baseline and
+  current alternate (baseline first in each pair)."""
+  if pairs < 1:
+    raise ValueError('--pairs must be at least 1')
+  order = []
+  for i in range(pairs):
+    if baseline:
+      order.append(('baseline', i))
+    order.append(('current', i))
+  return order
+
+
+def command(data_root: str, out: str) -> List[str]:
+  """The main job's command line (``make run``'s, another output folder)."""
+  return [sys.executable, '-m', 'pipeline.local_runner', '--data-root',
+          data_root, '--output-dir', out]
+
+
+def history_path(out: str) -> Optional[str]:
+  """The trainer's ``history.json`` under a run's output folder."""
+  found = sorted(glob.glob(os.path.join(
+      out, 'pipeline_root', 'StatefulTrainer', 'model_run', '*',
+      'history.json')))
+  return found[-1] if found else None
+
+
+def ordered(names: Sequence[str], order: Sequence[str]) -> List[str]:
+  """``names`` in ``order`` first, the rest after in their own order."""
+  return [n for n in order if n in names] + [n for n in names
+                                             if n not in order]
+
+
+def mean(values: Sequence[Optional[float]]) -> Optional[float]:
+  values = [v for v in values if v is not None]
+  return sum(values) / len(values) if values else None
+
+
+def ratios(runs: Sequence[dict]) -> List[Optional[float]]:
+  """current / baseline wall seconds of each pair (in run order)."""
+  by_pair: Dict[int, Dict[str, float]] = {}
+  for r in runs:
+    by_pair.setdefault(r['pair'], {})[r['which']] = r['wall_seconds']
+  return [p['current'] / p['baseline'] if p.get('baseline') and
+          'current' in p else None for _, p in sorted(by_pair.items())]
+
+
+def overall_ratio(runs: Sequence[dict]) -> Optional[float]:
+  """Median current wall time over median baseline wall time."""
+  cur = [r['wall_seconds'] for r in runs if r['which'] == 'current']
+  base = [r['wall_seconds'] for r in runs if r['which'] == 'baseline']
+  if not cur or not base:
+    return None
+  return statistics.median(cur) / statistics.median(base)
+
+
+def _s(value: Optional[float]) -> str:
+  return '-' if value is None else f'{value:.1f}'
+
+
+def wall_rows(runs: Sequence[dict]) -> List[List[str]]:
+  """One row per pair: the baseline's and the current wall seconds."""
+  rows = []
+  pair_ratios = ratios(runs)
+  for i, ratio in enumerate(pair_ratios):
+    pair = {r['which']: r for r in runs if r['pair'] == i}
+    rows.append([str(i + 1), _s(pair.get('baseline', {}).get('wall_seconds')),
+                 _s(pair.get('current', {}).get('wall_seconds')),
+                 '-' if ratio is None else f'{ratio:.2f}x'])
+  return rows
+
+
+def component_rows(runs: Sequence[dict]) -> List[List[str]]:
+  """Seconds per component: each run's, and the means' ratio."""
+  names = ordered(sorted({n for r in runs for n in r['components']}),
+                  COMPONENTS)
+  rows = []
+  for name in names + ['pipeline (LocalDagRunner.run)', 'process wall']:
+    if name == 'process wall':
+      values = [r['wall_seconds'] for r in runs]
+    elif name.startswith('pipeline'):
+      values = [r.get('pipeline_seconds') for r in runs]
+    else:
+      values = [r['components'].get(name) for r in runs]
+    base = mean([v for v, r in zip(values, runs) if r['which'] == 'baseline'])
+    cur = mean([v for v, r in zip(values, runs) if r['which'] == 'current'])
+    ratio = (f'{cur / base:.2f}x' if base and cur is not None else '-')
+    rows.append([name] + [_s(v) for v in values] +
+                ([ratio] if any(r['which'] == 'baseline' for r in runs)
+                 else []))
+  return rows
+
+
+def phase_rows(runs: Sequence[dict]) -> List[List[str]]:
+  """Seconds per trainer phase of each run that recorded them."""
+  with_phases = [r for r in runs if r.get('phases')]
+  names = ordered(sorted({n for r in with_phases for n in r['phases']}),
+                  PHASES + ('total',))
+  rows = []
+  for name in names:
+    label = ('trainer run (total)' if name == 'total' else name)
+    rows.append([label] + [_s(r['phases'].get(name)) for r in with_phases] +
+                [PHASE_NOTES.get(name, '')])
+  return rows
+
+
+def run_label(r: dict) -> str:
+  return f'{r["which"]} {r["pair"] + 1}'
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+  print(f'[main_job_profile] {message}', file=sys.stderr, flush=True)
+
+
+def code_state(root: str) -> Dict[str, object]:
+  """The commit of the checkout at ``root`` and its uncommitted files."""
+  def git(*args):
+    return subprocess.run(['git', '-C', root] + list(args), check=False,
+                          capture_output=True, text=True).stdout.rstrip()
+  return {'root': root, 'commit': git('rev-parse', 'HEAD').strip(),
+          'uncommitted': [line[3:] for line in
+                          git('status', '--porcelain',
+                              '--untracked-files=no').splitlines()]}
+
+
+def run_main_job(code_root: str, out: str) -> dict:
+  """One fresh-process run of the main job from ``code_root``."""
+  shutil.rmtree(out, ignore_errors=True)
+  env = common.child_env()
+  env['PYTHONPATH'] = code_root  # The code under test only.
+  res = common.run_child(command('data/sample', out), cwd=code_root, env=env)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, 'stderr.log'), 'w') as f:
+    f.write(res.stderr)
+  if res.returncode != 0:
+    raise RuntimeError(f'the main job from {code_root} failed (exit code '
+                       f'{res.returncode}); log: {out}/stderr.log')
+  with open(os.path.join(out, 'summary.json')) as f:
+    summary = json.load(f)
+  phases = None
+  path = history_path(out)
+  if path:
+    with open(path) as f:
+      phases = json.load(f).get('phases')
+  return {'wall_seconds': round(res.seconds, 2),
+          'pipeline_seconds': summary.get('wall_seconds'),
+          'components': {n: c['seconds']
+                         for n, c in summary['components'].items()},
+          'phases': phases, 'peak_rss_bytes': res.peak.tree,
+          'blessed': summary.get('blessed'), 'eval': summary.get('eval')}
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def report(results: dict) -> str:
+  runs = results['runs']
+  run = results['run']
+  code = results['code']
+  lines = [TITLE, '',
+           f'* Command: `{results["command"]}`',
+           f'* Date: {run["date"]}; run took {run["seconds"]:.0f} s',
+           f'* Machine: {run["machine"]}; **shared**: other people\'s jobs '
+           'ran on the same 2 cores during the runs, so every figure '
+           'includes their load',
+           f'* Load average (1/5/15 min) before: {run["load_before"]}; '
+           f'after: {run["load_after"]}',
+           f'* Versions: {run["versions"]}',
+           f'* Code: commit {code["commit"][:10]}' +
+           (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
+            if code['uncommitted'] else '')]
+  base = results.get('baseline_code')
+  if base:
+    lines.append(f'* Baseline: `{base["root"]}`, commit {base["commit"][:10]}'
+                 + (f' with uncommitted changes to '
+                    f'{", ".join(base["uncommitted"])}'
+                    if base['uncommitted'] else ''))
+  lines += [
+      '',
+      'The main job, `python -m pipeline.local_runner --data-root '
+      'data/sample --output-dir <fresh folder>` (exactly `make run`), each '
+      'run a fresh process. "process wall" is what a user waits for '
+      '(imports, the input check and the pipeline); "pipeline" is '
+      '`LocalDagRunner.run`; per component, ML Metadata\'s seconds as '
+      '`summary.json` gives them; the trainer\'s phases from its '
+      '`history.json` (`phases`, wall seconds).'
+      + (' Baseline and current runs alternate (baseline first in each '
+         'pair).' if base else ''), '']
+  if base:
+    lines += ['Wall time of each pair:', '',
+              common.table(['pair', 'baseline s', 'current s',
+                            'current / baseline'], wall_rows(runs)), '']
+  headers = (['seconds'] + [run_label(r) for r in runs] +
+             (['current / baseline (means)'] if base else []))
+  lines += ['Seconds per component:', '',
+            common.table(headers, component_rows(runs)), '']
+  rows = phase_rows(runs)
+  if rows:
+    with_phases = [r for r in runs if r.get('phases')]
+    lines += ['The StatefulTrainer\'s phases (runs that record them):', '',
+              common.table(['phase'] + [run_label(r) for r in with_phases] +
+                           ['what'], rows,
+                           'l' + 'r' * len(with_phases) + 'l'), '']
+  ratio = overall_ratio(runs)
+  if ratio is not None:
+    lines.append(
+        f'* Current / baseline, median wall time: **{ratio:.2f}x** '
+        f'(per pair: {", ".join(f"{x:.2f}x" for x in ratios(runs) if x)}); '
+        f'the issue\'s target, at most {TARGET_RATIO}x: '
+        f'{common.verdict(ratio <= TARGET_RATIO)}.')
+  for note in results.get('notes', []):
+    lines.append(f'* {note}')
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  p = common.parser(__doc__.split('\n')[0])
+  p.add_argument('--baseline-tree', default=None, metavar='DIR',
+                 help='also run the main job from this checkout, '
+                 'interleaved (e.g. a git worktree of 91548d4)')
+  p.add_argument('--pairs', type=int, default=None,
+                 help='runs of each (default 2; quick: 1)')
+  p.add_argument('--results', default=None,
+                 help='the JSON results (default: benchmarks/results/'
+                 'main_job_profile.json; quick: under /tmp)')
+  p.add_argument('--from-results', default=None, metavar='JSON',
+                 help='write the section from an earlier run\'s results')
+  p.add_argument('--note', action='append', default=[],
+                 help='a reading bullet to add to the section (repeatable)')
+  args = p.parse_args(argv)
+  if args.from_results:
+    with open(args.from_results) as f:
+      results = json.load(f)
+    results['notes'] = args.note or results.get('notes', [])
+    common.write_section(common.output_path(args), SECTION, report(results))
+    return 0
+  pairs = args.pairs or (1 if args.quick else 2)
+  baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
+              else None)
+  run = common.Run()
+  results = {'command': common.command_line(),
+             'code': code_state(common.ROOT), 'runs': [],
+             'notes': args.note}
+  if baseline:
+    results['baseline_code'] = code_state(baseline)
+  for which, i in interleaved(pairs, bool(baseline)):
+    root = baseline if which == 'baseline' else common.ROOT
+    out = os.path.join(OUT_DIR, f'{which}-{i}')
+    log(f'{which} run {i + 1} of {pairs}: {root} -> {out}')
+    r = run_main_job(root, out)
+    r.update(which=which, pair=i)
+    log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '
+        f'{r["components"].get("StatefulTrainer", 0):.1f} s; phases '
+        f'{r["phases"]})')
+    results['runs'].append(r)
+  run.finish()
+  results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
+                    'seconds': round(run.seconds, 1),
+                    'load_before': run.load_before,
+                    'load_after': run.load_after,
+                    'machine': common.machine(), 'versions': common.versions()}
+  path = args.results or (
+      os.path.join(common.QUICK_DIR, 'main_job_profile.json') if args.quick
+      else os.path.join(RESULTS_DIR, 'main_job_profile.json'))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(results, f, indent=1, sort_keys=True)
+  log(f'wrote {path}')
+  common.write_section(common.output_path(args), SECTION, report(results))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
