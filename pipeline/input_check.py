@@ -348,8 +348,9 @@ def check_input(config: pipeline_config.PipelineConfig) -> Dict[str, int]:
 
 
 def check_input_details(config: pipeline_config.PipelineConfig
-                       ) -> Tuple[Dict[str, int], List[str]]:
-  """``check_input``, also returning the feature names it decided."""
+                       ) -> Tuple[Dict[str, int], List[str], int]:
+  """``check_input``, also returning the feature names it decided and the
+  length of the longest training sequence."""
   _check_output_dir(config)
   if config.module_file:
     from components.stateful import model_io  # pylint: disable=g-import-not-at-top
@@ -455,4 +456,6 @@ def check_input_details(config: pipeline_config.PipelineConfig
       config.module_file, dict(config.hyperparameters),
       len(feature_names), config.task, num_classes,
       label_kind=config.label_kind, feature_names=feature_names)
-  return counts, feature_names
+  longest = max((seq.length for _, seq in built.get('train', {}).values()),
+                default=0)
+  return counts, feature_names, longest

@@ -123,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
                  'their first steps (counted as truncated_timesteps) instead '
                  'of failing')
   add_trainer_flags(p, d.trainer)
+  p.add_argument(
+      '--recipe', choices=RECIPES, default=d.recipe,
+      help='keras: train as Keras fit does, the floor the default recipe is '
+      'measured against (BENCHMARKS.md section 13): whole sequences in one '
+      'segment (bucketed mode; T the longest training sequence and B 32 '
+      'unless given), every training sequence (no validation carve, no '
+      'refit: the last weights), the order reshuffled every epoch, a '
+      'constant learning rate without warm-up (settings.KERAS_RECIPE); the '
+      'number of epochs as without it')
   p.add_argument('--module-file', default=None,
                  help='user model module (default: the shipped model)')
   p.add_argument('--hyperparameters', default='',
@@ -189,8 +198,26 @@ def _csv_list(text: str) -> List[str]:
   return [c.strip() for c in text.split(',') if c.strip()]
 
 
+RECIPES = ('default', 'keras')
+KERAS_BATCH_SIZE = 32  # Keras fit's default batch size.
+
+
 def config_from_args(args: argparse.Namespace) -> pipeline_config.PipelineConfig:
+  config = _config_from_args(args)
+  if config.recipe == 'keras':
+    config = dataclasses.replace(
+        config, mode='bucketed',
+        batch_size=config.batch_size or KERAS_BATCH_SIZE,
+        trainer=config.trainer.replace(**settings.KERAS_RECIPE),
+        hyperparameters={**settings.KERAS_OPTIMIZER,
+                         **config.hyperparameters})
+  return config
+
+
+def _config_from_args(args: argparse.Namespace
+                     ) -> pipeline_config.PipelineConfig:
   return pipeline_config.PipelineConfig(
+      recipe=args.recipe,
       pipeline_name=args.pipeline_name,
       data_root=os.path.abspath(args.data_root),
       output_dir=os.path.abspath(args.output_dir),
@@ -232,7 +259,10 @@ def run(config: pipeline_config.PipelineConfig,
   from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   check_data_root(config)
   # Bad input fails here, in one line, before any component runs.
-  _, feature_names = input_check.check_input_details(config)
+  _, feature_names, longest = input_check.check_input_details(config)
+  if config.recipe == 'keras' and not config.num_unroll:
+    # Whole sequences: one segment each, as Keras fit sees them.
+    config = dataclasses.replace(config, num_unroll=longest)
   if not config.feature_columns and feature_names:
     # The features are decided once, by the check: Transform and the
     # batcher are given them, so nothing downstream (a schema that marks a

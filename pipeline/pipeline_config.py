@@ -44,6 +44,9 @@ class PipelineConfig:
   batch_size: Optional[int] = None  # None: layout_rule.choose_layout on train
   num_unroll: Optional[int] = None
   mode: str = 'packed'
+  # The training recipe: 'default', or 'keras' (Keras fit's: whole
+  # sequences, every training sequence, last weights; local_runner --recipe).
+  recipe: str = 'default'
   # Longer sequences are an error, or cut to this length with ``truncate``.
   max_sequence_length: Optional[int] = None
   truncate: bool = False

@@ -227,6 +227,28 @@ def _is_int(value: Any) -> bool:
   return isinstance(value, int) and not isinstance(value, bool)
 
 
+# What Keras ``fit`` does, as trainer settings (issue 47, item 4): every
+# training sequence (no validation carve, so no selection and no refit: the
+# last weights), the order reshuffled every epoch (whole groups of bucketed
+# batches, ``shuffle_groups``), the loss at each sequence's last step; with
+# ``keras_layout`` (whole sequences, one segment each) and
+# ``KERAS_OPTIMIZER`` (a constant rate without warm-up), the trainer's run
+# is Keras' full back-propagation fit on the same lanes. The local runner's
+# ``--recipe keras`` applies all three; the epochs stay the user's (the
+# epochs rule when unset). tests/components/stateful_trainer/
+# test_keras_parity.py holds it to Keras' accuracy.
+KERAS_RECIPE = {'validation_fraction': 0.0, 'refit': False,
+                'shuffle_groups': True, 'label_scoring': 'last_step'}
+KERAS_OPTIMIZER = {'lr_schedule': 'constant', 'warmup_fraction': 0.0}
+
+
+def keras_layout(batch_size: int, lengths) -> Dict[str, Any]:
+  """The lane layout of the Keras recipe: bucketed groups of ``batch_size``
+  sequences, each whole in one segment (``num_unroll`` = the longest)."""
+  return {'mode': 'bucketed', 'batch_size': int(batch_size),
+          'num_unroll': int(max(lengths))}
+
+
 def epochs_rule(num_sequences: int) -> int:
   """Epochs when the user sets none: ``ceil(EPOCHS_TARGET_EXAMPLES /
   num_sequences)`` clipped to ``[EPOCHS_MIN, EPOCHS_MAX]``."""
