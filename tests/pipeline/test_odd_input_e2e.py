@@ -3,7 +3,8 @@
 One run on CSV files as users have them: a UTF-8 byte-order mark, CRLF line
 ends, a space after each comma (header and values), the columns in another
 order than the defaults', one file gzipped (``.csv.gz``), a sequence whose
-rows are spread over two files, and order values of three kinds (ISO-8601
+rows are spread over two files, odd keys (``007`` beside ``7``, non-ASCII,
+a quoted key with a comma), and order values of three kinds (ISO-8601
 date-times with and without zones, float Unix seconds one minute apart, which
 collide in float32, and integer nanoseconds beyond 2**53), and text class
 labels (``cat``, ``dog``). The run must bless and push, account for every
@@ -24,6 +25,9 @@ from data import generate
 from pipeline import local_runner
 
 CLASSES = ['cat', 'dog']  # Text class labels.
+# Odd keys: digits with a leading zero beside the same digits without (two
+# sequences), non-ASCII text, a quoted key holding a comma.
+ODD_KEYS = {1: '007', 2: '7', 3: 'ключ-ü', 4: '"a,b"'}
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
@@ -60,7 +64,7 @@ def _write_odd_csv(root: str):
       # Sequence 0 is spread over both files; the others sit in one.
       f = (j % 2) if n == 0 else n % 2
       lines[f].append(f"{CLASSES[rows['label'][i]]}, {rows['f1'][i]}, {text}, "
-                      f"{key}, {rows['f0'][i]}")
+                      f"{ODD_KEYS.get(n, key)}, {rows['f0'][i]}")
   with open(os.path.join(root, 'part-a.csv'), 'wb') as f:
     f.write(('\ufeff' + '\r\n'.join([header] + lines[0]) + '\r\n'
              ).encode('utf-8'))
@@ -84,6 +88,8 @@ def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
   with open(os.path.join(summary['batches_uri'], 'metadata.json')) as f:
     meta = json.load(f)
   assert meta['feature_names'] == ['f0', 'f1']
+  assert (batcher['train']['num_sequences'] +
+          batcher['eval']['num_sequences']) == 64  # '007' and '7' are two.
   # The evaluator reports per-class metrics by class name.
   assert set(summary['eval']['per_class']) == set(CLASSES)
   assert 'recall' in summary['eval']['per_class']['cat']
