@@ -101,6 +101,19 @@ def is_validation_key(keys: tf.Tensor, fraction: float) -> tf.Tensor:
   return buckets < int(round(fraction * _VALID_BUCKETS))
 
 
+def count_validation_sequences(source: 'BatchSource', fraction: float) -> int:
+  """The number of sequences of ``source`` in the validation carve of
+  ``fraction`` (``is_validation_key``; one pass over the batches' keys)."""
+  keys = set()
+  for batch in source.dataset(keys=('key',)).as_numpy_iterator():
+    keys.update(np.asarray(batch['key']).ravel().tolist())
+  keys.discard(b'')
+  if not keys or fraction <= 0:
+    return 0
+  held = is_validation_key(tf.constant(sorted(keys)), fraction)
+  return int(tf.reduce_sum(tf.cast(held, tf.int32)))
+
+
 STEP_KEYS = ('features', 'labels', 'mask', 'label_weight', 'reset')
 
 

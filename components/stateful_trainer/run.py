@@ -316,6 +316,22 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       _LOG.info('the initial weights are not a candidate of the validation '
                 'carve: the model module\'s adapt fitted nothing (no hook, '
                 'or an empty summary)')
+  if (not fitted and config.validation_fraction > 0 and
+      config.min_carve_sequences > 0):
+    # A handful of held-out sequences cannot choose an epoch (one sequence
+    # moves its accuracy by more than an epoch's gain): a model trained by
+    # gradient steps from random weights then trains on every sequence for
+    # the epoch budget and keeps its last weights.
+    held = batches_lib.count_validation_sequences(
+        train, config.validation_fraction)
+    if held < config.min_carve_sequences:
+      _LOG.info('no validation carve: %g of the keys would hold %d '
+                'sequence(s), fewer than min_carve_sequences=%d; training '
+                'on every sequence for the epoch budget, the last weights '
+                'kept (no selection, no refit)', config.validation_fraction,
+                held, config.min_carve_sequences)
+      config = config.replace(validation_fraction=0.0)
+      refitting = False
   if config.epochs is None and module_epochs is not None:
     config = config.replace(epochs=int(module_epochs))
     _LOG.info('epochs: %d (unset; the model module\'s default_epochs%s)',

@@ -131,6 +131,12 @@ class TrainConfig:
       'and without a lower validation loss (the loss counts too: a small '
       "carve's accuracy can peak by luck while its loss still falls) (0: "
       'never stop early)')
+  min_carve_sequences: int = _setting(
+      0, 'for a model trained from random weights (no adapt fit): when the '
+      'validation carve would hold fewer than this many sequences, train on '
+      'every sequence for the epoch budget and keep the last weights, with '
+      'no carve, selection or refit (a handful of held-out sequences cannot '
+      'choose an epoch) (0: always carve)')
   selection_tolerance: float = _setting(
       0.0, 'with a validation carve, keep the latest epoch whose carve score '
       '(accuracy, or the loss) is within this of the best so far, not only '
