@@ -8,7 +8,11 @@ import dataclasses
 import os
 from typing import Any, Dict, Optional, Tuple
 
+from components.sequence_batcher import sequences as seqlib
 from components.stateful_trainer import settings
+
+# The column defaults, declared once (``sequences.ColumnConfig``).
+_COLUMNS = seqlib.ColumnConfig()
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,9 +38,9 @@ class PipelineConfig:
   data_root: str = os.path.join(PROJECT_ROOT, 'data', 'sample')
   output_dir: str = os.path.join(PROJECT_ROOT, 'outputs', 'local')
   input_format: str = 'csv'  # or 'sequence_example'
-  key_column: str = 'seq_id'
-  order_column: str = 't'
-  label_column: str = 'label'
+  key_column: str = _COLUMNS.key_column
+  order_column: str = _COLUMNS.order_column
+  label_column: str = _COLUMNS.label_column
   label_kind: str = 'per_sequence'
   task: str = 'classification'  # or 'regression'
   feature_columns: Optional[Tuple[str, ...]] = None

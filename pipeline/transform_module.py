@@ -31,6 +31,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 import tensorflow_transform.beam as tft_beam
 
+from components.sequence_batcher import sequences as seqlib
+
 # The class vocabulary's file name among the transform graph's assets.
 CLASS_VOCABULARY = 'label_classes'
 
@@ -81,8 +83,10 @@ def _class_indices(label: tf.Tensor) -> tf.Tensor:
 
 def _passthrough_columns(custom_config: Optional[Dict[str, Any]]):
   config = custom_config or {}
-  cols = [config.get('key_column', 'seq_id'), config.get('order_column', 't'),
-          config.get('label_column', 'label')]
+  defaults = seqlib.ColumnConfig()
+  cols = [config.get('key_column', defaults.key_column),
+          config.get('order_column', defaults.order_column),
+          config.get('label_column', defaults.label_column)]
   cols += list(config.get('exclude_columns') or [])
   return {c for c in cols if c}
 

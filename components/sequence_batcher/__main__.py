@@ -41,9 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--output', required=True, help='output directory')
   p.add_argument('--split', default='train',
                  help='split name of the output folder (default: train)')
-  p.add_argument('--key-column', default='seq_id')
-  p.add_argument('--order-column', default='t')
-  p.add_argument('--label-column', default='label',
+  columns = seqlib.ColumnConfig()  # The defaults, declared there once.
+  p.add_argument('--key-column', default=columns.key_column)
+  p.add_argument('--order-column', default=columns.order_column)
+  p.add_argument('--label-column', default=columns.label_column,
                  help="the target column ('' for none)")
   p.add_argument('--label-kind', choices=layout.LABEL_KINDS,
                  default=layout.PER_SEQUENCE)

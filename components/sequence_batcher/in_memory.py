@@ -18,14 +18,17 @@ from components.sequence_batcher import layout
 from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import statistics
 from components.sequence_batcher import metadata as metadata_lib
+from components.sequence_batcher import sequences as seqlib
 
 
 def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
                 split: str = 'train',
                 config: layout.LayoutConfig = layout.LayoutConfig(),
                 feature_names: Optional[Sequence[str]] = None,
-                key_column: str = 'seq_id', order_column: Optional[str] = 't',
-                label_column: Optional[str] = 'label') -> dict:
+                key_column: str = seqlib.ColumnConfig.key_column,
+                order_column: Optional[str] = seqlib.ColumnConfig.order_column,
+                label_column: Optional[str] = seqlib.ColumnConfig.label_column
+               ) -> dict:
   """Lays ``sequences`` out and writes ``<output_dir>/Split-<split>``.
 
   Also (re)writes ``<output_dir>/metadata.json`` with every split found there.
