@@ -12,13 +12,16 @@ folder, and reports:
   training epochs, the validation carve's passes, the refit, the export).
 
 ``--baseline-tree DIR`` also runs the main job from another checkout (e.g.
-``git worktree add /tmp/old 91548d4``), interleaved with this one:
+``git worktree add /tmp/old 91548d4``), interleaved with the current code:
 baseline, current, baseline, current (``--pairs`` pairs), on the same
 machine; the section gives each wall time and the ratio current /
 baseline. A baseline without phase timings gets its components only.
+``--current-tree DIR`` runs the current code from another checkout than
+this one (e.g. a worktree of HEAD, where others edit this one meanwhile).
+Each run records its checkout's commit and uncommitted files.
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.main_job_profile \\
-      [--baseline-tree /tmp/old] [--pairs 2] [--quick]
+      [--baseline-tree /tmp/old] [--current-tree DIR] [--pairs 2] [--quick]
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ def report(results: dict) -> str:
            f'* Load average (1/5/15 min) before: {run["load_before"]}; '
            f'after: {run["load_after"]}',
            f'* Versions: {run["versions"]}',
-           f'* Code: commit {code["commit"][:10]}' +
+           f'* Code: `{code["root"]}`, commit {code["commit"][:10]}' +
            (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
             if code['uncommitted'] else '')]
   base = results.get('baseline_code')
@@ -281,6 +284,10 @@ def report(results: dict) -> str:
         f'(per pair: {", ".join(f"{x:.2f}x" for x in ratios(runs) if x)}); '
         f'the issue\'s target, at most {TARGET_RATIO}x: '
         f'{common.verdict(ratio <= TARGET_RATIO)}.')
+  changed = [run_label(r) for r in runs if r.get('code_changed')]
+  if changed:
+    lines.append(f'* The checkout changed during {", ".join(changed)}: '
+                 'those runs measured code in flux.')
   for note in results.get('notes', []):
     lines.append(f'* {note}')
   return '\n'.join(lines)
@@ -291,6 +298,9 @@ def main(argv=None) -> int:
   p.add_argument('--baseline-tree', default=None, metavar='DIR',
                  help='also run the main job from this checkout, '
                  'interleaved (e.g. a git worktree of 91548d4)')
+  p.add_argument('--current-tree', default=None, metavar='DIR',
+                 help='run the current code from this checkout (default: '
+                 'this one)')
   p.add_argument('--pairs', type=int, default=None,
                  help='runs of each (default 2; quick: 1)')
   p.add_argument('--results', default=None,
@@ -310,18 +320,24 @@ def main(argv=None) -> int:
   pairs = args.pairs or (1 if args.quick else 2)
   baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
               else None)
+  current = (os.path.abspath(args.current_tree) if args.current_tree
+             else common.ROOT)
   run = common.Run()
   results = {'command': common.command_line(),
-             'code': code_state(common.ROOT), 'runs': [],
+             'code': code_state(current), 'runs': [],
              'notes': args.note}
   if baseline:
     results['baseline_code'] = code_state(baseline)
   for which, i in interleaved(pairs, bool(baseline)):
-    root = baseline if which == 'baseline' else common.ROOT
+    root = baseline if which == 'baseline' else current
     out = os.path.join(OUT_DIR, f'{which}-{i}')
     log(f'{which} run {i + 1} of {pairs}: {root} -> {out}')
+    state = code_state(root)
     r = run_main_job(root, out)
-    r.update(which=which, pair=i)
+    r.update(which=which, pair=i, code=state)
+    if code_state(root) != state:
+      r['code_changed'] = True
+      log(f'the checkout {root} changed during the run')
     log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '
         f'{r["components"].get("StatefulTrainer", 0):.1f} s; phases '
         f'{r["phases"]})')

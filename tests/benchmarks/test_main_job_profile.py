@@ -90,6 +90,8 @@ def test_report_and_section(tmp_path):
   assert '**0.43x**' in text and '**missed**' in text
   assert '| 1 | 100.0 | 40.0 | 0.40x |' in text
   assert '* a reading' in text
+  changed = dict(results, runs=[dict(RUNS[0], code_changed=True)] + RUNS[1:])
+  assert 'changed during baseline 1' in mjp.report(changed)
   path = str(tmp_path / 'B.md')
   common.write_section(path, mjp.SECTION, text)
   with open(path) as f:
