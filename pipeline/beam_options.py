@@ -92,10 +92,6 @@ def runner_name(beam_args: Sequence[str]) -> str:
   return command_line.runner_of(beam_args).rsplit('.', 1)[-1]
 
 
-def is_dask(beam_args: Sequence[str]) -> bool:
-  return command_line.runner_of(beam_args) == command_line.DASK_RUNNER
-
-
 def direct_fallback_args(beam_args: Sequence[str]) -> List[str]:
   """Component-level args that put a component back on the DirectRunner
   (TFX appends them after the pipeline's, and the last ``--runner`` wins)."""
@@ -119,7 +115,8 @@ def route_components(components: Iterable, beam_args: Optional[Sequence[str]],
   from tfx.dsl.components.base import executor_spec  # pylint: disable=g-import-not-at-top
   beam_args = list(beam_args or [])
   if unsupported is None:
-    unsupported = DASK_UNSUPPORTED if is_dask(beam_args) else {}
+    on_dask = command_line.runner_of(beam_args) == command_line.DASK_RUNNER
+    unsupported = DASK_UNSUPPORTED if on_dask else {}
   moved = []
   for component in components:
     spec = getattr(component, 'executor_spec', None)
