@@ -148,9 +148,9 @@ def chunked(model_uri: str, batches: str, train_batches: str,
   """
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import reader  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import models as models_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import chunked as chunked_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import extracts as extracts_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator.extraction import models as models_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator.extraction import chunked as chunked_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator.extraction import extracts as extracts_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import state  # pylint: disable=g-import-not-at-top
   _, meta = reader.load_metadata(batches, 'eval')
   t0 = time.perf_counter()
@@ -240,9 +240,9 @@ if 'output_dir' in inspect.signature(ev.evaluate).parameters:
              runner=doc['tfma'].get('runner', 'beam'))
   if args.get('tfma_parts'):
     from components.stateful import model_spec as ms
-    from components.stateful_evaluator import extracts as ex
-    from components.stateful_evaluator import tfma_config
-    from components.stateful_evaluator import tfma_eval
+    from components.stateful_evaluator.extraction import extracts as ex
+    from components.stateful_evaluator.analysis import config as tfma_config
+    from components.stateful_evaluator.analysis import beam_run
     spec = ms.ModelSpec.from_dict(doc['model']['spec'])
     config = tfma_config.complete_config(None, spec, False)
     path = os.path.join(args['out'], ex.EXTRACTS_FILE)
@@ -257,13 +257,13 @@ if 'output_dir' in inspect.signature(ev.evaluate).parameters:
         w.write(rec.numpy())
     spent.clear()
     t = time.perf_counter()
-    tfma_eval.run(small, config, args['out'] + '-small-tfma', TimedPipeline)
+    beam_run.run(small, config, args['out'] + '-small-tfma', TimedPipeline)
     res['tfma_small'] = time.perf_counter() - t
     res['tfma_small_run'] = spent.get('run')
     t = time.perf_counter()
-    tfma_eval.run(path, config, args['out'] + '-again')
+    beam_run.run(path, config, args['out'] + '-again')
     res['tfma_again'] = time.perf_counter() - t
-    from components.stateful_evaluator import tfma_in_process
+    from components.stateful_evaluator.analysis import in_process as tfma_in_process
     t = time.perf_counter()
     tfma_in_process.run(path, config, args['out'] + '-in-process')
     res['tfma_in_process'] = time.perf_counter() - t
@@ -445,7 +445,7 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
   """Whole sequences through ``serving_default``, ``B`` per call: ``setup``
   (loading the SavedModel and one call), then every call timed."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from components.stateful_evaluator import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
+  from components.stateful_evaluator.checks import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
   order = sorted(seqs, key=lambda s: s.length) if sort else list(seqs)
   groups = [order[i:i + B] for i in range(0, len(order), B)]
   inputs = [(g, common.padded(g)[0], np.array([s.length for s in g],

@@ -90,6 +90,13 @@ def test_the_layout_lists_every_source_file():
       if os.path.isfile(f) and os.path.basename(f) != '__init__.py' and
       f'`{os.path.basename(f)}`' not in layout and
       os.path.basename(f) not in layout)
+  # A component's subfolders: each file by its path in the component.
+  for f in glob.glob(os.path.join(ROOT, 'components', '*', '*', '**', '*.py'),
+                     recursive=True):
+    parts = os.path.relpath(f, ROOT).split(os.sep)
+    if parts[-1] != '__init__.py' and (
+        f"`{'/'.join(parts[2:])}`" not in layout):
+      missing.append(os.path.relpath(f, ROOT))
   assert not missing, f'docs/layout.md does not list {missing}'
   for folder in glob.glob(os.path.join(ROOT, 'components', '*', '')):
     name = os.path.relpath(folder, ROOT).rstrip('/')

@@ -19,7 +19,7 @@ from tfx.types.component_spec import ExecutionParameter
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_evaluator import executor
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator.analysis import config as tfma_config
 
 
 class StatefulEvaluatorSpec(types.ComponentSpec):
@@ -97,7 +97,7 @@ class StatefulEvaluator(base_component.BaseComponent):
       split: the split of ``batches`` to evaluate on.
       eval_config: a ``tfma.EvalConfig`` (its dict or JSON text), as for
         TFX's Evaluator; its model specs are set by the evaluator (see
-        ``tfma_config.py``). None: ``tfma_config.default_eval_config`` for the
+        ``analysis/config.py``). None: ``config.default_eval_config`` for the
         model's task. Parsed here.
       settings: ``StatefulSettings`` (or its dict / JSON): the chunked ==
         whole check and the no-skill gate. None: the defaults.

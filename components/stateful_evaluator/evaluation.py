@@ -1,13 +1,14 @@
 """One evaluation, start to finish, and its documents. No TFX.
 
 ``evaluate`` loads the candidate (and the baseline, when there is a
-comparable one) (``models.py``), makes the chunked stateful pass that writes
-one extract per sequence (``extracts.py``), checks that chunked execution
-equals whole-sequence serving (``equivalence.py``), has TensorFlow Model
-Analysis compute metrics, slices, plots, diffs and validations over the
-extracts (its config ``tfma_config.py``; in this process,
-``tfma_in_process.py``, up to ``tfma_in_process_max_examples``, else on
-Beam, ``tfma_eval.py``) and decides the blessing from three checks:
+comparable one) (``extraction/models.py``), makes the chunked stateful pass
+that writes one extract per sequence (``extraction/extracts.py``), checks
+that chunked execution equals whole-sequence serving
+(``checks/equivalence.py``), has TensorFlow Model Analysis compute metrics,
+slices, plots, diffs and validations over the extracts (its config
+``analysis/config.py``; in this process, ``analysis/in_process.py``, up to
+``tfma_in_process_max_examples``, else on Beam, ``analysis/beam_run.py``)
+and decides the blessing from three checks:
 
 1. TFMA's validation result (the ``tfma.EvalConfig`` thresholds; change
    thresholds only against a real baseline);
@@ -15,11 +16,11 @@ Beam, ``tfma_eval.py``) and decides the blessing from three checks:
 3. the no-skill gate: the candidate beats the majority class / training mean
    (and, for per-step regression, the last observed value) on the primary
    metric by the margin and significantly (a one-sided paired test on the
-   same extracts at ``skill_significance``, ``skill_test.py``; the
+   same extracts at ``skill_significance``, ``checks/no_skill_gate.py``; the
    references are scored there, not as TFMA models).
 
 The three are one verdict: TFMA's ``validations.tfrecord`` holds them all
-(``tfma_results.record_checks``), so ``validation_ok`` is the blessing.
+(``analysis/results.record_checks``), so ``validation_ok`` is the blessing.
 
 The output folder holds TFMA's files (the stock Evaluator's layout),
 ``extracts.tfrecord.gz``, ``stateful_evaluation.json`` (the checks, the
@@ -46,17 +47,18 @@ import tensorflow_model_analysis as tfma
 from components.sequence_batcher import reader as sb_reader
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import equivalence as equivalence_lib
-from components.stateful_evaluator import extracts as extracts_lib
-from components.stateful_evaluator import models as models_lib
 from components.stateful_evaluator import report as report_lib
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import skill_test
-from components.stateful_evaluator import tfma_config
-from components.stateful_evaluator import tfma_results
-from components.stateful_evaluator import tfma_eval
-from components.stateful_evaluator import tfma_in_process
+from components.stateful_evaluator.analysis import beam_run
+from components.stateful_evaluator.analysis import config as tfma_config
+from components.stateful_evaluator.analysis import (
+    in_process as tfma_in_process)
+from components.stateful_evaluator.analysis import results as tfma_results
+from components.stateful_evaluator.checks import equivalence as equivalence_lib
+from components.stateful_evaluator.checks import no_skill_gate
+from components.stateful_evaluator.extraction import chunked as chunked_lib
+from components.stateful_evaluator.extraction import extracts as extracts_lib
+from components.stateful_evaluator.extraction import models as models_lib
 
 _LOG = logging.getLogger(__name__)
 
@@ -133,7 +135,7 @@ def per_class(overall: Dict[str, Any], names: List[str]
 
 def _gate(results: tfma_results.Results, spec: ms.ModelSpec,
           settings: settings_lib.StatefulSettings,
-          tests: Dict[str, skill_test.PairedTest]) -> Dict[str, Any]:
+          tests: Dict[str, no_skill_gate.PairedTest]) -> Dict[str, Any]:
   """The no-skill gate on the overall primary metric: better than every
   no-skill predictor (``tests``: ``{reference model: PairedTest}``, which
   also holds the reference's figure) by the margin, and significantly so.
@@ -162,7 +164,7 @@ def _gate(results: tfma_results.Results, spec: ms.ModelSpec,
             f'{best:.6g} and <= {best * (1.0 - margin):.6g})')
   margin_ok = gain is not None and gain > 0 and gain >= margin
   alpha = settings.skill_significance
-  worst = skill_test.worst(tests)
+  worst = no_skill_gate.worst(tests)
   tested = worst is not None and alpha < 1.0
   significant = not tested or worst.p_value <= alpha
   if tested:
@@ -273,9 +275,9 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
   # sample of predicted against actual) see each sequence as it is written.
   references = {m: tfma_config.PREDICTION_KEYS[m]
                 for m in tfma_config.no_skill_models(spec)}
-  paired = skill_test.PairedTests(spec.task, list(references.values()),
-                                  settings.skill_block_steps)
-  points = (skill_test.PointSample() if spec.task == ms.REGRESSION
+  paired = no_skill_gate.PairedTests(spec.task, list(references.values()),
+                                     settings.skill_block_steps)
+  points = (no_skill_gate.PointSample() if spec.task == ms.REGRESSION
             else None)
 
   def observe(seq):
@@ -311,7 +313,7 @@ def evaluate(*, model_uri: str, batches_uri: str, split: str,
     if runner == IN_PROCESS:
       stream.write(stats.path, output_dir)
     else:
-      tfma_eval.run(stats.path, config, output_dir, make_pipeline)
+      beam_run.run(stats.path, config, output_dir, make_pipeline)
     results = tfma_results.load(output_dir, spec.num_classes)
     return results, clock() - tfma_started
 

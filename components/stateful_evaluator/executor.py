@@ -40,7 +40,7 @@ from tfx.utils import path_utils
 from components.stateful import heap
 from components.stateful_evaluator import evaluation
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator.analysis import config as tfma_config
 
 _LOG = logging.getLogger(__name__)
 

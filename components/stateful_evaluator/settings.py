@@ -1,7 +1,7 @@
 """``StatefulSettings``: the evaluator's settings that TFMA has no place for.
 
 Plain Python (no TensorFlow, no TFX). The metrics, slices and thresholds are
-a ``tfma.EvalConfig`` (``tfma_config.py``); what is special to a stateful,
+a ``tfma.EvalConfig`` (``analysis/config.py``); what is special to a stateful,
 chunked evaluation is here: the chunked == whole-sequence check and the
 no-skill gate. The component takes it as JSON text.
 """
@@ -54,16 +54,17 @@ class StatefulSettings:
       margin)`` times the no-skill MSE, and below it).
     skill_significance: the level of the one-sided test that the
       candidate beats each no-skill predictor on the same eval examples
-      (``skill_test.py``: the exact sign test on paired correct / incorrect
-      outcomes for per-sequence classification, else a paired t-test on
-      blocks of paired scores or squared errors); the gate needs p <= this.
+      (``checks/no_skill_gate.py``: the exact sign test on paired correct /
+      incorrect outcomes for per-sequence classification, else a paired
+      t-test on blocks of paired scores or squared errors); the gate needs
+      p <= this.
       1.0 turns the test off (the margin alone decides).
     skill_block_steps: the test's unit: runs of at most this many
       consecutive labelled steps of one sequence.
     train_split: the split of the batches the no-skill predictors are
       fitted on.
     tfma_in_process_max_examples: TFMA runs in the evaluator's own process
-      (``tfma_in_process.py``: the same computations and files, no Beam
+      (``analysis/in_process.py``: the same computations and files, no Beam
       pipeline) when the extracts hold at most this many examples and the
       ``eval_config`` asks for nothing only TFMA's Beam pipeline computes
       (confidence intervals, query keys, cross slices); larger extracts go

@@ -19,8 +19,8 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 from components.sequence_batcher import load_metadata
-from components.stateful_evaluator import models as models_lib
-from components.stateful_evaluator import extracts as extracts_lib
+from components.stateful_evaluator.extraction import models as models_lib
+from components.stateful_evaluator.extraction import extracts as extracts_lib
 from data import generate
 from pipeline import local_runner
 

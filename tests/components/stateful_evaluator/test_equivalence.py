@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import equivalence as equivalence_lib
-from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator.extraction import chunked as chunked_lib
+from components.stateful_evaluator.checks import equivalence as equivalence_lib
+from components.stateful_evaluator.extraction import models as models_lib
 from components.stateful_evaluator import settings as S
 from components.stateful_trainer import export as trainer_export
 from components.stateful import model_io

@@ -18,13 +18,13 @@ from components.sequence_batcher import reader
 from components.stateful import model_spec as ms
 from components.stateful import state
 from components.stateful_evaluator import evaluation as E
-from components.stateful_evaluator import extracts as X
-from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator.extraction import extracts as X
+from components.stateful_evaluator.extraction import models as models_lib
 from components.stateful_evaluator import settings as S
-from components.stateful_evaluator import tfma_config
-from components.stateful_evaluator import tfma_results
-from components.stateful_evaluator import tfma_eval
-from components.stateful_evaluator import tfma_metrics
+from components.stateful_evaluator.analysis import config as tfma_config
+from components.stateful_evaluator.analysis import results as tfma_results
+from components.stateful_evaluator.analysis import beam_run
+from components.stateful_evaluator.analysis import metrics as tfma_metrics
 from tests.components.stateful_evaluator import helpers
 
 T = 4  # num_unroll of the regression batches.
@@ -274,7 +274,7 @@ def test_complete_config_thresholds_only_on_the_candidate():
                       num_classes=3)
   cfg = tfma_config.complete_config(None, spec, with_baseline=True)
   names = [m.name for m in cfg.model_specs]
-  assert names == ['candidate', 'baseline']  # No-skill: skill_test.py.
+  assert names == ['candidate', 'baseline']  # No-skill: no_skill_gate.py.
   assert [m.is_baseline for m in cfg.model_specs] == [False, True]
   for metrics_spec in cfg.metrics_specs:
     has = any(m.HasField('threshold') for m in metrics_spec.metrics)
@@ -406,7 +406,7 @@ def test_per_class_metrics_are_by_arg_max_on_three_classes(tmp_path):
                       num_classes=3)
   cfg = tfma_config.complete_config(None, spec, with_baseline=False)
   out = str(tmp_path / 'out')
-  tfma_eval.run(path, cfg, out)
+  beam_run.run(path, cfg, out)
   results = tfma_results.load(out, 3)
   grid = np.array(results.confusion['overall'])
   pred = probs.argmax(axis=1)
@@ -431,7 +431,7 @@ def _write_examples(path, rows):
 
 @pytest.mark.parametrize('task', [ms.CLASSIFICATION, ms.REGRESSION])
 def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
-  """The default config's metrics run as ``tfma_metrics``' vectorised numpy
+  """The default config's metrics run as ``analysis/metrics``' vectorised numpy
   combiners; in the same TFMA run the stock Keras / TFMA metrics of the
   same kind, under other names, give the same values (weighted examples,
   per-step arrays, a NaN label step left out as TFMA leaves it out)."""
@@ -478,7 +478,7 @@ def test_numpy_metrics_equal_the_stock_ones(tmp_path, task):
     cfg.metrics_specs[0].metrics.add(class_name=cls,
                                      config=json.dumps({'name': 'stock_' + name}))
   out = str(tmp_path / 'out')
-  tfma_eval.run(path, cfg, out)
+  beam_run.run(path, cfg, out)
   got = tfma_results.load(out, spec.num_classes).metrics['candidate']
   for sliced in got.values():
     for name in names:

@@ -21,7 +21,7 @@ from components.sequence_batcher.component import SequenceBatches
 from components.stateful_evaluator import component as component_lib
 from components.stateful_evaluator import executor as executor_lib
 from components.stateful_evaluator import settings as S
-from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator.analysis import config as tfma_config
 
 
 def _config(class_name, *, upper=None, direction=None, absolute=None):

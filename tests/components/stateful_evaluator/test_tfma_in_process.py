@@ -20,9 +20,10 @@ from tensorflow_model_analysis.proto import validation_result_pb2
 from components.stateful import model_spec as ms
 from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator import settings as S
-from components.stateful_evaluator import tfma_config
-from components.stateful_evaluator import tfma_histograms
-from components.stateful_evaluator import tfma_in_process
+from components.stateful_evaluator.analysis import config as tfma_config
+from components.stateful_evaluator.analysis import histograms as tfma_histograms
+from components.stateful_evaluator.analysis import in_process as tfma_in_process
+from components.stateful_evaluator.analysis import tfma_internals
 from tests.components.stateful_evaluator import helpers
 
 _FILES = {'metrics': metrics_for_slice_pb2.MetricsForSlice,
@@ -191,7 +192,8 @@ def test_per_class_histograms_run_vectorised():
                       feature_names=('a',), task=ms.CLASSIFICATION,
                       num_classes=3)
   cfg = tfma_config.complete_config(None, spec, with_baseline=True)
-  combiners = tfma_in_process._SlicedMetrics(cfg)._combine._combiners  # pylint: disable=protected-access
+  combiners = tfma_internals.combiners_of(
+      tfma_in_process._SlicedMetrics(cfg)._combine)  # pylint: disable=protected-access
   fast = [c for c in combiners
           if isinstance(c, tfma_histograms.FastHistogram)]
   # Two histograms (plain and top-1) per class and model.

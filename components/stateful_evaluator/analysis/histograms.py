@@ -5,9 +5,11 @@ multi-class model one example and one class at a time in Python
 (``calibration_histogram._CalibrationHistogramCombiner`` through
 ``metric_util.to_label_prediction_example_weight``); with a baseline that is
 most of an in-process TFMA run. ``vectorise`` swaps each such combiner of
-``tfma_in_process`` for ``FastHistogram``: the same values in the same order,
+``in_process`` for ``FastHistogram``: the same values in the same order,
 binned every ``CHUNK`` examples, so memory stays flat. Protos equal TFMA's
-(``test_tfma_in_process.py``).
+(``test_tfma_in_process.py``). The TFMA internals used here (that combiner
+and its settings, TFMA's label and prediction preparation) come from
+``tfma_internals``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from typing import Any, Dict, List, Mapping
 import apache_beam as beam
 import numpy as np
 import tensorflow_model_analysis as tfma
-from tensorflow_model_analysis.metrics import calibration_histogram
 from tensorflow_model_analysis.metrics import metric_types
-from tensorflow_model_analysis.metrics import metric_util
-from tensorflow_model_analysis.utils import util
+
+from components.stateful_evaluator.analysis import tfma_internals as internals
 
 
 def vectorise(computations: List[metric_types.MetricComputation],
@@ -64,12 +65,12 @@ class Inputs:
     if label_key and isinstance(label, Mapping):
       label = label.get(label_key, label)
     if model:
-      prediction = util.get_by_keys(prediction, [model])
+      prediction = internals.get_by_keys(prediction, [model])
       if isinstance(label, Mapping):
         label = label.get(model, label)
       if isinstance(weight, Mapping):
         weight = weight.get(model, weight)
-    label, prediction = metric_util.prepare_labels_and_predictions(
+    label, prediction = internals.prepare_labels_and_predictions(
         label, prediction, prediction_key)
     return label, prediction, np.asarray(weight)
 
@@ -91,18 +92,20 @@ class FastHistogram(beam.CombineFn):
   def __init__(self, slow, inputs: Inputs):
     self._slow = slow
     self._inputs = inputs
-    self._key = slow._key  # pylint: disable=protected-access
-    self._buckets = slow._num_buckets + 2  # pylint: disable=protected-access
+    self._settings = internals.calibration_settings(slow)
+    self._key = self._settings.key
+    self._buckets = self._settings.num_buckets + 2
 
   @staticmethod
   def eligible(combiner) -> bool:
-    if type(combiner) is not calibration_histogram._CalibrationHistogramCombiner:  # pylint: disable=protected-access,unidiomatic-typecheck
+    if type(combiner) is not (  # pylint: disable=unidiomatic-typecheck
+        internals.CalibrationHistogramCombiner):
       return False
-    c = combiner
-    sub = c._key.sub_key  # pylint: disable=protected-access
-    return (c._aggregation_type is None and not c._class_weights and  # pylint: disable=protected-access
-            c._prediction_based_bucketing and c._fractional_labels and  # pylint: disable=protected-access
-            not c._key.output_name and sub is not None and  # pylint: disable=protected-access
+    c = internals.calibration_settings(combiner)
+    sub = c.key.sub_key
+    return (c.aggregation_type is None and not c.class_weights and
+            c.prediction_based_bucketing and c.fractional_labels and
+            not c.key.output_name and sub is not None and
             sub.class_id is not None and sub.k is None)
 
   def create_accumulator(self):
@@ -133,7 +136,7 @@ class FastHistogram(beam.CombineFn):
     if not rows:
       return
     acc['rows'] = []
-    sub, slow = self._key.sub_key, self._slow
+    sub, cal = self._key.sub_key, self._settings
     labels = np.array([r[0] for r in rows])
     scores = np.stack([r[1] for r in rows])
     weights = (np.array([r[2] for r in rows]) if self._key.example_weighted
@@ -146,8 +149,7 @@ class FastHistogram(beam.CombineFn):
     label = (labels == sub.class_id).astype(np.float64)
     keep = weights != 0.0
     label, prediction, weights = label[keep], prediction[keep], weights[keep]
-    index = ((prediction - slow._left) / slow._range * slow._num_buckets  # pylint: disable=protected-access
-             ) + 1
+    index = ((prediction - cal.left) / cal.range * cal.num_buckets) + 1
     last = self._buckets - 1
     bucket = np.where(index < 0, 0, np.where(
         index >= last, last,
@@ -164,6 +166,6 @@ class FastHistogram(beam.CombineFn):
     self._flush(acc)
     sums = acc['sums']
     return {self._key: [
-        calibration_histogram.Bucket(int(b), float(sums[0, b]),
+        internals.CalibrationBucket(int(b), float(sums[0, b]),
                                      float(sums[1, b]), float(sums[2, b]))
         for b in np.flatnonzero(acc['seen'])]}

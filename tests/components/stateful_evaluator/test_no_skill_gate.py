@@ -1,4 +1,4 @@
-"""The no-skill gate's one-sided tests (skill_test.py): a predictor that
+"""The no-skill gate's one-sided tests (checks/no_skill_gate.py): a predictor that
 carries no signal passes at most about as often as the level says, on
 balanced and on imbalanced classes and on regression; a real gain passes."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from components.stateful_evaluator import skill_test as K
+from components.stateful_evaluator.checks import no_skill_gate as K
 
 ALPHA = 0.05
 SEEDS = range(200)

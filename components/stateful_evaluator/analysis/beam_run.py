@@ -3,8 +3,8 @@
 TFMA's ``run_model_analysis`` refuses change thresholds without baseline
 ``EvalSharedModel``s; model-agnostic evaluation needs none, so the pipeline
 is built from TFMA's own extract / evaluate / write transforms, with the
-config of ``tfma_config.complete_config``. The output folder has the stock
-Evaluator's layout; ``tfma_results`` reads it back and writes the verdict.
+config of ``config.complete_config``. The output folder has the stock
+Evaluator's layout; ``results`` reads it back and writes the verdict.
 """
 
 from __future__ import annotations

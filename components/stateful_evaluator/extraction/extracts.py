@@ -56,8 +56,8 @@ from components.stateful import batches as batches_lib
 from components.stateful import model_spec as ms
 from components.stateful import state
 from components.stateful import steps as steps_lib
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator.extraction import chunked as chunked_lib
+from components.stateful_evaluator.extraction import models as models_lib
 
 _LOG = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """TFMA over the stateful extracts in this process, without a Beam pipeline.
 
-The same computation as ``tfma_eval.run``, for extracts small enough to read
+The same computation as ``beam_run.run``, for extracts small enough to read
 in one process: TFMA's own extractor functions, metric computations,
 combiners, derived and diff metrics, validator and proto converters, called
 in a loop instead of as a 36-stage Beam pipeline. Beam's fixed cost
@@ -9,7 +9,7 @@ data) is what the evaluator would otherwise spend most of its time on
 (BENCHMARKS section 5). The files written are the ones TFMA's writers write
 (``metrics``, ``plots``, ``attributions`` and ``validations`` TFRecords of
 the same protos, ``eval_config.json``), so ``tfma.load_eval_result``,
-``tfma.load_validation_result`` and ``tfma_results`` read them unchanged.
+``tfma.load_validation_result`` and ``results`` read them unchanged.
 
 The extracts are read in record batches (TFXIO's in-process reader, or
 ``Streaming``: the records as the chunked pass writes them, decoded the
@@ -17,10 +17,11 @@ same way in a thread of its own) and folded into one accumulator per slice
 as they come, so memory does not grow with the number of extracts. The
 per-class calibration histograms (AUC, top-1 precision and recall of a
 multi-class model: TFMA builds them one example and class at a time in
-Python) are binned in NumPy instead (``tfma_histograms.py``), with the
+Python) are binned in NumPy instead (``histograms.py``), with the
 same values in the same order. What TFMA computes only on Beam (confidence
 intervals, query-key metrics, cross-slice metrics) is refused by
-``unsupported``; the caller then runs ``tfma_eval.run``.
+``unsupported``; the caller then runs ``beam_run.run``. Every TFMA name
+below its public API that this path calls is taken from ``tfma_internals``.
 """
 
 from __future__ import annotations
@@ -34,26 +35,14 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis import constants
-from tensorflow_model_analysis.evaluators import (
-    metrics_plots_and_validations_evaluator as mpv)
-from tensorflow_model_analysis.evaluators import metrics_validator
-from tensorflow_model_analysis.extractors import features_extractor
-from tensorflow_model_analysis.extractors import slice_key_extractor
-from tensorflow_model_analysis.extractors import unbatch_extractor
-from tensorflow_model_analysis.metrics import metric_specs
 from tensorflow_model_analysis.metrics import metric_types
-from tensorflow_model_analysis.slicer import slicer_lib
-from tensorflow_model_analysis.utils import model_util
-from tensorflow_model_analysis.utils import util
-from tensorflow_model_analysis.writers import eval_config_writer
-from tensorflow_model_analysis.writers import (
-    metrics_plots_and_validations_writer as mpv_writer)
 from tfx_bsl.coders import example_coder
 from tfx_bsl.public import tfxio
 from tfx_bsl.tfxio import dataset_options
 from tfx_bsl.tfxio import record_based_tfxio
 
-from components.stateful_evaluator import tfma_histograms
+from components.stateful_evaluator.analysis import histograms
+from components.stateful_evaluator.analysis import tfma_internals as internals
 
 # Record batches read at a time (TFXIO's in-process reader).
 BATCH_SIZE = 256
@@ -94,25 +83,25 @@ def _extracts(record_batch: Any, config: tfma.EvalConfig
   """One extract per example: what TFMA's Features, Labels, ExampleWeights,
   MaterializedPredictions and Unbatch extractors make of a record batch."""
   batch, serialized = (
-      features_extractor._drop_unsupported_columns_and_fetch_raw_data_column(  # pylint: disable=protected-access
+      internals.drop_unsupported_columns_and_fetch_raw_data_column(
           record_batch))
-  batched = {constants.FEATURES_KEY: util.record_batch_to_tensor_values(
+  batched = {constants.FEATURES_KEY: internals.record_batch_to_tensor_values(
                  batch, {}),
              constants.INPUT_KEY: serialized}
   specs = list(config.model_specs)
   batched[constants.LABELS_KEY] = (
-      model_util.get_feature_values_for_model_spec_field(
+      internals.get_feature_values_for_model_spec_field(
           specs, 'label_key', 'label_keys', batched, True))
-  weights = model_util.get_feature_values_for_model_spec_field(
+  weights = internals.get_feature_values_for_model_spec_field(
       specs, 'example_weight_key', 'example_weight_keys', batched)
   if weights is not None:
     batched[constants.EXAMPLE_WEIGHTS_KEY] = weights
-  predictions = model_util.get_feature_values_for_model_spec_field(
+  predictions = internals.get_feature_values_for_model_spec_field(
       specs, 'prediction_key', 'prediction_keys', batched)
   if predictions is not None:
-    batched = util.copy_and_set_by_keys(
+    batched = internals.copy_and_set_by_keys(
         batched, [constants.PREDICTIONS_KEY], predictions)
-  return unbatch_extractor._extract_unbatched_inputs(batched)  # pylint: disable=protected-access
+  return internals.extract_unbatched_inputs(batched)
 
 
 class _SlicedMetrics:
@@ -121,22 +110,23 @@ class _SlicedMetrics:
 
   def __init__(self, config: tfma.EvalConfig):
     self._config = config
-    separated = mpv._filter_and_separate_computations(  # pylint: disable=protected-access
-        metric_specs.to_computations(list(config.metrics_specs),
+    separated = internals.filter_and_separate_computations(
+        internals.to_computations(list(config.metrics_specs),
                                      eval_config=config))
     self._derived = separated.derived_computations
     self._ci_derived = separated.ci_derived_computations
-    computations = tfma_histograms.vectorise(
+    computations = histograms.vectorise(
         separated.non_derived_computations, config)
-    self._preprocess = mpv._PreprocessorDoFn(computations)  # pylint: disable=protected-access
-    self._combine = mpv._ComputationsCombineFn(computations)  # pylint: disable=protected-access
-    self._slice_keys = slice_key_extractor.ExtractSliceKeysFn(
+    self._preprocess = internals.PreprocessorDoFn(computations)
+    self._combine = internals.ComputationsCombineFn(computations)
+    self._slice_keys = internals.ExtractSliceKeysFn(
         config, materialize=False)
-    self._slice_specs = [slicer_lib.SingleSliceSpec(spec=spec)
+    self._slice_specs = [internals.SingleSliceSpec(spec=spec)
                          for spec in config.slicing_specs] or [
-                             slicer_lib.SingleSliceSpec()]
-    self._fanout = slicer_lib._FanoutSlicesDoFn(lambda k: k not in _PRUNED)  # pylint: disable=protected-access
-    baseline = model_util.get_baseline_model_spec(config)
+                             internals.SingleSliceSpec()]
+    self._fanout = internals.FanoutSlicesDoFn(
+        lambda k: k not in _PRUNED)
+    baseline = internals.get_baseline_model_spec(config)
     self._baseline = baseline.name if baseline else None
     self._accumulators: Dict[Any, Any] = {}
     self._counts: Dict[Any, int] = {}
@@ -177,7 +167,7 @@ class _SlicedMetrics:
       for computation in self._ci_derived:
         metrics.update(computation.result(metrics))
       out.append((slice_key, {k: v for k, v in metrics.items()
-                              if not mpv._is_private_metrics(k)}))  # pylint: disable=protected-access
+                              if not internals.is_private_metrics(k)}))
     self._combine.teardown()
     return out
 
@@ -187,17 +177,17 @@ class _SlicedMetrics:
       return {}
     diffs = {}
     for key, value in metrics.items():
-      if mpv._is_private_metrics(key) or key.is_diff:  # pylint: disable=protected-access
+      if internals.is_private_metrics(key) or key.is_diff:
         continue
       base = key.make_baseline_key(self._baseline)
       if key.model_name != self._baseline and base in metrics and (
-          mpv._is_metric_diffable(value)):  # pylint: disable=protected-access
+          internals.is_metric_diffable(value)):
         diffs[key.make_diff_key()] = value - metrics[base]
     return diffs
 
 
 def _by_type(sliced: List[Sliced], key_type: type) -> List[Sliced]:
-  return [mpv._filter_by_key_type(item, key_type) for item in sliced]  # pylint: disable=protected-access
+  return [internals.filter_by_key_type(item, key_type) for item in sliced]
 
 
 def _write_records(path: str, records: List[Any]) -> None:
@@ -210,13 +200,13 @@ def _check(config: tfma.EvalConfig) -> None:
   reason = unsupported(config)
   if reason:
     raise ValueError(f'TFMA in process cannot compute {reason}; run it on '
-                     f'Beam (tfma_eval.run)')
+                     f'Beam (beam_run.run)')
 
 
 def run(extracts_path: str, config: tfma.EvalConfig, output_dir: str
        ) -> int:
   """Runs TFMA over the extracts in this process; writes the files of
-  ``tfma_eval.run``. Returns the number of examples read."""
+  ``beam_run.run``. Returns the number of examples read."""
   _check(config)
   sliced = _SlicedMetrics(config)
   for record_batch in _record_batches(extracts_path):
@@ -317,29 +307,29 @@ def _write_outputs(sliced: _SlicedMetrics, config: tfma.EvalConfig,
   metrics = _by_type(results, metric_types.MetricKey)
   plots = _by_type(results, metric_types.PlotKey)
   attributions = _by_type(results, metric_types.AttributionsKey)
-  combine = mpv_writer.CombineValidations(config)
+  combine = internals.CombineValidations(config)
   validation = combine.create_accumulator()
   for item in metrics:
     validation = combine.add_input(
-        validation, metrics_validator.validate_metrics(item, config))
+        validation, internals.validate_metrics(item, config))
   validation = combine.extract_output(validation)
 
   tf.io.gfile.makedirs(output_dir)
   join = os.path.join
   _write_records(join(output_dir, constants.METRICS_KEY + _SHARDED), [
-      mpv_writer.convert_slice_metrics_to_proto(item, [])
+      internals.convert_slice_metrics_to_proto(item, [])
       for item in metrics])
   _write_records(join(output_dir, constants.PLOTS_KEY + _SHARDED), [
-      mpv_writer.convert_slice_plots_to_proto(item, []) for item in plots])
+      internals.convert_slice_plots_to_proto(item, []) for item in plots])
   _write_records(join(output_dir, constants.ATTRIBUTIONS_KEY + _SHARDED), [
-      mpv_writer.convert_slice_attributions_to_proto(item)
+      internals.convert_slice_attributions_to_proto(item)
       for item in attributions])
   _write_records(join(output_dir, constants.VALIDATIONS_KEY + '.tfrecord'),
                  [validation])
-  if eval_config_writer.EVAL_CONFIG_FILE not in (
+  if internals.EVAL_CONFIG_FILE not in (
       config.options.disabled_outputs.values):
     with tf.io.gfile.GFile(join(
-        output_dir, eval_config_writer.EVAL_CONFIG_FILE + '.json'), 'w') as f:
-      f.write(eval_config_writer._serialize_eval_run(  # pylint: disable=protected-access
+        output_dir, internals.EVAL_CONFIG_FILE + '.json'), 'w') as f:
+      f.write(internals.serialize_eval_run(
           copy.deepcopy(config), extracts_path, 'tfrecords',
           {'': '<unknown>'}) + '\n')

@@ -11,7 +11,7 @@ TFMA's diffs (candidate minus baseline) and its validation result concern
 the candidate only, and ``tfma.load_eval_result(uri)`` without a model name
 gives the candidate. The no-skill predictors (``no_skill_prediction``,
 ``last_value_prediction``) are not TFMA models: the gate's paired test
-scores them (``skill_test.py``). The config is completed by
+scores them (``checks/no_skill_gate.py``). The config is completed by
 ``config_util.update_eval_config_with_defaults``, as TFMA completes its own.
 """
 
@@ -25,8 +25,8 @@ from google.protobuf import json_format
 from tensorflow_model_analysis.utils import config_util
 
 from components.stateful import model_spec as ms
-from components.stateful_evaluator import extracts as ex
-from components.stateful_evaluator import tfma_metrics
+from components.stateful_evaluator.extraction import extracts as ex
+from components.stateful_evaluator.analysis import metrics as tfma_metrics
 
 CANDIDATE = 'candidate'
 BASELINE = 'baseline'
@@ -129,7 +129,7 @@ PREDICTION_KEYS = {CANDIDATE: ex.PREDICTION, BASELINE: ex.BASELINE_PREDICTION,
 
 def no_skill_models(spec: ms.ModelSpec) -> List[str]:
   """The no-skill predictors of the gate (extract features, scored by
-  ``skill_test.py``, not TFMA models)."""
+  ``checks/no_skill_gate.py``, not TFMA models)."""
   names = [NO_SKILL]
   if spec.task == ms.REGRESSION and spec.label_kind == ms.PER_STEP:
     names.append(LAST_VALUE)
@@ -201,7 +201,7 @@ def complete_config(user: Optional[tfma.EvalConfig], spec: ms.ModelSpec,
       cfg, has_baseline=with_baseline, rubber_stamp=not with_baseline)
 
 
-# Metrics computed by the vectorised numpy metrics of ``tfma_metrics``
+# Metrics computed by the vectorised numpy metrics of ``metrics``
 # (same names, same values; no traced TensorFlow function per combiner for
 # the Keras two, no Python loop over label elements for TFMA's two).
 NATIVE_METRICS = {
@@ -215,7 +215,7 @@ NATIVE_METRICS = {
 
 def _use_native(metric: tfma.MetricConfig) -> None:
   """Points a ``NATIVE_METRICS`` config (no module, no settings but its
-  name) at ``tfma_metrics``."""
+  name) at ``metrics``."""
   if metric.class_name not in NATIVE_METRICS or metric.module:
     return
   try:

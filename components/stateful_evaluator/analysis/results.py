@@ -20,7 +20,7 @@ import tensorflow_model_analysis as tfma
 from google.protobuf import json_format
 from tensorflow_model_analysis.proto import validation_result_pb2
 
-from components.stateful_evaluator import tfma_config
+from components.stateful_evaluator.analysis import config as tfma_config
 
 def _slice_name(slice_key) -> str:
   parts = [f'{k.column}:{k.bytes_value.decode() if k.HasField("bytes_value") else (k.int64_value if k.HasField("int64_value") else k.float_value)}'

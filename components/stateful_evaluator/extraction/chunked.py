@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from components.stateful import model_spec as ms
-from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator.extraction import models as models_lib
 
 
 @dataclasses.dataclass

@@ -25,8 +25,8 @@ import tensorflow as tf
 from tensorflow.core.protobuf import rewriter_config_pb2
 
 from components.stateful_evaluator import settings as settings_lib
-from components.stateful_evaluator import chunked as chunked_lib
-from components.stateful_evaluator import models as models_lib
+from components.stateful_evaluator.extraction import chunked as chunked_lib
+from components.stateful_evaluator.extraction import models as models_lib
 
 _LOG = logging.getLogger(__name__)
 
