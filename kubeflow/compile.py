@@ -26,8 +26,8 @@ import sys
 from typing import List, Optional
 
 from components.sequence_batcher import command_line
+from pipeline import flags as flags_lib
 from pipeline import pipeline_config
-from pipeline import local_runner
 
 SERVING_SUBDIR = 'serving_model'
 TRAINER_TASK = 'StatefulTrainer'
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
       prog='python -m kubeflow.compile',
       description='Compile the pipeline to a Kubeflow Pipelines v2 JSON. '
       'Unknown flags are Beam pipeline options for the containers.',
-      parents=[local_runner.build_parser()], add_help=False,
+      parents=[flags_lib.build_parser()], add_help=False,
       conflict_handler='resolve')
   p.add_argument('--data-root', required=True,
                  help='the data as the cluster reads it (e.g. '
@@ -172,7 +172,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
     parser.error('--trainer-retries must be at least 0')
   if args.trainer_workers < 1:
     parser.error('--trainer-workers must be at least 1')
-  config = dataclasses.replace(local_runner.config_from_args(local_args),
+  config = dataclasses.replace(flags_lib.config_from_args(local_args),
                                data_root=args.data_root,
                                checkpoint_dir=args.checkpoint_dir)
   if args.trainer_workers > 1 and config.trainer.replicas > 1:

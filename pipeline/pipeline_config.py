@@ -21,7 +21,7 @@ PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Blessing rule (the StatefulEvaluator's defaults): the chunked stateful
 # outputs match whole-sequence serving, the model beats the no-skill
 # predictors, and TFMA's default config for the task
-# (``tfma_config.default_eval_config``): accuracy may not drop by more than 0.01
+# (``stateful_evaluator/analysis/config.default_eval_config``): accuracy may not drop by more than 0.01
 # (MSE not rise by more than 1%) against the latest blessed model.
 
 

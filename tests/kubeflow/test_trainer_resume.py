@@ -74,9 +74,9 @@ def test_checkpoint_dir_fresh_and_retries_flags(tmp_path):
 
 def test_local_runner_checkpoint_flags(tmp_path):
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
-  args, _ = local_runner.build_parser().parse_known_args([
+  args, _ = flags_lib.build_parser().parse_known_args([
       '--data-root', str(tmp_path), '--output-dir', str(tmp_path / 'o')])
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   assert config.checkpoint_dir is None and config.fresh is False
   p = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=config.pipeline_root)
@@ -84,10 +84,10 @@ def test_local_runner_checkpoint_flags(tmp_path):
   assert trainer.exec_properties['checkpoint_dir'] == os.path.join(
       config.pipeline_root, 'StatefulTrainer', 'checkpoints')
   assert trainer.exec_properties.get('fresh') is None
-  args, _ = local_runner.build_parser().parse_known_args([
+  args, _ = flags_lib.build_parser().parse_known_args([
       '--data-root', str(tmp_path), '--checkpoint-dir', 'gs://b/ckpt',
       '--fresh'])
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   assert (config.checkpoint_dir, config.fresh) == ('gs://b/ckpt', True)
   p = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=config.pipeline_root)

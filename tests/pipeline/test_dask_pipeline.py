@@ -15,6 +15,7 @@ import pytest
 
 from components.sequence_batcher import command_line
 from pipeline import beam_options
+from pipeline import flags as flags_lib
 from pipeline import local_runner
 from pipeline import split_check
 
@@ -30,7 +31,7 @@ def _tfrecord(path, records):
 
 
 def test_local_runner_accepts_dask_runner_and_options():
-  args, beam_args = command_line.split_args(local_runner.build_parser(),
+  args, beam_args = command_line.split_args(flags_lib.build_parser(),
                                             DASK_ARGS)
   assert args.data_root
   assert beam_args == [f'--runner={command_line.DASK_RUNNER}', DASK_ARGS[1]]

@@ -22,6 +22,7 @@ from components.sequence_batcher import load_metadata
 from components.stateful_evaluator.extraction import models as models_lib
 from components.stateful_evaluator.extraction import extracts as extracts_lib
 from data import generate
+from pipeline import flags as flags_lib
 from pipeline import local_runner
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -99,9 +100,9 @@ def test_csv_pipeline_blesses_pushes_serves_and_caches(tmp_path):
   rows = _make_csv(str(data))
   out = tmp_path / 'out'
   total_rows = len(rows['seq_id'])
-  args, beam_args = local_runner.build_parser().parse_known_args(
+  args, beam_args = flags_lib.build_parser().parse_known_args(
       _flags(data, out))
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   summary = local_runner.run(config, beam_args)
   _check_summary(summary, out)
   batcher = summary['batcher']

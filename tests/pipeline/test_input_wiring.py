@@ -12,6 +12,7 @@ import tensorflow as tf
 from kubeflow import compile as kubeflow_compile
 from pipeline import csv_example_gen
 from pipeline import input_check
+from pipeline import flags as flags_lib
 from pipeline import local_runner
 from pipeline import pipeline as pipeline_lib
 
@@ -21,13 +22,13 @@ def _batcher(p):
 
 
 def test_local_runner_passes_max_sequence_length_and_truncate(tmp_path):
-  parser = local_runner.build_parser()
+  parser = flags_lib.build_parser()
   for flags, expected in (([], (None, 0)),
                           (['--max-sequence-length', '50'], (50, 0)),
                           (['--max-sequence-length', '50', '--truncate'],
                            (50, 1))):
     args = parser.parse_args(['--data-root', str(tmp_path), *flags])
-    config = local_runner.config_from_args(args)
+    config = flags_lib.config_from_args(args)
     p = pipeline_lib.create_pipeline_from_config(
         config, pipeline_root=str(tmp_path / 'root'))
     props = _batcher(p).exec_properties
@@ -77,9 +78,9 @@ def test_csv_example_gen_keeps_keys_as_text(tmp_path):
                                    for i, k in enumerate(keys)
                                    for t in range(2)]
   (data / 'rows.csv').write_text('\n'.join(lines) + '\n')
-  args = local_runner.build_parser().parse_args(
+  args = flags_lib.build_parser().parse_args(
       ['--data-root', str(data), '--output-dir', str(tmp_path / 'out')])
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   full = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=str(tmp_path / 'root'))
   in_pipeline = [c for c in full.components if c.id == 'CsvExampleGen'][0]

@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from data import generate
+from pipeline import flags as flags_lib
 from pipeline import local_runner
 
 CLASSES = ['cat', 'dog']  # Text class labels.
@@ -77,10 +78,10 @@ def test_odd_but_legitimate_csv_runs_end_to_end(tmp_path):
   data = str(tmp_path / 'data')
   total = _write_odd_csv(data)
   out = tmp_path / 'out'
-  args, beam_args = local_runner.build_parser().parse_known_args(
+  args, beam_args = flags_lib.build_parser().parse_known_args(
       ['--data-root', data, '--output-dir', str(out), '--batch-size', '4',
        '--num-unroll', '8', '--epochs', '2'])
-  summary = local_runner.run(local_runner.config_from_args(args), beam_args)
+  summary = local_runner.run(flags_lib.config_from_args(args), beam_args)
   batcher = summary['batcher']
   assert (batcher['train']['real_timesteps'] +
           batcher['eval']['real_timesteps']) == total

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from components.stateful_trainer import settings
 from pipeline import input_check
-from pipeline import local_runner
+from pipeline import flags as flags_lib
 from tests.components.sequence_batcher import malformed
 
 
 def _config(*flags):
-  args, _ = local_runner.build_parser().parse_known_args(list(flags))
-  return local_runner.config_from_args(args)
+  args, _ = flags_lib.build_parser().parse_known_args(list(flags))
+  return flags_lib.config_from_args(args)
 
 
 def test_keras_recipe_sets_the_trainer_and_layout(tmp_path):

@@ -206,9 +206,9 @@ def _reference_model(interrupted):
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   out, tmp = interrupted['out'], interrupted['tmp']
-  args, _ = local_runner.build_parser().parse_known_args(
+  args, _ = flags_lib.build_parser().parse_known_args(
       interrupted['cmd'][3:])
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   p = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=config.pipeline_root)
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]

@@ -10,6 +10,7 @@ import pytest
 from components.stateful_trainer import executor as trainer_executor
 from components.stateful_trainer import settings
 from kubeflow import compile as kubeflow_compile
+from pipeline import flags as flags_lib
 from pipeline import local_runner
 from pipeline import pipeline as pipeline_lib
 
@@ -46,7 +47,7 @@ def test_every_field_has_a_flag_with_help():
 
 
 def test_help_shows_each_flag_with_its_meaning_and_default():
-  text = ' '.join(local_runner.build_parser().format_help().split())
+  text = ' '.join(flags_lib.build_parser().format_help().split())
   text = text[text.index('options:'):]  # The entries, not the usage line.
   for spec in settings.flag_specs():
     assert spec.flag in text, spec.flag
@@ -61,10 +62,10 @@ def test_help_shows_each_flag_with_its_meaning_and_default():
 
 def test_every_setting_reaches_the_trainer_from_the_local_runner(tmp_path):
   flags, values = _all_flags()
-  args, beam = local_runner.build_parser().parse_known_args(
+  args, beam = flags_lib.build_parser().parse_known_args(
       ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + flags)
   assert not beam
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   assert config.trainer.to_dict() == values
   p = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=str(tmp_path / 'root'))
@@ -120,9 +121,9 @@ def _trainer_hyperparameters(custom_config):
 
 
 def test_hyperparameters_reach_the_trainer_from_the_local_runner(tmp_path):
-  args, _ = local_runner.build_parser().parse_known_args(
+  args, _ = flags_lib.build_parser().parse_known_args(
       ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + HP_FLAG)
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   assert config.hyperparameters == HP
   p = pipeline_lib.create_pipeline_from_config(
       config, pipeline_root=str(tmp_path / 'root'))
@@ -148,13 +149,13 @@ def test_hyperparameters_flag_forms_and_errors():
     with pytest.raises(hp_lib.HyperparametersError, match='hyperparameters'):
       hp_lib.parse(bad)
   with pytest.raises(SystemExit):
-    local_runner.build_parser().parse_args(['--hyperparameters', 'units'])
+    flags_lib.build_parser().parse_args(['--hyperparameters', 'units'])
 
 
 def test_help_lists_the_default_modules_hyperparameters():
   from components.stateful import default_model as dm
   from components.stateful import hyperparameters as hp_lib
-  text = ' '.join(local_runner.build_parser().format_help().split())
+  text = ' '.join(flags_lib.build_parser().format_help().split())
   table = {n: d for n, d, _ in hp_lib.DEFAULT_MODEL}
   for name in table:
     assert f'{name} (' in text, name
@@ -169,13 +170,23 @@ def test_help_lists_the_default_modules_hyperparameters():
 
 
 def test_replicas_and_workers_set_the_batchers_lane_multiple(tmp_path):
-  args, _ = local_runner.build_parser().parse_known_args(
+  args, _ = flags_lib.build_parser().parse_known_args(
       ['--data-root', str(tmp_path), '--output-dir', str(tmp_path),
        '--replicas', '2'])
-  config = local_runner.config_from_args(args)
+  config = flags_lib.config_from_args(args)
   for workers, want in ((1, 2), (3, 6)):
     p = pipeline_lib.create_pipeline_from_config(
         config, pipeline_root=str(tmp_path / 'root'),
         trainer_workers=workers)
     batcher = [c for c in p.components if c.id == 'SequenceBatcher'][0]
     assert batcher.exec_properties['lane_multiple'] == want
+
+
+def test_the_kubeflow_compiler_does_not_import_the_local_runner():
+  """The flags are declared once (pipeline/flags.py) for both front ends."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ('import sys, kubeflow.compile; '
+          'assert "pipeline.local_runner" not in sys.modules')
+  subprocess.run([sys.executable, '-c', code], check=True,
+                 env={**__import__('os').environ, 'PYTHONPATH': '.'})
