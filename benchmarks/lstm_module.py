@@ -26,25 +26,31 @@ import tf_keras as keras
 UNITS = 64
 
 
+CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
+
+
 def build_model(spec) -> keras.Model:
   """Input[B, T, F] -> LSTM(64, per step) -> Dense(K), seeded by spec.seed.
 
   ``spec.hyperparameters['units']`` (an int) widens the LSTM (the
   distributed-training benchmark); every other run uses 64.
+  ``spec.hyperparameters['cell']`` = ``gru`` makes it the plain GRU module
+  of ``benchmarks/recipe.py`` (the same layer sizes and initialisers).
   """
   seed = int(getattr(spec, 'seed', 0) or 0)
-  units = int((getattr(spec, 'hyperparameters', None) or {}).get('units',
-                                                                 UNITS))
+  hyperparameters = getattr(spec, 'hyperparameters', None) or {}
+  units = int(hyperparameters.get('units', UNITS))
+  cell = str(hyperparameters.get('cell', 'lstm'))
   inputs = keras.Input(
       batch_shape=(spec.batch_size, spec.num_unroll, spec.num_features),
       name='features')
-  x = keras.layers.LSTM(
+  x = CELLS[cell](
       units, return_sequences=True, stateful=spec.stateful,
       kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
       recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 1),
-      name='lstm')(inputs)
+      name=cell)(inputs)
   outputs = keras.layers.Dense(
       spec.output_units,
       kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2),
       name='head')(x)
-  return keras.Model(inputs, outputs, name='plain_lstm64')
+  return keras.Model(inputs, outputs, name=f'plain_{cell}{units}')

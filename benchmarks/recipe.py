@@ -12,9 +12,10 @@ rule changes (issue 47, item 7), and written in the section:
   from the aeon and sktime wheels, and two per-step forecasting streams;
 * seeds 0, 1, 2 for every model;
 * models: Keras ``fit`` of LSTM(64) -> Dense (the floor); the plain LSTM
-  module (``benchmarks/lstm_module.py``) and the plain GRU module
-  (``benchmarks/gru_module.py``) through ``pipeline.local_runner``; the
-  default module's LRU model (``--hyperparameters model=lru``);
+  module (``benchmarks/lstm_module.py``) and the plain GRU module (the
+  same file with ``--hyperparameters cell=gru``) through
+  ``pipeline.local_runner``; the default module's LRU model
+  (``--hyperparameters model=lru``);
 * variants: ``--variant NAME="FLAGS"`` runs the pipeline models named by
   ``--variant-models`` (default: the plain LSTM) again with more
   local-runner flags (a candidate rule), side by side;
@@ -58,9 +59,9 @@ CASES = ('ArrowHead', 'BasicMotions', 'GunPoint', 'ItalyPowerDemand',
 SEEDS = 3
 KERAS, PLAIN, GRU, LRU = 'keras', 'plain', 'gru', 'lru'
 MODELS = (KERAS, PLAIN, GRU, LRU)
-GRU_MODULE = os.path.join(common.ROOT, 'benchmarks', 'gru_module.py')
 MODEL_FLAGS = {PLAIN: ['--module-file', real_data.LSTM_MODULE],
-               GRU: ['--module-file', GRU_MODULE],
+               GRU: ['--module-file', real_data.LSTM_MODULE,
+                     '--hyperparameters', 'cell=gru'],
                LRU: list(real_data.LRU_FLAGS)}
 
 log = common.progress_log('recipe')
