@@ -20,7 +20,7 @@ protocol"):
   B) the state lives in variables ``float32[B, ...]`` that
   ``components.stateful.state`` finds, resets, snapshots and checkpoints.
   With ``stateful=False`` (the serving twin) each call starts from zeros, or
-  from states handed in by ``state.run_with_states`` (the ``step``
+  from states handed in by ``explicit_state.run_with_states`` (the ``step``
   signature), which also collects the states after the call.
 
 Fed chunk by chunk with carried state, a stateful layer gives exactly the
@@ -33,8 +33,8 @@ Layers:
   ``(kernel_size - 1) * dilation_rate`` inputs and convolves
   ``[carried ; chunk]`` tap by tap; with resets, taps that reach back
   across a reset read zeros.
-* ``RunningPool`` and ``DecayingPool`` — in ``pools.py`` (importable from
-  here too): statistics over a sequence's whole history, and decaying ones
+* ``RunningPool`` and ``DecayingPool`` — in ``pools.py`` (old paths:
+  ``compat.py``): statistics over a sequence's whole history, and decaying ones
   over its recent past.
 * ``SignedLog`` and ``Standardize`` — per-step, per-channel maps (no time
   mixing, no state): ``sign(x) log(1 + |x|)`` and ``(x - center) / scale``
@@ -378,10 +378,3 @@ class LagKernel(keras.initializers.Initializer):
         values[k - 1 - lag, ch, lag * c + ch] = 1.0
     return tf.constant(values, dtype or tf.float32)
 
-
-# The pools live in ``pools.py``; their names stay importable from here,
-# where models saved earlier (and their stored module copies) find them.
-from components.stateful.pools import DECAYING_STATS  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from components.stateful.pools import DecayingPool  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from components.stateful.pools import POOL_STATS  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
-from components.stateful.pools import RunningPool  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import

@@ -34,6 +34,7 @@ from typing import Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import compat
 from components.stateful import layers
 from components.stateful import model_spec as ms
 from components.stateful import module_contract
@@ -77,6 +78,7 @@ def load_module_file(path: str) -> types.ModuleType:
                          os.path.basename(path.rstrip('/')) or 'module.py')
     with open(local, 'wb') as f:
       f.write(source)
+  compat.install()  # Names a stored module copy may import from old paths.
   spec = importlib.util.spec_from_file_location(name, local)
   module = importlib.util.module_from_spec(spec)
   sys.modules[name] = module

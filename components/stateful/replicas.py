@@ -6,14 +6,14 @@ Under ``tf.distribute`` a Keras RNN built with ``stateful=True`` raises
 replica. So the model trained under a strategy is the non-stateful serving
 twin (same architecture, same weights in the same order), and every
 stateful layer's state travels as tensors: state in, state out of the
-replicated step, fed back to the next step (``state.run_with_states``, the
+replicated step, fed back to the next step (``explicit_state.run_with_states``, the
 form the exported ``step`` signature has). The state protocol is the same
 as in one process (docs/design.md, "The state protocol"):
 
 * per-lane resets: ``state.zero_rows`` before the step (the functional
   ``state.reset_lanes``); per-step resets (``dense``):
   ``resets.step_resets``; the ablation ``reset_all``: zero state.
-* the states are ``state.serving_state_shapes`` of the twin, in the order
+* the states are ``explicit_state.serving_state_shapes`` of the twin, in the order
   of ``state.state_variables`` of the stateful model; checkpoints hold them
   gathered into the global float32[B, ...] layout, so a checkpoint of R
   replicas resumes on R' replicas (same B), or in one process.
@@ -44,6 +44,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful import explicit_state
 from components.stateful import resets
 from components.stateful import state
 from components.stateful.objective import Batch
@@ -145,9 +146,9 @@ def _forward(twin: keras.Model, batch: Batch, states: Sequence[tf.Tensor],
     states = [tf.zeros_like(s) for s in states]
   if reset.shape.rank == 2:
     with resets.step_resets(twin, reset):
-      return state.run_with_states(twin, batch['features'], states, training)
+      return explicit_state.run_with_states(twin, batch['features'], states, training)
   states = state.zero_rows(states, reset)
-  return state.run_with_states(twin, batch['features'], states, training)
+  return explicit_state.run_with_states(twin, batch['features'], states, training)
 
 
 def compile_replicated_steps(
@@ -171,7 +172,7 @@ def compile_replicated_steps(
   """
   strategy = lanes.strategy
   b, num_replicas = lanes.per_replica, lanes.num_replicas
-  shapes = state.serving_state_shapes(twin)
+  shapes = explicit_state.serving_state_shapes(twin)
   checkpointed = [tf.Variable(tf.zeros([lanes.batch_size] + s.as_list()),
                               trainable=False, name=f'state_{i}')
                   for i, s in enumerate(shapes)]

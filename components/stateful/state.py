@@ -22,7 +22,7 @@ handles state goes through this module:
   built on ``all_layers`` / ``carries_state`` of this module.
 * ``snapshot(model)`` / ``restore(model, snap)`` — around evaluation.
 * ``serving_state_layers`` / ``serving_state_shapes`` / ``run_with_states``
-  (in ``explicit_state.py``, importable from here) — the non-stateful
+  (in ``explicit_state.py``; old paths: ``compat.py``) — the non-stateful
   serving twin run from explicit states in, returning the states out (the
   ``step`` signature; under ``tf.distribute`` every replica's training
   step, ``components.stateful.replicas``).
@@ -364,10 +364,3 @@ def check_serving_model(model, *, num_features: int,
         f'[N, L, {num_features}] -> [N, L, {output_units}]')
   return carriers
 
-
-# The explicit-state half of the protocol lives in ``explicit_state.py``;
-# its names stay importable from here (imported last: it builds on the
-# functions above).
-from components.stateful.explicit_state import run_with_states  # pylint: disable=g-import-not-at-top,wrong-import-position
-from components.stateful.explicit_state import serving_state_layers  # pylint: disable=g-import-not-at-top,wrong-import-position
-from components.stateful.explicit_state import serving_state_shapes  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -71,6 +71,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import model_spec as ms
+from components.stateful import explicit_state
 from components.stateful import state
 
 SERVING_DEFAULT = 'serving_default'
@@ -254,7 +255,7 @@ class ServingModule(tf.Module):
     self._twin = twin  # Not tracked as a Keras model: only its variables.
     self.model_variables = list(twin.variables)
     self.transform = transform
-    self.state_shapes = state.serving_state_shapes(twin)
+    self.state_shapes = explicit_state.serving_state_shapes(twin)
     f = spec.num_features
     features = tf.TensorSpec([None, None, f], tf.float32, name='features')
     lengths = tf.TensorSpec([None], tf.int64, name='lengths')
@@ -352,7 +353,7 @@ class ServingModule(tf.Module):
         tf.where(tf.reshape(keep, [-1] + [1] * (s.shape.rank - 1)), s,
                  tf.zeros_like(s)) for s in states
     ]
-    outputs, states_out = state.run_with_states(self._twin, features,
+    outputs, states_out = explicit_state.run_with_states(self._twin, features,
                                                 states_in)
     result = _heads(self._spec, outputs)
     for i, s in enumerate(states_out):

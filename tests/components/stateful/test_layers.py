@@ -8,11 +8,13 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import layers as sl
+from components.stateful import pools
 from components.stateful import lru
 from components.stateful import model_spec as ms
 from components.stateful import model_io
 from components.stateful import resets
 from components.stateful import scans
+from components.stateful import explicit_state
 from components.stateful import state
 
 B, F = 3, 2
@@ -31,23 +33,23 @@ LAYERS = {
     'lags': lambda stateful: [sl.CausalConv1D(
         4 * F, 4, use_bias=False, kernel_initializer=sl.LagKernel(),
         stateful=stateful)],
-    'pool_mean_max_ppv': lambda stateful: [sl.RunningPool(
+    'pool_mean_max_ppv': lambda stateful: [pools.RunningPool(
         ('mean', 'max', 'ppv'), stateful=stateful)],
-    'pool_head_mean': lambda stateful: [sl.RunningPool(
+    'pool_head_mean': lambda stateful: [pools.RunningPool(
         ('head_mean',), head_steps=5, stateful=stateful)],
-    'conv_then_pool': lambda stateful: [_conv(stateful), sl.RunningPool(
+    'conv_then_pool': lambda stateful: [_conv(stateful), pools.RunningPool(
         ('ppv', 'max'), stateful=stateful, name='pool')],
-    'decaying_pool': lambda stateful: [sl.DecayingPool(
+    'decaying_pool': lambda stateful: [pools.DecayingPool(
         ('mean', 'ppv'), half_lives=(2.0, 9.0), stateful=stateful)],
     'conv_then_decaying_pool': lambda stateful: [
-        _conv(stateful), sl.DecayingPool(('ppv',), half_lives=(4.0,),
+        _conv(stateful), pools.DecayingPool(('ppv',), half_lives=(4.0,),
                                          stateful=stateful,
                                          name='decaying')],
     'lru': lambda stateful: [lru.LinearRecurrence(
         6, seed=1, stateful=stateful)],
     'lru_then_pool': lambda stateful: [lru.LinearRecurrence(
         5, r_min=0.5, max_phase=0.5, seed=2, stateful=stateful),
-                                       sl.RunningPool(('mean', 'max'),
+                                       pools.RunningPool(('mean', 'max'),
                                                       stateful=stateful)],
 }
 
@@ -81,7 +83,7 @@ def _pair(kind):
   twin = _model(kind, False)
   twin.set_weights(model.get_weights())
   for layer, twin_layer in zip(model.layers, twin.layers):
-    if (isinstance(layer, (sl.RunningPool, sl.DecayingPool)) and
+    if (isinstance(layer, (pools.RunningPool, pools.DecayingPool)) and
         layer.threshold is not None):
       layer.threshold.assign(np.linspace(-0.5, 0.5, layer.threshold.shape[0]))
       twin_layer.threshold.assign(layer.threshold)
@@ -110,10 +112,10 @@ def test_chunked_equals_whole(kind, seed):
   np.testing.assert_allclose(got, whole, atol=1e-5)
   # The same through explicit state in and out (the ``step`` signature).
   states = [tf.zeros([B] + s.as_list())
-            for s in state.serving_state_shapes(twin)]
+            for s in explicit_state.serving_state_shapes(twin)]
   outs = []
   for a, b in _chunks(40, rng):
-    out, states = state.run_with_states(twin, x[:, a:b], states)
+    out, states = explicit_state.run_with_states(twin, x[:, a:b], states)
     outs.append(out.numpy())
   np.testing.assert_allclose(np.concatenate(outs, axis=1), whole, atol=1e-5)
 
@@ -257,7 +259,7 @@ def test_step_resets_inside_tf_function_and_gradients(kind):
 
 def test_step_resets_reject_a_layer_that_cannot_reset():
 
-  class OldStyle(sl.RunningPool):
+  class OldStyle(pools.RunningPool):
 
     def step(self, inputs, states):  # pylint: disable=arguments-differ
       return super().step(inputs, states)
@@ -294,12 +296,12 @@ def test_state_variables_are_not_weights():
   assert len(model.weights) == len(twin.weights)
   assert len(state.state_variables(model)) == 1 + 3
   assert state.state_variables(twin) == []
-  assert [s.as_list() for s in state.serving_state_shapes(twin)] == [
+  assert [s.as_list() for s in explicit_state.serving_state_shapes(twin)] == [
       [4, F], [1], [4], [4]]
 
 
 def test_running_pool_fresh_max_ignores_carried_value():
-  pool = sl.RunningPool(('max',), stateful=False)
+  pool = pools.RunningPool(('max',), stateful=False)
   x = tf.constant([[[-5.0], [-7.0]]])
   out, new = pool.step(x, [tf.zeros([1, 1]), tf.zeros([1, 1])])
   np.testing.assert_allclose(out.numpy()[0, :, 0], [-5.0, -5.0])
@@ -321,7 +323,7 @@ def test_cumulative_max_dynamic_length():
 ], ids=['conv_causal', 'conv_same', 'avg_pool', 'max_pool'])
 def test_time_mixing_layer_without_state_is_rejected(make):
   inputs = keras.Input(batch_shape=(B, 8, F))
-  x = sl.RunningPool(('mean',), stateful=True)(inputs)
+  x = pools.RunningPool(('mean',), stateful=True)(inputs)
   x = make()(x)
   model = keras.Model(inputs, keras.layers.Dense(2)(x))
   with pytest.raises(state.StatefulModelError, match='mixes time steps'):
@@ -331,7 +333,7 @@ def test_time_mixing_layer_without_state_is_rejected(make):
 
 def test_attention_without_state_is_rejected():
   inputs = keras.Input(batch_shape=(B, 8, F))
-  x = sl.RunningPool(('mean',), stateful=True)(inputs)
+  x = pools.RunningPool(('mean',), stateful=True)(inputs)
   x = keras.layers.MultiHeadAttention(1, 4)(x, x)
   model = keras.Model(inputs, keras.layers.Dense(2)(x))
   with pytest.raises(state.StatefulModelError, match='MultiHeadAttention'):
@@ -342,7 +344,7 @@ def test_attention_without_state_is_rejected():
 def test_non_stateful_stateful_layer_in_stateful_model_is_rejected():
   inputs = keras.Input(batch_shape=(B, 8, F))
   x = _conv(True)(inputs)
-  x = sl.RunningPool(('mean',), stateful=False, name='loose')(x)
+  x = pools.RunningPool(('mean',), stateful=False, name='loose')(x)
   model = keras.Model(inputs, keras.layers.Dense(2)(x))
   with pytest.raises(state.StatefulModelError, match='loose'):
     state.check_stateful_model(model, batch_size=B, num_unroll=8,
@@ -419,7 +421,7 @@ def test_default_model_is_invariant_to_affine_feature_scaling():
 
 
 def test_head_mean_is_the_mean_of_the_first_steps():
-  pool = sl.RunningPool(('head_mean',), head_steps=3)
+  pool = pools.RunningPool(('head_mean',), head_steps=3)
   x = np.arange(1.0, 7.0, dtype=np.float32).reshape(1, 6, 1)
   out = pool(x).numpy()[0, :, 0]
   np.testing.assert_allclose(out, [1.0, 1.5, 2.0, 2.0, 2.0, 2.0])
@@ -433,7 +435,7 @@ def test_decaying_pool_equals_a_step_by_step_reference():
   x = np.concatenate([rng.normal(5.0, 0.1, size=(1, 60, 1)),
                       rng.normal(-5.0, 0.1, size=(1, 60, 1))],
                      axis=1).astype(np.float32)
-  layer = sl.DecayingPool(('mean', 'ppv'), half_lives=(3.0, 50.0))
+  layer = pools.DecayingPool(('mean', 'ppv'), half_lives=(3.0, 50.0))
   out = layer(x).numpy()[0]  # [T, 4]: (h=3: mean, ppv), (h=50: mean, ppv).
   for j, h in enumerate((3.0, 50.0)):
     a = 0.5 ** (1 / h)
@@ -447,5 +449,5 @@ def test_decaying_pool_equals_a_step_by_step_reference():
   assert out[-1, 0] == pytest.approx(-5.0, abs=0.2)  # h=3: the new level.
   assert out[-1, 1] == pytest.approx(0.0, abs=1e-3)
   assert out[-1, 2] > -4.0  # h=50 still remembers the first level.
-  mixed = sl.RunningPool(('mean',))(x).numpy()[0, -1, 0]
+  mixed = pools.RunningPool(('mean',))(x).numpy()[0, -1, 0]
   assert mixed == pytest.approx(0.0, abs=0.2)  # Whole history: the mixture.

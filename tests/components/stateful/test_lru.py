@@ -17,6 +17,7 @@ from components.stateful import default_model as dm
 from components.stateful import lru
 from components.stateful import model_io
 from components.stateful import model_spec as ms
+from components.stateful import explicit_state
 from components.stateful import state
 from components.stateful_trainer import export
 from tests.components.stateful import test_layers as tl
@@ -261,10 +262,10 @@ def test_chunked_equals_whole_at_random_chunks_and_lane_counts(lanes, seed):
   got = np.concatenate([model(x[:, a:b]).numpy() for a, b in spans], axis=1)
   np.testing.assert_allclose(got, whole, atol=1e-5)
   states = [tf.zeros([lanes] + s.as_list())
-            for s in state.serving_state_shapes(twin)]
+            for s in explicit_state.serving_state_shapes(twin)]
   outs = []
   for a, b in spans:
-    out, states = state.run_with_states(twin, x[:, a:b], states)
+    out, states = explicit_state.run_with_states(twin, x[:, a:b], states)
     outs.append(out.numpy())
   np.testing.assert_allclose(np.concatenate(outs, axis=1), whole, atol=1e-5)
 

@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import layers as sl
+from components.stateful import pools
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
@@ -24,7 +25,7 @@ def _batch(weight):
 
 def test_a_batch_without_labels_moves_no_weight():
   inputs = keras.Input(batch_shape=(B, T, F))
-  x = sl.RunningPool(('mean',), stateful=True)(inputs)
+  x = pools.RunningPool(('mean',), stateful=True)(inputs)
   model = keras.Model(inputs, keras.layers.Dense(2)(x))
   spec = ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
                       feature_names=('a', 'b'), num_classes=2)

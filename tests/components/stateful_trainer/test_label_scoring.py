@@ -7,6 +7,7 @@ import tf_keras as keras
 
 from components.stateful import batches as batches_lib
 from components.stateful import layers as sl
+from components.stateful import pools
 from components.stateful import lru
 from components.stateful import model_io
 from components.stateful import model_spec as ms
@@ -29,14 +30,14 @@ def _frozen_conv_pool_head():
   x = _inputs()
   h = sl.CausalConv1D(3, 2, stateful=True, trainable=False)(x)
   return keras.Model(x, keras.layers.Dense(2)(
-      sl.RunningPool(('mean',), stateful=True)(h)))
+      pools.RunningPool(('mean',), stateful=True)(h)))
 
 
 def _trainable_encoder_before_pool():
   x = _inputs()
   h = keras.layers.Dense(3, name='encoder')(x)
   return keras.Model(x, keras.layers.Dense(2)(
-      sl.RunningPool(('mean',), stateful=True)(h)))
+      pools.RunningPool(('mean',), stateful=True)(h)))
 
 
 def _lru():
