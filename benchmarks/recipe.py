@@ -125,6 +125,50 @@ def rows(cases, res, columns) -> List[List[str]]:
   return out
 
 
+def compare(cases, res, column: str, against: str) -> Dict[str, List[str]]:
+  """Sets where ``column``'s mean beats ``against``'s by more than the
+  larger spread (``better``), loses by more (``worse``), or neither
+  (``level``)."""
+  out = {'better': [], 'worse': [], 'level': []}
+  for c in cases:
+    r = res.get(c.slug, {})
+    a = summarize([score(c, x) for x in r.get(column, [])])
+    b = summarize([score(c, x) for x in r.get(against, [])])
+    if a['mean'] is None or b['mean'] is None:
+      continue
+    slack = max(a['spread'], b['spread'])
+    key = ('better' if a['mean'] > b['mean'] + slack else
+           'worse' if a['mean'] < b['mean'] - slack else 'level')
+    out[key].append(c.name)
+  return out
+
+
+def reading(cases, res, columns) -> List[str]:
+  """The table's reading, computed: each column against the Keras floor,
+  each variant against its model's default."""
+  lines = []
+  for col in columns:
+    floor = [at_or_above(summarize([score(c, x) for x in
+                                    res.get(c.slug, {}).get(col, [])]),
+                         summarize([score(c, x) for x in
+                                    res.get(c.slug, {}).get(KERAS, [])]))
+             for c in cases]
+    ran = [v for v in floor if v is not None]
+    lines.append(f'* {col}: at or above the Keras floor on {sum(ran)} of '
+                 f'{len(ran)} sets.')
+  for col in columns:
+    model, _, variant = col.partition(' ')
+    if not variant:
+      continue
+    cmp = compare(cases, res, col, model)
+    lines.append(
+        f'* {col} against {model}: better beyond the spread on '
+        f'{len(cmp["better"])} ({", ".join(cmp["better"]) or "none"}), '
+        f'worse on {len(cmp["worse"])} ({", ".join(cmp["worse"]) or "none"}),'
+        f' level on {len(cmp["level"])}.')
+  return lines
+
+
 def write(args, run, cases, res, columns) -> None:
   run.seconds = None  # The preamble's time: up to this write.
   body = [TITLE, '', run.preamble(args.quick), '',
@@ -138,7 +182,11 @@ def write(args, run, cases, res, columns) -> None:
           'models\' StatefulTrainer component).', '',
           common.table(['set', 'Keras fit (floor)'] + list(columns) +
                         ['seconds (' + ' / '.join([KERAS] + list(columns)) +
-                         ')'], rows(cases, res, columns))]
+                         ')'], rows(cases, res, columns)), '',
+          *reading(cases, res, columns)]
+  not_run = [c for c in CASES if c not in args.datasets.split(',')]
+  if not_run:
+    body += ['', f'Not run here: {", ".join(not_run)}.']
   common.write_section(common.output_path(args), SECTION, '\n'.join(body))
 
 
@@ -155,6 +203,9 @@ def main(argv=None) -> int:
                  f'(default: {PLAIN})')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
+  p.add_argument('--from-results', default=None, metavar='JSON',
+                 help='write the section from an earlier run\'s results.json '
+                 '(its sets, in --datasets order) instead of running')
   args = p.parse_args(argv)
   models = [m for m in args.models.split(',') if m]
   if set(models) - set(MODELS):
@@ -167,6 +218,20 @@ def main(argv=None) -> int:
   cases = real_data.parse_cases(args.datasets)
   nseeds = common.seed_count(args, SEEDS)
   run = common.Run()
+  if args.from_results:
+    with open(args.from_results) as f:
+      res = json.load(f)
+    cases = [c for c in cases if c.slug in res]
+    for c in cases:
+      c.meta = {'task': 'regression' if c.forecast else 'classification',
+                'label_kind': 'per_step' if c.forecast else 'per_sequence'}
+    columns = []
+    for c in cases:
+      columns += [k for k in res[c.slug] if k != KERAS and k not in columns]
+    args.datasets = ','.join(c.name.replace(' (forecast)', ':forecast')
+                             for c in cases)
+    write(args, run, cases, res, columns)
+    return 0
   work = tempfile.mkdtemp(prefix='tss-bench-recipe-')
   res: Dict[str, Dict] = {}
   folders = (args.data_dir.split(',') if args.data_dir else

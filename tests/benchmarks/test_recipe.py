@@ -1,0 +1,33 @@
+"""benchmarks/recipe.py's pure functions: the floor test and the reading."""
+
+from benchmarks import real_data
+from benchmarks import recipe
+
+
+def _case(name):
+  c = real_data.Case(name)
+  c.meta = {'task': 'classification', 'label_kind': 'per_sequence'}
+  return c
+
+
+def test_level_within_the_spread_counts_as_at_or_above():
+  floor = recipe.summarize([0.80, 0.90])
+  assert recipe.at_or_above(recipe.summarize([0.75, 0.78]), floor)
+  assert not recipe.at_or_above(recipe.summarize([0.70, 0.71]), floor)
+  assert recipe.at_or_above(recipe.summarize([None]), floor) is None
+
+
+def test_compare_and_reading():
+  cases = [_case('A'), _case('B'), _case('C')]
+  runs = lambda *v: [{'accuracy': x} for x in v]  # pylint: disable=unnecessary-lambda-assignment
+  res = {'A': {'keras': runs(0.8, 0.8), 'plain': runs(0.5, 0.6),
+               'plain nocarve': runs(0.8, 0.82)},
+         'B': {'keras': runs(0.9, 0.9), 'plain': runs(0.9, 0.91),
+               'plain nocarve': runs(0.7, 0.71)},
+         'C': {'keras': runs(0.5, 0.5), 'plain': runs(0.6, 0.6),
+               'plain nocarve': runs(0.6, 0.61)}}
+  cmp = recipe.compare(cases, res, 'plain nocarve', 'plain')
+  assert cmp == {'better': ['A'], 'worse': ['B'], 'level': ['C']}
+  lines = recipe.reading(cases, res, ['plain', 'plain nocarve'])
+  assert lines[0] == '* plain: at or above the Keras floor on 2 of 3 sets.'
+  assert 'better beyond the spread on 1 (A)' in lines[2]
