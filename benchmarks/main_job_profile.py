@@ -314,7 +314,10 @@ def main(argv=None) -> int:
   if args.from_results:
     with open(args.from_results) as f:
       results = json.load(f)
-    results['notes'] = args.note or results.get('notes', [])
+    if args.note:  # Kept with the results: the section is theirs.
+      results['notes'] = args.note
+      with open(args.from_results, 'w') as f:
+        json.dump(results, f, indent=1, sort_keys=True)
     common.write_section(common.output_path(args), SECTION, report(results))
     return 0
   pairs = args.pairs or (1 if args.quick else 2)
