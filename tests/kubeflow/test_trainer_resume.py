@@ -73,7 +73,7 @@ def test_checkpoint_dir_fresh_and_retries_flags(tmp_path):
 
 
 def test_local_runner_checkpoint_flags(tmp_path):
-  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  from pipeline import flags as flags_lib  # pylint: disable=g-import-not-at-top
   args, _ = flags_lib.build_parser().parse_known_args([
       '--data-root', str(tmp_path), '--output-dir', str(tmp_path / 'o')])
   config = flags_lib.config_from_args(args)

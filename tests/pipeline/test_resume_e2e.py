@@ -203,7 +203,7 @@ def _reference_model(interrupted):
   from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher.component import SequenceBatches  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import executor  # pylint: disable=g-import-not-at-top
-  from pipeline import local_runner  # pylint: disable=g-import-not-at-top
+  from pipeline import flags as flags_lib  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   out, tmp = interrupted['out'], interrupted['tmp']
   args, _ = flags_lib.build_parser().parse_known_args(
