@@ -142,6 +142,18 @@ def load_average() -> str:
   return '{:.2f} / {:.2f} / {:.2f}'.format(*os.getloadavg())
 
 
+def code_state(root: str) -> Dict[str, object]:
+  """The commit of the checkout at ``root`` and its uncommitted files
+  (other people's work in progress changes what is measured)."""
+  def git(*args):
+    return subprocess.run(['git', '-C', root] + list(args), check=False,
+                          capture_output=True, text=True).stdout.rstrip()
+  return {'root': root, 'commit': git('rev-parse', 'HEAD').strip(),
+          'uncommitted': [line[3:] for line in
+                          git('status', '--porcelain',
+                              '--untracked-files=no').splitlines()]}
+
+
 class Run:
   """Start/end bookkeeping of one benchmark run (date, load, wall time)."""
 

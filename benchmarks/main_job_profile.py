@@ -186,17 +186,6 @@ def log(message: str) -> None:
   print(f'[main_job_profile] {message}', file=sys.stderr, flush=True)
 
 
-def code_state(root: str) -> Dict[str, object]:
-  """The commit of the checkout at ``root`` and its uncommitted files."""
-  def git(*args):
-    return subprocess.run(['git', '-C', root] + list(args), check=False,
-                          capture_output=True, text=True).stdout.rstrip()
-  return {'root': root, 'commit': git('rev-parse', 'HEAD').strip(),
-          'uncommitted': [line[3:] for line in
-                          git('status', '--porcelain',
-                              '--untracked-files=no').splitlines()]}
-
-
 def run_main_job(code_root: str, out: str) -> dict:
   """One fresh-process run of the main job from ``code_root``."""
   shutil.rmtree(out, ignore_errors=True)
@@ -327,18 +316,18 @@ def main(argv=None) -> int:
              else common.ROOT)
   run = common.Run()
   results = {'command': common.command_line(),
-             'code': code_state(current), 'runs': [],
+             'code': common.code_state(current), 'runs': [],
              'notes': args.note}
   if baseline:
-    results['baseline_code'] = code_state(baseline)
+    results['baseline_code'] = common.code_state(baseline)
   for which, i in interleaved(pairs, bool(baseline)):
     root = baseline if which == 'baseline' else current
     out = os.path.join(OUT_DIR, f'{which}-{i}')
     log(f'{which} run {i + 1} of {pairs}: {root} -> {out}')
-    state = code_state(root)
+    state = common.code_state(root)
     r = run_main_job(root, out)
     r.update(which=which, pair=i, code=state)
-    if code_state(root) != state:
+    if common.code_state(root) != state:
       r['code_changed'] = True
       log(f'the checkout {root} changed during the run')
     log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '

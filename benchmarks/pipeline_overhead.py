@@ -296,18 +296,6 @@ def stage_log_lines(stderr: str) -> List[str]:
                                         stderr.splitlines()) if m]
 
 
-def code_state(root: str) -> Dict[str, object]:
-  """The commit of the checkout at ``root`` and its uncommitted files
-  (other people's work in progress changes what is measured)."""
-  def git(*args):
-    return subprocess.run(['git', '-C', root] + list(args), check=False,
-                          capture_output=True, text=True).stdout.rstrip()
-  return {'root': root, 'commit': git('rev-parse', 'HEAD').strip(),
-          'uncommitted': [line[3:] for line in
-                          git('status', '--porcelain',
-                              '--untracked-files=no').splitlines()]}
-
-
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
@@ -513,7 +501,7 @@ def main(argv=None) -> int:
     sizes = [20_000] if args.quick else [100_000, 1_000_000, 10_000_000]
   if args.profile:
     digest = {'command': common.command_line(),
-              'code': code_state(common.ROOT), 'sizes': {}}
+              'code': common.code_state(common.ROOT), 'sizes': {}}
     for rows in sizes:
       data = ensure_csv(rows)
       out = os.path.join(OUT_DIR, f'profile-{rows}')
@@ -555,9 +543,9 @@ def main(argv=None) -> int:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   run = common.Run()
   results = {'command': common.command_line(), 'sizes': [],
-             'code': code_state(common.ROOT)}
+             'code': common.code_state(common.ROOT)}
   if args.baseline:
-    results['baseline_code'] = code_state(args.baseline)
+    results['baseline_code'] = common.code_state(args.baseline)
   for rows in sizes:
     data = ensure_csv(rows)
     entry = {'requested_rows': rows, 'input': count_rows(data), 'data': data}

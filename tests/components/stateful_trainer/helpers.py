@@ -53,6 +53,18 @@ def write_batches(root: str, splits: Dict[str, List[layout.SequenceArrays]],
                                  mode=mode, label_kind=label_kind))
 
 
+def random_train_batches(root: str, count: int, *, seed: int,
+                         batch_size: int, num_unroll: int) -> str:
+  """A train split of ``count`` random sequences of 4 to 19 steps (lengths
+  drawn with ``seed``, features and labels with ``seed + 3``), two features
+  ``x0``, ``x1``, written as batches under ``root``; returns ``root``."""
+  rng = np.random.default_rng(seed)
+  seqs = random_sequences([int(n) for n in rng.integers(4, 20, size=count)],
+                          2, seed=seed + 3)
+  return write_batches(root, {'train': seqs}, batch_size=batch_size,
+                       num_unroll=num_unroll, feature_names=['x0', 'x1'])
+
+
 def cue_sequences(num_sequences: int, *, seed: int, num_unroll: int,
                   median_length: float, num_features: int = 3,
                   short_fraction: float = 0.5

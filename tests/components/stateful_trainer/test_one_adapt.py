@@ -21,12 +21,9 @@ B, T = 4, 8
 @pytest.fixture(scope='module')
 def batches_dir(tmp_path_factory):
   # Random labels: the carve cannot score the closed form perfectly.
-  rng = np.random.default_rng(1)
-  seqs = helpers.random_sequences(
-      [int(n) for n in rng.integers(4, 20, size=48)], 2, seed=4)
-  return helpers.write_batches(str(tmp_path_factory.mktemp('batches')),
-                               {'train': seqs}, batch_size=B, num_unroll=T,
-                               feature_names=['x0', 'x1'])
+  return helpers.random_train_batches(
+      str(tmp_path_factory.mktemp('batches')), 48, seed=1,
+      batch_size=B, num_unroll=T)
 
 
 def _run(batches_dir, out, monkeypatch, shared=True, trained=False,

@@ -7,7 +7,6 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
 
 from components.stateful_trainer import progress
@@ -20,12 +19,9 @@ B, T = 4, 8
 
 @pytest.fixture(scope='module')
 def batches_dir(tmp_path_factory):
-  rng = np.random.default_rng(2)
-  seqs = helpers.random_sequences(
-      [int(n) for n in rng.integers(4, 20, size=40)], 2, seed=5)
-  return helpers.write_batches(str(tmp_path_factory.mktemp('batches')),
-                               {'train': seqs}, batch_size=B, num_unroll=T,
-                               feature_names=['x0', 'x1'])
+  return helpers.random_train_batches(
+      str(tmp_path_factory.mktemp('batches')), 40, seed=2,
+      batch_size=B, num_unroll=T)
 
 
 def test_run_records_its_phases(batches_dir, tmp_path, caplog):
