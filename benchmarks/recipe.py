@@ -184,6 +184,10 @@ def write(args, run, cases, res, columns) -> None:
                         ['seconds (' + ' / '.join([KERAS] + list(columns)) +
                          ')'], rows(cases, res, columns)), '',
           *reading(cases, res, columns)]
+  body += ['', 'The rule for adopting a variant as the default: better '
+           'beyond the spread on most sets and worse beyond it on none.']
+  if args.note:
+    body += [''] + [f'* {n}' for n in args.note]
   not_run = [c for c in CASES if c not in args.datasets.split(',')]
   if not_run:
     body += ['', f'Not run here: {", ".join(not_run)}.']
@@ -203,6 +207,9 @@ def main(argv=None) -> int:
                  f'(default: {PLAIN})')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
+  p.add_argument('--note', action='append', default=[],
+                 help='a bullet of the reading that is not computed (e.g. '
+                 'the decision taken); repeatable')
   p.add_argument('--from-results', default=None, metavar='JSON',
                  help='write the section from an earlier run\'s results.json '
                  '(its sets, in --datasets order) instead of running')
