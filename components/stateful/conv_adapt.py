@@ -35,14 +35,14 @@ import dataclasses
 import itertools
 import logging
 import time
-from typing import (Any, Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import ridge
+from components.stateful import row_sampling
 from components.stateful import shards
 from components.stateful import state
 from components.stateful import steps as steps_lib
@@ -80,23 +80,6 @@ def _stream(model: keras.Model, outputs: tf.Tensor,
     state.zero_all(model)
 
 
-def _sample(shard: shards.Shard, per_batch: Sequence[np.ndarray],
-            rng: np.random.Generator,
-            max_rows: Optional[int] = ADAPT_MAX_ROWS) -> np.ndarray:
-  """Rows of several batches (this worker's, ``[n_i, ...]`` per batch) in
-  lane order over every worker, thinned to a uniform sample of at most
-  ``max_rows`` (the same on every worker, and the same as one process
-  reading every lane: the sample is drawn on the positions)."""
-  ids, total = shard.global_ids([len(r) for r in per_batch])
-  rows = np.concatenate(per_batch)
-  if max_rows is None or total <= max_rows:
-    return shard.in_lane_order(rows, ids)
-  pick = np.sort(rng.choice(total, max_rows, replace=False))
-  keep = np.isin(ids, pick, assume_unique=True)
-  return shard.in_lane_order(rows[keep], np.searchsorted(pick, ids[keep]),
-                             max_rows)
-
-
 def _collect(model: keras.Model, outputs: tf.Tensor,
              batches: Iterable[Mapping[str, Any]], where: str,
              shard: shards.Shard, rng: np.random.Generator) -> np.ndarray:
@@ -105,96 +88,10 @@ def _collect(model: keras.Model, outputs: tf.Tensor,
   ``batches``."""
   rows = [out[np.asarray(batch[where]) > 0]
           for batch, out in _stream(model, outputs, batches)]
-  out = _sample(shard, rows, rng)
+  out = row_sampling.uniform(shard, rows, rng, ADAPT_MAX_ROWS)
   if not out.shape[0]:
     raise ValueError(f'adapt: no step with {where} > 0 in the sample')
   return out
-
-
-_MIX = (np.uint64(0xbf58476d1ce4e5b9), np.uint64(0x94d049bb133111eb))
-
-
-def _mix(z: np.ndarray) -> np.ndarray:
-  """splitmix64's finaliser (a bijection of uint64 that scatters bits)."""
-  z = (z ^ (z >> np.uint64(30))) * _MIX[0]
-  z = (z ^ (z >> np.uint64(27))) * _MIX[1]
-  return z ^ (z >> np.uint64(31))
-
-
-def row_keys(batch_index: int, lanes: np.ndarray,
-             steps: np.ndarray) -> np.ndarray:
-  """int64 keys of rows (batch, global lane, step) that sort in lane
-  order."""
-  return ((np.int64(batch_index) << np.int64(40)) +
-          (lanes.astype(np.int64) << np.int64(20)) + steps.astype(np.int64))
-
-
-def row_priorities(seed: int, keys: np.ndarray) -> np.ndarray:
-  """A pseudo-random float64 in [0, 1) per row key, fixed by the seed: a
-  row's chance to be sampled does not depend on the worker that reads it
-  or on the rows before it."""
-  with np.errstate(over='ignore'):
-    z = _mix(keys.astype(np.uint64) ^ _mix(np.array(seed, np.uint64)))
-  return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-def _smallest(priority: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
-  """Indices of the ``n`` rows of smallest (priority, key)."""
-  if priority.size <= n:
-    return np.arange(priority.size)
-  return np.lexsort((keys, priority))[:n]
-
-
-class _BottomK:
-  """The rows of smallest ``row_priorities`` among those added: the ``cap``
-  smallest are always among those kept (later rows must beat the cut)."""
-
-  def __init__(self, cap: int):
-    self.cap = cap
-    self.parts: List[Tuple[np.ndarray, ...]] = []
-    self.kept, self.seen, self.cut = 0, 0, np.inf
-
-  def add(self, x, y, g, keys, priority) -> None:
-    self.seen += x.shape[0]
-    pick = priority < self.cut
-    self.parts.append((x[pick], y[pick], g[pick], keys[pick], priority[pick]))
-    self.kept += int(pick.sum())
-    cap = self.cap
-    if self.kept > cap + cap // 2:  # The cap smallest; later must beat them.
-      joined = [np.concatenate(p) for p in zip(*self.parts)]
-      pick = _smallest(joined[4], joined[3], cap)
-      self.parts, self.kept = [tuple(a[pick] for a in joined)], cap
-      self.cut = float(joined[4][pick].max())
-
-
-def _sampled(pools: Sequence[_BottomK], shard: shards.Shard, dim: int,
-             labels: np.ndarray):
-  """(x, y, groups, seen): the ``cap`` rows of smallest priority of the
-  union of ``pools`` (this worker's) over every worker, in lane order."""
-  cap = pools[0].cap
-  parts = [p for pool in pools for p in pool.parts]
-  seen = sum(pool.seen for pool in pools)
-  if parts:
-    x, y, g, keys, priority = [np.concatenate(p) for p in zip(*parts)]
-  else:  # Every worker takes part in the collectives below.
-    x, g = np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-    y = np.zeros((0,) + labels.shape[2:], labels.dtype)
-    keys, priority = np.zeros(0, np.int64), np.zeros(0)
-  pick = _smallest(priority, keys, cap)
-  x, y, g, keys, priority = x[pick], y[pick], g[pick], keys[pick], priority[
-      pick]
-  # Over every worker: the cap smallest, in lane order.
-  all_keys = shard.concat(keys)
-  chosen = np.sort(all_keys[_smallest(shard.concat(priority), all_keys,
-                                      cap)])
-  mine = np.isin(keys, chosen, assume_unique=True)
-  order = np.searchsorted(chosen, keys[mine])
-  seen = int(shard.sum(np.array([seen], np.int64))[0])
-  if not chosen.size:
-    raise ValueError('adapt: no labelled step in the train split')
-  return (shard.in_lane_order(x[mine], order, chosen.size),
-          shard.in_lane_order(y[mine], order, chosen.size),
-          shard.in_lane_order(g[mine], order, chosen.size), seen)
 
 
 def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
@@ -211,7 +108,7 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   sequence (an int per sequence) at the labelled steps of ``batches`` (one
   pass), in lane order over every worker: a uniform sample of
   ``HEAD_MAX_ROWS`` of them when there are more, the rows of smallest
-  ``row_priorities`` (a bottom-k sample, which workers merge by keeping the
+  ``row_sampling.row_priorities`` (a bottom-k sample, which workers merge by keeping the
   k smallest of their own k smallest).
 
   ``carve``: the batches also carry ``carve_weight`` (the validation
@@ -227,7 +124,7 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   Returns:
     ``(x, y, groups, seen)``, or a pair of them with ``carve``.
   """
-  train_pool, carve_pool = _BottomK(HEAD_MAX_ROWS), _BottomK(HEAD_MAX_ROWS)
+  train_pool, carve_pool = row_sampling.BottomK(HEAD_MAX_ROWS), row_sampling.BottomK(HEAD_MAX_ROWS)
   started = time.monotonic()
   sequence = None  # Per lane: the number of sequences started so far.
   labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
@@ -256,8 +153,8 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
     in_carve = ~(weight[sel] > 0)
     if every_row is not None:
       every_row(x, y, g, in_carve)
-    keys = row_keys(i, lanes, steps)
-    priority = row_priorities(seed, keys)
+    keys = row_sampling.row_keys(i, lanes, steps)
+    priority = row_sampling.row_priorities(seed, keys)
     if in_carve.any():
       train = ~in_carve
       train_pool.add(x[train], y[train], g[train], keys[train],
@@ -271,10 +168,11 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
                 'batches/s)', i + 1, train_pool.seen + carve_pool.seen,
                 (i + 1) / max(time.monotonic() - started, 1e-9))
   dim = int(model.get_layer('features_all').output.shape[-1])
-  train = _sampled([train_pool], shard, dim, labels)
+  train = row_sampling.union_sample([train_pool], shard, dim, labels)
   if not carve:
     return train
-  return train, _sampled([train_pool, carve_pool], shard, dim, labels)
+  return train, row_sampling.union_sample([train_pool, carve_pool], shard,
+                                          dim, labels)
 
 
 def _lag_columns(model: keras.Model) -> int:
@@ -468,7 +366,7 @@ def adapt_conv(model: keras.Model, spec,
 
 def _label_rows(sample, weight_of, shard):
   """Regression labels of the steps ``weight_of(batch)`` weights."""
-  return _sample(shard, [np.asarray(b['labels'], np.float64)[
+  return row_sampling.uniform(shard, [np.asarray(b['labels'], np.float64)[
       weight_of(b) > 0] for b in sample], None, max_rows=None)
 
 
@@ -478,7 +376,8 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   rng = np.random.default_rng(int(spec.seed) + 12345)
   layer = model.get_layer
   # 1. Robust input scale: median and interquartile range per feature.
-  raw = _sample(shard, [b['features'][b['mask'] > 0] for b in sample], rng)
+  raw = row_sampling.uniform(shard, [b['features'][b['mask'] > 0] for b in sample],
+                            rng, ADAPT_MAX_ROWS)
   q25, med, q75 = np.percentile(raw, [25, 50, 75], axis=0)
   iqr = q75 - q25
   spread = np.where(iqr > 0, iqr, raw.std(axis=0))
@@ -510,10 +409,11 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
       rows.append(out[weight_of(batch) > 0])
       rows_all.append(out[_all_weight(batch) > 0])
     rng_all = copy.deepcopy(rng)  # The refit draws what the carve run does.
-    feats = _sample(shard, rows, rng)
+    feats = row_sampling.uniform(shard, rows, rng, ADAPT_MAX_ROWS)
     if not feats.shape[0]:
       raise ValueError('adapt: no step with label_weight > 0 in the sample')
-    feats_all = _sample(shard, rows_all, rng_all)
+    feats_all = row_sampling.uniform(shard, rows_all, rng_all,
+                                     ADAPT_MAX_ROWS)
   scales = [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
   scales_all = (None if refit is None else
                 [feats_all.mean(axis=0), feats_all.std(axis=0) + 1e-3])

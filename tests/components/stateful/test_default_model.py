@@ -10,6 +10,7 @@ from components.stateful import default_model as dm
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import ridge
+from components.stateful import row_sampling
 from components.stateful import shards
 from components.stateful import state
 
@@ -118,26 +119,26 @@ def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
   assert x.shape[0] == y.shape[0] == groups.shape[0] == 6
   # The 6 labelled steps of smallest priority, in lane order.
   keys = np.concatenate([
-      conv_adapt.row_keys(i, *np.nonzero(b['label_weight'] > 0))
+      row_sampling.row_keys(i, *np.nonzero(b['label_weight'] > 0))
       for i, b in enumerate(batches)])
-  want = np.sort(keys[np.argsort(conv_adapt.row_priorities(0, keys))[:6]])
+  want = np.sort(keys[np.argsort(row_sampling.row_priorities(0, keys))[:6]])
   lanes = (want >> 20) & ((1 << 20) - 1)
   np.testing.assert_array_equal(groups // (1 << 32), lanes)
   rows = {int(k): (b['labels'][l, t]) for i, b in enumerate(batches)
           for l, t in zip(*np.nonzero(b['label_weight'] > 0))
-          for k in conv_adapt.row_keys(i, np.array([l]), np.array([t]))}
+          for k in row_sampling.row_keys(i, np.array([l]), np.array([t]))}
   np.testing.assert_array_equal(y, [rows[int(k)] for k in want])
 
 
 def test_row_priorities_are_uniform_and_fixed_by_the_seed():
-  keys = conv_adapt.row_keys(3, np.repeat(np.arange(64), 64),
+  keys = row_sampling.row_keys(3, np.repeat(np.arange(64), 64),
                              np.tile(np.arange(64), 64))
-  u = conv_adapt.row_priorities(1, keys)
+  u = row_sampling.row_priorities(1, keys)
   assert u.min() >= 0.0 and u.max() < 1.0
   counts, _ = np.histogram(u, bins=8, range=(0, 1))
   assert counts.min() > 0.8 * keys.size / 8
-  np.testing.assert_array_equal(u, conv_adapt.row_priorities(1, keys))
-  assert not np.array_equal(u, conv_adapt.row_priorities(2, keys))
+  np.testing.assert_array_equal(u, row_sampling.row_priorities(1, keys))
+  assert not np.array_equal(u, row_sampling.row_priorities(2, keys))
 
 
 @pytest.mark.parametrize('length, hp, want', [

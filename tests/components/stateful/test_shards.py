@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from components.stateful import conv_adapt
+from components.stateful import row_sampling
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import shards
@@ -78,14 +79,14 @@ def test_a_sample_over_workers_is_the_sample_of_one_process(workers,
   rng = np.random.default_rng(0)
   masks = [rng.random((B, T)) < 0.6 for _ in range(9)]
   values = [rng.normal(size=(B, T, 3)) for _ in range(9)]
-  one = conv_adapt._sample(shards.Shard(), [v[m] for v, m in
-                                            zip(values, masks)],
-                           np.random.default_rng(1), max_rows)
+  one = row_sampling.uniform(shards.Shard(), [v[m] for v, m in
+                                              zip(values, masks)],
+                             np.random.default_rng(1), max_rows)
 
   def sample(shard):
     local = [shard.local({'v': v, 'm': m}) for v, m in zip(values, masks)]
-    return conv_adapt._sample(shard, [d['v'][d['m']] for d in local],
-                              np.random.default_rng(1), max_rows)
+    return row_sampling.uniform(shard, [d['v'][d['m']] for d in local],
+                                np.random.default_rng(1), max_rows)
 
   for got in _on_workers(workers, sample):
     np.testing.assert_array_equal(got, one)
