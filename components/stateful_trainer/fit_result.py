@@ -74,8 +74,10 @@ class FitResult:
       (False when ``max_steps`` or a hook stopped it first).
     best_epoch: with a validation carve, the 0-based epoch whose weights
       were kept (the model holds them; -1: the initial weights); else None.
-    stop_reason: why training stopped: ``epochs`` (all ran),
-      ``early_stopping`` (patience), ``no_gain`` (the first epoch neither
+    stop_reason: why training stopped: ``epochs`` (all ran; the cap of
+      the budget by convergence), ``early_stopping`` (patience),
+      ``converged`` (the budget by convergence: no improvement after the
+      last rate drop), ``no_gain`` (the first epoch neither
       beat the initial weights on the carve nor lowered its loss),
       ``initial_unbeatable`` (the initial weights score perfectly on the
       carve: no epoch ran), ``max_seconds`` (the time budget),

@@ -33,18 +33,41 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     return {'after': after, 'steps': self.steps}
 
 
-def learning_rate(config: OptimizerConfig, total_steps: Optional[int]):
+class PlateauRate(keras.optimizers.schedules.LearningRateSchedule):
+  """``peak`` scaled by ``plateau.scale(step)``: the budget by
+  convergence's rate (``selection.Plateau``), constant until the carve
+  stops improving, then dropping by its factor."""
+
+  def __init__(self, peak: float, plateau):
+    super().__init__()
+    self.peak = float(peak)
+    self.plateau = plateau
+
+  def __call__(self, step):
+    return self.peak * self.plateau.scale(step)
+
+  def get_config(self):
+    return {'peak': self.peak, 'drops': int(self.plateau.reductions),
+            'replayed': list(self.plateau.boundaries)}
+
+
+def learning_rate(config: OptimizerConfig, total_steps: Optional[int],
+                  plateau=None):
   """The rate (a number) or schedule of ``config`` over ``total_steps``.
 
   ``total_steps`` None (a run of unknown length): the constant
   ``learning_rate``, without the schedule or the warm-up, which are
-  fractions of the run.
+  fractions of the run. ``plateau`` (a ``selection.Plateau``, the budget by
+  convergence): its ``PlateauRate`` in place of ``lr_schedule``, the
+  warm-up over ``total_steps`` (the planned steps) as before.
   """
   rate = config.learning_rate
   if total_steps is None:
     return rate
   total = max(1, int(total_steps))
-  if config.lr_schedule == 'cosine':
+  if plateau is not None:
+    rate = PlateauRate(config.learning_rate, plateau)
+  elif config.lr_schedule == 'cosine':
     rate = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=total, alpha=0.01)
   warmup = int(round(config.warmup_fraction * total))
@@ -60,14 +83,15 @@ NO_DECAY = ('bias', 'gamma', 'beta', 'nu_log', 'theta_log', '/D:')
 
 
 def make_optimizer(config: OptimizerConfig,
-                   total_steps: Optional[int] = None
+                   total_steps: Optional[int] = None, plateau=None
                   ) -> keras.optimizers.Optimizer:
   """A Keras 2 optimizer (not yet built; ``fit`` builds it).
 
   ``total_steps``: the run's training steps, for the ``cosine`` schedule
   and the warm-up (``warmup_fraction`` of them); None: a constant rate.
+  ``plateau``: see ``learning_rate``.
   """
-  kwargs = dict(learning_rate=learning_rate(config, total_steps),
+  kwargs = dict(learning_rate=learning_rate(config, total_steps, plateau),
                 jit_compile=False)
   if config.weight_decay:
     kwargs['weight_decay'] = float(config.weight_decay)

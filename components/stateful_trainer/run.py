@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
+from components.stateful_trainer import budget as budget_lib
 from components.stateful_trainer import distribution
 from components.stateful_trainer.checkpoints import CHECKPOINT_SUBDIR
 from components.stateful_trainer.checkpoints import Checkpoints
@@ -332,19 +333,9 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
                 held, config.min_carve_sequences)
       config = config.replace(validation_fraction=0.0)
       refitting = False
-  if config.epochs is None and module_epochs is not None:
-    config = config.replace(epochs=int(module_epochs))
-    _LOG.info('epochs: %d (unset; the model module\'s default_epochs%s)',
-              config.epochs, ': its weights were fitted by adapt'
-              if config.epochs == 0 else '')
-  elif config.epochs is None:
-    config = config.replace(
-        epochs=settings.epochs_rule(int(train.meta['num_sequences'])))
-    _LOG.info('epochs: %d (unset; the epochs rule for %d training sequences: '
-              '%d sequences seen, %d to %d epochs)', config.epochs,
-              int(train.meta['num_sequences']),
-              settings.EPOCHS_TARGET_EXAMPLES, settings.EPOCHS_MIN,
-              settings.EPOCHS_MAX)
+  config, plan = budget_lib.plan(config, module_epochs,
+                                 int(train.meta['num_sequences']),
+                                 train.num_batches)
   why = 'set'
   if config.label_scoring is None:
     hook = hooks.label_scoring
@@ -365,8 +356,9 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               'module\'s optimizer_defaults over the trainer\'s)',
               optimizer_config)
 
-  def fit(model, config, subdir, score_carve=0.0):
-    total_steps = max(1, config.epochs * train.num_batches)
+  def fit(model, config, subdir, score_carve=0.0, plateau=None):
+    total_steps = (plan.planned_steps if plateau is not None else
+                   max(1, config.epochs * train.num_batches))
     common = dict(
         objective=objective, train=train, eval_source=eval_source,
         config=config,
@@ -375,16 +367,17 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
                                  subdir or '') if dist.is_chief else None,
         clock=clock, after_step=after_step, fingerprint=fp.digest,
-        score_carve=score_carve)
+        score_carve=score_carve, plateau=plateau)
     return fit_model(
         model, module=module, spec=spec, dist=dist,
-        optimizer=lambda: optimizers.make_optimizer(optimizer_config,
-                                                    total_steps),
+        optimizer=lambda: optimizers.make_optimizer(
+            optimizer_config, total_steps, plateau),
         save_dir=None if worker_dir is None else os.path.join(
             worker_dir, subdir or 'main'), **common)
 
+  plateau = plan.plateau()
   result = fit(model, config, None,
-               config.validation_fraction if refitting else 0.0)
+               config.validation_fraction if refitting else 0.0, plateau)
   phases.end('training', less=result.validation_seconds,
              note=f'{len(result.epochs)} epochs, {result.steps} steps; the '
              'validation carve\'s passes apart')
@@ -415,9 +408,10 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       model = model_io.build_stateful(
           module, spec.replace(num_unroll=None) if any_length else spec)
       model.set_weights(shared.weights if adapted else initial_weights)
+    replay = plan.replay(plateau, epochs * train.num_batches)
     result = fit(model, config.replace(
         epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
-                 REFIT_SUBDIR, config.validation_fraction)
+                 REFIT_SUBDIR, config.validation_fraction, replay)
     refit_check = _check_refit(model, chosen, selection, result)
     phases.end('refit', less=result.validation_seconds,
                note=f'{epochs} epochs; its carve score apart')
@@ -448,6 +442,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],
       'refit_check': refit_check,
+      'budget': plan.describe(config, plateau),
       'selection': None if selection is None else {
           'best_epoch': selection.best_epoch,
           'stop_reason': selection.stop_reason,

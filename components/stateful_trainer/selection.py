@@ -1,9 +1,10 @@
 """Model selection on the validation carve: the best epoch's weights, kept
-through checkpoints (early stopping reads them)."""
+through checkpoints (early stopping reads them), and the budget by
+convergence's plateaus (``Plateau``)."""
 
 from __future__ import annotations
 
-from typing import Mapping, Tuple
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -30,9 +31,11 @@ class BestWeights(tf.Module):
   (``best``), so the kept epoch's ``score`` may be above ``best``.
   """
 
-  def __init__(self, model: keras.Model, tolerance: float = 0.0):
+  def __init__(self, model: keras.Model, tolerance: float = 0.0,
+               by: str = 'score'):
     super().__init__(name='best_weights')
     self.tolerance = float(tolerance)
+    self.by = by  # ``TrainConfig.select_by``: ``score`` or ``loss``.
     self.score = tf.Variable(float('inf'), trainable=False, name='score')
     # The best score offered so far; equal to ``score`` at tolerance 0.
     self.best = tf.Variable(float('inf'), trainable=False, name='best')
@@ -46,20 +49,29 @@ class BestWeights(tf.Module):
     self.loss = tf.Variable(float('inf'), trainable=False, name='loss')
     self.loss_epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
                                   name='loss_epoch')
+    # The last epoch with a strictly better score than any before (a tie,
+    # kept as the later epoch, is no progress for the budget by
+    # convergence).
+    self.gain_epoch = tf.Variable(NONE, dtype=tf.int64, trainable=False,
+                                  name='gain_epoch')
     self.weights = [tf.Variable(w, trainable=False, name=f'w{i}')
                     for i, w in enumerate(model.get_weights())]
 
   @staticmethod
-  def score_of(metrics: Mapping[str, float]) -> Tuple[str, float]:
-    if 'accuracy' in metrics:
+  def score_of(metrics: Mapping[str, float],
+               by: str = 'score') -> Tuple[str, float]:
+    """``(name, score to minimise)``: minus the accuracy where ``metrics``
+    has one and ``by`` is ``score``, else the loss."""
+    if by == 'score' and 'accuracy' in metrics:
       return 'accuracy', -float(metrics['accuracy'])
     return 'loss', float(metrics['loss'])
 
   @classmethod
-  def unbeatable(cls, metrics: Mapping[str, float]) -> bool:
+  def unbeatable(cls, metrics: Mapping[str, float],
+                 by: str = 'score') -> bool:
     """Whether no score can be strictly better than that of ``metrics``:
     an accuracy of 1, or a loss of 0 (as float32 holds them)."""
-    name, score = cls.score_of(metrics)
+    name, score = cls.score_of(metrics, by)
     return float(np.float32(score)) <= (-1.0 if name == 'accuracy' else 0.0)
 
   def offer(self, model: keras.Model, metrics: Mapping[str, float],
@@ -71,9 +83,11 @@ class BestWeights(tf.Module):
     if loss < float(self.loss):
       self.loss.assign(loss)
       self.loss_epoch.assign(epoch)
-    _, score = self.score_of(metrics)
+    _, score = self.score_of(metrics, self.by)
     score = float(np.float32(score))  # As the variable holds it.
     best = float(self.best)
+    if score < best:
+      self.gain_epoch.assign(epoch)
     if not score <= best + self.tolerance:
       return False
     if int(self.epoch) == INITIAL and not score < float(self.score):
@@ -91,5 +105,86 @@ class BestWeights(tf.Module):
     while the carve's loss falls even when its accuracy stands still."""
     return max(int(self.epoch), int(self.loss_epoch))
 
+  def last_gain(self) -> int:
+    """The last epoch that strictly improved the score or the loss: the
+    budget by convergence counts its patience from there (a flat accuracy
+    whose ties keep the later epoch is a plateau)."""
+    return max(int(self.gain_epoch), int(self.loss_epoch))
+
   def restore(self, model: keras.Model) -> None:
     model.set_weights([v.numpy() for v in self.weights])
+
+
+# ``Plateau.after_epoch``'s verdicts.
+CONTINUE, REDUCE, STOP = 'continue', 'reduce', 'stop'
+
+
+class Plateau(tf.Module):
+  """The budget by convergence (``TrainConfig.budget='convergence'``): when
+  the validation carve stops improving, the rate drops, then training stops.
+
+  After each epoch, ``after_epoch`` counts the optimizer steps since the
+  last epoch that improved the carve (``BestWeights.last_gain``: a strictly
+  better score or a strictly lower loss) or since the last rate drop,
+  whichever is later. When they reach ``patience_steps`` (and at least
+  ``min_epochs`` epochs): the rate drops by ``factor`` while fewer than
+  ``max_reductions`` drops were made, else training stops. Patience in steps,
+  not epochs: an epoch of a small set is a few steps, of a long one
+  hundreds. Checkpointed with the run (a resumed run makes the same
+  decisions); ``PlateauRate`` reads ``reductions``.
+
+  With ``boundaries`` (the steps at which an earlier run dropped the rate)
+  it replays them instead: the refit trains on the carve run's schedule.
+  """
+
+  def __init__(self, *, patience_steps: int, min_epochs: int, factor: float,
+               max_reductions: int, boundaries: Tuple[int, ...] = ()):
+    super().__init__(name='plateau')
+    self.patience_steps = int(patience_steps)
+    self.min_epochs = int(min_epochs)
+    self.factor = float(factor)
+    self.max_reductions = int(max_reductions)
+    self.boundaries = tuple(int(b) for b in boundaries)
+    self.reductions = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                  name='reductions')
+    self.since = tf.Variable(INITIAL, dtype=tf.int64, trainable=False,
+                             name='since')
+    # The global steps at which the rate dropped (-1: not yet).
+    self.steps = tf.Variable([-1] * max(1, self.max_reductions),
+                             dtype=tf.int64, trainable=False, name='steps')
+
+  def scale(self, step) -> tf.Tensor:
+    """The rate's factor at ``step`` (a tensor): ``factor`` to the power of
+    the drops made (or replayed up to ``step``)."""
+    drops = tf.cast(self.reductions, tf.float32)
+    for boundary in self.boundaries:
+      drops += tf.cast(tf.cast(step, tf.int64) >= boundary, tf.float32)
+    return tf.pow(tf.constant(self.factor, tf.float32), drops)
+
+  def after_epoch(self, epoch: int, last_improvement: int,
+                  steps_per_epoch: int, step: int) -> str:
+    """``CONTINUE``, ``REDUCE`` (the rate dropped: recorded at ``step``)
+    or ``STOP``, after 0-based ``epoch``."""
+    quiet = epoch - max(int(last_improvement), int(self.since))
+    if (quiet < self.min_epochs or
+        quiet * int(steps_per_epoch) < self.patience_steps):
+      return CONTINUE
+    done = int(self.reductions)
+    if done >= self.max_reductions:
+      return STOP
+    self.steps[done].assign(int(step))
+    self.reductions.assign_add(1)
+    self.since.assign(epoch)
+    return REDUCE
+
+  def drop_steps(self) -> List[int]:
+    """The global steps at which the rate dropped, in order."""
+    return [int(s) for s in self.steps.numpy()[:int(self.reductions)]]
+
+
+def replay_of(plateau: Optional[Plateau], steps: int) -> Tuple[int, ...]:
+  """The drops of ``plateau`` (a finished run's) before global step
+  ``steps``: a refit of that many steps replays them."""
+  if plateau is None:
+    return ()
+  return tuple(s for s in plateau.drop_steps() if s < steps)

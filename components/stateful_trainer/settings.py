@@ -33,6 +33,21 @@ EPOCHS_TARGET_EXAMPLES = 4000
 EPOCHS_MIN = 20
 EPOCHS_MAX = 40
 
+# The budget by convergence (``budget='convergence'``, in place of the
+# epochs rule): train while the validation carve improves (a better score or
+# a lower loss) at a constant rate; after PATIENCE_STEPS optimizer steps (and
+# at least PATIENCE_MIN_EPOCHS epochs) without, the rate drops by
+# RATE_FACTOR, at most RATE_REDUCTIONS times (to 1% of the peak, the
+# cosine's floor); the next plateau stops training. CAP_FACTOR times the
+# epochs rule's epochs is the cap.
+PATIENCE_STEPS = 100
+PATIENCE_MIN_EPOCHS = 3
+RATE_FACTOR = 0.1
+RATE_REDUCTIONS = 2
+CAP_FACTOR = 4
+BUDGETS = ('epochs', 'convergence')
+SELECT_BY = ('score', 'loss')
+
 
 class TrainingConfigError(ValueError):
   """An invalid training setting."""
@@ -137,6 +152,23 @@ class TrainConfig:
       'every sequence for the epoch budget and keep the last weights, with '
       'no carve, selection or refit (a handful of held-out sequences cannot '
       'choose an epoch) (0: always carve)')
+  budget: str = _setting(
+      'epochs', 'how long to train when epochs is unset and the model module '
+      'has no default_epochs: epochs (the epochs rule, a cosine schedule '
+      'over it) or convergence (with a validation carve: a constant rate '
+      'while the carve improves, a better score or a lower loss; after '
+      f'{PATIENCE_STEPS} optimizer steps (at least {PATIENCE_MIN_EPOCHS} '
+      f'epochs) without, the rate drops {1 / RATE_FACTOR:g}x, at most '
+      f'{RATE_REDUCTIONS} times, and the next such plateau stops training; '
+      f'{CAP_FACTOR}x the epochs rule is the cap; the refit replays the '
+      'rate drops by step); history.json says why training stopped',
+      choices=BUDGETS)
+  select_by: str = _setting(
+      'score', 'what the validation carve chooses the kept epoch by: score '
+      '(the accuracy for classification, the loss otherwise) or loss (the '
+      'carve\'s loss also for classification: smoother than the accuracy of '
+      'a small carve, where one sequence moves it by more than an epoch\'s '
+      'gain)', choices=SELECT_BY)
   selection_tolerance: float = _setting(
       0.0, 'with a validation carve, keep the latest epoch whose carve score '
       '(accuracy, or the loss) is within this of the best so far, not only '
@@ -201,6 +233,12 @@ class TrainConfig:
       raise TrainingConfigError(
           f'label_scoring must be one of {LABEL_SCORINGS} or None, got '
           f'{self.label_scoring!r}')
+    if self.budget not in BUDGETS:
+      raise TrainingConfigError(f'budget must be one of {BUDGETS}, got '
+                                f'{self.budget!r}')
+    if self.select_by not in SELECT_BY:
+      raise TrainingConfigError(f'select_by must be one of {SELECT_BY}, got '
+                                f'{self.select_by!r}')
     if isinstance(self.validation_fraction, bool) or not (
         0.0 <= float(self.validation_fraction) < 1.0):
       raise TrainingConfigError(f'validation_fraction must be in [0, 1), got '

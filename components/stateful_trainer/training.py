@@ -177,7 +177,8 @@ def fit(model: keras.Model,
         fingerprint: Optional[str] = None,
         lanes: Optional[replicas.ReplicaLanes] = None,
         save_dir: Optional[str] = None,
-        score_carve: float = 0.0) -> FitResult:
+        score_carve: float = 0.0,
+        plateau: Optional[selection.Plateau] = None) -> FitResult:
   """Trains ``model`` statefully; resumes from ``checkpoint_dir`` if it holds
   a checkpoint of the same run.
 
@@ -212,6 +213,11 @@ def fit(model: keras.Model,
       scored on the validation carve of this fraction (``FitResult.carve``),
       also when ``config`` has no carve (the refit, which trained on it:
       ``run.py`` compares it with the chosen epoch's).
+    plateau: the budget by convergence (``selection.Plateau``, the one the
+      optimizer's ``PlateauRate`` reads): with a validation carve, it
+      drops the rate and stops training when the carve stops improving,
+      in place of ``early_stopping_patience``; ``config.epochs`` is the
+      cap. Checkpointed with the run.
 
   Returns:
     A ``FitResult``.
@@ -249,7 +255,8 @@ def fit(model: keras.Model,
   carve_steps = (_carve_steps(model, objective, carve_metrics, lanes)
                  if validating else None)
   cursor = Cursor()
-  best = (selection.BestWeights(model, config.selection_tolerance)
+  best = (selection.BestWeights(model, config.selection_tolerance,
+                                config.select_by)
           if validating else None)
   summaries = progress.Summaries(summary_dir)
   manager = None
@@ -259,7 +266,8 @@ def fit(model: keras.Model,
         model=model, optimizer=optimizer,
         rnn_states=steps.checkpointed, cursor=cursor,
         train_metrics=train_metrics,
-        **({'best': best, 'valid_metrics': valid_metrics} if best else {}))
+        **({'best': best, 'valid_metrics': valid_metrics} if best else {}),
+        **({'plateau': plateau} if plateau is not None else {}))
     manager = tf.train.CheckpointManager(ckpt, save_dir or checkpoint_dir,
                                          max_to_keep=max_checkpoints)
     mine = fingerprint_lib.fit_fingerprint(model, train, config, fingerprint)
@@ -353,7 +361,7 @@ def fit(model: keras.Model,
     kept_metrics[0] = initial
     _LOG.info('validation before training (the initial weights, a '
               'candidate too): %s', progress.fmt_metrics(initial))
-    if selection.BestWeights.unbeatable(initial):
+    if best.unbeatable(initial, best.by):
       # An epoch replaces the initial weights only with a strictly better
       # score: none can beat a perfect one, so none would be kept.
       _LOG.info('no epoch: the initial weights score %s on the validation '
@@ -391,7 +399,7 @@ def fit(model: keras.Model,
         improved = best.offer(model, stats.valid, epoch)
         if improved:
           kept_metrics[0] = stats.valid
-        name, _ = best.score_of(stats.valid)
+        name, _ = best.score_of(stats.valid, best.by)
         _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
                   '%s', epoch + 1, progress.fmt_metrics(stats.valid),
                   (' (best so far)' if float(best.score) <= float(best.best)
@@ -412,6 +420,27 @@ def fit(model: keras.Model,
           best.stopped.assign(True)
           reason[0] = 'no_gain'
           stop = True
+        elif plateau is not None:
+          verdict = plateau.after_epoch(epoch, best.last_gain(),
+                                        num_batches, int(cursor.step))
+          if verdict == selection.REDUCE:
+            _LOG.info('the rate drops %gx after epoch %d (step %d): no '
+                      'better validation score and no lower validation '
+                      'loss for %d epochs (%d steps); drop %d of %d',
+                      1 / plateau.factor, epoch + 1, int(cursor.step),
+                      epoch - best.last_gain(),
+                      (epoch - best.last_gain()) * num_batches,
+                      int(plateau.reductions), plateau.max_reductions)
+          elif verdict == selection.STOP:
+            _LOG.info('converged after epoch %d: no better validation score '
+                      'and no lower validation loss for %d steps after the '
+                      'last of %d rate drops', epoch + 1,
+                      (epoch - max(best.last_gain(),
+                                   int(plateau.since))) * num_batches,
+                      plateau.max_reductions)
+            best.stopped.assign(True)
+            reason[0] = 'converged'
+            stop = True
         elif patience and epoch - best.last_improvement() >= patience:
           _LOG.info('early stop after epoch %d: no better validation score '
                     'and no lower validation loss for %d epochs', epoch + 1,
@@ -466,7 +495,11 @@ def fit(model: keras.Model,
     _LOG.info('validation carve (%g of the keys) of the final weights: %s',
               score_carve, progress.fmt_metrics(carve))
   _LOG.info('training stopped: %s', {
-      'epochs': f'all {config.epochs} epochs ran',
+      'epochs': f'all {config.epochs} epochs ran' + (
+          ' (the cap of the budget by convergence; the carve still '
+          'improved)' if plateau is not None and validating else ''),
+      'converged': 'the validation carve stopped improving after the last '
+                   'rate drop (the budget by convergence)',
       'no_epochs': 'no epoch planned',
       'early_stopping': f'no better validation score and no lower '
                         f'validation loss for '
