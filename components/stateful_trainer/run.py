@@ -20,15 +20,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful_trainer import budget as budget_lib
 from components.stateful_trainer import distribution
-from components.stateful_trainer.checkpoints import CHECKPOINT_SUBDIR
 from components.stateful_trainer.checkpoints import Checkpoints
 from components.stateful_trainer.checkpoints import EXPORTED
 from components.stateful_trainer.checkpoints import prepare_checkpoints
-from components.stateful_trainer.checkpoints import REFIT_SUBDIR
 from components.stateful_trainer.checkpoints import RUN_FILE
-from components.stateful_trainer.checkpoints import TRAINING
 from components.stateful_trainer import export
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import model_setup
@@ -38,7 +34,8 @@ from components.stateful import module_contract
 from components.stateful_trainer import settings
 from components.stateful_trainer import optimizers
 from components.stateful_trainer import progress
-from components.stateful_trainer import selection as selection_lib
+from components.stateful_trainer import recipe as recipe_lib
+from components.stateful_trainer import refit as refit_lib
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
@@ -208,55 +205,27 @@ def fit_model(model: keras.Model, *, module: types.ModuleType,
   return result
 
 
-def _check_refit(model: keras.Model, chosen: List[np.ndarray],
-                 chosen_fit: training.FitResult,
-                 refit: training.FitResult) -> Optional[Dict[str, Any]]:
-  """Keeps the refit unless it fails on the validation carve.
-
-  The refit trained on every sequence, the carve's included, for as many
-  epochs as the carve chose; it should score at least as well there as the
-  chosen epoch's weights, which never saw those sequences. Strictly worse
-  means the longer run on more data went astray (it diverged, or stayed on
-  a plateau the carve run left): ``model`` gets the chosen weights back.
-  Both are scored by the same pass after training (``FitResult.carve``).
-
-  Returns:
-    What was compared and kept (``history.json``'s ``refit_check``), or
-    None when either was not scored (an unfinished run).
-  """
-  if chosen_fit.carve is None or refit.carve is None:
-    return None
-  name, chosen_score = selection_lib.BestWeights.score_of(chosen_fit.carve)
-  _, refit_score = selection_lib.BestWeights.score_of(refit.carve)
-  # float32, as the metrics accumulate: a tie is no failure.
-  failed = bool(np.float32(refit_score) > np.float32(chosen_score))
-  if failed:
-    model.set_weights(chosen)
-    _LOG.warning(
-        'refit: its validation-carve %s (%s) is worse than the chosen '
-        "epoch's (%s), though it trained on the carve: exporting the chosen "
-        "epoch's weights instead", name, progress.fmt_metrics(refit.carve),
-        progress.fmt_metrics(chosen_fit.carve))
-  else:
-    _LOG.info("refit kept: its validation-carve %s is at least the chosen "
-              "epoch's (%s; chosen %s)", name,
-              progress.fmt_metrics(refit.carve),
-              progress.fmt_metrics(chosen_fit.carve))
-  return {'score': name, 'chosen': dict(chosen_fit.carve),
-          'refit': dict(refit.carve),
-          'kept': 'chosen' if failed else 'refit'}
+@dataclasses.dataclass
+class Prepared:
+  """What the ``prepare`` phase opened and checked: the splits, the model's
+  spec and module, the fingerprint, the checkpoints and where this process
+  trains (``dist``)."""
+  dist: distribution.Distribution
+  train: batches_lib.BatchSource
+  eval_source: Optional[batches_lib.BatchSource]
+  spec: ms.ModelSpec
+  module: types.ModuleType
+  hooks: module_contract.ModuleHooks
+  fp: fingerprint_lib.Fingerprint
+  ckpts: Checkpoints
+  # A worker other than the chief saves its (identical) checkpoints where
+  # no resume looks (here), and resumes from the chief's.
+  worker_dir: Optional[str]
 
 
-def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
-        after_step: Optional[Callable[[int], Optional[bool]]] = None
-       ) -> RunResult:
-  """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``.
-
-  With ``args.train.replicas`` > 1 or a multi-worker ``TF_CONFIG`` it
-  trains data-parallel (``distribution``, ``components.stateful.replicas``);
-  only the chief exports.
-  """
-  phases = progress.Phases()  # Wall seconds per phase: history.json.
+def prepare(args: TrainerArgs) -> Prepared:
+  """Phase ``setup``: the splits opened and checked, the spec, the module,
+  the fingerprint and the checkpoints."""
   # First: a multi-worker strategy must exist before any TensorFlow op.
   dist = distribution.make_distribution(args.train.replicas)
   train, eval_source = _open_sources(args)
@@ -276,18 +245,34 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   spec = model_setup.label_scale(spec, args.train, module, stats)
   if eval_source is not None:
     batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
-                          batches_lib.scan_labels(eval_source))
+                             batches_lib.scan_labels(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
   fp = fingerprint_of(args, module)
-  ckpts = prepare_checkpoints(args, fp, dist.is_chief)
-  # A worker other than the chief saves its (identical) checkpoints where
-  # no resume looks, and resumes from the chief's.
-  worker_dir = (None if dist.is_chief else
-                tempfile.mkdtemp(prefix=f'tss-{dist.task_type}-'
-                                 f'{dist.task_id}-checkpoints-'))
-  config = args.train
-  hooks = module_contract.hooks_of(module)
-  module_epochs = (hooks.default_epochs(spec)
+  return Prepared(
+      dist=dist, train=train, eval_source=eval_source, spec=spec,
+      module=module, hooks=module_contract.hooks_of(module), fp=fp,
+      ckpts=prepare_checkpoints(args, fp, dist.is_chief),
+      worker_dir=None if dist.is_chief else tempfile.mkdtemp(
+          prefix=f'tss-{dist.task_type}-{dist.task_id}-checkpoints-'))
+
+
+@dataclasses.dataclass
+class Adapted:
+  """What the ``adapt`` phase built: the model with its initial weights."""
+  model: keras.Model
+  fitted: bool  # The module's adapt fitted weights (a carve candidate).
+  initial_weights: List[np.ndarray]  # Seeded and adapted: the refit's.
+  hold_out: float  # The carve adapt left out.
+  any_length: bool  # Batches fed in parts (randomised truncation).
+  shard: Any  # This worker's lanes (``shards.of``).
+  shared: Optional[model_setup.Refit]  # The refit's weights, if adapted.
+  module_epochs: Optional[int]  # The module's ``default_epochs``.
+
+
+def adapt(args: TrainerArgs, p: Prepared) -> Adapted:
+  """Phase ``adapt``: the model built and its module's ``adapt`` run."""
+  config, hooks = args.train, p.hooks
+  module_epochs = (hooks.default_epochs(p.spec)
                    if hooks.default_epochs is not None else None)
   # The initial weights are a candidate of the validation carve: adapt
   # then fits them without the carve's labels (and the weights of every
@@ -299,150 +284,113 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
               epochs_planned > 0 and hooks.adapt is not None else 0.0)
   any_length = config.random_truncation > 0  # It feeds parts of batches.
   # On several workers each fits the model's statistics on its own lanes.
-  shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
+  shard = shards.of(p.dist.strategy, p.dist.num_workers, p.spec.batch_size)
   refitting = config.refit and config.validation_fraction > 0
   # With a carve, adapt's one pass also fits the refit's weights (every
   # labelled step) where the module's hook can (``model_setup.Refit``).
   shared = model_setup.Refit() if hold_out and refitting else None
-  phases.end('setup')
-  model, fitted = model_setup.build(module, spec, train, args.train.seed,
+  model, fitted = model_setup.build(p.module, p.spec, p.train, config.seed,
                                     hold_out, any_length, shard, shared)
-  initial_weights = model.get_weights()  # Seeded and adapted: the refit's.
-  phases.end('adapt', note='the model built and adapted')
-  if config.score_initial and not fitted:
-    # Random initial weights are no candidate: on a small carve one can
-    # outscore every trained epoch by chance.
-    config = config.replace(score_initial=False)
-    if config.validation_fraction > 0:
-      _LOG.info('the initial weights are not a candidate of the validation '
-                'carve: the model module\'s adapt fitted nothing (no hook, '
-                'or an empty summary)')
-  if (not fitted and config.validation_fraction > 0 and
-      config.min_carve_sequences > 0):
-    # A handful of held-out sequences cannot choose an epoch (one sequence
-    # moves its accuracy by more than an epoch's gain): a model trained by
-    # gradient steps from random weights then trains on every sequence for
-    # the epoch budget and keeps its last weights.
-    held = batches_lib.count_validation_sequences(
-        train, config.validation_fraction)
-    if held < config.min_carve_sequences:
-      _LOG.info('no validation carve: %g of the keys would hold %d '
-                'sequence(s), fewer than min_carve_sequences=%d; training '
-                'on every sequence for the epoch budget, the last weights '
-                'kept (no selection, no refit)', config.validation_fraction,
-                held, config.min_carve_sequences)
-      config = config.replace(validation_fraction=0.0)
-      refitting = False
-  config, plan = budget_lib.plan(config, module_epochs,
-                                 int(train.meta['num_sequences']),
-                                 train.num_batches)
-  why = 'set'
-  if config.label_scoring is None:
-    hook = hooks.label_scoring
-    if hook:
-      scoring, why = hook(spec), "the model module's label_scoring"
-    else:
-      scoring, why = model_setup.label_scoring_rule(model, spec)
-    config = dataclasses.replace(config, label_scoring=scoring)
-  if spec.label_kind == ms.PER_SEQUENCE:
-    _LOG.info('per-sequence labels scored in training: %s (%s)',
-              config.label_scoring, why)
-  objective = objective_lib.make_objective(spec, module)
-  checkpoint_dir = ckpts.path
-  optimizer_config = settings.OptimizerConfig.from_hyperparameters(
-      settings.optimizer_hyperparameters(module, spec))
-  if config.epochs:
-    _LOG.info('optimizer: %s (the run\'s hyperparameters over the model '
-              'module\'s optimizer_defaults over the trainer\'s)',
-              optimizer_config)
+  return Adapted(model=model, fitted=fitted,
+                 initial_weights=model.get_weights(), hold_out=hold_out,
+                 any_length=any_length, shard=shard, shared=shared,
+                 module_epochs=module_epochs)
+
+
+def fitter(args: TrainerArgs, p: Prepared, r: recipe_lib.Recipe, *,
+           clock: Callable[[], float],
+           after_step: Optional[Callable[[int], Optional[bool]]]
+          ) -> Callable[..., training.FitResult]:
+  """``fit(model, config, subdir, score_carve=0.0, plateau=None)``: one
+  ``training.fit`` of this run (the carve run, or the refit in
+  ``subdir``), its checkpoints, summaries and optimizer set up."""
 
   def fit(model, config, subdir, score_carve=0.0, plateau=None):
-    total_steps = (plan.planned_steps if plateau is not None else
-                   max(1, config.epochs * train.num_batches))
-    common = dict(
-        objective=objective, train=train, eval_source=eval_source,
-        config=config,
-        checkpoint_dir=os.path.join(checkpoint_dir, subdir) if subdir else
-        checkpoint_dir,
-        summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
-                                 subdir or '') if dist.is_chief else None,
-        clock=clock, after_step=after_step, fingerprint=fp.digest,
-        score_carve=score_carve, plateau=plateau)
+    total_steps = (r.plan.planned_steps if plateau is not None else
+                   max(1, config.epochs * p.train.num_batches))
     return fit_model(
-        model, module=module, spec=spec, dist=dist,
+        model, module=p.module, spec=p.spec, dist=p.dist,
         optimizer=lambda: optimizers.make_optimizer(
-            optimizer_config, total_steps, plateau),
-        save_dir=None if worker_dir is None else os.path.join(
-            worker_dir, subdir or 'main'), **common)
+            r.optimizer, total_steps, plateau),
+        save_dir=None if p.worker_dir is None else os.path.join(
+            p.worker_dir, subdir or 'main'),
+        objective=r.objective, train=p.train, eval_source=p.eval_source,
+        config=config,
+        checkpoint_dir=os.path.join(p.ckpts.path, subdir) if subdir else
+        p.ckpts.path,
+        summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
+                                 subdir or '') if p.dist.is_chief else None,
+        clock=clock, after_step=after_step, fingerprint=p.fp.digest,
+        score_carve=score_carve, plateau=plateau)
 
-  plateau = plan.plateau()
-  result = fit(model, config, None,
-               config.validation_fraction if refitting else 0.0, plateau)
-  phases.end('training', less=result.validation_seconds,
-             note=f'{len(result.epochs)} epochs, {result.steps} steps; the '
-             'validation carve\'s passes apart')
-  phases.add('validation', result.validation_seconds, quiet=True)
-  selection = None
-  refit_check = None
-  if refitting and result.finished and result.best_epoch is not None:
-    selection = result
-    chosen = model.get_weights()
-    epochs = result.best_epoch + 1
-    adapted = shared is not None and shared.weights is not None
-    if epochs == 0:
-      _LOG.info('refit: the validation carve chose the initial weights (no '
-                'epoch improved on them); %s', 'no epoch, from the weights '
-                "adapt's one pass fitted on every training sequence"
-                if adapted else 'adapting again on every training sequence, '
-                'no epoch' if hold_out else
-                'no epoch on every training sequence')
-    else:
-      _LOG.info('refit: the validation carve chose epoch %d; training again '
-                'from the same initial weights on every training sequence '
-                'for %d epochs', epochs, epochs)
-    if hold_out and not adapted:
-      model, _ = model_setup.build(module, spec, train, args.train.seed,
-                                   any_length=any_length, shard=shard)
-    else:
-      keras.utils.set_random_seed(args.train.seed)
-      model = model_io.build_stateful(
-          module, spec.replace(num_unroll=None) if any_length else spec)
-      model.set_weights(shared.weights if adapted else initial_weights)
-    replay = plan.replay(plateau, epochs * train.num_batches)
-    result = fit(model, config.replace(
-        epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
-                 REFIT_SUBDIR, config.validation_fraction, replay)
-    refit_check = _check_refit(model, chosen, selection, result)
-    phases.end('refit', less=result.validation_seconds,
-               note=f'{epochs} epochs; its carve score apart')
-    phases.add('validation', result.validation_seconds, quiet=True)
+  return fit
+
+
+def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
+        after_step: Optional[Callable[[int], Optional[bool]]] = None
+       ) -> RunResult:
+  """Trains, evaluates, checkpoints and exports. See ``TrainerArgs``.
+
+  The phases, each timed (``history.json``'s ``phases``): ``prepare``,
+  ``adapt``, the recipe settled, train and select (``training.fit`` on the
+  carve), ``refit.refit``, ``export_run``. With ``args.train.replicas`` > 1
+  or a multi-worker ``TF_CONFIG`` it trains data-parallel
+  (``distribution``, ``components.stateful.replicas``); only the chief
+  exports.
+  """
+  phases = progress.Phases()  # Wall seconds per phase: history.json.
+  p = prepare(args)
+  phases.end('setup')
+  a = adapt(args, p)
+  phases.end('adapt', note='the model built and adapted')
+  r = recipe_lib.recipe(args, p, a)
+  fit = fitter(args, p, r, clock=clock, after_step=after_step)
+  plateau = r.plan.plateau()
+  carve_run = fit(a.model, r.config, None,
+                  r.config.validation_fraction if r.refitting else 0.0,
+                  plateau)
+  phases.end('training', less=carve_run.validation_seconds,
+             note=f'{len(carve_run.epochs)} epochs, {carve_run.steps} steps; '
+             'the validation carve\'s passes apart')
+  phases.add('validation', carve_run.validation_seconds, quiet=True)
+  done = refit_lib.refit(args, p, a, r, fit, carve_run, plateau, phases)
   phases.log('validation', 'the passes over the validation carve')
-  if not dist.is_chief:
-    tf.io.gfile.rmtree(worker_dir)
-    _LOG.info('%s done after %d steps: the chief exports', dist.name,
-              result.steps)
-    return RunResult(spec=spec, fit=result, model=model,
+  if not p.dist.is_chief:
+    tf.io.gfile.rmtree(p.worker_dir)
+    _LOG.info('%s done after %d steps: the chief exports', p.dist.name,
+              done.result.steps)
+    return RunResult(spec=p.spec, fit=done.result, model=done.model,
                      serving_model_dir=args.serving_model_dir,
-                     stateful_dir='', fingerprint=fp)
-  twin = model_io.build_serving(module, spec, weights_from=model)
-  export.export_serving_model(args.serving_model_dir, twin, spec,
+                     stateful_dir='', fingerprint=p.fp)
+  return export_run(args, p, r, done, plateau, phases)
+
+
+def export_run(args: TrainerArgs, p: Prepared, r: recipe_lib.Recipe,
+               done: 'refit_lib.Trained', plateau, phases: progress.Phases
+              ) -> RunResult:
+  """Phase ``export``: the serving SavedModel, ``stateful/`` and
+  ``history.json``; the checkpoints removed."""
+  model, result, selection = done.model, done.result, done.selection
+  twin = model_io.build_serving(p.module, p.spec, weights_from=model)
+  export.export_serving_model(args.serving_model_dir, twin, p.spec,
                               args.transform_graph_uri)
-  stateful_dir = model_io.save_stateful(args.model_uri, model, spec, module)
+  stateful_dir = model_io.save_stateful(args.model_uri, model, p.spec,
+                                        p.module)
   fingerprint_lib.write(os.path.join(stateful_dir, fingerprint_lib.FILE),
-                        fp.to_dict())
+                        p.fp.to_dict())
   phases.end('export', note='the serving SavedModel and stateful/')
   history = {
-      'fingerprint': fp.digest,
-      'spec': spec.to_dict(),
+      'fingerprint': p.fp.digest,
+      'spec': p.spec.to_dict(),
       'steps': result.steps,
       'finished': result.finished,
       'stop_reason': result.stop_reason,
-      'replicas': dist.num_replicas, 'workers': dist.num_workers,
+      'replicas': p.dist.num_replicas, 'workers': p.dist.num_workers,
       'resumed_from': result.resumed_from,
       'epochs': [e.as_dict() for e in result.epochs],
       'evaluations': [{'step': s, **m} for s, m in result.evaluations],
-      'refit_check': refit_check,
-      'budget': plan.describe(config, plateau),
+      'refit_check': done.refit_check,
+      'budget': r.plan.describe(r.config, plateau),
       'selection': None if selection is None else {
           'best_epoch': selection.best_epoch,
           'stop_reason': selection.stop_reason,
@@ -458,11 +406,11 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   _LOG.info('exported %s and %s', args.serving_model_dir, stateful_dir)
   _LOG.info('phases (seconds): %s', ', '.join(
       f'{k} {v:.1f}' for k, v in history['phases'].items()))
-  ckpts.mark(EXPORTED)  # First: never resumed, even if the removal stops.
-  ckpts.clear()
+  p.ckpts.mark(EXPORTED)  # First: never resumed, even if the removal stops.
+  p.ckpts.clear()
   _LOG.info('removed the checkpoints in %s (the model is exported)',
-            ckpts.path)
-  return RunResult(spec=spec, fit=result, model=model,
+            p.ckpts.path)
+  return RunResult(spec=p.spec, fit=result, model=model,
                    serving_model_dir=args.serving_model_dir,
-                   stateful_dir=stateful_dir, fingerprint=fp,
+                   stateful_dir=stateful_dir, fingerprint=p.fp,
                    phases=history['phases'])

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
-from components.stateful_trainer import budget as budget_lib
+from components.stateful_trainer import recipe as recipe_lib
 from components.stateful_trainer import optimizers
 from components.stateful_trainer import run as trainer_run
 from components.stateful_trainer import selection
@@ -184,15 +184,16 @@ def test_a_resumed_fit_makes_the_same_decisions(tmp_path):
 
 def test_the_plan_applies_convergence_only_where_the_rule_would():
   conv = settings.TrainConfig(budget='convergence')
-  config, plan = budget_lib.plan(conv, None, 50, 6)
+  config, plan = recipe_lib.plan_budget(conv, None, 50, 6)
   assert plan.convergence and config.epochs == 4 * settings.epochs_rule(50)
   assert plan.planned_steps == settings.epochs_rule(50) * 6
   # Set epochs, a module's default_epochs, or no carve: the epochs as before.
-  assert not budget_lib.plan(conv.replace(epochs=7), None, 50, 6)[1].convergence
-  config, plan = budget_lib.plan(conv, 5, 50, 6)
+  assert not recipe_lib.plan_budget(conv.replace(epochs=7), None, 50,
+                                    6)[1].convergence
+  config, plan = recipe_lib.plan_budget(conv, 5, 50, 6)
   assert not plan.convergence and config.epochs == 5
-  config, plan = budget_lib.plan(conv.replace(validation_fraction=0.0), None,
-                                 50, 6)
+  config, plan = recipe_lib.plan_budget(
+      conv.replace(validation_fraction=0.0), None, 50, 6)
   assert not plan.convergence and config.epochs == settings.epochs_rule(50)
   assert plan.plateau() is None
   with pytest.raises(settings.TrainingConfigError, match='budget'):

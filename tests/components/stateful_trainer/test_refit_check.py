@@ -1,4 +1,4 @@
-"""The refit guard (``run._check_refit``): after the refit, which trained on
+"""The refit guard (``refit.check_refit``): after the refit, which trained on
 every sequence, the validation carve's included, the carve scores it and the
 chosen epoch's weights by the same pass; a refit that scores strictly worse
 there is not exported (the chosen epoch's weights are)."""
@@ -12,6 +12,7 @@ import pytest
 import tf_keras as keras
 
 from components.stateful import model_io
+from components.stateful_trainer import refit as refit_lib
 from components.stateful_trainer import run as runner
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
@@ -42,7 +43,7 @@ def test_the_score_decides_and_a_tie_keeps_the_refit(chosen, refit, kept):
   model, chosen_weights = _dense()
   refit_weights = [w + 1.0 for w in chosen_weights]
   model.set_weights(refit_weights)
-  check = runner._check_refit(model, chosen_weights, _result(chosen),
+  check = refit_lib.check_refit(model, chosen_weights, _result(chosen),
                               _result(refit))
   assert check['kept'] == kept
   assert check['chosen'] == chosen and check['refit'] == refit
@@ -53,7 +54,7 @@ def test_the_score_decides_and_a_tie_keeps_the_refit(chosen, refit, kept):
 
 def test_unscored_runs_are_not_checked():
   model, weights = _dense()
-  assert runner._check_refit(model, weights, _result(None),
+  assert refit_lib.check_refit(model, weights, _result(None),
                              _result({'loss': 1.0})) is None
 
 

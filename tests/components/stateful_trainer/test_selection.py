@@ -147,7 +147,8 @@ def test_selection_tolerance_in_the_loop(tmp_path, caplog, monkeypatch):
   scores = iter([0.0, 1.0, 1.5, 3.0])
   by_loss = {}  # Each epoch's carve metrics are scored more than once.
 
-  def score_of(metrics):
+  def score_of(metrics, by='score'):
+    del by
     if metrics['loss'] not in by_loss:
       by_loss[metrics['loss']] = next(scores)
     return 'accuracy', by_loss[metrics['loss']]
@@ -201,7 +202,7 @@ def test_early_stopping_waits_while_the_carve_loss_falls(tmp_path, caplog,
   source = _source(tmp_path)
   worse = itertools.count()
   monkeypatch.setattr(selection.BestWeights, 'score_of', staticmethod(
-      lambda metrics: ('accuracy', float(next(worse)))))
+      lambda metrics, by='score': ('accuracy', float(next(worse)))))
   result = _fit(_model(0.0), source, learning_rate=0.01, epochs=6,
                 early_stopping_patience=2)
   losses = [e.valid['loss'] for e in result.epochs]

@@ -1,6 +1,8 @@
-"""How long a run trains: the epochs (set, the model module's
-``default_epochs`` or the epochs rule) or the budget by convergence
-(``TrainConfig.budget``; its plateaus are ``selection.Plateau``)."""
+"""A run's training recipe, settled after ``adapt``: how long it trains
+(the epochs set, the model module's ``default_epochs``, the epochs rule, or
+the budget by convergence: ``TrainConfig.budget``, its plateaus
+``selection.Plateau``), whether the carve and the refit apply, where labels
+are scored, the objective and the optimizer's settings."""
 
 from __future__ import annotations
 
@@ -8,6 +10,10 @@ import dataclasses
 import logging
 from typing import Any, Dict, Optional, Tuple
 
+from components.stateful import batches as batches_lib
+from components.stateful import model_spec as ms
+from components.stateful import objective as objective_lib
+from components.stateful_trainer import model_setup
 from components.stateful_trainer import selection
 from components.stateful_trainer import settings
 
@@ -63,7 +69,7 @@ class Plan:
             'rate_drops_at_steps': plateau.drop_steps(), 'why': self.why}
 
 
-def plan(config: settings.TrainConfig, module_epochs: Optional[int],
+def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
          num_sequences: int, num_batches: int
         ) -> Tuple[settings.TrainConfig, Plan]:
   """``config`` with its epochs set, and the run's ``Plan``.
@@ -105,3 +111,72 @@ def plan(config: settings.TrainConfig, module_epochs: Optional[int],
               made.why if made.why != 'the epochs rule' else
               'no validation carve')
   return config, made
+
+
+@dataclasses.dataclass
+class Recipe:
+  """The run's training recipe, settled after ``adapt``: the loop's
+  settings (epochs and scoring set), the budget, the objective and the
+  optimizer's settings."""
+  config: settings.TrainConfig
+  plan: Plan
+  refitting: bool
+  objective: objective_lib.Objective
+  optimizer: settings.OptimizerConfig
+
+
+def recipe(args, p, a) -> Recipe:
+  """The loop's settings as this run applies them (logged).
+
+  ``args``, ``p``, ``a``: the run's ``TrainerArgs`` and its ``Prepared``
+  and ``Adapted`` phases (``run.py``).
+  """
+  config = args.train
+  refitting = config.refit and config.validation_fraction > 0
+  if config.score_initial and not a.fitted:
+    # Random initial weights are no candidate: on a small carve one can
+    # outscore every trained epoch by chance.
+    config = config.replace(score_initial=False)
+    if config.validation_fraction > 0:
+      _LOG.info('the initial weights are not a candidate of the validation '
+                'carve: the model module\'s adapt fitted nothing (no hook, '
+                'or an empty summary)')
+  if (not a.fitted and config.validation_fraction > 0 and
+      config.min_carve_sequences > 0):
+    # A handful of held-out sequences cannot choose an epoch (one sequence
+    # moves its accuracy by more than an epoch's gain): a model trained by
+    # gradient steps from random weights then trains on every sequence for
+    # the epoch budget and keeps its last weights.
+    held = batches_lib.count_validation_sequences(
+        p.train, config.validation_fraction)
+    if held < config.min_carve_sequences:
+      _LOG.info('no validation carve: %g of the keys would hold %d '
+                'sequence(s), fewer than min_carve_sequences=%d; training '
+                'on every sequence for the epoch budget, the last weights '
+                'kept (no selection, no refit)', config.validation_fraction,
+                held, config.min_carve_sequences)
+      config = config.replace(validation_fraction=0.0)
+      refitting = False
+  config, plan = plan_budget(config, a.module_epochs,
+                                 int(p.train.meta['num_sequences']),
+                                 p.train.num_batches)
+  why = 'set'
+  if config.label_scoring is None:
+    hook = p.hooks.label_scoring
+    if hook:
+      scoring, why = hook(p.spec), "the model module's label_scoring"
+    else:
+      scoring, why = model_setup.label_scoring_rule(a.model, p.spec)
+    config = dataclasses.replace(config, label_scoring=scoring)
+  if p.spec.label_kind == ms.PER_SEQUENCE:
+    _LOG.info('per-sequence labels scored in training: %s (%s)',
+              config.label_scoring, why)
+  optimizer_config = settings.OptimizerConfig.from_hyperparameters(
+      settings.optimizer_hyperparameters(p.module, p.spec))
+  if config.epochs:
+    _LOG.info('optimizer: %s (the run\'s hyperparameters over the model '
+              'module\'s optimizer_defaults over the trainer\'s)',
+              optimizer_config)
+  return Recipe(config=config, plan=plan, refitting=refitting,
+                objective=objective_lib.make_objective(p.spec, p.module),
+                optimizer=optimizer_config)
