@@ -178,7 +178,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   if args.trainer_workers > 1 and config.trainer.replicas > 1:
     parser.error('--trainer-workers trains one replica per worker: leave '
                  '--replicas at 1')
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, data_root=args.data_root, pipeline_root=args.pipeline_root,
       serving_dir=serving_dir_of(args.pipeline_root, args.serving_dir),
       metadata_connection_config=None,
