@@ -126,14 +126,16 @@ class PipelineConfig:
       shown="the module's", more_help=hp_lib.help_text)
   trainer: settings.TrainConfig = setting(
       settings.TrainConfig(), "the StatefulTrainer's settings "
-      '(settings.TrainConfig, each field a flag)', flag=False)
+      '(settings.TrainConfig, each field a flag)', flag=False,
+      shown='its fields\' (Trainer settings)')
   eval_config: Optional[Dict[str, Any]] = setting(
       None, "the StatefulEvaluator's tfma.EvalConfig as a dict (unset: its "
       'default for the task)', flag=False)
   evaluator: evaluator_settings.StatefulSettings = setting(
       evaluator_settings.StatefulSettings(), "the StatefulEvaluator's "
       'settings (StatefulSettings, each field a flag; a dict or JSON text '
-      'is read as one)', flag=False)
+      'is read as one)', flag=False,
+      shown='its fields\' (Evaluator settings)')
   enable_cache: bool = setting(
       True, 'reuse the outputs of a component whose inputs are unchanged '
       '(--no-cache: re-run every component)', flag='--cache')
