@@ -184,9 +184,9 @@ def add_flags(parser, cls: type, *, dest_prefix: str = '',
     shown = spec.shown if spec.shown is not None else describe(default)
     parse = spec.parse or (comma_separated if spec.kind is tuple else
                            spec.kind)
+    shown = shown.replace('%', '%%')
     parser.add_argument(spec.flag, dest=dest, type=parse, default=default,
-                        choices=spec.choices,
-                        help=f'{text} (default: {shown.replace("%", "%%")})',
+                        choices=spec.choices, help=f'{text} (default: {shown})',
                         metavar=(None if spec.choices else
                                  spec.flag[2:].upper().replace('-', '_')))
 

@@ -1,7 +1,7 @@
 """The configuration reference, generated from the settings' declarations.
 
-  python -m pipeline.config_reference           # rewrites docs/configuration.md's tables
-  python -m pipeline.config_reference --check   # exit 1 if they are stale
+  python -m pipeline.config_reference          # rewrites the tables
+  python -m pipeline.config_reference --check  # exit 1 if they are stale
 
 Plain Python (no TensorFlow, no TFX). One table per declaration (the
 pipeline's ``PipelineConfig``, the trainer's ``TrainConfig``, the
@@ -30,7 +30,8 @@ from pipeline import pipeline_config
 
 DOC = os.path.join(pipeline_config.PROJECT_ROOT, 'docs', 'configuration.md')
 BEGIN = ('<!-- The tables below are generated from the declarations by '
-         '`python -m pipeline.config_reference`: edit the fields, not them. -->')
+         '`python -m pipeline.config_reference`: edit the fields, not '
+         'them. -->')
 END = '<!-- End of the generated tables. -->'
 
 # (heading, what the flags belong to, the declarations).
