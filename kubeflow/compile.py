@@ -41,9 +41,11 @@ RETRY_BACKOFF_MAX = '3600s'
 
 
 def build_parser() -> argparse.ArgumentParser:
-  # The local runner's pipeline flags; those redefined below replace its
+  # The pipeline's flags (pipeline/flags.py, made from the settings'
+  # declarations); those redefined below replace them
   # (conflict_handler='resolve'): no local default may reach the compiled
-  # pipeline.
+  # pipeline. --checkpoint-dir is taken as given (a cluster path, e.g.
+  # gs://bucket/checkpoints; a retried trainer step resumes from it).
   p = argparse.ArgumentParser(
       prog='python -m kubeflow.compile',
       description='Compile the pipeline to a Kubeflow Pipelines v2 JSON. '
@@ -70,11 +72,6 @@ def build_parser() -> argparse.ArgumentParser:
                  'cluster sees it (default: <pipeline-root>/serving_model)')
   p.add_argument('--output-file', default='pipeline.json',
                  help='the compiled pipeline JSON')
-  p.add_argument('--checkpoint-dir', default=None,
-                 help='where the trainer keeps its checkpoints, as the '
-                 'cluster sees it (e.g. gs://bucket/checkpoints); a retried '
-                 'or re-run trainer step with the same inputs resumes from '
-                 'them (default: <pipeline-root>/StatefulTrainer/checkpoints)')
   p.add_argument('--trainer-retries', type=int,
                  default=DEFAULT_TRAINER_RETRIES,
                  help='retries of a failed trainer step (the task\'s '
@@ -178,7 +175,7 @@ def compile_pipeline(argv: Optional[List[str]] = None) -> str:
   if args.trainer_workers > 1 and config.trainer.replicas > 1:
     parser.error('--trainer-workers trains one replica per worker: leave '
                  '--replicas at 1')
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, data_root=args.data_root, pipeline_root=args.pipeline_root,
       serving_dir=serving_dir_of(args.pipeline_root, args.serving_dir),
       metadata_connection_config=None,

@@ -65,7 +65,7 @@ def run(config: pipeline_config.PipelineConfig,
     config = dataclasses.replace(config, feature_columns=tuple(feature_names))
   os.makedirs(config.output_dir, exist_ok=True)
   beam_args = list(beam_args or ['--direct_running_mode=in_memory'])
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=config.pipeline_root,
       metadata_connection_config=(
           tfx.orchestration.metadata.sqlite_metadata_connection_config(

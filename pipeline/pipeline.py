@@ -1,4 +1,5 @@
-"""The pipeline: one ``create_pipeline(...)``, every setting an argument.
+"""The pipeline: one ``create_pipeline(config)``, every setting a field of
+``PipelineConfig``.
 
   ExampleGen (split by sequence key) -> StatisticsGen -> SchemaGen
   -> ExampleValidator -> Transform (z-score features) -> SequenceBatcher
@@ -20,14 +21,13 @@ for CSV, raw for SequenceExamples) and scale nothing themselves.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Optional
 
 from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.sequence_batcher.component import SequenceBatcher
 from components.stateful_evaluator.component import StatefulEvaluator
-from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
 from pipeline import beam_options
 from pipeline import csv_example_gen
@@ -78,65 +78,46 @@ def example_gen_configs(data_root: str, key_column: str,
   return None, output_config
 
 
-def create_pipeline(
-    *,
-    pipeline_name: str,
-    pipeline_root: str,
-    data_root: str,
-    input_format: str,
-    key_column: str,
-    order_column: Optional[str],
-    label_column: str,
-    label_kind: str,
-    feature_columns: Optional[Sequence[str]],
-    exclude_columns: Sequence[str],
-    batch_size: int,
-    num_unroll: int,
-    mode: str,
-    max_sequence_length: Optional[int] = None,
-    truncate: bool = False,
-    train_hash_buckets: int,
-    eval_hash_buckets: int,
-    task: str,
-    trainer: settings.TrainConfig,
-    module_file: Optional[str],
-    hyperparameters: Dict[str, Any],
-    eval_config: Optional[Dict[str, Any]],
-    serving_dir: str,
-    enable_cache: bool,
-    metadata_connection_config=None,
-    beam_pipeline_args: Optional[List[str]] = None,
-    checkpoint_dir: Optional[str] = None,
-    fresh: bool = False,
-    evaluator_settings: Optional[Dict[str, Any]] = None,
-    trainer_workers: int = 1,
-) -> tfx.dsl.Pipeline:
+def create_pipeline(config: pipeline_config.PipelineConfig, *,
+                    pipeline_root: str,
+                    metadata_connection_config=None,
+                    beam_pipeline_args: Optional[List[str]] = None,
+                    data_root: Optional[str] = None,
+                    serving_dir: Optional[str] = None,
+                    trainer_workers: int = 1) -> tfx.dsl.Pipeline:
   """Builds the TFX pipeline (same graph locally and on Kubeflow).
 
-  Args (beyond the column and layout settings, see ``pipeline_config``):
-    task: ``classification`` or ``regression``.
-    trainer: the StatefulTrainer's settings (epochs, seed, label scoring,
-      validation carve, ...); every field reaches the component.
-    module_file: user model module (``build_model(spec)``); None for the
-      shipped model (``components/stateful/default_model.py``).
-    hyperparameters: passed to the model module as ``spec.hyperparameters``
-      (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
-    eval_config: the StatefulEvaluator's ``tfma.EvalConfig`` as a dict (None:
-      its default for the task).
-    evaluator_settings: its ``StatefulSettings`` fields (the chunked ==
-      whole check, the no-skill gate).
-    serving_dir: where the Pusher copies a blessed model.
-    checkpoint_dir: the trainer's checkpoint root (default
-      ``default_checkpoint_dir(pipeline_root)``): a trainer execution with
-      the same inputs as an unfinished one resumes its checkpoints.
-    fresh: the trainer ignores (and removes) such checkpoints.
+  Both runners call it, so they compile the same pipeline. Every setting is
+  a field of ``config`` (``pipeline_config.PipelineConfig``, each declared
+  there with its default and help; docs/configuration.md); the arguments
+  here say where the run is:
+
+  Args:
+    config: the settings: the columns and layout reach the SequenceBatcher,
+      ``config.trainer`` (every field) the StatefulTrainer,
+      ``config.eval_config`` and ``config.evaluator`` the StatefulEvaluator.
+    pipeline_root: where the artifacts go.
+    metadata_connection_config: ML Metadata's (None: the orchestrator's).
+    beam_pipeline_args: the components' Beam options.
+    data_root: the data as the orchestrator reads it (default:
+      ``config.data_root``).
+    serving_dir: where the Pusher copies a blessed model (default:
+      ``config.serving_dir``).
     trainer_workers: the workers the trainer runs on (Kubeflow: a TFJob,
       ``kubeflow/compile.py --trainer-workers``); with ``trainer.replicas``
       it sets the SequenceBatcher's ``lane_multiple`` (batch_size is a
-      multiple of replicas x workers).
+      multiple of replicas x workers). The trainer's checkpoints go to
+      ``config.checkpoint_dir`` (default
+      ``default_checkpoint_dir(pipeline_root)``).
   """
+  c = config
+  data_root = data_root or c.data_root
+  input_format, key_column, order_column, label_column = (
+      c.input_format, c.key_column, c.order_column, c.label_column)
+  feature_columns, exclude_columns, task = (c.feature_columns,
+                                            c.exclude_columns, c.task)
   input_config, output_config = example_gen_configs(
-      data_root, key_column, train_hash_buckets, eval_hash_buckets)
+      data_root, key_column, c.train_hash_buckets, c.eval_hash_buckets)
   if input_format == CSV:
     # TFX's CsvExampleGen, except that the key and order columns are always
     # text ('007' and '7' are two sequences; order values stay exact).
@@ -179,19 +160,20 @@ def create_pipeline(
   batcher = SequenceBatcher(
       examples=batcher_input, key_column=key_column,
       order_column=order_column, label_column=label_column,
-      label_kind=label_kind, feature_columns=feature_columns,
-      exclude_columns=exclude_columns, batch_size=batch_size,
-      num_unroll=num_unroll, mode=mode,
-      max_sequence_length=max_sequence_length, truncate=truncate,
-      lane_multiple=trainer.replicas * int(trainer_workers))
+      label_kind=c.label_kind, feature_columns=feature_columns,
+      exclude_columns=exclude_columns, batch_size=c.batch_size,
+      num_unroll=c.num_unroll, mode=c.mode,
+      max_sequence_length=c.max_sequence_length, truncate=c.truncate,
+      lane_multiple=c.trainer.replicas * int(trainer_workers))
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']
                        if input_format == CSV else None),
-      module_file=module_file, task=task,
-      custom_config={'hyperparameters': dict(hyperparameters)},
-      checkpoint_dir=checkpoint_dir or default_checkpoint_dir(pipeline_root),
-      fresh=fresh, **trainer.to_dict())
+      module_file=c.module_file, task=task,
+      custom_config={'hyperparameters': dict(c.hyperparameters)},
+      checkpoint_dir=(c.checkpoint_dir or
+                      default_checkpoint_dir(pipeline_root)),
+      fresh=c.fresh, **c.trainer.to_dict())
   latest_blessed = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -201,14 +183,14 @@ def create_pipeline(
   evaluator = StatefulEvaluator(
       model=trainer.outputs['model'], batches=batcher.outputs['batches'],
       baseline_model=latest_blessed.outputs['model'],
-      eval_config=dict(eval_config) if eval_config else None,
-      settings=dict(evaluator_settings or {}))
+      eval_config=dict(c.eval_config) if c.eval_config else None,
+      settings=c.evaluator)
   pusher = tfx.components.Pusher(
       model=trainer.outputs['model'],
       model_blessing=evaluator.outputs['blessing'],
       push_destination=tfx.proto.PushDestination(
           filesystem=tfx.proto.PushDestination.Filesystem(
-              base_directory=serving_dir)))
+              base_directory=serving_dir or c.serving_dir)))
   components += [batcher, trainer, latest_blessed, evaluator, pusher]
   # Runner-specific parts (issue 11): an empty ExampleGen split stops the run
   # in one line, and components a runner cannot run stay on the DirectRunner.
@@ -218,54 +200,13 @@ def create_pipeline(
   split_check.add_split_check(components, example_gen, runner)
   beam_options.route_components(components, beam_pipeline_args)
   return tfx.dsl.Pipeline(
-      pipeline_name=pipeline_name,
+      pipeline_name=c.pipeline_name,
       pipeline_root=pipeline_root,
       components=components,
-      enable_cache=enable_cache,
+      enable_cache=c.enable_cache,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args)
 
 
-def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
-                                pipeline_root: str,
-                                metadata_connection_config=None,
-                                beam_pipeline_args: Optional[List[str]] = None,
-                                data_root: Optional[str] = None,
-                                serving_dir: Optional[str] = None,
-                                trainer_workers: int = 1
-                               ) -> tfx.dsl.Pipeline:
-  """``create_pipeline`` with every setting taken from ``config``.
-
-  Both runners use this, so they compile the same pipeline.
-  """
-  return create_pipeline(
-      pipeline_name=config.pipeline_name,
-      pipeline_root=pipeline_root,
-      data_root=data_root or config.data_root,
-      input_format=config.input_format,
-      key_column=config.key_column,
-      order_column=config.order_column,
-      label_column=config.label_column,
-      label_kind=config.label_kind,
-      feature_columns=config.feature_columns,
-      exclude_columns=config.exclude_columns,
-      batch_size=config.batch_size,
-      num_unroll=config.num_unroll,
-      mode=config.mode,
-      max_sequence_length=config.max_sequence_length,
-      truncate=config.truncate,
-      train_hash_buckets=config.train_hash_buckets,
-      eval_hash_buckets=config.eval_hash_buckets,
-      task=config.task,
-      trainer=config.trainer,
-      module_file=config.module_file,
-      hyperparameters=dict(config.hyperparameters),
-      eval_config=(dict(config.eval_config) if config.eval_config else
-                   None),
-      evaluator_settings=dict(config.evaluator_settings),
-      serving_dir=serving_dir or config.serving_dir,
-      enable_cache=config.enable_cache,
-      metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=beam_pipeline_args,
-      checkpoint_dir=config.checkpoint_dir, fresh=config.fresh,
-      trainer_workers=trainer_workers)
+# The name the runners, tests and benchmarks have used for it.
+create_pipeline_from_config = create_pipeline

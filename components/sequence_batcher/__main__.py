@@ -18,16 +18,10 @@ import logging
 import sys
 from typing import List, Optional
 
+from components import declared
 from components.sequence_batcher import command_line
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
-
-
-def _positive(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
-  return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,33 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--output', required=True, help='output directory')
   p.add_argument('--split', default='train',
                  help='split name of the output folder (default: train)')
-  columns = seqlib.ColumnConfig()  # The defaults, declared there once.
-  p.add_argument('--key-column', default=columns.key_column)
-  p.add_argument('--order-column', default=columns.order_column)
-  p.add_argument('--label-column', default=columns.label_column,
-                 help="the target column ('' for none)")
-  p.add_argument('--label-kind', choices=layout.LABEL_KINDS,
-                 default=layout.PER_SEQUENCE)
-  p.add_argument('--feature-columns', default='',
-                 help='comma-separated features (default: every other column)')
-  p.add_argument('--exclude-columns', default='',
-                 help='comma-separated columns to ignore')
-  p.add_argument('--batch-size', type=_positive, default=32)
-  p.add_argument('--num-unroll', type=_positive, default=32)
-  p.add_argument('--mode', choices=layout.MODES, default=layout.PACKED)
-  p.add_argument('--replicas', type=_positive, default=1,
-                 help='the replicas the batches will train on (replicas x '
-                 'workers): --batch-size must be a multiple (each replica '
-                 'owns batch_size / replicas lanes for the whole run)')
-  p.add_argument('--max-sequence-length', type=_positive, default=None)
-  p.add_argument('--truncate', action='store_true',
-                 help='cut sequences longer than --max-sequence-length '
-                 'instead of failing')
+  # The column and layout settings, declared once (ColumnConfig,
+  # LayoutConfig).
+  declared.add_flags(p, seqlib.ColumnConfig)
+  declared.add_flags(p, layout.LayoutConfig)
   return p
-
-
-def _csv_list(text: str) -> List[str]:
-  return [c.strip() for c in text.split(',') if c.strip()]
 
 
 def dask_partitions(beam_args: List[str], num_files: int) -> List[str]:
@@ -96,16 +68,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   from components.sequence_batcher import read_stage  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import metadata as metadata_lib  # pylint: disable=g-import-not-at-top
   try:
-    columns = seqlib.ColumnConfig(
-        key_column=args.key_column, order_column=args.order_column or None,
-        label_column=args.label_column or None,
-        feature_columns=tuple(_csv_list(args.feature_columns)) or None,
-        exclude_columns=tuple(_csv_list(args.exclude_columns)))
+    values = declared.values_from_args(args, seqlib.ColumnConfig)
+    columns = seqlib.ColumnConfig(**{
+        **values, 'order_column': values['order_column'] or None,
+        'label_column': values['label_column'] or None,
+        'feature_columns': values['feature_columns'] or None})
     config = layout.LayoutConfig(
-        batch_size=args.batch_size, num_unroll=args.num_unroll, mode=args.mode,
-        label_kind=args.label_kind,
-        max_sequence_length=args.max_sequence_length, truncate=args.truncate,
-        lane_multiple=args.replicas)
+        **declared.values_from_args(args, layout.LayoutConfig))
     config.check_lane_multiple()
     # Checks every file's header on the launcher (one line per file) so that
     # a wrong column name fails at once, before any worker starts.

@@ -46,6 +46,9 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from components.declared import positive_int
+from components.declared import setting
+
 PACKED = 'packed'
 BUCKETED = 'bucketed'
 DENSE = 'dense'
@@ -72,31 +75,37 @@ class LayoutError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class LayoutConfig:
-  """How sequences are cut and laid into batches.
-
-  Attributes:
-    batch_size: B, lanes per batch (>= 1).
-    num_unroll: T, time steps per segment (>= 1).
-    mode: ``packed`` (default), ``bucketed`` or ``dense``.
-    label_kind: ``per_sequence`` (``label_weight`` is 1 only on the last real
-      step) or ``per_step`` (``label_weight`` equals ``mask``).
-    max_sequence_length: optional cap on a sequence's length.
-    truncate: when a sequence is longer than ``max_sequence_length``: False
-      (default) raises an error naming the key; True keeps its first
-      ``max_sequence_length`` steps and counts the rest as truncated.
-    shard_bytes: target size of one output shard's feature data.
-    lane_multiple: ``batch_size`` must be a multiple of this (the trainer's
-      replicas: replica r owns lanes [r*b, (r+1)*b)); a batch_size the
-      layout rule chooses is rounded up to one.
+  """How sequences are cut and laid into batches. Each field's help text is
+  in its metadata (``components/declared.py``): the one declaration of the
+  layout settings, taken over by the pipeline's ``PipelineConfig``.
   """
-  batch_size: int = 32
-  num_unroll: int = 32
-  mode: str = PACKED
-  label_kind: str = PER_SEQUENCE
-  max_sequence_length: Optional[int] = None
-  truncate: bool = False
-  shard_bytes: int = DEFAULT_SHARD_BYTES
-  lane_multiple: int = 1
+  batch_size: int = setting(32, 'B, lanes per batch', parse=positive_int)
+  num_unroll: int = setting(
+      32, 'T, time steps per segment (the truncated-BPTT window)',
+      parse=positive_int)
+  mode: str = setting(
+      PACKED, 'packed (sequences back to back on the lane that ends '
+      'earliest), bucketed (groups of B sequences of similar length, each '
+      'starting a group) or dense (a lane is a stream of steps)',
+      choices=MODES)
+  label_kind: str = setting(
+      PER_SEQUENCE, 'per_sequence (constant over a sequence; label_weight '
+      'is 1 only on its last real step) or per_step (label_weight equals '
+      'mask)', choices=LABEL_KINDS)
+  max_sequence_length: Optional[int] = setting(
+      None, 'longer sequences are an error, or cut to this length with '
+      'truncate', parse=positive_int, shown='no limit')
+  truncate: bool = setting(
+      False, 'cut sequences longer than max_sequence_length to their first '
+      'steps (counted as truncated_timesteps) instead of failing')
+  shard_bytes: int = setting(
+      DEFAULT_SHARD_BYTES, "target size of one output shard's feature data",
+      flag=False)
+  lane_multiple: int = setting(
+      1, "the trainer's replicas (replicas x workers): batch_size must be a "
+      'multiple (replica r owns lanes [r*b, (r+1)*b) for the whole run); a '
+      'batch_size the layout rule chooses is rounded up to one',
+      flag='--replicas', parse=positive_int)
 
   def __post_init__(self):
     for name in ('batch_size', 'num_unroll'):

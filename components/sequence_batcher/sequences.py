@@ -13,6 +13,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from components.declared import setting
 from components.sequence_batcher import layout
 from components.sequence_batcher import order_values as order_values_lib
 
@@ -23,24 +24,24 @@ class InputDataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ColumnConfig:
-  """Which input columns mean what.
-
-  Attributes:
-    key_column: rows sharing its value form one sequence.
-    order_column: orders the rows of a sequence (a timestamp or step index);
-      None means the input order of a SequenceExample's feature lists (not
-      allowed for row input, whose order is not defined).
-    label_column: the target; None for unlabeled data (labels are zeros and
-      ``label_weight`` is zero everywhere).
-    feature_columns: the features, in order; None means every other column,
-      sorted by name.
-    exclude_columns: columns that are neither key, order, label nor feature.
+  """Which input columns mean what. Each field's help text is in its
+  metadata (``components/declared.py``): the one declaration of the column
+  settings, taken over by the pipeline's ``PipelineConfig``.
   """
-  key_column: str = 'seq_id'
-  order_column: Optional[str] = 't'
-  label_column: Optional[str] = 'label'
-  feature_columns: Optional[Tuple[str, ...]] = None
-  exclude_columns: Tuple[str, ...] = ()
+  key_column: str = setting('seq_id', 'rows sharing its value form one '
+                            'sequence')
+  order_column: Optional[str] = setting(
+      't', 'orders the rows of a sequence (a timestamp or step index); '
+      "duplicates are an error; unset ('') only for SequenceExamples, whose "
+      "feature lists' order is used")
+  label_column: Optional[str] = setting(
+      'label', "the target; unset ('') for unlabeled data (labels are "
+      'zeros, label_weight zero everywhere)')
+  feature_columns: Optional[Tuple[str, ...]] = setting(
+      None, 'the features, in order, comma-separated; a non-numeric one is '
+      'an error', shown='every other column, sorted by name')
+  exclude_columns: Tuple[str, ...] = setting(
+      (), 'columns that are neither key, order, label nor feature (ignored)')
 
   def __post_init__(self):
     if not self.key_column:

@@ -13,6 +13,8 @@ import json
 import math
 from typing import Any, Dict, Mapping, Optional
 
+from components.declared import setting
+
 # What the chunking equivalence check compares with.
 AUTO = 'auto'
 SIGNATURE = 'signature'
@@ -30,58 +32,61 @@ def _is_int(value: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class StatefulSettings:
-  """Frozen; validated when built.
-
-  Attributes:
-    equivalence_tolerance: the largest allowed absolute difference between
-      the chunked stateful outputs and whole-sequence serving; above it the
-      model is not blessed.
-    equivalence_sample_size: how many eval sequences the check replays whole
-      (sequences spanning several segments first, then seeded at random).
-    equivalence_seed: seed of that sample.
-    serving_signature: the SavedModel signature the check calls (``features``
-      float32[N, L, F] and ``lengths`` int[N]).
-    equivalence_reference: ``signature``, ``twin`` (the non-stateful twin
-      rebuilt from the model's ``stateful/`` folder) or ``auto`` (the
-      signature unless the SavedModel applies a Transform graph to raw
-      features, then the twin).
-    require_skill: bless only a candidate that beats every no-skill predictor
-      (majority class / training mean / last observed value) on the primary
-      metric by ``no_skill_margin``.
-    no_skill_margin: accuracy points for classification (the candidate's
-      accuracy must be at least the no-skill accuracy plus this, and above
-      it); a fraction for regression (the candidate's MSE at most ``(1 -
-      margin)`` times the no-skill MSE, and below it).
-    skill_significance: the level of the one-sided test that the
-      candidate beats each no-skill predictor on the same eval examples
-      (``checks/no_skill_gate.py``: the exact sign test on paired correct /
-      incorrect outcomes for per-sequence classification, else a paired
-      t-test on blocks of paired scores or squared errors); the gate needs
-      p <= this.
-      1.0 turns the test off (the margin alone decides).
-    skill_block_steps: the test's unit: runs of at most this many
-      consecutive labelled steps of one sequence.
-    train_split: the split of the batches the no-skill predictors are
-      fitted on.
-    tfma_in_process_max_examples: TFMA runs in the evaluator's own process
-      (``analysis/in_process.py``: the same computations and files, no Beam
-      pipeline) when the extracts hold at most this many examples and the
-      ``eval_config`` asks for nothing only TFMA's Beam pipeline computes
-      (confidence intervals, query keys, cross slices); larger extracts go
-      to the component's Beam pipeline (its ``beam_pipeline_args``), where a
-      distributed runner can share them out. 0: always Beam.
+  """Frozen; validated when built. Each field's help text is in its
+  metadata (``components/declared.py``): the one declaration, from which
+  the flags of ``python -m pipeline.local_runner`` and the Kubeflow compiler
+  and the configuration reference (docs/configuration.md) come; the
+  component takes the whole as one JSON parameter (``to_json``).
   """
-  equivalence_tolerance: float = 1e-4
-  equivalence_sample_size: int = 16
-  equivalence_seed: int = 0
-  serving_signature: str = 'serving_default'
-  equivalence_reference: str = AUTO
-  require_skill: bool = True
-  no_skill_margin: float = 0.0
-  skill_significance: float = 0.05
-  skill_block_steps: int = 256
-  train_split: str = 'train'
-  tfma_in_process_max_examples: int = 100_000
+  equivalence_tolerance: float = setting(
+      1e-4, 'the largest allowed absolute difference between the chunked '
+      'stateful outputs and whole-sequence serving; above it the model is '
+      'not blessed')
+  equivalence_sample_size: int = setting(
+      16, 'how many eval sequences the chunked == whole check replays whole '
+      '(sequences spanning several segments first, then seeded at random)')
+  equivalence_seed: int = setting(0, 'seed of that sample')
+  serving_signature: str = setting(
+      'serving_default', 'the SavedModel signature the check calls '
+      '(features float32[N, L, F] and lengths int[N])')
+  equivalence_reference: str = setting(
+      AUTO, 'what the check compares with: signature, twin (the '
+      "non-stateful twin rebuilt from the model's stateful/ folder) or auto "
+      '(the signature unless the SavedModel applies a Transform graph to raw '
+      'features, then the twin)', choices=REFERENCES)
+  require_skill: bool = setting(
+      True, 'the no-skill gate: bless only a model that beats every '
+      'no-skill predictor (majority class; training mean; last observed '
+      'value) on the primary metric by no_skill_margin (off: a model no '
+      'better than them may be blessed; they are still reported)',
+      off_flag='--allow-no-skill')
+  no_skill_margin: float = setting(
+      0.0, "by how much the model must beat the no-skill predictors: "
+      "accuracy points for classification (the model's accuracy at least "
+      'the no-skill accuracy plus this, and above it), a fraction of the '
+      "no-skill MSE for regression (the model's MSE at most (1 - margin) "
+      'times it, and below it) (0: strictly better)')
+  skill_significance: float = setting(
+      0.05, 'the level of the one-sided test that the model beats each '
+      'no-skill predictor on the same eval examples (checks/no_skill_gate.py: '
+      'the exact sign test on paired correct / incorrect outcomes for '
+      'per-sequence classification, else a paired t-test on blocks of '
+      'paired scores or squared errors); the gate needs p <= this (1.0: no '
+      'test, the margin alone decides)')
+  skill_block_steps: int = setting(
+      256, "the test's unit: runs of at most this many consecutive labelled "
+      'steps of one sequence')
+  train_split: str = setting(
+      'train', 'the split of the batches the no-skill predictors are fitted '
+      'on')
+  tfma_in_process_max_examples: int = setting(
+      100_000, "TFMA runs in the evaluator's own process "
+      '(analysis/in_process.py: the same computations and files, no Beam '
+      'pipeline) when the extracts hold at most this many examples and the '
+      'eval_config asks for nothing only TFMA\'s Beam pipeline computes '
+      '(confidence intervals, query keys, cross slices); larger extracts go '
+      "to the component's Beam pipeline (its beam_pipeline_args), where a "
+      'distributed runner can share them out (0: always Beam)')
 
   def __post_init__(self):
     for name in ('equivalence_tolerance', 'no_skill_margin'):

@@ -2,8 +2,9 @@
 
 Plain Python (no TensorFlow, no TFX). ``TrainConfig`` is the one
 declaration of the training loop's settings: every field carries its help
-text (``field.metadata['help']``), and from it come the StatefulTrainer's
-component parameters (``component.py``), the executor's decoding
+text (``field.metadata['help']``; ``components/declared.py``), and from it
+come the StatefulTrainer's component parameters (``component.py``), the
+executor's decoding
 (``executor.py``), the pipeline's ``PipelineConfig.trainer`` and the flags of
 ``python -m pipeline.local_runner`` and the Kubeflow compiler
 (``flag_specs``). ``OptimizerConfig`` holds the optimisation settings, read
@@ -16,6 +17,7 @@ import dataclasses
 import math
 from typing import Any, Dict, List, Mapping, Optional
 
+from components import declared
 from components.stateful import module_contract
 
 # Where a per-sequence label is scored in training (see
@@ -55,9 +57,8 @@ class TrainingConfigError(ValueError):
 
 def _setting(default: Any, help_text: str, *, choices=None, flag=True,
              fingerprint=True):
-  return dataclasses.field(default=default, metadata={
-      'help': help_text, 'choices': choices, 'flag': flag,
-      'fingerprint': fingerprint})
+  return declared.setting(default, help_text, choices=choices, flag=flag,
+                          fingerprint=fingerprint)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,41 +301,18 @@ def epochs_rule(num_sequences: int) -> int:
   return int(min(EPOCHS_MAX, max(EPOCHS_MIN, wanted)))
 
 
-@dataclasses.dataclass(frozen=True)
-class FlagSpec:
-  """One command-line flag of a ``TrainConfig`` field."""
-  name: str           # the field
-  flag: str           # --like-this
-  kind: type          # int, float, str or bool
-  default: Any
-  help: str
-  choices: Optional[tuple]
-
-
-def _kind(field: dataclasses.Field) -> type:
-  text = str(field.type)
-  for kind in (bool, int, float, str):
-    if kind.__name__ in text:
-      return kind
-  raise TypeError(f'TrainConfig.{field.name}: unsupported type {text}')
+# One command-line flag of a ``TrainConfig`` field.
+FlagSpec = declared.FlagSpec
 
 
 def flag_specs() -> List[FlagSpec]:
   """The flags of every ``TrainConfig`` field, in declaration order."""
-  out = []
-  for field in dataclasses.fields(TrainConfig):
-    if not field.metadata.get('flag'):
-      continue
-    out.append(FlagSpec(
-        name=field.name, flag='--' + field.name.replace('_', '-'),
-        kind=_kind(field), default=field.default,
-        help=field.metadata['help'], choices=field.metadata.get('choices')))
-  return out
+  return declared.flag_specs(TrainConfig)
 
 
 def field_kinds() -> Dict[str, type]:
   """Field name -> int, float, str or bool (for component parameters)."""
-  return {f.name: _kind(f) for f in dataclasses.fields(TrainConfig)}
+  return {f.name: declared.kind_of(f) for f in dataclasses.fields(TrainConfig)}
 
 
 @dataclasses.dataclass(frozen=True)

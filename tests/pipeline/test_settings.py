@@ -1,18 +1,28 @@
-"""Every trainer setting (a ``settings.TrainConfig`` field) is reachable from
-the local runner and the Kubeflow compiler, and documented in ``--help``."""
+"""Every setting (a field of ``PipelineConfig``, ``settings.TrainConfig``,
+the evaluator's ``StatefulSettings`` or the batcher's ``ColumnConfig`` and
+``LayoutConfig``) is declared once with its help, reaches the local
+runner's and the Kubeflow compiler's parsers with the same default, and
+reaches its component; every flag of the runners is a declared field's."""
 
+import argparse
 import dataclasses
 import json
 import re
 
 import pytest
 
+from components import declared
+from components.sequence_batcher import __main__ as batcher_cli
+from components.sequence_batcher import layout
+from components.sequence_batcher import sequences as seqlib
+from components.stateful_evaluator import settings as evaluator_settings
 from components.stateful_trainer import executor as trainer_executor
 from components.stateful_trainer import settings
 from kubeflow import compile as kubeflow_compile
 from pipeline import flags as flags_lib
 from pipeline import local_runner
 from pipeline import pipeline as pipeline_lib
+from pipeline import pipeline_config
 
 FIELDS = [f.name for f in dataclasses.fields(settings.TrainConfig)]
 
@@ -26,6 +36,8 @@ def _other_value(spec: settings.FlagSpec):
     value = [c for c in spec.choices if c != spec.default][0]
   elif spec.kind is float:
     value = 0.35
+  elif spec.kind is str:
+    value = 'x' + spec.default
   else:
     value = (spec.default or 0) + 3
   return [spec.flag, str(value)], value
@@ -190,3 +202,167 @@ def test_the_kubeflow_compiler_does_not_import_the_local_runner():
           'assert "pipeline.local_runner" not in sys.modules')
   subprocess.run([sys.executable, '-c', code], check=True,
                  env={**__import__('os').environ, 'PYTHONPATH': '.'})
+
+
+# The declarations whose fields are the runners' flags, with the prefix of
+# their dests (``pipeline/flags.py``); the batcher's are its command line's.
+RUNNER_DECLARATIONS = ((pipeline_config.PipelineConfig, ''),
+                       (settings.TrainConfig, flags_lib.TRAINER),
+                       (evaluator_settings.StatefulSettings,
+                        flags_lib.EVALUATOR))
+BATCHER_DECLARATIONS = ((seqlib.ColumnConfig, ''), (layout.LayoutConfig, ''))
+# Settings the Kubeflow compiler takes in its own form (kubeflow/compile.py):
+# the data root is required (a cluster path); there is no output dir.
+COMPILER_OWN = {'data_root': 'required', 'output_dir': 'not accepted'}
+
+
+def _option_strings(field):
+  """Every flag string of a declared field (a bool's --no- form too)."""
+  flag = declared.flag_name(field)
+  if flag is None:
+    return []
+  out = [flag]
+  if declared.kind_of(field) is bool:
+    out.append('--no-' + flag[2:])
+    if field.metadata.get('off_flag'):
+      out.append(field.metadata['off_flag'])
+  return out
+
+
+def _check_reaches(parser, declarations, skip=()):
+  """Each flagged field of ``declarations`` is on ``parser`` with its
+  declaration's default and dest; returns the flags seen."""
+  seen = set()
+  for cls, prefix in declarations:
+    defaults = cls()
+    for field in dataclasses.fields(cls):
+      if field.name in skip:
+        continue
+      for option in _option_strings(field):
+        action = parser._option_string_actions.get(option)  # pylint: disable=protected-access
+        assert action is not None, (cls.__name__, field.name, option)
+        assert action.dest == prefix + field.name, (field.name, action.dest)
+        seen.add(option)
+      if declared.flag_name(field):
+        want = getattr(defaults, field.name)
+        got = parser._option_string_actions[declared.flag_name(field)].default  # pylint: disable=protected-access
+        assert got == want and type(got) is type(want), (field.name, got,
+                                                           want)
+  return seen
+
+
+def test_every_declared_setting_has_its_help():
+  for cls, _ in RUNNER_DECLARATIONS + BATCHER_DECLARATIONS:
+    for field in dataclasses.fields(cls):
+      assert len(field.metadata.get('help', '')) > 10, (cls.__name__,
+                                                         field.name)
+
+
+def test_every_setting_reaches_the_local_runners_parser_and_nothing_else():
+  parser = flags_lib.build_parser()
+  seen = _check_reaches(parser, RUNNER_DECLARATIONS)
+  options = set(parser._option_string_actions) - {'-h', '--help'}  # pylint: disable=protected-access
+  assert options == seen, f'flags declared by hand: {options - seen}'
+
+
+def test_every_setting_reaches_the_kubeflow_compilers_parser():
+  parser = kubeflow_compile.build_parser()
+  _check_reaches(parser, RUNNER_DECLARATIONS, skip=COMPILER_OWN)
+  actions = parser._option_string_actions  # pylint: disable=protected-access
+  assert actions['--data-root'].required
+  assert actions['--output-dir'].help == argparse.SUPPRESS
+
+
+def test_every_batcher_setting_reaches_the_batchers_command_line():
+  parser = batcher_cli.build_parser()
+  seen = _check_reaches(parser, BATCHER_DECLARATIONS)
+  options = set(parser._option_string_actions) - {'-h', '--help'}  # pylint: disable=protected-access
+  assert options - seen == {'--input', '--output', '--split'}
+
+
+def test_the_pipeline_takes_the_batchers_column_and_layout_declarations():
+  for cls in (seqlib.ColumnConfig, layout.LayoutConfig):
+    for field in dataclasses.fields(cls):
+      if field.name not in {f.name for f in dataclasses.fields(
+          pipeline_config.PipelineConfig)}:
+        continue
+      mine = declared.field_of(pipeline_config.PipelineConfig, field.name)
+      assert mine.metadata['choices'] == field.metadata['choices']
+      if field.name not in ('batch_size', 'num_unroll'):  # From the data.
+        assert mine.metadata['help'] == field.metadata['help'], field.name
+        assert mine.default == field.default, field.name
+
+
+def _evaluator_flags():
+  args, values = [], {}
+  for spec in declared.flag_specs(evaluator_settings.StatefulSettings):
+    flag_args, value = _other_value(spec)
+    args += flag_args
+    values[spec.name] = value
+  return args, values
+
+
+def test_every_evaluator_setting_reaches_the_evaluator_from_the_local_runner(
+    tmp_path):
+  flags, values = _evaluator_flags()
+  args = flags_lib.build_parser().parse_args(
+      ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + flags)
+  config = flags_lib.config_from_args(args)
+  assert config.evaluator.to_dict() == {
+      **evaluator_settings.StatefulSettings().to_dict(), **values}
+  p = pipeline_lib.create_pipeline(config, pipeline_root=str(tmp_path / 'r'))
+  evaluator = [c for c in p.components if c.id == 'StatefulEvaluator'][0]
+  assert evaluator_settings.StatefulSettings.from_json(
+      evaluator.exec_properties['settings']).to_dict() == values
+
+
+def test_every_evaluator_setting_reaches_the_compiled_kubeflow_pipeline(
+    tmp_path):
+  flags, values = _evaluator_flags()
+  path = kubeflow_compile.compile_pipeline([
+      '--image', 'gcr.io/p/img:1', '--output-file',
+      str(tmp_path / 'pipeline.json'), '--pipeline-root', 'gs://b/root',
+      '--data-root', 'gs://b/data'] + flags)
+  with open(path) as f:
+    spec = json.load(f)
+  params = spec['pipelineSpec']['root']['dag']['tasks']['StatefulEvaluator'][
+      'inputs']['parameters']
+  constant = params['settings']['runtimeValue']['constantValue']
+  assert evaluator_settings.StatefulSettings.from_json(
+      next(iter(constant.values()))).to_dict() == values
+
+
+def test_the_old_evaluator_flags_keep_their_meaning(tmp_path):
+  base = ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)]
+  parser = flags_lib.build_parser()
+  config = flags_lib.config_from_args(parser.parse_args(base))
+  assert config.evaluator == evaluator_settings.StatefulSettings()
+  config = flags_lib.config_from_args(parser.parse_args(
+      base + ['--allow-no-skill', '--no-skill-margin', '0.02',
+              '--skill-significance', '1.0', '--no-cache']))
+  assert not config.evaluator.require_skill
+  assert config.evaluator.no_skill_margin == 0.02
+  assert config.evaluator.skill_significance == 1.0
+  assert not config.enable_cache
+
+
+def test_every_pipeline_setting_reaches_the_config(tmp_path):
+  args, want = [], {}
+  for spec in declared.flag_specs(pipeline_config.PipelineConfig):
+    if spec.name in ('recipe', 'hyperparameters'):  # Their own tests.
+      continue
+    if spec.kind is tuple:
+      flag_args, value = [spec.flag, 'a,b'], ('a', 'b')
+    elif spec.name in ('data_root', 'output_dir', 'checkpoint_dir',
+                       'module_file'):
+      value = str(tmp_path / spec.name)
+      flag_args = [spec.flag, value]
+    else:
+      flag_args, value = _other_value(spec)
+    args += flag_args
+    want[spec.name] = value
+  want['max_sequence_length'] = 5
+  args += ['--max-sequence-length', '5']
+  config = flags_lib.config_from_args(flags_lib.build_parser().parse_args(
+      args))
+  assert {name: getattr(config, name) for name in want} == want
