@@ -120,6 +120,17 @@ STEP_KEYS = ('features', 'labels', 'mask', 'label_weight', 'reset')
 Batch = Dict[str, tf.Tensor]
 
 
+def count_mismatch(train: 'BatchSource', read: int) -> str:
+  """The error text when a split's files do not hold its batch count."""
+  sdir, meta = sb_reader.load_metadata(train.path, train.split)
+  files = [f'{sdir}/{name}' for name in meta.get('files', [])]
+  return (f'split {train.split!r} of {train.path}: {sdir}/metadata.json says '
+          f'{train.num_batches} batches, but its TFRecord files hold '
+          f'{read} '
+          f'(files: {", ".join(files)}). The files are truncated or do '
+          'not belong to this metadata: write the batches again.')
+
+
 class LabelError(ValueError):
   """The batches' labels do not fit the task."""
 

@@ -9,6 +9,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import tensorflow as tf
 
+from components.stateful_trainer.settings import TrainConfig
+
 
 class Cursor(tf.Module):
   """Where training is: the data position, checkpointed with the model.
@@ -106,3 +108,27 @@ class FitResult:
   @property
   def final_eval(self) -> Optional[Dict[str, float]]:
     return self.evaluations[-1][1] if self.evaluations else None
+
+
+def stop_text(reason: str, config: TrainConfig, converging: bool) -> str:
+  """Why training stopped (``FitResult.stop_reason``), in words for the
+  log; ``converging``: the budget by convergence ran (the epochs are its
+  cap)."""
+  return {
+      'epochs': f'all {config.epochs} epochs ran' + (
+          ' (the cap of the budget by convergence; the carve still '
+          'improved)' if converging else ''),
+      'converged': 'the validation carve stopped improving after the last '
+                   'rate drop (the budget by convergence)',
+      'no_epochs': 'no epoch planned',
+      'early_stopping': f'no better validation score and no lower '
+                        f'validation loss for '
+                        f'{config.early_stopping_patience} epochs',
+      'initial_unbeatable': 'the initial weights score perfectly on the '
+                            'validation carve',
+      'no_gain': 'the first epoch after the initial weights neither scored '
+                 'better nor lowered the validation loss',
+      'max_seconds': f'the time budget ({config.max_seconds:g}s) was spent'
+                     if config.max_seconds else 'time budget',
+      'max_steps': f'max_steps ({config.max_steps}) reached',
+      'hook': 'the after_step hook asked to stop'}[reason]

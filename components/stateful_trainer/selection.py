@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from typing import List, Mapping, Optional, Tuple
 
+import logging
+
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from components.stateful_trainer import progress
+
+_LOG = logging.getLogger(__name__)
 
 
 # ``BestWeights.epoch`` before anything was offered, and for the initial
@@ -188,3 +194,61 @@ def replay_of(plateau: Optional[Plateau], steps: int) -> Tuple[int, ...]:
   if plateau is None:
     return ()
   return tuple(s for s in plateau.drop_steps() if s < steps)
+
+
+def after_epoch(best: BestWeights, plateau: Optional[Plateau],
+                model: keras.Model, stats, patience: int, steps_per_epoch: int,
+                step: int) -> Tuple[bool, Optional[str]]:
+  """The validation carve's verdict on an epoch (``stats``, an
+  ``EpochStats`` with ``valid`` scored): its weights offered to ``best``
+  (logged), then whether training stops.
+
+  Stops, in order: ``no_gain`` (the first epoch neither beat the initial
+  weights nor lowered the carve's loss); with ``plateau`` (the budget by
+  convergence) its verdict (a rate drop, or ``converged``); else
+  ``early_stopping`` after ``patience`` epochs without improvement.
+
+  Returns:
+    ``(the weights were kept, the stop reason or None)``.
+  """
+  epoch = int(stats.epoch)
+  improved = best.offer(model, stats.valid, epoch)
+  name, _ = best.score_of(stats.valid, best.by)
+  _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
+            '%s', epoch + 1, progress.fmt_metrics(stats.valid),
+            (' (best so far)' if float(best.score) <= float(best.best)
+             else ' (kept: within selection_tolerance of the best)')
+            if improved else
+            (f' (best {name}: before training)'
+             if int(best.epoch) == INITIAL else
+             f' (best {name}: epoch {int(best.epoch) + 1})'),
+            progress.fmt_metrics(stats.valid_streamed))
+  if int(best.epoch) == INITIAL and best.last_improvement() == INITIAL:
+    # The first sign that training does not help: an epoch neither better
+    # than the initial (adapted) weights on the carve nor lowering its
+    # loss. The epochs after it start from there.
+    _LOG.info('stop after epoch %d: no better validation score and no '
+              'lower validation loss than the initial weights', epoch + 1)
+    return improved, 'no_gain'
+  if plateau is not None:
+    quiet = epoch - max(best.last_gain(), int(plateau.since))
+    verdict = plateau.after_epoch(epoch, best.last_gain(), steps_per_epoch,
+                                  step)
+    if verdict == REDUCE:
+      _LOG.info('the rate drops %gx after epoch %d (step %d): no better '
+                'validation score and no lower validation loss for %d '
+                'epochs (%d steps); drop %d of %d', 1 / plateau.factor,
+                epoch + 1, step, quiet, quiet * steps_per_epoch,
+                int(plateau.reductions), plateau.max_reductions)
+    elif verdict == STOP:
+      _LOG.info('converged after epoch %d: no better validation score and '
+                'no lower validation loss for %d steps after the last of %d '
+                'rate drops', epoch + 1, quiet * steps_per_epoch,
+                plateau.max_reductions)
+      return improved, 'converged'
+    return improved, None
+  if patience and epoch - best.last_improvement() >= patience:
+    _LOG.info('early stop after epoch %d: no better validation score and '
+              'no lower validation loss for %d epochs', epoch + 1, patience)
+    return improved, 'early_stopping'
+  return improved, None

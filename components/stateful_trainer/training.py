@@ -32,13 +32,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from components.sequence_batcher import reader as sb_reader
 from components.stateful import batches as batches_lib
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import progress
 from components.stateful_trainer.fit_result import Cursor
 from components.stateful_trainer.fit_result import EpochStats
 from components.stateful_trainer.fit_result import FitResult
+from components.stateful_trainer.fit_result import stop_text
 from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
@@ -53,26 +53,6 @@ from components.stateful.steps import StepFunctions
 from components.stateful.steps import with_random_truncation
 
 _LOG = logging.getLogger(__name__)
-
-
-def planned_steps(config: TrainConfig, num_batches: int) -> int:
-  """Training steps of the whole run (``epochs`` passes, or fewer with
-  ``max_steps``); early stopping may end it sooner."""
-  steps = int(config.epochs or 0) * int(num_batches)
-  if config.max_steps is not None:
-    steps = min(steps, int(config.max_steps))
-  return steps
-
-
-def _count_mismatch(train: BatchSource, read: int) -> str:
-  """The error text when a split's files do not hold its batch count."""
-  sdir, meta = sb_reader.load_metadata(train.path, train.split)
-  files = [f'{sdir}/{name}' for name in meta.get('files', [])]
-  return (f'split {train.split!r} of {train.path}: {sdir}/metadata.json says '
-          f'{train.num_batches} batches, but its TFRecord files hold '
-          f'{read} '
-          f'(files: {", ".join(files)}). The files are truncated or do '
-          'not belong to this metadata: write the batches again.')
 
 
 def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
@@ -280,7 +260,8 @@ def fit(model: keras.Model,
       steps.after_restore()
       _LOG.info('resuming from epoch %d, step %d of %d (batch %d of %d; '
                 'checkpoint %s)', int(cursor.epoch) + 1, int(cursor.step),
-                planned_steps(config, train.num_batches), int(cursor.batch),
+                min(config.epochs * train.num_batches, config.max_steps or
+                    config.epochs * train.num_batches), int(cursor.batch),
                 train.num_batches, resumed_from)
     else:
       fingerprint_lib.write(stamp, mine.to_dict())
@@ -386,7 +367,8 @@ def fit(model: keras.Model,
                               on_step=on_step, clock=clock)
     if (not stop and int(cursor.batch) != num_batches) or (
         int(cursor.batch) > num_batches):
-      raise batches_lib.BatchError(_count_mismatch(train, int(cursor.batch)))
+      raise batches_lib.BatchError(
+          batches_lib.count_mismatch(train, int(cursor.batch)))
     if int(cursor.batch) >= num_batches:  # The epoch is complete.
       rates = {'steps_per_sec': stats.steps_per_sec,
                'real_timesteps_per_sec': stats.real_steps_per_sec}
@@ -396,57 +378,14 @@ def fit(model: keras.Model,
         stats.valid_streamed = metric_results(valid_metrics)
         stats.valid = validate_only(model, objective, train, carve_metrics,
                                     config, scoring, lanes, carve_steps)
-        improved = best.offer(model, stats.valid, epoch)
+        improved, why = selection.after_epoch(
+            best, plateau, model, stats, config.early_stopping_patience,
+            num_batches, int(cursor.step))
         if improved:
           kept_metrics[0] = stats.valid
-        name, _ = best.score_of(stats.valid, best.by)
-        _LOG.info('validation (epoch %d): %s%s; streamed during the epoch: '
-                  '%s', epoch + 1, progress.fmt_metrics(stats.valid),
-                  (' (best so far)' if float(best.score) <= float(best.best)
-                   else ' (kept: within selection_tolerance of the best)')
-                  if improved else
-                  (f' (best {name}: before training)'
-                   if int(best.epoch) == selection.INITIAL else
-                   f' (best {name}: epoch {int(best.epoch) + 1})'),
-                  progress.fmt_metrics(stats.valid_streamed))
-        patience = config.early_stopping_patience
-        if (int(best.epoch) == selection.INITIAL and
-            best.last_improvement() == selection.INITIAL):
-          # The first sign that training does not help: an epoch neither
-          # better than the initial (adapted) weights on the carve nor
-          # lowering its loss. The epochs after it start from there.
-          _LOG.info('stop after epoch %d: no better validation score and no '
-                    'lower validation loss than the initial weights', epoch + 1)
+        if why is not None:
           best.stopped.assign(True)
-          reason[0] = 'no_gain'
-          stop = True
-        elif plateau is not None:
-          verdict = plateau.after_epoch(epoch, best.last_gain(),
-                                        num_batches, int(cursor.step))
-          if verdict == selection.REDUCE:
-            _LOG.info('the rate drops %gx after epoch %d (step %d): no '
-                      'better validation score and no lower validation '
-                      'loss for %d epochs (%d steps); drop %d of %d',
-                      1 / plateau.factor, epoch + 1, int(cursor.step),
-                      epoch - best.last_gain(),
-                      (epoch - best.last_gain()) * num_batches,
-                      int(plateau.reductions), plateau.max_reductions)
-          elif verdict == selection.STOP:
-            _LOG.info('converged after epoch %d: no better validation score '
-                      'and no lower validation loss for %d steps after the '
-                      'last of %d rate drops', epoch + 1,
-                      (epoch - max(best.last_gain(),
-                                   int(plateau.since))) * num_batches,
-                      plateau.max_reductions)
-            best.stopped.assign(True)
-            reason[0] = 'converged'
-            stop = True
-        elif patience and epoch - best.last_improvement() >= patience:
-          _LOG.info('early stop after epoch %d: no better validation score '
-                    'and no lower validation loss for %d epochs', epoch + 1,
-                    patience)
-          best.stopped.assign(True)
-          reason[0] = 'early_stopping'
+          reason[0] = why
           stop = True
       if eval_source is not None and config.eval_each_epoch:
         stats.eval = run_eval(f'end of epoch {epoch + 1}')
@@ -494,24 +433,8 @@ def fit(model: keras.Model,
         config.replace(validation_fraction=score_carve), scoring, lanes)
     _LOG.info('validation carve (%g of the keys) of the final weights: %s',
               score_carve, progress.fmt_metrics(carve))
-  _LOG.info('training stopped: %s', {
-      'epochs': f'all {config.epochs} epochs ran' + (
-          ' (the cap of the budget by convergence; the carve still '
-          'improved)' if plateau is not None and validating else ''),
-      'converged': 'the validation carve stopped improving after the last '
-                   'rate drop (the budget by convergence)',
-      'no_epochs': 'no epoch planned',
-      'early_stopping': f'no better validation score and no lower '
-                        f'validation loss for '
-                        f'{config.early_stopping_patience} epochs',
-      'initial_unbeatable': 'the initial weights score perfectly on the '
-                            'validation carve',
-      'no_gain': 'the first epoch after the initial weights neither scored '
-                 'better nor lowered the validation loss',
-      'max_seconds': f'the time budget ({config.max_seconds:g}s) was spent'
-                     if config.max_seconds else 'time budget',
-      'max_steps': f'max_steps ({config.max_steps}) reached',
-      'hook': 'the after_step hook asked to stop'}[reason[0]])
+  _LOG.info('training stopped: %s', stop_text(
+      reason[0], config, plateau is not None and validating))
   return FitResult(epochs=epochs, evaluations=evaluations,
                    steps=int(cursor.step), resumed_from=resumed_from,
                    finished=finished, best_epoch=best_epoch,
