@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # Each test module stays on one worker (tests/conftest.py).
 TEST_WORKERS ?= 2
 # Benchmarks run by `make bench`, in order (BENCH="padding evaluation" picks).
-BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead streams distributed truncation step_profile tagging_lag main_job_profile recipe
+BENCH ?= padding dense_step_rate batcher_throughput training_speed memory_vs_length evaluation real_data pipeline_overhead streams distributed truncation step_profile tagging_lag main_job_profile recipe feature_pass
 # real_data reads the UCR/UEA .ts files shipped in the aeon wheel (data only,
 # requirements/bench.txt), installed without dependencies into this folder
 # (not into the venv, which stays exactly requirements/lock.txt).

@@ -31,7 +31,8 @@ QUICK_MD = os.path.join(QUICK_DIR, 'BENCHMARKS.quick.md')
 SECTIONS = ('padding', 'dense_step_rate', 'batcher_throughput',
             'training_speed', 'memory_vs_length', 'evaluation', 'real_data',
             'pipeline_overhead', 'streams', 'distributed', 'truncation',
-            'step_profile', 'tagging_lag', 'main_job_profile', 'recipe')
+            'step_profile', 'tagging_lag', 'main_job_profile', 'recipe',
+            'feature_pass')
 
 HEADER = """# Benchmarks
 

@@ -59,18 +59,26 @@ HEAD_MAX_ROWS = 40000
 PPV_QUANTILES = (0.1, 0.9)
 
 
-def _stream(model: keras.Model, outputs: tf.Tensor,
-            batches: Iterable[Mapping[str, Any]]
-           ) -> Iterator[Tuple[Mapping[str, Any], np.ndarray]]:
-  """Runs the stateful ``model`` over ``batches`` in lane order (every
-  batch: the state must follow every step) and yields each batch with
-  ``outputs`` [B, T, C] for it; all state is zeroed before and after."""
+def _runner(model: keras.Model, outputs: tf.Tensor):
+  """``run(features, reset) -> outputs`` of the stateful ``model`` on one
+  batch, compiled (traced on its first call; one per pass it serves)."""
   probe = keras.Model(model.inputs, outputs)
 
   @tf.function(autograph=False)
   def run(features, reset):
     return steps_lib.run_model(probe, features, reset, training=False)
 
+  return run
+
+
+def _stream(model: keras.Model, outputs: tf.Tensor,
+            batches: Iterable[Mapping[str, Any]], run=None
+           ) -> Iterator[Tuple[Mapping[str, Any], np.ndarray]]:
+  """Runs the stateful ``model`` over ``batches`` in lane order (every
+  batch: the state must follow every step) and yields each batch with
+  ``outputs`` [B, T, C] for it; all state is zeroed before and after.
+  ``run``: ``_runner(model, outputs)``, when one is already traced."""
+  run = run or _runner(model, outputs)
   state.zero_all(model)
   try:
     for batch in batches:
@@ -82,12 +90,13 @@ def _stream(model: keras.Model, outputs: tf.Tensor,
 
 def _collect(model: keras.Model, outputs: tf.Tensor,
              batches: Iterable[Mapping[str, Any]], where: str,
-             shard: shards.Shard, rng: np.random.Generator) -> np.ndarray:
+             shard: shards.Shard, rng: np.random.Generator,
+             run=None) -> np.ndarray:
   """A uniform sample (``_sample``) of ``outputs`` at real steps
   (``where='mask'``) or labelled steps (``'label_weight'``) of
-  ``batches``."""
+  ``batches`` (``run``: as ``_stream``'s)."""
   rows = [out[np.asarray(batch[where]) > 0]
-          for batch, out in _stream(model, outputs, batches)]
+          for batch, out in _stream(model, outputs, batches, run)]
   out = row_sampling.uniform(shard, rows, rng, ADAPT_MAX_ROWS)
   if not out.shape[0]:
     raise ValueError(f'adapt: no step with {where} > 0 in the sample')
@@ -103,7 +112,7 @@ def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
 
 def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
                seed: int, shard: shards.Shard, every_row=None,
-               carve: bool = False):
+               carve: bool = False, run=None):
   """The head's input (the features before ``feature_scale``), label and
   sequence (an int per sequence) at the labelled steps of ``batches`` (one
   pass), in lane order over every worker: a uniform sample of
@@ -128,7 +137,8 @@ def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
   started = time.monotonic()
   sequence = None  # Per lane: the number of sequences started so far.
   labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
-  stream = _stream(model, model.get_layer('features_all').output, batches)
+  stream = _stream(model, model.get_layer('features_all').output, batches,
+                   run)
   for i, (batch, out) in enumerate(stream):
     # Labelled steps are kept, with their sequence (global lane, count of
     # resets) as group.
@@ -276,7 +286,7 @@ def _solve_head(spec, lags: int, scales: _Scales, rows, gram):
 
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
               shard: shards.Shard, scales: _Scales,
-              refit_scales: Optional[_Scales] = None):
+              refit_scales: Optional[_Scales] = None, run=None):
   """Ridge head (see the module docstring) on the bottom-k sample of at most
   ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``), standardised by
   ``scales``; set on ``model``.
@@ -293,6 +303,7 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
 
   ``refit_scales``: the batches carry ``carve_weight`` too; the head of
   every labelled step (standardised by these) is fitted from the same pass.
+  ``run``: the traced ``_runner`` of ``features_all``, when there is one.
 
   Returns:
     (summary, the refit's head weights or None, its summary or None).
@@ -317,7 +328,8 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
                    refit_scales.labels(y, outputs), g)
 
   rows = _head_rows(model, batches, int(spec.seed), shard,
-                    every_row if gram is not None else None, carve=carve)
+                    every_row if gram is not None else None, carve=carve,
+                    run=run)
   rows, rows_all = rows if carve else (rows, None)
   for g in (gram, gram_all):
     if g is not None:  # Every worker's labelled steps.
@@ -342,7 +354,8 @@ def adapt_conv(model: keras.Model, spec,
   ``label_weight``, ``labels``) in lane order from the start of the train
   split. The statistics read the first ``ADAPT_MAX_BATCHES``; the ridge head
   (``fit_head``) reads every batch in a second pass when ``batches`` can be
-  iterated again (a one-shot iterator: the head is fitted on that sample).
+  iterated again and hold more (a one-shot iterator: the head is fitted on
+  that sample; fewer: the sample is every batch, not read again).
   Deterministic for a given seed. On several workers (``shard``: see
   ``shards.py``) ``batches`` hold this worker's lanes and the model has as
   many; every statistic is combined across the workers, so each fits the
@@ -400,12 +413,15 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   # 3. Feature standardisation, on the steps the loss reads (and, for the
   # refit, on every labelled step: the same stream, the same draws).
   weight_of = lambda b: np.asarray(b['label_weight'])  # pylint: disable=unnecessary-lambda-assignment
+  # Traced once for this pass and the head's.
+  features = _runner(model, layer('features_all').output)
   if refit is None:
     feats = _collect(model, layer('features_all').output, sample,
-                     'label_weight', shard, rng)
+                     'label_weight', shard, rng, features)
   else:
     rows, rows_all = [], []
-    for batch, out in _stream(model, layer('features_all').output, sample):
+    for batch, out in _stream(model, layer('features_all').output, sample,
+                              features):
       rows.append(out[weight_of(batch) > 0])
       rows_all.append(out[_all_weight(batch) > 0])
     rng_all = copy.deepcopy(rng)  # The refit draws what the carve run does.
@@ -435,10 +451,12 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
     summary_all = {**summary, 'feature_rows': int(feats_all.shape[0])}
   # 5. The head, in closed form.
   if fit_head:
-    one_shot = iter(batches) is batches
+    # The sample is every batch when the batches ran out before
+    # ``ADAPT_MAX_BATCHES`` (then they are not read again).
+    whole = iter(batches) is batches or len(sample) < ADAPT_MAX_BATCHES
     fitted, head_all, fitted_all = _fit_head(
-        model, spec, sample if one_shot else batches, shard, scales,
-        scales_all)
+        model, spec, sample if whole else batches, shard, scales,
+        scales_all, features)
     summary.update(fitted)
     if refit is not None:
       summary_all.update(fitted_all)

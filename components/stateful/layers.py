@@ -245,29 +245,36 @@ class CausalConv1D(PlainCall, StatefulLayer):
     # without resets): a tap that reads across a reset reads zeros, exactly
     # as one that reads before a sequence's first step. With few input
     # channels (the default model's) the products are summed element-wise,
-    # channel by channel, so the same window gives the same bits whatever
-    # the chunk's shape (a matrix product may round differently per shape,
-    # and a running proportion above a threshold counts such a flip).
-    # The kernel's rows and each tap's channels come out of one op each
-    # (unstack, split), not one slice per (tap, channel): the same products
-    # in the same order, from a graph a few times smaller to build and trace.
-    exact = self._channels <= EXACT_CHANNELS
-    if exact:
-      rows = tf.unstack(tf.reshape(
-          self.kernel, [self.kernel_size * self._channels, self.filters]))
-    out = 0.0
-    for j in range(self.kernel_size):
-      lag = (self.kernel_size - 1 - j) * self.dilation_rate
-      tap = full[:, r - lag:r - lag + length]  # [N, T', C]
-      if since is not None:
-        tap = tap * tf.cast(since >= lag, tap.dtype)[..., None]
-      if exact:
-        parts = (tf.split(tap, self._channels, axis=-1)
-                 if self._channels > 1 else [tap])
-        for c, part in enumerate(parts):  # part: [N, T', 1]
-          out += part * rows[j * self._channels + c]
-      else:
-        out += tf.tensordot(tap, self.kernel[j], axes=[[2], [0]])
+    # tap-major then channel, one add at a time from zero, so the same
+    # window gives the same bits whatever the chunk's shape (a matrix
+    # product may round differently per shape, and a running proportion
+    # above a threshold counts such a flip). Every product of the chunk
+    # comes out of one batched outer product (a matrix product of inner
+    # size 1: each product is one float32 rounding, however computed; a
+    # product of -0 read as +0 is the same in a sum that starts at +0), laid
+    # out [tap * channel, N * T', filters] so that each summand is a
+    # contiguous slice: the same sums as one broadcast multiply and one add
+    # per (tap, channel), with a few times fewer ops.
+    lags = [(self.kernel_size - 1 - j) * self.dilation_rate
+            for j in range(self.kernel_size)]
+    taps = tf.stack([full[:, r - lag:r - lag + length] for lag in lags])
+    if since is not None:  # taps: [k, N, T', C].
+      reach = tf.constant(lags, tf.int32)[:, None, None]
+      taps = taps * tf.cast(since[None] >= reach, taps.dtype)[..., None]
+    if self._channels <= EXACT_CHANNELS:
+      batch = tf.shape(inputs)[0]
+      columns = tf.reshape(tf.transpose(taps, [0, 3, 1, 2]),
+                           [self.kernel_size * self._channels, -1, 1])
+      products = tf.unstack(tf.linalg.matmul(columns, tf.reshape(
+          self.kernel, [self.kernel_size * self._channels, 1, self.filters])))
+      out = tf.zeros_like(products[0])
+      for product in products:
+        out = out + product
+      out = tf.reshape(out, [batch, length, self.filters])
+    else:
+      out = 0.0
+      for j in range(self.kernel_size):
+        out += tf.tensordot(taps[j], self.kernel[j], axes=[[2], [0]])
     if self.bias is not None:
       out = out + self.bias
     return self.activation(out), [new]

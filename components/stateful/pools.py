@@ -31,6 +31,10 @@ from components.stateful.scans import segmented_cumsum
 
 
 POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')
+# ``RunningPool`` counts values above a threshold by a product with a
+# triangle of ones on chunks of at most this many steps (known length), by
+# ``tf.cumsum`` on longer ones (the work of the product grows as T'^2).
+COUNT_MATMUL_STEPS = 128
 
 
 def _add_threshold(layer, input_shape) -> None:
@@ -96,10 +100,19 @@ class RunningPool(PlainCall, StatefulLayer):
           fresh, tf.cast(steps[None, :] - last, inputs.dtype)[..., None],
           count0[:, None, :] + tf.cast(steps, inputs.dtype)[None, :, None])
 
-    def running_sum(values, carried):
+    def running_sum(values, carried, counts=False):
       """Sums since the sequence start: the carried sum plus the chunk's
-      cumulative sum, or the cumulative sum since the last reset."""
+      cumulative sum, or the cumulative sum since the last reset.
+      ``counts``: ``values`` are 0 or 1, so every partial sum is an integer
+      and exact in any order: on a short chunk of known length a product
+      with a triangle of ones (several times faster than ``tf.cumsum``,
+      the same bits)."""
       if last is None:
+        length = values.shape[1]
+        if counts and length is not None and length <= COUNT_MATMUL_STEPS:
+          ones = tf.constant(np.tril(np.ones((length, length), np.float32)),
+                             values.dtype)
+          return carried[:, None, :] + tf.linalg.matmul(ones[None], values)
         return carried[:, None, :] + tf.cumsum(values, axis=1)
       total = segmented_cumsum(values, tf.maximum(last, 0))
       return tf.where(fresh, total, carried[:, None, :] + total)
@@ -129,7 +142,7 @@ class RunningPool(PlainCall, StatefulLayer):
         new.append(total[:, -1])
       else:  # ppv
         above = tf.cast(inputs > self.threshold, inputs.dtype)
-        total = running_sum(above, carried)
+        total = running_sum(above, carried, counts=True)
         outputs.append(total / count)
         new.append(total[:, -1])
     return tf.concat(outputs, axis=-1), new
