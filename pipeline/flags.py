@@ -15,7 +15,7 @@ import os
 from typing import Dict, List, Optional
 
 from components.sequence_batcher import layout
-from components.stateful import hyperparameters as hp_lib
+from components.stateful.models import hyperparameters as hp_lib
 from components.stateful_trainer import settings
 from pipeline import pipeline_config
 

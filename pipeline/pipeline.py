@@ -11,7 +11,7 @@ SequenceBatcher as they are (tf.Transform does not analyse sequence feature
 lists), so their features reach the model unscaled. The default model's
 convolutional form scales its inputs itself: per feature ``(x - median) /
 IQR`` fitted on the training steps, then ``sign(x) log(1 + |x|)``
-(``components/stateful/default_model.py``), which no per-feature affine
+(``components/stateful/models/default_model.py``), which no per-feature affine
 scaling upstream changes, so both inputs give it the same model. Its LSTM/GRU
 forms and a user module get the values as the batches hold them (z-scores
 for CSV, raw for SequenceExamples) and scale nothing themselves.
@@ -26,6 +26,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.sequence_batcher.component import SequenceBatcher
+from components.stateful.distribution import lanes
 from components.stateful_evaluator.component import StatefulEvaluator
 from components.stateful_trainer import settings
 from components.stateful_trainer.component import StatefulTrainer
@@ -118,7 +119,7 @@ def create_pipeline(
     trainer: the StatefulTrainer's settings (epochs, seed, label scoring,
       validation carve, ...); every field reaches the component.
     module_file: user model module (``build_model(spec)``); None for the
-      shipped model (``components/stateful/default_model.py``).
+      shipped model (``components/stateful/models/default_model.py``).
     hyperparameters: passed to the model module as ``spec.hyperparameters``
       (units, dropout, learning_rate, optimizer, clip_global_norm, ...).
     eval_config: the StatefulEvaluator's ``tfma.EvalConfig`` as a dict (None:
@@ -183,7 +184,7 @@ def create_pipeline(
       exclude_columns=exclude_columns, batch_size=batch_size,
       num_unroll=num_unroll, mode=mode,
       max_sequence_length=max_sequence_length, truncate=truncate,
-      lane_multiple=trainer.replicas * int(trainer_workers))
+      lane_multiple=lanes.lane_multiple(trainer.replicas, trainer_workers))
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']

@@ -41,8 +41,8 @@ from components.stateful_trainer import selection as selection_lib
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
-from components.stateful import replicas
-from components.stateful import shards
+from components.stateful.distribution import replicas
+from components.stateful.distribution import shards
 
 _LOG = logging.getLogger(__name__)
 
