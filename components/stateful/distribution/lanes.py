@@ -40,4 +40,4 @@ def lanes_of(index, count: int, batch_size: int) -> Tuple:
 def lane_multiple(replicas: int, workers: int = 1) -> int:
   """What B must be a multiple of: every replica of every worker owns the
   same number of lanes."""
-  return max(1, int(replicas)) * max(1, int(workers))
+  return int(replicas) * int(workers)
