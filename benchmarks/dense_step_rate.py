@@ -81,7 +81,7 @@ class Runner:
     self.times: List[float] = []
 
   def epoch(self) -> float:
-    from components.stateful import state  # pylint: disable=g-import-not-at-top
+    from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
     state.zero_all(self.net)
     t0 = time.perf_counter()
     out = None

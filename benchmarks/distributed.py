@@ -34,7 +34,7 @@ and the 1-worker runs are compared too (same update: the tests hold them to
 Then the default model's ``adapt`` alone (``model_setup.build``: scales,
 thresholds and the closed-form head, fitted before training) on the same
 batches, on 1 worker and on 2 (each on its own lanes, the statistics
-combined by ``components/stateful/shards.py``), one thread each: the slower
+combined by ``components/stateful/distribution/shards.py``), one thread each: the slower
 worker's seconds, and the fitted weights of 2 workers against 1.
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.distributed [--quick]
@@ -73,7 +73,7 @@ def _adapt_worker(args, runner, settings, np) -> Dict[str, Any]:
   import time  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-  from components.stateful import shards  # pylint: disable=g-import-not-at-top
+  from components.stateful.distribution import shards  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
   dist = distribution.make_distribution(1)
@@ -335,7 +335,7 @@ def main(argv=None) -> int:
       '(`model_setup.build`, as the trainer calls it: scales, thresholds '
       'and the closed-form head, no training) on the same batches, each '
       'worker on its own lanes, the statistics combined '
-      '(`components/stateful/shards.py`); seconds = the slower worker\'s, '
+      '(`components/stateful/distribution/shards.py`); seconds = the slower worker\'s, '
       f'median of {repeats} run(s).',
       '',
       common.table(['set-up', 'processes', 'adapt seconds', 'speed-up',

@@ -151,7 +151,7 @@ def chunked(model_uri: str, batches: str, train_batches: str,
   from components.stateful_evaluator.extraction import models as models_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator.extraction import chunked as chunked_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator.extraction import extracts as extracts_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   _, meta = reader.load_metadata(batches, 'eval')
   t0 = time.perf_counter()
   loaded = models_lib.load_model(model_uri, meta)

@@ -275,8 +275,8 @@ def measure(batches_root: str, rounds: int, logits_out: str,
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import shards  # pylint: disable=g-import-not-at-top
-  from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful.distribution import shards  # pylint: disable=g-import-not-at-top
+  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top

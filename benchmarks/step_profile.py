@@ -63,7 +63,7 @@ def _batch(unroll: int):
 def train_step(model_name: str, unroll: int) -> Callable[[], object]:
   """The compiled train step of one variant, traced (3 untimed steps)."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
-  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
@@ -101,7 +101,7 @@ def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
   (``blocked=False``: doubling over the whole chunk)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED)
   decay = tf.Variable(rng.uniform(1e-3, 0.1, STATE).astype(np.float32))
   phase = tf.Variable(rng.uniform(0.0, 6.28, STATE).astype(np.float32))
@@ -133,12 +133,12 @@ def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
 
 
 def lru_block() -> int:
-  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   return lru.BLOCK
 
 
 def lru_min_blocks() -> int:
-  from components.stateful import lru  # pylint: disable=g-import-not-at-top
+  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   return lru.MIN_BLOCKS
 
 

@@ -424,7 +424,7 @@ def overhead(ds: Dataset, root: str, epochs: int,
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top

@@ -12,7 +12,7 @@ SequenceBatcher as they are (tf.Transform does not analyse sequence feature
 lists), so their features reach the model unscaled. The default model's
 convolutional form scales its inputs itself: per feature ``(x - median) /
 IQR`` fitted on the training steps, then ``sign(x) log(1 + |x|)``
-(``components/stateful/default_model.py``), which no per-feature affine
+(``components/stateful/models/default_model.py``), which no per-feature affine
 scaling upstream changes, so both inputs give it the same model. Its LSTM/GRU
 forms and a user module get the values as the batches hold them (z-scores
 for CSV, raw for SequenceExamples) and scale nothing themselves.
@@ -27,6 +27,7 @@ from tfx import v1 as tfx
 from tfx.proto import example_gen_pb2
 
 from components.sequence_batcher.component import SequenceBatcher
+from components.stateful.distribution import lanes
 from components.stateful_evaluator.component import StatefulEvaluator
 from components.stateful_trainer.component import StatefulTrainer
 from pipeline import beam_options
@@ -164,7 +165,7 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
       exclude_columns=exclude_columns, batch_size=c.batch_size,
       num_unroll=c.num_unroll, mode=c.mode,
       max_sequence_length=c.max_sequence_length, truncate=c.truncate,
-      lane_multiple=c.trainer.replicas * int(trainer_workers))
+      lane_multiple=lanes.lane_multiple(c.trainer.replicas, trainer_workers))
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']

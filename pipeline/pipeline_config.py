@@ -20,7 +20,7 @@ from components.declared import same_as
 from components.declared import setting
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
-from components.stateful import hyperparameters as hp_lib
+from components.stateful.models import hyperparameters as hp_lib
 from components.stateful_evaluator import settings as evaluator_settings
 from components.stateful_trainer import settings
 

@@ -33,7 +33,7 @@ Vocabulary (see docs/design.md, "The lane layout"):
   are balanced by steps (longest first onto the lane with the fewest steps).
   ``reset``, ``key``, ``segment_index`` and ``sequence_length`` are then per
   step, ``[B, T]`` (see ``segments.assemble_batch``), and every stateful layer must
-  honour a reset at any step (``components.stateful.resets.step_resets``).
+  honour a reset at any step (``components.stateful.state.resets.step_resets``).
 """
 
 from __future__ import annotations

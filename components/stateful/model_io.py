@@ -35,12 +35,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import compat
-from components.stateful import layers
+from components.stateful.layers import elementwise
 from components.stateful import model_spec as ms
 from components.stateful import module_contract
-from components.stateful import state
+from components.stateful.state import protocol as state
 
-DEFAULT_MODULE = 'components.stateful.default_model'
+DEFAULT_MODULE = 'components.stateful.models.default_model'
 STATEFUL_DIR = 'stateful'
 SPEC_FILE = 'spec.json'
 MODULE_FILE = 'module.py'
@@ -134,7 +134,7 @@ def _in_label_units(model: keras.Model, spec: ms.ModelSpec) -> keras.Model:
   shape = model.inputs[0].shape
   inputs = keras.Input(shape=shape[1:], batch_size=shape[0],
                        name='features')
-  out = layers.LabelUnits(spec.label_center, spec.label_spread,
+  out = elementwise.LabelUnits(spec.label_center, spec.label_spread,
                           name=LABEL_UNITS)(model(inputs))
   return keras.Model(inputs, out, name=f'{model.name}_in_label_units')
 

@@ -25,8 +25,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import resets
-from components.stateful import state
+from components.stateful.state import resets
+from components.stateful.state import protocol as state
 from components.stateful.objective import Batch
 from components.stateful.objective import metric_results
 from components.stateful.objective import Objective

@@ -114,7 +114,7 @@ class StatefulTrainer(base_component.BaseComponent):
         its values override ``custom_config['hyperparameters']``.
       module_file: a Python file defining ``build_model(spec)`` (and
         optionally ``loss(spec)``, ``metrics(spec)``); default: the shipped
-        stacked LSTM/GRU (``components/stateful/default_model.py``).
+        stacked LSTM/GRU (``components/stateful/models/default_model.py``).
       custom_config: ``{'hyperparameters': {...}}``, passed to the module as
         ``spec.hyperparameters``; the trainer itself reads ``optimizer``,
         ``learning_rate``, ``clip_global_norm`` and ``momentum`` there.

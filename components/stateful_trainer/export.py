@@ -71,8 +71,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import model_spec as ms
-from components.stateful import explicit_state
-from components.stateful import state
+from components.stateful.state import explicit as explicit_state
+from components.stateful.state import protocol as state
 
 SERVING_DEFAULT = 'serving_default'
 SERVING_TRANSFORMED = 'serving_transformed'

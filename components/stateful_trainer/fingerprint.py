@@ -84,17 +84,18 @@ def tree_digest(root: str) -> str:
 
 
 def code_digest(paths: Optional[Iterable[str]] = None) -> str:
-  """sha256 of the trainer's Python sources (``_CODE_PACKAGES``)."""
+  """sha256 of the trainer's Python sources (``_CODE_PACKAGES``, their
+  sub-packages included), each named by its path in the repository."""
   if paths is None:
     paths = []
     for package in _CODE_PACKAGES:
-      folder = os.path.join(_ROOT, package)
-      paths += [os.path.join(folder, n) for n in os.listdir(folder)
-                if n.endswith('.py')]
+      for folder, _, names in os.walk(os.path.join(_ROOT, package)):
+        paths += [os.path.join(folder, n) for n in names if n.endswith('.py')]
   h = hashlib.sha256()
   for path in sorted(paths):
     with open(path, 'rb') as f:
-      h.update(canonical([os.path.basename(path), _sha(f.read())]).encode())
+      name = os.path.relpath(os.path.abspath(path), _ROOT)
+      h.update(canonical([name, _sha(f.read())]).encode())
   return h.hexdigest()
 
 

@@ -19,8 +19,8 @@ from components.stateful import batches as batches_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import module_contract
-from components.stateful import shards
-from components.stateful import state
+from components.stateful.distribution import shards
+from components.stateful.state import protocol as state
 from components.stateful_trainer import settings
 
 _LOG = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def label_scoring_rule(model: keras.Model, spec: ms.ModelSpec):
 
 def takes_shard(module) -> bool:
   """Whether the module's ``adapt`` hook takes ``shard`` (it combines its
-  statistics across workers: ``components.stateful.shards``)."""
+  statistics across workers: ``components.stateful.distribution.shards``)."""
   try:
     return 'shard' in inspect.signature(
         module_contract.hooks_of(module).adapt).parameters

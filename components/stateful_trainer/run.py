@@ -39,8 +39,9 @@ from components.stateful_trainer import refit as refit_lib
 from components.stateful_trainer import training
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
-from components.stateful import replicas
-from components.stateful import shards
+from components.stateful.distribution import lanes
+from components.stateful.distribution import replicas
+from components.stateful.distribution import shards
 
 _LOG = logging.getLogger(__name__)
 
@@ -229,12 +230,11 @@ def prepare(args: TrainerArgs) -> Prepared:
   # First: a multi-worker strategy must exist before any TensorFlow op.
   dist = distribution.make_distribution(args.train.replicas)
   train, eval_source = _open_sources(args)
-  if int(train.meta['batch_size']) % dist.num_replicas:
-    raise replicas.LaneLayoutError(
-        f'the batches of {args.batches_uri} have {train.meta["batch_size"]} '
-        f'lanes, which {dist.num_replicas} replicas cannot share: write them '
-        'with a batch_size that is a multiple of the replica count (the '
-        'SequenceBatcher\'s --replicas rounds it up)')
+  try:  # The one lane rule: each replica owns B / R lanes.
+    lanes.lanes_of(0, dist.num_replicas, int(train.meta['batch_size']))
+  except lanes.LaneLayoutError as e:
+    raise lanes.LaneLayoutError(f'the batches of {args.batches_uri}: {e}'
+                                ) from None
   if args.transform_graph_uri:  # Before training: fails in seconds.
     export.check_transform_features(args.transform_graph_uri,
                                     tuple(train.meta['feature_names']))
@@ -335,7 +335,7 @@ def run(args: TrainerArgs, *, clock: Callable[[], float] = time.monotonic,
   ``adapt``, the recipe settled, train and select (``training.fit`` on the
   carve), ``refit.refit``, ``export_run``. With ``args.train.replicas`` > 1
   or a multi-worker ``TF_CONFIG`` it trains data-parallel
-  (``distribution``, ``components.stateful.replicas``); only the chief
+  (``distribution``, ``components.stateful.distribution.replicas``); only the chief
   exports.
   """
   phases = progress.Phases()  # Wall seconds per phase: history.json.

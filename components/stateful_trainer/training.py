@@ -42,7 +42,7 @@ from components.stateful_trainer.fit_result import stop_text
 from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
-from components.stateful import replicas
+from components.stateful.distribution import replicas
 from components.stateful.batches import BatchSource
 from components.stateful.objective import metric_results
 from components.stateful.objective import Objective

@@ -9,7 +9,7 @@ import tf_keras as keras
 from benchmarks import feature_pass as fp
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful import steps as steps_lib
 
 B, T, F = 3, 8, 2

@@ -125,7 +125,7 @@ def test_input_check_reads_gzipped_sequence_examples(tmp_path):
     ('def build_model(spec):\n  return None\n', 'None'),
     ('import keras\ndef build_model(spec):\n'
      '  return keras.Sequential([keras.layers.Dense(1)])\n', 'Keras 3'),
-    ('from components.stateful.default_model import build_model\n'
+    ('from components.stateful.models.default_model import build_model\n'
      'def default_epoch(spec):\n  return 3\n', 'default_epoch'),
 ])
 def test_runner_rejects_a_module_file_that_does_not_load(tmp_path, capsys,

@@ -151,7 +151,7 @@ def test_hyperparameters_reach_the_compiled_kubeflow_pipeline(tmp_path):
 
 
 def test_hyperparameters_flag_forms_and_errors():
-  from components.stateful import hyperparameters as hp_lib
+  from components.stateful.models import hyperparameters as hp_lib
   assert hp_lib.parse('') == {}
   assert hp_lib.parse('{"units": [8], "model": "gru"}') == {
       'units': [8], 'model': 'gru'}
@@ -165,8 +165,8 @@ def test_hyperparameters_flag_forms_and_errors():
 
 
 def test_help_lists_the_default_modules_hyperparameters():
-  from components.stateful import default_model as dm
-  from components.stateful import hyperparameters as hp_lib
+  from components.stateful.models import default_model as dm
+  from components.stateful.models import hyperparameters as hp_lib
   text = ' '.join(flags_lib.build_parser().format_help().split())
   table = {n: d for n, d, _ in hp_lib.DEFAULT_MODEL}
   for name in table:

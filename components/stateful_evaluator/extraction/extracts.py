@@ -54,7 +54,7 @@ import tensorflow as tf
 from components.sequence_batcher import reader as sb_reader
 from components.stateful import batches as batches_lib
 from components.stateful import model_spec as ms
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful import steps as steps_lib
 from components.stateful_evaluator.extraction import chunked as chunked_lib
 from components.stateful_evaluator.extraction import models as models_lib

@@ -5,14 +5,14 @@ receptive field sized to the data, and ``default_epochs``."""
 import numpy as np
 import pytest
 
-from components.stateful import conv_adapt
-from components.stateful import default_model as dm
+from components.stateful.models import conv_adapt
+from components.stateful.models import default_model as dm
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import ridge
-from components.stateful import row_sampling
-from components.stateful import shards
-from components.stateful import state
+from components.stateful.models import ridge
+from components.stateful.models import row_sampling
+from components.stateful.distribution import shards
+from components.stateful.state import protocol as state
 
 B, T, F = 4, 8, 2
 

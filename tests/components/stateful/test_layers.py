@@ -7,15 +7,15 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import layers as sl
-from components.stateful import pools
-from components.stateful import lru
+from components.stateful.layers import convolution as sl
+from components.stateful.layers import pools
+from components.stateful.layers import lru
 from components.stateful import model_spec as ms
 from components.stateful import model_io
-from components.stateful import resets
-from components.stateful import scans
-from components.stateful import explicit_state
-from components.stateful import state
+from components.stateful.state import resets
+from components.stateful.layers import scans
+from components.stateful.state import explicit as explicit_state
+from components.stateful.state import protocol as state
 
 B, F = 3, 2
 

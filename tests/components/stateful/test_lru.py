@@ -13,12 +13,12 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import default_model as dm
-from components.stateful import lru
+from components.stateful.models import default_model as dm
+from components.stateful.layers import lru
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import explicit_state
-from components.stateful import state
+from components.stateful.state import explicit as explicit_state
+from components.stateful.state import protocol as state
 from components.stateful_trainer import export
 from tests.components.stateful import test_layers as tl
 
@@ -564,7 +564,7 @@ def test_zero_head_starts_the_lru_at_the_class_prior():
 
 def test_the_default_module_logs_why_it_scores_the_label_so(caplog):
   """The trainer's log names the hook; the hook says why (segments)."""
-  with caplog.at_level('INFO', logger='components.stateful.default_model'):
+  with caplog.at_level('INFO', logger='components.stateful.models.default_model'):
     assert dm.label_scoring(_spec(True).replace(typical_length=24)) == (
         'last_step')
   assert ('lru model: per-sequence labels scored last_step: the typical '

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from components.stateful import default_model
+from components.stateful.models import default_model
 from components.stateful import model_io
 from components.stateful import module_contract
 

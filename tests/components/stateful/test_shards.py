@@ -11,11 +11,11 @@ import threading
 import numpy as np
 import pytest
 
-from components.stateful import conv_adapt
-from components.stateful import row_sampling
+from components.stateful.models import conv_adapt
+from components.stateful.models import row_sampling
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import shards
+from components.stateful.distribution import shards
 
 B, T = 4, 8
 

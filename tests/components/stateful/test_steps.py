@@ -4,12 +4,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import layers as sl
-from components.stateful import pools
+from components.stateful.layers import pools
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful import steps
 
 B, T, F = 2, 3, 2

@@ -16,7 +16,7 @@ import tensorflow_model_analysis as tfma
 from components.sequence_batcher import layout
 from components.sequence_batcher import reader
 from components.stateful import model_spec as ms
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator.extraction import extracts as X
 from components.stateful_evaluator.extraction import models as models_lib

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_evaluator import evaluation
 from components.stateful_evaluator.extraction import models as models_lib
 

@@ -183,7 +183,7 @@ def weights_of(model: keras.Model) -> List[np.ndarray]:
 
 
 def state_values(model: keras.Model) -> List[np.ndarray]:
-  from components.stateful import state  # pylint: disable=g-import-not-at-top
+  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   return [v.numpy() for v in state.state_variables(model)]
 
 

@@ -78,9 +78,10 @@ def main(argv=None) -> int:
   from components.stateful import batches as batches_lib
   from components.stateful import model_io
   from components.stateful import objective as objective_lib
-  from components.stateful import replicas
-  from components.stateful import shards
-  from components.stateful import state
+  from components.stateful.distribution import lanes as lanes_lib
+  from components.stateful.distribution import replicas
+  from components.stateful.distribution import shards
+  from components.stateful.state import protocol as state
   from components.stateful import steps as steps_lib
   from components.stateful_trainer import model_setup
   from components.stateful_trainer import optimizers
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
   from components.stateful_trainer import settings
 
   if flags.adapt_rows is not None:
-    from components.stateful import conv_adapt
+    from components.stateful.models import conv_adapt
     conv_adapt.ADAPT_MAX_ROWS = conv_adapt.HEAD_MAX_ROWS = flags.adapt_rows
   args = _args(flags, runner, settings)
   task = f'{dist.task_type or "local"}{dist.task_id}'
@@ -118,8 +119,8 @@ def main(argv=None) -> int:
           settings.optimizer_hyperparameters(module, spec)), 100)
 
   if flags.case == 'swap':
-    def swapped(replica, per_replica):
-      return replicas.contiguous_lanes(1 - replica, per_replica)
+    def swapped(replica, count, batch_size):
+      return lanes_lib.lanes_of(1 - replica, count, batch_size)
     with dist.strategy.scope():
       made = optimizer()
       twin = model_io.build_serving(module, spec, weights_from=model)

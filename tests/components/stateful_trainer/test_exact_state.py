@@ -12,7 +12,7 @@ sequence, in every lane and at every step.
 import numpy as np
 import pytest
 
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from components.stateful_trainer import export
 from components.stateful import model_io
 from components.stateful_trainer import run as trainer_run
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_trainer import settings
 from components.stateful import batches as batches_lib
 from tests.components.stateful_trainer import helpers

@@ -6,9 +6,9 @@ import pytest
 import tf_keras as keras
 
 from components.stateful import batches as batches_lib
-from components.stateful import layers as sl
-from components.stateful import pools
-from components.stateful import lru
+from components.stateful.layers import convolution as sl
+from components.stateful.layers import pools
+from components.stateful.layers import lru
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful_trainer import model_setup

@@ -10,7 +10,7 @@ import tensorflow as tf
 from components.sequence_batcher import layout
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_evaluator import evaluation as E
 from components.stateful_evaluator import settings as S
 from components.stateful_trainer import run as trainer_run
@@ -113,7 +113,7 @@ def test_standardisation_can_be_turned_off(tmp_path):
 
 
 def test_the_default_conv_model_scales_its_own_labels(tmp_path):
-  from components.stateful import default_model as dm
+  from components.stateful.models import default_model as dm
   spec = ms.ModelSpec(batch_size=B, num_unroll=T, stateful=True,
                       feature_names=('a',), task=ms.REGRESSION, output_size=1)
   assert dm.scales_labels(spec)

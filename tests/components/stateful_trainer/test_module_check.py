@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from components.stateful import default_model
-from components.stateful import hyperparameters as hp_lib
+from components.stateful.models import default_model
+from components.stateful.models import hyperparameters as hp_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import module_contract

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from components.stateful import conv_adapt
+from components.stateful.models import conv_adapt
 from components.stateful_trainer import model_setup
 from components.stateful_trainer import run as runner
 from components.stateful_trainer import selection

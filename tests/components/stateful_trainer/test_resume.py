@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import model_io
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import settings
 from components.stateful_trainer import optimizers

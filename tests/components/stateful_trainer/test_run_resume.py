@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import run as runner
 from components.stateful_trainer import settings

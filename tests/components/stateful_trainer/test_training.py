@@ -9,7 +9,7 @@ import tf_keras as keras
 from components.sequence_batcher import layout
 from components.stateful import model_io
 from components.stateful import model_spec as ms
-from components.stateful import state
+from components.stateful.state import protocol as state
 from components.stateful_trainer import settings
 from components.stateful_trainer import optimizers
 from components.stateful_trainer import training

@@ -4,8 +4,8 @@ the model one process fits.
 
 With R workers and B lanes, worker r owns lanes ``[r * b, (r + 1) * b)`` of
 every batch (``b = B / R``), as its replica does in training
-(``replicas.contiguous_lanes``). A model module's ``adapt`` hook that takes
-a ``shard`` keyword is given this worker's lanes of every train batch
+(the lane rule, ``lanes.lanes_of``). A model module's ``adapt`` hook that
+takes a ``shard`` keyword is given this worker's lanes of every train batch
 (``Shard.local``) and a ``Shard``; what it fits from them is combined with
 
 * ``sum(array)``: the element-wise sum over the workers (counts, sums,
@@ -33,6 +33,8 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
+
+from components.stateful.distribution import lanes as lanes_lib
 
 # A worker's adapted weights may differ from the chief's by this much
 # (relative to the largest weight) before ``agree`` fails: rounding of sums
@@ -63,11 +65,7 @@ class Shard:
       if strategy is None or batch_size is None:
         raise ValueError('a Shard of several workers needs the strategy and '
                          'the batch size')
-      if batch_size % self.count:
-        raise ValueError(f'{batch_size} lanes cannot be shared by '
-                         f'{self.count} workers')
-      b = batch_size // self.count
-      self.lanes = (self.index * b, (self.index + 1) * b)
+      self.lanes = lanes_lib.lanes_of(self.index, self.count, batch_size)
       # In functions: eager collectives warn at every call.
       self._sum = tf.function(
           lambda t: strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(
@@ -160,7 +158,7 @@ class Shard:
           f'largest differences from the chief\'s sum to {worst:.3g} of the '
           'largest weight): an adapt hook that takes `shard` must '
           'combine what it fits from its lanes across the workers '
-          '(components.stateful.shards.Shard)')
+          '(components.stateful.distribution.shards.Shard)')
     out, at = [], 0
     for w in weights:
       w = np.asarray(w)

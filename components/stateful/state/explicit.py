@@ -1,12 +1,12 @@
 """Explicit state in and out: the serving twin run from given states.
 
-The functional half of the state protocol (``state.py`` holds the rest):
+The functional half of the state protocol (``protocol.py`` holds the rest):
 ``serving_state_layers`` / ``serving_state_shapes`` name the twin's
 state-carrying layers and their per-stream state shapes, in the order of
 ``state.state_variables`` of the stateful model, and ``run_with_states``
 runs the twin from explicit states, returning the states out (the ``step``
 signature; under ``tf.distribute`` every replica's training step,
-``components.stateful.replicas``). Importable from ``state`` too.
+``components.stateful.distribution.replicas``). Old paths: ``compat.py``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Dict, List, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful.layers import StatefulLayer
-from components.stateful.state import all_layers
-from components.stateful.state import carries_state
-from components.stateful.state import StatefulModelError
+from components.stateful.layers.base import StatefulLayer
+from components.stateful.state.protocol import all_layers
+from components.stateful.state.protocol import carries_state
+from components.stateful.state.protocol import StatefulModelError
 
 
 def serving_state_layers(model: keras.Model) -> List[keras.layers.Layer]:
@@ -98,7 +98,7 @@ def run_with_states(model: keras.Model, features: tf.Tensor,
   """Runs a non-stateful model from explicit states.
 
   The functional form of carried state: the ``step`` signature, and
-  training under ``tf.distribute`` (``components.stateful.replicas``),
+  training under ``tf.distribute`` (``components.stateful.distribution.replicas``),
   where each replica's lanes carry their state as tensors. Inside a
   ``resets.step_resets`` context the per-step resets apply too.
 

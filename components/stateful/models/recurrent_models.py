@@ -10,12 +10,12 @@ from typing import List
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import layers as sl
-from components.stateful import lru
+from components.stateful.layers.base import PlainCall
+from components.stateful.layers import lru
 
 
 @keras.utils.register_keras_serializable(package='stateful_trainer')
-class SeededDropout(sl.PlainCall, keras.layers.Layer):
+class SeededDropout(PlainCall, keras.layers.Layer):
   """Dropout with stateless, counter-based masks.
 
   Mask ``n`` (the n-th training call) is drawn from

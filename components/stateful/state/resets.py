@@ -6,8 +6,8 @@ reset)`` is a context: while it is active, every stateful layer of
 ``model`` starts a fresh sequence at the steps where ``reset[n, t] == 1``.
 Keras RNN layers run their own cell through a wrapper that zeroes the
 state rows of the lanes resetting at that step; ``StatefulLayer`` steps
-receive the resets. The layers are found through ``state``, the module
-that owns per-lane state.
+receive the resets. The layers are found through ``protocol``, the
+module that owns per-lane state.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import inspect
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import state
-from components.stateful.layers import StatefulLayer
+from components.stateful.state import protocol as state
+from components.stateful.layers.base import StatefulLayer
 
 
 def _rnn_call_with_resets(layer: keras.layers.RNN, resets: tf.Tensor):

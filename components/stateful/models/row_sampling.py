@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from components.stateful import shards
+from components.stateful.distribution import shards
 
 
 def uniform(shard: shards.Shard, per_batch: Sequence[np.ndarray],

@@ -1,5 +1,5 @@
 """Pools: per-channel statistics of a sequence's past, streamed through the
-state protocol (``layers.StatefulLayer``; docs/design.md, "The state
+state protocol (``base.StatefulLayer``; docs/design.md, "The state
 protocol").
 
 * ``RunningPool`` — running statistics over the whole history of a
@@ -21,13 +21,13 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful.layers import _PACKAGE
-from components.stateful.layers import PlainCall
-from components.stateful.layers import StatefulLayer
-from components.stateful.scans import cumulative_max
-from components.stateful.scans import doubling_scan
-from components.stateful.scans import last_reset
-from components.stateful.scans import segmented_cumsum
+from components.stateful.layers.base import PACKAGE
+from components.stateful.layers.base import PlainCall
+from components.stateful.layers.base import StatefulLayer
+from components.stateful.layers.scans import cumulative_max
+from components.stateful.layers.scans import doubling_scan
+from components.stateful.layers.scans import last_reset
+from components.stateful.layers.scans import segmented_cumsum
 
 
 POOL_STATS = ('mean', 'max', 'ppv', 'head_mean')
@@ -46,7 +46,7 @@ def _add_threshold(layer, input_shape) -> None:
       initializer='zeros') if 'ppv' in layer.stats else None)
 
 
-@keras.utils.register_keras_serializable(package=_PACKAGE)
+@keras.utils.register_keras_serializable(package=PACKAGE)
 class RunningPool(PlainCall, StatefulLayer):
   """Running statistics of each channel over a sequence's history.
 
@@ -159,7 +159,7 @@ class RunningPool(PlainCall, StatefulLayer):
 DECAYING_STATS = ('mean', 'ppv')
 
 
-@keras.utils.register_keras_serializable(package=_PACKAGE)
+@keras.utils.register_keras_serializable(package=PACKAGE)
 class DecayingPool(PlainCall, StatefulLayer):
   """Exponentially decaying statistics of each channel: the recent past.
 

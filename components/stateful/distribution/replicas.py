@@ -21,8 +21,8 @@ as in one process (docs/design.md, "The state protocol"):
   as ``steps.StepFunctions`` has them for the variable form.
 
 The layout: R replicas, B lanes, ``b = B / R``; replica r owns lanes
-``[r * b, (r + 1) * b)`` of every batch for the whole run (``lanes_of``),
-so a lane's state never crosses a replica. Each worker reads the whole
+``[r * b, (r + 1) * b)`` of every batch for the whole run (the lane rule,
+``lanes.lanes_of``), so a lane's state never crosses a replica. Each worker reads the whole
 global batch and hands each of its replicas its own rows
 (``experimental_distribute_values_from_function``; ``tf.distribute``'s
 input splitting, and file-based auto-sharding, are not used); every batch
@@ -44,9 +44,12 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import explicit_state
-from components.stateful import resets
-from components.stateful import state
+from components.stateful.distribution import lanes as lanes_lib
+# The lane rule's error, where the trainer's run raises it too.
+from components.stateful.distribution.lanes import LaneLayoutError  # pylint: disable=unused-import
+from components.stateful.state import explicit as explicit_state
+from components.stateful.state import resets
+from components.stateful.state import protocol as state
 from components.stateful.objective import Batch
 from components.stateful.objective import Objective
 from components.stateful.objective import update_metrics
@@ -60,39 +63,28 @@ _PACKED = tf.distribute.experimental.CommunicationOptions(
     bytes_per_pack=PACK_BYTES)
 
 
-class LaneLayoutError(ValueError):
-  """The lanes cannot be shared out among the replicas."""
-
-
-def contiguous_lanes(replica: int, per_replica: int) -> Tuple[int, int]:
-  """``[start, stop)`` of the lanes replica ``replica`` owns."""
-  return replica * per_replica, (replica + 1) * per_replica
-
-
 class ReplicaLanes:
   """Shares each global batch of B lanes out to the replicas of a strategy.
 
   Args:
     strategy: the ``tf.distribute.Strategy`` (R replicas in sync).
     batch_size: B, a multiple of R.
-    lanes_of: ``(replica, b) -> (start, stop)``, the rows a replica is
-      handed (``contiguous_lanes``; injected by the test that shows a
-      wrong hand-out fails).
+    lanes_of: ``(replica, R, B) -> (start, stop)``, the rows a replica is
+      handed (the lane rule, ``lanes.lanes_of``; injected by the test that
+      shows a wrong hand-out fails).
+
+  Raises:
+    LaneLayoutError: B is not a multiple of R.
   """
 
   def __init__(self, strategy: tf.distribute.Strategy, batch_size: int, *,
-               lanes_of: Callable[[int, int], Tuple[int, int]] =
-               contiguous_lanes):
+               lanes_of: Callable[[int, int, int], Tuple[int, int]] =
+               lanes_lib.lanes_of):
     self.strategy = strategy
     self.num_replicas = int(strategy.num_replicas_in_sync)
     self.batch_size = int(batch_size)
-    if self.batch_size % self.num_replicas:
-      raise LaneLayoutError(
-          f'{self.batch_size} lanes cannot be shared by '
-          f'{self.num_replicas} replicas: batch_size must be a multiple of '
-          'the replica count (the SequenceBatcher rounds it up when given '
-          'the replica count)')
-    self.per_replica = self.batch_size // self.num_replicas
+    start, stop = lanes_lib.lanes_of(0, self.num_replicas, self.batch_size)
+    self.per_replica = stop - start
     self._lanes_of = lanes_of
 
   def shard(self, batch: Batch):
@@ -102,7 +94,7 @@ class ReplicaLanes:
 
     def rows(context):
       start, stop = self._lanes_of(context.replica_id_in_sync_group,
-                                   self.per_replica)
+                                   self.num_replicas, self.batch_size)
       return {k: v[start:stop] for k, v in batch.items()}
 
     return self.strategy.experimental_distribute_values_from_function(rows)
@@ -112,8 +104,8 @@ class ReplicaLanes:
     values = [tf.convert_to_tensor(v) for v in values]
 
     def rows(context):
-      start, stop = contiguous_lanes(context.replica_id_in_sync_group,
-                                     self.per_replica)
+      start, stop = lanes_lib.lanes_of(context.replica_id_in_sync_group,
+                                       self.num_replicas, self.batch_size)
       return [v[start:stop] for v in values]
 
     return self.strategy.experimental_distribute_values_from_function(rows)
@@ -124,15 +116,17 @@ class ReplicaLanes:
     return [self.strategy.gather(s, axis=0) for s in states]
 
 
-def check_own_lanes(lane: tf.Tensor, per_replica: int) -> tf.Operation:
-  """Fails the step unless this replica got lanes [r*b, (r+1)*b)."""
+def check_own_lanes(lane: tf.Tensor, lanes: ReplicaLanes) -> tf.Operation:
+  """Fails the step unless this replica got its lanes (``lanes.lanes_of``:
+  [r*b, (r+1)*b))."""
   replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-  replica = tf.cast(replica, tf.int32)
-  own = replica * per_replica + tf.range(per_replica, dtype=tf.int32)
+  start, stop = lanes_lib.lanes_of(tf.cast(replica, tf.int32),
+                                   lanes.num_replicas, lanes.batch_size)
+  own = tf.range(start, stop, dtype=tf.int32)
   return tf.debugging.assert_equal(
       lane, own, message=f'a replica received lanes it does not own (each '
-      f'replica owns {per_replica} consecutive lanes for the whole run; its '
-      'state would be applied to another lane\'s sequence)')
+      f'replica owns {lanes.per_replica} consecutive lanes for the whole '
+      'run; its state would be applied to another lane\'s sequence)')
 
 
 def _forward(twin: keras.Model, batch: Batch, states: Sequence[tf.Tensor],
@@ -171,7 +165,7 @@ def compile_replicated_steps(
   (float32[B, ...]) are ordinary, per-worker variables.
   """
   strategy = lanes.strategy
-  b, num_replicas = lanes.per_replica, lanes.num_replicas
+  num_replicas = lanes.num_replicas
   shapes = explicit_state.serving_state_shapes(twin)
   checkpointed = [tf.Variable(tf.zeros([lanes.batch_size] + s.as_list()),
                               trainable=False, name=f'state_{i}')
@@ -188,7 +182,7 @@ def compile_replicated_steps(
         tf.distribute.ReduceOp.SUM, list(values), options=_PACKED)
 
   def replica_step(batch, states, total_weight, apply):
-    with tf.control_dependencies([check_own_lanes(batch[LANE], b)]):
+    with tf.control_dependencies([check_own_lanes(batch[LANE], lanes)]):
       features = tf.identity(batch['features'])
     batch = {**batch, 'features': features}
     with tf.GradientTape() as tape:
@@ -223,7 +217,7 @@ def compile_replicated_steps(
     return out, new_states
 
   def replica_eval(batch, states, total_weight):
-    with tf.control_dependencies([check_own_lanes(batch[LANE], b)]):
+    with tf.control_dependencies([check_own_lanes(batch[LANE], lanes)]):
       features = tf.identity(batch['features'])
     batch = {**batch, 'features': features}
     outputs, new_states = _forward(twin, batch, states, False, reset_all)

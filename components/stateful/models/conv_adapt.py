@@ -7,14 +7,14 @@ In lane order over the train split, with the model's own stateful layers:
 2. the PPV thresholds: a random quantile of each kernel's output copy;
 3. the feature standardisation, on the steps the loss reads;
 4. for regression, the label scale;
-5. the linear head in closed form (``ridge.py``), on a uniform (bottom-k)
-   sample of at most ``HEAD_MAX_ROWS`` labelled steps (per-step
-   regression: a linear autoregression on the lags from Gram statistics of
-   every labelled step, then the other features on what it leaves; see
-   ``_fit_head``).
+5. the linear head in closed form (``head.py``, ``ridge.py``), on a
+   uniform (bottom-k) sample of at most ``HEAD_MAX_ROWS`` labelled steps
+   (per-step regression: a linear autoregression on the lags from Gram
+   statistics of every labelled step, then the other features on what it
+   leaves; see ``_fit_head``).
 
 On several workers each reads its own lanes and every statistic is
-combined (``shards.py``): samples are drawn on lane-order positions (1-4)
+combined (``distribution/shards.py``): samples are drawn on lane-order positions (1-4)
 or by a per-row priority that does not depend on the worker (5, a bottom-k
 sample), Gram statistics are summed, and the model runs with grappler's
 arithmetic optimizer off (``steps.exact_arithmetic``), so R workers fit,
@@ -31,7 +31,6 @@ labelled step would.
 """
 
 import copy
-import dataclasses
 import itertools
 import logging
 import time
@@ -41,11 +40,12 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import ridge
-from components.stateful import row_sampling
-from components.stateful import shards
-from components.stateful import state
 from components.stateful import steps as steps_lib
+from components.stateful.distribution import shards
+from components.stateful.models import head as head_lib
+from components.stateful.models import ridge
+from components.stateful.models import row_sampling
+from components.stateful.state import protocol as state
 
 _LOG = logging.getLogger(__name__)
 
@@ -194,99 +194,9 @@ def _lag_columns(model: keras.Model) -> int:
     return 0
 
 
-@dataclasses.dataclass(frozen=True)
-class _Scales:
-  """The label-dependent statistics of one fit (``feature_scale``'s and,
-  for regression, ``label_scale``'s center and scale), float32 as the
-  layers hold them."""
-  feature_center: np.ndarray
-  feature_scale: np.ndarray
-  label_center: Optional[np.ndarray] = None
-  label_scale: Optional[np.ndarray] = None
-
-  @staticmethod
-  def held(value: np.ndarray, scale: bool) -> np.ndarray:
-    """``value`` as ``Standardize.set_statistics`` stores it."""
-    if scale:
-      value = np.where(np.isfinite(value) & (value > 0), value, 1.0)
-    return np.asarray(value, np.float32)
-
-  @classmethod
-  def make(cls, feature_center, feature_scale, label_center=None,
-           label_scale=None) -> '_Scales':
-    return cls(cls.held(feature_center, False), cls.held(feature_scale, True),
-               None if label_center is None else cls.held(label_center,
-                                                          False),
-               None if label_scale is None else cls.held(label_scale, True))
-
-  def features(self, x: np.ndarray, columns: Optional[int] = None):
-    """``feature_scale``'s output for rows ``x`` of its input (its last
-    ``columns`` only, when given), in float32 as the layer computes it."""
-    center, scale = self.feature_center, self.feature_scale
-    if columns:
-      x, center, scale = x[:, -columns:], center[-columns:], scale[-columns:]
-    return (x - center) / scale
-
-  def labels(self, y, outputs: int) -> np.ndarray:
-    """Regression labels standardised by the label scale, [N, outputs]."""
-    mean = self.label_center.astype(np.float64)
-    std = self.label_scale.astype(np.float64)
-    z = (np.asarray(y, np.float64).reshape(len(y), -1) - mean) / std
-    return np.broadcast_to(z, (len(y), outputs))
-
-  def set(self, model: keras.Model) -> None:
-    model.get_layer('feature_scale').set_statistics(self.feature_center,
-                                                    self.feature_scale)
-    if self.label_center is not None:
-      model.get_layer('label_scale').set_statistics(self.label_center,
-                                                    self.label_scale)
-
-
-def _solve_head(spec, lags: int, scales: _Scales, rows, gram):
-  """The head's (kernel, bias, summary) from its sampled ``rows`` (x
-  before ``feature_scale``, y, groups, seen) and, with lags, the Gram
-  statistics of the lag columns of every labelled step."""
-  per_step = spec.label_kind == 'per_step'
-  x, y, groups, seen = rows
-  x = scales.features(x)
-  # Per-step labels: hold whole sequences out when choosing the penalty.
-  groups = groups if per_step else None
-  summary = {}
-  if spec.task == 'classification':
-    fit = ridge.fit(x, ridge.one_hot_targets(y, spec.num_classes),
-                    groups=groups)
-    scale = ridge.temperature(fit.loo_predictions, y)
-    weights, bias = fit.weights, fit.bias
-  else:
-    z = scales.labels(y, spec.output_units)
-    scale = 1.0
-    if gram is None:
-      fit = ridge.fit(x, z, groups=groups)
-      weights, bias = fit.weights, fit.bias
-    else:
-      ar = gram.fit()
-      residual = z - (x[:, -lags:] @ ar.weights + ar.bias)
-      fit = ridge.fit(x, residual, groups=groups)
-      alone = float(np.mean((residual - residual.mean(axis=0)) ** 2))
-      kept = fit.loo_error < alone
-      weights = (fit.weights if kept else np.zeros_like(fit.weights)).copy()
-      bias = ar.bias + (fit.bias if kept else residual.mean(axis=0))
-      weights[-lags:] += ar.weights
-      summary = {'ar_rows': int(gram.n.sum()), 'ar_alpha': ar.alpha,
-                 'ar_held_out_mse': round(ar.loo_error, 6),
-                 'rest_kept': bool(kept),
-                 'rest_held_out_mse': round(fit.loo_error, 6),
-                 'residual_mse': round(alone, 6)}
-  head = [(scale * weights).astype(np.float32),
-          (scale * bias).astype(np.float32)]
-  return head, {'head_rows': int(x.shape[0]), 'labelled_steps': int(seen),
-                'ridge_alpha': fit.alpha, 'loo_mse': round(fit.loo_error, 6),
-                'temperature': scale, **summary}
-
-
 def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
-              shard: shards.Shard, scales: _Scales,
-              refit_scales: Optional[_Scales] = None, run=None):
+              shard: shards.Shard, scales: head_lib.Scales,
+              refit_scales: Optional[head_lib.Scales] = None, run=None):
   """Ridge head (see the module docstring) on the bottom-k sample of at most
   ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``), standardised by
   ``scales``; set on ``model``.
@@ -334,12 +244,12 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
   for g in (gram, gram_all):
     if g is not None:  # Every worker's labelled steps.
       g.combine(shard.sum)
-  head, summary = _solve_head(spec, lags, scales, rows, gram)
+  head, summary = head_lib.solve_head(spec, lags, scales, rows, gram)
   model.get_layer('head').set_weights(head)
   if not carve:
     return summary, None, None
-  head_all, summary_all = _solve_head(spec, lags, refit_scales, rows_all,
-                                      gram_all)
+  head_all, summary_all = head_lib.solve_head(spec, lags, refit_scales,
+                                              rows_all, gram_all)
   return summary, head_all, summary_all
 
 
@@ -440,14 +350,14 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
         labels = _label_rows(sample, weights, shard)
         stats += [np.full([spec.output_units], labels.mean()),
                   np.full([spec.output_units], labels.std() or 1.0)]
-  scales = _Scales.make(*scales)
+  scales = head_lib.Scales.make(*scales)
   scales.set(model)
   summary = {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
              'conv_rows': int(conv.shape[0]), 'feature_rows': int(
                  feats.shape[0]), 'features': int(feats.shape[1])}
   head_all = summary_all = None
   if refit is not None:
-    scales_all = _Scales.make(*scales_all)
+    scales_all = head_lib.Scales.make(*scales_all)
     summary_all = {**summary, 'feature_rows': int(feats_all.shape[0])}
   # 5. The head, in closed form.
   if fit_head:
@@ -465,8 +375,9 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   return summary
 
 
-def _hand_over_refit(model, scales: _Scales, scales_all: _Scales, head_all,
-                     refit, summary_all) -> None:
+def _hand_over_refit(model, scales: head_lib.Scales,
+                     scales_all: head_lib.Scales, head_all, refit,
+                     summary_all) -> None:
   """``refit.set`` with ``model``'s weights where the label-dependent ones
   are those of every labelled step; ``model`` keeps its own."""
   head = model.get_layer('head')

@@ -1,7 +1,7 @@
 """A linear recurrent unit: a diagonal complex linear recurrence over a
 chunk, computed by a parallel associative scan.
 
-``LinearRecurrence`` is a ``layers.StatefulLayer`` (docs/design.md, "The
+``LinearRecurrence`` is a ``base.StatefulLayer`` (docs/design.md, "The
 state protocol"). Per lane, with input ``x_t`` float32[H] and a complex
 state ``h_t`` of ``state_size`` N (the LRU of Orvieto et al. 2023,
 "Resurrecting Recurrent Neural Networks for Long Sequences"):
@@ -54,11 +54,11 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful import scans
-from components.stateful.layers import PlainCall
-from components.stateful.layers import StatefulLayer
+from components.stateful.layers import scans
+from components.stateful.layers.base import PACKAGE
+from components.stateful.layers.base import PlainCall
+from components.stateful.layers.base import StatefulLayer
 
-_PACKAGE = 'components.stateful'
 # Floor on the decay rate exp(nu_log): |lambda| <= exp(-MIN_DECAY), which is
 # below 1 in float32 with room for rounding (exp(-x) rounds to 1 for x
 # below about 3e-8); a memory of about 1e6 steps.
@@ -312,7 +312,7 @@ def _values(array: np.ndarray):
   return init
 
 
-@keras.utils.register_keras_serializable(package=_PACKAGE)
+@keras.utils.register_keras_serializable(package=PACKAGE)
 class LinearRecurrence(PlainCall, StatefulLayer):
   """A linear recurrent unit (LRU) that streams exactly; see the module
   docstring.

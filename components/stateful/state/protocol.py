@@ -3,7 +3,7 @@
 A **stateful layer** is any layer that declares per-lane state (variables
 whose first dimension is the lane, B): Keras RNN layers built with
 ``stateful=True`` (LSTM, GRU, SimpleRNN, RNN(cell), stacked cells) and the
-project's ``layers.StatefulLayer`` subclasses (causal convolution, running
+project's ``layers.base.StatefulLayer`` subclasses (causal convolution, running
 pools, the linear recurrence ``lru.LinearRecurrence``). An all-zero state
 means "a sequence starts here" for every one of them. Everything that
 handles state goes through this module:
@@ -18,14 +18,14 @@ handles state goes through this module:
 * ``reset_lanes(model, reset)`` — zero the state rows of lanes whose reset
   flag is 1; other lanes keep theirs (``zero_rows``: the same on explicit
   state tensors). ``zero_all(model)`` — every row.
-* per-step resets (``dense`` batches) are ``components.stateful.resets``,
+* per-step resets (``dense`` batches) are ``resets.py``,
   built on ``all_layers`` / ``carries_state`` of this module.
 * ``snapshot(model)`` / ``restore(model, snap)`` — around evaluation.
 * ``serving_state_layers`` / ``serving_state_shapes`` / ``run_with_states``
-  (in ``explicit_state.py``; old paths: ``compat.py``) — the non-stateful
+  (in ``explicit.py``; old paths: ``compat.py``) — the non-stateful
   serving twin run from explicit states in, returning the states out (the
   ``step`` signature; under ``tf.distribute`` every replica's training
-  step, ``components.stateful.replicas``).
+  step, ``components.stateful.distribution.replicas``).
 * ``check_stateful_model`` / ``check_serving_model`` — clear errors
   (``StatefulModelError``), including for layers that mix time steps but
   declare no state (``Conv1D``, pooling over time, attention): they would
@@ -41,7 +41,7 @@ from typing import List, Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from components.stateful.layers import StatefulLayer
+from components.stateful.layers.base import StatefulLayer
 
 
 class StatefulModelError(ValueError):

@@ -6,7 +6,7 @@ Used when the StatefulTrainer is given no ``module_file``; also an example
 of the module contract (see ``model_spec.py``): ``build_model(spec)`` and
 the optional hooks ``adapt(model, spec, batches, shard=None)`` (fit
 data-dependent, non-trainable weights before training; ``shard``: this
-worker's part on several workers, ``components.stateful.shards``),
+worker's part on several workers, ``components.stateful.distribution.shards``),
 ``label_scoring(spec)`` (where a ``per_sequence`` label is scored),
 ``default_epochs``, ``scales_labels``, ``optimizer_defaults`` and
 ``hyperparameter_keys`` (every hook: ``module_contract.HOOKS``).
@@ -106,11 +106,12 @@ import tensorflow as tf
 import tf_keras as keras
 
 from components.stateful import batches as batches_lib
-from components.stateful import conv_adapt
-from components.stateful import hyperparameters as hp_lib
-from components.stateful import layers as sl
-from components.stateful import pools
-from components.stateful import recurrent_models
+from components.stateful.layers import convolution
+from components.stateful.layers import elementwise
+from components.stateful.layers import pools
+from components.stateful.models import conv_adapt
+from components.stateful.models import hyperparameters as hp_lib
+from components.stateful.models import recurrent_models
 
 MODELS = ('conv', 'lstm', 'gru', 'lru')
 _LOG = logging.getLogger(__name__)
@@ -258,11 +259,11 @@ def _build_conv(spec, inputs) -> tf.Tensor:
   lags = int(hp.get('lags', 16))
   l2 = float(hp.get('l2', 1e-2))
   stateful = spec.stateful
-  scaled = sl.Standardize(name='input_scale')(inputs)
-  x = sl.SignedLog(name='signed_log')(scaled)
+  scaled = elementwise.Standardize(name='input_scale')(inputs)
+  x = elementwise.SignedLog(name='signed_log')(scaled)
   convs = [
-      sl.CausalConv1D(per, size, dilation_rate=d, use_bias=False,
-                      kernel_initializer=sl.CenteredNormal(seed * 7919 + d),
+      convolution.CausalConv1D(per, size, dilation_rate=d, use_bias=False,
+                      kernel_initializer=convolution.CenteredNormal(seed * 7919 + d),
                       trainable=False, stateful=stateful,
                       name=f'conv_d{d}')(x)
       for d in dilations]
@@ -299,19 +300,19 @@ def _build_conv(spec, inputs) -> tf.Tensor:
   if step_features:
     parts.append(h)
   if step_features and lags > 0:
-    parts.append(sl.CausalConv1D(
+    parts.append(convolution.CausalConv1D(
         lags * spec.num_features, lags, use_bias=False,
-        kernel_initializer=sl.LagKernel(), trainable=False, stateful=stateful,
+        kernel_initializer=convolution.LagKernel(), trainable=False, stateful=stateful,
         name='lags')(scaled))
   feats = keras.layers.Concatenate(name='features_all')(parts)
-  feats = sl.Standardize(name='feature_scale')(feats)
+  feats = elementwise.Standardize(name='feature_scale')(feats)
   out = keras.layers.Dense(
       spec.output_units, kernel_initializer='zeros',
       kernel_regularizer=(keras.regularizers.l2(l2) if l2 > 0 and
                           head_kind(spec) == 'sgd' else None),
       name='head')(feats)
   if spec.task == 'regression':
-    out = sl.Standardize(inverse=True, name='label_scale')(out)
+    out = elementwise.Standardize(inverse=True, name='label_scale')(out)
   return out
 
 
@@ -342,7 +343,7 @@ def adapt(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
   """The module's ``adapt`` hook: fits the conv model's data-dependent
   weights on the train split (``conv_adapt.adapt_conv``: scales, PPV
   thresholds, and the ridge head unless ``head='sgd'``). The RNN models have
-  nothing to fit. It takes ``shard`` (``components.stateful.shards``): on
+  nothing to fit. It takes ``shard`` (``components.stateful.distribution.shards``): on
   several workers, ``batches`` and ``model`` hold this worker's lanes and
   the statistics are combined across the workers. It takes ``refit`` (the
   trainer's ``model_setup.Refit``): the batches also carry the validation
