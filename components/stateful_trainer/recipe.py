@@ -33,6 +33,7 @@ class Plan:
   """
   convergence: bool = False
   planned_steps: Optional[int] = None
+  floor_epochs: int = 0  # No rate drop or stop before (the epochs rule).
   why: str = 'set'
 
   def plateau(self, boundaries: Tuple[int, ...] = ()
@@ -45,7 +46,8 @@ class Plan:
         patience_steps=settings.PATIENCE_STEPS,
         min_epochs=settings.PATIENCE_MIN_EPOCHS,
         factor=settings.RATE_FACTOR,
-        max_reductions=settings.RATE_REDUCTIONS, boundaries=boundaries)
+        max_reductions=settings.RATE_REDUCTIONS, boundaries=boundaries,
+        floor_epochs=self.floor_epochs)
 
   def replay(self, done: Optional[selection.Plateau], steps: int
             ) -> Optional[selection.Plateau]:
@@ -90,15 +92,15 @@ def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
   elif config.budget == 'convergence' and config.validation_fraction > 0:
     result = (config.replace(epochs=settings.CAP_FACTOR * rule),
               Plan(convergence=True, planned_steps=rule * int(num_batches),
-                   why='the budget by convergence'))
+                   floor_epochs=rule, why='the budget by convergence'))
     _LOG.info('budget by convergence: a constant rate while the validation '
               'carve improves; after %d steps (and %d epochs) without, the '
-              'rate drops %gx, at most %d times, then training stops; the '
-              'cap is %d epochs (%dx the epochs rule\'s %d for %d training '
-              'sequences)', settings.PATIENCE_STEPS,
+              'rate drops %gx, at most %d times, then training stops; not '
+              'before the epochs rule\'s %d epochs, and at most %d (%dx '
+              'those, for %d training sequences)', settings.PATIENCE_STEPS,
               settings.PATIENCE_MIN_EPOCHS, 1 / settings.RATE_FACTOR,
-              settings.RATE_REDUCTIONS, settings.CAP_FACTOR * rule,
-              settings.CAP_FACTOR, rule, num_sequences)
+              settings.RATE_REDUCTIONS, rule, settings.CAP_FACTOR * rule,
+              settings.CAP_FACTOR, num_sequences)
   else:
     result = (config.replace(epochs=rule), Plan(why='the epochs rule'))
     _LOG.info('epochs: %d (unset; the epochs rule for %d training sequences: '

@@ -133,7 +133,8 @@ class Plateau(tf.Module):
   last epoch that improved the carve (``BestWeights.last_gain``: a strictly
   better score or a strictly lower loss) or since the last rate drop,
   whichever is later. When they reach ``patience_steps`` (and at least
-  ``min_epochs`` epochs): the rate drops by ``factor`` while fewer than
+  ``min_epochs`` epochs), and ``floor_epochs`` epochs have run: the rate
+  drops by ``factor`` while fewer than
   ``max_reductions`` drops were made, else training stops. Patience in steps,
   not epochs: an epoch of a small set is a few steps, of a long one
   hundreds. Checkpointed with the run (a resumed run makes the same
@@ -144,8 +145,10 @@ class Plateau(tf.Module):
   """
 
   def __init__(self, *, patience_steps: int, min_epochs: int, factor: float,
-               max_reductions: int, boundaries: Tuple[int, ...] = ()):
+               max_reductions: int, boundaries: Tuple[int, ...] = (),
+               floor_epochs: int = 0):
     super().__init__(name='plateau')
+    self.floor_epochs = int(floor_epochs)
     self.patience_steps = int(patience_steps)
     self.min_epochs = int(min_epochs)
     self.factor = float(factor)
@@ -172,7 +175,7 @@ class Plateau(tf.Module):
     """``CONTINUE``, ``REDUCE`` (the rate dropped: recorded at ``step``)
     or ``STOP``, after 0-based ``epoch``."""
     quiet = epoch - max(int(last_improvement), int(self.since))
-    if (quiet < self.min_epochs or
+    if (epoch + 1 < self.floor_epochs or quiet < self.min_epochs or
         quiet * int(steps_per_epoch) < self.patience_steps):
       return CONTINUE
     done = int(self.reductions)

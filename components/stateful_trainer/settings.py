@@ -40,10 +40,12 @@ EPOCHS_MAX = 40
 # a lower loss) at a constant rate; after PATIENCE_STEPS optimizer steps (and
 # at least PATIENCE_MIN_EPOCHS epochs) without, the rate drops by
 # RATE_FACTOR, at most RATE_REDUCTIONS times (to 1% of the peak, the
-# cosine's floor); the next plateau stops training. CAP_FACTOR times the
-# epochs rule's epochs is the cap.
+# cosine's floor); the next plateau stops training. Nothing drops or stops
+# before the epochs rule's count (a floor: a plain recurrent model can sit
+# on the class prior for 10 or more epochs before it learns, BENCHMARKS.md
+# section 13), and CAP_FACTOR times that count is the cap.
 PATIENCE_STEPS = 100
-PATIENCE_MIN_EPOCHS = 3
+PATIENCE_MIN_EPOCHS = 10
 RATE_FACTOR = 0.1
 RATE_REDUCTIONS = 2
 CAP_FACTOR = 4
@@ -161,7 +163,8 @@ class TrainConfig:
       f'{PATIENCE_STEPS} optimizer steps (at least {PATIENCE_MIN_EPOCHS} '
       f'epochs) without, the rate drops {1 / RATE_FACTOR:g}x, at most '
       f'{RATE_REDUCTIONS} times, and the next such plateau stops training; '
-      f'{CAP_FACTOR}x the epochs rule is the cap; the refit replays the '
+      'nothing drops or stops before the epochs rule\'s count, and '
+      f'{CAP_FACTOR}x that count is the cap; the refit replays the '
       'rate drops by step); history.json says why training stopped',
       choices=BUDGETS)
   select_by: str = _setting(

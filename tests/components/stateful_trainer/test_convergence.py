@@ -86,6 +86,20 @@ def test_patience_is_counted_in_steps_with_a_floor_of_epochs():
   assert _walk(flat, 2, _plateau()).index(selection.REDUCE) == 50
 
 
+def test_nothing_drops_or_stops_before_the_floor():
+  """A model on the class prior for 12 epochs of 33 steps before it
+  learns: with the epochs rule's 20 epochs as the floor, the plateau
+  neither drops the rate nor stops it; without the floor it would drop at
+  epoch 10."""
+  losses = [2.0] * 12 + [2.0 - 0.05 * e for e in range(1, 20)] + [1.0] * 80
+  assert _walk(losses, 33, _plateau(min_epochs=10)).index(
+      selection.REDUCE) == 10
+  verdicts = _walk(losses, 33, _plateau(min_epochs=10, floor_epochs=20))
+  assert [e for e, v in enumerate(verdicts)
+          if v == selection.REDUCE] == [41, 51]
+  assert len(verdicts) == 62 and verdicts[-1] == selection.STOP
+
+
 def test_selection_by_loss_does_not_keep_a_noise_epoch():
   """A small carve: its accuracy jumps by one sequence from epoch to epoch
   (a lucky peak at epoch 1), while its loss falls to epoch 7. By score the
@@ -187,6 +201,8 @@ def test_the_plan_applies_convergence_only_where_the_rule_would():
   config, plan = recipe_lib.plan_budget(conv, None, 50, 6)
   assert plan.convergence and config.epochs == 4 * settings.epochs_rule(50)
   assert plan.planned_steps == settings.epochs_rule(50) * 6
+  assert plan.floor_epochs == settings.epochs_rule(50)
+  assert plan.plateau().floor_epochs == settings.epochs_rule(50)
   # Set epochs, a module's default_epochs, or no carve: the epochs as before.
   assert not recipe_lib.plan_budget(conv.replace(epochs=7), None, 50,
                                     6)[1].convergence
