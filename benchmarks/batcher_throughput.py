@@ -43,9 +43,9 @@ import sys
 import time
 from typing import Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
-DATA_DIR = os.path.join(common.QUICK_DIR, 'batcher-data')
+DATA_DIR = os.path.join(harness.QUICK_DIR, 'batcher-data')
 # Sequences per time step: data/generate.py's defaults (median 200, 30%
 # short) give a mean length of about 230, so 4,400 sequences ~ 1M steps.
 SEQUENCES_PER_MILLION = 4400
@@ -71,28 +71,9 @@ DASK_WORKERS = 2
 
 def ensure_csv(steps: int) -> str:
   """CSV shards of about ``steps`` time steps (cached under /tmp)."""
-  num_sequences = int(round(steps * SEQUENCES_PER_MILLION / 1e6))
-  out = os.path.join(DATA_DIR, f'csv-{num_sequences}-seq')
-  stamp = os.path.join(out, '.complete')
-  if os.path.exists(stamp):
-    return out
-  shutil.rmtree(out, ignore_errors=True)
-  t0 = time.perf_counter()
-  res = common.run_child(
-      [sys.executable, os.path.join(common.ROOT, 'data', 'generate.py'),
-       '--num-sequences', str(num_sequences), '--seed', '1', '--num-shards',
-       str(NUM_SHARDS), '--num-features', str(NUM_FEATURES), '--quiet',
-       '--output', out])
-  if res.returncode != 0:
-    raise RuntimeError(f'data generation failed: {res.stderr[-2000:]}')
-  with open(stamp, 'w') as f:
-    f.write(f'{time.perf_counter() - t0:.1f}\n')
-  return out
-
-
-def csv_bytes(directory: str) -> int:
-  return sum(os.path.getsize(p) for p in glob.glob(os.path.join(directory,
-                                                                '*.csv')))
+  return harness.generated_csv(
+      DATA_DIR, int(round(steps * SEQUENCES_PER_MILLION / 1e6)),
+      num_shards=NUM_SHARDS, num_features=NUM_FEATURES)
 
 
 # --------------------------------------------------------------------------
@@ -300,7 +281,7 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
   cmd = [sys.executable, '-m', 'benchmarks.batcher_throughput', '--child',
          method if method == 'reference' else 'beam',
          os.path.join(data_dir, '*.csv'), output] + list(extra or [])
-  res = common.run_child(cmd, timeout=1800)
+  res = harness.run_child(cmd, timeout=1800)
   if res.returncode != 0 or res.json() is None:
     raise RuntimeError(f'{method} failed ({res.killed}): '
                        f'{res.stderr[-3000:]}')
@@ -337,7 +318,7 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
       max_length=meta['max_length'], digests=shard_digests(output))
   shutil.rmtree(output, ignore_errors=True)
   print(f'{method}: {info["seconds"]:.1f} s work, {res.seconds:.1f} s wall, '
-        f'peak tree {common.mib(res.peak.tree)}', file=sys.stderr)
+        f'peak tree {harness.mib(res.peak.tree)}', file=sys.stderr)
   return info
 
 
@@ -345,7 +326,7 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == '--child':
     return child_main(argv[1:])
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--sizes', default=None,
                  help='comma-separated time-step counts (default: 1M,10M; '
                  'quick: 50k,500k)')
@@ -374,8 +355,8 @@ def main(argv=None) -> int:
   data = {}
   for steps in sizes:
     data[steps] = ensure_csv(steps)
-  run = common.Run()
-  out_root = os.path.join(common.QUICK_DIR, 'batcher-out')
+  run = harness.Run()
+  out_root = os.path.join(harness.QUICK_DIR, 'batcher-out')
   results: Dict[int, Dict[str, dict]] = {}
   for steps in sizes:
     results[steps] = {}
@@ -395,7 +376,7 @@ def main(argv=None) -> int:
   saved = {
       'preamble': run.preamble(args.quick), 'sizes': sizes,
       'methods': methods,
-      'csv_bytes': {str(s): csv_bytes(data[s]) for s in sizes},
+      'csv_bytes': {str(s): harness.csv_size(data[s])['bytes'] for s in sizes},
       'results': {str(s): r for s, r in results.items()}, 'costs': costs}
   if args.save:
     with open(args.save, 'w') as f:
@@ -410,10 +391,10 @@ def _write_report(args, saved) -> int:
   preamble = saved['preamble']
   if args.render:
     preamble += ('\n* Rendered from the measurements that run saved: '
-                 f'`{common.command_line()}`')
+                 f'`{harness.command_line()}`')
   body = report(preamble, sizes, csv_mb, results, saved['costs'],
                 saved['methods'])
-  common.write_section(common.output_path(args), 'batcher_throughput', body)
+  harness.write_section(harness.output_path(args), 'batcher_throughput', body)
   return 0
 
 
@@ -441,14 +422,14 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
       rows.append([
           f'{r["real_timesteps"]:,}', f'{csv_mb[steps] / 1e6:,.0f}',
           label[method], f'{r["seconds"]:.1f}', f'{r["wall"]:.1f}',
-          common.si(r['real_timesteps'] / r['seconds']),
-          common.ratio(r['real_timesteps'] / r['seconds'],
+          harness.si(r['real_timesteps'] / r['seconds']),
+          harness.ratio(r['real_timesteps'] / r['seconds'],
                        ref['real_timesteps'] / ref['seconds']),
           f'{r["cpu_root"]:.0f} / ' + (f'{r["cpu_children"]:.0f}'
                                        if r['workers'] else '-'),
-          common.mib(r['peak_root']),
-          common.mib(r['peak_worker']) if r['workers'] else '-',
-          common.mib(r['peak_tree']), r['num_shards'],
+          harness.mib(r['peak_root']),
+          harness.mib(r['peak_worker']) if r['workers'] else '-',
+          harness.mib(r['peak_tree']), r['num_shards'],
           'yes' if same else 'NO'])
   phase_rows = []
   for steps in sizes:
@@ -459,8 +440,8 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
         if names[k] == '-':
           continue
         phase_rows.append([f'{r["real_timesteps"]:,}', label[method],
-                           names[k], f'{secs:.1f}', common.mib(root),
-                           common.mib(worker) if r['workers'] else '-'])
+                           names[k], f'{secs:.1f}', harness.mib(root),
+                           harness.mib(worker) if r['workers'] else '-'])
   scale_rows = []
   checks = {}
   marginal = {}
@@ -476,7 +457,7 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
     time_ratio = b['seconds'] / a['seconds']
     per10 = time_ratio / step_ratio * 10
     worker = (f'{b["peak_worker"] / a["peak_worker"]:.2f}x '
-              f'(+{common.mib(b["peak_worker"] - a["peak_worker"])})'
+              f'(+{harness.mib(b["peak_worker"] - a["peak_worker"])})'
               if a['workers'] else '-')
     slope = ((b['seconds'] - a['seconds']) /
              (b['real_timesteps'] - a['real_timesteps']))
@@ -488,9 +469,9 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
     scale_rows.append([
         label[method], f'{step_ratio:.2f}x', f'{time_ratio:.2f}x',
         f'{b["wall"] / a["wall"]:.2f}x', f'{per10:.1f}x', f'{fixed:.1f}',
-        common.si(1 / slope), f'{ref_slope / slope:.2f}x',
+        harness.si(1 / slope), f'{ref_slope / slope:.2f}x',
         f'{b["peak_root"] / a["peak_root"]:.2f}x '
-        f'(+{common.mib(b["peak_root"] - a["peak_root"])})', worker])
+        f'(+{harness.mib(b["peak_root"] - a["peak_root"])})', worker])
     if method != 'reference':
       ratios = {s: rate(s, method) / rate(s, 'reference') for s in sizes}
       checks[method] = {'scaling': per10 <= 12, 'per10': per10,
@@ -538,7 +519,7 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
       'per-sequence input checks the transform does. "same bytes": every '
       'TFRecord shard equals the reference\'s.',
       '',
-      common.table(['time steps', 'CSV MB', 'method', 'work s', 'wall s',
+      harness.table(['time steps', 'CSV MB', 'method', 'work s', 'wall s',
                     'steps/s', 'rate vs reference', 'CPU s main / workers',
                     'peak RSS main', 'peak RSS per worker', 'peak RSS total',
                     'shards', 'same bytes'],
@@ -547,7 +528,7 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
       f'Scaling from {results[small]["reference"]["real_timesteps"]:,} to '
       f'{results[large]["reference"]["real_timesteps"]:,} steps:',
       '',
-      common.table(['method', 'input', 'work time', 'wall time',
+      harness.table(['method', 'input', 'work time', 'wall time',
                     'work time per 10x input', 'fixed s', 'marginal steps/s',
                     'marginal vs reference', 'peak RSS main',
                     'peak RSS per worker'], scale_rows,
@@ -560,13 +541,13 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
       'own log lines: "planned ..." and the start of the first "wrote chunk '
       '..."; on Dask the workers\' log lines):',
       '',
-      common.table(['time steps', 'method', 'phase', 'seconds',
+      harness.table(['time steps', 'method', 'phase', 'seconds',
                     'peak RSS main', 'peak RSS largest worker'], phase_rows,
                    align='rllrrr'),
       '',
       f'For scale: at {big["real_timesteps"]:,} steps the input holds '
-      f'{common.mib(feature_bytes)} of float32 features; all its batches '
-      f'together are {common.mib(layout_bytes)}; the longest sequence is '
+      f'{harness.mib(feature_bytes)} of float32 features; all its batches '
+      f'together are {harness.mib(layout_bytes)}; the longest sequence is '
       f'{big["max_length"]:,} steps ({longest_bytes / 1024:,.0f} KiB); an '
       'output shard holds up to 64 MiB of features, a chunk (what one '
       'writer assembles at a time) up to 4 MiB '
@@ -579,15 +560,15 @@ def report(preamble, sizes, csv_mb, results, costs, methods) -> str:
                       for s, v in c['ratios'].items())
     body.append(
         f'* {label[method]}: 10x input in <= 12x time: '
-        f'{common.verdict(c["scaling"])} ({c["per10"]:.1f}x); >= 1/4 of the '
-        f'reference rate: {common.verdict(c["rate"])} ({rates})' +
+        f'{harness.verdict(c["scaling"])} ({c["per10"]:.1f}x); >= 1/4 of the '
+        f'reference rate: {harness.verdict(c["rate"])} ({rates})' +
         (f'; >= 0.5x of the reference (issue 11): '
-         f'{common.verdict(c["half"])}' if method == 'in_memory' else '') +
+         f'{harness.verdict(c["half"])}' if method == 'in_memory' else '') +
         (f'; peak worker RSS within 10% from {small:,} to {large:,} steps '
-         f'(issue 11): {common.verdict(c["flat"])}'
+         f'(issue 11): {harness.verdict(c["flat"])}'
          if results[small][method]['workers'] else '') + '.')
   body.append(f'* Output byte-identical to the reference at every size: '
-              f'{common.verdict(identical)}.')
+              f'{harness.verdict(identical)}.')
   body += ['', '### What the figures show', ''] + analysis(
       results, sizes, costs, checks, marginal, label, methods)
   return '\n'.join(body)
@@ -609,7 +590,7 @@ def analysis(results, sizes, costs, checks, marginal, label,
         f'* **Rate, `in_memory`**: {checks["in_memory"]["ratios"][small]:.2f}'
         f' and {checks["in_memory"]["ratios"][large]:.2f} of the reference; '
         f'marginal {marginal["in_memory"][2]:.2f}; the 0.5x target of issue '
-        f'11 is {common.verdict(checks["in_memory"]["half"])}. CPU per '
+        f'11 is {harness.verdict(checks["in_memory"]["half"])}. CPU per '
         f'million steps: {cpu_m(im_l):.1f} s against {cpu_m(ref_l):.1f} s '
         'for the reference. Its time over the reference\'s is Beam moving '
         'elements between stages: each GroupByKey/CoGroupByKey encodes and '
@@ -660,8 +641,8 @@ def analysis(results, sizes, costs, checks, marginal, label,
         'DoFn over a whole Dask partition and shuffles every GroupByKey '
         'between the worker processes (pickled); the launcher only builds '
         'the task graph and waits, so its memory stays flat '
-        f'({common.mib(dk_s["peak_root"])} -> '
-        f'{common.mib(dk_l["peak_root"])}).')
+        f'({harness.mib(dk_s["peak_root"])} -> '
+        f'{harness.mib(dk_l["peak_root"])}).')
   plan = max(r.get('plan_seconds', 0.0) for s in sizes
              for r in results[s].values())
   out.append(
@@ -675,12 +656,12 @@ def analysis(results, sizes, costs, checks, marginal, label,
   if 'in_memory' in methods:
     out.append(
         '* **Memory, DirectRunner main process**: it grows with the input '
-        f'(`in_memory` +{common.mib(grow(im_s["peak_root"], im_l["peak_root"]))}'
+        f'(`in_memory` +{harness.mib(grow(im_s["peak_root"], im_l["peak_root"]))}'
         f' for {large / small:.0f}x the input): the DirectRunner keeps every '
         'PCollection that goes into a GroupByKey in the runner\'s memory (an '
         'in-memory shuffle, by design; distributed runners shuffle through '
         'their own service, disk or workers). The reference holds everything '
-        f'by construction: +{common.mib(grow(ref_s["peak_root"], ref_l["peak_root"]))}.')
+        f'by construction: +{harness.mib(grow(ref_s["peak_root"], ref_l["peak_root"]))}.')
   worker_lines = []
   for m in ('multi_processing', 'dask'):
     if m not in methods:
@@ -688,11 +669,11 @@ def analysis(results, sizes, costs, checks, marginal, label,
     a, b = results[small][m], results[large][m]
     pa, pb = a['phases'], b['phases']
     worker_lines.append(
-        f'{label[m]}: largest worker {common.mib(a["peak_worker"])} -> '
-        f'{common.mib(b["peak_worker"])} '
-        f'({common.verdict(checks[m]["flat"])}; by phase: '
+        f'{label[m]}: largest worker {harness.mib(a["peak_worker"])} -> '
+        f'{harness.mib(b["peak_worker"])} '
+        f'({harness.verdict(checks[m]["flat"])}; by phase: '
         + ', '.join(f'{PHASES["beam"][k].split(",")[0]} '
-                    f'{common.mib(pa[k][2])} -> {common.mib(pb[k][2])}'
+                    f'{harness.mib(pa[k][2])} -> {harness.mib(pb[k][2])}'
                     for k in range(3)) + ')')
   if worker_lines:
     out.append(
@@ -702,7 +683,7 @@ def analysis(results, sizes, costs, checks, marginal, label,
         'first. The write stage no longer holds a shard: segments are '
         'grouped per chunk of batches '
         '(at most 4 MiB of features; a full shard would be 64 MiB of '
-        f'features, about {common.mib(costs["segment_decoded_rss"] * costs["batches_per_shard"] / costs["batches"])}'
+        f'features, about {harness.mib(costs["segment_decoded_rss"] * costs["batches_per_shard"] / costs["batches"])}'
         ' of decoded `Segment` objects), each chunk is written to its own '
         'file, and a shard is the concatenation of its chunk files, copied '
         'a MiB at a time.' + (

@@ -31,7 +31,7 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
 B = 32
 UNROLLS = (32, 128)
@@ -114,18 +114,18 @@ def measure(roots: Dict[str, str], names, unroll: int, model: str,
 
 
 def main(argv=None) -> int:
-  parser = common.parser(__doc__.split('\n')[0])
+  parser = harness.parser(__doc__.split('\n')[0])
   parser.add_argument('--epochs', type=int, default=5,
                       help='timed epochs per configuration (median)')
   args = parser.parse_args(argv)
-  run = common.Run()
-  seqs, names = common.sample_sequences()
+  run = harness.Run()
+  seqs, names = harness.sample_sequences()
   if args.quick:
     seqs = seqs[:60]
   results: Dict[tuple, Dict[str, Any]] = {}
   with tempfile.TemporaryDirectory() as tmp:
     for unroll in UNROLLS:
-      roots = {mode: common.write_batches(
+      roots = {mode: harness.write_batches(
           f'{tmp}/{mode}{unroll}', {'train': seqs}, batch_size=B,
           num_unroll=unroll, label_kind='per_step', feature_names=names,
           mode=mode) for mode in MODES}
@@ -148,8 +148,8 @@ def main(argv=None) -> int:
                      f'{r["efficiency"]:.3f}',
                      f'{r["per_batch"] * 1e3:.1f}', f'{r["epoch"]:.2f}',
                      f'{r["rate"]:,.0f}',
-                     common.ratio(r['per_batch'], p['per_batch']),
-                     common.ratio(r['epoch'], p['epoch'])])
+                     harness.ratio(r['per_batch'], p['per_batch']),
+                     harness.ratio(r['epoch'], p['epoch'])])
   body = [
       '### 1b. Dense batches on CPU: the step-rate cost',
       '',
@@ -163,7 +163,7 @@ def main(argv=None) -> int:
       'the resetting wrapper on `dense`); `conv`: the default model. The '
       'last two columns are against `packed` at the same T.',
       '',
-      common.table(['model', 'T', 'mode', 'batches / epoch', 'efficiency',
+      harness.table(['model', 'T', 'mode', 'batches / epoch', 'efficiency',
                     'ms / batch', 's / epoch', 'real steps / s',
                     'per batch vs packed', 'per epoch vs packed'], rows,
                    align='lrlrrrrrrr'),
@@ -177,7 +177,7 @@ def main(argv=None) -> int:
       'same number of batches, because its longest sequence sets it '
       '(section 1).',
   ]
-  common.write_section(common.output_path(args), 'dense_step_rate',
+  harness.write_section(harness.output_path(args), 'dense_step_rate',
                        '\n'.join(body))
   return 0
 

@@ -52,10 +52,10 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from benchmarks import common
+from benchmarks import harness
 
 B, T, UNITS = 256, 32, 256
-MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
+MODULE = os.path.join(harness.ROOT, 'benchmarks', 'lstm_module.py')
 INDEPENDENT = '2 independent processes, half the work each (the ceiling)'
 SETUPS = (
     # (name, workers, threads per process, local replicas)
@@ -155,7 +155,7 @@ def run_setup(batches, out: str, workers: int, threads: int,
          '--replicas', str(replicas), '--epochs', str(epochs),
          '--units', str(units)] + (['--adapt'] if adapt else [])
   if workers == 1:
-    child = common.run_child(cmd + ['--batches', batches, '--out', out],
+    child = harness.run_child(cmd + ['--batches', batches, '--out', out],
                              timeout=3600)
     if child.returncode != 0:
       raise RuntimeError(f'worker failed: {child.stderr[-2000:]}')
@@ -163,13 +163,13 @@ def run_setup(batches, out: str, workers: int, threads: int,
   cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
   procs = []
   for i in range(workers):
-    env = common.child_env()
+    env = harness.child_env()
     if not independent:
       env['TF_CONFIG'] = json.dumps({'cluster': cluster,
                                      'task': {'type': 'worker', 'index': i}})
     own = ['--batches', batches[i], '--out', f'{out}/{i}'] if independent \
         else ['--batches', batches, '--out', out]
-    procs.append(subprocess.Popen(cmd + own, cwd=common.ROOT,
+    procs.append(subprocess.Popen(cmd + own, cwd=harness.ROOT,
                                   env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
@@ -205,7 +205,7 @@ def _max_rel_diff(a_path: str, b_path: str) -> Optional[float]:
 
 
 def main(argv=None) -> int:
-  parser = common.parser(__doc__.split('\n')[0])
+  parser = harness.parser(__doc__.split('\n')[0])
   parser.add_argument('--worker', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--batches', help=argparse.SUPPRESS)
   parser.add_argument('--out', help=argparse.SUPPRESS)
@@ -224,21 +224,21 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.worker:
     return worker(args)
-  log = common.progress_log('distributed')
+  log = harness.progress_log('distributed')
   epochs = args.epochs or (2 if args.quick else 4)
   repeats = args.repeats or (1 if args.quick else 3)
-  run = common.Run()
+  run = harness.Run()
   # Lengths without a long tail, so that packed lanes end together
   # (padding would count as work without real steps).
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       300 if args.quick else 1200, seed=0, num_features=3, max_length=400)
   results: Dict[str, List[List[Dict[str, Any]]]] = {s[0]: [] for s in SETUPS}
   with tempfile.TemporaryDirectory() as tmp:
-    batches = common.write_batches(f'{tmp}/batches', {'train': seqs},
+    batches = harness.write_batches(f'{tmp}/batches', {'train': seqs},
                                    batch_size=args.lanes, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names)
-    halves = [common.write_batches(f'{tmp}/half{i}', {'train': seqs[i::2]},
+    halves = [harness.write_batches(f'{tmp}/half{i}', {'train': seqs[i::2]},
                                    batch_size=args.lanes // 2, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names) for i in range(2)]
@@ -288,17 +288,17 @@ def main(argv=None) -> int:
     rows.append([name, workers, threads,
                  '-' if name == INDEPENDENT else workers * replicas,
                  f'{rate(name):,.0f}',
-                 common.ratio(rate(name), rate(against)) if against else '-',
-                 common.mib(peak(name))])
+                 harness.ratio(rate(name), rate(against)) if against else '-',
+                 harness.mib(peak(name))])
   adapt_seconds = {w: statistics.median(max(g['seconds'] for g in got)
                                         for got in adapt_runs[w])
                    for w in (1, 2)}
   adapt_rows = [[f'{w} worker{"s, 1 thread each" if w > 1 else ", 1 thread"}',
                  w,
                  f'{adapt_seconds[w]:.1f}',
-                 common.ratio(adapt_seconds[1], adapt_seconds[w])
+                 harness.ratio(adapt_seconds[1], adapt_seconds[w])
                  if w > 1 else '-',
-                 common.mib(max(g['peak_rss'] for got in adapt_runs[w]
+                 harness.mib(max(g['peak_rss'] for got in adapt_runs[w]
                                 for g in got))] for w in (1, 2)]
   scaling = rate('2 workers, 1 thread each') / rate('1 worker, 1 thread')
   ceiling = rate(INDEPENDENT) / rate('1 worker, 1 thread')
@@ -316,13 +316,13 @@ def main(argv=None) -> int:
       '`history.json`); memory = peak RSS of each worker process (the '
       'largest).',
       '',
-      common.table(['set-up', 'processes', 'threads / process', 'replicas',
+      harness.table(['set-up', 'processes', 'threads / process', 'replicas',
                     'real steps / s', 'speed-up', 'peak RSS / worker'],
                    rows, align='lrrrrrr'),
       '',
       f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
       f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
-      f'{common.verdict(scaling >= 1.7)}); two independent processes on '
+      f'{harness.verdict(scaling >= 1.7)}); two independent processes on '
       f'half the work each, with nothing shared, reach {ceiling:.2f}x: the '
       f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
       'two processes.',
@@ -338,7 +338,7 @@ def main(argv=None) -> int:
       '(`components/stateful/distribution/shards.py`); seconds = the slower worker\'s, '
       f'median of {repeats} run(s).',
       '',
-      common.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
+      harness.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
                     'peak RSS / worker'], adapt_rows, align='lrrrr'),
       '',
       '* Fitted weights, 2 workers against 1 (first run): ' + (
@@ -346,7 +346,7 @@ def main(argv=None) -> int:
           f'max relative difference {adapt_agree:.1e}') +
       ' (every worker holds the chief\'s after `Shard.agree`).',
   ]
-  common.write_section(common.output_path(args), 'distributed',
+  harness.write_section(harness.output_path(args), 'distributed',
                        '\n'.join(body))
   return 0
 

@@ -44,7 +44,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
 B, TRAIN_T = 32, 32
 EVAL_UNROLLS = (32, 128)
@@ -67,11 +67,11 @@ RESTORE = ('config.py', 'metrics.py', 'validation.py')
 
 
 def cases(quick: bool):
-  seqs, names = common.sample_sequences()
+  seqs, names = harness.sample_sequences()
   n = 150 if quick else 300
   out = [('cue (bundled sample)', 'classification',
           {'rnn_type': 'lstm', 'units': [32, 32]}, seqs[:n], names)]
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       200 if quick else 600, seed=3, target='forecast', median_length=300,
       max_length=3000, short_fraction=0.3, min_length=2)
   out.append(('forecast (variable length)', 'regression',
@@ -308,7 +308,7 @@ def old_worktree(work: str):
   removed on exit. Yields ``(path, restored module names)``."""
   path = os.path.join(work, 'old-evaluator')
   subprocess.run(['git', 'worktree', 'add', '--detach', path, OLD_COMMIT],
-                 cwd=common.ROOT, check=True, capture_output=True)
+                 cwd=harness.ROOT, check=True, capture_output=True)
   try:
     restored = []
     for name in RESTORE:
@@ -316,7 +316,7 @@ def old_worktree(work: str):
       target = os.path.join(path, rel)
       if not os.path.exists(target):
         text = subprocess.run(['git', 'show', f'{RESTORE_FROM}:{rel}'],
-                              cwd=common.ROOT, check=True,
+                              cwd=harness.ROOT, check=True,
                               capture_output=True, text=True).stdout
         with open(target, 'w') as f:
           f.write(text)
@@ -324,19 +324,19 @@ def old_worktree(work: str):
     yield path, restored
   finally:
     subprocess.run(['git', 'worktree', 'remove', '--force', path],
-                   cwd=common.ROOT, check=False)
+                   cwd=harness.ROOT, check=False)
 
 
 def evaluate_in_child(script: str, tree: str, model_uri: str, batches: str,
                       out: str, tfma_parts: bool = False) -> dict:
   """One evaluation in a fresh process with PYTHONPATH=tree; its JSON line
   plus ``wall`` (the whole process) and ``tree_peak`` (polled RSS)."""
-  env = common.child_env()
+  env = harness.child_env()
   env['PYTHONPATH'] = tree
   args = {'model': model_uri, 'batches': batches, 'out': out,
           'serving': os.path.join(model_uri, 'Format-Serving'),
           'tfma_parts': tfma_parts}
-  r = common.run_child([sys.executable, script, json.dumps(args)], cwd=tree,
+  r = harness.run_child([sys.executable, script, json.dumps(args)], cwd=tree,
                        env=env, timeout=1800)
   res = r.json()
   if r.returncode != 0 or res is None:
@@ -353,10 +353,10 @@ def end_to_end(work: str, quick: bool) -> dict:
   import numpy as np  # pylint: disable=g-import-not-at-top
   epochs = 1 if quick else 3
   # Per-sequence classification: cue, one labelled step per sequence.
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       150 if quick else 900, seed=11, target='cue')
-  trainset, evalset = common.split_train_eval(seqs, every=3)
-  cls_batches = common.write_batches(
+  trainset, evalset = harness.split_train_eval(seqs, every=3)
+  cls_batches = harness.write_batches(
       os.path.join(work, 'cls-batches'), {'train': trainset, 'eval': evalset},
       batch_size=B, num_unroll=TRAIN_T, label_kind='per_sequence',
       feature_names=names)
@@ -372,10 +372,10 @@ def end_to_end(work: str, quick: bool) -> dict:
   # Per-step regression: forecast, every real step labelled; ~200k eval steps.
   fore = dict(target='forecast', median_length=300, max_length=3000,
               short_fraction=0.3, min_length=2)
-  seqs, names = common.generated_sequences(80 if quick else 1200, seed=7,
+  seqs, names = harness.generated_sequences(80 if quick else 1200, seed=7,
                                            **fore)
-  trainset, evalset = common.split_train_eval(seqs, every=2)
-  reg_batches = common.write_batches(
+  trainset, evalset = harness.split_train_eval(seqs, every=2)
+  reg_batches = harness.write_batches(
       os.path.join(work, 'reg-batches'), {'train': trainset, 'eval': evalset},
       batch_size=B, num_unroll=TRAIN_T, label_kind='per_step',
       feature_names=names)
@@ -394,7 +394,7 @@ def end_to_end(work: str, quick: bool) -> dict:
   tag_sets = {name: [dataclasses.replace(
                   s, labels=(s.labels > 0).astype(np.int64)) for s in split]
               for name, split in (('train', trainset), ('eval', evalset))}
-  tag_batches = common.write_batches(
+  tag_batches = harness.write_batches(
       os.path.join(work, 'tag-batches'), tag_sets, batch_size=B,
       num_unroll=TRAIN_T, label_kind='per_step', feature_names=names)
   tag_model, tag_train_s = train(os.path.join(work, 'tag'), 'classification',
@@ -406,11 +406,11 @@ def end_to_end(work: str, quick: bool) -> dict:
          'eval_seqs': len(evalset), 'eval_steps': reg['eval_steps'],
          'labelled': reg['labelled']}
   # Memory: the regression model on N and 4N eval sequences (per step).
-  pool, _ = common.generated_sequences(40 if quick else 1200, seed=5, **fore)
+  pool, _ = harness.generated_sequences(40 if quick else 1200, seed=5, **fore)
   sizes = []
   for n in (len(pool) // 4, len(pool)):
     sizes.append({'seqs': n, 'steps': sum(s.length for s in pool[:n]),
-                  'batches': common.write_batches(
+                  'batches': harness.write_batches(
                       os.path.join(work, f'mem-{n}'),
                       {'train': trainset, 'eval': pool[:n]}, batch_size=B,
                       num_unroll=TRAIN_T, label_kind='per_step',
@@ -422,7 +422,7 @@ def end_to_end(work: str, quick: bool) -> dict:
   with old_worktree(work) as (old_tree, restored):
     results['restored'] = restored
     for i, case in enumerate((cls, reg, tag)):
-      case['new'] = evaluate_in_child(script, common.ROOT, case['uri'],
+      case['new'] = evaluate_in_child(script, harness.ROOT, case['uri'],
                                       case['batches'],
                                       os.path.join(work, f'eval-new-{i}'),
                                       tfma_parts=True)
@@ -432,7 +432,7 @@ def end_to_end(work: str, quick: bool) -> dict:
           os.path.join(work, f'eval-old-{i}'))
     for size in sizes:
       n = size['seqs']
-      size['new'] = evaluate_in_child(script, common.ROOT, reg_model,
+      size['new'] = evaluate_in_child(script, harness.ROOT, reg_model,
                                       size['batches'],
                                       os.path.join(work, f'mem-new-{n}'))
       size['old'] = evaluate_in_child(script, old_tree, reg_model,
@@ -448,7 +448,7 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
   from components.stateful_evaluator.checks import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
   order = sorted(seqs, key=lambda s: s.length) if sort else list(seqs)
   groups = [order[i:i + B] for i in range(0, len(order), B)]
-  inputs = [(g, common.padded(g)[0], np.array([s.length for s in g],
+  inputs = [(g, harness.padded(g)[0], np.array([s.length for s in g],
                                               np.int64)) for g in groups]
   t0 = time.perf_counter()
   served = equivalence_lib.ServedModel(os.path.join(model_uri,
@@ -483,9 +483,9 @@ def max_diff(a: Dict, b: Dict) -> float:
 
 def main(argv=None) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  args = common.parser(__doc__.split('\n')[0]).parse_args(argv)
+  args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  run = common.Run()
+  run = harness.Run()
   work = tempfile.mkdtemp(prefix='tss-bench-eval-')
   rows, bare_rows = [], []
   worst = 0.0
@@ -496,8 +496,8 @@ def main(argv=None) -> int:
   epochs = 1 if args.quick else 3
   for name, task, hp, seqs, names in cases(args.quick):
     cwork = os.path.join(work, name.split()[0])
-    trainset, _ = common.split_train_eval(seqs)
-    train_batches = common.write_batches(
+    trainset, _ = harness.split_train_eval(seqs)
+    train_batches = harness.write_batches(
         os.path.join(cwork, 'train-batches'), {'train': trainset},
         batch_size=B, num_unroll=TRAIN_T, label_kind='per_step',
         feature_names=names)
@@ -510,7 +510,7 @@ def main(argv=None) -> int:
     short = name.split()[0]
     key_rate = real / serve[False]['steady']
     for unroll in EVAL_UNROLLS:
-      batches = common.write_batches(
+      batches = harness.write_batches(
           os.path.join(cwork, f'eval-{unroll}'), {'eval': seqs},
           batch_size=B, num_unroll=unroll, label_kind='per_step',
           feature_names=names)
@@ -528,13 +528,13 @@ def main(argv=None) -> int:
                    f'{c["examples"]:,} examples ({c["extract_bytes"] / 2**20:.1f} MiB gzip)',
                    f'{real:,}',
                    f'{c["setup"]:.2f}', f'{c["steady"]:.2f}',
-                   common.si(rate), common.ratio(rate, base_rate),
+                   harness.si(rate), harness.ratio(rate, base_rate),
                    f'{diff:.2e}', f'{peak:.3g}'])
       bare_rate = real / c['bare']
       bare_ratios.append(bare_rate / rate)
       bare_rows.append([short, model, unroll, c['batches'],
                         f'{c["bare"]:.2f}', f'{c["steady"]:.2f}',
-                        common.si(bare_rate), common.si(rate),
+                        harness.si(bare_rate), harness.si(rate),
                         f'{bare_rate / rate:.2f}x'])
     t_ratios.append((short, ratios[-1] / ratios[-2]))
     for sort in (True, False):
@@ -545,7 +545,7 @@ def main(argv=None) -> int:
           'length-sorted calls (fill ' if sort else 'key-order calls (fill ')
                    + f'{real / r["processed"]:.2f})', f'{real:,}',
                    f'{r["setup"]:.2f}', f'{r["steady"]:.2f}',
-                   common.si(rate), common.ratio(rate, base_rate),
+                   harness.si(rate), harness.ratio(rate, base_rate),
                    '(reference)' if sort else f'{diff:.2e}', ''])
     print('\n'.join(str(r) for r in rows[-4:]), file=sys.stderr)
   e2e = end_to_end(os.path.join(work, 'e2e'), args.quick)
@@ -576,7 +576,7 @@ def main(argv=None) -> int:
       'step\'s output with `serving_default` on length-sorted calls; '
       '"max |output|" shows the outputs are not trivially equal.',
       '',
-      common.table(['data', 'model', 'path', 'real steps', 'setup s',
+      harness.table(['data', 'model', 'path', 'real steps', 'setup s',
                     'steady s', 'real steps/s', 'rate vs serving (sorted)',
                     'max abs diff', 'max abs output'], rows,
                    align='lllrrrrrrr'),
@@ -585,7 +585,7 @@ def main(argv=None) -> int:
       '(`steps.compile_steps(...).predict`) over the same batches held in '
       'memory (no reading, no per-batch bookkeeping, no extracts):',
       '',
-      common.table(['data', 'model', 'T', 'batches', 'bare predict s',
+      harness.table(['data', 'model', 'T', 'batches', 'bare predict s',
                     'write_extracts steady s', 'bare real steps/s',
                     'write_extracts real steps/s',
                     'bare / write_extracts'],
@@ -593,7 +593,7 @@ def main(argv=None) -> int:
       '',
       f'* Equal outputs: largest difference between chunked and '
       f'whole-sequence outputs {worst:.2e} '
-      f'{common.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
+      f'{harness.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
       f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
       '`serving_default` calls.',
       f'* Why chunked is slower than length-sorted whole-sequence calls: '
@@ -617,7 +617,7 @@ def main(argv=None) -> int:
       f'{max(key_ratios):.2f}x their rate.',
   ]
   body += e2e_section(e2e, epochs)
-  common.write_section(common.output_path(args), 'evaluation', '\n'.join(body))
+  harness.write_section(harness.output_path(args), 'evaluation', '\n'.join(body))
   return 0
 
 
@@ -635,8 +635,8 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
         f'{new["evaluate"]:.1f}', f'{new["chunked"]:.1f}',
         f'{new["tfma"]:.1f} ({new["tfma"] / new["total"]:.0%})',
         f'{other:.1f}',
-        common.ratio(new['evaluate'], old['evaluate']) if old else 'n/a',
-        common.ratio(new['evaluate'], case['train_s'])])
+        harness.ratio(new['evaluate'], old['evaluate']) if old else 'n/a',
+        harness.ratio(new['evaluate'], case['train_s'])])
     where.append([
         case['name'],
         f'{old["import"]:.1f} / {new["import"]:.1f}' if old else
@@ -658,10 +658,10 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
   for label, key in (('old (NumPy over all labelled steps)', 'old'),
                      ('new (`write_extracts` + TFMA)', 'new')):
     a, b = small[key]['vmhwm'], large[key]['vmhwm']
-    mem_rows.append([label, common.mib(a), common.mib(b),
-                     f'{(b - a) / 2**20:+,.0f} MiB', common.ratio(b, a),
-                     f'{common.mib(small[key]["maxrss"])} / '
-                     f'{common.mib(large[key]["maxrss"])}',
+    mem_rows.append([label, harness.mib(a), harness.mib(b),
+                     f'{(b - a) / 2**20:+,.0f} MiB', harness.ratio(b, a),
+                     f'{harness.mib(small[key]["maxrss"])} / '
+                     f'{harness.mib(large[key]["maxrss"])}',
                      f'{small[key]["evaluate"]:.1f} / '
                      f'{large[key]["evaluate"]:.1f}'])
   restored = e2e.get('restored') or []
@@ -691,7 +691,7 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
       'The trainer column is the wall time of `trainer_run.run` for the '
       'model being evaluated.',
       '',
-      common.table(['set', 'model', 'eval seqs', 'labelled steps',
+      harness.table(['set', 'model', 'eval seqs', 'labelled steps',
                     'extracts', 'trainer s', 'old evaluate s (chunked pass)',
                     'new evaluate s', 'new: chunked pass s', 'new: TFMA s '
                     '(share)', 'new: other s', 'new / old',
@@ -707,7 +707,7 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
       'process (the new one imports TFMA and Beam); process wall: the whole '
       'child process.',
       '',
-      common.table(['set', 'import s (old / new)',
+      harness.table(['set', 'import s (old / new)',
                     'process wall s (old / new)',
                     'TFMA runner in evaluate',
                     'TFMA on Beam, 16 extracts s (Beam run)',
@@ -725,7 +725,7 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
       'survives `exec` and so is at least the forking parent\'s (this '
       'script\'s) RSS at the fork rather than the child\'s own peak:',
       '',
-      common.table(['evaluator', f'VmHWM, {small["seqs"]:,} seqs',
+      harness.table(['evaluator', f'VmHWM, {small["seqs"]:,} seqs',
                     f'VmHWM, {large["seqs"]:,} seqs', 'growth',
                     'large / small', 'ru_maxrss (small / large)',
                     'evaluate s (small / large)'],
@@ -734,14 +734,14 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
       f'* Targets: the evaluator at most half the trainer\'s time, in the '
       f'same run: per-sequence set {cls["new"]["evaluate"]:.1f} s against '
       f'{cls["train_s"]:.1f} s ({cls_train_ratio:.2f}x) '
-      f'{common.verdict(cls_train_ratio <= 0.5)}; per-step set of '
+      f'{harness.verdict(cls_train_ratio <= 0.5)}; per-step set of '
       f'{reg["labelled"]:,} labelled steps {reg["new"]["evaluate"]:.1f} s '
       f'against {reg["train_s"]:.1f} s ({reg_ratio:.2f}x) '
-      f'{common.verdict(reg_ratio <= 0.5)}; per-step classification set of '
+      f'{harness.verdict(reg_ratio <= 0.5)}; per-step classification set of '
       f'{tag["labelled"]:,} labelled steps ({tag["new"]["examples"]:,} '
       f'extracts) {tag["new"]["evaluate"]:.1f} s against '
       f'{tag["train_s"]:.1f} s ({tag_ratio:.2f}x) '
-      f'{common.verdict(tag_ratio <= 0.5)} (target: at most 0.5x). Against '
+      f'{harness.verdict(tag_ratio <= 0.5)} (target: at most 0.5x). Against '
       f'the old in-memory evaluator (per-sequence set): {cls_ratio:.2f}x.',
   ]
 

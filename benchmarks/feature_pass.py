@@ -55,12 +55,12 @@ import numpy as np
 
 # Run by path in a child process (``--child``) the repository root is the
 # child's PYTHONPATH, and ``benchmarks`` its own checkout's.
-from benchmarks import common
+from benchmarks import harness
 
 SECTION = 'feature_pass'
 TITLE = ("## 14. The default model's feature pass against NumPy and the "
          'arithmetic bound')
-RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 # The main job's layout on the bundled sample (the batcher's choice there).
 B, T = 8, 32
 # The issue's targets (issue 48): the feature pass at least this share of
@@ -238,9 +238,9 @@ def agreement(params, batches, model_lanes: np.ndarray,
 
 def write_sample_batches(root: str) -> str:
   """The bundled sample's train and eval batches under ``root``."""
-  seqs, names = common.sample_sequences()
-  train, evals = common.split_train_eval(seqs)
-  return common.write_batches(root, {'train': train, 'eval': evals},
+  seqs, names = harness.sample_sequences()
+  train, evals = harness.split_train_eval(seqs)
+  return harness.write_batches(root, {'train': train, 'eval': evals},
                               batch_size=B, num_unroll=T,
                               label_kind='per_sequence', feature_names=names)
 
@@ -391,7 +391,7 @@ def measure(batches_root: str, rounds: int, logits_out: str,
 def run_child(code_root: str, batches_root: str, rounds: int,
               logits_out: str) -> Dict[str, Any]:
   """``measure`` in a fresh process on ``code_root``'s code."""
-  env = common.child_env()
+  env = harness.child_env()
   env['PYTHONPATH'] = code_root
   cmd = [sys.executable, os.path.abspath(__file__), '--child',
          '--batches', batches_root, '--rounds', str(rounds),
@@ -483,7 +483,7 @@ def report(results: Mapping[str, Any]) -> str:
                                 for r in group)
       rows.append([name] + [f'{s:.2f}' for s in secs] +
                   [f'{x:,.0f}' for x in rs] + [f'{share:.2f}x'])
-    lines += [f'{label.capitalize()} code:', '', common.table(header, rows),
+    lines += [f'{label.capitalize()} code:', '', harness.table(header, rows),
               '']
   share = statistics.median(rates(r)['feature_pass'] /
                             rates(r)['numpy_reference'] for r in cur)
@@ -492,10 +492,10 @@ def report(results: Mapping[str, Any]) -> str:
   lines.append(
       f'* Feature pass / NumPy reference rate: **{share:.2f}x** (target at '
       f'least {TARGET_RATE_SHARE}x: '
-      f'{common.verdict(share >= TARGET_RATE_SHARE)}); `adapt` / one '
+      f'{harness.verdict(share >= TARGET_RATE_SHARE)}); `adapt` / one '
       f'feature pass: **{passes:.2f}x** (target at most '
       f'{TARGET_ADAPT_PASSES}x: '
-      f'{common.verdict(passes <= TARGET_ADAPT_PASSES)}).')
+      f'{harness.verdict(passes <= TARGET_ADAPT_PASSES)}).')
   if base:
     for key, name in ROWS[1:4]:
       before = statistics.median(r['seconds'][key] for r in base)
@@ -530,7 +530,7 @@ def report(results: Mapping[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--baseline-tree', default=None, metavar='DIR',
                  help='also measure this checkout, in alternating children')
   p.add_argument('--pairs', type=int, default=None,
@@ -545,14 +545,14 @@ def main(argv=None) -> int:
   args = p.parse_args(argv)
   rounds = args.rounds or (1 if args.quick else 3)
   if args.child:
-    log = common.progress_log('feature_pass child')
+    log = harness.progress_log('feature_pass child')
     print(json.dumps(measure(args.batches, rounds, args.logits, log)))
     return 0
-  log = common.progress_log('feature_pass')
+  log = harness.progress_log('feature_pass')
   pairs = args.pairs or (1 if args.quick else 2)
-  run = common.Run()
-  results = {'command': common.command_line(),
-             'code': common.code_state(common.ROOT), 'runs': [],
+  run = harness.Run()
+  results = {'command': harness.command_line(),
+             'code': harness.code_state(harness.ROOT), 'runs': [],
              'notes': args.note}
   baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
               else None)
@@ -564,7 +564,7 @@ def main(argv=None) -> int:
     logits = {}
     for i in range(pairs):
       for which, root in ((('baseline', baseline),) if baseline else ()) + (
-          ('current', common.ROOT),):
+          ('current', harness.ROOT),):
         out = os.path.join(tmp, f'{which}-{i}.npz')
         log(f'{which} {i + 1}/{pairs}: {root}')
         r = run_child(root, batches_root, rounds, out)
@@ -580,13 +580,13 @@ def main(argv=None) -> int:
                     'seconds': round(run.seconds, 1),
                     'load_before': run.load_before,
                     'load_after': run.load_after,
-                    'machine': common.machine(), 'versions': common.versions()}
-  path = (os.path.join(common.QUICK_DIR, 'feature_pass.json') if args.quick
+                    'machine': harness.machine(), 'versions': harness.versions()}
+  path = (os.path.join(harness.QUICK_DIR, 'feature_pass.json') if args.quick
           else os.path.join(RESULTS_DIR, 'feature_pass.json'))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
-  common.write_section(common.output_path(args), SECTION, report(results))
+  harness.write_section(harness.output_path(args), SECTION, report(results))
   return 0
 
 
@@ -604,7 +604,7 @@ def _tree_commit(root: str) -> str:
     with open(marker) as f:
       return f.read().strip()
   try:
-    return common.code_state(root)['commit'] or 'unknown'
+    return harness.code_state(root)['commit'] or 'unknown'
   except Exception:  # pylint: disable=broad-except
     return 'unknown'
 

@@ -31,16 +31,15 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from benchmarks import common
+from benchmarks import harness
 
 SECTION = 'main_job_profile'
 TITLE = "## 12. The main job's profile"
-RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
-OUT_DIR = os.path.join(common.QUICK_DIR, 'main-job-profile')
+RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
+OUT_DIR = os.path.join(harness.QUICK_DIR, 'main-job-profile')
 # The issue's target: the main job at most this share of the baseline's
 # wall time (issue 48, against commit 91548d4).
 TARGET_RATIO = 0.4
@@ -189,9 +188,9 @@ def log(message: str) -> None:
 def run_main_job(code_root: str, out: str) -> dict:
   """One fresh-process run of the main job from ``code_root``."""
   shutil.rmtree(out, ignore_errors=True)
-  env = common.child_env()
+  env = harness.child_env()
   env['PYTHONPATH'] = code_root  # The code under test only.
-  res = common.run_child(command('data/sample', out), cwd=code_root, env=env)
+  res = harness.run_child(command('data/sample', out), cwd=code_root, env=env)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'stderr.log'), 'w') as f:
     f.write(res.stderr)
@@ -253,17 +252,17 @@ def report(results: dict) -> str:
          'pair).' if base else ''), '']
   if base:
     lines += ['Wall time of each pair:', '',
-              common.table(['pair', 'baseline s', 'current s',
+              harness.table(['pair', 'baseline s', 'current s',
                             'current / baseline'], wall_rows(runs)), '']
   headers = (['seconds'] + [run_label(r) for r in runs] +
              (['current / baseline (means)'] if base else []))
   lines += ['Seconds per component:', '',
-            common.table(headers, component_rows(runs)), '']
+            harness.table(headers, component_rows(runs)), '']
   rows = phase_rows(runs)
   if rows:
     with_phases = [r for r in runs if r.get('phases')]
     lines += ['The StatefulTrainer\'s phases (runs that record them):', '',
-              common.table(['phase'] + [run_label(r) for r in with_phases] +
+              harness.table(['phase'] + [run_label(r) for r in with_phases] +
                            ['what'], rows,
                            'l' + 'r' * len(with_phases) + 'l'), '']
   ratio = overall_ratio(runs)
@@ -272,7 +271,7 @@ def report(results: dict) -> str:
         f'* Current / baseline, median wall time: **{ratio:.2f}x** '
         f'(per pair: {", ".join(f"{x:.2f}x" for x in ratios(runs) if x)}); '
         f'the issue\'s target, at most {TARGET_RATIO}x: '
-        f'{common.verdict(ratio <= TARGET_RATIO)}.')
+        f'{harness.verdict(ratio <= TARGET_RATIO)}.')
   changed = [run_label(r) for r in runs if r.get('code_changed')]
   if changed:
     lines.append(f'* The checkout changed during {", ".join(changed)}: '
@@ -283,7 +282,7 @@ def report(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--baseline-tree', default=None, metavar='DIR',
                  help='also run the main job from this checkout, '
                  'interleaved (e.g. a git worktree of 91548d4)')
@@ -307,27 +306,27 @@ def main(argv=None) -> int:
       results['notes'] = args.note
       with open(args.from_results, 'w') as f:
         json.dump(results, f, indent=1, sort_keys=True)
-    common.write_section(common.output_path(args), SECTION, report(results))
+    harness.write_section(harness.output_path(args), SECTION, report(results))
     return 0
   pairs = args.pairs or (1 if args.quick else 2)
   baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
               else None)
   current = (os.path.abspath(args.current_tree) if args.current_tree
-             else common.ROOT)
-  run = common.Run()
-  results = {'command': common.command_line(),
-             'code': common.code_state(current), 'runs': [],
+             else harness.ROOT)
+  run = harness.Run()
+  results = {'command': harness.command_line(),
+             'code': harness.code_state(current), 'runs': [],
              'notes': args.note}
   if baseline:
-    results['baseline_code'] = common.code_state(baseline)
+    results['baseline_code'] = harness.code_state(baseline)
   for which, i in interleaved(pairs, bool(baseline)):
     root = baseline if which == 'baseline' else current
     out = os.path.join(OUT_DIR, f'{which}-{i}')
     log(f'{which} run {i + 1} of {pairs}: {root} -> {out}')
-    state = common.code_state(root)
+    state = harness.code_state(root)
     r = run_main_job(root, out)
     r.update(which=which, pair=i, code=state)
-    if common.code_state(root) != state:
+    if harness.code_state(root) != state:
       r['code_changed'] = True
       log(f'the checkout {root} changed during the run')
     log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '
@@ -339,15 +338,15 @@ def main(argv=None) -> int:
                     'seconds': round(run.seconds, 1),
                     'load_before': run.load_before,
                     'load_after': run.load_after,
-                    'machine': common.machine(), 'versions': common.versions()}
+                    'machine': harness.machine(), 'versions': harness.versions()}
   path = args.results or (
-      os.path.join(common.QUICK_DIR, 'main_job_profile.json') if args.quick
+      os.path.join(harness.QUICK_DIR, 'main_job_profile.json') if args.quick
       else os.path.join(RESULTS_DIR, 'main_job_profile.json'))
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   log(f'wrote {path}')
-  common.write_section(common.output_path(args), SECTION, report(results))
+  harness.write_section(harness.output_path(args), SECTION, report(results))
   return 0
 
 

@@ -29,7 +29,7 @@ import tempfile
 import time
 from typing import Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
 B, T, UNITS = 32, 32, 32
 OTHERS = 63
@@ -41,7 +41,7 @@ def sequences(longest: int):
   """The 63 fixed sequences and one of ``longest`` steps."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       OTHERS, seed=4, median_length=200, max_length=1000,
       short_fraction=0.0)
   rng = np.random.default_rng(5)
@@ -87,7 +87,7 @@ def child_keras(longest: int) -> dict:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   seqs, names = sequences(longest)
-  feats, labels, mask = common.padded(seqs)
+  feats, labels, mask = harness.padded(seqs)
   keras.utils.set_random_seed(0)
   inputs = keras.Input(shape=(None, len(names)))
   x = keras.layers.Masking(mask_value=0.0)(inputs)
@@ -123,7 +123,7 @@ def run_one(kind: str, longest: int, batches: str, work: str) -> dict:
   else:
     cmd = ['keras', str(longest)]
     limits = dict(timeout=TIME_LIMIT, rss_cap=RSS_CAP)
-  res = common.run_child([sys.executable, '-m', 'benchmarks.memory_vs_length',
+  res = harness.run_child([sys.executable, '-m', 'benchmarks.memory_vs_length',
                           '--child'] + cmd, **limits)
   out = res.json() or {}
   out.update(wall=res.seconds, polled=res.peak.tree, killed=res.killed,
@@ -139,15 +139,15 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == '--child':
     return child_main(argv[1:])
-  args = common.parser(__doc__.split('\n')[0]).parse_args(argv)
+  args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
-  run = common.Run()
+  run = harness.Run()
   work = tempfile.mkdtemp(prefix='tss-bench-memory-')
   results: Dict[int, Dict[str, dict]] = {}
   info = {}
   for longest in sizes:
     seqs, names = sequences(longest)
-    batches = common.write_batches(
+    batches = harness.write_batches(
         os.path.join(work, f'batches-{longest}'), {'train': seqs},
         batch_size=B, num_unroll=T, label_kind='per_step',
         feature_names=names)
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         'keras': run_one('keras', longest, batches, work)}
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  common.write_section(common.output_path(args), 'memory_vs_length',
+  harness.write_section(harness.output_path(args), 'memory_vs_length',
                        report(args, run, sizes, results, info))
   return 0
 
@@ -179,15 +179,15 @@ def report(args, run, sizes, results, info) -> str:
   for n in sizes:
     o, k = results[n]['ours'], results[n]['keras']
     if k['ok']:
-      keras_cells = [common.mib(_peak(k)), common.ratio(_peak(k), base_keras),
+      keras_cells = [harness.mib(_peak(k)), harness.ratio(_peak(k), base_keras),
                      f'{k["seconds"]:.1f} s', 'completed']
     else:
-      keras_cells = [f'> {common.mib(k["polled"])}', '-',
+      keras_cells = [f'> {harness.mib(k["polled"])}', '-',
                      f'{k["wall"]:.0f} s (wall)',
                      k.get('killed') or k.get('error', 'failed')]
     rows.append([f'{n:,}', f'{info[n]["steps"]:,}', info[n]['batches'],
-                 common.mib(_peak(o)), common.ratio(_peak(o), base_ours),
-                 common.mib(_peak(o) - o['ready_rss']),
+                 harness.mib(_peak(o)), harness.ratio(_peak(o), base_ours),
+                 harness.mib(_peak(o) - o['ready_rss']),
                  f'{o["seconds"]:.1f} s', f'{info[n]["padded"]:,}'] +
                 keras_cells)
   last = sizes[-1]
@@ -205,17 +205,17 @@ def report(args, run, sizes, results, info) -> str:
       '(label scan, `training.fit`, SavedModel export) on `packed` batches; '
       '"above start" is its peak minus its RSS once TensorFlow and the '
       'trainer were imported. Keras `fit` pads every sequence to L (2 '
-      f'batches of 32); it is stopped above {common.mib(RSS_CAP)} or after '
+      f'batches of 32); it is stopped above {harness.mib(RSS_CAP)} or after '
       f'{TIME_LIMIT:.0f} s.',
       '',
-      common.table(['longest L', 'real steps', 'batches (ours)',
+      harness.table(['longest L', 'real steps', 'batches (ours)',
                     'ours: peak RSS', 'vs L=1k', 'above start',
                     'ours: train+export time', 'padded steps (Keras)',
                     'Keras pad-to-max: peak RSS', 'vs L=1k', 'fit time',
                     'outcome'], rows, align='rrrrrrrrrrrl'),
       '',
       f'* Ours from L={first:,} to L={last:,}: peak RSS {growth * 100:+.1f}%;'
-      f' target flat within 10%: {common.verdict(abs(growth) <= 0.10)}. '
+      f' target flat within 10%: {harness.verdict(abs(growth) <= 0.10)}. '
       'Truncated BPTT keeps the activations of one batch (B x T steps) for '
       'the backward pass and the RNN state (B x units) across batches; '
       '`read_batches` streams the TFRecords. A longer sequence only adds '
@@ -235,7 +235,7 @@ def report(args, run, sizes, results, info) -> str:
       k = results[n]['keras']
       if not k['ok']:
         proj = _peak(results[a]['keras']) + slope * (n - a)
-        line += (f' At L={n:,} that projects to {common.mib(proj)}; the run '
+        line += (f' At L={n:,} that projects to {harness.mib(proj)}; the run '
                  f'was {k.get("killed") or k.get("error")}.')
     body.append(line)
   return '\n'.join(body)

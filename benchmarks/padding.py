@@ -34,7 +34,7 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import harness
 
 B = 32
 UNROLLS = (32, 128, 512)
@@ -50,7 +50,7 @@ DENSE_TARGET = 0.99
 def sample_lengths() -> np.ndarray:
   """Sequence lengths of the bundled ``data/sample`` (300 sequences)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  paths = sorted(glob.glob(os.path.join(common.ROOT, 'data', 'sample',
+  paths = sorted(glob.glob(os.path.join(harness.ROOT, 'data', 'sample',
                                         '*.csv')))
   keys = pd.concat([pd.read_csv(p, usecols=['seq_id'], dtype=str)
                     for p in paths])['seq_id']
@@ -166,8 +166,8 @@ def smaller_batch(lengths: np.ndarray, unroll: int) -> str:
 
 
 def main(argv=None) -> int:
-  args = common.parser(__doc__.split('\n')[0]).parse_args(argv)
-  run = common.Run()
+  args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
+  run = harness.Run()
   dists = distributions(args.quick)
   rows, notes, checks, dense_checks = [], [], [], []
   stats_rows = []
@@ -198,8 +198,8 @@ def main(argv=None) -> int:
                    f'**{o["dense"]:.3f}**',
                    f'{o["bound"]:.3f}', f'{o["segment_fill"]:.3f}',
                    f'{o["lane_fill"]:.3f}',
-                   common.ratio(o['packed'], bucket),
-                   common.ratio(o['packed'], ptm), target, dense_target])
+                   harness.ratio(o['packed'], bucket),
+                   harness.ratio(o['packed'], ptm), target, dense_target])
       if o['packed'] < TARGET:
         cause = []
         if o['longest_bound']:
@@ -245,7 +245,7 @@ def main(argv=None) -> int:
       '(at least max(ceil(segments / B), segments of the longest sequence) '
       'batches); packed = segment fill x lane fill.',
       '',
-      common.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
+      harness.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
                     'bucket_by_sequence_length', 'ours bucketed',
                     'ours packed', 'ours dense', 'bound (packed)',
                     'segment fill', 'lane fill',
@@ -256,7 +256,7 @@ def main(argv=None) -> int:
       '',
       'The distributions:',
       '',
-      common.table(['distribution', 'what', 'sequences', 'time steps', 'min',
+      harness.table(['distribution', 'what', 'sequences', 'time steps', 'min',
                     'median', 'mean', 'max'], stats_rows,
                    align='llrrrrrr'),
       '',
@@ -284,7 +284,7 @@ def main(argv=None) -> int:
   ]
   if notes:
     body += ['', 'Where `packed` is below 0.9, and why (measured):', ''] + notes
-  common.write_section(common.output_path(args), 'padding', '\n'.join(body))
+  harness.write_section(harness.output_path(args), 'padding', '\n'.join(body))
   return 0
 
 

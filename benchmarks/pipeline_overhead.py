@@ -31,16 +31,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
-from benchmarks import common
+from benchmarks import harness
 
-DATA_DIR = os.path.join(common.QUICK_DIR, 'pipeline-overhead-data')
-OUT_DIR = os.path.join(common.QUICK_DIR, 'pipeline-overhead-out')
-RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+DATA_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-data')
+OUT_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-out')
+RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 SECTION = 'pipeline_overhead'
 # data/generate.py's defaults (median 200, 30% short) give a mean length of
 # about 227 steps, so 4,400 sequences ~ 1M rows.
@@ -54,9 +53,7 @@ POST_TRAINER = ('latest_blessed_model_resolver', 'StatefulEvaluator',
 TRAINER = 'StatefulTrainer'
 
 
-def log(message: str) -> None:
-  print(f'[pipeline_overhead {time.strftime("%H:%M:%S")}] {message}',
-        file=sys.stderr, flush=True)
+log = harness.progress_log('pipeline_overhead')
 
 
 # --------------------------------------------------------------------------
@@ -66,40 +63,9 @@ def log(message: str) -> None:
 
 def ensure_csv(rows: int) -> str:
   """CSV files of about ``rows`` rows (generated once, cached under /tmp)."""
-  num_sequences = max(8, int(round(rows * SEQUENCES_PER_MILLION / 1e6)))
-  out = os.path.join(DATA_DIR, f'csv-{num_sequences}-seq')
-  # The stamp sits beside the folder: ExampleGen reads every file in it,
-  # hidden ones too.
-  stamp = out + '.complete'
-  if os.path.exists(stamp):
-    return out
-  shutil.rmtree(out, ignore_errors=True)
-  log(f'generating {num_sequences} sequences (~{rows:,} rows) in {out}')
-  res = common.run_child(
-      [sys.executable, os.path.join(common.ROOT, 'data', 'generate.py'),
-       '--num-sequences', str(num_sequences), '--seed', '1', '--num-shards',
-       str(NUM_SHARDS), '--num-features', str(NUM_FEATURES), '--quiet',
-       '--output', out])
-  if res.returncode != 0:
-    raise RuntimeError(f'{out}: data generation failed: {res.stderr[-2000:]}')
-  with open(stamp, 'w') as f:
-    f.write('ok\n')
-  return out
-
-
-def count_rows(directory: str) -> Dict[str, int]:
-  """Rows (lines minus headers), bytes and files of the CSV input."""
-  rows = size = files = 0
-  for name in sorted(os.listdir(directory)):
-    if not name.endswith('.csv'):
-      continue
-    path = os.path.join(directory, name)
-    files += 1
-    size += os.path.getsize(path)
-    with open(path, 'rb') as f:
-      rows += sum(chunk.count(b'\n') for chunk in iter(
-          lambda: f.read(1 << 20), b'')) - 1
-  return {'rows': rows, 'bytes': size, 'files': files}
+  return harness.generated_csv(
+      DATA_DIR, max(8, int(round(rows * SEQUENCES_PER_MILLION / 1e6))),
+      num_shards=NUM_SHARDS, num_features=NUM_FEATURES, log=log)
 
 
 # --------------------------------------------------------------------------
@@ -235,7 +201,7 @@ def child_main(argv: List[str]) -> int:
 # --------------------------------------------------------------------------
 
 
-def run_pipeline(data: str, out: str, *, code_root: str = common.ROOT,
+def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
                  profile_dir: Optional[str] = None,
                  extra: Optional[List[str]] = None) -> dict:
   """One fresh-process run of the local runner on ``data``; the summary's
@@ -249,13 +215,13 @@ def run_pipeline(data: str, out: str, *, code_root: str = common.ROOT,
     cmd += ['--profile', profile_dir]
   cmd += ['--', '--data-root', data, '--output-dir', out, '--no-cache']
   cmd += list(extra or [])
-  env = common.child_env()
+  env = harness.child_env()
   # The code under test is ``code_root``'s; this script is always ours.
-  env['PYTHONPATH'] = os.pathsep.join([code_root, common.ROOT])
-  if code_root != common.ROOT:
+  env['PYTHONPATH'] = os.pathsep.join([code_root, harness.ROOT])
+  if code_root != harness.ROOT:
     # benchmarks/ of the baseline may lack this script: run ours from there.
     cmd[1:3] = [os.path.abspath(__file__)]
-  res = common.run_child(cmd, cwd=code_root, env=env)
+  res = harness.run_child(cmd, cwd=code_root, env=env)
   with open(os.path.join(out, 'stderr.log'), 'w') as f:
     f.write(res.stderr)
   if res.returncode != 0:
@@ -334,29 +300,8 @@ def size_rows(entry: dict) -> List[List[str]]:
                 f'{pre / trainer:.2f}x' if trainer else 'n/a',
                 _s(c.get('StatefulEvaluator')), _s(r['pipeline_seconds']),
                 _s(r['input_check_seconds']),
-                common.verdict(bool(trainer) and pre < trainer)])
+                harness.verdict(bool(trainer) and pre < trainer)])
   return out
-
-
-def write_section(path: str, body: str) -> None:
-  """Replaces this benchmark's section of ``path`` (between its markers),
-  or appends it at the end."""
-  begin, end = f'<!-- BEGIN {SECTION} -->', f'<!-- END {SECTION} -->'
-  block = f'{begin}\n{body.strip()}\n{end}'
-  text = common.HEADER
-  if os.path.exists(path):
-    with open(path) as f:
-      text = f.read()
-  pattern = re.compile(re.escape(begin) + r'.*?' + re.escape(end), re.S)
-  if pattern.search(text):
-    text = pattern.sub(lambda _: block, text)
-  else:
-    text = text.rstrip('\n') + '\n\n' + block + '\n'
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path + '.tmp', 'w') as f:
-    f.write(text)
-  os.replace(path + '.tmp', path)
-  log(f'wrote section {SECTION!r} of {path}')
 
 
 def report(all_results: List[dict], profile: Optional[dict],
@@ -388,7 +333,7 @@ def report(all_results: List[dict], profile: Optional[dict],
                    + (f' with {", ".join(base["uncommitted"])} as before '
                       'this change' if base['uncommitted'] else ''))
   run = next((r['run'] for r in all_results if r.get('run')),
-             {'machine': common.machine(), 'versions': common.versions()})
+             {'machine': harness.machine(), 'versions': harness.versions()})
   lines += [
       f'* Machine: {run["machine"]}; **shared**: other people\'s jobs ran '
       'on the same 2 cores during the runs, so every figure includes their '
@@ -420,7 +365,7 @@ def report(all_results: List[dict], profile: Optional[dict],
   rows = [row for entry in results['sizes'] for row in size_rows(entry)]
   for note in not_run:
     rows.append([note] + [''] * (len(headers) - 1))
-  lines.append(common.table(headers, rows, 'rrl' + 'r' * 13 + 'l'))
+  lines.append(harness.table(headers, rows, 'rrl' + 'r' * 13 + 'l'))
   lines.append('')
   for entry in results['sizes']:
     r = entry['current']
@@ -428,7 +373,7 @@ def report(all_results: List[dict], profile: Optional[dict],
     if entry.get('baseline'):
       entry['baseline']['pre_trainer_seconds'] = pre_trainer_seconds(
           entry['baseline']['components'])
-    verdict = common.verdict(r['pre_trainer_seconds'] <
+    verdict = harness.verdict(r['pre_trainer_seconds'] <
                              (r['trainer_seconds'] or 0))
     parts = ', '.join(f'{h} {r["components"].get(k, 0):.1f} s'
                       for k, h in COLUMNS if k != 'SchemaGen' and
@@ -466,7 +411,7 @@ def profile_section(profile: dict) -> str:
       table_rows.append([label] + [
           f'{entry["profiles"][c]["parts"].get(label, 0):.1f}'
           for c in comps])
-    lines.append(common.table(headers, table_rows))
+    lines.append(harness.table(headers, table_rows))
     lines.append('')
   return '\n'.join(lines)
 
@@ -475,7 +420,7 @@ def main(argv=None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == '--child':
     return child_main(argv[1:])
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--rows', default=None,
                  help='comma-separated row counts (default: 100k,1M,10M; '
                  'quick: 20k)')
@@ -500,15 +445,15 @@ def main(argv=None) -> int:
   else:
     sizes = [20_000] if args.quick else [100_000, 1_000_000, 10_000_000]
   if args.profile:
-    digest = {'command': common.command_line(),
-              'code': common.code_state(common.ROOT), 'sizes': {}}
+    digest = {'command': harness.command_line(),
+              'code': harness.code_state(harness.ROOT), 'sizes': {}}
     for rows in sizes:
       data = ensure_csv(rows)
       out = os.path.join(OUT_DIR, f'profile-{rows}')
       prof_dir = os.path.join(args.profile, str(rows))
       log(f'profiling the pipeline on {data} into {prof_dir}')
       r = run_pipeline(data, out, profile_dir=prof_dir)
-      entry = {'input': count_rows(data), 'components_profiled': r[
+      entry = {'input': harness.csv_size(data), 'components_profiled': r[
           'components'], 'profiles': {}}
       for name in sorted(os.listdir(prof_dir)):
         if name.endswith('.prof'):
@@ -534,22 +479,22 @@ def main(argv=None) -> int:
     for name in args.from_results:
       with open(name) as f:
         loaded.append(json.load(f))
-    write_section(common.output_path(args), report(loaded, profile,
+    harness.write_section(harness.output_path(args), SECTION, report(loaded, profile,
                                                    not_run))
     return 0
   path = args.results or (
-      os.path.join(common.QUICK_DIR, 'pipeline_overhead.json') if args.quick
+      os.path.join(harness.QUICK_DIR, 'pipeline_overhead.json') if args.quick
       else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  run = common.Run()
-  results = {'command': common.command_line(), 'sizes': [],
-             'code': common.code_state(common.ROOT)}
+  run = harness.Run()
+  results = {'command': harness.command_line(), 'sizes': [],
+             'code': harness.code_state(harness.ROOT)}
   if args.baseline:
-    results['baseline_code'] = common.code_state(args.baseline)
+    results['baseline_code'] = harness.code_state(args.baseline)
   for rows in sizes:
     data = ensure_csv(rows)
-    entry = {'requested_rows': rows, 'input': count_rows(data), 'data': data}
-    for name, root in (('current', common.ROOT), ('baseline', args.baseline)):
+    entry = {'requested_rows': rows, 'input': harness.csv_size(data), 'data': data}
+    for name, root in (('current', harness.ROOT), ('baseline', args.baseline)):
       if root is None:
         continue
       log(f'{name}: the pipeline on {data} ({entry["input"]["rows"]:,} '
@@ -569,11 +514,11 @@ def main(argv=None) -> int:
                     'seconds': round(run.seconds, 1),
                     'load_before': run.load_before,
                     'load_after': run.load_after,
-                    'machine': common.machine(), 'versions': common.versions()}
+                    'machine': harness.machine(), 'versions': harness.versions()}
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   log(f'wrote {path}')
-  write_section(common.output_path(args), report([results], profile,
+  harness.write_section(harness.output_path(args), SECTION, report([results], profile,
                                                  not_run))
   return 0
 

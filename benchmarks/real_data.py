@@ -61,7 +61,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks import common
+from benchmarks import harness
 from data import ucr
 
 SECTION = 'real_data'
@@ -87,7 +87,7 @@ ROCKET = {'ACSF1': 0.886, 'ArrowHead': 0.814, 'GunPoint': 1.000,
           'ItalyPowerDemand': 0.970}
 ROCKET_MARGIN = 0.02
 
-LSTM_MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
+LSTM_MODULE = os.path.join(harness.ROOT, 'benchmarks', 'lstm_module.py')
 RUN_TIMEOUT = 4 * 3600  # seconds, one pipeline run
 
 OURS, PLAIN, KERAS, LRU = 'ours', 'plain', 'keras', 'lru'
@@ -95,7 +95,7 @@ MODELS = (OURS, PLAIN, KERAS, LRU)
 DEFAULT_MODELS = (OURS, PLAIN, KERAS)
 LRU_FLAGS = ('--hyperparameters', 'model=lru')
 
-log = common.progress_log('real_data')
+log = harness.progress_log('real_data')
 
 
 # --------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def runner_supports_seed() -> bool:
   """Whether ``pipeline.local_runner`` has a ``--seed`` flag."""
   proc = subprocess.run(
       [sys.executable, '-m', 'pipeline.local_runner', '--help'],
-      cwd=common.ROOT, env=common.child_env(), capture_output=True,
+      cwd=harness.ROOT, env=harness.child_env(), capture_output=True,
       text=True, timeout=600, check=False)
   return proc.returncode == 0 and re.search(r'(^|\s)--seed\b',
                                             proc.stdout) is not None
@@ -205,7 +205,7 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
   elif model == LRU:
     cmd += list(LRU_FLAGS)
   cmd += list(extra)
-  res = common.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
+  res = harness.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
   result = {'seconds': res.seconds, 'peak_rss': res.peak.tree}
   logfile = os.path.join(work, 'logs', f'{case.slug}-{model}-seed{seed or 0}'
                          '.log')
@@ -522,7 +522,7 @@ def _fmt(v: Optional[float], digits: int = 3) -> str:
 
 
 def _judge(ok: Optional[bool]) -> str:
-  return 'n/a' if ok is None else common.verdict(ok)
+  return 'n/a' if ok is None else harness.verdict(ok)
 
 
 def has_lru(cases, res) -> bool:
@@ -728,7 +728,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   crow = classification_rows(cases, res, with_lru)
   if crow:
     body += ['', '**Classification** (accuracy, higher is better):', '',
-             common.table(['data set', 'classes', 'features',
+             harness.table(['data set', 'classes', 'features',
                            'train / eval seqs', 'length', 'ours (default)',
                            'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
                            'majority class (c)', 'ROCKET (d)', 's/run',
@@ -738,7 +738,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   if rrow:
     body += ['', '**Regression and per-step forecasting** (lower is '
              'better):', '',
-             common.table(['data set', 'labels', 'metric', 'train / eval seqs',
+             harness.table(['data set', 'labels', 'metric', 'train / eval seqs',
                            'length', 'ours (default)', 'plain LSTM (a)',
                            'Keras LSTM (b)'] + lru_col + ['training mean (c)',
                            'persistence', f'AR({AR_ORDER})', 's/run',
@@ -760,7 +760,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   if failed:
     body += ['', '* Failed runs (the error line; full logs under the work '
              'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed]
-  common.write_section(common.output_path(args), SECTION, '\n'.join(body))
+  harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
 
 
 # --------------------------------------------------------------------------
@@ -769,7 +769,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--datasets', default=None,
                  help='comma-separated problem names; "Name:forecast" for '
                  'per-step next-value forecasting (default: '
@@ -834,12 +834,12 @@ def main(argv=None) -> int:
     cases = parse_cases(args.datasets or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir, args.aeon_wheel)
-    nseeds = common.seed_count(args, SEEDS)
+    nseeds = harness.seed_count(args, SEEDS)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   runner_args = shlex.split(args.runner_args)
-  run = common.Run()
+  run = harness.Run()
   work = tempfile.mkdtemp(prefix='tss-bench-real-')
   log(f'work folder {work}; data from the {source.describe()}')
   try:

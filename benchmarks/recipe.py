@@ -46,7 +46,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
-from benchmarks import common
+from benchmarks import harness
 from benchmarks import real_data
 from data import ucr
 
@@ -64,7 +64,7 @@ MODEL_FLAGS = {PLAIN: ['--module-file', real_data.LSTM_MODULE],
                      '--hyperparameters', 'cell=gru'],
                LRU: list(real_data.LRU_FLAGS)}
 
-log = common.progress_log('recipe')
+log = harness.progress_log('recipe')
 
 
 def score(case: real_data.Case, result: Dict) -> Optional[float]:
@@ -180,7 +180,7 @@ def write(args, run, cases, res, columns) -> None:
           'the floor (the mean within the larger spread counts as level). '
           'Seconds: mean training seconds (Keras fit; the pipeline '
           'models\' StatefulTrainer component).', '',
-          common.table(['set', 'Keras fit (floor)'] + list(columns) +
+          harness.table(['set', 'Keras fit (floor)'] + list(columns) +
                         ['seconds (' + ' / '.join([KERAS] + list(columns)) +
                          ')'], rows(cases, res, columns)), '',
           *reading(cases, res, columns)]
@@ -191,11 +191,11 @@ def write(args, run, cases, res, columns) -> None:
   not_run = [c for c in CASES if c not in args.datasets.split(',')]
   if not_run:
     body += ['', f'Not run here: {", ".join(not_run)}.']
-  common.write_section(common.output_path(args), SECTION, '\n'.join(body))
+  harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--datasets', default=','.join(CASES))
   p.add_argument('--models', default=','.join(MODELS))
   p.add_argument('--seeds', type=int, default=None)
@@ -223,8 +223,8 @@ def main(argv=None) -> int:
     name, _, flags = text.partition('=')
     variants[name] = shlex.split(flags)
   cases = real_data.parse_cases(args.datasets)
-  nseeds = common.seed_count(args, SEEDS)
-  run = common.Run()
+  nseeds = harness.seed_count(args, SEEDS)
+  run = harness.Run()
   if args.from_results:
     with open(args.from_results) as f:
       res = json.load(f)

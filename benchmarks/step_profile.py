@@ -34,7 +34,7 @@ import statistics
 import time
 from typing import Callable, Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
 B = 16
 UNROLLS = (16, 64, 256)
@@ -71,7 +71,7 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   if model_name == 'lstm':
     module = model_io.resolve_module(
-        f'{common.ROOT}/benchmarks/lstm_module.py')
+        f'{harness.ROOT}/benchmarks/lstm_module.py')
     spec = _spec(unroll, {})
   else:
     module = model_io.resolve_module()
@@ -169,7 +169,7 @@ def measure(unroll: int, rounds: int, steps: int, log) -> Dict[str, float]:
 
 
 def main(argv=None) -> int:
-  parser = common.parser(__doc__.split('\n')[0])
+  parser = harness.parser(__doc__.split('\n')[0])
   parser.add_argument('--rounds', type=int, default=None,
                       help='interleaved timing rounds (median; default 7, '
                       '2 with --quick)')
@@ -179,8 +179,8 @@ def main(argv=None) -> int:
   rounds = args.rounds or (2 if args.quick else 7)
   steps = args.steps or (3 if args.quick else 20)
   unrolls = (16, 64) if args.quick else UNROLLS
-  log = common.progress_log('step_profile')
-  run = common.Run()
+  log = harness.progress_log('step_profile')
+  run = harness.Run()
   results = {unroll: measure(unroll, rounds, steps, log)
              for unroll in unrolls}
   rows = []
@@ -191,8 +191,8 @@ def main(argv=None) -> int:
         f'{r["scan alone"]:.1f}', f'{r["scan alone, unblocked"]:.1f}',
         f'{B * unroll / r["lstm"] * 1e3:,.0f}',
         f'{B * unroll / r["lru"] * 1e3:,.0f}',
-        common.ratio(r['lstm'], r['lru']),
-        common.ratio(r['lstm'], r['lru, no scan'])])
+        harness.ratio(r['lstm'], r['lru']),
+        harness.ratio(r['lstm'], r['lru, no scan'])])
   body = [
       '### 10b. Where a training step\'s time goes: the LSTM module '
       'against the LRU model',
@@ -210,13 +210,13 @@ def main(argv=None) -> int:
       '(the layer\'s path); "unblocked": doubling over the whole chunk. '
       'Rate ratios are LRU over LSTM (above 1: the LRU is faster).',
       '',
-      common.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',
+      harness.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',
                     'scans ms', 'scan alone ms', 'scan alone, unblocked ms',
                     'lstm real steps / s',
                     'lru real steps / s', 'lru rate / lstm',
                     'lru without scans: rate / lstm'], rows),
   ]
-  common.write_section(common.output_path(args), 'step_profile',
+  harness.write_section(harness.output_path(args), 'step_profile',
                        '\n'.join(body))
   return 0
 

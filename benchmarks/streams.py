@@ -59,7 +59,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import harness
 from benchmarks import real_data
 from data import ucr
 
@@ -92,9 +92,9 @@ RIDGE_ALPHA = 1.0
 TAGGING_TARGET = 0.85   # x ceiling
 MEMORYLESS_MARGIN = 0.10  # "far above": this much above the best window
 
-RESULTS_DIR = os.path.join(common.ROOT, 'benchmarks', 'results')
+RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 
-log = common.progress_log('streams')
+log = harness.progress_log('streams')
 
 
 # --------------------------------------------------------------------------
@@ -677,7 +677,7 @@ def render(args, run, entries, seeds, source_text,
   frows = forecast_rows(entries)
   if frows:
     body += ['', '**Forecasting** (MSE, lower is better):', '',
-             common.table(['stream set', 'channels',
+             harness.table(['stream set', 'channels',
                            'train / eval streams x steps', 'ours MSE',
                            'persistence', 'training mean', 'AR(16)',
                            'AR(64)', 'ours MAE', 'AR(16) MAE', 's/run',
@@ -686,7 +686,7 @@ def render(args, run, entries, seeds, source_text,
   trows = tagging_rows(entries)
   if trows:
     body += ['', '**Tagging** (per-step accuracy, higher is better):', '',
-             common.table(['stream set', 'classes', 'channels',
+             harness.table(['stream set', 'classes', 'channels',
                            'train / eval streams x steps', 'ours',
                            'ceiling (per recording)', 'ours / ceiling',
                            'majority class'] +
@@ -728,7 +728,7 @@ def _run(case, seed, work, what, extra=()) -> Dict:
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:forecast / Name:tagging (default:'
                  f' {",".join(DEFAULT_CASES)}; with --quick: '
@@ -748,7 +748,7 @@ def main(argv=None) -> int:
   p.add_argument('--results', default=None,
                  help='the JSON results file (default: '
                  'benchmarks/results/streams.json; with --quick: '
-                 f'{common.QUICK_DIR}/streams.json)')
+                 f'{harness.QUICK_DIR}/streams.json)')
   p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
                  help='write the section from the results files of earlier '
                  'runs (e.g. made on disjoint --cases; a case is taken from '
@@ -760,9 +760,9 @@ def main(argv=None) -> int:
                  'and the ceilings (one string, e.g. "--epochs 0"; '
                  'default: none, the pipeline\'s defaults)')
   args = p.parse_args(argv)
-  run = common.Run()
+  run = harness.Run()
   results_path = args.results or (
-      os.path.join(common.QUICK_DIR, 'streams.json') if args.quick else
+      os.path.join(harness.QUICK_DIR, 'streams.json') if args.quick else
       os.path.join(RESULTS_DIR, 'streams.json'))
   if args.from_results:
     loaded = []
@@ -787,13 +787,13 @@ def main(argv=None) -> int:
     body = render(args, run, entries, first['seeds'], first['source'],
                   (', '.join(args.from_results),
                    '`; `'.join(x['command'] for x in loaded)))
-    common.write_section(common.output_path(args), SECTION, body)
+    harness.write_section(harness.output_path(args), SECTION, body)
     return 0
   try:
     cases = parse_cases(args.cases or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir)
-    nseeds = common.seed_count(args, SEEDS)
+    nseeds = harness.seed_count(args, SEEDS)
     extra = shlex.split(args.runner_args)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -833,15 +833,15 @@ def main(argv=None) -> int:
         entry.setdefault('ceiling', []).append(
             _run(c.ceiling, seed, work, f'{c.name} ceiling', extra))
   body = render(args, run, entries, seeds, source.describe())
-  saved = {'started': run.started.isoformat(), 'command': common.command_line(),
+  saved = {'started': run.started.isoformat(), 'command': harness.command_line(),
            'seconds': run.seconds, 'load_before': run.load_before,
-           'load_after': run.load_after, 'machine': common.machine(),
-           'versions': common.versions(), 'seeds': seeds,
+           'load_after': run.load_after, 'machine': harness.machine(),
+           'versions': harness.versions(), 'seeds': seeds,
            'ceiling_seeds': args.ceiling_seeds,
            'references_only': args.references_only,
            'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
-  common.write_section(common.output_path(args), SECTION, body)
+  harness.write_section(harness.output_path(args), SECTION, body)
   os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
   with open(results_path, 'w') as f:
     json.dump(saved, f, indent=1)

@@ -33,7 +33,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from benchmarks import common
+from benchmarks import harness
 from benchmarks import real_data
 from benchmarks import streams
 from data import ucr
@@ -49,7 +49,7 @@ BUCKETS = ((0, 4), (4, 8), (8, 16), (16, 32), (32, 64), (64, 128),
 DENSE_UP_TO = 64
 GRID_STEP = 16
 
-log = common.progress_log('tagging_lag')
+log = harness.progress_log('tagging_lag')
 
 
 def eval_streams(case: streams.StreamCase, source: ucr.Source
@@ -192,7 +192,7 @@ def every_step_prefix(prefix: Dict[int, float],
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:tagging (default: '
                  f'{",".join(DEFAULT_CASES)}; with --quick: {QUICK_CASE})')
@@ -203,7 +203,7 @@ def main(argv=None) -> int:
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder')
   args = p.parse_args(argv)
-  run = common.Run()
+  run = harness.Run()
   try:
     cases = streams.parse_cases(args.cases or (
         QUICK_CASE if args.quick else ','.join(DEFAULT_CASES)))
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
                 prefix, [len(r) for r in recordings]),
             'ceiling': ceil['accuracy']}]})
   body = render(args, run, results)
-  common.write_section(common.output_path(args), SECTION, body)
+  harness.write_section(harness.output_path(args), SECTION, body)
   if args.keep:
     log(f'kept {work}')
   else:
@@ -296,7 +296,7 @@ def render(args, run, results: List[Dict]) -> str:
              f'every step {r["rows"][-1]["prefix_ceiling"]:.3f} '
              f'({r["rows"][-1]["prefix_ceiling"] / r["ceiling"]:.2f}x the '
              'whole ceiling).', '',
-             common.table(['steps since the change', 'share of steps',
+             harness.table(['steps since the change', 'share of steps',
                            'ours', 'prefix ceiling', 'whole ceiling',
                            'ours / prefix ceiling'], rows,
                           align='lrrrrr'), '']

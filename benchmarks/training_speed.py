@@ -51,7 +51,7 @@ import tempfile
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from benchmarks import common
+from benchmarks import harness
 
 B, T = 32, 32
 UNITS = 32
@@ -72,20 +72,20 @@ class Dataset:
 
 def datasets(quick: bool) -> List[Dataset]:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  seqs, names = common.sample_sequences()
+  seqs, names = harness.sample_sequences()
   if quick:  # Keeps a pad-to-max step short.
     seqs = [s for s in seqs if s.length <= 800][:150]
-  train, evals = common.split_train_eval(seqs)
+  train, evals = harness.split_train_eval(seqs)
   out = [Dataset('cue (bundled sample)',
                  f'`data/sample` ({len(seqs)} sequences), per-step class '
                  'labels; metric: last-step accuracy (higher is better)',
                  'classification', train, evals, names)]
   n = 200 if quick else 600
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       n, seed=3, target='forecast', median_length=300,
       max_length=800 if quick else 3000,
       short_fraction=0.3, min_length=2)
-  train, evals = common.split_train_eval(seqs)
+  train, evals = harness.split_train_eval(seqs)
   lengths = np.array([s.length for s in seqs])
   out.append(Dataset(
       'forecast (variable length)',
@@ -155,7 +155,7 @@ def _keras_batch(features, labels, mask):
 
 def pad_to_max_dataset(ds: Dataset, seed: int):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  feats, labels, mask = common.padded(ds.train)
+  feats, labels, mask = harness.padded(ds.train)
   data = tf.data.Dataset.from_tensor_slices((feats, labels, mask))
   return (data.shuffle(len(ds.train), seed=seed,
                        reshuffle_each_iteration=True)
@@ -211,7 +211,7 @@ def eval_keras(ds: Dataset, model) -> float:
   seqs = sorted(ds.evals, key=lambda s: s.length)
   for i in range(0, len(seqs), B):
     group = seqs[i:i + B]
-    feats, _, _ = common.padded(group)
+    feats, _, _ = harness.padded(group)
     out = model(feats, training=False).numpy()
     for j, s in enumerate(group):
       outputs[s.key] = out[j, :s.length]
@@ -494,10 +494,10 @@ def overhead(ds: Dataset, root: str, epochs: int,
 def warm_up() -> None:
   """One short run of each method on tiny data, untimed, so that no method
   pays the process's first-use costs (TF/Keras initialisation)."""
-  seqs, names = common.generated_sequences(
+  seqs, names = harness.generated_sequences(
       24, seed=9, median_length=40, max_length=64, short_fraction=0.0)
   tiny = Dataset('warm-up', '', 'classification', seqs[:16], seqs[16:], names)
-  root = common.write_batches(tempfile.mkdtemp(prefix='tss-bench-warm-'),
+  root = harness.write_batches(tempfile.mkdtemp(prefix='tss-bench-warm-'),
                               {'train': tiny.train, 'eval': tiny.evals},
                               batch_size=B, num_unroll=T,
                               label_kind='per_step', feature_names=names)
@@ -513,19 +513,19 @@ def warm_up() -> None:
 
 
 def main(argv=None) -> int:
-  p = common.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--budget', type=float, default=None,
                  help='training seconds per method (default 40; quick 5)')
   args = p.parse_args(argv)
   budget = args.budget or (5.0 if args.quick else 40.0)
   import tensorflow as tf  # pylint: disable=g-import-not-at-top,unused-import
-  run = common.Run()
+  run = harness.Run()
   results = []
   overheads = {}
   work = tempfile.mkdtemp(prefix='tss-bench-train-')
   warm_up()
   for ds in datasets(args.quick):
-    root = common.write_batches(
+    root = harness.write_batches(
         os.path.join(work, ds.name.split()[0]),
         {'train': ds.train, 'eval': ds.evals}, batch_size=B, num_unroll=T,
         label_kind='per_step', feature_names=ds.names)
@@ -547,7 +547,7 @@ def main(argv=None) -> int:
       print(f'{key}: overhead {overheads[key]}', file=sys.stderr)
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  common.write_section(common.output_path(args), 'training_speed',
+  harness.write_section(harness.output_path(args), 'training_speed',
                        report(args, run, budget, results, overheads))
   return 0
 
@@ -562,9 +562,9 @@ def report(args, run, budget, results, overheads) -> str:
           ds.name.split()[0], o.method, f'{o.real_per_epoch:,}',
           f'{o.real_per_epoch / o.processed_per_epoch:.3f}',
           f'{o.first_step:.1f}', f'{o.epoch_seconds:.2f}',
-          f'{o.epochs_done:.2f}', common.si(o.rate),
-          common.si(o.rate * o.processed_per_epoch / o.real_per_epoch),
-          common.ratio(o.rate, pad.rate), f'{o.seconds:.0f}',
+          f'{o.epochs_done:.2f}', harness.si(o.rate),
+          harness.si(o.rate * o.processed_per_epoch / o.real_per_epoch),
+          harness.ratio(o.rate, pad.rate), f'{o.seconds:.0f}',
           f'{o.metric:.4f}'])
     better = (ours.metric >= pad.metric if ds.task == 'classification'
               else ours.metric <= pad.metric)
@@ -585,7 +585,7 @@ def report(args, run, budget, results, overheads) -> str:
         f'{(lo["fit"] - lo["bare+input"]) / n * 1e3:+.1f}',
         f'**{o["overhead_median"] * 100:+.1f}%**',
         f'{o["overhead"] * 100:+.1f}%',
-        common.verdict(o['overhead_median'] <= 0.15)])
+        harness.verdict(o['overhead_median'] <= 0.15)])
   body = [
       '## 3. Training speed against what users would do instead',
       '',
@@ -609,7 +609,7 @@ def report(args, run, budget, results, overheads) -> str:
                 f'/ {len(ds.evals)} eval sequences.')
   body += [
       '',
-      common.table(['data', 'method', 'real steps / epoch', 'fill',
+      harness.table(['data', 'method', 'real steps / epoch', 'fill',
                     'first step s', 's / epoch', 'epochs done',
                     'real steps/s', 'processed steps/s', 'rate vs (b)',
                     'trained s', 'eval metric'], rows,
@@ -620,9 +620,9 @@ def report(args, run, budget, results, overheads) -> str:
     body.append(
         f'* {ds.name}: (a) runs {speed:.1f}x the real-step rate of (b) and '
         f'{vs_bucket:.2f}x that of (c); target >= 2x (b): '
-        f'{common.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
+        f'{harness.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
         f'(a) {m_ours:.4f}, (b) {m_pad:.4f}, (c) {m_bucket:.4f}; (a) no '
-        f'worse than (b): {common.verdict(better)}.')
+        f'worse than (b): {harness.verdict(better)}.')
   body += [
       '',
       'Trainer overhead, seconds per epoch (the epochs after a '
@@ -642,7 +642,7 @@ def report(args, run, budget, results, overheads) -> str:
       'verdict are the medians\' ratio, fit vs bare (median): what a '
       'typical epoch costs.',
       '',
-      common.table(['data', 'model', 'batches / epoch',
+      harness.table(['data', 'model', 'batches / epoch',
                     'bare s (median / best)', 'input alone s',
                     'bare + input s', 'fit s', 'bare ms / batch (best)',
                     'input cost ms / batch (best)',

@@ -39,7 +39,7 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from benchmarks import common
+from benchmarks import harness
 
 SETS = (
     # (name, forecast)
@@ -50,7 +50,7 @@ SETS = (
 )
 UNROLLS = (16, 64, 256)
 MODELS = ('lstm', 'lru')
-LSTM_MODULE = os.path.join(common.ROOT, 'benchmarks', 'lstm_module.py')
+LSTM_MODULE = os.path.join(harness.ROOT, 'benchmarks', 'lstm_module.py')
 SEED = 0
 
 
@@ -61,7 +61,7 @@ def _load(name: str, forecast: bool, tmp: str):
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = f'{tmp}/{name}{"-fc" if forecast else ""}'
   cmd = [sys.executable, '-m', 'data.ucr', '--dataset', name, '--out', out]
-  child = common.run_child(cmd + (['--forecast'] if forecast else []),
+  child = harness.run_child(cmd + (['--forecast'] if forecast else []),
                            timeout=600, echo=False)
   if child.returncode != 0:
     raise RuntimeError(f'data.ucr {name}: {child.stderr[-2000:]}')
@@ -69,7 +69,7 @@ def _load(name: str, forecast: bool, tmp: str):
   for split in ('train', 'eval'):
     df = pd.concat([pd.read_csv(p, dtype={'seq_id': str})
                     for p in sorted(glob.glob(f'{out}/{split}/*.csv'))])
-    splits[split], names = common._frame_sequences(df)  # pylint: disable=protected-access
+    splits[split], names = harness.frame_sequences(df)
   feats = np.concatenate([s.features for s in splits['train']])
   mean, std = feats.mean(0), feats.std(0) + 1e-6
   for seqs in splits.values():
@@ -111,7 +111,7 @@ def child(args) -> int:
 
 def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
              per_step: bool) -> str:
-  return common.write_batches(
+  return harness.write_batches(
       tmp, {'train': train, 'eval': evals}, batch_size=batch_size,
       num_unroll=unroll, feature_names=names,
       label_kind='per_step' if per_step else 'per_sequence')
@@ -167,7 +167,7 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
   scoring = (module.label_scoring(spec) if hasattr(module, 'label_scoring')
              else model_setup.label_scoring_rule(stateful, spec)[0])
   model = model_io.build_serving(module, spec, weights_from=stateful)
-  feats, labels, mask = common.padded(train, longest)
+  feats, labels, mask = harness.padded(train, longest)
   if args.per_step:
     weight = mask
   else:
@@ -213,7 +213,7 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
   seqs = sorted(evals, key=lambda s: s.length)
   for i in range(0, len(seqs), args.lanes):
     group = seqs[i:i + args.lanes]
-    x, _, _ = common.padded(group)
+    x, _, _ = harness.padded(group)
     out = model(x, training=False).numpy()
     for j, s in enumerate(group):
       outputs[s.key] = out[j, :s.length]
@@ -222,7 +222,7 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
 
 
 def main(argv=None) -> int:
-  parser = common.parser(__doc__.split('\n')[0])
+  parser = harness.parser(__doc__.split('\n')[0])
   parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
   parser.add_argument('--data', help=argparse.SUPPRESS)
   parser.add_argument('--tmp', help=argparse.SUPPRESS)
@@ -239,10 +239,10 @@ def main(argv=None) -> int:
     return child(args)
   import pickle  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout_rule  # pylint: disable=g-import-not-at-top
-  log = common.progress_log('truncation')
+  log = harness.progress_log('truncation')
   budget = args.budget or (8.0 if args.quick else 30.0)
   sets = SETS[1:3] if args.quick else SETS
-  run = common.Run()
+  run = harness.Run()
   rows, results = [], {}
   with tempfile.TemporaryDirectory() as tmp:
     for name, forecast in sets:
@@ -266,7 +266,7 @@ def main(argv=None) -> int:
                  '--unroll', str(unroll), '--lanes', str(lanes),
                  '--budget', str(budget)] + (['--per-step'] if forecast
                                              else [])
-          got = common.run_child(cmd, timeout=budget * 6 + 600, echo=False)
+          got = harness.run_child(cmd, timeout=budget * 6 + 600, echo=False)
           out = got.json() if got.returncode == 0 else None
           if out is None:
             log(f'  {model} {method} T={unroll}: failed: '
@@ -277,11 +277,11 @@ def main(argv=None) -> int:
           label = ('Keras fit, full BPTT' if method == 'keras' else
                    f'ours, T={"whole" if unroll == longest else unroll}')
           log(f'  {model} {label}: {out["metric"]:.4f}, '
-              f'{out["rate"]:,.0f} real steps/s, {common.mib(out["peak"])}')
+              f'{out["rate"]:,.0f} real steps/s, {harness.mib(out["peak"])}')
           rows.append([name + (' (forecast, MSE)' if forecast else ''),
                        model, label, f'{out["metric"]:.4f}',
                        f'{out["rate"]:,.0f}', f'{out["epochs"]:.1f}',
-                       common.mib(out['peak'])])
+                       harness.mib(out['peak'])])
   run.finish()
   body = [
       '## 10. Truncated BPTT against full back-propagation',
@@ -296,11 +296,11 @@ def main(argv=None) -> int:
       'longest sequence (no truncation). Rates: real steps per second '
       'after the first epoch (ours) or the first batch (Keras).',
       '',
-      common.table(['data set', 'model', 'training', 'eval score',
+      harness.table(['data set', 'model', 'training', 'eval score',
                     'real steps / s', 'epochs', 'peak RSS'], rows,
                    align='lllrrrr'),
   ]
-  common.write_section(common.output_path(args), 'truncation',
+  harness.write_section(harness.output_path(args), 'truncation',
                        '\n'.join(body))
   return 0
 

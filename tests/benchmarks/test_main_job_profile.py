@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from benchmarks import common
+from benchmarks import harness
 from benchmarks import main_job_profile as mjp
 
 
@@ -93,6 +93,6 @@ def test_report_and_section(tmp_path):
   changed = dict(results, runs=[dict(RUNS[0], code_changed=True)] + RUNS[1:])
   assert 'changed during baseline 1' in mjp.report(changed)
   path = str(tmp_path / 'B.md')
-  common.write_section(path, mjp.SECTION, text)
+  harness.write_section(path, mjp.SECTION, text)
   with open(path) as f:
     assert mjp.TITLE in f.read()

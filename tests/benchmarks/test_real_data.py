@@ -57,7 +57,7 @@ def test_runner_args_reach_every_pipeline_run_and_the_note(monkeypatch,
     seen.append(cmd)
     raise RuntimeError('stop after the command')
 
-  monkeypatch.setattr(real_data.common, 'run_child', child)
+  monkeypatch.setattr(real_data.harness, 'run_child', child)
   case = real_data.Case('GunPoint')
   case.meta = {'task': 'classification', 'label_kind': 'per_sequence'}
   for model in (real_data.OURS, real_data.PLAIN, real_data.LRU):
