@@ -1,7 +1,7 @@
 """6. Real public data (UCR/UEA): the default model against baselines.
 
 Each data set of the UCR/UEA archive shipped in the aeon wheel is converted
-by ``data/ucr.py`` (``<work>/<case>/train/<Name>.csv`` from ``_TRAIN.ts``,
+by ``benchmarks/ucr.py`` (``<work>/<case>/train/<Name>.csv`` from ``_TRAIN.ts``,
 ``eval/<Name>.csv`` from ``_TEST.ts``), then trained and evaluated by the
 whole pipeline, exactly as a user would run it, with no tuning flags::
 
@@ -30,7 +30,7 @@ same CSV rows:
   label (regression);
 * (d) published ROCKET accuracies (Dempster et al. 2020,
   angus924/rocket results/results_ucr.csv) where there is one;
-* for per-step forecasting (``data/ucr.py --forecast``: label[t] = x0[t+1]):
+* for per-step forecasting (``benchmarks/ucr.py --forecast``: label[t] = x0[t+1]):
   persistence (predict x0[t]) and a least-squares linear AR(16) on x0
   fitted on the train rows (lags before a series' start are zeros, plus an
   intercept).
@@ -62,7 +62,7 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 from benchmarks import harness
-from data import ucr
+from benchmarks import ucr
 
 SECTION = 'real_data'
 TITLE = '## 6. Real public data (UCR/UEA)'
@@ -674,7 +674,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       '',
       run.preamble(args.quick),
       f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
-      '`data/ucr.py`); metrics on the archive\'s TEST split (the `eval/` '
+      '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the `eval/` '
       'folder)',
       f'* Runs: {seed_text} for the default model; the LSTM baselines '
       f'(a) and (b) with the first {args.baseline_seeds} of them',
@@ -690,7 +690,7 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       + ', '.join(f'`{p}`' for p in args.baselines_from)] if getattr(
           args, 'baselines_from', None) else []) + [
       '',
-      'Each data set is converted by `python -m data.ucr --dataset <Name> '
+      'Each data set is converted by `python -m benchmarks.ucr --dataset <Name> '
       '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
       'x0[t+1], the last step of each series dropped) and run by '
       '`python -m pipeline.local_runner --data-root <dir> --key-column '

@@ -48,7 +48,7 @@ from typing import Dict, List, Optional, Sequence
 
 from benchmarks import harness
 from benchmarks import real_data
-from data import ucr
+from benchmarks import ucr
 
 SECTION = 'recipe'
 TITLE = '## 13. The training recipe on sets nobody tuned on'

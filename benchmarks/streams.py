@@ -4,7 +4,7 @@ Long streams, scored at every step, built from the aeon wheel's data files:
 
 * **Forecasting** (per-step regression, ``--label-kind per_step --task
   regression``; label[t] = x0[t+1], the next value of the first channel):
-  ACSF1 and ItalyPowerDemand (``data/ucr.py --forecast``: one sequence per
+  ACSF1 and ItalyPowerDemand (``benchmarks/ucr.py --forecast``: one sequence per
   series); ``Daphnet_S06R02E0`` (9-channel gait, one recording) and
   ``KDD-TSAD_135`` (InternalBleeding, one channel) are long recordings read
   from their CSV files (``timestamp,<channels...>,is_anomaly``). Daphnet is
@@ -61,7 +61,7 @@ import numpy as np
 
 from benchmarks import harness
 from benchmarks import real_data
-from data import ucr
+from benchmarks import ucr
 
 SECTION = 'streams'
 TITLE = '## 8. Streams: per-step forecasting and tagging'
@@ -384,7 +384,7 @@ def prepare(case: StreamCase, source: ucr.Source, work: str) -> None:
     if longest > MAX_STREAM:
       raise ValueError(f'{case.name}: series of {longest} steps; cut them '
                        f'(more than {MAX_STREAM})')
-    case.how = ('`data/ucr.py --forecast`: one sequence per series (its '
+    case.how = ('`benchmarks/ucr.py --forecast`: one sequence per series (its '
                 'last step dropped)')
   else:
     files = {s: source.read(case.dataset, tag) for s, tag in ucr.SPLITS}
@@ -661,7 +661,7 @@ def render(args, run, entries, seeds, source_text,
       f'last w steps (fewer at a stream\'s start), fitted on up to '
       f'{WINDOW_SAMPLE:,} train steps and scored on up to {WINDOW_SAMPLE:,} '
       'eval steps (uniform samples); ceiling = the same default model on the '
-      'plain per-sequence set (`data/ucr.py`, one label per recording, as in '
+      'plain per-sequence set (`benchmarks/ucr.py`, one label per recording, as in '
       'section 6). Streams longer than '
       f'{MAX_STREAM:,} steps would be cut into pieces of at most that many '
       '(none is at these sizes). Cells: mean over seeds (max - min in '

@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks import harness
 from benchmarks import real_data
 from benchmarks import streams
-from data import ucr
+from benchmarks import ucr
 
 SECTION = 'tagging_lag'
 TITLE = ('## 11. Tagging: accuracy by steps since the recording changed')

@@ -3,7 +3,7 @@
 Three UCR/UEA development sets of different lengths (ACSF1, 1,460 steps;
 ArrowHead, 251; JapaneseVowels, at most 29) and one forecasting stream
 (ItalyPowerDemand, label = the next value of the series), converted by
-``data/ucr.py`` and z-scored with train statistics (as the pipeline's
+``benchmarks/ucr.py`` and z-scored with train statistics (as the pipeline's
 Transform does). Two models, both with the trainer's defaults otherwise:
 
 * ``lstm``: the shipped LSTM module (``benchmarks/lstm_module.py``,
@@ -60,11 +60,11 @@ def _load(name: str, forecast: bool, tmp: str):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = f'{tmp}/{name}{"-fc" if forecast else ""}'
-  cmd = [sys.executable, '-m', 'data.ucr', '--dataset', name, '--out', out]
+  cmd = [sys.executable, '-m', 'benchmarks.ucr', '--dataset', name, '--out', out]
   child = harness.run_child(cmd + (['--forecast'] if forecast else []),
                            timeout=600, echo=False)
   if child.returncode != 0:
-    raise RuntimeError(f'data.ucr {name}: {child.stderr[-2000:]}')
+    raise RuntimeError(f'benchmarks.ucr {name}: {child.stderr[-2000:]}')
   splits = {}
   for split in ('train', 'eval'):
     df = pd.concat([pd.read_csv(p, dtype={'seq_id': str})

@@ -6,7 +6,7 @@ import pytest
 
 from benchmarks import real_data
 from benchmarks import streams
-from data import ucr
+from benchmarks import ucr
 
 
 def _recordings(n=21, seed=0):

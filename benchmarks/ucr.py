@@ -9,9 +9,9 @@ PickupGestureWiimoteZ, Covid3Month, ...); only those files are used, so it
 is installed without its dependencies (``requirements/bench.txt``), or they
 are read straight from the wheel file.
 
-  python -m data.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1
-  python -m data.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1-fc --forecast
-  python -m data.ucr --dataset GunPoint --out /tmp/gp \\
+  python -m benchmarks.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1
+  python -m benchmarks.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1-fc --forecast
+  python -m benchmarks.ucr --dataset GunPoint --out /tmp/gp \\
       --aeon-wheel aeon-1.6.0-py3-none-any.whl
 
 Output (``--out DIR``), the layout ``python -m pipeline.local_runner
@@ -573,7 +573,7 @@ def convert(name: str, out: str, source: Optional[Source] = None, *,
 
 def build_parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(
-      prog='python -m data.ucr',
+      prog='python -m benchmarks.ucr',
       description='Convert a UCR/UEA archive problem (.ts files, as shipped '
       'in the aeon wheel) to CSV rows: <out>/train/<name>.csv, '
       '<out>/eval/<name>.csv (from TEST) and <out>/labels.json.')

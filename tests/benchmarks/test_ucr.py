@@ -1,4 +1,4 @@
-"""data/ucr.py: the .ts reader and the CSV converter (no TensorFlow).
+"""benchmarks/ucr.py: the .ts reader and the CSV converter (no TensorFlow).
 
 Synthetic .ts texts written to tmp_path, plus the real GunPoint files when
 aeon's data can be found (an installed aeon package, or $TSS_AEON_DATA
@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from data import ucr
+from benchmarks import ucr
 
 UNIVARIATE = """\
 # A comment line
