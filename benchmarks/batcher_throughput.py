@@ -209,19 +209,19 @@ def element_costs(input_glob: str) -> dict:
   return out
 
 
-def child_main(argv: List[str]) -> int:
-  kind, input_glob, output = argv[:3]
+def child(kind: str, input_glob: str, output: str, beam_args: List[str]
+          ) -> dict:
+  """One run in a fresh process (``harness.call``)."""
   if kind == 'reference':
     result = child_reference(input_glob, output)
   else:
-    result = child_beam(input_glob, output, argv[3:])
+    result = child_beam(input_glob, output, beam_args)
   import resource  # pylint: disable=g-import-not-at-top
   result['ru_maxrss_self'] = resource.getrusage(
       resource.RUSAGE_SELF).ru_maxrss * 1024
   result['ru_maxrss_children'] = resource.getrusage(
       resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-  print(json.dumps(result))
-  return 0
+  return result
 
 
 # --------------------------------------------------------------------------
@@ -278,14 +278,13 @@ def log_events(stderr: str):
 def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
   output = os.path.join(out_root, method)
   shutil.rmtree(output, ignore_errors=True)
-  cmd = [sys.executable, '-m', 'benchmarks.batcher_throughput', '--child',
-         method if method == 'reference' else 'beam',
-         os.path.join(data_dir, '*.csv'), output] + list(extra or [])
-  res = harness.run_child(cmd, timeout=1800)
-  if res.returncode != 0 or res.json() is None:
+  info, res = harness.call(
+      'batcher_throughput.child', 'reference' if method == 'reference' else
+      'beam', os.path.join(data_dir, '*.csv'), output, list(extra or []),
+      timeout=1800)
+  if info is None:
     raise RuntimeError(f'{method} failed ({res.killed}): '
                        f'{res.stderr[-3000:]}')
-  info = res.json()
   end = res.peak.series[-1][0] if res.peak.series else time.time()
   if method == 'reference':
     bounds = [info['start'], info['grouped'], info['grouped'], end]
@@ -323,9 +322,6 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  if argv and argv[0] == '--child':
-    return child_main(argv[1:])
   p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--sizes', default=None,
                  help='comma-separated time-step counts (default: 1M,10M; '

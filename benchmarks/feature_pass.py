@@ -45,7 +45,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,8 +52,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-# Run by path in a child process (``--child``) the repository root is the
-# child's PYTHONPATH, and ``benchmarks`` its own checkout's.
 from benchmarks import harness
 
 SECTION = 'feature_pass'
@@ -388,21 +385,24 @@ def measure(batches_root: str, rounds: int, logits_out: str,
 # --------------------------------------------------------------------------
 
 
+def child_measure(batches_root: str, rounds: int, logits_out: str
+                  ) -> Dict[str, Any]:
+  """``measure`` in a fresh process (``harness.call``)."""
+  return measure(batches_root, rounds, logits_out,
+                 harness.progress_log('feature_pass child'))
+
+
 def run_child(code_root: str, batches_root: str, rounds: int,
               logits_out: str) -> Dict[str, Any]:
   """``measure`` in a fresh process on ``code_root``'s code."""
-  env = harness.child_env()
-  env['PYTHONPATH'] = code_root
-  cmd = [sys.executable, os.path.abspath(__file__), '--child',
-         '--batches', batches_root, '--rounds', str(rounds),
-         '--logits', logits_out]
-  res = subprocess.run(cmd, cwd=code_root, env=env, capture_output=True,
-                       text=True, check=False)
-  sys.stderr.write(res.stderr[-3000:] if res.returncode else '')
-  if res.returncode != 0:
+  result, res = harness.call('feature_pass.child_measure', batches_root,
+                             rounds, logits_out, code_root=code_root,
+                             interval=1.0)
+  if result is None:
+    sys.stderr.write(res.stderr[-3000:])
     raise RuntimeError(f'the measurement on {code_root} failed (exit code '
                        f'{res.returncode})')
-  return json.loads(res.stdout.strip().splitlines()[-1])
+  return result
 
 
 def rates(r: Mapping[str, Any]) -> Dict[str, float]:
@@ -539,15 +539,8 @@ def main(argv=None) -> int:
                  help='timing rounds per child (default 3; quick: 1)')
   p.add_argument('--note', action='append', default=[],
                  help='a reading bullet to add to the section')
-  p.add_argument('--child', action='store_true', help=argparse_hidden())
-  p.add_argument('--batches', default=None, help=argparse_hidden())
-  p.add_argument('--logits', default=None, help=argparse_hidden())
   args = p.parse_args(argv)
   rounds = args.rounds or (1 if args.quick else 3)
-  if args.child:
-    log = harness.progress_log('feature_pass child')
-    print(json.dumps(measure(args.batches, rounds, args.logits, log)))
-    return 0
   log = harness.progress_log('feature_pass')
   pairs = args.pairs or (1 if args.quick else 2)
   run = harness.Run()
@@ -588,11 +581,6 @@ def main(argv=None) -> int:
     json.dump(results, f, indent=1, sort_keys=True)
   harness.write_section(harness.output_path(args), SECTION, report(results))
   return 0
-
-
-def argparse_hidden():
-  import argparse  # pylint: disable=g-import-not-at-top
-  return argparse.SUPPRESS
 
 
 def _tree_commit(root: str) -> str:

@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Dict
 
 from benchmarks import harness
 
@@ -105,27 +105,20 @@ def child_keras(longest: int) -> dict:
           'steps': -(-len(seqs) // B)}
 
 
-def child_main(argv: List[str]) -> int:
-  kind = argv[0]
-  if kind == 'ours':
-    result = child_ours(argv[1], argv[2])
-  else:
-    result = child_keras(int(argv[1]))
+def child(kind: str, longest: int, batches: str, work: str) -> dict:
+  """One run in a fresh process (``harness.call``)."""
+  result = (child_ours(batches, work) if kind == 'ours' else
+            child_keras(longest))
   result['maxrss'] = _maxrss()
-  print(json.dumps(result))
-  return 0
+  return result
 
 
 def run_one(kind: str, longest: int, batches: str, work: str) -> dict:
-  if kind == 'ours':
-    cmd = ['ours', batches, work]
-    limits = dict(timeout=TIME_LIMIT * 2)
-  else:
-    cmd = ['keras', str(longest)]
-    limits = dict(timeout=TIME_LIMIT, rss_cap=RSS_CAP)
-  res = harness.run_child([sys.executable, '-m', 'benchmarks.memory_vs_length',
-                          '--child'] + cmd, **limits)
-  out = res.json() or {}
+  limits = (dict(timeout=TIME_LIMIT * 2) if kind == 'ours' else
+            dict(timeout=TIME_LIMIT, rss_cap=RSS_CAP))
+  out, res = harness.call('memory_vs_length.child', kind, longest, batches,
+                          work, **limits)
+  out = out or {}
   out.update(wall=res.seconds, polled=res.peak.tree, killed=res.killed,
              ok=res.returncode == 0 and not res.killed)
   if not out['ok'] and not res.killed:
@@ -136,9 +129,6 @@ def run_one(kind: str, longest: int, batches: str, work: str) -> dict:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  if argv and argv[0] == '--child':
-    return child_main(argv[1:])
   args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   sizes = [1_000, 10_000] if args.quick else [1_000, 10_000, 100_000]
   run = harness.Run()

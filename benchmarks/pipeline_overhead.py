@@ -163,15 +163,9 @@ def profile_digest(path: str, top: int = 12) -> Dict[str, object]:
                             'function': name} for t, n, name in own]}
 
 
-def child_main(argv: List[str]) -> int:
-  """``--child TIMINGS_JSON [--profile DIR] -- <local_runner flags>``."""
-  timings_path = argv[0]
-  profile_dir = None
-  rest = argv[1:]
-  if rest[:1] == ['--profile']:
-    profile_dir, rest = rest[1], rest[2:]
-  if rest[:1] == ['--']:
-    rest = rest[1:]
+def child(profile_dir: Optional[str], flags: List[str]) -> dict:
+  """The local runner with ``flags`` in a fresh process (``harness.call``),
+  timed from inside (or its executors profiled into ``profile_dir``)."""
   t0 = time.perf_counter()
   from pipeline import input_check  # pylint: disable=g-import-not-at-top
   from pipeline import local_runner  # pylint: disable=g-import-not-at-top
@@ -189,11 +183,10 @@ def child_main(argv: List[str]) -> int:
   if profile_dir:
     _profile_executors(profile_dir)
   timings['import_seconds'] = time.perf_counter() - t0
-  code = local_runner.main(rest)
+  if local_runner.main(flags) != 0:
+    raise RuntimeError('the local runner failed')
   timings['main_seconds'] = time.perf_counter() - t0
-  with open(timings_path, 'w') as f:
-    json.dump(timings, f)
-  return code
+  return timings
 
 
 # --------------------------------------------------------------------------
@@ -208,29 +201,16 @@ def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
   per-component seconds, the input check's, wall time and peak RSS."""
   shutil.rmtree(out, ignore_errors=True)
   os.makedirs(out)
-  timings_path = os.path.join(out, 'timings.json')
-  cmd = [sys.executable, '-m', 'benchmarks.pipeline_overhead', '--child',
-         timings_path]
-  if profile_dir:
-    cmd += ['--profile', profile_dir]
-  cmd += ['--', '--data-root', data, '--output-dir', out, '--no-cache']
-  cmd += list(extra or [])
-  env = harness.child_env()
-  # The code under test is ``code_root``'s; this script is always ours.
-  env['PYTHONPATH'] = os.pathsep.join([code_root, harness.ROOT])
-  if code_root != harness.ROOT:
-    # benchmarks/ of the baseline may lack this script: run ours from there.
-    cmd[1:3] = [os.path.abspath(__file__)]
-  res = harness.run_child(cmd, cwd=code_root, env=env)
+  flags = ['--data-root', data, '--output-dir', out, '--no-cache']
+  timings, res = harness.call('pipeline_overhead.child', profile_dir,
+                              flags + list(extra or []), code_root=code_root)
   with open(os.path.join(out, 'stderr.log'), 'w') as f:
     f.write(res.stderr)
-  if res.returncode != 0:
+  if timings is None:
     raise RuntimeError(f'{data}: the pipeline failed (exit code '
                        f'{res.returncode}); log: {out}/stderr.log')
   with open(os.path.join(out, 'summary.json')) as f:
     summary = json.load(f)
-  with open(timings_path) as f:
-    timings = json.load(f)
   components = {name: c['seconds'] for name, c in
                 summary['components'].items()}
   pre = pre_trainer_seconds(components)
@@ -417,9 +397,6 @@ def profile_section(profile: dict) -> str:
 
 
 def main(argv=None) -> int:
-  argv = sys.argv[1:] if argv is None else argv
-  if argv and argv[0] == '--child':
-    return child_main(argv[1:])
   p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--rows', default=None,
                  help='comma-separated row counts (default: 100k,1M,10M; '

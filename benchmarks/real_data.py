@@ -51,11 +51,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import shlex
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -174,16 +172,6 @@ def prepare(cases: Sequence[Case], source: ucr.Source, work: str) -> None:
 # --------------------------------------------------------------------------
 
 
-def runner_supports_seed() -> bool:
-  """Whether ``pipeline.local_runner`` has a ``--seed`` flag."""
-  proc = subprocess.run(
-      [sys.executable, '-m', 'pipeline.local_runner', '--help'],
-      cwd=harness.ROOT, env=harness.child_env(), capture_output=True,
-      text=True, timeout=600, check=False)
-  return proc.returncode == 0 and re.search(r'(^|\s)--seed\b',
-                                            proc.stdout) is not None
-
-
 def metric_names(case: Case) -> List[str]:
   return ['accuracy'] if case.task == 'classification' else ['mae', 'rmse']
 
@@ -195,115 +183,19 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
   # One output folder per data set: TFX's cache serves ExampleGen ..
   # SequenceBatcher to every run after the first (only the seed or the model
   # module changes), so only the trainer, evaluator and pusher re-run.
-  out = os.path.join(work, 'runs', case.slug)
-  cmd = [sys.executable, '-m', 'pipeline.local_runner'] + case.runner_flags()
-  cmd += ['--output-dir', out]
+  flags = []
   if seed is not None:
-    cmd += ['--seed', str(seed)]
+    flags += ['--seed', str(seed)]
   if model == PLAIN:
-    cmd += ['--module-file', LSTM_MODULE]
+    flags += ['--module-file', LSTM_MODULE]
   elif model == LRU:
-    cmd += list(LRU_FLAGS)
-  cmd += list(extra)
-  res = harness.run_child(cmd, timeout=RUN_TIMEOUT, interval=0.5)
-  result = {'seconds': res.seconds, 'peak_rss': res.peak.tree}
+    flags += list(LRU_FLAGS)
   logfile = os.path.join(work, 'logs', f'{case.slug}-{model}-seed{seed or 0}'
                          '.log')
-  os.makedirs(os.path.dirname(logfile), exist_ok=True)
-  with open(logfile, 'w') as f:
-    f.write('$ ' + ' '.join(cmd) + '\n' + res.stdout + '\n' + res.stderr)
-  path = os.path.join(out, 'summary.json')
-  if res.returncode != 0 or not os.path.exists(path):
-    result['error'] = (res.killed or _first_error(res.stderr) or
-                       f'exit status {res.returncode}')[:300]
-    result['log'] = logfile
-  else:
-    with open(path) as f:
-      summary = json.load(f)
-    result['summary_seconds'] = summary.get('wall_seconds')
-    ev = summary.get('eval') or {}
-    missing = [m for m in metric_names(case) if m not in ev]
-    if missing:
-      result['error'] = (f'summary.json eval has no {missing} (has '
-                         f'{sorted(ev)})')
-    for m in metric_names(case):
-      if m in ev:
-        result[m] = float(ev[m])
-    batcher = (summary.get('batcher') or {}).get('train') or {}
-    components = summary.get('components') or {}
-    result['trainer_seconds'] = (components.get('StatefulTrainer') or {}).get(
-        'seconds')
-    result['evaluator_seconds'] = (components.get('StatefulEvaluator') or
-                                   {}).get('seconds')
-    result['cached'] = sorted(summary.get('cached') or [])
-    result['train_batches'] = batcher.get('num_batches')
-    result['efficiency'] = batcher.get('efficiency')
-    rate = training_rate(summary.get('model_uri'))
-    if rate is not None:
-      result['real_steps_per_sec'] = rate
-    logged = _logged_settings(res.stderr)
-    for key in ('batch_size', 'num_unroll', 'epochs', 'epochs_run'):
-      value = _find_setting(summary, key)
-      if value is None:
-        value = logged.get(key)
-      if value is not None:
-        result[key] = value
-  return result
-
-
-def training_rate(model_uri: Optional[str]) -> Optional[float]:
-  """Real (unpadded) time steps trained per second by the run that made
-  the exported model, over its epochs after the first (which traces the
-  steps): from the ``history.json`` the trainer writes in its ``model_run``
-  artifact beside ``model_uri``. None if it is missing or has no second
-  epoch."""
-  if not model_uri:
-    return None
-  head, run_id = os.path.split(os.path.normpath(model_uri))
-  path = os.path.join(os.path.dirname(head), 'model_run', run_id,
-                      'history.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    epochs = json.load(f).get('epochs') or []
-  steps = sum(e.get('real_timesteps') or 0 for e in epochs[1:])
-  seconds = sum(e.get('seconds') or 0 for e in epochs[1:])
-  return steps / seconds if steps and seconds else None
-
-
-def _first_error(stderr: str) -> Optional[str]:
-  """The runner's one-line ``error:``, else the last exception line of a
-  traceback, else the last line."""
-  lines = [l.strip() for l in stderr.splitlines() if l.strip()]
-  for pattern in (r'^error:', r'^[\w.]*(Error|Exception)\b'):
-    hits = [l for l in lines if re.match(pattern, l)]
-    if hits:
-      return hits[-1]
-  return lines[-1] if lines else None
-
-
-def _logged_settings(stderr: str) -> Dict[str, int]:
-  """B, T and epochs from the trainer's log lines (``ModelSpec(batch_size=
-  32, num_unroll=32, ...`` and ``epoch 1/10 done``), when it logs them."""
-  out = {}
-  m = re.search(r'ModelSpec\(batch_size=(\d+), num_unroll=(\d+)', stderr)
-  if m:
-    out['batch_size'], out['num_unroll'] = int(m.group(1)), int(m.group(2))
-  epochs = re.findall(r'\bepoch (\d+)/(\d+) done', stderr)
-  if epochs:
-    out['epochs_run'], out['epochs'] = (int(v) for v in epochs[-1])
-  return out
-
-
-def _find_setting(summary: Dict, key: str):
-  """A chosen setting, if summary.json reports it (top level or one dict
-  down, e.g. a ``config`` block)."""
-  if isinstance(summary.get(key), (int, float)):
-    return summary[key]
-  for value in summary.values():
-    if isinstance(value, dict) and isinstance(value.get(key), (int, float)):
-      return value[key]
-  return None
+  res, summary = harness.run_local_runner(
+      case.runner_flags(), os.path.join(work, 'runs', case.slug), logfile,
+      flags + list(extra), timeout=RUN_TIMEOUT, interval=0.5)
+  return harness.run_result(res, summary, metric_names(case), logfile)
 
 
 # --------------------------------------------------------------------------
@@ -847,7 +739,7 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  seed_flag = runner_supports_seed()
+  seed_flag = harness.runner_supports_seed()
   seeds: List[Optional[int]] = list(range(nseeds)) if seed_flag else [None]
   baseline_seeds = seeds[:max(1, args.baseline_seeds)]
   log('pipeline.local_runner ' + (f'has --seed: seeds {list(seeds)}'

@@ -808,7 +808,7 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  if not args.references_only and not real_data.runner_supports_seed():
+  if not args.references_only and not harness.runner_supports_seed():
     print('error: pipeline.local_runner has no --seed flag', file=sys.stderr)
     return 1
   entries = []

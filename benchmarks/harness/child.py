@@ -183,3 +183,24 @@ def _kill_group(proc: subprocess.Popen) -> None:
     pass
 
 
+def call(function: str, *args, code_root: str = ROOT, **run_kwargs):
+  """``benchmarks.<module>.<name>(*args)`` (``function`` = 'module.name') in a
+  fresh process on ``code_root``'s code (the product's; the benchmark
+  scripts and this harness are always ours); its JSON-able result and the
+  ``ChildResult`` (``run_child``'s keywords pass through). The result is
+  None when the child failed."""
+  fd, path = tempfile.mkstemp(suffix='.json', prefix='tss-child-')
+  os.close(fd)
+  try:
+    env = child_env()
+    env['PYTHONPATH'] = code_root  # The code under test only.
+    cmd = [sys.executable, os.path.join(os.path.dirname(__file__),
+                                        'in_child.py'), function, path,
+           json.dumps(args)]
+    res = run_child(cmd, cwd=code_root, env=env, **run_kwargs)
+    with open(path) as f:
+      text = f.read()
+    return (json.loads(text) if res.returncode == 0 and text else None), res
+  finally:
+    os.remove(path)
+

@@ -23,17 +23,17 @@ def test_training_rate_skips_the_first_epoch_and_pools_the_rest(tmp_path):
       {'real_timesteps': 300.0, 'seconds': 1.0},
       {'real_timesteps': 100.0, 'seconds': 1.0}])
   # Pooled (400 steps in 2 s), not the mean of the epochs' rates (200).
-  assert real_data.training_rate(model_uri) == pytest.approx(200.0)
-  assert real_data.training_rate(model_uri + '/') == pytest.approx(200.0)
+  assert real_data.harness.training_rate(model_uri) == pytest.approx(200.0)
+  assert real_data.harness.training_rate(model_uri + '/') == pytest.approx(200.0)
 
 
 def test_training_rate_is_none_without_a_second_epoch_or_a_history(tmp_path):
   one = _history(str(tmp_path), 3, [{'real_timesteps': 50.0,
                                      'seconds': 1.0}])
-  assert real_data.training_rate(one) is None
-  assert real_data.training_rate(str(tmp_path / 'StatefulTrainer' / 'model' /
+  assert real_data.harness.training_rate(one) is None
+  assert real_data.harness.training_rate(str(tmp_path / 'StatefulTrainer' / 'model' /
                                      '4')) is None
-  assert real_data.training_rate(None) is None
+  assert real_data.harness.training_rate(None) is None
 
 
 def test_rates_note_means_each_models_runs_and_skips_the_rest():
@@ -57,7 +57,7 @@ def test_runner_args_reach_every_pipeline_run_and_the_note(monkeypatch,
     seen.append(cmd)
     raise RuntimeError('stop after the command')
 
-  monkeypatch.setattr(real_data.harness, 'run_child', child)
+  monkeypatch.setattr(real_data.harness.child, 'run_child', child)
   case = real_data.Case('GunPoint')
   case.meta = {'task': 'classification', 'label_kind': 'per_sequence'}
   for model in (real_data.OURS, real_data.PLAIN, real_data.LRU):
