@@ -59,21 +59,12 @@ class Runner:
     import tf_keras as keras  # pylint: disable=g-import-not-at-top
     from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
     from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-    from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-    from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-    from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
-    from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
     keras.utils.set_random_seed(SEED)
     module = model_io.resolve_module()
     spec = _spec(names, unroll, model)
     self.net = model_io.build_stateful(module, spec)
-    optimizer = optimizers.make_optimizer(
-        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
-    optimizer.build(self.net.trainable_variables)
-    objective = objective_lib.make_objective(spec, module)
-    self.steps = steps_lib.compile_steps(self.net, optimizer, objective,
-                                         objective.new_metrics(),
-                                         objective.new_metrics())
+    self.steps = harness.compiled_steps(self.net, spec, module, build=True,
+                                        eval_metrics=True)
     source = batches_lib.BatchSource.open(root, 'train')
     self.held = list(source.dataset())
     self.real = int(sum(float(b['mask'].numpy().sum()) for b in self.held))

@@ -271,12 +271,10 @@ def measure(batches_root: str, rounds: int, logits_out: str,
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful.distribution import shards  # pylint: disable=g-import-not-at-top
   from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   train = batches_lib.BatchSource.open(batches_root, 'train')
@@ -323,12 +321,9 @@ def measure(batches_root: str, rounds: int, logits_out: str,
     state.zero_all(model)
     return np.concatenate(kept, axis=1) if keep_lanes else None
 
-  config = settings.OptimizerConfig.from_hyperparameters(
-      module.optimizer_defaults(spec))
-  objective = objective_lib.make_objective(spec, module)
-  compiled = steps_lib.compile_steps(
-      model, optimizers.make_optimizer(config, total_steps=10_000),
-      objective, objective.new_metrics())
+  compiled = harness.compiled_steps(model, spec, module,
+                                    module.optimizer_defaults(spec),
+                                    total_steps=10_000)
 
   def fine_tune():
     compiled.zero_all()

@@ -65,9 +65,6 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   if model_name == 'lstm':
     module = model_io.resolve_module(
@@ -77,12 +74,9 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
     module = model_io.resolve_module()
     spec = _spec(unroll, {'model': 'lru'})
   model = module.build_model(spec)
-  objective = objective_lib.make_objective(spec, module)
-  config = settings.OptimizerConfig.from_hyperparameters(
-      settings.OPTIMIZER_DEFAULTS)
-  optimizer = optimizers.make_optimizer(config, total_steps=10_000)
-  steps = steps_lib.compile_steps(model, optimizer, objective,
-                                  objective.new_metrics())
+  steps = harness.compiled_steps(model, spec, module,
+                                 settings.OPTIMIZER_DEFAULTS,
+                                 total_steps=10_000)
   batch = _batch(unroll)
   scan = lru.invariant_scan
   if model_name == 'lru, no scan':

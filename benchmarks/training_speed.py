@@ -423,7 +423,6 @@ def overhead(ds: Dataset, root: str, epochs: int,
   """
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
@@ -436,11 +435,9 @@ def overhead(ds: Dataset, root: str, epochs: int,
         settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
     return model, optimizer, objective_lib.make_objective(spec, module)
 
-  model, optimizer, objective = parts()
-  optimizer.build(model.trainable_variables)
-  steps = steps_lib.compile_steps(model, optimizer, objective,
-                                 objective.new_metrics(),
-                                 objective.new_metrics())
+  model, spec, module = stateful_model(ds, units)
+  steps = harness.compiled_steps(model, spec, module, build=True,
+                                 eval_metrics=True)
   batches = list(train.dataset())
   kinds = ('bare', 'input', 'bare+input')
   times: Dict[str, List[float]] = {k: [] for k in kinds}

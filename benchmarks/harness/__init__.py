@@ -9,4 +9,5 @@ from benchmarks.harness.report import *  # noqa: F401,F403
 from benchmarks.harness.child import *  # noqa: F401,F403
 from benchmarks.harness.data import *  # noqa: F401,F403
 from benchmarks.harness.pipeline_runs import *  # noqa: F401,F403
+from benchmarks.harness.steps import *  # noqa: F401,F403
 from benchmarks.harness.report import HEADER, ROOT  # noqa: F401
