@@ -6,9 +6,13 @@
   -> Pusher (only a blessed model)
 
 CSV rows go through Transform (z-scores fitted on the train split, kept in
-the serving graph); SequenceExamples (ImportExampleGen) go to the
-SequenceBatcher as they are (tf.Transform does not analyse sequence feature
-lists), so their features reach the model unscaled. The default model's
+the serving graph): Transform analyses (``materialize=False``) and the
+SequenceBatcher applies its graph to ExampleGen's rows as it decodes them,
+so the transformed rows are never written and read again
+(``materialize_transform`` restores TFX's transformed examples).
+SequenceExamples (ImportExampleGen) go to the SequenceBatcher as they are
+(tf.Transform does not analyse sequence feature lists), so their features
+reach the model unscaled. The default model's
 convolutional form scales its inputs itself: per feature ``(x - median) /
 IQR`` fitted on the training steps, then ``sign(x) log(1 + |x|)``
 (``components/stateful/default_model.py``), which no per-feature affine
@@ -110,6 +114,7 @@ def create_pipeline(
     fresh: bool = False,
     evaluator_settings: Optional[Dict[str, Any]] = None,
     trainer_workers: int = 1,
+    materialize_transform: bool = False,
 ) -> tfx.dsl.Pipeline:
   """Builds the TFX pipeline (same graph locally and on Kubeflow).
 
@@ -134,6 +139,10 @@ def create_pipeline(
       ``kubeflow/compile.py --trainer-workers``); with ``trainer.replicas``
       it sets the SequenceBatcher's ``lane_multiple`` (batch_size is a
       multiple of replicas x workers).
+    materialize_transform: Transform also writes its transformed examples
+      (TFX's ``materialize``) and the SequenceBatcher reads those; by
+      default Transform only analyses and the batcher applies its graph to
+      ExampleGen's rows (the same batches, the data read once).
   """
   input_config, output_config = example_gen_configs(
       data_root, key_column, train_hash_buckets, eval_hash_buckets)
@@ -160,7 +169,7 @@ def create_pipeline(
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
   components = [example_gen, statistics_gen, schema_gen, example_validator]
-  batcher_input = example_gen.outputs['examples']
+  batcher_input, transform_graph = example_gen.outputs['examples'], None
   if input_format == CSV:
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
@@ -173,9 +182,15 @@ def create_pipeline(
             'label_column': label_column, 'task': task,
             'feature_columns': list(feature_columns or []),
             'exclude_columns': list(exclude_columns),
-        })
+        },
+        # The batcher applies the graph to the raw rows (read once) unless
+        # the transformed examples are asked for.
+        materialize=materialize_transform)
     components.append(transform)
-    batcher_input = transform.outputs['transformed_examples']
+    transform_graph = transform.outputs['transform_graph']
+    if materialize_transform:
+      batcher_input, transform_graph = (
+          transform.outputs['transformed_examples'], None)
   batcher = SequenceBatcher(
       examples=batcher_input, key_column=key_column,
       order_column=order_column, label_column=label_column,
@@ -183,7 +198,8 @@ def create_pipeline(
       exclude_columns=exclude_columns, batch_size=batch_size,
       num_unroll=num_unroll, mode=mode,
       max_sequence_length=max_sequence_length, truncate=truncate,
-      lane_multiple=trainer.replicas * int(trainer_workers))
+      lane_multiple=trainer.replicas * int(trainer_workers),
+      transform_graph=transform_graph)
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']
@@ -232,7 +248,8 @@ def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
                                 beam_pipeline_args: Optional[List[str]] = None,
                                 data_root: Optional[str] = None,
                                 serving_dir: Optional[str] = None,
-                                trainer_workers: int = 1
+                                trainer_workers: int = 1,
+                                materialize_transform: bool = False
                                ) -> tfx.dsl.Pipeline:
   """``create_pipeline`` with every setting taken from ``config``.
 
@@ -268,4 +285,5 @@ def create_pipeline_from_config(config: pipeline_config.PipelineConfig, *,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=beam_pipeline_args,
       checkpoint_dir=config.checkpoint_dir, fresh=config.fresh,
-      trainer_workers=trainer_workers)
+      trainer_workers=trainer_workers,
+      materialize_transform=materialize_transform)
