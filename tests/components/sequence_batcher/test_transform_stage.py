@@ -42,17 +42,21 @@ def _preprocessing_fn(inputs):
 
 def _rows(n=30):
   rng = np.random.default_rng(0)
-  return [{'seq_id': f'k{i % 3}', 't': i, 'label': i % 2,
+  return [{'seq_id': f'k{i % 3}', 't': i, 'label': i % 3 % 2,
            'a': float(rng.normal(3.0, 2.0)),
            'd': None if i == 4 else float(rng.normal(-1.0, 0.5))}
           for i in range(n)]
 
 
-@pytest.fixture(scope='module')
-def graph(tmp_path_factory):
-  """A transform graph as TFX's Transform writes it: the transform function
-  and both schemas (raw ``metadata/``, ``transformed_metadata/``)."""
-  root = tmp_path_factory.mktemp('graph')
+def rows():
+  """The raw rows: keys k0, k1, k2; ``d`` missing in the row with t = 4."""
+  return _rows()
+
+
+def write_graph(root) -> str:
+  """A transform graph of ``rows()`` as TFX's Transform writes it, under
+  ``root``: the transform function and both schemas (raw ``metadata/``,
+  ``transformed_metadata/``); returns its folder."""
   out = str(root / 'transform_graph')
   feeds = [{k: ([] if v is None else [v]) for k, v in r.items()}
            for r in _rows()]
@@ -67,6 +71,11 @@ def graph(tmp_path_factory):
     _ = metadata | tft_beam.WriteMetadata(
         os.path.join(out, tft.TFTransformOutput.RAW_METADATA_DIR), p)
   return out
+
+
+@pytest.fixture(scope='module')
+def graph(tmp_path_factory):
+  return write_graph(tmp_path_factory.mktemp('graph'))
 
 
 def test_graph_outputs_become_the_columns_and_holes_stay_missing(graph):
