@@ -7,9 +7,14 @@
   -> Pusher (only a blessed model)
 
 CSV rows go through Transform (z-scores fitted on the train split, kept in
-the serving graph); SequenceExamples (ImportExampleGen) go to the
-SequenceBatcher as they are (tf.Transform does not analyse sequence feature
-lists), so their features reach the model unscaled. The default model's
+the serving graph): Transform analyses (``materialize=False``) and the
+SequenceBatcher applies its graph to ExampleGen's rows as it decodes them,
+so the transformed rows are never written and read again
+(``PipelineConfig.materialize_transform`` restores TFX's transformed
+examples).
+SequenceExamples (ImportExampleGen) go to the SequenceBatcher as they are
+(tf.Transform does not analyse sequence feature lists), so their features
+reach the model unscaled. The default model's
 convolutional form scales its inputs itself: per feature ``(x - median) /
 IQR`` fitted on the training steps, then ``sign(x) log(1 + |x|)``
 (``components/stateful/models/default_model.py``), which no per-feature affine
@@ -142,7 +147,7 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
       statistics=statistics_gen.outputs['statistics'],
       schema=schema_gen.outputs['schema'])
   components = [example_gen, statistics_gen, schema_gen, example_validator]
-  batcher_input = example_gen.outputs['examples']
+  batcher_input, transform_graph = example_gen.outputs['examples'], None
   if input_format == CSV:
     transform = tfx.components.Transform(
         examples=example_gen.outputs['examples'],
@@ -155,9 +160,15 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
             'label_column': label_column, 'task': task,
             'feature_columns': list(feature_columns or []),
             'exclude_columns': list(exclude_columns),
-        })
+        },
+        # The batcher applies the graph to the raw rows (read once) unless
+        # the transformed examples are asked for.
+        materialize=c.materialize_transform)
     components.append(transform)
-    batcher_input = transform.outputs['transformed_examples']
+    transform_graph = transform.outputs['transform_graph']
+    if c.materialize_transform:
+      batcher_input, transform_graph = (
+          transform.outputs['transformed_examples'], None)
   batcher = SequenceBatcher(
       examples=batcher_input, key_column=key_column,
       order_column=order_column, label_column=label_column,
@@ -165,7 +176,8 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
       exclude_columns=exclude_columns, batch_size=c.batch_size,
       num_unroll=c.num_unroll, mode=c.mode,
       max_sequence_length=c.max_sequence_length, truncate=c.truncate,
-      lane_multiple=lanes.lane_multiple(c.trainer.replicas, trainer_workers))
+      lane_multiple=lanes.lane_multiple(c.trainer.replicas, trainer_workers),
+      transform_graph=transform_graph)
   trainer = StatefulTrainer(
       batches=batcher.outputs['batches'],
       transform_graph=(transform.outputs['transform_graph']

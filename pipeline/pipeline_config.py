@@ -148,6 +148,12 @@ class PipelineConfig:
   fresh: bool = setting(
       False, 'train from the first step even if an interrupted run with the '
       'same inputs left checkpoints (they are removed)')
+  materialize_transform: bool = setting(
+      False, 'Transform also writes its transformed examples (TFX\'s '
+      'materialize) and the SequenceBatcher reads those; off: Transform '
+      'only analyses and the batcher applies its graph to ExampleGen\'s '
+      'rows as it decodes them (the same batches; the transformed rows are '
+      'never written and read again)')
 
   def __post_init__(self):
     if self.input_format not in INPUT_FORMATS:

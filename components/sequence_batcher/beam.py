@@ -144,7 +144,8 @@ class BatchSequences(beam.PTransform):
                    1, read_stage.DECODE_BATCH),
                feature_names: Optional[Sequence[str]] = None,
                chunk_bytes: int = write_stage.CHUNK_BYTES,
-               decoded: bool = False):
+               decoded: bool = False,
+               transform_graph: Optional[str] = None):
     """See the class docstring. ``feature_names``: the feature columns when
     ``columns`` names none, if the caller knows them (e.g. from the CSV
     headers, ``read_stage.csv_feature_names``); otherwise they are inferred
@@ -155,7 +156,9 @@ class BatchSequences(beam.PTransform):
     flagged in ``auto_layout``. ``decode_batch_sizes``: see
     ``read_stage.DecodeRows``. ``decoded``: the input is already
     ``DecodeRows``' output (``(key, RowChunk)``), e.g. shared with
-    ``plan.ChooseLayout`` so that the split is read and decoded once."""
+    ``plan.ChooseLayout`` so that the split is read and decoded once.
+    ``transform_graph``: a tf.Transform graph applied to raw ``tf_example``
+    rows as they are decoded (see ``read_stage.DecodeRows``)."""
     super().__init__()
     if not split_dir:
       raise ValueError('split_dir must be set')
@@ -168,7 +171,8 @@ class BatchSequences(beam.PTransform):
     self._source = source or f'split {split!r}'
     self._decode = read_stage.DecodeRows(
         input_format, columns, source=self._source, csv_headers=csv_headers,
-        decode_batch_sizes=decode_batch_sizes)
+        decode_batch_sizes=decode_batch_sizes,
+        transform_graph=transform_graph)
     self._decoded = bool(decoded)
     self._format = input_format
     self._columns = columns

@@ -67,6 +67,8 @@ class SequenceBatcherSpec(types.ComponentSpec):
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
+      executor.TRANSFORM_GRAPH_KEY: ChannelParameter(
+          type=standard_artifacts.TransformGraph, optional=True),
   }
   OUTPUTS = {
       'batches': ChannelParameter(type=SequenceBatches),
@@ -77,10 +79,12 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
   """Groups time-step rows (or whole SequenceExamples) into sequences and lays
   them into fixed-size stateful batches, for every split of ``examples``.
 
-  Example::
+  Example (Transform with ``materialize=False``: the batcher applies its
+  graph to the raw rows, which are read once)::
 
     batcher = SequenceBatcher(
-        examples=transform.outputs['transformed_examples'],
+        examples=example_gen.outputs['examples'],
+        transform_graph=transform.outputs['transform_graph'],
         key_column='seq_id', order_column='t', label_column='label',
         batch_size=32, num_unroll=32)
   """
@@ -103,8 +107,12 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
                max_sequence_length: Optional[int] = None,
                truncate: bool = False,
                shard_bytes: int = layout.DEFAULT_SHARD_BYTES,
-               lane_multiple: int = 1):
-    """Args are those of ``ColumnConfig`` and ``LayoutConfig``.
+               lane_multiple: int = 1,
+               transform_graph: Optional[types.BaseChannel] = None):
+    """Args are those of ``ColumnConfig`` and ``LayoutConfig``, and
+    ``transform_graph``: an optional ``TransformGraph`` applied to the
+    ``examples`` (raw tf.Example rows) as they are decoded; the columns
+    named are then the graph's outputs.
 
     ``order_column`` may be None only for SequenceExample payloads (the
     feature lists' order is used). ``batch_size`` / ``num_unroll`` unset:
@@ -130,6 +138,7 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
       checked.check_lane_multiple()
     spec = SequenceBatcherSpec(
         examples=examples,
+        transform_graph=transform_graph,
         key_column=columns.key_column,
         order_column=order_column,
         label_column=label_column,

@@ -46,7 +46,7 @@ def decode_examples(records: Sequence[bytes], columns: seqlib.ColumnConfig,
   if not records:
     return []
   return [chunk for batch, part in _decode_batches(list(records), source)
-          for chunk in _chunks_of_batch(batch, part, columns, source)]
+          for chunk in chunks_of_batch(batch, part, columns, source)]
 
 
 def _decode_batches(records: List[bytes], source: str):
@@ -81,7 +81,7 @@ def _decode_batches(records: List[bytes], source: str):
     yield batch, part
 
 
-def _chunks_of_batch(batch, records: List[bytes],
+def chunks_of_batch(batch, records: List[bytes],
                      columns: seqlib.ColumnConfig,
                      source: str) -> List[seqlib.RowChunk]:
   """One decoded Arrow record batch of tf.Example rows -> chunks."""

@@ -27,6 +27,8 @@ from components.sequence_batcher import sequences as seqlib
 
 _LOG = logging.getLogger(__name__)
 
+TRANSFORM_GRAPH_KEY = 'transform_graph'
+
 
 @dataclasses.dataclass(frozen=True)
 class BatcherArgs:
@@ -39,6 +41,8 @@ class BatcherArgs:
   output_uri: str
   # (batch_size, num_unroll) unset: chosen from the train split's lengths.
   auto_layout: Tuple[bool, bool] = (False, False)
+  # A TransformGraph URI applied to the raw rows as they are decoded.
+  transform_graph: Optional[str] = None
 
 
 def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
@@ -61,6 +65,14 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
         f'Examples artifact {examples.uri} has payload format '
         f'{example_gen_pb2.PayloadFormat.Name(payload)}; the SequenceBatcher '
         'reads tf.Example rows or tf.SequenceExample sequences')
+  graph = None
+  if input_dict.get(TRANSFORM_GRAPH_KEY):
+    graph = artifact_utils.get_single_instance(
+        input_dict[TRANSFORM_GRAPH_KEY]).uri
+    if formats[payload] != read_stage.TF_EXAMPLE:
+      raise seqlib.InputDataError(
+          f'Examples artifact {examples.uri} holds tf.SequenceExamples; a '
+          'transform graph applies to tf.Example rows only')
   patterns = {
       s: os.path.join(artifact_utils.get_split_uri([examples], s), '*')
       for s in splits
@@ -93,7 +105,8 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
   output = artifact_utils.get_single_instance(output_dict['batches'])
   return BatcherArgs(splits=splits, input_patterns=patterns,
                      input_format=formats[payload], columns=columns,
-                     config=config, output_uri=output.uri, auto_layout=auto)
+                     config=config, output_uri=output.uri, auto_layout=auto,
+                     transform_graph=graph)
 
 
 def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
@@ -122,7 +135,8 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
         pipeline
         | f'Read[{basis}]' >> read_stage.ReadRecords(args.input_patterns[basis])
         | f'Decode[{basis}]' >> read_stage.DecodeRows(
-            args.input_format, args.columns, source=_source(args, basis)))
+            args.input_format, args.columns, source=_source(args, basis),
+            transform_graph=args.transform_graph))
     choice = decoded[basis] | 'ChooseLayout' >> sb_plan.ChooseLayout(config)
   metas = []
   for split in args.splits:
@@ -135,7 +149,7 @@ def expand_splits(pipeline: beam.Pipeline, args: BatcherArgs,
         input_format=args.input_format, columns=args.columns,
         config=config, source=_source(args, split),
         layout_choice=choice, auto_layout=auto,
-        decoded=split in decoded,
+        decoded=split in decoded, transform_graph=args.transform_graph,
         feature_names=(side.feature_names.get(split) if side is not None
                        else None)))
   _ = tuple(metas) | 'JoinOutputs' >> sb_beam.JoinOutputs()

@@ -74,7 +74,8 @@ def expand(pipeline: beam.Pipeline, args, layout_basis: str,
                | f'Read[{split}]' >> read_stage.ReadRecords(
                    args.input_patterns[split])
                | f'Decode[{split}]' >> read_stage.DecodeRows(
-                   args.input_format, args.columns, source=source(split)))
+                   args.input_format, args.columns, source=source(split),
+                   transform_graph=args.transform_graph))
     if not args.columns.feature_columns:
       parts.append(
           decoded

@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from components.sequence_batcher import sequences as seqlib
+from components.sequence_batcher import transform_stage
 
 TF_EXAMPLE = 'tf_example'
 SEQUENCE_EXAMPLE = 'sequence_example'
@@ -35,17 +36,24 @@ class DecodeRows(beam.PTransform):
   them, header skipped), CSV file paths (``csv_files``: each file is parsed in
   blocks by pandas' C parser, the fastest path; files are the unit of
   parallelism) or serialized ``tf.train.SequenceExample``
-  (``sequence_example``; one chunk per sequence).
+  (``sequence_example``; one chunk per sequence); with ``transform_graph``,
+  raw tf.Example rows with the graph applied (``transform_stage``).
   """
 
   def __init__(self, input_format: str, columns: seqlib.ColumnConfig, *,
                source: str = 'input',
                csv_headers: Optional[Dict[str, List[str]]] = None,
-               decode_batch_sizes: Tuple[int, int] = (1, DECODE_BATCH)):
+               decode_batch_sizes: Tuple[int, int] = (1, DECODE_BATCH),
+               transform_graph: Optional[str] = None):
     """``decode_batch_sizes``: ``(min, max)`` records decoded in one call
     (``beam.BatchElements``, adaptive in between); the output does not
-    depend on it (tests fix it to show that)."""
+    depend on it (tests fix it to show that). ``transform_graph``: a
+    tf.Transform graph (``TransformGraph`` URI) to apply to raw
+    ``tf_example`` rows as they are decoded (``transform_stage``)."""
     super().__init__()
+    if transform_graph and input_format != TF_EXAMPLE:
+      raise ValueError(f'a transform graph applies to {TF_EXAMPLE!r} rows, '
+                       f'not to {input_format!r} input')
     if not 1 <= decode_batch_sizes[0] <= decode_batch_sizes[1]:
       raise ValueError('decode_batch_sizes must be (min, max) with 1 <= min '
                        f'<= max, got {decode_batch_sizes}')
@@ -62,6 +70,7 @@ class DecodeRows(beam.PTransform):
     self._source = source
     self._headers = csv_headers
     self._batch_sizes = tuple(decode_batch_sizes)
+    self._graph = transform_graph
 
   def expand(self, records):
     # Imported here so that launching a pipeline does not need TF loaded.
@@ -88,6 +97,11 @@ class DecodeRows(beam.PTransform):
       batches = records | 'Batch' >> beam.BatchElements(
           min_batch_size=self._batch_sizes[0],
           max_batch_size=self._batch_sizes[1])
+    if self._format == TF_EXAMPLE and self._graph:
+      graph = self._graph
+      return batches | 'TransformExamples' >> beam.FlatMap(
+          lambda rs: map(_keyed, transform_stage.transform_examples(
+              rs, graph, columns, source)))
     if self._format == TF_EXAMPLE:
       return batches | 'DecodeExamples' >> beam.FlatMap(
           lambda rs: map(_keyed, decode.decode_examples(rs, columns, source)))

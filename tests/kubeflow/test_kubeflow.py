@@ -93,10 +93,14 @@ def test_compiled_spec_wires_inputs_outputs_and_edges(compiled):
   spec = compiled['pipelineSpec']
   tasks = spec['root']['dag']['tasks']
   batcher = tasks['SequenceBatcher']
-  assert batcher['dependentTasks'] == ['Transform']
-  src = batcher['inputs']['artifacts']['examples']['taskOutputArtifact']
-  assert src == {'outputArtifactKey': 'transformed_examples',
-                 'producerTask': 'Transform'}
+  # Transform only analyses: the batcher reads ExampleGen's rows and
+  # applies the transform graph itself.
+  assert batcher['dependentTasks'] == ['CsvExampleGen', 'Transform']
+  inputs = batcher['inputs']['artifacts']
+  assert inputs['examples']['taskOutputArtifact'] == {
+      'outputArtifactKey': 'examples', 'producerTask': 'CsvExampleGen'}
+  assert inputs['transform_graph']['taskOutputArtifact'] == {
+      'outputArtifactKey': 'transform_graph', 'producerTask': 'Transform'}
   params = batcher['inputs']['parameters']
   assert params['batch_size']['runtimeValue']['constantValue'] == {
       'intValue': '4'}

@@ -128,7 +128,8 @@ def test_two_splits_from_tfrecords_on_dask(tmp_path, dask_address):
   helpers.check_layout(batches, data['train'], config)
 
 
-def _executor_outputs(tmp_path, examples, props, dask_address, caplog):
+def _executor_outputs(tmp_path, examples, props, dask_address, caplog,
+                      transform_graph=None):
   """``{runner: {file: bytes}}`` of the executor on the DirectRunner and on
   Dask; asserts the side values were computed first exactly when Dask has
   any to compute, and that their folder is gone afterwards."""
@@ -146,8 +147,11 @@ def _executor_outputs(tmp_path, examples, props, dask_address, caplog):
         beam_pipeline_args=args)
     caplog.clear()
     with caplog.at_level('INFO', logger=executor_lib.__name__):
-      executor_lib.Executor(context).Do({'examples': [examples]},
-                                        {'batches': [out]}, dict(props))
+      inputs = {'examples': [examples]}
+      if transform_graph is not None:
+        inputs[executor_lib.TRANSFORM_GRAPH_KEY] = [transform_graph]
+      executor_lib.Executor(context).Do(inputs, {'batches': [out]},
+                                        dict(props))
     first = [r for r in caplog.records if 'computed first' in r.message]
     assert len(first) == (name == 'dask' and side_values), name
     assert not (tmp_path / name / prepass.FOLDER).exists()
@@ -206,6 +210,30 @@ def test_executor_on_dask_reads_sequence_examples(tmp_path, dask_address,
                            {**_PROPS, 'order_column': None}, dask_address,
                            caplog)
   assert any(f.startswith('Split-eval/') for f in outs['direct'])
+  assert outs['dask'] == outs['direct']
+
+
+@pytest.mark.parametrize('given', [
+    {'feature_columns': '["a"]'},  # layout chosen from train
+    {'batch_size': 2, 'num_unroll': 4, 'feature_columns': '["a"]'},
+], ids=['side_values', 'no_side_values'])
+def test_executor_on_dask_applies_a_transform_graph_as_direct(
+    tmp_path, dask_address, given, caplog):
+  """Raw rows and a transform graph (``transform_stage``), on Dask and on
+  the DirectRunner: the same bytes."""
+  from tfx.types import standard_artifacts  # pylint: disable=g-import-not-at-top
+  from tests.components.sequence_batcher import test_transform_stage as tts  # pylint: disable=g-import-not-at-top
+  from tests.components.sequence_batcher import test_executor as tex  # pylint: disable=g-import-not-at-top
+  rows = tts.rows()
+  splits = {'train': helpers.examples(r for r in rows if r['seq_id'] != 'k2'),
+            'eval': helpers.examples(r for r in rows if r['seq_id'] == 'k2')}
+  examples = tex._examples_artifact(str(tmp_path), splits)  # pylint: disable=protected-access
+  graph = standard_artifacts.TransformGraph()
+  graph.uri = tts.write_graph(tmp_path)
+  outs = _executor_outputs(tmp_path, examples, {**_PROPS, **given},
+                           dask_address, caplog, transform_graph=graph)
+  assert {'Split-train', 'Split-eval'} <= {
+      f.split('/')[0] for f in outs['direct']}
   assert outs['dask'] == outs['direct']
 
 
