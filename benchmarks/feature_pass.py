@@ -564,11 +564,7 @@ def main(argv=None) -> int:
     if baseline:
       results['same_bits'] = same_bits(logits['baseline'], logits['current'])
   run.finish()
-  results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
-                    'seconds': round(run.seconds, 1),
-                    'load_before': run.load_before,
-                    'load_after': run.load_after,
-                    'machine': harness.machine(), 'versions': harness.versions()}
+  results['run'] = run.record()
   path = (os.path.join(harness.QUICK_DIR, 'feature_pass.json') if args.quick
           else os.path.join(RESULTS_DIR, 'feature_pass.json'))
   os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -334,11 +334,7 @@ def main(argv=None) -> int:
         f'{r["phases"]})')
     results['runs'].append(r)
   run.finish()
-  results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
-                    'seconds': round(run.seconds, 1),
-                    'load_before': run.load_before,
-                    'load_after': run.load_after,
-                    'machine': harness.machine(), 'versions': harness.versions()}
+  results['run'] = run.record()
   path = args.results or (
       os.path.join(harness.QUICK_DIR, 'main_job_profile.json') if args.quick
       else os.path.join(RESULTS_DIR, 'main_job_profile.json'))

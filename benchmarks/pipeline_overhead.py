@@ -487,11 +487,7 @@ def main(argv=None) -> int:
     with open(path + '.partial', 'w') as f:
       json.dump(results, f, indent=1, sort_keys=True)
   run.finish()
-  results['run'] = {'date': f'{run.started:%Y-%m-%d %H:%M} UTC',
-                    'seconds': round(run.seconds, 1),
-                    'load_before': run.load_before,
-                    'load_after': run.load_after,
-                    'machine': harness.machine(), 'versions': harness.versions()}
+  results['run'] = run.record()
   with open(path, 'w') as f:
     json.dump(results, f, indent=1, sort_keys=True)
   log(f'wrote {path}')

@@ -166,6 +166,16 @@ class Run:
     self.load_after = load_average()
     self.seconds = time.perf_counter() - self._t0
 
+  def record(self) -> dict:
+    """The run's date, seconds, load, machine and versions for a results
+    JSON (``results['run']``); finishes the run if it is not yet."""
+    if self.seconds is None:
+      self.finish()
+    return {'date': f'{self.started:%Y-%m-%d %H:%M} UTC',
+            'seconds': round(self.seconds, 1),
+            'load_before': self.load_before, 'load_after': self.load_after,
+            'machine': machine(), 'versions': versions()}
+
   def preamble(self, quick: bool) -> str:
     if self.seconds is None:
       self.finish()
