@@ -297,7 +297,10 @@ def _padded(seqs, length: int, mean, std):
 
 
 def keras_pad_to_max(case: Case, train, evals, seed: int,
-                     shuffle: bool = True) -> Dict[str, float]:
+                     shuffle: bool = True,
+                     learning_rate: float = KERAS_LEARNING_RATE,
+                     clip_global_norm: Optional[float] = None
+                    ) -> Dict[str, float]:
   """(b): whole sequences padded to the longest, masked, LSTM(64), fit.
 
   Args:
@@ -307,6 +310,8 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
     seed: Keras' random seed and the initialisers'.
     shuffle: passed to ``fit``: reshuffle the training sequences each epoch
       (Keras' default); False keeps the split's order every epoch.
+    learning_rate: Adam's rate.
+    clip_global_norm: Adam's ``global_clipnorm`` (None: no clipping).
 
   Returns:
     The eval metrics: accuracy, or MAE and RMSE.
@@ -338,8 +343,8 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
   model = keras.Model([features, mask_in], out)
   loss = (keras.losses.SparseCategoricalCrossentropy(from_logits=True)
           if classify else keras.losses.MeanSquaredError())
-  model.compile(optimizer=keras.optimizers.Adam(KERAS_LEARNING_RATE),
-                loss=loss)
+  model.compile(optimizer=keras.optimizers.Adam(
+      learning_rate, global_clipnorm=clip_global_norm), loss=loss)
   last_t = mt.sum(axis=1).astype(np.int64) - 1
   if case.per_step:
     target, weight = yt[..., None], mt
