@@ -221,5 +221,6 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
       beam_pipeline_args=beam_pipeline_args)
 
 
-# The name the runners, tests and benchmarks have used for it.
+# The name older checkouts give it with the same signature (91548d4's):
+# benchmarks/same_batches.py builds the pipeline of both with it.
 create_pipeline_from_config = create_pipeline

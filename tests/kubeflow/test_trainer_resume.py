@@ -78,7 +78,7 @@ def test_local_runner_checkpoint_flags(tmp_path):
       '--data-root', str(tmp_path), '--output-dir', str(tmp_path / 'o')])
   config = flags_lib.config_from_args(args)
   assert config.checkpoint_dir is None and config.fresh is False
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=config.pipeline_root)
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   assert trainer.exec_properties['checkpoint_dir'] == os.path.join(
@@ -89,7 +89,7 @@ def test_local_runner_checkpoint_flags(tmp_path):
       '--fresh'])
   config = flags_lib.config_from_args(args)
   assert (config.checkpoint_dir, config.fresh) == ('gs://b/ckpt', True)
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=config.pipeline_root)
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   assert trainer.exec_properties['checkpoint_dir'] == 'gs://b/ckpt'

@@ -49,7 +49,7 @@ def test_sequence_example_batcher_waits_for_the_split_check(tmp_path):
   config = pipeline_config.PipelineConfig(
       data_root=str(tmp_path), output_dir=str(tmp_path),
       input_format='sequence_example')
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=str(tmp_path))
   by_id = {c.id: c for c in p.components}
   assert 'ExampleSplitCheck' in {
@@ -87,7 +87,7 @@ def test_pipeline_routes_unsupported_components_off_dask(tmp_path):
   for beam_args, routed in (
       (['--direct_running_mode=in_memory'], False),
       (command_line.expand_runner(DASK_ARGS), True)):
-    p = pipeline_lib.create_pipeline_from_config(
+    p = pipeline_lib.create_pipeline(
         config, pipeline_root=str(tmp_path), beam_pipeline_args=beam_args)
     by_id = {c.id: c for c in p.components}
     ids = [c.id for c in p.components]

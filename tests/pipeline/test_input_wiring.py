@@ -29,7 +29,7 @@ def test_local_runner_passes_max_sequence_length_and_truncate(tmp_path):
                            (50, 1))):
     args = parser.parse_args(['--data-root', str(tmp_path), *flags])
     config = flags_lib.config_from_args(args)
-    p = pipeline_lib.create_pipeline_from_config(
+    p = pipeline_lib.create_pipeline(
         config, pipeline_root=str(tmp_path / 'root'))
     props = _batcher(p).exec_properties
     assert (props['max_sequence_length'], props['truncate']) == expected
@@ -81,7 +81,7 @@ def test_csv_example_gen_keeps_keys_as_text(tmp_path):
   args = flags_lib.build_parser().parse_args(
       ['--data-root', str(data), '--output-dir', str(tmp_path / 'out')])
   config = flags_lib.config_from_args(args)
-  full = pipeline_lib.create_pipeline_from_config(
+  full = pipeline_lib.create_pipeline(
       config, pipeline_root=str(tmp_path / 'root'))
   in_pipeline = [c for c in full.components if c.id == 'CsvExampleGen'][0]
   # The same component, built the same way, without its downstream nodes.

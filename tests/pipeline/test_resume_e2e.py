@@ -209,7 +209,7 @@ def _reference_model(interrupted):
   args, _ = flags_lib.build_parser().parse_known_args(
       interrupted['cmd'][3:])
   config = flags_lib.config_from_args(args)
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=config.pipeline_root)
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   props = dict(trainer.exec_properties)

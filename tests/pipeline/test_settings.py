@@ -79,7 +79,7 @@ def test_every_setting_reaches_the_trainer_from_the_local_runner(tmp_path):
   assert not beam
   config = flags_lib.config_from_args(args)
   assert config.trainer.to_dict() == values
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=str(tmp_path / 'root'))
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   props = trainer.exec_properties
@@ -137,7 +137,7 @@ def test_hyperparameters_reach_the_trainer_from_the_local_runner(tmp_path):
       ['--data-root', str(tmp_path), '--output-dir', str(tmp_path)] + HP_FLAG)
   config = flags_lib.config_from_args(args)
   assert config.hyperparameters == HP
-  p = pipeline_lib.create_pipeline_from_config(
+  p = pipeline_lib.create_pipeline(
       config, pipeline_root=str(tmp_path / 'root'))
   trainer = [c for c in p.components if c.id == 'StatefulTrainer'][0]
   assert _trainer_hyperparameters(
@@ -187,7 +187,7 @@ def test_replicas_and_workers_set_the_batchers_lane_multiple(tmp_path):
        '--replicas', '2'])
   config = flags_lib.config_from_args(args)
   for workers, want in ((1, 2), (3, 6)):
-    p = pipeline_lib.create_pipeline_from_config(
+    p = pipeline_lib.create_pipeline(
         config, pipeline_root=str(tmp_path / 'root'),
         trainer_workers=workers)
     batcher = [c for c in p.components if c.id == 'SequenceBatcher'][0]

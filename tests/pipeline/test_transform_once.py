@@ -23,6 +23,7 @@ from tfx.orchestration import pipeline as tfx_pipeline
 from components.sequence_batcher.component import SequenceBatcher
 from pipeline import flags as flags_lib
 from pipeline import pipeline as pipeline_lib
+from tests.components.sequence_batcher import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -58,16 +59,6 @@ def _same_settings(batcher: SequenceBatcher) -> dict:
       props[name] = json.loads(props[name])
   props['truncate'] = bool(props['truncate'])
   return props
-
-
-def _files(root: str) -> dict:
-  out = {}
-  for folder, _, names in os.walk(root):
-    for name in names:
-      path = os.path.join(folder, name)
-      with open(path, 'rb') as f:
-        out[os.path.relpath(path, root)] = f.read()
-  return out
 
 
 def test_default_pipeline_reads_raw_rows_and_the_graph(tmp_path):
@@ -107,7 +98,7 @@ def test_batches_from_raw_rows_and_graph_equal_those_from_materialized(
     folder = os.path.join(root, name, 'batches')
     runs = os.listdir(folder)
     assert len(runs) == 1, runs
-    outputs[name] = _files(os.path.join(folder, runs[0]))
+    outputs[name] = helpers.list_files(os.path.join(folder, runs[0]))
   materialized, raw = (outputs['SequenceBatcher'],
                        outputs['SequenceBatcherOnRawRows'])
   assert any(name.endswith('metadata.json') for name in materialized)
