@@ -40,7 +40,8 @@ class Trained:
 
 def check_refit(model: keras.Model, chosen: List[np.ndarray],
                  chosen_fit: training.FitResult,
-                 refit: training.FitResult) -> Optional[Dict[str, Any]]:
+                 refit: training.FitResult,
+                 by: str = 'score') -> Optional[Dict[str, Any]]:
   """Keeps the refit unless it fails on the validation carve.
 
   The refit trained on every sequence, the carve's included, for as many
@@ -48,7 +49,8 @@ def check_refit(model: keras.Model, chosen: List[np.ndarray],
   chosen epoch's weights, which never saw those sequences. Strictly worse
   means the longer run on more data went astray (it diverged, or stayed on
   a plateau the carve run left): ``model`` gets the chosen weights back.
-  Both are scored by the same pass after training (``FitResult.carve``).
+  Both are scored by the same pass after training (``FitResult.carve``),
+  by ``by`` (``TrainConfig.select_by``, as the carve chose the epoch).
 
   Returns:
     What was compared and kept (``history.json``'s ``refit_check``), or
@@ -56,8 +58,9 @@ def check_refit(model: keras.Model, chosen: List[np.ndarray],
   """
   if chosen_fit.carve is None or refit.carve is None:
     return None
-  name, chosen_score = selection_lib.BestWeights.score_of(chosen_fit.carve)
-  _, refit_score = selection_lib.BestWeights.score_of(refit.carve)
+  name, chosen_score = selection_lib.BestWeights.score_of(chosen_fit.carve,
+                                                          by)
+  _, refit_score = selection_lib.BestWeights.score_of(refit.carve, by)
   # float32, as the metrics accumulate: a tie is no failure.
   failed = bool(np.float32(refit_score) > np.float32(chosen_score))
   if failed:
@@ -117,7 +120,7 @@ def refit(args, p, a, r, fit: Callable[..., training.FitResult],
   result = fit(model, r.config.replace(
       epochs=epochs, validation_fraction=0.0, early_stopping_patience=0),
                REFIT_SUBDIR, r.config.validation_fraction, replay)
-  check = check_refit(model, chosen, carve_run, result)
+  check = check_refit(model, chosen, carve_run, result, r.config.select_by)
   phases.end('refit', less=result.validation_seconds,
              note=f'{epochs} epochs; its carve score apart')
   phases.add('validation', result.validation_seconds, quiet=True)

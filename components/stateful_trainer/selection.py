@@ -4,9 +4,8 @@ convergence's plateaus (``Plateau``)."""
 
 from __future__ import annotations
 
-from typing import List, Mapping, Optional, Tuple
-
 import logging
+from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -44,7 +44,7 @@ def test_the_score_decides_and_a_tie_keeps_the_refit(chosen, refit, kept):
   refit_weights = [w + 1.0 for w in chosen_weights]
   model.set_weights(refit_weights)
   check = refit_lib.check_refit(model, chosen_weights, _result(chosen),
-                              _result(refit))
+                                _result(refit))
   assert check['kept'] == kept
   assert check['chosen'] == chosen and check['refit'] == refit
   want = chosen_weights if kept == 'chosen' else refit_weights
@@ -52,10 +52,23 @@ def test_the_score_decides_and_a_tie_keeps_the_refit(chosen, refit, kept):
     np.testing.assert_array_equal(got, w)
 
 
+def test_selection_by_loss_checks_the_refit_by_loss():
+  """With ``select_by='loss'`` the carve chose by its loss, and the refit
+  is held to the same: a better accuracy with a higher loss fails."""
+  chosen, refit = {'accuracy': 0.8, 'loss': 0.5}, {'accuracy': 0.9,
+                                                   'loss': 0.9}
+  model, weights = _dense()
+  assert refit_lib.check_refit(model, weights, _result(chosen),
+                               _result(refit))['kept'] == 'refit'
+  check = refit_lib.check_refit(model, weights, _result(chosen),
+                                _result(refit), by='loss')
+  assert check['kept'] == 'chosen' and check['score'] == 'loss'
+
+
 def test_unscored_runs_are_not_checked():
   model, weights = _dense()
   assert refit_lib.check_refit(model, weights, _result(None),
-                             _result({'loss': 1.0})) is None
+                               _result({'loss': 1.0})) is None
 
 
 @pytest.fixture(scope='module')
