@@ -264,6 +264,16 @@ def matmul_rate(seconds: float = 1.0, n: int = 1024) -> float:
   return runs * n ** 3 / (time.perf_counter() - started)
 
 
+def _core(path: str, old_path: str):
+  """The module at ``path``, or at ``old_path`` in a checkout from before
+  the core moved (``components/stateful/compat.py`` lists the moves)."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  try:
+    return importlib.import_module(path)
+  except ModuleNotFoundError:
+    return importlib.import_module(old_path)
+
+
 def measure(batches_root: str, rounds: int, logits_out: str,
             log) -> Dict[str, Any]:
   """One checkout's figures (see the module docstring), in this process."""
@@ -271,8 +281,12 @@ def measure(batches_root: str, rounds: int, logits_out: str,
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import model_io  # pylint: disable=g-import-not-at-top
-  from components.stateful.distribution import shards  # pylint: disable=g-import-not-at-top
-  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
+  # A baseline checkout may predate the core's split by role (the flat
+  # ``components.stateful.shards`` and ``.state`` of 3f033e7 and before).
+  shards = _core('components.stateful.distribution.shards',
+                 'components.stateful.shards')
+  state = _core('components.stateful.state.protocol',
+                'components.stateful.state')
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
