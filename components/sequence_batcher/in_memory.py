@@ -46,6 +46,7 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
   tf.io.gfile.makedirs(sdir)
   files = []
   nbytes = 0
+  labels = statistics.LabelTally()
   for shard in range(plan.num_shards):
     name = metadata_lib.shard_name(shard, plan.num_shards)
     files.append(name)
@@ -56,6 +57,7 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
           batch['labels'] = batch['labels'].astype(np.int64)
         else:
           batch['labels'] = batch['labels'].astype(np.float32)
+        labels.add_batch(batch['labels'], batch['label_weight'])
         record = batch_format.serialize_batch(batch)
         nbytes += len(record)
         writer.write(record)
@@ -64,7 +66,8 @@ def write_split(sequences: List[layout.SequenceArrays], output_dir: str, *,
       plan, truncated, split=split, feature_names=names,
       label_dtype='int64' if all_int else 'float32', key_column=key_column,
       order_column=order_column, label_column=label_column, files=files,
-      input_timesteps=plan.real_timesteps + truncated, nbytes=nbytes)
+      input_timesteps=plan.real_timesteps + truncated, nbytes=nbytes,
+      labels=labels)
   with tf.io.gfile.GFile(os.path.join(sdir, metadata_lib.METADATA_FILE),
                          'w') as f:
     f.write(metadata_lib.dumps(meta))

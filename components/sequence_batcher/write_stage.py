@@ -7,8 +7,9 @@ their chunk packed per sequence (``pack_segments``), each chunk is assembled
 and written to a temporary file (``WriteChunkFn``), and a shard is its chunk
 files concatenated in order (``WriteShardFn``: TFRecord framing is per
 record, so the bytes equal one writer's). ``finish_metadata`` checks that
-every time step is accounted for and writes the metadata. Used by
-``beam.BatchSequences``.
+every time step is accounted for and writes the metadata. The label
+statistics are tallied as each chunk is assembled (``statistics.LabelTally``)
+and joined in batch order. Used by ``beam.BatchSequences``.
 """
 
 from __future__ import annotations
@@ -173,7 +174,7 @@ class WriteChunkFn(beam.DoFn):
   batches, however many pieces a lane has), so a worker's memory is bounded
   by the layout, not by the input. The file is written under a temporary
   name and renamed, so a retried bundle leaves no partial file. Emits
-  ``(shard, chunk statistics)``.
+  ``(shard, chunk statistics)``, the chunk's ``LabelTally`` among them.
   """
 
   def __init__(self, split_dir: str, split: str):
@@ -200,12 +201,14 @@ class WriteChunkFn(beam.DoFn):
     tmp = path + '.tmp-' + os.urandom(6).hex()
     tf.io.gfile.makedirs(os.path.dirname(path))
     real = nbytes = 0
+    labels = statistics.LabelTally()
     with tf.io.TFRecordWriter(tmp) as writer:
       for b in range(rng.first, rng.last):
         batch = segments_lib.assemble_batch(
             b, by_batch.pop(b, ()), summary.config, summary.num_features,
             label_dtype)
         real += int(batch['mask'].sum())
+        labels.add_batch(batch['labels'], batch['label_weight'])
         record = batch_format.serialize_batch(batch)
         nbytes += len(record)
         writer.write(record)
@@ -218,7 +221,8 @@ class WriteChunkFn(beam.DoFn):
               'steps in %.2f s', self._split, rng.index, rng.shard + 1,
               rng.last - rng.first, real, time.time() - t0)
     yield rng.shard, {'chunk': rng, 'path': path, 'real_timesteps': real,
-                      'bytes': nbytes, 'num_shards': summary.num_shards}
+                      'bytes': nbytes, 'num_shards': summary.num_shards,
+                      'labels': labels}
 
 
 class WriteShardFn(beam.DoFn):
@@ -227,7 +231,7 @@ class WriteShardFn(beam.DoFn):
   Concatenates the shard's chunk files in batch order, a block at a time
   (TFRecord framing is per record, so the bytes equal one writer writing
   every batch in turn), under a temporary name, then renames it. Emits the
-  shard's statistics. The chunk files are removed with the split's metadata.
+  shard's statistics (its chunks' label tallies joined in order). The chunk files are removed with the split's metadata.
   """
 
   def __init__(self, split_dir: str, split: str):
@@ -258,6 +262,9 @@ class WriteShardFn(beam.DoFn):
             out.write(block)
     tf.io.gfile.rename(tmp, path, overwrite=True)
     real = sum(c['real_timesteps'] for c in chunks)
+    labels = statistics.LabelTally()
+    for c in chunks:
+      labels.extend(c['labels'])
     nbytes = sum(c['bytes'] for c in chunks)
     batches = chunks[-1]['chunk'].last - chunks[0]['chunk'].first
     secs = max(time.time() - t0, 1e-9)
@@ -265,7 +272,7 @@ class WriteShardFn(beam.DoFn):
               'in %.2f s', self._split, shard + 1, num_shards, batches, real,
               nbytes / 1e6, secs)
     yield {'shard': shard, 'file': name, 'num_batches': batches,
-           'real_timesteps': real, 'bytes': nbytes}
+           'real_timesteps': real, 'bytes': nbytes, 'labels': labels}
 
 
 def finish_metadata(shard_stats: List[dict], plan_info, input_rows: int,
@@ -288,12 +295,15 @@ def finish_metadata(shard_stats: List[dict], plan_info, input_rows: int,
         f'split {split!r}: time steps do not add up: {input_rows} input, '
         f'{truncated} truncated, {plan.real_timesteps} planned, {written} '
         'written')
+  labels = statistics.LabelTally()
+  for s in shard_stats:
+    labels.extend(s['labels'])
   meta = statistics.split_metadata(
       plan, truncated, split=split, feature_names=feature_names,
       label_dtype=summary.label_dtype, key_column=columns.key_column,
       order_column=columns.order_column, label_column=columns.label_column,
       files=[s['file'] for s in shard_stats], input_timesteps=input_rows,
-      nbytes=sum(s['bytes'] for s in shard_stats))
+      nbytes=sum(s['bytes'] for s in shard_stats), labels=labels)
   path = os.path.join(split_dir, metadata_lib.METADATA_FILE)
   with FileSystems.create(path) as f:
     f.write(metadata_lib.dumps(meta).encode('utf-8'))

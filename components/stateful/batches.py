@@ -1,9 +1,9 @@
 """Reading a SequenceBatches split for a stateful model, and back to sequences.
 
 Owns ``BatchSource`` (one split: its metadata and its batches in order, or
-with whole ``bucketed`` groups permuted per epoch), the label scan and
-checks, and ``lanes_to_sequences``: the one function that turns per-lane
-outputs back into per-sequence results.
+with whole ``bucketed`` groups permuted per epoch), the label statistics (as
+the batcher recorded them) and checks, and ``lanes_to_sequences``: the one
+function that turns per-lane outputs back into per-sequence results.
 
 Shapes: B lanes, T steps per segment, F features, K outputs per step.
 """
@@ -11,6 +11,7 @@ Shapes: B lanes, T steps per segment, F features, K outputs per step.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
@@ -18,7 +19,10 @@ import tensorflow as tf
 
 from components.sequence_batcher import layout as sb_layout
 from components.sequence_batcher import reader as sb_reader
+from components.sequence_batcher import statistics as sb_statistics
 from components.stateful import model_spec as ms
+
+_LOG = logging.getLogger(__name__)
 
 
 class BatchError(ValueError):
@@ -221,33 +225,36 @@ class BatchSource:
     return ds.prefetch(2)
 
 
-def scan_labels(source: BatchSource) -> Dict[str, Any]:
+def label_statistics(source: BatchSource) -> Dict[str, Any]:
   """Statistics of the labelled steps (``label_weight > 0``) of a split.
 
+  The SequenceBatcher tallies them as it writes the batches and records them
+  in the split's ``metadata.json`` (``labels``: ``statistics.LabelTally``);
+  they are read from there. Batches written before it recorded them (no
+  ``labels`` in the metadata) are scanned once (``scan_labels``).
+
   Returns:
-    ``count``, ``min``, ``max``, ``mean``, ``std`` and ``integral`` (all
-    labelled values are whole numbers).
+    ``count``, ``min``, ``max``, ``mean``, ``std``, ``integral`` (all
+    labelled values are whole numbers) and ``class_counts`` (labelled steps
+    per label value, for integer labels in [0, 65536); else None).
   """
+  recorded = source.meta.get(sb_statistics.LABELS_KEY)
+  if recorded is not None:
+    return sb_statistics.label_statistics(recorded)
+  _LOG.info('split %r of %s: no label statistics recorded (batches of an '
+            'older SequenceBatcher): scanning its labels', source.split,
+            source.path)
+  return scan_labels(source)
+
+
+def scan_labels(source: BatchSource) -> Dict[str, Any]:
+  """``label_statistics`` by one pass over the split's batches, tallied as
+  the batcher tallies them when it writes them."""
+  tally = sb_statistics.LabelTally()
   ds = source.dataset(keys=('labels', 'label_weight'))
-  count, lo, hi, integral = 0, np.inf, -np.inf, True
-  total = total_sq = 0.0
   for batch in ds.as_numpy_iterator():
-    values = batch['labels'][batch['label_weight'] > 0]
-    if values.size == 0:
-      continue
-    count += values.size
-    lo = min(lo, float(values.min()))
-    hi = max(hi, float(values.max()))
-    as_float = values.astype(np.float64)
-    total += float(as_float.sum())
-    total_sq += float((as_float * as_float).sum())
-    if integral and values.dtype.kind == 'f':
-      integral = bool(np.all(np.isfinite(values)) and
-                      np.all(values == np.round(values)))
-  mean = total / count if count else float('nan')
-  var = max(0.0, total_sq / count - mean * mean) if count else float('nan')
-  return {'count': count, 'min': lo, 'max': hi, 'mean': mean,
-          'std': float(np.sqrt(var)), 'integral': integral}
+    tally.add_batch(batch['labels'], batch['label_weight'])
+  return sb_statistics.label_statistics(tally.result())
 
 
 def check_labels(spec: ms.ModelSpec, label_dtype: str,

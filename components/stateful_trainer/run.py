@@ -238,14 +238,14 @@ def prepare(args: TrainerArgs) -> Prepared:
   if args.transform_graph_uri:  # Before training: fails in seconds.
     export.check_transform_features(args.transform_graph_uri,
                                     tuple(train.meta['feature_names']))
-  stats = batches_lib.scan_labels(train)
+  stats = batches_lib.label_statistics(train)
   spec = make_spec(args, train.meta, stats)
   batches_lib.check_labels(spec, train.meta['label_dtype'], stats)
   module = model_io.resolve_module(args.module_file, args.module)
   spec = model_setup.label_scale(spec, args.train, module, stats)
   if eval_source is not None:
     batches_lib.check_labels(spec, eval_source.meta['label_dtype'],
-                             batches_lib.scan_labels(eval_source))
+                             batches_lib.label_statistics(eval_source))
   _LOG.info('training %s: %s', args.batches_uri, spec)
   fp = fingerprint_of(args, module)
   return Prepared(

@@ -101,28 +101,31 @@ class NoSkill:
   @classmethod
   def from_batches(cls, batches_uri: str, split: str,
                    spec: ms.ModelSpec) -> 'NoSkill':
-    """Reads the labelled steps of ``split`` (the training split)."""
-    counts = np.zeros(spec.num_classes or 1, np.int64)
-    total, n = 0.0, 0
-    for batch in sb_reader.read_batches(batches_uri, split):
-      sel = batch['label_weight'].numpy() > 0
-      labels = batch['labels'].numpy()[sel]
-      if spec.task == ms.CLASSIFICATION:
-        counts += np.bincount(labels.astype(np.int64).clip(0),
-                              minlength=counts.size)[:counts.size]
-      else:
-        total += float(np.sum(labels, dtype=np.float64))
-      n += int(labels.size)
+    """From the label statistics of ``split`` (the training split) that the
+    SequenceBatcher recorded with its batches
+    (``batches.label_statistics``)."""
+    stats = batches_lib.label_statistics(
+        batches_lib.BatchSource.open(batches_uri, split))
+    n = int(stats['count'])
     if n == 0:
       raise models_lib.EvaluationError(
           f'the {split!r} split of {batches_uri} has no labelled step: no '
           'no-skill predictor can be fitted')
     source = f'{n} labelled steps of the {split!r} split'
     if spec.task == ms.CLASSIFICATION:
+      if stats['class_counts'] is None:
+        raise models_lib.EvaluationError(
+            f'the labels of the {split!r} split of {batches_uri} are not '
+            f'class ids (integers from 0; they are in [{stats["min"]:g}, '
+            f'{stats["max"]:g}]): no majority class')
+      counts = np.zeros(spec.num_classes, np.int64)
+      recorded = np.asarray(stats['class_counts'][:spec.num_classes],
+                            np.int64)
+      counts[:recorded.size] = recorded
       return cls(task=spec.task, num_classes=spec.num_classes,
                  majority=int(np.argmax(counts)), mean=None, source=source)
     return cls(task=spec.task, num_classes=None, majority=None,
-               mean=total / n, source=source)
+               mean=float(stats['mean']), source=source)
 
   def describe(self) -> str:
     if self.task == ms.CLASSIFICATION:

@@ -108,7 +108,7 @@ def main(argv=None) -> int:
     return 0
 
   train = batches_lib.BatchSource.open(flags.batches, 'train')
-  spec = runner.make_spec(args, train.meta, batches_lib.scan_labels(train))
+  spec = runner.make_spec(args, train.meta, batches_lib.label_statistics(train))
   module = model_io.resolve_module(None)
   model, _ = model_setup.build(
       module, spec, train, 0,
