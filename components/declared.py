@@ -4,7 +4,8 @@ Plain Python (no TensorFlow, no TFX). A setting is a field of a frozen
 dataclass made by ``setting(default, help, ...)`` (or copied from another
 declaration by ``same_as``); from these fields come the command-line flags
 (``flag_specs``, ``add_flags``, ``values_from_args``), the components'
-parameters and the configuration reference (``pipeline/config_reference.py``,
+parameters (``parameter_kind``, ``to_parameter``, ``from_parameter``) and
+the configuration reference (``pipeline/config_reference.py``,
 docs/configuration.md). The declarations: the trainer's ``TrainConfig``
 (``components/stateful_trainer/settings.py``), the evaluator's
 ``StatefulSettings`` (``components/stateful_evaluator/settings.py``), the
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from typing import Any, Callable, Dict, List, Optional
 
 _NO_DEFAULT = dataclasses.MISSING
@@ -97,6 +99,49 @@ def kind_of(field: dataclasses.Field) -> type:
     if any(name in text for name in names):
       return kind
   raise TypeError(f'{field.name}: unsupported setting type {text}')
+
+
+def may_be_none(field: dataclasses.Field) -> bool:
+  """The field's type is ``Optional[...]``: None is one of its values."""
+  return str(field.type).startswith(('Optional[', 'typing.Optional['))
+
+
+# A component parameter is a primitive that Kubeflow V2 carries: a bool is
+# an int (0/1), a tuple (a JSON list) and a dict (a JSON object) are text.
+def parameter_kind(field: dataclasses.Field) -> type:
+  """int, float or str: the type of the field's component parameter."""
+  kind = kind_of(field)
+  if kind is bool:
+    return int
+  return str if kind in (tuple, dict) else kind
+
+
+def to_parameter(field: dataclasses.Field, value: Any) -> Any:
+  """A value of the field as its component parameter (None stays None)."""
+  if value is None:
+    return None
+  kind = kind_of(field)
+  if kind is bool:
+    return int(bool(value))
+  if kind is tuple:
+    return json.dumps(list(value))
+  if kind is dict:
+    return json.dumps(value)
+  return value
+
+
+def from_parameter(field: dataclasses.Field, value: Any) -> Any:
+  """The inverse of ``to_parameter`` (None stays None)."""
+  if value is None:
+    return None
+  kind = kind_of(field)
+  if kind is bool:
+    return bool(int(value))
+  if kind is tuple:
+    return tuple(json.loads(value))
+  if kind is dict:
+    return json.loads(value)
+  return kind(value)
 
 
 def default_of(field: dataclasses.Field) -> Any:

@@ -53,9 +53,10 @@ SECTIONS: Tuple[Tuple[str, str, Tuple[type, ...]], ...] = (
     ('Batcher settings',
      '`ColumnConfig` (`components/sequence_batcher/sequences.py`) and '
      '`LayoutConfig` (`layout.py`): flags of `python -m '
-     "components.sequence_batcher`, the SequenceBatcher's arguments; the "
-     'pipeline takes the columns and the layout over (above), with the '
-     'lane multiple from the trainer\'s replicas',
+     "components.sequence_batcher`, the SequenceBatcher's arguments and "
+     'component parameters of the same names; the pipeline takes the '
+     "columns and the layout over (above), with the lane multiple from the "
+     "trainer's replicas",
      (seqlib.ColumnConfig, layout.LayoutConfig)),
 )
 

@@ -170,12 +170,7 @@ def create_pipeline(config: pipeline_config.PipelineConfig, *,
       batcher_input, transform_graph = (
           transform.outputs['transformed_examples'], None)
   batcher = SequenceBatcher(
-      examples=batcher_input, key_column=key_column,
-      order_column=order_column, label_column=label_column,
-      label_kind=c.label_kind, feature_columns=feature_columns,
-      exclude_columns=exclude_columns, batch_size=c.batch_size,
-      num_unroll=c.num_unroll, mode=c.mode,
-      max_sequence_length=c.max_sequence_length, truncate=c.truncate,
+      examples=batcher_input, **c.batcher_settings(),
       lane_multiple=lanes.lane_multiple(c.trainer.replicas, trainer_workers),
       transform_graph=transform_graph)
   trainer = StatefulTrainer(

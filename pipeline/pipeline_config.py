@@ -177,6 +177,14 @@ class PipelineConfig:
         raise ValueError(f'{name} must be at least 1, got '
                          f'{getattr(self, name)}')
 
+  def batcher_settings(self) -> Dict[str, Any]:
+    """The SequenceBatcher's arguments among these settings: the fields
+    taken over from its declarations (``ColumnConfig``, ``LayoutConfig``)."""
+    names = {f.name for cls in (seqlib.ColumnConfig, layout.LayoutConfig)
+             for f in dataclasses.fields(cls)}
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+            if f.name in names}
+
   @property
   def pipeline_root(self) -> str:
     return os.path.join(self.output_dir, 'pipeline_root')

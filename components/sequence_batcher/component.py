@@ -6,7 +6,7 @@ Beam transform in ``beam.py``.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from typing import Optional, Sequence
 
 from tfx import types
@@ -16,6 +16,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
+from components import declared
 from components.sequence_batcher import executor
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
@@ -47,23 +48,18 @@ class SequenceBatches(types.Artifact):
 
 
 class SequenceBatcherSpec(types.ComponentSpec):
-  """ComponentSpec of the SequenceBatcher."""
+  """ComponentSpec of the SequenceBatcher.
+
+  One parameter per field of ``ColumnConfig`` and ``LayoutConfig``
+  (``executor.setting_fields``), of the primitive type Kubeflow V2 carries
+  (``declared.parameter_kind``: bools as 0/1 ints, lists as JSON text);
+  each optional (unset: ``executor.settings_from``).
+  """
 
   PARAMETERS = {
-      'key_column': ExecutionParameter(type=str),
-      'order_column': ExecutionParameter(type=str, optional=True),
-      'label_column': ExecutionParameter(type=str, optional=True),
-      'label_kind': ExecutionParameter(type=str),
-      # JSON lists (lists are passed as JSON text, as Trainer's custom_config).
-      'feature_columns': ExecutionParameter(type=str, optional=True),
-      'exclude_columns': ExecutionParameter(type=str, optional=True),
-      'batch_size': ExecutionParameter(type=int, optional=True),
-      'num_unroll': ExecutionParameter(type=int, optional=True),
-      'mode': ExecutionParameter(type=str),
-      'max_sequence_length': ExecutionParameter(type=int, optional=True),
-      'truncate': ExecutionParameter(type=int, optional=True),
-      'shard_bytes': ExecutionParameter(type=int, optional=True),
-      'lane_multiple': ExecutionParameter(type=int, optional=True),
+      name: ExecutionParameter(type=declared.parameter_kind(field),
+                               optional=True)
+      for name, field in executor.setting_fields().items()
   }
   INPUTS = {
       'examples': ChannelParameter(type=standard_artifacts.Examples),
@@ -98,21 +94,23 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
                key_column: str,
                order_column: Optional[str] = None,
                label_column: Optional[str] = None,
-               label_kind: str = layout.PER_SEQUENCE,
+               label_kind: str = layout.LayoutConfig.label_kind,
                feature_columns: Optional[Sequence[str]] = None,
-               exclude_columns: Sequence[str] = (),
+               exclude_columns: Sequence[str] = (
+                   seqlib.ColumnConfig.exclude_columns),
                batch_size: Optional[int] = None,
                num_unroll: Optional[int] = None,
-               mode: str = layout.PACKED,
+               mode: str = layout.LayoutConfig.mode,
                max_sequence_length: Optional[int] = None,
-               truncate: bool = False,
-               shard_bytes: int = layout.DEFAULT_SHARD_BYTES,
-               lane_multiple: int = 1,
+               truncate: bool = layout.LayoutConfig.truncate,
+               shard_bytes: int = layout.LayoutConfig.shard_bytes,
+               lane_multiple: int = layout.LayoutConfig.lane_multiple,
                transform_graph: Optional[types.BaseChannel] = None):
-    """Args are those of ``ColumnConfig`` and ``LayoutConfig``, and
-    ``transform_graph``: an optional ``TransformGraph`` applied to the
-    ``examples`` (raw tf.Example rows) as they are decoded; the columns
-    named are then the graph's outputs.
+    """Args are the fields of ``ColumnConfig`` and ``LayoutConfig`` (their
+    help texts; defaults as declared there, except that the order and label
+    columns are None unless named), and ``transform_graph``: an optional
+    ``TransformGraph`` applied to the ``examples`` (raw tf.Example rows) as
+    they are decoded; the columns named are then the graph's outputs.
 
     ``order_column`` may be None only for SequenceExample payloads (the
     feature lists' order is used). ``batch_size`` / ``num_unroll`` unset:
@@ -136,22 +134,16 @@ class SequenceBatcher(base_beam_component.BaseBeamComponent):
         lane_multiple=lane_multiple)
     if batch_size is not None:
       checked.check_lane_multiple()
+    given = {f.name: getattr(settings, f.name)
+             for settings in (columns, checked)
+             for f in dataclasses.fields(settings)}
+    # Unset: chosen from the train split.
+    given.update(batch_size=batch_size, num_unroll=num_unroll)
+    fields = executor.setting_fields()
     spec = SequenceBatcherSpec(
         examples=examples,
         transform_graph=transform_graph,
-        key_column=columns.key_column,
-        order_column=order_column,
-        label_column=label_column,
-        label_kind=label_kind,
-        feature_columns=(json.dumps(list(columns.feature_columns))
-                         if columns.feature_columns else None),
-        exclude_columns=json.dumps(list(columns.exclude_columns)),
-        batch_size=batch_size,
-        num_unroll=num_unroll,
-        mode=mode,
-        max_sequence_length=max_sequence_length,
-        truncate=int(bool(truncate)),
-        shard_bytes=shard_bytes,
-        lane_multiple=lane_multiple,
-        batches=types.Channel(type=SequenceBatches))
+        batches=types.Channel(type=SequenceBatches),
+        **{name: declared.to_parameter(fields[name], value)
+           for name, value in given.items()})
     super().__init__(spec=spec)

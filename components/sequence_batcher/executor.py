@@ -16,6 +16,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 
+from components import declared
 from components.sequence_batcher import beam as sb_beam
 from components.sequence_batcher import command_line
 from components.sequence_batcher import plan as sb_plan
@@ -28,6 +29,47 @@ from components.sequence_batcher import sequences as seqlib
 _LOG = logging.getLogger(__name__)
 
 TRANSFORM_GRAPH_KEY = 'transform_graph'
+
+# The component's settings: one parameter per field of the batcher's
+# declarations (components/declared.py), carried as ``declared.to_parameter``
+# writes it. Unset: None for a field that may be None, else its declared
+# default; ``LAYOUT_FROM_DATA`` unset: chosen from the train split.
+DECLARATIONS = (seqlib.ColumnConfig, layout.LayoutConfig)
+LAYOUT_FROM_DATA = ('batch_size', 'num_unroll')
+
+
+def setting_fields() -> Dict[str, dataclasses.Field]:
+  """Parameter name -> its declared field, in declaration order."""
+  return {f.name: f for cls in DECLARATIONS for f in dataclasses.fields(cls)}
+
+
+def settings_from(exec_properties: Dict[str, Any]
+                 ) -> Tuple[seqlib.ColumnConfig, layout.LayoutConfig,
+                            Tuple[bool, bool]]:
+  """``(columns, config, auto_layout)`` from the component's parameters.
+
+  An unset parameter is None, or empty (``''``; 0 or an empty list where
+  None is a value, as an orchestrator may pass "unset"): then the field is
+  None where it may be None, else its declared default; ``auto_layout``
+  says which of batch_size and num_unroll are chosen from the train split
+  (1 in ``config`` until then).
+  """
+  values = {}
+  for name, field in setting_fields().items():
+    value = exec_properties.get(name)
+    if value is not None and value != '':
+      value = declared.from_parameter(field, value)
+    may_be_none = declared.may_be_none(field) or name in LAYOUT_FROM_DATA
+    if may_be_none:
+      values[name] = value or None
+    elif value is not None and value != '':
+      values[name] = value
+  auto = tuple(values[name] is None for name in LAYOUT_FROM_DATA)
+  for name in LAYOUT_FROM_DATA:
+    values[name] = values[name] or 1
+  made = [cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)
+                 if f.name in values}) for cls in DECLARATIONS]
+  return made[0], made[1], auto
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,30 +119,8 @@ def args_from_artifacts(input_dict: Dict[str, List[types.Artifact]],
       s: os.path.join(artifact_utils.get_split_uri([examples], s), '*')
       for s in splits
   }
-  feature_columns = exec_properties.get('feature_columns')
-  columns = seqlib.ColumnConfig(
-      key_column=exec_properties['key_column'],
-      order_column=exec_properties.get('order_column') or None,
-      label_column=exec_properties.get('label_column') or None,
-      feature_columns=(tuple(json.loads(feature_columns))
-                       if feature_columns else None),
-      exclude_columns=tuple(json.loads(
-          exec_properties.get('exclude_columns') or '[]')))
-  max_len = exec_properties.get('max_sequence_length')
-  batch_size = exec_properties.get('batch_size')
-  num_unroll = exec_properties.get('num_unroll')
-  auto = (not batch_size, not num_unroll)  # Unset: chosen from train.
-  config = layout.LayoutConfig(
-      batch_size=int(batch_size) if batch_size else 1,
-      num_unroll=int(num_unroll) if num_unroll else 1,
-      mode=exec_properties['mode'],
-      label_kind=exec_properties['label_kind'],
-      max_sequence_length=int(max_len) if max_len else None,
-      truncate=bool(exec_properties.get('truncate') or 0),
-      shard_bytes=int(exec_properties.get('shard_bytes') or
-                      layout.DEFAULT_SHARD_BYTES),
-      lane_multiple=int(exec_properties.get('lane_multiple') or 1))
-  if batch_size:
+  columns, config, auto = settings_from(exec_properties)
+  if not auto[0]:
     config.check_lane_multiple()
   output = artifact_utils.get_single_instance(output_dict['batches'])
   return BatcherArgs(splits=splits, input_patterns=patterns,

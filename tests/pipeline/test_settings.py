@@ -13,6 +13,7 @@ import pytest
 
 from components import declared
 from components.sequence_batcher import __main__ as batcher_cli
+from components.sequence_batcher import executor as batcher_executor
 from components.sequence_batcher import layout
 from components.sequence_batcher import sequences as seqlib
 from components.stateful_evaluator import settings as evaluator_settings
@@ -192,6 +193,26 @@ def test_replicas_and_workers_set_the_batchers_lane_multiple(tmp_path):
         trainer_workers=workers)
     batcher = [c for c in p.components if c.id == 'SequenceBatcher'][0]
     assert batcher.exec_properties['lane_multiple'] == want
+
+
+def test_every_batcher_setting_reaches_the_batcher_from_the_pipeline(
+    tmp_path):
+  """``PipelineConfig``'s batcher settings reach the SequenceBatcher's
+  parameters as its executor reads them."""
+  values = dict(key_column='k', order_column='o', label_column='y',
+                label_kind=layout.PER_STEP, feature_columns=('a', 'b'),
+                exclude_columns=('z',), batch_size=4, num_unroll=5,
+                mode=layout.BUCKETED, max_sequence_length=9, truncate=True)
+  config = pipeline_config.PipelineConfig(
+      data_root=str(tmp_path), output_dir=str(tmp_path), **values)
+  assert config.batcher_settings() == values
+  p = pipeline_lib.create_pipeline(config, pipeline_root=str(tmp_path / 'r'))
+  batcher = [c for c in p.components if c.id == 'SequenceBatcher'][0]
+  columns, layout_config, auto = batcher_executor.settings_from(
+      batcher.exec_properties)
+  got = {**dataclasses.asdict(columns), **dataclasses.asdict(layout_config)}
+  assert {name: got[name] for name in values} == values
+  assert auto == (False, False)
 
 
 def test_the_kubeflow_compiler_does_not_import_the_local_runner():

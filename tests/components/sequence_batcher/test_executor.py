@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import logging
@@ -20,6 +21,7 @@ from components.sequence_batcher import executor as executor_lib
 from components.sequence_batcher import layout
 from components.sequence_batcher import layout_rule
 from components.sequence_batcher import read_batches
+from components.sequence_batcher import sequences as seqlib
 
 
 def _row(key: str, t: int, x: float, label: int) -> bytes:
@@ -163,6 +165,63 @@ def test_component_validates_arguments_when_built():
                                     feature_columns=['a', 'b'])
   assert json.loads(c.exec_properties['feature_columns']) == ['a', 'b']
   assert c.outputs['batches'].type is component_lib.SequenceBatches
+
+
+# The component's parameters and their types, as pipelines and the Kubeflow
+# compile know them.
+PUBLIC_PARAMETERS = {
+    'key_column': str, 'order_column': str, 'label_column': str,
+    'feature_columns': str, 'exclude_columns': str, 'batch_size': int,
+    'num_unroll': int, 'mode': str, 'label_kind': str,
+    'max_sequence_length': int, 'truncate': int, 'shard_bytes': int,
+    'lane_multiple': int}
+
+# A value of every batcher setting other than its declared default.
+OTHER_VALUES = dict(
+    key_column='k', order_column='o', label_column='y',
+    feature_columns=('b', 'a'), exclude_columns=('z',), batch_size=4,
+    num_unroll=5, mode=layout.BUCKETED, label_kind=layout.PER_STEP,
+    max_sequence_length=9, truncate=True, shard_bytes=1234, lane_multiple=2)
+
+
+def test_component_parameters_are_the_declared_settings():
+  declared_fields = [f for cls in (seqlib.ColumnConfig, layout.LayoutConfig)
+                     for f in dataclasses.fields(cls)]
+  params = component_lib.SequenceBatcherSpec.PARAMETERS
+  assert list(params) == [f.name for f in declared_fields]
+  assert {name: p.type for name, p in params.items()} == PUBLIC_PARAMETERS
+  assert sorted(OTHER_VALUES) == sorted(params)
+  for field in declared_fields:
+    assert OTHER_VALUES[field.name] != field.default, field.name
+
+
+def test_every_setting_reaches_the_executor():
+  examples = channel_utils.as_channel([standard_artifacts.Examples()])
+  c = component_lib.SequenceBatcher(examples=examples, **OTHER_VALUES)
+  assert c.exec_properties['feature_columns'] == '["b", "a"]'
+  assert c.exec_properties['truncate'] == 1
+  columns, config, auto = executor_lib.settings_from(c.exec_properties)
+  assert auto == (False, False)
+  got = {**dataclasses.asdict(columns), **dataclasses.asdict(config)}
+  assert got == OTHER_VALUES
+
+  # Unset: the declared defaults; the layout from the data; no order or
+  # label column unless named.
+  c = component_lib.SequenceBatcher(examples=examples, key_column='k')
+  columns, config, auto = executor_lib.settings_from(c.exec_properties)
+  assert auto == (True, True)
+  assert config == layout.LayoutConfig(batch_size=1, num_unroll=1)
+  assert columns == seqlib.ColumnConfig(key_column='k', order_column=None,
+                                        label_column=None)
+  # As an orchestrator may pass "unset".
+  columns, config, auto = executor_lib.settings_from(
+      {'key_column': 'k', 'order_column': '', 'label_column': '',
+       'feature_columns': '', 'exclude_columns': '', 'batch_size': 0,
+       'num_unroll': 0, 'max_sequence_length': 0, 'mode': ''})
+  assert auto == (True, True)
+  assert config == layout.LayoutConfig(batch_size=1, num_unroll=1)
+  assert columns == seqlib.ColumnConfig(key_column='k', order_column=None,
+                                        label_column=None)
 
 
 def test_executor_chooses_one_layout_from_the_train_split(tmp_path):
