@@ -225,7 +225,7 @@ def test_num_classes_inferred_from_labels(tmp_path):
   stats_root = helpers.write_batches(str(tmp_path / 'b'), {'train': seqs},
                                      batch_size=B, num_unroll=T)
   source = batches_lib.BatchSource.open(stats_root, 'train')
-  stats = batches_lib.scan_labels(source)
+  stats = batches_lib.label_statistics(source)
   last = [int(s.labels[-1]) for s in seqs]  # per_sequence: last step only.
   assert stats['count'] == len(seqs)
   assert stats['max'] == max(last) and stats['min'] == min(last)
