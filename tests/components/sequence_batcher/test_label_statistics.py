@@ -3,8 +3,8 @@ a split's ``metadata.json``) equal a scan of the written batches.
 
 The reference is the trainer's label scan as it was before the batcher
 recorded them (``components/stateful/batches.py: scan_labels`` at 9bd4d37),
-copied here unchanged, plus a count of each integer label: what the
-evaluator's no-skill scan counted.
+its loop copied here unchanged over the batches read back as NumPy, plus a
+count of each integer label: what the evaluator's no-skill scan counted.
 """
 
 from __future__ import annotations
