@@ -34,7 +34,8 @@ import copy
 import itertools
 import logging
 import time
-from typing import Any, Dict, Iterable, Iterator, Mapping, Optional, Tuple
+from typing import (Any, Dict, Iterable, Iterator, Mapping, Optional,
+                    Sequence, Tuple)
 
 import numpy as np
 import tensorflow as tf
@@ -59,10 +60,11 @@ HEAD_MAX_ROWS = 40000
 PPV_QUANTILES = (0.1, 0.9)
 
 
-def _runner(model: keras.Model, outputs: tf.Tensor):
-  """``run(features, reset) -> outputs`` of the stateful ``model`` on one
-  batch, compiled (traced on its first call; one per pass it serves)."""
-  probe = keras.Model(model.inputs, outputs)
+def _runner(model: keras.Model, outputs: Sequence[tf.Tensor]):
+  """``run(features, reset) -> [outputs]`` of the stateful ``model`` on
+  one batch, compiled (traced on its first call): one function for both
+  passes, which read different ``outputs`` of it."""
+  probe = keras.Model(model.inputs, list(outputs))
 
   @tf.function(autograph=False)
   def run(features, reset):
@@ -71,36 +73,25 @@ def _runner(model: keras.Model, outputs: tf.Tensor):
   return run
 
 
-def _stream(model: keras.Model, outputs: tf.Tensor,
-            batches: Iterable[Mapping[str, Any]], run=None
-           ) -> Iterator[Tuple[Mapping[str, Any], np.ndarray]]:
+def _stream(model: keras.Model, run, batches: Iterable[Mapping[str, Any]]
+           ) -> Iterator[Tuple[Mapping[str, Any], Sequence[tf.Tensor]]]:
   """Runs the stateful ``model`` over ``batches`` in lane order (every
   batch: the state must follow every step) and yields each batch with
-  ``outputs`` [B, T, C] for it; all state is zeroed before and after.
-  ``run``: ``_runner(model, outputs)``, when one is already traced."""
-  run = run or _runner(model, outputs)
+  ``run``'s outputs for it (``_runner``; tensors, ``[B, T, C]`` each); all
+  state is zeroed before and after."""
   state.zero_all(model)
   try:
     for batch in batches:
       yield batch, run(tf.constant(batch['features']),
-                       tf.constant(batch['reset'])).numpy()
+                       tf.constant(batch['reset']))
   finally:
     state.zero_all(model)
 
 
-def _collect(model: keras.Model, outputs: tf.Tensor,
-             batches: Iterable[Mapping[str, Any]], where: str,
-             shard: shards.Shard, rng: np.random.Generator,
-             run=None) -> np.ndarray:
-  """A uniform sample (``_sample``) of ``outputs`` at real steps
-  (``where='mask'``) or labelled steps (``'label_weight'``) of
-  ``batches`` (``run``: as ``_stream``'s)."""
-  rows = [out[np.asarray(batch[where]) > 0]
-          for batch, out in _stream(model, outputs, batches, run)]
-  out = row_sampling.uniform(shard, rows, rng, ADAPT_MAX_ROWS)
-  if not out.shape[0]:
-    raise ValueError(f'adapt: no step with {where} > 0 in the sample')
-  return out
+def _steps(weight) -> np.ndarray:
+  """Positions (in ``[B * T]``, lane order) of the steps ``weight`` [B, T]
+  weights."""
+  return np.flatnonzero(np.asarray(weight) > 0)
 
 
 def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
@@ -110,79 +101,106 @@ def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
   return np.asarray(batch['label_weight']) + np.asarray(batch['carve_weight'])
 
 
-def _head_rows(model: keras.Model, batches: Iterable[Mapping[str, Any]],
-               seed: int, shard: shards.Shard, every_row=None,
-               carve: bool = False, run=None):
-  """The head's input (the features before ``feature_scale``), label and
-  sequence (an int per sequence) at the labelled steps of ``batches`` (one
-  pass), in lane order over every worker: a uniform sample of
-  ``HEAD_MAX_ROWS`` of them when there are more, the rows of smallest
-  ``row_sampling.row_priorities`` (a bottom-k sample, which workers merge by keeping the
-  k smallest of their own k smallest).
+def _conv_rows(model: keras.Model, run, sample, shard: shards.Shard,
+               rng: np.random.Generator) -> np.ndarray:
+  """Step 2's pass: a uniform sample of at most ``ADAPT_MAX_ROWS`` of the
+  kernels' outputs (``run``'s first) at the real steps of ``sample``."""
+  rows = row_sampling.Uniform(shard, [_steps(b['mask']).size for b in sample],
+                              rng, ADAPT_MAX_ROWS)
+  kept = []
+  for i, (batch, (conv, _)) in enumerate(_stream(model, run, sample)):
+    conv = conv.numpy()
+    kept.append(conv.reshape(-1, conv.shape[-1])[rows.keep(
+        i, _steps(batch['mask']))])
+  out = rows.gather(kept)
+  if not out.shape[0]:
+    raise ValueError('adapt: no step with mask > 0 in the sample')
+  return out
+
+
+class _HeadRows:
+  """The head's rows, batch by batch of one pass (``add``): the input (the
+  features before ``feature_scale``), label and sequence (an int per
+  sequence) at the labelled steps, in lane order over every worker; a
+  uniform sample of ``HEAD_MAX_ROWS`` of them when there are more, the rows
+  of smallest ``row_sampling.row_priorities`` (a bottom-k sample, which
+  workers merge by keeping the k smallest of their own k smallest).
 
   ``carve``: the batches also carry ``carve_weight`` (the validation
-  carve's labelled steps, which ``label_weight`` leaves out); returns a
-  pair: the rows of ``label_weight``, and those of every labelled step
-  (the bottom-k sample of both: of the union of each part's bottom-k), the
-  same as this function on batches whose ``label_weight`` is both.
+  carve's labelled steps, which ``label_weight`` leaves out); ``sample``
+  then gives a pair: the rows of ``label_weight``, and those of every
+  labelled step (the bottom-k sample of both: of the union of each part's
+  bottom-k), the same as without ``carve`` on batches whose
+  ``label_weight`` is both.
 
-  ``every_row(x, y, groups, in_carve)``, when given, sees each of this
-  worker's labelled steps (the carve's too, ``in_carve`` True) before the
-  sampling, in lane order within each batch.
-
-  Returns:
-    ``(x, y, groups, seen)``, or a pair of them with ``carve``.
+  ``lags`` > 0: ``lag_rows`` also keeps, batch by batch, the last ``lags``
+  columns of every labelled step of this worker (the carve's too), for the
+  Gram statistics, which need the scales of the same pass.
   """
-  train_pool, carve_pool = row_sampling.BottomK(HEAD_MAX_ROWS), row_sampling.BottomK(HEAD_MAX_ROWS)
-  started = time.monotonic()
-  sequence = None  # Per lane: the number of sequences started so far.
-  labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
-  stream = _stream(model, model.get_layer('features_all').output, batches,
-                   run)
-  for i, (batch, out) in enumerate(stream):
+
+  def __init__(self, seed: int, shard: shards.Shard, dim: int,
+               carve: bool = False, lags: int = 0):
+    self._seed, self._shard, self._dim = int(seed), shard, int(dim)
+    self.carve, self.lags = bool(carve), int(lags)
+    self._train = row_sampling.BottomK(HEAD_MAX_ROWS)
+    self._carve = row_sampling.BottomK(HEAD_MAX_ROWS)
+    # (x[:, -lags:], y, groups, in_carve) per batch with labelled steps.
+    self.lag_rows = []
+    self._sequence = None  # Per lane: the number of sequences started.
+    self._labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
+
+  @property
+  def seen(self) -> int:
+    """This worker's labelled steps so far."""
+    return self._train.seen + self._carve.seen
+
+  def add(self, index: int, batch: Mapping[str, Any],
+          features: np.ndarray) -> None:
+    """Batch ``index`` of the pass and its ``features`` [B, T, D]."""
     # Labelled steps are kept, with their sequence (global lane, count of
     # resets) as group.
     weight = np.asarray(batch['label_weight'])
-    sel = (_all_weight(batch) if carve else weight) > 0
-    labels = np.asarray(batch['labels'])
+    sel = (_all_weight(batch) if self.carve else weight) > 0
+    labels = self._labels = np.asarray(batch['labels'])
     reset = np.zeros(sel.shape, np.int64)  # Per step, [b, T].
     if np.ndim(batch['reset']) == 2:  # dense
       reset[:] = batch['reset']
     else:
       reset[:, 0] = batch['reset']
-    if sequence is None:
-      sequence = np.zeros(reset.shape[0], np.int64)
-    count = sequence[:, None] + np.cumsum(reset, axis=1)
-    sequence = count[:, -1]
+    if self._sequence is None:
+      self._sequence = np.zeros(reset.shape[0], np.int64)
+    count = self._sequence[:, None] + np.cumsum(reset, axis=1)
+    self._sequence = count[:, -1]
     if not sel.any():
-      continue
+      return
     lanes, steps = np.nonzero(sel)
-    lanes = lanes + shard.lane_offset
-    x, y = out[sel], labels[sel]
-    g = lanes * (1 << 32) + count[sel]
+    lanes = lanes + self._shard.lane_offset
+    y, g = labels[sel], lanes * (1 << 32) + count[sel]
     in_carve = ~(weight[sel] > 0)
-    if every_row is not None:
-      every_row(x, y, g, in_carve)
-    keys = row_sampling.row_keys(i, lanes, steps)
-    priority = row_sampling.row_priorities(seed, keys)
+    keys = row_sampling.row_keys(index, lanes, steps)
+    priority = row_sampling.row_priorities(self._seed, keys)
+    x = features[sel]
+    if self.lags:
+      self.lag_rows.append((x[:, -self.lags:], y, g, in_carve))
     if in_carve.any():
       train = ~in_carve
-      train_pool.add(x[train], y[train], g[train], keys[train],
-                     priority[train])
-      carve_pool.add(x[in_carve], y[in_carve], g[in_carve], keys[in_carve],
-                     priority[in_carve])
+      self._train.add(x[train], y[train], g[train], keys[train],
+                      priority[train])
+      self._carve.add(x[in_carve], y[in_carve], g[in_carve],
+                      keys[in_carve], priority[in_carve])
     else:
-      train_pool.add(x, y, g, keys, priority)
-    if (i + 1) % 1000 == 0:
-      _LOG.info('head features: %d batches, %d labelled steps (%.0f '
-                'batches/s)', i + 1, train_pool.seen + carve_pool.seen,
-                (i + 1) / max(time.monotonic() - started, 1e-9))
-  dim = int(model.get_layer('features_all').output.shape[-1])
-  train = row_sampling.union_sample([train_pool], shard, dim, labels)
-  if not carve:
-    return train
-  return train, row_sampling.union_sample([train_pool, carve_pool], shard,
-                                          dim, labels)
+      self._train.add(x, y, g, keys, priority)
+
+  def sample(self):
+    """``(x, y, groups, seen)`` over every worker (collectives), or a pair
+    of them with ``carve``."""
+    train = row_sampling.union_sample([self._train], self._shard, self._dim,
+                                      self._labels)
+    if not self.carve:
+      return train
+    return train, row_sampling.union_sample([self._train, self._carve],
+                                            self._shard, self._dim,
+                                            self._labels)
 
 
 def _lag_columns(model: keras.Model) -> int:
@@ -194,16 +212,16 @@ def _lag_columns(model: keras.Model) -> int:
     return 0
 
 
-def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
+def _fit_head(model: keras.Model, spec, rows: _HeadRows,
               shard: shards.Shard, scales: head_lib.Scales,
-              refit_scales: Optional[head_lib.Scales] = None, run=None):
+              refit_scales: Optional[head_lib.Scales] = None):
   """Ridge head (see the module docstring) on the bottom-k sample of at most
-  ``HEAD_MAX_ROWS`` labelled steps (``_head_rows``), standardised by
-  ``scales``; set on ``model``.
+  ``HEAD_MAX_ROWS`` labelled steps (``rows``, filled by the pass),
+  standardised by ``scales``; set on ``model``.
 
-  Per-step regression with lags, in two stages: (1) a linear
-  autoregression on the lag columns alone, fitted on every labelled step
-  (not only the sample) from accumulated Gram statistics
+  Per-step regression with lags (``rows.lags``), in two stages: (1) a
+  linear autoregression on the lag columns alone, fitted on every labelled
+  step (not only the sample) from accumulated Gram statistics
   (``ridge.GramRidge``), its penalty chosen with whole sequences held
   out; (2) the ridge on all features, on the sample, fitted to what (1)
   leaves, kept only when its held-out error is below that of leaving the
@@ -211,22 +229,17 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
   any linear autoregression on the lags exactly, without shrinking them
   together with thousands of other features.
 
-  ``refit_scales``: the batches carry ``carve_weight`` too; the head of
-  every labelled step (standardised by these) is fitted from the same pass.
-  ``run``: the traced ``_runner`` of ``features_all``, when there is one.
+  ``refit_scales``: ``rows.carve``; the head of every labelled step
+  (standardised by these) is fitted from the same rows.
 
   Returns:
     (summary, the refit's head weights or None, its summary or None).
   """
-  per_step = spec.label_kind == 'per_step'
-  lags = _lag_columns(model) if (spec.task == 'regression' and
-                                 per_step) else 0
-  outputs = spec.output_units
+  lags, outputs = rows.lags, spec.output_units
   carve = refit_scales is not None
   gram = ridge.GramRidge(lags, outputs) if lags else None
   gram_all = ridge.GramRidge(lags, outputs) if lags and carve else None
-
-  def every_row(x, y, g, in_carve):
+  for x, y, g, in_carve in rows.lag_rows:  # This worker's, batch by batch.
     train = ~in_carve
     if train.all():
       gram.add(scales.features(x, lags), scales.labels(y, outputs), g)
@@ -236,20 +249,17 @@ def _fit_head(model: keras.Model, spec, batches: Iterable[Mapping[str, Any]],
     if gram_all is not None:
       gram_all.add(refit_scales.features(x, lags),
                    refit_scales.labels(y, outputs), g)
-
-  rows = _head_rows(model, batches, int(spec.seed), shard,
-                    every_row if gram is not None else None, carve=carve,
-                    run=run)
-  rows, rows_all = rows if carve else (rows, None)
+  sample = rows.sample()
+  sample, sample_all = sample if carve else (sample, None)
   for g in (gram, gram_all):
     if g is not None:  # Every worker's labelled steps.
       g.combine(shard.sum)
-  head, summary = head_lib.solve_head(spec, lags, scales, rows, gram)
+  head, summary = head_lib.solve_head(spec, lags, scales, sample, gram)
   model.get_layer('head').set_weights(head)
   if not carve:
     return summary, None, None
   head_all, summary_all = head_lib.solve_head(spec, lags, refit_scales,
-                                              rows_all, gram_all)
+                                              sample_all, gram_all)
   return summary, head_all, summary_all
 
 
@@ -262,14 +272,13 @@ def adapt_conv(model: keras.Model, spec,
 
   ``batches`` are numpy dicts (``features``, ``reset``, ``mask``,
   ``label_weight``, ``labels``) in lane order from the start of the train
-  split. The statistics read the first ``ADAPT_MAX_BATCHES``; the ridge head
-  (``fit_head``) reads every batch in a second pass when ``batches`` can be
-  iterated again and hold more (a one-shot iterator: the head is fitted on
-  that sample; fewer: the sample is every batch, not read again).
-  Deterministic for a given seed. On several workers (``shard``: see
-  ``shards.py``) ``batches`` hold this worker's lanes and the model has as
-  many; every statistic is combined across the workers, so each fits the
-  weights one process fits on every lane.
+  split, read once. The statistics read the first ``ADAPT_MAX_BATCHES``;
+  the ridge head (``fit_head``) reads every batch (its pass goes on
+  reading past the sample), unless ``batches`` is a one-shot iterator
+  (``iter(batches) is batches``: the head is fitted on the sample). Deterministic for a given seed. On several workers
+  (``shard``: see ``shards.py``) ``batches`` hold this worker's lanes and
+  the model has as many; every statistic is combined across the workers,
+  so each fits the weights one process fits on every lane.
 
   ``refit``: the batches also carry ``carve_weight``, the label weight of
   the validation carve's steps (which ``label_weight`` leaves out); the
@@ -293,9 +302,18 @@ def _label_rows(sample, weight_of, shard):
       weight_of(b) > 0] for b in sample], None, max_rows=None)
 
 
+def _standardisation(rows: row_sampling.Uniform, kept, what: str):
+  """[mean, std + 1e-3] of the features at ``rows``' sampled steps."""
+  feats = rows.gather(kept)
+  if not feats.shape[0]:
+    raise ValueError(f'adapt: no step with {what} > 0 in the sample')
+  return feats, [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
+
+
 def _adapt_conv(model, spec, batches, fit_head, shard,
                 refit=None) -> Dict[str, Any]:
-  sample = list(itertools.islice(batches, ADAPT_MAX_BATCHES))
+  reader = iter(batches)
+  sample = list(itertools.islice(reader, ADAPT_MAX_BATCHES))
   rng = np.random.default_rng(int(spec.seed) + 12345)
   layer = model.get_layer
   # 1. Robust input scale: median and interquartile range per feature.
@@ -305,10 +323,13 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   iqr = q75 - q25
   spread = np.where(iqr > 0, iqr, raw.std(axis=0))
   layer('input_scale').set_statistics(med, spread)
+  # One traced function for both passes over the batches: the kernels'
+  # outputs (the thresholds' pass) and the features (the other steps').
+  run = _runner(model, [layer('conv_pool').input,
+                        layer('features_all').output])
   # 2. PPV thresholds: a random quantile of each kernel's output (of each
   # copy of it, one threshold per copy).
-  conv = _collect(model, layer('conv_pool').input, sample, 'mask', shard,
-                  rng)
+  conv = _conv_rows(model, run, sample, shard, rng)
   qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
   thresholds = np.array([np.quantile(conv[:, c], qs[c])
                          for c in range(conv.shape[1])])
@@ -320,32 +341,53 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   if recent is not None:
     recent.threshold.assign(
         thresholds[:recent.threshold.shape[0]].astype(np.float32))
-  # 3. Feature standardisation, on the steps the loss reads (and, for the
-  # refit, on every labelled step: the same stream, the same draws).
-  weight_of = lambda b: np.asarray(b['label_weight'])  # pylint: disable=unnecessary-lambda-assignment
-  # Traced once for this pass and the head's.
-  features = _runner(model, layer('features_all').output)
-  if refit is None:
-    feats = _collect(model, layer('features_all').output, sample,
-                     'label_weight', shard, rng, features)
-  else:
-    rows, rows_all = [], []
-    for batch, out in _stream(model, layer('features_all').output, sample,
-                              features):
-      rows.append(out[weight_of(batch) > 0])
-      rows_all.append(out[_all_weight(batch) > 0])
-    rng_all = copy.deepcopy(rng)  # The refit draws what the carve run does.
-    feats = row_sampling.uniform(shard, rows, rng, ADAPT_MAX_ROWS)
-    if not feats.shape[0]:
-      raise ValueError('adapt: no step with label_weight > 0 in the sample')
-    feats_all = row_sampling.uniform(shard, rows_all, rng_all,
-                                     ADAPT_MAX_ROWS)
-  scales = [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
-  scales_all = (None if refit is None else
-                [feats_all.mean(axis=0), feats_all.std(axis=0) + 1e-3])
+  # 3-5 from one pass over the features: the standardisation's rows are
+  # drawn first (on the sample's labelled steps; for the refit, on every
+  # labelled step: the same stream, the same draws), the head's rows are
+  # kept unstandardised and standardised once the scales are known.
+  # The refit draws what the carve run does.
+  rng_all = None if refit is None else copy.deepcopy(rng)
+  rows = row_sampling.Uniform(
+      shard, [_steps(b['label_weight']).size for b in sample], rng,
+      ADAPT_MAX_ROWS)
+  rows_all = None if refit is None else row_sampling.Uniform(
+      shard, [_steps(_all_weight(b)).size for b in sample], rng_all,
+      ADAPT_MAX_ROWS)
+  dim = int(layer('features_all').output.shape[-1])
+  head_rows = None
+  source = sample
+  if fit_head:
+    per_step = spec.label_kind == 'per_step'
+    head_rows = _HeadRows(spec.seed, shard, dim, carve=refit is not None,
+                          lags=_lag_columns(model) if (
+                              spec.task == 'regression' and per_step) else 0)
+    # Past the sample, the same reading goes on (a one-shot iterator: the
+    # head is fitted on the sample).
+    if reader is not batches:
+      source = itertools.chain(sample, reader)
+  kept, kept_all = [], []
+  started = time.monotonic()
+  for i, (batch, (_, out)) in enumerate(_stream(model, run, source)):
+    out = out.numpy()
+    if i < len(sample):
+      flat = out.reshape(-1, dim)
+      kept.append(flat[rows.keep(i, _steps(batch['label_weight']))])
+      if rows_all is not None:
+        kept_all.append(flat[rows_all.keep(i, _steps(_all_weight(batch)))])
+    if head_rows is not None:
+      head_rows.add(i, batch, out)
+      if (i + 1) % 1000 == 0:
+        _LOG.info('head features: %d batches, %d labelled steps (%.0f '
+                  'batches/s)', i + 1, head_rows.seen,
+                  (i + 1) / max(time.monotonic() - started, 1e-9))
+  feats, scales = _standardisation(rows, kept, 'label_weight')
+  feats_all, scales_all = ((None, None) if refit is None else
+                           _standardisation(rows_all, kept_all,
+                                            'label_weight'))
   # 4. Regression: outputs in the label's units.
   if spec.task == 'regression':
-    for stats, weights in ((scales, weight_of), (scales_all, _all_weight)):
+    for stats, weights in ((scales, lambda b: np.asarray(b['label_weight'])),
+                           (scales_all, _all_weight)):
       if stats is not None:
         labels = _label_rows(sample, weights, shard)
         stats += [np.full([spec.output_units], labels.mean()),
@@ -360,13 +402,9 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
     scales_all = head_lib.Scales.make(*scales_all)
     summary_all = {**summary, 'feature_rows': int(feats_all.shape[0])}
   # 5. The head, in closed form.
-  if fit_head:
-    # The sample is every batch when the batches ran out before
-    # ``ADAPT_MAX_BATCHES`` (then they are not read again).
-    whole = iter(batches) is batches or len(sample) < ADAPT_MAX_BATCHES
-    fitted, head_all, fitted_all = _fit_head(
-        model, spec, sample if whole else batches, shard, scales,
-        scales_all, features)
+  if head_rows is not None:
+    fitted, head_all, fitted_all = _fit_head(model, spec, head_rows, shard,
+                                             scales, scales_all)
     summary.update(fitted)
     if refit is not None:
       summary_all.update(fitted_all)

@@ -1,9 +1,11 @@
 """Samples of rows that do not depend on how the lanes are spread over
 workers (the default conv model's ``adapt``, ``conv_adapt.py``).
 
-* ``uniform``: rows of several batches in lane order, thinned to a uniform
-  sample of at most ``max_rows`` drawn on the rows' global positions, so R
-  workers keep what one process reading every lane keeps;
+* ``Uniform`` (and ``uniform``, on rows already held): rows of several
+  batches in lane order, thinned to a uniform sample of at most
+  ``max_rows`` drawn on the rows' global positions, so R workers keep what
+  one process reading every lane keeps; drawn from the row counts before
+  a pass, which then keeps only the sampled rows;
 * ``row_keys`` / ``row_priorities`` / ``BottomK`` / ``union_sample``: a
   bottom-k sample. Each row gets a pseudo-random priority fixed by the seed
   and its (batch, lane, step) key; each worker keeps its rows of smallest
@@ -19,21 +21,56 @@ import numpy as np
 from components.stateful.distribution import shards
 
 
+class Uniform:
+  """A uniform sample of at most ``max_rows`` rows of several batches, in
+  lane order over every worker, drawn before the rows exist: from this
+  worker's row count per batch (``[n_i]``), on the rows' global positions,
+  so R workers keep what one process reading every lane keeps. A pass then
+  keeps only the chosen rows of each batch (``keep``) and ``gather`` puts
+  them together, so the unsampled rows are never held.
+  """
+
+  def __init__(self, shard: shards.Shard, counts: Sequence[int],
+               rng: Optional[np.random.Generator], max_rows: Optional[int]):
+    self._shard = shard
+    counts = np.asarray(counts, np.int64)
+    ids, self.total = shard.global_ids(counts)
+    self._starts = np.cumsum(counts) - counts
+    self._counts = counts
+    if max_rows is None or self.total <= max_rows:  # Every row.
+      self._kept, self._positions, self._size = None, ids, None
+      return
+    pick = np.sort(rng.choice(self.total, max_rows, replace=False))
+    kept = np.isin(ids, pick, assume_unique=True)
+    self._kept = kept
+    self._positions = np.searchsorted(pick, ids[kept])
+    self._size = max_rows
+
+  def keep(self, index: int, rows: np.ndarray) -> np.ndarray:
+    """The sampled ones of batch ``index``'s rows (``[n_index, ...]``)."""
+    if rows.shape[0] != self._counts[index]:
+      raise ValueError(f'batch {index}: {rows.shape[0]} rows, planned for '
+                       f'{self._counts[index]}')
+    if self._kept is None:
+      return rows
+    start = self._starts[index]
+    return rows[self._kept[start:start + self._counts[index]]]
+
+  def gather(self, kept: Sequence[np.ndarray]) -> np.ndarray:
+    """The sample, in lane order over every worker, from ``keep``'s rows of
+    every batch (in batch order)."""
+    return self._shard.in_lane_order(np.concatenate(kept), self._positions,
+                                     self._size)
+
+
 def uniform(shard: shards.Shard, per_batch: Sequence[np.ndarray],
-            rng: np.random.Generator,
+            rng: Optional[np.random.Generator],
             max_rows: Optional[int]) -> np.ndarray:
   """Rows of several batches (this worker's, ``[n_i, ...]`` per batch) in
   lane order over every worker, thinned to a uniform sample of at most
-  ``max_rows`` (the same on every worker, and the same as one process
-  reading every lane: the sample is drawn on the positions)."""
-  ids, total = shard.global_ids([len(r) for r in per_batch])
-  rows = np.concatenate(per_batch)
-  if max_rows is None or total <= max_rows:
-    return shard.in_lane_order(rows, ids)
-  pick = np.sort(rng.choice(total, max_rows, replace=False))
-  keep = np.isin(ids, pick, assume_unique=True)
-  return shard.in_lane_order(rows[keep], np.searchsorted(pick, ids[keep]),
-                             max_rows)
+  ``max_rows`` (``Uniform``, on rows already held)."""
+  sample = Uniform(shard, [len(r) for r in per_batch], rng, max_rows)
+  return sample.gather([sample.keep(i, r) for i, r in enumerate(per_batch)])
 
 
 _MIX = (np.uint64(0xbf58476d1ce4e5b9), np.uint64(0x94d049bb133111eb))
