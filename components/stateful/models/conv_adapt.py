@@ -104,17 +104,42 @@ def _all_weight(batch: Mapping[str, Any]) -> np.ndarray:
 def _conv_rows(model: keras.Model, run, sample, shard: shards.Shard,
                rng: np.random.Generator) -> np.ndarray:
   """Step 2's pass: a uniform sample of at most ``ADAPT_MAX_ROWS`` of the
-  kernels' outputs (``run``'s first) at the real steps of ``sample``."""
+  kernels' outputs (``run``'s first, ``_kernel_outputs``) at the real
+  steps of ``sample``."""
   rows = row_sampling.Uniform(shard, [_steps(b['mask']).size for b in sample],
                               rng, ADAPT_MAX_ROWS)
-  kept = []
   for i, (batch, (conv, _)) in enumerate(_stream(model, run, sample)):
     conv = conv.numpy()
-    kept.append(conv.reshape(-1, conv.shape[-1])[rows.keep(
-        i, _steps(batch['mask']))])
-  out = rows.gather(kept)
+    rows.add(i, conv.reshape(-1, conv.shape[-1]), _steps(batch['mask']))
+  out = rows.gather()
   if not out.shape[0]:
     raise ValueError('adapt: no step with mask > 0 in the sample')
+  return out
+
+
+def _kernel_outputs(model: keras.Model) -> Tuple[tf.Tensor, int]:
+  """The kernels' outputs (``conv_outputs``, ``[B, T, U]``) and how many
+  copies of them the PPV pool reads: its input is the copies side by side,
+  so its column c is kernel ``c % U``'s output."""
+  kernels = model.get_layer('conv_outputs').output
+  pooled = model.get_layer('conv_pool').input
+  copies = int(pooled.shape[-1]) // int(kernels.shape[-1])
+  inputs = [pooled] if copies == 1 else model.get_layer('conv_copies').input
+  if len(inputs) != copies or any(t is not kernels for t in inputs):
+    raise ValueError('adapt: the PPV pool does not read copies of '
+                     'conv_outputs')
+  return kernels, copies
+
+
+def _thresholds(kernels: np.ndarray, qs: np.ndarray) -> np.ndarray:
+  """``np.quantile`` of each PPV column c at ``qs[c]`` (float64[U *
+  copies]) from the kernels' sampled outputs ``[N, U]`` (column c reads
+  kernel ``c % U``): one partition per kernel for the quantiles of all its
+  copies (NumPy gives each the bits it gives it alone)."""
+  width = kernels.shape[1]
+  out = np.empty(qs.size)
+  for u in range(width):
+    out[u::width] = np.quantile(kernels[:, u], qs[u::width])
   return out
 
 
@@ -302,11 +327,11 @@ def _label_rows(sample, weight_of, shard):
       weight_of(b) > 0] for b in sample], None, max_rows=None)
 
 
-def _standardisation(rows: row_sampling.Uniform, kept, what: str):
-  """[mean, std + 1e-3] of the features at ``rows``' sampled steps."""
-  feats = rows.gather(kept)
+def _standardisation(rows: row_sampling.Uniform):
+  """(the sampled features, [their mean, std + 1e-3])."""
+  feats = rows.gather()
   if not feats.shape[0]:
-    raise ValueError(f'adapt: no step with {what} > 0 in the sample')
+    raise ValueError('adapt: no step with label_weight > 0 in the sample')
   return feats, [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
 
 
@@ -325,14 +350,13 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
   layer('input_scale').set_statistics(med, spread)
   # One traced function for both passes over the batches: the kernels'
   # outputs (the thresholds' pass) and the features (the other steps').
-  run = _runner(model, [layer('conv_pool').input,
-                        layer('features_all').output])
+  kernels, copies = _kernel_outputs(model)
+  run = _runner(model, [kernels, layer('features_all').output])
   # 2. PPV thresholds: a random quantile of each kernel's output (of each
   # copy of it, one threshold per copy).
   conv = _conv_rows(model, run, sample, shard, rng)
-  qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1])
-  thresholds = np.array([np.quantile(conv[:, c], qs[c])
-                         for c in range(conv.shape[1])])
+  qs = rng.uniform(*PPV_QUANTILES, size=conv.shape[1] * copies)
+  thresholds = _thresholds(conv, qs)
   layer('conv_pool').threshold.assign(thresholds.astype(np.float32))
   try:  # The decaying PPV reads the kernels once: the first copy's.
     recent = layer('recent_conv')
@@ -365,25 +389,23 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
     # head is fitted on the sample).
     if reader is not batches:
       source = itertools.chain(sample, reader)
-  kept, kept_all = [], []
   started = time.monotonic()
   for i, (batch, (_, out)) in enumerate(_stream(model, run, source)):
     out = out.numpy()
     if i < len(sample):
       flat = out.reshape(-1, dim)
-      kept.append(flat[rows.keep(i, _steps(batch['label_weight']))])
+      rows.add(i, flat, _steps(batch['label_weight']))
       if rows_all is not None:
-        kept_all.append(flat[rows_all.keep(i, _steps(_all_weight(batch)))])
+        rows_all.add(i, flat, _steps(_all_weight(batch)))
     if head_rows is not None:
       head_rows.add(i, batch, out)
       if (i + 1) % 1000 == 0:
         _LOG.info('head features: %d batches, %d labelled steps (%.0f '
                   'batches/s)', i + 1, head_rows.seen,
                   (i + 1) / max(time.monotonic() - started, 1e-9))
-  feats, scales = _standardisation(rows, kept, 'label_weight')
+  feats, scales = _standardisation(rows)
   feats_all, scales_all = ((None, None) if refit is None else
-                           _standardisation(rows_all, kept_all,
-                                            'label_weight'))
+                           _standardisation(rows_all))
   # 4. Regression: outputs in the label's units.
   if spec.task == 'regression':
     for stats, weights in ((scales, lambda b: np.asarray(b['label_weight'])),

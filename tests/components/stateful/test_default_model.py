@@ -112,7 +112,7 @@ def _head_rows(model, batches, seed=0):
   them (``conv_adapt._HeadRows``, one process)."""
   features = model.get_layer('features_all').output
   rows = conv_adapt._HeadRows(seed, shards.Shard(), int(features.shape[-1]))
-  run = conv_adapt._runner(model, [model.get_layer('conv_pool').input,
+  run = conv_adapt._runner(model, [conv_adapt._kernel_outputs(model)[0],
                                    features])
   for i, (batch, (_, out)) in enumerate(conv_adapt._stream(model, run,
                                                            batches)):
@@ -169,6 +169,29 @@ def test_adapt_runs_the_model_in_two_passes(monkeypatch, n_batches):
   sample = min(n_batches, 8)
   assert len(calls) == sample + n_batches
   assert source.passes == 1 and source.read == n_batches
+
+
+@pytest.mark.parametrize('label_kind, copies', [('per_sequence', 4),
+                                                ('per_step', 1)])
+def test_thresholds_are_each_ppv_columns_quantile(label_kind, copies):
+  """The PPV pool reads copies of the kernels' outputs; one partition per
+  kernel gives each copy's threshold the bits ``np.quantile`` gives its
+  column alone."""
+  spec = _spec(label_kind=label_kind, hyperparameters={
+      'kernels': 16, 'thresholds_per_kernel': copies})
+  model = model_io.build_stateful(model_io.resolve_module(), spec)
+  kernels, found = conv_adapt._kernel_outputs(model)
+  assert found == copies
+  assert (int(kernels.shape[-1]) * copies ==
+          int(model.get_layer('conv_pool').input.shape[-1]))
+  rng = np.random.default_rng(11)
+  outputs = rng.normal(size=(500, 6)).astype(np.float32)
+  outputs[:, 1] = np.round(outputs[:, 1])  # Ties.
+  pooled = np.concatenate([outputs] * copies, axis=1)
+  qs = rng.uniform(*conv_adapt.PPV_QUANTILES, size=pooled.shape[1])
+  qs[0] = 0.5
+  want = [np.quantile(pooled[:, c], qs[c]) for c in range(pooled.shape[1])]
+  np.testing.assert_array_equal(conv_adapt._thresholds(outputs, qs), want)
 
 
 def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
