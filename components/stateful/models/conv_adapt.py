@@ -13,6 +13,19 @@ In lane order over the train split, with the model's own stateful layers:
    statistics of every labelled step, then the other features on what it
    leaves; see ``_fit_head``).
 
+The batches are read once, and the model runs over them in two passes of
+one traced function (``_runner``), which gives both the kernels' outputs
+and the features: the first pass samples the kernels' outputs for 2 (the
+thresholds must be set before the features exist), the second reads the
+features for 3 and 5 together. The uniform samples of 1 to 3 are drawn
+from the row counts before a pass (``row_sampling.Uniform``), so a pass
+copies only the sampled rows; the head's rows are kept as the pass gives
+them (before ``feature_scale``) and standardised once 3 is known, and the
+per-step head's Gram statistics are added from the lag columns kept for
+every labelled step, batch by batch, after the pass. The head's pass goes
+on past the statistics' sample (the first ``ADAPT_MAX_BATCHES``) to the
+last batch.
+
 On several workers each reads its own lanes and every statistic is
 combined (``distribution/shards.py``): samples are drawn on lane-order positions (1-4)
 or by a per-row priority that does not depend on the worker (5, a bottom-k
@@ -300,10 +313,11 @@ def adapt_conv(model: keras.Model, spec,
   split, read once. The statistics read the first ``ADAPT_MAX_BATCHES``;
   the ridge head (``fit_head``) reads every batch (its pass goes on
   reading past the sample), unless ``batches`` is a one-shot iterator
-  (``iter(batches) is batches``: the head is fitted on the sample). Deterministic for a given seed. On several workers
-  (``shard``: see ``shards.py``) ``batches`` hold this worker's lanes and
-  the model has as many; every statistic is combined across the workers,
-  so each fits the weights one process fits on every lane.
+  (``iter(batches) is batches``: the head is fitted on the sample).
+  Deterministic for a given seed. On several workers (``shard``: see
+  ``shards.py``) ``batches`` hold this worker's lanes and the model has as
+  many; every statistic is combined across the workers, so each fits the
+  weights one process fits on every lane.
 
   ``refit``: the batches also carry ``carve_weight``, the label weight of
   the validation carve's steps (which ``label_weight`` leaves out); the
