@@ -19,12 +19,13 @@ and the features: the first pass samples the kernels' outputs for 2 (the
 thresholds must be set before the features exist), the second reads the
 features for 3 and 5 together. The uniform samples of 1 to 3 are drawn
 from the row counts before a pass (``row_sampling.Uniform``), so a pass
-copies only the sampled rows; the head's rows are kept as the pass gives
-them (before ``feature_scale``) and standardised once 3 is known, and the
-per-step head's Gram statistics are added from the lag columns kept for
-every labelled step, batch by batch, after the pass. The head's pass goes
-on past the statistics' sample (the first ``ADAPT_MAX_BATCHES``) to the
-last batch.
+copies only the sampled rows. 3 and 4 are fitted as soon as the second
+pass has read the statistics' sample (the first ``ADAPT_MAX_BATCHES``),
+and the pass goes on to the last batch for 5: the head's rows are kept as
+the pass gives them (before ``feature_scale``) and standardised at the
+end; the per-step head's Gram statistics take each batch's lag columns
+once the scales are known (those of the sample's batches are kept until
+then).
 
 On several workers each reads its own lanes and every statistic is
 combined (``distribution/shards.py``): samples are drawn on lane-order positions (1-4)
@@ -171,9 +172,10 @@ class _HeadRows:
   bottom-k), the same as without ``carve`` on batches whose
   ``label_weight`` is both.
 
-  ``lags`` > 0: ``lag_rows`` also keeps, batch by batch, the last ``lags``
-  columns of every labelled step of this worker (the carve's too), for the
-  Gram statistics, which need the scales of the same pass.
+  ``lags`` > 0: the last ``lags`` columns of every labelled step of this
+  worker (the carve's too) go to the Gram statistics, batch by batch
+  (``set_gram``); until the scales they need are known (after the
+  statistics' sample) they are kept.
   """
 
   def __init__(self, seed: int, shard: shards.Shard, dim: int,
@@ -182,8 +184,9 @@ class _HeadRows:
     self.carve, self.lags = bool(carve), int(lags)
     self._train = row_sampling.BottomK(HEAD_MAX_ROWS)
     self._carve = row_sampling.BottomK(HEAD_MAX_ROWS)
-    # (x[:, -lags:], y, groups, in_carve) per batch with labelled steps.
-    self.lag_rows = []
+    # (x[:, -lags:], y, groups, in_carve) per batch, until ``set_gram``.
+    self._lag_rows = []
+    self._gram: Optional[_LagGram] = None
     self._sequence = None  # Per lane: the number of sequences started.
     self._labels = np.zeros(0)  # Its dtype and trailing shape: the batches'.
 
@@ -219,7 +222,11 @@ class _HeadRows:
     priority = row_sampling.row_priorities(self._seed, keys)
     x = features[sel]
     if self.lags:
-      self.lag_rows.append((x[:, -self.lags:], y, g, in_carve))
+      lag_rows = (x[:, -self.lags:].copy(), y, g, in_carve)
+      if self._gram is None:
+        self._lag_rows.append(lag_rows)
+      else:
+        self._gram.add(*lag_rows)
     if in_carve.any():
       train = ~in_carve
       self._train.add(x[train], y[train], g[train], keys[train],
@@ -228,6 +235,18 @@ class _HeadRows:
                       keys[in_carve], priority[in_carve])
     else:
       self._train.add(x, y, g, keys, priority)
+
+  def set_gram(self, gram: '_LagGram') -> None:
+    """The lag columns kept so far, then those of every later batch, go
+    to ``gram``, in batch order."""
+    self._gram = gram
+    for lag_rows in self._lag_rows:
+      gram.add(*lag_rows)
+    self._lag_rows = []
+
+  @property
+  def gram(self) -> Optional['_LagGram']:
+    return self._gram
 
   def sample(self):
     """``(x, y, groups, seen)`` over every worker (collectives), or a pair
@@ -239,6 +258,36 @@ class _HeadRows:
     return train, row_sampling.union_sample([self._train, self._carve],
                                             self._shard, self._dim,
                                             self._labels)
+
+
+class _LagGram:
+  """The per-step head's Gram statistics (``ridge.GramRidge``) of the lag
+  columns of every labelled step, standardised by ``scales`` (the steps of
+  ``label_weight``) and, with ``refit_scales``, by those (every labelled
+  step, the carve's too)."""
+
+  def __init__(self, lags: int, outputs: int, scales: head_lib.Scales,
+               refit_scales: Optional[head_lib.Scales] = None):
+    self._lags, self._outputs = lags, outputs
+    self._scales, self._refit_scales = scales, refit_scales
+    self.gram = ridge.GramRidge(lags, outputs)
+    self.gram_all = (None if refit_scales is None else
+                     ridge.GramRidge(lags, outputs))
+
+  def add(self, x: np.ndarray, y: np.ndarray, g: np.ndarray,
+          in_carve: np.ndarray) -> None:
+    """One batch's labelled steps: lag columns ``x`` [n, lags], labels,
+    sequences, and which are the carve's."""
+    lags, outputs, scales = self._lags, self._outputs, self._scales
+    train = ~in_carve
+    if train.all():
+      self.gram.add(scales.features(x, lags), scales.labels(y, outputs), g)
+    elif train.any():
+      self.gram.add(scales.features(x[train], lags),
+                    scales.labels(y[train], outputs), g[train])
+    if self.gram_all is not None:
+      self.gram_all.add(self._refit_scales.features(x, lags),
+                        self._refit_scales.labels(y, outputs), g)
 
 
 def _lag_columns(model: keras.Model) -> int:
@@ -273,25 +322,15 @@ def _fit_head(model: keras.Model, spec, rows: _HeadRows,
   Returns:
     (summary, the refit's head weights or None, its summary or None).
   """
-  lags, outputs = rows.lags, spec.output_units
-  carve = refit_scales is not None
-  gram = ridge.GramRidge(lags, outputs) if lags else None
-  gram_all = ridge.GramRidge(lags, outputs) if lags and carve else None
-  for x, y, g, in_carve in rows.lag_rows:  # This worker's, batch by batch.
-    train = ~in_carve
-    if train.all():
-      gram.add(scales.features(x, lags), scales.labels(y, outputs), g)
-    elif train.any():
-      gram.add(scales.features(x[train], lags),
-               scales.labels(y[train], outputs), g[train])
-    if gram_all is not None:
-      gram_all.add(refit_scales.features(x, lags),
-                   refit_scales.labels(y, outputs), g)
+  lags, carve = rows.lags, refit_scales is not None
   sample = rows.sample()
   sample, sample_all = sample if carve else (sample, None)
-  for g in (gram, gram_all):
-    if g is not None:  # Every worker's labelled steps.
-      g.combine(shard.sum)
+  gram = gram_all = None
+  if rows.gram is not None:  # Every worker's labelled steps.
+    gram, gram_all = rows.gram.gram, rows.gram.gram_all
+    for g in (gram, gram_all):
+      if g is not None:
+        g.combine(shard.sum)
   head, summary = head_lib.solve_head(spec, lags, scales, sample, gram)
   model.get_layer('head').set_weights(head)
   if not carve:
@@ -341,12 +380,28 @@ def _label_rows(sample, weight_of, shard):
       weight_of(b) > 0] for b in sample], None, max_rows=None)
 
 
-def _standardisation(rows: row_sampling.Uniform):
-  """(the sampled features, [their mean, std + 1e-3])."""
-  feats = rows.gather()
-  if not feats.shape[0]:
-    raise ValueError('adapt: no step with label_weight > 0 in the sample')
-  return feats, [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
+def _scales(spec, sample, shard: shards.Shard, rows: row_sampling.Uniform,
+            rows_all: Optional[row_sampling.Uniform]
+           ) -> Tuple[head_lib.Scales, Optional[head_lib.Scales]]:
+  """Steps 3 and 4: the feature standardisation on ``rows`` (the features
+  at the sampled labelled steps of ``sample``) and, for regression, the
+  label scale; the same of every labelled step with ``rows_all``."""
+  out = []
+  for part, weight_of in ((rows, lambda b: np.asarray(b['label_weight'])),
+                          (rows_all, _all_weight)):
+    if part is None:
+      out.append(None)
+      continue
+    feats = part.gather()
+    if not feats.shape[0]:
+      raise ValueError('adapt: no step with label_weight > 0 in the sample')
+    stats = [feats.mean(axis=0), feats.std(axis=0) + 1e-3]
+    if spec.task == 'regression':  # Outputs in the label's units.
+      labels = _label_rows(sample, weight_of, shard)
+      stats += [np.full([spec.output_units], labels.mean()),
+                np.full([spec.output_units], labels.std() or 1.0)]
+    out.append(head_lib.Scales.make(*stats))
+  return out[0], out[1]
 
 
 def _adapt_conv(model, spec, batches, fit_head, shard,
@@ -403,6 +458,15 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
     # head is fitted on the sample).
     if reader is not batches:
       source = itertools.chain(sample, reader)
+  fitted = None  # (scales, scales_all), once the sample's batches are in.
+
+  def scales_of_the_sample():
+    scales = _scales(spec, sample, shard, rows, rows_all)
+    if head_rows is not None and head_rows.lags:
+      head_rows.set_gram(_LagGram(head_rows.lags, spec.output_units,
+                                  *scales))
+    return scales
+
   started = time.monotonic()
   for i, (batch, (_, out)) in enumerate(_stream(model, run, source)):
     out = out.numpy()
@@ -417,26 +481,16 @@ def _adapt_conv(model, spec, batches, fit_head, shard,
         _LOG.info('head features: %d batches, %d labelled steps (%.0f '
                   'batches/s)', i + 1, head_rows.seen,
                   (i + 1) / max(time.monotonic() - started, 1e-9))
-  feats, scales = _standardisation(rows)
-  feats_all, scales_all = ((None, None) if refit is None else
-                           _standardisation(rows_all))
-  # 4. Regression: outputs in the label's units.
-  if spec.task == 'regression':
-    for stats, weights in ((scales, lambda b: np.asarray(b['label_weight'])),
-                           (scales_all, _all_weight)):
-      if stats is not None:
-        labels = _label_rows(sample, weights, shard)
-        stats += [np.full([spec.output_units], labels.mean()),
-                  np.full([spec.output_units], labels.std() or 1.0)]
-  scales = head_lib.Scales.make(*scales)
+    if i == len(sample) - 1:  # 3 and 4; the rest of the pass is the head's.
+      fitted = scales_of_the_sample()
+  scales, scales_all = fitted or scales_of_the_sample()
   scales.set(model)
   summary = {'sample_batches': len(sample), 'input_rows': int(raw.shape[0]),
-             'conv_rows': int(conv.shape[0]), 'feature_rows': int(
-                 feats.shape[0]), 'features': int(feats.shape[1])}
+             'conv_rows': int(conv.shape[0]), 'feature_rows': rows.size,
+             'features': dim}
   head_all = summary_all = None
   if refit is not None:
-    scales_all = head_lib.Scales.make(*scales_all)
-    summary_all = {**summary, 'feature_rows': int(feats_all.shape[0])}
+    summary_all = {**summary, 'feature_rows': rows_all.size}
   # 5. The head, in closed form.
   if head_rows is not None:
     fitted, head_all, fitted_all = _fit_head(model, spec, head_rows, shard,

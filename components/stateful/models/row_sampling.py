@@ -46,6 +46,11 @@ class Uniform:
     self._rows: Optional[np.ndarray] = None  # This worker's, [kept, ...].
     self._added = 0
 
+  @property
+  def size(self) -> int:
+    """The rows in the sample (every worker's)."""
+    return self.total if self._size is None else self._size
+
   def add(self, index: int, rows: np.ndarray,
           at: Optional[np.ndarray] = None) -> None:
     """Batch ``index``'s rows: ``rows[at]`` (``at``: the positions of its
