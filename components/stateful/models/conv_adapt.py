@@ -246,6 +246,7 @@ class _HeadRows:
 
   @property
   def gram(self) -> Optional['_LagGram']:
+    """The Gram statistics (``set_gram``), or None (no lags)."""
     return self._gram
 
   def sample(self):
