@@ -124,10 +124,11 @@ class Shard:
     """Every worker's ``rows`` placed at their lane-order positions ``ids``
     (each worker's rows, with their positions among the ``total`` rows
     kept; default: every row)."""
-    if self.count == 1 and total is None:
-      return rows
+    ids = np.asarray(ids, np.int64)
+    if self.count == 1 and (total is None or _every_position(ids, total)):
+      return rows  # Already in lane order.
     all_rows = self.concat(rows)
-    all_ids = self.concat(np.asarray(ids, np.int64))
+    all_ids = self.concat(ids)
     total = all_ids.size if total is None else int(total)
     if all_ids.size != total:
       raise ValueError(f'in_lane_order: {all_ids.size} rows for {total} '
@@ -165,6 +166,14 @@ class Shard:
       out.append(chief[at:at + w.size].reshape(w.shape).astype(w.dtype))
       at += w.size
     return out
+
+
+def _every_position(ids: np.ndarray, total: int) -> bool:
+  """Whether ``ids`` are ``0, 1, ..., total - 1``, in that order."""
+  if ids.size != total:
+    return False
+  return not total or (ids[0] == 0 and ids[-1] == total - 1 and
+                       bool(np.all(ids[1:] > ids[:-1])))
 
 
 def of(strategy: Optional[tf.distribute.Strategy], num_workers: int,

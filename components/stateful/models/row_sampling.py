@@ -1,9 +1,11 @@
 """Samples of rows that do not depend on how the lanes are spread over
 workers (the default conv model's ``adapt``, ``conv_adapt.py``).
 
-* ``uniform``: rows of several batches in lane order, thinned to a uniform
-  sample of at most ``max_rows`` drawn on the rows' global positions, so R
-  workers keep what one process reading every lane keeps;
+* ``Uniform`` (and ``uniform``, on rows already held): rows of several
+  batches in lane order, thinned to a uniform sample of at most
+  ``max_rows`` drawn on the rows' global positions, so R workers keep what
+  one process reading every lane keeps; drawn from the row counts before
+  a pass, which then copies only the sampled rows;
 * ``row_keys`` / ``row_priorities`` / ``BottomK`` / ``union_sample``: a
   bottom-k sample. Each row gets a pseudo-random priority fixed by the seed
   and its (batch, lane, step) key; each worker keeps its rows of smallest
@@ -19,21 +21,75 @@ import numpy as np
 from components.stateful.distribution import shards
 
 
+class Uniform:
+  """A uniform sample of at most ``max_rows`` rows of several batches, in
+  lane order over every worker, drawn before the rows exist: from this
+  worker's row count per batch (``[n_i]``), on the rows' global positions,
+  so R workers keep what one process reading every lane keeps. A pass then
+  hands each batch's rows to ``add``, which copies only the chosen ones,
+  and ``gather`` returns them (the unsampled rows are never held).
+  """
+
+  def __init__(self, shard: shards.Shard, counts: Sequence[int],
+               rng: Optional[np.random.Generator], max_rows: Optional[int]):
+    self._shard = shard
+    self._counts = np.asarray(counts, np.int64)
+    ids, self.total = shard.global_ids(self._counts)
+    self._starts = np.cumsum(self._counts) - self._counts
+    if max_rows is None or self.total <= max_rows:  # Every row.
+      self._kept, self._positions, self._size = None, ids, None
+    else:
+      pick = np.sort(rng.choice(self.total, max_rows, replace=False))
+      self._kept = np.isin(ids, pick, assume_unique=True)
+      self._positions = np.searchsorted(pick, ids[self._kept])
+      self._size = max_rows
+    self._rows: Optional[np.ndarray] = None  # This worker's, [kept, ...].
+    self._added = 0
+
+  @property
+  def size(self) -> int:
+    """The rows in the sample (every worker's)."""
+    return self.total if self._size is None else self._size
+
+  def add(self, index: int, rows: np.ndarray,
+          at: Optional[np.ndarray] = None) -> None:
+    """Batch ``index``'s rows: ``rows[at]`` (``at``: the positions of its
+    ``n_index`` rows in ``rows``; default: every row of ``rows``). Batches
+    are added in order."""
+    count = self._counts[index]
+    if (rows.shape[0] if at is None else at.size) != count:
+      raise ValueError(f'batch {index}: {count} rows planned, got '
+                       f'{rows.shape[0] if at is None else at.size}')
+    if self._kept is not None:
+      kept = self._kept[self._starts[index]:self._starts[index] + count]
+      at = np.flatnonzero(kept) if at is None else at[kept]
+    if self._rows is None:
+      size = self._positions.size
+      self._rows = np.empty((size,) + rows.shape[1:], rows.dtype)
+    n = count if at is None else at.size
+    self._rows[self._added:self._added + n] = rows if at is None else rows[at]
+    self._added += n
+
+  def gather(self) -> np.ndarray:
+    """The sample, in lane order over every worker (after every batch's
+    ``add``)."""
+    if self._rows is None or self._added != self._positions.size:
+      raise ValueError(f'{self._added if self._rows is not None else 0} of '
+                       f'{self._positions.size} sampled rows added')
+    return self._shard.in_lane_order(self._rows, self._positions,
+                                     self._size)
+
+
 def uniform(shard: shards.Shard, per_batch: Sequence[np.ndarray],
-            rng: np.random.Generator,
+            rng: Optional[np.random.Generator],
             max_rows: Optional[int]) -> np.ndarray:
   """Rows of several batches (this worker's, ``[n_i, ...]`` per batch) in
   lane order over every worker, thinned to a uniform sample of at most
-  ``max_rows`` (the same on every worker, and the same as one process
-  reading every lane: the sample is drawn on the positions)."""
-  ids, total = shard.global_ids([len(r) for r in per_batch])
-  rows = np.concatenate(per_batch)
-  if max_rows is None or total <= max_rows:
-    return shard.in_lane_order(rows, ids)
-  pick = np.sort(rng.choice(total, max_rows, replace=False))
-  keep = np.isin(ids, pick, assume_unique=True)
-  return shard.in_lane_order(rows[keep], np.searchsorted(pick, ids[keep]),
-                             max_rows)
+  ``max_rows`` (``Uniform``, on rows already held)."""
+  sample = Uniform(shard, [len(r) for r in per_batch], rng, max_rows)
+  for i, rows in enumerate(per_batch):
+    sample.add(i, rows)
+  return sample.gather()
 
 
 _MIX = (np.uint64(0xbf58476d1ce4e5b9), np.uint64(0x94d049bb133111eb))

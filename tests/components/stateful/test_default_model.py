@@ -107,14 +107,100 @@ def test_adapt_fits_a_ridge_head_on_every_batch(monkeypatch):
   assert module.default_epochs(spec) == dm.FINE_TUNE_EPOCHS
 
 
+def _head_rows(model, batches, seed=0):
+  """The head's rows of ``batches`` as ``adapt``'s features pass gathers
+  them (``conv_adapt._HeadRows``, one process)."""
+  features = model.get_layer('features_all').output
+  rows = conv_adapt._HeadRows(seed, shards.Shard(), int(features.shape[-1]))
+  run = conv_adapt._runner(model, [conv_adapt._kernel_outputs(model)[0],
+                                   features])
+  for i, (batch, (_, out)) in enumerate(conv_adapt._stream(model, run,
+                                                           batches)):
+    rows.add(i, batch, out.numpy())
+  return rows.sample()
+
+
+class _Counted:
+  """Batches that count their passes (``iter``) and the batches read."""
+
+  def __init__(self, batches):
+    self.batches, self.passes, self.read = batches, 0, 0
+
+  def __iter__(self):
+    self.passes += 1
+    for batch in self.batches:
+      self.read += 1
+      yield batch
+
+
+@pytest.mark.parametrize('n_batches', [8, 12])
+def test_adapt_runs_the_model_in_two_passes(monkeypatch, n_batches):
+  """One pass for the PPV thresholds and one for everything that reads
+  the features (the standardisation and the head's rows, of both fits
+  with the validation carve), by one traced function: the model runs
+  twice per batch of the sample, and once per batch past it (``12``:
+  more than ``ADAPT_MAX_BATCHES``); the batches are read once."""
+  monkeypatch.setattr(conv_adapt, 'ADAPT_MAX_BATCHES', 8)
+  traced, calls = [], []
+  real_runner = conv_adapt._runner
+
+  def counting_runner(model, outputs):
+    run = real_runner(model, outputs)
+    traced.append(run)
+
+    def counted(features, reset):
+      calls.append(1)
+      return run(features, reset)
+
+    return counted
+
+  monkeypatch.setattr(conv_adapt, '_runner', counting_runner)
+  _, marked = _carve_of(_cue_batches(n_batches, np.random.default_rng(9)),
+                        [1])
+  source = _Counted(marked)
+  spec = _spec(typical_length=2 * T)
+  module = model_io.resolve_module()
+  model = model_io.build_stateful(module, spec)
+  refit = _Refit()
+  summary = module.adapt(model, spec, source, refit=refit)
+  assert refit.weights is not None
+  assert summary['labelled_steps'] == n_batches // 2 * (B - 1)
+  assert len(traced) == 1
+  sample = min(n_batches, 8)
+  assert len(calls) == sample + n_batches
+  assert source.passes == 1 and source.read == n_batches
+
+
+@pytest.mark.parametrize('label_kind, copies', [('per_sequence', 4),
+                                                ('per_step', 1)])
+def test_thresholds_are_each_ppv_columns_quantile(label_kind, copies):
+  """The PPV pool reads copies of the kernels' outputs; one partition per
+  kernel gives each copy's threshold the bits ``np.quantile`` gives its
+  column alone."""
+  spec = _spec(label_kind=label_kind, hyperparameters={
+      'kernels': 16, 'thresholds_per_kernel': copies})
+  model = model_io.build_stateful(model_io.resolve_module(), spec)
+  kernels, found = conv_adapt._kernel_outputs(model)
+  assert found == copies
+  assert (int(kernels.shape[-1]) * copies ==
+          int(model.get_layer('conv_pool').input.shape[-1]))
+  rng = np.random.default_rng(11)
+  outputs = rng.normal(size=(500, 6)).astype(np.float32)
+  outputs[:, 1] = np.round(outputs[:, 1])  # Ties.
+  pooled = np.concatenate([outputs] * copies, axis=1)
+  qs = rng.uniform(*conv_adapt.PPV_QUANTILES, size=pooled.shape[1])
+  qs[0] = 0.5
+  want = [np.quantile(pooled[:, c], qs[c]) for c in range(pooled.shape[1])]
+  np.testing.assert_array_equal(conv_adapt._thresholds(outputs, qs), want)
+
+
 def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
   monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 6)
   rng = np.random.default_rng(5)
   batches = _cue_batches(40, rng)
   spec = _spec()
   model = model_io.build_stateful(model_io.resolve_module(), spec)
-  x, y, groups, seen = conv_adapt._head_rows(model, batches, 0,
-                                             shards.Shard())
+  x, y, groups, seen = _head_rows(model, batches)
   assert seen == 20 * B
   assert x.shape[0] == y.shape[0] == groups.shape[0] == 6
   # The 6 labelled steps of smallest priority, in lane order.
@@ -180,8 +266,7 @@ def test_head_rows_carry_their_sequence():
   rng = np.random.default_rng(7)
   batches = _cue_batches(8, rng)  # 4 sequences per lane, labelled once.
   model = model_io.build_stateful(model_io.resolve_module(), _spec())
-  _, _, groups, seen = conv_adapt._head_rows(model, batches, 0,
-                                             shards.Shard())
+  _, _, groups, seen = _head_rows(model, batches)
   assert seen == 4 * B and np.unique(groups).size == 4 * B
 
 

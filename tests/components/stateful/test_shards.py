@@ -189,3 +189,14 @@ def test_one_process_is_a_shard_of_every_lane():
   assert total == 5
   with pytest.raises(ValueError, match='cannot be shared'):
     shards.Shard(0, 3, B, strategy=object())
+
+
+def test_one_process_puts_rows_in_lane_order():
+  shard = shards.Shard()
+  rows = np.arange(8.0).reshape(4, 2)
+  assert shard.in_lane_order(rows, np.arange(4), 4) is rows  # No copy.
+  np.testing.assert_array_equal(
+      shard.in_lane_order(rows, np.array([2, 0, 3, 1]), 4),
+      rows[[1, 3, 0, 2]])
+  with pytest.raises(ValueError, match='3 rows for 4'):
+    shard.in_lane_order(rows[:3], np.arange(3), 4)
