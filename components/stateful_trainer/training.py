@@ -108,13 +108,13 @@ def _compile(model: keras.Model, optimizer, objective: Objective,
 
 
 def _validate_only(model: keras.Model, objective: Objective,
-                   train: BatchSource, valid_metrics, config: TrainConfig,
-                   scoring: str,
+                   carve: batches_lib.CarveBatches, valid_metrics,
                    lanes: Optional[replicas.ReplicaLanes] = None,
                    steps: Optional[StepFunctions] = None
                   ) -> Dict[str, float]:
   """The validation carve's metrics of the current weights: one pass over
-  epoch 0's batches, no update (state zeroed before and after).
+  the carve's own batches (``batches.carve_batches``), no update (state
+  zeroed before and after).
 
   ``steps``: step functions compiled for ``valid_metrics`` by an earlier
   call (``_carve_steps``); compiled here when None.
@@ -123,11 +123,8 @@ def _validate_only(model: keras.Model, objective: Objective,
     steps = _carve_steps(model, objective, valid_metrics, lanes)
   reset_metrics(valid_metrics)
   steps.zero_all()
-  for batch in train.dataset(epoch=0, start=0,
-                             shuffle_groups=config.shuffle_groups,
-                             seed=config.seed, label_scoring=scoring,
-                             validation_fraction=config.validation_fraction):
-    steps.eval({**batch, 'label_weight': batch['valid_weight']})
+  for batch in carve.batches:
+    steps.eval(batch)
   steps.zero_all()
   results = metric_results(valid_metrics)
   reset_metrics(valid_metrics)
@@ -322,12 +319,23 @@ def fit(model: keras.Model,
   started = clock()
   reason = ['epochs' if config.epochs else 'no_epochs']
   carve_seconds = [0.0]  # FitResult.validation_seconds (wall, not ``clock``).
+  carve_layouts: Dict[float, batches_lib.CarveBatches] = {}
 
-  def validate_only(*args) -> Dict[str, float]:
-    """``_validate_only``, its seconds counted."""
+  def validate_only(fraction: float, *args) -> Dict[str, float]:
+    """``_validate_only`` on the carve of ``fraction`` (laid out on first
+    use), its seconds counted."""
     t0 = time.perf_counter()
     try:
-      return _validate_only(*args)
+      if fraction not in carve_layouts:
+        carve_layouts[fraction] = carve = batches_lib.carve_batches(
+            train, fraction)
+        _LOG.info('validation carve (%g of the keys): %d sequences laid '
+                  'out in %d batches of their own (the split has %d) '
+                  '[%.1fs]', fraction, carve.num_sequences,
+                  len(carve.batches), carve.source_batches,
+                  time.perf_counter() - t0)
+      return _validate_only(model, objective, carve_layouts[fraction],
+                            *args)
     finally:
       carve_seconds[0] += time.perf_counter() - t0
 
@@ -336,8 +344,8 @@ def fit(model: keras.Model,
   kept_metrics: List[Optional[Dict[str, float]]] = [None]
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
-    initial = validate_only(model, objective, train, carve_metrics, config,
-                            scoring, lanes, carve_steps)
+    initial = validate_only(config.validation_fraction, carve_metrics,
+                            lanes, carve_steps)
     best.offer(model, initial, selection.INITIAL)
     kept_metrics[0] = initial
     _LOG.info('validation before training (the initial weights, a '
@@ -376,8 +384,8 @@ def fit(model: keras.Model,
       log.epoch(stats)
       if best is not None:
         stats.valid_streamed = metric_results(valid_metrics)
-        stats.valid = validate_only(model, objective, train, carve_metrics,
-                                    config, scoring, lanes, carve_steps)
+        stats.valid = validate_only(config.validation_fraction,
+                                    carve_metrics, lanes, carve_steps)
         improved, why = selection.after_epoch(
             best, plateau, model, stats, config.early_stopping_patience,
             num_batches, int(cursor.step))
@@ -428,9 +436,7 @@ def fit(model: keras.Model,
   elif score_carve > 0 and finished:
     with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
       carve_metrics = objective.new_metrics()
-    carve = validate_only(
-        model, objective, train, carve_metrics,
-        config.replace(validation_fraction=score_carve), scoring, lanes)
+    carve = validate_only(score_carve, carve_metrics, lanes)
     _LOG.info('validation carve (%g of the keys) of the final weights: %s',
               score_carve, progress.fmt_metrics(carve))
   _LOG.info('training stopped: %s', stop_text(
