@@ -2,8 +2,10 @@
 
 Owns ``BatchSource`` (one split: its metadata and its batches in order, or
 with whole ``bucketed`` groups permuted per epoch), the label statistics (as
-the batcher recorded them) and checks, and ``lanes_to_sequences``: the one
-function that turns per-lane outputs back into per-sequence results.
+the batcher recorded them) and checks, the validation carve
+(``is_validation_key``; ``carve_batches``, its sequences laid out in batches
+of their own) and ``lanes_to_sequences``: the one function that turns
+per-lane outputs back into per-sequence results.
 
 Shapes: B lanes, T steps per segment, F features, K outputs per step.
 """
