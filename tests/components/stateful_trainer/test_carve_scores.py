@@ -82,3 +82,30 @@ def test_carve_batches_score_as_the_whole_batch_pass(tmp_path, mode,
   other = training._validate_only(model, objective, carve,
                                   objective.new_metrics())
   assert abs(other['loss'] - got['loss']) > 1e-4
+
+
+def test_a_runs_scorer_lays_out_once_and_scores_a_second_model_alike(
+    tmp_path):
+  """``CarveScorer``: a second model of the same shapes (the refit's) is
+  scored through the first one's compiled step, as if compiled for it;
+  the first keeps its weights; the carve is laid out once."""
+  source = _source(tmp_path, layout.PACKED, ms.PER_SEQUENCE)
+  first, objective = _model('plain_lstm', source, ms.PER_SEQUENCE)
+  second, _ = _model('plain_lstm', source, ms.PER_SEQUENCE)
+  second.set_weights([w * 0.5 for w in second.get_weights()])
+  kept = [w.copy() for w in first.get_weights()]
+  alone = training._validate_only(
+      second, objective, batches_lib.carve_batches(source, FRACTION),
+      objective.new_metrics())
+  scorer = training.CarveScorer(source, objective)
+  got_first = scorer.score(first, FRACTION)
+  carve = scorer.batches(FRACTION)
+  got_second = scorer.score(second, FRACTION)
+  assert scorer.batches(FRACTION) is carve
+  assert len(scorer._compiled) == 1  # One trace for both.
+  for w, k in zip(first.get_weights(), kept):
+    np.testing.assert_array_equal(w, k)
+  for name in alone:
+    assert got_second[name] == pytest.approx(alone[name], rel=1e-6), name
+  assert abs(got_first['loss'] - got_second['loss']) > 1e-4
+  assert scorer.score(first, FRACTION) == got_first

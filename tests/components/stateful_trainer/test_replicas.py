@@ -221,6 +221,7 @@ def test_two_replicas_score_the_carve_on_its_own_batches_as_before(
                         '--validation-fraction', 0.4).splitlines()[-1])
   assert got['replicas'] == 2
   assert got['batches'][0] < got['batches'][1]
-  assert sorted(got['carve']) == sorted(got['whole']) and got['whole']['loss'] > 0
+  assert sorted(got['carve']) == sorted(got['whole'])
+  assert got['whole']['loss'] > 0
   for name, value in got['whole'].items():
     assert got['carve'][name] == pytest.approx(value, rel=1e-5, abs=1e-6)
