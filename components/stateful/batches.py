@@ -131,7 +131,9 @@ Batch = Dict[str, tf.Tensor]
 class CarveBatches:
   """The validation carve's sequences laid out in batches of their own
   (``carve_batches``): a pass over them scores the carve as a pass over
-  every batch of the split, weighted by ``valid_weight``, does.
+  every batch of the split, weighted by ``valid_weight``, does. Held in
+  memory as tensors (the carve's share of the split, about
+  ``validation_fraction`` of its steps).
 
   Attributes:
     batches: in order, each with ``features`` float32[B, T, F], ``labels``

@@ -304,6 +304,10 @@ def fit(model: keras.Model,
   # each step, not from those the epoch ends with (which are the ones kept).
   if scorer is None and (validating or score_carve > 0):
     scorer = CarveScorer(train, objective)
+  if scorer is not None and (scorer.objective is not objective or
+                             scorer.train != train):
+    raise ValueError('fit: the CarveScorer was made for another objective '
+                     'or train split')
   cursor = Cursor()
   best = (selection.BestWeights(model, config.selection_tolerance,
                                 config.select_by)
