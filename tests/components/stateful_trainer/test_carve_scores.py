@@ -60,10 +60,15 @@ def _whole_batch_scores(model, objective, source):
   return objective_lib.metric_results(metrics)
 
 
-@pytest.mark.parametrize('mode', layout.MODES)
-@pytest.mark.parametrize('module_name, label_kind', [
-    ('conv', ms.PER_SEQUENCE), ('plain_lstm', ms.PER_SEQUENCE),
-    ('plain_lstm', ms.PER_STEP)])
+@pytest.mark.parametrize('module_name, label_kind, mode', [
+    ('plain_lstm', ms.PER_SEQUENCE, layout.PACKED),
+    ('plain_lstm', ms.PER_SEQUENCE, layout.BUCKETED),
+    ('plain_lstm', ms.PER_SEQUENCE, layout.DENSE),
+    ('plain_lstm', ms.PER_STEP, layout.PACKED),
+    # The default model (its adapt fits the head: slower): per-lane and
+    # per-step resets.
+    ('conv', ms.PER_SEQUENCE, layout.PACKED),
+    ('conv', ms.PER_SEQUENCE, layout.DENSE)])
 def test_carve_batches_score_as_the_whole_batch_pass(tmp_path, mode,
                                                      module_name, label_kind):
   source = _source(tmp_path, mode, label_kind)
