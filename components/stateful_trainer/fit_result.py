@@ -93,7 +93,8 @@ class FitResult:
       training; else None.
     validation_seconds: wall seconds of this call's passes over the
       validation carve (before training, after each epoch, the final
-      score); the run's ``phases`` count them apart from training.
+      score) and of laying its batches out (``batches.carve_batches``);
+      the run's ``phases`` count them apart from training.
   """
   epochs: List[EpochStats]
   evaluations: List[Tuple[int, Dict[str, float]]]

@@ -303,7 +303,9 @@ def fitter(args: TrainerArgs, p: Prepared, r: recipe_lib.Recipe, *,
           ) -> Callable[..., training.FitResult]:
   """``fit(model, config, subdir, score_carve=0.0, plateau=None)``: one
   ``training.fit`` of this run (the carve run, or the refit in
-  ``subdir``), its checkpoints, summaries and optimizer set up."""
+  ``subdir``), its checkpoints, summaries and optimizer set up; one
+  ``training.CarveScorer`` for all of them (the carve laid out once)."""
+  scorer = training.CarveScorer(p.train, r.objective)
 
   def fit(model, config, subdir, score_carve=0.0, plateau=None):
     total_steps = (r.plan.planned_steps if plateau is not None else
@@ -321,7 +323,7 @@ def fitter(args: TrainerArgs, p: Prepared, r: recipe_lib.Recipe, *,
         summary_dir=os.path.join(args.model_run_dir, SUMMARY_SUBDIR,
                                  subdir or '') if p.dist.is_chief else None,
         clock=clock, after_step=after_step, fingerprint=p.fp.digest,
-        score_carve=score_carve, plateau=plateau)
+        score_carve=score_carve, plateau=plateau, scorer=scorer)
 
   return fit
 

@@ -108,13 +108,13 @@ def _compile(model: keras.Model, optimizer, objective: Objective,
 
 
 def _validate_only(model: keras.Model, objective: Objective,
-                   train: BatchSource, valid_metrics, config: TrainConfig,
-                   scoring: str,
+                   carve: batches_lib.CarveBatches, valid_metrics,
                    lanes: Optional[replicas.ReplicaLanes] = None,
                    steps: Optional[StepFunctions] = None
                   ) -> Dict[str, float]:
   """The validation carve's metrics of the current weights: one pass over
-  epoch 0's batches, no update (state zeroed before and after).
+  the carve's own batches (``batches.carve_batches``), no update (state
+  zeroed before and after).
 
   ``steps``: step functions compiled for ``valid_metrics`` by an earlier
   call (``_carve_steps``); compiled here when None.
@@ -123,11 +123,8 @@ def _validate_only(model: keras.Model, objective: Objective,
     steps = _carve_steps(model, objective, valid_metrics, lanes)
   reset_metrics(valid_metrics)
   steps.zero_all()
-  for batch in train.dataset(epoch=0, start=0,
-                             shuffle_groups=config.shuffle_groups,
-                             seed=config.seed, label_scoring=scoring,
-                             validation_fraction=config.validation_fraction):
-    steps.eval({**batch, 'label_weight': batch['valid_weight']})
+  for batch in carve.batches:
+    steps.eval(batch)
   steps.zero_all()
   results = metric_results(valid_metrics)
   reset_metrics(valid_metrics)
@@ -140,6 +137,77 @@ def _carve_steps(model: keras.Model, objective: Objective, valid_metrics,
   """The step functions of ``_validate_only`` (evaluation only)."""
   return _compile(model, None, objective, eval_metrics=valid_metrics,
                   lanes=lanes)
+
+
+class CarveScorer:
+  """The validation carve's scoring passes of one run (``_validate_only``),
+  shared by its ``fit`` calls (the carve run and the refit: ``run.fitter``).
+
+  The carve's batches are laid out once per fraction, on first use
+  (``batches.carve_batches``), and the evaluation step compiled once per
+  model. In one process, a model with the weights' shapes of the first
+  one scored (the refit's, built from the same module and spec) is scored
+  through the first one's compiled step: its weights are copied in for
+  the pass and the first model's put back after it, so the run traces the
+  step once. Under a strategy each ``fit`` scores its own serving twin,
+  compiled for it (``lanes``).
+
+  Args:
+    train: the train split.
+    objective: the run's loss and metrics.
+  """
+
+  def __init__(self, train: BatchSource, objective: Objective):
+    self.train = train
+    self.objective = objective
+    self.layouts: Dict[float, batches_lib.CarveBatches] = {}
+    # (model, its metrics, its compiled steps), the first one first.
+    self._compiled: List[Tuple[keras.Model, list, StepFunctions]] = []
+
+  def batches(self, fraction: float) -> batches_lib.CarveBatches:
+    """The carve of ``fraction``, laid out on the first call."""
+    if fraction not in self.layouts:
+      started = time.perf_counter()
+      self.layouts[fraction] = carve = batches_lib.carve_batches(
+          self.train, fraction)
+      _LOG.info('validation carve (%g of the keys): %d sequences laid out '
+                'in %d batches of their own (the split has %d) [%.1fs]',
+                fraction, carve.num_sequences, len(carve.batches),
+                carve.source_batches, time.perf_counter() - started)
+    return self.layouts[fraction]
+
+  def score(self, model: keras.Model, fraction: float,
+            lanes: Optional[replicas.ReplicaLanes] = None
+           ) -> Dict[str, float]:
+    """The carve's metrics of ``model``'s weights (one pass, no update)."""
+    carve = self.batches(fraction)
+    for known, metrics, steps in self._compiled:
+      if known is model:
+        return _validate_only(model, self.objective, carve, metrics, lanes,
+                              steps)
+    if lanes is None and self._compiled and _same_shapes(
+        self._compiled[0][0], model):
+      known, metrics, steps = self._compiled[0]
+      own = known.get_weights()
+      known.set_weights(model.get_weights())
+      try:
+        return _validate_only(known, self.objective, carve, metrics, None,
+                              steps)
+      finally:
+        known.set_weights(own)
+    with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
+      metrics = self.objective.new_metrics()
+    steps = _carve_steps(model, self.objective, metrics, lanes)
+    self._compiled.append((model, metrics, steps))
+    return _validate_only(model, self.objective, carve, metrics, lanes,
+                          steps)
+
+
+def _same_shapes(a: keras.Model, b: keras.Model) -> bool:
+  """Whether ``b``'s weights fit ``a`` (same class, count, shapes, dtypes)."""
+  return type(a) is type(b) and [
+      (tuple(w.shape), w.dtype) for w in a.weights] == [
+          (tuple(w.shape), w.dtype) for w in b.weights]
 
 
 def fit(model: keras.Model,
@@ -158,7 +226,8 @@ def fit(model: keras.Model,
         lanes: Optional[replicas.ReplicaLanes] = None,
         save_dir: Optional[str] = None,
         score_carve: float = 0.0,
-        plateau: Optional[selection.Plateau] = None) -> FitResult:
+        plateau: Optional[selection.Plateau] = None,
+        scorer: Optional[CarveScorer] = None) -> FitResult:
   """Trains ``model`` statefully; resumes from ``checkpoint_dir`` if it holds
   a checkpoint of the same run.
 
@@ -198,6 +267,8 @@ def fit(model: keras.Model,
       drops the rate and stops training when the carve stops improving,
       in place of ``early_stopping_patience``; ``config.epochs`` is the
       cap. Checkpointed with the run.
+    scorer: the run's ``CarveScorer`` (its carve laid out and its step
+      compiled once for all its ``fit`` calls); None: one for this call.
 
   Returns:
     A ``FitResult``.
@@ -217,7 +288,6 @@ def fit(model: keras.Model,
     train_metrics = objective.new_metrics()
     eval_metrics = objective.new_metrics()
     valid_metrics = objective.new_metrics() if validating else None
-    carve_metrics = objective.new_metrics() if validating else None
   steps = _compile(model, optimizer, objective, train_metrics, eval_metrics,
                    reset_all=config.reset_state_every_batch,
                    valid_metrics=valid_metrics, lanes=lanes)
@@ -232,8 +302,12 @@ def fit(model: keras.Model,
   # The carve is scored by a pass without updates after each epoch: the
   # figures streamed during the epoch come from the weights as they were at
   # each step, not from those the epoch ends with (which are the ones kept).
-  carve_steps = (_carve_steps(model, objective, carve_metrics, lanes)
-                 if validating else None)
+  if scorer is None and (validating or score_carve > 0):
+    scorer = CarveScorer(train, objective)
+  if scorer is not None and (scorer.objective is not objective or
+                             scorer.train != train):
+    raise ValueError('fit: the CarveScorer was made for another objective '
+                     'or train split')
   cursor = Cursor()
   best = (selection.BestWeights(model, config.selection_tolerance,
                                 config.select_by)
@@ -323,11 +397,11 @@ def fit(model: keras.Model,
   reason = ['epochs' if config.epochs else 'no_epochs']
   carve_seconds = [0.0]  # FitResult.validation_seconds (wall, not ``clock``).
 
-  def validate_only(*args) -> Dict[str, float]:
-    """``_validate_only``, its seconds counted."""
+  def validate_only(fraction: float) -> Dict[str, float]:
+    """``scorer.score`` of ``model``, its seconds counted."""
     t0 = time.perf_counter()
     try:
-      return _validate_only(*args)
+      return scorer.score(model, fraction, lanes)
     finally:
       carve_seconds[0] += time.perf_counter() - t0
 
@@ -336,8 +410,7 @@ def fit(model: keras.Model,
   kept_metrics: List[Optional[Dict[str, float]]] = [None]
   if (best is not None and resumed_from is None and config.score_initial
       and config.epochs > 0):
-    initial = validate_only(model, objective, train, carve_metrics, config,
-                            scoring, lanes, carve_steps)
+    initial = validate_only(config.validation_fraction)
     best.offer(model, initial, selection.INITIAL)
     kept_metrics[0] = initial
     _LOG.info('validation before training (the initial weights, a '
@@ -376,8 +449,7 @@ def fit(model: keras.Model,
       log.epoch(stats)
       if best is not None:
         stats.valid_streamed = metric_results(valid_metrics)
-        stats.valid = validate_only(model, objective, train, carve_metrics,
-                                    config, scoring, lanes, carve_steps)
+        stats.valid = validate_only(config.validation_fraction)
         improved, why = selection.after_epoch(
             best, plateau, model, stats, config.early_stopping_patience,
             num_batches, int(cursor.step))
@@ -426,11 +498,7 @@ def fit(model: keras.Model,
               '(scored when they were kept)', score_carve,
               progress.fmt_metrics(carve))
   elif score_carve > 0 and finished:
-    with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
-      carve_metrics = objective.new_metrics()
-    carve = validate_only(
-        model, objective, train, carve_metrics,
-        config.replace(validation_fraction=score_carve), scoring, lanes)
+    carve = validate_only(score_carve)
     _LOG.info('validation carve (%g of the keys) of the final weights: %s',
               score_carve, progress.fmt_metrics(carve))
   _LOG.info('training stopped: %s', stop_text(

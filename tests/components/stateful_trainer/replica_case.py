@@ -20,6 +20,10 @@ that state (``next``: per-lane outputs float32[B, T, K]).
 ends every worker's process at step N (a kill: no cleanup).
 ``swap``: two replicas handed each other's lanes; prints ``RAISED`` and the
 error when the step fails, as it must.
+``carve``: the validation carve (``--validation-fraction``) of the built
+model scored on its own batches (``batches.carve_batches``) and by the
+whole-batch pass (every train batch, weighted by ``valid_weight``), both on
+``--replicas`` replicas; prints them as JSON (``carve``, ``whole``).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ def _args(flags, runner, settings):
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
-  parser.add_argument('case', choices=('fit', 'run', 'swap'))
+  parser.add_argument('case', choices=('fit', 'run', 'swap', 'carve'))
   parser.add_argument('--batches', required=True)
   parser.add_argument('--out', required=True)
   parser.add_argument('--replicas', type=int, default=1)
@@ -139,6 +143,33 @@ def main(argv=None) -> int:
       return 0
     print('NOT RAISED')
     return 1
+
+  if flags.case == 'carve':
+    import contextlib
+    from components.stateful_trainer import training
+    fraction = flags.validation_fraction
+    scored, lanes = model, None
+    scope = (dist.strategy.scope() if dist.strategy is not None else
+             contextlib.nullcontext())
+    with scope:
+      if dist.strategy is not None:
+        scored = model_io.build_serving(module, spec, weights_from=model)
+      whole_metrics, carve_metrics = (objective.new_metrics(),
+                                      objective.new_metrics())
+    if dist.strategy is not None:
+      lanes = replicas.ReplicaLanes(dist.strategy, spec.batch_size)
+    steps = training._carve_steps(scored, objective, whole_metrics, lanes)
+    steps.zero_all()
+    for batch in train.dataset(validation_fraction=fraction):
+      steps.eval({**batch, 'label_weight': batch['valid_weight']})
+    carve = batches_lib.carve_batches(train, fraction)
+    print(json.dumps({
+        'whole': objective_lib.metric_results(whole_metrics),
+        'carve': training._validate_only(scored, objective, carve,
+                                         carve_metrics, lanes),
+        'batches': [len(carve.batches), train.num_batches],
+        'replicas': dist.num_replicas}))
+    return 0
 
   ckpt_dir = f'{flags.out}/checkpoints'
   own_dir = ckpt_dir if dist.is_chief else f'{flags.out}/worker-checkpoints'

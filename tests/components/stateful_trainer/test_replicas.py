@@ -194,3 +194,54 @@ def test_a_run_resumes_on_another_replica_count(batches, tmp_path):
   assert json.loads(out.splitlines()[-1])['resumed_from'].endswith('-2')
   _close(np.load(tmp_path / 'one' / 'run.npz'),
          np.load(tmp_path / 'moved' / 'run.npz'), '2 replicas -> 1')
+
+
+@pytest.fixture(scope='module')
+def carve_batches(tmp_path_factory):
+  """More sequences than lanes, so carve sequences start mid-lane."""
+  out = {}
+  lengths = [1, 2, 3, 4, 5, 7, 8, 9, 11, 13, 17, 23, 3, 4, 6, 2, 1, 12, 16,
+             5, 9, 10, 4, 7]
+  for mode in ('packed', 'dense'):
+    root = str(tmp_path_factory.mktemp(f'carve-{mode}'))
+    out[mode] = helpers.write_batches(
+        root, {'train': helpers.random_sequences(lengths, F, seed=73),
+               'eval': helpers.random_sequences([8, 6, 11], F, seed=74)},
+        batch_size=B, num_unroll=T, feature_names=NAMES, mode=mode)
+  return out
+
+
+@pytest.mark.parametrize('module, mode', [('lstm', 'dense'),
+                                          ('conv', 'packed')])
+def test_two_replicas_score_the_carve_on_its_own_batches_as_before(
+    carve_batches, tmp_path, module, mode):
+  """2 replicas x 2 lanes: the carve's own batches score as the
+  whole-batch pass over every train batch (weighted by valid_weight)."""
+  got = json.loads(_run('carve', '--batches', carve_batches[mode], '--out',
+                        tmp_path, '--replicas', 2, '--module', module,
+                        '--validation-fraction', 0.4).splitlines()[-1])
+  assert got['replicas'] == 2
+  assert got['batches'][0] < got['batches'][1]
+  assert sorted(got['carve']) == sorted(got['whole'])
+  assert got['whole']['loss'] > 0
+  for name, value in got['whole'].items():
+    assert got['carve'][name] == pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def test_a_run_with_a_carve_scores_it_alike_on_two_replicas(carve_batches,
+                                                            tmp_path):
+  """``run.run`` with a validation carve: its scoring passes (the run's
+  ``CarveScorer``, each fit's twin compiled for it) give the carve scores
+  of one process, epoch by epoch."""
+  flags = ('--batches', carve_batches['packed'], '--module', 'lstm',
+           '--epochs', 2, '--validation-fraction', 0.4)
+  _run('run', *flags, '--out', tmp_path / 'one')
+  _run('run', *flags, '--out', tmp_path / 'two', '--replicas', 2)
+  valid = {}
+  for name in ('one', 'two'):
+    with open(tmp_path / name / 'run' / 'history.json') as f:
+      valid[name] = [e['valid'] for e in json.load(f)['epochs']]
+  assert len(valid['one']) == 2 and valid['one'][0]['loss'] > 0
+  for one, two in zip(valid['one'], valid['two']):
+    for metric, value in one.items():
+      assert two[metric] == pytest.approx(value, rel=1e-4), metric
