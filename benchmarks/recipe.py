@@ -98,10 +98,11 @@ def at_or_above(model: Dict, floor: Dict) -> Optional[bool]:
   return model['mean'] >= floor['mean'] - slack
 
 
-def _cell(s: Dict, digits: int = 3) -> str:
+def _cell(s: Dict, sign: float = 1.0, digits: int = 3) -> str:
+  """Mean ± half-spread; ``sign`` -1 shows an RMSE (scored as minus it)."""
   if s['mean'] is None:
     return 'n/a'
-  return f'{s["mean"]:.{digits}f} ± {s["spread"] / 2:.{digits}f}'
+  return f'{sign * s["mean"]:.{digits}f} ± {s["spread"] / 2:.{digits}f}'
 
 
 def rows(cases, res, columns) -> List[List[str]]:
@@ -111,7 +112,8 @@ def rows(cases, res, columns) -> List[List[str]]:
   for c in cases:
     r = res.get(c.slug, {})
     floor = summarize([score(c, x) for x in r.get(KERAS, [])])
-    row = [c.name, _cell(floor)]
+    sign = 1.0 if c.task == 'classification' else -1.0
+    row = [c.name, _cell(floor, sign)]
     for col in columns:
       s = summarize([score(c, x) for x in r.get(col, [])])
       verdict = at_or_above(s, floor)
@@ -119,12 +121,12 @@ def rows(cases, res, columns) -> List[List[str]]:
                floor['mean'] and c.task == 'classification' else
                floor['mean'] / s['mean'] if s['mean'] and floor['mean']
                else None)
-      row.append(_cell(s) + (f' ({ratio:.2f}x)' if ratio else '') +
+      row.append(_cell(s, sign) + (f' ({ratio:.2f}x)' if ratio else '') +
                  ('' if verdict is None else ' ✓' if verdict else ' ✗'))
-    secs = [statistics.fmean([x['seconds'] for x in r.get(k, [])
-                              if 'seconds' in x] or [0.0])
+    secs = [[x['seconds'] for x in r.get(k, []) if 'seconds' in x]
             for k in [KERAS] + list(columns)]
-    row.append(' / '.join(f'{s:.0f}' for s in secs))
+    row.append(' / '.join(f'{statistics.fmean(s):.0f}' if s else '-'
+                          for s in secs))
     out.append(row)
   return out
 
