@@ -1,50 +1,13 @@
 """6. Real public data (UCR/UEA): the default model against baselines.
 
-Each data set of the UCR/UEA archive shipped in the aeon wheel is converted
-by ``benchmarks/ucr.py`` (``<work>/<case>/train/<Name>.csv`` from ``_TRAIN.ts``,
-``eval/<Name>.csv`` from ``_TEST.ts``), then trained and evaluated by the
-whole pipeline, exactly as a user would run it, with no tuning flags::
-
-  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
-      --order-column t --label-column label [--task regression] \\
-      [--label-kind per_step] --output-dir <tmp> [--seed S]
-
-(batch size, unroll and epochs are left to the pipeline), and scored from
-``<output-dir>/summary.json`` (``eval.accuracy``; ``eval.mae`` and
-``eval.rmse`` for regression) on the archive's TEST split. Against, on the
-same CSV rows:
-
-* (a) a plain stateful LSTM on the same batches: the same command with
-  ``--module-file benchmarks/lstm_module.py`` (LSTM(64) -> Dense, per step);
-* (b) a Keras pad-to-max LSTM (``tf_keras``): every sequence padded to the
-  longest, masked, features z-scored with the train split's mean and
-  standard deviation, LSTM(64) -> Dense (the last real step for per-sequence
-  labels, every step for per-step labels), 50 epochs of Adam (learning rate
-  1e-3, batches of 32, reshuffled each epoch; with ``--keras-fixed-order``
-  the training sequences in the split's order every epoch instead) from a
-  fixed seed;
-* (e) with ``--models`` naming ``lru``: the default module's LRU model, the
-  same command with ``--hyperparameters model=lru`` (the issue's comparison
-  of the LRU against the LSTM module, both with defaults only);
-* (c) no skill: the train split's majority class (classification) or mean
-  label (regression);
-* (d) published ROCKET accuracies (Dempster et al. 2020,
-  angus924/rocket results/results_ucr.csv) where there is one;
-* for per-step forecasting (``benchmarks/ucr.py --forecast``: label[t] = x0[t+1]):
-  persistence (predict x0[t]) and a least-squares linear AR(16) on x0
-  fitted on the train rows (lags before a series' start are zeros, plus an
-  intercept).
-
-Every seed runs ours; (a) and (b) run for the first ``--baseline-seeds``
-seeds (default 1). The table gives the mean over seeds and the spread
-(max - min). ``--quick`` converts one small data set and runs one
-seed, writing to the scratch file.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.real_data [--quick]
-      [--datasets ACSF1,GunPoint,ACSF1:forecast] [--seeds 3] [--skip-baselines]
-      [--models ours,plain,keras,lru] [--keras-fixed-order]
-      [--aeon-wheel aeon-1.6.0-py3-none-any.whl | --data-dir DIR]
-"""
+Each data set (``benchmarks/ucr.py`` converts the aeon wheel's ``.ts``
+files) runs through ``pipeline.local_runner`` with no tuning flags, scored
+from ``summary.json`` on the archive's TEST split, against (a) a plain
+stateful LSTM (``--module-file benchmarks/lstm_module.py``), (b) a Keras
+pad-to-max LSTM, (c) no skill, (d) published ROCKET accuracies, (e) with
+``--models lru`` the LRU model, and for ``Name:forecast`` persistence and a
+linear AR(16). Ours runs every seed; (a) and (b) the first
+``--baseline-seeds``."""
 
 from __future__ import annotations
 
@@ -69,8 +32,6 @@ DEFAULT_CASES = ('GunPoint', 'ItalyPowerDemand', 'ArrowHead', 'BasicMotions',
                  'JapaneseVowels', 'Covid3Month', 'ItalyPowerDemand:forecast',
                  'ACSF1')
 QUICK_CASES = ('ItalyPowerDemand',)
-# Seeds per model (0..SEEDS-1). Passed as --seed only when the runner has
-# that flag; without it each model runs once.
 SEEDS = 3
 
 # (b) Keras pad-to-max LSTM.
@@ -94,11 +55,6 @@ DEFAULT_MODELS = (OURS, PLAIN, KERAS)
 LRU_FLAGS = ('--hyperparameters', 'model=lru')
 
 log = harness.progress_log('real_data')
-
-
-# --------------------------------------------------------------------------
-# Cases
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -167,11 +123,6 @@ def prepare(cases: Sequence[Case], source: ucr.Source, work: str) -> None:
         f'{time.perf_counter() - t0:.1f} s')
 
 
-# --------------------------------------------------------------------------
-# The pipeline runs (ours, and (a) with the plain LSTM module)
-# --------------------------------------------------------------------------
-
-
 def metric_names(case: Case) -> List[str]:
   return ['accuracy'] if case.task == 'classification' else ['mae', 'rmse']
 
@@ -196,11 +147,6 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
       case.runner_flags(), os.path.join(work, 'runs', case.slug), logfile,
       flags + list(extra), timeout=RUN_TIMEOUT, interval=0.5)
   return harness.run_result(res, summary, metric_names(case), logfile)
-
-
-# --------------------------------------------------------------------------
-# Baselines on the CSV rows (NumPy; Keras for (b))
-# --------------------------------------------------------------------------
 
 
 def load_split(case: Case, split: str):
@@ -301,21 +247,9 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
                      learning_rate: float = KERAS_LEARNING_RATE,
                      clip_global_norm: Optional[float] = None
                     ) -> Dict[str, float]:
-  """(b): whole sequences padded to the longest, masked, LSTM(64), fit.
-
-  Args:
-    case: the data set.
-    train: the train split's sequences (``load_split``).
-    evals: the eval split's sequences.
-    seed: Keras' random seed and the initialisers'.
-    shuffle: passed to ``fit``: reshuffle the training sequences each epoch
-      (Keras' default); False keeps the split's order every epoch.
-    learning_rate: Adam's rate.
-    clip_global_norm: Adam's ``global_clipnorm`` (None: no clipping).
-
-  Returns:
-    The eval metrics: accuracy, or MAE and RMSE.
-  """
+  """(b): whole sequences padded to the longest, masked, z-scored,
+  LSTM(64) -> Dense, Adam; ``shuffle=False`` keeps the split's order every
+  epoch; ``clip_global_norm`` None: no clipping. Returns the eval metrics."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   keras.backend.clear_session()
@@ -366,11 +300,6 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
     return _errors(pred[..., 0][real], ye[real])
   eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
   return _errors(pred[:, 0], eval_y)
-
-
-# --------------------------------------------------------------------------
-# The section
-# --------------------------------------------------------------------------
 
 
 def _values(results: List[Dict], metric: str) -> List[float]:
@@ -549,13 +478,9 @@ def runner_args_note(cases, res) -> Optional[str]:
           + '; '.join(f'`{f}`' for f in flags))
 
 
-def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
+def write(args, run, cases, res, seeds, source, skip) -> None:
   run.finish()
-  seed_text = (f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
-               if seed_flag else
-               'one run per model: `pipeline.local_runner` has no `--seed` '
-               f'flag yet (this script passes it once it exists; {SEEDS} '
-               'seeds by default)')
+  seed_text = f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
@@ -587,41 +512,23 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
       + ', '.join(f'`{p}`' for p in args.baselines_from)] if getattr(
           args, 'baselines_from', None) else []) + [
       '',
-      'Each data set is converted by `python -m benchmarks.ucr --dataset <Name> '
-      '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
-      'x0[t+1], the last step of each series dropped) and run by '
-      '`python -m pipeline.local_runner --data-root <dir> --key-column '
-      'seq_id --order-column t --label-column label [--task regression] '
-      '[--label-kind per_step] --output-dir <tmp>` with no other flags: batch '
-      'size, unroll and epochs are the pipeline\'s own choice. Scores come '
-      'from `summary.json` (`eval.accuracy`, `eval.mae`, `eval.rmse`). '
-      '"plain LSTM" = the same command with `--module-file '
-      'benchmarks/lstm_module.py` (LSTM(64) -> Dense, stateful, on the same '
-      'batches). "Keras LSTM" = `tf_keras` `fit` on whole sequences padded '
-      'to the longest and masked, features z-scored with train statistics, '
-      f'LSTM({KERAS_UNITS}) -> Dense (last real step; every step for '
-      f'per-step labels), {KERAS_EPOCHS} epochs of Adam '
-      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH}), seeded'
-      + ('; here with `--keras-fixed-order`: `fit(shuffle=False)`, the '
-         'training sequences in the split\'s order every epoch (Keras\' '
-         'default reshuffles them each epoch)' if keras_fixed else '')
-      + '. '
-      'ROCKET = published test accuracy (Dempster et al. 2020, '
-      'angus924/rocket `results/results_ucr.csv`); "-" where we have no '
-      'published figure. Cells: mean over runs (max - min in brackets when '
-      'more than one). "s/run" = wall seconds of the first pipeline run of '
-      'the default model (every component) / of its StatefulTrainer / of its '
-      'StatefulEvaluator, the last two means over seeds (later runs of a data set share one output folder, so '
-      'TFX\'s cache serves ExampleGen .. SequenceBatcher to them).',
+      'Each data set: `python -m benchmarks.ucr --dataset <Name> --out <dir>` '
+      '(`--forecast`: label[t] = x0[t+1]), then `pipeline.local_runner` '
+      'with no tuning flags; scores from `summary.json`. (a) = '
+      '`--module-file benchmarks/lstm_module.py`; (b) = `tf_keras` `fit`, '
+      f'LSTM({KERAS_UNITS}), {KERAS_EPOCHS} epochs of Adam '
+      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH})'
+      + (', `--keras-fixed-order`' if keras_fixed else '') + '; ROCKET = '
+      'Dempster et al. 2020. Cells: mean over runs (max - min). "s/run" = '
+      'the first run\'s wall s / trainer s / evaluator s (means).',
   ]
   if skip:
     body += ['', '*Baselines (a) and (b) skipped (`--skip-baselines`).*']
   with_lru = has_lru(cases, res)
   lru_col = ['LRU model (e)'] if with_lru else []
   if with_lru:
-    body += ['', '"LRU model" = the same command as the default model\'s '
-             'with `' + ' '.join(LRU_FLAGS) + '` (the default module\'s '
-             'linear recurrent unit), run with the baselines\' seeds.']
+    body += ['', '"LRU model" = `' + ' '.join(LRU_FLAGS) + '`, run with '
+             'the baselines\' seeds.']
   crow = classification_rows(cases, res, with_lru)
   if crow:
     body += ['', '**Classification** (accuracy, higher is better):', '',
@@ -660,62 +567,37 @@ def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
   harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
 
 
-# --------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------
-
-
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--datasets', default=None,
-                 help='comma-separated problem names; "Name:forecast" for '
-                 'per-step next-value forecasting (default: '
-                 f'{",".join(DEFAULT_CASES)}; with --quick: '
-                 f'{",".join(QUICK_CASES)})')
+                 help='comma-separated names, "Name:forecast" for next-value '
+                 f'forecasting (default {",".join(DEFAULT_CASES)})')
   p.add_argument('--baseline-seeds', type=int, default=1,
-                 help='runs of each LSTM baseline (the first N seeds; '
-                 'default 1: the baselines are reference points, the spread '
-                 'over seeds is measured for the default model)')
+                 help='runs of each LSTM baseline (the first N seeds)')
   p.add_argument('--seeds', type=int, default=None,
-                 help=f'runs per model, seeds 0..N-1 (default {SEEDS}; 1 '
-                 'with --quick)')
+                 help=f'runs per model, seeds 0..N-1 (default {SEEDS})')
   p.add_argument('--models', default=','.join(DEFAULT_MODELS),
-                 help='comma-separated models to run, of '
-                 f'{",".join(MODELS)} (default: {",".join(DEFAULT_MODELS)}; '
-                 f'{LRU}: the default module with '
-                 f'`{" ".join(LRU_FLAGS)}`, run with the baselines\' seeds); '
-                 'e.g. --models lru, then --from-results to join its '
-                 'results.json with an earlier run\'s')
+                 help=f'of {",".join(MODELS)} (default: '
+                 f'{",".join(DEFAULT_MODELS)})')
   p.add_argument('--keras-fixed-order', action='store_true',
-                 help='Keras (b) fits with shuffle=False: the training '
-                 'sequences in the split\'s order every epoch (default: '
-                 'reshuffled each epoch); recorded as "shuffle": false in '
-                 'each of its runs in results.json')
+                 help='Keras (b) fits with shuffle=False')
   p.add_argument('--runner-args', default='', metavar='FLAGS',
-                 help='more pipeline.local_runner flags for every pipeline '
-                 'run (ours, plain, lru), one shell-quoted string, e.g. '
-                 '"--random-truncation 0.5"; recorded as "runner_args" in '
-                 'each of those runs in results.json')
+                 help='more local_runner flags for every pipeline run, one '
+                 'shell-quoted string')
   p.add_argument('--skip-baselines', action='store_true',
-                 help='skip the LSTM baselines (a) and (b) (the no-skill, '
-                 'ROCKET, persistence and AR figures are always given)')
+                 help='skip the LSTM baselines (a) and (b)')
   src = p.add_mutually_exclusive_group()
   src.add_argument('--data-dir', default=None,
-                   help='UCR/UEA .ts files: a folder of <Name>/<Name>_TRAIN.ts')
+                   help='a folder of <Name>/<Name>_TRAIN.ts')
   src.add_argument('--aeon-wheel', default=None,
                    help='read the .ts files from an aeon wheel')
   p.add_argument('--keep', action='store_true',
                  help='keep the work folder (converted CSVs)')
   p.add_argument('--baselines-from', nargs='+', default=None, metavar='JSON',
-                 help='take the LSTM baselines (a) and (b) of each data set '
-                 'that has them from these results.json files (the first '
-                 'that has them) instead of running them again, e.g. after '
-                 'a change to the default model alone')
+                 help='take (a) and (b) from these results.json files')
   p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
-                 help='write the section from the results.json files of '
-                 'earlier runs (data sets taken from the first file that '
-                 'has them) instead of running anything; e.g. to join runs '
-                 'made side by side on disjoint --datasets')
+                 help='write the section from earlier results.json files '
+                 '(each data set from the first that has it); run nothing')
   args = p.parse_args(argv)
   wanted = [m for m in args.models.split(',') if m]
   unknown = sorted(set(wanted) - set(MODELS))
@@ -744,12 +626,8 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  seed_flag = harness.runner_supports_seed()
-  seeds: List[Optional[int]] = list(range(nseeds)) if seed_flag else [None]
+  seeds: List[int] = list(range(nseeds))
   baseline_seeds = seeds[:max(1, args.baseline_seeds)]
-  log('pipeline.local_runner ' + (f'has --seed: seeds {list(seeds)}'
-                                  if seed_flag else
-                                  'has no --seed flag: one run per model'))
   res: Dict[str, Dict] = {}
   earlier: Dict[str, Dict] = {}
   for path in args.baselines_from or ():
@@ -770,8 +648,7 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
     args.joined = args.from_results
-    write(args, run, cases, res, seeds, seed_flag, source,
-          args.skip_baselines)
+    write(args, run, cases, res, seeds, source, args.skip_baselines)
     return 0
   for c in cases:
     r = res[c.slug] = {}
@@ -793,7 +670,7 @@ def main(argv=None) -> int:
     for model in models:
       for seed in (seeds if model == OURS else baseline_seeds):
         log(f'{c.name}: pipeline, {model} model, seed '
-            f'{"default" if seed is None else seed} ...')
+            f'{seed} ...')
         out = run_pipeline(c, model, seed, work, runner_args)
         if runner_args:
           out['runner_args'] = runner_args
@@ -806,7 +683,7 @@ def main(argv=None) -> int:
             + f' ({out["seconds"]:.0f} s)')
     if baselines and KERAS in wanted:
       for seed in baseline_seeds:
-        s = seed or 0
+        s = seed
         t0 = time.perf_counter()
         try:
           out = keras_pad_to_max(c, train, evals, s,
@@ -823,8 +700,7 @@ def main(argv=None) -> int:
         log(f'{c.name}: Keras pad-to-max LSTM seed {s}: '
             + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
-  write(args, run, cases, res, seeds if seed_flag else [0], seed_flag,
-        source, args.skip_baselines)
+  write(args, run, cases, res, seeds, source, args.skip_baselines)
   with open(os.path.join(work, 'results.json'), 'w') as f:
     json.dump({c.slug: res[c.slug] for c in cases}, f, indent=1)
   log(f'results: {os.path.join(work, "results.json")}')
