@@ -1,43 +1,12 @@
 """8. Streams: per-step forecasting and tagging with the default model.
 
-Long streams, scored at every step, built from the aeon wheel's data files:
-
-* **Forecasting** (per-step regression, ``--label-kind per_step --task
-  regression``; label[t] = x0[t+1], the next value of the first channel):
-  ACSF1 and ItalyPowerDemand (``benchmarks/ucr.py --forecast``: one sequence per
-  series); ``Daphnet_S06R02E0`` (9-channel gait, one recording) and
-  ``KDD-TSAD_135`` (InternalBleeding, one channel) are long recordings read
-  from their CSV files (``timestamp,<channels...>,is_anomaly``). Daphnet is
-  split by time (the first 70 % of its steps train, the rest eval); KDD-TSAD's
-  TRAIN file is its train split and the steps of its TEST file after the
-  TRAIN prefix (the TEST file repeats it) are its eval split. Each split is cut
-  into a few streams of equal length (a sequence key each; the remainder of
-  fewer steps than streams is dropped at the end). References on the same
-  eval rows: persistence (x0[t]), the training mean, least-squares AR(16) and
-  AR(64) on x0 fitted on the train rows (``real_data.autoregressive``).
-* **Tagging** (per-step classification, ``--label-kind per_step``): the
-  recordings of a classification set, per split, shuffled with a seeded RNG
-  and laid end to end, 8 to a stream (one stream = one sequence key; the last
-  stream of a split takes the remainder), label per step = the class of the
-  current recording, nothing marking the changes. References: the train
-  steps' majority class; a memoryless window classifier (ridge classifier on
-  the mean, std, min, max and last value per channel of the last 64 / 256
-  values, fitted on a subsample of train steps); and the ceiling = the
-  default model's accuracy on the plain per-sequence set (boundaries known),
-  run by the pipeline as ``real_data`` does.
-
-Streams longer than ``MAX_STREAM`` steps are cut into pieces of at most that
-many steps. Every pipeline run is the plain command, no tuning flags::
-
-  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
-      --order-column t --label-column label [--task regression] \\
-      --label-kind per_step --output-dir <tmp> --seed S
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.streams [--quick]
-      [--cases ACSF1:forecast,BasicMotions:tagging] [--seeds 3]
-      [--ceiling-seeds 1] [--references-only] [--keep] [--results JSON]
-      [--from-results JSON [JSON ...]]
-"""
+Long streams built from the aeon wheel's data, one sequence key each, run
+through ``pipeline.local_runner --label-kind per_step`` and scored at every
+step. Forecasting (label[t] = x0[t+1]; ``ucr.py --forecast`` sets and long
+CSV recordings split by time) against persistence, the training mean and
+AR(16)/AR(64); tagging (a classification set's recordings laid end to end,
+label = the current recording's class) against the majority class, window
+classifiers and the ceiling (the per-sequence set, boundaries known)."""
 
 from __future__ import annotations
 
@@ -95,11 +64,6 @@ MEMORYLESS_MARGIN = 0.10  # "far above": this much above the best window
 RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 
 log = harness.progress_log('streams')
-
-
-# --------------------------------------------------------------------------
-# Streams
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -176,11 +140,6 @@ def cut_long(streams: Sequence[Stream], limit: int = MAX_STREAM
     out += [Stream(f'{s.key}p{i}', s.x[a:b], s.y[a:b], s.parts)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
   return out
-
-
-# --------------------------------------------------------------------------
-# Recording files of the anomaly-detection sets (CSV)
-# --------------------------------------------------------------------------
 
 
 def read_recording(path: str, text: Optional[str] = None
@@ -292,11 +251,6 @@ def recording_splits(source: ucr.Source, name: str
     evals = test
     how = f'TRAIN file ({n:,} steps) train, TEST file ({len(test):,}) eval'
   return names, train, evals, how
-
-
-# --------------------------------------------------------------------------
-# Cases
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -417,11 +371,6 @@ def prepare(case: StreamCase, source: ucr.Source, work: str) -> None:
       f'{time.perf_counter() - t0:.1f} s')
 
 
-# --------------------------------------------------------------------------
-# References
-# --------------------------------------------------------------------------
-
-
 def _mse(errors: Dict[str, float]) -> Dict[str, float]:
   return {'mae': errors['mae'], 'mse': errors['rmse'] ** 2}
 
@@ -499,11 +448,6 @@ def tagging_references(case, train, evals) -> Dict[str, Dict]:
   return out
 
 
-# --------------------------------------------------------------------------
-# The section
-# --------------------------------------------------------------------------
-
-
 def _runs(results, metric):
   return [r[metric] for r in results or () if metric in r and 'error' not in r]
 
@@ -563,7 +507,6 @@ def _size(meta: Dict) -> str:
     n, rows = meta[split]['sequences'], meta[split]['rows']
     return f'{n} x {rows / n:.0f}'
   return f'{one("train")} / {one("eval")}'
-
 
 
 def forecast_rows(entries) -> List[List[str]]:
@@ -641,32 +584,15 @@ def render(args, run, entries, seeds, source_text,
       + (' (`--references-only`: no pipeline runs)'
          if args.references_only else ''),
       '* Streams:', how, '',
-      'Every stream is one sequence key, run by `python -m '
-      'pipeline.local_runner --data-root <dir> --key-column seq_id '
-      '--order-column t --label-column label --label-kind per_step [--task '
-      'regression] --output-dir <tmp> --seed S` with '
+      'Each stream is one sequence key; `pipeline.local_runner --label-kind '
+      'per_step [--task regression] --seed S` with '
       + (f'`{args.runner_args}` added' if args.runner_args
-         else 'no other flags') + ' and '
-      'scored from `summary.json` (`eval.accuracy`; `eval.rmse` squared and '
-      '`eval.mae` for forecasting) at every eval step. Forecasting: label[t] '
-      '= x0[t+1] (the next value of the first channel); persistence = '
-      'x0[t]; training mean = the mean train label; AR(p) = least squares on '
-      'x0[t], ..., x0[t-p+1] and an intercept, fitted on the train rows '
-      '(lags before a stream\'s start are zeros). Tagging: the recordings of '
-      f'each split shuffled (seed {SHUFFLE_SEED}) and laid end to end, '
-      f'{PER_STREAM} to a stream (the last takes the remainder), label = the '
-      'class of the current recording, nothing marking the changes; window '
-      'w = a ridge classifier (alpha 1, standardized features, +-1 targets) '
-      'on the mean, std, min, max and last value of each channel over the '
-      f'last w steps (fewer at a stream\'s start), fitted on up to '
-      f'{WINDOW_SAMPLE:,} train steps and scored on up to {WINDOW_SAMPLE:,} '
-      'eval steps (uniform samples); ceiling = the same default model on the '
-      'plain per-sequence set (`benchmarks/ucr.py`, one label per recording, as in '
-      'section 6). Streams longer than '
-      f'{MAX_STREAM:,} steps would be cut into pieces of at most that many '
-      '(none is at these sizes). Cells: mean over seeds (max - min in '
-      'brackets); "s/run" = wall seconds of each run (later seeds of a case '
-      'reuse the cached ExampleGen .. SequenceBatcher).',
+         else 'no other flags') + ', scored at every eval step. AR(p): '
+      'least squares on the last p values of x0; tagging: recordings '
+      f'shuffled (seed {SHUFFLE_SEED}), {PER_STREAM} to a stream; window w: '
+      'a ridge classifier on per-channel statistics of the last w steps; '
+      'ceiling: the per-sequence set (section 6). Cells: mean over seeds '
+      '(max - min).',
   ]
   runs = {}
   for e in entries:
@@ -708,11 +634,6 @@ def render(args, run, entries, seeds, source_text,
              'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
                                        for f in failed]
   return '\n'.join(body)
-
-
-# --------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------
 
 
 def _run(case, seed, work, what, extra=()) -> Dict:
@@ -807,9 +728,6 @@ def main(argv=None) -> int:
       prepare(c, source, work)
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
-    return 1
-  if not args.references_only and not harness.runner_supports_seed():
-    print('error: pipeline.local_runner has no --seed flag', file=sys.stderr)
     return 1
   entries = []
   for c in cases:
