@@ -1,27 +1,10 @@
-"""Tagging streams: per-step accuracy by steps since the recording changed.
+"""11. Tagging streams: per-step accuracy by steps since the recording changed.
 
-Section 8 scores tagging against a per-recording ceiling (the default model
-classifying each whole recording, its boundaries known). A stream tagger
-sees a new recording one step at a time, with nothing marking the change, so
-at step t of a recording it can know at most what t steps tell. This script
-measures where the streams' accuracy is lost:
-
-* ours: the default model trained on the tagging streams (the pipeline, as
-  section 8 runs it, one seed), run whole-stream through its exported
-  ``serving_default`` signature; each eval step's arg-max class against its
-  label, bucketed by the step's position in its recording (0 = the first
-  step after the change);
-* prefix ceiling: the per-recording ceiling model (the same pipeline on the
-  recordings one by one) given each eval recording's first t steps only
-  (``serving_default`` with ``lengths`` = t), so its prediction at step t-1
-  uses what a tagger that knew the boundary could know by then; averaged
-  over the positions of each bucket (every position up to 64, a grid above);
-* the whole-recording ceiling, as in section 8.
-
-Usage:
-  PYTHONPATH=. python -m benchmarks.tagging_lag [--cases A:tagging,...]
-      [--seed 0] [--data-dir DIR] [--keep] [--quick]
-"""
+Section 8's tagging streams, scored by each eval step's position in its
+recording: ours (the default model on the streams, whole through
+``serving_default``) against the prefix ceiling (section 8's per-recording
+model given each recording's first t steps) and the whole-recording
+ceiling."""
 
 from __future__ import annotations
 
@@ -264,24 +247,12 @@ def _f(v) -> str:
 def render(args, run, results: List[Dict]) -> str:
   run.finish()
   body = [TITLE, '', run.preamble(args.quick), '',
-          'Where section 8\'s tagging streams lose accuracy. "ours" = the '
-          'default model trained on the tagging streams by the pipeline '
-          f'(seed {args.seed}, as section 8 runs it), every eval stream run '
-          'whole through its exported `serving_default`; each eval step\'s '
-          'arg-max class against its label, by the step\'s position in its '
-          'recording (0 = the first step after the change, which nothing '
-          'marks). "prefix ceiling" = the per-recording model of section 8 '
-          '(the same pipeline on the recordings one by one) given only each '
-          'eval recording\'s first t steps (`serving_default` with '
-          '`lengths` = t), averaged over the t that end in the bucket: what a '
-          'tagger that knew where the recording started could know by then. '
-          '"whole ceiling" = its accuracy on whole recordings (section 8\'s '
-          'ceiling). "recomputed" is ours over every eval step from the '
-          'signature, which should equal the pipeline\'s `eval.accuracy`. '
-          'The row "every step" scores every eval step, the prefix ceiling '
-          'at each step given the recording up to it (between measured '
-          'prefix lengths, above 64, the largest measured one below).',
-          '']
+          f'"ours" = the default model on the tagging streams (seed '
+          f'{args.seed}), by the step\'s position in its recording (0 = the '
+          'first step after the unmarked change); "prefix ceiling" = the '
+          'per-recording model given the recording\'s first t steps; "whole '
+          'ceiling" = section 8\'s ceiling; "recomputed" = ours over every '
+          'eval step from the signature.', '']
   for r in results:
     rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
              _f(x['prefix_ceiling']), _f(x['ceiling']),
