@@ -1,44 +1,12 @@
 """9. Data-parallel training: real steps per second of 1 worker against 2.
 
-The StatefulTrainer (``run.run``, as the pipeline runs it) on the same
-batches in four set-ups, each in fresh processes:
-
-* ``1 worker, 1 thread``: one process, no strategy, TensorFlow limited to
-  one intra-op and one inter-op thread;
-* ``2 workers, 1 thread each``: two processes on the loopback interface
-  with ``TF_CONFIG`` (``MultiWorkerMirroredStrategy``), the same global
-  batch of B lanes, each worker owning B/2 of them: the scaling this 2-core
-  machine can show;
-* ``2 independent processes``: two one-thread processes at once, no
-  strategy, each training its own model on half the sequences (every other
-  one) laid out in B/2 lanes: a worker's share of the work with no
-  communication; their real steps over the slower one's time is the most
-  two workers could get from this machine (its cores share caches and
-  memory bandwidth);
-* ``1 process, 2 threads``: one process, no strategy, two threads;
-* ``MirroredStrategy, 2 logical CPUs``: one process, two threads, the
-  global batch shared by two replicas on two logical CPU devices.
-
-Data: ``data.generate`` ``cue`` sequences (synthetic, 3 features, per
-sequence labels), B = 256 lanes, T = 32; the model: the plain LSTM module
-(``benchmarks/lstm_module.py``) widened to 256 units (``--lanes`` and
-``--units`` change them). Each run trains
-``--epochs`` epochs (no validation carve, no eval split); the rate is real
-(unpadded) time steps / training seconds of each epoch after the first
-(which traces the step), the trainer's own ``history.json`` figures; the
-median over epochs and ``--repeats`` runs, set-ups interleaved. Peak memory
-per worker: the process's ``ru_maxrss``. The trained weights of the 2-worker
-and the 1-worker runs are compared too (same update: the tests hold them to
-1e-5).
-
-Then the default model's ``adapt`` alone (``model_setup.build``: scales,
-thresholds and the closed-form head, fitted before training) on the same
-batches, on 1 worker and on 2 (each on its own lanes, the statistics
-combined by ``components/stateful/distribution/shards.py``), one thread each: the slower
-worker's seconds, and the fitted weights of 2 workers against 1.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.distributed [--quick]
-"""
+The StatefulTrainer (``run.run``) on the same batches (B=256, T=32, the
+plain LSTM module at 256 units) in fresh processes: 1 worker, 2 workers
+(``MultiWorkerMirroredStrategy`` over loopback), 2 independent processes on
+half the work each (the machine's ceiling), 1 process with 2 threads, and
+``MirroredStrategy`` over 2 logical CPUs; rate = median real steps/s of the
+epochs after the first. Then the default model's ``adapt`` alone on 1
+worker and on 2, and the weights of 2 workers against 1."""
 
 from __future__ import annotations
 
@@ -329,14 +297,10 @@ def main(argv=None) -> int:
       f'* Trained weights, 2 workers against 1 (first run): max relative '
       f'difference {agree:.1e}.' if agree is not None else
       '* Trained weights: not compared (a run wrote none).',
-      '* No GPU was lent to the session that ran this: no GPU figure.',
       '',
-      'Fit-time statistics: the default model\'s `adapt` alone '
-      '(`model_setup.build`, as the trainer calls it: scales, thresholds '
-      'and the closed-form head, no training) on the same batches, each '
-      'worker on its own lanes, the statistics combined '
-      '(`components/stateful/distribution/shards.py`); seconds = the slower worker\'s, '
-      f'median of {repeats} run(s).',
+      'The default model\'s `adapt` alone (`model_setup.build`), each '
+      'worker on its own lanes, statistics combined by `Shard.agree`; '
+      f'seconds = the slower worker\'s, median of {repeats} run(s).',
       '',
       harness.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
                     'peak RSS / worker'], adapt_rows, align='lrrrr'),
