@@ -1,22 +1,10 @@
 """4. Peak memory of a training run against the longest sequence's length.
 
-The data: 63 ``cue`` sequences (``data/generate.py``; lengths log-normal,
-median 200, at most 1,000 steps, the same in every run) plus one sequence of
-``L`` steps, ``L`` = 1k, 10k, 100k. Everything else is fixed: one LSTM layer
-of 32 units, B=32, T=32, per-step labels, one epoch.
-
-Each run is a fresh process whose peak resident memory is read from the
-kernel (``getrusage(RUSAGE_SELF).ru_maxrss``, exact) and also polled
-(psutil, every 50 ms, so that a run stopped at the cap still has a figure):
-
-* ours: the StatefulTrainer's ``trainer_run.run`` (label scan, ``training.fit``,
-  SavedModel export) on ``packed`` batches written beforehand by the parent;
-* Keras ``model.fit`` on the same sequences padded to the longest one
-  (a ``Masking`` layer, mask-weighted loss, two batches of 32 = one epoch),
-  the usual alternative, run until a memory cap or a time limit stops it.
-
-  PYTHONPATH=. python -m benchmarks.memory_vs_length [--quick]
-"""
+63 fixed ``cue`` sequences plus one of L = 1k, 10k, 100k steps; one LSTM
+layer of 32 units, B=32, T=32, one epoch, each run a fresh process (peak RSS
+from ``ru_maxrss``, and polled): the StatefulTrainer's ``trainer_run.run``
+against Keras ``fit`` on the sequences padded to the longest (stopped at a
+memory cap or a time limit)."""
 
 from __future__ import annotations
 
@@ -67,7 +55,6 @@ def child_ours(batches: str, work: str) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
   ready = _rss()
   t0 = time.perf_counter()
   result = trainer_run.run(trainer_run.TrainerArgs(
@@ -193,9 +180,8 @@ def report(args, run, sizes, results, info) -> str:
       'kernel\'s `ru_maxrss` of the process (for a run stopped at the cap: '
       'the last polled RSS). "ours" is the StatefulTrainer\'s `trainer_run.run` '
       '(label scan, `training.fit`, SavedModel export) on `packed` batches; '
-      '"above start" is its peak minus its RSS once TensorFlow and the '
-      'trainer were imported. Keras `fit` pads every sequence to L (2 '
-      f'batches of 32); it is stopped above {harness.mib(RSS_CAP)} or after '
+      '"above start" = peak minus the RSS after the imports. Keras `fit` '
+      f'pads to L; stopped above {harness.mib(RSS_CAP)} or after '
       f'{TIME_LIMIT:.0f} s.',
       '',
       harness.table(['longest L', 'real steps', 'batches (ours)',
@@ -206,11 +192,8 @@ def report(args, run, sizes, results, info) -> str:
       '',
       f'* Ours from L={first:,} to L={last:,}: peak RSS {growth * 100:+.1f}%;'
       f' target flat within 10%: {harness.verdict(abs(growth) <= 0.10)}. '
-      'Truncated BPTT keeps the activations of one batch (B x T steps) for '
-      'the backward pass and the RNN state (B x units) across batches; '
-      '`read_batches` streams the TFRecords. A longer sequence only adds '
-      f'batches on its lane ({info[first]["batches"]} -> '
-      f'{info[last]["batches"]}): time, not memory.',
+      f'Batches (ours): {info[first]["batches"]} -> '
+      f'{info[last]["batches"]}.',
   ]
   ks = [n for n in sizes if results[n]['keras']['ok']]
   if len(ks) >= 2:
@@ -218,9 +201,7 @@ def report(args, run, sizes, results, info) -> str:
     slope = (_peak(results[b]['keras']) - _peak(results[a]['keras'])) / (
         b - a)
     line = (f'* Keras pad-to-max: peak RSS grows by {slope / 1024:.0f} KiB '
-            f'per step of L (L={a:,} -> {b:,}): whole-sequence BPTT keeps '
-            f'every time step\'s activations of a {B}-sequence batch for the '
-            'backward pass, so memory is linear in the longest sequence.')
+            f'per step of L (L={a:,} -> {b:,}).')
     for n in sizes:
       k = results[n]['keras']
       if not k['ok']:
