@@ -150,51 +150,38 @@ def main(argv=None) -> int:
                    harness.ratio(o['packed'], bucket),
                    harness.ratio(o['packed'], ptm), target, dense_target])
   run.finish()
-  met = all(checks) if checks else None
-  dense_met = all(dense_checks) if dense_checks else None
-  body = [
-      '## 1. Padding efficiency',
-      '',
-      run.preamble(args.quick),
-      '',
-      'Fraction of processed time steps that are real (higher is better), '
-      f'batch size B={B}. Pad-to-max, `padded_batch` (shuffled, each batch '
-      'padded to its own longest sequence) and `bucket_by_sequence_length` '
-      '(power-of-two boundaries 16, 32, 64, ... below the longest length, '
-      f'batch size {B} per bucket, real/processed counted from the batches it '
-      'yields) run whole sequences, so they do not depend on T; our modes '
-      'count every slot of `num_batches x B x T`. `bound` is the best any '
-      'layout keeping a sequence in one lane in T-step segments can reach '
-      '(at least max(ceil(segments / B), segments of the longest sequence) '
-      'batches); packed = segment fill x lane fill.',
-      '',
-      harness.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
-                    'bucket_by_sequence_length', 'ours bucketed',
-                    'ours packed', 'ours dense', 'bound (packed)',
-                    'segment fill', 'lane fill',
-                    'packed / bucket_by_seq_len', 'packed / pad-to-max',
-                    'target packed >= 0.9 (median >= 4T)',
-                    'target dense >= 0.99 (steps / B >= 4 x longest)'],
-                   rows, align='lrrrrrrrrrrrrll'),
-      '',
-      'The distributions:',
-      '',
-      harness.table(['distribution', 'what', 'sequences', 'time steps', 'min',
-                    'median', 'mean', 'max'], stats_rows,
-                   align='llrrrrrr'),
-      '',
-      (f'**Target (`packed` >= {TARGET} wherever median >= 4 x T): ' +
-       ('met** on every row where it applies.' if met else
+
+  def target(ok, rule):
+    return (f'**Target ({rule}): ' + (
+        'met** on every row where it applies.' if ok else
         'missed** on some rows (segment fill and lane fill give the cause).'
-        if met is not None else 'no row applies.**')),
-      '',
-      (f'**Target (`dense` >= {DENSE_TARGET} wherever total steps / B >= 4 '
-       'x the longest sequence): ' +
-       ('met** on every row where it applies.' if dense_met else
-        'missed** on some rows.' if dense_met is not None else
-        'no row applies.**')),
-  ]
-  harness.write_section(harness.output_path(args), 'padding', '\n'.join(body))
+        if ok is not None else 'no row applies.**'))
+
+  harness.write_report(
+      args, 'padding', '## 1. Padding efficiency', run.preamble(args.quick),
+      f'Fraction of processed time steps that are real, B={B}. Pad-to-max, '
+      '`padded_batch` and `bucket_by_sequence_length` (power-of-two '
+      'boundaries) run whole sequences, so they do not depend on T; our '
+      'modes count every slot of `num_batches x B x T`; `bound` = the best '
+      'layout keeping a sequence in one lane; packed = segment fill x lane '
+      'fill.',
+      harness.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
+                     'bucket_by_sequence_length', 'ours bucketed',
+                     'ours packed', 'ours dense', 'bound (packed)',
+                     'segment fill', 'lane fill',
+                     'packed / bucket_by_seq_len', 'packed / pad-to-max',
+                     'target packed >= 0.9 (median >= 4T)',
+                     'target dense >= 0.99 (steps / B >= 4 x longest)'],
+                    rows, align='lrrrrrrrrrrrrll'),
+      'The distributions:',
+      harness.table(['distribution', 'what', 'sequences', 'time steps',
+                     'min', 'median', 'mean', 'max'], stats_rows,
+                    align='llrrrrrr'),
+      target(all(checks) if checks else None,
+             f'`packed` >= {TARGET} wherever median >= 4 x T'),
+      target(all(dense_checks) if dense_checks else None,
+             f'`dense` >= {DENSE_TARGET} wherever total steps / B >= 4 x the '
+             'longest sequence'))
   return 0
 
 

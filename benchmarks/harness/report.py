@@ -236,6 +236,16 @@ def write_section(path: str, key: str, body: str) -> None:
   print(f'wrote section {key!r} of {path}', file=sys.stderr)
 
 
+def write_report(args, key: str, *blocks) -> None:
+  """Writes section ``key`` of the script's output file (``output_path``):
+  the blocks (a title, the run's preamble, paragraphs, tables, bullet
+  lists) one blank line apart; a list block is its lines, one a line;
+  None and empty blocks are left out."""
+  parts = ['\n'.join(b) if isinstance(b, (list, tuple)) else b
+           for b in blocks]
+  write_section(output_path(args), key, '\n\n'.join(p for p in parts if p))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
           align: Optional[str] = None) -> str:
   """A markdown table; ``align`` is one letter per column (l/r/c)."""
