@@ -255,9 +255,6 @@ def main(argv=None) -> int:
   p.add_argument('--sizes', default=None,
                  help='comma-separated time-step counts (default: 1M,10M; '
                  'quick: 50k,500k)')
-  p.add_argument('--methods', default=','.join(m for m, _, _ in METHODS),
-                 help='comma-separated methods to run (reference is always '
-                 'run: the rates are relative to it)')
   p.add_argument('--save', default=None,
                  help='also write the raw measurements to this JSON file')
   p.add_argument('--render', default=None,
@@ -268,11 +265,7 @@ def main(argv=None) -> int:
     with open(args.render) as f:
       saved = json.load(f)
     return _write_report(args, saved)
-  methods = ['reference'] + [m for m in args.methods.split(',')
-                             if m and m != 'reference']
-  unknown = sorted(set(methods) - {m for m, _, _ in METHODS})
-  if unknown:
-    p.error(f'--methods: unknown {unknown}')
+  methods = [m for m, _, _ in METHODS]
   if args.sizes:
     sizes = [int(float(s)) for s in args.sizes.split(',')]
   else:
@@ -290,8 +283,6 @@ def main(argv=None) -> int:
     rounds = ROUNDS_SMALL if steps < max(sizes) else 1
     for _ in range(rounds):
       for method, _, extra in METHODS:
-        if method not in methods:
-          continue
         r = measure(method, extra, data[steps], out_root)
         best = results[steps].get(method)
         if best is None or r['seconds'] < best['seconds']:
@@ -316,8 +307,8 @@ def _write_report(args, saved) -> int:
   if args.render:
     preamble += ('\n* Rendered from the measurements that run saved: '
                  f'`{harness.command_line()}`')
-  body = report(preamble, sizes, csv_mb, results, saved['methods'])
-  harness.write_section(harness.output_path(args), 'batcher_throughput', body)
+  harness.write_report(args, 'batcher_throughput', *report(
+      preamble, sizes, csv_mb, results, saved['methods']))
   return 0
 
 
@@ -330,7 +321,7 @@ PHASES = {
 }
 
 
-def report(preamble, sizes, csv_mb, results, methods) -> str:
+def report(preamble, sizes, csv_mb, results, methods) -> list:
   small, large = sizes[0], sizes[-1]
   label = {m: name for m, name, _ in METHODS}
   run_methods = [m for m in METHODS if m[0] in methods]
@@ -403,48 +394,11 @@ def report(preamble, sizes, csv_mb, results, methods) -> str:
                                  b['peak_worker'] <= 1.1 * a['peak_worker'])}
   runners = sorted({r['runner'] for s in sizes for m, r in
                     results[s].items() if m != 'reference'})
-  body = [
-      '## 2. SequenceBatcher throughput and scaling',
-      '',
-      preamble,
-      '',
-      f'Input: `data/generate.py` CSV (`cue`, {NUM_FEATURES} features) in '
-      f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`; the smaller size '
-      f'the fastest of {ROUNDS_SMALL} interleaved rounds. Runners: '
-      f'{", ".join(runners)}. "work" excludes start-up; rates are real steps '
-      'per second of work; "same bytes": every shard equals the reference\'s.',
-      '',
-      harness.table(['time steps', 'CSV MB', 'method', 'work s', 'wall s',
-                    'steps/s', 'rate vs reference', 'CPU s main / workers',
-                    'peak RSS main', 'peak RSS per worker', 'peak RSS total',
-                    'shards', 'same bytes'],
-                   rows, align='rrlrrrrrrrrrc'),
-      '',
-      f'Scaling from {results[small]["reference"]["real_timesteps"]:,} to '
-      f'{results[large]["reference"]["real_timesteps"]:,} steps:',
-      '',
-      harness.table(['method', 'input', 'work time', 'wall time',
-                    'work time per 10x input', 'fixed s', 'marginal steps/s',
-                    'marginal vs reference', 'peak RSS main',
-                    'peak RSS per worker'], scale_rows,
-                   align='lrrrrrrrrr'),
-      '',
-      '"fixed" and "marginal" fit work time = fixed + steps / marginal rate '
-      'through the two sizes.',
-      '',
-      'Where the time and the memory go (phases cut at the transform\'s '
-      'own log lines: "planned ..." and the start of the first "wrote chunk '
-      '..."; on Dask the workers\' log lines):',
-      '',
-      harness.table(['time steps', 'method', 'phase', 'seconds',
-                    'peak RSS main', 'peak RSS largest worker'], phase_rows,
-                   align='rllrrr'),
-      '',
-  ]
+  bullets = []
   for method, c in checks.items():
     rates = ', '.join(f'{v:.2f} at {results[s]["reference"]["real_timesteps"]:,}'
                       for s, v in c['ratios'].items())
-    body.append(
+    bullets.append(
         f'* {label[method]}: 10x input in <= 12x time: '
         f'{harness.verdict(c["scaling"])} ({c["per10"]:.1f}x); >= 1/4 of the '
         f'reference rate: {harness.verdict(c["rate"])} ({rates})' +
@@ -453,9 +407,34 @@ def report(preamble, sizes, csv_mb, results, methods) -> str:
         (f'; peak worker RSS within 10% from {small:,} to {large:,} steps '
          f'(issue 11): {harness.verdict(c["flat"])}'
          if results[small][method]['workers'] else '') + '.')
-  body.append(f'* Output byte-identical to the reference at every size: '
-              f'{harness.verdict(identical)}.')
-  return '\n'.join(body)
+  bullets.append(f'* Output byte-identical to the reference at every size: '
+                 f'{harness.verdict(identical)}.')
+  return [
+      '## 2. SequenceBatcher throughput and scaling', preamble,
+      f'Input: `data/generate.py` CSV (`cue`, {NUM_FEATURES} features) in '
+      f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`; the smaller size '
+      f'the fastest of {ROUNDS_SMALL} interleaved rounds. Runners: '
+      f'{", ".join(runners)}. "work" excludes start-up; rates are real steps '
+      'per second of work; "same bytes": every shard equals the reference\'s.',
+      harness.table(['time steps', 'CSV MB', 'method', 'work s', 'wall s',
+                     'steps/s', 'rate vs reference', 'CPU s main / workers',
+                     'peak RSS main', 'peak RSS per worker', 'peak RSS total',
+                     'shards', 'same bytes'], rows, align='rrlrrrrrrrrrc'),
+      f'Scaling from {results[small]["reference"]["real_timesteps"]:,} to '
+      f'{results[large]["reference"]["real_timesteps"]:,} steps:',
+      harness.table(['method', 'input', 'work time', 'wall time',
+                     'work time per 10x input', 'fixed s', 'marginal steps/s',
+                     'marginal vs reference', 'peak RSS main',
+                     'peak RSS per worker'], scale_rows, align='lrrrrrrrrr'),
+      '"fixed" and "marginal" fit work time = fixed + steps / marginal rate '
+      'through the two sizes.',
+      'Where the time and the memory go (phases cut at the transform\'s '
+      'own log lines: "planned ..." and the start of the first "wrote chunk '
+      '..."; on Dask the workers\' log lines):',
+      harness.table(['time steps', 'method', 'phase', 'seconds',
+                     'peak RSS main', 'peak RSS largest worker'], phase_rows,
+                    align='rllrrr'),
+      bullets]
 
 
 if __name__ == '__main__':
