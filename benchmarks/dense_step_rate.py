@@ -123,11 +123,10 @@ def main(argv=None) -> int:
                      f'{r["rate"]:,.0f}',
                      harness.ratio(r['per_batch'], p['per_batch']),
                      harness.ratio(r['epoch'], p['epoch'])])
-  body = [
+  harness.write_report(
+      args, 'dense_step_rate',
       '### 1b. Dense batches on CPU: the step-rate cost',
-      '',
       run.preamble(args.quick),
-      '',
       'The bundled sample, B=32, per-step labels; the compiled train step '
       'over one epoch\'s batches held in memory (median of '
       f'{args.epochs} epochs after an untimed one, packed and dense epochs '
@@ -135,14 +134,10 @@ def main(argv=None) -> int:
       'of 32 units (fused kernel on `packed`, the cell step by step through '
       'the resetting wrapper on `dense`); `conv`: the default model. The '
       'last two columns are against `packed` at the same T.',
-      '',
       harness.table(['model', 'T', 'mode', 'batches / epoch', 'efficiency',
                     'ms / batch', 's / epoch', 'real steps / s',
                     'per batch vs packed', 'per epoch vs packed'], rows,
-                   align='lrlrrrrrrr'),
-  ]
-  harness.write_section(harness.output_path(args), 'dense_step_rate',
-                       '\n'.join(body))
+                   align='lrlrrrrrrr'))
   return 0
 
 

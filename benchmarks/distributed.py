@@ -270,11 +270,10 @@ def main(argv=None) -> int:
                                 for g in got))] for w in (1, 2)]
   scaling = rate('2 workers, 1 thread each') / rate('1 worker, 1 thread')
   ceiling = rate(INDEPENDENT) / rate('1 worker, 1 thread')
-  body = [
+  harness.write_report(
+      args, 'distributed',
       '## 9. Data-parallel training: 1 worker against 2',
-      '',
       run.preamble(args.quick),
-      '',
       f'{len(seqs)} generated `cue` sequences ({real:,} real steps, at most '
       f'400 long; padding efficiency {efficiency:.2f}), '
       f'B = {args.lanes} lanes, T = {T}, the plain LSTM module at '
@@ -283,35 +282,27 @@ def main(argv=None) -> int:
       'real steps per second of the epochs after the first (the trainer\'s '
       '`history.json`); memory = peak RSS of each worker process (the '
       'largest).',
-      '',
       harness.table(['set-up', 'processes', 'threads / process', 'replicas',
                     'real steps / s', 'speed-up', 'peak RSS / worker'],
                    rows, align='lrrrrrr'),
-      '',
-      f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
-      f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
-      f'{harness.verdict(scaling >= 1.7)}); two independent processes on '
-      f'half the work each, with nothing shared, reach {ceiling:.2f}x: the '
-      f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
-      'two processes.',
-      f'* Trained weights, 2 workers against 1 (first run): max relative '
-      f'difference {agree:.1e}.' if agree is not None else
-      '* Trained weights: not compared (a run wrote none).',
-      '',
+      [f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
+       f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
+       f'{harness.verdict(scaling >= 1.7)}); two independent processes on '
+       f'half the work each, with nothing shared, reach {ceiling:.2f}x: the '
+       f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
+       'two processes.',
+       f'* Trained weights, 2 workers against 1 (first run): max relative '
+       f'difference {agree:.1e}.' if agree is not None else
+       '* Trained weights: not compared (a run wrote none).'],
       'The default model\'s `adapt` alone (`model_setup.build`), each '
       'worker on its own lanes, statistics combined by `Shard.agree`; '
       f'seconds = the slower worker\'s, median of {repeats} run(s).',
-      '',
       harness.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
                     'peak RSS / worker'], adapt_rows, align='lrrrr'),
-      '',
       '* Fitted weights, 2 workers against 1 (first run): ' + (
           'identical, bit for bit' if adapt_agree == 0 else
           f'max relative difference {adapt_agree:.1e}') +
-      ' (every worker holds the chief\'s after `Shard.agree`).',
-  ]
-  harness.write_section(harness.output_path(args), 'distributed',
-                       '\n'.join(body))
+      ' (every worker holds the chief\'s after `Shard.agree`).')
   return 0
 
 

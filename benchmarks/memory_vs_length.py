@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         'keras': run_one('keras', longest, batches, work)}
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  harness.write_section(harness.output_path(args), 'memory_vs_length',
-                       report(args, run, sizes, results, info))
+  harness.write_report(args, 'memory_vs_length',
+                       *report(args, run, sizes, results, info))
   return 0
 
 
@@ -148,7 +148,7 @@ def _peak(r: dict) -> int:
   return r.get('maxrss') or r['polled']
 
 
-def report(args, run, sizes, results, info) -> str:
+def report(args, run, sizes, results, info) -> list:
   first = sizes[0]
   base_ours = _peak(results[first]['ours'])
   base_keras = _peak(results[first]['keras'])
@@ -169,32 +169,27 @@ def report(args, run, sizes, results, info) -> str:
                 keras_cells)
   last = sizes[-1]
   growth = _peak(results[last]['ours']) / base_ours - 1.0
-  body = [
+  blocks = [
       '## 4. Memory against sequence length',
-      '',
       run.preamble(args.quick),
-      '',
       f'{OTHERS} fixed `cue` sequences (median 200, at most 1,000 steps) plus '
       f'one of L steps; one LSTM layer of {UNITS} units, B={B}, T={T}, '
-      'per-step labels, one epoch; each run a fresh process. Peak RSS is the '
-      'kernel\'s `ru_maxrss` of the process (for a run stopped at the cap: '
-      'the last polled RSS). "ours" is the StatefulTrainer\'s `trainer_run.run` '
-      '(label scan, `training.fit`, SavedModel export) on `packed` batches; '
+      'per-step labels, one epoch; each run a fresh process; peak RSS = '
+      '`ru_maxrss` (a run stopped at the cap: the last polled RSS). "ours" = '
+      '`trainer_run.run` on `packed` batches; '
       '"above start" = peak minus the RSS after the imports. Keras `fit` '
       f'pads to L; stopped above {harness.mib(RSS_CAP)} or after '
       f'{TIME_LIMIT:.0f} s.',
-      '',
       harness.table(['longest L', 'real steps', 'batches (ours)',
                     'ours: peak RSS', 'vs L=1k', 'above start',
                     'ours: train+export time', 'padded steps (Keras)',
                     'Keras pad-to-max: peak RSS', 'vs L=1k', 'fit time',
-                    'outcome'], rows, align='rrrrrrrrrrrl'),
-      '',
+                    'outcome'], rows, align='rrrrrrrrrrrl')]
+  bullets = [
       f'* Ours from L={first:,} to L={last:,}: peak RSS {growth * 100:+.1f}%;'
       f' target flat within 10%: {harness.verdict(abs(growth) <= 0.10)}. '
       f'Batches (ours): {info[first]["batches"]} -> '
-      f'{info[last]["batches"]}.',
-  ]
+      f'{info[last]["batches"]}.']
   ks = [n for n in sizes if results[n]['keras']['ok']]
   if len(ks) >= 2:
     a, b = ks[0], ks[-1]
@@ -208,8 +203,8 @@ def report(args, run, sizes, results, info) -> str:
         proj = _peak(results[a]['keras']) + slope * (n - a)
         line += (f' At L={n:,} that projects to {harness.mib(proj)}; the run '
                  f'was {k.get("killed") or k.get("error")}.')
-    body.append(line)
-  return '\n'.join(body)
+    bullets.append(line)
+  return blocks + [bullets]
 
 
 if __name__ == '__main__':

@@ -164,12 +164,11 @@ def main(argv=None) -> int:
         f'{B * unroll / r["lru"] * 1e3:,.0f}',
         harness.ratio(r['lstm'], r['lru']),
         harness.ratio(r['lstm'], r['lru, no scan'])])
-  body = [
+  harness.write_report(
+      args, 'step_profile',
       '### 10b. Where a training step\'s time goes: the LSTM module '
       'against the LRU model',
-      '',
       run.preamble(args.quick),
-      '',
       f'One compiled train step (forward, loss, gradient, clipping, Adam, '
       f'the carried state), B={B}, one feature, 3 classes, every step '
       f'labelled; median ms per step of {rounds} interleaved rounds of '
@@ -180,15 +179,11 @@ def main(argv=None) -> int:
       f'{lru_block()} steps from {lru_block() * lru_min_blocks()} steps on '
       '(the layer\'s path); "unblocked": doubling over the whole chunk. '
       'Rate ratios are LRU over LSTM (above 1: the LRU is faster).',
-      '',
       harness.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',
                     'scans ms', 'scan alone ms', 'scan alone, unblocked ms',
                     'lstm real steps / s',
                     'lru real steps / s', 'lru rate / lstm',
-                    'lru without scans: rate / lstm'], rows),
-  ]
-  harness.write_section(harness.output_path(args), 'step_profile',
-                       '\n'.join(body))
+                    'lru without scans: rate / lstm'], rows))
   return 0
 
 

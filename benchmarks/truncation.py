@@ -239,11 +239,10 @@ def main(argv=None) -> int:
                        f'{out["rate"]:,.0f}', f'{out["epochs"]:.1f}',
                        harness.mib(out['peak'])])
   run.finish()
-  body = [
+  harness.write_report(
+      args, 'truncation',
       '## 10. Truncated BPTT against full back-propagation',
-      '',
       run.preamble(args.quick),
-      '',
       f'Every run: {budget:g} s of training (the StatefulTrainer\'s '
       '`max_seconds`; a Keras callback), no validation carve, no refit, '
       'seed 0; then scored on the eval split (accuracy at the last step; '
@@ -251,13 +250,9 @@ def main(argv=None) -> int:
       'the train lengths, the same for Keras. "whole" = T as long as the '
       'longest sequence (no truncation). Rates: real steps per second '
       'after the first epoch (ours) or the first batch (Keras).',
-      '',
       harness.table(['data set', 'model', 'training', 'eval score',
                     'real steps / s', 'epochs', 'peak RSS'], rows,
-                   align='lllrrrr'),
-  ]
-  harness.write_section(harness.output_path(args), 'truncation',
-                       '\n'.join(body))
+                   align='lllrrrr'))
   return 0
 
 
