@@ -231,8 +231,7 @@ def main(argv=None) -> int:
             'prefix_ceiling': every_step_prefix(
                 prefix, [len(r) for r in recordings]),
             'ceiling': ceil['accuracy']}]})
-  body = render(args, run, results)
-  harness.write_section(harness.output_path(args), SECTION, body)
+  harness.write_report(args, SECTION, *render(args, run, results))
   if args.keep:
     log(f'kept {work}')
   else:
@@ -244,34 +243,33 @@ def _f(v) -> str:
   return '-' if v is None else f'{v:.3f}'
 
 
-def render(args, run, results: List[Dict]) -> str:
+def render(args, run, results: List[Dict]) -> list:
   run.finish()
-  body = [TITLE, '', run.preamble(args.quick), '',
-          f'"ours" = the default model on the tagging streams (seed '
-          f'{args.seed}), by the step\'s position in its recording (0 = the '
-          'first step after the unmarked change); "prefix ceiling" = the '
-          'per-recording model given the recording\'s first t steps; "whole '
-          'ceiling" = section 8\'s ceiling; "recomputed" = ours over every '
-          'eval step from the signature.', '']
+  blocks = [TITLE, run.preamble(args.quick),
+            f'"ours" = the default model on the tagging streams (seed '
+            f'{args.seed}), by the step\'s position in its recording (0 = the '
+            'first step after the unmarked change); "prefix ceiling" = the '
+            'per-recording model given the recording\'s first t steps; '
+            '"whole ceiling" = section 8\'s ceiling; "recomputed" = ours over '
+            'every eval step from the signature.']
   for r in results:
     rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
              _f(x['prefix_ceiling']), _f(x['ceiling']),
              '-' if not x['prefix_ceiling'] else
              f'{x["ours"] / x["prefix_ceiling"]:.2f}']
             for x in r['rows']]
-    body += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
-             f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
-             f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
-             f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
-             f'({r["ours"] / r["ceiling"]:.2f}x); the prefix ceiling over '
-             f'every step {r["rows"][-1]["prefix_ceiling"]:.3f} '
-             f'({r["rows"][-1]["prefix_ceiling"] / r["ceiling"]:.2f}x the '
-             'whole ceiling).', '',
-             harness.table(['steps since the change', 'share of steps',
-                           'ours', 'prefix ceiling', 'whole ceiling',
-                           'ours / prefix ceiling'], rows,
-                          align='lrrrrr'), '']
-  return '\n'.join(body)
+    every = r['rows'][-1]['prefix_ceiling']
+    blocks += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
+               f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
+               f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
+               f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
+               f'({r["ours"] / r["ceiling"]:.2f}x); the prefix ceiling over '
+               f'every step {every:.3f} ({every / r["ceiling"]:.2f}x the '
+               'whole ceiling).',
+               harness.table(['steps since the change', 'share of steps',
+                              'ours', 'prefix ceiling', 'whole ceiling',
+                              'ours / prefix ceiling'], rows, align='lrrrrr')]
+  return blocks
 
 
 if __name__ == '__main__':

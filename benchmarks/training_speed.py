@@ -449,12 +449,12 @@ def main(argv=None) -> int:
       print(f'{key}: overhead {overheads[key]}', file=sys.stderr)
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  harness.write_section(harness.output_path(args), 'training_speed',
-                       report(args, run, budget, results, overheads))
+  harness.write_report(args, 'training_speed',
+                       *report(args, run, budget, results, overheads))
   return 0
 
 
-def report(args, run, budget, results, overheads) -> str:
+def report(args, run, budget, results, overheads) -> list:
   rows = []
   verdicts = []
   for ds, outcomes in results:
@@ -488,53 +488,38 @@ def report(args, run, budget, results, overheads) -> str:
         f'**{o["overhead_median"] * 100:+.1f}%**',
         f'{o["overhead"] * 100:+.1f}%',
         harness.verdict(o['overhead_median'] <= 0.15)])
-  body = [
+  return [
       '## 3. Training speed against what users would do instead',
-      '',
       run.preamble(args.quick),
-      '',
       f'One LSTM layer of {UNITS} units + Dense head, the same initial '
       f'weights, Adam (lr {LEARNING_RATE}, clip norm 1), B={B}; (a) T={T}; '
       f'{budget:.0f} s of training each, then the same held-out sequences. '
       '"fill" = real / processed steps; rate = real steps/s after the first '
       'step.',
-      '',
-  ]
-  for ds, _ in results:
-    body.append(f'* **{ds.name}**: {ds.description}; {len(ds.train)} train '
-                f'/ {len(ds.evals)} eval sequences.')
-  body += [
-      '',
+      [f'* **{ds.name}**: {ds.description}; {len(ds.train)} train / '
+       f'{len(ds.evals)} eval sequences.' for ds, _ in results],
       harness.table(['data', 'method', 'real steps / epoch', 'fill',
-                    'first step s', 's / epoch', 'epochs done',
-                    'real steps/s', 'processed steps/s', 'rate vs (b)',
-                    'trained s', 'eval metric'], rows,
-                   align='llrrrrrrrrrr'),
-      '',
-  ]
-  for ds, speed, better, m_ours, m_pad, vs_bucket, m_bucket in verdicts:
-    body.append(
-        f'* {ds.name}: (a) runs {speed:.1f}x the real-step rate of (b) and '
-        f'{vs_bucket:.2f}x that of (c); target >= 2x (b): '
-        f'{harness.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
-        f'(a) {m_ours:.4f}, (b) {m_pad:.4f}, (c) {m_bucket:.4f}; (a) no '
-        f'worse than (b): {harness.verdict(better)}.')
-  body += [
-      '',
+                     'first step s', 's / epoch', 'epochs done',
+                     'real steps/s', 'processed steps/s', 'rate vs (b)',
+                     'trained s', 'eval metric'], rows,
+                    align='llrrrrrrrrrr'),
+      [f'* {ds.name}: (a) runs {speed:.1f}x the real-step rate of (b) and '
+       f'{vs_bucket:.2f}x that of (c); target >= 2x (b): '
+       f'{harness.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
+       f'(a) {m_ours:.4f}, (b) {m_pad:.4f}, (c) {m_bucket:.4f}; (a) no '
+       f'worse than (b): {harness.verdict(better)}.'
+       for ds, speed, better, m_ours, m_pad, vs_bucket, m_bucket in verdicts],
       'Trainer overhead, seconds per epoch (median / fastest), measured '
       'interleaved: "bare" = the compiled step over batches in memory; '
       '"input" = `read_batches` alone; "bare + input" = the step fed by it; '
       '"fit" = `training.fit`. Per-batch costs use the fastest epochs.',
-      '',
       harness.table(['data', 'model', 'batches / epoch',
-                    'bare s (median / best)', 'input alone s',
-                    'bare + input s', 'fit s', 'bare ms / batch (best)',
-                    'input cost ms / batch (best)',
-                    'loop cost ms / batch (best)', 'fit vs bare (median)',
-                    'fit vs bare (best)', 'target <= 15% (median)'], orows,
-                   align='llrrrrrrrrrrc'),
-  ]
-  return '\n'.join(body)
+                     'bare s (median / best)', 'input alone s',
+                     'bare + input s', 'fit s', 'bare ms / batch (best)',
+                     'input cost ms / batch (best)',
+                     'loop cost ms / batch (best)', 'fit vs bare (median)',
+                     'fit vs bare (best)', 'target <= 15% (median)'], orows,
+                    align='llrrrrrrrrrrc')]
 
 
 if __name__ == '__main__':
