@@ -510,46 +510,39 @@ def main(argv=None) -> int:
     print('\n'.join(str(r) for r in rows[-4:]), file=sys.stderr)
   e2e = end_to_end(os.path.join(work, 'e2e'), args.quick)
   run.finish()
-  body = [
+  harness.write_report(
+      args, 'evaluation',
       '## 5. Evaluation: chunked stateful against whole-sequence serving; '
       'the evaluator end to end',
-      '',
       run.preamble(args.quick),
-      '',
       f'A model exported by `trainer_run.run` ({epochs} epochs, B={B}, '
       f'T={TRAIN_T}) over every sequence: chunked and stateful '
       '(`write_extracts` over `packed` batches) and whole through '
       f'`serving_default` ({B} per call). "setup" = loading plus the first '
       f'batch; "steady" = the rest (fastest of {REPEATS} passes); "max abs '
       'diff" against length-sorted `serving_default`.',
-      '',
       harness.table(['data', 'model', 'path', 'real steps', 'setup s',
                     'steady s', 'real steps/s', 'rate vs serving (sorted)',
                     'max abs diff', 'max abs output'], rows,
                    align='lllrrrrrrr'),
-      '',
       'The chunked pass against its compiled predict step alone over the '
       'batches in memory:',
-      '',
       harness.table(['data', 'model', 'T', 'batches', 'bare predict s',
                     'write_extracts steady s', 'bare real steps/s',
                     'write_extracts real steps/s',
                     'bare / write_extracts'],
                    bare_rows, align='llrrrrrrr'),
-      '',
-      f'* Equal outputs: largest difference between chunked and '
-      f'whole-sequence outputs {worst:.2e} '
-      f'{harness.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
-      f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
-      '`serving_default` calls.',
-      f'* The compiled predict step alone runs {min(bare_ratios):.1f}x to '
-      f'{max(bare_ratios):.1f}x the rate of `write_extracts`; T=128 against '
-      'T=32: ' + ', '.join(f'{name} {r:.2f}x' for name, r in t_ratios) +
-      f'; against key-order `serving_default` calls: '
-      f'{min(key_ratios):.2f}x to {max(key_ratios):.2f}x.',
-  ]
-  body += e2e_section(e2e, epochs)
-  harness.write_section(harness.output_path(args), 'evaluation', '\n'.join(body))
+      [f'* Equal outputs: largest difference between chunked and '
+       f'whole-sequence outputs {worst:.2e} '
+       f'{harness.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
+       f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
+       '`serving_default` calls.',
+       f'* The compiled predict step alone runs {min(bare_ratios):.1f}x to '
+       f'{max(bare_ratios):.1f}x the rate of `write_extracts`; T=128 against '
+       'T=32: ' + ', '.join(f'{name} {r:.2f}x' for name, r in t_ratios) +
+       f'; against key-order `serving_default` calls: '
+       f'{min(key_ratios):.2f}x to {max(key_ratios):.2f}x.'],
+      *e2e_section(e2e, epochs))
   return 0
 
 
@@ -598,26 +591,21 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                      f'{large[key]["evaluate"]:.1f}'])
   restored = e2e.get('restored') or []
   return [
-      '',
       '### The evaluator end to end: new (TFMA) against old (NumPy)',
-      '',
       f'`evaluation.evaluate` against the evaluator of `{OLD_COMMIT}` (a '
       'git worktree' + (f', {", ".join(restored)} put back from '
                         f'`{RESTORE_FROM}`' if restored else '') +
       ') on the same model and batches, each in a fresh process; "other" = '
       'loading, the no-skill fit, the chunked == whole check, reading '
       'results back. The old evaluator does not run the third set.',
-      '',
       harness.table(['set', 'model', 'eval seqs', 'labelled steps',
                     'extracts', 'trainer s', 'old evaluate s (chunked pass)',
                     'new evaluate s', 'new: chunked pass s', 'new: TFMA s '
                     '(share)', 'new: other s', 'new / old',
                     'new / trainer'], rows, align='llrrrrrrrrrrr'),
-      '',
       'Where TFMA\'s time goes, after `evaluate` in the same process: on '
       'Beam over 16 extracts (its fixed cost; `Pipeline.run` in brackets) '
       'and over all (warm), and in process over all.',
-      '',
       harness.table(['set', 'import s (old / new)',
                     'process wall s (old / new)',
                     'TFMA runner in evaluate',
@@ -626,19 +614,16 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                     'TFMA in process, all extracts s',
                     'headline metric, old / new'], where,
                    align='lrrlrrrl'),
-      '',
       f'Peak memory of one evaluation of the per-step regression model on '
       f'{small["seqs"]:,} and {large["seqs"]:,} eval sequences '
       f'({small["steps"]:,} and {large["steps"]:,} labelled steps): the '
       'child\'s `VmHWM`; `ru_maxrss` survives `exec`, so it can be the '
       'parent\'s:',
-      '',
       harness.table(['evaluator', f'VmHWM, {small["seqs"]:,} seqs',
                     f'VmHWM, {large["seqs"]:,} seqs', 'growth',
                     'large / small', 'ru_maxrss (small / large)',
                     'evaluate s (small / large)'],
                    mem_rows, align='lrrrrrr'),
-      '',
       f'* Targets: the evaluator at most half the trainer\'s time, in the '
       f'same run: per-sequence set {cls["new"]["evaluate"]:.1f} s against '
       f'{cls["train_s"]:.1f} s ({cls_train_ratio:.2f}x) '
