@@ -560,30 +560,29 @@ def tagging_rows(entries) -> List[List[str]]:
 
 
 def render(args, run, entries, seeds, source_text,
-           rendered_from: Optional[Tuple[str, str]] = None) -> str:
+           rendered_from: Optional[Tuple[str, str]] = None) -> list:
   if run.seconds is None:
     run.finish()
-  how = '\n'.join(f'  * {e["name"]}: {e["how"]}' for e in entries)
-  body = [
-      TITLE, '',
+  blocks = [
+      TITLE,
       '**Targets**: per-step forecasting MSE at or below the least-squares '
       'AR(16) on every stream set; tagging accuracy at least '
       f'{TAGGING_TARGET:g} x the ceiling (the default model on the same '
       'recordings with their boundaries known) and far above (at least '
       f'{MEMORYLESS_MARGIN:g} above) the better memoryless window '
-      'classifier.', '',
-      run.preamble(args.quick),
-  ] + ([f'* Written from {rendered_from[0]} (`--from-results`; date and '
-         'load of the first, wall time summed); the runs were made by '
-         f'`{rendered_from[1]}`'] if rendered_from else []
-        ) + [
-      f'* Data: {source_text} (aeon wheel data)',
-      f'* Runs: the default model with seeds {", ".join(map(str, seeds))} '
-      '(`--seed`); the tagging ceilings with seed(s) '
-      f'{", ".join(map(str, seeds[:max(1, args.ceiling_seeds)]))}'
-      + (' (`--references-only`: no pipeline runs)'
-         if args.references_only else ''),
-      '* Streams:', how, '',
+      'classifier.',
+      [run.preamble(args.quick)] + (
+          [f'* Written from {rendered_from[0]} (`--from-results`; date and '
+           'load of the first, wall time summed); the runs were made by '
+           f'`{rendered_from[1]}`'] if rendered_from else []) + [
+          f'* Data: {source_text} (aeon wheel data)',
+          f'* Runs: the default model with seeds '
+          f'{", ".join(map(str, seeds))} (`--seed`); the tagging ceilings '
+          'with seed(s) '
+          f'{", ".join(map(str, seeds[:max(1, args.ceiling_seeds)]))}'
+          + (' (`--references-only`: no pipeline runs)'
+             if args.references_only else ''),
+          '* Streams:'] + [f'  * {e["name"]}: {e["how"]}' for e in entries],
       'Each stream is one sequence key; `pipeline.local_runner --label-kind '
       'per_step [--task regression] --seed S` with '
       + (f'`{args.runner_args}` added' if args.runner_args
@@ -602,7 +601,7 @@ def render(args, run, entries, seeds, source_text,
   names = [n for n, r in runs.items() if r]
   frows = forecast_rows(entries)
   if frows:
-    body += ['', '**Forecasting** (MSE, lower is better):', '',
+    blocks += ['**Forecasting** (MSE, lower is better):',
              harness.table(['stream set', 'channels',
                            'train / eval streams x steps', 'ours MSE',
                            'persistence', 'training mean', 'AR(16)',
@@ -611,7 +610,7 @@ def render(args, run, entries, seeds, source_text,
                           frows, align='lrrrrrrrrrrrl')]
   trows = tagging_rows(entries)
   if trows:
-    body += ['', '**Tagging** (per-step accuracy, higher is better):', '',
+    blocks += ['**Tagging** (per-step accuracy, higher is better):',
              harness.table(['stream set', 'classes', 'channels',
                            'train / eval streams x steps', 'ours',
                            'ceiling (per recording)', 'ours / ceiling',
@@ -624,16 +623,16 @@ def render(args, run, entries, seeds, source_text,
       [types.SimpleNamespace(name=n, slug=n) for n in names],
       {n: {real_data.OURS: r} for n, r in runs.items()})
   if note:
-    body += ['', '* Settings the pipeline chose (from its summary or log; '
-             f'epochs = the limit): {note}.']
+    blocks.append('* Settings the pipeline chose (from its summary or log; '
+                  f'epochs = the limit): {note}.')
   failed = sorted({f'{e["name"]} {k}: {x["error"]}' for e in entries
                    for k in ('ours', 'ceiling') for x in e.get(k) or ()
                    if 'error' in x})
   if failed:
-    body += ['', '* Failed runs (the error line; logs under the work '
-             'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
-                                       for f in failed]
-  return '\n'.join(body)
+    blocks.append(['* Failed runs (the error line; logs under the work '
+                   'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
+                                             for f in failed])
+  return blocks
 
 
 def _run(case, seed, work, what, extra=()) -> Dict:
@@ -705,10 +704,10 @@ def main(argv=None) -> int:
     args.ceiling_seeds = first['ceiling_seeds']
     args.references_only = first['references_only']
     args.runner_args = first.get('runner_args', '')
-    body = render(args, run, entries, first['seeds'], first['source'],
-                  (', '.join(args.from_results),
-                   '`; `'.join(x['command'] for x in loaded)))
-    harness.write_section(harness.output_path(args), SECTION, body)
+    harness.write_report(args, SECTION, *render(
+        args, run, entries, first['seeds'], first['source'],
+        (', '.join(args.from_results),
+         '`; `'.join(x['command'] for x in loaded))))
     return 0
   try:
     cases = parse_cases(args.cases or ','.join(
@@ -750,7 +749,7 @@ def main(argv=None) -> int:
       for seed in seeds[:max(1, args.ceiling_seeds)]:
         entry.setdefault('ceiling', []).append(
             _run(c.ceiling, seed, work, f'{c.name} ceiling', extra))
-  body = render(args, run, entries, seeds, source.describe())
+  blocks = render(args, run, entries, seeds, source.describe())
   saved = {'started': run.started.isoformat(), 'command': harness.command_line(),
            'seconds': run.seconds, 'load_before': run.load_before,
            'load_after': run.load_after, 'machine': harness.machine(),
@@ -759,7 +758,7 @@ def main(argv=None) -> int:
            'references_only': args.references_only,
            'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
-  harness.write_section(harness.output_path(args), SECTION, body)
+  harness.write_report(args, SECTION, *blocks)
   os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
   with open(results_path, 'w') as f:
     json.dump(saved, f, indent=1)
