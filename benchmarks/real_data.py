@@ -478,40 +478,39 @@ def runner_args_note(cases, res) -> Optional[str]:
           + '; '.join(f'`{f}`' for f in flags))
 
 
-def write(args, run, cases, res, seeds, source, skip) -> None:
+def write(args, run, cases, res, seeds, source) -> None:
   run.finish()
-  seed_text = f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
   extra_flags = runner_args_note(cases, res)
-  body = [
+  with_lru = has_lru(cases, res)
+  lru_col = ['LRU model (e)'] if with_lru else []
+  blocks = [
       TITLE,
-      '',
       '**Targets**: accuracy within 2 points of the published ROCKET '
       'figure; ahead of both LSTM baselines (plain stateful LSTM on the same '
       'batches, Keras pad-to-max LSTM); MAE and RMSE below the training-mean '
       'predictor on regression; at or below the linear AR(16) on per-step '
       'forecasting.',
-      '',
-      run.preamble(args.quick),
-      f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
-      '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the `eval/` '
-      'folder)',
-      f'* Runs: {seed_text} for the default model; the LSTM baselines '
-      f'(a) and (b) with the first {args.baseline_seeds} of them',
-  ] + ([extra_flags] if extra_flags else []) + ([
-      '* Written from the `results.json` of earlier runs of this script '
-      '(`--from-results`; the figures, the per-run wall times and the '
-      'settings are theirs, the date and load above are of this rendering): '
-      + ', '.join(f'`{p}`' for p in args.joined)] if getattr(
-          args, 'joined', None) else []) + ([
-      '* The LSTM baselines (a) and (b) (figures and wall times) of the data '
-      'sets found there are taken from the `results.json` of an earlier run '
-      'of this script (`--baselines-from`): '
-      + ', '.join(f'`{p}`' for p in args.baselines_from)] if getattr(
-          args, 'baselines_from', None) else []) + [
-      '',
+      [run.preamble(args.quick),
+       f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
+       '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the '
+       '`eval/` folder)',
+       f'* Runs: seeds {", ".join(str(s) for s in seeds)} (`--seed`) for the '
+       'default model; the LSTM baselines (a) and (b) with the first '
+       f'{args.baseline_seeds} of them'] + ([extra_flags] if extra_flags
+                                          else []) + ([
+           '* Written from the `results.json` of earlier runs of this script '
+           '(`--from-results`; the figures, the per-run wall times and the '
+           'settings are theirs, the date and load above are of this '
+           'rendering): ' + ', '.join(f'`{p}`' for p in args.joined)]
+           if getattr(args, 'joined', None) else []) + ([
+               '* The LSTM baselines (a) and (b) (figures and wall times) of '
+               'the data sets found there are taken from the `results.json` '
+               'of an earlier run of this script (`--baselines-from`): '
+               + ', '.join(f'`{p}`' for p in args.baselines_from)]
+               if getattr(args, 'baselines_from', None) else []),
       'Each data set: `python -m benchmarks.ucr --dataset <Name> --out <dir>` '
       '(`--forecast`: label[t] = x0[t+1]), then `pipeline.local_runner` '
       'with no tuning flags; scores from `summary.json`. (a) = '
@@ -521,50 +520,41 @@ def write(args, run, cases, res, seeds, source, skip) -> None:
       + (', `--keras-fixed-order`' if keras_fixed else '') + '; ROCKET = '
       'Dempster et al. 2020. Cells: mean over runs (max - min). "s/run" = '
       'the first run\'s wall s / trainer s / evaluator s (means).',
-  ]
-  if skip:
-    body += ['', '*Baselines (a) and (b) skipped (`--skip-baselines`).*']
-  with_lru = has_lru(cases, res)
-  lru_col = ['LRU model (e)'] if with_lru else []
-  if with_lru:
-    body += ['', '"LRU model" = `' + ' '.join(LRU_FLAGS) + '`, run with '
-             'the baselines\' seeds.']
+      '"LRU model" = `' + ' '.join(LRU_FLAGS) + '`, run with the baselines\' '
+      'seeds.' if with_lru else None]
   crow = classification_rows(cases, res, with_lru)
   if crow:
-    body += ['', '**Classification** (accuracy, higher is better):', '',
-             harness.table(['data set', 'classes', 'features',
-                           'train / eval seqs', 'length', 'ours (default)',
-                           'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
-                           'majority class (c)', 'ROCKET (d)', 's/run',
-                           'targets'], crow,
-                          align='lrrrrrrr' + 'r' * len(lru_col) + 'rrrl')]
+    blocks += ['**Classification** (accuracy, higher is better):',
+               harness.table(['data set', 'classes', 'features',
+                              'train / eval seqs', 'length', 'ours (default)',
+                              'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
+                              'majority class (c)', 'ROCKET (d)', 's/run',
+                              'targets'], crow,
+                             align='lrrrrrrr' + 'r' * len(lru_col) + 'rrrl')]
   rrow = regression_rows(cases, res, with_lru)
   if rrow:
-    body += ['', '**Regression and per-step forecasting** (lower is '
-             'better):', '',
-             harness.table(['data set', 'labels', 'metric', 'train / eval seqs',
-                           'length', 'ours (default)', 'plain LSTM (a)',
-                           'Keras LSTM (b)'] + lru_col + ['training mean (c)',
-                           'persistence', f'AR({AR_ORDER})', 's/run',
-                           'target'], rrow,
-                          align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
-  note = settings_note(cases, res)
-  if note:
-    body += ['', f'* Settings the pipeline chose for the default model (from '
-             f'its summary or log; epochs = the limit): {note}.']
-  rates = rates_note(cases, res)
-  if rates:
-    body += [f'* Training rate, real (unpadded) time steps per second of the '
-             f'run that made the exported model, over its epochs after the '
-             f'first (its `history.json`), mean over runs: {rates}.']
+    blocks += ['**Regression and per-step forecasting** (lower is better):',
+               harness.table(['data set', 'labels', 'metric',
+                              'train / eval seqs', 'length', 'ours (default)',
+                              'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
+                              'training mean (c)', 'persistence',
+                              f'AR({AR_ORDER})', 's/run', 'target'], rrow,
+                             align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
+  note, rates = settings_note(cases, res), rates_note(cases, res)
+  blocks.append(([f'* Settings the pipeline chose for the default model (from '
+                  f'its summary or log; epochs = the limit): {note}.']
+                 if note else []) + (
+      [f'* Training rate, real (unpadded) time steps per second of the run '
+       'that made the exported model, over its epochs after the first (its '
+       f'`history.json`), mean over runs: {rates}.'] if rates else []))
   failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
                    for k in (OURS, PLAIN, LRU)
                    for x in res[c.slug].get(k, [])
                    if 'error' in x})
   if failed:
-    body += ['', '* Failed runs (the error line; full logs under the work '
-             'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed]
-  harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
+    blocks.append(['* Failed runs (the error line; full logs under the work '
+                   'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed])
+  harness.write_report(args, SECTION, *blocks)
 
 
 def main(argv=None) -> int:
@@ -584,8 +574,6 @@ def main(argv=None) -> int:
   p.add_argument('--runner-args', default='', metavar='FLAGS',
                  help='more local_runner flags for every pipeline run, one '
                  'shell-quoted string')
-  p.add_argument('--skip-baselines', action='store_true',
-                 help='skip the LSTM baselines (a) and (b)')
   src = p.add_mutually_exclusive_group()
   src.add_argument('--data-dir', default=None,
                    help='a folder of <Name>/<Name>_TRAIN.ts')
@@ -605,9 +593,9 @@ def main(argv=None) -> int:
     print(f'error: --models {args.models!r}: unknown {unknown}; choose from '
           f'{",".join(MODELS)}', file=sys.stderr)
     return 2
-  if args.baselines_from and (args.from_results or args.skip_baselines):
+  if args.baselines_from and args.from_results:
     print('error: --baselines-from runs the default model only: not with '
-          '--from-results or --skip-baselines', file=sys.stderr)
+          '--from-results', file=sys.stderr)
     return 2
   try:
     cases = parse_cases(args.datasets or ','.join(
@@ -648,7 +636,7 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
     args.joined = args.from_results
-    write(args, run, cases, res, seeds, source, args.skip_baselines)
+    write(args, run, cases, res, seeds, source)
     return 0
   for c in cases:
     r = res[c.slug] = {}
@@ -664,7 +652,7 @@ def main(argv=None) -> int:
     if reused:
       r[PLAIN], r[KERAS] = earlier[c.slug][PLAIN], earlier[c.slug][KERAS]
       log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
-    baselines = not (args.skip_baselines or reused)
+    baselines = not reused
     models = [m for m in (OURS, PLAIN, LRU) if m in wanted and (
         m != PLAIN or baselines)]
     for model in models:
@@ -700,7 +688,7 @@ def main(argv=None) -> int:
         log(f'{c.name}: Keras pad-to-max LSTM seed {s}: '
             + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
-  write(args, run, cases, res, seeds, source, args.skip_baselines)
+  write(args, run, cases, res, seeds, source)
   with open(os.path.join(work, 'results.json'), 'w') as f:
     json.dump({c.slug: res[c.slug] for c in cases}, f, indent=1)
   log(f'results: {os.path.join(work, "results.json")}')
