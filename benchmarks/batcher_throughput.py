@@ -20,6 +20,8 @@ import sys
 import time
 from typing import Dict, List
 
+import numpy as np
+
 from benchmarks import harness
 
 DATA_DIR = os.path.join(harness.QUICK_DIR, 'batcher-data')
@@ -96,7 +98,6 @@ def read_sequences(input_glob: str):
   """The reference's reading: pandas reads every file, one lexsort groups
   the rows by key and orders them by ``t``; whole sequences as
   ``SequenceArrays``, and the feature names."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
   frames = [pd.read_csv(p, dtype={'seq_id': str}, keep_default_na=False,

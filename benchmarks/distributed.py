@@ -20,6 +20,8 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
+import numpy as np
+
 from benchmarks import harness
 
 B, T, UNITS = 256, 32, 256
@@ -35,7 +37,7 @@ SETUPS = (
 )
 
 
-def _adapt_worker(args, runner, settings, np) -> Dict[str, Any]:
+def _adapt_worker(args, runner, settings) -> Dict[str, Any]:
   """The default model's adapt alone (``model_setup.build``, as
   ``run.run`` calls it): its seconds and the fitted weights."""
   import time  # pylint: disable=g-import-not-at-top
@@ -70,14 +72,13 @@ def worker(args) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
   if args.replicas > 1:
     distribution.configure_local_devices(args.replicas)
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   if args.adapt:
-    got = _adapt_worker(args, runner, settings, np)
+    got = _adapt_worker(args, runner, settings)
     got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(got))
     return 0
@@ -164,7 +165,6 @@ def rate_of(name: str, runs: List[Dict[str, Any]]) -> float:
 
 
 def _max_rel_diff(a_path: str, b_path: str) -> Optional[float]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if not (os.path.exists(a_path) and os.path.exists(b_path)):
     return None
   a, b = np.load(a_path), np.load(b_path)

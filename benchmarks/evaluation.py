@@ -21,6 +21,8 @@ import tempfile
 import time
 from typing import Dict, List
 
+import numpy as np
+
 from benchmarks import harness
 
 B, TRAIN_T = 32, 32
@@ -333,7 +335,6 @@ def _trained_set(work, key, name, task, hp, label_kind, splits, names,
 
 def end_to_end(work: str, quick: bool) -> dict:
   """Trains the three models, writes the batches and runs the evaluators."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   epochs = 1 if quick else 3
   # Per-sequence classification: cue, one labelled step per sequence.
   seqs, names = harness.generated_sequences(
@@ -404,7 +405,6 @@ def end_to_end(work: str, quick: bool) -> dict:
 def serving(model_uri: str, seqs, sort: bool) -> dict:
   """Whole sequences through ``serving_default``, ``B`` per call: ``setup``
   (loading the SavedModel and one call), then every call timed."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator.checks import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
   order = sorted(seqs, key=lambda s: s.length) if sort else list(seqs)
   groups = [order[i:i + B] for i in range(0, len(order), B)]
@@ -434,7 +434,6 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
 
 
 def max_diff(a: Dict, b: Dict) -> float:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if set(a) != set(b):
     raise AssertionError('different sequences compared')
   return max(float(np.max(np.abs(np.asarray(a[k], np.float64) -
@@ -442,7 +441,6 @@ def max_diff(a: Dict, b: Dict) -> float:
 
 
 def main(argv=None) -> int:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   run = harness.Run()

@@ -17,6 +17,8 @@ import tempfile
 import time
 from typing import Dict
 
+import numpy as np
+
 from benchmarks import harness
 
 B, T, UNITS = 32, 32, 32
@@ -27,7 +29,6 @@ TIME_LIMIT = 300.0        # ... or after this many seconds.
 
 def sequences(longest: int):
   """The 63 fixed sequences and one of ``longest`` steps."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
   seqs, names = harness.generated_sequences(
       OTHERS, seed=4, median_length=200, max_length=1000,

@@ -22,6 +22,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from benchmarks import harness
 from benchmarks import ucr
 
@@ -152,7 +154,6 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
 def load_split(case: Case, split: str):
   """Sequences of one split in key order: list of (features float64[L, F],
   labels [L])."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   df = pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str})
   df = df.sort_values(['seq_id', 't'], kind='stable')
@@ -168,7 +169,6 @@ def load_split(case: Case, split: str):
 
 
 def _errors(pred, target) -> Dict[str, float]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
   return {'mae': float(np.mean(np.abs(d))),
           'rmse': float(np.sqrt(np.mean(d * d)))}
@@ -176,7 +176,6 @@ def _errors(pred, target) -> Dict[str, float]:
 
 def no_skill(case: Case, train, evals) -> Dict[str, float]:
   """Majority class / training mean, scored like the pipeline."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if case.task == 'classification':
     train_y = np.array([y[-1] for _, y in train])
     eval_y = np.array([y[-1] for _, y in evals])
@@ -193,7 +192,6 @@ def no_skill(case: Case, train, evals) -> Dict[str, float]:
 
 def persistence(evals) -> Dict[str, float]:
   """Next value = this value (x0[t] for label x0[t+1])."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   pred = np.concatenate([x[:, 0] for x, _ in evals])
   return _errors(pred, np.concatenate([y for _, y in evals]))
 
@@ -201,7 +199,6 @@ def persistence(evals) -> Dict[str, float]:
 def _lags(x0, order: int):
   """[L, order + 1]: x0[t], x0[t-1], ..., x0[t-order+1] (zeros before the
   series' start) and a constant 1."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   n = x0.size
   out = np.zeros((n, order + 1), np.float64)
   for k in range(min(order, n)):
@@ -213,7 +210,6 @@ def _lags(x0, order: int):
 def ar_coefficients(train, order: int = AR_ORDER):
   """Least-squares AR(order) on x0 fitted on the train rows: the weights of
   x0[t], ..., x0[t-order+1], then the intercept."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   a = np.concatenate([_lags(x[:, 0], order) for x, _ in train])
   b = np.concatenate([y for _, y in train])
   coef, *_ = np.linalg.lstsq(a, b, rcond=None)
@@ -222,14 +218,12 @@ def ar_coefficients(train, order: int = AR_ORDER):
 
 def autoregressive(train, evals, order: int = AR_ORDER) -> Dict[str, float]:
   """Least-squares linear AR(order) on x0, fitted on the train rows."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   coef = ar_coefficients(train, order)
   pred = np.concatenate([_lags(x[:, 0], order) @ coef for x, _ in evals])
   return _errors(pred, np.concatenate([y for _, y in evals]))
 
 
 def _padded(seqs, length: int, mean, std):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   nfeat = seqs[0][0].shape[1]
   x = np.zeros((len(seqs), length, nfeat), np.float32)
   y = np.zeros((len(seqs), length), np.float32)
@@ -250,7 +244,6 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
   """(b): whole sequences padded to the longest, masked, z-scored,
   LSTM(64) -> Dense, Adam; ``shuffle=False`` keeps the split's order every
   epoch; ``clip_global_norm`` None: no clipping. Returns the eval metrics."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   keras.backend.clear_session()
   keras.utils.set_random_seed(seed)

@@ -11,6 +11,8 @@ import statistics
 import time
 from typing import Callable, Dict, List
 
+import numpy as np
+
 from benchmarks import harness
 
 B = 16
@@ -27,7 +29,6 @@ def _spec(unroll: int, hp: Dict):
 
 
 def _batch(unroll: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED)
   return {'features': tf.constant(rng.normal(size=(B, unroll, 1)),
@@ -70,7 +71,6 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
 def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
   """``invariant_scan`` forward and gradient on [B, T, STATE], twice
   (``blocked=False``: doubling over the whole chunk)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED)

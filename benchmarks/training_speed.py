@@ -17,7 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
+
+import numpy as np
 
 from benchmarks import harness
 
@@ -39,7 +41,6 @@ class Dataset:
 
 
 def datasets(quick: bool) -> List[Dataset]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   seqs, names = harness.sample_sequences()
   if quick:  # Keeps a pad-to-max step short.
     seqs = [s for s in seqs if s.length <= 800][:150]
@@ -126,7 +127,6 @@ def pad_to_max_dataset(ds: Dataset, seed: int):
 
 
 def bucket_dataset(ds: Dataset, seed: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   lengths = [s.length for s in ds.train]
   nfeat = len(ds.names)
@@ -153,7 +153,6 @@ def bucket_dataset(ds: Dataset, seed: int):
 
 def score(ds: Dataset, outputs: Dict[str, Any]) -> float:
   """Last-step accuracy (classification) or MAE over all steps."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if ds.task == 'classification':
     hits = [int(np.argmax(outputs[s.key][s.length - 1])) == int(s.labels[-1])
             for s in ds.evals]
@@ -178,7 +177,6 @@ def eval_keras(ds: Dataset, model) -> float:
 
 def eval_stateful(ds: Dataset, model, source) -> float:
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   pieces: Dict[str, list] = {}
   for batch, outputs in steps_lib.predict_batches(model,
                                                  source.dataset(keys=None)):
@@ -314,7 +312,6 @@ def _clock_callback(budget: float, marks: List[tuple]):
 
 
 def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   model = keras_model(ds)
   if which == 'pad':
     data = pad_to_max_dataset(ds, SEED)

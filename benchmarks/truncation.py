@@ -15,6 +15,8 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
+import numpy as np
+
 from benchmarks import harness
 from benchmarks import ucr
 
@@ -34,7 +36,6 @@ SEED = 0
 def _load(name: str, forecast: bool, tmp: str):
   """(train, eval) SequenceArrays z-scored with train statistics, names."""
   import glob  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = f'{tmp}/{name}{"-fc" if forecast else ""}'
   ucr.convert(name, out, forecast=forecast)
@@ -52,7 +53,6 @@ def _load(name: str, forecast: bool, tmp: str):
 
 
 def _score(task: str, seqs, outputs: Dict[str, Any]) -> float:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if task == 'classification':
     return float(np.mean([int(np.argmax(outputs[s.key][s.length - 1])) ==
                           int(s.labels[-1]) for s in seqs]))
@@ -114,7 +114,6 @@ def ours(args, train, evals, names, task) -> Dict[str, Any]:
 
 
 def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
