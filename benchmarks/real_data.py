@@ -551,34 +551,20 @@ def write(args, run, cases, res, seeds, source) -> None:
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'seeds', 'data_dir', 'keep',
+                     'runner_args', 'from_results')
   p.add_argument('--datasets', default=None,
                  help='comma-separated names, "Name:forecast" for next-value '
                  f'forecasting (default {",".join(DEFAULT_CASES)})')
   p.add_argument('--baseline-seeds', type=int, default=1,
                  help='runs of each LSTM baseline (the first N seeds)')
-  p.add_argument('--seeds', type=int, default=None,
-                 help=f'runs per model, seeds 0..N-1 (default {SEEDS})')
   p.add_argument('--models', default=','.join(DEFAULT_MODELS),
                  help=f'of {",".join(MODELS)} (default: '
                  f'{",".join(DEFAULT_MODELS)})')
   p.add_argument('--keras-fixed-order', action='store_true',
                  help='Keras (b) fits with shuffle=False')
-  p.add_argument('--runner-args', default='', metavar='FLAGS',
-                 help='more local_runner flags for every pipeline run, one '
-                 'shell-quoted string')
-  src = p.add_mutually_exclusive_group()
-  src.add_argument('--data-dir', default=None,
-                   help='a folder of <Name>/<Name>_TRAIN.ts')
-  src.add_argument('--aeon-wheel', default=None,
-                   help='read the .ts files from an aeon wheel')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder (converted CSVs)')
   p.add_argument('--baselines-from', nargs='+', default=None, metavar='JSON',
                  help='take (a) and (b) from these results.json files')
-  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
-                 help='write the section from earlier results.json files '
-                 '(each data set from the first that has it); run nothing')
   args = p.parse_args(argv)
   wanted = [m for m in args.models.split(',') if m]
   unknown = sorted(set(wanted) - set(MODELS))
@@ -593,7 +579,7 @@ def main(argv=None) -> int:
   try:
     cases = parse_cases(args.datasets or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
-    source = ucr.find_source(args.data_dir, args.aeon_wheel)
+    source = ucr.find_source(args.data_dir)
     nseeds = harness.seed_count(args, SEEDS)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -648,37 +648,22 @@ def _run(case, seed, work, what, extra=()) -> Dict:
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'seeds', 'data_dir', 'keep',
+                     'runner_args', 'from_results')
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:forecast / Name:tagging (default:'
                  f' {",".join(DEFAULT_CASES)}; with --quick: '
                  f'{",".join(QUICK_CASES)})')
-  p.add_argument('--seeds', type=int, default=None,
-                 help=f'runs of the default model per case, seeds 0..N-1 '
-                 f'(default {SEEDS}; 1 with --quick)')
   p.add_argument('--ceiling-seeds', type=int, default=CEILING_SEEDS,
                  help='runs of each tagging ceiling (the first N seeds; '
                  f'default {CEILING_SEEDS})')
   p.add_argument('--references-only', action='store_true',
                  help='build the streams and compute the references; no '
                  'pipeline runs')
-  p.add_argument('--data-dir', default=None,
-                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
-                 'the installed aeon package)')
   p.add_argument('--results', default=None,
                  help='the JSON results file (default: '
                  'benchmarks/results/streams.json; with --quick: '
                  f'{harness.QUICK_DIR}/streams.json)')
-  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
-                 help='write the section from the results files of earlier '
-                 'runs (e.g. made on disjoint --cases; a case is taken from '
-                 'the first file that has it); runs nothing')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder (stream CSVs, runs, logs)')
-  p.add_argument('--runner-args', default='',
-                 help='more pipeline.local_runner flags for every run, ours '
-                 'and the ceilings (one string, e.g. "--epochs 0"; '
-                 'default: none, the pipeline\'s defaults)')
   args = p.parse_args(argv)
   run = harness.Run()
   results_path = args.results or (

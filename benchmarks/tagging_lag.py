@@ -175,16 +175,11 @@ def every_step_prefix(prefix: Dict[int, float],
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'data_dir', 'keep')
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:tagging (default: '
                  f'{",".join(DEFAULT_CASES)}; with --quick: {QUICK_CASE})')
   p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--data-dir', default=None,
-                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
-                 'the installed aeon package)')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder')
   args = p.parse_args(argv)
   run = harness.Run()
   try:

@@ -71,7 +71,27 @@ def seed_count(args, default: int) -> int:
   return n
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+# Options more than one script takes, by name: (flag, add_argument keywords).
+OPTIONS = {
+    'seeds': ('--seeds', dict(type=int, default=None, help='runs per model, '
+                              'seeds 0..N-1 (1 with --quick)')),
+    'data_dir': ('--data-dir', dict(default=None, help='the aeon data folder '
+                                    '(default: $TSS_AEON_DATA, else the '
+                                    'installed aeon package)')),
+    'keep': ('--keep', dict(action='store_true',
+                            help='keep the work folder')),
+    'runner_args': ('--runner-args', dict(
+        default='', metavar='FLAGS', help='more pipeline.local_runner flags '
+        'for every pipeline run, one shell-quoted string')),
+    'from_results': ('--from-results', dict(
+        nargs='+', default=None, metavar='JSON', help='write the section '
+        'from earlier results files (each case from the first that has it); '
+        'run nothing')),
+}
+
+
+def parser(description: str, *options: str) -> argparse.ArgumentParser:
+  """``--quick``, ``--output`` and the named ``OPTIONS``."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument('--quick', action='store_true',
                  help='smaller sizes (a smoke run); writes to '
@@ -79,6 +99,9 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument('--output', default=None,
                  help=f'the markdown file to update (default: {BENCHMARKS_MD};'
                  f' with --quick: {QUICK_MD})')
+  for name in options:
+    flag, kwargs = OPTIONS[name]
+    p.add_argument(flag, **kwargs)
   return p
 
 

@@ -14,3 +14,11 @@ def test_write_report_joins_blocks_one_blank_line_apart(tmp_path):
   body = text.split('<!-- BEGIN padding -->\n')[1].split('\n<!-- END')[0]
   assert body == ('## 1. Title\n\nA paragraph.\n\n* one\n* two\n\n'
                   '| a |\n|:---|\n| 1 |')
+
+
+def test_parser_adds_the_named_shared_options():
+  args = harness.parser('x', 'seeds', 'keep', 'from_results').parse_args(
+      ['--seeds', '2', '--keep', '--from-results', 'a.json', 'b.json'])
+  assert (args.seeds, args.keep, args.from_results) == (
+      2, True, ['a.json', 'b.json'])
+  assert not hasattr(harness.parser('x').parse_args([]), 'seeds')
