@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -234,8 +233,8 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
                     'FnApiRunner (DirectRunner fell back from Prism)' if
                     'Falling back to DirectRunner' in res.stderr else
                     'FnApiRunner')
-  with open(os.path.join(output, 'Split-train', 'metadata.json')) as f:
-    meta = json.load(f)
+  meta = harness.read_json(
+      os.path.join(output, 'Split-train', 'metadata.json'))
   info.update(
       wall=res.seconds, peak_tree=res.peak.tree, peak_root=res.peak.root,
       peak_worker=res.peak.child_max,
@@ -263,8 +262,7 @@ def main(argv=None) -> int:
                  '(no new runs)')
   args = p.parse_args(argv)
   if args.render:
-    with open(args.render) as f:
-      saved = json.load(f)
+    saved = harness.read_json(args.render)
     return _write_report(args, saved)
   methods = [m for m, _, _ in METHODS]
   if args.sizes:
@@ -295,8 +293,7 @@ def main(argv=None) -> int:
       'csv_bytes': {str(s): harness.csv_size(data[s])['bytes'] for s in sizes},
       'results': {str(s): r for s, r in results.items()}}
   if args.save:
-    with open(args.save, 'w') as f:
-      json.dump(saved, f)
+    harness.write_json(args.save, saved)
   return _write_report(args, saved)
 
 

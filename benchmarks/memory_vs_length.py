@@ -8,7 +8,6 @@ memory cap or a time limit)."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -129,8 +128,8 @@ def main(argv=None) -> int:
         os.path.join(work, f'batches-{longest}'), {'train': seqs},
         batch_size=B, num_unroll=T, label_kind='per_step',
         feature_names=names)
-    with open(os.path.join(batches, 'Split-train', 'metadata.json')) as f:
-      meta = json.load(f)
+    meta = harness.read_json(
+        os.path.join(batches, 'Split-train', 'metadata.json'))
     info[longest] = {'steps': meta['real_timesteps'],
                      'batches': meta['num_batches'],
                      'padded': len(seqs) * longest}

@@ -9,7 +9,6 @@ each size on the code checked out in DIR."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -175,8 +174,7 @@ def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
   if timings is None:
     raise RuntimeError(f'{data}: the pipeline failed (exit code '
                        f'{res.returncode}); log: {out}/stderr.log')
-  with open(os.path.join(out, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = harness.read_json(os.path.join(out, 'summary.json'))
   components = {name: c['seconds'] for name, c in
                 summary['components'].items()}
   pre = pre_trainer_seconds(components)
@@ -390,8 +388,7 @@ def main(argv=None) -> int:
       digest['sizes'][str(rows)] = entry
     path = args.results or os.path.join(RESULTS_DIR,
                                         'pipeline_overhead-profile.json')
-    with open(path, 'w') as f:
-      json.dump(digest, f, indent=1, sort_keys=True)
+    harness.write_json(path, digest, indent=1, sort_keys=True)
     log(f'wrote {path}')
     return 0
   not_run = [f'{r:,}: not run (see below)' for r in (10_000_000,)
@@ -400,20 +397,17 @@ def main(argv=None) -> int:
       RESULTS_DIR, 'pipeline_overhead-profile.json')
   profile = None
   if os.path.exists(profile_path):
-    with open(profile_path) as f:
-      profile = json.load(f)
+    profile = harness.read_json(profile_path)
   if args.from_results:
     loaded = []
     for name in args.from_results:
-      with open(name) as f:
-        loaded.append(json.load(f))
+      loaded.append(harness.read_json(name))
     harness.write_section(harness.output_path(args), SECTION, report(loaded, profile,
                                                    not_run))
     return 0
   path = args.results or (
       os.path.join(harness.QUICK_DIR, 'pipeline_overhead.json') if args.quick
       else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   run = harness.Run()
   results = {'command': harness.command_line(), 'sizes': [],
              'code': harness.code_state(harness.ROOT)}
@@ -435,12 +429,10 @@ def main(argv=None) -> int:
           f' s')
     results['sizes'].append(entry)
     # What is measured so far survives an interrupted run.
-    with open(path + '.partial', 'w') as f:
-      json.dump(results, f, indent=1, sort_keys=True)
+    harness.write_json(path + '.partial', results, indent=1, sort_keys=True)
   run.finish()
   results['run'] = run.record()
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1, sort_keys=True)
+  harness.write_json(path, results, indent=1, sort_keys=True)
   log(f'wrote {path}')
   harness.write_section(harness.output_path(args), SECTION, report([results], profile,
                                                  not_run))

@@ -668,8 +668,8 @@ def main(argv=None) -> int:
             + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
   write(args, run, cases, res, seeds, source)
-  with open(os.path.join(work, 'results.json'), 'w') as f:
-    json.dump({c.slug: res[c.slug] for c in cases}, f, indent=1)
+  harness.write_json(os.path.join(work, 'results.json'),
+                     {c.slug: res[c.slug] for c in cases}, indent=1)
   log(f'results: {os.path.join(work, "results.json")}')
   if not args.keep:
     shutil.rmtree(os.path.join(work, 'data'), ignore_errors=True)

@@ -14,7 +14,6 @@ import csv
 import dataclasses
 import datetime
 import io
-import json
 import os
 import shlex
 import shutil
@@ -313,8 +312,8 @@ def write_streams(case: StreamCase, splits: Dict[str, List[Stream]],
     path = os.path.join(case.data_dir, split, f'{case.slug}.csv')
     ucr._write_csv(path, header, rows)  # pylint: disable=protected-access
     meta[split] = _stats(streams, path)
-  with open(os.path.join(case.data_dir, 'labels.json'), 'w') as f:
-    json.dump(meta, f, indent=1)
+  harness.write_json(os.path.join(case.data_dir, 'labels.json'), meta,
+                     indent=1)
   case.meta = meta
 
 
@@ -672,8 +671,7 @@ def main(argv=None) -> int:
   if args.from_results:
     loaded = []
     for path in args.from_results:
-      with open(path) as f:
-        loaded.append(json.load(f))
+      loaded.append(harness.read_json(path))
     first = loaded[0]
     entries, seen = [], set()
     for saved in loaded:
@@ -744,9 +742,7 @@ def main(argv=None) -> int:
            'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
   harness.write_report(args, SECTION, *blocks)
-  os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-  with open(results_path, 'w') as f:
-    json.dump(saved, f, indent=1)
+  harness.write_json(results_path, saved, indent=1)
   log(f'results: {results_path}; run took {run.seconds:.0f} s')
   if not args.keep:
     shutil.rmtree(work, ignore_errors=True)

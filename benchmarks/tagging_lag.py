@@ -79,8 +79,7 @@ def _serving(run_dir: str, columns: Sequence[str]):
   ``columns``, the column order it takes (``spec.feature_names``)."""
   import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(run_dir, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = harness.read_json(os.path.join(run_dir, 'summary.json'))
   with open(os.path.join(summary['model_uri'], 'stateful',
                          'spec.json')) as f:
     names = json.load(f)['feature_names']

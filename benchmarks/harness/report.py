@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -257,6 +258,18 @@ def write_section(path: str, key: str, body: str) -> None:
     f.write(text)
   os.replace(tmp, path)
   print(f'wrote section {key!r} of {path}', file=sys.stderr)
+
+
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str, obj, **kwargs) -> None:
+  """``obj`` as JSON at ``path`` (its folder made if needed)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(obj, f, **kwargs)
 
 
 def write_report(args, key: str, *blocks) -> None:
