@@ -355,10 +355,6 @@ def main(argv=None) -> int:
                  'timing; no table is written')
   p.add_argument('--baseline', default=None, metavar='DIR',
                  help='also run each size with the code checked out in DIR')
-  p.add_argument('--profile-results', default=None, metavar='JSON',
-                 help='a --profile digest to add to the section (default: '
-                 'benchmarks/results/pipeline_overhead-profile.json if it '
-                 'exists)')
   p.add_argument('--from-results', default=None, metavar='JSON', nargs='+',
                  help='write the section from earlier runs\' results '
                  'instead of running')
@@ -393,8 +389,7 @@ def main(argv=None) -> int:
     return 0
   not_run = [f'{r:,}: not run (see below)' for r in (10_000_000,)
              if r not in sizes and not args.quick]
-  profile_path = args.profile_results or os.path.join(
-      RESULTS_DIR, 'pipeline_overhead-profile.json')
+  profile_path = os.path.join(RESULTS_DIR, 'pipeline_overhead-profile.json')
   profile = None
   if os.path.exists(profile_path):
     profile = harness.read_json(profile_path)

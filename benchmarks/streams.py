@@ -653,17 +653,12 @@ def main(argv=None) -> int:
                  help='comma-separated Name:forecast / Name:tagging (default:'
                  f' {",".join(DEFAULT_CASES)}; with --quick: '
                  f'{",".join(QUICK_CASES)})')
-  p.add_argument('--ceiling-seeds', type=int, default=CEILING_SEEDS,
-                 help='runs of each tagging ceiling (the first N seeds; '
-                 f'default {CEILING_SEEDS})')
-  p.add_argument('--references-only', action='store_true',
-                 help='build the streams and compute the references; no '
-                 'pipeline runs')
   p.add_argument('--results', default=None,
                  help='the JSON results file (default: '
                  'benchmarks/results/streams.json; with --quick: '
                  f'{harness.QUICK_DIR}/streams.json)')
   args = p.parse_args(argv)
+  args.ceiling_seeds, args.references_only = CEILING_SEEDS, False
   run = harness.Run()
   results_path = args.results or (
       os.path.join(harness.QUICK_DIR, 'streams.json') if args.quick else
@@ -724,8 +719,6 @@ def main(argv=None) -> int:
     entry = {'name': c.name, 'slug': c.slug, 'kind': c.kind, 'how': c.how,
              'meta': c.meta, 'references': refs}
     entries.append(entry)
-    if args.references_only:
-      continue
     for seed in seeds:
       entry.setdefault('ours', []).append(_run(c, seed, work, c.name, extra))
     if c.ceiling is not None:
