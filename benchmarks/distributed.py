@@ -37,7 +37,7 @@ SETUPS = (
 )
 
 
-def _adapt_worker(args, runner, settings) -> Dict[str, Any]:
+def _adapt_worker(args, runner) -> Dict[str, Any]:
   """The default model's adapt alone (``model_setup.build``, as
   ``run.run`` calls it): its seconds and the fitted weights."""
   import time  # pylint: disable=g-import-not-at-top
@@ -47,11 +47,7 @@ def _adapt_worker(args, runner, settings) -> Dict[str, Any]:
   from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
   dist = distribution.make_distribution(1)
-  trainer_args = runner.TrainerArgs(
-      batches_uri=args.batches, model_uri=f'{args.out}/model',
-      serving_model_dir=f'{args.out}/model/serving',
-      model_run_dir=f'{args.out}/run', eval_split=None,
-      train=settings.TrainConfig(seed=0))
+  trainer_args = harness.trainer_args(args.batches, args.out, {'seed': 0})
   train = batches_lib.BatchSource.open(args.batches, 'train')
   spec = runner.make_spec(trainer_args, train.meta,
                           batches_lib.scan_labels(train))
@@ -76,21 +72,18 @@ def worker(args) -> int:
   if args.replicas > 1:
     distribution.configure_local_devices(args.replicas)
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   if args.adapt:
-    got = _adapt_worker(args, runner, settings)
+    got = _adapt_worker(args, runner)
     got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(got))
     return 0
   out = args.out
-  result = runner.run(runner.TrainerArgs(
-      batches_uri=args.batches, model_uri=f'{out}/model',
-      serving_model_dir=f'{out}/model/serving', model_run_dir=f'{out}/run',
-      module_file=MODULE, eval_split=None,
-      hyperparameters={'units': args.units, 'learning_rate': 1e-3},
-      train=settings.TrainConfig(
-          epochs=args.epochs, validation_fraction=0.0, refit=False,
-          log_every_n_steps=0, replicas=args.replicas, seed=0)))
+  result = harness.run_trainer(
+      args.batches, out, {'epochs': args.epochs, 'validation_fraction': 0.0,
+                          'refit': False, 'replicas': args.replicas,
+                          'seed': 0},
+      module_file=MODULE,
+      hyperparameters={'units': args.units, 'learning_rate': 1e-3})
   if result.stateful_dir:
     np.savez(f'{out}/weights.npz', *result.model.get_weights())
   print(json.dumps({

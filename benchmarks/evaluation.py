@@ -55,19 +55,14 @@ def cases(quick: bool):
 def train(work: str, task: str, hp: dict, batches: str, epochs: int) -> tuple:
   """Trains on the ``train`` split of ``batches``; ``(model URI, wall
   seconds of trainer_run.run)``."""
-  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import run  # pylint: disable=g-import-not-at-top,unused-import
   model_uri = os.path.join(work, 'model')
   t0 = time.perf_counter()
-  trainer_run.run(trainer_run.TrainerArgs(
-      batches_uri=batches, model_uri=model_uri,
-      serving_model_dir=os.path.join(model_uri, 'Format-Serving'),
-      model_run_dir=os.path.join(work, 'run'), eval_split=None, task=task,
-      num_classes=2 if task == 'classification' else None,
-      hyperparameters=dict(hp, learning_rate=0.01), module_file=RNN_MODULE,
-      train=settings.TrainConfig(epochs=epochs, log_every_n_steps=0,
-                                 validation_fraction=0.0,
-                                 standardize_labels=False)))
+  harness.run_trainer(
+      batches, work, {'epochs': epochs, 'validation_fraction': 0.0,
+                      'standardize_labels': False},
+      task=task, num_classes=2 if task == 'classification' else None,
+      hyperparameters=dict(hp, learning_rate=0.01), module_file=RNN_MODULE)
   return model_uri, time.perf_counter() - t0
 
 

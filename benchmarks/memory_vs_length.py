@@ -53,19 +53,13 @@ def _rss() -> int:
 
 def child_ours(batches: str, work: str) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings
+  from components.stateful_trainer import run  # pylint: disable=g-import-not-at-top,unused-import
   ready = _rss()
   t0 = time.perf_counter()
-  result = trainer_run.run(trainer_run.TrainerArgs(
-      batches_uri=batches, model_uri=os.path.join(work, 'model'),
-      serving_model_dir=os.path.join(work, 'model', 'Format-Serving'),
-      model_run_dir=os.path.join(work, 'run'), eval_split=None,
-      task='classification', num_classes=2,
-      hyperparameters={'model': 'lstm', 'units': [UNITS],
-                       'learning_rate': 0.01},
-      train=settings.TrainConfig(epochs=1, log_every_n_steps=0,
-                                 validation_fraction=0.0)))
+  result = harness.run_trainer(
+      batches, work, {'epochs': 1, 'validation_fraction': 0.0},
+      task='classification', num_classes=2, hyperparameters={
+          'model': 'lstm', 'units': [UNITS], 'learning_rate': 0.01})
   return {'ready_rss': ready, 'seconds': time.perf_counter() - t0,
           'steps': result.fit.steps}
 

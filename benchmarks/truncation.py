@@ -89,19 +89,14 @@ def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
 def ours(args, train, evals, names, task) -> Dict[str, Any]:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   _, module_file, hp = _module_and_hp(args.model)
   root = _batches(f'{args.tmp}/batches', train, evals, names, args.lanes,
                   args.unroll, args.per_step)
-  result = runner.run(runner.TrainerArgs(
-      batches_uri=root, model_uri=f'{args.tmp}/m',
-      serving_model_dir=f'{args.tmp}/m/serving',
-      model_run_dir=f'{args.tmp}/run', module_file=module_file,
-      eval_split=None, task=task,
-      hyperparameters=hp, train=settings.TrainConfig(
-          epochs=100000, max_seconds=args.budget, validation_fraction=0.0,
-          refit=False, log_every_n_steps=0, seed=SEED)))
+  result = harness.run_trainer(
+      root, args.tmp, {'epochs': 100000, 'max_seconds': args.budget,
+                       'validation_fraction': 0.0, 'refit': False,
+                       'seed': SEED},
+      module_file=module_file, task=task, hyperparameters=hp)
   source = batches_lib.BatchSource.open(root, 'eval')
   outputs = {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
       steps_lib.predict_batches(result.model, source.dataset(keys=None)),

@@ -22,3 +22,12 @@ def test_parser_adds_the_named_shared_options():
   assert (args.seeds, args.keep, args.from_results) == (
       2, True, ['a.json', 'b.json'])
   assert not hasattr(harness.parser('x').parse_args([]), 'seeds')
+
+
+def test_trainer_args_lay_out_a_run_under_its_work_folder():
+  args = harness.trainer_args('/b', '/w', {'epochs': 3}, task='regression')
+  assert (args.batches_uri, args.model_uri, args.serving_model_dir,
+          args.model_run_dir, args.eval_split, args.task) == (
+              '/b', '/w/model', '/w/model/Format-Serving', '/w/run', None,
+              'regression')
+  assert (args.train.epochs, args.train.log_every_n_steps) == (3, 0)
