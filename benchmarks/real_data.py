@@ -299,17 +299,19 @@ def _values(results: List[Dict], metric: str) -> List[float]:
   return [r[metric] for r in results if metric in r and 'error' not in r]
 
 
-def cell(results: Optional[List[Dict]], metric: str, digits: int = 3) -> str:
-  """'mean (spread)' over seeds; the error of a failed run; '-' if none."""
+def cell(results: Optional[List[Dict]], metric: str, fmt: str = '.3f',
+         spread: Optional[str] = None) -> str:
+  """'mean (spread)' over seeds (formats ``fmt``, ``spread``: default
+  ``fmt``); the error of a failed run; '-' if none."""
   if not results:
     return '-'
   vals = _values(results, metric)
   failed = [r['error'] for r in results if 'error' in r]
   if not vals:
     return 'failed (below)' if failed else '-'
-  text = f'{statistics.mean(vals):.{digits}f}'
+  text = f'{statistics.mean(vals):{fmt}}'
   if len(vals) > 1:
-    text += f' ({max(vals) - min(vals):.{digits}f})'
+    text += f' ({max(vals) - min(vals):{spread or fmt}})'
   if failed:
     text += f' [{len(failed)} of {len(results)} failed]'
   return text

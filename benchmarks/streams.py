@@ -447,10 +447,6 @@ def tagging_references(case, train, evals) -> Dict[str, Dict]:
   return out
 
 
-def _runs(results, metric):
-  return [r[metric] for r in results or () if metric in r and 'error' not in r]
-
-
 def _with_mse(results: List[Dict]) -> List[Dict]:
   for r in results:
     if 'rmse' in r:
@@ -458,17 +454,8 @@ def _with_mse(results: List[Dict]) -> List[Dict]:
   return results
 
 
-def _cell(results, metric, digits=3) -> str:
-  return real_data.cell(results, metric, digits)
-
-
 def _g(v: Optional[float]) -> str:
   return '-' if v is None else f'{v:.4g}'
-
-
-def _mean(results, metric) -> Optional[float]:
-  vals = _runs(results, metric)
-  return statistics.mean(vals) if vals else None
 
 
 def _secs(results) -> str:
@@ -487,19 +474,6 @@ def _stage_secs(results) -> str:
   return '; '.join(out) if out else '-'
 
 
-def _mse_cell(results) -> str:
-  vals = _runs(results, 'mse')
-  if not vals:
-    return real_data.cell(results, 'mse')
-  text = f'{statistics.mean(vals):.4g}'
-  if len(vals) > 1:
-    text += f' ({max(vals) - min(vals):.2g})'
-  failed = [r for r in results if 'error' in r]
-  if failed:
-    text += f' [{len(failed)} of {len(results)} failed]'
-  return text
-
-
 def _size(meta: Dict) -> str:
   """'streams x mean steps' of train / eval (steps = labelled rows)."""
   def one(split):
@@ -514,11 +488,12 @@ def forecast_rows(entries) -> List[List[str]]:
     if e['kind'] != FORECAST:
       continue
     ref, ours = e['references'], e.get('ours')
-    mse = _mean(ours, 'mse')
+    mse = real_data.mean_of(ours, 'mse')
     ar16 = ref['ar16']['mse']
     rows.append([
         e['name'], e['meta']['num_features'], _size(e['meta']),
-        _mse_cell(ours), _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
+        real_data.cell(ours, 'mse', '.4g', '.2g'),
+        _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
         _g(ar16), _g(ref['ar64']['mse']),
         real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
         _stage_secs(ours),
@@ -533,8 +508,8 @@ def tagging_rows(entries) -> List[List[str]]:
     if e['kind'] != TAGGING:
       continue
     ref, ours = e['references'], e.get('ours')
-    acc = _mean(ours, 'accuracy')
-    ceiling = _mean(e.get('ceiling'), 'accuracy')
+    acc = real_data.mean_of(ours, 'accuracy')
+    ceiling = real_data.mean_of(e.get('ceiling'), 'accuracy')
     memoryless = max(ref[f'window{w}']['accuracy'] for w in WINDOWS)
     checks = ['>= 0.85 x ceiling ' + real_data._judge(  # pylint: disable=protected-access
         None if acc is None or ceiling is None else
