@@ -116,23 +116,16 @@ def run_setup(batches, out: str, workers: int, threads: int,
          '--threads', str(threads),
          '--replicas', str(replicas), '--epochs', str(epochs),
          '--units', str(units)] + (['--adapt'] if adapt else [])
-  if workers == 1:
-    child = harness.run_child(cmd + ['--batches', batches, '--out', out],
-                             timeout=3600)
-    if child.returncode != 0:
-      raise RuntimeError(f'worker failed: {child.stderr[-2000:]}')
-    return [child.json()]
   cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
   procs = []
   for i in range(workers):
     env = harness.child_env()
-    if not independent:
+    if workers > 1 and not independent:
       env['TF_CONFIG'] = json.dumps({'cluster': cluster,
                                      'task': {'type': 'worker', 'index': i}})
     own = ['--batches', batches[i], '--out', f'{out}/{i}'] if independent \
         else ['--batches', batches, '--out', out]
-    procs.append(subprocess.Popen(cmd + own, cwd=harness.ROOT,
-                                  env=env,
+    procs.append(subprocess.Popen(cmd + own, cwd=harness.ROOT, env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
   results = []
