@@ -197,8 +197,8 @@ def main(argv=None) -> int:
                                    label_kind='per_sequence',
                                    feature_names=names) for i in range(2)]
     real = sum(s.length for s in seqs)
-    with open(f'{batches}/Split-train/metadata.json') as f:
-      efficiency = float(json.load(f)['efficiency'])
+    efficiency = float(harness.read_json(
+        f'{batches}/Split-train/metadata.json')['efficiency'])
     log(f'{len(seqs)} sequences, {real} real steps, B={args.lanes}, T={T}, '
         f'{args.units} units')
     for repeat in range(repeats):
@@ -208,9 +208,8 @@ def main(argv=None) -> int:
                         workers, threads, replicas, epochs, args.units,
                         independent=name == INDEPENDENT)
         results[name].append(got)
-        rates = [rate_of(name, got)]
-        log(f'{name} (run {repeat + 1}): {statistics.median(rates):,.0f} '
-            'real steps/s')
+        log(f'{name} (run {repeat + 1}): {rate_of(name, got):,.0f} real '
+            'steps/s')
     agree = _max_rel_diff(f'{tmp}/0-1w1t1r/weights.npz',
                           f'{tmp}/0-2w1t1r/weights.npz')
     # The default model's adapt (no training): 1 worker against 2.
