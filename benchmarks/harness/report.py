@@ -46,11 +46,6 @@ here is a timed test.
 """.format(quick=QUICK_MD)
 
 
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
 def progress_log(name: str):
   """A ``log(message)`` that prints ``[name h:mm:ss] message`` to stderr,
   the time counted from this call (a script's progress lines)."""
@@ -121,11 +116,6 @@ def command_line() -> str:
     head = ['python', os.path.relpath(sys.argv[0], ROOT)]
   return ('PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 ' +
           shlex.join(head + sys.argv[1:]))
-
-
-# --------------------------------------------------------------------------
-# Machine, versions, load
-# --------------------------------------------------------------------------
 
 
 def _cpu_model() -> str:
@@ -216,11 +206,6 @@ class Run:
     ])
 
 
-# --------------------------------------------------------------------------
-# BENCHMARKS.md
-# --------------------------------------------------------------------------
-
-
 def _markers(key: str):
   return f'<!-- BEGIN {key} -->', f'<!-- END {key} -->'
 
@@ -292,11 +277,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
            '|' + '|'.join(marks[a] for a in align) + '|']
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
   return '\n'.join(lines)
-
-
-# --------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------
 
 
 def si(value: float, digits: int = 3) -> str:
