@@ -176,21 +176,13 @@ def eval_keras(ds: Dataset, model) -> float:
 
 
 def eval_stateful(ds: Dataset, model, source) -> float:
+  """Chunked and stateful over the eval batches, each sequence's outputs put
+  back together by the product's ``lanes_to_sequences``."""
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  pieces: Dict[str, list] = {}
-  for batch, outputs in steps_lib.predict_batches(model,
-                                                 source.dataset(keys=None)):
-    for lane in range(outputs.shape[0]):
-      k = int(batch['segment_index'][lane])
-      if k < 0:
-        continue
-      real = batch['mask'][lane] > 0
-      pieces.setdefault(batch['key'][lane].decode(), []).append(
-          (k, outputs[lane][real]))
-  outputs = {key: np.concatenate([p for _, p in sorted(parts,
-                                                       key=lambda x: x[0])])
-             for key, parts in pieces.items()}
-  return score(ds, outputs)
+  return score(ds, {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
+      steps_lib.predict_batches(model, source.dataset(keys=None)), T,
+      fields=())})
 
 
 @dataclasses.dataclass
