@@ -77,12 +77,10 @@ def positions(stream: streams.Stream,
 def _serving(run_dir: str, columns: Sequence[str]):
   """The run's ``serving_default`` and, for data whose feature columns are
   ``columns``, the column order it takes (``spec.feature_names``)."""
-  import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   summary = harness.read_json(os.path.join(run_dir, 'summary.json'))
-  with open(os.path.join(summary['model_uri'], 'stateful',
-                         'spec.json')) as f:
-    names = json.load(f)['feature_names']
+  names = harness.read_json(os.path.join(
+      summary['model_uri'], 'stateful', 'spec.json'))['feature_names']
   loaded = tf.saved_model.load(os.path.join(summary['model_uri'],
                                             'Format-Serving'))
   fn = loaded.signatures['serving_default']
