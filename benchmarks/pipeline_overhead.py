@@ -394,9 +394,7 @@ def main(argv=None) -> int:
   if os.path.exists(profile_path):
     profile = harness.read_json(profile_path)
   if args.from_results:
-    loaded = []
-    for name in args.from_results:
-      loaded.append(harness.read_json(name))
+    loaded = [harness.read_json(name) for name in args.from_results]
     harness.write_section(harness.output_path(args), SECTION, report(loaded, profile,
                                                    not_run))
     return 0

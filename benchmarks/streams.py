@@ -639,16 +639,13 @@ def main(argv=None) -> int:
       os.path.join(harness.QUICK_DIR, 'streams.json') if args.quick else
       os.path.join(RESULTS_DIR, 'streams.json'))
   if args.from_results:
-    loaded = []
-    for path in args.from_results:
-      loaded.append(harness.read_json(path))
+    loaded = [harness.read_json(path) for path in args.from_results]
     first = loaded[0]
-    entries, seen = [], set()
+    by_slug = {}  # Each case from the first file that has it.
     for saved in loaded:
       for e in saved['entries']:
-        if e['slug'] not in seen:
-          seen.add(e['slug'])
-          entries.append(e)
+        by_slug.setdefault(e['slug'], e)
+    entries = list(by_slug.values())
     run.started = datetime.datetime.fromisoformat(first['started'])
     secs = [x.get('seconds') for x in loaded]
     run.seconds = sum(secs) if None not in secs else None
