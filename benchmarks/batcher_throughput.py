@@ -323,7 +323,7 @@ def report(preamble, sizes, csv_mb, results, methods) -> list:
   small, large = sizes[0], sizes[-1]
   label = {m: name for m, name, _ in METHODS}
   run_methods = [m for m in METHODS if m[0] in methods]
-  rows = []
+  rows, phase_rows = [], []
   identical = True
   for steps in sizes:
     ref = results[steps]['reference']
@@ -336,24 +336,19 @@ def report(preamble, sizes, csv_mb, results, methods) -> list:
           label[method], f'{r["seconds"]:.1f}', f'{r["wall"]:.1f}',
           harness.si(r['real_timesteps'] / r['seconds']),
           harness.ratio(r['real_timesteps'] / r['seconds'],
-                       ref['real_timesteps'] / ref['seconds']),
+                        ref['real_timesteps'] / ref['seconds']),
           f'{r["cpu_root"]:.0f} / ' + (f'{r["cpu_children"]:.0f}'
                                        if r['workers'] else '-'),
           harness.mib(r['peak_root']),
           harness.mib(r['peak_worker']) if r['workers'] else '-',
           harness.mib(r['peak_tree']), r['num_shards'],
           'yes' if same else 'NO'])
-  phase_rows = []
-  for steps in sizes:
-    for method, _, _ in run_methods:
-      r = results[steps][method]
       names = PHASES['reference' if method == 'reference' else 'beam']
-      for k, (secs, root, worker) in enumerate(r['phases']):
-        if names[k] == '-':
-          continue
-        phase_rows.append([f'{r["real_timesteps"]:,}', label[method],
-                           names[k], f'{secs:.1f}', harness.mib(root),
-                           harness.mib(worker) if r['workers'] else '-'])
+      phase_rows += [[f'{r["real_timesteps"]:,}', label[method], name,
+                      f'{secs:.1f}', harness.mib(root),
+                      harness.mib(worker) if r['workers'] else '-']
+                     for name, (secs, root, worker) in zip(names, r['phases'])
+                     if name != '-']
   scale_rows = []
   checks = {}
   step_ratio = (results[large]['reference']['real_timesteps'] /
