@@ -1,28 +1,10 @@
 """1b. Dense batches on CPU: what the per-step resets cost per batch, and
 what the smaller number of batches gives back per epoch.
 
-The bundled sample (``data/sample``: 300 ``cue`` sequences, 10..2686 steps,
-per-step labels), laid out at B=32 with T = 32 and 128 in ``packed`` and in
-``dense`` mode. Two models, both from the shipped module with the same
-seed:
-
-* ``lstm``: one LSTM layer of 32 units and a Dense head. On ``packed``
-  batches Keras runs its fused LSTM kernel; on ``dense`` batches the cell
-  runs step by step through the state protocol's resetting wrapper
-  (``resets.step_resets``);
-* ``conv``: the default model (dilated causal convolutions and running
-  pools; the trainer's gradient step on its head). On ``dense`` batches each
-  tap and pool restarts at the resets.
-
-For each (model, T) and both modes the compiled train step
-(``steps.compile_steps``) runs over one epoch's batches held in memory as
-tensors: one untimed epoch each (tracing), then ``--epochs`` timed epochs,
-the two modes' epochs interleaved so that load on a shared machine falls on
-both alike; the table gives the median. Real
-steps per second = the epoch's real (unpadded) time steps / its seconds.
-
-  PYTHONPATH=. python -m benchmarks.dense_step_rate [--quick]
-"""
+The bundled sample at B=32, T = 32 and 128, ``packed`` against ``dense``,
+for one LSTM layer and the default conv model: the compiled train step over
+one epoch's batches held in memory, the two modes' epochs interleaved, the
+median real steps per second."""
 
 from __future__ import annotations
 
@@ -141,11 +123,10 @@ def main(argv=None) -> int:
                      f'{r["rate"]:,.0f}',
                      harness.ratio(r['per_batch'], p['per_batch']),
                      harness.ratio(r['epoch'], p['epoch'])])
-  body = [
+  harness.write_report(
+      args, 'dense_step_rate',
       '### 1b. Dense batches on CPU: the step-rate cost',
-      '',
       run.preamble(args.quick),
-      '',
       'The bundled sample, B=32, per-step labels; the compiled train step '
       'over one epoch\'s batches held in memory (median of '
       f'{args.epochs} epochs after an untimed one, packed and dense epochs '
@@ -153,23 +134,10 @@ def main(argv=None) -> int:
       'of 32 units (fused kernel on `packed`, the cell step by step through '
       'the resetting wrapper on `dense`); `conv`: the default model. The '
       'last two columns are against `packed` at the same T.',
-      '',
       harness.table(['model', 'T', 'mode', 'batches / epoch', 'efficiency',
                     'ms / batch', 's / epoch', 'real steps / s',
                     'per batch vs packed', 'per epoch vs packed'], rows,
-                   align='lrlrrrrrrr'),
-      '',
-      '"per batch vs packed" is what the per-step resets cost: the LSTM '
-      'cell stepped through the resetting wrapper, the convolution tap by '
-      'tap, the pools\' segmented sums and maxima. "per epoch vs packed" '
-      'also counts what `dense` gives back: where it needs fewer batches '
-      'for the same real steps (T=128 here) the epoch cost is lower than '
-      'the batch cost. On the bundled sample at T=32 both modes need the '
-      'same number of batches, because its longest sequence sets it '
-      '(section 1).',
-  ]
-  harness.write_section(harness.output_path(args), 'dense_step_rate',
-                       '\n'.join(body))
+                   align='lrlrrrrrrr'))
   return 0
 
 

@@ -1,44 +1,12 @@
 """9. Data-parallel training: real steps per second of 1 worker against 2.
 
-The StatefulTrainer (``run.run``, as the pipeline runs it) on the same
-batches in four set-ups, each in fresh processes:
-
-* ``1 worker, 1 thread``: one process, no strategy, TensorFlow limited to
-  one intra-op and one inter-op thread;
-* ``2 workers, 1 thread each``: two processes on the loopback interface
-  with ``TF_CONFIG`` (``MultiWorkerMirroredStrategy``), the same global
-  batch of B lanes, each worker owning B/2 of them: the scaling this 2-core
-  machine can show;
-* ``2 independent processes``: two one-thread processes at once, no
-  strategy, each training its own model on half the sequences (every other
-  one) laid out in B/2 lanes: a worker's share of the work with no
-  communication; their real steps over the slower one's time is the most
-  two workers could get from this machine (its cores share caches and
-  memory bandwidth);
-* ``1 process, 2 threads``: one process, no strategy, two threads;
-* ``MirroredStrategy, 2 logical CPUs``: one process, two threads, the
-  global batch shared by two replicas on two logical CPU devices.
-
-Data: ``data.generate`` ``cue`` sequences (synthetic, 3 features, per
-sequence labels), B = 256 lanes, T = 32; the model: the plain LSTM module
-(``benchmarks/lstm_module.py``) widened to 256 units (``--lanes`` and
-``--units`` change them). Each run trains
-``--epochs`` epochs (no validation carve, no eval split); the rate is real
-(unpadded) time steps / training seconds of each epoch after the first
-(which traces the step), the trainer's own ``history.json`` figures; the
-median over epochs and ``--repeats`` runs, set-ups interleaved. Peak memory
-per worker: the process's ``ru_maxrss``. The trained weights of the 2-worker
-and the 1-worker runs are compared too (same update: the tests hold them to
-1e-5).
-
-Then the default model's ``adapt`` alone (``model_setup.build``: scales,
-thresholds and the closed-form head, fitted before training) on the same
-batches, on 1 worker and on 2 (each on its own lanes, the statistics
-combined by ``components/stateful/distribution/shards.py``), one thread each: the slower
-worker's seconds, and the fitted weights of 2 workers against 1.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.distributed [--quick]
-"""
+The StatefulTrainer (``run.run``) on the same batches (B=256, T=32, the
+plain LSTM module at 256 units) in fresh processes: 1 worker, 2 workers
+(``MultiWorkerMirroredStrategy`` over loopback), 2 independent processes on
+half the work each (the machine's ceiling), 1 process with 2 threads, and
+``MirroredStrategy`` over 2 logical CPUs; rate = median real steps/s of the
+epochs after the first. Then the default model's ``adapt`` alone on 1
+worker and on 2, and the weights of 2 workers against 1."""
 
 from __future__ import annotations
 
@@ -51,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from typing import Any, Dict, List, Optional
+
+import numpy as np
 
 from benchmarks import harness
 
@@ -67,7 +37,7 @@ SETUPS = (
 )
 
 
-def _adapt_worker(args, runner, settings, np) -> Dict[str, Any]:
+def _adapt_worker(args, runner) -> Dict[str, Any]:
   """The default model's adapt alone (``model_setup.build``, as
   ``run.run`` calls it): its seconds and the fitted weights."""
   import time  # pylint: disable=g-import-not-at-top
@@ -77,11 +47,7 @@ def _adapt_worker(args, runner, settings, np) -> Dict[str, Any]:
   from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import model_setup  # pylint: disable=g-import-not-at-top
   dist = distribution.make_distribution(1)
-  trainer_args = runner.TrainerArgs(
-      batches_uri=args.batches, model_uri=f'{args.out}/model',
-      serving_model_dir=f'{args.out}/model/serving',
-      model_run_dir=f'{args.out}/run', eval_split=None,
-      train=settings.TrainConfig(seed=0))
+  trainer_args = harness.trainer_args(args.batches, args.out, {'seed': 0})
   train = batches_lib.BatchSource.open(args.batches, 'train')
   spec = runner.make_spec(trainer_args, train.meta,
                           batches_lib.scan_labels(train))
@@ -102,26 +68,22 @@ def worker(args) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.stateful_trainer import distribution  # pylint: disable=g-import-not-at-top
   if args.replicas > 1:
     distribution.configure_local_devices(args.replicas)
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   if args.adapt:
-    got = _adapt_worker(args, runner, settings, np)
+    got = _adapt_worker(args, runner)
     got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps(got))
     return 0
   out = args.out
-  result = runner.run(runner.TrainerArgs(
-      batches_uri=args.batches, model_uri=f'{out}/model',
-      serving_model_dir=f'{out}/model/serving', model_run_dir=f'{out}/run',
-      module_file=MODULE, eval_split=None,
-      hyperparameters={'units': args.units, 'learning_rate': 1e-3},
-      train=settings.TrainConfig(
-          epochs=args.epochs, validation_fraction=0.0, refit=False,
-          log_every_n_steps=0, replicas=args.replicas, seed=0)))
+  result = harness.run_trainer(
+      args.batches, out, {'epochs': args.epochs, 'validation_fraction': 0.0,
+                          'refit': False, 'replicas': args.replicas,
+                          'seed': 0},
+      module_file=MODULE,
+      hyperparameters={'units': args.units, 'learning_rate': 1e-3})
   if result.stateful_dir:
     np.savez(f'{out}/weights.npz', *result.model.get_weights())
   print(json.dumps({
@@ -154,23 +116,16 @@ def run_setup(batches, out: str, workers: int, threads: int,
          '--threads', str(threads),
          '--replicas', str(replicas), '--epochs', str(epochs),
          '--units', str(units)] + (['--adapt'] if adapt else [])
-  if workers == 1:
-    child = harness.run_child(cmd + ['--batches', batches, '--out', out],
-                             timeout=3600)
-    if child.returncode != 0:
-      raise RuntimeError(f'worker failed: {child.stderr[-2000:]}')
-    return [child.json()]
   cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
   procs = []
   for i in range(workers):
     env = harness.child_env()
-    if not independent:
+    if workers > 1 and not independent:
       env['TF_CONFIG'] = json.dumps({'cluster': cluster,
                                      'task': {'type': 'worker', 'index': i}})
     own = ['--batches', batches[i], '--out', f'{out}/{i}'] if independent \
         else ['--batches', batches, '--out', out]
-    procs.append(subprocess.Popen(cmd + own, cwd=harness.ROOT,
-                                  env=env,
+    procs.append(subprocess.Popen(cmd + own, cwd=harness.ROOT, env=env,
                                   stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True))
   results = []
@@ -196,7 +151,6 @@ def rate_of(name: str, runs: List[Dict[str, Any]]) -> float:
 
 
 def _max_rel_diff(a_path: str, b_path: str) -> Optional[float]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if not (os.path.exists(a_path) and os.path.exists(b_path)):
     return None
   a, b = np.load(a_path), np.load(b_path)
@@ -243,8 +197,8 @@ def main(argv=None) -> int:
                                    label_kind='per_sequence',
                                    feature_names=names) for i in range(2)]
     real = sum(s.length for s in seqs)
-    with open(f'{batches}/Split-train/metadata.json') as f:
-      efficiency = float(json.load(f)['efficiency'])
+    efficiency = float(harness.read_json(
+        f'{batches}/Split-train/metadata.json')['efficiency'])
     log(f'{len(seqs)} sequences, {real} real steps, B={args.lanes}, T={T}, '
         f'{args.units} units')
     for repeat in range(repeats):
@@ -254,9 +208,8 @@ def main(argv=None) -> int:
                         workers, threads, replicas, epochs, args.units,
                         independent=name == INDEPENDENT)
         results[name].append(got)
-        rates = [rate_of(name, got)]
-        log(f'{name} (run {repeat + 1}): {statistics.median(rates):,.0f} '
-            'real steps/s')
+        log(f'{name} (run {repeat + 1}): {rate_of(name, got):,.0f} real '
+            'steps/s')
     agree = _max_rel_diff(f'{tmp}/0-1w1t1r/weights.npz',
                           f'{tmp}/0-2w1t1r/weights.npz')
     # The default model's adapt (no training): 1 worker against 2.
@@ -302,11 +255,10 @@ def main(argv=None) -> int:
                                 for g in got))] for w in (1, 2)]
   scaling = rate('2 workers, 1 thread each') / rate('1 worker, 1 thread')
   ceiling = rate(INDEPENDENT) / rate('1 worker, 1 thread')
-  body = [
+  harness.write_report(
+      args, 'distributed',
       '## 9. Data-parallel training: 1 worker against 2',
-      '',
       run.preamble(args.quick),
-      '',
       f'{len(seqs)} generated `cue` sequences ({real:,} real steps, at most '
       f'400 long; padding efficiency {efficiency:.2f}), '
       f'B = {args.lanes} lanes, T = {T}, the plain LSTM module at '
@@ -315,39 +267,27 @@ def main(argv=None) -> int:
       'real steps per second of the epochs after the first (the trainer\'s '
       '`history.json`); memory = peak RSS of each worker process (the '
       'largest).',
-      '',
       harness.table(['set-up', 'processes', 'threads / process', 'replicas',
                     'real steps / s', 'speed-up', 'peak RSS / worker'],
                    rows, align='lrrrrrr'),
-      '',
-      f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
-      f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
-      f'{harness.verdict(scaling >= 1.7)}); two independent processes on '
-      f'half the work each, with nothing shared, reach {ceiling:.2f}x: the '
-      f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
-      'two processes.',
-      f'* Trained weights, 2 workers against 1 (first run): max relative '
-      f'difference {agree:.1e}.' if agree is not None else
-      '* Trained weights: not compared (a run wrote none).',
-      '* No GPU was lent to the session that ran this: no GPU figure.',
-      '',
-      'Fit-time statistics: the default model\'s `adapt` alone '
-      '(`model_setup.build`, as the trainer calls it: scales, thresholds '
-      'and the closed-form head, no training) on the same batches, each '
-      'worker on its own lanes, the statistics combined '
-      '(`components/stateful/distribution/shards.py`); seconds = the slower worker\'s, '
-      f'median of {repeats} run(s).',
-      '',
+      [f'* 2 workers x 1 thread against 1 worker x 1 thread on the same '
+       f'global batch: **{scaling:.2f}x** (target >= 1.7x: '
+       f'{harness.verdict(scaling >= 1.7)}); two independent processes on '
+       f'half the work each, with nothing shared, reach {ceiling:.2f}x: the '
+       f'2 workers get {scaling / ceiling:.0%} of what this machine gives '
+       'two processes.',
+       f'* Trained weights, 2 workers against 1 (first run): max relative '
+       f'difference {agree:.1e}.' if agree is not None else
+       '* Trained weights: not compared (a run wrote none).'],
+      'The default model\'s `adapt` alone (`model_setup.build`), each '
+      'worker on its own lanes, statistics combined by `Shard.agree`; '
+      f'seconds = the slower worker\'s, median of {repeats} run(s).',
       harness.table(['set-up', 'processes', 'adapt seconds', 'speed-up',
                     'peak RSS / worker'], adapt_rows, align='lrrrr'),
-      '',
       '* Fitted weights, 2 workers against 1 (first run): ' + (
           'identical, bit for bit' if adapt_agree == 0 else
           f'max relative difference {adapt_agree:.1e}') +
-      ' (every worker holds the chief\'s after `Shard.agree`).',
-  ]
-  harness.write_section(harness.output_path(args), 'distributed',
-                       '\n'.join(body))
+      ' (every worker holds the chief\'s after `Shard.agree`).')
   return 0
 
 

@@ -1,35 +1,12 @@
 """5. Evaluation: the chunked stateful pass against whole-sequence serving,
 and the StatefulEvaluator end to end (new TFMA-based against the old one).
 
-A model is trained and exported by the StatefulTrainer (``trainer_run.run``
-with the self-contained ``benchmarks/rnn_module.py``, per-step labels, so
-that ``serving_default`` returns every step's output),
-then every sequence of the data set is run two ways:
-
-* chunked and stateful, as the StatefulEvaluator does: the model rebuilt
-  stateful for the eval batches (``models.load_model``), fed the
-  ``packed`` batches in order by ``extracts.write_extracts`` (state carried
-  across batches, lanes reset where a sequence starts, every sequence's
-  labelled steps streamed out as ``tf.Example`` extracts, with the no-skill
-  predictions of ``extracts.NoSkill``), at T=32 and at T=128;
-* whole sequences through the exported SavedModel's ``serving_default``
-  signature (``tf.saved_model.load``), 32 sequences per call zero-padded to
-  the longest of the call: sorted by length (little padding) and in key
-  order (as they come).
-
-Every real step's output (``logits``/``predictions``) is compared:
-max |chunked - serving| over all steps of all sequences. Rates are real time
-steps per second (warm: each path runs once untimed first).
-
-Then the evaluator end to end: ``evaluation.evaluate`` (chunked pass,
-chunked == whole check, TFMA on Beam, blessing) and the old evaluator of
-commit 56cdebc (a git worktree, NumPy metrics over every labelled
-step held in memory) on the same model and batches, each in a fresh
-process: wall time, where it goes, and peak resident memory at two eval
-sizes.
-
-  PYTHONPATH=. python -m benchmarks.evaluation [--quick]
-"""
+A model exported by ``trainer_run.run`` (``benchmarks/rnn_module.py``,
+per-step labels) runs every sequence chunked and stateful as the evaluator
+does (``extracts.write_extracts`` at T=32 and 128) and whole through
+``serving_default``; outputs compared step by step. Then ``evaluate`` end to
+end against the evaluator of OLD_COMMIT (a git worktree), each in a fresh
+process: wall time, where it goes, peak memory at two eval sizes."""
 
 from __future__ import annotations
 
@@ -44,22 +21,18 @@ import tempfile
 import time
 from typing import Dict, List
 
+import numpy as np
+
 from benchmarks import harness
 
 B, TRAIN_T = 32, 32
 EVAL_UNROLLS = (32, 128)
 REPEATS = 3  # Timed passes of each path; the fastest counts.
 
-# The evaluator before TFMA (NumPy metrics over every labelled step held in
-# memory). Commit 663bdfd, a batcher change, deleted three modules it imports
-# (config, metrics, validation), so at OLD_COMMIT it cannot be imported: the
-# worktree gets them back from RESTORE_FROM (the commit before the deletion,
-# where they are the modules the old evaluator was written against).
+# The evaluator before TFMA; 663bdfd deleted three modules it imports, put
+# back into its worktree from RESTORE_FROM.
 OLD_COMMIT = '56cdebc'
-# The trained models' module: self-contained (the old evaluator loads the
-# copy stored with the weights, in a tree without the default module's
-# imports); labels are not standardised (the old evaluator knows no
-# LabelUnits).
+# Self-contained (the old evaluator loads the copy stored with the weights).
 RNN_MODULE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           'rnn_module.py')
 RESTORE_FROM = '663bdfd^'
@@ -82,19 +55,14 @@ def cases(quick: bool):
 def train(work: str, task: str, hp: dict, batches: str, epochs: int) -> tuple:
   """Trains on the ``train`` split of ``batches``; ``(model URI, wall
   seconds of trainer_run.run)``."""
-  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import run  # pylint: disable=g-import-not-at-top,unused-import
   model_uri = os.path.join(work, 'model')
   t0 = time.perf_counter()
-  trainer_run.run(trainer_run.TrainerArgs(
-      batches_uri=batches, model_uri=model_uri,
-      serving_model_dir=os.path.join(model_uri, 'Format-Serving'),
-      model_run_dir=os.path.join(work, 'run'), eval_split=None, task=task,
-      num_classes=2 if task == 'classification' else None,
-      hyperparameters=dict(hp, learning_rate=0.01), module_file=RNN_MODULE,
-      train=settings.TrainConfig(epochs=epochs, log_every_n_steps=0,
-                                 validation_fraction=0.0,
-                                 standardize_labels=False)))
+  harness.run_trainer(
+      batches, work, {'epochs': epochs, 'validation_fraction': 0.0,
+                      'standardize_labels': False},
+      task=task, num_classes=2 if task == 'classification' else None,
+      hyperparameters=dict(hp, learning_rate=0.01), module_file=RNN_MODULE)
   return model_uri, time.perf_counter() - t0
 
 
@@ -195,10 +163,6 @@ def chunked(model_uri: str, batches: str, train_batches: str,
           'batches': len(held),
           'outputs': {s.key: s.chunked for s in sampler.sequences()}}
 
-
-# --------------------------------------------------------------------------
-# The evaluator end to end, new and old, each in a fresh process
-# --------------------------------------------------------------------------
 
 # Run as ``python child.py '<json>'`` with PYTHONPATH at this checkout (new
 # evaluator) or at the OLD_COMMIT worktree (old one); prints one JSON line.
@@ -348,63 +312,55 @@ def evaluate_in_child(script: str, tree: str, model_uri: str, batches: str,
   return res
 
 
+def _trained_set(work, key, name, task, hp, label_kind, splits, names,
+                 epochs, labelled) -> dict:
+  """Batches of ``splits`` and a model trained on them, as one e2e set."""
+  batches = harness.write_batches(
+      os.path.join(work, f'{key}-batches'), splits, batch_size=B,
+      num_unroll=TRAIN_T, label_kind=label_kind, feature_names=names)
+  uri, train_s = train(os.path.join(work, key), task, hp, batches, epochs)
+  return {'name': name, 'model': f'{hp["rnn_type"].upper()} {hp["units"]}',
+          'batches': batches, 'uri': uri,
+          'train_s': train_s,
+          'train_steps': sum(s.length for s in splits['train']),
+          'eval_seqs': len(splits['eval']),
+          'eval_steps': sum(s.length for s in splits['eval']),
+          'labelled': labelled}
+
+
 def end_to_end(work: str, quick: bool) -> dict:
   """Trains the three models, writes the batches and runs the evaluators."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   epochs = 1 if quick else 3
   # Per-sequence classification: cue, one labelled step per sequence.
   seqs, names = harness.generated_sequences(
       150 if quick else 900, seed=11, target='cue')
   trainset, evalset = harness.split_train_eval(seqs, every=3)
-  cls_batches = harness.write_batches(
-      os.path.join(work, 'cls-batches'), {'train': trainset, 'eval': evalset},
-      batch_size=B, num_unroll=TRAIN_T, label_kind='per_sequence',
-      feature_names=names)
-  cls_model, cls_train_s = train(os.path.join(work, 'cls'), 'classification',
-                                 {'rnn_type': 'lstm', 'units': [32, 32]},
-                                 cls_batches, epochs)
-  cls = {'name': 'cue, per-sequence classification', 'model': 'LSTM [32, 32]',
-         'batches': cls_batches, 'uri': cls_model, 'train_s': cls_train_s,
-         'train_steps': sum(s.length for s in trainset),
-         'eval_seqs': len(evalset),
-         'eval_steps': sum(s.length for s in evalset),
-         'labelled': len(evalset)}
+  cls = _trained_set(work, 'cls', 'cue, per-sequence classification',
+                     'classification', {'rnn_type': 'lstm', 'units': [32, 32]},
+                     'per_sequence',
+                     {'train': trainset, 'eval': evalset}, names, epochs,
+                     len(evalset))
   # Per-step regression: forecast, every real step labelled; ~200k eval steps.
   fore = dict(target='forecast', median_length=300, max_length=3000,
               short_fraction=0.3, min_length=2)
   seqs, names = harness.generated_sequences(80 if quick else 1200, seed=7,
                                            **fore)
   trainset, evalset = harness.split_train_eval(seqs, every=2)
-  reg_batches = harness.write_batches(
-      os.path.join(work, 'reg-batches'), {'train': trainset, 'eval': evalset},
-      batch_size=B, num_unroll=TRAIN_T, label_kind='per_step',
-      feature_names=names)
-  reg_model, reg_train_s = train(os.path.join(work, 'reg'), 'regression',
-                                 {'rnn_type': 'gru', 'units': [32]},
-                                 reg_batches, epochs)
-  reg = {'name': 'forecast, per-step regression', 'model': 'GRU [32]',
-         'batches': reg_batches, 'uri': reg_model, 'train_s': reg_train_s,
-         'train_steps': sum(s.length for s in trainset),
-         'eval_seqs': len(evalset),
-         'eval_steps': sum(s.length for s in evalset),
-         'labelled': sum(s.length for s in evalset)}
+  labelled = sum(s.length for s in evalset)
+  reg = _trained_set(work, 'reg', 'forecast, per-step regression',
+                     'regression', {'rnn_type': 'gru', 'units': [32]}, 'per_step',
+                     {'train': trainset, 'eval': evalset}, names, epochs,
+                     labelled)
   # Per-step classification (tagging): the same streams, each step's class
-  # the sign of its next value; the extracts group a sequence's steps by
-  # (label, arg-max).
-  tag_sets = {name: [dataclasses.replace(
-                  s, labels=(s.labels > 0).astype(np.int64)) for s in split]
-              for name, split in (('train', trainset), ('eval', evalset))}
-  tag_batches = harness.write_batches(
-      os.path.join(work, 'tag-batches'), tag_sets, batch_size=B,
-      num_unroll=TRAIN_T, label_kind='per_step', feature_names=names)
-  tag_model, tag_train_s = train(os.path.join(work, 'tag'), 'classification',
-                                 {'rnn_type': 'gru', 'units': [32]},
-                                 tag_batches, epochs)
-  tag = {'name': 'sign of the next value, per-step classification',
-         'model': 'GRU [32]', 'batches': tag_batches, 'uri': tag_model,
-         'train_s': tag_train_s, 'train_steps': reg['train_steps'],
-         'eval_seqs': len(evalset), 'eval_steps': reg['eval_steps'],
-         'labelled': reg['labelled']}
+  # the sign of its next value.
+  tag = _trained_set(
+      work, 'tag', 'sign of the next value, per-step classification',
+      'classification', {'rnn_type': 'gru', 'units': [32]}, 'per_step',
+      {name: [dataclasses.replace(s, labels=(s.labels > 0).astype(np.int64))
+              for s in split]
+       for name, split in (('train', trainset), ('eval', evalset))},
+      names, epochs, labelled)
+  reg_model = reg['uri']
   # Memory: the regression model on N and 4N eval sequences (per step).
   pool, _ = harness.generated_sequences(40 if quick else 1200, seed=5, **fore)
   sizes = []
@@ -444,7 +400,6 @@ def end_to_end(work: str, quick: bool) -> dict:
 def serving(model_uri: str, seqs, sort: bool) -> dict:
   """Whole sequences through ``serving_default``, ``B`` per call: ``setup``
   (loading the SavedModel and one call), then every call timed."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.stateful_evaluator.checks import equivalence as equivalence_lib  # pylint: disable=g-import-not-at-top
   order = sorted(seqs, key=lambda s: s.length) if sort else list(seqs)
   groups = [order[i:i + B] for i in range(0, len(order), B)]
@@ -474,7 +429,6 @@ def serving(model_uri: str, seqs, sort: bool) -> dict:
 
 
 def max_diff(a: Dict, b: Dict) -> float:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if set(a) != set(b):
     raise AssertionError('different sequences compared')
   return max(float(np.max(np.abs(np.asarray(a[k], np.float64) -
@@ -482,7 +436,6 @@ def max_diff(a: Dict, b: Dict) -> float:
 
 
 def main(argv=None) -> int:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
   run = harness.Run()
@@ -550,74 +503,39 @@ def main(argv=None) -> int:
     print('\n'.join(str(r) for r in rows[-4:]), file=sys.stderr)
   e2e = end_to_end(os.path.join(work, 'e2e'), args.quick)
   run.finish()
-  body = [
+  harness.write_report(
+      args, 'evaluation',
       '## 5. Evaluation: chunked stateful against whole-sequence serving; '
       'the evaluator end to end',
-      '',
       run.preamble(args.quick),
-      '',
-      'A model trained and exported by `trainer_run.run` (the '
-      'self-contained `benchmarks/rnn_module.py`, labels not standardised, '
-      f'per-step labels, {epochs} epochs, B={B}, T={TRAIN_T}) is run over '
-      'every sequence of its data set: chunked and stateful as the '
-      'StatefulEvaluator does (`models.load_model` + '
-      '`extracts.write_extracts` over '
-      f'`packed` batches of B={B} read from TFRecords, state carried, every '
-      'sequence\'s labelled steps streamed out as `tf.Example` extracts '
-      'with the `NoSkill` predictions; per-step classification writes one '
-      'example per (sequence, label, arg-max) group of steps, regression '
-      'one per sequence), and whole '
-      'sequences '
-      f'through the exported `serving_default` signature ({B} sequences per '
-      'call, each call padded to its longest sequence). "setup" = loading '
-      'the model plus the first batch / call (tracing); "steady" = the rest, '
-      f'from which the rate is taken (the fastest of {REPEATS} passes). '
-      '"max abs diff" compares every real '
-      'step\'s output with `serving_default` on length-sorted calls; '
-      '"max |output|" shows the outputs are not trivially equal.',
-      '',
+      f'A model exported by `trainer_run.run` ({epochs} epochs, B={B}, '
+      f'T={TRAIN_T}) over every sequence: chunked and stateful '
+      '(`write_extracts` over `packed` batches) and whole through '
+      f'`serving_default` ({B} per call). "setup" = loading plus the first '
+      f'batch; "steady" = the rest (fastest of {REPEATS} passes); "max abs '
+      'diff" against length-sorted `serving_default`.',
       harness.table(['data', 'model', 'path', 'real steps', 'setup s',
                     'steady s', 'real steps/s', 'rate vs serving (sorted)',
                     'max abs diff', 'max abs output'], rows,
                    align='lllrrrrrrr'),
-      '',
-      'The chunked pass against its own compiled predict step '
-      '(`steps.compile_steps(...).predict`) over the same batches held in '
-      'memory (no reading, no per-batch bookkeeping, no extracts):',
-      '',
+      'The chunked pass against its compiled predict step alone over the '
+      'batches in memory:',
       harness.table(['data', 'model', 'T', 'batches', 'bare predict s',
                     'write_extracts steady s', 'bare real steps/s',
                     'write_extracts real steps/s',
                     'bare / write_extracts'],
                    bare_rows, align='llrrrrrrr'),
-      '',
-      f'* Equal outputs: largest difference between chunked and '
-      f'whole-sequence outputs {worst:.2e} '
-      f'{harness.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
-      f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
-      '`serving_default` calls.',
-      f'* Why chunked is slower than length-sorted whole-sequence calls: '
-      'each `serving_default` call runs 32 sequences over their whole '
-      'length in one compiled loop, with no reading and no per-call '
-      'bookkeeping, while `write_extracts` makes one call per batch of '
-      'T steps, reads and parses the batches from TFRecords, and after '
-      'every batch gathers each lane\'s labelled steps in NumPy and '
-      'serializes the extracts of the sequences that end (per-step labels '
-      'here: every real step; for the per-step classification set one '
-      '`tf.Example` per group of steps with the same label and arg-max). '
-      'The second table isolates that: the compiled '
-      f'predict step alone runs {min(bare_ratios):.1f}x to '
-      f'{max(bare_ratios):.1f}x the rate of '
-      '`write_extracts`. T=128 against T=32 (a quarter of the calls, more '
-      'tail padding): ' + ', '.join(
-          f'{name} {r:.2f}x' for name, r in t_ratios) +
-      '. Against `serving_default` on key-order calls '
-      '(sequences as they come, each call padded to its longest) the '
-      f'chunked pass runs at {min(key_ratios):.2f}x to '
-      f'{max(key_ratios):.2f}x their rate.',
-  ]
-  body += e2e_section(e2e, epochs)
-  harness.write_section(harness.output_path(args), 'evaluation', '\n'.join(body))
+      [f'* Equal outputs: largest difference between chunked and '
+       f'whole-sequence outputs {worst:.2e} '
+       f'{harness.verdict(worst <= 1e-5)} (tolerance 1e-5); chunked runs at '
+       f'{min(ratios):.2f}x to {max(ratios):.2f}x the rate of length-sorted '
+       '`serving_default` calls.',
+       f'* The compiled predict step alone runs {min(bare_ratios):.1f}x to '
+       f'{max(bare_ratios):.1f}x the rate of `write_extracts`; T=128 against '
+       'T=32: ' + ', '.join(f'{name} {r:.2f}x' for name, r in t_ratios) +
+       f'; against key-order `serving_default` calls: '
+       f'{min(key_ratios):.2f}x to {max(key_ratios):.2f}x.'],
+      *e2e_section(e2e, epochs))
   return 0
 
 
@@ -666,47 +584,21 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                      f'{large[key]["evaluate"]:.1f}'])
   restored = e2e.get('restored') or []
   return [
-      '',
       '### The evaluator end to end: new (TFMA) against old (NumPy)',
-      '',
-      '`evaluation.evaluate` of this commit (chunked pass writing extracts, '
-      'chunked == whole check, TFMA over the extracts with the default '
-      '`tfma.EvalConfig`, in the evaluator\'s process (`tfma_in_process`, '
-      'the default up to 100,000 extracts), blessing) against the old '
-      f'evaluator of commit `{OLD_COMMIT}` (chunked pass collecting every '
-      'labelled step in memory, NumPy metrics by slice and position, '
-      'default `EvalConfig`), run from a git worktree'
-      + (f' (with {", ".join(restored)} put back from `{RESTORE_FROM}`: '
-         'commit 663bdfd deleted them, so the old evaluator cannot be '
-         f'imported at `{OLD_COMMIT}` as it is)' if restored else '') +
-      ', on the same model and batches (B=32, T=32, with the `train` split '
-      'the new evaluator fits its no-skill predictors on), each in a fresh '
-      'process. "evaluate s" is the `evaluate(...)` call; the new one\'s '
-      'parts come from its `stateful_evaluation.json` (`seconds`); "other" '
-      '= loading the model, fitting the no-skill predictor on the train '
-      'split, the chunked == whole check and reading TFMA\'s results back. '
-      'The third set (per-step classification: the forecast set\'s '
-      'streams, each step labelled with the sign of its next value) is not '
-      'run by the old evaluator. '
-      'The trainer column is the wall time of `trainer_run.run` for the '
-      'model being evaluated.',
-      '',
+      f'`evaluation.evaluate` against the evaluator of `{OLD_COMMIT}` (a '
+      'git worktree' + (f', {", ".join(restored)} put back from '
+                        f'`{RESTORE_FROM}`' if restored else '') +
+      ') on the same model and batches, each in a fresh process; "other" = '
+      'loading, the no-skill fit, the chunked == whole check, reading '
+      'results back. The old evaluator does not run the third set.',
       harness.table(['set', 'model', 'eval seqs', 'labelled steps',
                     'extracts', 'trainer s', 'old evaluate s (chunked pass)',
                     'new evaluate s', 'new: chunked pass s', 'new: TFMA s '
                     '(share)', 'new: other s', 'new / old',
                     'new / trainer'], rows, align='llrrrrrrrrrrr'),
-      '',
-      'Where TFMA\'s time goes. "runner": where `evaluate` ran TFMA. After '
-      '`evaluate`, in the same process, with the same config: TFMA on '
-      'Beam (`tfma_eval.run`, the default DirectRunner) over the first 16 '
-      'extracts only (its fixed cost whatever the data; `Pipeline.run` in '
-      'brackets) and over all the extracts (warm), and TFMA in process '
-      '(`tfma_in_process.run`) over all the extracts, writing the same '
-      'files. Imports: `import evaluation` in a fresh '
-      'process (the new one imports TFMA and Beam); process wall: the whole '
-      'child process.',
-      '',
+      'Where TFMA\'s time goes, after `evaluate` in the same process: on '
+      'Beam over 16 extracts (its fixed cost; `Pipeline.run` in brackets) '
+      'and over all (warm), and in process over all.',
       harness.table(['set', 'import s (old / new)',
                     'process wall s (old / new)',
                     'TFMA runner in evaluate',
@@ -715,22 +607,16 @@ def e2e_section(e2e: dict, epochs: int) -> List[str]:
                     'TFMA in process, all extracts s',
                     'headline metric, old / new'], where,
                    align='lrrlrrrl'),
-      '',
-      f'Peak resident memory of one evaluation (a fresh child process) of '
-      f'the per-step regression model on {small["seqs"]:,} '
-      f'and {large["seqs"]:,} eval sequences ({small["steps"]:,} and '
-      f'{large["steps"]:,} labelled steps): `VmHWM` of the child (the '
-      'high-water mark of its own memory) and `ru_maxrss` as the child '
-      'reads it, which on Linux '
-      'survives `exec` and so is at least the forking parent\'s (this '
-      'script\'s) RSS at the fork rather than the child\'s own peak:',
-      '',
+      f'Peak memory of one evaluation of the per-step regression model on '
+      f'{small["seqs"]:,} and {large["seqs"]:,} eval sequences '
+      f'({small["steps"]:,} and {large["steps"]:,} labelled steps): the '
+      'child\'s `VmHWM`; `ru_maxrss` survives `exec`, so it can be the '
+      'parent\'s:',
       harness.table(['evaluator', f'VmHWM, {small["seqs"]:,} seqs',
                     f'VmHWM, {large["seqs"]:,} seqs', 'growth',
                     'large / small', 'ru_maxrss (small / large)',
                     'evaluate s (small / large)'],
                    mem_rows, align='lrrrrrr'),
-      '',
       f'* Targets: the evaluator at most half the trainer\'s time, in the '
       f'same run: per-sequence set {cls["new"]["evaluate"]:.1f} s against '
       f'{cls["train_s"]:.1f} s ({cls_train_ratio:.2f}x) '

@@ -1,25 +1,9 @@
 """Baseline model module for ``benchmarks/real_data.py``: a plain LSTM.
 
-One ``LSTM(64)`` layer and a ``Dense`` head, per step, with no extras
-(no stacking, dropout, normalisation or head layer): the "plain stateful
-LSTM on the same batches" baseline, trained by the same StatefulTrainer on
-the same SequenceBatcher batches as the default model:
-
-  python -m pipeline.local_runner ... --module-file benchmarks/lstm_module.py
-
-The module contract (``components/stateful/model_spec.py``):
-``build_model(spec)`` returns a Keras 2 (``tf_keras``) model whose one input
-``features`` is float32[B, T, F] (``B = spec.batch_size``, ``T =
-spec.num_unroll``, both None for the serving twin, i.e. when
-``spec.stateful`` is False; ``F = spec.num_features``) and whose output is
-float32[B, T, K] per step (``K = spec.output_units``: logits for
-classification, values for regression). When ``spec.stateful`` is True the
-recurrent layer is ``stateful=True``; the serving twin is the same
-architecture with ``stateful=False`` (same weights, same order).
-
-It imports only TensorFlow and ``tf_keras`` so that the copy the trainer
-stores next to the weights loads on its own.
-"""
+``LSTM(64) -> Dense`` per step, nothing else: the "plain stateful LSTM on
+the same batches" baseline (``--module-file benchmarks/lstm_module.py``).
+The module contract is ``components/stateful/model_spec.py``'s; it imports
+only ``tf_keras`` so that the copy stored with the weights loads alone."""
 
 import tf_keras as keras
 

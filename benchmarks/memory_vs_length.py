@@ -1,26 +1,13 @@
 """4. Peak memory of a training run against the longest sequence's length.
 
-The data: 63 ``cue`` sequences (``data/generate.py``; lengths log-normal,
-median 200, at most 1,000 steps, the same in every run) plus one sequence of
-``L`` steps, ``L`` = 1k, 10k, 100k. Everything else is fixed: one LSTM layer
-of 32 units, B=32, T=32, per-step labels, one epoch.
-
-Each run is a fresh process whose peak resident memory is read from the
-kernel (``getrusage(RUSAGE_SELF).ru_maxrss``, exact) and also polled
-(psutil, every 50 ms, so that a run stopped at the cap still has a figure):
-
-* ours: the StatefulTrainer's ``trainer_run.run`` (label scan, ``training.fit``,
-  SavedModel export) on ``packed`` batches written beforehand by the parent;
-* Keras ``model.fit`` on the same sequences padded to the longest one
-  (a ``Masking`` layer, mask-weighted loss, two batches of 32 = one epoch),
-  the usual alternative, run until a memory cap or a time limit stops it.
-
-  PYTHONPATH=. python -m benchmarks.memory_vs_length [--quick]
-"""
+63 fixed ``cue`` sequences plus one of L = 1k, 10k, 100k steps; one LSTM
+layer of 32 units, B=32, T=32, one epoch, each run a fresh process (peak RSS
+from ``ru_maxrss``, and polled): the StatefulTrainer's ``trainer_run.run``
+against Keras ``fit`` on the sequences padded to the longest (stopped at a
+memory cap or a time limit)."""
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import shutil
@@ -28,6 +15,8 @@ import sys
 import tempfile
 import time
 from typing import Dict
+
+import numpy as np
 
 from benchmarks import harness
 
@@ -39,7 +28,6 @@ TIME_LIMIT = 300.0        # ... or after this many seconds.
 
 def sequences(longest: int):
   """The 63 fixed sequences and one of ``longest`` steps."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
   seqs, names = harness.generated_sequences(
       OTHERS, seed=4, median_length=200, max_length=1000,
@@ -65,20 +53,13 @@ def _rss() -> int:
 
 def child_ours(batches: str, work: str) -> dict:
   import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  from components.stateful_trainer import run as trainer_run  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
+  from components.stateful_trainer import run  # pylint: disable=g-import-not-at-top,unused-import
   ready = _rss()
   t0 = time.perf_counter()
-  result = trainer_run.run(trainer_run.TrainerArgs(
-      batches_uri=batches, model_uri=os.path.join(work, 'model'),
-      serving_model_dir=os.path.join(work, 'model', 'Format-Serving'),
-      model_run_dir=os.path.join(work, 'run'), eval_split=None,
-      task='classification', num_classes=2,
-      hyperparameters={'model': 'lstm', 'units': [UNITS],
-                       'learning_rate': 0.01},
-      train=settings.TrainConfig(epochs=1, log_every_n_steps=0,
-                                 validation_fraction=0.0)))
+  result = harness.run_trainer(
+      batches, work, {'epochs': 1, 'validation_fraction': 0.0},
+      task='classification', num_classes=2, hyperparameters={
+          'model': 'lstm', 'units': [UNITS], 'learning_rate': 0.01})
   return {'ready_rss': ready, 'seconds': time.perf_counter() - t0,
           'steps': result.fit.steps}
 
@@ -141,8 +122,8 @@ def main(argv=None) -> int:
         os.path.join(work, f'batches-{longest}'), {'train': seqs},
         batch_size=B, num_unroll=T, label_kind='per_step',
         feature_names=names)
-    with open(os.path.join(batches, 'Split-train', 'metadata.json')) as f:
-      meta = json.load(f)
+    meta = harness.read_json(
+        os.path.join(batches, 'Split-train', 'metadata.json'))
     info[longest] = {'steps': meta['real_timesteps'],
                      'batches': meta['num_batches'],
                      'padded': len(seqs) * longest}
@@ -152,8 +133,8 @@ def main(argv=None) -> int:
         'keras': run_one('keras', longest, batches, work)}
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  harness.write_section(harness.output_path(args), 'memory_vs_length',
-                       report(args, run, sizes, results, info))
+  harness.write_report(args, 'memory_vs_length',
+                       *report(args, run, sizes, results, info))
   return 0
 
 
@@ -161,7 +142,7 @@ def _peak(r: dict) -> int:
   return r.get('maxrss') or r['polled']
 
 
-def report(args, run, sizes, results, info) -> str:
+def report(args, run, sizes, results, info) -> list:
   first = sizes[0]
   base_ours = _peak(results[first]['ours'])
   base_keras = _peak(results[first]['keras'])
@@ -182,53 +163,42 @@ def report(args, run, sizes, results, info) -> str:
                 keras_cells)
   last = sizes[-1]
   growth = _peak(results[last]['ours']) / base_ours - 1.0
-  body = [
+  blocks = [
       '## 4. Memory against sequence length',
-      '',
       run.preamble(args.quick),
-      '',
       f'{OTHERS} fixed `cue` sequences (median 200, at most 1,000 steps) plus '
       f'one of L steps; one LSTM layer of {UNITS} units, B={B}, T={T}, '
-      'per-step labels, one epoch; each run a fresh process. Peak RSS is the '
-      'kernel\'s `ru_maxrss` of the process (for a run stopped at the cap: '
-      'the last polled RSS). "ours" is the StatefulTrainer\'s `trainer_run.run` '
-      '(label scan, `training.fit`, SavedModel export) on `packed` batches; '
-      '"above start" is its peak minus its RSS once TensorFlow and the '
-      'trainer were imported. Keras `fit` pads every sequence to L (2 '
-      f'batches of 32); it is stopped above {harness.mib(RSS_CAP)} or after '
+      'per-step labels, one epoch; each run a fresh process; peak RSS = '
+      '`ru_maxrss` (a run stopped at the cap: the last polled RSS). "ours" = '
+      '`trainer_run.run` on `packed` batches; '
+      '"above start" = peak minus the RSS after the imports. Keras `fit` '
+      f'pads to L; stopped above {harness.mib(RSS_CAP)} or after '
       f'{TIME_LIMIT:.0f} s.',
-      '',
       harness.table(['longest L', 'real steps', 'batches (ours)',
                     'ours: peak RSS', 'vs L=1k', 'above start',
                     'ours: train+export time', 'padded steps (Keras)',
                     'Keras pad-to-max: peak RSS', 'vs L=1k', 'fit time',
-                    'outcome'], rows, align='rrrrrrrrrrrl'),
-      '',
+                    'outcome'], rows, align='rrrrrrrrrrrl')]
+  bullets = [
       f'* Ours from L={first:,} to L={last:,}: peak RSS {growth * 100:+.1f}%;'
       f' target flat within 10%: {harness.verdict(abs(growth) <= 0.10)}. '
-      'Truncated BPTT keeps the activations of one batch (B x T steps) for '
-      'the backward pass and the RNN state (B x units) across batches; '
-      '`read_batches` streams the TFRecords. A longer sequence only adds '
-      f'batches on its lane ({info[first]["batches"]} -> '
-      f'{info[last]["batches"]}): time, not memory.',
-  ]
+      f'Batches (ours): {info[first]["batches"]} -> '
+      f'{info[last]["batches"]}.']
   ks = [n for n in sizes if results[n]['keras']['ok']]
   if len(ks) >= 2:
     a, b = ks[0], ks[-1]
     slope = (_peak(results[b]['keras']) - _peak(results[a]['keras'])) / (
         b - a)
     line = (f'* Keras pad-to-max: peak RSS grows by {slope / 1024:.0f} KiB '
-            f'per step of L (L={a:,} -> {b:,}): whole-sequence BPTT keeps '
-            f'every time step\'s activations of a {B}-sequence batch for the '
-            'backward pass, so memory is linear in the longest sequence.')
+            f'per step of L (L={a:,} -> {b:,}).')
     for n in sizes:
       k = results[n]['keras']
       if not k['ok']:
         proj = _peak(results[a]['keras']) + slope * (n - a)
         line += (f' At L={n:,} that projects to {harness.mib(proj)}; the run '
                  f'was {k.get("killed") or k.get("error")}.')
-    body.append(line)
-  return '\n'.join(body)
+    bullets.append(line)
+  return blocks + [bullets]
 
 
 if __name__ == '__main__':

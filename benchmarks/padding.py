@@ -1,29 +1,10 @@
 """1. Padding efficiency: the fraction of processed time steps that are real.
 
-For several length distributions and three ``num_unroll`` (T) values,
-compares
-
-* pad-to-max: every sequence padded to the longest one (one fixed shape);
-* ``padded_batch``: batches of B sequences in shuffled order, each padded to
-  its own longest sequence (what ``Dataset.padded_batch`` yields; computed
-  exactly in NumPy);
-* ``tf.data.Dataset.bucket_by_sequence_length`` with power-of-two bucket
-  boundaries (16, 32, 64, ... below the longest length) and batch size B,
-  run for real: real / processed is counted from the batches it yields;
-* our ``bucketed``, ``packed`` and ``dense`` modes (``layout.plan_lanes``),
-  where a processed step is one of the ``num_batches * B * T`` slots.
-
-The first three train on whole sequences and do not depend on T. For
-``packed`` the table also gives the best efficiency any layout can reach that
-keeps each sequence in one lane in T-step segments (``bound``): a layout needs
-at least ``max(ceil(total segments / B), segments of the longest sequence)``
-batches. Its two losses are shown apart: tail padding of the last segment of
-every sequence (``segments fill``) and lanes that end before the last batch
-(``lane fill``). ``dense`` pads only each lane's tail: its target (0.99)
-applies wherever total steps / B >= 4 x the longest sequence.
-
-  PYTHONPATH=. python -m benchmarks.padding [--quick]
-"""
+For several length distributions and T in 32, 128, 512: pad-to-max,
+``padded_batch`` (exact, in NumPy), ``bucket_by_sequence_length`` (run for
+real) and our ``bucketed``, ``packed`` and ``dense`` layouts
+(``layout.plan_lanes``), with the best any one-lane-per-sequence layout can
+reach (``bound``) split into segment fill and lane fill."""
 
 from __future__ import annotations
 
@@ -40,11 +21,6 @@ B = 32
 UNROLLS = (32, 128, 512)
 TARGET = 0.9
 DENSE_TARGET = 0.99
-
-
-# --------------------------------------------------------------------------
-# Length distributions
-# --------------------------------------------------------------------------
 
 
 def sample_lengths() -> np.ndarray:
@@ -78,11 +54,6 @@ def distributions(quick: bool) -> List[Tuple[str, str, np.ndarray]]:
                 f'and 1% ({giants}) of ~20,000 steps (100x the median)',
                 base.astype(np.int64)))
   return out
-
-
-# --------------------------------------------------------------------------
-# Methods
-# --------------------------------------------------------------------------
 
 
 def pad_to_max(lengths: np.ndarray) -> float:
@@ -140,36 +111,14 @@ def ours(lengths: np.ndarray, unroll: int) -> Dict[str, float]:
   out['bound'] = float(lengths.sum() / (min_batches * B * unroll))
   out['segment_fill'] = float(lengths.sum() / (segs.sum() * unroll))
   out['lane_fill'] = float(segs.sum() / (out['packed_batches'] * B))
-  out['longest_bound'] = int(segs.max()) > int(-(-segs.sum() // B))
   return out
-
-
-def smaller_batch(lengths: np.ndarray, unroll: int) -> str:
-  """Where the longest sequence binds: the largest B at which it no longer
-  does, and the packed efficiency there."""
-  from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
-  segs = -(-lengths // unroll)
-  bstar = int(segs.sum() // segs.max())
-  if bstar < 1:
-    return ''
-  plan = layout.plan_lanes([(f's{i}', int(n)) for i, n in enumerate(lengths)],
-                           layout.LayoutConfig(batch_size=bstar,
-                                               num_unroll=unroll))
-  return (f'; with B={bstar} lanes (the most for which the longest sequence '
-          f'is no longer than an even share) `packed` reaches '
-          f'{plan.efficiency:.3f}')
-
-
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
   args = harness.parser(__doc__.split('\n')[0]).parse_args(argv)
   run = harness.Run()
   dists = distributions(args.quick)
-  rows, notes, checks, dense_checks = [], [], [], []
+  rows, checks, dense_checks = [], [], []
   stats_rows = []
   for name, desc, lengths in dists:
     stats_rows.append([name, desc, f'{lengths.size:,}', f'{lengths.sum():,}',
@@ -200,91 +149,39 @@ def main(argv=None) -> int:
                    f'{o["lane_fill"]:.3f}',
                    harness.ratio(o['packed'], bucket),
                    harness.ratio(o['packed'], ptm), target, dense_target])
-      if o['packed'] < TARGET:
-        cause = []
-        if o['longest_bound']:
-          segs_max = int(-(-lengths.max() // unroll))
-          cause.append(
-              f'the longest sequence ({lengths.max():,} steps = {segs_max} '
-              f'segments) is longer than an even share of the work per lane '
-              f'({-(-(-(-lengths // unroll)).sum() // B)} segments), so at '
-              f'least {segs_max} batches are needed and the other lanes run '
-              f'out of sequences first (lane fill {o["lane_fill"]:.3f})' +
-              smaller_batch(lengths, unroll))
-        if o['segment_fill'] < TARGET:
-          cause.append(
-              f'the last segment of every sequence is padded to T: '
-              f'{(1 - o["segment_fill"]) * 100:.0f}% of the slots (segment '
-              f'fill {o["segment_fill"]:.3f}), because many sequences are '
-              f'short against T={unroll} (median {np.median(lengths):g})')
-        if abs(o['packed'] - o['bound']) < 1e-9:
-          tail = ' `packed` equals the bound: no layout does better here.'
-        else:
-          tail = (f' `packed` is {o["bound"] - o["packed"]:.3f} below the '
-                  'bound.')
-        notes.append(f'* {name}, T={unroll}: packed {o["packed"]:.3f}: ' +
-                     '; '.join(cause) + '.' + tail +
-                     ('' if applies else ' (The target does not apply: '
-                      'median < 4T.)'))
   run.finish()
-  met = all(checks) if checks else None
-  dense_met = all(dense_checks) if dense_checks else None
-  body = [
-      '## 1. Padding efficiency',
-      '',
-      run.preamble(args.quick),
-      '',
-      'Fraction of processed time steps that are real (higher is better), '
-      f'batch size B={B}. Pad-to-max, `padded_batch` (shuffled, each batch '
-      'padded to its own longest sequence) and `bucket_by_sequence_length` '
-      '(power-of-two boundaries 16, 32, 64, ... below the longest length, '
-      f'batch size {B} per bucket, real/processed counted from the batches it '
-      'yields) run whole sequences, so they do not depend on T; our modes '
-      'count every slot of `num_batches x B x T`. `bound` is the best any '
-      'layout keeping a sequence in one lane in T-step segments can reach '
-      '(at least max(ceil(segments / B), segments of the longest sequence) '
-      'batches); packed = segment fill x lane fill.',
-      '',
+
+  def target(ok, rule):
+    return (f'**Target ({rule}): ' + (
+        'met** on every row where it applies.' if ok else
+        'missed** on some rows (segment fill and lane fill give the cause).'
+        if ok is not None else 'no row applies.**'))
+
+  harness.write_report(
+      args, 'padding', '## 1. Padding efficiency', run.preamble(args.quick),
+      f'Fraction of processed time steps that are real, B={B}. Pad-to-max, '
+      '`padded_batch` and `bucket_by_sequence_length` (power-of-two '
+      'boundaries) run whole sequences, so they do not depend on T; our '
+      'modes count every slot of `num_batches x B x T`; `bound` = the best '
+      'layout keeping a sequence in one lane; packed = segment fill x lane '
+      'fill.',
       harness.table(['distribution', 'T', 'pad-to-max', 'padded_batch',
-                    'bucket_by_sequence_length', 'ours bucketed',
-                    'ours packed', 'ours dense', 'bound (packed)',
-                    'segment fill', 'lane fill',
-                    'packed / bucket_by_seq_len', 'packed / pad-to-max',
-                    'target packed >= 0.9 (median >= 4T)',
-                    'target dense >= 0.99 (steps / B >= 4 x longest)'],
-                   rows, align='lrrrrrrrrrrrrll'),
-      '',
+                     'bucket_by_sequence_length', 'ours bucketed',
+                     'ours packed', 'ours dense', 'bound (packed)',
+                     'segment fill', 'lane fill',
+                     'packed / bucket_by_seq_len', 'packed / pad-to-max',
+                     'target packed >= 0.9 (median >= 4T)',
+                     'target dense >= 0.99 (steps / B >= 4 x longest)'],
+                    rows, align='lrrrrrrrrrrrrll'),
       'The distributions:',
-      '',
-      harness.table(['distribution', 'what', 'sequences', 'time steps', 'min',
-                    'median', 'mean', 'max'], stats_rows,
-                   align='llrrrrrr'),
-      '',
-      (f'**Target (`packed` >= {TARGET} wherever median >= 4 x T): ' +
-       ('met** on every row where it applies.' if met else
-        'missed** on some rows; the measured causes are below.' if met is
-        not None else 'no row applies.**')),
-      '',
-      (f'**Target (`dense` >= {DENSE_TARGET} wherever total steps / B >= 4 '
-       'x the longest sequence): ' +
-       ('met** on every row where it applies.' if dense_met else
-        'missed** on some rows.' if dense_met is not None else
-        'no row applies.**')),
-      '',
-      '`dense` starts a lane\'s next sequence at the step after the previous '
-      'one ends, so only the end of each lane is padded: its loss does not '
-      'grow with T (the last-segment padding that makes `packed` fall at '
-      'T=128 and 512). Where the longest sequence is longer than an even '
-      'share of the steps per lane, the other lanes still run out first, as '
-      'in `packed`. The price is per-step resets inside a segment: every '
-      'stateful layer must honour them (RNN cells step by step through a '
-      'resetting wrapper, see the step-rate table below), so on a GPU, where '
-      'the fused cuDNN kernel takes resets only at segment starts, `packed` '
-      'stays the choice.',
-  ]
-  if notes:
-    body += ['', 'Where `packed` is below 0.9, and why (measured):', ''] + notes
-  harness.write_section(harness.output_path(args), 'padding', '\n'.join(body))
+      harness.table(['distribution', 'what', 'sequences', 'time steps',
+                     'min', 'median', 'mean', 'max'], stats_rows,
+                    align='llrrrrrr'),
+      target(all(checks) if checks else None,
+             f'`packed` >= {TARGET} wherever median >= 4 x T'),
+      target(all(dense_checks) if dense_checks else None,
+             f'`dense` >= {DENSE_TARGET} wherever total steps / B >= 4 x the '
+             'longest sequence'))
   return 0
 
 

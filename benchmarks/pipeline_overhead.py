@@ -1,33 +1,14 @@
 """7. Pipeline overhead: per-component seconds of the local pipeline.
 
-The main job (``python -m pipeline.local_runner``, every setting at its
-default, ``--no-cache``) runs on generated CSV data of the kind the pipeline
-is made for (``data/generate.py``: ``cue`` target, 5 features, lengths as in
-the sample: median 200, 30% short, at most 3,000 steps, 8 files) at about
-100k, 1M and 10M rows. Each run is a fresh process; the seconds of every
-component come from ML Metadata (the execution's create and last-update
-times, as ``summary.json`` gives them), the input check's from a timer
-around ``input_check.check_input`` in the child process.
-
-The question (issue 11, section 3): do the stages before the trainer
-(CsvExampleGen, StatisticsGen, SchemaGen, ExampleValidator, Transform,
-SequenceBatcher), together, take less time than the StatefulTrainer on the
-same data?
-
-``--profile DIR`` runs every component's executor under cProfile instead
-(``DIR/<component>.prof`` and a text digest ``DIR/<component>.txt``); the
-seconds of a profiled run are not reported.
-
-``--baseline DIR`` also runs each size with the code checked out in DIR
-(e.g. ``git worktree add /tmp/base <commit>``), side by side.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.pipeline_overhead \
-      [--rows 100000,1000000] [--quick] [--profile DIR] [--baseline DIR]
-"""
+The main job (``pipeline.local_runner --no-cache``, defaults otherwise) on
+``data/generate.py`` CSV at about 100k, 1M and 10M rows, a fresh process per
+run; component seconds from ML Metadata (``summary.json``). Target: the
+stages before the trainer, together, below the trainer. ``--profile DIR``
+runs every executor under cProfile instead; ``--baseline DIR`` also runs
+each size on the code checked out in DIR."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -41,8 +22,7 @@ DATA_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-data')
 OUT_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-out')
 RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 SECTION = 'pipeline_overhead'
-# data/generate.py's defaults (median 200, 30% short) give a mean length of
-# about 227 steps, so 4,400 sequences ~ 1M rows.
+# About 4,400 generated sequences per 1M rows.
 SEQUENCES_PER_MILLION = 4400
 NUM_SHARDS = 8
 NUM_FEATURES = 5
@@ -56,21 +36,11 @@ TRAINER = 'StatefulTrainer'
 log = harness.progress_log('pipeline_overhead')
 
 
-# --------------------------------------------------------------------------
-# Input
-# --------------------------------------------------------------------------
-
-
 def ensure_csv(rows: int) -> str:
   """CSV files of about ``rows`` rows (generated once, cached under /tmp)."""
   return harness.generated_csv(
       DATA_DIR, max(8, int(round(rows * SEQUENCES_PER_MILLION / 1e6))),
       num_shards=NUM_SHARDS, num_features=NUM_FEATURES, log=log)
-
-
-# --------------------------------------------------------------------------
-# The child: the local runner, timed (or profiled) from inside
-# --------------------------------------------------------------------------
 
 
 def _profile_executors(directory: str) -> None:
@@ -189,11 +159,6 @@ def child(profile_dir: Optional[str], flags: List[str]) -> dict:
   return timings
 
 
-# --------------------------------------------------------------------------
-# Parent
-# --------------------------------------------------------------------------
-
-
 def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
                  profile_dir: Optional[str] = None,
                  extra: Optional[List[str]] = None) -> dict:
@@ -209,8 +174,7 @@ def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
   if timings is None:
     raise RuntimeError(f'{data}: the pipeline failed (exit code '
                        f'{res.returncode}); log: {out}/stderr.log')
-  with open(os.path.join(out, 'summary.json')) as f:
-    summary = json.load(f)
+  summary = harness.read_json(os.path.join(out, 'summary.json'))
   components = {name: c['seconds'] for name, c in
                 summary['components'].items()}
   pre = pre_trainer_seconds(components)
@@ -241,10 +205,6 @@ def stage_log_lines(stderr: str) -> List[str]:
   return [m.group(0)[:300] for m in map(_STAGE_LINE.search,
                                         stderr.splitlines()) if m]
 
-
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
 
 COLUMNS = (('CsvExampleGen', 'ExampleGen'), ('StatisticsGen', 'StatisticsGen'),
            ('SchemaGen', 'SchemaGen'), ('ExampleValidator', 'Validator'),
@@ -322,22 +282,11 @@ def report(all_results: List[dict], profile: Optional[dict],
   results = {'sizes': [e for r in all_results for e in r['sizes']]}
   lines += [
       '',
-      'The main job, `python -m pipeline.local_runner --data-root <data> '
-      '--output-dir <out> --no-cache` with every other setting at its '
-      'default, in a fresh process per run, on `data/generate.py` CSV data '
-      f'(`cue` target, {NUM_FEATURES} features, lengths as in the sample: '
-      f'median 200, 30% short, at most 3,000 steps; {NUM_SHARDS} files). '
-      'Seconds per component are ML Metadata\'s (the execution\'s create '
-      'and last-update times, as `summary.json` gives them); "before the '
-      'trainer" is their sum over every component before the trainer '
-      '(ExampleGen, ExampleSplitCheck where the pipeline has it, '
-      'StatisticsGen, SchemaGen, ExampleValidator, Transform, '
-      'SequenceBatcher); the input check '
-      '(`pipeline/input_check.py`, before the pipeline starts) is timed in '
-      'the process and not part of that sum. "pipeline" is '
-      '`LocalDagRunner.run` end to end (every component, the evaluator '
-      'too). Target: the stages before the trainer, together, below the '
-      'trainer\'s own time on the same data.', '']
+      '`pipeline.local_runner --data-root <data> --output-dir <out> '
+      f'--no-cache` on `data/generate.py` CSV ({NUM_SHARDS} files), a fresh '
+      'process per run; seconds per component from ML Metadata; "before the '
+      'trainer" sums every component before it; the input check is timed '
+      'apart; "pipeline" is the whole run.', '']
   headers = (['rows', 'sequences', 'code'] + [h for _, h in COLUMNS] +
              ['before the trainer', 'StatefulTrainer',
               'before / trainer', 'StatefulEvaluator', 'pipeline',
@@ -406,10 +355,6 @@ def main(argv=None) -> int:
                  'timing; no table is written')
   p.add_argument('--baseline', default=None, metavar='DIR',
                  help='also run each size with the code checked out in DIR')
-  p.add_argument('--profile-results', default=None, metavar='JSON',
-                 help='a --profile digest to add to the section (default: '
-                 'benchmarks/results/pipeline_overhead-profile.json if it '
-                 'exists)')
   p.add_argument('--from-results', default=None, metavar='JSON', nargs='+',
                  help='write the section from earlier runs\' results '
                  'instead of running')
@@ -439,30 +384,23 @@ def main(argv=None) -> int:
       digest['sizes'][str(rows)] = entry
     path = args.results or os.path.join(RESULTS_DIR,
                                         'pipeline_overhead-profile.json')
-    with open(path, 'w') as f:
-      json.dump(digest, f, indent=1, sort_keys=True)
+    harness.write_json(path, digest, indent=1, sort_keys=True)
     log(f'wrote {path}')
     return 0
   not_run = [f'{r:,}: not run (see below)' for r in (10_000_000,)
              if r not in sizes and not args.quick]
-  profile_path = args.profile_results or os.path.join(
-      RESULTS_DIR, 'pipeline_overhead-profile.json')
+  profile_path = os.path.join(RESULTS_DIR, 'pipeline_overhead-profile.json')
   profile = None
   if os.path.exists(profile_path):
-    with open(profile_path) as f:
-      profile = json.load(f)
+    profile = harness.read_json(profile_path)
   if args.from_results:
-    loaded = []
-    for name in args.from_results:
-      with open(name) as f:
-        loaded.append(json.load(f))
+    loaded = [harness.read_json(name) for name in args.from_results]
     harness.write_section(harness.output_path(args), SECTION, report(loaded, profile,
                                                    not_run))
     return 0
   path = args.results or (
       os.path.join(harness.QUICK_DIR, 'pipeline_overhead.json') if args.quick
       else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
   run = harness.Run()
   results = {'command': harness.command_line(), 'sizes': [],
              'code': harness.code_state(harness.ROOT)}
@@ -484,12 +422,10 @@ def main(argv=None) -> int:
           f' s')
     results['sizes'].append(entry)
     # What is measured so far survives an interrupted run.
-    with open(path + '.partial', 'w') as f:
-      json.dump(results, f, indent=1, sort_keys=True)
+    harness.write_json(path + '.partial', results, indent=1, sort_keys=True)
   run.finish()
   results['run'] = run.record()
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1, sort_keys=True)
+  harness.write_json(path, results, indent=1, sort_keys=True)
   log(f'wrote {path}')
   harness.write_section(harness.output_path(args), SECTION, report([results], profile,
                                                  not_run))

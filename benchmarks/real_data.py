@@ -1,50 +1,13 @@
 """6. Real public data (UCR/UEA): the default model against baselines.
 
-Each data set of the UCR/UEA archive shipped in the aeon wheel is converted
-by ``benchmarks/ucr.py`` (``<work>/<case>/train/<Name>.csv`` from ``_TRAIN.ts``,
-``eval/<Name>.csv`` from ``_TEST.ts``), then trained and evaluated by the
-whole pipeline, exactly as a user would run it, with no tuning flags::
-
-  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
-      --order-column t --label-column label [--task regression] \\
-      [--label-kind per_step] --output-dir <tmp> [--seed S]
-
-(batch size, unroll and epochs are left to the pipeline), and scored from
-``<output-dir>/summary.json`` (``eval.accuracy``; ``eval.mae`` and
-``eval.rmse`` for regression) on the archive's TEST split. Against, on the
-same CSV rows:
-
-* (a) a plain stateful LSTM on the same batches: the same command with
-  ``--module-file benchmarks/lstm_module.py`` (LSTM(64) -> Dense, per step);
-* (b) a Keras pad-to-max LSTM (``tf_keras``): every sequence padded to the
-  longest, masked, features z-scored with the train split's mean and
-  standard deviation, LSTM(64) -> Dense (the last real step for per-sequence
-  labels, every step for per-step labels), 50 epochs of Adam (learning rate
-  1e-3, batches of 32, reshuffled each epoch; with ``--keras-fixed-order``
-  the training sequences in the split's order every epoch instead) from a
-  fixed seed;
-* (e) with ``--models`` naming ``lru``: the default module's LRU model, the
-  same command with ``--hyperparameters model=lru`` (the issue's comparison
-  of the LRU against the LSTM module, both with defaults only);
-* (c) no skill: the train split's majority class (classification) or mean
-  label (regression);
-* (d) published ROCKET accuracies (Dempster et al. 2020,
-  angus924/rocket results/results_ucr.csv) where there is one;
-* for per-step forecasting (``benchmarks/ucr.py --forecast``: label[t] = x0[t+1]):
-  persistence (predict x0[t]) and a least-squares linear AR(16) on x0
-  fitted on the train rows (lags before a series' start are zeros, plus an
-  intercept).
-
-Every seed runs ours; (a) and (b) run for the first ``--baseline-seeds``
-seeds (default 1). The table gives the mean over seeds and the spread
-(max - min). ``--quick`` converts one small data set and runs one
-seed, writing to the scratch file.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.real_data [--quick]
-      [--datasets ACSF1,GunPoint,ACSF1:forecast] [--seeds 3] [--skip-baselines]
-      [--models ours,plain,keras,lru] [--keras-fixed-order]
-      [--aeon-wheel aeon-1.6.0-py3-none-any.whl | --data-dir DIR]
-"""
+Each data set (``benchmarks/ucr.py`` converts the aeon wheel's ``.ts``
+files) runs through ``pipeline.local_runner`` with no tuning flags, scored
+from ``summary.json`` on the archive's TEST split, against (a) a plain
+stateful LSTM (``--module-file benchmarks/lstm_module.py``), (b) a Keras
+pad-to-max LSTM, (c) no skill, (d) published ROCKET accuracies, (e) with
+``--models lru`` the LRU model, and for ``Name:forecast`` persistence and a
+linear AR(16). Ours runs every seed; (a) and (b) the first
+``--baseline-seeds``."""
 
 from __future__ import annotations
 
@@ -59,6 +22,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from benchmarks import harness
 from benchmarks import ucr
 
@@ -69,8 +34,6 @@ DEFAULT_CASES = ('GunPoint', 'ItalyPowerDemand', 'ArrowHead', 'BasicMotions',
                  'JapaneseVowels', 'Covid3Month', 'ItalyPowerDemand:forecast',
                  'ACSF1')
 QUICK_CASES = ('ItalyPowerDemand',)
-# Seeds per model (0..SEEDS-1). Passed as --seed only when the runner has
-# that flag; without it each model runs once.
 SEEDS = 3
 
 # (b) Keras pad-to-max LSTM.
@@ -94,11 +57,6 @@ DEFAULT_MODELS = (OURS, PLAIN, KERAS)
 LRU_FLAGS = ('--hyperparameters', 'model=lru')
 
 log = harness.progress_log('real_data')
-
-
-# --------------------------------------------------------------------------
-# Cases
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -167,11 +125,6 @@ def prepare(cases: Sequence[Case], source: ucr.Source, work: str) -> None:
         f'{time.perf_counter() - t0:.1f} s')
 
 
-# --------------------------------------------------------------------------
-# The pipeline runs (ours, and (a) with the plain LSTM module)
-# --------------------------------------------------------------------------
-
-
 def metric_names(case: Case) -> List[str]:
   return ['accuracy'] if case.task == 'classification' else ['mae', 'rmse']
 
@@ -198,15 +151,9 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
   return harness.run_result(res, summary, metric_names(case), logfile)
 
 
-# --------------------------------------------------------------------------
-# Baselines on the CSV rows (NumPy; Keras for (b))
-# --------------------------------------------------------------------------
-
-
 def load_split(case: Case, split: str):
   """Sequences of one split in key order: list of (features float64[L, F],
   labels [L])."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   df = pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str})
   df = df.sort_values(['seq_id', 't'], kind='stable')
@@ -222,7 +169,6 @@ def load_split(case: Case, split: str):
 
 
 def _errors(pred, target) -> Dict[str, float]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   d = np.asarray(pred, np.float64) - np.asarray(target, np.float64)
   return {'mae': float(np.mean(np.abs(d))),
           'rmse': float(np.sqrt(np.mean(d * d)))}
@@ -230,7 +176,6 @@ def _errors(pred, target) -> Dict[str, float]:
 
 def no_skill(case: Case, train, evals) -> Dict[str, float]:
   """Majority class / training mean, scored like the pipeline."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if case.task == 'classification':
     train_y = np.array([y[-1] for _, y in train])
     eval_y = np.array([y[-1] for _, y in evals])
@@ -247,7 +192,6 @@ def no_skill(case: Case, train, evals) -> Dict[str, float]:
 
 def persistence(evals) -> Dict[str, float]:
   """Next value = this value (x0[t] for label x0[t+1])."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   pred = np.concatenate([x[:, 0] for x, _ in evals])
   return _errors(pred, np.concatenate([y for _, y in evals]))
 
@@ -255,7 +199,6 @@ def persistence(evals) -> Dict[str, float]:
 def _lags(x0, order: int):
   """[L, order + 1]: x0[t], x0[t-1], ..., x0[t-order+1] (zeros before the
   series' start) and a constant 1."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   n = x0.size
   out = np.zeros((n, order + 1), np.float64)
   for k in range(min(order, n)):
@@ -267,7 +210,6 @@ def _lags(x0, order: int):
 def ar_coefficients(train, order: int = AR_ORDER):
   """Least-squares AR(order) on x0 fitted on the train rows: the weights of
   x0[t], ..., x0[t-order+1], then the intercept."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   a = np.concatenate([_lags(x[:, 0], order) for x, _ in train])
   b = np.concatenate([y for _, y in train])
   coef, *_ = np.linalg.lstsq(a, b, rcond=None)
@@ -276,14 +218,12 @@ def ar_coefficients(train, order: int = AR_ORDER):
 
 def autoregressive(train, evals, order: int = AR_ORDER) -> Dict[str, float]:
   """Least-squares linear AR(order) on x0, fitted on the train rows."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   coef = ar_coefficients(train, order)
   pred = np.concatenate([_lags(x[:, 0], order) @ coef for x, _ in evals])
   return _errors(pred, np.concatenate([y for _, y in evals]))
 
 
 def _padded(seqs, length: int, mean, std):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   nfeat = seqs[0][0].shape[1]
   x = np.zeros((len(seqs), length, nfeat), np.float32)
   y = np.zeros((len(seqs), length), np.float32)
@@ -301,22 +241,9 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
                      learning_rate: float = KERAS_LEARNING_RATE,
                      clip_global_norm: Optional[float] = None
                     ) -> Dict[str, float]:
-  """(b): whole sequences padded to the longest, masked, LSTM(64), fit.
-
-  Args:
-    case: the data set.
-    train: the train split's sequences (``load_split``).
-    evals: the eval split's sequences.
-    seed: Keras' random seed and the initialisers'.
-    shuffle: passed to ``fit``: reshuffle the training sequences each epoch
-      (Keras' default); False keeps the split's order every epoch.
-    learning_rate: Adam's rate.
-    clip_global_norm: Adam's ``global_clipnorm`` (None: no clipping).
-
-  Returns:
-    The eval metrics: accuracy, or MAE and RMSE.
-  """
-  import numpy as np  # pylint: disable=g-import-not-at-top
+  """(b): whole sequences padded to the longest, masked, z-scored,
+  LSTM(64) -> Dense, Adam; ``shuffle=False`` keeps the split's order every
+  epoch; ``clip_global_norm`` None: no clipping. Returns the eval metrics."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   keras.backend.clear_session()
   keras.utils.set_random_seed(seed)
@@ -368,26 +295,23 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
   return _errors(pred[:, 0], eval_y)
 
 
-# --------------------------------------------------------------------------
-# The section
-# --------------------------------------------------------------------------
-
-
 def _values(results: List[Dict], metric: str) -> List[float]:
   return [r[metric] for r in results if metric in r and 'error' not in r]
 
 
-def cell(results: Optional[List[Dict]], metric: str, digits: int = 3) -> str:
-  """'mean (spread)' over seeds; the error of a failed run; '-' if none."""
+def cell(results: Optional[List[Dict]], metric: str, fmt: str = '.3f',
+         spread: Optional[str] = None) -> str:
+  """'mean (spread)' over seeds (formats ``fmt``, ``spread``: default
+  ``fmt``); the error of a failed run; '-' if none."""
   if not results:
     return '-'
   vals = _values(results, metric)
   failed = [r['error'] for r in results if 'error' in r]
   if not vals:
     return 'failed (below)' if failed else '-'
-  text = f'{statistics.mean(vals):.{digits}f}'
+  text = f'{statistics.mean(vals):{fmt}}'
   if len(vals) > 1:
-    text += f' ({max(vals) - min(vals):.{digits}f})'
+    text += f' ({max(vals) - min(vals):{spread or fmt}})'
   if failed:
     text += f' [{len(failed)} of {len(results)} failed]'
   return text
@@ -549,173 +473,100 @@ def runner_args_note(cases, res) -> Optional[str]:
           + '; '.join(f'`{f}`' for f in flags))
 
 
-def write(args, run, cases, res, seeds, seed_flag, source, skip) -> None:
+def write(args, run, cases, res, seeds, source) -> None:
   run.finish()
-  seed_text = (f'seeds {", ".join(str(s) for s in seeds)} (`--seed`)'
-               if seed_flag else
-               'one run per model: `pipeline.local_runner` has no `--seed` '
-               f'flag yet (this script passes it once it exists; {SEEDS} '
-               'seeds by default)')
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
   extra_flags = runner_args_note(cases, res)
-  body = [
+  with_lru = has_lru(cases, res)
+  lru_col = ['LRU model (e)'] if with_lru else []
+  blocks = [
       TITLE,
-      '',
       '**Targets**: accuracy within 2 points of the published ROCKET '
       'figure; ahead of both LSTM baselines (plain stateful LSTM on the same '
       'batches, Keras pad-to-max LSTM); MAE and RMSE below the training-mean '
       'predictor on regression; at or below the linear AR(16) on per-step '
       'forecasting.',
-      '',
-      run.preamble(args.quick),
-      f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
-      '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the `eval/` '
-      'folder)',
-      f'* Runs: {seed_text} for the default model; the LSTM baselines '
-      f'(a) and (b) with the first {args.baseline_seeds} of them',
-  ] + ([extra_flags] if extra_flags else []) + ([
-      '* Written from the `results.json` of earlier runs of this script '
-      '(`--from-results`; the figures, the per-run wall times and the '
-      'settings are theirs, the date and load above are of this rendering): '
-      + ', '.join(f'`{p}`' for p in args.joined)] if getattr(
-          args, 'joined', None) else []) + ([
-      '* The LSTM baselines (a) and (b) (figures and wall times) of the data '
-      'sets found there are taken from the `results.json` of an earlier run '
-      'of this script (`--baselines-from`): '
-      + ', '.join(f'`{p}`' for p in args.baselines_from)] if getattr(
-          args, 'baselines_from', None) else []) + [
-      '',
-      'Each data set is converted by `python -m benchmarks.ucr --dataset <Name> '
-      '--out <dir>` (`--forecast` for the forecasting row: label[t] = '
-      'x0[t+1], the last step of each series dropped) and run by '
-      '`python -m pipeline.local_runner --data-root <dir> --key-column '
-      'seq_id --order-column t --label-column label [--task regression] '
-      '[--label-kind per_step] --output-dir <tmp>` with no other flags: batch '
-      'size, unroll and epochs are the pipeline\'s own choice. Scores come '
-      'from `summary.json` (`eval.accuracy`, `eval.mae`, `eval.rmse`). '
-      '"plain LSTM" = the same command with `--module-file '
-      'benchmarks/lstm_module.py` (LSTM(64) -> Dense, stateful, on the same '
-      'batches). "Keras LSTM" = `tf_keras` `fit` on whole sequences padded '
-      'to the longest and masked, features z-scored with train statistics, '
-      f'LSTM({KERAS_UNITS}) -> Dense (last real step; every step for '
-      f'per-step labels), {KERAS_EPOCHS} epochs of Adam '
-      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH}), seeded'
-      + ('; here with `--keras-fixed-order`: `fit(shuffle=False)`, the '
-         'training sequences in the split\'s order every epoch (Keras\' '
-         'default reshuffles them each epoch)' if keras_fixed else '')
-      + '. '
-      'ROCKET = published test accuracy (Dempster et al. 2020, '
-      'angus924/rocket `results/results_ucr.csv`); "-" where we have no '
-      'published figure. Cells: mean over runs (max - min in brackets when '
-      'more than one). "s/run" = wall seconds of the first pipeline run of '
-      'the default model (every component) / of its StatefulTrainer / of its '
-      'StatefulEvaluator, the last two means over seeds (later runs of a data set share one output folder, so '
-      'TFX\'s cache serves ExampleGen .. SequenceBatcher to them).',
-  ]
-  if skip:
-    body += ['', '*Baselines (a) and (b) skipped (`--skip-baselines`).*']
-  with_lru = has_lru(cases, res)
-  lru_col = ['LRU model (e)'] if with_lru else []
-  if with_lru:
-    body += ['', '"LRU model" = the same command as the default model\'s '
-             'with `' + ' '.join(LRU_FLAGS) + '` (the default module\'s '
-             'linear recurrent unit), run with the baselines\' seeds.']
+      [run.preamble(args.quick),
+       f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
+       '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the '
+       '`eval/` folder)',
+       f'* Runs: seeds {", ".join(str(s) for s in seeds)} (`--seed`) for the '
+       'default model; the LSTM baselines (a) and (b) with the first '
+       f'{args.baseline_seeds} of them'] + ([extra_flags] if extra_flags
+                                          else []) + ([
+           '* Written from the `results.json` of earlier runs of this script '
+           '(`--from-results`; the figures, the per-run wall times and the '
+           'settings are theirs, the date and load above are of this '
+           'rendering): ' + ', '.join(f'`{p}`' for p in args.joined)]
+           if getattr(args, 'joined', None) else []) + ([
+               '* The LSTM baselines (a) and (b) (figures and wall times) of '
+               'the data sets found there are taken from the `results.json` '
+               'of an earlier run of this script (`--baselines-from`): '
+               + ', '.join(f'`{p}`' for p in args.baselines_from)]
+               if getattr(args, 'baselines_from', None) else []),
+      'Each data set: `python -m benchmarks.ucr --dataset <Name> --out <dir>` '
+      '(`--forecast`: label[t] = x0[t+1]), then `pipeline.local_runner` '
+      'with no tuning flags; scores from `summary.json`. (a) = '
+      '`--module-file benchmarks/lstm_module.py`; (b) = `tf_keras` `fit`, '
+      f'LSTM({KERAS_UNITS}), {KERAS_EPOCHS} epochs of Adam '
+      f'(lr {KERAS_LEARNING_RATE:g}, batch {KERAS_BATCH})'
+      + (', `--keras-fixed-order`' if keras_fixed else '') + '; ROCKET = '
+      'Dempster et al. 2020. Cells: mean over runs (max - min). "s/run" = '
+      'the first run\'s wall s / trainer s / evaluator s (means).',
+      '"LRU model" = `' + ' '.join(LRU_FLAGS) + '`, run with the baselines\' '
+      'seeds.' if with_lru else None]
   crow = classification_rows(cases, res, with_lru)
   if crow:
-    body += ['', '**Classification** (accuracy, higher is better):', '',
-             harness.table(['data set', 'classes', 'features',
-                           'train / eval seqs', 'length', 'ours (default)',
-                           'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
-                           'majority class (c)', 'ROCKET (d)', 's/run',
-                           'targets'], crow,
-                          align='lrrrrrrr' + 'r' * len(lru_col) + 'rrrl')]
+    blocks += ['**Classification** (accuracy, higher is better):',
+               harness.table(['data set', 'classes', 'features',
+                              'train / eval seqs', 'length', 'ours (default)',
+                              'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
+                              'majority class (c)', 'ROCKET (d)', 's/run',
+                              'targets'], crow,
+                             align='lrrrrrrr' + 'r' * len(lru_col) + 'rrrl')]
   rrow = regression_rows(cases, res, with_lru)
   if rrow:
-    body += ['', '**Regression and per-step forecasting** (lower is '
-             'better):', '',
-             harness.table(['data set', 'labels', 'metric', 'train / eval seqs',
-                           'length', 'ours (default)', 'plain LSTM (a)',
-                           'Keras LSTM (b)'] + lru_col + ['training mean (c)',
-                           'persistence', f'AR({AR_ORDER})', 's/run',
-                           'target'], rrow,
-                          align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
-  note = settings_note(cases, res)
-  if note:
-    body += ['', f'* Settings the pipeline chose for the default model (from '
-             f'its summary or log; epochs = the limit): {note}.']
-  rates = rates_note(cases, res)
-  if rates:
-    body += [f'* Training rate, real (unpadded) time steps per second of the '
-             f'run that made the exported model, over its epochs after the '
-             f'first (its `history.json`), mean over runs: {rates}.']
+    blocks += ['**Regression and per-step forecasting** (lower is better):',
+               harness.table(['data set', 'labels', 'metric',
+                              'train / eval seqs', 'length', 'ours (default)',
+                              'plain LSTM (a)', 'Keras LSTM (b)'] + lru_col + [
+                              'training mean (c)', 'persistence',
+                              f'AR({AR_ORDER})', 's/run', 'target'], rrow,
+                             align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
+  note, rates = settings_note(cases, res), rates_note(cases, res)
+  blocks.append(([f'* Settings the pipeline chose for the default model (from '
+                  f'its summary or log; epochs = the limit): {note}.']
+                 if note else []) + (
+      [f'* Training rate, real (unpadded) time steps per second of the run '
+       'that made the exported model, over its epochs after the first (its '
+       f'`history.json`), mean over runs: {rates}.'] if rates else []))
   failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
                    for k in (OURS, PLAIN, LRU)
                    for x in res[c.slug].get(k, [])
                    if 'error' in x})
   if failed:
-    body += ['', '* Failed runs (the error line; full logs under the work '
-             'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed]
-  harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
-
-
-# --------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------
+    blocks.append(['* Failed runs (the error line; full logs under the work '
+                   'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed])
+  harness.write_report(args, SECTION, *blocks)
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'seeds', 'data_dir', 'keep',
+                     'runner_args', 'from_results')
   p.add_argument('--datasets', default=None,
-                 help='comma-separated problem names; "Name:forecast" for '
-                 'per-step next-value forecasting (default: '
-                 f'{",".join(DEFAULT_CASES)}; with --quick: '
-                 f'{",".join(QUICK_CASES)})')
+                 help='comma-separated names, "Name:forecast" for next-value '
+                 f'forecasting (default {",".join(DEFAULT_CASES)})')
   p.add_argument('--baseline-seeds', type=int, default=1,
-                 help='runs of each LSTM baseline (the first N seeds; '
-                 'default 1: the baselines are reference points, the spread '
-                 'over seeds is measured for the default model)')
-  p.add_argument('--seeds', type=int, default=None,
-                 help=f'runs per model, seeds 0..N-1 (default {SEEDS}; 1 '
-                 'with --quick)')
+                 help='runs of each LSTM baseline (the first N seeds)')
   p.add_argument('--models', default=','.join(DEFAULT_MODELS),
-                 help='comma-separated models to run, of '
-                 f'{",".join(MODELS)} (default: {",".join(DEFAULT_MODELS)}; '
-                 f'{LRU}: the default module with '
-                 f'`{" ".join(LRU_FLAGS)}`, run with the baselines\' seeds); '
-                 'e.g. --models lru, then --from-results to join its '
-                 'results.json with an earlier run\'s')
+                 help=f'of {",".join(MODELS)} (default: '
+                 f'{",".join(DEFAULT_MODELS)})')
   p.add_argument('--keras-fixed-order', action='store_true',
-                 help='Keras (b) fits with shuffle=False: the training '
-                 'sequences in the split\'s order every epoch (default: '
-                 'reshuffled each epoch); recorded as "shuffle": false in '
-                 'each of its runs in results.json')
-  p.add_argument('--runner-args', default='', metavar='FLAGS',
-                 help='more pipeline.local_runner flags for every pipeline '
-                 'run (ours, plain, lru), one shell-quoted string, e.g. '
-                 '"--random-truncation 0.5"; recorded as "runner_args" in '
-                 'each of those runs in results.json')
-  p.add_argument('--skip-baselines', action='store_true',
-                 help='skip the LSTM baselines (a) and (b) (the no-skill, '
-                 'ROCKET, persistence and AR figures are always given)')
-  src = p.add_mutually_exclusive_group()
-  src.add_argument('--data-dir', default=None,
-                   help='UCR/UEA .ts files: a folder of <Name>/<Name>_TRAIN.ts')
-  src.add_argument('--aeon-wheel', default=None,
-                   help='read the .ts files from an aeon wheel')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder (converted CSVs)')
+                 help='Keras (b) fits with shuffle=False')
   p.add_argument('--baselines-from', nargs='+', default=None, metavar='JSON',
-                 help='take the LSTM baselines (a) and (b) of each data set '
-                 'that has them from these results.json files (the first '
-                 'that has them) instead of running them again, e.g. after '
-                 'a change to the default model alone')
-  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
-                 help='write the section from the results.json files of '
-                 'earlier runs (data sets taken from the first file that '
-                 'has them) instead of running anything; e.g. to join runs '
-                 'made side by side on disjoint --datasets')
+                 help='take (a) and (b) from these results.json files')
   args = p.parse_args(argv)
   wanted = [m for m in args.models.split(',') if m]
   unknown = sorted(set(wanted) - set(MODELS))
@@ -723,14 +574,14 @@ def main(argv=None) -> int:
     print(f'error: --models {args.models!r}: unknown {unknown}; choose from '
           f'{",".join(MODELS)}', file=sys.stderr)
     return 2
-  if args.baselines_from and (args.from_results or args.skip_baselines):
+  if args.baselines_from and args.from_results:
     print('error: --baselines-from runs the default model only: not with '
-          '--from-results or --skip-baselines', file=sys.stderr)
+          '--from-results', file=sys.stderr)
     return 2
   try:
     cases = parse_cases(args.datasets or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
-    source = ucr.find_source(args.data_dir, args.aeon_wheel)
+    source = ucr.find_source(args.data_dir)
     nseeds = harness.seed_count(args, SEEDS)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
@@ -744,12 +595,8 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  seed_flag = harness.runner_supports_seed()
-  seeds: List[Optional[int]] = list(range(nseeds)) if seed_flag else [None]
+  seeds: List[int] = list(range(nseeds))
   baseline_seeds = seeds[:max(1, args.baseline_seeds)]
-  log('pipeline.local_runner ' + (f'has --seed: seeds {list(seeds)}'
-                                  if seed_flag else
-                                  'has no --seed flag: one run per model'))
   res: Dict[str, Dict] = {}
   earlier: Dict[str, Dict] = {}
   for path in args.baselines_from or ():
@@ -770,8 +617,7 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
     args.joined = args.from_results
-    write(args, run, cases, res, seeds, seed_flag, source,
-          args.skip_baselines)
+    write(args, run, cases, res, seeds, source)
     return 0
   for c in cases:
     r = res[c.slug] = {}
@@ -787,13 +633,13 @@ def main(argv=None) -> int:
     if reused:
       r[PLAIN], r[KERAS] = earlier[c.slug][PLAIN], earlier[c.slug][KERAS]
       log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
-    baselines = not (args.skip_baselines or reused)
+    baselines = not reused
     models = [m for m in (OURS, PLAIN, LRU) if m in wanted and (
         m != PLAIN or baselines)]
     for model in models:
       for seed in (seeds if model == OURS else baseline_seeds):
         log(f'{c.name}: pipeline, {model} model, seed '
-            f'{"default" if seed is None else seed} ...')
+            f'{seed} ...')
         out = run_pipeline(c, model, seed, work, runner_args)
         if runner_args:
           out['runner_args'] = runner_args
@@ -806,7 +652,7 @@ def main(argv=None) -> int:
             + f' ({out["seconds"]:.0f} s)')
     if baselines and KERAS in wanted:
       for seed in baseline_seeds:
-        s = seed or 0
+        s = seed
         t0 = time.perf_counter()
         try:
           out = keras_pad_to_max(c, train, evals, s,
@@ -823,10 +669,9 @@ def main(argv=None) -> int:
         log(f'{c.name}: Keras pad-to-max LSTM seed {s}: '
             + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
             + f' ({out["seconds"]:.0f} s)')
-  write(args, run, cases, res, seeds if seed_flag else [0], seed_flag,
-        source, args.skip_baselines)
-  with open(os.path.join(work, 'results.json'), 'w') as f:
-    json.dump({c.slug: res[c.slug] for c in cases}, f, indent=1)
+  write(args, run, cases, res, seeds, source)
+  harness.write_json(os.path.join(work, 'results.json'),
+                     {c.slug: res[c.slug] for c in cases}, indent=1)
   log(f'results: {os.path.join(work, "results.json")}')
   if not args.keep:
     shutil.rmtree(os.path.join(work, 'data'), ignore_errors=True)

@@ -1,38 +1,17 @@
 """10b. Where a training step's time goes: the LSTM module against the LRU.
 
-Section 10 measures the LRU model's real-step rate below the LSTM module's
-on most rows. This script splits one compiled train step
-(``steps.compile_steps``: forward, loss, gradient, clipping, Adam, the
-carried state's update) of each model into parts by ablation, on random
-batches of B=16 lanes, one feature, 3 classes, every step labelled, at T in
-{16, 64, 256}:
-
-* ``lstm``: the shipped LSTM module (``benchmarks/lstm_module.py``,
-  LSTM(64) -> Dense);
-* ``lru``: the default module's ``model=lru`` with its defaults (an
-  encoder, 2 residual blocks of LayerNorm -> LinearRecurrence(64 complex
-  states) -> GELU -> GLU, a head);
-* ``lru, no scan``: the same model with ``lru.invariant_scan`` replaced by
-  the identity while the step is traced (the recurrence's scan and its
-  adjoint gone, everything else kept): the step minus the scans;
-* ``scan alone``: ``invariant_scan`` forward and gradient on [B, T, 64],
-  twice (the model's two layers), compiled on its own;
-* ``scan alone, unblocked``: the same with ``lru.MIN_BLOCKS`` raised past T
-  while it is traced, so that the scan doubles over the whole chunk
-  (ceil(log2 T) passes) instead of scanning blocks of ``lru.BLOCK`` steps.
-
-The variants' steps are timed in interleaved rounds (``--rounds`` of
-``--steps`` steps each, after 3 untimed steps), so that load on a shared
-machine falls on all alike; the table gives the median ms per step.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.step_profile [--quick]
-"""
+One compiled train step of the LSTM module and of the default module's LRU,
+split by ablation (the LRU with its scan replaced by the identity; the scan
+alone, blocked and unblocked) on random batches of B=16 at T in {16, 64,
+256}; the variants timed in interleaved rounds, median ms per step."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from typing import Callable, Dict, List
+
+import numpy as np
 
 from benchmarks import harness
 
@@ -50,7 +29,6 @@ def _spec(unroll: int, hp: Dict):
 
 
 def _batch(unroll: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED)
   return {'features': tf.constant(rng.normal(size=(B, unroll, 1)),
@@ -93,7 +71,6 @@ def train_step(model_name: str, unroll: int) -> Callable[[], object]:
 def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
   """``invariant_scan`` forward and gradient on [B, T, STATE], twice
   (``blocked=False``: doubling over the whole chunk)."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(SEED)
@@ -187,12 +164,11 @@ def main(argv=None) -> int:
         f'{B * unroll / r["lru"] * 1e3:,.0f}',
         harness.ratio(r['lstm'], r['lru']),
         harness.ratio(r['lstm'], r['lru, no scan'])])
-  body = [
+  harness.write_report(
+      args, 'step_profile',
       '### 10b. Where a training step\'s time goes: the LSTM module '
       'against the LRU model',
-      '',
       run.preamble(args.quick),
-      '',
       f'One compiled train step (forward, loss, gradient, clipping, Adam, '
       f'the carried state), B={B}, one feature, 3 classes, every step '
       f'labelled; median ms per step of {rounds} interleaved rounds of '
@@ -203,15 +179,11 @@ def main(argv=None) -> int:
       f'{lru_block()} steps from {lru_block() * lru_min_blocks()} steps on '
       '(the layer\'s path); "unblocked": doubling over the whole chunk. '
       'Rate ratios are LRU over LSTM (above 1: the LRU is faster).',
-      '',
       harness.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',
                     'scans ms', 'scan alone ms', 'scan alone, unblocked ms',
                     'lstm real steps / s',
                     'lru real steps / s', 'lru rate / lstm',
-                    'lru without scans: rate / lstm'], rows),
-  ]
-  harness.write_section(harness.output_path(args), 'step_profile',
-                       '\n'.join(body))
+                    'lru without scans: rate / lstm'], rows))
   return 0
 
 

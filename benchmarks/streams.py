@@ -1,43 +1,12 @@
 """8. Streams: per-step forecasting and tagging with the default model.
 
-Long streams, scored at every step, built from the aeon wheel's data files:
-
-* **Forecasting** (per-step regression, ``--label-kind per_step --task
-  regression``; label[t] = x0[t+1], the next value of the first channel):
-  ACSF1 and ItalyPowerDemand (``benchmarks/ucr.py --forecast``: one sequence per
-  series); ``Daphnet_S06R02E0`` (9-channel gait, one recording) and
-  ``KDD-TSAD_135`` (InternalBleeding, one channel) are long recordings read
-  from their CSV files (``timestamp,<channels...>,is_anomaly``). Daphnet is
-  split by time (the first 70 % of its steps train, the rest eval); KDD-TSAD's
-  TRAIN file is its train split and the steps of its TEST file after the
-  TRAIN prefix (the TEST file repeats it) are its eval split. Each split is cut
-  into a few streams of equal length (a sequence key each; the remainder of
-  fewer steps than streams is dropped at the end). References on the same
-  eval rows: persistence (x0[t]), the training mean, least-squares AR(16) and
-  AR(64) on x0 fitted on the train rows (``real_data.autoregressive``).
-* **Tagging** (per-step classification, ``--label-kind per_step``): the
-  recordings of a classification set, per split, shuffled with a seeded RNG
-  and laid end to end, 8 to a stream (one stream = one sequence key; the last
-  stream of a split takes the remainder), label per step = the class of the
-  current recording, nothing marking the changes. References: the train
-  steps' majority class; a memoryless window classifier (ridge classifier on
-  the mean, std, min, max and last value per channel of the last 64 / 256
-  values, fitted on a subsample of train steps); and the ceiling = the
-  default model's accuracy on the plain per-sequence set (boundaries known),
-  run by the pipeline as ``real_data`` does.
-
-Streams longer than ``MAX_STREAM`` steps are cut into pieces of at most that
-many steps. Every pipeline run is the plain command, no tuning flags::
-
-  python -m pipeline.local_runner --data-root <case> --key-column seq_id \\
-      --order-column t --label-column label [--task regression] \\
-      --label-kind per_step --output-dir <tmp> --seed S
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.streams [--quick]
-      [--cases ACSF1:forecast,BasicMotions:tagging] [--seeds 3]
-      [--ceiling-seeds 1] [--references-only] [--keep] [--results JSON]
-      [--from-results JSON [JSON ...]]
-"""
+Long streams built from the aeon wheel's data, one sequence key each, run
+through ``pipeline.local_runner --label-kind per_step`` and scored at every
+step. Forecasting (label[t] = x0[t+1]; ``ucr.py --forecast`` sets and long
+CSV recordings split by time) against persistence, the training mean and
+AR(16)/AR(64); tagging (a classification set's recordings laid end to end,
+label = the current recording's class) against the majority class, window
+classifiers and the ceiling (the per-sequence set, boundaries known)."""
 
 from __future__ import annotations
 
@@ -45,7 +14,6 @@ import csv
 import dataclasses
 import datetime
 import io
-import json
 import os
 import shlex
 import shutil
@@ -95,11 +63,6 @@ MEMORYLESS_MARGIN = 0.10  # "far above": this much above the best window
 RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 
 log = harness.progress_log('streams')
-
-
-# --------------------------------------------------------------------------
-# Streams
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -176,11 +139,6 @@ def cut_long(streams: Sequence[Stream], limit: int = MAX_STREAM
     out += [Stream(f'{s.key}p{i}', s.x[a:b], s.y[a:b], s.parts)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
   return out
-
-
-# --------------------------------------------------------------------------
-# Recording files of the anomaly-detection sets (CSV)
-# --------------------------------------------------------------------------
 
 
 def read_recording(path: str, text: Optional[str] = None
@@ -294,11 +252,6 @@ def recording_splits(source: ucr.Source, name: str
   return names, train, evals, how
 
 
-# --------------------------------------------------------------------------
-# Cases
-# --------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
 class StreamCase(real_data.Case):
   kind: str = FORECAST
@@ -359,8 +312,8 @@ def write_streams(case: StreamCase, splits: Dict[str, List[Stream]],
     path = os.path.join(case.data_dir, split, f'{case.slug}.csv')
     ucr._write_csv(path, header, rows)  # pylint: disable=protected-access
     meta[split] = _stats(streams, path)
-  with open(os.path.join(case.data_dir, 'labels.json'), 'w') as f:
-    json.dump(meta, f, indent=1)
+  harness.write_json(os.path.join(case.data_dir, 'labels.json'), meta,
+                     indent=1)
   case.meta = meta
 
 
@@ -415,11 +368,6 @@ def prepare(case: StreamCase, source: ucr.Source, work: str) -> None:
       f'{m["train"]["sequences"]} streams / {m["train"]["rows"]:,} steps, '
       f'eval {m["eval"]["sequences"]} / {m["eval"]["rows"]:,}) in '
       f'{time.perf_counter() - t0:.1f} s')
-
-
-# --------------------------------------------------------------------------
-# References
-# --------------------------------------------------------------------------
 
 
 def _mse(errors: Dict[str, float]) -> Dict[str, float]:
@@ -499,15 +447,6 @@ def tagging_references(case, train, evals) -> Dict[str, Dict]:
   return out
 
 
-# --------------------------------------------------------------------------
-# The section
-# --------------------------------------------------------------------------
-
-
-def _runs(results, metric):
-  return [r[metric] for r in results or () if metric in r and 'error' not in r]
-
-
 def _with_mse(results: List[Dict]) -> List[Dict]:
   for r in results:
     if 'rmse' in r:
@@ -515,17 +454,8 @@ def _with_mse(results: List[Dict]) -> List[Dict]:
   return results
 
 
-def _cell(results, metric, digits=3) -> str:
-  return real_data.cell(results, metric, digits)
-
-
 def _g(v: Optional[float]) -> str:
   return '-' if v is None else f'{v:.4g}'
-
-
-def _mean(results, metric) -> Optional[float]:
-  vals = _runs(results, metric)
-  return statistics.mean(vals) if vals else None
 
 
 def _secs(results) -> str:
@@ -544,19 +474,6 @@ def _stage_secs(results) -> str:
   return '; '.join(out) if out else '-'
 
 
-def _mse_cell(results) -> str:
-  vals = _runs(results, 'mse')
-  if not vals:
-    return real_data.cell(results, 'mse')
-  text = f'{statistics.mean(vals):.4g}'
-  if len(vals) > 1:
-    text += f' ({max(vals) - min(vals):.2g})'
-  failed = [r for r in results if 'error' in r]
-  if failed:
-    text += f' [{len(failed)} of {len(results)} failed]'
-  return text
-
-
 def _size(meta: Dict) -> str:
   """'streams x mean steps' of train / eval (steps = labelled rows)."""
   def one(split):
@@ -565,18 +482,18 @@ def _size(meta: Dict) -> str:
   return f'{one("train")} / {one("eval")}'
 
 
-
 def forecast_rows(entries) -> List[List[str]]:
   rows = []
   for e in entries:
     if e['kind'] != FORECAST:
       continue
     ref, ours = e['references'], e.get('ours')
-    mse = _mean(ours, 'mse')
+    mse = real_data.mean_of(ours, 'mse')
     ar16 = ref['ar16']['mse']
     rows.append([
         e['name'], e['meta']['num_features'], _size(e['meta']),
-        _mse_cell(ours), _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
+        real_data.cell(ours, 'mse', '.4g', '.2g'),
+        _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
         _g(ar16), _g(ref['ar64']['mse']),
         real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
         _stage_secs(ours),
@@ -591,8 +508,8 @@ def tagging_rows(entries) -> List[List[str]]:
     if e['kind'] != TAGGING:
       continue
     ref, ours = e['references'], e.get('ours')
-    acc = _mean(ours, 'accuracy')
-    ceiling = _mean(e.get('ceiling'), 'accuracy')
+    acc = real_data.mean_of(ours, 'accuracy')
+    ceiling = real_data.mean_of(e.get('ceiling'), 'accuracy')
     memoryless = max(ref[f'window{w}']['accuracy'] for w in WINDOWS)
     checks = ['>= 0.85 x ceiling ' + real_data._judge(  # pylint: disable=protected-access
         None if acc is None or ceiling is None else
@@ -617,56 +534,38 @@ def tagging_rows(entries) -> List[List[str]]:
 
 
 def render(args, run, entries, seeds, source_text,
-           rendered_from: Optional[Tuple[str, str]] = None) -> str:
+           rendered_from: Optional[Tuple[str, str]] = None) -> list:
   if run.seconds is None:
     run.finish()
-  how = '\n'.join(f'  * {e["name"]}: {e["how"]}' for e in entries)
-  body = [
-      TITLE, '',
+  blocks = [
+      TITLE,
       '**Targets**: per-step forecasting MSE at or below the least-squares '
       'AR(16) on every stream set; tagging accuracy at least '
       f'{TAGGING_TARGET:g} x the ceiling (the default model on the same '
       'recordings with their boundaries known) and far above (at least '
       f'{MEMORYLESS_MARGIN:g} above) the better memoryless window '
-      'classifier.', '',
-      run.preamble(args.quick),
-  ] + ([f'* Written from {rendered_from[0]} (`--from-results`; date and '
-         'load of the first, wall time summed); the runs were made by '
-         f'`{rendered_from[1]}`'] if rendered_from else []
-        ) + [
-      f'* Data: {source_text} (aeon wheel data)',
-      f'* Runs: the default model with seeds {", ".join(map(str, seeds))} '
-      '(`--seed`); the tagging ceilings with seed(s) '
-      f'{", ".join(map(str, seeds[:max(1, args.ceiling_seeds)]))}'
-      + (' (`--references-only`: no pipeline runs)'
-         if args.references_only else ''),
-      '* Streams:', how, '',
-      'Every stream is one sequence key, run by `python -m '
-      'pipeline.local_runner --data-root <dir> --key-column seq_id '
-      '--order-column t --label-column label --label-kind per_step [--task '
-      'regression] --output-dir <tmp> --seed S` with '
+      'classifier.',
+      [run.preamble(args.quick)] + (
+          [f'* Written from {rendered_from[0]} (`--from-results`; date and '
+           'load of the first, wall time summed); the runs were made by '
+           f'`{rendered_from[1]}`'] if rendered_from else []) + [
+          f'* Data: {source_text} (aeon wheel data)',
+          f'* Runs: the default model with seeds '
+          f'{", ".join(map(str, seeds))} (`--seed`); the tagging ceilings '
+          'with seed(s) '
+          f'{", ".join(map(str, seeds[:max(1, args.ceiling_seeds)]))}'
+          + (' (`--references-only`: no pipeline runs)'
+             if args.references_only else ''),
+          '* Streams:'] + [f'  * {e["name"]}: {e["how"]}' for e in entries],
+      'Each stream is one sequence key; `pipeline.local_runner --label-kind '
+      'per_step [--task regression] --seed S` with '
       + (f'`{args.runner_args}` added' if args.runner_args
-         else 'no other flags') + ' and '
-      'scored from `summary.json` (`eval.accuracy`; `eval.rmse` squared and '
-      '`eval.mae` for forecasting) at every eval step. Forecasting: label[t] '
-      '= x0[t+1] (the next value of the first channel); persistence = '
-      'x0[t]; training mean = the mean train label; AR(p) = least squares on '
-      'x0[t], ..., x0[t-p+1] and an intercept, fitted on the train rows '
-      '(lags before a stream\'s start are zeros). Tagging: the recordings of '
-      f'each split shuffled (seed {SHUFFLE_SEED}) and laid end to end, '
-      f'{PER_STREAM} to a stream (the last takes the remainder), label = the '
-      'class of the current recording, nothing marking the changes; window '
-      'w = a ridge classifier (alpha 1, standardized features, +-1 targets) '
-      'on the mean, std, min, max and last value of each channel over the '
-      f'last w steps (fewer at a stream\'s start), fitted on up to '
-      f'{WINDOW_SAMPLE:,} train steps and scored on up to {WINDOW_SAMPLE:,} '
-      'eval steps (uniform samples); ceiling = the same default model on the '
-      'plain per-sequence set (`benchmarks/ucr.py`, one label per recording, as in '
-      'section 6). Streams longer than '
-      f'{MAX_STREAM:,} steps would be cut into pieces of at most that many '
-      '(none is at these sizes). Cells: mean over seeds (max - min in '
-      'brackets); "s/run" = wall seconds of each run (later seeds of a case '
-      'reuse the cached ExampleGen .. SequenceBatcher).',
+         else 'no other flags') + ', scored at every eval step. AR(p): '
+      'least squares on the last p values of x0; tagging: recordings '
+      f'shuffled (seed {SHUFFLE_SEED}), {PER_STREAM} to a stream; window w: '
+      'a ridge classifier on per-channel statistics of the last w steps; '
+      'ceiling: the per-sequence set (section 6). Cells: mean over seeds '
+      '(max - min).',
   ]
   runs = {}
   for e in entries:
@@ -676,7 +575,7 @@ def render(args, run, entries, seeds, source_text,
   names = [n for n, r in runs.items() if r]
   frows = forecast_rows(entries)
   if frows:
-    body += ['', '**Forecasting** (MSE, lower is better):', '',
+    blocks += ['**Forecasting** (MSE, lower is better):',
              harness.table(['stream set', 'channels',
                            'train / eval streams x steps', 'ours MSE',
                            'persistence', 'training mean', 'AR(16)',
@@ -685,7 +584,7 @@ def render(args, run, entries, seeds, source_text,
                           frows, align='lrrrrrrrrrrrl')]
   trows = tagging_rows(entries)
   if trows:
-    body += ['', '**Tagging** (per-step accuracy, higher is better):', '',
+    blocks += ['**Tagging** (per-step accuracy, higher is better):',
              harness.table(['stream set', 'classes', 'channels',
                            'train / eval streams x steps', 'ours',
                            'ceiling (per recording)', 'ours / ceiling',
@@ -698,21 +597,16 @@ def render(args, run, entries, seeds, source_text,
       [types.SimpleNamespace(name=n, slug=n) for n in names],
       {n: {real_data.OURS: r} for n, r in runs.items()})
   if note:
-    body += ['', '* Settings the pipeline chose (from its summary or log; '
-             f'epochs = the limit): {note}.']
+    blocks.append('* Settings the pipeline chose (from its summary or log; '
+                  f'epochs = the limit): {note}.')
   failed = sorted({f'{e["name"]} {k}: {x["error"]}' for e in entries
                    for k in ('ours', 'ceiling') for x in e.get(k) or ()
                    if 'error' in x})
   if failed:
-    body += ['', '* Failed runs (the error line; logs under the work '
-             'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
-                                       for f in failed]
-  return '\n'.join(body)
-
-
-# --------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------
+    blocks.append(['* Failed runs (the error line; logs under the work '
+                   'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
+                                             for f in failed])
+  return blocks
 
 
 def _run(case, seed, work, what, extra=()) -> Dict:
@@ -728,54 +622,30 @@ def _run(case, seed, work, what, extra=()) -> Dict:
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'seeds', 'data_dir', 'keep',
+                     'runner_args', 'from_results')
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:forecast / Name:tagging (default:'
                  f' {",".join(DEFAULT_CASES)}; with --quick: '
                  f'{",".join(QUICK_CASES)})')
-  p.add_argument('--seeds', type=int, default=None,
-                 help=f'runs of the default model per case, seeds 0..N-1 '
-                 f'(default {SEEDS}; 1 with --quick)')
-  p.add_argument('--ceiling-seeds', type=int, default=CEILING_SEEDS,
-                 help='runs of each tagging ceiling (the first N seeds; '
-                 f'default {CEILING_SEEDS})')
-  p.add_argument('--references-only', action='store_true',
-                 help='build the streams and compute the references; no '
-                 'pipeline runs')
-  p.add_argument('--data-dir', default=None,
-                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
-                 'the installed aeon package)')
   p.add_argument('--results', default=None,
                  help='the JSON results file (default: '
                  'benchmarks/results/streams.json; with --quick: '
                  f'{harness.QUICK_DIR}/streams.json)')
-  p.add_argument('--from-results', nargs='+', default=None, metavar='JSON',
-                 help='write the section from the results files of earlier '
-                 'runs (e.g. made on disjoint --cases; a case is taken from '
-                 'the first file that has it); runs nothing')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder (stream CSVs, runs, logs)')
-  p.add_argument('--runner-args', default='',
-                 help='more pipeline.local_runner flags for every run, ours '
-                 'and the ceilings (one string, e.g. "--epochs 0"; '
-                 'default: none, the pipeline\'s defaults)')
   args = p.parse_args(argv)
+  args.ceiling_seeds, args.references_only = CEILING_SEEDS, False
   run = harness.Run()
   results_path = args.results or (
       os.path.join(harness.QUICK_DIR, 'streams.json') if args.quick else
       os.path.join(RESULTS_DIR, 'streams.json'))
   if args.from_results:
-    loaded = []
-    for path in args.from_results:
-      with open(path) as f:
-        loaded.append(json.load(f))
+    loaded = [harness.read_json(path) for path in args.from_results]
     first = loaded[0]
-    entries, seen = [], set()
+    by_slug = {}  # Each case from the first file that has it.
     for saved in loaded:
       for e in saved['entries']:
-        if e['slug'] not in seen:
-          seen.add(e['slug'])
-          entries.append(e)
+        by_slug.setdefault(e['slug'], e)
+    entries = list(by_slug.values())
     run.started = datetime.datetime.fromisoformat(first['started'])
     secs = [x.get('seconds') for x in loaded]
     run.seconds = sum(secs) if None not in secs else None
@@ -784,10 +654,10 @@ def main(argv=None) -> int:
     args.ceiling_seeds = first['ceiling_seeds']
     args.references_only = first['references_only']
     args.runner_args = first.get('runner_args', '')
-    body = render(args, run, entries, first['seeds'], first['source'],
-                  (', '.join(args.from_results),
-                   '`; `'.join(x['command'] for x in loaded)))
-    harness.write_section(harness.output_path(args), SECTION, body)
+    harness.write_report(args, SECTION, *render(
+        args, run, entries, first['seeds'], first['source'],
+        (', '.join(args.from_results),
+         '`; `'.join(x['command'] for x in loaded))))
     return 0
   try:
     cases = parse_cases(args.cases or ','.join(
@@ -808,9 +678,6 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  if not args.references_only and not harness.runner_supports_seed():
-    print('error: pipeline.local_runner has no --seed flag', file=sys.stderr)
-    return 1
   entries = []
   for c in cases:
     train = real_data.load_split(c, 'train')
@@ -824,15 +691,13 @@ def main(argv=None) -> int:
     entry = {'name': c.name, 'slug': c.slug, 'kind': c.kind, 'how': c.how,
              'meta': c.meta, 'references': refs}
     entries.append(entry)
-    if args.references_only:
-      continue
     for seed in seeds:
       entry.setdefault('ours', []).append(_run(c, seed, work, c.name, extra))
     if c.ceiling is not None:
       for seed in seeds[:max(1, args.ceiling_seeds)]:
         entry.setdefault('ceiling', []).append(
             _run(c.ceiling, seed, work, f'{c.name} ceiling', extra))
-  body = render(args, run, entries, seeds, source.describe())
+  blocks = render(args, run, entries, seeds, source.describe())
   saved = {'started': run.started.isoformat(), 'command': harness.command_line(),
            'seconds': run.seconds, 'load_before': run.load_before,
            'load_after': run.load_after, 'machine': harness.machine(),
@@ -841,10 +706,8 @@ def main(argv=None) -> int:
            'references_only': args.references_only,
            'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
-  harness.write_section(harness.output_path(args), SECTION, body)
-  os.makedirs(os.path.dirname(os.path.abspath(results_path)), exist_ok=True)
-  with open(results_path, 'w') as f:
-    json.dump(saved, f, indent=1)
+  harness.write_report(args, SECTION, *blocks)
+  harness.write_json(results_path, saved, indent=1)
   log(f'results: {results_path}; run took {run.seconds:.0f} s')
   if not args.keep:
     shutil.rmtree(work, ignore_errors=True)

@@ -1,27 +1,10 @@
-"""Tagging streams: per-step accuracy by steps since the recording changed.
+"""11. Tagging streams: per-step accuracy by steps since the recording changed.
 
-Section 8 scores tagging against a per-recording ceiling (the default model
-classifying each whole recording, its boundaries known). A stream tagger
-sees a new recording one step at a time, with nothing marking the change, so
-at step t of a recording it can know at most what t steps tell. This script
-measures where the streams' accuracy is lost:
-
-* ours: the default model trained on the tagging streams (the pipeline, as
-  section 8 runs it, one seed), run whole-stream through its exported
-  ``serving_default`` signature; each eval step's arg-max class against its
-  label, bucketed by the step's position in its recording (0 = the first
-  step after the change);
-* prefix ceiling: the per-recording ceiling model (the same pipeline on the
-  recordings one by one) given each eval recording's first t steps only
-  (``serving_default`` with ``lengths`` = t), so its prediction at step t-1
-  uses what a tagger that knew the boundary could know by then; averaged
-  over the positions of each bucket (every position up to 64, a grid above);
-* the whole-recording ceiling, as in section 8.
-
-Usage:
-  PYTHONPATH=. python -m benchmarks.tagging_lag [--cases A:tagging,...]
-      [--seed 0] [--data-dir DIR] [--keep] [--quick]
-"""
+Section 8's tagging streams, scored by each eval step's position in its
+recording: ours (the default model on the streams, whole through
+``serving_default``) against the prefix ceiling (section 8's per-recording
+model given each recording's first t steps) and the whole-recording
+ceiling."""
 
 from __future__ import annotations
 
@@ -94,13 +77,10 @@ def positions(stream: streams.Stream,
 def _serving(run_dir: str, columns: Sequence[str]):
   """The run's ``serving_default`` and, for data whose feature columns are
   ``columns``, the column order it takes (``spec.feature_names``)."""
-  import json  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  with open(os.path.join(run_dir, 'summary.json')) as f:
-    summary = json.load(f)
-  with open(os.path.join(summary['model_uri'], 'stateful',
-                         'spec.json')) as f:
-    names = json.load(f)['feature_names']
+  summary = harness.read_json(os.path.join(run_dir, 'summary.json'))
+  names = harness.read_json(os.path.join(
+      summary['model_uri'], 'stateful', 'spec.json'))['feature_names']
   loaded = tf.saved_model.load(os.path.join(summary['model_uri'],
                                             'Format-Serving'))
   fn = loaded.signatures['serving_default']
@@ -192,16 +172,11 @@ def every_step_prefix(prefix: Dict[int, float],
 
 
 def main(argv=None) -> int:
-  p = harness.parser(__doc__.split('\n')[0])
+  p = harness.parser(__doc__.split('\n')[0], 'data_dir', 'keep')
   p.add_argument('--cases', default=None,
                  help='comma-separated Name:tagging (default: '
                  f'{",".join(DEFAULT_CASES)}; with --quick: {QUICK_CASE})')
   p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--data-dir', default=None,
-                 help='the aeon data folder (default: $TSS_AEON_DATA, else '
-                 'the installed aeon package)')
-  p.add_argument('--keep', action='store_true',
-                 help='keep the work folder')
   args = p.parse_args(argv)
   run = harness.Run()
   try:
@@ -248,8 +223,7 @@ def main(argv=None) -> int:
             'prefix_ceiling': every_step_prefix(
                 prefix, [len(r) for r in recordings]),
             'ceiling': ceil['accuracy']}]})
-  body = render(args, run, results)
-  harness.write_section(harness.output_path(args), SECTION, body)
+  harness.write_report(args, SECTION, *render(args, run, results))
   if args.keep:
     log(f'kept {work}')
   else:
@@ -261,46 +235,33 @@ def _f(v) -> str:
   return '-' if v is None else f'{v:.3f}'
 
 
-def render(args, run, results: List[Dict]) -> str:
+def render(args, run, results: List[Dict]) -> list:
   run.finish()
-  body = [TITLE, '', run.preamble(args.quick), '',
-          'Where section 8\'s tagging streams lose accuracy. "ours" = the '
-          'default model trained on the tagging streams by the pipeline '
-          f'(seed {args.seed}, as section 8 runs it), every eval stream run '
-          'whole through its exported `serving_default`; each eval step\'s '
-          'arg-max class against its label, by the step\'s position in its '
-          'recording (0 = the first step after the change, which nothing '
-          'marks). "prefix ceiling" = the per-recording model of section 8 '
-          '(the same pipeline on the recordings one by one) given only each '
-          'eval recording\'s first t steps (`serving_default` with '
-          '`lengths` = t), averaged over the t that end in the bucket: what a '
-          'tagger that knew where the recording started could know by then. '
-          '"whole ceiling" = its accuracy on whole recordings (section 8\'s '
-          'ceiling). "recomputed" is ours over every eval step from the '
-          'signature, which should equal the pipeline\'s `eval.accuracy`. '
-          'The row "every step" scores every eval step, the prefix ceiling '
-          'at each step given the recording up to it (between measured '
-          'prefix lengths, above 64, the largest measured one below).',
-          '']
+  blocks = [TITLE, run.preamble(args.quick),
+            f'"ours" = the default model on the tagging streams (seed '
+            f'{args.seed}), by the step\'s position in its recording (0 = the '
+            'first step after the unmarked change); "prefix ceiling" = the '
+            'per-recording model given the recording\'s first t steps; '
+            '"whole ceiling" = section 8\'s ceiling; "recomputed" = ours over '
+            'every eval step from the signature.']
   for r in results:
     rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
              _f(x['prefix_ceiling']), _f(x['ceiling']),
              '-' if not x['prefix_ceiling'] else
              f'{x["ours"] / x["prefix_ceiling"]:.2f}']
             for x in r['rows']]
-    body += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
-             f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
-             f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
-             f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
-             f'({r["ours"] / r["ceiling"]:.2f}x); the prefix ceiling over '
-             f'every step {r["rows"][-1]["prefix_ceiling"]:.3f} '
-             f'({r["rows"][-1]["prefix_ceiling"] / r["ceiling"]:.2f}x the '
-             'whole ceiling).', '',
-             harness.table(['steps since the change', 'share of steps',
-                           'ours', 'prefix ceiling', 'whole ceiling',
-                           'ours / prefix ceiling'], rows,
-                          align='lrrrrr'), '']
-  return '\n'.join(body)
+    every = r['rows'][-1]['prefix_ceiling']
+    blocks += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
+               f'{r["lengths"][0]} to {r["lengths"][1]} steps, '
+               f'{r["steps"]:,} eval steps; ours {r["ours"]:.3f} (recomputed '
+               f'{r["recomputed"]:.3f}), whole ceiling {r["ceiling"]:.3f} '
+               f'({r["ours"] / r["ceiling"]:.2f}x); the prefix ceiling over '
+               f'every step {every:.3f} ({every / r["ceiling"]:.2f}x the '
+               'whole ceiling).',
+               harness.table(['steps since the change', 'share of steps',
+                              'ours', 'prefix ceiling', 'whole ceiling',
+                              'ours / prefix ceiling'], rows, align='lrrrrr')]
+  return blocks
 
 
 if __name__ == '__main__':

@@ -1,43 +1,11 @@
 """3. Training speed: the StatefulTrainer against what users would do instead.
 
-Two data sets, each split 4:1 into train and eval by key:
-
-* ``cue``: the bundled sample's long-memory task (``data/sample``, 300
-  sequences, 10..2686 steps); labels per step (the sequence's class on every
-  step, so that truncated BPTT can learn to latch the cue); metric: accuracy
-  at each eval sequence's last step (only carried state can get the long
-  ones right);
-* ``forecast``: a variable-length per-step regression set
-  (``data/generate.py --target forecast``, 600 sequences, log-normal lengths
-  with median 300 and a 30% short component, max 3000); metric: mean
-  absolute error over every real eval step.
-
-Same model (one LSTM layer of 32 units and a Dense head, the same initial
-weights), same optimizer (Adam, learning rate 0.01, gradients clipped to
-global norm 1), same batch size (B=32), same per-step loss averaged over the
-real steps of a batch, the same real time steps per epoch:
-
-* (a) ours: ``training.fit`` (the StatefulTrainer loop) on ``packed``
-  batches (T=32) read from TFRecords with ``read_batches``;
-* (b) Keras ``model.fit`` on whole sequences padded to the longest one,
-  batches of 32 in a fresh shuffled order every epoch, a ``Masking`` layer,
-  the loss weighted by the mask;
-* (c) Keras ``model.fit`` on ``tf.data`` ``bucket_by_sequence_length``
-  batches (power-of-two boundaries, 32 per batch, reshuffled every epoch),
-  same masking and weights.
-
-Each method trains for the same wall-clock budget (from the call of its fit
-function, tracing included) and is then evaluated the same way: (a) chunked
-and stateful over ``packed`` eval batches, (b) and (c) on whole eval
-sequences. Rates are real (unpadded) time steps per second over the epochs
-after the first (which includes tracing).
-
-The trainer's own overhead: ``training.fit`` against the bare compiled train
-step (``steps.compile_steps(...).train``) looped over the same batches
-held in memory as tensors, same model, same number of steps.
-
-  PYTHONPATH=. python -m benchmarks.training_speed [--quick]
-"""
+On ``cue`` (the sample, accuracy at the last step) and ``forecast``
+(generated, MAE), the same LSTM, optimizer, B and real steps per epoch for a
+fixed wall-clock budget each: (a) ``training.fit`` on ``packed`` batches;
+(b) Keras ``fit`` on sequences padded to the longest; (c) Keras ``fit`` on
+``bucket_by_sequence_length`` batches. Then the trainer's own overhead:
+``training.fit`` against the bare compiled step over the same batches."""
 
 from __future__ import annotations
 
@@ -49,7 +17,9 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List
+
+import numpy as np
 
 from benchmarks import harness
 
@@ -71,7 +41,6 @@ class Dataset:
 
 
 def datasets(quick: bool) -> List[Dataset]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   seqs, names = harness.sample_sequences()
   if quick:  # Keeps a pad-to-max step short.
     seqs = [s for s in seqs if s.length <= 800][:150]
@@ -94,11 +63,6 @@ def datasets(quick: bool) -> List[Dataset]:
       'per-step regression; metric: MAE over all eval steps (lower is better)',
       'regression', train, evals, names))
   return out
-
-
-# --------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------
 
 
 def spec_for(ds: Dataset, units: int = UNITS):
@@ -163,7 +127,6 @@ def pad_to_max_dataset(ds: Dataset, seed: int):
 
 
 def bucket_dataset(ds: Dataset, seed: int):
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   lengths = [s.length for s in ds.train]
   nfeat = len(ds.names)
@@ -188,14 +151,8 @@ def bucket_dataset(ds: Dataset, seed: int):
           .map(_keras_batch).prefetch(2))
 
 
-# --------------------------------------------------------------------------
-# Evaluation (the same metric for every method)
-# --------------------------------------------------------------------------
-
-
 def score(ds: Dataset, outputs: Dict[str, Any]) -> float:
   """Last-step accuracy (classification) or MAE over all steps."""
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if ds.task == 'classification':
     hits = [int(np.argmax(outputs[s.key][s.length - 1])) == int(s.labels[-1])
             for s in ds.evals]
@@ -219,27 +176,13 @@ def eval_keras(ds: Dataset, model) -> float:
 
 
 def eval_stateful(ds: Dataset, model, source) -> float:
+  """Chunked and stateful over the eval batches, each sequence's outputs put
+  back together by the product's ``lanes_to_sequences``."""
+  from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  pieces: Dict[str, list] = {}
-  for batch, outputs in steps_lib.predict_batches(model,
-                                                 source.dataset(keys=None)):
-    for lane in range(outputs.shape[0]):
-      k = int(batch['segment_index'][lane])
-      if k < 0:
-        continue
-      real = batch['mask'][lane] > 0
-      pieces.setdefault(batch['key'][lane].decode(), []).append(
-          (k, outputs[lane][real]))
-  outputs = {key: np.concatenate([p for _, p in sorted(parts,
-                                                       key=lambda x: x[0])])
-             for key, parts in pieces.items()}
-  return score(ds, outputs)
-
-
-# --------------------------------------------------------------------------
-# The three methods, each for a wall-clock budget
-# --------------------------------------------------------------------------
+  return score(ds, {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
+      steps_lib.predict_batches(model, source.dataset(keys=None)), T,
+      fields=())})
 
 
 @dataclasses.dataclass
@@ -289,10 +232,6 @@ def batch_real_steps(source) -> List[int]:
 
 def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   model, spec, module = stateful_model(ds)
   train = batches_lib.BatchSource.open(root, 'train')
   evals = batches_lib.BatchSource.open(root, 'eval')
@@ -307,16 +246,8 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
     return now > budget and len(marks) >= MIN_STEPS
 
   started = time.perf_counter()
-  training.fit(
-      model, optimizer=optimizers.make_optimizer(
-          settings.OptimizerConfig.from_hyperparameters(
-              spec.hyperparameters)),
-      objective=objective_lib.make_objective(spec, module), train=train,
-      eval_source=None,
-      config=settings.TrainConfig(epochs=100000, seed=SEED,
-                                  log_every_n_steps=0,
-                                  validation_fraction=0.0),
-      after_step=after_step)
+  harness.trainer_fit(model, spec, module, train, epochs=100000, seed=SEED,
+                      after_step=after_step)
   seconds = time.perf_counter() - started
   meta = train.meta
   return Outcome(
@@ -373,7 +304,6 @@ def _clock_callback(budget: float, marks: List[tuple]):
 
 
 def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   model = keras_model(ds)
   if which == 'pad':
     data = pad_to_max_dataset(ds, SEED)
@@ -400,41 +330,16 @@ def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
                  rows_per_batch=rows)
 
 
-# --------------------------------------------------------------------------
-# Trainer overhead: fit vs the bare compiled step on in-memory tensors
-# --------------------------------------------------------------------------
-
-
 def overhead(ds: Dataset, root: str, epochs: int,
              units: int = UNITS) -> Dict[str, Any]:
-  """Seconds per epoch (median over ``epochs`` epochs) of
-
-  * ``fit``: ``training.fit`` (the input pipeline, ``train_epoch``, its
-    cursor and hooks); its first (tracing) epoch is dropped;
-  * ``bare``: the compiled train step over the batches held in memory as
-    tensors;
-  * ``input``: the ``read_batches`` input pipeline alone (no training);
-  * ``bare+input``: the compiled step fed by the input pipeline in a plain
-    loop (no trainer bookkeeping).
-
-  The last three run (on a second model) inside ``fit``'s ``after_step``
-  hook at the end of each of its epochs, whose time ``fit`` leaves out of
-  its epoch times: the four are measured interleaved, under the same load.
-  """
+  """Seconds per epoch of ``fit`` (``training.fit``), ``bare`` (the
+  compiled step over batches in memory), ``input`` (``read_batches`` alone)
+  and ``bare+input``; the last three run in ``fit``'s ``after_step`` hook at
+  each epoch end (left out of ``fit``'s epoch times), so all four are
+  measured interleaved."""
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful import objective as objective_lib  # pylint: disable=g-import-not-at-top
   from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import optimizers  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import training  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   train = batches_lib.BatchSource.open(root, 'train')
-
-  def parts():
-    model, spec, module = stateful_model(ds, units)
-    optimizer = optimizers.make_optimizer(
-        settings.OptimizerConfig.from_hyperparameters(spec.hyperparameters))
-    return model, optimizer, objective_lib.make_objective(spec, module)
-
   model, spec, module = stateful_model(ds, units)
   steps = harness.compiled_steps(model, spec, module, build=True,
                                  eval_metrics=True)
@@ -468,15 +373,9 @@ def overhead(ds: Dataset, root: str, epochs: int,
         times[kind].append(one_epoch(kind))
     return False
 
-  fit_model, fit_optimizer, fit_objective = parts()
-  result = training.fit(fit_model, optimizer=fit_optimizer,
-                        objective=fit_objective, train=train,
-                        eval_source=None,
-                        config=settings.TrainConfig(epochs=epochs + 1,
-                                                    seed=SEED,
-                                                    log_every_n_steps=0,
-                                                    validation_fraction=0.0),
-                        after_step=after_step)
+  result = harness.trainer_fit(*stateful_model(ds, units), train,
+                               epochs=epochs + 1, seed=SEED,
+                               after_step=after_step)
   times['fit'] = [e.seconds for e in result.epochs[1:]]
   med = {k: statistics.median(v) for k, v in times.items()}
   best = {k: min(v) for k, v in times.items()}
@@ -502,11 +401,6 @@ def warm_up() -> None:
   run_keras(tiny, 0.0, 'pad')
   run_keras(tiny, 0.0, 'bucket')
   shutil.rmtree(root, ignore_errors=True)
-
-
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
@@ -544,12 +438,12 @@ def main(argv=None) -> int:
       print(f'{key}: overhead {overheads[key]}', file=sys.stderr)
   shutil.rmtree(work, ignore_errors=True)
   run.finish()
-  harness.write_section(harness.output_path(args), 'training_speed',
-                       report(args, run, budget, results, overheads))
+  harness.write_report(args, 'training_speed',
+                       *report(args, run, budget, results, overheads))
   return 0
 
 
-def report(args, run, budget, results, overheads) -> str:
+def report(args, run, budget, results, overheads) -> list:
   rows = []
   verdicts = []
   for ds, outcomes in results:
@@ -583,128 +477,38 @@ def report(args, run, budget, results, overheads) -> str:
         f'**{o["overhead_median"] * 100:+.1f}%**',
         f'{o["overhead"] * 100:+.1f}%',
         harness.verdict(o['overhead_median'] <= 0.15)])
-  body = [
+  return [
       '## 3. Training speed against what users would do instead',
-      '',
       run.preamble(args.quick),
-      '',
-      f'One LSTM layer of {UNITS} units + Dense head, identical initial '
-      f'weights, Adam (lr {LEARNING_RATE}, global clip norm 1), B={B}, '
-      f'per-step loss averaged over the real steps of a batch; (a) T={T}. '
-      f'Every method trained for the same wall-clock budget of {budget:.0f} s'
-      ' (from its fit call, tracing included; it stops at the first step '
-      'end past the budget), then was evaluated on the same held-out '
-      'sequences (1 in 5 by key). "fill" = real / processed time steps per '
-      'epoch. "first step" = seconds to the end of the first training step '
-      '(tracing + one batch). Rate = real steps per second from the end of '
-      'the first step to the end of the last; "s / epoch" = real steps per '
-      'epoch / rate.',
-      '',
-  ]
-  for ds, _ in results:
-    body.append(f'* **{ds.name}**: {ds.description}; {len(ds.train)} train '
-                f'/ {len(ds.evals)} eval sequences.')
-  body += [
-      '',
+      f'One LSTM layer of {UNITS} units + Dense head, the same initial '
+      f'weights, Adam (lr {LEARNING_RATE}, clip norm 1), B={B}; (a) T={T}; '
+      f'{budget:.0f} s of training each, then the same held-out sequences. '
+      '"fill" = real / processed steps; rate = real steps/s after the first '
+      'step.',
+      [f'* **{ds.name}**: {ds.description}; {len(ds.train)} train / '
+       f'{len(ds.evals)} eval sequences.' for ds, _ in results],
       harness.table(['data', 'method', 'real steps / epoch', 'fill',
-                    'first step s', 's / epoch', 'epochs done',
-                    'real steps/s', 'processed steps/s', 'rate vs (b)',
-                    'trained s', 'eval metric'], rows,
-                   align='llrrrrrrrrrr'),
-      '',
-  ]
-  for ds, speed, better, m_ours, m_pad, vs_bucket, m_bucket in verdicts:
-    body.append(
-        f'* {ds.name}: (a) runs {speed:.1f}x the real-step rate of (b) and '
-        f'{vs_bucket:.2f}x that of (c); target >= 2x (b): '
-        f'{harness.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
-        f'(a) {m_ours:.4f}, (b) {m_pad:.4f}, (c) {m_bucket:.4f}; (a) no '
-        f'worse than (b): {harness.verdict(better)}.')
-  body += [
-      '',
-      'Trainer overhead, seconds per epoch (the epochs after a '
-      'tracing epoch): "bare" = the compiled train step '
-      '(`steps.compile_steps(...).train`) looped over the batches held '
-      'in memory as tensors; "input" = the `read_batches` pipeline alone '
-      '(TFRecords, parsing; no training); "bare + input" = the compiled step '
-      'fed by that pipeline in a plain loop; "fit" = `training.fit` '
-      '(`train_epoch`, cursor updates, hooks). The four are measured '
-      'interleaved (the other three run inside `fit`\'s `after_step` hook at '
-      'each epoch end, which `fit` leaves out of its epoch times). Each '
-      'cell gives the median and the fastest ("best") epoch. Other load on '
-      'the machine can only add time to an epoch, so the fastest epochs are '
-      'the least disturbed estimate of each loop\'s own cost, and the '
-      'per-batch costs use them ("input cost" = bare + input minus bare, '
-      '"loop cost" = fit minus bare + input). The primary figure and the '
-      'verdict are the medians\' ratio, fit vs bare (median): what a '
-      'typical epoch costs.',
-      '',
+                     'first step s', 's / epoch', 'epochs done',
+                     'real steps/s', 'processed steps/s', 'rate vs (b)',
+                     'trained s', 'eval metric'], rows,
+                    align='llrrrrrrrrrr'),
+      [f'* {ds.name}: (a) runs {speed:.1f}x the real-step rate of (b) and '
+       f'{vs_bucket:.2f}x that of (c); target >= 2x (b): '
+       f'{harness.verdict(speed >= 2)}. Eval metric after {budget:.0f} s: '
+       f'(a) {m_ours:.4f}, (b) {m_pad:.4f}, (c) {m_bucket:.4f}; (a) no '
+       f'worse than (b): {harness.verdict(better)}.'
+       for ds, speed, better, m_ours, m_pad, vs_bucket, m_bucket in verdicts],
+      'Trainer overhead, seconds per epoch (median / fastest), measured '
+      'interleaved: "bare" = the compiled step over batches in memory; '
+      '"input" = `read_batches` alone; "bare + input" = the step fed by it; '
+      '"fit" = `training.fit`. Per-batch costs use the fastest epochs.',
       harness.table(['data', 'model', 'batches / epoch',
-                    'bare s (median / best)', 'input alone s',
-                    'bare + input s', 'fit s', 'bare ms / batch (best)',
-                    'input cost ms / batch (best)',
-                    'loop cost ms / batch (best)', 'fit vs bare (median)',
-                    'fit vs bare (best)', 'target <= 15% (median)'], orows,
-                   align='llrrrrrrrrrrc'),
-  ]
-  body += ['', '### What the figures show', ''] + analysis(results,
-                                                          overheads)
-  return '\n'.join(body)
-
-
-def analysis(results, overheads) -> List[str]:
-  """The measured causes behind each figure, from this run."""
-  out = []
-  for ds, (ours, pad, bucket) in results:
-    fill = lambda o: o.real_per_epoch / o.processed_per_epoch
-    proc = lambda o: o.rate / fill(o)
-    out.append(
-        f'* **{ds.name}**: (a) does {ours.rate / pad.rate:.1f}x the real '
-        f'steps per second of (b) and {ours.rate / bucket.rate:.1f}x those '
-        f'of (c); in the same ~{ours.seconds:.0f} s it saw '
-        f'{ours.epochs_done:.1f} epochs against {pad.epochs_done:.1f} and '
-        f'{bucket.epochs_done:.1f}. (b) pads every sequence to the longest '
-        f'({max(s.length for s in ds.train):,} steps): fill '
-        f'{fill(pad):.3f}, so {1 - fill(pad):.0%} of its work is padding, '
-        'while per processed step it runs at '
-        f'{proc(pad) / proc(ours):.2f}x the speed of (a) — its gap is the '
-        f'padding. (c) pads little (fill {fill(bucket):.3f}) but runs at '
-        f'{proc(bucket) / proc(ours):.2f}x the speed of (a) per processed '
-        f'step: it yields {bucket.batches_per_epoch} batches per epoch of '
-        f'{bucket.rows_per_batch:.1f} sequences on average (every bucket '
-        f'ends an epoch with a partial batch), so each sequential time step '
-        f'of its loops advances fewer sequences than the {B} lanes of every '
-        'batch of (a) and (b).')
-  worst = max(overheads.items(), key=lambda kv: kv[1]['overhead_median'])
-  (wname, wunits), w = worst
-  m = w['median']
-  n = w['batches']
-  lo = lambda o, k: min(o['all'][k])
-  loop = ', '.join(
-      f'{(lo(o, "fit") - lo(o, "bare+input")) / o["batches"] * 1e3:+.1f}'
-      for o in overheads.values())
-  inp = ', '.join(
-      f'{(lo(o, "bare+input") - lo(o, "bare")) / o["batches"] * 1e3:+.1f}'
-      for o in overheads.values())
-  out.append(
-      '* **Trainer overhead**: the trainer\'s own loop (`train_epoch`: '
-      'cursor updates, the hook, reading `real_steps` back) costs '
-      f'{loop} ms per batch (fastest epochs, rows in order): next to '
-      'nothing. The overhead is feeding the step from the `read_batches` '
-      f'pipeline instead of tensors held in memory: {inp} ms per batch, '
-      f'although the pipeline alone reads and parses a whole epoch in '
-      f'{m["input"]:.2f} s ({wname.split()[0]}, LSTM {wunits}). Those '
-      'epochs are also spread out more than the bare ones (bare + input: '
-      f'{", ".join(f"{x:.2f}" for x in w["all"]["bare+input"])} s; bare: '
-      f'{", ".join(f"{x:.2f}" for x in w["all"]["bare"])} s), so the '
-      'medians move with the load. The cost is per batch and about fixed, so '
-      'it weighs less on a larger step: ' + '; '.join(
-          f'{name.split()[0]} LSTM {u}: {o["overhead_median"] * 100:+.0f}% '
-          f'(median; best {o["overhead"] * 100:+.0f}%)'
-          for (name, u), o in overheads.items()) +
-      '. `BatchSource.dataset` also rebuilds the `read_batches` pipeline '
-      'every epoch (paid once per epoch; part of "input alone").')
-  return out
+                     'bare s (median / best)', 'input alone s',
+                     'bare + input s', 'fit s', 'bare ms / batch (best)',
+                     'input cost ms / batch (best)',
+                     'loop cost ms / batch (best)', 'fit vs bare (median)',
+                     'fit vs bare (best)', 'target <= 15% (median)'], orows,
+                    align='llrrrrrrrrrrc')]
 
 
 if __name__ == '__main__':

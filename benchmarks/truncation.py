@@ -1,45 +1,24 @@
 """10. Truncated BPTT against full back-propagation, on real data.
 
-Three UCR/UEA development sets of different lengths (ACSF1, 1,460 steps;
-ArrowHead, 251; JapaneseVowels, at most 29) and one forecasting stream
-(ItalyPowerDemand, label = the next value of the series), converted by
-``benchmarks/ucr.py`` and z-scored with train statistics (as the pipeline's
-Transform does). Two models, both with the trainer's defaults otherwise:
-
-* ``lstm``: the shipped LSTM module (``benchmarks/lstm_module.py``,
-  LSTM(64) -> Dense);
-* ``lru``: the default module's linear recurrent unit (``model=lru``).
-
-Each is trained (a) by the StatefulTrainer (``run.run``: truncated BPTT on
-``packed`` batches at T in {16, 64, 256, whole}, where "whole" is the
-longest sequence, so that no gradient is truncated; T values at or past the
-longest collapse into "whole"), and (b) by a Keras ``fit`` of the same
-architecture (the module's non-stateful twin, the same initial weights) on
-whole sequences padded to the longest, full back-propagation, the same
-per-step loss weights (the trainer's label scoring), the same optimizer
-(Adam at the trainer's default rate, clipped at global norm 1). Every run
-gets the same wall-clock budget (``--budget`` seconds of training, no
-validation carve, no refit; the StatefulTrainer's ``max_seconds``, a Keras
-callback) and is then scored on the eval split: accuracy at each
-sequence's last step, or the MSE over every step for the stream. Rates:
-real (unpadded) time steps per second of training after the first epoch
-(ours) or the first batch (Keras); peak RSS of the run's process.
-
-  PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.truncation [--quick]
-"""
+Three UCR/UEA sets of different lengths and one forecasting stream, z-scored
+with train statistics; the plain LSTM module and the default module's LRU,
+each trained by the StatefulTrainer at T in {16, 64, 256, whole} and by a
+Keras ``fit`` of the same architecture on whole padded sequences (full
+BPTT, same initial weights, loss weights and optimizer), every run for the
+same wall-clock budget in a fresh process, then scored on the eval split."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from typing import Any, Dict, List
 
+import numpy as np
+
 from benchmarks import harness
+from benchmarks import ucr
 
 SETS = (
     # (name, forecast)
@@ -57,14 +36,9 @@ SEED = 0
 def _load(name: str, forecast: bool, tmp: str):
   """(train, eval) SequenceArrays z-scored with train statistics, names."""
   import glob  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import pandas as pd  # pylint: disable=g-import-not-at-top
   out = f'{tmp}/{name}{"-fc" if forecast else ""}'
-  cmd = [sys.executable, '-m', 'benchmarks.ucr', '--dataset', name, '--out', out]
-  child = harness.run_child(cmd + (['--forecast'] if forecast else []),
-                           timeout=600, echo=False)
-  if child.returncode != 0:
-    raise RuntimeError(f'benchmarks.ucr {name}: {child.stderr[-2000:]}')
+  ucr.convert(name, out, forecast=forecast)
   splits = {}
   for split in ('train', 'eval'):
     df = pd.concat([pd.read_csv(p, dtype={'seq_id': str})
@@ -79,7 +53,6 @@ def _load(name: str, forecast: bool, tmp: str):
 
 
 def _score(task: str, seqs, outputs: Dict[str, Any]) -> float:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   if task == 'classification':
     return float(np.mean([int(np.argmax(outputs[s.key][s.length - 1])) ==
                           int(s.labels[-1]) for s in seqs]))
@@ -94,19 +67,15 @@ def _module_and_hp(model: str):
   return model_io.resolve_module(), None, {'model': 'lru'}
 
 
-def child(args) -> int:
-  """One run in this process; prints its JSON."""
+def child(opts: Dict[str, Any]) -> Dict[str, Any]:
+  """One run in a fresh process (``harness.call``)."""
   import pickle  # pylint: disable=g-import-not-at-top
+  import types  # pylint: disable=g-import-not-at-top
+  args = types.SimpleNamespace(**opts)
   with open(args.data, 'rb') as f:
     data = pickle.load(f)
-  train, evals, names, task = (data['train'], data['eval'], data['names'],
-                               data['task'])
-  if args.method == 'ours':
-    out = ours(args, train, evals, names, task)
-  else:
-    out = keras_full(args, train, evals, names, task)
-  print(json.dumps(out))
-  return 0
+  run = ours if args.method == 'ours' else keras_full
+  return run(args, data['train'], data['eval'], data['names'], data['task'])
 
 
 def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
@@ -120,19 +89,14 @@ def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
 def ours(args, train, evals, names, task) -> Dict[str, Any]:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
-  from components.stateful_trainer import settings  # pylint: disable=g-import-not-at-top
   _, module_file, hp = _module_and_hp(args.model)
   root = _batches(f'{args.tmp}/batches', train, evals, names, args.lanes,
                   args.unroll, args.per_step)
-  result = runner.run(runner.TrainerArgs(
-      batches_uri=root, model_uri=f'{args.tmp}/m',
-      serving_model_dir=f'{args.tmp}/m/serving',
-      model_run_dir=f'{args.tmp}/run', module_file=module_file,
-      eval_split=None, task=task,
-      hyperparameters=hp, train=settings.TrainConfig(
-          epochs=100000, max_seconds=args.budget, validation_fraction=0.0,
-          refit=False, log_every_n_steps=0, seed=SEED)))
+  result = harness.run_trainer(
+      root, args.tmp, {'epochs': 100000, 'max_seconds': args.budget,
+                       'validation_fraction': 0.0, 'refit': False,
+                       'seed': SEED},
+      module_file=module_file, task=task, hyperparameters=hp)
   source = batches_lib.BatchSource.open(root, 'eval')
   outputs = {r.key: r.outputs for r in batches_lib.lanes_to_sequences(
       steps_lib.predict_batches(result.model, source.dataset(keys=None)),
@@ -145,7 +109,6 @@ def ours(args, train, evals, names, task) -> Dict[str, Any]:
 
 
 def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
-  import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
@@ -223,20 +186,9 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
 
 def main(argv=None) -> int:
   parser = harness.parser(__doc__.split('\n')[0])
-  parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
-  parser.add_argument('--data', help=argparse.SUPPRESS)
-  parser.add_argument('--tmp', help=argparse.SUPPRESS)
-  parser.add_argument('--method', help=argparse.SUPPRESS)
-  parser.add_argument('--model', help=argparse.SUPPRESS)
-  parser.add_argument('--unroll', type=int, help=argparse.SUPPRESS)
-  parser.add_argument('--lanes', type=int, help=argparse.SUPPRESS)
-  parser.add_argument('--per-step', action='store_true',
-                      help=argparse.SUPPRESS)
   parser.add_argument('--budget', type=float, default=None,
                       help='training seconds per run (default 30; --quick 8)')
   args = parser.parse_args(argv)
-  if args.child:
-    return child(args)
   import pickle  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout_rule  # pylint: disable=g-import-not-at-top
   log = harness.progress_log('truncation')
@@ -260,14 +212,12 @@ def main(argv=None) -> int:
       for model in MODELS:
         runs = [('ours', t) for t in unrolls] + [('keras', longest)]
         for method, unroll in runs:
-          cmd = [sys.executable, '-m', 'benchmarks.truncation', '--child',
-                 '--data', path, '--tmp', f'{tmp}/{name}-{model}-{method}'
-                 f'-{unroll}', '--method', method, '--model', model,
-                 '--unroll', str(unroll), '--lanes', str(lanes),
-                 '--budget', str(budget)] + (['--per-step'] if forecast
-                                             else [])
-          got = harness.run_child(cmd, timeout=budget * 6 + 600, echo=False)
-          out = got.json() if got.returncode == 0 else None
+          out, got = harness.call(
+              'truncation.child', {
+                  'data': path, 'method': method, 'model': model,
+                  'tmp': f'{tmp}/{name}-{model}-{method}-{unroll}',
+                  'unroll': unroll, 'lanes': lanes, 'budget': budget,
+                  'per_step': forecast}, timeout=budget * 6 + 600, echo=False)
           if out is None:
             log(f'  {model} {method} T={unroll}: failed: '
                 f'{got.stderr.strip().splitlines()[-1:]}')
@@ -283,11 +233,10 @@ def main(argv=None) -> int:
                        f'{out["rate"]:,.0f}', f'{out["epochs"]:.1f}',
                        harness.mib(out['peak'])])
   run.finish()
-  body = [
+  harness.write_report(
+      args, 'truncation',
       '## 10. Truncated BPTT against full back-propagation',
-      '',
       run.preamble(args.quick),
-      '',
       f'Every run: {budget:g} s of training (the StatefulTrainer\'s '
       '`max_seconds`; a Keras callback), no validation carve, no refit, '
       'seed 0; then scored on the eval split (accuracy at the last step; '
@@ -295,13 +244,9 @@ def main(argv=None) -> int:
       'the train lengths, the same for Keras. "whole" = T as long as the '
       'longest sequence (no truncation). Rates: real steps per second '
       'after the first epoch (ours) or the first batch (Keras).',
-      '',
       harness.table(['data set', 'model', 'training', 'eval score',
                     'real steps / s', 'epochs', 'peak RSS'], rows,
-                   align='lllrrrr'),
-  ]
-  harness.write_section(harness.output_path(args), 'truncation',
-                       '\n'.join(body))
+                   align='lllrrrr'))
   return 0
 
 

@@ -1,57 +1,17 @@
 """UCR/UEA ``.ts`` time-series archive files -> the project's CSV rows.
 
-Our own reader of the ``.ts`` format of the UCR/UEA archive (the format aeon
-and sktime read); it does not import aeon. The ``aeon`` wheel on PyPI ships a
-few archive problems as data files
-(``aeon/datasets/data/<Name>/<Name>_TRAIN.ts`` and ``_TEST.ts``: ACSF1,
-ArrowHead, GunPoint, ItalyPowerDemand, OSULeaf, BasicMotions, JapaneseVowels,
-PickupGestureWiimoteZ, Covid3Month, ...); only those files are used, so it
-is installed without its dependencies (``requirements/bench.txt``), or they
-are read straight from the wheel file.
+Our own reader of the archive's ``.ts`` format (aeon is never imported: its
+wheel only supplies the data files, ``requirements/bench.txt``)::
 
-  python -m benchmarks.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1
-  python -m benchmarks.ucr --dataset ACSF1 --out /tmp/ucr/ACSF1-fc --forecast
-  python -m benchmarks.ucr --dataset GunPoint --out /tmp/gp \\
-      --aeon-wheel aeon-1.6.0-py3-none-any.whl
+  python -m benchmarks.ucr --dataset ACSF1 --out DIR [--forecast]
+      [--data-dir DIR | --aeon-wheel WHEEL]
 
-Output (``--out DIR``), the layout ``python -m pipeline.local_runner
---data-root DIR`` takes as given train/eval splits:
-
-* ``DIR/train/<Name>.csv`` from ``<Name>_TRAIN.ts`` and ``DIR/eval/<Name>.csv``
-  from ``<Name>_TEST.ts``, columns ``seq_id,t,x0[,x1...],label``: one row per
-  time step; ``seq_id`` is ``train_00012`` / ``eval_00012`` (the case's
-  position in its file, zero-padded to at least 5 digits), ``t`` runs 0..L-1,
-  ``x<d>`` is dimension (channel) ``d``;
-* ``DIR/labels.json``: the task, the label kind, the class mapping
-  (``classes[i]`` is the archive's label written as the integer ``i``; the
-  order is the order declared in ``@classLabel``) and per-split counts.
-
-Labels: ``@classLabel true a b c`` -> the integers 0..K-1 in the declared order
-(per-sequence classification); ``@targetLabel true`` -> the float target
-(per-sequence regression). With ``--forecast`` the case's label is ignored
-and each row's label is the next value of the first dimension,
-``label[t] = x0[t+1]`` (per-step regression: run the pipeline with
-``--label-kind per_step --task regression``). The last step of every series
-has no next value, so it is **dropped**: a series of length L gives L-1 rows
-(and a series of length 1 none; it is left out and counted in labels.json).
-
-The format, as read here (header keywords are case-insensitive):
-
-* ``#`` and ``%`` start comment lines; blank lines are skipped;
-* ``@problemName``, ``@timeStamps`` (only ``false`` is supported),
-  ``@missing``, ``@univariate``, ``@dimensions``, ``@equalLength``,
-  ``@seriesLength``, ``@classLabel true <labels...>`` / ``@classLabel false``,
-  ``@targetLabel true|false``; ``@data`` ends the header;
-* each data line is one case: its dimensions separated by ``:``, the values
-  of one dimension separated by ``,``, and, when labelled, the label after the
-  last ``:``;
-* missing values are ``?`` (or ``NaN``): an error, except at the end of a
-  variable-length (``@equalLength false``) series, where they are padding and
-  are trimmed.
-
-Bad input stops with a one-line error naming the file and line
-(``path:line: message``). Needs only Python >= 3.9 and NumPy.
-"""
+writes ``DIR/train/<Name>.csv`` (from ``_TRAIN.ts``), ``DIR/eval/<Name>.csv``
+(from ``_TEST.ts``), columns ``seq_id,t,x0[,x1...],label``, and
+``DIR/labels.json`` (task, label kind, class mapping in ``@classLabel``
+order, counts). ``--forecast``: label[t] = x0[t+1], the last step of each
+series dropped. Missing values are an error except as trailing padding of a
+variable-length series; bad input stops with ``path:line: message``."""
 
 from __future__ import annotations
 
@@ -88,11 +48,6 @@ class TsFormatError(ValueError):
     self.path, self.line, self.message = path, line, message
     where = f'{path}:{line}' if line else path
     super().__init__(f'{where}: {message}')
-
-
-# --------------------------------------------------------------------------
-# Parsing
-# --------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -318,11 +273,6 @@ def read_ts(path: str, text: Optional[str] = None) -> TsData:
   return parse_ts(io.StringIO(text), path)
 
 
-# --------------------------------------------------------------------------
-# Finding the files
-# --------------------------------------------------------------------------
-
-
 @dataclasses.dataclass(frozen=True)
 class Source:
   """Where the archive files are: a folder of ``<Name>/<Name>_TRAIN.ts`` (or
@@ -432,11 +382,6 @@ def find_source(data_dir: Optional[str] = None,
       'no UCR/UEA data found: install aeon\'s data files with `pip install '
       '--no-deps -r requirements/bench.txt`, or give --data-dir / '
       f'--aeon-wheel, or set {ENV_VAR}')
-
-
-# --------------------------------------------------------------------------
-# Conversion to CSV rows
-# --------------------------------------------------------------------------
 
 
 def _fmt(v: float) -> str:
@@ -564,11 +509,6 @@ def convert(name: str, out: str, source: Optional[Source] = None, *,
     json.dump(meta, f, indent=1)
     f.write('\n')
   return meta
-
-
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,8 +1,9 @@
 """The benchmark harness every script in ``benchmarks/`` uses: ``report``
-(command line, run bookkeeping, BENCHMARKS.md sections, tables), ``child``
-(child processes, peak RSS, measurements in a fresh process), ``data`` (the
-inputs), ``pipeline_runs`` (the local runner in a child) and ``steps`` (a
-model's compiled steps on batches). Names are re-exported here."""
+(shared options, run bookkeeping, results JSON, sections written from
+blocks, tables), ``child`` (child processes, peak RSS, measurements in a
+fresh process), ``data`` (the inputs), ``pipeline_runs`` (the local runner
+in a child) and ``steps`` (compiled steps, fits and trainer runs as the
+trainer does them). Names are re-exported here."""
 
 # pylint: disable=wildcard-import,unused-wildcard-import
 from benchmarks.harness.report import *  # noqa: F401,F403

@@ -4,7 +4,6 @@ child on any checkout's code with its JSON result read back."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -27,15 +26,12 @@ class PeakRSS:
     tree: the sum over the whole tree (the process and its descendants).
     root: the process itself.
     child_max: the largest single descendant.
-    children_sum: the sum over the descendants.
   """
 
   def __init__(self, pid: int, interval: float = 0.05):
     self.pid = pid
     self.interval = interval
-    self.tree = self.root = self.child_max = self.children_sum = 0
-    self.polls = 0
-    self.max_children = 0
+    self.tree = self.root = self.child_max = 0
     # (epoch seconds, root RSS, largest descendant RSS) of every poll.
     self.series: List[tuple] = []
     # pid -> user + system CPU seconds when last seen.
@@ -61,10 +57,7 @@ class PeakRSS:
     self.series.append((time.time(), root, max(sizes, default=0)))
     self.root = max(self.root, root)
     self.child_max = max(self.child_max, max(sizes, default=0))
-    self.children_sum = max(self.children_sum, sum(sizes))
     self.tree = max(self.tree, root + sum(sizes))
-    self.max_children = max(self.max_children, len(sizes))
-    self.polls += 1
 
   @property
   def cpu_root(self) -> float:
@@ -94,13 +87,6 @@ class PeakRSS:
   def __exit__(self, *exc) -> None:
     self._stop.set()
     self._thread.join()
-
-
-@contextlib.contextmanager
-def peak_rss_of_self(interval: float = 0.05):
-  """``PeakRSS`` of this process (and any children it starts)."""
-  with PeakRSS(os.getpid(), interval) as peak:
-    yield peak
 
 
 def child_env() -> Dict[str, str]:

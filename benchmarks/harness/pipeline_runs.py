@@ -6,24 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import sys
 from typing import Dict, List, Optional, Sequence
 
 from benchmarks.harness import child
-from benchmarks.harness.report import ROOT
 
 LOCAL_RUNNER = ('-m', 'pipeline.local_runner')
-
-
-def runner_supports_seed() -> bool:
-  """Whether ``pipeline.local_runner`` has a ``--seed`` flag."""
-  proc = subprocess.run(
-      [sys.executable, *LOCAL_RUNNER, '--help'], cwd=ROOT,
-      env=child.child_env(), capture_output=True, text=True, timeout=600,
-      check=False)
-  return proc.returncode == 0 and re.search(r'(^|\s)--seed\b',
-                                            proc.stdout) is not None
 
 
 def run_local_runner(flags: Sequence[str], out: str, logfile: str,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import re
@@ -45,11 +46,6 @@ here is a timed test.
 """.format(quick=QUICK_MD)
 
 
-# --------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------
-
-
 def progress_log(name: str):
   """A ``log(message)`` that prints ``[name h:mm:ss] message`` to stderr,
   the time counted from this call (a script's progress lines)."""
@@ -71,7 +67,27 @@ def seed_count(args, default: int) -> int:
   return n
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+# Options more than one script takes, by name: (flag, add_argument keywords).
+OPTIONS = {
+    'seeds': ('--seeds', dict(type=int, default=None, help='runs per model, '
+                              'seeds 0..N-1 (1 with --quick)')),
+    'data_dir': ('--data-dir', dict(default=None, help='the aeon data folder '
+                                    '(default: $TSS_AEON_DATA, else the '
+                                    'installed aeon package)')),
+    'keep': ('--keep', dict(action='store_true',
+                            help='keep the work folder')),
+    'runner_args': ('--runner-args', dict(
+        default='', metavar='FLAGS', help='more pipeline.local_runner flags '
+        'for every pipeline run, one shell-quoted string')),
+    'from_results': ('--from-results', dict(
+        nargs='+', default=None, metavar='JSON', help='write the section '
+        'from earlier results files (each case from the first that has it); '
+        'run nothing')),
+}
+
+
+def parser(description: str, *options: str) -> argparse.ArgumentParser:
+  """``--quick``, ``--output`` and the named ``OPTIONS``."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument('--quick', action='store_true',
                  help='smaller sizes (a smoke run); writes to '
@@ -79,6 +95,9 @@ def parser(description: str) -> argparse.ArgumentParser:
   p.add_argument('--output', default=None,
                  help=f'the markdown file to update (default: {BENCHMARKS_MD};'
                  f' with --quick: {QUICK_MD})')
+  for name in options:
+    flag, kwargs = OPTIONS[name]
+    p.add_argument(flag, **kwargs)
   return p
 
 
@@ -97,11 +116,6 @@ def command_line() -> str:
     head = ['python', os.path.relpath(sys.argv[0], ROOT)]
   return ('PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 ' +
           shlex.join(head + sys.argv[1:]))
-
-
-# --------------------------------------------------------------------------
-# Machine, versions, load
-# --------------------------------------------------------------------------
 
 
 def _cpu_model() -> str:
@@ -192,11 +206,6 @@ class Run:
     ])
 
 
-# --------------------------------------------------------------------------
-# BENCHMARKS.md
-# --------------------------------------------------------------------------
-
-
 def _markers(key: str):
   return f'<!-- BEGIN {key} -->', f'<!-- END {key} -->'
 
@@ -236,6 +245,28 @@ def write_section(path: str, key: str, body: str) -> None:
   print(f'wrote section {key!r} of {path}', file=sys.stderr)
 
 
+def read_json(path: str):
+  with open(path) as f:
+    return json.load(f)
+
+
+def write_json(path: str, obj, **kwargs) -> None:
+  """``obj`` as JSON at ``path`` (its folder made if needed)."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, 'w') as f:
+    json.dump(obj, f, **kwargs)
+
+
+def write_report(args, key: str, *blocks) -> None:
+  """Writes section ``key`` of the script's output file (``output_path``):
+  the blocks (a title, the run's preamble, paragraphs, tables, bullet
+  lists) one blank line apart; a list block is its lines, one a line;
+  None and empty blocks are left out."""
+  parts = ['\n'.join(b) if isinstance(b, (list, tuple)) else b
+           for b in blocks]
+  write_section(output_path(args), key, '\n\n'.join(p for p in parts if p))
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
           align: Optional[str] = None) -> str:
   """A markdown table; ``align`` is one letter per column (l/r/c)."""
@@ -246,11 +277,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]],
            '|' + '|'.join(marks[a] for a in align) + '|']
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
   return '\n'.join(lines)
-
-
-# --------------------------------------------------------------------------
-# Formatting
-# --------------------------------------------------------------------------
 
 
 def si(value: float, digits: int = 3) -> str:
