@@ -27,7 +27,8 @@ from here and never from each other (docs/design.md, "Layers"). By role:
   module may define), ``model_io`` (model modules, checked models, the
   ``stateful/`` export), ``objective`` (loss and metrics for a task),
   ``steps`` (train/eval/predict steps with per-lane resets), ``batches``
-  (``BatchSource`` and ``lanes_to_sequences``), ``heap`` (process memory
+  (``BatchSource`` and ``lanes_to_sequences``), ``carve`` (the validation
+  carve laid out in batches of its own), ``heap`` (process memory
   plumbing), ``compat`` (the old module paths a saved model may import).
 
 Imports go one way (a test holds the core free of import circles):

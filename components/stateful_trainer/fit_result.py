@@ -93,7 +93,7 @@ class FitResult:
       training; else None.
     validation_seconds: wall seconds of this call's passes over the
       validation carve (before training, after each epoch, the final
-      score) and of laying its batches out (``batches.carve_batches``);
+      score) and of laying its batches out (``carve.carve_batches``);
       the run's ``phases`` count them apart from training.
   """
   epochs: List[EpochStats]

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from typing import Any, Dict, Optional, Tuple
 
-from components.stateful import batches as batches_lib
+from components.stateful import carve as carve_lib
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
 from components.stateful_trainer import model_setup
@@ -149,7 +149,7 @@ def recipe(args, p, a) -> Recipe:
     # moves its accuracy by more than an epoch's gain): a model trained by
     # gradient steps from random weights then trains on every sequence for
     # the epoch budget and keeps its last weights.
-    held = batches_lib.count_validation_sequences(
+    held = carve_lib.count_validation_sequences(
         p.train, config.validation_fraction)
     if held < config.min_carve_sequences:
       _LOG.info('no validation carve: %g of the keys would hold %d '

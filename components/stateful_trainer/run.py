@@ -37,6 +37,7 @@ from components.stateful_trainer import progress
 from components.stateful_trainer import recipe as recipe_lib
 from components.stateful_trainer import refit as refit_lib
 from components.stateful_trainer import training
+from components.stateful_trainer import validation
 from components.stateful import batches as batches_lib
 from components.stateful import objective as objective_lib
 from components.stateful.distribution import lanes
@@ -304,8 +305,8 @@ def fitter(args: TrainerArgs, p: Prepared, r: recipe_lib.Recipe, *,
   """``fit(model, config, subdir, score_carve=0.0, plateau=None)``: one
   ``training.fit`` of this run (the carve run, or the refit in
   ``subdir``), its checkpoints, summaries and optimizer set up; one
-  ``training.CarveScorer`` for all of them (the carve laid out once)."""
-  scorer = training.CarveScorer(p.train, r.objective)
+  ``validation.CarveScorer`` for all of them (the carve laid out once)."""
+  scorer = validation.CarveScorer(p.train, r.objective)
 
   def fit(model, config, subdir, score_carve=0.0, plateau=None):
     total_steps = (r.plan.planned_steps if plateau is not None else

@@ -18,6 +18,8 @@ Semantics (docs/design.md, "The state protocol"):
   and the data cursor (epoch, batch) with ``tf.train.Checkpoint``; a
   restarted run resumes mid-epoch and ends with the same weights as an
   uninterrupted one.
+* The validation carve is scored by a pass without updates over its own
+  batches (``validation.CarveScorer``).
 
 Shapes: B lanes, T steps per segment, F features, K outputs per step.
 """
@@ -42,6 +44,7 @@ from components.stateful_trainer.fit_result import stop_text
 from components.stateful_trainer import selection
 from components.stateful_trainer.settings import TrainConfig
 from components.stateful_trainer.settings import TrainingConfigError
+from components.stateful_trainer.validation import CarveScorer
 from components.stateful.distribution import replicas
 from components.stateful.batches import BatchSource
 from components.stateful.objective import metric_results
@@ -105,109 +108,6 @@ def _compile(model: keras.Model, optimizer, objective: Objective,
   return replicas.compile_replicated_steps(
       model, optimizer, objective, train_metrics, eval_metrics, lanes=lanes,
       reset_all=reset_all, valid_metrics=valid_metrics)
-
-
-def _validate_only(model: keras.Model, objective: Objective,
-                   carve: batches_lib.CarveBatches, valid_metrics,
-                   lanes: Optional[replicas.ReplicaLanes] = None,
-                   steps: Optional[StepFunctions] = None
-                  ) -> Dict[str, float]:
-  """The validation carve's metrics of the current weights: one pass over
-  the carve's own batches (``batches.carve_batches``), no update (state
-  zeroed before and after).
-
-  ``steps``: step functions compiled for ``valid_metrics`` by an earlier
-  call (``_carve_steps``); compiled here when None.
-  """
-  if steps is None:
-    steps = _carve_steps(model, objective, valid_metrics, lanes)
-  reset_metrics(valid_metrics)
-  steps.zero_all()
-  for batch in carve.batches:
-    steps.eval(batch)
-  steps.zero_all()
-  results = metric_results(valid_metrics)
-  reset_metrics(valid_metrics)
-  return results
-
-
-def _carve_steps(model: keras.Model, objective: Objective, valid_metrics,
-                 lanes: Optional[replicas.ReplicaLanes] = None
-                ) -> StepFunctions:
-  """The step functions of ``_validate_only`` (evaluation only)."""
-  return _compile(model, None, objective, eval_metrics=valid_metrics,
-                  lanes=lanes)
-
-
-class CarveScorer:
-  """The validation carve's scoring passes of one run (``_validate_only``),
-  shared by its ``fit`` calls (the carve run and the refit: ``run.fitter``).
-
-  The carve's batches are laid out once per fraction, on first use
-  (``batches.carve_batches``), and the evaluation step compiled once per
-  model. In one process, a model with the weights' shapes of the first
-  one scored (the refit's, built from the same module and spec) is scored
-  through the first one's compiled step: its weights are copied in for
-  the pass and the first model's put back after it, so the run traces the
-  step once. Under a strategy each ``fit`` scores its own serving twin,
-  compiled for it (``lanes``).
-
-  Args:
-    train: the train split.
-    objective: the run's loss and metrics.
-  """
-
-  def __init__(self, train: BatchSource, objective: Objective):
-    self.train = train
-    self.objective = objective
-    self.layouts: Dict[float, batches_lib.CarveBatches] = {}
-    # (model, its metrics, its compiled steps), the first one first.
-    self._compiled: List[Tuple[keras.Model, list, StepFunctions]] = []
-
-  def batches(self, fraction: float) -> batches_lib.CarveBatches:
-    """The carve of ``fraction``, laid out on the first call."""
-    if fraction not in self.layouts:
-      started = time.perf_counter()
-      self.layouts[fraction] = carve = batches_lib.carve_batches(
-          self.train, fraction)
-      _LOG.info('validation carve (%g of the keys): %d sequences laid out '
-                'in %d batches of their own (the split has %d) [%.1fs]',
-                fraction, carve.num_sequences, len(carve.batches),
-                carve.source_batches, time.perf_counter() - started)
-    return self.layouts[fraction]
-
-  def score(self, model: keras.Model, fraction: float,
-            lanes: Optional[replicas.ReplicaLanes] = None
-           ) -> Dict[str, float]:
-    """The carve's metrics of ``model``'s weights (one pass, no update)."""
-    carve = self.batches(fraction)
-    for known, metrics, steps in self._compiled:
-      if known is model:
-        return _validate_only(model, self.objective, carve, metrics, lanes,
-                              steps)
-    if lanes is None and self._compiled and _same_shapes(
-        self._compiled[0][0], model):
-      known, metrics, steps = self._compiled[0]
-      own = known.get_weights()
-      known.set_weights(model.get_weights())
-      try:
-        return _validate_only(known, self.objective, carve, metrics, None,
-                              steps)
-      finally:
-        known.set_weights(own)
-    with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
-      metrics = self.objective.new_metrics()
-    steps = _carve_steps(model, self.objective, metrics, lanes)
-    self._compiled.append((model, metrics, steps))
-    return _validate_only(model, self.objective, carve, metrics, lanes,
-                          steps)
-
-
-def _same_shapes(a: keras.Model, b: keras.Model) -> bool:
-  """Whether ``b``'s weights fit ``a`` (same class, count, shapes, dtypes)."""
-  return type(a) is type(b) and [
-      (tuple(w.shape), w.dtype) for w in a.weights] == [
-          (tuple(w.shape), w.dtype) for w in b.weights]
 
 
 def fit(model: keras.Model,

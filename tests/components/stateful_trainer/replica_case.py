@@ -21,7 +21,7 @@ ends every worker's process at step N (a kill: no cleanup).
 ``swap``: two replicas handed each other's lanes; prints ``RAISED`` and the
 error when the step fails, as it must.
 ``carve``: the validation carve (``--validation-fraction``) of the built
-model scored on its own batches (``batches.carve_batches``) and by the
+model scored on its own batches (``carve.carve_batches``) and by the
 whole-batch pass (every train batch, weighted by ``valid_weight``), both on
 ``--replicas`` replicas; prints them as JSON (``carve``, ``whole``).
 """
@@ -146,7 +146,8 @@ def main(argv=None) -> int:
 
   if flags.case == 'carve':
     import contextlib
-    from components.stateful_trainer import training
+    from components.stateful import carve as carve_lib
+    from components.stateful_trainer import validation
     fraction = flags.validation_fraction
     scored, lanes = model, None
     scope = (dist.strategy.scope() if dist.strategy is not None else
@@ -158,15 +159,15 @@ def main(argv=None) -> int:
                                       objective.new_metrics())
     if dist.strategy is not None:
       lanes = replicas.ReplicaLanes(dist.strategy, spec.batch_size)
-    steps = training._carve_steps(scored, objective, whole_metrics, lanes)
+    steps = validation._carve_steps(scored, objective, whole_metrics, lanes)
     steps.zero_all()
     for batch in train.dataset(validation_fraction=fraction):
       steps.eval({**batch, 'label_weight': batch['valid_weight']})
-    carve = batches_lib.carve_batches(train, fraction)
+    carve = carve_lib.carve_batches(train, fraction)
     print(json.dumps({
         'whole': objective_lib.metric_results(whole_metrics),
-        'carve': training._validate_only(scored, objective, carve,
-                                         carve_metrics, lanes),
+        'carve': validation._validate_only(scored, objective, carve,
+                                           carve_metrics, lanes),
         'batches': [len(carve.batches), train.num_batches],
         'replicas': dist.num_replicas}))
     return 0

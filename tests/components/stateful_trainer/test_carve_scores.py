@@ -1,4 +1,4 @@
-"""The validation carve scored on its own batches (``batches.carve_batches``)
+"""The validation carve scored on its own batches (``carve.carve_batches``)
 gives the scores of the whole-batch pass it replaces: every batch of the
 train split run statefully, only the carve's steps weighted
 (``valid_weight``), up to the order of summation."""
@@ -9,11 +9,12 @@ import pytest
 from benchmarks import lstm_module
 from components.sequence_batcher import layout
 from components.stateful import batches as batches_lib
+from components.stateful import carve as carve_lib
 from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
 from components.stateful_trainer import model_setup
-from components.stateful_trainer import training
+from components.stateful_trainer import validation
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 3, 4, 2
@@ -51,7 +52,7 @@ def _whole_batch_scores(model, objective, source):
   """The carve's scores as they were computed before its own batches:
   every train batch in order, weighted by ``valid_weight``."""
   metrics = objective.new_metrics()
-  steps = training._carve_steps(model, objective, metrics)
+  steps = validation._carve_steps(model, objective, metrics)
   objective_lib.reset_metrics(metrics)
   steps.zero_all()
   for batch in source.dataset(validation_fraction=FRACTION):
@@ -74,18 +75,18 @@ def test_carve_batches_score_as_the_whole_batch_pass(tmp_path, mode,
   source = _source(tmp_path, mode, label_kind)
   model, objective = _model(module_name, source, label_kind)
   want = _whole_batch_scores(model, objective, source)
-  carve = batches_lib.carve_batches(source, FRACTION)
+  carve = carve_lib.carve_batches(source, FRACTION)
   assert len(carve.batches) < source.num_batches
-  got = training._validate_only(model, objective, carve,
-                                objective.new_metrics())
+  got = validation._validate_only(model, objective, carve,
+                                  objective.new_metrics())
   assert sorted(got) == sorted(want) and 'accuracy' in got
   for name in want:
     assert got[name] == pytest.approx(want[name], rel=1e-5, abs=1e-6), name
   # Not a score any weights would give: the carve's loss is that of these
   # weights (a different model scores otherwise).
   model.set_weights([w * 0.5 for w in model.get_weights()])
-  other = training._validate_only(model, objective, carve,
-                                  objective.new_metrics())
+  other = validation._validate_only(model, objective, carve,
+                                    objective.new_metrics())
   assert abs(other['loss'] - got['loss']) > 1e-4
 
 
@@ -99,10 +100,10 @@ def test_a_runs_scorer_lays_out_once_and_scores_a_second_model_alike(
   second, _ = _model('plain_lstm', source, ms.PER_SEQUENCE)
   second.set_weights([w * 0.5 for w in second.get_weights()])
   kept = [w.copy() for w in first.get_weights()]
-  alone = training._validate_only(
-      second, objective, batches_lib.carve_batches(source, FRACTION),
+  alone = validation._validate_only(
+      second, objective, carve_lib.carve_batches(source, FRACTION),
       objective.new_metrics())
-  scorer = training.CarveScorer(source, objective)
+  scorer = validation.CarveScorer(source, objective)
   got_first = scorer.score(first, FRACTION)
   carve = scorer.batches(FRACTION)
   got_second = scorer.score(second, FRACTION)

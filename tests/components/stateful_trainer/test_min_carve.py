@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from components.stateful import batches as batches_lib
+from components.stateful import carve as carve_lib
 from components.stateful_trainer import run as trainer_run
 from components.stateful_trainer import settings
 from tests.components.stateful_trainer import helpers
@@ -31,7 +32,7 @@ def test_a_small_carve_is_not_made_for_a_randomly_initialised_model(
   root = helpers.write_batches(str(tmp_path / 'b'), {'train': seqs},
                                batch_size=2, num_unroll=4)
   source = batches_lib.BatchSource.open(root, 'train')
-  held = batches_lib.count_validation_sequences(source, 0.3)
+  held = carve_lib.count_validation_sequences(source, 0.3)
   keys = [s.key.encode() for s in seqs]
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   assert held == int(tf.reduce_sum(tf.cast(batches_lib.is_validation_key(

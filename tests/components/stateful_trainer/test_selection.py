@@ -16,6 +16,7 @@ from components.stateful_trainer import optimizers
 from components.stateful_trainer import selection
 from components.stateful_trainer import settings
 from components.stateful_trainer import training
+from components.stateful_trainer import validation
 from tests.components.stateful_trainer import helpers
 
 B, T = 4, 5
@@ -238,7 +239,7 @@ def test_fine_tuning_stops_at_the_first_sign_it_does_not_help(
   weights nor lowers the carve's loss ends training; a perfect initial
   score runs none."""
   scripted = iter([{'accuracy': a, 'loss': l} for a, l in carve])
-  monkeypatch.setattr(training, '_validate_only',
+  monkeypatch.setattr(validation, '_validate_only',
                       lambda *args, **kwargs: dict(next(scripted)))
   result = _fit(_model(1.0), _source(tmp_path), learning_rate=0.01,
                 epochs=4, early_stopping_patience=2)
