@@ -15,7 +15,9 @@ from here and never from each other (docs/design.md, "Layers"). By role:
   ``elementwise`` (``SignedLog``, ``Standardize``, ``LabelUnits``).
 * ``models/`` — the default model module and its parts: ``default_model``
   (used when no module file is given), ``hyperparameters``,
-  ``recurrent_models``, ``conv_adapt`` (its ``adapt``), ``head`` (the
+  ``recurrent_models``, ``conv_adapt`` (its ``adapt``: the passes over
+  the batches in ``adapt_passes``, the PPV thresholds in
+  ``ppv_thresholds``, the head's rows in ``head_rows``), ``head`` (the
   closed-form head, solved by ``ridge``), ``row_sampling`` (samples that
   do not depend on the workers).
 * ``distribution/`` — data parallelism: ``lanes`` (the lane rule: part r of

@@ -40,7 +40,7 @@ default): ridge regression on every labelled training step's features (a
 one-vs-rest ridge classifier on +-1 targets for classification, as ROCKET
 does), its penalty chosen by leave-one-out error (``ridge.py``), and for
 classification a softmax temperature fitted on the leave-one-out scores.
-Per-step regression fits it in two stages (``conv_adapt._fit_head``): a
+Per-step regression fits it in two stages (``head_rows.fit_head``): a
 linear autoregression on the lag columns alone from Gram statistics of every
 labelled step (so persistence and any linear AR on the lags are represented
 exactly, not shrunk with thousands of other features), then the other

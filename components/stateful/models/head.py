@@ -1,4 +1,4 @@
-"""The default conv model's closed-form head (``conv_adapt`` gathers its
+"""The default conv model's closed-form head (``head_rows`` gathers its
 rows): ``Scales``, the label-dependent statistics of one fit (the feature
 and label standardisation), and ``solve_head``, the head's weights from its
 sampled rows by ridge regression (``ridge.py``); for per-step regression

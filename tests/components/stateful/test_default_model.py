@@ -5,7 +5,10 @@ receptive field sized to the data, and ``default_epochs``."""
 import numpy as np
 import pytest
 
+from components.stateful.models import adapt_passes
 from components.stateful.models import conv_adapt
+from components.stateful.models import head_rows
+from components.stateful.models import ppv_thresholds
 from components.stateful.models import default_model as dm
 from components.stateful import model_io
 from components.stateful import model_spec as ms
@@ -109,13 +112,13 @@ def test_adapt_fits_a_ridge_head_on_every_batch(monkeypatch):
 
 def _head_rows(model, batches, seed=0):
   """The head's rows of ``batches`` as ``adapt``'s features pass gathers
-  them (``conv_adapt._HeadRows``, one process)."""
+  them (``head_rows.HeadRows``, one process)."""
   features = model.get_layer('features_all').output
-  rows = conv_adapt._HeadRows(seed, shards.Shard(), int(features.shape[-1]))
-  run = conv_adapt._runner(model, [conv_adapt._kernel_outputs(model)[0],
-                                   features])
-  for i, (batch, (_, out)) in enumerate(conv_adapt._stream(model, run,
-                                                           batches)):
+  rows = head_rows.HeadRows(seed, shards.Shard(), int(features.shape[-1]))
+  run = adapt_passes.runner(model, [ppv_thresholds.kernel_outputs(model)[0],
+                                    features])
+  for i, (batch, (_, out)) in enumerate(adapt_passes.stream(model, run,
+                                                            batches)):
     rows.add(i, batch, out.numpy())
   return rows.sample()
 
@@ -142,7 +145,7 @@ def test_adapt_runs_the_model_in_two_passes(monkeypatch, n_batches):
   more than ``ADAPT_MAX_BATCHES``); the batches are read once."""
   monkeypatch.setattr(conv_adapt, 'ADAPT_MAX_BATCHES', 8)
   traced, calls = [], []
-  real_runner = conv_adapt._runner
+  real_runner = adapt_passes.runner
 
   def counting_runner(model, outputs):
     run = real_runner(model, outputs)
@@ -154,7 +157,7 @@ def test_adapt_runs_the_model_in_two_passes(monkeypatch, n_batches):
 
     return counted
 
-  monkeypatch.setattr(conv_adapt, '_runner', counting_runner)
+  monkeypatch.setattr(adapt_passes, 'runner', counting_runner)
   _, marked = _carve_of(_cue_batches(n_batches, np.random.default_rng(9)),
                         [1])
   source = _Counted(marked)
@@ -180,7 +183,7 @@ def test_thresholds_are_each_ppv_columns_quantile(label_kind, copies):
   spec = _spec(label_kind=label_kind, hyperparameters={
       'kernels': 16, 'thresholds_per_kernel': copies})
   model = model_io.build_stateful(model_io.resolve_module(), spec)
-  kernels, found = conv_adapt._kernel_outputs(model)
+  kernels, found = ppv_thresholds.kernel_outputs(model)
   assert found == copies
   assert (int(kernels.shape[-1]) * copies ==
           int(model.get_layer('conv_pool').input.shape[-1]))
@@ -188,14 +191,15 @@ def test_thresholds_are_each_ppv_columns_quantile(label_kind, copies):
   outputs = rng.normal(size=(500, 6)).astype(np.float32)
   outputs[:, 1] = np.round(outputs[:, 1])  # Ties.
   pooled = np.concatenate([outputs] * copies, axis=1)
-  qs = rng.uniform(*conv_adapt.PPV_QUANTILES, size=pooled.shape[1])
+  qs = rng.uniform(*ppv_thresholds.PPV_QUANTILES, size=pooled.shape[1])
   qs[0] = 0.5
   want = [np.quantile(pooled[:, c], qs[c]) for c in range(pooled.shape[1])]
-  np.testing.assert_array_equal(conv_adapt._thresholds(outputs, qs), want)
+  np.testing.assert_array_equal(ppv_thresholds._thresholds(outputs, qs),
+                                want)
 
 
 def test_head_rows_are_thinned_to_a_uniform_sample(monkeypatch):
-  monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 6)
+  monkeypatch.setattr(head_rows, 'HEAD_MAX_ROWS', 6)
   rng = np.random.default_rng(5)
   batches = _cue_batches(40, rng)
   spec = _spec()
@@ -414,7 +418,7 @@ def test_one_pass_fits_both_the_carve_run_and_the_refit(monkeypatch, case):
     batches = _cue_batches(16, rng)
     spec = _spec(typical_length=2 * T)
   if case != 'classification':
-    monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 9 if case == 'capped'
+    monkeypatch.setattr(head_rows, 'HEAD_MAX_ROWS', 9 if case == 'capped'
                         else 40)
   held, marked = _carve_of(batches, [1])
   module = model_io.resolve_module()

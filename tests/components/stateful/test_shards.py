@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from components.stateful.models import conv_adapt
+from components.stateful.models import head_rows
 from components.stateful.models import row_sampling
 from components.stateful import model_io
 from components.stateful import model_spec as ms
@@ -138,7 +139,7 @@ def test_adapt_on_two_workers_fits_the_model_of_one_process(task,
                                                             monkeypatch):
   # Small caps: every statistic is a sample, the head's rows too.
   monkeypatch.setattr(conv_adapt, 'ADAPT_MAX_ROWS', 50)
-  monkeypatch.setattr(conv_adapt, 'HEAD_MAX_ROWS', 20)
+  monkeypatch.setattr(head_rows, 'HEAD_MAX_ROWS', 20)
   spec = _spec() if task == 'classification' else _spec(
       task='regression', num_classes=None, output_size=1,
       label_kind='per_step')
@@ -147,8 +148,8 @@ def test_adapt_on_two_workers_fits_the_model_of_one_process(task,
   one = model_io.build_stateful(module, spec)
   initial = one.get_weights()
   summary = module.adapt(one, spec, batches, shard=shards.Shard())
-  assert summary['labelled_steps'] > conv_adapt.HEAD_MAX_ROWS
-  assert summary['head_rows'] == conv_adapt.HEAD_MAX_ROWS
+  assert summary['labelled_steps'] > head_rows.HEAD_MAX_ROWS
+  assert summary['head_rows'] == head_rows.HEAD_MAX_ROWS
   local_spec = spec.replace(batch_size=B // 2)
   models = [model_io.build_stateful(module, local_spec) for _ in range(2)]
   for m in models:

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
 
   if flags.adapt_rows is not None:
     from components.stateful.models import conv_adapt
-    conv_adapt.ADAPT_MAX_ROWS = conv_adapt.HEAD_MAX_ROWS = flags.adapt_rows
+    from components.stateful.models import head_rows
+    conv_adapt.ADAPT_MAX_ROWS = head_rows.HEAD_MAX_ROWS = flags.adapt_rows
   args = _args(flags, runner, settings)
   task = f'{dist.task_type or "local"}{dist.task_id}'
   os.makedirs(flags.out, exist_ok=True)
