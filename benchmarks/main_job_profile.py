@@ -47,8 +47,8 @@ TARGET_RATIO = 0.4
 # imports no TensorFlow.
 PHASES = ('setup', 'adapt', 'training', 'validation', 'refit', 'export')
 PHASE_NOTES = {
-    'setup': 'open the batches, scan the labels, fingerprint',
-    'adapt': 'build the model, adapt it (one pass over the train split)',
+    'setup': 'open the batches, read the label statistics, fingerprint',
+    'adapt': 'build the model, adapt it (two passes over the train split)',
     'training': 'the epochs of the carve run (its carve passes apart)',
     'validation': 'the passes over the validation carve',
     'refit': 'the refit (its model and epochs; its carve score apart)',
