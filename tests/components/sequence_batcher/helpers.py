@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import json
 import os
 import re
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -18,6 +19,7 @@ import numpy as np
 
 from components.sequence_batcher.command_line import exception_chain
 from components.sequence_batcher import layout
+from components.sequence_batcher import metadata as metadata_lib
 from components.sequence_batcher import segments as segments_lib
 from components.sequence_batcher import statistics
 
@@ -525,3 +527,16 @@ def csv_lines(rows: Sequence[dict],
                 (repr(r[h]) if isinstance(r[h], float) else r[h])
                 for h in header])
   return buf.getvalue().splitlines()
+
+
+def forget_label_statistics(root: str, splits: Sequence[str]) -> None:
+  """Removes the recorded label statistics of ``splits`` from the batches
+  at ``root``, as a batcher older than them wrote the metadata."""
+  for split in splits:
+    path = os.path.join(metadata_lib.split_dir(root, split),
+                        metadata_lib.METADATA_FILE)
+    with open(path, encoding='utf-8') as f:
+      meta = json.load(f)
+    del meta[statistics.LABELS_KEY]
+    with open(path, 'w', encoding='utf-8') as f:
+      f.write(metadata_lib.dumps(meta))

@@ -4,18 +4,15 @@ recorded with the training split: the evaluator does not scan its labels
 
 from __future__ import annotations
 
-import json
-import os
 
 import numpy as np
 import pytest
 
-from components.sequence_batcher import metadata as metadata_lib
-from components.sequence_batcher import statistics
 from components.stateful import batches as batches_lib
 from components.stateful import model_spec as ms
 from components.stateful_evaluator.extraction import extracts as X
 from components.stateful_evaluator.extraction import models as models_lib
+from tests.components.sequence_batcher import helpers as sb_helpers
 from tests.components.stateful_evaluator import helpers
 
 
@@ -61,13 +58,7 @@ def test_no_skill_from_the_recorded_statistics(tmp_path, monkeypatch, task,
                                rtol=1e-12)
 
   # Batches of an older batcher: scanned once, the same predictors.
-  path = os.path.join(metadata_lib.split_dir(root, 'train'),
-                      metadata_lib.METADATA_FILE)
-  with open(path, encoding='utf-8') as f:
-    meta = json.load(f)
-  del meta[statistics.LABELS_KEY]
-  with open(path, 'w', encoding='utf-8') as f:
-    f.write(metadata_lib.dumps(meta))
+  sb_helpers.forget_label_statistics(root, ('train',))
   assert X.NoSkill.from_batches(root, 'train', spec) == no_skill
   assert scans == ['train']
 

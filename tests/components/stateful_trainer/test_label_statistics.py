@@ -3,15 +3,12 @@ labels only of batches written before the batcher recorded them."""
 
 from __future__ import annotations
 
-import json
-import os
 
 import pytest
 
-from components.sequence_batcher import metadata as metadata_lib
-from components.sequence_batcher import statistics
 from components.stateful import batches as batches_lib
 from components.stateful_trainer import run as trainer_run
+from tests.components.sequence_batcher import helpers as sb_helpers
 from tests.components.stateful_trainer import helpers
 
 B, T, F = 2, 3, 2
@@ -44,18 +41,6 @@ def _args(tmp_path, root):
       model_run_dir=str(tmp_path / 'r'), eval_split='eval')
 
 
-def _forget_labels(root):
-  """Removes the recorded statistics, as an older batcher wrote them."""
-  for split in ('train', 'eval'):
-    path = os.path.join(metadata_lib.split_dir(root, split),
-                        metadata_lib.METADATA_FILE)
-    with open(path, encoding='utf-8') as f:
-      meta = json.load(f)
-    del meta[statistics.LABELS_KEY]
-    with open(path, 'w', encoding='utf-8') as f:
-      f.write(metadata_lib.dumps(meta))
-
-
 @pytest.mark.parametrize('labels', [dict(per_step_labels=True, num_classes=3),
                                     dict(float_labels=True)])
 def test_prepare_reads_the_recorded_statistics(tmp_path, monkeypatch, labels):
@@ -66,7 +51,7 @@ def test_prepare_reads_the_recorded_statistics(tmp_path, monkeypatch, labels):
   assert scans.splits == []  # Neither split's labels were read.
 
   # Batches of an older batcher: each split scanned once, the same spec.
-  _forget_labels(root)
+  sb_helpers.forget_label_statistics(root, ('train', 'eval'))
   scanned = trainer_run.prepare(_args(tmp_path / 'old', root))
   assert scans.splits == ['train', 'eval']
   assert scanned.spec == recorded.spec
