@@ -6,6 +6,7 @@ artifacts and ``run.run`` trains and exports.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Dict, Optional
 
@@ -17,6 +18,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter
 from tfx.types.component_spec import ExecutionParameter
 
+from components import declared
 from components.sequence_batcher.component import SequenceBatches
 from components.stateful_trainer import executor
 from components.stateful import model_spec as ms
@@ -27,9 +29,8 @@ from components.stateful_trainer import settings
 # ints, so that Kubeflow V2 carries them); every one optional: unset means
 # the field's declared default.
 TRAIN_SETTING_PARAMETERS = {
-    name: ExecutionParameter(type=int if kind is bool else kind,
-                             optional=True)
-    for name, kind in settings.field_kinds().items()
+    f.name: ExecutionParameter(type=declared.parameter_kind(f), optional=True)
+    for f in dataclasses.fields(settings.TrainConfig)
 }
 
 
@@ -157,9 +158,8 @@ class StatefulTrainer(base_component.BaseComponent):
         hyperparameters=hyperparameters,
         module_file=module_file,
         custom_config=config_text,
-        **{name: (int(value) if isinstance(value, bool) else value)
-           for name, value in config.to_dict().items()
-           if name in train_settings},
+        **{f.name: declared.to_parameter(f, getattr(config, f.name))
+           for f in dataclasses.fields(config) if f.name in train_settings},
         train_split=train_split,
         eval_split=eval_split,
         task=task,

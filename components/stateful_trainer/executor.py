@@ -6,6 +6,7 @@ No maths here: ``args_from_artifacts`` decodes and validates, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -19,6 +20,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 from tfx.utils import path_utils
 
+from components import declared
 from components.stateful import heap
 from components.stateful import model_io
 from components.stateful_trainer import run as trainer_run
@@ -149,13 +151,11 @@ def train_config_from(exec_properties: Mapping[str, Any]
                      ) -> settings.TrainConfig:
   """The ``TrainConfig`` of the set trainer parameters (bools come as 0/1);
   unset ones keep their declared defaults."""
-  kinds = settings.field_kinds()
   values = {}
-  for name, kind in kinds.items():
-    value = exec_properties.get(name)
-    if value is None:
-      continue
-    values[name] = bool(int(value)) if kind is bool else kind(value)
+  for f in dataclasses.fields(settings.TrainConfig):
+    value = declared.from_parameter(f, exec_properties.get(f.name))
+    if value is not None:
+      values[f.name] = value
   return settings.TrainConfig.from_dict(values)
 
 

@@ -313,11 +313,6 @@ def flag_specs() -> List[FlagSpec]:
   return declared.flag_specs(TrainConfig)
 
 
-def field_kinds() -> Dict[str, type]:
-  """Field name -> int, float, str or bool (for component parameters)."""
-  return {f.name: declared.kind_of(f) for f in dataclasses.fields(TrainConfig)}
-
-
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """Optimisation hyperparameters (keys of ``spec.hyperparameters``).
