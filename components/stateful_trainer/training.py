@@ -50,7 +50,6 @@ from components.stateful.batches import BatchSource
 from components.stateful.objective import metric_results
 from components.stateful.objective import Objective
 from components.stateful.objective import reset_metrics
-from components.stateful.steps import compile_steps
 from components.stateful.steps import evaluate_preserving_state
 from components.stateful.steps import StepFunctions
 from components.stateful.steps import with_random_truncation
@@ -93,21 +92,6 @@ def train_epoch(steps: StepFunctions, dataset: tf.data.Dataset,
                      seconds=clock() - started - in_hooks,
                      train=metric_results(metrics))
   return stats, stopped
-
-
-def _compile(model: keras.Model, optimizer, objective: Objective,
-             train_metrics=None, eval_metrics=None, *, reset_all=False,
-             valid_metrics=None,
-             lanes: Optional[replicas.ReplicaLanes] = None) -> StepFunctions:
-  """The step functions: state in the model's variables (one process), or
-  per replica under ``lanes.strategy`` (``replicas``)."""
-  if lanes is None:
-    return compile_steps(model, optimizer, objective, train_metrics,
-                         eval_metrics, reset_all=reset_all,
-                         valid_metrics=valid_metrics)
-  return replicas.compile_replicated_steps(
-      model, optimizer, objective, train_metrics, eval_metrics, lanes=lanes,
-      reset_all=reset_all, valid_metrics=valid_metrics)
 
 
 def fit(model: keras.Model,
@@ -188,9 +172,10 @@ def fit(model: keras.Model,
     train_metrics = objective.new_metrics()
     eval_metrics = objective.new_metrics()
     valid_metrics = objective.new_metrics() if validating else None
-  steps = _compile(model, optimizer, objective, train_metrics, eval_metrics,
-                   reset_all=config.reset_state_every_batch,
-                   valid_metrics=valid_metrics, lanes=lanes)
+  steps = replicas.compile_for(model, optimizer, objective, train_metrics,
+                               eval_metrics,
+                               reset_all=config.reset_state_every_batch,
+                               valid_metrics=valid_metrics, lanes=lanes)
   if config.random_truncation > 0:
     steps.train = with_random_truncation(
         steps.train, lambda: int(optimizer.iterations), seed=config.seed,

@@ -24,7 +24,6 @@ from components.stateful.distribution import replicas
 from components.stateful.objective import metric_results
 from components.stateful.objective import Objective
 from components.stateful.objective import reset_metrics
-from components.stateful.steps import compile_steps
 from components.stateful.steps import StepFunctions
 
 # The loop's logger: the carve's passes are the training loop's.
@@ -41,10 +40,11 @@ def _validate_only(model: keras.Model, objective: Objective,
   zeroed before and after).
 
   ``steps``: step functions compiled for ``valid_metrics`` by an earlier
-  call (``_carve_steps``); compiled here when None.
+  call (``replicas.compile_for``); compiled here when None.
   """
   if steps is None:
-    steps = _carve_steps(model, objective, valid_metrics, lanes)
+    steps = replicas.compile_for(model, None, objective,
+                                 eval_metrics=valid_metrics, lanes=lanes)
   reset_metrics(valid_metrics)
   steps.zero_all()
   for batch in carve.batches:
@@ -53,18 +53,6 @@ def _validate_only(model: keras.Model, objective: Objective,
   results = metric_results(valid_metrics)
   reset_metrics(valid_metrics)
   return results
-
-
-def _carve_steps(model: keras.Model, objective: Objective, valid_metrics,
-                 lanes: Optional[replicas.ReplicaLanes] = None
-                ) -> StepFunctions:
-  """The step functions of ``_validate_only`` (evaluation only): state in
-  the model's variables (one process), or per replica under
-  ``lanes.strategy`` (``replicas``)."""
-  if lanes is None:
-    return compile_steps(model, None, objective, eval_metrics=valid_metrics)
-  return replicas.compile_replicated_steps(
-      model, None, objective, eval_metrics=valid_metrics, lanes=lanes)
 
 
 class CarveScorer:
@@ -125,7 +113,8 @@ class CarveScorer:
         known.set_weights(own)
     with (lanes.strategy.scope() if lanes else contextlib.nullcontext()):
       metrics = self.objective.new_metrics()
-    steps = _carve_steps(model, self.objective, metrics, lanes)
+    steps = replicas.compile_for(model, None, self.objective,
+                                 eval_metrics=metrics, lanes=lanes)
     self._compiled.append((model, metrics, steps))
     return _validate_only(model, self.objective, carve, metrics, lanes,
                           steps)

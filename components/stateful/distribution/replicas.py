@@ -53,6 +53,7 @@ from components.stateful.state import protocol as state
 from components.stateful.objective import Batch
 from components.stateful.objective import Objective
 from components.stateful.objective import update_metrics
+from components.stateful.steps import compile_steps
 from components.stateful.steps import exact
 from components.stateful.steps import StepFunctions
 
@@ -143,6 +144,26 @@ def _forward(twin: keras.Model, batch: Batch, states: Sequence[tf.Tensor],
       return explicit_state.run_with_states(twin, batch['features'], states, training)
   states = state.zero_rows(states, reset)
   return explicit_state.run_with_states(twin, batch['features'], states, training)
+
+
+def compile_for(model: keras.Model,
+                optimizer: Optional[keras.optimizers.Optimizer],
+                objective: Optional[Objective],
+                train_metrics: Optional[List[keras.metrics.Metric]] = None,
+                eval_metrics: Optional[List[keras.metrics.Metric]] = None, *,
+                lanes: Optional[ReplicaLanes] = None, reset_all: bool = False,
+                valid_metrics: Optional[List[keras.metrics.Metric]] = None
+               ) -> StepFunctions:
+  """The step functions: state in the model's variables (one process,
+  ``lanes`` None: ``steps.compile_steps``), or per replica under
+  ``lanes.strategy`` (``compile_replicated_steps``)."""
+  if lanes is None:
+    return compile_steps(model, optimizer, objective, train_metrics,
+                         eval_metrics, reset_all=reset_all,
+                         valid_metrics=valid_metrics)
+  return compile_replicated_steps(
+      model, optimizer, objective, train_metrics, eval_metrics, lanes=lanes,
+      reset_all=reset_all, valid_metrics=valid_metrics)
 
 
 def compile_replicated_steps(

@@ -160,7 +160,8 @@ def main(argv=None) -> int:
                                       objective.new_metrics())
     if dist.strategy is not None:
       lanes = replicas.ReplicaLanes(dist.strategy, spec.batch_size)
-    steps = validation._carve_steps(scored, objective, whole_metrics, lanes)
+    steps = replicas.compile_for(scored, None, objective,
+                                 eval_metrics=whole_metrics, lanes=lanes)
     steps.zero_all()
     for batch in train.dataset(validation_fraction=fraction):
       steps.eval({**batch, 'label_weight': batch['valid_weight']})

@@ -14,6 +14,7 @@ from components.stateful import model_io
 from components.stateful import model_spec as ms
 from components.stateful import objective as objective_lib
 from components.stateful_trainer import model_setup
+from components.stateful.distribution import replicas
 from components.stateful_trainer import validation
 from tests.components.stateful_trainer import helpers
 
@@ -52,7 +53,7 @@ def _whole_batch_scores(model, objective, source):
   """The carve's scores as they were computed before its own batches:
   every train batch in order, weighted by ``valid_weight``."""
   metrics = objective.new_metrics()
-  steps = validation._carve_steps(model, objective, metrics)
+  steps = replicas.compile_for(model, None, objective, eval_metrics=metrics)
   objective_lib.reset_metrics(metrics)
   steps.zero_all()
   for batch in source.dataset(validation_fraction=FRACTION):
