@@ -59,6 +59,7 @@ from data.synthetic import (  # noqa: E402
     CUE_STEPS,
     TARGETS,
     Columns,
+    Lengths,
     generate,
     sample_lengths,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "CUE_STEPS",
     "TARGETS",
     "Columns",
+    "Lengths",
     "generate",
     "sample_lengths",
     "summarize",
@@ -113,19 +115,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="cue: per-sequence binary label from an early cue; forecast: per-step label x[t+1]",
     )
     parser.add_argument("--num-features", type=int, default=5, help="number of feature columns")
-    parser.add_argument("--min-length", type=int, default=10, help="minimum sequence length")
-    parser.add_argument("--max-length", type=int, default=3000, help="maximum sequence length")
+    lengths = Lengths()
+    parser.add_argument("--min-length", type=int, default=lengths.min_length, help="minimum sequence length")
+    parser.add_argument("--max-length", type=int, default=lengths.max_length, help="maximum sequence length")
     parser.add_argument(
         "--median-length",
         type=float,
-        default=200.0,
+        default=lengths.median_length,
         help="median of the log-normal (long) length component",
     )
     parser.add_argument(
         "--short-fraction",
         type=float,
-        default=0.3,
-        help="fraction of short sequences, uniform in [min-length, 48]",
+        default=lengths.short_fraction,
+        help=f"fraction of short sequences, uniform in [min-length, {lengths.short_max_length}]",
     )
     parser.add_argument(
         "--shuffle-rows",

@@ -8,6 +8,7 @@ same arguments give the same columns. NumPy only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Literal
 
@@ -32,29 +33,38 @@ DECIMALS = 4
 # --------------------------------------------------------------------------- #
 # Lengths
 # --------------------------------------------------------------------------- #
-def sample_lengths(
-    num_sequences: int,
-    rng: np.random.Generator,
-    *,
-    min_length: int = 10,
-    max_length: int = 3000,
-    median_length: float = 200.0,
-    short_fraction: float = 0.3,
-    short_max_length: int = 48,
-    length_sigma: float = 1.0,
-) -> np.ndarray:
-    """Draw long-tailed sequence lengths.
+@dataclasses.dataclass(frozen=True)
+class Lengths:
+    """The length distribution's settings, declared once (``generate``'s and
+    ``sample_lengths``'s keyword arguments, the command line's defaults).
 
-    Exactly ``round(short_fraction * num_sequences)`` sequences (placed at
-    random positions) are "short": uniform integers in
-    ``[min_length, short_max_length]`` (the upper bound is clamped into
+    A share ``short_fraction`` of the sequences is "short": uniform integers
+    in ``[min_length, short_max_length]`` (the upper bound clamped into
     ``[min_length, max_length]``). The rest are log-normal with median
     ``median_length`` and log-space standard deviation ``length_sigma``,
     rounded and clipped to ``[min_length, max_length]``.
+    """
+
+    min_length: int = 10
+    max_length: int = 3000
+    median_length: float = 200.0
+    short_fraction: float = 0.3
+    short_max_length: int = 48
+    length_sigma: float = 1.0
+
+
+def sample_lengths(num_sequences: int, rng: np.random.Generator, **lengths) -> np.ndarray:
+    """Draw long-tailed sequence lengths (``lengths``: fields of ``Lengths``;
+    exactly ``round(short_fraction * num_sequences)`` short ones, placed at
+    random positions).
 
     Returns:
         ``int64`` array of shape ``(num_sequences,)``.
     """
+    spec = Lengths(**lengths)
+    min_length, max_length = spec.min_length, spec.max_length
+    short_fraction, short_max_length = spec.short_fraction, spec.short_max_length
+    median_length, length_sigma = spec.median_length, spec.length_sigma
     num_short = int(round(short_fraction * num_sequences))
     is_short = np.zeros(num_sequences, dtype=bool)
     is_short[:num_short] = True
@@ -147,13 +157,8 @@ def generate(
     *,
     seed: int,
     target: Target = "cue",
-    min_length: int = 10,
-    max_length: int = 3000,
-    median_length: float = 200.0,
-    short_fraction: float = 0.3,
     num_features: int = 5,
-    short_max_length: int = 48,
-    length_sigma: float = 1.0,
+    **lengths,
 ) -> Columns:
     """Generate a synthetic dataset as row-aligned columns.
 
@@ -163,15 +168,10 @@ def generate(
             randomness.
         target: ``"cue"`` (per-sequence binary label) or ``"forecast"``
             (per-step float label ``x[t+1]``).
-        min_length: Minimum sequence length (>= ``CUE_STEPS`` for ``cue``,
-            >= 1 for ``forecast``).
-        max_length: Maximum sequence length (>= ``min_length``).
-        median_length: Median of the log-normal component of the lengths.
-        short_fraction: Fraction (in [0, 1]) of short sequences, uniform in
-            ``[min_length, short_max_length]``.
         num_features: Number of feature columns ``f0 .. f{n-1}`` (>= 1).
-        short_max_length: Upper bound of the short-sequence lengths.
-        length_sigma: Log-space standard deviation of the log-normal lengths.
+        lengths: Fields of ``Lengths`` (the length distribution);
+            ``min_length`` >= ``CUE_STEPS`` for ``cue``, >= 1 for
+            ``forecast``.
 
     Returns:
         Columns in CSV order: ``seq_id`` (str), ``t`` (int64),
@@ -184,27 +184,10 @@ def generate(
     Raises:
         ValueError: On invalid arguments.
     """
-    _validate(
-        num_sequences=num_sequences,
-        target=target,
-        min_length=min_length,
-        max_length=max_length,
-        median_length=median_length,
-        short_fraction=short_fraction,
-        num_features=num_features,
-        length_sigma=length_sigma,
-    )
+    spec = Lengths(**lengths)
+    _validate(num_sequences=num_sequences, target=target, num_features=num_features, spec=spec)
     rng = np.random.default_rng(seed)
-    lengths = sample_lengths(
-        num_sequences,
-        rng,
-        min_length=min_length,
-        max_length=max_length,
-        median_length=median_length,
-        short_fraction=short_fraction,
-        short_max_length=short_max_length,
-        length_sigma=length_sigma,
-    )
+    lengths = sample_lengths(num_sequences, rng, **dataclasses.asdict(spec))
     seq_labels = rng.permutation(np.arange(num_sequences, dtype=np.int64) % 2)
 
     total = int(lengths.sum())
@@ -237,17 +220,10 @@ def generate(
     return columns
 
 
-def _validate(
-    *,
-    num_sequences: int,
-    target: str,
-    min_length: int,
-    max_length: int,
-    median_length: float,
-    short_fraction: float,
-    num_features: int,
-    length_sigma: float,
-) -> None:
+def _validate(*, num_sequences: int, target: str, num_features: int, spec: Lengths) -> None:
+    min_length, max_length = spec.min_length, spec.max_length
+    median_length, short_fraction = spec.median_length, spec.short_fraction
+    length_sigma = spec.length_sigma
     if num_sequences < 1:
         raise ValueError(f"num_sequences must be >= 1, got {num_sequences}")
     if target not in TARGETS:
