@@ -8,7 +8,6 @@ with no tuning flags, scored on the TEST split, against a plain stateful LSTM
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import shutil
