@@ -355,7 +355,7 @@ def seconds_cell(results: Optional[List[Dict]]) -> str:
   return ' / '.join(cells)
 
 
-def _fmt(v: Optional[float], digits: int = 3) -> str:
+def fixed(v: Optional[float], digits: int = 3) -> str:
   return '-' if v is None else f'{v:.{digits}f}'
 
 
@@ -415,7 +415,7 @@ def classification_rows(cases, res, with_lru=False) -> List[List[str]]:
       checks.append('LRU >= (a) ' + judge(lru >= lstm[0]))
     rows.append([c.name, c.meta['num_classes'], c.meta['num_features']] +
                 _shape(c.meta) + _model_cells(r, 'accuracy', with_lru) + [
-                    _fmt(r['no_skill']['accuracy']), _fmt(rocket),
+                    fixed(r['no_skill']['accuracy']), fixed(rocket),
                     seconds_cell(r.get(OURS)), '; '.join(checks) or '-'])
   return rows
 
@@ -442,9 +442,9 @@ def regression_rows(cases, res, with_lru=False) -> List[List[str]]:
       rows.append(
           [c.name, c.meta['label_kind'].replace('_', '-'), metric.upper()] +
           _shape(c.meta) + _model_cells(r, metric, with_lru) + [
-              _fmt(r['no_skill'][metric]),
-              _fmt(r.get('persistence', {}).get(metric)),
-              _fmt(r.get('ar', {}).get(metric)),
+              fixed(r['no_skill'][metric]),
+              fixed(r.get('persistence', {}).get(metric)),
+              fixed(r.get('ar', {}).get(metric)),
               seconds_cell(r.get(OURS)), check])
   return rows
 

@@ -16,7 +16,8 @@ def run_local_runner(flags: Sequence[str], out: str, logfile: str,
   """``local_runner`` with ``flags``, ``--output-dir out`` and ``more`` in a
   fresh process, its output written to ``logfile``; the ``ChildResult``
   and the run's ``summary.json`` (None when the run failed)."""
-  cmd = [sys.executable, '-m', 'pipeline.local_runner', *flags, '--output-dir', out, *more]
+  cmd = [sys.executable, '-m', 'pipeline.local_runner', *flags,
+         '--output-dir', out, *more]
   res = child.run_child(cmd, **run_kwargs)
   os.makedirs(os.path.dirname(logfile), exist_ok=True)
   with open(logfile, 'w') as f:
