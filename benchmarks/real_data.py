@@ -162,18 +162,12 @@ def log_run(logger, what: str, seed, out: Dict, metrics: Sequence[str]):
 
 def load_split(case: Case, split: str):
   """Sequences of one split in key order: list of (features float64[L, F],
-  labels [L])."""
+  labels [L]: int64 classes or float64 targets)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  df = pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str})
-  df = df.sort_values(['seq_id', 't'], kind='stable')
-  keys = df['seq_id'].to_numpy()
-  feats = df[case.meta['feature_names']].to_numpy(np.float64)
-  labels = df['label'].to_numpy(
-      np.int64 if case.task == 'classification' else np.float64)
-  bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-  starts = np.concatenate([[0], bounds])
-  ends = np.concatenate([bounds, [keys.size]])
-  return [(feats[s:e], labels[s:e]) for s, e in zip(starts, ends)]
+  seqs, _ = harness.frame_sequences(
+      pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str}),
+      case.meta['feature_names'], 'float64')
+  return [(s.features, s.labels) for s in seqs]
 
 
 def _errors(pred, target) -> Dict[str, float]:
@@ -292,14 +286,13 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
             verbose=0)
   pred = model.predict([xe, me.astype(bool)], batch_size=KERAS_BATCH,
                        verbose=0)
-  if classify:
-    eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
-    return {'accuracy': float(np.mean(np.argmax(pred, axis=-1) ==
-                                      eval_y.astype(np.int64)))}
-  if case.per_step:
+  if case.per_step and not classify:
     real = me.astype(bool)
     return _errors(pred[..., 0][real], ye[real])
   eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
+  if classify:
+    return {'accuracy': float(np.mean(np.argmax(pred, axis=-1) ==
+                                      eval_y.astype(np.int64)))}
   return _errors(pred[:, 0], eval_y)
 
 

@@ -186,7 +186,7 @@ def main(argv=None) -> int:
   budget = args.budget or (8.0 if args.quick else 30.0)
   sets = SETS[1:3] if args.quick else SETS
   run = harness.Run()
-  rows, results = [], {}
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name, forecast in sets:
       train, evals, names = _load(name, forecast, tmp)
@@ -214,7 +214,6 @@ def main(argv=None) -> int:
                 f'{got.stderr.strip().splitlines()[-1:]}')
             continue
           out['peak'] = got.peak.tree
-          results[(name, model, method, unroll)] = out
           label = ('Keras fit, full BPTT' if method == 'keras' else
                    f'ours, T={"whole" if unroll == longest else unroll}')
           log(f'  {model} {label}: {out["metric"]:.4f}, '
