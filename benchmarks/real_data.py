@@ -368,11 +368,6 @@ def failed_runs(failed: Sequence[str]) -> Optional[List[str]]:
           '`logs/`):'] + [f'  * {_md(f)}' for f in sorted(set(failed))]
 
 
-def has_lru(cases, res) -> bool:
-  """Whether any data set has runs of the LRU model (e): its column."""
-  return any(res[c.slug].get(LRU) for c in cases)
-
-
 def _shape(meta: Dict) -> List[str]:
   """'train / eval' sequences and the length (range) of a set."""
   lo = min(meta['train']['length_min'], meta['eval']['length_min'])
@@ -496,7 +491,7 @@ def write(args, run, cases, res, seeds, source) -> None:
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
-  with_lru = has_lru(cases, res)
+  with_lru = any(res[c.slug].get(LRU) for c in cases)  # The (e) column.
   lru_col = ['LRU model (e)'] if with_lru else []
   preamble = [
       run.preamble(args.quick),

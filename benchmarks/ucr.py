@@ -173,13 +173,6 @@ def _label(err, parts: List[str], h: TsHeader) -> str:
   return label
 
 
-def _check_header(err, h: TsHeader) -> None:
-  if h.class_labels is not None and h.target_label:
-    raise err('both @classLabel true and @targetLabel true')
-  if h.univariate and h.dimensions not in (None, 1):
-    raise err(f'@univariate true with @dimensions {h.dimensions}')
-
-
 def parse_ts(lines: Iterable[str], path: str = '<string>') -> TsData:
   """Parses the lines of a ``.ts`` file; ``path`` names it in errors."""
   h = TsHeader()
@@ -196,7 +189,10 @@ def parse_ts(lines: Iterable[str], path: str = '<string>') -> TsData:
       _header_line(err, line, h)
       if line[1:].split(None, 1)[0].lower() == 'data':
         in_data = True
-        _check_header(err, h)
+        if h.class_labels is not None and h.target_label:
+          raise err('both @classLabel true and @targetLabel true')
+        if h.univariate and h.dimensions not in (None, 1):
+          raise err(f'@univariate true with @dimensions {h.dimensions}')
       continue
     if not in_data:
       raise err('data before the @data line')
