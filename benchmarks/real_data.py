@@ -437,23 +437,24 @@ def regression_rows(cases, res, with_lru=False) -> List[List[str]]:
   return rows
 
 
-def settings_note(cases, res) -> Optional[str]:
-  """What the pipeline chose (if summary.json reports it)."""
+def settings_note(runs: Dict[str, List[Dict]]) -> Optional[str]:
+  """What the pipeline chose in each named list of runs (if summary.json
+  reports it)."""
   parts = []
-  for c in cases:
-    runs = [x for x in res[c.slug].get(OURS, []) if 'error' not in x]
+  for name, results in runs.items():
+    ok = [x for x in results if 'error' not in x]
     got = {}
     for k in ('batch_size', 'num_unroll', 'epochs'):
-      vals = sorted({x[k] for x in runs if k in x})
+      vals = sorted({x[k] for x in ok if k in x})
       if vals:
         got[k] = '/'.join(str(v) for v in vals)
-    ran = sorted(x['epochs_run'] for x in runs if 'epochs_run' in x)
+    ran = sorted(x['epochs_run'] for x in ok if 'epochs_run' in x)
     if ran:
       got['epochs run'] = (str(ran[0]) if ran[0] == ran[-1] else
                            f'{ran[0]}..{ran[-1]}')
     if got:
-      parts.append(f'{c.name} ' + ', '.join(f'{k}={v}' for k, v in
-                                            got.items()))
+      parts.append(f'{name} ' + ', '.join(f'{k}={v}' for k, v in
+                                          got.items()))
   return '; '.join(parts) if parts else None
 
 
@@ -550,7 +551,8 @@ def write(args, run, cases, res, seeds, source) -> None:
                               'training mean (c)', 'persistence',
                               f'AR({AR_ORDER})', 's/run', 'target'], rrow,
                              align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
-  note, rates = settings_note(cases, res), rates_note(cases, res)
+  note = settings_note({c.name: res[c.slug].get(OURS, []) for c in cases})
+  rates = rates_note(cases, res)
   blocks.append(([f'* Settings the pipeline chose for the default model (from '
                   f'its summary or log; epochs = the limit): {note}.']
                  if note else []) + (

@@ -265,7 +265,8 @@ def main(argv=None) -> int:
             out['seconds'] = out.get('trainer_seconds') or out['seconds']
             out['flags'] = flags
           r.setdefault(column, []).append(out)
-          real_data.log_run(c.name, column, seed, out, [score(c, out)])
+          real_data.log_run(log, f'{c.name}: {column}', seed, out,
+                            real_data.metric_names(c))
     with open(os.path.join(work, 'results.json'), 'w') as f:
       json.dump(res, f, indent=1)
     write(args, run, cases[:cases.index(c) + 1], res, columns)

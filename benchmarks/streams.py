@@ -19,7 +19,6 @@ import shutil
 import sys
 import tempfile
 import time
-import types
 import zipfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -543,9 +542,7 @@ def render(args, run, entries, seeds, source_text,
     runs[e['name']] = e.get('ours') or []
     if e.get('ceiling'):
       runs[f'{e["name"]} ceiling'] = e['ceiling']
-  note = real_data.settings_note(
-      [types.SimpleNamespace(name=n, slug=n) for n, r in runs.items() if r],
-      {n: {real_data.OURS: r} for n, r in runs.items()})
+  note = real_data.settings_note(runs)
   if note:
     blocks.append('* Settings the pipeline chose (from its summary or log; '
                   f'epochs = the limit): {note}.')
