@@ -1,8 +1,8 @@
 """13. The training recipe on sets nobody tuned on (issue 47).
 
 A user's plain stateful model trained by the StatefulTrainer at its defaults
-(plain LSTM, plain GRU, LRU, ``--variant NAME="FLAGS"`` candidate rules)
-against the Keras pad-to-max ``fit`` floor, over seeds, on the sets in
+(plain LSTM, plain GRU, LRU; ``--variant NAME="FLAGS"``: the plain LSTM with
+a candidate rule) against the Keras pad-to-max ``fit`` floor, over seeds, on
 ``CASES`` (``--data-dir``: comma-separated folders, default $TSS_AEON_DATA
 then $TSS_SKTIME_DATA). The rule and the reading: BENCHMARKS.md section 13.
 
@@ -199,8 +199,6 @@ def main(argv=None) -> int:
   p.add_argument('--variant', action='append', default=[],
                  metavar='NAME="FLAGS"',
                  help='pipeline models again with these local-runner flags')
-  p.add_argument('--variant-models', default=PLAIN,
-                 help=f'the pipeline models the variants run for ({PLAIN})')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
   p.add_argument('--note', action='append', default=[],
@@ -251,7 +249,7 @@ def main(argv=None) -> int:
       for model in ordered:
         for name, flags in ({'': []} if model in KERAS_MODELS else
                             variants).items():
-          if name and model not in args.variant_models.split(','):
+          if name and model != PLAIN:  # Variants run for the plain LSTM.
             continue
           column = model + (f' {name}' if name else '')
           if column not in columns and column != KERAS:
