@@ -1,26 +1,18 @@
-"""Baseline model module for ``benchmarks/real_data.py``: a plain LSTM.
-
-``LSTM(64) -> Dense`` per step, nothing else: the "plain stateful LSTM on
-the same batches" baseline (``--module-file benchmarks/lstm_module.py``).
-The module contract is ``components/stateful/model_spec.py``'s; it imports
-only ``tf_keras`` so that the copy stored with the weights loads alone."""
+"""The plain stateful LSTM (or GRU) baseline module of the benchmarks
+(``--module-file benchmarks/lstm_module.py``): ``LSTM(64) -> Dense`` per
+step. It imports only ``tf_keras``, so the copy stored with the weights
+loads alone."""
 
 import tf_keras as keras
 
 UNITS = 64
-
-
 CELLS = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}
 
 
 def build_model(spec) -> keras.Model:
-  """Input[B, T, F] -> LSTM(64, per step) -> Dense(K), seeded by spec.seed.
-
-  ``spec.hyperparameters['units']`` (an int) widens the LSTM (the
-  distributed-training benchmark); every other run uses 64.
-  ``spec.hyperparameters['cell']`` = ``gru`` makes it the plain GRU module
-  of ``benchmarks/recipe.py`` (the same layer sizes and initialisers).
-  """
+  """Input[B, T, F] -> LSTM(64, per step) -> Dense(K), seeded by spec.seed;
+  hyperparameters ``units`` (section 9 widens it) and ``cell`` = ``gru``
+  (recipe.py's plain GRU)."""
   seed = int(getattr(spec, 'seed', 0) or 0)
   hyperparameters = getattr(spec, 'hyperparameters', None) or {}
   units = int(hyperparameters.get('units', UNITS))

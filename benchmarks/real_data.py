@@ -1,18 +1,13 @@
 """6. Real public data (UCR/UEA): the default model against baselines.
 
-Each data set (``benchmarks/ucr.py`` converts the aeon wheel's ``.ts``
-files) runs through ``pipeline.local_runner`` with no tuning flags, scored
-from ``summary.json`` on the archive's TEST split, against (a) a plain
-stateful LSTM (``--module-file benchmarks/lstm_module.py``), (b) a Keras
-pad-to-max LSTM, (c) no skill, (d) published ROCKET accuracies, (e) with
-``--models lru`` the LRU model, and for ``Name:forecast`` persistence and a
-linear AR(16). Ours runs every seed; (a) and (b) the first
-``--baseline-seeds``."""
+Each set (converted by ``benchmarks/ucr.py``) through ``pipeline.local_runner``
+with no tuning flags, scored on the TEST split, against a plain stateful LSTM
+(a), a Keras pad-to-max LSTM (b), no skill (c), published ROCKET (d), the LRU
+(e, ``--models lru``), persistence and AR(16). BENCHMARKS.md section 6."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import shutil
@@ -54,6 +49,7 @@ RUN_TIMEOUT = 4 * 3600  # seconds, one pipeline run
 OURS, PLAIN, KERAS, LRU = 'ours', 'plain', 'keras', 'lru'
 MODELS = (OURS, PLAIN, KERAS, LRU)
 DEFAULT_MODELS = (OURS, PLAIN, KERAS)
+PIPELINE_MODELS = (OURS, PLAIN, LRU)
 LRU_FLAGS = ('--hyperparameters', 'model=lru')
 
 log = harness.progress_log('real_data')
@@ -93,18 +89,25 @@ class Case:
     return flags
 
 
-def parse_cases(text: str) -> List[Case]:
+def parse_items(text: str, flag: str, kinds: Sequence[str]):
+  """``Name[:kind],...`` -> [(name, kind)]; ValueError on a kind not in
+  ``kinds`` ('' = none) or an empty list."""
   out = []
   for item in (t.strip() for t in text.split(',')):
-    if not item:
-      continue
     name, _, kind = item.partition(':')
-    if kind not in ('', 'forecast'):
-      raise ValueError(f'--datasets: {item!r}: the only suffix is ":forecast"')
-    out.append(Case(name.strip(), forecast=kind == 'forecast'))
+    if item and kind not in kinds:
+      raise ValueError(f'{flag}: {item!r}: give ' + ' or '.join(
+          f'Name:{k}' if k else 'Name' for k in kinds))
+    if item:
+      out.append((name.strip(), kind))
   if not out:
-    raise ValueError('--datasets is empty')
+    raise ValueError(f'{flag} is empty')
   return out
+
+
+def parse_cases(text: str) -> List[Case]:
+  return [Case(name, forecast=kind == 'forecast')
+          for name, kind in parse_items(text, '--datasets', ('', 'forecast'))]
 
 
 def prepare(cases: Sequence[Case], source: ucr.Source, work: str) -> None:
@@ -136,13 +139,9 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
   # One output folder per data set: TFX's cache serves ExampleGen ..
   # SequenceBatcher to every run after the first (only the seed or the model
   # module changes), so only the trainer, evaluator and pusher re-run.
-  flags = []
-  if seed is not None:
-    flags += ['--seed', str(seed)]
-  if model == PLAIN:
-    flags += ['--module-file', LSTM_MODULE]
-  elif model == LRU:
-    flags += list(LRU_FLAGS)
+  flags = [] if seed is None else ['--seed', str(seed)]
+  flags += {PLAIN: ['--module-file', LSTM_MODULE], LRU: list(LRU_FLAGS)}.get(
+      model, [])
   logfile = os.path.join(work, 'logs', f'{case.slug}-{model}-seed{seed or 0}'
                          '.log')
   res, summary = harness.run_local_runner(
@@ -151,21 +150,24 @@ def run_pipeline(case: Case, model: str, seed: Optional[int], work: str,
   return harness.run_result(res, summary, metric_names(case), logfile)
 
 
+def log_run(logger, what: str, seed, out: Dict, metrics: Sequence[str]):
+  """A finished run's progress line: its ``metrics`` or its error, and its
+  seconds."""
+  shown = {k: round(out[k], 4) for k in metrics if k in out}
+  text = (f'FAILED: {out["error"]}' + (f' (log: {out["log"]})' if 'log' in out
+                                       else '')
+          if 'error' in out else str(shown))
+  logger(f'{what} seed {seed}: {text} ({out["seconds"]:.0f} s)')
+
+
 def load_split(case: Case, split: str):
   """Sequences of one split in key order: list of (features float64[L, F],
-  labels [L])."""
+  labels [L]: int64 classes or float64 targets)."""
   import pandas as pd  # pylint: disable=g-import-not-at-top
-  df = pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str})
-  df = df.sort_values(['seq_id', 't'], kind='stable')
-  names = case.meta['feature_names']
-  keys = df['seq_id'].to_numpy()
-  feats = df[names].to_numpy(np.float64)
-  labels = df['label'].to_numpy(
-      np.int64 if case.task == 'classification' else np.float64)
-  bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-  starts = np.concatenate([[0], bounds])
-  ends = np.concatenate([bounds, [keys.size]])
-  return [(feats[s:e], labels[s:e]) for s, e in zip(starts, ends)]
+  seqs, _ = harness.frame_sequences(
+      pd.read_csv(case.meta[split]['csv'], dtype={'seq_id': str}),
+      case.meta['feature_names'], 'float64')
+  return [(s.features, s.labels) for s in seqs]
 
 
 def _errors(pred, target) -> Dict[str, float]:
@@ -284,15 +286,27 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
             verbose=0)
   pred = model.predict([xe, me.astype(bool)], batch_size=KERAS_BATCH,
                        verbose=0)
-  if classify:
-    eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
-    return {'accuracy': float(np.mean(np.argmax(pred, axis=-1) ==
-                                      eval_y.astype(np.int64)))}
-  if case.per_step:
+  if case.per_step and not classify:
     real = me.astype(bool)
     return _errors(pred[..., 0][real], ye[real])
   eval_y = ye[np.arange(len(ye)), me.sum(axis=1).astype(np.int64) - 1]
+  if classify:
+    return {'accuracy': float(np.mean(np.argmax(pred, axis=-1) ==
+                                      eval_y.astype(np.int64)))}
   return _errors(pred[:, 0], eval_y)
+
+
+def timed_keras(case: Case, train, evals, seed: int, **kwargs) -> Dict:
+  """``keras_pad_to_max`` and its seconds; a failure recorded as its
+  error line."""
+  t0 = time.perf_counter()
+  try:
+    out = keras_pad_to_max(case, train, evals, seed, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    out = {'error': f'{type(e).__name__}: {str(e).splitlines()[0]}'
+                    if str(e) else type(e).__name__}
+  out['seconds'] = time.perf_counter() - t0
+  return out
 
 
 def _values(results: List[Dict], metric: str) -> List[float]:
@@ -317,10 +331,6 @@ def cell(results: Optional[List[Dict]], metric: str, fmt: str = '.3f',
   return text
 
 
-def _md(text: str) -> str:
-  return text.replace('|', '\\|').replace('\n', ' ')
-
-
 def mean_of(results: Optional[List[Dict]], metric: str) -> Optional[float]:
   vals = _values(results or [], metric)
   return statistics.mean(vals) if vals else None
@@ -338,17 +348,37 @@ def seconds_cell(results: Optional[List[Dict]]) -> str:
   return ' / '.join(cells)
 
 
-def _fmt(v: Optional[float], digits: int = 3) -> str:
+def fixed(v: Optional[float], digits: int = 3) -> str:
   return '-' if v is None else f'{v:.{digits}f}'
 
 
-def _judge(ok: Optional[bool]) -> str:
+def judge(ok: Optional[bool]) -> str:
   return 'n/a' if ok is None else harness.verdict(ok)
 
 
-def has_lru(cases, res) -> bool:
-  """Whether any data set has runs of the LRU model (e): its column."""
-  return any(res[c.slug].get(LRU) for c in cases)
+def _md(text: str) -> str:
+  return text.replace('|', '\\|').replace('\n', ' ')
+
+
+def failed_runs(failed: Sequence[str]) -> Optional[List[str]]:
+  """The bullet list of failed runs (``name model: error`` lines)."""
+  if not failed:
+    return None
+  return ['* Failed runs (the error line; full logs under the work folder\'s '
+          '`logs/`):'] + [f'  * {_md(f)}' for f in sorted(set(failed))]
+
+
+def _shape(meta: Dict) -> List[str]:
+  """'train / eval' sequences and the length (range) of a set."""
+  lo = min(meta['train']['length_min'], meta['eval']['length_min'])
+  hi = max(meta['train']['length_max'], meta['eval']['length_max'])
+  return [f'{meta["train"]["sequences"]} / {meta["eval"]["sequences"]}',
+          str(lo) if lo == hi else f'{lo}..{hi}']
+
+
+def _model_cells(r: Dict, metric: str, with_lru: bool) -> List[str]:
+  return [cell(r.get(k), metric)
+          for k in (OURS, PLAIN, KERAS) + ((LRU,) if with_lru else ())]
 
 
 def classification_rows(cases, res, with_lru=False) -> List[List[str]]:
@@ -362,24 +392,19 @@ def classification_rows(cases, res, with_lru=False) -> List[List[str]]:
     lstm = [mean_of(r.get(k), 'accuracy') for k in (PLAIN, KERAS)]
     checks = []
     if rocket is not None:
-      checks.append('ROCKET-2pt ' + _judge(
+      checks.append('ROCKET-2pt ' + judge(
           None if ours is None else ours >= rocket - ROCKET_MARGIN - 1e-9))
     if any(v is not None for v in lstm):
-      checks.append('LSTMs ' + _judge(
+      checks.append('LSTMs ' + judge(
           None if ours is None else all(ours > v for v in lstm
                                         if v is not None)))
     lru = mean_of(r.get(LRU), 'accuracy')
     if with_lru and lru is not None and lstm[0] is not None:
-      checks.append('LRU >= (a) ' + _judge(lru >= lstm[0]))
-    m = c.meta
-    rows.append([
-        c.name, m['num_classes'], m['num_features'],
-        f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
-        _length(m), cell(r.get(OURS), 'accuracy'),
-        cell(r.get(PLAIN), 'accuracy'), cell(r.get(KERAS), 'accuracy')] + (
-            [cell(r.get(LRU), 'accuracy')] if with_lru else []) + [
-        _fmt(r['no_skill']['accuracy']), _fmt(rocket),
-        seconds_cell(r.get(OURS)), '; '.join(checks) or '-'])
+      checks.append('LRU >= (a) ' + judge(lru >= lstm[0]))
+    rows.append([c.name, c.meta['num_classes'], c.meta['num_features']] +
+                _shape(c.meta) + _model_cells(r, 'accuracy', with_lru) + [
+                    fixed(r['no_skill']['accuracy']), fixed(rocket),
+                    seconds_cell(r.get(OURS)), '; '.join(checks) or '-'])
   return rows
 
 
@@ -389,58 +414,47 @@ def regression_rows(cases, res, with_lru=False) -> List[List[str]]:
     if c.task != 'regression':
       continue
     r = res[c.slug]
-    m = c.meta
     for metric in ('mae', 'rmse'):
       ours = mean_of(r.get(OURS), metric)
       if c.per_step:
         ref = r.get('ar', {}).get(metric)
-        check = ('<= AR(16) ' + _judge(None if ours is None or ref is None
-                                        else ours <= ref))
+        check = ('<= AR(16) ' + judge(None if ours is None or ref is None
+                                       else ours <= ref))
       else:
         ref = r['no_skill'][metric]
-        check = ('< training mean ' + _judge(None if ours is None else
-                                             ours < ref))
+        check = '< training mean ' + judge(None if ours is None else
+                                           ours < ref)
       lru, plain = mean_of(r.get(LRU), metric), mean_of(r.get(PLAIN), metric)
       if with_lru and lru is not None and plain is not None:
-        check += '; LRU <= (a) ' + _judge(lru <= plain)
-      rows.append([
-          c.name, m['label_kind'].replace('_', '-'), metric.upper(),
-          f'{m["train"]["sequences"]} / {m["eval"]["sequences"]}',
-          _length(m), cell(r.get(OURS), metric), cell(r.get(PLAIN), metric),
-          cell(r.get(KERAS), metric)] + (
-              [cell(r.get(LRU), metric)] if with_lru else []) + [
-          _fmt(r['no_skill'][metric]),
-          _fmt(r.get('persistence', {}).get(metric)),
-          _fmt(r.get('ar', {}).get(metric)),
-          seconds_cell(r.get(OURS)), check])
+        check += '; LRU <= (a) ' + judge(lru <= plain)
+      rows.append(
+          [c.name, c.meta['label_kind'].replace('_', '-'), metric.upper()] +
+          _shape(c.meta) + _model_cells(r, metric, with_lru) + [
+              fixed(r['no_skill'][metric]),
+              fixed(r.get('persistence', {}).get(metric)),
+              fixed(r.get('ar', {}).get(metric)),
+              seconds_cell(r.get(OURS)), check])
   return rows
 
 
-def _length(meta: Dict) -> str:
-  lo = min(meta['train']['length_min'], meta['eval']['length_min'])
-  hi = max(meta['train']['length_max'], meta['eval']['length_max'])
-  return str(lo) if lo == hi else f'{lo}..{hi}'
-
-
-def settings_note(cases, res) -> Optional[str]:
-  """What the pipeline chose (if summary.json reports it)."""
+def settings_note(runs: Dict[str, List[Dict]]) -> Optional[str]:
+  """What the pipeline chose in each named list of runs (if summary.json
+  reports it)."""
   parts = []
-  for c in cases:
-    runs = [x for x in res[c.slug].get(OURS, []) if 'error' not in x]
-    if not runs:
-      continue
+  for name, results in runs.items():
+    ok = [x for x in results if 'error' not in x]
     got = {}
     for k in ('batch_size', 'num_unroll', 'epochs'):
-      vals = sorted({x[k] for x in runs if k in x})
+      vals = sorted({x[k] for x in ok if k in x})
       if vals:
         got[k] = '/'.join(str(v) for v in vals)
-    ran = sorted(x['epochs_run'] for x in runs if 'epochs_run' in x)
+    ran = sorted(x['epochs_run'] for x in ok if 'epochs_run' in x)
     if ran:
       got['epochs run'] = (str(ran[0]) if ran[0] == ran[-1] else
                            f'{ran[0]}..{ran[-1]}')
     if got:
-      parts.append(f'{c.name} ' + ', '.join(f'{k}={v}' for k, v in
-                                            got.items()))
+      parts.append(f'{name} ' + ', '.join(f'{k}={v}' for k, v in
+                                          got.items()))
   return '; '.join(parts) if parts else None
 
 
@@ -465,7 +479,7 @@ def runner_args_note(cases, res) -> Optional[str]:
   """The line naming the extra local runner flags (``--runner-args``) the
   pipeline runs had, from their own record; None if none had any."""
   flags = sorted({' '.join(x['runner_args']) for c in cases
-                  for m in (OURS, PLAIN, LRU)
+                  for m in PIPELINE_MODELS
                   for x in res[c.slug].get(m, []) if x.get('runner_args')})
   if not flags:
     return None
@@ -478,9 +492,28 @@ def write(args, run, cases, res, seeds, source) -> None:
   # From the runs' own record, so that --from-results renders it too.
   keras_fixed = any(x.get('shuffle') is False for c in cases
                     for x in res[c.slug].get(KERAS, []))
-  extra_flags = runner_args_note(cases, res)
-  with_lru = has_lru(cases, res)
+  with_lru = any(res[c.slug].get(LRU) for c in cases)  # The (e) column.
   lru_col = ['LRU model (e)'] if with_lru else []
+  preamble = [
+      run.preamble(args.quick),
+      f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
+      '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the '
+      '`eval/` folder)',
+      f'* Runs: seeds {", ".join(str(s) for s in seeds)} (`--seed`) for the '
+      'default model; the LSTM baselines (a) and (b) with the first '
+      f'{args.baseline_seeds} of them', runner_args_note(cases, res)]
+  if args.from_results:
+    preamble.append(
+        '* Written from the `results.json` of earlier runs of this script '
+        '(`--from-results`; the figures, the per-run wall times and the '
+        'settings are theirs, the date and load above are of this '
+        'rendering): ' + ', '.join(f'`{p}`' for p in args.from_results))
+  if args.baselines_from:
+    preamble.append(
+        '* The LSTM baselines (a) and (b) (figures and wall times) of the '
+        'data sets found there are taken from the `results.json` of an '
+        'earlier run of this script (`--baselines-from`): '
+        + ', '.join(f'`{p}`' for p in args.baselines_from))
   blocks = [
       TITLE,
       '**Targets**: accuracy within 2 points of the published ROCKET '
@@ -488,24 +521,7 @@ def write(args, run, cases, res, seeds, source) -> None:
       'batches, Keras pad-to-max LSTM); MAE and RMSE below the training-mean '
       'predictor on regression; at or below the linear AR(16) on per-step '
       'forecasting.',
-      [run.preamble(args.quick),
-       f'* UCR/UEA files: {source.describe()} (aeon wheel data, read by '
-       '`benchmarks/ucr.py`); metrics on the archive\'s TEST split (the '
-       '`eval/` folder)',
-       f'* Runs: seeds {", ".join(str(s) for s in seeds)} (`--seed`) for the '
-       'default model; the LSTM baselines (a) and (b) with the first '
-       f'{args.baseline_seeds} of them'] + ([extra_flags] if extra_flags
-                                          else []) + ([
-           '* Written from the `results.json` of earlier runs of this script '
-           '(`--from-results`; the figures, the per-run wall times and the '
-           'settings are theirs, the date and load above are of this '
-           'rendering): ' + ', '.join(f'`{p}`' for p in args.joined)]
-           if getattr(args, 'joined', None) else []) + ([
-               '* The LSTM baselines (a) and (b) (figures and wall times) of '
-               'the data sets found there are taken from the `results.json` '
-               'of an earlier run of this script (`--baselines-from`): '
-               + ', '.join(f'`{p}`' for p in args.baselines_from)]
-               if getattr(args, 'baselines_from', None) else []),
+      [line for line in preamble if line],
       'Each data set: `python -m benchmarks.ucr --dataset <Name> --out <dir>` '
       '(`--forecast`: label[t] = x0[t+1]), then `pipeline.local_runner` '
       'with no tuning flags; scores from `summary.json`. (a) = '
@@ -535,21 +551,58 @@ def write(args, run, cases, res, seeds, source) -> None:
                               'training mean (c)', 'persistence',
                               f'AR({AR_ORDER})', 's/run', 'target'], rrow,
                              align='lllrrrrr' + 'r' * len(lru_col) + 'rrrrl')]
-  note, rates = settings_note(cases, res), rates_note(cases, res)
+  note = settings_note({c.name: res[c.slug].get(OURS, []) for c in cases})
+  rates = rates_note(cases, res)
   blocks.append(([f'* Settings the pipeline chose for the default model (from '
                   f'its summary or log; epochs = the limit): {note}.']
                  if note else []) + (
       [f'* Training rate, real (unpadded) time steps per second of the run '
        'that made the exported model, over its epochs after the first (its '
        f'`history.json`), mean over runs: {rates}.'] if rates else []))
-  failed = sorted({f'{c.name} {k}: {x["error"]}' for c in cases
-                   for k in (OURS, PLAIN, LRU)
-                   for x in res[c.slug].get(k, [])
-                   if 'error' in x})
-  if failed:
-    blocks.append(['* Failed runs (the error line; full logs under the work '
-                   'folder\'s `logs/`):'] + [f'  * {_md(f)}' for f in failed])
+  blocks.append(failed_runs([f'{c.name} {k}: {x["error"]}' for c in cases
+                             for k in PIPELINE_MODELS
+                             for x in res[c.slug].get(k, []) if 'error' in x]))
   harness.write_report(args, SECTION, *blocks)
+
+
+def run_case(c: Case, args, wanted, seeds, earlier: Dict, work: str,
+             runner_args) -> Dict:
+  """The references, the pipeline runs and the Keras baseline of one set
+  (the baselines from ``earlier`` when it has both)."""
+  r = {}
+  train, evals = load_split(c, 'train'), load_split(c, 'eval')
+  r['no_skill'] = no_skill(c, train, evals)
+  if c.per_step:
+    r['persistence'] = persistence(evals)
+    r['ar'] = autoregressive(train, evals)
+  log(f'{c.name}: no-skill {r["no_skill"]}' + (
+      f', persistence {r["persistence"]}, AR({AR_ORDER}) {r["ar"]}'
+      if c.per_step else ''))
+  reused = all(m in earlier for m in (PLAIN, KERAS))
+  if reused:
+    r[PLAIN], r[KERAS] = earlier[PLAIN], earlier[KERAS]
+    log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
+  baseline_seeds = seeds[:max(1, args.baseline_seeds)]
+  for model in (m for m in PIPELINE_MODELS if m in wanted):
+    if model == PLAIN and reused:
+      continue
+    for seed in (seeds if model == OURS else baseline_seeds):
+      log(f'{c.name}: pipeline, {model} model, seed {seed} ...')
+      out = run_pipeline(c, model, seed, work, runner_args)
+      if runner_args:
+        out['runner_args'] = runner_args
+      r.setdefault(model, []).append(out)
+      log_run(log, f'{c.name}: {model}', seed, out, metric_names(c))
+  if not reused and KERAS in wanted:
+    for seed in baseline_seeds:
+      out = timed_keras(c, train, evals, seed,
+                        shuffle=not args.keras_fixed_order)
+      if args.keras_fixed_order:
+        out['shuffle'] = False
+      r.setdefault(KERAS, []).append(out)
+      log_run(log, f'{c.name}: Keras pad-to-max LSTM', seed, out,
+              metric_names(c))
+  return r
 
 
 def main(argv=None) -> int:
@@ -561,8 +614,7 @@ def main(argv=None) -> int:
   p.add_argument('--baseline-seeds', type=int, default=1,
                  help='runs of each LSTM baseline (the first N seeds)')
   p.add_argument('--models', default=','.join(DEFAULT_MODELS),
-                 help=f'of {",".join(MODELS)} (default: '
-                 f'{",".join(DEFAULT_MODELS)})')
+                 help=f'of {",".join(MODELS)}')
   p.add_argument('--keras-fixed-order', action='store_true',
                  help='Keras (b) fits with shuffle=False')
   p.add_argument('--baselines-from', nargs='+', default=None, metavar='JSON',
@@ -582,11 +634,10 @@ def main(argv=None) -> int:
     cases = parse_cases(args.datasets or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir)
-    nseeds = harness.seed_count(args, SEEDS)
+    seeds = list(range(harness.seed_count(args, SEEDS)))
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  runner_args = shlex.split(args.runner_args)
   run = harness.Run()
   work = tempfile.mkdtemp(prefix='tss-bench-real-')
   log(f'work folder {work}; data from the {source.describe()}')
@@ -595,80 +646,28 @@ def main(argv=None) -> int:
   except (ValueError, OSError) as e:
     print(f'error: {str(e).splitlines()[0]}', file=sys.stderr)
     return 1
-  seeds: List[int] = list(range(nseeds))
-  baseline_seeds = seeds[:max(1, args.baseline_seeds)]
   res: Dict[str, Dict] = {}
-  earlier: Dict[str, Dict] = {}
-  for path in args.baselines_from or ():
-    with open(path) as f:
-      for slug, r in json.load(f).items():
-        earlier.setdefault(slug, r)
   if args.from_results:
+    # Each entry (a model's runs, a reference) from the first file that
+    # has it: a run of one model joins another of the rest.
     for path in args.from_results:
-      with open(path) as f:
-        for slug, r in json.load(f).items():
-          # Each entry (a model's runs, a reference) from the first file
-          # that has it: a run of one model joins another of the rest.
-          for key, value in r.items():
-            res.setdefault(slug, {}).setdefault(key, value)
+      for slug, r in harness.read_json(path).items():
+        for key, value in r.items():
+          res.setdefault(slug, {}).setdefault(key, value)
     missing = [c.name for c in cases if c.slug not in res]
     if missing:
       print(f'error: no results for {missing} in {args.from_results}',
             file=sys.stderr)
       return 2
-    args.joined = args.from_results
     write(args, run, cases, res, seeds, source)
     return 0
+  earlier: Dict[str, Dict] = {}
+  for path in args.baselines_from or ():
+    for slug, r in harness.read_json(path).items():
+      earlier.setdefault(slug, r)
   for c in cases:
-    r = res[c.slug] = {}
-    train, evals = load_split(c, 'train'), load_split(c, 'eval')
-    r['no_skill'] = no_skill(c, train, evals)
-    if c.per_step:
-      r['persistence'] = persistence(evals)
-      r['ar'] = autoregressive(train, evals)
-    log(f'{c.name}: no-skill {r["no_skill"]}' + (
-        f', persistence {r["persistence"]}, AR({AR_ORDER}) {r["ar"]}'
-        if c.per_step else ''))
-    reused = all(m in earlier.get(c.slug, {}) for m in (PLAIN, KERAS))
-    if reused:
-      r[PLAIN], r[KERAS] = earlier[c.slug][PLAIN], earlier[c.slug][KERAS]
-      log(f'{c.name}: LSTM baselines (a) and (b) from --baselines-from')
-    baselines = not reused
-    models = [m for m in (OURS, PLAIN, LRU) if m in wanted and (
-        m != PLAIN or baselines)]
-    for model in models:
-      for seed in (seeds if model == OURS else baseline_seeds):
-        log(f'{c.name}: pipeline, {model} model, seed '
-            f'{seed} ...')
-        out = run_pipeline(c, model, seed, work, runner_args)
-        if runner_args:
-          out['runner_args'] = runner_args
-        r.setdefault(model, []).append(out)
-        shown = {k: round(v, 4) for k, v in out.items()
-                 if k in metric_names(c)}
-        log(f'{c.name}: {model} seed {seed}: '
-            + (f'FAILED: {out["error"]} (log: {out["log"]})' if 'error' in
-               out else str(shown))
-            + f' ({out["seconds"]:.0f} s)')
-    if baselines and KERAS in wanted:
-      for seed in baseline_seeds:
-        s = seed
-        t0 = time.perf_counter()
-        try:
-          out = keras_pad_to_max(c, train, evals, s,
-                                 shuffle=not args.keras_fixed_order)
-        except Exception as e:  # pylint: disable=broad-except
-          out = {'error': f'{type(e).__name__}: {str(e).splitlines()[0]}'
-                          if str(e) else type(e).__name__}
-        out['seconds'] = time.perf_counter() - t0
-        if args.keras_fixed_order:
-          out['shuffle'] = False
-        r.setdefault(KERAS, []).append(out)
-        shown = {k: round(v, 4) for k, v in out.items()
-                 if k in metric_names(c)}
-        log(f'{c.name}: Keras pad-to-max LSTM seed {s}: '
-            + (f'FAILED: {out["error"]}' if 'error' in out else str(shown))
-            + f' ({out["seconds"]:.0f} s)')
+    res[c.slug] = run_case(c, args, wanted, seeds, earlier.get(c.slug, {}),
+                           work, shlex.split(args.runner_args))
   write(args, run, cases, res, seeds, source)
   harness.write_json(os.path.join(work, 'results.json'),
                      {c.slug: res[c.slug] for c in cases}, indent=1)

@@ -1,38 +1,13 @@
 """13. The training recipe on sets nobody tuned on (issue 47).
 
-A user's own plain stateful model, trained by the StatefulTrainer with every
-setting at its default, against what the user would do instead: a Keras
-``fit`` of the same architecture on whole sequences padded to the longest
-(full back-propagation, every training sequence, 50 epochs, last weights,
-reshuffled each epoch: ``real_data.keras_pad_to_max``). Decided before any
-rule changes (issue 47, item 7), and written in the section:
-
-* sets (``CASES``): ten classification sets of the UCR/UEA archive (short
-  and long, univariate and multivariate, tiny and large training splits)
-  from the aeon and sktime wheels, and two per-step forecasting streams;
-* seeds 0, 1, 2 for every model;
-* models: Keras ``fit`` of LSTM(64) -> Dense (the floor); the plain LSTM
-  module (``benchmarks/lstm_module.py``) and the plain GRU module (the
-  same file with ``--hyperparameters cell=gru``) through
-  ``pipeline.local_runner``; the default module's LRU model
-  (``--hyperparameters model=lru``);
-* variants: ``--variant NAME="FLAGS"`` runs the pipeline models named by
-  ``--variant-models`` (default: the plain LSTM) again with more
-  local-runner flags (a candidate rule), side by side;
-* the comparison: mean over seeds and spread (max - min) per set; the ratio
-  of each model's mean to the Keras floor's; a model is *at or above* the
-  floor on a set when its mean is at least the floor's minus the larger of
-  the two spreads (level within the spread counts); training seconds.
+A user's plain stateful model trained by the StatefulTrainer at its defaults
+(plain LSTM, plain GRU, LRU; ``--variant NAME="FLAGS"``: the plain LSTM with
+a candidate rule) against the Keras pad-to-max ``fit`` floor, over seeds, on
+``CASES`` (``--data-dir``: comma-separated folders, default $TSS_AEON_DATA
+then $TSS_SKTIME_DATA). The rule and the reading: BENCHMARKS.md section 13.
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.recipe \\
-      [--datasets GunPoint,ItalyPowerDemand] [--models keras,plain,gru,lru] \\
-      [--seeds 3] [--variant extend="--flag value"] [--data-dir DIR]
-
-``--data-dir`` may name several folders (comma-separated); the sets are
-looked up in each in turn (default: ``$TSS_AEON_DATA`` then
-``$TSS_SKTIME_DATA``, which ``make bench`` sets: the aeon wheel's data and
-the sktime wheel's, which has PLAID; requirements/bench.txt and
-requirements/bench-sktime.txt).
+      [--datasets GunPoint,ItalyPowerDemand] [--models keras,plain,gru,lru]
 """
 
 from __future__ import annotations
@@ -43,7 +18,6 @@ import shlex
 import statistics
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional, Sequence
 
 from benchmarks import harness
@@ -61,7 +35,9 @@ KERAS, PLAIN, GRU, LRU = 'keras', 'plain', 'gru', 'lru'
 # The issue's stronger Keras reference: the same fit with Adam at 3e-3 and
 # the gradients clipped to a global norm of 1 (a column, not the floor).
 KERAS_STRONG = 'keras_strong'
-STRONG = {'learning_rate': 3e-3, 'clip_global_norm': 1.0}
+# The Keras models (the floor first) and their keras_pad_to_max keywords.
+KERAS_MODELS = {KERAS: {}, KERAS_STRONG: {'learning_rate': 3e-3,
+                                          'clip_global_norm': 1.0}}
 MODELS = (KERAS, PLAIN, GRU, LRU, KERAS_STRONG)
 MODEL_FLAGS = {PLAIN: ['--module-file', real_data.LSTM_MODULE],
                GRU: ['--module-file', real_data.LSTM_MODULE,
@@ -90,6 +66,12 @@ def summarize(values: Sequence[Optional[float]]) -> Dict[str, Optional[float]]:
           'runs': len(got)}
 
 
+def column_summary(case, res, column: str) -> Dict[str, Optional[float]]:
+  """``summarize`` of one column's scores on one set."""
+  return summarize([score(case, x)
+                    for x in res.get(case.slug, {}).get(column, [])])
+
+
 def at_or_above(model: Dict, floor: Dict) -> Optional[bool]:
   """The model's mean at least the floor's, less the larger spread."""
   if model['mean'] is None or floor['mean'] is None:
@@ -111,11 +93,11 @@ def rows(cases, res, columns) -> List[List[str]]:
   out = []
   for c in cases:
     r = res.get(c.slug, {})
-    floor = summarize([score(c, x) for x in r.get(KERAS, [])])
+    floor = column_summary(c, res, KERAS)
     sign = 1.0 if c.task == 'classification' else -1.0
     row = [c.name, _cell(floor, sign)]
     for col in columns:
-      s = summarize([score(c, x) for x in r.get(col, [])])
+      s = column_summary(c, res, col)
       verdict = at_or_above(s, floor)
       ratio = (s['mean'] / floor['mean'] if s['mean'] is not None and
                floor['mean'] and c.task == 'classification' else
@@ -137,9 +119,7 @@ def compare(cases, res, column: str, against: str) -> Dict[str, List[str]]:
   (``level``)."""
   out = {'better': [], 'worse': [], 'level': []}
   for c in cases:
-    r = res.get(c.slug, {})
-    a = summarize([score(c, x) for x in r.get(column, [])])
-    b = summarize([score(c, x) for x in r.get(against, [])])
+    a, b = column_summary(c, res, column), column_summary(c, res, against)
     if a['mean'] is None or b['mean'] is None:
       continue
     slack = max(a['spread'], b['spread'])
@@ -154,12 +134,9 @@ def reading(cases, res, columns) -> List[str]:
   each variant against its model's default."""
   lines = []
   for col in columns:
-    floor = [at_or_above(summarize([score(c, x) for x in
-                                    res.get(c.slug, {}).get(col, [])]),
-                         summarize([score(c, x) for x in
-                                    res.get(c.slug, {}).get(KERAS, [])]))
-             for c in cases]
-    ran = [v for v in floor if v is not None]
+    ran = [v for v in (at_or_above(column_summary(c, res, col),
+                                   column_summary(c, res, KERAS))
+                       for c in cases) if v is not None]
     lines.append(f'* {col}: at or above the Keras floor on {sum(ran)} of '
                  f'{len(ran)} sets.')
   for col in columns:
@@ -177,27 +154,41 @@ def reading(cases, res, columns) -> List[str]:
 
 def write(args, run, cases, res, columns) -> None:
   run.seconds = None  # The preamble's time: up to this write.
-  body = [TITLE, '', run.preamble(args.quick), '',
-          'Decided before any rule changed (issue 47, item 7): the sets, '
-          'seeds 0 to 2, and the comparison below. Figures: accuracy '
-          '(classification) or RMSE (forecasting), mean ± half the spread '
-          '(max - min) over seeds; the ratio to the Keras floor (for RMSE '
-          'the floor over the model, so above 1x is better); ✓: at or above '
-          'the floor (the mean within the larger spread counts as level). '
-          'Seconds: mean training seconds (Keras fit; the pipeline '
-          'models\' StatefulTrainer component).', '',
-          harness.table(['set', 'Keras fit (floor)'] + list(columns) +
-                        ['seconds (' + ' / '.join([KERAS] + list(columns)) +
-                         ')'], rows(cases, res, columns)), '',
-          *reading(cases, res, columns)]
-  body += ['', 'The rule for adopting a variant as the default: better '
-           'beyond the spread on most sets and worse beyond it on none.']
-  if args.note:
-    body += [''] + [f'* {n}' for n in args.note]
   not_run = [c for c in CASES if c not in args.datasets.split(',')]
-  if not_run:
-    body += ['', f'Not run here: {", ".join(not_run)}.']
-  harness.write_section(harness.output_path(args), SECTION, '\n'.join(body))
+  harness.write_report(
+      args, SECTION, TITLE, run.preamble(args.quick),
+      'Decided before any rule changed (issue 47, item 7): the sets, '
+      'seeds 0 to 2, and the comparison below. Figures: accuracy '
+      '(classification) or RMSE (forecasting), mean ± half the spread '
+      '(max - min) over seeds; the ratio to the Keras floor (for RMSE '
+      'the floor over the model, so above 1x is better); ✓: at or above '
+      'the floor (the mean within the larger spread counts as level). '
+      'Seconds: mean training seconds (Keras fit; the pipeline '
+      'models\' StatefulTrainer component).',
+      harness.table(['set', 'Keras fit (floor)'] + list(columns) +
+                    ['seconds (' + ' / '.join([KERAS] + list(columns)) +
+                     ')'], rows(cases, res, columns)),
+      reading(cases, res, columns),
+      'The rule for adopting a variant as the default: better beyond the '
+      'spread on most sets and worse beyond it on none.',
+      [f'* {n}' for n in args.note],
+      f'Not run here: {", ".join(not_run)}.' if not_run else None)
+
+
+def from_results(args, run, cases) -> None:
+  """The section from an earlier run's results.json (its sets, in
+  ``--datasets`` order)."""
+  with open(args.from_results) as f:
+    res = json.load(f)
+  cases = [c for c in cases if c.slug in res]
+  columns = []
+  for c in cases:
+    c.meta = {'task': 'regression' if c.forecast else 'classification',
+              'label_kind': 'per_step' if c.forecast else 'per_sequence'}
+    columns += [k for k in res[c.slug] if k != KERAS and k not in columns]
+  args.datasets = ','.join(c.name.replace(' (forecast)', ':forecast')
+                           for c in cases)
+  write(args, run, cases, res, columns)
 
 
 def main(argv=None) -> int:
@@ -208,17 +199,14 @@ def main(argv=None) -> int:
   p.add_argument('--variant', action='append', default=[],
                  metavar='NAME="FLAGS"',
                  help='pipeline models again with these local-runner flags')
-  p.add_argument('--variant-models', default=PLAIN,
-                 help='the pipeline models the variants run for '
-                 f'(default: {PLAIN})')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
   p.add_argument('--note', action='append', default=[],
-                 help='a bullet of the reading that is not computed (e.g. '
-                 'the decision taken); repeatable')
+                 help='a bullet of the reading that is not computed; '
+                 'repeatable')
   p.add_argument('--from-results', default=None, metavar='JSON',
-                 help='write the section from an earlier run\'s results.json '
-                 '(its sets, in --datasets order) instead of running')
+                 help='write the section from an earlier run\'s '
+                 'results.json instead of running')
   args = p.parse_args(argv)
   models = [m for m in args.models.split(',') if m]
   if set(models) - set(MODELS):
@@ -232,18 +220,7 @@ def main(argv=None) -> int:
   nseeds = harness.seed_count(args, SEEDS)
   run = harness.Run()
   if args.from_results:
-    with open(args.from_results) as f:
-      res = json.load(f)
-    cases = [c for c in cases if c.slug in res]
-    for c in cases:
-      c.meta = {'task': 'regression' if c.forecast else 'classification',
-                'label_kind': 'per_step' if c.forecast else 'per_sequence'}
-    columns = []
-    for c in cases:
-      columns += [k for k in res[c.slug] if k != KERAS and k not in columns]
-    args.datasets = ','.join(c.name.replace(' (forecast)', ':forecast')
-                             for c in cases)
-    write(args, run, cases, res, columns)
+    from_results(args, run, cases)
     return 0
   work = tempfile.mkdtemp(prefix='tss-bench-recipe-')
   res: Dict[str, Dict] = {}
@@ -260,46 +237,34 @@ def main(argv=None) -> int:
     else:
       print(f'error: {c.name}: {str(last).splitlines()[0]}', file=sys.stderr)
       return 1
+  # The Keras models first (the floor, then keras_strong), then the rest.
+  ordered = [m for m in KERAS_MODELS if m in models] + [
+      m for m in models if m not in KERAS_MODELS]
   columns = []
   for c in cases:
     r = res[c.slug] = {}
     train, evals = real_data.load_split(c, 'train'), real_data.load_split(
         c, 'eval')
     for seed in range(nseeds):
-      if KERAS in models:
-        t0 = time.perf_counter()
-        out = real_data.keras_pad_to_max(c, train, evals, seed)
-        out['seconds'] = time.perf_counter() - t0
-        r.setdefault(KERAS, []).append(out)
-        log(f'{c.name}: keras seed {seed}: {score(c, out)} '
-            f'({out["seconds"]:.0f} s)')
-      if KERAS_STRONG in models:
-        t0 = time.perf_counter()
-        out = real_data.keras_pad_to_max(c, train, evals, seed, **STRONG)
-        out['seconds'] = time.perf_counter() - t0
-        r.setdefault(KERAS_STRONG, []).append(out)
-        if KERAS_STRONG not in columns:
-          columns.append(KERAS_STRONG)
-        log(f'{c.name}: {KERAS_STRONG} seed {seed}: {score(c, out)} '
-            f'({out["seconds"]:.0f} s)')
-      for model in models:
-        if model in (KERAS, KERAS_STRONG):
-          continue
-        for name, flags in variants.items():
-          if name and model not in args.variant_models.split(','):
+      for model in ordered:
+        for name, flags in ({'': []} if model in KERAS_MODELS else
+                            variants).items():
+          if name and model != PLAIN:  # Variants run for the plain LSTM.
             continue
           column = model + (f' {name}' if name else '')
-          if column not in columns:
+          if column not in columns and column != KERAS:
             columns.append(column)
-          out = real_data.run_pipeline(c, real_data.OURS, seed, work,
-                                       MODEL_FLAGS[model] + flags)
-          out['seconds'] = out.get('trainer_seconds') or out['seconds']
-          out['flags'] = flags
+          if model in KERAS_MODELS:
+            out = real_data.timed_keras(c, train, evals, seed,
+                                        **KERAS_MODELS[model])
+          else:
+            out = real_data.run_pipeline(c, real_data.OURS, seed, work,
+                                         MODEL_FLAGS[model] + flags)
+            out['seconds'] = out.get('trainer_seconds') or out['seconds']
+            out['flags'] = flags
           r.setdefault(column, []).append(out)
-          log(f'{c.name}: {column} seed {seed}: {score(c, out)} '
-              f'({out["seconds"]:.0f} s)'
-              + (f' FAILED {out["error"]} ({out.get("log")})'
-                 if 'error' in out else ''))
+          real_data.log_run(log, f'{c.name}: {column}', seed, out,
+                            real_data.metric_names(c))
     with open(os.path.join(work, 'results.json'), 'w') as f:
       json.dump(res, f, indent=1)
     write(args, run, cases[:cases.index(c) + 1], res, columns)

@@ -1,11 +1,6 @@
 """Model module for ``benchmarks/evaluation.py``: stacked LSTM or GRU layers
-and a Dense head, per step (``rnn_type``, ``units`` hyperparameters).
-
-Section 5 evaluates the same trained model with this commit's evaluator and
-with an old one from a git worktree, which loads the copy of the module the
-trainer stored beside the weights: so the module imports only ``tf_keras``
-(the default module imports other project files the old tree lacks).
-"""
+and a Dense head, per step (``rnn_type``, ``units`` hyperparameters). It
+imports only ``tf_keras``: section 5's old evaluator loads the stored copy."""
 
 import tf_keras as keras
 

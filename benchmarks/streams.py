@@ -1,27 +1,24 @@
 """8. Streams: per-step forecasting and tagging with the default model.
 
-Long streams built from the aeon wheel's data, one sequence key each, run
-through ``pipeline.local_runner --label-kind per_step`` and scored at every
-step. Forecasting (label[t] = x0[t+1]; ``ucr.py --forecast`` sets and long
-CSV recordings split by time) against persistence, the training mean and
-AR(16)/AR(64); tagging (a classification set's recordings laid end to end,
-label = the current recording's class) against the majority class, window
-classifiers and the ceiling (the per-sequence set, boundaries known)."""
+Long streams from the aeon wheel's data, one key each, through
+``pipeline.local_runner --label-kind per_step``: forecasting against
+persistence, the training mean and AR(16)/AR(64); tagging (recordings end to
+end) against the majority class, window classifiers and the per-recording
+ceiling. BENCHMARKS.md section 8."""
 
 from __future__ import annotations
 
 import csv
 import dataclasses
 import datetime
+import functools
 import io
 import os
 import shlex
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-import types
 import zipfile
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -141,13 +138,12 @@ def cut_long(streams: Sequence[Stream], limit: int = MAX_STREAM
   return out
 
 
+
 def read_recording(path: str, text: Optional[str] = None
                   ) -> Tuple[List[str], np.ndarray]:
-  """``timestamp,<channel>...,is_anomaly`` -> (channel names, float64[L, C]).
-
-  The ``timestamp`` and ``is_anomaly`` columns are not features. Bad input
-  stops with ``ucr.TsFormatError`` (``path:line: message``).
-  """
+  """``timestamp,<channel>...,is_anomaly`` -> (channel names, float64[L, C])
+  (``timestamp`` and ``is_anomaly`` are not features); bad input stops with
+  ``ucr.TsFormatError`` (``path:line: message``)."""
   if text is None:
     try:
       with open(path, newline='') as f:
@@ -155,41 +151,30 @@ def read_recording(path: str, text: Optional[str] = None
     except OSError as e:
       raise ucr.TsFormatError(path, None, f'cannot read: {e.strerror}') from e
   rows = csv.reader(io.StringIO(text))
-  header = next(rows, None)
-  if not header:
-    raise ucr.TsFormatError(path, 1, 'empty file (expected a header line)')
-  header = [h.strip() for h in header]
-  skip = {'timestamp', 'is_anomaly'}
-  keep = [i for i, h in enumerate(header) if h.lower() not in skip]
+  header = [h.strip() for h in next(rows, None) or []]
+  keep = [i for i, h in enumerate(header)
+          if h.lower() not in ('timestamp', 'is_anomaly')]
   if not keep:
-    raise ucr.TsFormatError(path, 1, f'no channel columns in {header}')
+    raise ucr.TsFormatError(path, 1, f'no channel columns in {header} '
+                            '(expected a header line)')
   values = []
   for lineno, row in enumerate(rows, start=2):
-    if not row or all(not c.strip() for c in row):
+    err = functools.partial(ucr.TsFormatError, path, lineno)
+    if not any(c.strip() for c in row):
       continue
     if len(row) != len(header):
-      raise ucr.TsFormatError(path, lineno, f'{len(row)} fields, the header '
-                              f'has {len(header)}')
-    try:
-      vals = [float(row[i]) for i in keep]
-    except ValueError:
-      bad = next(row[i] for i in keep if not _is_float(row[i]))
-      raise ucr.TsFormatError(path, lineno, f'not a number: {bad!r}'
-                              ) from None
-    if not all(np.isfinite(vals)):
-      raise ucr.TsFormatError(path, lineno, 'missing or infinite value')
-    values.append(vals)
+      raise err(f'{len(row)} fields, the header has {len(header)}')
+    values.append([])
+    for cell in (row[i] for i in keep):
+      try:
+        values[-1].append(float(cell))
+      except ValueError:
+        raise err(f'not a number: {cell!r}') from None
+    if not all(np.isfinite(values[-1])):
+      raise err('missing or infinite value')
   if len(values) < 2:
     raise ucr.TsFormatError(path, None, f'{len(values)} data rows (need 2+)')
   return [header[i] for i in keep], np.asarray(values, np.float64)
-
-
-def _is_float(text: str) -> bool:
-  try:
-    float(text)
-    return True
-  except ValueError:
-    return False
 
 
 def recording_files(source: ucr.Source, name: str) -> Dict[str, Tuple[str,
@@ -201,17 +186,13 @@ def recording_files(source: ucr.Source, name: str) -> Dict[str, Tuple[str,
     with zipfile.ZipFile(source.path) as z:
       for member in z.namelist():
         if member.startswith(prefix) and member.endswith('.csv'):
-          out[member[len(prefix):]] = (
-              f'{source.path}!{member}',
-              z.read(member).decode('utf-8', errors='replace'))
-  else:
-    folder = os.path.join(source.path, name)
-    if os.path.isdir(folder):
-      for f in sorted(os.listdir(folder)):
-        if f.endswith('.csv'):
-          p = os.path.join(folder, f)
-          with open(p, newline='') as fh:
-            out[f] = (p, fh.read())
+          out[member[len(prefix):]] = (f'{source.path}!{member}', z.read(
+              member).decode('utf-8', errors='replace'))
+  elif os.path.isdir(os.path.join(source.path, name)):
+    for f in sorted(os.listdir(os.path.join(source.path, name))):
+      if f.endswith('.csv'):
+        with open(os.path.join(source.path, name, f), newline='') as fh:
+          out[f] = (os.path.join(source.path, name, f), fh.read())
   if not out:
     raise ValueError(f'{name}: no CSV files in the {source.describe()}')
   return out
@@ -267,19 +248,10 @@ class StreamCase(real_data.Case):
     return f'{self.dataset}-{self.kind}'
 
 
+
 def parse_cases(text: str) -> List[StreamCase]:
-  out = []
-  for item in (t.strip() for t in text.split(',')):
-    if not item:
-      continue
-    name, _, kind = item.partition(':')
-    if kind not in (FORECAST, TAGGING):
-      raise ValueError(f'--cases: {item!r}: give Name:forecast or '
-                       'Name:tagging')
-    out.append(StreamCase(name.strip(), kind=kind))
-  if not out:
-    raise ValueError('--cases is empty')
-  return out
+  return [StreamCase(name, kind=kind) for name, kind in real_data.parse_items(
+      text, '--cases', (FORECAST, TAGGING))]
 
 
 def _stats(streams: Sequence[Stream], csv_path: str) -> Dict:
@@ -447,12 +419,6 @@ def tagging_references(case, train, evals) -> Dict[str, Dict]:
   return out
 
 
-def _with_mse(results: List[Dict]) -> List[Dict]:
-  for r in results:
-    if 'rmse' in r:
-      r['mse'] = r['rmse'] ** 2
-  return results
-
 
 def _g(v: Optional[float]) -> str:
   return '-' if v is None else f'{v:.4g}'
@@ -466,68 +432,56 @@ def _secs(results) -> str:
 def _stage_secs(results) -> str:
   """Trainer / evaluator seconds of each run (the evaluator's share of the
   trainer's in brackets)."""
-  out = []
-  for r in results or ():
-    t, e = r.get('trainer_seconds'), r.get('evaluator_seconds')
-    if t and e is not None:
-      out.append(f'{t:.0f} / {e:.0f} ({e / t:.2f})')
+  out = [f'{t:.0f} / {e:.0f} ({e / t:.2f})' for t, e in (
+      (r.get('trainer_seconds'), r.get('evaluator_seconds'))
+      for r in results or ()) if t and e is not None]
   return '; '.join(out) if out else '-'
 
 
 def _size(meta: Dict) -> str:
   """'streams x mean steps' of train / eval (steps = labelled rows)."""
-  def one(split):
-    n, rows = meta[split]['sequences'], meta[split]['rows']
-    return f'{n} x {rows / n:.0f}'
-  return f'{one("train")} / {one("eval")}'
+  return ' / '.join(f'{meta[s]["sequences"]} x '
+                    f'{meta[s]["rows"] / meta[s]["sequences"]:.0f}'
+                    for s in ('train', 'eval'))
 
 
 def forecast_rows(entries) -> List[List[str]]:
   rows = []
-  for e in entries:
-    if e['kind'] != FORECAST:
-      continue
+  for e in (e for e in entries if e['kind'] == FORECAST):
     ref, ours = e['references'], e.get('ours')
     mse = real_data.mean_of(ours, 'mse')
-    ar16 = ref['ar16']['mse']
     rows.append([
         e['name'], e['meta']['num_features'], _size(e['meta']),
-        real_data.cell(ours, 'mse', '.4g', '.2g'),
-        _g(ref['persistence']['mse']), _g(ref['mean']['mse']),
-        _g(ar16), _g(ref['ar64']['mse']),
-        real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
-        _stage_secs(ours),
-        'MSE <= AR(16) ' + real_data._judge(  # pylint: disable=protected-access
-            None if mse is None else mse <= ar16)])
+        real_data.cell(ours, 'mse', '.4g', '.2g')] + [
+            _g(ref[k]['mse']) for k in ('persistence', 'mean', 'ar16', 'ar64')
+        ] + [real_data.cell(ours, 'mae'), _g(ref['ar16']['mae']), _secs(ours),
+             _stage_secs(ours), 'MSE <= AR(16) ' + real_data.judge(
+                 None if mse is None else mse <= ref['ar16']['mse'])])
   return rows
 
 
 def tagging_rows(entries) -> List[List[str]]:
   rows = []
-  for e in entries:
-    if e['kind'] != TAGGING:
-      continue
+  for e in (e for e in entries if e['kind'] == TAGGING):
     ref, ours = e['references'], e.get('ours')
     acc = real_data.mean_of(ours, 'accuracy')
     ceiling = real_data.mean_of(e.get('ceiling'), 'accuracy')
     memoryless = max(ref[f'window{w}']['accuracy'] for w in WINDOWS)
-    checks = ['>= 0.85 x ceiling ' + real_data._judge(  # pylint: disable=protected-access
+    checks = ['>= 0.85 x ceiling ' + real_data.judge(
         None if acc is None or ceiling is None else
-        acc >= TAGGING_TARGET * ceiling - 1e-9)]
-    checks.append(f'>= best window + {MEMORYLESS_MARGIN:g} ' +
-                  real_data._judge(  # pylint: disable=protected-access
-                      None if acc is None else
-                      acc >= memoryless + MEMORYLESS_MARGIN - 1e-9) + (
-                          '' if acc is None else
-                          f' ({acc - memoryless:+.3f})'))
+        acc >= TAGGING_TARGET * ceiling - 1e-9),
+              f'>= best window + {MEMORYLESS_MARGIN:g} ' + real_data.judge(
+                  None if acc is None else
+                  acc >= memoryless + MEMORYLESS_MARGIN - 1e-9) + (
+                      '' if acc is None else f' ({acc - memoryless:+.3f})')]
     m = e['meta']
     rows.append([
         e['name'], m['num_classes'], m['num_features'], _size(m),
-        real_data.cell(ours, 'accuracy'), real_data.cell(e.get('ceiling'),
-                                                         'accuracy'),
-        '-' if acc is None or not ceiling else f'{acc / ceiling:.2f}',
-        f'{ref["majority"]["accuracy"]:.3f}'] + [
-            f'{ref[f"window{w}"]["accuracy"]:.3f}' for w in WINDOWS] + [
+        real_data.cell(ours, 'accuracy'),
+        real_data.cell(e.get('ceiling'), 'accuracy'),
+        '-' if acc is None or not ceiling else f'{acc / ceiling:.2f}'] + [
+            f'{ref[k]["accuracy"]:.3f}'
+            for k in ['majority'] + [f'window{w}' for w in WINDOWS]] + [
                 _secs(ours), _stage_secs(ours), _secs(e.get('ceiling')),
                 '; '.join(checks)])
   return rows
@@ -552,10 +506,7 @@ def render(args, run, entries, seeds, source_text,
           f'* Data: {source_text} (aeon wheel data)',
           f'* Runs: the default model with seeds '
           f'{", ".join(map(str, seeds))} (`--seed`); the tagging ceilings '
-          'with seed(s) '
-          f'{", ".join(map(str, seeds[:max(1, args.ceiling_seeds)]))}'
-          + (' (`--references-only`: no pipeline runs)'
-             if args.references_only else ''),
+          f'with seed(s) {", ".join(map(str, seeds[:CEILING_SEEDS]))}',
           '* Streams:'] + [f'  * {e["name"]}: {e["how"]}' for e in entries],
       'Each stream is one sequence key; `pipeline.local_runner --label-kind '
       'per_step [--task regression] --seed S` with '
@@ -567,58 +518,68 @@ def render(args, run, entries, seeds, source_text,
       'ceiling: the per-sequence set (section 6). Cells: mean over seeds '
       '(max - min).',
   ]
+  frows, trows = forecast_rows(entries), tagging_rows(entries)
+  if frows:
+    blocks += ['**Forecasting** (MSE, lower is better):',
+               harness.table(['stream set', 'channels',
+                              'train / eval streams x steps', 'ours MSE',
+                              'persistence', 'training mean', 'AR(16)',
+                              'AR(64)', 'ours MAE', 'AR(16) MAE', 's/run',
+                              'trainer / evaluator s (share)', 'target'],
+                             frows, align='lrrrrrrrrrrrl')]
+  if trows:
+    blocks += ['**Tagging** (per-step accuracy, higher is better):',
+               harness.table(['stream set', 'classes', 'channels',
+                              'train / eval streams x steps', 'ours',
+                              'ceiling (per recording)', 'ours / ceiling',
+                              'majority class'] +
+                             [f'window {w}' for w in WINDOWS] +
+                             ['s/run', 'trainer / evaluator s (share)',
+                              's/run (ceiling)', 'target'], trows,
+                             align='lrrrrrrrrrrrrl')]
   runs = {}
   for e in entries:
     runs[e['name']] = e.get('ours') or []
     if e.get('ceiling'):
       runs[f'{e["name"]} ceiling'] = e['ceiling']
-  names = [n for n, r in runs.items() if r]
-  frows = forecast_rows(entries)
-  if frows:
-    blocks += ['**Forecasting** (MSE, lower is better):',
-             harness.table(['stream set', 'channels',
-                           'train / eval streams x steps', 'ours MSE',
-                           'persistence', 'training mean', 'AR(16)',
-                           'AR(64)', 'ours MAE', 'AR(16) MAE', 's/run',
-                           'trainer / evaluator s (share)', 'target'],
-                          frows, align='lrrrrrrrrrrrl')]
-  trows = tagging_rows(entries)
-  if trows:
-    blocks += ['**Tagging** (per-step accuracy, higher is better):',
-             harness.table(['stream set', 'classes', 'channels',
-                           'train / eval streams x steps', 'ours',
-                           'ceiling (per recording)', 'ours / ceiling',
-                           'majority class'] +
-                          [f'window {w}' for w in WINDOWS] +
-                          ['s/run', 'trainer / evaluator s (share)',
-                           's/run (ceiling)', 'target'], trows,
-                          align='lrrrrrrrrrrrrl')]
-  note = real_data.settings_note(
-      [types.SimpleNamespace(name=n, slug=n) for n in names],
-      {n: {real_data.OURS: r} for n, r in runs.items()})
+  note = real_data.settings_note(runs)
   if note:
     blocks.append('* Settings the pipeline chose (from its summary or log; '
                   f'epochs = the limit): {note}.')
-  failed = sorted({f'{e["name"]} {k}: {x["error"]}' for e in entries
-                   for k in ('ours', 'ceiling') for x in e.get(k) or ()
-                   if 'error' in x})
-  if failed:
-    blocks.append(['* Failed runs (the error line; logs under the work '
-                   'folder\'s `logs/`):'] + [f'  * {real_data._md(f)}'  # pylint: disable=protected-access
-                                             for f in failed])
+  blocks.append(real_data.failed_runs(
+      [f'{e["name"]} {k}: {x["error"]}' for e in entries
+       for k in ('ours', 'ceiling') for x in e.get(k) or () if 'error' in x]))
   return blocks
 
 
 def _run(case, seed, work, what, extra=()) -> Dict:
   log(f'{what}: pipeline, seed {seed} ...')
   out = real_data.run_pipeline(case, real_data.OURS, seed, work, extra)
-  _with_mse([out])
-  shown = {k: round(v, 4) for k, v in out.items()
-           if k in ('accuracy', 'mse', 'mae')}
-  log(f'{what}: seed {seed}: ' + (f'FAILED: {out["error"]} (log: '
-                                  f'{out["log"]})' if 'error' in out else
-                                  str(shown)) + f' ({out["seconds"]:.0f} s)')
+  if 'rmse' in out:
+    out['mse'] = out['rmse'] ** 2
+  real_data.log_run(log, what, seed, out, ('accuracy', 'mse', 'mae'))
   return out
+
+
+def from_results(args, run) -> None:
+  """The section from earlier results files (each case from the first that
+  has it; date and load of the first, wall time summed)."""
+  loaded = [harness.read_json(path) for path in args.from_results]
+  first = loaded[0]
+  by_slug = {}
+  for saved in loaded:
+    for e in saved['entries']:
+      by_slug.setdefault(e['slug'], e)
+  run.started = datetime.datetime.fromisoformat(first['started'])
+  secs = [x.get('seconds') for x in loaded]
+  run.seconds = sum(secs) if None not in secs else None
+  run.load_before = first.get('load_before', run.load_before)
+  run.load_after = loaded[-1].get('load_after')
+  args.runner_args = first.get('runner_args', '')
+  harness.write_report(args, SECTION, *render(
+      args, run, list(by_slug.values()), first['seeds'], first['source'],
+      (', '.join(args.from_results),
+       '`; `'.join(x['command'] for x in loaded))))
 
 
 def main(argv=None) -> int:
@@ -633,42 +594,22 @@ def main(argv=None) -> int:
                  'benchmarks/results/streams.json; with --quick: '
                  f'{harness.QUICK_DIR}/streams.json)')
   args = p.parse_args(argv)
-  args.ceiling_seeds, args.references_only = CEILING_SEEDS, False
   run = harness.Run()
+  if args.from_results:
+    from_results(args, run)
+    return 0
   results_path = args.results or (
       os.path.join(harness.QUICK_DIR, 'streams.json') if args.quick else
       os.path.join(RESULTS_DIR, 'streams.json'))
-  if args.from_results:
-    loaded = [harness.read_json(path) for path in args.from_results]
-    first = loaded[0]
-    by_slug = {}  # Each case from the first file that has it.
-    for saved in loaded:
-      for e in saved['entries']:
-        by_slug.setdefault(e['slug'], e)
-    entries = list(by_slug.values())
-    run.started = datetime.datetime.fromisoformat(first['started'])
-    secs = [x.get('seconds') for x in loaded]
-    run.seconds = sum(secs) if None not in secs else None
-    run.load_before = first.get('load_before', run.load_before)
-    run.load_after = loaded[-1].get('load_after')
-    args.ceiling_seeds = first['ceiling_seeds']
-    args.references_only = first['references_only']
-    args.runner_args = first.get('runner_args', '')
-    harness.write_report(args, SECTION, *render(
-        args, run, entries, first['seeds'], first['source'],
-        (', '.join(args.from_results),
-         '`; `'.join(x['command'] for x in loaded))))
-    return 0
   try:
     cases = parse_cases(args.cases or ','.join(
         QUICK_CASES if args.quick else DEFAULT_CASES))
     source = ucr.find_source(args.data_dir)
-    nseeds = harness.seed_count(args, SEEDS)
+    seeds = list(range(harness.seed_count(args, SEEDS)))
     extra = shlex.split(args.runner_args)
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  seeds = list(range(nseeds))
   work = tempfile.mkdtemp(prefix='tss-bench-streams-')
   log(f'work folder {work}; data from the {source.describe()}; '
       f'{len(cases)} case(s), seeds {seeds}')
@@ -688,22 +629,20 @@ def main(argv=None) -> int:
     log(f'{c.name}: references in {time.perf_counter() - t0:.1f} s: ' +
         ', '.join(f'{k} {v.get("mse", v.get("accuracy")):.4g}'
                   for k, v in refs.items()))
-    entry = {'name': c.name, 'slug': c.slug, 'kind': c.kind, 'how': c.how,
-             'meta': c.meta, 'references': refs}
-    entries.append(entry)
-    for seed in seeds:
-      entry.setdefault('ours', []).append(_run(c, seed, work, c.name, extra))
+    entries.append({'name': c.name, 'slug': c.slug, 'kind': c.kind,
+                    'how': c.how, 'meta': c.meta, 'references': refs,
+                    'ours': [_run(c, seed, work, c.name, extra)
+                             for seed in seeds]})
     if c.ceiling is not None:
-      for seed in seeds[:max(1, args.ceiling_seeds)]:
-        entry.setdefault('ceiling', []).append(
-            _run(c.ceiling, seed, work, f'{c.name} ceiling', extra))
+      entries[-1]['ceiling'] = [
+          _run(c.ceiling, seed, work, f'{c.name} ceiling', extra)
+          for seed in seeds[:CEILING_SEEDS]]
   blocks = render(args, run, entries, seeds, source.describe())
   saved = {'started': run.started.isoformat(), 'command': harness.command_line(),
            'seconds': run.seconds, 'load_before': run.load_before,
            'load_after': run.load_after, 'machine': harness.machine(),
            'versions': harness.versions(), 'seeds': seeds,
-           'ceiling_seeds': args.ceiling_seeds,
-           'references_only': args.references_only,
+           'ceiling_seeds': CEILING_SEEDS,
            'runner_args': args.runner_args,
            'source': f'{source.describe()}', 'entries': entries}
   harness.write_report(args, SECTION, *blocks)

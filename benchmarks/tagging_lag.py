@@ -1,10 +1,8 @@
 """11. Tagging streams: per-step accuracy by steps since the recording changed.
 
-Section 8's tagging streams, scored by each eval step's position in its
-recording: ours (the default model on the streams, whole through
-``serving_default``) against the prefix ceiling (section 8's per-recording
-model given each recording's first t steps) and the whole-recording
-ceiling."""
+Section 8's tagging streams scored by each eval step's position in its
+recording, against the per-recording model given the first t steps (the
+prefix ceiling) and whole. BENCHMARKS.md section 11."""
 
 from __future__ import annotations
 
@@ -39,9 +37,8 @@ def eval_streams(case: streams.StreamCase, source: ucr.Source
                 ) -> Tuple[List[streams.Stream], List[np.ndarray]]:
   """The eval streams exactly as ``streams.prepare`` builds them, and the
   eval recordings (the ceiling's eval sequences, in file order)."""
-  data = source.read(case.dataset, dict(ucr.SPLITS)['eval'])
-  mapping = ucr.class_mapping(source.read(
-      case.dataset, dict(ucr.SPLITS)['train']).header)
+  data = source.read(case.dataset, 'TEST')
+  mapping = ucr.class_mapping(source.read(case.dataset, 'TRAIN').header)
   built = streams.tagging_streams(data.series,
                                   [mapping[l] for l in data.labels], 'eval')
   if any(s.length > streams.MAX_STREAM for s in built):
@@ -56,16 +53,13 @@ def _as_read(case: streams.StreamCase, built: Sequence[streams.Stream]
   (the stream CSV, in key order), checked against the build."""
   read = real_data.load_split(case, 'eval')
   ordered = sorted(built, key=lambda s: s.key)
-  if len(read) != len(ordered):
-    raise ValueError(f'{case.name}: {len(read)} eval streams read, '
-                     f'{len(ordered)} built')
-  out = []
-  for s, (x, y) in zip(ordered, read):
-    if x.shape != s.x.shape or not np.array_equal(y, s.y):
-      raise ValueError(f'{case.name}: eval stream {s.key} differs from its '
-                       'CSV')
-    out.append(streams.Stream(s.key, x, s.y, s.parts))
-  return out
+  if len(read) != len(ordered) or any(
+      x.shape != s.x.shape or not np.array_equal(y, s.y)
+      for s, (x, y) in zip(ordered, read)):
+    raise ValueError(f'{case.name}: the eval streams read differ from the '
+                     'ones built')
+  return [streams.Stream(s.key, x, s.y, s.parts)
+          for s, (x, _) in zip(ordered, read)]
 
 
 def positions(stream: streams.Stream,
@@ -108,12 +102,10 @@ def stream_accuracy(run_dir: str, columns: Sequence[str],
                     recordings: Sequence[np.ndarray]) -> Dict:
   """Per-step correctness of the stream model and each step's position."""
   fn = _serving(run_dir, columns)
-  correct, where = [], []
-  for s in built:
-    classes = _classes(fn, [s.x], [s.length])[0]
-    correct.append(classes == s.y)
-    where.append(positions(s, recordings))
-  return {'correct': np.concatenate(correct), 'position': np.concatenate(where)}
+  return {'correct': np.concatenate([_classes(fn, [s.x], [s.length])[0] == s.y
+                                     for s in built]),
+          'position': np.concatenate([positions(s, recordings)
+                                      for s in built])}
 
 
 def prefix_ceiling(run_dir: str, columns: Sequence[str],
@@ -192,37 +184,11 @@ def main(argv=None) -> int:
   log(f'work folder {work}; {len(cases)} case(s), seed {args.seed}')
   results = []
   for case in cases:
-    streams.prepare(case, source, work)
-    built, recordings = eval_streams(case, source)
-    ours = streams._run(case, args.seed, work, case.name)  # pylint: disable=protected-access
-    ceil = streams._run(case.ceiling, args.seed, work,  # pylint: disable=protected-access
-                        f'{case.name} ceiling')
-    for what, res in (('ours', ours), ('ceiling', ceil)):
-      if 'error' in res:
-        print(f'error: {case.name} {what}: {res["error"]}', file=sys.stderr)
-        return 1
-    steps = stream_accuracy(os.path.join(work, 'runs', case.slug),
-                            case.meta['feature_names'],
-                            _as_read(case, built), recordings)
-    singles = real_data.load_split(case.ceiling, 'eval')
-    prefix = prefix_ceiling(os.path.join(work, 'runs', case.ceiling.slug),
-                            case.ceiling.meta['feature_names'],
-                            [x for x, _ in singles],
-                            np.array([int(y[-1]) for _, y in singles]))
-    overall = float(steps['correct'].mean())
-    log(f'{case.name}: per-step accuracy {overall:.4f} (summary: '
-        f'{ours["accuracy"]:.4f}); ceiling {ceil["accuracy"]:.4f}')
-    longest = max(len(r) for r in recordings)
-    results.append({
-        'name': case.name, 'ours': ours['accuracy'], 'recomputed': overall,
-        'ceiling': ceil['accuracy'], 'steps': int(steps['correct'].size),
-        'recordings': len(recordings),
-        'lengths': (min(len(r) for r in recordings), longest),
-        'rows': bucket_rows(steps, prefix, ceil['accuracy'], longest) + [{
-            'bucket': 'every step', 'share': 1.0, 'ours': overall,
-            'prefix_ceiling': every_step_prefix(
-                prefix, [len(r) for r in recordings]),
-            'ceiling': ceil['accuracy']}]})
+    try:
+      results.append(measure(case, source, work, args.seed))
+    except RuntimeError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 1
   harness.write_report(args, SECTION, *render(args, run, results))
   if args.keep:
     log(f'kept {work}')
@@ -231,8 +197,37 @@ def main(argv=None) -> int:
   return 0
 
 
-def _f(v) -> str:
-  return '-' if v is None else f'{v:.3f}'
+def measure(case, source: ucr.Source, work: str, seed: int) -> Dict:
+  """One case: its two pipeline runs, then the per-step accuracy by
+  position; RuntimeError when a run failed."""
+  streams.prepare(case, source, work)
+  built, recordings = eval_streams(case, source)
+  ours = streams._run(case, seed, work, case.name)  # pylint: disable=protected-access
+  ceil = streams._run(case.ceiling, seed, work,  # pylint: disable=protected-access
+                      f'{case.name} ceiling')
+  for what, res in (('ours', ours), ('ceiling', ceil)):
+    if 'error' in res:
+      raise RuntimeError(f'{case.name} {what}: {res["error"]}')
+  steps = stream_accuracy(os.path.join(work, 'runs', case.slug),
+                          case.meta['feature_names'],
+                          _as_read(case, built), recordings)
+  singles = real_data.load_split(case.ceiling, 'eval')
+  prefix = prefix_ceiling(os.path.join(work, 'runs', case.ceiling.slug),
+                          case.ceiling.meta['feature_names'],
+                          [x for x, _ in singles],
+                          np.array([int(y[-1]) for _, y in singles]))
+  overall = float(steps['correct'].mean())
+  log(f'{case.name}: per-step accuracy {overall:.4f} (summary: '
+      f'{ours["accuracy"]:.4f}); ceiling {ceil["accuracy"]:.4f}')
+  lengths = [len(r) for r in recordings]
+  return {
+      'name': case.name, 'ours': ours['accuracy'], 'recomputed': overall,
+      'ceiling': ceil['accuracy'], 'steps': int(steps['correct'].size),
+      'recordings': len(recordings), 'lengths': (min(lengths), max(lengths)),
+      'rows': bucket_rows(steps, prefix, ceil['accuracy'], max(lengths)) + [{
+          'bucket': 'every step', 'share': 1.0, 'ours': overall,
+          'prefix_ceiling': every_step_prefix(prefix, lengths),
+          'ceiling': ceil['accuracy']}]}
 
 
 def render(args, run, results: List[Dict]) -> list:
@@ -245,11 +240,10 @@ def render(args, run, results: List[Dict]) -> list:
             '"whole ceiling" = section 8\'s ceiling; "recomputed" = ours over '
             'every eval step from the signature.']
   for r in results:
-    rows = [[x['bucket'], f'{x["share"]:.0%}', _f(x['ours']),
-             _f(x['prefix_ceiling']), _f(x['ceiling']),
-             '-' if not x['prefix_ceiling'] else
-             f'{x["ours"] / x["prefix_ceiling"]:.2f}']
-            for x in r['rows']]
+    rows = [[x['bucket'], f'{x["share"]:.0%}'] + [
+        real_data.fixed(x[k]) for k in ('ours', 'prefix_ceiling', 'ceiling')
+    ] + ['-' if not x['prefix_ceiling'] else
+         f'{x["ours"] / x["prefix_ceiling"]:.2f}'] for x in r['rows']]
     every = r['rows'][-1]['prefix_ceiling']
     blocks += [f'**{r["name"]}**: {r["recordings"]} eval recordings of '
                f'{r["lengths"][0]} to {r["lengths"][1]} steps, '

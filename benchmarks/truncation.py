@@ -1,11 +1,9 @@
 """10. Truncated BPTT against full back-propagation, on real data.
 
-Three UCR/UEA sets of different lengths and one forecasting stream, z-scored
-with train statistics; the plain LSTM module and the default module's LRU,
-each trained by the StatefulTrainer at T in {16, 64, 256, whole} and by a
-Keras ``fit`` of the same architecture on whole padded sequences (full
-BPTT, same initial weights, loss weights and optimizer), every run for the
-same wall-clock budget in a fresh process, then scored on the eval split."""
+The plain LSTM module and the LRU trained by the StatefulTrainer at T in
+{16, 64, 256, whole} and by a Keras ``fit`` of the same model on whole
+padded sequences, each for the same wall-clock budget in a fresh process,
+on three UCR/UEA sets and one forecast. BENCHMARKS.md section 10."""
 
 from __future__ import annotations
 
@@ -74,24 +72,18 @@ def child(opts: Dict[str, Any]) -> Dict[str, Any]:
   args = types.SimpleNamespace(**opts)
   with open(args.data, 'rb') as f:
     data = pickle.load(f)
-  run = ours if args.method == 'ours' else keras_full
-  return run(args, data['train'], data['eval'], data['names'], data['task'])
-
-
-def _batches(tmp: str, train, evals, names, batch_size: int, unroll: int,
-             per_step: bool) -> str:
-  return harness.write_batches(
-      tmp, {'train': train, 'eval': evals}, batch_size=batch_size,
-      num_unroll=unroll, feature_names=names,
-      label_kind='per_step' if per_step else 'per_sequence')
+  return (ours if args.method == 'ours' else keras_full)(
+      args, data['train'], data['eval'], data['names'], data['task'])
 
 
 def ours(args, train, evals, names, task) -> Dict[str, Any]:
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
   from components.stateful import steps as steps_lib  # pylint: disable=g-import-not-at-top
   _, module_file, hp = _module_and_hp(args.model)
-  root = _batches(f'{args.tmp}/batches', train, evals, names, args.lanes,
-                  args.unroll, args.per_step)
+  root = harness.write_batches(
+      f'{args.tmp}/batches', {'train': train, 'eval': evals},
+      batch_size=args.lanes, num_unroll=args.unroll, feature_names=names,
+      label_kind='per_step' if args.per_step else 'per_sequence')
   result = harness.run_trainer(
       root, args.tmp, {'epochs': 100000, 'max_seconds': args.budget,
                        'validation_fraction': 0.0, 'refit': False,
@@ -141,15 +133,14 @@ def keras_full(args, train, evals, names, task) -> Dict[str, Any]:
          'sequence_length': tf.constant([s.length for s in train],
                                         tf.int64)},
         scoring, longest).numpy()
-  rate = settings.OPTIMIZER_DEFAULTS['learning_rate']
   if task == 'classification':
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
   else:
     loss = keras.losses.MeanSquaredError()
     labels = labels[..., None]
-  model.compile(optimizer=keras.optimizers.Adam(rate, global_clipnorm=1.0,
-                                                jit_compile=False),
-                loss=loss)
+  model.compile(optimizer=keras.optimizers.Adam(
+      settings.OPTIMIZER_DEFAULTS['learning_rate'], global_clipnorm=1.0,
+      jit_compile=False), loss=loss)
   marks: List[float] = []
 
   class Clock(keras.callbacks.Callback):
@@ -195,7 +186,7 @@ def main(argv=None) -> int:
   budget = args.budget or (8.0 if args.quick else 30.0)
   sets = SETS[1:3] if args.quick else SETS
   run = harness.Run()
-  rows, results = [], {}
+  rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name, forecast in sets:
       train, evals, names = _load(name, forecast, tmp)
@@ -223,7 +214,6 @@ def main(argv=None) -> int:
                 f'{got.stderr.strip().splitlines()[-1:]}')
             continue
           out['peak'] = got.peak.tree
-          results[(name, model, method, unroll)] = out
           label = ('Keras fit, full BPTT' if method == 'keras' else
                    f'ours, T={"whole" if unroll == longest else unroll}')
           log(f'  {model} {label}: {out["metric"]:.4f}, '

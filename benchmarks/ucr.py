@@ -1,22 +1,19 @@
-"""UCR/UEA ``.ts`` time-series archive files -> the project's CSV rows.
-
-Our own reader of the archive's ``.ts`` format (aeon is never imported: its
-wheel only supplies the data files, ``requirements/bench.txt``)::
+"""UCR/UEA ``.ts`` archive files -> the project's CSV rows (our own reader;
+aeon is never imported, its wheel only supplies the files)::
 
   python -m benchmarks.ucr --dataset ACSF1 --out DIR [--forecast]
       [--data-dir DIR | --aeon-wheel WHEEL]
 
-writes ``DIR/train/<Name>.csv`` (from ``_TRAIN.ts``), ``DIR/eval/<Name>.csv``
-(from ``_TEST.ts``), columns ``seq_id,t,x0[,x1...],label``, and
-``DIR/labels.json`` (task, label kind, class mapping in ``@classLabel``
-order, counts). ``--forecast``: label[t] = x0[t+1], the last step of each
-series dropped. Missing values are an error except as trailing padding of a
-variable-length series; bad input stops with ``path:line: message``."""
+writes ``DIR/{train,eval}/<Name>.csv`` (from ``_TRAIN.ts`` / ``_TEST.ts``;
+columns ``seq_id,t,x0[,x1...],label``) and ``DIR/labels.json``.
+``--forecast``: label[t] = x0[t+1], each series' last step dropped. Bad
+input stops with ``path:line: message`` (data/README.md)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib.util
 import io
 import json
@@ -66,9 +63,7 @@ class TsHeader:
   def task(self) -> Optional[str]:
     if self.class_labels is not None:
       return CLASSIFICATION
-    if self.target_label:
-      return REGRESSION
-    return None
+    return REGRESSION if self.target_label else None
 
 
 @dataclasses.dataclass
@@ -91,95 +86,91 @@ class TsData:
     return np.array([s.shape[0] for s in self.series], np.int64)
 
 
-def _bool(path: str, lineno: int, key: str, value: str) -> bool:
-  v = value.strip().lower()
-  if v in ('true', 'false'):
-    return v == 'true'
-  raise TsFormatError(path, lineno, f'@{key} must be true or false, got '
-                      f'{value.strip()!r}')
+# Header keys (lower case) -> TsHeader fields, by the kind of value.
+_BOOLS = {'timestamps': 'timestamps', 'missing': 'missing',
+          'univariate': 'univariate', 'equallength': 'equal_length',
+          'targetlabel': 'target_label'}
+_INTS = {'dimensions': 'dimensions', 'serieslength': 'series_length'}
 
 
-def _int(path: str, lineno: int, key: str, value: str) -> int:
-  try:
-    n = int(value.strip())
-  except ValueError:
-    raise TsFormatError(path, lineno, f'@{key} must be an integer, got '
-                        f'{value.strip()!r}') from None
-  if n < 1:
-    raise TsFormatError(path, lineno, f'@{key} must be at least 1, got {n}')
-  return n
+def _bool(err, word: str, text: str) -> bool:
+  if text.lower() not in ('true', 'false'):
+    raise err(f'@{word} must be true or false, got {text!r}')
+  return text.lower() == 'true'
 
 
-def _header_line(path: str, lineno: int, line: str, h: TsHeader) -> None:
+def _header_line(err, line: str, h: TsHeader) -> None:
+  """One ``@key value`` line into ``h``; ``err(message)`` makes the error."""
   parts = line[1:].split(None, 1)
-  key = parts[0].lower() if parts else ''
-  rest = parts[1] if len(parts) > 1 else ''
-  words = rest.split()
+  word = parts[0] if parts else ''
+  key, rest = word.lower(), (parts[1] if len(parts) > 1 else '').strip()
   if key == 'problemname':
-    h.problem_name = rest.strip() or None
-  elif key == 'timestamps':
-    h.timestamps = _bool(path, lineno, 'timeStamps', rest)
+    h.problem_name = rest or None
+  elif key in _BOOLS:
+    setattr(h, _BOOLS[key], _bool(err, word, rest))
     if h.timestamps:
-      raise TsFormatError(path, lineno, '@timeStamps true is not supported '
-                          '(only plain value lists)')
-  elif key == 'missing':
-    h.missing = _bool(path, lineno, 'missing', rest)
-  elif key == 'univariate':
-    h.univariate = _bool(path, lineno, 'univariate', rest)
-  elif key == 'dimensions':
-    h.dimensions = _int(path, lineno, 'dimensions', rest)
-  elif key == 'equallength':
-    h.equal_length = _bool(path, lineno, 'equalLength', rest)
-  elif key == 'serieslength':
-    h.series_length = _int(path, lineno, 'seriesLength', rest)
+      raise err(f'@{word} true is not supported (only plain value lists)')
+  elif key in _INTS:
+    if not rest.isdecimal() or int(rest) < 1:
+      raise err(f'@{word} must be an integer of at least 1, got {rest!r}')
+    setattr(h, _INTS[key], int(rest))
   elif key == 'classlabel':
-    if not words:
-      raise TsFormatError(path, lineno, '@classLabel needs true or false')
-    if _bool(path, lineno, 'classLabel', words[0]):
-      labels = words[1:]
-      if not labels:
-        raise TsFormatError(path, lineno,
-                            '@classLabel true lists no class labels')
-      if len(set(labels)) != len(labels):
-        raise TsFormatError(path, lineno,
-                            f'@classLabel lists a label twice: {labels}')
+    flag, *labels = rest.split() or ['']
+    if not _bool(err, word, flag):
+      if labels:
+        raise err(f'@{word} false takes no labels')
+    elif not labels:
+      raise err(f'@{word} true lists no class labels')
+    elif len(set(labels)) != len(labels):
+      raise err(f'@{word} lists a label twice: {labels}')
+    else:
       h.class_labels = labels
-    elif len(words) > 1:
-      raise TsFormatError(path, lineno, '@classLabel false takes no labels')
-  elif key == 'targetlabel':
-    h.target_label = _bool(path, lineno, 'targetLabel', rest)
-  elif key == 'data':
-    pass
-  else:
-    word = parts[0] if parts else ''
-    raise TsFormatError(path, lineno, f'unknown header line @{word}')
+  elif key != 'data':
+    raise err(f'unknown header line @{word}')
 
 
-def _values(path: str, lineno: int, text: str, dim: int,
-            trim_missing: bool) -> np.ndarray:
+def _values(err, text: str, dim: int, trim_missing: bool) -> List[float]:
+  """One dimension's comma-separated values (trailing missing ones dropped
+  when ``trim_missing``)."""
   tokens = [t.strip() for t in text.split(',')]
-  if trim_missing:
-    while tokens and tokens[-1] in MISSING_TOKENS:
-      tokens.pop()
-  if not tokens or tokens == ['']:
-    raise TsFormatError(path, lineno, f'dimension {dim} is empty')
-  out = np.empty(len(tokens), np.float64)
+  while trim_missing and tokens and tokens[-1] in MISSING_TOKENS:
+    tokens.pop()
+  if tokens in ([], ['']):
+    raise err(f'dimension {dim} is empty')
+  out = []
   for i, tok in enumerate(tokens):
+    where = f' at dimension {dim}, step {i}'
     if tok in MISSING_TOKENS:
-      where = ('' if trim_missing else ' (missing values are only allowed as '
-               'trailing padding of variable-length series)')
-      raise TsFormatError(path, lineno, f'missing value {tok!r} at dimension '
-                          f'{dim}, step {i}{where}')
+      raise err(f'missing value {tok!r}{where}' + (
+          '' if trim_missing else ' (missing values are only allowed as '
+          'trailing padding of variable-length series)'))
     try:
-      v = float(tok)
+      out.append(float(tok))
     except ValueError:
-      raise TsFormatError(path, lineno, f'not a number: {tok!r} at dimension '
-                          f'{dim}, step {i}') from None
-    if not math.isfinite(v):
-      raise TsFormatError(path, lineno, f'not a finite number: {tok!r} at '
-                          f'dimension {dim}, step {i}')
-    out[i] = v
+      raise err(f'not a number: {tok!r}{where}') from None
+    if not math.isfinite(out[-1]):
+      raise err(f'not a finite number: {tok!r}{where}')
   return out
+
+
+def _label(err, parts: List[str], h: TsHeader) -> str:
+  """Pops and checks the case's label (the last ``:`` field)."""
+  if len(parts) < 2:
+    raise err('no label (expected "values:label")')
+  label = parts.pop().strip()
+  if not label:
+    raise err('empty label')
+  if h.class_labels is not None and label not in h.class_labels:
+    raise err(f'class label {label!r} is not one of @classLabel '
+              f'{h.class_labels}')
+  if h.task == REGRESSION:
+    try:
+      target = float(label)
+    except ValueError:
+      raise err(f'target {label!r} is not a number') from None
+    if not math.isfinite(target):
+      raise err(f'target {label!r} is not finite')
+  return label
 
 
 def parse_ts(lines: Iterable[str], path: str = '<string>') -> TsData:
@@ -188,64 +179,43 @@ def parse_ts(lines: Iterable[str], path: str = '<string>') -> TsData:
   in_data = False
   series, labels, linenos = [], [], []
   for lineno, raw in enumerate(lines, start=1):
+    err = functools.partial(TsFormatError, path, lineno)
     line = raw.strip()
     if not line or line[0] in '#%':
       continue
     if line[0] == '@':
       if in_data:
-        raise TsFormatError(path, lineno, 'header line after @data')
-      _header_line(path, lineno, line, h)
+        raise err('header line after @data')
+      _header_line(err, line, h)
       if line[1:].split(None, 1)[0].lower() == 'data':
         in_data = True
-        _check_header(path, lineno, h)
+        if h.class_labels is not None and h.target_label:
+          raise err('both @classLabel true and @targetLabel true')
+        if h.univariate and h.dimensions not in (None, 1):
+          raise err(f'@univariate true with @dimensions {h.dimensions}')
       continue
     if not in_data:
-      raise TsFormatError(path, lineno, 'data before the @data line')
-    labelled = h.task is not None
+      raise err('data before the @data line')
     parts = line.split(':')
-    label = None
-    if labelled:
-      if len(parts) < 2:
-        raise TsFormatError(path, lineno, 'no label (expected '
-                            '"values:label")')
-      label = parts.pop().strip()
-      if not label:
-        raise TsFormatError(path, lineno, 'empty label')
-      if h.class_labels is not None and label not in h.class_labels:
-        raise TsFormatError(path, lineno, f'class label {label!r} is not '
-                            f'one of @classLabel {h.class_labels}')
-      if h.task == REGRESSION:
-        try:
-          target = float(label)
-        except ValueError:
-          raise TsFormatError(path, lineno, f'target {label!r} is not a '
-                              'number') from None
-        if not math.isfinite(target):
-          raise TsFormatError(path, lineno, f'target {label!r} is not '
-                              'finite')
-    want_dims = h.dimensions or (1 if h.univariate else None)
-    if want_dims is not None and len(parts) != want_dims:
-      raise TsFormatError(path, lineno, f'{len(parts)} dimensions, expected '
-                          f'{want_dims}' + ('' if labelled else
-                                            ' (unlabelled file)'))
+    label = _label(err, parts, h) if h.task is not None else None
+    want = h.dimensions or (1 if h.univariate else None)
+    if want is not None and len(parts) != want:
+      raise err(f'{len(parts)} dimensions, expected {want}' + (
+          '' if h.task else ' (unlabelled file)'))
     if series and len(parts) != series[0].shape[1]:
-      raise TsFormatError(path, lineno, f'{len(parts)} dimensions, the first '
-                          f'case has {series[0].shape[1]}')
-    trim = h.equal_length is False
-    dims = [_values(path, lineno, p, d, trim) for d, p in enumerate(parts)]
-    lens = {d.size for d in dims}
-    if len(lens) != 1:
-      raise TsFormatError(path, lineno, 'dimensions of different lengths: '
-                          f'{[d.size for d in dims]}')
-    n = dims[0].size
+      raise err(f'{len(parts)} dimensions, the first case has '
+                f'{series[0].shape[1]}')
+    dims = [_values(err, p, d, h.equal_length is False)
+            for d, p in enumerate(parts)]
+    n = len(dims[0])
+    if any(len(d) != n for d in dims):
+      raise err(f'dimensions of different lengths: {[len(d) for d in dims]}')
     if h.equal_length and h.series_length and n != h.series_length:
-      raise TsFormatError(path, lineno, f'series of length {n}, '
-                          f'@seriesLength is {h.series_length}')
+      raise err(f'series of length {n}, @seriesLength is {h.series_length}')
     if h.equal_length and series and n != series[0].shape[0]:
-      raise TsFormatError(path, lineno, f'series of length {n}, the first '
-                          f'case has {series[0].shape[0]} (@equalLength '
-                          'true)')
-    series.append(np.stack(dims, axis=1))
+      raise err(f'series of length {n}, the first case has '
+                f'{series[0].shape[0]} (@equalLength true)')
+    series.append(np.ascontiguousarray(np.array(dims, np.float64).T))
     labels.append(label)
     linenos.append(lineno)
   if not in_data:
@@ -254,15 +224,6 @@ def parse_ts(lines: Iterable[str], path: str = '<string>') -> TsData:
     raise TsFormatError(path, None, 'no cases after @data')
   return TsData(path=path, header=h, series=series, labels=labels,
                 lines=linenos)
-
-
-def _check_header(path: str, lineno: int, h: TsHeader) -> None:
-  if h.class_labels is not None and h.target_label:
-    raise TsFormatError(path, lineno, 'both @classLabel true and '
-                        '@targetLabel true')
-  if h.univariate and h.dimensions not in (None, 1):
-    raise TsFormatError(path, lineno, f'@univariate true with @dimensions '
-                        f'{h.dimensions}')
 
 
 def read_ts(path: str, text: Optional[str] = None) -> TsData:
@@ -283,25 +244,16 @@ class Source:
   def describe(self) -> str:
     return f'{"wheel" if self.is_wheel else "folder"} {self.path}'
 
-  def _candidates(self, name: str, split: str) -> List[str]:
-    base = f'{name}_{split}.ts'
-    return [f'{name}/{base}', base]
-
   def read(self, name: str, split: str) -> TsData:
     """``split`` is ``TRAIN`` or ``TEST``."""
-    if self.is_wheel:
-      with zipfile.ZipFile(self.path) as z:
-        names = set(z.namelist())
-        for c in self._candidates(name, split):
-          member = AEON_WHEEL_PREFIX + c
-          if member in names:
-            text = z.read(member).decode('utf-8', errors='replace')
-            return read_ts(f'{self.path}!{member}', text)
-    else:
-      for c in self._candidates(name, split):
-        p = os.path.join(self.path, c)
-        if os.path.isfile(p):
-          return read_ts(p)
+    for rel in (f'{name}/{name}_{split}.ts', f'{name}_{split}.ts'):
+      if self.is_wheel:
+        with zipfile.ZipFile(self.path) as z:
+          if AEON_WHEEL_PREFIX + rel in z.namelist():
+            return read_ts(f'{self.path}!{AEON_WHEEL_PREFIX}{rel}', z.read(
+                AEON_WHEEL_PREFIX + rel).decode('utf-8', errors='replace'))
+      elif os.path.isfile(os.path.join(self.path, rel)):
+        return read_ts(os.path.join(self.path, rel))
     raise FileNotFoundError(
         f'{name}_{split}.ts not found in the {self.describe()} (have: '
         f'{", ".join(self.datasets()) or "none"})')
@@ -310,22 +262,13 @@ class Source:
     """Problem names with both a TRAIN and a TEST file."""
     if self.is_wheel:
       with zipfile.ZipFile(self.path) as z:
-        files = [n[len(AEON_WHEEL_PREFIX):] for n in z.namelist()
-                 if n.startswith(AEON_WHEEL_PREFIX)]
+        files = [n for n in z.namelist() if n.startswith(AEON_WHEEL_PREFIX)]
     else:
-      files = []
-      for dirpath, _, fs in os.walk(self.path):
-        rel = os.path.relpath(dirpath, self.path)
-        files += [f if rel == '.' else f'{rel}/{f}' for f in fs]
-    found = set()
-    for f in files:
-      base = f.rsplit('/', 1)[-1]
-      if base.endswith('_TRAIN.ts'):
-        name = base[:-len('_TRAIN.ts')]
-        found.add(name)
-    tests = {f.rsplit('/', 1)[-1][:-len('_TEST.ts')] for f in files
-             if f.endswith('_TEST.ts')}
-    return sorted(found & tests)
+      files = [f for _, _, fs in os.walk(self.path) for f in fs]
+    names = {split: {f.rsplit('/', 1)[-1][:-len(f'_{split}.ts')]
+                     for f in files if f.endswith(f'_{split}.ts')}
+             for split in ('TRAIN', 'TEST')}
+    return sorted(names['TRAIN'] & names['TEST'])
 
 
 def _as_source(path: str) -> Source:
@@ -334,9 +277,9 @@ def _as_source(path: str) -> Source:
       raise ValueError(f'{path}: not a wheel (zip) file')
     return Source(os.path.abspath(path), is_wheel=True)
   if os.path.isdir(path):
-    inner = os.path.join(path, *AEON_DATA_SUBDIR)
     # An installed aeon package folder, or a --target folder holding aeon/.
-    for cand in (inner, os.path.join(path, 'aeon', *AEON_DATA_SUBDIR)):
+    for cand in (os.path.join(path, *AEON_DATA_SUBDIR),
+                 os.path.join(path, 'aeon', *AEON_DATA_SUBDIR)):
       if os.path.isdir(cand):
         return Source(os.path.abspath(cand))
     return Source(os.path.abspath(path))
@@ -350,31 +293,23 @@ def installed_aeon_data() -> Optional[str]:
     spec = importlib.util.find_spec('aeon')
   except (ImportError, ValueError):
     return None
-  if spec is None or not spec.submodule_search_locations:
-    return None
-  for loc in spec.submodule_search_locations:
-    cand = os.path.join(loc, *AEON_DATA_SUBDIR)
-    if os.path.isdir(cand):
-      return cand
+  for loc in (spec.submodule_search_locations or []) if spec else []:
+    if os.path.isdir(os.path.join(loc, *AEON_DATA_SUBDIR)):
+      return os.path.join(loc, *AEON_DATA_SUBDIR)
   return None
 
 
 def find_source(data_dir: Optional[str] = None,
                 aeon_wheel: Optional[str] = None) -> Source:
-  """The archive files: ``data_dir`` or ``aeon_wheel`` when given, else
-  ``$TSS_AEON_DATA`` (a folder or a wheel), else the installed aeon package.
-  """
+  """``data_dir`` or ``aeon_wheel`` when given, else ``$TSS_AEON_DATA`` (a
+  folder or a wheel), else the installed aeon package."""
   if data_dir and aeon_wheel:
     raise ValueError('give a data folder or an aeon wheel, not both')
-  if aeon_wheel:
-    if not os.path.isfile(aeon_wheel):
-      raise ValueError(f'--aeon-wheel {aeon_wheel}: no such file')
-    return _as_source(aeon_wheel)
-  if data_dir:
-    return _as_source(data_dir)
-  env = os.environ.get(ENV_VAR)
-  if env:
-    return _as_source(env)
+  if aeon_wheel and not os.path.isfile(aeon_wheel):
+    raise ValueError(f'--aeon-wheel {aeon_wheel}: no such file')
+  given = aeon_wheel or data_dir or os.environ.get(ENV_VAR)
+  if given:
+    return _as_source(given)
   found = installed_aeon_data()
   if found:
     return Source(found)
@@ -401,49 +336,38 @@ def seq_ids(prefix: str, n: int) -> List[str]:
 def to_rows(data: TsData, prefix: str, *, forecast: bool = False,
             mapping: Optional[Dict[str, int]] = None
            ) -> Tuple[List[str], List[List[str]], Dict]:
-  """(header, rows as text cells, stats) of one file.
-
-  ``mapping`` maps class labels to integers (default: the file's own
-  declared order). With ``forecast`` the label is ``x0[t+1]`` and the last
-  step of each series is dropped.
-  """
-  dims = data.num_dimensions
-  header = ['seq_id', 't'] + [f'x{d}' for d in range(dims)] + ['label']
+  """(header, rows as text cells, stats) of one file. ``mapping``: class
+  label -> integer (default: the file's declared order); ``forecast``:
+  label x0[t+1], each series' last step dropped."""
+  header = (['seq_id', 't'] + [f'x{d}' for d in range(data.num_dimensions)]
+            + ['label'])
   task = REGRESSION if forecast else data.header.task
   if task is None:
     raise TsFormatError(data.path, None, 'the file has no labels '
                         '(@classLabel false, no @targetLabel); use --forecast')
-  if task == CLASSIFICATION:
-    mapping = mapping if mapping is not None else class_mapping(data.header)
+  if mapping is None:
+    mapping = class_mapping(data.header)
   rows: List[List[str]] = []
-  ids = seq_ids(prefix, len(data.series))
   dropped = 0
-  for sid, x, label, lineno in zip(ids, data.series, data.labels,
-                                   data.lines):
-    n = x.shape[0]
-    if task == CLASSIFICATION and not forecast and label not in mapping:
-      raise TsFormatError(data.path, lineno, f'class label {label!r} is not '
-                          f'one of the train file\'s {list(mapping)}')
+  for sid, x, label, lineno in zip(seq_ids(prefix, len(data.series)),
+                                   data.series, data.labels, data.lines):
     if forecast:
-      if n < 2:
-        dropped += 1
-        continue
+      dropped += x.shape[0] < 2
       feats, targets = x[:-1], [_fmt(v) for v in x[1:, 0]]
+    elif task == CLASSIFICATION:
+      if label not in mapping:
+        raise TsFormatError(data.path, lineno, f'class label {label!r} is '
+                            f'not one of the train file\'s {list(mapping)}')
+      feats, targets = x, [str(mapping[label])] * x.shape[0]
     else:
-      feats = x
-      lab = (str(mapping[label]) if task == CLASSIFICATION else
-             _fmt(float(label)))
-      targets = [lab] * n
-    for t in range(feats.shape[0]):
-      rows.append([sid, str(t)] + [_fmt(v) for v in feats[t]] + [targets[t]])
+      feats, targets = x, [_fmt(float(label))] * x.shape[0]
+    rows += [[sid, str(t)] + [_fmt(v) for v in feats[t]] + [targets[t]]
+             for t in range(feats.shape[0])]
   lengths = data.lengths()
-  stats = {
-      'file': data.path,
-      'sequences': len(data.series) - dropped,
-      'rows': len(rows),
-      'length_min': int(lengths.min()), 'length_max': int(lengths.max()),
-      'length_mean': round(float(lengths.mean()), 2),
-  }
+  stats = {'file': data.path, 'sequences': len(data.series) - dropped,
+           'rows': len(rows), 'length_min': int(lengths.min()),
+           'length_max': int(lengths.max()),
+           'length_mean': round(float(lengths.mean()), 2)}
   if forecast:
     stats['dropped_length_1'] = dropped
   return header, rows, stats
@@ -452,12 +376,9 @@ def to_rows(data: TsData, prefix: str, *, forecast: bool = False,
 def _write_csv(path: str, header: Sequence[str], rows: List[List[str]]
               ) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', newline='') as f:
-    f.write(','.join(header) + '\n')
-    for r in rows:
-      f.write(','.join(r) + '\n')
-  os.replace(tmp, path)
+  with open(path + '.tmp', 'w', newline='') as f:
+    f.writelines(','.join(r) + '\n' for r in [header] + rows)
+  os.replace(path + '.tmp', path)
 
 
 def convert(name: str, out: str, source: Optional[Source] = None, *,
@@ -466,44 +387,35 @@ def convert(name: str, out: str, source: Optional[Source] = None, *,
   ``out/labels.json``; returns what labels.json holds."""
   source = source or find_source()
   files = {split: source.read(name, tag) for split, tag in SPLITS}
-  train = files['train']
+  train, evals = files['train'], files['eval']
   task = REGRESSION if forecast else train.header.task
+  dims = train.num_dimensions
+  if evals.num_dimensions != dims:
+    raise TsFormatError(evals.path, evals.lines[0], f'{evals.num_dimensions}'
+                        f' dimensions, the train file has {dims}')
+  if not forecast and evals.header.task != train.header.task:
+    raise TsFormatError(evals.path, None, 'a different label kind than the '
+                        'train file')
+  meta = {'dataset': name, 'problem_name': train.header.problem_name,
+          'source': source.describe(), 'task': task,
+          'label_kind': 'per_step' if forecast else 'per_sequence',
+          'forecast': forecast, 'num_features': dims,
+          'feature_names': [f'x{d}' for d in range(dims)],
+          'equal_length': train.header.equal_length}
   mapping = None
-  if task == CLASSIFICATION and not forecast:
-    mapping = class_mapping(train.header)
-  dims = {s: d.num_dimensions for s, d in files.items()}
-  if dims['train'] != dims['eval']:
-    raise TsFormatError(files['eval'].path, files['eval'].lines[0],
-                        f'{dims["eval"]} dimensions, the train file has '
-                        f'{dims["train"]}')
-  if not forecast and files['eval'].header.task != train.header.task:
-    raise TsFormatError(files['eval'].path, None, 'a different label kind '
-                        'than the train file')
-  meta = {
-      'dataset': name,
-      'problem_name': train.header.problem_name,
-      'source': source.describe(),
-      'task': task,
-      'label_kind': 'per_step' if forecast else 'per_sequence',
-      'forecast': forecast,
-      'num_features': dims['train'],
-      'feature_names': [f'x{d}' for d in range(dims['train'])],
-      'equal_length': train.header.equal_length,
-  }
   if forecast:
     meta['label'] = ('x0 at step t+1; the last step of each series is '
                      'dropped (L-1 rows per series)')
-  if mapping is not None:
-    meta['num_classes'] = len(mapping)
-    meta['classes'] = list(mapping)
-    meta['class_to_index'] = mapping
+  elif task == CLASSIFICATION:
+    mapping = class_mapping(train.header)
+    meta.update(num_classes=len(mapping), classes=list(mapping),
+                class_to_index=mapping)
   for split, data in files.items():
     header, rows, stats = to_rows(data, split, forecast=forecast,
                                   mapping=mapping)
     path = os.path.join(out, split, f'{name}.csv')
     _write_csv(path, header, rows)
-    stats['csv'] = os.path.abspath(path)
-    meta[split] = stats
+    meta[split] = dict(stats, csv=os.path.abspath(path))
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, 'labels.json'), 'w') as f:
     json.dump(meta, f, indent=1)
@@ -511,31 +423,23 @@ def convert(name: str, out: str, source: Optional[Source] = None, *,
   return meta
 
 
-def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(
-      prog='python -m benchmarks.ucr',
-      description='Convert a UCR/UEA archive problem (.ts files, as shipped '
-      'in the aeon wheel) to CSV rows: <out>/train/<name>.csv, '
-      '<out>/eval/<name>.csv (from TEST) and <out>/labels.json.')
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(prog='python -m benchmarks.ucr',
+                              description=__doc__.split('\n')[0])
   p.add_argument('--dataset', help='problem name, e.g. ACSF1, GunPoint')
   p.add_argument('--out', help='output folder')
   p.add_argument('--forecast', action='store_true',
-                 help='per-step next-value labels: label[t] = x0[t+1]; the '
-                 'last step of each series is dropped (train with '
+                 help='per-step labels label[t] = x0[t+1] (train with '
                  '--label-kind per_step --task regression)')
   src = p.add_mutually_exclusive_group()
-  src.add_argument('--data-dir', default=None,
-                   help='a folder of <Name>/<Name>_TRAIN.ts files (or an '
-                   'installed aeon package, or a pip --target folder)')
+  src.add_argument('--data-dir', default=None, help='a folder of '
+                   '<Name>/<Name>_TRAIN.ts files (or an installed aeon '
+                   'package, or a pip --target folder)')
   src.add_argument('--aeon-wheel', default=None,
                    help='read the files from an aeon wheel (.whl)')
   p.add_argument('--list', action='store_true',
                  help='list the problems found and exit')
-  return p
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+  args = p.parse_args(argv)
   try:
     source = find_source(args.data_dir, args.aeon_wheel)
     if args.list:

@@ -4,9 +4,12 @@ child on any checkout's code with its JSON result read back."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,13 +23,9 @@ from benchmarks.harness.report import ROOT, mib
 
 
 class PeakRSS:
-  """Polls the RSS of a process and all its descendants in a thread.
-
-  Attributes (bytes, maxima over the polls):
-    tree: the sum over the whole tree (the process and its descendants).
-    root: the process itself.
-    child_max: the largest single descendant.
-  """
+  """Polls the RSS of a process and its descendants in a thread: maxima
+  over the polls (bytes) of the whole tree (``tree``), the process itself
+  (``root``) and its largest single descendant (``child_max``)."""
 
   def __init__(self, pid: int, interval: float = 0.05):
     self.pid = pid
@@ -99,22 +98,21 @@ def child_env() -> Dict[str, str]:
   return env
 
 
+@dataclasses.dataclass
 class ChildResult:
-  """What ``run_child`` saw: exit status, wall time, peak RSS, output."""
-
-  def __init__(self, returncode, seconds, peak, stdout, stderr, killed):
-    self.returncode = returncode
-    self.seconds = seconds
-    self.peak = peak
-    self.stdout = stdout
-    self.stderr = stderr
-    self.killed = killed  # None, or why it was stopped.
+  """What ``run_child`` saw: exit status, wall time, peak RSS, output and
+  ``killed`` (None, or why it was stopped)."""
+  returncode: int
+  seconds: float
+  peak: PeakRSS
+  stdout: str
+  stderr: str
+  killed: Optional[str]
 
   def json(self) -> Optional[dict]:
     """The last stdout line that parses as a JSON object, if any."""
     for line in reversed(self.stdout.splitlines()):
-      line = line.strip()
-      if line.startswith('{'):
+      if line.strip().startswith('{'):
         try:
           return json.loads(line)
         except ValueError:
@@ -146,8 +144,9 @@ def run_child(cmd: Sequence[str], *, timeout: Optional[float] = None,
           killed = f'stopped after {timeout:.0f} s (time limit)'
         elif rss_cap is not None and peak.tree > rss_cap:
           killed = f'stopped at {mib(peak.tree)} RSS (cap {mib(rss_cap)})'
-        if killed:
-          _kill_group(proc)
+        if killed:  # Ends the child we started and its process group.
+          with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
           break
         time.sleep(interval)
       proc.wait()
@@ -158,15 +157,6 @@ def run_child(cmd: Sequence[str], *, timeout: Optional[float] = None,
   if echo and proc.returncode != 0 and not killed:
     print(stderr[-4000:], file=sys.stderr)
   return ChildResult(proc.returncode, seconds, peak, stdout, stderr, killed)
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-  """Ends the child we started and its process group (only ours)."""
-  import signal  # pylint: disable=g-import-not-at-top
-  try:
-    os.killpg(proc.pid, signal.SIGKILL)
-  except ProcessLookupError:
-    pass
 
 
 def call(function: str, *args, code_root: str = ROOT, **run_kwargs):

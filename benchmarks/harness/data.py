@@ -30,16 +30,19 @@ def generated_sequences(num_sequences: int, *, seed: int, target: str = 'cue',
       num_sequences, seed=seed, target=target, **kwargs)))
 
 
-def frame_sequences(df):
+def frame_sequences(df, names=None, dtype='float32'):
+  """``seq_id,t,<features>,label`` rows as ``SequenceArrays`` in key order
+  (features ``names``, default all sorted; ``dtype`` for the features and
+  float labels), and the names."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   from components.sequence_batcher import layout  # pylint: disable=g-import-not-at-top
-  names = sorted(c for c in df.columns if c not in ('seq_id', 't', 'label'))
+  names = names or sorted(c for c in df.columns
+                          if c not in ('seq_id', 't', 'label'))
   df = df.sort_values(['seq_id', 't'], kind='stable')
   keys = df['seq_id'].to_numpy()
-  feats = df[names].to_numpy(np.float32)
+  feats = df[names].to_numpy(dtype)
   labels = df['label'].to_numpy()
-  labels = labels.astype(np.int64 if labels.dtype.kind in 'iu' else
-                         np.float32)
+  labels = labels.astype(np.int64 if labels.dtype.kind in 'iu' else dtype)
   bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
   starts = np.concatenate([[0], bounds])
   ends = np.concatenate([bounds, [keys.size]])

@@ -11,15 +11,13 @@ from typing import Dict, List, Optional, Sequence
 
 from benchmarks.harness import child
 
-LOCAL_RUNNER = ('-m', 'pipeline.local_runner')
-
-
 def run_local_runner(flags: Sequence[str], out: str, logfile: str,
                      more: Sequence[str] = (), **run_kwargs):
   """``local_runner`` with ``flags``, ``--output-dir out`` and ``more`` in a
   fresh process, its output written to ``logfile``; the ``ChildResult``
   and the run's ``summary.json`` (None when the run failed)."""
-  cmd = [sys.executable, *LOCAL_RUNNER, *flags, '--output-dir', out, *more]
+  cmd = [sys.executable, '-m', 'pipeline.local_runner', *flags,
+         '--output-dir', out, *more]
   res = child.run_child(cmd, **run_kwargs)
   os.makedirs(os.path.dirname(logfile), exist_ok=True)
   with open(logfile, 'w') as f:
@@ -29,11 +27,6 @@ def run_local_runner(flags: Sequence[str], out: str, logfile: str,
     return res, None
   with open(path) as f:
     return res, json.load(f)
-
-
-def component_seconds(summary: Dict) -> Dict[str, float]:
-  return {n: c['seconds'] for n, c in (summary.get('components') or
-                                       {}).items()}
 
 
 def run_result(res, summary: Optional[Dict], metrics: List[str],
@@ -53,12 +46,13 @@ def run_result(res, summary: Optional[Dict], metrics: List[str],
     result['error'] = f'summary.json eval has no {missing} (has {sorted(ev)})'
   result.update({m: float(ev[m]) for m in metrics if m in ev})
   batcher = (summary.get('batcher') or {}).get('train') or {}
-  seconds = component_seconds(summary)
-  result['trainer_seconds'] = seconds.get('StatefulTrainer')
-  result['evaluator_seconds'] = seconds.get('StatefulEvaluator')
-  result['cached'] = sorted(summary.get('cached') or [])
-  result['train_batches'] = batcher.get('num_batches')
-  result['efficiency'] = batcher.get('efficiency')
+  seconds = {n: c['seconds'] for n, c in
+             (summary.get('components') or {}).items()}
+  result.update(trainer_seconds=seconds.get('StatefulTrainer'),
+                evaluator_seconds=seconds.get('StatefulEvaluator'),
+                cached=sorted(summary.get('cached') or []),
+                train_batches=batcher.get('num_batches'),
+                efficiency=batcher.get('efficiency'))
   rate = training_rate(summary.get('model_uri'))
   if rate is not None:
     result['real_steps_per_sec'] = rate
@@ -72,11 +66,10 @@ def run_result(res, summary: Optional[Dict], metrics: List[str],
 
 
 def training_rate(model_uri: Optional[str]) -> Optional[float]:
-  """Real (unpadded) time steps trained per second by the run that made
-  the exported model, over its epochs after the first (which traces the
-  steps): from the ``history.json`` the trainer writes in its ``model_run``
-  artifact beside ``model_uri``. None if it is missing or has no second
-  epoch."""
+  """Real (unpadded) time steps per second of the run that made the
+  exported model, over its epochs after the first (which traces), from the
+  ``history.json`` of its ``model_run`` beside ``model_uri``; None without
+  one or a second epoch."""
   if not model_uri:
     return None
   head, run_id = os.path.split(os.path.normpath(model_uri))
@@ -118,9 +111,7 @@ def logged_settings(stderr: str) -> Dict[str, int]:
 def find_setting(summary: Dict, key: str):
   """A chosen setting, if summary.json reports it (top level or one dict
   down, e.g. a ``config`` block)."""
-  if isinstance(summary.get(key), (int, float)):
-    return summary[key]
-  for value in summary.values():
-    if isinstance(value, dict) and isinstance(value.get(key), (int, float)):
-      return value[key]
+  for d in [summary] + [v for v in summary.values() if isinstance(v, dict)]:
+    if isinstance(d.get(key), (int, float)):
+      return d[key]
   return None

@@ -69,20 +69,18 @@ def seed_count(args, default: int) -> int:
 
 # Options more than one script takes, by name: (flag, add_argument keywords).
 OPTIONS = {
-    'seeds': ('--seeds', dict(type=int, default=None, help='runs per model, '
-                              'seeds 0..N-1 (1 with --quick)')),
+    'seeds': ('--seeds', dict(type=int, default=None,
+                              help='runs per model (1 with --quick)')),
     'data_dir': ('--data-dir', dict(default=None, help='the aeon data folder '
-                                    '(default: $TSS_AEON_DATA, else the '
-                                    'installed aeon package)')),
+                                    '(default: $TSS_AEON_DATA)')),
     'keep': ('--keep', dict(action='store_true',
                             help='keep the work folder')),
     'runner_args': ('--runner-args', dict(
-        default='', metavar='FLAGS', help='more pipeline.local_runner flags '
-        'for every pipeline run, one shell-quoted string')),
+        default='', metavar='FLAGS',
+        help='more local_runner flags for every pipeline run')),
     'from_results': ('--from-results', dict(
-        nargs='+', default=None, metavar='JSON', help='write the section '
-        'from earlier results files (each case from the first that has it); '
-        'run nothing')),
+        nargs='+', default=None, metavar='JSON',
+        help='write the section from earlier results files; run nothing')),
 }
 
 
@@ -90,11 +88,9 @@ def parser(description: str, *options: str) -> argparse.ArgumentParser:
   """``--quick``, ``--output`` and the named ``OPTIONS``."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument('--quick', action='store_true',
-                 help='smaller sizes (a smoke run); writes to '
-                 f'{QUICK_MD} unless --output is given')
+                 help=f'smaller sizes (a smoke run), written to {QUICK_MD}')
   p.add_argument('--output', default=None,
-                 help=f'the markdown file to update (default: {BENCHMARKS_MD};'
-                 f' with --quick: {QUICK_MD})')
+                 help='the markdown file to update (default: BENCHMARKS.md)')
   for name in options:
     flag, kwargs = OPTIONS[name]
     p.add_argument(flag, **kwargs)
@@ -102,9 +98,7 @@ def parser(description: str, *options: str) -> argparse.ArgumentParser:
 
 
 def output_path(args) -> str:
-  if args.output:
-    return args.output
-  return QUICK_MD if args.quick else BENCHMARKS_MD
+  return args.output or (QUICK_MD if args.quick else BENCHMARKS_MD)
 
 
 def command_line() -> str:
@@ -121,12 +115,11 @@ def command_line() -> str:
 def _cpu_model() -> str:
   try:
     with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
+      model = next((line.split(':', 1)[1].strip() for line in f
+                    if line.startswith('model name')), None)
   except OSError:
-    pass
-  return platform.processor() or 'unknown CPU'
+    model = None
+  return model or platform.processor() or 'unknown CPU'
 
 
 def machine() -> str:
@@ -226,13 +219,9 @@ def write_section(path: str, key: str, body: str) -> None:
     text = pattern.sub(lambda _: block, text)
   else:
     # Insert before the first later section present, else at the end.
-    later = SECTIONS[SECTIONS.index(key) + 1:]
-    pos = None
-    for other in later:
-      i = text.find(_markers(other)[0])
-      if i >= 0:
-        pos = i
-        break
+    pos = next((i for i in (text.find(_markers(other)[0]) for other in
+                            SECTIONS[SECTIONS.index(key) + 1:]) if i >= 0),
+               None)
     if pos is None:
       text = text.rstrip('\n') + '\n\n' + block + '\n'
     else:
@@ -293,12 +282,8 @@ def mib(nbytes: float) -> str:
 
 
 def ratio(a: float, b: float, digits: int = 2) -> str:
-  if not b:
-    return 'n/a'
-  return f'{a / b:.{digits}f}x'
+  return f'{a / b:.{digits}f}x' if b else 'n/a'
 
 
 def verdict(ok: bool) -> str:
   return '**met**' if ok else '**missed**'
-
-

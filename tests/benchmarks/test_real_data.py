@@ -72,3 +72,41 @@ def test_runner_args_reach_every_pipeline_run_and_the_note(monkeypatch,
       '* Pipeline runs with more local runner flags (`--runner-args`): '
       '`--random-truncation 0.5`')
   assert real_data.runner_args_note([case], {'GunPoint': {}}) is None
+
+
+def test_log_run_shows_the_metrics_or_the_error():
+  lines = []
+  real_data.log_run(lines.append, 'GunPoint: plain', 2,
+                    {'accuracy': 0.91234, 'seconds': 12.3, 'rmse': 1.0},
+                    ['accuracy'])
+  real_data.log_run(lines.append, 'GunPoint: plain', 3,
+                    {'error': 'boom', 'log': '/w/x.log', 'seconds': 1.0},
+                    ['accuracy'])
+  assert lines == ["GunPoint: plain seed 2: {'accuracy': 0.9123} (12 s)",
+                   'GunPoint: plain seed 3: FAILED: boom (log: /w/x.log) '
+                   '(1 s)']
+
+
+def test_timed_keras_records_a_failure_as_its_error_line(monkeypatch):
+  def fail(*_, **kwargs):
+    assert kwargs == {'learning_rate': 3e-3}
+    raise ValueError('bad shape\nmore detail')
+
+  monkeypatch.setattr(real_data, 'keras_pad_to_max', fail)
+  out = real_data.timed_keras(real_data.Case('GunPoint'), [], [], 0,
+                              learning_rate=3e-3)
+  assert out['error'] == 'ValueError: bad shape' and out['seconds'] >= 0
+
+
+def test_parse_items_and_the_failed_runs_list():
+  assert real_data.parse_items('A, B:forecast,', '--datasets',
+                               ('', 'forecast')) == [('A', ''),
+                                                     ('B', 'forecast')]
+  for bad in ('A:tagging', ' , '):
+    with pytest.raises(ValueError):
+      real_data.parse_items(bad, '--datasets', ('', 'forecast'))
+  assert real_data.failed_runs([]) is None
+  assert real_data.failed_runs(['B ours: x|y\nz', 'A ours: e', 'A ours: e'
+                               ]) == [
+      '* Failed runs (the error line; full logs under the work folder\'s '
+      '`logs/`):', '  * A ours: e', '  * B ours: x\\|y z']
