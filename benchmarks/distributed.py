@@ -6,7 +6,8 @@ plain LSTM module at 256 units) in fresh processes: 1 worker, 2 workers
 half the work each (the machine's ceiling), 1 process with 2 threads, and
 ``MirroredStrategy`` over 2 logical CPUs; rate = median real steps/s of the
 epochs after the first. Then the default model's ``adapt`` alone on 1
-worker and on 2, and the weights of 2 workers against 1."""
+worker and on 2, and the weights of 2 workers against 1 (BENCHMARKS.md
+section 9)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B, T, UNITS = 256, 32, 256
 MODULE = os.path.join(harness.ROOT, 'benchmarks', 'lstm_module.py')
@@ -50,7 +52,7 @@ def _adapt_worker(args, runner) -> Dict[str, Any]:
   trainer_args = harness.trainer_args(args.batches, args.out, {'seed': 0})
   train = batches_lib.BatchSource.open(args.batches, 'train')
   spec = runner.make_spec(trainer_args, train.meta,
-                          batches_lib.scan_labels(train))
+                          batches_lib.label_statistics(train))
   module = model_io.resolve_module(None)
   shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
   started = time.monotonic()
@@ -64,7 +66,6 @@ def _adapt_worker(args, runner) -> Dict[str, Any]:
 def worker(args) -> int:
   """One trainer process: prints its epochs' rates and peak RSS as JSON
   (``--adapt``: the default model's adapt seconds)."""
-  import resource  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -74,7 +75,7 @@ def worker(args) -> int:
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
   if args.adapt:
     got = _adapt_worker(args, runner)
-    got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    got['peak_rss'] = speed.maxrss()
     print(json.dumps(got))
     return 0
   out = args.out
@@ -90,7 +91,7 @@ def worker(args) -> int:
       'rates': [e.real_steps_per_sec for e in result.fit.epochs],
       'seconds': [e.seconds for e in result.fit.epochs],
       'steps': result.fit.steps,
-      'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'peak_rss': speed.maxrss(),
       'chief': bool(result.stateful_dir)}))
   return 0
 

@@ -15,6 +15,9 @@ from benchmarks.harness import data
 SEQUENCES_PER_MILLION = 4400
 NUM_SHARDS = 8
 NUM_FEATURES = 5
+# The generated per-step forecasting data of training_speed and evaluation.
+FORECAST = dict(target='forecast', median_length=300, max_length=3000,
+                short_fraction=0.3, min_length=2)
 
 
 def csv_of(directory: str, steps: int, minimum: int = 0, log=None) -> str:
