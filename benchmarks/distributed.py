@@ -84,7 +84,7 @@ def worker(args) -> int:
                           'refit': False, 'replicas': args.replicas,
                           'seed': 0},
       module_file=MODULE,
-      hyperparameters={'units': args.units, 'learning_rate': 1e-3})
+      hyperparameters={'units': UNITS, 'learning_rate': 1e-3})
   if result.stateful_dir:
     np.savez(f'{out}/weights.npz', *result.model.get_weights())
   print(json.dumps({
@@ -106,17 +106,15 @@ def _ports(n: int) -> List[int]:
 
 
 def run_setup(batches, out: str, workers: int, threads: int,
-              replicas: int, epochs: int, units: int = UNITS,
-              independent: bool = False,
+              replicas: int, epochs: int, independent: bool = False,
               adapt: bool = False) -> List[Dict[str, Any]]:
   """Runs one set-up; returns each process's JSON (chief first).
   ``independent``: the workers are separate runs (no TF_CONFIG), each on
   its own batches (``batches[i]``) into its own output folder. ``adapt``:
   the default model's adapt only."""
   cmd = [sys.executable, '-m', 'benchmarks.distributed', '--worker',
-         '--threads', str(threads),
-         '--replicas', str(replicas), '--epochs', str(epochs),
-         '--units', str(units)] + (['--adapt'] if adapt else [])
+         '--threads', str(threads), '--replicas', str(replicas),
+         '--epochs', str(epochs)] + (['--adapt'] if adapt else [])
   cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
   procs = []
   for i in range(workers):
@@ -172,10 +170,6 @@ def main(argv=None) -> int:
                       help='epochs per run (default 4; --quick 2)')
   parser.add_argument('--repeats', type=int, default=None,
                       help='runs per set-up (default 3; --quick 1)')
-  parser.add_argument('--lanes', type=int, default=B,
-                      help=f'the global batch B (default {B})')
-  parser.add_argument('--units', type=int, default=UNITS,
-                      help=f'LSTM units (default {UNITS})')
   args = parser.parse_args(argv)
   if args.worker:
     return worker(args)
@@ -190,23 +184,23 @@ def main(argv=None) -> int:
   results: Dict[str, List[List[Dict[str, Any]]]] = {s[0]: [] for s in SETUPS}
   with tempfile.TemporaryDirectory() as tmp:
     batches = harness.write_batches(f'{tmp}/batches', {'train': seqs},
-                                   batch_size=args.lanes, num_unroll=T,
+                                   batch_size=B, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names)
     halves = [harness.write_batches(f'{tmp}/half{i}', {'train': seqs[i::2]},
-                                   batch_size=args.lanes // 2, num_unroll=T,
+                                   batch_size=B // 2, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names) for i in range(2)]
     real = sum(s.length for s in seqs)
     efficiency = float(harness.read_json(
         f'{batches}/Split-train/metadata.json')['efficiency'])
-    log(f'{len(seqs)} sequences, {real} real steps, B={args.lanes}, T={T}, '
-        f'{args.units} units')
+    log(f'{len(seqs)} sequences, {real} real steps, B={B}, T={T}, '
+        f'{UNITS} units')
     for repeat in range(repeats):
       for name, workers, threads, replicas in SETUPS:
         out = f'{tmp}/{repeat}-{workers}w{threads}t{replicas}r'
         got = run_setup(halves if name == INDEPENDENT else batches, out,
-                        workers, threads, replicas, epochs, args.units,
+                        workers, threads, replicas, epochs,
                         independent=name == INDEPENDENT)
         results[name].append(got)
         log(f'{name} (run {repeat + 1}): {rate_of(name, got):,.0f} real '
@@ -262,8 +256,7 @@ def main(argv=None) -> int:
       run.preamble(args.quick),
       f'{len(seqs)} generated `cue` sequences ({real:,} real steps, at most '
       f'400 long; padding efficiency {efficiency:.2f}), '
-      f'B = {args.lanes} lanes, T = {T}, the plain LSTM module at '
-      f'{args.units} units, '
+      f'B = {B} lanes, T = {T}, the plain LSTM module at {UNITS} units, '
       f'{epochs} epochs per run, {repeats} run(s) per set-up; rate = median '
       'real steps per second of the epochs after the first (the trainer\'s '
       '`history.json`); memory = peak RSS of each worker process (the '

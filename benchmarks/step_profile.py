@@ -3,7 +3,8 @@
 One compiled train step of the LSTM module and of the default module's LRU,
 split by ablation (the LRU with its scan replaced by the identity; the scan
 alone, blocked and unblocked) on random batches of B=16 at T in {16, 64,
-256}; the variants timed in interleaved rounds, median ms per step."""
+256}; the variants timed in interleaved rounds, median ms per step
+(BENCHMARKS.md section 10b)."""
 
 from __future__ import annotations
 
