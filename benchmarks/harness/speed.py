@@ -1,12 +1,12 @@
-"""Shared by the speed benchmarks: generated CSV of a given size, this
-process's peak RSS, and timing loops (a compiled step over batches held in
-memory, callables timed in interleaved rounds)."""
+"""Shared by the speed benchmarks: generated CSV of a given size, the
+forecast data's settings, this process's peak RSS, and one epoch of a
+compiled step over batches held in memory."""
 
 from __future__ import annotations
 
 import resource
 import time
-from typing import Callable, Dict, List, Mapping
+from typing import Callable
 
 from benchmarks.harness import data
 
@@ -45,18 +45,3 @@ def held_epoch(model, step: Callable, batches) -> float:
   (next(iter(out.values())) if isinstance(out, dict) else out).numpy()
   return time.perf_counter() - t0
 
-
-def interleaved(fns: Mapping[str, Callable[[], object]], rounds: int,
-                log=None) -> Dict[str, List[float]]:
-  """Seconds of each ``fns[name]()``, ``rounds`` rounds of one call each in
-  turn (load on a shared machine falls on all alike); ``log(round, times)``
-  after each round."""
-  times: Dict[str, List[float]] = {name: [] for name in fns}
-  for r in range(rounds):
-    for name, fn in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      times[name].append(time.perf_counter() - t0)
-    if log:
-      log(r, times)
-  return times
