@@ -1,12 +1,8 @@
 """2. SequenceBatcher throughput and scaling against a NumPy reference.
 
-The same ``data/generate.py`` CSV at about 1M and 10M time steps through the
-batcher's command line on the DirectRunner (``in_memory``,
-``multi_processing`` with 2 workers) and the DaskRunner (a LocalCluster of 2
-warmed workers), against the single-process NumPy reference
-(``in_memory.write_split``, byte-identical output). Each run is a fresh
-process: work timed after the imports, wall with start-up, peak RSS polled
-over the process tree (BENCHMARKS.md section 2)."""
+Generated CSV at about 1M and 10M time steps through the batcher's command
+line on the DirectRunner and the DaskRunner against the NumPy reference,
+each run a fresh process (BENCHMARKS.md section 2)."""
 
 from __future__ import annotations
 

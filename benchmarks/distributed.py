@@ -1,13 +1,8 @@
 """9. Data-parallel training: real steps per second of 1 worker against 2.
 
-The StatefulTrainer (``run.run``) on the same batches (B=256, T=32, the
-plain LSTM module at 256 units) in fresh processes: 1 worker, 2 workers
-(``MultiWorkerMirroredStrategy`` over loopback), 2 independent processes on
-half the work each (the machine's ceiling), 1 process with 2 threads, and
-``MirroredStrategy`` over 2 logical CPUs; rate = median real steps/s of the
-epochs after the first. Then the default model's ``adapt`` alone on 1
-worker and on 2, and the weights of 2 workers against 1 (BENCHMARKS.md
-section 9)."""
+The StatefulTrainer in fresh processes: 1 worker, 2 workers, 2 independent
+processes, 2 threads, ``MirroredStrategy``; then the default model's
+``adapt`` on 1 worker and on 2 (BENCHMARKS.md section 9)."""
 
 from __future__ import annotations
 

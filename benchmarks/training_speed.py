@@ -1,12 +1,8 @@
 """3. Training speed: the StatefulTrainer against what users would do instead.
 
-On ``cue`` (the sample, accuracy at the last step) and ``forecast``
-(generated, MAE), the same LSTM, optimizer, B and real steps per epoch for a
-fixed wall-clock budget each: (a) ``training.fit`` on ``packed`` batches;
-(b) Keras ``fit`` on sequences padded to the longest; (c) Keras ``fit`` on
-``bucket_by_sequence_length`` batches. Then the trainer's own overhead:
-``training.fit`` against the bare compiled step over the same batches
-(BENCHMARKS.md section 3)."""
+``training.fit`` on ``packed`` batches against Keras ``fit`` padded to the
+longest and on ``bucket_by_sequence_length`` batches, a wall-clock budget
+each; then ``fit`` against the bare compiled step (BENCHMARKS.md section 3)."""
 
 from __future__ import annotations
 
@@ -199,8 +195,6 @@ class Outcome:
   processed_per_epoch: int
   seconds: float             # the fit call's wall time
   metric: float
-  batches_per_epoch: int = 0
-  rows_per_batch: float = B
 
   @property
   def first_step(self) -> float:
@@ -254,8 +248,7 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
       method='(a) ours: StatefulTrainer, packed', marks=marks,
       real_per_epoch=meta['real_timesteps'],
       processed_per_epoch=meta['num_batches'] * B * T, seconds=seconds,
-      metric=eval_stateful(ds, model, evals),
-      batches_per_epoch=meta['num_batches'])
+      metric=eval_stateful(ds, model, evals))
 
 
 def _real_steps_metric():
@@ -309,14 +302,11 @@ def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
     data = pad_to_max_dataset(ds, SEED)
     longest = max(s.length for s in ds.train)
     processed = len(ds.train) * longest
-    shapes = [None] * -(-len(ds.train) // B)
-    rows = len(ds.train) / len(shapes)
     name = '(b) Keras fit, pad-to-max + masking'
   else:
     data = bucket_dataset(ds, SEED)
     shapes = [f.shape[:2] for f, _, _ in data]  # One pass: the exact size.
     processed = int(sum(np.prod(x) for x in shapes))
-    rows = float(np.mean([x[0] for x in shapes]))
     name = '(c) Keras fit, bucket_by_sequence_length'
   marks: List[tuple] = []
   started = time.perf_counter()
@@ -326,8 +316,7 @@ def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
   real = sum(s.length for s in ds.train)
   return Outcome(method=name, marks=marks, real_per_epoch=real,
                  processed_per_epoch=processed, seconds=seconds,
-                 metric=eval_keras(ds, model), batches_per_epoch=len(shapes),
-                 rows_per_batch=rows)
+                 metric=eval_keras(ds, model))
 
 
 def overhead(ds: Dataset, root: str, epochs: int,
