@@ -245,7 +245,10 @@ def _core(path: str, old_path: str):
 
 def measure(batches_root: str, rounds: int, logits_out: str,
             log) -> Dict[str, Any]:
-  """One checkout's figures (see the module docstring), in this process."""
+  """One checkout's figures, in this process: the module's whole ``adapt``,
+  the stateful pass up to ``features_all`` (traced before), one fine-tuning
+  pass and the NumPy reference in ``rounds`` interleaved rounds; the logits
+  after ``adapt`` and after one fine-tuning pass saved to ``logits_out``."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
