@@ -1,12 +1,8 @@
 """2. SequenceBatcher throughput and scaling against a NumPy reference.
 
-The same ``data/generate.py`` CSV at about 1M and 10M time steps through the
-batcher's command line on the DirectRunner (``in_memory``,
-``multi_processing`` with 2 workers) and the DaskRunner (a LocalCluster of 2
-warmed workers), against the single-process NumPy reference
-(``in_memory.write_split``, byte-identical output). Each run is a fresh
-process: work timed after the imports, wall with start-up, peak RSS polled
-over the process tree."""
+Generated CSV at about 1M and 10M time steps through the batcher's command
+line on the DirectRunner and the DaskRunner against the NumPy reference,
+each run a fresh process (BENCHMARKS.md section 2)."""
 
 from __future__ import annotations
 
@@ -22,13 +18,9 @@ from typing import Dict, List
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 DATA_DIR = os.path.join(harness.QUICK_DIR, 'batcher-data')
-# Sequences per time step: data/generate.py's defaults (median 200, 30%
-# short) give a mean length of about 230, so 4,400 sequences ~ 1M steps.
-SEQUENCES_PER_MILLION = 4400
-NUM_SHARDS = 8
-NUM_FEATURES = 5
 B, T = 32, 32
 ROUNDS_SMALL = 2  # Interleaved rounds at the smaller size; fastest counts.
 METHODS = (
@@ -40,13 +32,6 @@ METHODS = (
     ('dask', 'Beam DaskRunner, 2 workers', ['--runner=DaskRunner']),
 )
 DASK_WORKERS = 2
-
-
-def ensure_csv(steps: int) -> str:
-  """CSV shards of about ``steps`` time steps (cached under /tmp)."""
-  return harness.generated_csv(
-      DATA_DIR, int(round(steps * SEQUENCES_PER_MILLION / 1e6)),
-      num_shards=NUM_SHARDS, num_features=NUM_FEATURES)
 
 
 def _warm_worker():
@@ -151,8 +136,7 @@ def child(kind: str, input_glob: str, output: str, beam_args: List[str]
   else:
     result = child_beam(input_glob, output, beam_args)
   import resource  # pylint: disable=g-import-not-at-top
-  result['ru_maxrss_self'] = resource.getrusage(
-      resource.RUSAGE_SELF).ru_maxrss * 1024
+  result['ru_maxrss_self'] = speed.maxrss()
   result['ru_maxrss_children'] = resource.getrusage(
       resource.RUSAGE_CHILDREN).ru_maxrss * 1024
   return result
@@ -252,14 +236,12 @@ def measure(method: str, extra, data_dir: str, out_root: str) -> dict:
 
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
-  p.add_argument('--sizes', default=None,
-                 help='comma-separated time-step counts (default: 1M,10M; '
-                 'quick: 50k,500k)')
+  p.add_argument('--sizes', default=None, help='comma-separated time-step '
+                 'counts (default: 1M,10M; quick: 50k,500k)')
   p.add_argument('--save', default=None,
                  help='also write the raw measurements to this JSON file')
   p.add_argument('--render', default=None,
-                 help='write the section from measurements saved with --save '
-                 '(no new runs)')
+                 help='write the section from measurements saved with --save')
   args = p.parse_args(argv)
   if args.render:
     saved = harness.read_json(args.render)
@@ -269,9 +251,7 @@ def main(argv=None) -> int:
     sizes = [int(float(s)) for s in args.sizes.split(',')]
   else:
     sizes = [50_000, 500_000] if args.quick else [1_000_000, 10_000_000]
-  data = {}
-  for steps in sizes:
-    data[steps] = ensure_csv(steps)
+  data = {steps: speed.csv_of(DATA_DIR, steps) for steps in sizes}
   run = harness.Run()
   out_root = os.path.join(harness.QUICK_DIR, 'batcher-out')
   results: Dict[int, Dict[str, dict]] = {}
@@ -404,8 +384,8 @@ def report(preamble, sizes, csv_mb, results, methods) -> list:
                  f'{harness.verdict(identical)}.')
   return [
       '## 2. SequenceBatcher throughput and scaling', preamble,
-      f'Input: `data/generate.py` CSV (`cue`, {NUM_FEATURES} features) in '
-      f'{NUM_SHARDS} files; output B={B}, T={T}, `packed`; the smaller size '
+      f'Input: `data/generate.py` CSV (`cue`, {speed.NUM_FEATURES} features) '
+      f'in {speed.NUM_SHARDS} files; output B={B}, T={T}, `packed`; the smaller size '
       f'the fastest of {ROUNDS_SMALL} interleaved rounds. Runners: '
       f'{", ".join(runners)}. "work" excludes start-up; rates are real steps '
       'per second of work; "same bytes": every shard equals the reference\'s.',

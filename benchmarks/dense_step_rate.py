@@ -4,16 +4,16 @@ what the smaller number of batches gives back per epoch.
 The bundled sample at B=32, T = 32 and 128, ``packed`` against ``dense``,
 for one LSTM layer and the default conv model: the compiled train step over
 one epoch's batches held in memory, the two modes' epochs interleaved, the
-median real steps per second."""
+median real steps per second (BENCHMARKS.md section 1b)."""
 
 from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from typing import Any, Dict, List
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B = 32
 UNROLLS = (32, 128)
@@ -54,14 +54,7 @@ class Runner:
     self.times: List[float] = []
 
   def epoch(self) -> float:
-    from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
-    state.zero_all(self.net)
-    t0 = time.perf_counter()
-    out = None
-    for batch in self.held:
-      out = self.steps.train(batch)
-    next(iter(out.values())).numpy()  # Wait for the last step.
-    return time.perf_counter() - t0
+    return speed.held_epoch(self.net, self.steps.train, self.held)
 
   def result(self) -> Dict[str, Any]:
     median = statistics.median(self.times)

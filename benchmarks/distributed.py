@@ -1,12 +1,8 @@
 """9. Data-parallel training: real steps per second of 1 worker against 2.
 
-The StatefulTrainer (``run.run``) on the same batches (B=256, T=32, the
-plain LSTM module at 256 units) in fresh processes: 1 worker, 2 workers
-(``MultiWorkerMirroredStrategy`` over loopback), 2 independent processes on
-half the work each (the machine's ceiling), 1 process with 2 threads, and
-``MirroredStrategy`` over 2 logical CPUs; rate = median real steps/s of the
-epochs after the first. Then the default model's ``adapt`` alone on 1
-worker and on 2, and the weights of 2 workers against 1."""
+The StatefulTrainer in fresh processes: 1 worker, 2 workers, 2 independent
+processes, 2 threads, ``MirroredStrategy``; then the default model's
+``adapt`` on 1 worker and on 2 (BENCHMARKS.md section 9)."""
 
 from __future__ import annotations
 
@@ -23,6 +19,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B, T, UNITS = 256, 32, 256
 MODULE = os.path.join(harness.ROOT, 'benchmarks', 'lstm_module.py')
@@ -50,7 +47,7 @@ def _adapt_worker(args, runner) -> Dict[str, Any]:
   trainer_args = harness.trainer_args(args.batches, args.out, {'seed': 0})
   train = batches_lib.BatchSource.open(args.batches, 'train')
   spec = runner.make_spec(trainer_args, train.meta,
-                          batches_lib.scan_labels(train))
+                          batches_lib.label_statistics(train))
   module = model_io.resolve_module(None)
   shard = shards.of(dist.strategy, dist.num_workers, spec.batch_size)
   started = time.monotonic()
@@ -64,7 +61,6 @@ def _adapt_worker(args, runner) -> Dict[str, Any]:
 def worker(args) -> int:
   """One trainer process: prints its epochs' rates and peak RSS as JSON
   (``--adapt``: the default model's adapt seconds)."""
-  import resource  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -74,7 +70,7 @@ def worker(args) -> int:
   from components.stateful_trainer import run as runner  # pylint: disable=g-import-not-at-top
   if args.adapt:
     got = _adapt_worker(args, runner)
-    got['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    got['peak_rss'] = speed.maxrss()
     print(json.dumps(got))
     return 0
   out = args.out
@@ -83,14 +79,14 @@ def worker(args) -> int:
                           'refit': False, 'replicas': args.replicas,
                           'seed': 0},
       module_file=MODULE,
-      hyperparameters={'units': args.units, 'learning_rate': 1e-3})
+      hyperparameters={'units': UNITS, 'learning_rate': 1e-3})
   if result.stateful_dir:
     np.savez(f'{out}/weights.npz', *result.model.get_weights())
   print(json.dumps({
       'rates': [e.real_steps_per_sec for e in result.fit.epochs],
       'seconds': [e.seconds for e in result.fit.epochs],
       'steps': result.fit.steps,
-      'peak_rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+      'peak_rss': speed.maxrss(),
       'chief': bool(result.stateful_dir)}))
   return 0
 
@@ -105,17 +101,15 @@ def _ports(n: int) -> List[int]:
 
 
 def run_setup(batches, out: str, workers: int, threads: int,
-              replicas: int, epochs: int, units: int = UNITS,
-              independent: bool = False,
+              replicas: int, epochs: int, independent: bool = False,
               adapt: bool = False) -> List[Dict[str, Any]]:
   """Runs one set-up; returns each process's JSON (chief first).
   ``independent``: the workers are separate runs (no TF_CONFIG), each on
   its own batches (``batches[i]``) into its own output folder. ``adapt``:
   the default model's adapt only."""
   cmd = [sys.executable, '-m', 'benchmarks.distributed', '--worker',
-         '--threads', str(threads),
-         '--replicas', str(replicas), '--epochs', str(epochs),
-         '--units', str(units)] + (['--adapt'] if adapt else [])
+         '--threads', str(threads), '--replicas', str(replicas),
+         '--epochs', str(epochs)] + (['--adapt'] if adapt else [])
   cluster = {'worker': [f'localhost:{p}' for p in _ports(workers)]}
   procs = []
   for i in range(workers):
@@ -171,10 +165,6 @@ def main(argv=None) -> int:
                       help='epochs per run (default 4; --quick 2)')
   parser.add_argument('--repeats', type=int, default=None,
                       help='runs per set-up (default 3; --quick 1)')
-  parser.add_argument('--lanes', type=int, default=B,
-                      help=f'the global batch B (default {B})')
-  parser.add_argument('--units', type=int, default=UNITS,
-                      help=f'LSTM units (default {UNITS})')
   args = parser.parse_args(argv)
   if args.worker:
     return worker(args)
@@ -189,23 +179,23 @@ def main(argv=None) -> int:
   results: Dict[str, List[List[Dict[str, Any]]]] = {s[0]: [] for s in SETUPS}
   with tempfile.TemporaryDirectory() as tmp:
     batches = harness.write_batches(f'{tmp}/batches', {'train': seqs},
-                                   batch_size=args.lanes, num_unroll=T,
+                                   batch_size=B, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names)
     halves = [harness.write_batches(f'{tmp}/half{i}', {'train': seqs[i::2]},
-                                   batch_size=args.lanes // 2, num_unroll=T,
+                                   batch_size=B // 2, num_unroll=T,
                                    label_kind='per_sequence',
                                    feature_names=names) for i in range(2)]
     real = sum(s.length for s in seqs)
     efficiency = float(harness.read_json(
         f'{batches}/Split-train/metadata.json')['efficiency'])
-    log(f'{len(seqs)} sequences, {real} real steps, B={args.lanes}, T={T}, '
-        f'{args.units} units')
+    log(f'{len(seqs)} sequences, {real} real steps, B={B}, T={T}, '
+        f'{UNITS} units')
     for repeat in range(repeats):
       for name, workers, threads, replicas in SETUPS:
         out = f'{tmp}/{repeat}-{workers}w{threads}t{replicas}r'
         got = run_setup(halves if name == INDEPENDENT else batches, out,
-                        workers, threads, replicas, epochs, args.units,
+                        workers, threads, replicas, epochs,
                         independent=name == INDEPENDENT)
         results[name].append(got)
         log(f'{name} (run {repeat + 1}): {rate_of(name, got):,.0f} real '
@@ -261,8 +251,7 @@ def main(argv=None) -> int:
       run.preamble(args.quick),
       f'{len(seqs)} generated `cue` sequences ({real:,} real steps, at most '
       f'400 long; padding efficiency {efficiency:.2f}), '
-      f'B = {args.lanes} lanes, T = {T}, the plain LSTM module at '
-      f'{args.units} units, '
+      f'B = {B} lanes, T = {T}, the plain LSTM module at {UNITS} units, '
       f'{epochs} epochs per run, {repeats} run(s) per set-up; rate = median '
       'real steps per second of the epochs after the first (the trainer\'s '
       '`history.json`); memory = peak RSS of each worker process (the '

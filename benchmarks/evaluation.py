@@ -1,12 +1,10 @@
 """5. Evaluation: the chunked stateful pass against whole-sequence serving,
 and the StatefulEvaluator end to end (new TFMA-based against the old one).
 
-A model exported by ``trainer_run.run`` (``benchmarks/rnn_module.py``,
-per-step labels) runs every sequence chunked and stateful as the evaluator
-does (``extracts.write_extracts`` at T=32 and 128) and whole through
-``serving_default``; outputs compared step by step. Then ``evaluate`` end to
-end against the evaluator of OLD_COMMIT (a git worktree), each in a fresh
-process: wall time, where it goes, peak memory at two eval sizes."""
+Outputs, rates and the compiled predict step alone (``extracts.
+write_extracts`` at T=32 and 128 against ``serving_default``); then
+``evaluate`` against OLD_COMMIT's, each in a fresh process (BENCHMARKS.md
+section 5)."""
 
 from __future__ import annotations
 
@@ -24,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B, TRAIN_T = 32, 32
 EVAL_UNROLLS = (32, 128)
@@ -44,9 +43,8 @@ def cases(quick: bool):
   n = 150 if quick else 300
   out = [('cue (bundled sample)', 'classification',
           {'rnn_type': 'lstm', 'units': [32, 32]}, seqs[:n], names)]
-  seqs, names = harness.generated_sequences(
-      200 if quick else 600, seed=3, target='forecast', median_length=300,
-      max_length=3000, short_fraction=0.3, min_length=2)
+  seqs, names = harness.generated_sequences(200 if quick else 600, seed=3,
+                                           **speed.FORECAST)
   out.append(('forecast (variable length)', 'regression',
               {'rnn_type': 'gru', 'units': [32]}, seqs, names))
   return out
@@ -142,14 +140,8 @@ def chunked(model_uri: str, batches: str, train_batches: str,
   held = list(reader.read_batches(batches, 'eval'))
   state.zero_all(loaded.model)
   steps.predict(held[0]['features'], held[0]['reset']).numpy()  # Traces.
-  bare = math.inf
-  for _ in range(REPEATS):
-    state.zero_all(loaded.model)
-    b0 = time.perf_counter()
-    for batch in held:
-      out = steps.predict(batch['features'], batch['reset'])
-    out.numpy()
-    bare = min(bare, time.perf_counter() - b0)
+  bare = min(speed.held_epoch(loaded.model, lambda b: steps.predict(
+      b['features'], b['reset']), held) for _ in range(REPEATS))
   # Another pass keeps every sequence's outputs for the comparison.
   sampler = chunked_lib.SequenceSampler(num_sequences, 0,
                                         loaded.spec.num_unroll)
@@ -341,8 +333,7 @@ def end_to_end(work: str, quick: bool) -> dict:
                      {'train': trainset, 'eval': evalset}, names, epochs,
                      len(evalset))
   # Per-step regression: forecast, every real step labelled; ~200k eval steps.
-  fore = dict(target='forecast', median_length=300, max_length=3000,
-              short_fraction=0.3, min_length=2)
+  fore = speed.FORECAST
   seqs, names = harness.generated_sequences(80 if quick else 1200, seed=7,
                                            **fore)
   trainset, evalset = harness.split_train_eval(seqs, every=2)

@@ -1,40 +1,10 @@
 """14. The default model's feature pass against NumPy and the arithmetic bound.
 
-On the bundled sample (``data/sample``, every fifth sequence held out, the
-rest laid out as the main job lays them out: B=8 lanes, T=32 steps,
-``packed``, per-sequence labels), the default model (``model='conv'``,
-every hyperparameter at its default) is built and adapted as the trainer
-does it (``model_setup.Passes`` with the validation carve marked, one
-worker), and timed in interleaved rounds:
-
-* ``adapt``: the module's whole ``adapt`` hook (its passes, their traces,
-  the statistics and the closed-form head);
-* the feature pass: the model up to ``features_all`` (the input scale, the
-  causal convolutions, the pools; what ``adapt`` streams) over every train
-  batch in lane order, stateful, with grappler's arithmetic rewrite off as
-  in ``adapt`` (``steps.exact_arithmetic``); traced once before the timing;
-* a fine-tuning pass: the trainer's compiled train step
-  (``steps.compile_steps``, the module's optimizer defaults) over every
-  train batch;
-* the NumPy reference (``reference_features``): the same features
-  computed by plain vectorised NumPy on the same batches, each lane's
-  steps as one stream (the convolutions as one matrix product per
-  dilation, the pools as running sums since each sequence's start);
-* the arithmetic bound: the multiply-adds of the features per step over
-  the machine's float32 matrix-product rate (``tf.linalg.matmul``, 1024^2,
-  measured in the same process).
-
-Rates are real (unpadded) steps per second. The reference agrees with the
-model's features (checked in every run, on two lanes; tested in
-``tests/benchmarks/test_feature_pass.py``): the convolution outputs to
-float tolerance and, with the taps summed in the model's order
-(``exact_taps``), every feature.
-
-``--baseline-tree DIR`` also runs the measurement on another checkout
-(e.g. ``git archive <commit> | tar -x -C DIR``), in alternating child
-processes (baseline, current; ``--pairs``), and compares their logits on
-the train batches bit for bit: after ``adapt``, and after the fine-tuning
-passes.
+On the bundled sample as the main job lays it out: ``adapt``, the feature
+pass, a fine-tuning pass, the NumPy reference (``reference_features``) and
+the matmul bound, timed in interleaved rounds; ``--baseline-tree DIR`` also
+measures that checkout in alternating children and compares their logits
+bit for bit (BENCHMARKS.md section 14).
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.feature_pass \\
       [--baseline-tree DIR] [--pairs 2] [--rounds 3] [--quick]
@@ -42,7 +12,6 @@ passes.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import sys
@@ -53,11 +22,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import recorded
 
 SECTION = 'feature_pass'
 TITLE = ("## 14. The default model's feature pass against NumPy and the "
          'arithmetic bound')
-RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 # The main job's layout on the bundled sample (the batcher's choice there).
 B, T = 8, 32
 # The issue's targets (issue 48): the feature pass at least this share of
@@ -276,7 +245,10 @@ def _core(path: str, old_path: str):
 
 def measure(batches_root: str, rounds: int, logits_out: str,
             log) -> Dict[str, Any]:
-  """One checkout's figures (see the module docstring), in this process."""
+  """One checkout's figures, in this process: the module's whole ``adapt``,
+  the stateful pass up to ``features_all`` (traced before), one fine-tuning
+  pass and the NumPy reference in ``rounds`` interleaved rounds; the logits
+  after ``adapt`` and after one fine-tuning pass saved to ``logits_out``."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
@@ -295,7 +267,10 @@ def measure(batches_root: str, rounds: int, logits_out: str,
   args = runner.TrainerArgs(
       batches_uri=batches_root, model_uri='', serving_model_dir='',
       model_run_dir='', eval_split=None, train=settings.TrainConfig(seed=0))
-  spec = runner.make_spec(args, train.meta, batches_lib.scan_labels(train))
+  # Read from the batches' metadata (scanned in a checkout before 135d2d4).
+  label_stats = getattr(batches_lib, 'label_statistics',
+                        batches_lib.scan_labels)
+  spec = runner.make_spec(args, train.meta, label_stats(train))
   module = model_io.resolve_module(None)
   hold_out = settings.TrainConfig().validation_fraction
   keras.utils.set_random_seed(0)
@@ -442,24 +417,12 @@ ROWS = (('numpy_reference', 'NumPy reference (same features, same data)'),
 
 def report(results: Mapping[str, Any]) -> str:
   runs = results['runs']
-  run = results['run']
   cur = [r for r in runs if r['which'] == 'current']
   base = [r for r in runs if r['which'] == 'baseline']
   first = cur[0]
-  lines = [TITLE, '', f'* Command: `{results["command"]}`',
-           f'* Date: {run["date"]}; run took {run["seconds"]:.0f} s',
-           f'* Machine: {run["machine"]}; **shared** with other jobs: '
-           'compare ratios within a run, not absolute rates',
-           f'* Load average (1/5/15 min) before: {run["load_before"]}; '
-           f'after: {run["load_after"]}',
-           f'* Versions: {run["versions"]}',
-           f'* Code: commit {results["code"]["commit"][:10]}' +
-           (f', with uncommitted changes to '
-            f'{", ".join(results["code"]["uncommitted"])}'
-            if results['code']['uncommitted'] else '')]
-  if base:
-    lines.append(f'* Baseline: `{results["baseline_code"]["root"]}`, '
-                 f'commit {results["baseline_code"]["commit"][:10]}')
+  lines = [TITLE, ''] + recorded.header(
+      results, '**shared** with other jobs: compare ratios within a run, '
+      'not absolute rates')
   lines += [
       '',
       f'The bundled sample\'s train split as the main job lays it out '
@@ -533,73 +496,39 @@ def report(results: Mapping[str, Any]) -> str:
       f'({a["exact_equal_share"]:.4%} bit-equal); the matrix-product '
       f'reference\'s PPV features differ at {a["fast_ppv_mismatch_share"]:.2e}'
       ' of (step, feature) pairs (outputs that round across a threshold).')
-  for note in results.get('notes', []):
-    lines.append(f'* {note}')
+  lines += [f'* {note}' for note in results.get('notes', [])]
   return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
-  p.add_argument('--baseline-tree', default=None, metavar='DIR',
-                 help='also measure this checkout, in alternating children')
-  p.add_argument('--pairs', type=int, default=None,
-                 help='children of each checkout (default 2; quick: 1)')
+  recorded.add_options(p, 'also measure this checkout, in alternating '
+                       'children')
   p.add_argument('--rounds', type=int, default=None,
                  help='timing rounds per child (default 3; quick: 1)')
-  p.add_argument('--note', action='append', default=[],
-                 help='a reading bullet to add to the section')
   args = p.parse_args(argv)
   rounds = args.rounds or (1 if args.quick else 3)
   log = harness.progress_log('feature_pass')
-  pairs = args.pairs or (1 if args.quick else 2)
   run = harness.Run()
-  results = {'command': harness.command_line(),
-             'code': harness.code_state(harness.ROOT), 'runs': [],
-             'notes': args.note}
-  baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
-              else None)
-  if baseline:
-    results['baseline_code'] = {'root': baseline,
-                                'commit': _tree_commit(baseline)}
+  results, baseline = recorded.start(args)
   with tempfile.TemporaryDirectory(prefix='tss-feature-pass-') as tmp:
     batches_root = write_sample_batches(os.path.join(tmp, 'batches'))
     logits = {}
-    for i in range(pairs):
-      for which, root in ((('baseline', baseline),) if baseline else ()) + (
-          ('current', harness.ROOT),):
-        out = os.path.join(tmp, f'{which}-{i}.npz')
-        log(f'{which} {i + 1}/{pairs}: {root}')
-        r = run_child(root, batches_root, rounds, out)
-        r.update(which=which, pair=i)
-        results['runs'].append(r)
-        logits.setdefault(which, out)
-        log(f'{which} {i + 1}: ' + ', '.join(
-            f'{k} {v:.2f} s' for k, v in r['seconds'].items()))
+
+    def measure(which, i, root):
+      out = os.path.join(tmp, f'{which}-{i}.npz')
+      r = run_child(root, batches_root, rounds, out)
+      logits.setdefault(which, out)
+      log(f'{which} {i + 1}: ' + ', '.join(
+          f'{k} {v:.2f} s' for k, v in r['seconds'].items()))
+      return r
+
+    recorded.run_in_turn(results, args.pairs or (1 if args.quick else 2),
+                         {'baseline': baseline, 'current': harness.ROOT},
+                         measure, log)
     if baseline:
       results['same_bits'] = same_bits(logits['baseline'], logits['current'])
-  run.finish()
-  results['run'] = run.record()
-  path = (os.path.join(harness.QUICK_DIR, 'feature_pass.json') if args.quick
-          else os.path.join(RESULTS_DIR, 'feature_pass.json'))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1, sort_keys=True)
-  harness.write_section(harness.output_path(args), SECTION, report(results))
-  return 0
-
-
-def _tree_commit(root: str) -> str:
-  """The baseline's commit: a checkout's HEAD, or an archive's
-  ``COMMIT`` file (written next to ``git archive``'s output), else
-  'unknown'."""
-  marker = os.path.join(root, 'COMMIT')
-  if os.path.exists(marker):
-    with open(marker) as f:
-      return f.read().strip()
-  try:
-    return harness.code_state(root)['commit'] or 'unknown'
-  except Exception:  # pylint: disable=broad-except
-    return 'unknown'
+  return recorded.finish(args, run, results, SECTION, report)
 
 
 if __name__ == '__main__':

@@ -1,50 +1,33 @@
 """12. The main job's profile: seconds per component and trainer phase.
 
-Runs the main job exactly as ``make run`` does (``python -m
-pipeline.local_runner --data-root data/sample --output-dir <tmp>``, every
-setting at its default), each run a fresh process with a fresh output
-folder, and reports:
-
-* the process's wall time (what a user waits for);
-* seconds per component (``summary.json``'s ``components``: ML Metadata's
-  create and last-update times of each execution);
-* the StatefulTrainer's phases (``history.json``'s ``phases``: setup, adapt,
-  training epochs, the validation carve's passes, the refit, the export).
-
-``--baseline-tree DIR`` also runs the main job from another checkout (e.g.
-``git worktree add /tmp/old 91548d4``), interleaved with the current code:
-baseline, current, baseline, current (``--pairs`` pairs), on the same
-machine; the section gives each wall time and the ratio current /
-baseline. A baseline without phase timings gets its components only.
-``--current-tree DIR`` runs the current code from another checkout than
-this one (e.g. a worktree of HEAD, where others edit this one meanwhile).
-Each run records its checkout's commit and uncommitted files.
+``make run``'s main job in fresh processes (with ``--baseline-tree DIR``,
+alternating with that checkout's): wall time, ``summary.json``'s component
+seconds and ``history.json``'s trainer phases (BENCHMARKS.md section 12).
 
   PYTHONPATH=. TF_CPP_MIN_LOG_LEVEL=2 python -m benchmarks.main_job_profile \\
-      [--baseline-tree /tmp/old] [--current-tree DIR] [--pairs 2] [--quick]
+      [--baseline-tree /tmp/old] [--pairs 2] [--quick]
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import statistics
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 from benchmarks import harness
+from benchmarks.harness import recorded
+from benchmarks.harness.recorded import cell as _s
 
 SECTION = 'main_job_profile'
 TITLE = "## 12. The main job's profile"
-RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 OUT_DIR = os.path.join(harness.QUICK_DIR, 'main-job-profile')
 # The issue's target: the main job at most this share of the baseline's
 # wall time (issue 48, against commit 91548d4).
 TARGET_RATIO = 0.4
-# The trainer's phases (``progress.PHASES``), repeated here so this script
-# imports no TensorFlow.
+# The trainer's phases (``progress.PHASES``; no TensorFlow imported here).
 PHASES = ('setup', 'adapt', 'training', 'validation', 'refit', 'export')
 PHASE_NOTES = {
     'setup': 'open the batches, read the label statistics, fingerprint',
@@ -59,24 +42,7 @@ COMPONENTS = ('CsvExampleGen', 'ExampleSplitCheck', 'StatisticsGen',
               'SchemaGen', 'ExampleValidator', 'Transform', 'SequenceBatcher',
               'StatefulTrainer', 'latest_blessed_model_resolver',
               'StatefulEvaluator', 'Pusher')
-
-
-# --------------------------------------------------------------------------
-# Pure helpers (tested in tests/benchmarks/test_main_job_profile.py)
-# --------------------------------------------------------------------------
-
-
-def interleaved(pairs: int, baseline: bool) -> List[Tuple[str, int]]:
-  """The runs' order: ``(which, index)``; with a baseline, baseline and
-  current alternate (baseline first in each pair)."""
-  if pairs < 1:
-    raise ValueError('--pairs must be at least 1')
-  order = []
-  for i in range(pairs):
-    if baseline:
-      order.append(('baseline', i))
-    order.append(('current', i))
-  return order
+log = harness.progress_log('main_job_profile')
 
 
 def command(data_root: str, out: str) -> List[str]:
@@ -122,15 +88,10 @@ def overall_ratio(runs: Sequence[dict]) -> Optional[float]:
   return statistics.median(cur) / statistics.median(base)
 
 
-def _s(value: Optional[float]) -> str:
-  return '-' if value is None else f'{value:.1f}'
-
-
 def wall_rows(runs: Sequence[dict]) -> List[List[str]]:
   """One row per pair: the baseline's and the current wall seconds."""
   rows = []
-  pair_ratios = ratios(runs)
-  for i, ratio in enumerate(pair_ratios):
+  for i, ratio in enumerate(ratios(runs)):
     pair = {r['which']: r for r in runs if r['pair'] == i}
     rows.append([str(i + 1), _s(pair.get('baseline', {}).get('wall_seconds')),
                  _s(pair.get('current', {}).get('wall_seconds')),
@@ -164,25 +125,13 @@ def phase_rows(runs: Sequence[dict]) -> List[List[str]]:
   with_phases = [r for r in runs if r.get('phases')]
   names = ordered(sorted({n for r in with_phases for n in r['phases']}),
                   PHASES + ('total',))
-  rows = []
-  for name in names:
-    label = ('trainer run (total)' if name == 'total' else name)
-    rows.append([label] + [_s(r['phases'].get(name)) for r in with_phases] +
-                [PHASE_NOTES.get(name, '')])
-  return rows
+  return [['trainer run (total)' if name == 'total' else name] +
+          [_s(r['phases'].get(name)) for r in with_phases] +
+          [PHASE_NOTES.get(name, '')] for name in names]
 
 
 def run_label(r: dict) -> str:
   return f'{r["which"]} {r["pair"] + 1}'
-
-
-# --------------------------------------------------------------------------
-# Running
-# --------------------------------------------------------------------------
-
-
-def log(message: str) -> None:
-  print(f'[main_job_profile] {message}', file=sys.stderr, flush=True)
 
 
 def run_main_job(code_root: str, out: str) -> dict:
@@ -197,63 +146,51 @@ def run_main_job(code_root: str, out: str) -> dict:
   if res.returncode != 0:
     raise RuntimeError(f'the main job from {code_root} failed (exit code '
                        f'{res.returncode}); log: {out}/stderr.log')
-  with open(os.path.join(out, 'summary.json')) as f:
-    summary = json.load(f)
-  phases = None
+  summary = harness.read_json(os.path.join(out, 'summary.json'))
   path = history_path(out)
-  if path:
-    with open(path) as f:
-      phases = json.load(f).get('phases')
   return {'wall_seconds': round(res.seconds, 2),
           'pipeline_seconds': summary.get('wall_seconds'),
-          'components': {n: c['seconds']
-                         for n, c in summary['components'].items()},
-          'phases': phases, 'peak_rss_bytes': res.peak.tree,
+          'components': harness.component_seconds(summary),
+          'phases': harness.read_json(path).get('phases') if path else None,
+          'peak_rss_bytes': res.peak.tree,
           'blessed': summary.get('blessed'), 'eval': summary.get('eval')}
 
 
-# --------------------------------------------------------------------------
-# Report
-# --------------------------------------------------------------------------
+def measure(which: str, i: int, root: str) -> dict:
+  """One run, with the checkout's state before it (and whether it moved)."""
+  state = harness.code_state(root)
+  r = run_main_job(root, os.path.join(OUT_DIR, f'{which}-{i}'))
+  r['code'] = state
+  if harness.code_state(root) != state:
+    r['code_changed'] = True
+    log(f'the checkout {root} changed during the run')
+  log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '
+      f'{r["components"].get("StatefulTrainer", 0):.1f} s; phases '
+      f'{r["phases"]})')
+  return r
 
 
 def report(results: dict) -> str:
   runs = results['runs']
-  run = results['run']
-  code = results['code']
-  lines = [TITLE, '',
-           f'* Command: `{results["command"]}`',
-           f'* Date: {run["date"]}; run took {run["seconds"]:.0f} s',
-           f'* Machine: {run["machine"]}; **shared**: other people\'s jobs '
-           'ran on the same 2 cores during the runs, so every figure '
-           'includes their load',
-           f'* Load average (1/5/15 min) before: {run["load_before"]}; '
-           f'after: {run["load_after"]}',
-           f'* Versions: {run["versions"]}',
-           f'* Code: `{code["root"]}`, commit {code["commit"][:10]}' +
-           (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
-            if code['uncommitted'] else '')]
   base = results.get('baseline_code')
-  if base:
-    lines.append(f'* Baseline: `{base["root"]}`, commit {base["commit"][:10]}'
-                 + (f' with uncommitted changes to '
-                    f'{", ".join(base["uncommitted"])}'
-                    if base['uncommitted'] else ''))
-  lines += [
-      '',
-      'The main job, `python -m pipeline.local_runner --data-root '
-      'data/sample --output-dir <fresh folder>` (exactly `make run`), each '
-      'run a fresh process. "process wall" is what a user waits for '
-      '(imports, the input check and the pipeline); "pipeline" is '
-      '`LocalDagRunner.run`; per component, ML Metadata\'s seconds as '
-      '`summary.json` gives them; the trainer\'s phases from its '
-      '`history.json` (`phases`, wall seconds).'
-      + (' Baseline and current runs alternate (baseline first in each '
-         'pair).' if base else ''), '']
+  lines = [TITLE, ''] + recorded.header(
+      results, '**shared**: other people\'s jobs ran on the same 2 cores '
+      'during the runs, so every figure includes their load',
+      code_root=True) + [
+          '',
+          'The main job, `python -m pipeline.local_runner --data-root '
+          'data/sample --output-dir <fresh folder>` (exactly `make run`), '
+          'each run a fresh process. "process wall" is what a user waits for '
+          '(imports, the input check and the pipeline); "pipeline" is '
+          '`LocalDagRunner.run`; per component, ML Metadata\'s seconds as '
+          '`summary.json` gives them; the trainer\'s phases from its '
+          '`history.json` (`phases`, wall seconds).'
+          + (' Baseline and current runs alternate (baseline first in each '
+             'pair).' if base else ''), '']
   if base:
     lines += ['Wall time of each pair:', '',
               harness.table(['pair', 'baseline s', 'current s',
-                            'current / baseline'], wall_rows(runs)), '']
+                             'current / baseline'], wall_rows(runs)), '']
   headers = (['seconds'] + [run_label(r) for r in runs] +
              (['current / baseline (means)'] if base else []))
   lines += ['Seconds per component:', '',
@@ -263,8 +200,8 @@ def report(results: dict) -> str:
     with_phases = [r for r in runs if r.get('phases')]
     lines += ['The StatefulTrainer\'s phases (runs that record them):', '',
               harness.table(['phase'] + [run_label(r) for r in with_phases] +
-                           ['what'], rows,
-                           'l' + 'r' * len(with_phases) + 'l'), '']
+                            ['what'], rows,
+                            'l' + 'r' * len(with_phases) + 'l'), '']
   ratio = overall_ratio(runs)
   if ratio is not None:
     lines.append(
@@ -276,74 +213,32 @@ def report(results: dict) -> str:
   if changed:
     lines.append(f'* The checkout changed during {", ".join(changed)}: '
                  'those runs measured code in flux.')
-  for note in results.get('notes', []):
-    lines.append(f'* {note}')
+  lines += [f'* {note}' for note in results.get('notes', [])]
   return '\n'.join(lines)
 
 
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
-  p.add_argument('--baseline-tree', default=None, metavar='DIR',
-                 help='also run the main job from this checkout, '
-                 'interleaved (e.g. a git worktree of 91548d4)')
-  p.add_argument('--current-tree', default=None, metavar='DIR',
-                 help='run the current code from this checkout (default: '
-                 'this one)')
-  p.add_argument('--pairs', type=int, default=None,
-                 help='runs of each (default 2; quick: 1)')
-  p.add_argument('--results', default=None,
-                 help='the JSON results (default: benchmarks/results/'
-                 'main_job_profile.json; quick: under /tmp)')
+  recorded.add_options(p, 'also run the main job from this checkout, '
+                       'interleaved (e.g. a git worktree of 91548d4)')
+  p.add_argument('--results', default=None, help='the JSON results (default:'
+                 ' benchmarks/results/main_job_profile.json; quick: /tmp)')
   p.add_argument('--from-results', default=None, metavar='JSON',
                  help='write the section from an earlier run\'s results')
-  p.add_argument('--note', action='append', default=[],
-                 help='a reading bullet to add to the section (repeatable)')
   args = p.parse_args(argv)
   if args.from_results:
-    with open(args.from_results) as f:
-      results = json.load(f)
+    results = harness.read_json(args.from_results)
     if args.note:  # Kept with the results: the section is theirs.
       results['notes'] = args.note
-      with open(args.from_results, 'w') as f:
-        json.dump(results, f, indent=1, sort_keys=True)
+      recorded.save(args.from_results, results)
     harness.write_section(harness.output_path(args), SECTION, report(results))
     return 0
-  pairs = args.pairs or (1 if args.quick else 2)
-  baseline = (os.path.abspath(args.baseline_tree) if args.baseline_tree
-              else None)
-  current = (os.path.abspath(args.current_tree) if args.current_tree
-             else harness.ROOT)
   run = harness.Run()
-  results = {'command': harness.command_line(),
-             'code': harness.code_state(current), 'runs': [],
-             'notes': args.note}
-  if baseline:
-    results['baseline_code'] = harness.code_state(baseline)
-  for which, i in interleaved(pairs, bool(baseline)):
-    root = baseline if which == 'baseline' else current
-    out = os.path.join(OUT_DIR, f'{which}-{i}')
-    log(f'{which} run {i + 1} of {pairs}: {root} -> {out}')
-    state = harness.code_state(root)
-    r = run_main_job(root, out)
-    r.update(which=which, pair=i, code=state)
-    if harness.code_state(root) != state:
-      r['code_changed'] = True
-      log(f'the checkout {root} changed during the run')
-    log(f'{which} run {i + 1}: {r["wall_seconds"]:.1f} s (trainer '
-        f'{r["components"].get("StatefulTrainer", 0):.1f} s; phases '
-        f'{r["phases"]})')
-    results['runs'].append(r)
-  run.finish()
-  results['run'] = run.record()
-  path = args.results or (
-      os.path.join(harness.QUICK_DIR, 'main_job_profile.json') if args.quick
-      else os.path.join(RESULTS_DIR, 'main_job_profile.json'))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(results, f, indent=1, sort_keys=True)
-  log(f'wrote {path}')
-  harness.write_section(harness.output_path(args), SECTION, report(results))
-  return 0
+  results, baseline = recorded.start(args)
+  recorded.run_in_turn(results, args.pairs or (1 if args.quick else 2),
+                       {'baseline': baseline, 'current': harness.ROOT},
+                       measure, log)
+  return recorded.finish(args, run, results, SECTION, report, log)
 
 
 if __name__ == '__main__':

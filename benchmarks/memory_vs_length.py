@@ -4,12 +4,11 @@
 layer of 32 units, B=32, T=32, one epoch, each run a fresh process (peak RSS
 from ``ru_maxrss``, and polled): the StatefulTrainer's ``trainer_run.run``
 against Keras ``fit`` on the sequences padded to the longest (stopped at a
-memory cap or a time limit)."""
+memory cap or a time limit; BENCHMARKS.md section 4)."""
 
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -19,6 +18,7 @@ from typing import Dict
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B, T, UNITS = 32, 32, 32
 OTHERS = 63
@@ -40,10 +40,6 @@ def sequences(longest: int):
       key='z_longest', features=feats,
       labels=np.full(longest, label, np.int64)))
   return seqs, names
-
-
-def _maxrss() -> int:
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _rss() -> int:
@@ -90,7 +86,7 @@ def child(kind: str, longest: int, batches: str, work: str) -> dict:
   """One run in a fresh process (``harness.call``)."""
   result = (child_ours(batches, work) if kind == 'ours' else
             child_keras(longest))
-  result['maxrss'] = _maxrss()
+  result['maxrss'] = speed.maxrss()
   return result
 
 

@@ -4,7 +4,8 @@ For several length distributions and T in 32, 128, 512: pad-to-max,
 ``padded_batch`` (exact, in NumPy), ``bucket_by_sequence_length`` (run for
 real) and our ``bucketed``, ``packed`` and ``dense`` layouts
 (``layout.plan_lanes``), with the best any one-lane-per-sequence layout can
-reach (``bound``) split into segment fill and lane fill."""
+reach (``bound``) split into segment fill and lane fill (BENCHMARKS.md
+section 1)."""
 
 from __future__ import annotations
 

@@ -5,50 +5,41 @@ The main job (``pipeline.local_runner --no-cache``, defaults otherwise) on
 run; component seconds from ML Metadata (``summary.json``). Target: the
 stages before the trainer, together, below the trainer. ``--profile DIR``
 runs every executor under cProfile instead; ``--baseline DIR`` also runs
-each size on the code checked out in DIR."""
+each size on the code checked out in DIR (BENCHMARKS.md section 7)."""
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import time
 from typing import Dict, List, Optional
 
 from benchmarks import harness
+from benchmarks.harness import recorded
+from benchmarks.harness import speed
+from benchmarks.harness.recorded import cell as _s
 
 DATA_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-data')
 OUT_DIR = os.path.join(harness.QUICK_DIR, 'pipeline-overhead-out')
-RESULTS_DIR = os.path.join(harness.ROOT, 'benchmarks', 'results')
 SECTION = 'pipeline_overhead'
-# About 4,400 generated sequences per 1M rows.
-SEQUENCES_PER_MILLION = 4400
-NUM_SHARDS = 8
-NUM_FEATURES = 5
-PRE_TRAINER = ('CsvExampleGen', 'StatisticsGen', 'SchemaGen',
-               'ExampleValidator', 'Transform', 'SequenceBatcher')
 POST_TRAINER = ('latest_blessed_model_resolver', 'StatefulEvaluator',
                 'Pusher')
 TRAINER = 'StatefulTrainer'
-
+PROFILE = os.path.join(recorded.RESULTS_DIR, 'pipeline_overhead-profile.json')
 
 log = harness.progress_log('pipeline_overhead')
 
 
 def ensure_csv(rows: int) -> str:
   """CSV files of about ``rows`` rows (generated once, cached under /tmp)."""
-  return harness.generated_csv(
-      DATA_DIR, max(8, int(round(rows * SEQUENCES_PER_MILLION / 1e6))),
-      num_shards=NUM_SHARDS, num_features=NUM_FEATURES, log=log)
+  return speed.csv_of(DATA_DIR, rows, minimum=8, log=log)
 
 
 def _profile_executors(directory: str) -> None:
-  """Runs every executor of the pipeline under cProfile: one ``.prof`` and a
-  text digest per component in ``directory``."""
+  """Runs every executor of the pipeline under cProfile: one ``.prof`` per
+  component in ``directory``."""
   import cProfile  # pylint: disable=g-import-not-at-top
-  import io  # pylint: disable=g-import-not-at-top
-  import pstats  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.portable import beam_executor_operator  # pylint: disable=g-import-not-at-top
   from tfx.orchestration.portable import python_executor_operator  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
@@ -66,13 +57,6 @@ def _profile_executors(directory: str) -> None:
       finally:
         seconds = time.perf_counter() - t0
         profile.dump_stats(os.path.join(directory, f'{node}.prof'))
-        text = io.StringIO()
-        stats = pstats.Stats(profile, stream=text)
-        text.write(f'{node}: {seconds:.1f} s under cProfile\n')
-        stats.sort_stats('cumulative').print_stats(60)
-        stats.sort_stats('tottime').print_stats(40)
-        with open(os.path.join(directory, f'{node}.txt'), 'w') as f:
-          f.write(text.getvalue())
         log(f'profiled {node}: {seconds:.1f} s -> {directory}/{node}.prof')
 
     cls.run_executor = run_executor
@@ -114,9 +98,8 @@ PROFILE_PARTS = (
 )
 
 
-def profile_digest(path: str, top: int = 12) -> Dict[str, object]:
-  """Seconds by ``PROFILE_PARTS`` and the functions with the most own time
-  from one ``.prof`` file."""
+def profile_digest(path: str) -> Dict[str, object]:
+  """Seconds by ``PROFILE_PARTS`` from one ``.prof`` file."""
   import pstats  # pylint: disable=g-import-not-at-top
   stats = pstats.Stats(path).stats
   parts = {}
@@ -126,11 +109,7 @@ def profile_digest(path: str, top: int = 12) -> Dict[str, object]:
     parts[label] = round(max(
         (v[3] for (f, _, name), v in stats.items()
          if file_part in f and name == function), default=0.0), 2)
-  own = sorted(((v[2], v[1], f'{f.split("site-packages/")[-1]}:{line} {name}')
-                for (f, line, name), v in stats.items()), reverse=True)[:top]
-  return {'parts': parts,
-          'top_own_time': [{'seconds': round(t, 2), 'calls': n,
-                            'function': name} for t, n, name in own]}
+  return {'parts': parts}
 
 
 def child(profile_dir: Optional[str], flags: List[str]) -> dict:
@@ -160,27 +139,24 @@ def child(profile_dir: Optional[str], flags: List[str]) -> dict:
 
 
 def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
-                 profile_dir: Optional[str] = None,
-                 extra: Optional[List[str]] = None) -> dict:
+                 profile_dir: Optional[str] = None) -> dict:
   """One fresh-process run of the local runner on ``data``; the summary's
   per-component seconds, the input check's, wall time and peak RSS."""
   shutil.rmtree(out, ignore_errors=True)
   os.makedirs(out)
   flags = ['--data-root', data, '--output-dir', out, '--no-cache']
-  timings, res = harness.call('pipeline_overhead.child', profile_dir,
-                              flags + list(extra or []), code_root=code_root)
+  timings, res = harness.call('pipeline_overhead.child', profile_dir, flags,
+                              code_root=code_root)
   with open(os.path.join(out, 'stderr.log'), 'w') as f:
     f.write(res.stderr)
   if timings is None:
     raise RuntimeError(f'{data}: the pipeline failed (exit code '
                        f'{res.returncode}); log: {out}/stderr.log')
   summary = harness.read_json(os.path.join(out, 'summary.json'))
-  components = {name: c['seconds'] for name, c in
-                summary['components'].items()}
-  pre = pre_trainer_seconds(components)
+  components = harness.component_seconds(summary)
   return {
       'components': components,
-      'pre_trainer_seconds': round(pre, 2),
+      'pre_trainer_seconds': pre_trainer_seconds(components),
       'trainer_seconds': components.get(TRAINER),
       'pipeline_seconds': summary['wall_seconds'],
       'input_check_seconds': round(timings['input_check_seconds'], 2),
@@ -190,20 +166,7 @@ def run_pipeline(data: str, out: str, *, code_root: str = harness.ROOT,
       'batcher': summary.get('batcher'),
       'eval': summary.get('eval'),
       'blessed': summary.get('blessed'),
-      'stage_logs': stage_log_lines(res.stderr),
   }
-
-
-_STAGE_LINE = re.compile(r'(pipeline\.csv_example_gen|'
-                         r'sequence_batcher\.executor|'
-                         r'stateful_trainer\.run): (.*)')
-
-
-def stage_log_lines(stderr: str) -> List[str]:
-  """The lines our components log about their own work (kept with the
-  results for reading)."""
-  return [m.group(0)[:300] for m in map(_STAGE_LINE.search,
-                                        stderr.splitlines()) if m]
 
 
 COLUMNS = (('CsvExampleGen', 'ExampleGen'), ('StatisticsGen', 'StatisticsGen'),
@@ -212,14 +175,9 @@ COLUMNS = (('CsvExampleGen', 'ExampleGen'), ('StatisticsGen', 'StatisticsGen'),
 
 
 def pre_trainer_seconds(components: Dict[str, float]) -> float:
-  """The sum over every component that runs before the trainer (the
-  pipeline may hold more than ``PRE_TRAINER``, e.g. a split check)."""
+  """The sum over every component that runs before the trainer."""
   return round(sum(v for k, v in components.items()
                    if k != TRAINER and k not in POST_TRAINER), 2)
-
-
-def _s(value) -> str:
-  return '-' if value is None else f'{value:.1f}'
 
 
 def size_rows(entry: dict) -> List[List[str]]:
@@ -262,10 +220,8 @@ def report(all_results: List[dict], profile: Optional[dict],
     else:  # The .partial file of a run stopped after these sizes.
       lines.append('  * Stopped after the sizes listed (results from its '
                    '`.partial` file): date and load not recorded')
-    lines += [
-        f'  * Code: commit {code["commit"][:10]}'
-        + (f', with uncommitted changes to {", ".join(code["uncommitted"])}'
-           if code['uncommitted'] else '')]
+    lines.append(f'  * Code: commit {code["commit"][:10]}' + recorded.changes(
+        code, ', with uncommitted changes to '))
     base = results.get('baseline_code')
     if base:
       lines.append(f'  * Baseline ("before"): `{base["root"]}`, commit '
@@ -279,40 +235,36 @@ def report(all_results: List[dict], profile: Optional[dict],
       'on the same 2 cores during the runs, so every figure includes their '
       'load',
       f'* Versions: {run["versions"]}']
-  results = {'sizes': [e for r in all_results for e in r['sizes']]}
+  sizes = [e for r in all_results for e in r['sizes']]
   lines += [
       '',
       '`pipeline.local_runner --data-root <data> --output-dir <out> '
-      f'--no-cache` on `data/generate.py` CSV ({NUM_SHARDS} files), a fresh '
-      'process per run; seconds per component from ML Metadata; "before the '
+      f'--no-cache` on `data/generate.py` CSV ({speed.NUM_SHARDS} files), a '
+      'fresh process per run; seconds per component from ML Metadata; "before the '
       'trainer" sums every component before it; the input check is timed '
       'apart; "pipeline" is the whole run.', '']
   headers = (['rows', 'sequences', 'code'] + [h for _, h in COLUMNS] +
              ['before the trainer', 'StatefulTrainer',
               'before / trainer', 'StatefulEvaluator', 'pipeline',
               'input check', 'target'])
-  rows = [row for entry in results['sizes'] for row in size_rows(entry)]
+  rows = [row for entry in sizes for row in size_rows(entry)]
   for note in not_run:
     rows.append([note] + [''] * (len(headers) - 1))
   lines.append(harness.table(headers, rows, 'rrl' + 'r' * 13 + 'l'))
   lines.append('')
-  for entry in results['sizes']:
-    r = entry['current']
-    r['pre_trainer_seconds'] = pre_trainer_seconds(r['components'])
-    if entry.get('baseline'):
-      entry['baseline']['pre_trainer_seconds'] = pre_trainer_seconds(
-          entry['baseline']['components'])
-    verdict = harness.verdict(r['pre_trainer_seconds'] <
-                             (r['trainer_seconds'] or 0))
+  for entry in sizes:
+    r, b = entry['current'], entry.get('baseline')
+    pre = pre_trainer_seconds(r['components'])
+    verdict = harness.verdict(pre < (r['trainer_seconds'] or 0))
     parts = ', '.join(f'{h} {r["components"].get(k, 0):.1f} s'
                       for k, h in COLUMNS if k != 'SchemaGen' and
                       k != 'ExampleValidator')
     line = (f'* {entry["input"]["rows"]:,} rows: before the trainer '
-            f'{r["pre_trainer_seconds"]:.1f} s ({parts}) against the '
+            f'{pre:.1f} s ({parts}) against the '
             f'trainer\'s {r["trainer_seconds"]:.1f} s: {verdict}')
-    b = entry.get('baseline')
     if b:
-      line += (f'; before this change {b["pre_trainer_seconds"]:.1f} s '
+      line += (f'; before this change '
+               f'{pre_trainer_seconds(b["components"]):.1f} s '
                f'(ExampleGen {b["components"].get("CsvExampleGen", 0):.1f} '
                f'-> {r["components"].get("CsvExampleGen", 0):.1f} s, '
                f'Transform {b["components"].get("Transform", 0):.1f} -> '
@@ -345,62 +297,55 @@ def profile_section(profile: dict) -> str:
   return '\n'.join(lines)
 
 
+def profile_sizes(args, sizes: List[int]) -> int:
+  """``--profile``: every executor under cProfile at each size; the parts'
+  seconds saved for the section's profile table."""
+  digest = {'command': harness.command_line(),
+            'code': harness.code_state(harness.ROOT), 'sizes': {}}
+  for rows in sizes:
+    data = ensure_csv(rows)
+    prof_dir = os.path.join(args.profile, str(rows))
+    log(f'profiling the pipeline on {data} into {prof_dir}')
+    r = run_pipeline(data, os.path.join(OUT_DIR, f'profile-{rows}'),
+                     profile_dir=prof_dir)
+    digest['sizes'][str(rows)] = {
+        'input': harness.csv_size(data), 'components_profiled': r[
+            'components'], 'profiles': {
+                name[:-5]: profile_digest(os.path.join(prof_dir, name))
+                for name in sorted(os.listdir(prof_dir))
+                if name.endswith('.prof')}}
+  recorded.save(args.results or PROFILE, digest, log)
+  return 0
+
+
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
-  p.add_argument('--rows', default=None,
-                 help='comma-separated row counts (default: 100k,1M,10M; '
-                 'quick: 20k)')
+  p.add_argument('--rows', default=None, help='comma-separated row counts '
+                 '(default: 100k,1M,10M; quick: 20k)')
   p.add_argument('--profile', default=None, metavar='DIR',
-                 help='profile every executor (cProfile) into DIR instead of '
-                 'timing; no table is written')
+                 help='profile every executor (cProfile) into DIR; no table')
   p.add_argument('--baseline', default=None, metavar='DIR',
                  help='also run each size with the code checked out in DIR')
   p.add_argument('--from-results', default=None, metavar='JSON', nargs='+',
-                 help='write the section from earlier runs\' results '
-                 'instead of running')
-  p.add_argument('--results', default=None,
-                 help='the JSON results file (default: benchmarks/results/'
-                 'pipeline_overhead.json; quick: under /tmp)')
+                 help='write the section from earlier runs\' results')
+  p.add_argument('--results', default=None, help='the JSON results file '
+                 '(default: benchmarks/results/pipeline_overhead.json)')
   args = p.parse_args(argv)
   if args.rows:
     sizes = [int(float(s)) for s in args.rows.split(',')]
   else:
     sizes = [20_000] if args.quick else [100_000, 1_000_000, 10_000_000]
   if args.profile:
-    digest = {'command': harness.command_line(),
-              'code': harness.code_state(harness.ROOT), 'sizes': {}}
-    for rows in sizes:
-      data = ensure_csv(rows)
-      out = os.path.join(OUT_DIR, f'profile-{rows}')
-      prof_dir = os.path.join(args.profile, str(rows))
-      log(f'profiling the pipeline on {data} into {prof_dir}')
-      r = run_pipeline(data, out, profile_dir=prof_dir)
-      entry = {'input': harness.csv_size(data), 'components_profiled': r[
-          'components'], 'profiles': {}}
-      for name in sorted(os.listdir(prof_dir)):
-        if name.endswith('.prof'):
-          entry['profiles'][name[:-5]] = profile_digest(
-              os.path.join(prof_dir, name))
-      digest['sizes'][str(rows)] = entry
-    path = args.results or os.path.join(RESULTS_DIR,
-                                        'pipeline_overhead-profile.json')
-    harness.write_json(path, digest, indent=1, sort_keys=True)
-    log(f'wrote {path}')
-    return 0
+    return profile_sizes(args, sizes)
   not_run = [f'{r:,}: not run (see below)' for r in (10_000_000,)
              if r not in sizes and not args.quick]
-  profile_path = os.path.join(RESULTS_DIR, 'pipeline_overhead-profile.json')
-  profile = None
-  if os.path.exists(profile_path):
-    profile = harness.read_json(profile_path)
+  profile = harness.read_json(PROFILE) if os.path.exists(PROFILE) else None
   if args.from_results:
     loaded = [harness.read_json(name) for name in args.from_results]
-    harness.write_section(harness.output_path(args), SECTION, report(loaded, profile,
-                                                   not_run))
+    harness.write_section(harness.output_path(args), SECTION,
+                          report(loaded, profile, not_run))
     return 0
-  path = args.results or (
-      os.path.join(harness.QUICK_DIR, 'pipeline_overhead.json') if args.quick
-      else os.path.join(RESULTS_DIR, 'pipeline_overhead.json'))
+  path = recorded.results_path(args, SECTION)
   run = harness.Run()
   results = {'command': harness.command_line(), 'sizes': [],
              'code': harness.code_state(harness.ROOT)}
@@ -408,7 +353,8 @@ def main(argv=None) -> int:
     results['baseline_code'] = harness.code_state(args.baseline)
   for rows in sizes:
     data = ensure_csv(rows)
-    entry = {'requested_rows': rows, 'input': harness.csv_size(data), 'data': data}
+    entry = {'requested_rows': rows, 'input': harness.csv_size(data),
+             'data': data}
     for name, root in (('current', harness.ROOT), ('baseline', args.baseline)):
       if root is None:
         continue
@@ -422,13 +368,12 @@ def main(argv=None) -> int:
           f' s')
     results['sizes'].append(entry)
     # What is measured so far survives an interrupted run.
-    harness.write_json(path + '.partial', results, indent=1, sort_keys=True)
+    recorded.save(path + '.partial', results)
   run.finish()
   results['run'] = run.record()
-  harness.write_json(path, results, indent=1, sort_keys=True)
-  log(f'wrote {path}')
-  harness.write_section(harness.output_path(args), SECTION, report([results], profile,
-                                                 not_run))
+  recorded.save(path, results, log)
+  harness.write_section(harness.output_path(args), SECTION,
+                        report([results], profile, not_run))
   return 0
 
 

@@ -3,7 +3,8 @@
 One compiled train step of the LSTM module and of the default module's LRU,
 split by ablation (the LRU with its scan replaced by the identity; the scan
 alone, blocked and unblocked) on random batches of B=16 at T in {16, 64,
-256}; the variants timed in interleaved rounds, median ms per step."""
+256}; the variants timed in interleaved rounds, median ms per step
+(BENCHMARKS.md section 10b)."""
 
 from __future__ import annotations
 
@@ -103,16 +104,6 @@ def scan_alone(unroll: int, blocked: bool = True) -> Callable[[], object]:
   return both
 
 
-def lru_block() -> int:
-  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
-  return lru.BLOCK
-
-
-def lru_min_blocks() -> int:
-  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
-  return lru.MIN_BLOCKS
-
-
 VARIANTS = ('lstm', 'lru', 'lru, no scan', 'scan alone',
             'scan alone, unblocked')
 
@@ -154,6 +145,7 @@ def main(argv=None) -> int:
   run = harness.Run()
   results = {unroll: measure(unroll, rounds, steps, log)
              for unroll in unrolls}
+  from components.stateful.layers import lru  # pylint: disable=g-import-not-at-top
   rows = []
   for unroll, r in results.items():
     rows.append([
@@ -176,7 +168,7 @@ def main(argv=None) -> int:
       'replaced by the identity while the step is traced; "scans" = lru '
       'minus that; "scan alone": `invariant_scan` forward and gradient on '
       f'[{B}, T, {STATE}], twice (the model\'s two layers), in blocks of '
-      f'{lru_block()} steps from {lru_block() * lru_min_blocks()} steps on '
+      f'{lru.BLOCK} steps from {lru.BLOCK * lru.MIN_BLOCKS} steps on '
       '(the layer\'s path); "unblocked": doubling over the whole chunk. '
       'Rate ratios are LRU over LSTM (above 1: the LRU is faster).',
       harness.table(['T', 'lstm ms', 'lru ms', 'lru, no scan ms',

@@ -1,11 +1,8 @@
 """3. Training speed: the StatefulTrainer against what users would do instead.
 
-On ``cue`` (the sample, accuracy at the last step) and ``forecast``
-(generated, MAE), the same LSTM, optimizer, B and real steps per epoch for a
-fixed wall-clock budget each: (a) ``training.fit`` on ``packed`` batches;
-(b) Keras ``fit`` on sequences padded to the longest; (c) Keras ``fit`` on
-``bucket_by_sequence_length`` batches. Then the trainer's own overhead:
-``training.fit`` against the bare compiled step over the same batches."""
+``training.fit`` on ``packed`` batches against Keras ``fit`` padded to the
+longest and on ``bucket_by_sequence_length`` batches, a wall-clock budget
+each; then ``fit`` against the bare compiled step (BENCHMARKS.md section 3)."""
 
 from __future__ import annotations
 
@@ -22,6 +19,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from benchmarks import harness
+from benchmarks.harness import speed
 
 B, T = 32, 32
 UNITS = 32
@@ -51,9 +49,7 @@ def datasets(quick: bool) -> List[Dataset]:
                  'classification', train, evals, names)]
   n = 200 if quick else 600
   seqs, names = harness.generated_sequences(
-      n, seed=3, target='forecast', median_length=300,
-      max_length=800 if quick else 3000,
-      short_fraction=0.3, min_length=2)
+      n, seed=3, **dict(speed.FORECAST, max_length=800 if quick else 3000))
   train, evals = harness.split_train_eval(seqs)
   lengths = np.array([s.length for s in seqs])
   out.append(Dataset(
@@ -199,8 +195,6 @@ class Outcome:
   processed_per_epoch: int
   seconds: float             # the fit call's wall time
   metric: float
-  batches_per_epoch: int = 0
-  rows_per_batch: float = B
 
   @property
   def first_step(self) -> float:
@@ -254,8 +248,7 @@ def run_ours(ds: Dataset, root: str, budget: float) -> Outcome:
       method='(a) ours: StatefulTrainer, packed', marks=marks,
       real_per_epoch=meta['real_timesteps'],
       processed_per_epoch=meta['num_batches'] * B * T, seconds=seconds,
-      metric=eval_stateful(ds, model, evals),
-      batches_per_epoch=meta['num_batches'])
+      metric=eval_stateful(ds, model, evals))
 
 
 def _real_steps_metric():
@@ -309,14 +302,11 @@ def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
     data = pad_to_max_dataset(ds, SEED)
     longest = max(s.length for s in ds.train)
     processed = len(ds.train) * longest
-    shapes = [None] * -(-len(ds.train) // B)
-    rows = len(ds.train) / len(shapes)
     name = '(b) Keras fit, pad-to-max + masking'
   else:
     data = bucket_dataset(ds, SEED)
     shapes = [f.shape[:2] for f, _, _ in data]  # One pass: the exact size.
     processed = int(sum(np.prod(x) for x in shapes))
-    rows = float(np.mean([x[0] for x in shapes]))
     name = '(c) Keras fit, bucket_by_sequence_length'
   marks: List[tuple] = []
   started = time.perf_counter()
@@ -326,8 +316,7 @@ def run_keras(ds: Dataset, budget: float, which: str) -> Outcome:
   real = sum(s.length for s in ds.train)
   return Outcome(method=name, marks=marks, real_per_epoch=real,
                  processed_per_epoch=processed, seconds=seconds,
-                 metric=eval_keras(ds, model), batches_per_epoch=len(shapes),
-                 rows_per_batch=rows)
+                 metric=eval_keras(ds, model))
 
 
 def overhead(ds: Dataset, root: str, epochs: int,
@@ -338,39 +327,25 @@ def overhead(ds: Dataset, root: str, epochs: int,
   each epoch end (left out of ``fit``'s epoch times), so all four are
   measured interleaved."""
   from components.stateful import batches as batches_lib  # pylint: disable=g-import-not-at-top
-  from components.stateful.state import protocol as state  # pylint: disable=g-import-not-at-top
   train = batches_lib.BatchSource.open(root, 'train')
   model, spec, module = stateful_model(ds, units)
   steps = harness.compiled_steps(model, spec, module, build=True,
                                  eval_metrics=True)
   batches = list(train.dataset())
-  kinds = ('bare', 'input', 'bare+input')
-  times: Dict[str, List[float]] = {k: [] for k in kinds}
-
-  def one_epoch(kind: str) -> float:
-    state.zero_all(model)
-    t0 = time.perf_counter()
-    out = None
-    if kind == 'bare':
-      for batch in batches:
-        out = steps.train(batch)
-    elif kind == 'input':
-      for batch in train.dataset():
-        out = batch
-    else:
-      for batch in train.dataset():
-        out = steps.train(batch)
-    next(iter(out.values())).numpy()  # Wait for the last step.
-    return time.perf_counter() - t0
-
-  for kind in kinds:
-    one_epoch(kind)  # Traces and warms up.
+  epoch = {
+      'bare': lambda: speed.held_epoch(model, steps.train, batches),
+      'input': lambda: speed.held_epoch(model, lambda b: b, train.dataset()),
+      'bare+input': lambda: speed.held_epoch(model, steps.train,
+                                             train.dataset())}
+  times: Dict[str, List[float]] = {k: [] for k in epoch}
+  for run in epoch.values():
+    run()  # Traces and warms up.
   nb = train.num_batches
 
   def after_step(step: int) -> bool:
     if step % nb == 0 and step // nb <= epochs:
-      for kind in kinds:
-        times[kind].append(one_epoch(kind))
+      for kind, run in epoch.items():
+        times[kind].append(run())
     return False
 
   result = harness.trainer_fit(*stateful_model(ds, units), train,

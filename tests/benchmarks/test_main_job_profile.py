@@ -7,6 +7,7 @@ import pytest
 
 from benchmarks import harness
 from benchmarks import main_job_profile as mjp
+from benchmarks.harness import recorded
 
 
 def _run(which, pair, wall, trainer, phases=None):
@@ -26,11 +27,11 @@ RUNS = [_run('baseline', 0, 100.0, 48.0), _run('current', 0, 40.0, 18.0,
 
 
 def test_interleaved_order():
-  assert mjp.interleaved(2, True) == [('baseline', 0), ('current', 0),
+  assert recorded.interleaved(2, True) == [('baseline', 0), ('current', 0),
                                       ('baseline', 1), ('current', 1)]
-  assert mjp.interleaved(2, False) == [('current', 0), ('current', 1)]
+  assert recorded.interleaved(2, False) == [('current', 0), ('current', 1)]
   with pytest.raises(ValueError):
-    mjp.interleaved(0, True)
+    recorded.interleaved(0, True)
 
 
 def test_the_command_is_make_run_s():
