@@ -233,7 +233,7 @@ def test_a_run_by_convergence_records_its_budget(tmp_path):
       model_run_dir=os.path.join(tmp, 'run'), eval_split=None,
       module_file=module, hyperparameters={'units': 4},
       train=settings.TrainConfig(budget='convergence', log_every_n_steps=0,
-                                 validation_fraction=0.3)))
+                                 validation_fraction=0.3, refit=True)))
   import json  # pylint: disable=g-import-not-at-top
   with open(os.path.join(tmp, 'run', 'history.json')) as f:
     history = json.load(f)

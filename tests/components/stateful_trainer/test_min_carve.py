@@ -15,10 +15,10 @@ MODULE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
                       'lstm_module.py')
 
 
-def _run(tmp, root, min_carve):
+def _run(tmp, root, min_carve, refit=True):
   config = settings.TrainConfig(epochs=2, log_every_n_steps=0,
                                 validation_fraction=0.3,
-                                min_carve_sequences=min_carve)
+                                min_carve_sequences=min_carve, refit=refit)
   return trainer_run.run(trainer_run.TrainerArgs(
       batches_uri=root, model_uri=os.path.join(tmp, 'model'),
       serving_model_dir=os.path.join(tmp, 'model', 'Format-Serving'),
@@ -49,3 +49,26 @@ def test_a_small_carve_is_not_made_for_a_randomly_initialised_model(
   assert whole.fit.stop_reason == 'epochs' and len(whole.fit.epochs) == 2
   kept = _run(str(tmp_path / 'kept'), root, held)  # Enough: carved.
   assert kept.phases['validation'] > 0
+
+
+def test_the_refit_by_default_only_where_adapt_fitted_the_weights(
+    tmp_path, caplog):
+  """``refit`` unset: a model trained from random weights keeps the carve's
+  chosen epoch (no refit); ``settings.refits`` gives the rule."""
+  caplog.set_level('INFO')
+  seqs = helpers.random_sequences([5, 7, 3, 9, 6, 4, 8, 5, 6, 7], 2, seed=3)
+  root = helpers.write_batches(str(tmp_path / 'b'), {'train': seqs},
+                               batch_size=2, num_unroll=4)
+  run = _run(str(tmp_path / 'auto'), root, 0, refit=None)
+  assert run.phases['validation'] > 0 and run.phases.get('refit', 0) == 0
+  assert run.fit.best_epoch is not None
+  assert any(r.getMessage().startswith('refit: off (a model trained from '
+                                       'random weights')
+             for r in caplog.records)
+  carve = settings.TrainConfig(validation_fraction=0.2)
+  assert settings.refits(carve, fitted=True)
+  assert not settings.refits(carve, fitted=False)
+  assert settings.refits(carve.replace(refit=True), fitted=False)
+  assert not settings.refits(carve.replace(refit=False), fitted=True)
+  assert not settings.refits(carve.replace(validation_fraction=0.0),
+                             fitted=True)

@@ -33,7 +33,7 @@ def test_run_records_its_phases(batches_dir, tmp_path, caplog):
       model_run_dir=os.path.join(out, 'r'), eval_split=None,
       hyperparameters={'model': 'lstm', 'units': [4]},
       train=settings.TrainConfig(epochs=2, log_every_n_steps=0,
-                                 validation_fraction=0.25)))
+                                 validation_fraction=0.25, refit=True)))
   with open(os.path.join(out, 'r', runner.HISTORY_FILE)) as f:
     phases = json.load(f)['phases']
   assert phases == result.phases

@@ -104,7 +104,7 @@ def _run(batches_dir, out, monkeypatch, sabotage):
       model_run_dir=str(out / 'run'), eval_split=None,
       hyperparameters={'model': 'lstm', 'units': [4]},
       train=settings.TrainConfig(epochs=3, log_every_n_steps=0,
-                                 validation_fraction=0.4,
+                                 validation_fraction=0.4, refit=True,
                                  early_stopping_patience=0, seed=0)))
   with open(os.path.join(str(out / 'run'), runner.HISTORY_FILE)) as f:
     history = json.load(f)
