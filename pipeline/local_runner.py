@@ -49,7 +49,9 @@ def check_data_root(config: pipeline_config.PipelineConfig) -> None:
 def run(config: pipeline_config.PipelineConfig,
         beam_args: Optional[List[str]] = None) -> Dict:
   """Runs the pipeline and returns the summary (also in summary.json)."""
-  from tfx import v1 as tfx  # pylint: disable=g-import-not-at-top
+  # Not ``tfx.v1``, which also imports Google Cloud extensions unused here.
+  from tfx.orchestration import metadata  # pylint: disable=g-import-not-at-top
+  from tfx.orchestration.local import local_dag_runner  # pylint: disable=g-import-not-at-top
   from pipeline import pipeline as pipeline_lib  # pylint: disable=g-import-not-at-top
   from pipeline import summary as summary_lib  # pylint: disable=g-import-not-at-top
   check_data_root(config)
@@ -68,11 +70,10 @@ def run(config: pipeline_config.PipelineConfig,
   p = pipeline_lib.create_pipeline(
       config, pipeline_root=config.pipeline_root,
       metadata_connection_config=(
-          tfx.orchestration.metadata.sqlite_metadata_connection_config(
-              config.metadata_path)),
+          metadata.sqlite_metadata_connection_config(config.metadata_path)),
       beam_pipeline_args=beam_args)
   t0 = time.time()
-  tfx.orchestration.LocalDagRunner().run(p)
+  local_dag_runner.LocalDagRunner().run(p)
   wall = time.time() - t0
   summary = summary_lib.collect(config, wall_seconds=wall)
   with open(os.path.join(config.output_dir, 'summary.json'), 'w') as f:
