@@ -29,6 +29,12 @@ def run_local_runner(flags: Sequence[str], out: str, logfile: str,
     return res, json.load(f)
 
 
+def component_seconds(summary: Dict) -> Dict[str, float]:
+  """Seconds per component of a local runner's ``summary.json``."""
+  return {n: c['seconds'] for n, c in (summary.get('components') or
+                                       {}).items()}
+
+
 def run_result(res, summary: Optional[Dict], metrics: List[str],
                logfile: str) -> Dict:
   """The eval ``metrics``, wall, trainer and evaluator seconds, cache, batch
@@ -46,8 +52,7 @@ def run_result(res, summary: Optional[Dict], metrics: List[str],
     result['error'] = f'summary.json eval has no {missing} (has {sorted(ev)})'
   result.update({m: float(ev[m]) for m in metrics if m in ev})
   batcher = (summary.get('batcher') or {}).get('train') or {}
-  seconds = {n: c['seconds'] for n, c in
-             (summary.get('components') or {}).items()}
+  seconds = component_seconds(summary)
   result.update(trainer_seconds=seconds.get('StatefulTrainer'),
                 evaluator_seconds=seconds.get('StatefulEvaluator'),
                 cached=sorted(summary.get('cached') or []),

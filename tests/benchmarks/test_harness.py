@@ -1,5 +1,8 @@
 """benchmarks/harness: a section written from its blocks."""
 
+import glob
+import os
+import re
 import types
 
 from benchmarks import harness
@@ -31,3 +34,28 @@ def test_trainer_args_lay_out_a_run_under_its_work_folder():
               '/b', '/w/model', '/w/model/Format-Serving', '/w/run', None,
               'regression')
   assert (args.train.epochs, args.train.log_every_n_steps) == (3, 0)
+
+
+def test_every_harness_name_a_script_uses_exists():
+  """``harness.<name>`` in every benchmark script resolves (a script's
+  missing name fails only when its measurement runs, minutes in)."""
+  root = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  modules = {os.path.basename(p)[:-3] for p in glob.glob(
+      os.path.join(root, 'benchmarks', 'harness', '*.py'))}
+  missing = []
+  for path in glob.glob(os.path.join(root, 'benchmarks', '*.py')):
+    with open(path) as f:
+      names = set(re.findall(r'\bharness\.(\w+)', f.read()))
+    missing += [(os.path.basename(path), n) for n in sorted(names)
+                if n not in modules and not hasattr(harness, n)]
+  assert not missing
+
+
+def test_component_seconds_reads_the_summary():
+  from benchmarks.harness import pipeline_runs  # pylint: disable=g-import-not-at-top
+  summary = {'components': {'Transform': {'seconds': 1.5},
+                            'StatefulTrainer': {'seconds': 2.0}}}
+  assert pipeline_runs.component_seconds(summary) == {
+      'Transform': 1.5, 'StatefulTrainer': 2.0}
+  assert pipeline_runs.component_seconds({}) == {}
