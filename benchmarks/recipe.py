@@ -191,6 +191,13 @@ def from_results(args, run, cases) -> None:
   write(args, run, cases, res, columns)
 
 
+def with_longest(flags: List[str], train) -> List[str]:
+  """A variant's flags with ``{longest}`` replaced by the length of the
+  longest sequence of ``train`` (``real_data.load_split``'s list)."""
+  longest = str(max(len(features) for features, _ in train))
+  return [f.replace('{longest}', longest) for f in flags]
+
+
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--datasets', default=','.join(CASES))
@@ -198,7 +205,9 @@ def main(argv=None) -> int:
   p.add_argument('--seeds', type=int, default=None)
   p.add_argument('--variant', action='append', default=[],
                  metavar='NAME="FLAGS"',
-                 help='pipeline models again with these local-runner flags')
+                 help='pipeline models again with these local-runner flags '
+                 '({longest}: the set\'s longest training sequence, e.g. '
+                 '--num-unroll {longest} for whole sequences)')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
   p.add_argument('--note', action='append', default=[],
@@ -258,10 +267,11 @@ def main(argv=None) -> int:
             out = real_data.timed_keras(c, train, evals, seed,
                                         **KERAS_MODELS[model])
           else:
+            given = with_longest(flags, train)
             out = real_data.run_pipeline(c, real_data.OURS, seed, work,
-                                         MODEL_FLAGS[model] + flags)
+                                         MODEL_FLAGS[model] + given)
             out['seconds'] = out.get('trainer_seconds') or out['seconds']
-            out['flags'] = flags
+            out['flags'] = given
           r.setdefault(column, []).append(out)
           real_data.log_run(log, f'{c.name}: {column}', seed, out,
                             real_data.metric_names(c))

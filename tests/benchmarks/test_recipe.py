@@ -31,3 +31,10 @@ def test_compare_and_reading():
   lines = recipe.reading(cases, res, ['plain', 'plain nocarve'])
   assert lines[0] == '* plain: at or above the Keras floor on 2 of 3 sets.'
   assert 'better beyond the spread on 1 (A)' in lines[2]
+
+
+def test_a_variant_names_the_longest_training_sequence():
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  train = [(np.zeros((n, 1)), np.zeros(n)) for n in (5, 12, 7)]
+  assert recipe.with_longest(['--num-unroll', '{longest}', '--seed', '3'],
+                             train) == ['--num-unroll', '12', '--seed', '3']
