@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, Optional, Tuple
 
 FORMAT_VERSION = 1
 METADATA_FILE = 'metadata.json'
@@ -33,10 +33,6 @@ def split_dir(root: str, split: str) -> str:
 
 def shard_name(shard: int, num_shards: int) -> str:
   return f'batches-{shard:05d}-of-{num_shards:05d}.tfrecord'
-
-
-def shard_names(num_shards: int) -> List[str]:
-  return [shard_name(s, num_shards) for s in range(num_shards)]
 
 
 def merge_splits(split_metadatas: Iterable[dict]) -> dict:

@@ -363,20 +363,3 @@ def limit_length(seq: layout.SequenceArrays, config: layout.LayoutConfig,
                                labels=seq.labels[:cap],
                                truncated=seq.length - cap,
                                labeled=seq.labeled)
-
-
-def check_label_for_kind(seq: layout.SequenceArrays) -> None:
-  """Per-sequence sanity; kept separate so SequenceExample input shares it."""
-  if seq.features.shape[0] != seq.labels.shape[0]:
-    raise InputDataError(f'sequence {seq.key!r}: {seq.features.shape[0]} '
-                         f'feature steps but {seq.labels.shape[0]} labels')
-
-
-def finite_or_raise(values: np.ndarray, what: str, key: str,
-                    source: str) -> None:
-  bad = ~np.isfinite(values)
-  if bad.any():
-    idx = np.argwhere(bad)[0]
-    raise InputDataError(f'{source}: sequence {key!r} step {int(idx[0])}: '
-                         f'{what} is {values[tuple(idx)]!r} (NaN and infinity '
-                         'are not allowed)')

@@ -109,10 +109,6 @@ class SequenceSampler:
     return out
 
 
-def decode_key(key) -> str:
-  return key.decode('utf-8') if isinstance(key, bytes) else str(key)
-
-
 def check_labels(labels: np.ndarray, spec: ms.ModelSpec) -> None:
   """Raises ``models_lib.EvaluationError`` when labelled steps do not fit the task."""
   if labels.size == 0:
