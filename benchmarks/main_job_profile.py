@@ -174,8 +174,8 @@ def report(results: dict) -> str:
   runs = results['runs']
   base = results.get('baseline_code')
   lines = [TITLE, ''] + recorded.header(
-      results, '**shared**: other people\'s jobs ran on the same 2 cores '
-      'during the runs, so every figure includes their load',
+      results, 'a shared machine: every figure includes whatever else ran '
+      '(the load average below says how much)',
       code_root=True) + [
           '',
           'The main job, `python -m pipeline.local_runner --data-root '
