@@ -189,11 +189,13 @@ class BatchSource:
               shuffle_groups: bool = False, seed: int = 0,
               keys: Optional[Tuple[str, ...]] = STEP_KEYS,
               label_scoring: str = LAST_STEP,
-              validation_fraction: float = 0.0) -> tf.data.Dataset:
+              validation_fraction: float = 0.0,
+              prefetch: bool = True) -> tf.data.Dataset:
     """Batches of one epoch, in order, from batch ``start`` on.
 
     With ``shuffle_groups`` (bucketed mode only) whole groups come in the
-    order ``group_order(seed, epoch, num_groups)``.
+    order ``group_order(seed, epoch, num_groups)``. ``prefetch``: two
+    batches read ahead.
     """
     order = None
     if shuffle_groups:
@@ -210,7 +212,7 @@ class BatchSource:
       ds = ds.map(lambda b: {k: b[k] for k in keys})
     if start:
       ds = ds.skip(start)
-    return ds.prefetch(2)
+    return ds.prefetch(2) if prefetch else ds
 
 
 def label_statistics(source: BatchSource) -> Dict[str, Any]:

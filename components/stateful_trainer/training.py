@@ -37,6 +37,7 @@ import tf_keras as keras
 from components.stateful import batches as batches_lib
 from components.stateful_trainer import fingerprint as fingerprint_lib
 from components.stateful_trainer import progress
+from components.stateful_trainer.epoch_data import EpochBatches
 from components.stateful_trainer.fit_result import Cursor
 from components.stateful_trainer.fit_result import EpochStats
 from components.stateful_trainer.fit_result import FitResult
@@ -278,6 +279,9 @@ def fit(model: keras.Model,
       return True
     return False
 
+  epoch_batches = EpochBatches(
+      train, shuffle_groups=config.shuffle_groups, seed=config.seed,
+      label_scoring=scoring, validation_fraction=config.validation_fraction)
   started = clock()
   reason = ['epochs' if config.epochs else 'no_epochs']
   carve_seconds = [0.0]  # FitResult.validation_seconds (wall, not ``clock``).
@@ -317,10 +321,7 @@ def fit(model: keras.Model,
       reset_metrics(train_metrics)
       if valid_metrics is not None:
         reset_metrics(valid_metrics)
-    dataset = train.dataset(epoch=epoch, start=int(cursor.batch),
-                            shuffle_groups=config.shuffle_groups,
-                            seed=config.seed, label_scoring=scoring,
-                            validation_fraction=config.validation_fraction)
+    dataset = epoch_batches.epoch(epoch, start=int(cursor.batch))
     stats, stop = train_epoch(steps, dataset, cursor, train_metrics,
                               on_step=on_step, clock=clock)
     if (not stop and int(cursor.batch) != num_batches) or (
