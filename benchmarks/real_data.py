@@ -241,11 +241,12 @@ def _padded(seqs, length: int, mean, std):
 def keras_pad_to_max(case: Case, train, evals, seed: int,
                      shuffle: bool = True,
                      learning_rate: float = KERAS_LEARNING_RATE,
-                     clip_global_norm: Optional[float] = None
-                    ) -> Dict[str, float]:
+                     clip_global_norm: Optional[float] = None,
+                     cell: str = 'lstm') -> Dict[str, float]:
   """(b): whole sequences padded to the longest, masked, z-scored,
-  LSTM(64) -> Dense, Adam; ``shuffle=False`` keeps the split's order every
-  epoch; ``clip_global_norm`` None: no clipping. Returns the eval metrics."""
+  LSTM(64) (``cell='gru'``: GRU(64)) -> Dense, Adam; ``shuffle=False`` keeps
+  the split's order every epoch; ``clip_global_norm`` None: no clipping.
+  Returns the eval metrics."""
   import tf_keras as keras  # pylint: disable=g-import-not-at-top
   keras.backend.clear_session()
   keras.utils.set_random_seed(seed)
@@ -259,7 +260,7 @@ def keras_pad_to_max(case: Case, train, evals, seed: int,
   nfeat = xt.shape[2]
   features = keras.Input((length, nfeat), name='features')
   mask_in = keras.Input((length,), dtype='bool', name='mask')
-  h = keras.layers.LSTM(
+  h = {'lstm': keras.layers.LSTM, 'gru': keras.layers.GRU}[cell](
       KERAS_UNITS, return_sequences=case.per_step,
       kernel_initializer=keras.initializers.GlorotUniform(seed=seed),
       recurrent_initializer=keras.initializers.Orthogonal(seed=seed + 1))(

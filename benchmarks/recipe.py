@@ -35,10 +35,13 @@ KERAS, PLAIN, GRU, LRU = 'keras', 'plain', 'gru', 'lru'
 # The issue's stronger Keras reference: the same fit with Adam at 3e-3 and
 # the gradients clipped to a global norm of 1 (a column, not the floor).
 KERAS_STRONG = 'keras_strong'
+# The floor of the plain GRU module: the floor's fit of a GRU(64).
+KERAS_GRU = 'keras_gru'
 # The Keras models (the floor first) and their keras_pad_to_max keywords.
 KERAS_MODELS = {KERAS: {}, KERAS_STRONG: {'learning_rate': 3e-3,
-                                          'clip_global_norm': 1.0}}
-MODELS = (KERAS, PLAIN, GRU, LRU, KERAS_STRONG)
+                                          'clip_global_norm': 1.0},
+                KERAS_GRU: {'cell': 'gru'}}
+MODELS = (KERAS, PLAIN, GRU, LRU, KERAS_STRONG, KERAS_GRU)
 MODEL_FLAGS = {PLAIN: ['--module-file', real_data.LSTM_MODULE],
                GRU: ['--module-file', real_data.LSTM_MODULE,
                      '--hyperparameters', 'cell=gru'],
@@ -139,6 +142,16 @@ def reading(cases, res, columns) -> List[str]:
                        for c in cases) if v is not None]
     lines.append(f'* {col}: at or above the Keras floor on {sum(ran)} of '
                  f'{len(ran)} sets.')
+  if GRU in columns and KERAS_GRU in columns:
+    ran = {c.name: at_or_above(column_summary(c, res, GRU),
+                               column_summary(c, res, KERAS_GRU))
+           for c in cases}
+    ran = {k: v for k, v in ran.items() if v is not None}
+    below = [k for k, v in ran.items() if not v]
+    lines.append(f'* {GRU} against its own architecture\'s floor '
+                 f'({KERAS_GRU}): at or above on {len(ran) - len(below)} of '
+                 f'{len(ran)} sets' + (f' (below: {", ".join(below)}).'
+                                       if below else '.'))
   for col in columns:
     model, _, variant = col.partition(' ')
     if not variant:

@@ -38,3 +38,16 @@ def test_a_variant_names_the_longest_training_sequence():
   train = [(np.zeros((n, 1)), np.zeros(n)) for n in (5, 12, 7)]
   assert recipe.with_longest(['--num-unroll', '{longest}', '--seed', '3'],
                              train) == ['--num-unroll', '12', '--seed', '3']
+
+
+def test_the_gru_is_also_read_against_a_keras_gru():
+  cases = [_case('A'), _case('B')]
+  runs = lambda *v: [{'accuracy': x} for x in v]  # pylint: disable=unnecessary-lambda-assignment
+  res = {'A': {'keras': runs(0.8, 0.8), 'keras_gru': runs(0.4, 0.4),
+               'gru': runs(0.5, 0.5)},
+         'B': {'keras': runs(0.5, 0.5), 'keras_gru': runs(0.9, 0.9),
+               'gru': runs(0.6, 0.6)}}
+  lines = recipe.reading(cases, res, ['gru', 'keras_gru'])
+  assert lines[0] == '* gru: at or above the Keras floor on 1 of 2 sets.'
+  assert lines[2] == ("* gru against its own architecture's floor "
+                      '(keras_gru): at or above on 1 of 2 sets (below: B).')
