@@ -221,6 +221,9 @@ def main(argv=None) -> int:
                  help='pipeline models again with these local-runner flags '
                  '({longest}: the set\'s longest training sequence, e.g. '
                  '--num-unroll {longest} for whole sequences)')
+  p.add_argument('--variant-models', default=PLAIN,
+                 help='the pipeline models the variants run for '
+                 '(comma-separated; default: %(default)s)')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
   p.add_argument('--note', action='append', default=[],
@@ -238,6 +241,7 @@ def main(argv=None) -> int:
   for text in args.variant:
     name, _, flags = text.partition('=')
     variants[name] = shlex.split(flags)
+  variant_models = args.variant_models.split(',')
   cases = real_data.parse_cases(args.datasets)
   nseeds = harness.seed_count(args, SEEDS)
   run = harness.Run()
@@ -271,7 +275,7 @@ def main(argv=None) -> int:
       for model in ordered:
         for name, flags in ({'': []} if model in KERAS_MODELS else
                             variants).items():
-          if name and model != PLAIN:  # Variants run for the plain LSTM.
+          if name and model not in variant_models:
             continue
           column = model + (f' {name}' if name else '')
           if column not in columns and column != KERAS:
