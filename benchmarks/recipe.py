@@ -153,8 +153,10 @@ def reading(cases, res, columns) -> List[str]:
                  f'{len(ran)} sets' + (f' (below: {", ".join(below)}).'
                                        if below else '.'))
   for col in columns:
-    model, _, variant = col.partition(' ')
-    if not variant:
+    # A variant's base: its name less the last word ('plain refit loss'
+    # against 'plain refit').
+    model, _, variant = col.rpartition(' ')
+    if not variant or not model:
       continue
     cmp = compare(cases, res, col, model)
     lines.append(

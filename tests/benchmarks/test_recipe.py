@@ -51,3 +51,17 @@ def test_the_gru_is_also_read_against_a_keras_gru():
   assert lines[0] == '* gru: at or above the Keras floor on 1 of 2 sets.'
   assert lines[2] == ("* gru against its own architecture's floor "
                       '(keras_gru): at or above on 1 of 2 sets (below: B).')
+
+
+def test_a_variant_of_a_variant_is_read_against_its_own_base():
+  cases = [_case('A')]
+  runs = lambda *v: [{'accuracy': x} for x in v]  # pylint: disable=unnecessary-lambda-assignment
+  res = {'A': {'keras': runs(0.5, 0.5), 'plain': runs(0.9, 0.9),
+               'plain refit': runs(0.6, 0.6),
+               'plain refit loss': runs(0.7, 0.7)}}
+  lines = recipe.reading(cases, res, ['plain', 'plain refit',
+                                      'plain refit loss'])
+  assert '* plain refit against plain: better beyond the spread on 0' in (
+      lines[3])
+  assert lines[4].startswith('* plain refit loss against plain refit: '
+                             'better beyond the spread on 1 (A)')
