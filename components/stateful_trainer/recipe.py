@@ -134,12 +134,7 @@ def recipe(args, p, a) -> Recipe:
   and ``Adapted`` phases (``run.py``).
   """
   config = args.train
-  refitting = settings.refits(config, a.fitted)
-  if config.refit is None and config.validation_fraction > 0:
-    _LOG.info('refit: %s (%s)', 'on' if refitting else 'off',
-              "the model module's adapt fitted the initial weights"
-              if a.fitted else 'a model trained from random weights keeps '
-              "the carve's chosen epoch")
+  refitting = settings.refits(config)
   if config.score_initial and not a.fitted:
     # Random initial weights are no candidate: on a small carve one can
     # outscore every trained epoch by chance.

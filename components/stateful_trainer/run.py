@@ -286,9 +286,7 @@ def adapt(args: TrainerArgs, p: Prepared) -> Adapted:
   any_length = config.random_truncation > 0  # It feeds parts of batches.
   # On several workers each fits the model's statistics on its own lanes.
   shard = shards.of(p.dist.strategy, p.dist.num_workers, p.spec.batch_size)
-  # Whether adapt will fit something is known after it ran; a module
-  # with the hook is expected to (``recipe`` decides on what it did).
-  refitting = settings.refits(config, hooks.adapt is not None)
+  refitting = settings.refits(config)
   # With a carve, adapt's one pass also fits the refit's weights (every
   # labelled step) where the module's hook can (``model_setup.Refit``).
   shared = model_setup.Refit() if hold_out and refitting else None

@@ -124,16 +124,13 @@ class TrainConfig:
       'epoch\'s weights are kept (by validation accuracy for '
       'classification, loss otherwise; ties go to the later epoch) (0: no '
       'validation carve)')
-  refit: Optional[bool] = _setting(
-      None, 'after the validation carve has chosen the best epoch E, train '
+  refit: bool = _setting(
+      True, 'after the validation carve has chosen the best epoch E, train '
       'again from the same initial weights on every training sequence '
       '(the carve included) for E epochs and export that model, unless it '
       'scores strictly worse on the carve than the best epoch\'s weights '
       '(then those are exported; logged); off: export the best epoch\'s '
-      'weights, which never saw the carve\'s sequences; unset: on for a '
-      "model whose module's adapt fitted its initial weights (the default "
-      'conv model: its closed form is fitted on every sequence in the same '
-      'pass), off for one trained from random weights (measured in '
+      'weights, which never saw the carve\'s sequences (measured: '
       'BENCHMARKS.md section 13)')
   standardize_labels: bool = _setting(
       True, 'regression: train on labels standardised with the train '
@@ -301,11 +298,9 @@ def keras_layout(batch_size: int, lengths) -> Dict[str, Any]:
           'num_unroll': int(max(lengths))}
 
 
-def refits(config: 'TrainConfig', fitted: bool) -> bool:
-  """Whether a run with a validation carve refits (``TrainConfig.refit``;
-  unset: when the model module's adapt ``fitted`` the initial weights)."""
-  on = fitted if config.refit is None else config.refit
-  return bool(on) and config.validation_fraction > 0
+def refits(config: 'TrainConfig') -> bool:
+  """Whether a run refits: ``TrainConfig.refit``, with a validation carve."""
+  return bool(config.refit) and config.validation_fraction > 0
 
 
 def epochs_rule(num_sequences: int) -> int:

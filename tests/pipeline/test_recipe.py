@@ -19,7 +19,7 @@ def test_keras_recipe_sets_the_trainer_and_layout(tmp_path):
                   '--hyperparameters', 'learning_rate=0.01')
   assert default.recipe == 'default' and default.mode == 'packed'
   assert default.trainer.validation_fraction > 0
-  assert default.trainer.refit is None  # Decided by the run (settings.refits).
+  assert default.trainer.refit is True
   assert keras.mode == 'bucketed' and keras.batch_size == 32
   for name, value in settings.KERAS_RECIPE.items():
     assert getattr(keras.trainer, name) == value, name
