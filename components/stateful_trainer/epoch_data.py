@@ -30,14 +30,16 @@ IN_MEMORY_BYTES = 512 << 20
 
 def decoded_bytes(source: BatchSource, validation_fraction: float) -> int:
   """The bytes of one epoch's batches as ``fit`` reads them: per step the
-  features, labels, mask, label weight (and the carve's weight), per lane
-  the reset flag; 4 or 8 bytes each."""
+  features, labels, mask, label weight (and the carve's weight), and the
+  reset flags (per lane; ``dense``: per step)."""
   meta = source.meta
   lanes = int(meta['batch_size'])
   steps = lanes * int(meta['num_unroll'])
-  per_step = 4 * int(meta['num_features']) + 8 + 4 + 4 + (
+  label = 8 if meta.get('label_dtype') == 'int64' else 4
+  per_step = 4 * int(meta['num_features']) + label + 4 + 4 + (
       4 if validation_fraction > 0 else 0)
-  return int(meta['num_batches']) * (steps * per_step + 8 * lanes)
+  resets = 8 * (steps if meta.get('mode') == 'dense' else lanes)
+  return int(meta['num_batches']) * (steps * per_step + resets)
 
 
 class EpochBatches:

@@ -73,7 +73,7 @@ def test_a_resumed_first_epoch_starts_at_its_batch_then_epochs_are_whole(
   _assert_same(_batches(reader.epoch(5)), want)
 
 
-def test_decoded_bytes_counts_every_step_and_lane(source):
+def test_decoded_bytes_counts_every_step_and_lane(source, tmp_path):
   meta = source.meta
   steps = meta['num_batches'] * meta['batch_size'] * meta['num_unroll']
   lanes = meta['num_batches'] * meta['batch_size']
@@ -81,3 +81,11 @@ def test_decoded_bytes_counts_every_step_and_lane(source):
       4 * 2 + 8 + 4 + 4) + 8 * lanes
   assert epoch_data.decoded_bytes(source, 0.2) == steps * (
       4 * 2 + 8 + 4 + 4 + 4) + 8 * lanes
+  dense = batches_lib.BatchSource.open(helpers.write_batches(
+      str(tmp_path / 'd'), {'train': helpers.random_sequences(
+          [5, 9, 3], 2, float_labels=True)}, batch_size=2, num_unroll=4,
+      mode='dense'), 'train')
+  steps = (dense.meta['num_batches'] * dense.meta['batch_size'] *
+           dense.meta['num_unroll'])
+  assert epoch_data.decoded_bytes(dense, 0.0) == steps * (
+      4 * 2 + 4 + 4 + 4 + 8)
