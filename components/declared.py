@@ -218,9 +218,7 @@ def add_flags(parser, cls: type, *, dest_prefix: str = '',
     text = spec.help.replace('%', '%%')
     if spec.more_help is not None:
       text = f'{text}; {spec.more_help().replace("%", "%%")}'
-    if spec.kind is bool:  # The action appends "(default: ...)" itself,
-      if default is None:  # except for None (decided by the run).
-        text = f'{text} (default: unset)'
+    if spec.kind is bool:  # The action appends "(default: ...)" itself.
       parser.add_argument(spec.flag, dest=dest,
                           action=argparse.BooleanOptionalAction,
                           default=default, help=text)
