@@ -294,8 +294,9 @@ def main(argv=None) -> int:
           r.setdefault(column, []).append(out)
           real_data.log_run(log, f'{c.name}: {column}', seed, out,
                             real_data.metric_names(c))
-    with open(os.path.join(work, 'results.json'), 'w') as f:
-      json.dump(res, f, indent=1)
+          # After every run: a long set stopped part-way keeps its runs.
+          with open(os.path.join(work, 'results.json'), 'w') as f:
+            json.dump(res, f, indent=1)
     write(args, run, cases[:cases.index(c) + 1], res, columns)
   log(f'results: {os.path.join(work, "results.json")}')
   return 0
