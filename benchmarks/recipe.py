@@ -226,6 +226,9 @@ def main(argv=None) -> int:
   p.add_argument('--variant-models', default=PLAIN,
                  help='the pipeline models the variants run for '
                  '(comma-separated; default: %(default)s)')
+  p.add_argument('--variants-only', action='store_true',
+                 help='run the variant-models with their variants only, '
+                 'not again without (their defaults measured before)')
   p.add_argument('--data-dir', default=None,
                  help='comma-separated folders of <Name>/<Name>_TRAIN.ts')
   p.add_argument('--note', action='append', default=[],
@@ -278,6 +281,9 @@ def main(argv=None) -> int:
         for name, flags in ({'': []} if model in KERAS_MODELS else
                             variants).items():
           if name and model not in variant_models:
+            continue
+          if (not name and args.variants_only and model in variant_models
+              and model not in KERAS_MODELS):
             continue
           column = model + (f' {name}' if name else '')
           if column not in columns and column != KERAS:
