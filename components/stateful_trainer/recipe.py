@@ -80,7 +80,7 @@ def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
   with ``budget='convergence'`` and a validation carve, the cap
   (``CAP_FACTOR`` times the epochs rule); else the epochs rule.
   """
-  rule = settings.epochs_rule(num_sequences)
+  rule = settings.epochs_rule()
   if config.epochs is not None:
     result = config, Plan(why='set')
   elif module_epochs is not None:
@@ -103,10 +103,8 @@ def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
               settings.CAP_FACTOR, num_sequences)
   else:
     result = (config.replace(epochs=rule), Plan(why='the epochs rule'))
-    _LOG.info('epochs: %d (unset; the epochs rule for %d training sequences: '
-              '%d sequences seen, %d to %d epochs)', rule, num_sequences,
-              settings.EPOCHS_TARGET_EXAMPLES, settings.EPOCHS_MIN,
-              settings.EPOCHS_MAX)
+    _LOG.info('epochs: %d (unset; the epochs rule, for %d training '
+              'sequences)', rule, num_sequences)
   config, made = result
   if config.budget == 'convergence' and not made.convergence:
     _LOG.info('budget: epochs, not convergence (%s)',

@@ -14,7 +14,6 @@ from the model's hyperparameters.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, List, Mapping, Optional
 
 from components import declared
@@ -27,13 +26,11 @@ LABEL_SCORINGS = ('last_step', 'every_step', 'weighted')
 # ``batches.WEIGHTED_MIN_SEGMENTS``, for the help text.
 WEIGHTED_MIN_SEGMENTS = 4
 
-# The epochs rule (``epochs`` unset): enough passes for about
-# EPOCHS_TARGET_EXAMPLES labelled training sequences (or labelled steps of
-# per-step data, counted as sequences), between EPOCHS_MIN and EPOCHS_MAX;
-# early stopping on the validation carve ends it sooner.
-EPOCHS_TARGET_EXAMPLES = 4000
-EPOCHS_MIN = 20
-EPOCHS_MAX = 40
+# The epochs rule (``epochs`` unset): RULE_EPOCHS passes over the train
+# split, whatever its number of sequences; early stopping on the validation
+# carve ends it sooner. (Fewer epochs for more sequences did worse:
+# BENCHMARKS.md section 13.)
+RULE_EPOCHS = 40
 
 # The budget by convergence (``budget='convergence'``, in place of the
 # epochs rule): train while the validation carve improves (a better score or
@@ -74,10 +71,8 @@ class TrainConfig:
       'no gradient step, the weights the model module\'s adapt fitted); '
       'unset: the model module\'s default_epochs(spec) if it has one (5 '
       'for the default conv model: fine-tuning of the ridge head adapt '
-      'fits, kept only if the validation carve prefers it), else chosen '
-      'from the number of training sequences by the epochs rule '
-      f'({EPOCHS_TARGET_EXAMPLES} sequences seen, {EPOCHS_MIN} to '
-      f'{EPOCHS_MAX} epochs); printed')
+      'fits, kept only if the validation carve prefers it), else the '
+      f'epochs rule\'s {RULE_EPOCHS}; printed')
   max_steps: Optional[int] = _setting(
       None, 'stop after this many training steps in total (with a '
       'checkpoint), even mid-epoch')
@@ -303,11 +298,10 @@ def refits(config: 'TrainConfig') -> bool:
   return bool(config.refit) and config.validation_fraction > 0
 
 
-def epochs_rule(num_sequences: int) -> int:
-  """Epochs when the user sets none: ``ceil(EPOCHS_TARGET_EXAMPLES /
-  num_sequences)`` clipped to ``[EPOCHS_MIN, EPOCHS_MAX]``."""
-  wanted = math.ceil(EPOCHS_TARGET_EXAMPLES / max(1, int(num_sequences)))
-  return int(min(EPOCHS_MAX, max(EPOCHS_MIN, wanted)))
+def epochs_rule() -> int:
+  """Epochs when the user sets none and the model module has no
+  ``default_epochs``: ``RULE_EPOCHS``."""
+  return RULE_EPOCHS
 
 
 # One command-line flag of a ``TrainConfig`` field.
