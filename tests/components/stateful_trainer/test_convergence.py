@@ -196,6 +196,14 @@ def test_a_resumed_fit_makes_the_same_decisions(tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_the_epochs_rule_gives_as_many_epochs_to_a_large_set():
+  """The epochs rule does not shrink with the number of sequences (fewer
+  epochs for more sequences did worse, BENCHMARKS.md section 13)."""
+  epochs = {n: recipe_lib.plan_budget(settings.TrainConfig(), None, n, 6)[
+      0].epochs for n in (20, 100, 537, 40000)}
+  assert set(epochs.values()) == {settings.RULE_EPOCHS} == {40}
+
+
 def test_the_plan_applies_convergence_only_where_the_rule_would():
   conv = settings.TrainConfig(budget='convergence')
   config, plan = recipe_lib.plan_budget(conv, None, 50, 6)
