@@ -213,6 +213,32 @@ def with_longest(flags: List[str], train) -> List[str]:
   return [f.replace('{longest}', longest) for f in flags]
 
 
+def run_plan(models: Sequence[str], variants: Dict[str, List[str]],
+             variant_models: Sequence[str], variants_only: bool = False
+             ) -> List[tuple]:
+  """One seed's runs on one set, in order: ``(model, column, flags)``.
+
+  The Keras models first (the floor, then the others), then the pipeline
+  models, each with every variant (``variants``: name to local-runner flags;
+  ``''``: the defaults) if it is one of ``variant_models``. ``variants_only``
+  leaves out a variant model's defaults (measured in an earlier run).
+  """
+  ordered = [m for m in KERAS_MODELS if m in models] + [
+      m for m in models if m not in KERAS_MODELS]
+  plan = []
+  for model in ordered:
+    if model in KERAS_MODELS:
+      plan.append((model, model, []))
+      continue
+    for name, flags in variants.items():
+      if name and model not in variant_models:
+        continue
+      if not name and variants_only and model in variant_models:
+        continue
+      plan.append((model, model + (f' {name}' if name else ''), flags))
+  return plan
+
+
 def main(argv=None) -> int:
   p = harness.parser(__doc__.split('\n')[0])
   p.add_argument('--datasets', default=','.join(CASES))
@@ -268,41 +294,31 @@ def main(argv=None) -> int:
     else:
       print(f'error: {c.name}: {str(last).splitlines()[0]}', file=sys.stderr)
       return 1
-  # The Keras models first (the floor, then keras_strong), then the rest.
-  ordered = [m for m in KERAS_MODELS if m in models] + [
-      m for m in models if m not in KERAS_MODELS]
   columns = []
   for c in cases:
     r = res[c.slug] = {}
     train, evals = real_data.load_split(c, 'train'), real_data.load_split(
         c, 'eval')
     for seed in range(nseeds):
-      for model in ordered:
-        for name, flags in ({'': []} if model in KERAS_MODELS else
-                            variants).items():
-          if name and model not in variant_models:
-            continue
-          if (not name and args.variants_only and model in variant_models
-              and model not in KERAS_MODELS):
-            continue
-          column = model + (f' {name}' if name else '')
-          if column not in columns and column != KERAS:
-            columns.append(column)
-          if model in KERAS_MODELS:
-            out = real_data.timed_keras(c, train, evals, seed,
-                                        **KERAS_MODELS[model])
-          else:
-            given = with_longest(flags, train)
-            out = real_data.run_pipeline(c, real_data.OURS, seed, work,
-                                         MODEL_FLAGS[model] + given)
-            out['seconds'] = out.get('trainer_seconds') or out['seconds']
-            out['flags'] = given
-          r.setdefault(column, []).append(out)
-          real_data.log_run(log, f'{c.name}: {column}', seed, out,
-                            real_data.metric_names(c))
-          # After every run: a long set stopped part-way keeps its runs.
-          with open(os.path.join(work, 'results.json'), 'w') as f:
-            json.dump(res, f, indent=1)
+      for model, column, flags in run_plan(models, variants, variant_models,
+                                           args.variants_only):
+        if column not in columns and column != KERAS:
+          columns.append(column)
+        if model in KERAS_MODELS:
+          out = real_data.timed_keras(c, train, evals, seed,
+                                      **KERAS_MODELS[model])
+        else:
+          given = with_longest(flags, train)
+          out = real_data.run_pipeline(c, real_data.OURS, seed, work,
+                                       MODEL_FLAGS[model] + given)
+          out['seconds'] = out.get('trainer_seconds') or out['seconds']
+          out['flags'] = given
+        r.setdefault(column, []).append(out)
+        real_data.log_run(log, f'{c.name}: {column}', seed, out,
+                          real_data.metric_names(c))
+        # After every run: a long set stopped part-way keeps its runs.
+        with open(os.path.join(work, 'results.json'), 'w') as f:
+          json.dump(res, f, indent=1)
     write(args, run, cases[:cases.index(c) + 1], res, columns)
   log(f'results: {os.path.join(work, "results.json")}')
   return 0

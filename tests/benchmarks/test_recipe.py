@@ -65,3 +65,18 @@ def test_a_variant_of_a_variant_is_read_against_its_own_base():
       lines[3])
   assert lines[4].startswith('* plain refit loss against plain refit: '
                              'better beyond the spread on 1 (A)')
+
+
+def test_the_run_plan_with_and_without_variants_only():
+  variants = {'': [], 'e40': ['--epochs', '40']}
+  plan = recipe.run_plan(['plain', 'keras', 'gru'], variants, ['plain'])
+  assert plan == [('keras', 'keras', []), ('plain', 'plain', []),
+                  ('plain', 'plain e40', ['--epochs', '40']),
+                  ('gru', 'gru', [])]
+  # --variants-only: a variant model's defaults are not run again; the
+  # Keras floor and the models without variants still are.
+  only = recipe.run_plan(['plain', 'keras', 'gru'], variants, ['plain'],
+                         variants_only=True)
+  assert only == [('keras', 'keras', []),
+                  ('plain', 'plain e40', ['--epochs', '40']),
+                  ('gru', 'gru', [])]
