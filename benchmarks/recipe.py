@@ -190,11 +190,22 @@ def write(args, run, cases, res, columns) -> None:
       f'Not run here: {", ".join(not_run)}.' if not_run else None)
 
 
+def merged_results(paths: Sequence[str]) -> Dict[str, Dict]:
+  """Several runs' results.json as one: a later file's column of a set
+  adds to (or replaces) the earlier files' column of that name."""
+  res: Dict[str, Dict] = {}
+  for path in paths:
+    with open(path) as f:
+      for slug, columns in json.load(f).items():
+        res.setdefault(slug, {}).update(columns)
+  return res
+
+
 def from_results(args, run, cases) -> None:
-  """The section from an earlier run's results.json (its sets, in
+  """The section from earlier runs' results.json (``--from-results``:
+  comma-separated, merged by ``merged_results``; their sets, in
   ``--datasets`` order)."""
-  with open(args.from_results) as f:
-    res = json.load(f)
+  res = merged_results(args.from_results.split(','))
   cases = [c for c in cases if c.slug in res]
   columns = []
   for c in cases:
@@ -261,8 +272,10 @@ def main(argv=None) -> int:
                  help='a bullet of the reading that is not computed; '
                  'repeatable')
   p.add_argument('--from-results', default=None, metavar='JSON',
-                 help='write the section from an earlier run\'s '
-                 'results.json instead of running')
+                 help='write the section from earlier runs\' '
+                 'results.json instead of running (comma-separated: '
+                 'merged, a later file\'s column replacing an earlier '
+                 'one\'s of the same name and set)')
   args = p.parse_args(argv)
   models = [m for m in args.models.split(',') if m]
   if set(models) - set(MODELS):

@@ -80,3 +80,15 @@ def test_the_run_plan_with_and_without_variants_only():
   assert only == [('keras', 'keras', []),
                   ('plain', 'plain e40', ['--epochs', '40']),
                   ('gru', 'gru', [])]
+
+
+def test_results_of_several_runs_merge_by_set_and_column(tmp_path):
+  import json  # pylint: disable=g-import-not-at-top
+  first, second = tmp_path / 'a.json', tmp_path / 'b.json'
+  first.write_text(json.dumps({'A': {'keras': [1], 'plain': [2]},
+                               'B': {'keras': [3]}}))
+  second.write_text(json.dumps({'A': {'plain': [5], 'gru nocarve': [6]},
+                                'C': {'plain': [7]}}))
+  merged = recipe.merged_results([str(first), str(second)])
+  assert merged == {'A': {'keras': [1], 'plain': [5], 'gru nocarve': [6]},
+                    'B': {'keras': [3]}, 'C': {'plain': [7]}}
