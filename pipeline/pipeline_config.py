@@ -59,7 +59,7 @@ class PipelineConfig:
   Defaults are chosen for unknown real data (lengths from a few to thousands
   of steps): the lane layout (batch_size, num_unroll) comes from the train
   split's lengths (``layout_rule.choose_layout``), the epochs by
-  ``settings.epochs_rule``, packed mode wastes little padding.
+  the epochs rule (``settings.RULE_EPOCHS``), packed mode wastes little padding.
   Each field's help text is in its metadata (see the module docstring).
   """
   pipeline_name: str = setting(

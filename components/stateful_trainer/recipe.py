@@ -72,15 +72,14 @@ class Plan:
 
 
 def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
-         num_sequences: int, num_batches: int
-        ) -> Tuple[settings.TrainConfig, Plan]:
+                num_batches: int) -> Tuple[settings.TrainConfig, Plan]:
   """``config`` with its epochs set, and the run's ``Plan``.
 
   The epochs, in order: as set; the model module's ``default_epochs``;
   with ``budget='convergence'`` and a validation carve, the cap
   (``CAP_FACTOR`` times the epochs rule); else the epochs rule.
   """
-  rule = settings.epochs_rule()
+  rule = settings.RULE_EPOCHS
   if config.epochs is not None:
     result = config, Plan(why='set')
   elif module_epochs is not None:
@@ -97,14 +96,13 @@ def plan_budget(config: settings.TrainConfig, module_epochs: Optional[int],
               'carve improves; after %d steps (and %d epochs) without, the '
               'rate drops %gx, at most %d times, then training stops; not '
               'before the epochs rule\'s %d epochs, and at most %d (%dx '
-              'those, for %d training sequences)', settings.PATIENCE_STEPS,
+              'those)', settings.PATIENCE_STEPS,
               settings.PATIENCE_MIN_EPOCHS, 1 / settings.RATE_FACTOR,
               settings.RATE_REDUCTIONS, rule, settings.CAP_FACTOR * rule,
-              settings.CAP_FACTOR, num_sequences)
+              settings.CAP_FACTOR)
   else:
     result = (config.replace(epochs=rule), Plan(why='the epochs rule'))
-    _LOG.info('epochs: %d (unset; the epochs rule, for %d training '
-              'sequences)', rule, num_sequences)
+    _LOG.info('epochs: %d (unset; the epochs rule)', rule)
   config, made = result
   if config.budget == 'convergence' and not made.convergence:
     _LOG.info('budget: epochs, not convergence (%s)',
@@ -157,9 +155,7 @@ def recipe(args, p, a) -> Recipe:
                 held, config.min_carve_sequences)
       config = config.replace(validation_fraction=0.0)
       refitting = False
-  config, plan = plan_budget(config, a.module_epochs,
-                                 int(p.train.meta['num_sequences']),
-                                 p.train.num_batches)
+  config, plan = plan_budget(config, a.module_epochs, p.train.num_batches)
   why = 'set'
   if config.label_scoring is None:
     hook = p.hooks.label_scoring

@@ -298,12 +298,6 @@ def refits(config: 'TrainConfig') -> bool:
   return bool(config.refit) and config.validation_fraction > 0
 
 
-def epochs_rule() -> int:
-  """Epochs when the user sets none and the model module has no
-  ``default_epochs``: ``RULE_EPOCHS``."""
-  return RULE_EPOCHS
-
-
 # One command-line flag of a ``TrainConfig`` field.
 FlagSpec = declared.FlagSpec
 
